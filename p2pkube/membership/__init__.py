@@ -1,0 +1,1 @@
+"""Membership: who is in the cluster and who is alive, from ephemeral heartbeats."""

@@ -1,0 +1,34 @@
+# Every target creates .venv and installs the project itself, so each works on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_ARGS ?=
+
+.PHONY: demo test lint bench clean venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## A local 3-peer cluster on loopback doing real work; Ctrl-C stops it (DEMO_ARGS="--duration 30").
+demo: $(STAMP)
+	$(PY) examples/demo.py $(DEMO_ARGS)
+
+## Lint, then the whole test suite (real processes, real aiortc, real pycrdt).
+test: $(STAMP) lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check p2pkube signaling tests bench examples
+
+## Every benchmark; rewrites docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) demo-data .pytest_cache

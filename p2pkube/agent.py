@@ -1,0 +1,400 @@
+"""One p2pkube node: wires a transport, the replicated state, membership and the local API.
+
+The agent owns every long-lived task it starts and stops them in reverse order on SIGINT or
+SIGTERM: it first tells its neighbours it is leaving (so they mark it NotReady at once instead of
+after a timeout), flushes the state log, then closes its links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+
+from p2pkube import __version__
+from p2pkube.api.quantity import format_bytes, format_cpu, parse_quantity
+from p2pkube.api.server import ApiServer
+from p2pkube.membership.detector import Membership, NodeLiveness, utc_now
+from p2pkube.net import ice
+from p2pkube.net.frames import Frame, FrameType
+from p2pkube.net.identity import NodeIdentity
+from p2pkube.net.mesh import Mesh
+from p2pkube.net.signaling_client import SignalingRejected
+from p2pkube.settings import AgentSettings
+from p2pkube.state.cluster import ClusterState
+from p2pkube.state.sync import SyncProtocolError
+from signaling.protocol import cluster_id
+
+log = logging.getLogger("p2pkube.agent")
+
+KIND_LABEL = "p2pkube.io/kind"
+USER_KINDS = {"ConfigMap": "v1"}
+"""Kinds a user may write through the API in this release, with their apiVersion."""
+
+
+@dataclass
+class JoinOptions:
+    """Everything ``p2pkube join`` passes to the agent."""
+
+    signaling_url: str
+    token: str
+    name: str
+    data_dir: Path
+    labels: dict[str, str] = field(default_factory=dict)
+    max_peers: int = 8
+    ice_addresses: list[str] = field(default_factory=list)
+    cpu: str | None = None
+    memory: str | None = None
+    api_port: int = 0
+    log_level: str = "info"
+    kind: str = "native"
+    overrides: list[str] = field(default_factory=list)
+    """``SECTION.FIELD=VALUE`` settings overrides (``p2pkube join --set``)."""
+
+
+def object_key(kind: str, namespace: str, name: str) -> str:
+    """The map key of an object: ``kind/namespace/name`` (namespace empty when cluster-scoped)."""
+    return f"{kind}/{namespace}/{name}"
+
+
+def websocket_url(url: str) -> str:
+    """``ws://HOST:PORT`` as users type it, completed with the server's ``/ws`` endpoint."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc:
+        raise ValueError(f"signaling URL {url!r} must look like ws://HOST:PORT")
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path if parts.path not in ("", "/") else "/ws"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+class Agent:
+    """A running node; also the backend of the local API (``p2pkube.api.backend``)."""
+
+    def __init__(self, options: JoinOptions) -> None:
+        self.options = options
+        self.node_name = options.name
+        self.data_dir = options.data_dir
+        self.identity = NodeIdentity.load_or_create(options.data_dir)
+        self.node_id = self.identity.node_id
+        self.cluster = cluster_id(options.token)
+        self.started_wall = utc_now()
+        self.started = time.monotonic()
+        self.settings = AgentSettings()
+        self.settings.transport.max_peers = options.max_peers
+        if options.ice_addresses:
+            self.settings.transport.ice_host_addresses = list(options.ice_addresses)
+        for assignment in options.overrides:
+            self.settings.override(assignment)
+        transport_settings = self.settings.transport
+        self.state = ClusterState(options.data_dir, self.settings.state)
+        self.mesh = Mesh(
+            identity=self.identity,
+            name=options.name,
+            kind=options.kind,
+            cluster=self.cluster,
+            token=options.token,
+            signaling_url=websocket_url(options.signaling_url),
+            settings=transport_settings,
+        )
+        self.membership = Membership(
+            self.node_id,
+            options.name,
+            self.mesh,
+            self.settings.membership,
+            on_change=self._on_liveness,
+        )
+        self.api = ApiServer(self, options.data_dir, port=options.api_port)
+        self.mesh.on_link_up = self._on_link_up
+        self.mesh.on_link_down = self.state.detach_peer
+        self.mesh.on_frame = self._on_frame
+        self.mesh.route_hint = self.membership.route_hint
+        self.mesh.reachable = self.membership.is_reachable
+        self._process = psutil.Process()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        ice.use_host_addresses(self.mesh.settings.ice_host_addresses)
+        await self.state.open()
+        await self._publish_node()
+        await self.mesh.start()  # raises SignalingRejected on a bad token
+        await self.membership.start()
+        await self.api.start()
+        log.info(
+            "node %s (%s) joined cluster %s; API at %s",
+            self.node_name,
+            self.node_id,
+            self.cluster,
+            self.api.url,
+        )
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.api.stop()
+        await self.membership.close(leaving=True)
+        await self.state.close()
+        await self.mesh.close()
+
+    # -- wiring --------------------------------------------------------------------------------
+    def _on_link_up(self, node: str) -> None:
+        self.state.attach_peer(
+            node, lambda data, node=node: self.mesh.send(node, FrameType.SYNC, data)
+        )
+
+    def _on_frame(self, node: str, frame: Frame) -> None:
+        if frame.type is FrameType.SYNC:
+            try:
+                self.state.receive(node, frame.body)
+            except SyncProtocolError as exc:
+                log.warning("dropping peer %s: bad sync message: %s", node, exc)
+                link = self.mesh.link(node)
+                if link is not None:
+                    link.violation = True
+                    link.close_soon(f"protocol violation: {exc}", notify=False)
+        elif frame.type is FrameType.HEARTBEAT:
+            self.membership.handle_heartbeat(node, frame.body)
+        else:
+            log.warning("unexpected %s frame from %s ignored", frame.type.name, node)
+
+    def _on_liveness(self, liveness: NodeLiveness) -> None:
+        if liveness.ready:
+            self.mesh.add_candidate(liveness.node)
+
+    # -- this node's Node object ---------------------------------------------------------------
+    def _capacity(self) -> dict[str, str]:
+        """CPU and memory this node offers: the flags if given, else what the machine has."""
+        options = self.options
+        cpu = parse_quantity(options.cpu) if options.cpu else Fraction(os.cpu_count() or 1)
+        memory = (
+            int(parse_quantity(options.memory)) if options.memory else psutil.virtual_memory().total
+        )
+        return {"cpu": format_cpu(cpu), "memory": format_bytes(memory)}
+
+    async def _publish_node(self) -> None:
+        """Write this node's spec and static status; keep its creation time across restarts."""
+        key = object_key("Node", "", self.node_name)
+        previous = self.state.get("objects", key)
+        created = self.started_wall
+        if isinstance(previous, dict) and previous.get("metadata", {}).get("uid") == self.node_id:
+            created = previous["metadata"].get("creationTimestamp", created)
+        labels = {**self.options.labels, KIND_LABEL: self.options.kind}
+        capacity = self._capacity()
+        await self.state.put(
+            "objects",
+            key,
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": self.node_name,
+                    "uid": self.node_id,
+                    "labels": labels,
+                    "creationTimestamp": created,
+                },
+                "spec": {},
+            },
+        )
+        await self.state.put(
+            "status",
+            key,
+            {
+                "capacity": capacity,
+                "allocatable": dict(capacity),
+                "nodeInfo": {
+                    "kind": self.options.kind,
+                    "agentVersion": __version__,
+                    "nodeID": self.node_id,
+                    "pythonVersion": sys.version.split()[0],
+                },
+            },
+        )
+
+    # -- API backend ---------------------------------------------------------------------------
+    def _condition(self, node_id: str) -> tuple[dict[str, Any], int]:
+        if node_id == self.node_id:
+            return (
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "AgentReady",
+                    "lastHeartbeatTime": utc_now(),
+                    "lastTransitionTime": self.started_wall,
+                },
+                len(self.mesh.neighbours()),
+            )
+        liveness = self.membership.get(node_id)
+        if liveness is None:
+            waited = time.monotonic() - self.started > self.membership.settings.node_timeout
+            return (
+                {
+                    "type": "Ready",
+                    "status": "False" if waited else "Unknown",
+                    "reason": "NoHeartbeat" if waited else "Starting",
+                    "lastHeartbeatTime": None,
+                    "lastTransitionTime": self.started_wall,
+                },
+                0,
+            )
+        return (
+            {
+                "type": "Ready",
+                "status": "True" if liveness.ready else "False",
+                "reason": liveness.reason,
+                "lastHeartbeatTime": liveness.last_heartbeat,
+                "lastTransitionTime": liveness.last_transition,
+            },
+            len(liveness.peers),
+        )
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        nodes = []
+        for key, obj in self.state.items("objects"):
+            if not key.startswith("Node//") or not isinstance(obj, dict):
+                continue
+            status = dict(self.state.get("status", key) or {})
+            condition, peers = self._condition(obj.get("metadata", {}).get("uid", ""))
+            status["conditions"] = [condition]
+            status["peers"] = peers
+            nodes.append({**obj, "status": status})
+        return sorted(nodes, key=lambda n: n["metadata"]["name"])
+
+    def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
+        objects = []
+        for key, obj in self.state.items("objects"):
+            if key.startswith(prefix) and isinstance(obj, dict):
+                status = self.state.get("status", key)
+                objects.append({**obj, "status": status} if status is not None else obj)
+        return sorted(
+            objects, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+        )
+
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        key = object_key(kind, namespace, name)
+        obj = self.state.get("objects", key)
+        if not isinstance(obj, dict):
+            return None
+        status = self.state.get("status", key)
+        return {**obj, "status": status} if status is not None else obj
+
+    async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Validate and store a user object; returns once it is on disk (acknowledged)."""
+        kind = obj.get("kind")
+        if kind not in USER_KINDS:
+            raise ValueError(f"kind: {kind!r} is not supported (supported: {sorted(USER_KINDS)})")
+        if obj.get("apiVersion") != USER_KINDS[kind]:
+            raise ValueError(f"apiVersion: must be {USER_KINDS[kind]!r} for {kind}")
+        metadata = obj.get("metadata")
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+            raise ValueError("metadata.name: required")
+        namespace = metadata.get("namespace") or "default"
+        key = object_key(kind, namespace, metadata["name"])
+        previous = self.state.get("objects", key)
+        old_meta = previous.get("metadata", {}) if isinstance(previous, dict) else {}
+        stored = {
+            **{k: v for k, v in obj.items() if k != "status"},
+            "metadata": {
+                **metadata,
+                "namespace": namespace,
+                "uid": old_meta.get("uid") or secrets.token_hex(16),
+                "creationTimestamp": old_meta.get("creationTimestamp") or utc_now(),
+            },
+        }
+        await self.state.put("objects", key, stored)
+        return stored
+
+    async def delete_object(self, kind: str, namespace: str, name: str) -> bool:
+        key = object_key(kind, namespace, name)
+        if self.state.get("objects", key) is None:
+            return False
+        await self.state.delete("objects", key)
+        if self.state.get("status", key) is not None:
+            await self.state.delete("status", key)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        with self._process.oneshot():
+            rss = self._process.memory_info().rss
+            cpu = self._process.cpu_times()
+        return {
+            "node": self.node_name,
+            "nodeID": self.node_id,
+            "cluster": self.cluster,
+            "kind": self.options.kind,
+            "agentVersion": __version__,
+            "uptimeSeconds": round(time.monotonic() - self.started, 3),
+            "mesh": self.mesh.stats(),
+            "state": self.state.stats_dict(),
+            "membership": {
+                "stalledSeconds": round(self.membership.stalled_seconds, 3),
+                "nodes": [
+                    {
+                        "node": n.node,
+                        "name": n.name,
+                        "ready": n.ready,
+                        "reason": n.reason,
+                        "via": n.via,
+                        "transitions": n.transitions,
+                    }
+                    for n in self.membership.nodes()
+                ],
+            },
+            "process": {
+                "pid": os.getpid(),
+                "rssBytes": rss,
+                "cpuSeconds": round(cpu.user + cpu.system, 3),
+            },
+        }
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    logging.getLogger("aiortc").setLevel(logging.WARNING)
+
+
+async def _run(options: JoinOptions) -> int:
+    agent = Agent(options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await agent.start()
+    except SignalingRejected as exc:
+        print(f"error: the signaling server refused to admit this node: {exc}", file=sys.stderr)
+        await agent.stop()
+        return 1
+    print(
+        f"node {agent.node_name} ({agent.node_id}) joined cluster {agent.cluster}",
+        file=sys.stderr,
+        flush=True,
+    )
+    await stop.wait()
+    log.info("leaving the cluster")
+    try:
+        await asyncio.wait_for(agent.stop(), timeout=15)
+    except TimeoutError:
+        log.warning("graceful leave did not finish within 15 s")
+    return 0
+
+
+def run_agent(options: JoinOptions) -> int:
+    """Run a node in the foreground until SIGINT/SIGTERM; returns the process exit code."""
+    _configure_logging(options.log_level)
+    return asyncio.run(_run(options))

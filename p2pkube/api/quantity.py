@@ -1,0 +1,68 @@
+"""Kubernetes resource quantities (``500m``, ``2``, ``128Mi``, ``1G``, ``1.5Gi``).
+
+Parsed to exact fractions so comparisons of requests against capacity never suffer float
+rounding; formatted back the way kubectl prints node capacity.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_SUFFIXES: dict[str, Fraction] = {
+    "": Fraction(1),
+    "m": Fraction(1, 1000),
+    "k": Fraction(10**3),
+    "M": Fraction(10**6),
+    "G": Fraction(10**9),
+    "T": Fraction(10**12),
+    "P": Fraction(10**15),
+    "E": Fraction(10**18),
+    "Ki": Fraction(2**10),
+    "Mi": Fraction(2**20),
+    "Gi": Fraction(2**30),
+    "Ti": Fraction(2**40),
+    "Pi": Fraction(2**50),
+    "Ei": Fraction(2**60),
+}
+_QUANTITY = re.compile(r"^([+]?[0-9]+(?:\.[0-9]*)?|[+]?\.[0-9]+)([eE][+-]?[0-9]+)?([A-Za-z]*)$")
+
+
+def parse_quantity(text: str | int | float) -> Fraction:
+    """Parse a quantity; raises ValueError naming what is wrong."""
+    if isinstance(text, bool):
+        raise ValueError("must be a quantity like 500m, 2, 128Mi, not a boolean")
+    if isinstance(text, int | float):
+        return Fraction(str(text))
+    match = _QUANTITY.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a quantity (examples: 500m, 2, 128Mi, 1G)")
+    number, exponent, suffix = match.groups()
+    if suffix not in _SUFFIXES:
+        raise ValueError(f"{text!r} has an unknown suffix {suffix!r}")
+    if exponent and suffix:
+        raise ValueError(f"{text!r} mixes an exponent and a suffix")
+    value = Fraction(number) * _SUFFIXES[suffix]
+    if exponent:
+        value *= Fraction(10) ** int(exponent[1:])
+    return value
+
+
+def format_bytes(value: int) -> str:
+    """Bytes the way kubectl shows memory: the largest binary suffix that divides evenly-ish."""
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        unit = int(_SUFFIXES[suffix])
+        if value >= unit and value % unit == 0:
+            return f"{value // unit}{suffix}"
+    if value >= 2**30:
+        return f"{value // 2**20}Mi"
+    if value >= 2**10:
+        return f"{value // 2**10}Ki"
+    return str(value)
+
+
+def format_cpu(value: Fraction) -> str:
+    """CPU cores as ``2`` or ``500m``."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    return f"{int(value * 1000)}m"

@@ -1,0 +1,396 @@
+"""The agent's local HTTP API, served on loopback for the ``p2pkube`` CLI.
+
+Why a local HTTP API at all: the agent is a long-running asyncio process holding the CRDT
+document and the WebRTC mesh; the CLI is a short-lived process. A small JSON API on 127.0.0.1
+keeps the two apart (kubectl talks to an API server the same way) and lets tests and scripts
+use curl.
+
+Security model: loopback only, plus a bearer token regenerated on every start and written to
+``<data_dir>/api.token`` with mode 0600, so only the user who owns the data dir can drive the
+agent. Discovery: ``<data_dir>/api.json`` names the URL, pid and node, and is removed on stop.
+
+Errors are Kubernetes ``Status`` objects, never stack traces, so the CLI can print them the way
+kubectl does (``Error from server (NotFound): ...``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from p2pkube.api import (
+    EMPTY_NAMESPACE,
+    INFO_FILE,
+    TOKEN_FILE,
+    Requirement,
+    match_labels,
+    parse_selector,
+)
+from p2pkube.api.backend import AgentBackend
+
+log = logging.getLogger(__name__)
+
+# Reason strings Kubernetes uses for these codes, so `Error from server (<reason>)` reads right.
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "AlreadyExists",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiProblem(Exception):
+    """A request that fails in a way the caller should see as a Kubernetes Status."""
+
+    def __init__(self, code: int, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason or _REASONS.get(code, "Unknown")
+
+
+def status_body(code: int, message: str, reason: str | None = None) -> dict[str, Any]:
+    """A Kubernetes ``Status`` failure object."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or _REASONS.get(code, "Unknown"),
+        "code": code,
+    }
+
+
+def resource_name(kind: str) -> str:
+    """Lower-case plural used in messages (``ConfigMap`` -> ``configmaps``), as kubectl says it."""
+    lower = kind.lower()
+    if lower.endswith(("s", "x", "ch", "sh")):
+        return lower + "es"
+    if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return lower[:-1] + "ies"
+    return lower + "s"
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` via a 0600 temp file + fsync + rename, so readers never see half a file.
+
+    mkstemp creates the file with mode 0600 whatever the umask, so the token is never readable
+    by others, not even for an instant.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _remove_info_if_ours(path: Path, url: str) -> None:
+    """Remove api.json unless another agent has since claimed this data dir."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(info, dict) and info.get("url") == url and info.get("pid") == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+class ApiServer:
+    """Serves the local API for one agent on loopback (see the module docstring)."""
+
+    def __init__(
+        self,
+        backend: AgentBackend,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        write_timeout: float = 30.0,
+        shutdown_timeout: float = 2.0,
+    ) -> None:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            # The token is the only protection; never expose it beyond this machine.
+            raise ValueError(f"the local API serves on a loopback address only, not {host!r}")
+        self.backend = backend
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.port = port
+        self.write_timeout = write_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self._token = ""
+        self._url: str | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` once started."""
+        if self._url is None:
+            raise RuntimeError("ApiServer is not started")
+        return self._url
+
+    @property
+    def token(self) -> str:
+        """The bearer token of this run (also in ``<data_dir>/api.token``)."""
+        return self._token
+
+    async def start(self) -> None:
+        """Listen, then publish api.token and api.json for the CLI to find us."""
+        if self._runner is not None:
+            raise RuntimeError("ApiServer already started")
+        self._token = secrets.token_urlsafe(32)
+        runner = web.AppRunner(
+            self._make_app(), access_log=None, shutdown_timeout=self.shutdown_timeout
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            port = runner.addresses[0][1]
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            self._url = f"http://{host}:{port}"
+            self.port = port
+            info = {"url": self._url, "pid": os.getpid(), "node": self.backend.node_name}
+            async with asyncio.timeout(10):
+                await asyncio.to_thread(self._publish, info)
+        except BaseException:
+            self._url = None
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.info("local API listening on %s (data dir %s)", self._url, self.data_dir)
+
+    def _publish(self, info: dict[str, Any]) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Token first: whoever sees api.json must be able to read a matching token.
+        write_file_atomically(self.data_dir / TOKEN_FILE, self._token.encode() + b"\n")
+        write_file_atomically(
+            self.data_dir / INFO_FILE, json.dumps(info, indent=2).encode() + b"\n"
+        )
+
+    async def stop(self) -> None:
+        """Stop serving and withdraw api.json so the CLI says "no agent" instead of hanging."""
+        runner, url = self._runner, self._url
+        if runner is None or url is None:
+            return
+        self._runner = None
+        try:
+            async with asyncio.timeout(10):
+                await asyncio.to_thread(_remove_info_if_ours, self.data_dir / INFO_FILE, url)
+        finally:
+            async with asyncio.timeout(self.shutdown_timeout + 5):
+                await runner.cleanup()
+            self._url = None
+
+    # --- HTTP plumbing ---------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard])
+        app.add_routes(
+            [
+                web.get("/v1/nodes", self._list_nodes),
+                web.get("/v1/nodes/{name}", self._get_node),
+                web.get("/v1/objects/{kind}", self._list_objects),
+                web.get("/v1/objects/{kind}/{namespace}/{name}", self._get_object),
+                web.put("/v1/objects", self._put_object),
+                web.post("/v1/objects", self._create_object),
+                web.delete("/v1/objects/{kind}/{namespace}/{name}", self._delete_object),
+                web.get("/v1/status", self._status),
+            ]
+        )
+        return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Authenticate every request and turn every failure into a Status object.
+
+        Auth runs before routing errors surface, so unauthenticated callers learn nothing,
+        not even which paths exist.
+        """
+        if not self._authorized(request):
+            return _problem(
+                401, "missing or invalid bearer token (read it from api.token in the data dir)"
+            )
+        try:
+            return await handler(request)
+        except ApiProblem as exc:
+            return _problem(exc.code, exc.message, exc.reason)
+        except web.HTTPException as exc:  # unknown path, wrong method, body too large
+            return _problem(exc.status, f"{exc.reason}: {request.method} {request.path}")
+        except TimeoutError:
+            return _problem(504, "the agent did not finish the request in time")
+        except Exception:
+            log.exception("local API: %s %s failed", request.method, request.path)
+            return _problem(500, "internal error in the agent (see its log)")
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not self._token:
+            return False
+        return hmac.compare_digest(given.strip().encode(), self._token.encode())
+
+    # --- handlers ----------------------------------------------------------------------------
+
+    async def _list_nodes(self, request: web.Request) -> web.Response:
+        selector = _selector(request)
+        items = [n for n in self.backend.list_nodes() if _matches(selector, n)]
+        return web.json_response(_list_of("Node", items))
+
+    async def _get_node(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        for node in self.backend.list_nodes():
+            if node.get("metadata", {}).get("name") == name:
+                return web.json_response(node)
+        raise ApiProblem(404, f'nodes "{name}" not found')
+
+    async def _list_objects(self, request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        selector = _selector(request)
+        namespace = request.query.get("namespace")
+        if namespace == EMPTY_NAMESPACE:
+            namespace = ""
+        items = [
+            o for o in self.backend.list_objects(kind, namespace or None) if _matches(selector, o)
+        ]
+        if namespace == "":  # cluster-scoped only: None would have meant "all namespaces"
+            items = [o for o in items if not o.get("metadata", {}).get("namespace")]
+        return web.json_response(_list_of(kind, items))
+
+    async def _get_object(self, request: web.Request) -> web.Response:
+        kind, namespace, name = _key(request)
+        obj = self.backend.get_object(kind, namespace, name)
+        if obj is None:
+            raise ApiProblem(404, f'{resource_name(kind)} "{name}" not found')
+        return web.json_response(obj)
+
+    async def _put_object(self, request: web.Request) -> web.Response:
+        """Create or replace (kubectl apply semantics)."""
+        return web.json_response(await self._store(await _body(request), create_only=False))
+
+    async def _create_object(self, request: web.Request) -> web.Response:
+        """Create only; 409 AlreadyExists otherwise (kubectl create semantics)."""
+        stored = await self._store(await _body(request), create_only=True)
+        return web.json_response(stored, status=201)
+
+    async def _store(self, obj: dict[str, Any], *, create_only: bool) -> dict[str, Any]:
+        kind: str = obj["kind"]
+        meta: dict[str, Any] = obj["metadata"]
+        name: str = meta["name"]
+        namespace = meta.get("namespace") or ""
+        if create_only and self.backend.get_object(kind, namespace, name) is not None:
+            raise ApiProblem(409, f'{resource_name(kind)} "{name}" already exists')
+        # uid and creationTimestamp are the backend's to set (and to keep on replace).
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                return await self.backend.put_object(obj)
+        except ValueError as exc:
+            raise ApiProblem(422, f'{resource_name(kind)} "{name}" is invalid: {exc}') from None
+
+    async def _delete_object(self, request: web.Request) -> web.Response:
+        kind, namespace, name = _key(request)
+        async with asyncio.timeout(self.write_timeout):
+            deleted = await self.backend.delete_object(kind, namespace, name)
+        if not deleted:
+            raise ApiProblem(404, f'{resource_name(kind)} "{name}" not found')
+        return web.json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "kind": resource_name(kind)},
+                "code": 200,
+            }
+        )
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.backend.status())
+
+
+def _problem(code: int, message: str, reason: str | None = None) -> web.Response:
+    return web.json_response(status_body(code, message, reason), status=code)
+
+
+def _list_of(kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": f"{kind}List",
+        "metadata": {"resourceVersion": ""},
+        "items": items,
+    }
+
+
+def _selector(request: web.Request) -> tuple[Requirement, ...]:
+    try:
+        return parse_selector(request.query.get("labelSelector", ""))
+    except ValueError as exc:
+        raise ApiProblem(400, str(exc)) from None
+
+
+def _matches(selector: tuple[Requirement, ...], obj: dict[str, Any]) -> bool:
+    return match_labels(selector, (obj.get("metadata") or {}).get("labels"))
+
+
+def _key(request: web.Request) -> tuple[str, str, str]:
+    namespace = request.match_info["namespace"]
+    return (
+        request.match_info["kind"],
+        "" if namespace == EMPTY_NAMESPACE else namespace,
+        request.match_info["name"],
+    )
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's object, checked just enough to build its key; the backend validates."""
+    try:
+        obj = await request.json()
+    except ValueError:
+        raise ApiProblem(400, "request body is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ApiProblem(400, "request body must be a JSON object")
+    for field in ("apiVersion", "kind"):
+        if not isinstance(obj.get(field), str) or not obj[field]:
+            raise ApiProblem(400, f"object has no {field}")
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise ApiProblem(400, "object has no metadata")
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise ApiProblem(400, "object has no metadata.name")
+    if not isinstance(meta.get("namespace", ""), str):
+        raise ApiProblem(400, "metadata.namespace must be a string")
+    return obj

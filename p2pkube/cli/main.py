@@ -1,0 +1,534 @@
+"""The ``p2pkube`` command.
+
+``signal`` and ``join`` start long-running processes (the rendezvous server, an agent); every
+other command is a short kubectl-like client of the local agent found through the data dir.
+Heavy or concurrently written modules (the agent, the signaling server) are imported inside
+their commands, so ``p2pkube get`` stays fast and works whatever state those modules are in.
+
+Exit codes: 0 success, 1 errors (``error: ...`` or kubectl's ``Error from server (...)`` on
+stderr), 2 usage errors (click names the bad option). No tracebacks unless P2PKUBE_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import sys
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+
+from p2pkube.api import (
+    dns_label_error,
+    dns_subdomain_error,
+    label_key_error,
+    label_value_error,
+)
+from p2pkube.api.client import ApiClient, ApiClientError, ApiError
+from p2pkube.api.quantity import parse_quantity
+from p2pkube.cli.output import (
+    NAMESPACE_COLUMN,
+    OUTPUT_FORMATS,
+    RESOURCES,
+    Resource,
+    dump,
+    field,
+    find_resource,
+    render,
+    render_status,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_DATA_DIR = "~/.p2pkube"
+DEFAULT_NAMESPACE = "default"
+_CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+class CliError(click.ClickException):
+    """A user-facing failure: ``error: <message>`` on stderr, exit 1."""
+
+    exit_code = 1
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+class ServerError(CliError):
+    """The agent refused the request; shown verbatim, the way kubectl shows it."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(self.format_message(), err=True, file=file)
+
+
+class _Group(click.Group):
+    """Turns client errors from any subcommand into clean exits instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ApiError as exc:
+            raise ServerError(str(exc)) from None
+        except ApiClientError as exc:
+            raise CliError(str(exc)) from None
+
+
+@dataclass
+class State:
+    """Options shared by every command."""
+
+    data_dir: Path
+
+    def client(self) -> ApiClient:
+        """A client for the agent that owns this data dir."""
+        return ApiClient.from_data_dir(self.data_dir)
+
+
+def _set_data_dir(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(State).data_dir = value.expanduser()
+
+
+def data_dir_option(func: F) -> F:
+    """Accept ``--data-dir`` after the subcommand too (``p2pkube get nodes --data-dir D``)."""
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_data_dir,
+        help="Agent data dir (overrides the global --data-dir).",
+    )(func)
+
+
+def _check_namespace(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if value is not None and (problem := dns_label_error(value)):
+        raise click.BadParameter(f"{value!r} {problem}")
+    return value
+
+
+def namespace_option(func: F) -> F:
+    """``-n/--namespace``; None when not given so ``get`` can tell "default" from "all"."""
+    return click.option(
+        "-n",
+        "--namespace",
+        default=None,
+        callback=_check_namespace,
+        help=f"Namespace (default: {DEFAULT_NAMESPACE}).",
+    )(func)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    envvar="P2PKUBE_DATA_DIR",
+    show_default=True,
+    show_envvar=True,
+    help="Where the local agent keeps its state, api.json and api.token.",
+)
+@click.version_option(package_name="p2pkube", prog_name="p2pkube")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path) -> None:
+    """Kubernetes without a control plane: every node runs the same agent."""
+    ctx.obj = State(data_dir.expanduser())
+
+
+# --- signal ----------------------------------------------------------------------------------
+
+
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8787,
+    show_default=True,
+    help="TCP port (0: any free one).",
+)
+@click.option("--token", default=None, help="A join token agents must present.")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="File with join tokens, one per line ('#' comments); merged with --token.",
+)
+@click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+def signal(
+    host: str, port: int, token: str | None, token_file: Path | None, log_level: str
+) -> None:
+    """Run the signaling server agents use to find each other.
+
+    Without --token/--token-file a fresh token is generated and printed.
+    """
+    import logging
+
+    from signaling.protocol import cluster_id, load_tokens
+    from signaling.server import SignalingServer, run_server
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        tokens, generated = load_tokens(token, token_file)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if generated:
+        click.echo(f"join token: {tokens[0]}")
+        click.echo(f"cluster: {cluster_id(tokens[0])}")
+        sys.stdout.flush()
+
+    def ready(server: SignalingServer) -> None:
+        click.echo(f"signaling server: {server.url}")
+        sys.stdout.flush()
+
+    try:
+        run_server(host, port, tokens, on_ready=ready)  # returns on SIGINT/SIGTERM
+    except OSError as exc:  # typically: address already in use
+        raise CliError(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+# --- join ------------------------------------------------------------------------------------
+
+
+def _check_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    parsed = urllib.parse.urlparse(value)
+    if parsed.scheme not in ("ws", "wss", "http", "https") or not parsed.hostname:
+        raise click.BadParameter(
+            f"{value!r} is not a signaling URL (expected ws://HOST:PORT or wss://...)"
+        )
+    return value
+
+
+def _check_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if problem := dns_label_error(value):
+        raise click.BadParameter(f"{value!r} is not a valid node name: it {problem}")
+    return value
+
+
+def _check_labels(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for raw in value:
+        key, eq, val = raw.partition("=")
+        if not eq:
+            raise click.BadParameter(f"{raw!r} is not key=value")
+        if problem := label_key_error(key):
+            raise click.BadParameter(f"{raw!r}: key {key!r} {problem}")
+        if problem := label_value_error(val):
+            raise click.BadParameter(f"{raw!r}: value {val!r} {problem}")
+        if labels.get(key, val) != val:
+            raise click.BadParameter(f"label {key!r} given twice with different values")
+        labels[key] = val
+    return labels
+
+
+def _check_quantity(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if value is not None:
+        try:
+            parse_quantity(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_addresses(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> list[str]:
+    for address in value:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise click.BadParameter(f"{address!r} is not an IP address") from None
+    return list(value)
+
+
+def read_token_file(path: Path) -> str:
+    """The first line of ``path`` that is neither blank nor a ``#`` comment."""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return stripped
+    raise click.BadParameter(f"{path} holds no token", param_hint="'--token-file'")
+
+
+@cli.command()
+@click.argument("url", callback=_check_url)
+@click.option("--token", envvar="P2PKUBE_TOKEN", default=None, help="Join token.")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="File whose first non-comment line is the join token.",
+)
+@click.option("--name", required=True, callback=_check_name, help="Node name (a DNS label).")
+@data_dir_option
+@click.option(
+    "--label", "labels", multiple=True, callback=_check_labels, help="Node label k=v (repeat)."
+)
+@click.option(
+    "--max-peers",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Most direct neighbours.",
+)
+@click.option(
+    "--ice-address",
+    "ice_addresses",
+    multiple=True,
+    callback=_check_addresses,
+    help="Extra address to offer as an ICE host candidate, e.g. 127.0.0.1 (repeat).",
+)
+@click.option("--cpu", default=None, callback=_check_quantity, help="CPU to offer (e.g. 2).")
+@click.option(
+    "--memory", default=None, callback=_check_quantity, help="Memory to offer (e.g. 4Gi)."
+)
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Local API port (0: any free port).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.FIELD=VALUE",
+    help="Override an agent setting, e.g. membership.node_timeout=1.5 (repeat).",
+)
+@click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@click.pass_context
+def join(
+    ctx: click.Context,
+    url: str,
+    token: str | None,
+    token_file: Path | None,
+    name: str,
+    labels: dict[str, str],
+    max_peers: int,
+    ice_addresses: list[str],
+    cpu: str | None,
+    memory: str | None,
+    api_port: int,
+    overrides: tuple[str, ...],
+    log_level: str,
+) -> None:
+    """Run an agent here and join the cluster.
+
+    URL is the signaling server, e.g. ws://127.0.0.1:8787.
+    """
+    if token is not None and token_file is not None:
+        raise click.UsageError("give either --token or --token-file, not both")
+    if token_file is not None:
+        token = read_token_file(token_file)
+    if not token:
+        raise click.UsageError("a join token is required: give --token or --token-file")
+    from p2pkube.agent import JoinOptions, run_agent
+    from p2pkube.settings import AgentSettings
+
+    probe = AgentSettings()  # reject a bad --set now, as a usage error, not from inside the agent
+    for assignment in overrides:
+        try:
+            probe.override(assignment)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--set'") from None
+    state: State = ctx.obj
+    options = JoinOptions(
+        signaling_url=url,
+        token=token,
+        name=name,
+        data_dir=state.data_dir,
+        labels=labels,
+        max_peers=max_peers,
+        ice_addresses=ice_addresses,
+        cpu=cpu,
+        memory=memory,
+        api_port=api_port,
+        overrides=list(overrides),
+        log_level=log_level.lower(),
+    )
+    ctx.exit(int(run_agent(options)))
+
+
+# --- get / create / delete -------------------------------------------------------------------
+
+
+def _resource(name: str) -> Resource:
+    resource = find_resource(name)
+    if resource is None:
+        known = ", ".join(r.plural for r in RESOURCES)
+        raise CliError(f'the server doesn\'t have a resource type "{name}" (known: {known})')
+    return resource
+
+
+@cli.command()
+@click.argument("resource_name", metavar="RESOURCE")
+@click.argument("name", required=False)
+@namespace_option
+@click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
+@click.option("-l", "--selector", default=None, help="Label selector, e.g. app=x,tier!=db.")
+@click.option("-o", "--output", type=click.Choice(OUTPUT_FORMATS), default=None)
+@data_dir_option
+@click.pass_obj
+def get(
+    state: State,
+    resource_name: str,
+    name: str | None,
+    namespace: str | None,
+    all_namespaces: bool,
+    selector: str | None,
+    output: str | None,
+) -> None:
+    """Show nodes or objects, like kubectl get.
+
+    RESOURCE is nodes (node, no) or configmaps (configmap, cm).
+    """
+    resource = _resource(resource_name)
+    if name is not None and selector is not None:
+        raise click.UsageError("a NAME and -l/--selector cannot be used together")
+    if name is not None and all_namespaces:
+        raise click.UsageError("a resource cannot be retrieved by name across all namespaces")
+    client = state.client()
+    ns = _scope(resource, namespace, all_namespaces)
+    if resource.kind == "Node":
+        items = [client.get_node(name)] if name else client.list_nodes(selector)
+    elif name is not None:
+        items = [client.get_object(resource.kind, ns or "", name)]
+    else:
+        items = client.list_objects(resource.kind, ns, selector)
+    items.sort(key=lambda o: (field(o, "metadata.namespace", ""), field(o, "metadata.name", "")))
+    columns = resource.columns
+    if resource.namespaced and ns is None:
+        columns = (NAMESPACE_COLUMN, *columns)
+    text = render(items, columns, output or "", single=name is not None)
+    if text:
+        click.echo(text)
+    else:
+        where = f" in {ns} namespace" if resource.namespaced and ns else ""
+        click.echo(f"No resources found{where}.", err=True)
+
+
+def _scope(resource: Resource, namespace: str | None, all_namespaces: bool) -> str | None:
+    """The namespace to ask for: None for all, "" for cluster-scoped kinds."""
+    if not resource.namespaced:
+        return ""
+    if all_namespaces:
+        return None
+    return namespace or DEFAULT_NAMESPACE
+
+
+@cli.group()
+def create() -> None:
+    """Create an object."""
+
+
+@create.command("configmap")
+@click.argument("name")
+@namespace_option
+@click.option(
+    "--from-literal", "literals", multiple=True, metavar="KEY=VALUE", help="A data entry."
+)
+@click.option("-o", "--output", type=click.Choice(("json", "yaml", "name")), default=None)
+@data_dir_option
+@click.pass_obj
+def create_configmap(
+    state: State, name: str, namespace: str | None, literals: tuple[str, ...], output: str | None
+) -> None:
+    """Create a ConfigMap; every agent in the cluster will see it."""
+    if problem := dns_subdomain_error(name):
+        raise click.BadParameter(f"{name!r} {problem}", param_hint="'NAME'")
+    data: dict[str, str] = {}
+    for literal in literals:
+        key, eq, value = literal.partition("=")
+        if not eq or not key:
+            raise click.BadParameter(f"{literal!r} is not KEY=VALUE", param_hint="'--from-literal'")
+        if len(key) > 253 or not _CONFIGMAP_KEY.fullmatch(key):
+            raise click.BadParameter(
+                f"key {key!r} must consist of alphanumeric characters, '-', '_' or '.'",
+                param_hint="'--from-literal'",
+            )
+        if key in data:
+            raise click.BadParameter(
+                f"cannot add key {key!r}, another key by that name already exists",
+                param_hint="'--from-literal'",
+            )
+        data[key] = value
+    obj = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace or DEFAULT_NAMESPACE},
+        "data": data,
+    }
+    stored = state.client().create_object(obj)
+    if output in ("json", "yaml"):
+        click.echo(dump(stored, output))
+    elif output == "name":
+        click.echo(f"configmap/{name}")
+    else:
+        click.echo(f"configmap/{name} created")
+
+
+@cli.command()
+@click.argument("resource_name", metavar="RESOURCE")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@namespace_option
+@data_dir_option
+@click.pass_obj
+def delete(state: State, resource_name: str, names: tuple[str, ...], namespace: str | None) -> None:
+    """Delete objects by name (on every agent)."""
+    resource = _resource(resource_name)
+    if not resource.deletable:
+        raise CliError(f"{resource.plural} cannot be deleted; a node leaves when its agent stops")
+    client = state.client()
+    ns = _scope(resource, namespace, all_namespaces=False) or ""
+    failed = False
+    for name in names:
+        try:
+            client.delete_object(resource.kind, ns, name)
+        except ApiError as exc:
+            click.echo(str(exc), err=True)  # go on with the other names, like kubectl
+            failed = True
+            continue
+        click.echo(f'{resource.singular} "{name}" deleted')
+    if failed:
+        sys.exit(1)
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Choice(("json", "yaml")), default=None)
+@data_dir_option
+@click.pass_obj
+def status(state: State, output: str | None) -> None:
+    """Show the local agent's own view of itself and its neighbours."""
+    info = state.client().status()
+    click.echo(dump(info, output) if output else render_status(info))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: run the CLI, never letting a traceback reach the user."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="p2pkube")
+    except Exception as exc:  # click already handled its own errors and exits
+        if os.environ.get("P2PKUBE_DEBUG"):
+            raise
+        click.echo(
+            f"error: unexpected {type(exc).__name__}: {exc} (set P2PKUBE_DEBUG=1 for a traceback)",
+            err=True,
+        )
+        sys.exit(1)

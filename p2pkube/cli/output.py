@@ -1,0 +1,339 @@
+"""kubectl-like output for the CLI: tables, ``-o wide|json|yaml|name``, AGE.
+
+Every resource the CLI can show is declared once in ``RESOURCES`` as a kind, its names and its
+columns; ``render`` does the rest. Adding pods or deployments later means adding one
+``Resource`` here, not another code path in the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from tabulate import DataRow, TableFormat, tabulate
+
+__all__ = [
+    "NAMESPACE_COLUMN",
+    "OUTPUT_FORMATS",
+    "RESOURCES",
+    "Column",
+    "Resource",
+    "dump",
+    "field",
+    "find_resource",
+    "format_age",
+    "human_duration",
+    "render",
+    "render_status",
+    "table",
+    "to_list",
+]
+
+OUTPUT_FORMATS = ("wide", "json", "yaml", "name")
+
+# tabulate's "plain" format with kubectl's 3-space column gap instead of 2.
+_KUBECTL = TableFormat(
+    lineabove=None,
+    linebelowheader=None,
+    linebetweenrows=None,
+    linebelow=None,
+    headerrow=DataRow("", "   ", ""),
+    datarow=DataRow("", "   ", ""),
+    padding=0,
+    with_header_hide=None,
+)
+
+
+def field(obj: dict[str, Any], path: str, default: Any = None) -> Any:
+    """``obj["a"]["b"]`` for ``"a.b"``, or ``default`` where any step is missing."""
+    current: Any = obj
+    for part in path.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return default
+        current = current[part]
+    return current
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: an uppercase header and how to get the cell from an object."""
+
+    header: str
+    value: Callable[[dict[str, Any]], Any]
+    wide: bool = False  # shown only with -o wide
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A kind the CLI can list, get and (if ``deletable``) delete."""
+
+    kind: str
+    names: tuple[str, ...]  # plural first, as `get` prints and accepts them
+    namespaced: bool
+    columns: tuple[Column, ...]
+    deletable: bool = True
+
+    @property
+    def plural(self) -> str:
+        """What kubectl says in messages (``configmaps "x" not found``)."""
+        return self.names[0]
+
+    @property
+    def singular(self) -> str:
+        """What kubectl says in ``-o name`` and ``deleted`` lines (``configmap/x``)."""
+        return self.kind.lower()
+
+
+# --- AGE -------------------------------------------------------------------------------------
+
+
+def human_duration(seconds: float) -> str:
+    """kubectl's HumanDuration: 45s, 3m12s, 15m, 5h10m, 20h, 3d4h, 40d, 2y30d."""
+    secs = int(seconds)
+    if secs < -1:
+        return "<invalid>"  # clock skew beyond kubectl's 1 s tolerance
+    if secs < 0:
+        return "0s"
+    if secs < 120:
+        return f"{secs}s"
+    minutes = secs // 60
+    if minutes < 10:
+        return f"{minutes}m{secs % 60}s" if secs % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        years, days = divmod(hours // 24, 365)
+        return f"{years}y{days}d" if days else f"{years}y"
+    return f"{hours // 24 // 365}y"
+
+
+def format_age(ts: str | None, now: datetime | None = None) -> str:
+    """AGE of an RFC 3339 timestamp (``2026-11-27T07:00:00Z``); ``<unknown>`` if unreadable."""
+    if not ts:
+        return "<unknown>"
+    try:
+        then = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return "<unknown>"
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return human_duration(((now or datetime.now(UTC)) - then).total_seconds())
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def to_list(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``kind: List`` wrapper kubectl prints for ``-o json|yaml`` of several objects."""
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": list(items),
+        "metadata": {"resourceVersion": ""},
+    }
+
+
+def dump(obj: Any, output: str) -> str:
+    """JSON (kubectl's 4-space indent) or YAML, keys in the order the object has them."""
+    if output == "json":
+        return json.dumps(obj, indent=4, ensure_ascii=False)
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A left-aligned, borderless table with 3-space gaps and no trailing spaces."""
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    # Headers go in as the first row: tabulate would pad real headers by 2 extra characters.
+    text = tabulate(
+        [list(headers), *cells],
+        tablefmt=_KUBECTL,
+        disable_numparse=True,
+        stralign="left",
+    )
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def render(
+    objs: Sequence[dict[str, Any]],
+    columns: Sequence[Column],
+    output: str = "",
+    *,
+    single: bool = False,
+) -> str:
+    """Format objects as kubectl would for ``-o output`` ("" is the default table).
+
+    ``single`` means the user named one object: JSON/YAML then show the object itself rather
+    than a List. An empty table renders as "" so the caller can say "No resources found".
+    """
+    if output in ("json", "yaml"):
+        return dump(objs[0] if single and len(objs) == 1 else to_list(objs), output)
+    if output == "name":
+        return "\n".join(
+            f"{str(o.get('kind', '')).lower()}/{field(o, 'metadata.name', '')}" for o in objs
+        )
+    if output not in ("", "wide"):
+        raise ValueError(f"unknown output format {output!r}")
+    if not objs:
+        return ""
+    shown = [c for c in columns if output == "wide" or not c.wide]
+    return table([c.header for c in shown], [[c.value(o) for c in shown] for o in objs])
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """An agent's free-form status: ``key: value`` lines, then a table per list of records.
+
+    The agent decides what status() holds and will keep adding to it, so this knows no field
+    names: scalars print as ``key: value``, nested maps indent, and every list of records
+    (neighbours, known nodes) becomes a table titled by its path, e.g. ``mesh.neighbours (2):``.
+    Long hex ids are cut to 12 characters in tables, as ``get nodes -o wide`` does; ``-o json``
+    shows them whole.
+    """
+    lines: list[str] = []
+    tables: list[str] = []
+    _status_lines(status, "", "", lines, tables)
+    return "\n".join(lines + tables)
+
+
+def _status_lines(
+    mapping: dict[str, Any], path: str, indent: str, lines: list[str], tables: list[str]
+) -> None:
+    flat = {k: v for k, v in mapping.items() if not _is_records(v) and not _is_map(v)}
+    width = max((len(k) + 1 for k in flat), default=0)
+    lines.extend(f"{indent}{k + ':':<{width}} {_cell(v)}" for k, v in flat.items())
+    for key, value in mapping.items():
+        if _is_map(value):
+            lines.append(f"{indent}{key}:")
+            _status_lines(value, f"{path}{key}.", indent + "  ", lines, tables)
+        elif _is_records(value):
+            headers: dict[str, None] = {}
+            for record in value:
+                headers.update(dict.fromkeys(record))
+            tables.append(f"\n{path}{key} ({len(value)}):")
+            tables.append(
+                table(
+                    [h.upper() for h in headers],
+                    [[_short(_cell(r.get(h))) for h in headers] for r in value],
+                )
+            )
+
+
+def _is_map(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value)
+
+
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _short(text: str) -> str:
+    return text[:12] if len(text) > 16 and set(text) <= _HEX else text
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == [] or value == {}:
+        return "<none>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+# --- resources -------------------------------------------------------------------------------
+
+
+def _labels(obj: dict[str, Any]) -> str:
+    labels = field(obj, "metadata.labels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+
+
+def _age(obj: dict[str, Any]) -> str:
+    return format_age(field(obj, "metadata.creationTimestamp"))
+
+
+def _node_status(node: dict[str, Any]) -> str:
+    """Ready/NotReady/Unknown from the Ready condition, as kubectl shows it."""
+    for condition in field(node, "status.conditions") or []:
+        if isinstance(condition, dict) and condition.get("type") == "Ready":
+            return {"True": "Ready", "False": "NotReady"}.get(condition.get("status"), "Unknown")
+    return "Unknown"
+
+
+def _node_kind(node: dict[str, Any]) -> str:
+    kind = field(node, "status.nodeInfo.kind") or field(node, "metadata.labels", {}).get(
+        "p2pkube.io/kind"
+    )
+    return kind or "<unknown>"
+
+
+def _node_id(node: dict[str, Any]) -> str:
+    return str(field(node, "status.nodeInfo.nodeID") or field(node, "metadata.uid") or "")[:12]
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str(field(obj, "metadata.name", ""))
+
+
+NAMESPACE_COLUMN = Column("NAMESPACE", lambda o: field(o, "metadata.namespace", ""))
+
+NODES = Resource(
+    kind="Node",
+    names=("nodes", "node", "no"),
+    namespaced=False,
+    deletable=False,  # a node leaves by stopping its agent, not by an API call
+    columns=(
+        Column("NAME", _name),
+        Column("KIND", _node_kind),
+        Column("STATUS", _node_status),
+        Column("PEERS", lambda n: field(n, "status.peers", "<unknown>")),
+        Column("CPU", lambda n: field(n, "status.capacity.cpu", "<unknown>")),
+        Column("MEMORY", lambda n: field(n, "status.capacity.memory", "<unknown>")),
+        Column("AGE", _age),
+        Column("NODE-ID", _node_id, wide=True),
+        Column(
+            "VERSION", lambda n: field(n, "status.nodeInfo.agentVersion", "<unknown>"), wide=True
+        ),
+        Column("LABELS", _labels, wide=True),
+    ),
+)
+
+CONFIGMAPS = Resource(
+    kind="ConfigMap",
+    names=("configmaps", "configmap", "cm"),
+    namespaced=True,
+    columns=(
+        Column("NAME", _name),
+        Column("DATA", lambda c: len(c.get("data") or {}) + len(c.get("binaryData") or {})),
+        Column("AGE", _age),
+        Column("LABELS", _labels, wide=True),
+    ),
+)
+
+RESOURCES: tuple[Resource, ...] = (NODES, CONFIGMAPS)
+
+
+def find_resource(name: str) -> Resource | None:
+    """The resource a user typed (``nodes``, ``cm``, ``ConfigMap``...), or None."""
+    wanted = name.lower()
+    for resource in RESOURCES:
+        if wanted in resource.names or wanted == resource.singular:
+            return resource
+    return None

@@ -1,0 +1,210 @@
+"""A local cluster on loopback: a signaling server and agents as real separate processes.
+
+Used by ``make demo``, by the end-to-end tests and by the benchmarks, so all three start peers
+exactly the way a user does (``p2pkube signal`` / ``p2pkube join`` / ``p2pkube get``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], T | None], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Poll ``check`` until it returns something truthy; TimeoutError naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # the agent may not be up yet
+            last_error = exc
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what} ({last_error})")
+        time.sleep(interval)
+
+
+@dataclass
+class AgentProcess:
+    name: str
+    data_dir: Path
+    args: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class LocalCluster:
+    """Start and stop a signaling server and agents under ``root``; always call :meth:`close`."""
+
+    root: Path
+    token: str = "local-cluster-token-0123456789"
+    max_peers: int = 8
+    extra_agent_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    signaling_port: int = 0
+    signaling: subprocess.Popen[bytes] | None = None
+    agents: dict[str, AgentProcess] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.signaling_port}"
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+
+    # -- signaling -----------------------------------------------------------------------------
+    def start_signaling(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.signaling_port:
+            self.signaling_port = free_port()
+        log = (self.root / "signaling.log").open("ab")
+        self.signaling = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "p2pkube",
+                "signal",
+                "--port",
+                str(self.signaling_port),
+                "--token",
+                self.token,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+        )
+        wait_until(self._signaling_up, 15, what="the signaling server")
+
+    def _signaling_up(self) -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", self.signaling_port)) == 0
+
+    def stop_signaling(self) -> None:
+        if self.signaling is not None and self.signaling.poll() is None:
+            self.signaling.terminate()
+            try:
+                self.signaling.wait(10)
+            except subprocess.TimeoutExpired:
+                self.signaling.kill()
+        self.signaling = None
+
+    # -- agents --------------------------------------------------------------------------------
+    def start_agent(self, name: str, *extra: str, token: str | None = None) -> AgentProcess:
+        """Start (or restart, with the same data dir) agent ``name``."""
+        agent = self.agents.get(name)
+        if agent is None:
+            data_dir = self.root / name
+            args = [
+                sys.executable,
+                "-m",
+                "p2pkube",
+                "join",
+                self.url,
+                "--token",
+                token or self.token,
+                "--name",
+                name,
+                "--data-dir",
+                str(data_dir),
+                "--ice-address",
+                "127.0.0.1",
+                "--max-peers",
+                str(self.max_peers),
+                *self.extra_agent_args,
+                *extra,
+            ]
+            agent = AgentProcess(name, data_dir, args, self.root / f"{name}.log")
+            self.agents[name] = agent
+        log = agent.log_path.open("ab")
+        agent.process = subprocess.Popen(
+            agent.args, stdout=log, stderr=subprocess.STDOUT, env=self._env()
+        )
+        return agent
+
+    def wait_api(self, name: str, timeout: float = 30) -> None:
+        """Wait until agent ``name`` answers on its local API."""
+        wait_until(lambda: self.api(name, "GET", "/v1/status"), timeout, what=f"{name}'s API")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        agent = self.agents[name]
+        if agent.process is not None and agent.process.poll() is None:
+            agent.process.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+                agent.process.wait(20)
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            if agent.process is not None and agent.process.poll() is None:
+                agent.process.send_signal(signal.SIGCONT)
+                agent.process.kill()
+                agent.process.wait(10)
+        self.stop_signaling()
+
+    # -- talking to agents ---------------------------------------------------------------------
+    def cli(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``p2pkube --data-dir <name's dir> ARGS`` like a user would."""
+        result = subprocess.run(
+            [sys.executable, "-m", "p2pkube", "--data-dir", str(self.root / name), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self._env(),
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"p2pkube {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def api(self, name: str, method: str, path: str, body: Any = None) -> Any:
+        """One local API call to agent ``name`` (what the CLI does, without a new process)."""
+        from p2pkube.api.client import ApiClient
+
+        client = ApiClient.from_data_dir(self.root / name)
+        return client.request(method, path, body)
+
+    def nodes(self, name: str) -> dict[str, str]:
+        """Node name -> Ready condition status as agent ``name`` sees it."""
+        items = self.api(name, "GET", "/v1/nodes")["items"]
+        return {
+            n["metadata"]["name"]: next(
+                c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready"
+            )
+            for n in items
+        }
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.root / ("signaling.log" if name == "signaling" else f"{name}.log")
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True)

@@ -1,0 +1,216 @@
+"""Heartbeats and the failure detector.
+
+Liveness is never written into the replicated document (it would grow forever): every agent
+floods a small HEARTBEAT frame every ``heartbeat_interval``; each receiver keeps the freshest
+``(incarnation, sequence)`` per node, forwards only news (dedup), and remembers through which
+neighbour the news came first — the next hop toward that node for routed messages.
+
+A node is NotReady after ``node_timeout`` without news, Ready again on the next heartbeat.
+Like memberlist's Lifeguard, a detector that is itself slow must not blame others: the check
+loop measures its own event-loop stalls and does not count stalled time against anyone, so an
+agent that was frozen or starved does not declare the whole cluster dead when it wakes up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from p2pkube.net.frames import FrameType
+from p2pkube.net.mesh import Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MembershipSettings:
+    heartbeat_interval: float = 0.5
+    """Seconds between two heartbeats of this agent (each crosses every link)."""
+    node_timeout: float = 2.5
+    """A node whose heartbeats stopped for this long is NotReady (target: under 3 s on a LAN)."""
+    heartbeat_ttl: int = 16
+    """Hops a heartbeat may be relayed; larger than any path in a partial mesh of this size."""
+    check_interval: float = 0.1
+    """How often timeouts are evaluated and the local event-loop lag is measured."""
+    stall_threshold: float = 0.05
+    """Event-loop stalls longer than this are not counted against other nodes (Lifeguard)."""
+
+
+def utc_now() -> str:
+    """An RFC 3339 timestamp like Kubernetes prints (second precision, Z)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class NodeLiveness:
+    """What this agent knows of one other node's liveness."""
+
+    node: str
+    name: str
+    incarnation: int
+    seq: int
+    last_seen: float
+    """Monotonic time of the last news, shifted forward by our own stalls."""
+    last_heartbeat: str
+    via: str | None
+    peers: list[str] = field(default_factory=list)
+    ready: bool = True
+    reason: str = "AgentReady"
+    last_transition: str = ""
+    transitions: int = 0
+
+
+class Membership:
+    """Sends this node's heartbeats, relays others', and decides who is Ready."""
+
+    def __init__(
+        self,
+        node_id: str,
+        name: str,
+        transport: Transport,
+        settings: MembershipSettings | None = None,
+        on_change: Callable[[NodeLiveness], None] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.name = name
+        self.settings = settings or MembershipSettings()
+        self.incarnation = time.time_ns() // 1_000_000
+        self.started = time.monotonic()
+        self.stalled_seconds = 0.0
+        """Total event-loop stall time this agent forgave others (visible in status)."""
+        self._transport = transport
+        self._seq = 0
+        self._nodes: dict[str, NodeLiveness] = {}
+        self._on_change = on_change or (lambda liveness: None)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._beat()), loop.create_task(self._check())]
+
+    async def close(self, leaving: bool = True) -> None:
+        """Stop; with ``leaving``, tell everyone first so they mark us NotReady at once."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if leaving:
+            self._send_heartbeat(leaving=True)
+
+    # -- sending -------------------------------------------------------------------------------
+    def _send_heartbeat(self, leaving: bool = False) -> None:
+        self._seq += 1
+        body: dict[str, Any] = {
+            "node": self.node_id,
+            "name": self.name,
+            "inc": self.incarnation,
+            "seq": self._seq,
+            "ttl": self.settings.heartbeat_ttl,
+            "peers": self._transport.neighbours(),
+        }
+        if leaving:
+            body["leaving"] = True
+        self._transport.broadcast(FrameType.HEARTBEAT, body)
+
+    async def _beat(self) -> None:
+        while True:
+            self._send_heartbeat()
+            await asyncio.sleep(self.settings.heartbeat_interval)
+
+    # -- receiving -----------------------------------------------------------------------------
+    def handle_heartbeat(self, neighbour: str, body: dict[str, Any]) -> None:
+        """Record and relay a heartbeat that arrived from ``neighbour``; drop stale copies."""
+        node = body["node"]
+        if node == self.node_id:
+            return
+        known = self._nodes.get(node)
+        version = (body["inc"], body["seq"])
+        if known is not None and version <= (known.incarnation, known.seq):
+            return
+        peers = [p for p in body["peers"] if isinstance(p, str)][:1024]
+        if known is None:
+            known = NodeLiveness(
+                node=node,
+                name=body["name"],
+                incarnation=body["inc"],
+                seq=body["seq"],
+                last_seen=time.monotonic(),
+                last_heartbeat=utc_now(),
+                via=neighbour,
+                peers=peers,
+                last_transition=utc_now(),
+            )
+            self._nodes[node] = known
+            self._on_change(known)
+        known.name, known.incarnation, known.seq = body["name"], body["inc"], body["seq"]
+        known.last_seen, known.last_heartbeat, known.via, known.peers = (
+            time.monotonic(),
+            utc_now(),
+            neighbour,
+            peers,
+        )
+        if body.get("leaving") is True:
+            self._set_ready(known, False, "AgentLeft")
+        else:
+            self._set_ready(known, True, "AgentReady")
+        if body["ttl"] > 1:
+            self._transport.broadcast(
+                FrameType.HEARTBEAT, {**body, "ttl": body["ttl"] - 1}, exclude=neighbour
+            )
+
+    def _set_ready(self, liveness: NodeLiveness, ready: bool, reason: str) -> None:
+        if liveness.ready == ready and liveness.reason == reason:
+            return
+        changed = liveness.ready != ready
+        liveness.ready, liveness.reason = ready, reason
+        if changed:
+            liveness.transitions += 1
+            liveness.last_transition = utc_now()
+            log.info(
+                "node %s (%s) is %s: %s",
+                liveness.name,
+                liveness.node,
+                "Ready" if ready else "NotReady",
+                reason,
+            )
+            self._on_change(liveness)
+
+    # -- failure detection ---------------------------------------------------------------------
+    async def _check(self) -> None:
+        settings = self.settings
+        expected = time.monotonic() + settings.check_interval
+        while True:
+            await asyncio.sleep(settings.check_interval)
+            now = time.monotonic()
+            stall = now - expected
+            expected = now + settings.check_interval
+            if stall > settings.stall_threshold:
+                # We could not observe anything during the stall: do not count it against others.
+                self.stalled_seconds += stall
+                for liveness in self._nodes.values():
+                    liveness.last_seen = min(now, liveness.last_seen + stall)
+                continue
+            for liveness in self._nodes.values():
+                if liveness.ready and now - liveness.last_seen > settings.node_timeout:
+                    self._set_ready(liveness, False, "HeartbeatTimeout")
+
+    # -- queries -------------------------------------------------------------------------------
+    def route_hint(self, node: str) -> str | None:
+        """The neighbour through which ``node``'s freshest heartbeat arrived."""
+        liveness = self._nodes.get(node)
+        return liveness.via if liveness is not None and liveness.ready else None
+
+    def is_reachable(self, node: str) -> bool:
+        liveness = self._nodes.get(node)
+        return liveness is not None and liveness.ready
+
+    def get(self, node: str) -> NodeLiveness | None:
+        return self._nodes.get(node)
+
+    def nodes(self) -> list[NodeLiveness]:
+        return list(self._nodes.values())

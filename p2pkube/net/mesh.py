@@ -1,0 +1,422 @@
+"""The mesh: which neighbours a node links to, how links are negotiated, and relaying.
+
+A node keeps about ``max_peers`` (+ jitter) direct links. New links are negotiated with an
+offer/answer exchange carried either by the signaling server (when both ends are present there)
+or, when it is not, as ROUTE frames through links already open: so the cluster keeps linking up
+while the signaling server is down. Glare (both ends dialing each other at once) is settled by
+node id: the dial from the smaller id wins. A node that is known (from signaling or heartbeats)
+but not reachable through the mesh is dialed even at full degree, which heals split meshes.
+
+This module is the native ``Transport``; the browser node brings its own behind the same
+methods (``neighbours``, ``send``, ``broadcast``, the ``on_*`` callbacks, ``start``, ``close``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from p2pkube.net.frames import Frame, FrameType
+from p2pkube.net.handshake import Handshake
+from p2pkube.net.identity import NodeIdentity
+from p2pkube.net.link import LinkState, PeerLink
+from p2pkube.net.settings import TransportSettings
+from p2pkube.net.signaling_client import PeerInfo, SignalingClient
+
+log = logging.getLogger(__name__)
+
+_SEEN_ROUTES = 4096
+"""How many ROUTE message ids are remembered to drop duplicates of flooded messages."""
+
+
+class Transport(Protocol):
+    """What the agent needs from a transport (native: :class:`Mesh`; browser: its own)."""
+
+    node_id: str
+    on_link_up: Callable[[str], None]
+    on_link_down: Callable[[str], None]
+    on_frame: Callable[[str, Frame], None]
+    route_hint: Callable[[str], str | None]
+
+    def neighbours(self) -> list[str]: ...
+    def send(self, node_id: str, frame_type: FrameType, body: Any) -> bool: ...
+    def broadcast(self, frame_type: FrameType, body: Any, exclude: str | None = None) -> int: ...
+    def add_candidate(self, node_id: str) -> None: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class _Backoff:
+    delay: float
+    next_try: float
+
+
+class Mesh:
+    """Native transport: aiortc links to a bounded set of neighbours."""
+
+    def __init__(
+        self,
+        *,
+        identity: NodeIdentity,
+        name: str,
+        kind: str,
+        cluster: str,
+        token: str,
+        signaling_url: str | None,
+        settings: TransportSettings | None = None,
+    ) -> None:
+        self.node_id = identity.node_id
+        self.settings = settings or TransportSettings()
+        self.target_degree = self.settings.max_peers + random.randint(
+            0, max(0, self.settings.max_peers_jitter)
+        )
+        self._identity = identity
+        self._name = name
+        self._kind = kind
+        self._cluster = cluster
+        self._token = token
+        self._links: dict[str, PeerLink] = {}
+        self._pending: dict[str, PeerLink] = {}
+        self._candidates: dict[str, float] = {}  # node id -> last time it was known to exist
+        self._backoff: dict[str, _Backoff] = {}
+        self._banned: dict[str, float] = {}
+        self._seen_routes: OrderedDict[str, None] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._maintainer: asyncio.Task[None] | None = None
+        self._closed = False
+        self.on_link_up: Callable[[str], None] = lambda node: None
+        self.on_link_down: Callable[[str], None] = lambda node: None
+        self.on_frame: Callable[[str, Frame], None] = lambda node, frame: None
+        self.route_hint: Callable[[str], str | None] = lambda node: None
+        self.reachable: Callable[[str], bool] = lambda node: node in self._links
+        """Set by membership: True when the node's heartbeats arrive (through any path)."""
+        self.signaling: SignalingClient | None = None
+        if signaling_url:
+            self.signaling = SignalingClient(
+                signaling_url,
+                token,
+                self.node_id,
+                name,
+                kind,
+                on_signal=self._on_signaling_signal,
+                on_peer_joined=self._on_signaling_peer,
+                on_peer_left=lambda peer: None,
+            )
+
+    # -- public interface ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect to signaling (raises SignalingRejected on a bad token) and start dialing."""
+        if self.signaling is not None:
+            await self.signaling.start()
+        self._maintainer = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def close(self) -> None:
+        """Say goodbye to every neighbour, then stop everything this mesh started."""
+        self._closed = True
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        links = list(self._links.values()) + list(self._pending.values())
+        if links:
+            await asyncio.gather(*(link.close("agent leaving") for link in links))
+        if self.signaling is not None:
+            await self.signaling.close()
+        for task in [self._maintainer, *self._tasks]:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, timeout=5)
+
+    def neighbours(self) -> list[str]:
+        return list(self._links)
+
+    def link(self, node_id: str) -> PeerLink | None:
+        return self._links.get(node_id)
+
+    def send(self, node_id: str, frame_type: FrameType, body: Any) -> bool:
+        link = self._links.get(node_id)
+        return link.send(frame_type, body) if link else False
+
+    def broadcast(self, frame_type: FrameType, body: Any, exclude: str | None = None) -> int:
+        return sum(
+            link.send(frame_type, body)
+            for node, link in list(self._links.items())
+            if node != exclude
+        )
+
+    def add_candidate(self, node_id: str) -> None:
+        """Note a node that exists (heard in heartbeats or seen on signaling): a dial target."""
+        if node_id != self.node_id:
+            self._candidates[node_id] = time.monotonic()
+
+    def forget_candidate(self, node_id: str) -> None:
+        self._candidates.pop(node_id, None)
+
+    # -- dialing -------------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _can_dial(self, node_id: str, now: float) -> bool:
+        if node_id in self._links or node_id in self._pending or node_id == self.node_id:
+            return False
+        if self._banned.get(node_id, 0) > now:
+            return False
+        backoff = self._backoff.get(node_id)
+        return backoff is None or backoff.next_try <= now
+
+    def _path_exists(self, node_id: str) -> bool:
+        signaling = self.signaling
+        if signaling is not None and signaling.connected and node_id in signaling.peers:
+            return True
+        return bool(self._links)
+
+    async def _maintain(self) -> None:
+        settings = self.settings
+        while not self._closed:
+            await asyncio.sleep(settings.maintain_interval)
+            try:
+                self._dial_some(time.monotonic())
+            except Exception:
+                log.exception("mesh maintenance failed")
+
+    def _dial_some(self, now: float) -> None:
+        if self.signaling is not None:
+            for peer in self.signaling.peers:
+                self.add_candidate(peer)
+        candidates = [
+            n for n in self._candidates if self._can_dial(n, now) and self._path_exists(n)
+        ]
+        random.shuffle(candidates)
+        hard_limit = self.target_degree + self.settings.inbound_slack
+        degree = len(self._links) + len(self._pending)
+        # Nodes we know of but cannot hear through the mesh come first: a link to one of them
+        # joins two parts of a split mesh, so it is worth one link beyond the target.
+        unreachable = [n for n in candidates if not self.reachable(n)]
+        for node in unreachable[: max(0, min(1, hard_limit - degree))]:
+            self._dial(node)
+            degree += 1
+        for node in candidates:
+            if degree >= self.target_degree:
+                break
+            if node in self._pending:
+                continue
+            self._dial(node)
+            degree += 1
+
+    def _new_link(self, expected: str, session: str, initiator: bool) -> PeerLink:
+        handshake = Handshake(self._identity, self._name, self._kind, self._cluster, self._token)
+        return PeerLink(
+            expected_node=expected,
+            session=session,
+            initiator=initiator,
+            handshake=handshake,
+            settings=self.settings,
+            on_established=self._on_established,
+            on_frame=self._on_link_frame,
+            on_closed=self._on_link_closed,
+        )
+
+    def _dial(self, node_id: str) -> None:
+        link = self._new_link(node_id, secrets.token_hex(8), initiator=True)
+        self._pending[node_id] = link
+        self._spawn(self._offer(node_id, link))
+
+    async def _offer(self, node_id: str, link: PeerLink) -> None:
+        try:
+            sdp = await link.create_offer()
+            data = {"kind": "offer", "sdp": sdp, "session": link.session}
+            if not await self._send_signal(node_id, data):
+                await link.close("no path to send the offer", notify=False)
+        except Exception as exc:
+            log.warning("offer to %s failed: %s", node_id, exc)
+            await link.close(f"offer failed: {exc}", notify=False)
+
+    async def _send_signal(self, node_id: str, data: dict[str, Any]) -> bool:
+        """Send an offer/answer/bye by signaling when possible, else as ROUTE through the mesh."""
+        signaling = self.signaling
+        if signaling is not None and signaling.connected and node_id in signaling.peers:
+            if await signaling.send_signal(node_id, data):
+                return True
+        if not self._links:
+            return False
+        route = {
+            "id": secrets.token_hex(8),
+            "src": self.node_id,
+            "dst": node_id,
+            "ttl": self.settings.route_ttl,
+            "data": data,
+        }
+        self._remember_route(route["id"])
+        return self._forward_route(route, came_from=None)
+
+    def _forward_route(self, route: dict[str, Any], came_from: str | None) -> bool:
+        dst = route["dst"]
+        if dst in self._links:
+            return self._links[dst].send(FrameType.ROUTE, route)
+        hop = self.route_hint(dst)
+        if hop is not None and hop != came_from and hop in self._links:
+            return self._links[hop].send(FrameType.ROUTE, route)
+        return self.broadcast(FrameType.ROUTE, route, exclude=came_from) > 0
+
+    def _remember_route(self, route_id: str) -> bool:
+        """Record a ROUTE id; False when it was seen before (a flooded duplicate)."""
+        if route_id in self._seen_routes:
+            return False
+        self._seen_routes[route_id] = None
+        if len(self._seen_routes) > _SEEN_ROUTES:
+            self._seen_routes.popitem(last=False)
+        return True
+
+    # -- incoming signals ----------------------------------------------------------------------
+    def _on_signaling_peer(self, peer: PeerInfo) -> None:
+        self.add_candidate(peer.peer)
+
+    def _on_signaling_signal(self, sender: str, data: dict[str, Any]) -> None:
+        self._handle_signal(sender, data)
+
+    def _handle_signal(self, sender: str, data: dict[str, Any]) -> None:
+        if self._closed or sender == self.node_id:
+            return
+        kind, session = data.get("kind"), data.get("session")
+        if not isinstance(session, str):
+            log.warning("signal from %s without a session id dropped", sender)
+            return
+        if kind == "offer" and isinstance(data.get("sdp"), str):
+            self._spawn(self._answer(sender, session, data["sdp"]))
+        elif kind == "answer" and isinstance(data.get("sdp"), str):
+            link = self._pending.get(sender)
+            if link is not None and link.session == session and link.initiator:
+                self._spawn(self._apply_answer(link, data["sdp"]))
+        elif kind == "bye":
+            link = self._pending.get(sender)
+            if link is not None and link.session == session:
+                link.close_soon(f"refused: {data.get('reason', '')}", notify=False)
+        else:
+            log.warning("malformed signal from %s dropped: kind=%r", sender, kind)
+
+    async def _apply_answer(self, link: PeerLink, sdp: str) -> None:
+        try:
+            await link.accept_answer(sdp)
+        except Exception as exc:
+            await link.close(f"bad answer: {exc}", notify=False)
+
+    def _refusal(self, sender: str, now: float) -> str | None:
+        if self._banned.get(sender, 0) > now:
+            return "banned"
+        pending = self._pending.get(sender)
+        if pending is not None and pending.initiator and self.node_id < sender:
+            return "glare"  # our own dial to them wins; they will answer it
+        degree = len(self._links) + len(self._pending)
+        if sender not in self._links and degree >= self.target_degree + self.settings.inbound_slack:
+            return "busy"
+        return None
+
+    async def _answer(self, sender: str, session: str, sdp: str) -> None:
+        reason = self._refusal(sender, time.monotonic())
+        if reason is not None:
+            await self._send_signal(sender, {"kind": "bye", "session": session, "reason": reason})
+            return
+        pending = self._pending.pop(sender, None)
+        if pending is not None:
+            await pending.close("superseded by the neighbour's dial", notify=False)
+        link = self._new_link(sender, session, initiator=False)
+        self._pending[sender] = link
+        try:
+            answer = await link.accept_offer(sdp)
+            if not await self._send_signal(
+                sender, {"kind": "answer", "sdp": answer, "session": session}
+            ):
+                await link.close("no path to send the answer", notify=False)
+        except Exception as exc:
+            log.warning("answering %s failed: %s", sender, exc)
+            await link.close(f"answer failed: {exc}", notify=False)
+
+    # -- link events ---------------------------------------------------------------------------
+    def _on_established(self, link: PeerLink) -> None:
+        node = link.remote_id
+        assert node is not None
+        if self._pending.get(node) is link:
+            del self._pending[node]
+        old = self._links.get(node)
+        self._links[node] = link
+        self._backoff.pop(node, None)
+        self.add_candidate(node)
+        if old is not None and old is not link:
+            # The neighbour dialed again (it restarted, or thinks our old link is dead).
+            old.close_soon("replaced by a new link", notify=False)
+        log.info(
+            "linked to %s (%s), %d neighbours",
+            link.remote.name if link.remote else node,
+            node,
+            len(self._links),
+        )
+        self.on_link_up(node)
+
+    def _on_link_closed(self, link: PeerLink) -> None:
+        node = link.remote_id
+        if node is None:
+            return
+        now = time.monotonic()
+        if self._pending.get(node) is link:
+            del self._pending[node]
+            backoff = self._backoff.get(node)
+            delay = (
+                self.settings.reconnect_initial_delay
+                if backoff is None
+                else min(backoff.delay * 2, self.settings.reconnect_max_delay)
+            )
+            self._backoff[node] = _Backoff(delay, now + delay * random.uniform(0.8, 1.2))
+        if link.violation:
+            self._banned[node] = now + self.settings.ban_seconds
+        if self._links.get(node) is link:
+            del self._links[node]
+            self._backoff[node] = _Backoff(
+                self.settings.reconnect_initial_delay, now + self.settings.reconnect_initial_delay
+            )
+            self.on_link_down(node)
+
+    def _on_link_frame(self, link: PeerLink, frame: Frame) -> None:
+        node = link.remote_id
+        assert node is not None
+        if frame.type is FrameType.ROUTE:
+            self._on_route(node, frame.body)
+        else:
+            self.on_frame(node, frame)
+
+    def _on_route(self, came_from: str, route: dict[str, Any]) -> None:
+        if not self._remember_route(route["id"]):
+            return
+        if route["dst"] == self.node_id:
+            self._handle_signal(route["src"], route["data"])
+        elif route["ttl"] > 1:
+            self._forward_route({**route, "ttl": route["ttl"] - 1}, came_from)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "targetDegree": self.target_degree,
+            "neighbours": [
+                {
+                    "node": node,
+                    "name": link.remote.name if link.remote else "",
+                    "kind": link.remote.kind if link.remote else "",
+                    "bytesSent": link.bytes_sent,
+                    "bytesReceived": link.bytes_received,
+                    "initiator": link.initiator,
+                }
+                for node, link in self._links.items()
+                if link.state is LinkState.ESTABLISHED
+            ],
+            "pending": len(self._pending),
+            "signalingConnected": bool(self.signaling and self.signaling.connected),
+        }

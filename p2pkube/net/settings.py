@@ -1,0 +1,53 @@
+"""Every transport timing and limit as a named setting with its default (memberlist style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2pkube.net.frames import MAX_FRAME_BYTES
+
+
+@dataclass
+class TransportSettings:
+    max_peers: int = 8
+    """Target number of direct connections. Above it a node opens no new links itself, so a large
+    cluster forms a partial mesh and relays state; below it, it dials known nodes."""
+    max_peers_jitter: int = 2
+    """A random 0..jitter added to ``max_peers`` per agent, so degrees do not all saturate alike."""
+    inbound_slack: int = 4
+    """Inbound offers are accepted up to ``max_peers + jitter + inbound_slack`` links, so a
+    newcomer can always attach to a saturated mesh; beyond that an offer gets ``busy``."""
+    ice_servers: list[str] = field(default_factory=list)
+    """STUN/TURN URLs for RTCConfiguration. Empty by default: aiortc's default (a public STUN
+    server) is unreachable on closed networks and only slows gathering down."""
+    ice_host_addresses: list[str] = field(default_factory=list)
+    """Host addresses to offer as ICE candidates instead of aioice's own choice. aioice never
+    offers 127.0.0.1, so a loopback-only cluster (tests, `make demo`) sets ``["127.0.0.1"]``."""
+    connect_timeout: float = 10.0
+    """Seconds from creating a link to a completed handshake before the attempt is abandoned."""
+    link_idle_timeout: float = 3.0
+    """A link that delivered no frame for this long is closed. Heartbeats cross every link every
+    ``heartbeat_interval``; aiortc itself notices a silently cut path only after ~30 s."""
+    send_buffer_limit: int = 64 * 1024 * 1024
+    """Bytes queued on one data channel beyond which the link is closed as too slow (it is rebuilt
+    and resynced by state vector, so nothing is lost and no queue grows without bound)."""
+    sctp_receive_window: int = 128 * 1024
+    """SCTP receive window advertised to the neighbour (aiortc's default is 1 MiB). A window
+    larger than the kernel's UDP receive buffer (212 KiB by default) lets a burst overflow it,
+    and each overflow costs a 1 s retransmission stall; 0 keeps aiortc's default."""
+    close_drain_timeout: float = 1.0
+    """On a graceful close, how long to let queued frames (BYE, last updates) drain first:
+    aiortc drops data still queued when the connection closes."""
+    reconnect_initial_delay: float = 0.5
+    """First back-off after a failed attempt to link a node; doubles up to the maximum."""
+    reconnect_max_delay: float = 15.0
+    """Longest back-off between attempts to link the same node."""
+    maintain_interval: float = 0.5
+    """How often the mesh checks its degree, dials candidates and closes idle links."""
+    ban_seconds: float = 30.0
+    """A peer that broke the protocol (garbage, oversize frame, unknown type, failed proof) is
+    not linked again for this long."""
+    route_ttl: int = 16
+    """Hops a relayed signaling message (ROUTE) may travel through the mesh."""
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    """Largest reassembled frame accepted from a peer."""

@@ -1,0 +1,603 @@
+"""The agent's client of the p2pkube signaling server.
+
+An agent uses the signaling server for two things only: learning which peers
+of its cluster are around (``welcome``, ``peer-joined``, ``peer-left``) and
+exchanging WebRTC offers, answers and ICE candidates with one of them
+(``signal``).  Once the WebRTC links are up, the cluster does not need the
+server; so this client treats the server as something that comes and goes: it
+reconnects forever with exponential backoff, re-announces itself, and
+reconciles its view of present peers from the next ``welcome``.
+
+Only a rejection on the very first attempt is an error the caller sees
+(:class:`SignalingRejected` from :meth:`SignalingClient.start`, e.g. a wrong
+join token, so the CLI can exit with the server's message); later problems are
+logged and retried, except ``replaced``, which means another process now owns
+our peer id and we must get out of its way.
+
+The wire format is defined in :mod:`signaling.protocol` (and
+``docs/protocol.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import aiohttp
+
+from signaling.protocol import (
+    WS_PATH,
+    ErrorCode,
+    ErrorMessage,
+    FlatValue,
+    PeerJoined,
+    PeerLeft,
+    ProtocolError,
+    ServerMessage,
+    SignalFrom,
+    Welcome,
+    cluster_id,
+    encode,
+    join_message,
+    parse_server_message,
+    signal_message,
+    validate_name,
+    validate_peer_id,
+    validate_peer_kind,
+    validate_signal_data,
+    validate_token,
+)
+
+__all__ = [
+    "PeerInfo",
+    "SignalingClient",
+    "SignalingClientSettings",
+    "SignalingRejected",
+    "websocket_url",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Codes the server follows with a close; seen during the handshake they are
+#: a rejection of this client, not a network problem.
+_REJECTION_CODES = frozenset(
+    {
+        ErrorCode.BAD_TOKEN,
+        ErrorCode.ROOM_FULL,
+        ErrorCode.MALFORMED,
+        ErrorCode.TOO_LARGE,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.REPLACED,
+        ErrorCode.JOIN_TIMEOUT,
+    }
+)
+
+
+def websocket_url(url: str) -> str:
+    """Return the WebSocket endpoint for a signaling server address.
+
+    Operators type ``ws://host:port`` (or ``http://...``); the endpoint is
+    ``/ws`` on that server.  ``http``/``https`` become ``ws``/``wss`` and an
+    empty path becomes :data:`~signaling.protocol.WS_PATH`; any other path is
+    kept, for servers behind a reverse proxy.
+    """
+    parts = urllib.parse.urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"{url!r} is not a signaling URL (expected ws://HOST:PORT or wss://...)")
+    path = parts.path if parts.path not in ("", "/") else WS_PATH
+    return urllib.parse.urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """A peer present on the signaling server: its id, node name and kind."""
+
+    peer: str
+    name: str
+    kind: str
+
+
+class SignalingRejected(Exception):
+    """The server refused us for good (bad token, room full, malformed, ...).
+
+    ``code`` is the protocol's error code and ``message`` the server's
+    explanation, fit to show to the operator as is.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"signaling server rejected us: {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+SignalCallback: TypeAlias = Callable[[str, dict[str, FlatValue]], Awaitable[None] | None]
+PeerJoinedCallback: TypeAlias = Callable[[PeerInfo], Awaitable[None] | None]
+PeerLeftCallback: TypeAlias = Callable[[str], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalingClientSettings:
+    """Timings and bounds of :class:`SignalingClient`, each with its default."""
+
+    #: First delay (s) before reconnecting after a disconnect or failed attempt.
+    reconnect_initial_delay: float = 0.5
+    #: Longest delay (s) between attempts; the delay doubles up to this.
+    reconnect_max_delay: float = 10.0
+    #: Fraction of each delay taken off at random (0.5 → between 50% and 100%
+    #: of the delay), so agents cut off together do not all return together.
+    reconnect_jitter: float = 0.5
+    #: Seconds for one attempt: TCP + WebSocket handshake + ``join`` → ``welcome``.
+    connect_timeout: float = 5.0
+    #: Seconds of silence before we ping the server; no pong within half of
+    #: that and the connection counts as dead (then we reconnect).
+    heartbeat: float = 10.0
+    #: Signals queued for sending at most; beyond, :meth:`send_signal` says
+    #: False rather than letting memory grow while the socket is stuck.
+    send_queue_size: int = 256
+    #: Seconds one write may take before the connection counts as dead.
+    send_timeout: float = 10.0
+    #: Seconds to wait for the server's close frame when closing.
+    close_timeout: float = 2.0
+    #: Seconds an async callback may run before it is cancelled (and logged).
+    #: Callbacks run one at a time, in order, in their own task, so a slow one
+    #: delays later events (never the socket's reading or heartbeat); work
+    #: that may take longer belongs in a task of the caller's own.
+    callback_timeout: float = 30.0
+    #: Events (signals, joins, leaves) waiting for their callbacks at most;
+    #: when full, reading from the server pauses until callbacks catch up.
+    event_queue_size: int = 1024
+    #: Largest message we send, in UTF-8 bytes; matches the server's default
+    #: ``max_message_bytes`` (a bigger one would get us disconnected).
+    max_send_bytes: int = 64 * 1024
+    #: Largest message we accept from the server.
+    max_receive_bytes: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        """Reject settings that would make the client spin or never retry."""
+        if not 0 < self.reconnect_initial_delay <= self.reconnect_max_delay:
+            raise ValueError("need 0 < reconnect_initial_delay <= reconnect_max_delay")
+        if not 0 <= self.reconnect_jitter <= 1:
+            raise ValueError("reconnect_jitter must be within [0, 1]")
+        for name in ("connect_timeout", "heartbeat", "send_timeout", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"SignalingClientSettings.{name} must be positive")
+        if self.callback_timeout <= 0 or self.send_queue_size < 1 or self.event_queue_size < 1:
+            raise ValueError(
+                "callback_timeout, send_queue_size and event_queue_size must be positive"
+            )
+
+
+#: A callback invocation waiting for the dispatcher: (label, callback, args).
+_Event: TypeAlias = tuple[str, Callable[..., Any], tuple[Any, ...]]
+
+
+class SignalingClient:
+    """One agent's connection to the signaling server, kept up forever.
+
+    Callbacks may be plain functions or coroutines; they run one at a time in
+    the order the server sent the events, in a dispatcher task of their own
+    (so the socket is read and answers pings meanwhile), and an exception in
+    one is logged and otherwise ignored.  ``on_peer_left`` means "left the signaling
+    server", not "dead": during a server restart every peer leaves and comes
+    back, so WebRTC links must not be torn down on it alone.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        peer_id: str,
+        name: str,
+        kind: str,
+        on_signal: SignalCallback,
+        on_peer_joined: PeerJoinedCallback,
+        on_peer_left: PeerLeftCallback,
+        settings: SignalingClientSettings | None = None,
+    ) -> None:
+        try:
+            validate_token(token)
+            validate_peer_id(peer_id)
+            validate_name(name)
+            validate_peer_kind(kind)
+        except ProtocolError as exc:
+            raise ValueError(exc.message) from None
+        self.url = websocket_url(url)
+        self.peer_id = peer_id
+        self.name = name
+        self.kind = kind
+        self._token = token
+        self._expected_cluster = cluster_id(token)
+        self._on_signal = on_signal
+        self._on_peer_joined = on_peer_joined
+        self._on_peer_left = on_peer_left
+        self._settings = settings or SignalingClientSettings()
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._outbox: asyncio.Queue[str] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._events: asyncio.Queue[_Event] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._peers: dict[str, PeerInfo] = {}
+        self._cluster: str | None = None
+        self._started = False
+        self._closed = False
+        self._replaced = False
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        return f"<SignalingClient {self.peer_id}/{self.name} {self.url} {state}>"
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while joined to the server (between ``welcome`` and a disconnect)."""
+        return self._ws is not None and not self._ws.closed
+
+    @property
+    def peers(self) -> dict[str, PeerInfo]:
+        """Peers present per the last ``welcome`` plus joins minus leaves (a copy)."""
+        return dict(self._peers)
+
+    @property
+    def cluster(self) -> str | None:
+        """The room id from the last ``welcome`` (None before the first one)."""
+        return self._cluster
+
+    async def start(self) -> None:
+        """Connect and join; keep the connection up from then on.
+
+        Raises :class:`SignalingRejected` if the server refuses us on this
+        first attempt (e.g. ``bad-token``): retrying could not help.  If the
+        server is merely unreachable, logs it and returns; an owned
+        background task keeps trying with backoff.
+        """
+        if self._started or self._closed:
+            raise RuntimeError("SignalingClient.start() called twice or after close()")
+        self._started = True
+        self._http = aiohttp.ClientSession()
+        self._events = asyncio.Queue(self._settings.event_queue_size)
+        self._dispatcher = asyncio.create_task(
+            self._dispatch_loop(self._events), name=f"signaling-client-callbacks {self.peer_id}"
+        )
+        try:
+            ws, welcome = await self._connect()
+        except (SignalingRejected, asyncio.CancelledError):
+            await self.close()
+            raise
+        except Exception as exc:
+            logger.warning(
+                "signaling: cannot reach %s (%s); retrying in the background",
+                self.url,
+                _describe(exc),
+            )
+            self._task = asyncio.create_task(self._run(None), name=self._task_name)
+            return
+        self._attach(ws)
+        events = self._apply_welcome(welcome)
+        self._task = asyncio.create_task(self._run(ws, events), name=self._task_name)
+
+    async def send_signal(self, to: str, data: dict[str, FlatValue]) -> bool:
+        """Queue ``data`` for peer ``to``; False if not connected or the queue is full.
+
+        Raises ``ValueError`` if ``data`` is not a valid signal payload
+        (``kind`` among offer/answer/candidate/bye, flat scalar values, within
+        ``max_send_bytes``): sending it would get us disconnected.
+        """
+        try:
+            validate_peer_id(to, field="to")
+            validate_signal_data(data)
+        except ProtocolError as exc:
+            raise ValueError(exc.message) from None
+        text = encode(signal_message(to, data))
+        if len(text.encode("utf-8")) > self._settings.max_send_bytes:
+            raise ValueError(f"signal exceeds {self._settings.max_send_bytes} bytes")
+        outbox = self._outbox
+        if not self.connected or outbox is None:
+            return False
+        try:
+            outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            logger.warning("signaling: send queue full, dropping a signal to %s", to)
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Stop reconnecting, close the socket, release everything; idempotent.
+
+        May be called from inside a callback: the callback then finishes at
+        its next ``await``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        current = asyncio.current_task()
+        run, self._task = self._task, None
+        dispatcher, self._dispatcher = self._dispatcher, None
+        tasks = {t for t in (run, dispatcher) if t is not None and t is not current}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # The run task's cleanup closes the socket within close_timeout.
+            await asyncio.wait(tasks, timeout=self._settings.close_timeout + 1.0)
+        if self._ws is not None:
+            await self._detach(self._ws)
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
+        if current is not None and current is dispatcher:
+            current.cancel()
+
+    # -- connection lifecycle -------------------------------------------
+
+    @property
+    def _task_name(self) -> str:
+        return f"signaling-client {self.peer_id}"
+
+    async def _connect(self) -> tuple[aiohttp.ClientWebSocketResponse, Welcome]:
+        """One attempt: open the socket, send ``join``, read ``welcome``."""
+        assert self._http is not None
+        settings = self._settings
+        ws: aiohttp.ClientWebSocketResponse | None = None
+        try:
+            async with asyncio.timeout(settings.connect_timeout):
+                ws = await self._http.ws_connect(
+                    self.url,
+                    heartbeat=settings.heartbeat,
+                    max_msg_size=settings.max_receive_bytes,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=settings.close_timeout),
+                    autoping=True,
+                )
+                join = join_message(self._token, self.peer_id, self.name, self.kind)
+                await ws.send_str(encode(join))
+                msg = await ws.receive()
+            welcome = self._handshake_reply(ws, msg)
+        except BaseException:
+            if ws is not None:
+                await self._close_quietly(ws)
+            raise
+        return ws, welcome
+
+    def _handshake_reply(
+        self, ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage
+    ) -> Welcome:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"server closed the connection (code {ws.close_code})")
+        reply = parse_server_message(msg.data)
+        if isinstance(reply, ErrorMessage) and reply.code in _REJECTION_CODES:
+            raise SignalingRejected(reply.code, reply.message)
+        if not isinstance(reply, Welcome):
+            raise ConnectionError(f"expected 'welcome' from the server, got {reply!r}")
+        if reply.cluster != self._expected_cluster or reply.peer != self.peer_id:
+            # A server that gets this wrong cannot be trusted to relay either.
+            raise ConnectionError(
+                f"server welcomed us to cluster {reply.cluster!r} as {reply.peer!r}; "
+                f"expected {self._expected_cluster!r} as {self.peer_id!r}"
+            )
+        return reply
+
+    async def _run(
+        self, ws: aiohttp.ClientWebSocketResponse | None, events: list[_Event] | None = None
+    ) -> None:
+        """Owned background task: read, and reconnect with backoff, until closed."""
+        attempt = 0
+        events = events or []
+        while not self._closed:
+            if ws is None:
+                try:
+                    ws, welcome = await self._connect()
+                except SignalingRejected as exc:
+                    logger.error(
+                        "signaling: %s rejected us: %s: %s; retrying",
+                        self.url,
+                        exc.code,
+                        exc.message,
+                    )
+                except (aiohttp.ClientError, OSError, TimeoutError, ProtocolError) as exc:
+                    logger.info(
+                        "signaling: cannot reach %s (%s); retrying", self.url, _describe(exc)
+                    )
+                except Exception:  # a bug must not end reconnection for good
+                    logger.exception("signaling: unexpected error connecting; retrying")
+                else:
+                    self._attach(ws)
+                    events = self._apply_welcome(welcome)
+                    logger.info("signaling: reconnected to %s", self.url)
+                if ws is None:
+                    await asyncio.sleep(self._backoff(attempt))
+                    attempt += 1
+                    continue
+            attempt = 0
+            try:
+                for event in events:
+                    await self._emit(event)
+                await self._read_loop(ws)
+            except Exception:  # a bug must not end reconnection for good
+                logger.exception("signaling: unexpected error; reconnecting")
+            finally:
+                await self._detach(ws)
+            ws = None
+            events = []
+            if self._replaced:
+                logger.error(
+                    "signaling: another connection joined as %s; not reconnecting",
+                    self.peer_id,
+                )
+                return
+            if not self._closed:
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+
+    def _backoff(self, attempt: int) -> float:
+        settings = self._settings
+        delay = min(
+            settings.reconnect_max_delay,
+            settings.reconnect_initial_delay * (2.0 ** min(attempt, 30)),
+        )
+        return delay * (1.0 - settings.reconnect_jitter * random.random())
+
+    def _attach(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Make ``ws`` the live connection, with a fresh outbox and writer."""
+        self._ws = ws
+        outbox: asyncio.Queue[str] = asyncio.Queue(self._settings.send_queue_size)
+        self._outbox = outbox
+        self._writer = asyncio.create_task(
+            self._write_loop(ws, outbox), name=f"signaling-client-writer {self.peer_id}"
+        )
+
+    async def _detach(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Drop ``ws``: stop its writer (pending signals are stale) and close it."""
+        if self._ws is ws:
+            self._ws = None
+            self._outbox = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        await self._close_quietly(ws)
+
+    async def _close_quietly(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            async with asyncio.timeout(self._settings.close_timeout + 1.0):
+                await ws.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.debug("signaling: error closing socket: %s", _describe(exc))
+
+    async def _write_loop(
+        self, ws: aiohttp.ClientWebSocketResponse, outbox: asyncio.Queue[str]
+    ) -> None:
+        try:
+            while True:
+                text = await outbox.get()
+                async with asyncio.timeout(self._settings.send_timeout):
+                    await ws.send_str(text)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Closing ends the read loop, which reconnects.
+            logger.info("signaling: send failed (%s); reconnecting", _describe(exc))
+            await self._close_quietly(ws)
+
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    message = parse_server_message(msg.data)
+                except ProtocolError as exc:
+                    logger.warning("signaling: ignoring bad message from server: %s", exc)
+                    continue
+                await self._handle(message)
+            elif msg.type == aiohttp.WSMsgType.ERROR:
+                logger.info("signaling: connection error: %s", _describe(msg.data))
+                break
+            else:
+                logger.warning("signaling: ignoring non-text frame from server")
+        logger.info("signaling: disconnected from %s (code %s)", self.url, ws.close_code)
+
+    # -- message handling ---------------------------------------------------
+
+    def _apply_welcome(self, welcome: Welcome) -> list[_Event]:
+        """Replace the peer view with ``welcome``'s; return the differences.
+
+        Peers gone while we were away produce ``left`` events, peers we did
+        not know ``joined`` events, so callbacks stay in step with ``peers``.
+        """
+        self._cluster = welcome.cluster
+        fresh = {
+            r.peer: PeerInfo(r.peer, r.name, r.kind)
+            for r in welcome.peers
+            if r.peer != self.peer_id
+        }
+        old = self._peers
+        self._peers = fresh
+        events: list[_Event] = [
+            ("on_peer_left", self._on_peer_left, (pid,)) for pid in old if pid not in fresh
+        ]
+        events += [
+            ("on_peer_joined", self._on_peer_joined, (info,))
+            for pid, info in fresh.items()
+            if old.get(pid) != info
+        ]
+        return events
+
+    async def _handle(self, message: ServerMessage) -> None:
+        if isinstance(message, SignalFrom):
+            await self._emit(("on_signal", self._on_signal, (message.sender, message.data)))
+        elif isinstance(message, PeerJoined):
+            record = message.peer
+            if record.peer == self.peer_id:
+                return
+            info = PeerInfo(record.peer, record.name, record.kind)
+            self._peers[info.peer] = info
+            await self._emit(("on_peer_joined", self._on_peer_joined, (info,)))
+        elif isinstance(message, PeerLeft):
+            if self._peers.pop(message.peer, None) is not None:
+                await self._emit(("on_peer_left", self._on_peer_left, (message.peer,)))
+        elif isinstance(message, ErrorMessage):
+            self._on_error(message)
+        else:  # a second welcome: not in the protocol, but harmless to honour
+            for event in self._apply_welcome(message):
+                await self._emit(event)
+
+    def _on_error(self, error: ErrorMessage) -> None:
+        if error.code == ErrorCode.REPLACED:
+            self._replaced = True
+            logger.error("signaling: replaced: %s", error.message)
+        elif error.code == ErrorCode.UNKNOWN_PEER:
+            logger.info("signaling: %s", error.message)
+        elif error.code == ErrorCode.RATE_LIMITED:
+            logger.warning("signaling: rate limited: %s", error.message)
+        else:
+            logger.error("signaling: server error %s: %s", error.code, error.message)
+
+    async def _emit(self, event: _Event) -> None:
+        """Hand an event to the dispatcher; waits only while its queue is full."""
+        assert self._events is not None
+        await self._events.put(event)
+
+    async def _dispatch_loop(self, events: asyncio.Queue[_Event]) -> None:
+        """Owned task: run callbacks one at a time, in the order of events."""
+        while True:
+            what, callback, args = await events.get()
+            await self._call(what, callback, *args)
+
+    async def _call(self, what: str, callback: Callable[..., Any], *args: Any) -> None:
+        """Run a user callback (sync or async); log its failure, never raise it."""
+        scope: asyncio.Timeout | None = None
+        try:
+            result = callback(*args)
+            if inspect.isawaitable(result):
+                scope = asyncio.timeout(self._settings.callback_timeout)
+                async with scope:
+                    await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if scope is not None and scope.expired():
+                logger.error(
+                    "signaling: %s callback ran over %gs and was cancelled",
+                    what,
+                    self._settings.callback_timeout,
+                )
+            else:
+                logger.exception("signaling: %s callback failed", what)
+
+
+def _describe(exc: BaseException | object) -> str:
+    """One-line description of an error for logs (no traceback)."""
+    if isinstance(exc, BaseException):
+        text = str(exc)
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return str(exc)

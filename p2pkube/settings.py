@@ -1,0 +1,84 @@
+"""All agent settings in one place, each a named field with a documented default.
+
+Sections are the settings dataclasses of the layers (transport, membership, state). Any field
+can be overridden at start with ``p2pkube join --set SECTION.FIELD=VALUE`` (repeatable), e.g.
+``--set membership.node_timeout=1.5``; docs/settings.md lists them all with their defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from p2pkube.membership.detector import MembershipSettings
+from p2pkube.net.settings import TransportSettings
+from p2pkube.state.cluster import StateSettings
+
+
+@dataclass
+class AgentSettings:
+    transport: TransportSettings = field(default_factory=TransportSettings)
+    membership: MembershipSettings = field(default_factory=MembershipSettings)
+    state: StateSettings = field(default_factory=StateSettings)
+
+    def override(self, assignment: str) -> None:
+        """Apply one ``section.field=value``; ValueError naming the setting when it is wrong."""
+        path, sep, raw = assignment.partition("=")
+        section_name, dot, field_name = path.strip().partition(".")
+        if not sep or not dot:
+            raise ValueError(f"--set {assignment!r}: expected SECTION.FIELD=VALUE")
+        section = getattr(self, section_name, None)
+        if section is None or not dataclasses.is_dataclass(section):
+            sections = ", ".join(f.name for f in dataclasses.fields(self))
+            raise ValueError(f"--set {path}: unknown section {section_name!r} (one of {sections})")
+        hints = get_type_hints(type(section))
+        if field_name not in hints:
+            raise ValueError(f"--set {path}: {section_name} has no setting {field_name!r}")
+        setattr(section, field_name, _convert(path, hints[field_name], raw.strip()))
+
+
+def _convert(path: str, hint: Any, raw: str) -> Any:
+    try:
+        if hint is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError("expected true or false")
+            return raw.lower() in ("true", "1")
+        if hint in (int, float, str):
+            return hint(raw)
+        if getattr(hint, "__origin__", None) is list:
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"--set {path}={raw}: {exc}") from None
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(setting, default, documentation) for every setting, read from the dataclass sources."""
+    import ast
+    import inspect
+    import textwrap
+
+    rows = []
+    for section in dataclasses.fields(AgentSettings):
+        cls = section.default_factory  # type: ignore[misc]
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        docs: dict[str, str] = {}
+        for node, following in zip(body, [*body[1:], None], strict=True):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                doc = ""
+                if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+                    doc = " ".join(str(following.value.value).split())
+                docs[node.target.id] = doc
+        instance = cls()
+        for item in dataclasses.fields(instance):
+            rows.append(
+                (
+                    f"{section.name}.{item.name}",
+                    repr(getattr(instance, item.name)),
+                    docs.get(item.name, ""),
+                )
+            )
+    return rows

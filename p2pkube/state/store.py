@@ -1,0 +1,428 @@
+"""The cluster-state document: a narrow store interface and its pycrdt backend.
+
+The whole cluster state is one Yjs document holding a few top-level maps. Every
+value is an opaque msgpack blob, because Yjs number semantics differ between
+implementations (pycrdt returns every int as a float, JS has no 64-bit ints);
+a blob round-trips identically in pycrdt and in the browser's `yjs`.
+
+`StateStore` is the only thing the rest of p2pkube may depend on, so that the
+browser node (yjs through Pyodide) can plug in its own backend. `PycrdtStore`
+is the native implementation.
+
+Callbacks (`on_update`, `on_change`) run *after* the outermost transaction has
+committed, outside of it: they may read the document, start new transactions
+or hand bytes to a transport without re-entering a live Yjs transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Final, Protocol, runtime_checkable
+
+import msgpack
+from pycrdt import Doc, Map, MapEvent, TransactionEvent
+
+__all__ = [
+    "EVENTS",
+    "LEASES",
+    "LOAD",
+    "LOCAL",
+    "MAP_NAMES",
+    "OBJECTS",
+    "STATUS",
+    "ChangeCallback",
+    "PycrdtStore",
+    "StateStore",
+    "UnknownMapError",
+    "UpdateCallback",
+    "decode_value",
+    "encode_value",
+    "new_client_id",
+    "object_key",
+]
+
+log = logging.getLogger(__name__)
+
+OBJECTS: Final = "objects"
+"""`kind/namespace/name` -> {apiVersion, kind, metadata, spec}; written by users/controllers."""
+STATUS: Final = "status"
+"""Same key as `objects` -> status dict; written by the node that runs the object.
+
+Spec and status live under separate map entries so that their writers never
+overwrite each other: a Yjs map entry is last-writer-wins as a whole."""
+LEASES: Final = "leases"
+"""Lease name -> lease record (holder, renew time); used for node liveness/leader choice."""
+EVENTS: Final = "events"
+"""Event key -> Kubernetes-style event record."""
+
+MAP_NAMES: Final[frozenset[str]] = frozenset({OBJECTS, STATUS, LEASES, EVENTS})
+"""The fixed set of top-level maps. Fixed because a Yjs root type is created by
+name on first use: a typo would silently create a new map on every peer."""
+
+_MAX_CLIENT_ID: Final = 2**53
+"""Yjs client ids must stay exact in a JS number (the browser node)."""
+
+
+class _Origin:
+    """A named sentinel origin: cannot collide with a peer id (a `str`)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<origin {self.name}>"
+
+
+LOCAL: Final = _Origin("local")
+"""Origin of writes made by this process through the public API."""
+LOAD: Final = _Origin("load")
+"""Origin of updates replayed from disk at open: neither persisted again nor relayed."""
+
+UpdateCallback = Callable[[bytes, object], None]
+"""`cb(update, origin)`: one Yjs update per committed transaction."""
+ChangeCallback = Callable[[str, set[str], object], None]
+"""`cb(map_name, changed_keys, origin)`: which entries of a map changed in a transaction."""
+
+
+class UnknownMapError(KeyError):
+    """A map name outside `MAP_NAMES` was used."""
+
+
+def new_client_id() -> int:
+    """Draw a fresh random Yjs client id.
+
+    Never reuse a client id after a restart: a crash can lose an update that was
+    already relayed under that id, and writing a different update under the same
+    (client, clock) would make peers silently keep diverging content.
+    """
+    return secrets.randbelow(_MAX_CLIENT_ID - 1) + 1
+
+
+def encode_value(value: Any) -> bytes:
+    """Encode a value as the msgpack blob stored in the document."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def decode_value(blob: bytes | bytearray) -> Any:
+    """Decode a stored msgpack blob (raises `ValueError` family on garbage)."""
+    return msgpack.unpackb(bytes(blob), raw=False, strict_map_key=False)
+
+
+def object_key(kind: str, namespace: str, name: str) -> str:
+    """Build the `kind/namespace/name` key; `namespace` is "" for cluster-scoped kinds."""
+    for part in (kind, name):
+        if not part:
+            raise ValueError("kind and name must not be empty")
+    for part in (kind, namespace, name):
+        if "/" in part:
+            raise ValueError(f"'/' is not allowed in key parts: {part!r}")
+    return f"{kind}/{namespace}/{name}"
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """The narrow interface over one Yjs document of cluster state.
+
+    Values are any msgpack-able Python data; the backend stores the blob from
+    `encode_value`. Reads return decoded values; an entry that cannot be decoded
+    (a buggy or hostile peer) reads as absent and is logged, rather than
+    crashing every watcher in the cluster.
+    """
+
+    @property
+    def client_id(self) -> int:
+        """This document's Yjs client id (fresh per process start)."""
+        ...
+
+    def get(self, map_name: str, key: str) -> Any | None:
+        """Return the decoded value at `key`, or None."""
+        ...
+
+    def get_raw(self, map_name: str, key: str) -> bytes | None:
+        """Return the stored blob at `key`, or None (cheap equality checks, copies)."""
+        ...
+
+    def items(self, map_name: str) -> list[tuple[str, Any]]:
+        """Return all decodable (key, value) pairs of a map."""
+        ...
+
+    def keys(self, map_name: str) -> list[str]:
+        """Return all keys of a map."""
+        ...
+
+    def put(self, map_name: str, key: str, value: Any) -> None:
+        """Set `key` to `value` (in the current transaction if one is open)."""
+        ...
+
+    def delete(self, map_name: str, key: str) -> bool:
+        """Remove `key`; return whether it was present."""
+        ...
+
+    def transaction(self, origin: object = LOCAL) -> AbstractContextManager[None]:
+        """Context manager batching writes into one Yjs transaction (one update)."""
+        ...
+
+    def state_vector(self) -> bytes:
+        """Encoded Yjs state vector (what this document has seen, per client)."""
+        ...
+
+    def encode_diff(self, state_vector: bytes) -> bytes:
+        """Encode the update a peer with `state_vector` is missing (raises ValueError)."""
+        ...
+
+    def encode_state(self) -> bytes:
+        """Encode the whole document as one update (snapshots, doc size)."""
+        ...
+
+    def apply_update(self, update: bytes, origin: object) -> None:
+        """Apply a Yjs update (raises ValueError when it cannot be decoded)."""
+        ...
+
+    def on_update(self, callback: UpdateCallback) -> Callable[[], None]:
+        """Subscribe to every committed transaction's update; returns an unsubscriber."""
+        ...
+
+    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Subscribe to per-map changed keys; returns an unsubscriber."""
+        ...
+
+    def close(self) -> None:
+        """Drop subscriptions; the store must not be used afterwards."""
+        ...
+
+
+def _check_map(map_name: str) -> None:
+    if map_name not in MAP_NAMES:
+        raise UnknownMapError(map_name)
+
+
+class PycrdtStore:
+    """`StateStore` backed by a native pycrdt (Yrs) document."""
+
+    def __init__(self, client_id: int | None = None) -> None:
+        self._doc: Doc = Doc(client_id=client_id if client_id is not None else new_client_id())
+        self._maps: dict[str, Map[Any]] = {}
+        self._subscriptions: list[tuple[Any, Any]] = []
+        # Root maps are created in one transaction so that the store never emits a
+        # spurious update later when a map is first touched.
+        with self._doc.transaction():
+            for name in sorted(MAP_NAMES):
+                self._maps[name] = self._doc.get(name, type=Map)
+        self._update_cbs: list[UpdateCallback] = []
+        self._change_cbs: list[ChangeCallback] = []
+        self._depth = 0
+        self._origin: object = None
+        self._pending_updates: list[bytes] = []
+        self._pending_changes: list[tuple[str, set[str]]] = []
+        self._subscriptions.append((self._doc, self._doc.observe(self._on_txn)))
+        for name, ymap in self._maps.items():
+            self._subscriptions.append((ymap, ymap.observe(self._make_map_observer(name))))
+
+    # -- observation -------------------------------------------------------
+    def _on_txn(self, event: TransactionEvent) -> None:
+        """Runs inside the Yrs commit: only record, dispatch after the commit."""
+        self._pending_updates.append(bytes(event.update))
+
+    def _make_map_observer(self, name: str) -> Callable[[MapEvent], None]:
+        def observer(event: MapEvent) -> None:
+            keys = set(event.keys)  # type: ignore[attr-defined]
+            if keys:
+                self._pending_changes.append((name, keys))
+
+        return observer
+
+    @property
+    def client_id(self) -> int:
+        """This document's Yjs client id."""
+        return self._doc.client_id
+
+    @contextmanager
+    def transaction(self, origin: object = LOCAL) -> Iterator[None]:
+        """Batch writes into one Yjs transaction; nested calls join the outer one.
+
+        Yjs has no rollback: writes made before an exception inside the block
+        stay committed (and are dispatched like any other).
+        """
+        if self._depth:
+            if origin is not self._origin and origin != self._origin:
+                raise RuntimeError("nested transaction with a different origin")
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        self._origin = origin
+        try:
+            with self._doc.transaction():
+                yield
+        finally:
+            self._depth = 0
+            self._origin = None
+            self._dispatch(origin)
+
+    def _dispatch(self, origin: object) -> None:
+        updates, self._pending_updates = self._pending_updates, []
+        changes, self._pending_changes = self._pending_changes, []
+        for update in updates:
+            for cb in list(self._update_cbs):
+                try:
+                    cb(update, origin)
+                except Exception:
+                    log.exception("state update callback failed")
+        for name, keys in changes:
+            for ccb in list(self._change_cbs):
+                try:
+                    ccb(name, keys, origin)
+                except Exception:
+                    log.exception("state change callback failed")
+
+    # -- reads -------------------------------------------------------------
+    def _map(self, map_name: str) -> Map[Any]:
+        _check_map(map_name)
+        return self._maps[map_name]
+
+    def get_raw(self, map_name: str, key: str) -> bytes | None:
+        """Return the stored blob at `key` (None if absent or not a blob)."""
+        ymap = self._map(map_name)
+        blob = ymap.get(key)
+        if isinstance(blob, bytes | bytearray):
+            return bytes(blob)
+        if blob is not None:
+            log.warning("non-blob value at %s/%s ignored", map_name, key)
+        return None
+
+    def get(self, map_name: str, key: str) -> Any | None:
+        """Return the decoded value at `key`, or None."""
+        blob = self.get_raw(map_name, key)
+        if blob is None:
+            return None
+        return self._decode(map_name, key, blob)
+
+    @staticmethod
+    def _decode(map_name: str, key: str, blob: bytes | bytearray) -> Any | None:
+        try:
+            return decode_value(blob)
+        except Exception:
+            log.warning("undecodable value at %s/%s ignored", map_name, key)
+            return None
+
+    def items(self, map_name: str) -> list[tuple[str, Any]]:
+        """Return all decodable (key, value) pairs of a map."""
+        ymap = self._map(map_name)
+        out: list[tuple[str, Any]] = []
+        with self._doc.transaction():
+            for key, blob in ymap.items():
+                if not isinstance(blob, bytes | bytearray):
+                    continue
+                value = self._decode(map_name, key, blob)
+                if value is not None:
+                    out.append((key, value))
+        return out
+
+    def raw_items(self, map_name: str) -> list[tuple[str, bytes]]:
+        """Return all (key, blob) pairs of a map without decoding (benchmarks, copies)."""
+        ymap = self._map(map_name)
+        with self._doc.transaction():
+            return [(k, bytes(v)) for k, v in ymap.items() if isinstance(v, bytes | bytearray)]
+
+    def encode_live_state(self) -> bytes:
+        """Encode a fresh document (new client id) holding only the live entries.
+
+        Its size is the floor any compaction could reach; the ratio of
+        `encode_state()` to it measures tombstone growth (docs/state.md). It is
+        also what a future generation switch would publish as its base.
+        """
+        fresh = PycrdtStore()
+        with fresh._doc.transaction():
+            for name in sorted(MAP_NAMES):
+                target = fresh._maps[name]
+                for key, blob in self.raw_items(name):
+                    target[key] = blob
+        state = fresh.encode_state()
+        fresh.close()
+        return state
+
+    def keys(self, map_name: str) -> list[str]:
+        """Return all keys of a map."""
+        ymap = self._map(map_name)
+        with self._doc.transaction():
+            return list(ymap.keys())
+
+    # -- writes ------------------------------------------------------------
+    def put(self, map_name: str, key: str, value: Any) -> None:
+        """Set `key` to the msgpack blob of `value`."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("key must be a non-empty str")
+        blob = encode_value(value)
+        ymap = self._map(map_name)
+        with self.transaction(self._origin if self._depth else LOCAL):
+            ymap[key] = blob
+
+    def delete(self, map_name: str, key: str) -> bool:
+        """Remove `key`; return whether it was present."""
+        ymap = self._map(map_name)
+        with self.transaction(self._origin if self._depth else LOCAL):
+            if key not in ymap:
+                return False
+            del ymap[key]
+            return True
+
+    # -- sync --------------------------------------------------------------
+    def state_vector(self) -> bytes:
+        """Encoded Yjs state vector."""
+        return self._doc.get_state()
+
+    def encode_diff(self, state_vector: bytes) -> bytes:
+        """Encode what a peer with `state_vector` is missing (ValueError on a bad vector)."""
+        return self._doc.get_update(state_vector)
+
+    def encode_state(self) -> bytes:
+        """Encode the whole document as one update."""
+        return self._doc.get_update()
+
+    def apply_update(self, update: bytes, origin: object) -> None:
+        """Apply a Yjs update; ValueError if it cannot be decoded.
+
+        Structs whose dependencies are missing are kept pending by Yjs and
+        integrated when the dependencies arrive (anti-entropy brings them).
+        """
+        if update == b"\x00\x00":
+            return  # the empty update: nothing to integrate
+        with self.transaction(origin):
+            self._doc.apply_update(update)
+
+    def on_update(self, callback: UpdateCallback) -> Callable[[], None]:
+        """Subscribe to every committed transaction's update."""
+        self._update_cbs.append(callback)
+        return lambda: _discard(self._update_cbs, callback)
+
+    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Subscribe to per-map changed keys."""
+        self._change_cbs.append(callback)
+        return lambda: _discard(self._change_cbs, callback)
+
+    def close(self) -> None:
+        """Drop every subscription."""
+        self._update_cbs.clear()
+        self._change_cbs.clear()
+        for owner, sub in self._subscriptions:
+            try:
+                owner.unobserve(sub)
+            except ValueError:
+                pass
+        self._subscriptions.clear()
+
+
+def _discard(callbacks: list[Any], callback: Any) -> None:
+    """Remove `callback` if still subscribed (unsubscribing twice is harmless)."""
+    try:
+        callbacks.remove(callback)
+    except ValueError:
+        pass

@@ -1,0 +1,68 @@
+"""``python -m signaling``: run a signaling server from the command line.
+
+The p2pkube CLI has its own ``p2pkube signal`` built on the same
+:func:`~signaling.protocol.load_tokens` and :func:`~signaling.server.run_server`;
+this entry point exists so the server can run from a checkout (or a minimal
+container) without the rest of p2pkube.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .protocol import cluster_id, load_tokens
+from .server import SignalingServer, run_server
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser (separate so tests and docs can inspect it)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m signaling",
+        description="p2pkube signaling server: introduces the peers of a cluster.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8765, help="TCP port, 0 for any free one (default 8765)"
+    )
+    parser.add_argument("--token", help="join token admitting to the cluster")
+    parser.add_argument(
+        "--token-file",
+        help="file with one join token per line ('#' starts a comment line)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, print the join token if one was generated, serve."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        tokens, generated = load_tokens(args.token, args.token_file)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if generated:
+        print(f"join token: {tokens[0]}", flush=True)
+        print(f"cluster: {cluster_id(tokens[0])}", flush=True)
+
+    def ready(server: SignalingServer) -> None:
+        print(f"signaling server: {server.url}", flush=True)
+
+    try:
+        run_server(args.host, args.port, tokens, on_ready=ready)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Frames and the handshake: hostile input is rejected with a reason, good input round-trips."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from p2pkube.net.frames import (
+    FRAGMENT_BYTES,
+    FrameError,
+    FrameType,
+    Reassembler,
+    decode_frame,
+    encode_frame,
+    fragment,
+)
+from p2pkube.net.handshake import Handshake
+from p2pkube.net.identity import NodeIdentity, node_id_from_public_key
+
+
+def test_frame_roundtrip() -> None:
+    frame = decode_frame(encode_frame(FrameType.SYNC, b"\x00\x01"))
+    assert frame.type is FrameType.SYNC and frame.body == b"\x00\x01"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\xc1\xff garbage", "not msgpack"),
+        (msgpack.packb({"a": 1}), "envelope"),
+        (msgpack.packb([2, 3, b""]), "version"),
+        (msgpack.packb([1, 99, {}]), "unknown frame type"),
+        (msgpack.packb([1, int(FrameType.SYNC), "text"]), "bytes"),
+        (msgpack.packb([1, int(FrameType.BYE), {}]), "missing field 'reason'"),
+        (msgpack.packb([1, int(FrameType.BYE), {"reason": 5}]), "type int"),
+        (b"x" * 100, "not msgpack"),
+    ],
+)
+def test_bad_frames_are_rejected_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(FrameError, match=reason):
+        decode_frame(data)
+
+
+def test_oversize_frame_rejected_before_parsing() -> None:
+    with pytest.raises(FrameError, match="exceeds"):
+        decode_frame(b"\x00" * 2048, max_bytes=1024)
+
+
+def test_fragmentation_roundtrip_and_limits() -> None:
+    payload = bytes(range(256)) * 1000  # 256 kB: several fragments
+    pieces = list(fragment(encode_frame(FrameType.SYNC, payload)))
+    assert len(pieces) > 3 and all(len(p) <= FRAGMENT_BYTES + 64 for p in pieces)
+    reassembler = Reassembler()
+    frames = [reassembler.feed(p) for p in pieces]
+    assert frames[:-1] == [None] * (len(pieces) - 1)
+    assert frames[-1] is not None and frames[-1].body == payload
+
+    small = Reassembler(max_bytes=100_000)
+    with pytest.raises(FrameError, match="exceeds"):
+        for piece in pieces:
+            small.feed(piece)
+
+    out_of_order = Reassembler()
+    with pytest.raises(FrameError, match="out of sequence"):
+        out_of_order.feed(pieces[1])
+
+
+def _pair() -> tuple[Handshake, Handshake, NodeIdentity, NodeIdentity]:
+    a, b = NodeIdentity.generate(), NodeIdentity.generate()
+    return (
+        Handshake(a, "a", "native", "c1", "token"),
+        Handshake(b, "b", "native", "c1", "token"),
+        a,
+        b,
+    )
+
+
+def test_handshake_proves_identity_and_membership() -> None:
+    ha, hb, a, b = _pair()
+    ha.accept_hello(hb.local.to_body(), expected_node=b.node_id)
+    hb.accept_hello(ha.local.to_body(), expected_node=None)
+    hb.verify_auth(ha.make_auth("fp-a", "fp-b"), "fp-b", "fp-a")
+    ha.verify_auth(hb.make_auth("fp-b", "fp-a"), "fp-a", "fp-b")
+    assert node_id_from_public_key(a.public_key) == a.node_id
+
+
+def test_handshake_rejects_wrong_token_wrong_key_and_other_session() -> None:
+    ha, hb, a, b = _pair()
+    outsider = Handshake(b, "b", "native", "c1", "other-token")
+    ha.accept_hello(outsider.local.to_body(), expected_node=b.node_id)
+    outsider.accept_hello(ha.local.to_body(), expected_node=None)
+    with pytest.raises(FrameError, match="membership"):
+        ha.verify_auth(outsider.make_auth("fp-b", "fp-a"), "fp-a", "fp-b")
+
+    ha, hb, a, b = _pair()
+    ha.accept_hello(hb.local.to_body(), expected_node=b.node_id)
+    hb.accept_hello(ha.local.to_body(), expected_node=None)
+    with pytest.raises(FrameError, match="membership"):  # relayed into another DTLS session
+        ha.verify_auth(hb.make_auth("fp-b", "fp-a"), "fp-a", "fp-other")
+
+    ha, hb, a, b = _pair()
+    forged = dict(hb.local.to_body(), node=a.node_id)
+    with pytest.raises(FrameError, match="does not match its public key"):
+        ha.accept_hello(forged, expected_node=None)
+    with pytest.raises(FrameError, match="expected node"):
+        ha.accept_hello(hb.local.to_body(), expected_node=a.node_id)
+    with pytest.raises(FrameError, match="cluster"):
+        ha.accept_hello(dict(hb.local.to_body(), cluster="c2"), expected_node=None)
+
+
+def test_identity_is_kept_in_the_data_dir(tmp_path) -> None:
+    first = NodeIdentity.load_or_create(tmp_path)
+    again = NodeIdentity.load_or_create(tmp_path)
+    assert first.node_id == again.node_id
+    assert (tmp_path / "identity.key").stat().st_mode & 0o777 == 0o600
