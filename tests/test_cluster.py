@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 from p2pkube.devcluster import LocalCluster, wait_until
@@ -166,3 +167,31 @@ def test_join_with_wrong_token_fails_clearly(cluster: LocalCluster) -> None:
     log = cluster.log_tail("intruder")
     assert "bad-token" in log or "token" in log.lower(), log
     assert "Traceback" not in log
+
+
+def test_a_frozen_peer_does_not_blame_the_others(cluster: LocalCluster) -> None:
+    """SIGSTOP one agent longer than the timeout: the others see it NotReady, then Ready again;
+    the frozen one never declares the others dead, and the healthy ones never flap."""
+    names = ["n1", "n2", "n3"]
+    start(cluster, names)
+    for name in names:
+        wait_until(lambda name=name: all_ready(cluster, name, names), 30, what=f"{name} view")
+    cluster.kill("n3", signal.SIGSTOP)
+    try:
+        wait_until(lambda: cluster.nodes("n1").get("n3") == "False", NODE_TIMEOUT + 3)
+        time.sleep(1.5)
+    finally:
+        cluster.kill("n3", signal.SIGCONT)
+    for name in names:
+        wait_until(lambda name=name: all_ready(cluster, name, names), 20, what=f"{name} view")
+    time.sleep(NODE_TIMEOUT)  # give a wrongly blamed node time to show up as NotReady
+
+    def transitions(viewer: str) -> dict[str, int]:
+        nodes = cluster.api(viewer, "GET", "/v1/status")["membership"]["nodes"]
+        return {n["name"]: n["transitions"] for n in nodes}
+
+    assert transitions("n3") == {"n1": 0, "n2": 0}
+    assert transitions("n1")["n2"] == 0 and transitions("n2")["n1"] == 0
+    assert transitions("n1")["n3"] == 2  # NotReady while frozen, Ready after
+    assert cluster.api("n3", "GET", "/v1/status")["membership"]["stalledSeconds"] > 2
+    assert all_ready(cluster, "n3", names)

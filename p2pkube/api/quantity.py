@@ -49,14 +49,17 @@ def parse_quantity(text: str | int | float) -> Fraction:
 
 
 def format_bytes(value: int) -> str:
-    """Bytes the way kubectl shows memory: the largest binary suffix that divides evenly-ish."""
-    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+    """Bytes as kubectl-style memory: exact Gi/Mi/Ki when it divides, else whole Mi rounded down.
+
+    Rounding down keeps a node's advertised capacity conservative (never more than it has).
+    """
+    for suffix in ("Ti", "Gi", "Mi"):
         unit = int(_SUFFIXES[suffix])
         if value >= unit and value % unit == 0:
             return f"{value // unit}{suffix}"
-    if value >= 2**30:
+    if value >= 2**20:
         return f"{value // 2**20}Mi"
-    if value >= 2**10:
+    if value >= 2**10 and value % 2**10 == 0:
         return f"{value // 2**10}Ki"
     return str(value)
 

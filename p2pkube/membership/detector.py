@@ -23,6 +23,7 @@ from typing import Any
 
 from p2pkube.net.frames import FrameType
 from p2pkube.net.mesh import Transport
+from p2pkube.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,7 @@ class Membership:
         self.settings = settings or MembershipSettings()
         self.incarnation = time.time_ns() // 1_000_000
         self.started = time.monotonic()
-        self.stalled_seconds = 0.0
-        """Total event-loop stall time this agent forgave others (visible in status)."""
+        self._ticker = Ticker(self.settings.check_interval, self.settings.stall_threshold)
         self._transport = transport
         self._seq = 0
         self._nodes: dict[str, NodeLiveness] = {}
@@ -183,21 +183,22 @@ class Membership:
     # -- failure detection ---------------------------------------------------------------------
     async def _check(self) -> None:
         settings = self.settings
-        expected = time.monotonic() + settings.check_interval
         while True:
-            await asyncio.sleep(settings.check_interval)
+            stall = await self._ticker.tick()
             now = time.monotonic()
-            stall = now - expected
-            expected = now + settings.check_interval
-            if stall > settings.stall_threshold:
+            if stall:
                 # We could not observe anything during the stall: do not count it against others.
-                self.stalled_seconds += stall
                 for liveness in self._nodes.values():
                     liveness.last_seen = min(now, liveness.last_seen + stall)
                 continue
             for liveness in self._nodes.values():
                 if liveness.ready and now - liveness.last_seen > settings.node_timeout:
                     self._set_ready(liveness, False, "HeartbeatTimeout")
+
+    @property
+    def stalled_seconds(self) -> float:
+        """Total event-loop stall time this agent forgave others (visible in status)."""
+        return self._ticker.stalled_seconds
 
     # -- queries -------------------------------------------------------------------------------
     def route_hint(self, node: str) -> str | None:

@@ -21,6 +21,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from p2pkube.net.frames import Frame, FrameError, FrameType, Reassembler, encode_frame, fragment
 from p2pkube.net.handshake import Handshake, Hello, sdp_fingerprint
 from p2pkube.net.settings import TransportSettings
+from p2pkube.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +195,15 @@ class PeerLink:
     async def _watch(self) -> None:
         """Abandon a link that does not finish its handshake, or that went silent."""
         settings = self._settings
+        ticker = Ticker(min(0.25, settings.link_idle_timeout / 4))
         try:
             while self.state is not LinkState.CLOSED:
-                await asyncio.sleep(min(0.25, settings.link_idle_timeout / 4))
+                stall = await ticker.tick()
                 now = time.monotonic()
+                if stall:
+                    # We were not running (frozen, starved): that silence is ours, not theirs.
+                    self.last_received = min(now, self.last_received + stall)
+                    self.created = min(now, self.created + stall)
                 if self.state is LinkState.CONNECTING:
                     if now - self.created > settings.connect_timeout:
                         self.close_soon("handshake timed out")
