@@ -82,3 +82,28 @@ def describe() -> list[tuple[str, str, str]]:
                 )
             )
     return rows
+
+
+def render_markdown() -> str:
+    """docs/settings.md: every setting, its default and why (``python -m p2pkube.settings``)."""
+    lines = [
+        "# Settings",
+        "",
+        "Every timing and limit of the agent, with its default. Override any of them at start with",
+        "`p2pkube join --set SECTION.FIELD=VALUE` (repeatable). Generated from the settings",
+        "dataclasses by `python -m p2pkube.settings > docs/settings.md`; a test keeps it current.",
+        "",
+    ]
+    section = ""
+    for name, default, doc in describe():
+        current = name.split(".", 1)[0]
+        if current != section:
+            section = current
+            lines += ["", f"## {section}", "", "| setting | default | what and why |"]
+            lines.append("|---|---|---|")
+        lines.append(f"| `{name}` | `{default}` | {doc.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

@@ -13,7 +13,7 @@ so that the server (:mod:`signaling.server`), the agent's client
   :class:`ProtocolError` with a message that names the offending field;
 * message construction: the ``*_message`` helpers and :func:`encode`.
 
-See ``docs/protocol-signaling.md`` for the field-by-field description.
+See ``docs/protocol.md`` (section Signaling) for the field-by-field description.
 """
 
 from __future__ import annotations
