@@ -93,6 +93,8 @@ class Mesh:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintainer: asyncio.Task[None] | None = None
         self._closed = False
+        self.negotiated_via_mesh = 0
+        """Offers/answers/byes this node sent as ROUTE frames (signaling was not usable)."""
         self.on_link_up: Callable[[str], None] = lambda node: None
         self.on_link_down: Callable[[str], None] = lambda node: None
         self.on_frame: Callable[[str, Frame], None] = lambda node, frame: None
@@ -258,7 +260,10 @@ class Mesh:
             "data": data,
         }
         self._remember_route(route["id"])
-        return self._forward_route(route, came_from=None)
+        if not self._forward_route(route, came_from=None):
+            return False
+        self.negotiated_via_mesh += 1
+        return True
 
     def _forward_route(self, route: dict[str, Any], came_from: str | None) -> bool:
         dst = route["dst"]
@@ -418,5 +423,6 @@ class Mesh:
                 if link.state is LinkState.ESTABLISHED
             ],
             "pending": len(self._pending),
+            "negotiatedViaMesh": self.negotiated_via_mesh,
             "signalingConnected": bool(self.signaling and self.signaling.connected),
         }

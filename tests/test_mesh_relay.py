@@ -1,0 +1,89 @@
+"""New links are negotiated through open links when the signaling server is gone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from p2pkube.devcluster import LocalCluster, wait_until
+from p2pkube.net import ice
+from p2pkube.net.identity import NodeIdentity
+from p2pkube.net.mesh import Mesh
+from p2pkube.net.settings import TransportSettings
+from signaling.protocol import cluster_id
+
+
+async def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll ``predicate`` on the loop; TimeoutError naming ``what`` after ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            while not predicate():  # noqa: ASYNC110 - polls state owned by this loop
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise TimeoutError(f"timed out waiting for {what}") from None
+
+
+async def test_offer_and_answer_travel_through_the_mesh(cluster: LocalCluster) -> None:
+    cluster.start_signaling()
+    for name in ["n1", "n2"]:
+        cluster.start_agent(name)
+    for name in ["n1", "n2"]:
+        await asyncio.to_thread(cluster.wait_api, name)
+    ids = {}
+    for name in ["n1", "n2"]:
+        ids[name] = (await asyncio.to_thread(cluster.api, name, "GET", "/v1/status"))["nodeID"]
+
+    # A real mesh node in this process that holds one link at most (it refuses more offers).
+    ice.use_host_addresses(["127.0.0.1"])
+    settings = TransportSettings(
+        max_peers=1, max_peers_jitter=0, inbound_slack=0, maintain_interval=3600
+    )
+    mesh = Mesh(
+        identity=NodeIdentity.generate(),
+        name="relay-test",
+        kind="native",
+        cluster=cluster_id(cluster.token),
+        token=cluster.token,
+        signaling_url=f"{cluster.url}/ws",
+        settings=settings,
+    )
+    await mesh.start()
+    try:
+        await wait_for(
+            lambda: mesh.signaling is not None and ids["n1"] in mesh.signaling.peers,
+            10,
+            "n1 on signaling",
+        )
+        if not mesh.neighbours():
+            mesh._dial(ids["n1"])
+        await wait_for(lambda: len(mesh.neighbours()) == 1, 10, "one link")
+        first = mesh.neighbours()[0]
+        first_name, other_name = ("n1", "n2") if first == ids["n1"] else ("n2", "n1")
+
+        def linked(viewer: str, node: str) -> bool:
+            status = cluster.api(viewer, "GET", "/v1/status")
+            return any(n["node"] == node for n in status["mesh"]["neighbours"])
+
+        await asyncio.to_thread(
+            wait_until, lambda: linked("n1", ids["n2"]), 15, 0.1, "n1 and n2 to link"
+        )
+        await asyncio.to_thread(cluster.stop_signaling)
+        await wait_for(
+            lambda: mesh.signaling is not None and not mesh.signaling.connected,
+            10,
+            "signaling to be gone",
+        )
+        # Offer -> ROUTE via the first neighbour -> the other; answer -> ROUTE back.
+        mesh._dial(ids[other_name])
+        await wait_for(lambda: ids[other_name] in mesh.neighbours(), 15, "a link via the mesh")
+        assert mesh.stats()["negotiatedViaMesh"] >= 1
+        assert first in mesh.neighbours()
+        await asyncio.to_thread(
+            wait_until,
+            lambda: linked(other_name, mesh.node_id),
+            10,
+            0.1,
+            f"{other_name} to list the new link (negotiated through {first_name})",
+        )
+    finally:
+        await mesh.close()
