@@ -178,10 +178,12 @@ class Mesh:
         return backoff is None or backoff.next_try <= now
 
     def _path_exists(self, node_id: str) -> bool:
+        """Whether an offer can reach ``node_id``: it is on signaling, or its heartbeats reach
+        us through some neighbour (then ROUTE frames can follow the same path back)."""
         signaling = self.signaling
         if signaling is not None and signaling.connected and node_id in signaling.peers:
             return True
-        return bool(self._links)
+        return self.route_hint(node_id) is not None
 
     async def _maintain(self) -> None:
         settings = self.settings
