@@ -160,7 +160,7 @@ class Membership:
             self._set_ready(known, True, "AgentReady")
         if body["ttl"] > 1:
             self._transport.broadcast(
-                FrameType.HEARTBEAT, {**body, "ttl": body["ttl"] - 1}, exclude=neighbour
+                FrameType.HEARTBEAT, {**body, "ttl": body["ttl"] - 1}, self.relay_exclude(neighbour)
             )
 
     def _set_ready(self, liveness: NodeLiveness, ready: bool, reason: str) -> None:
@@ -201,6 +201,20 @@ class Membership:
         return self._ticker.stalled_seconds
 
     # -- queries -------------------------------------------------------------------------------
+    def relay_exclude(self, came_from: str) -> set[str]:
+        """Neighbours that need not get a flooded message that arrived from ``came_from``.
+
+        ``came_from`` forwards what it floods to all of its own neighbours, so whoever it is
+        linked to (per its latest heartbeat) gets the message from it; relaying to them too only
+        doubles the traffic (in a full mesh, N² copies instead of N). By induction back to the
+        originator, who sends to all its neighbours, every connected node still receives it; if
+        the neighbour list was stale, anti-entropy (state) or the next heartbeat repairs it.
+        """
+        liveness = self._nodes.get(came_from)
+        peers = set(liveness.peers) if liveness is not None else set()
+        peers.add(came_from)
+        return peers
+
     def route_hint(self, node: str) -> str | None:
         """The neighbour through which ``node``'s freshest heartbeat arrived."""
         liveness = self._nodes.get(node)

@@ -20,7 +20,7 @@ import random
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,7 +48,7 @@ class Transport(Protocol):
 
     def neighbours(self) -> list[str]: ...
     def send(self, node_id: str, frame_type: FrameType, body: Any) -> bool: ...
-    def broadcast(self, frame_type: FrameType, body: Any, exclude: str | None = None) -> int: ...
+    def broadcast(self, frame_type: FrameType, body: Any, exclude: Collection[str] = ()) -> int: ...
     def add_candidate(self, node_id: str) -> None: ...
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -148,11 +148,12 @@ class Mesh:
         link = self._links.get(node_id)
         return link.send(frame_type, body) if link else False
 
-    def broadcast(self, frame_type: FrameType, body: Any, exclude: str | None = None) -> int:
+    def broadcast(self, frame_type: FrameType, body: Any, exclude: Collection[str] = ()) -> int:
+        """Send to every neighbour not in ``exclude``; returns how many links took it."""
         return sum(
             link.send(frame_type, body)
             for node, link in list(self._links.items())
-            if node != exclude
+            if node not in exclude
         )
 
     def add_candidate(self, node_id: str) -> None:
@@ -274,7 +275,7 @@ class Mesh:
         hop = self.route_hint(dst)
         if hop is not None and hop != came_from and hop in self._links:
             return self._links[hop].send(FrameType.ROUTE, route)
-        return self.broadcast(FrameType.ROUTE, route, exclude=came_from) > 0
+        return self.broadcast(FrameType.ROUTE, route, exclude=(came_from,) if came_from else ()) > 0
 
     def _remember_route(self, route_id: str) -> bool:
         """Record a ROUTE id; False when it was seen before (a flooded duplicate)."""
