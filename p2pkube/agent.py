@@ -15,6 +15,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 
 from p2pkube import __version__
+from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 from p2pkube.api.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.api.server import ApiServer
 from p2pkube.membership.detector import Membership, NodeLiveness, utc_now
@@ -98,7 +100,9 @@ class Agent:
         for assignment in options.overrides:
             self.settings.override(assignment)
         transport_settings = self.settings.transport
-        self.state = ClusterState(options.data_dir, self.settings.state)
+        self.state = ClusterState(
+            options.data_dir, self.settings.state, is_compactor=self._is_compactor
+        )
         self.mesh = Mesh(
             identity=self.identity,
             name=options.name,
@@ -146,6 +150,11 @@ class Agent:
         await self.state.close()
         await self.mesh.close()
 
+    def _is_compactor(self) -> bool:
+        """Only the Ready node with the smallest id compacts the document (others could, and
+        would converge, but the work would be done N times when all cross the threshold)."""
+        return all(self.node_id <= n.node for n in self.membership.nodes() if n.ready)
+
     # -- wiring --------------------------------------------------------------------------------
     def _on_link_up(self, node: str) -> None:
         self.state.attach_peer(
@@ -170,6 +179,9 @@ class Agent:
     def _on_liveness(self, liveness: NodeLiveness) -> None:
         if liveness.ready:
             self.mesh.add_candidate(liveness.node)
+        # Node watches (see watch()): Ready lives here, not in the document.
+        for listener in list(self.__dict__.get("_liveness_listeners", ())):
+            listener(liveness)
 
     # -- this node's Node object ---------------------------------------------------------------
     def _capacity(self) -> dict[str, str]:
@@ -322,6 +334,70 @@ class Agent:
         if self.state.get("status", key) is not None:
             await self.state.delete("status", key)
         return True
+
+    def watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        *,
+        match: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = DEFAULT_WATCH_SECONDS,
+        max_queue: int = WATCH_QUEUE_SIZE,
+    ) -> Watch:
+        """Watch ``kind`` in ``namespace`` (None: all, "": cluster-scoped); a started Watch.
+
+        Use it as ``async with agent.watch(...) as w: async for event in w``. It is driven by
+        the document's change callback (local writes and peer updates alike), never by
+        polling. A Node's Ready condition comes from the failure detector, not the document,
+        so for Nodes the watch also listens to liveness transitions (via ``_on_liveness``).
+        """
+        prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
+
+        def render(key: str) -> dict[str, Any] | None:
+            if kind != "Node":
+                _, ns, name = key.split("/", 2)
+                return self.get_object(kind, ns, name)
+            # One node shaped as list_nodes() shapes it (Ready from the failure detector),
+            # without decoding every object in the document for each event.
+            obj = self.state.get("objects", key)
+            if not isinstance(obj, dict):
+                return None
+            status = dict(self.state.get("status", key) or {})
+            condition, peers = self._condition(obj.get("metadata", {}).get("uid", ""))
+            status["conditions"] = [condition]
+            status["peers"] = peers
+            return {**obj, "status": status}
+
+        watch = Watch(
+            render,
+            lambda key: key.startswith(prefix),
+            match=match,
+            timeout=timeout,
+            max_queue=max_queue,
+        )
+
+        def on_change(map_name: str, keys: set[str], origin: object) -> None:
+            if map_name in ("objects", "status"):
+                watch.changed(keys)
+
+        watch.add_cleanup(self.state.on_change(on_change))
+        if kind == "Node":
+            # Created on first use so that watch() stays the only addition to Agent.
+            listeners: list[Callable[[NodeLiveness], None]] = self.__dict__.setdefault(
+                "_liveness_listeners", []
+            )
+
+            def on_liveness(liveness: NodeLiveness) -> None:
+                watch.changed([object_key("Node", "", liveness.name)])
+
+            def unsubscribe() -> None:
+                with contextlib.suppress(ValueError):
+                    listeners.remove(on_liveness)
+
+            listeners.append(on_liveness)
+            watch.add_cleanup(unsubscribe)
+        watch.start(self.state.keys("objects"))  # same tick as the subscription: no gap
+        return watch
 
     def status(self) -> dict[str, Any]:
         with self._process.oneshot():

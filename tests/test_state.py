@@ -14,6 +14,7 @@ from pycrdt import (
 )
 
 from p2pkube.state import (
+    GENESIS,
     LOCAL,
     ClusterState,
     PycrdtStore,
@@ -22,6 +23,7 @@ from p2pkube.state import (
     SyncMessageKind,
     SyncProtocolError,
     UnknownMapError,
+    Version,
     object_key,
 )
 from p2pkube.state.sync import (
@@ -29,6 +31,7 @@ from p2pkube.state.sync import (
     decode_state_vector,
     decode_sync_message,
     encode_frame,
+    encode_generation,
     encode_sync_step1,
     encode_sync_step2,
     encode_update,
@@ -181,15 +184,17 @@ def test_sync_messages_match_pycrdt(size: int) -> None:
         (encode_update(update), SyncMessageKind.UPDATE, update),
     ]:
         assert decode_sync_message(encoded) == (kind, payload)
-        frame = decode_frame(encode_frame(0, encoded))
-        assert (frame.generation, frame.kind, frame.payload) == (0, kind, payload)
-        assert frame.encode() == encode_frame(0, encoded)
+        frame = decode_frame(encode_frame(GENESIS, encoded))
+        assert (frame.generation, frame.kind, frame.payload) == (GENESIS, kind, payload)
+        assert frame.encode() == encode_frame(GENESIS, encoded)
+        assert frame.encode() == b"\x00\x00" + encoded  # genesis = varUint(0) varUint(0)
     # A pycrdt doc can consume our messages directly.
     other = Doc()
     handle_sync_message(encode_sync_step2(update)[1:], other)
     assert other.get_state() == sv
 
 
+GEN0 = encode_generation(GENESIS)
 HUGE_LENGTH = write_var_uint(2**50)
 BAD_MESSAGES = [
     b"",
@@ -205,12 +210,24 @@ BAD_MESSAGES = [
 ]
 
 
+HOSTILE_GENERATION_FRAMES = [
+    b"\x07",  # generation without its creator
+    b"\x07\x00" + encode_update(b"\x00\x00"),  # number without a creator: no node makes it
+    b"\x00\x05" + encode_update(b"\x00\x00"),  # genesis with a creator
+    b"\x01" + b"\xff" * 9 + encode_update(b"\x00\x00"),  # endless creator varUint
+    b"\x01\xff\xff\xff\xff\xff\xff\xff\x7f" + encode_update(b"\x00\x00"),  # creator > 2**53
+    # A plausible-looking but absurd generation number: would exhaust the number space.
+    write_var_uint(2**52) + b"\x05" + encode_update(b"\x00\x00"),
+    write_var_uint(2**52) + b"\x05" + encode_sync_step1(b"\x00"),
+]
+
+
 @pytest.mark.parametrize("data", BAD_MESSAGES)
 def test_decode_rejects_garbage(data: bytes) -> None:
     with pytest.raises(SyncProtocolError):
         decode_sync_message(data)
     with pytest.raises(SyncProtocolError):
-        decode_frame(b"\x00" + data)
+        decode_frame(GEN0 + data)
 
 
 def test_decode_enforces_limits() -> None:
@@ -294,6 +311,13 @@ async def test_three_state_chain_relays(mesh: Mesh) -> None:
 
 async def test_concurrent_writes_converge(mesh: Mesh) -> None:
     a, b, c = await open_states(3)
+    written: dict[str, list[Version]] = {}
+
+    def record(state: ClusterState, key: str) -> None:
+        version = state.version("objects", key)
+        assert version is not None
+        written.setdefault(key, []).append(version)
+
     # Everyone writes the same keys and its own keys while disconnected.
     for i, s in enumerate((a, b, c)):
         async with s.batch() as batch:
@@ -301,20 +325,33 @@ async def test_concurrent_writes_converge(mesh: Mesh) -> None:
                 batch.put("objects", f"shared-{k}", {"writer": i, "k": k})
                 batch.put("status", f"own-{i}-{k}", {"v": k})
             batch.delete("objects", "shared-0")
+        for k in range(50):
+            record(s, f"shared-{k}")
     mesh.link(a, "A", b, "B")
     mesh.link(b, "B", c, "C")
+
     # ...and keep writing while the sync is in flight.
-    await asyncio.gather(
-        a.put("objects", "shared-1", "a-late"),
-        c.put("objects", "shared-1", "c-late"),
-        b.delete("objects", "shared-2"),
-    )
+    async def put(state: ClusterState, key: str, value: object) -> None:
+        await state.put("objects", key, value)
+        record(state, key)  # no persistence: put did not yield, this is our version
+
+    async def delete(state: ClusterState, key: str) -> None:
+        await state.delete("objects", key)
+        record(state, key)
+
+    await asyncio.gather(put(a, "shared-1", "a-late"), put(c, "shared-1", "c-late"))
+    await delete(b, "shared-2")
     await mesh.settle()
     assert sv(a) == sv(b) == sv(c)
     assert contents(a) == contents(b) == contents(c)
     assert len(a.keys("status")) == 150
-    # Concurrent writes: any writer may win (higher client id), but the same everywhere.
-    assert a.get("objects", "shared-1") in ("a-late", "c-late", {"writer": 1, "k": 1})
+    # Concurrent writes: the version with the highest stamp wins everywhere (not the
+    # higher Yjs client id), deletes included.
+    for key, versions in written.items():
+        newest = max(versions, key=lambda v: v.stamp)
+        for s in (a, b, c):
+            assert s.version("objects", key) == newest, key
+    assert a.get("objects", "shared-0") is None
     # A write or delete made after seeing every value wins everywhere.
     await c.put("objects", "shared-1", "final")
     await a.delete("objects", "shared-3")
@@ -334,13 +371,13 @@ async def test_hostile_frames_raise_and_leave_state_intact(mesh: Mesh) -> None:
     await mesh.settle()
     before = a.store.encode_state()
     bad_frames = [
-        *(b"\x00" + m for m in BAD_MESSAGES),
-        b"\x07" + encode_update(b"\x00\x00"),  # another document generation
-        encode_frame(0, encode_update(b"\x01\xff\xff\xff")),  # undecodable update
-        encode_frame(0, encode_sync_step2(b"\x05\x01\x02")),
-        encode_frame(0, encode_sync_step1(b"\x02\x01")),  # truncated state vector
-        encode_frame(0, encode_sync_step1(write_var_uint(10**9) + b"\x01\x01")),
+        *(GEN0 + m for m in BAD_MESSAGES),
+        encode_frame(GENESIS, encode_update(b"\x01\xff\xff\xff")),  # undecodable update
+        encode_frame(GENESIS, encode_sync_step2(b"\x05\x01\x02")),
+        encode_frame(GENESIS, encode_sync_step1(b"\x02\x01")),  # truncated state vector
+        encode_frame(GENESIS, encode_sync_step1(write_var_uint(10**9) + b"\x01\x01")),
         b"\xff" * 9,  # endless generation varUint
+        *HOSTILE_GENERATION_FRAMES,
     ]
     for frame in bad_frames:
         with pytest.raises(SyncProtocolError):
@@ -445,15 +482,29 @@ async def test_batch_is_one_update_and_validates_first() -> None:
 
 async def test_growth_measure_and_late_frames_after_close() -> None:
     (a,) = await open_states(1)
-    for i in range(50):
-        await a.put("objects", f"Pod/default/p{i}", POD)
-        await a.delete("objects", f"Pod/default/p{i}")
-    await a.put("objects", "live", POD)
+    (gone,) = await open_states(1, StateSettings(anti_entropy_interval=3600.0, tombstone_ttl=0.0))
+    for s in (a, gone):
+        for i in range(50):
+            await s.put("objects", f"Pod/default/p{i}", POD)
+            await s.delete("objects", f"Pod/default/p{i}")
+        await s.put("objects", "live", POD)
     doc_bytes, live_bytes = a.measure_growth()
     assert doc_bytes > live_bytes > 0
     fresh = PycrdtStore()
-    fresh.apply_update(a.store.encode_live_state(), "copy")
-    assert fresh.items("objects") == [("live", POD)]
+    fresh.apply_update(a.encode_compacted_state(), "copy")
+    # Young tombstones are kept by compaction: a peer holding an old value of a
+    # deleted key must not be able to resurrect it.
+    assert {k for k, _ in fresh.raw_items("objects")} == {
+        "live",
+        *(f"Pod/default/p{i}" for i in range(50)),
+    }
+    gone_doc, gone_live = gone.measure_growth()
+    assert gone_live < live_bytes < doc_bytes and gone_live < gone_doc
+    only_live = PycrdtStore()
+    only_live.apply_update(gone.encode_compacted_state(), "copy")
+    assert [k for k, _ in only_live.raw_items("objects")] == ["live"]  # expired: dropped
+    assert gone.items("objects") == [("live", POD)]
+    await gone.close()
     await a.close()
     # The transport may still deliver or link up while the agent shuts down.
     a.receive("B", b"anything")

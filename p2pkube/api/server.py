@@ -11,6 +11,12 @@ agent. Discovery: ``<data_dir>/api.json`` names the URL, pid and node, and is re
 
 Errors are Kubernetes ``Status`` objects, never stack traces, so the CLI can print them the way
 kubectl does (``Error from server (NotFound): ...``).
+
+``GET /v1/watch/{kind}`` streams newline-delimited JSON events the way a Kubernetes watch does
+(``{"type": "ADDED"|"MODIFIED"|"DELETED"|"ERROR", "object": {...}}``): the current objects first,
+then every change as the agent applies it. A watch ends when its ``timeoutSeconds`` pass, when
+the client goes away, when the agent stops, or with an ERROR event when the client reads too
+slowly (its bounded queue overflowed).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from p2pkube.api import (
     match_labels,
     parse_selector,
 )
-from p2pkube.api.backend import AgentBackend
+from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, AgentBackend, Watch
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,9 @@ _REASONS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_WATCH_SECONDS = 24 * 3600
+"""Upper bound on a watch's ``timeoutSeconds``: every stream ends on its own eventually."""
 
 
 class ApiProblem(Exception):
@@ -138,6 +147,7 @@ class ApiServer:
         *,
         write_timeout: float = 30.0,
         shutdown_timeout: float = 2.0,
+        watch_poll_interval: float = 2.0,
     ) -> None:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -152,6 +162,10 @@ class ApiServer:
         self.port = port
         self.write_timeout = write_timeout
         self.shutdown_timeout = shutdown_timeout
+        self.watch_poll_interval = watch_poll_interval
+        """How often an idle watch checks that its client is still connected (aiohttp does not
+        cancel a handler whose client left, and an idle stream writes nothing that could fail)."""
+        self._watches: set[Watch] = set()
         self._token = ""
         self._url: str | None = None
         self._runner: web.AppRunner | None = None
@@ -208,6 +222,8 @@ class ApiServer:
         if runner is None or url is None:
             return
         self._runner = None
+        for watch in list(self._watches):
+            watch.close()  # their handlers finish the streams; cleanup need not wait them out
         try:
             async with asyncio.timeout(10):
                 await asyncio.to_thread(_remove_info_if_ours, self.data_dir / INFO_FILE, url)
@@ -229,6 +245,7 @@ class ApiServer:
                 web.put("/v1/objects", self._put_object),
                 web.post("/v1/objects", self._create_object),
                 web.delete("/v1/objects/{kind}/{namespace}/{name}", self._delete_object),
+                web.get("/v1/watch/{kind}", self._watch),
                 web.get("/v1/status", self._status),
             ]
         )
@@ -341,6 +358,68 @@ class ApiServer:
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.status())
 
+    async def _watch(self, request: web.Request) -> web.StreamResponse:
+        """Stream a watch as newline-delimited JSON until it ends (see the module docstring).
+
+        Problems with the request itself are answered as a Status before streaming starts;
+        once the 200 is sent, a problem can only end the stream.
+        """
+        kind = request.match_info["kind"]
+        selector = _selector(request)
+        namespace = request.query.get("namespace")
+        if namespace == EMPTY_NAMESPACE:
+            namespace = ""
+        timeout = _watch_seconds(request)
+        watch = self.backend.watch(
+            kind, namespace, match=lambda obj: _matches(selector, obj), timeout=timeout
+        )
+        self._watches.add(watch)
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Cache-Control": "no-store"}
+        )
+        response.enable_chunked_encoding()
+        try:
+            await self._stream(request, response, watch)
+        finally:
+            watch.close()
+            self._watches.discard(watch)
+        return response
+
+    async def _stream(
+        self, request: web.Request, response: web.StreamResponse, watch: Watch
+    ) -> None:
+        """Send the headers, then events as they come, each burst in one write; return when the
+        watch ends or the client is gone (a client leaving is normal, not an error)."""
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await response.prepare(request)
+            while True:
+                try:
+                    async with asyncio.timeout(self.watch_poll_interval):
+                        first = await watch.get()
+                except TimeoutError:
+                    if _client_gone(request):
+                        return
+                    continue
+                events = [first, *watch.ready_events()]
+                ended = None in events
+                payload = b"".join(
+                    json.dumps(event, separators=(",", ":")).encode() + b"\n"
+                    for event in events
+                    if event is not None
+                )
+                if payload:
+                    # A client that stops reading blocks the write once the socket buffers
+                    # fill; it gets as long as a write request does, then is dropped.
+                    async with asyncio.timeout(self.write_timeout):
+                        await response.write(payload)
+                if ended:
+                    async with asyncio.timeout(self.write_timeout):
+                        await response.write_eof()
+                    return
+        except (ConnectionError, TimeoutError) as exc:
+            log.debug("watch on %s ended: %r", request.path, exc)
+
 
 def _problem(code: int, message: str, reason: str | None = None) -> web.Response:
     return web.json_response(status_body(code, message, reason), status=code)
@@ -364,6 +443,25 @@ def _selector(request: web.Request) -> tuple[Requirement, ...]:
 
 def _matches(selector: tuple[Requirement, ...], obj: dict[str, Any]) -> bool:
     return match_labels(selector, (obj.get("metadata") or {}).get("labels"))
+
+
+def _watch_seconds(request: web.Request) -> float:
+    """The ``timeoutSeconds`` query parameter (Kubernetes' name), bounded."""
+    raw = request.query.get("timeoutSeconds")
+    if raw is None:
+        return DEFAULT_WATCH_SECONDS
+    try:
+        seconds = int(raw)
+    except ValueError:
+        raise ApiProblem(400, f"timeoutSeconds must be an integer, not {raw!r}") from None
+    if not 0 < seconds <= MAX_WATCH_SECONDS:
+        raise ApiProblem(400, f"timeoutSeconds must be between 1 and {MAX_WATCH_SECONDS}")
+    return float(seconds)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _key(request: web.Request) -> tuple[str, str, str]:

@@ -1,8 +1,10 @@
 """Cluster state shared by all peers as one Yjs document.
 
 Split by concern: `store` (the narrow document interface + pycrdt backend),
-`sync` (y-protocols wire messages), `persist` (snapshot + update log on disk)
-and `cluster` (`ClusterState`, the service tying them together). See
+`versioned` (timestamped values, tombstones, the hybrid clock), `sync`
+(y-protocols wire messages + generation envelope), `persist` (snapshot + update
+log on disk) and `cluster` (`ClusterState`, the service tying them together,
+including last-writer-wins repair and generation compaction). See
 docs/state.md for the design and its correctness arguments.
 """
 
@@ -15,32 +17,42 @@ from .store import (
     LOCAL,
     MAP_NAMES,
     OBJECTS,
+    REPAIR,
     STATUS,
+    SWITCH,
     PycrdtStore,
     StateStore,
     UnknownMapError,
     object_key,
 )
-from .sync import SyncMessageKind, SyncProtocolError
+from .sync import GENESIS, Generation, SyncMessageKind, SyncProtocolError
+from .versioned import HybridClock, Stamp, Version
 
 __all__ = [
     "EVENTS",
+    "GENESIS",
     "LEASES",
     "LOAD",
     "LOCAL",
     "MAP_NAMES",
     "OBJECTS",
+    "REPAIR",
     "STATUS",
+    "SWITCH",
     "ClusterState",
+    "Generation",
+    "HybridClock",
     "PersistSettings",
     "PersistenceError",
     "PycrdtStore",
+    "Stamp",
     "StateSettings",
     "StateStats",
     "StateStore",
     "SyncMessageKind",
     "SyncProtocolError",
     "UnknownMapError",
+    "Version",
     "WriteBatch",
     "object_key",
 ]

@@ -1,18 +1,44 @@
 """Crash-safe persistence of the state document: snapshot + append-only update log.
 
-Layout of `<data_dir>/state/`::
+Layout of `<data_dir>/state/` (all integers little-endian)::
 
-    snapshot.bin   MAGIC | u64 length | u32 crc32 | whole-document update
-    updates.log    record*, record := u32 length | u32 crc32 | update bytes
+    snapshot.bin   MAGIC "P2PKSNP2" | u64 generation number | u64 generation creator
+                   | u64 clock wall ms | u64 clock counter | u64 length | u32 crc32
+                   | whole-document update            (crc32 covers the four u64
+                                                        meta fields + length + update)
+    updates.log    header-record (record | clock-record)*
+                   record        := u32 length | u32 crc32 | update bytes
+                   header-record := a record whose bytes are
+                                    "P2PKLOG2" | u64 generation number | u64 creator
+                   clock-record  := a record whose 24 bytes are
+                                    "P2PKCLK2" | u64 clock wall ms | u64 clock counter
+
+The snapshot names the document generation and the hybrid-clock state it was
+taken at; the log's first record names the generation its updates belong to, and
+every batch written to the log ends with a clock record, so a reopen restores the
+clock as of the last durable write (stamps never go backwards across a restart,
+even when the wall clock did). A clock record cannot be mistaken for a Yjs update:
+an update starting with byte 0x50 ("P") declares 80 clients, which needs far more
+than 24 bytes.
+A log of another generation than the snapshot's is stale (see below) and is
+discarded at load.
 
 Why this shape:
 
-* Every Yjs update is idempotent and commutative, so replaying the log on top of
-  a snapshot that already contains some of its records is harmless. That makes
+* Every Yjs update is idempotent and commutative *within one document*, so
+  replaying the log on top of a snapshot that already contains some of its
+  records is harmless. That makes
   compaction simple: write the new snapshot to a temp file, fsync it, rename it
   over the old one, fsync the directory, and only then empty the log. A crash
   between any two of those steps loads either (old snapshot + full log) or
   (new snapshot + a log it already contains).
+* A generation switch is a snapshot of the *new* document: the same steps, then
+  the log is reset with a header naming the new generation. A crash before the
+  rename reopens the old generation complete (old snapshot + its log); after the
+  rename, the new snapshot + a log whose header names the old generation, which
+  is discarded (the new document already holds everything it carried over).
+  Replaying old-generation updates into the new document would be wrong: they
+  are updates of a different Yjs document.
 * A crash can tear the last log record. Each record carries its length and a
   crc32; loading keeps every record up to the first one that is short, zero
   length (a file extended but never written reads back as zeros), oversize or
@@ -41,12 +67,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from .sync import GENESIS, Generation
+
 __all__ = [
     "LoadedState",
     "PersistSettings",
     "PersistStats",
     "PersistenceError",
     "Persister",
+    "Snapshot",
     "StateFiles",
 ]
 
@@ -55,9 +84,16 @@ log = logging.getLogger(__name__)
 SNAPSHOT_NAME: Final = "snapshot.bin"
 SNAPSHOT_TMP_NAME: Final = "snapshot.bin.tmp"
 LOG_NAME: Final = "updates.log"
-_SNAP_MAGIC: Final = b"P2PKSNP1"
-_SNAP_HEADER: Final = struct.Struct("<8sQI")
+_SNAP_MAGIC: Final = b"P2PKSNP2"
+_OLD_SNAP_MAGIC: Final = b"P2PKSNP1"
+_SNAP_HEADER: Final = struct.Struct("<8sQQQQQI")
+_SNAP_META: Final = struct.Struct("<QQQQQ")
+"""The part of the snapshot header the crc covers (with the document)."""
 _REC_HEADER: Final = struct.Struct("<II")
+_LOG_MAGIC: Final = b"P2PKLOG2"
+_LOG_HEADER: Final = struct.Struct("<8sQQ")
+_CLOCK_MAGIC: Final = b"P2PKCLK2"
+_CLOCK_RECORD: Final = struct.Struct("<8sQQ")
 
 
 class PersistenceError(RuntimeError):
@@ -104,14 +140,51 @@ class PersistStats:
     truncated_tail_bytes: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A whole document with the generation it belongs to and the clock state."""
+
+    generation: Generation
+    clock: tuple[int, int]
+    """Hybrid clock (wall ms, counter) when it was taken: restored at open so that
+    stamps never go backwards across a restart, even if the wall clock did."""
+    state: bytes
+
+
 @dataclass(slots=True)
 class LoadedState:
     """What was on disk: the snapshot (if any) and the log records after it."""
 
     snapshot: bytes | None = None
+    generation: Generation = GENESIS
+    clock: tuple[int, int] = (0, 0)
     updates: list[bytes] = field(default_factory=list)
     log_bytes: int = 0
     truncated_tail_bytes: int = 0
+    stale_log_bytes: int = 0
+    """Bytes of a log of another generation discarded at load (a crash mid-switch)."""
+
+
+def clock_record(clock: tuple[int, int]) -> bytes:
+    """The log record saving the hybrid-clock state (wall ms, counter)."""
+    return _CLOCK_RECORD.pack(_CLOCK_MAGIC, *clock)
+
+
+def _parse_clock_record(record: bytes) -> tuple[int, int] | None:
+    if len(record) != _CLOCK_RECORD.size or not record.startswith(_CLOCK_MAGIC):
+        return None
+    _, wall, counter = _CLOCK_RECORD.unpack(record)
+    return wall, counter
+
+
+def _parse_log_header(record: bytes) -> Generation | None:
+    """The generation named by a log header record, or None if it is not one."""
+    if len(record) != _LOG_HEADER.size:
+        return None
+    magic, number, creator = _LOG_HEADER.unpack(record)
+    if magic != _LOG_MAGIC or (number == 0) != (creator == 0):
+        return None
+    return Generation(number, creator)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -138,6 +211,8 @@ class StateFiles:
         self.directory = directory
         self._max_record_bytes = max_record_bytes
         self._log: BinaryIO | None = None
+        self.generation = GENESIS
+        """The generation of the snapshot on disk, hence of the log's records."""
 
     @property
     def snapshot_path(self) -> Path:
@@ -159,15 +234,29 @@ class StateFiles:
             tmp.unlink()  # an interrupted compaction; the old snapshot + log are intact
         result = LoadedState()
         if self.snapshot_path.exists():
-            result.snapshot = self._read_snapshot()
+            snap = self._read_snapshot()
+            result.snapshot = snap.state
+            result.generation = snap.generation
+            result.clock = snap.clock
+        self.generation = result.generation
         created = not self.log_path.exists()
         self._log = open(self.log_path, "a+b")  # kept open: every append reuses it
-        if created:
-            _fsync_dir(self.directory)
+        try:
+            if created:
+                _fsync_dir(self.directory)
+            return self._load_log(result)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load_log(self, result: LoadedState) -> LoadedState:
+        """Read the log's records into `result`; cut a torn tail, drop a stale generation."""
+        assert self._log is not None
         self._log.seek(0)
         data = self._log.read()
         pos = 0
         end = len(data)
+        records: list[bytes] = []
         while end - pos >= _REC_HEADER.size:
             length, crc = _REC_HEADER.unpack_from(data, pos)
             start = pos + _REC_HEADER.size
@@ -176,7 +265,7 @@ class StateFiles:
             payload = data[start : start + length]
             if zlib.crc32(payload) != crc:
                 break
-            result.updates.append(payload)
+            records.append(payload)
             pos = start + length
         if pos < end:
             log.warning(
@@ -186,20 +275,71 @@ class StateFiles:
             self._log.flush()
             os.fsync(self._log.fileno())
             result.truncated_tail_bytes = end - pos
+        if records:
+            header = records[0]
+            log_generation = _parse_log_header(header)
+            if log_generation is None:
+                raise PersistenceError(
+                    f"{self.log_path}: no generation header (written by an older p2pkube?)"
+                )
+            if log_generation != self.generation:
+                # Crash between the rename of a new generation's snapshot and the log
+                # reset: these updates belong to the previous document, which the new
+                # snapshot already carried over. They must not be replayed into it.
+                log.warning(
+                    "state log %s belongs to generation %s, the snapshot to %s: discarded",
+                    self.log_path,
+                    log_generation,
+                    self.generation,
+                )
+                result.stale_log_bytes = pos
+                records = []
+                pos = 0
+        if not records:
+            pos = self._reset_log()
+        for record in records[1:]:
+            clock = _parse_clock_record(record)
+            if clock is None:
+                result.updates.append(record)
+            elif clock > result.clock:
+                result.clock = clock
         result.log_bytes = pos
         return result
 
-    def _read_snapshot(self) -> bytes:
+    def _reset_log(self) -> int:
+        """Empty the log and write its header for `self.generation`; return its size."""
+        assert self._log is not None
+        header = _LOG_HEADER.pack(_LOG_MAGIC, *self.generation)
+        record = _REC_HEADER.pack(len(header), zlib.crc32(header)) + header
+        self._log.truncate(0)
+        self._log.seek(0)
+        self._log.write(record)
+        self._log.flush()
+        os.fsync(self._log.fileno())
+        return len(record)
+
+    def _read_snapshot(self) -> Snapshot:
         data = self.snapshot_path.read_bytes()
+        if data[:8] == _OLD_SNAP_MAGIC:
+            raise PersistenceError(
+                f"{self.snapshot_path}: format 1 (unversioned values) is not supported; "
+                "remove the data directory to rejoin"
+            )
         if len(data) < _SNAP_HEADER.size:
             raise PersistenceError(f"{self.snapshot_path}: truncated header")
-        magic, length, crc = _SNAP_HEADER.unpack_from(data, 0)
+        magic, number, creator, wall, counter, length, crc = _SNAP_HEADER.unpack_from(data, 0)
         payload = data[_SNAP_HEADER.size :]
-        if magic != _SNAP_MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
+        meta = data[8 : 8 + _SNAP_META.size]
+        if (
+            magic != _SNAP_MAGIC
+            or length != len(payload)
+            or zlib.crc32(payload, zlib.crc32(meta)) != crc
+            or (number == 0) != (creator == 0)
+        ):
             # Snapshots are only ever renamed into place after an fsync, so this is
             # media corruption or tampering: refuse rather than silently start empty.
             raise PersistenceError(f"{self.snapshot_path}: corrupt snapshot")
-        return payload
+        return Snapshot(Generation(number, creator), (wall, counter), payload)
 
     def append(self, records: list[bytes]) -> int:
         """Append records and fsync; return the bytes written."""
@@ -215,12 +355,19 @@ class StateFiles:
         _sync_data(self._log.fileno())
         return len(blob)
 
-    def write_snapshot(self, state: bytes) -> int:
-        """Atomically replace the snapshot with `state`, then empty the log."""
+    def write_snapshot(self, snapshot: Snapshot) -> int:
+        """Atomically replace the snapshot, then reset the log for its generation.
+
+        Returns the bytes written (snapshot + new log header)."""
         if self._log is None:
             raise PersistenceError("state files are not open")
         tmp = self.directory / SNAPSHOT_TMP_NAME
-        header = _SNAP_HEADER.pack(_SNAP_MAGIC, len(state), zlib.crc32(state))
+        state = snapshot.state
+        meta = _SNAP_META.pack(*snapshot.generation, *snapshot.clock, len(state))
+        crc = zlib.crc32(state, zlib.crc32(meta))
+        header = _SNAP_HEADER.pack(
+            _SNAP_MAGIC, *snapshot.generation, *snapshot.clock, len(state), crc
+        )
         with open(tmp, "wb") as f:
             f.write(header)
             f.write(state)
@@ -229,11 +376,10 @@ class StateFiles:
         os.replace(tmp, self.snapshot_path)
         _fsync_dir(self.directory)
         # Only now is the log redundant: a crash before this point replays it
-        # (idempotently) on top of the new snapshot.
-        self._log.truncate(0)
-        self._log.flush()
-        os.fsync(self._log.fileno())
-        return len(header) + len(state)
+        # (idempotently) on top of the new snapshot, or, if the snapshot started a
+        # new generation, discards it at load because its header names the old one.
+        self.generation = snapshot.generation
+        return len(header) + len(state) + self._reset_log()
 
     def close(self) -> None:
         """Close the log file."""
@@ -248,13 +394,15 @@ class Persister:
     def __init__(
         self,
         directory: Path,
-        snapshot_source: Callable[[], bytes],
+        snapshot_source: Callable[[], Snapshot],
         settings: PersistSettings | None = None,
+        clock_source: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.settings = settings or PersistSettings()
         self.stats = PersistStats()
         self._files = StateFiles(directory, self.settings.max_record_bytes)
         self._snapshot_source = snapshot_source
+        self._clock_source = clock_source
         self._buffer: list[bytes] = []
         self._buffer_bytes = 0
         self._appended_seq = 0
@@ -274,6 +422,21 @@ class Persister:
         self.stats.truncated_tail_bytes = loaded.truncated_tail_bytes
         self._task = asyncio.create_task(self._run(), name="state-persister")
         return loaded
+
+    def switch_generation(self) -> None:
+        """The document was replaced by a new generation: the next write is a snapshot.
+
+        Buffered updates of the old document are dropped (they are of another Yjs
+        document, and the new one already holds what they carried); waiters for
+        them are released by that snapshot, which covers their sequence numbers.
+        """
+        if self._closed:
+            raise PersistenceError("persister is closed")
+        self._appended_seq += 1
+        self._buffer.clear()
+        self._buffer_bytes = 0
+        self._force_snapshot = True
+        self._wake.set()
 
     def append(self, update: bytes) -> None:
         """Queue one update for the log; never blocks. `flush()` waits for it."""
@@ -349,11 +512,11 @@ class Persister:
             or self.stats.log_records + len(self._buffer) >= s.snapshot_log_records
         ):
             # Taken on the loop, so it contains every update appended up to `seq`.
-            state = self._snapshot_source()
+            snapshot = self._snapshot_source()
             self._buffer.clear()
             self._buffer_bytes = 0
             self._force_snapshot = False
-            written = await asyncio.to_thread(self._files.write_snapshot, state)
+            written = await asyncio.to_thread(self._files.write_snapshot, snapshot)
             self.stats.snapshots_written += 1
             self.stats.log_bytes = 0
             self.stats.log_records = 0
@@ -361,9 +524,13 @@ class Persister:
             batch = self._buffer
             self._buffer = []
             self._buffer_bytes = 0
-            written = await asyncio.to_thread(self._files.append, batch)
+            records = batch
+            if self._clock_source is not None:
+                # Taken now, on the loop: at least every stamp in the batch.
+                records = [*batch, clock_record(self._clock_source())]
+            written = await asyncio.to_thread(self._files.append, records)
             self.stats.log_bytes += written
-            self.stats.log_records += len(batch)
+            self.stats.log_records += len(records)
             self.stats.records_persisted += len(batch)
         self.stats.bytes_persisted += written
         self.stats.disk_writes += 1

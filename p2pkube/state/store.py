@@ -5,11 +5,15 @@ value is an opaque msgpack blob, because Yjs number semantics differ between
 implementations (pycrdt returns every int as a float, JS has no 64-bit ints);
 a blob round-trips identically in pycrdt and in the browser's `yjs`.
 
+The store knows nothing about what the blobs mean: `ClusterState` writes
+versioned blobs (`versioned.py`) through `put_raw` and resolves conflicts from
+the per-entry change events (old blob, new blob) the store reports.
+
 `StateStore` is the only thing the rest of p2pkube may depend on, so that the
 browser node (yjs through Pyodide) can plug in its own backend. `PycrdtStore`
 is the native implementation.
 
-Callbacks (`on_update`, `on_change`) run *after* the outermost transaction has
+Callbacks (`on_update`, `on_change`, `on_entry_change`) run *after* the outermost transaction has
 committed, outside of it: they may read the document, start new transactions
 or hand bytes to a transport without re-entering a live Yjs transaction.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -32,8 +36,11 @@ __all__ = [
     "LOCAL",
     "MAP_NAMES",
     "OBJECTS",
+    "REPAIR",
     "STATUS",
+    "SWITCH",
     "ChangeCallback",
+    "EntryCallback",
     "PycrdtStore",
     "StateStore",
     "UnknownMapError",
@@ -82,11 +89,20 @@ LOCAL: Final = _Origin("local")
 """Origin of writes made by this process through the public API."""
 LOAD: Final = _Origin("load")
 """Origin of updates replayed from disk at open: neither persisted again nor relayed."""
+REPAIR: Final = _Origin("repair")
+"""Origin of a re-put of the newer version after Yjs let an older one win a concurrent
+write (last-writer-wins by timestamp, docs/state.md)."""
+SWITCH: Final = _Origin("switch")
+"""Origin of changes caused by a generation switch (compaction, docs/state.md)."""
 
 UpdateCallback = Callable[[bytes, object], None]
 """`cb(update, origin)`: one Yjs update per committed transaction."""
 ChangeCallback = Callable[[str, set[str], object], None]
 """`cb(map_name, changed_keys, origin)`: which entries of a map changed in a transaction."""
+EntryCallback = Callable[[str, str, bytes | None, bytes | None, object], None]
+"""`cb(map_name, key, old_blob, new_blob, origin)`: one entry's visible blob before and
+after a transaction (None = absent). Conflict repair needs the old blob: when Yjs lets a
+concurrent write win, the value it replaced is no longer readable anywhere else."""
 
 
 class UnknownMapError(KeyError):
@@ -147,6 +163,14 @@ class StateStore(Protocol):
         """Return the stored blob at `key`, or None (cheap equality checks, copies)."""
         ...
 
+    def raw_items(self, map_name: str) -> list[tuple[str, bytes]]:
+        """Return all (key, blob) pairs of a map without decoding."""
+        ...
+
+    def put_raw(self, map_name: str, key: str, blob: bytes) -> None:
+        """Set `key` to an already encoded blob (in the current transaction if one is open)."""
+        ...
+
     def items(self, map_name: str) -> list[tuple[str, Any]]:
         """Return all decodable (key, value) pairs of a map."""
         ...
@@ -191,6 +215,10 @@ class StateStore(Protocol):
         """Subscribe to per-map changed keys; returns an unsubscriber."""
         ...
 
+    def on_entry_change(self, callback: EntryCallback) -> Callable[[], None]:
+        """Subscribe to every changed entry with its old and new blob; returns an unsubscriber."""
+        ...
+
     def close(self) -> None:
         """Drop subscriptions; the store must not be used afterwards."""
         ...
@@ -215,10 +243,11 @@ class PycrdtStore:
                 self._maps[name] = self._doc.get(name, type=Map)
         self._update_cbs: list[UpdateCallback] = []
         self._change_cbs: list[ChangeCallback] = []
+        self._entry_cbs: list[EntryCallback] = []
         self._depth = 0
         self._origin: object = None
         self._pending_updates: list[bytes] = []
-        self._pending_changes: list[tuple[str, set[str]]] = []
+        self._pending_changes: list[tuple[str, list[tuple[str, bytes | None, bytes | None]]]] = []
         self._subscriptions.append((self._doc, self._doc.observe(self._on_txn)))
         for name, ymap in self._maps.items():
             self._subscriptions.append((ymap, ymap.observe(self._make_map_observer(name))))
@@ -230,9 +259,17 @@ class PycrdtStore:
 
     def _make_map_observer(self, name: str) -> Callable[[MapEvent], None]:
         def observer(event: MapEvent) -> None:
-            keys = set(event.keys)  # type: ignore[attr-defined]
-            if keys:
-                self._pending_changes.append((name, keys))
+            changes: dict[str, dict[str, Any]] = event.keys  # type: ignore[attr-defined]
+            if changes:
+                self._pending_changes.append(
+                    (
+                        name,
+                        [
+                            (key, _blob(change.get("oldValue")), _blob(change.get("newValue")))
+                            for key, change in changes.items()
+                        ],
+                    )
+                )
 
         return observer
 
@@ -276,7 +313,14 @@ class PycrdtStore:
                     cb(update, origin)
                 except Exception:
                     log.exception("state update callback failed")
-        for name, keys in changes:
+        for name, entries in changes:
+            for ecb in list(self._entry_cbs):
+                for key, old, new in entries:
+                    try:
+                        ecb(name, key, old, new, origin)
+                    except Exception:
+                        log.exception("state entry callback failed")
+            keys = {key for key, _, _ in entries}
             for ccb in list(self._change_cbs):
                 try:
                     ccb(name, keys, origin)
@@ -327,24 +371,46 @@ class PycrdtStore:
         return out
 
     def raw_items(self, map_name: str) -> list[tuple[str, bytes]]:
-        """Return all (key, blob) pairs of a map without decoding (benchmarks, copies)."""
+        """Return all (key, blob) pairs of a map without decoding (compaction, copies)."""
         ymap = self._map(map_name)
-        with self._doc.transaction():
-            return [(k, bytes(v)) for k, v in ymap.items() if isinstance(v, bytes | bytearray)]
+        with self._doc.transaction() as txn:
+            try:
+                # pycrdt's public Map.items() costs two extra transactions and a
+                # membership check per key; the Yrs binding underneath is ~4x faster,
+                # which matters for whole-map scans (compaction, generation switch).
+                inner = txn._txn
+                integrated = ymap.integrated
+                values = ((key, integrated.get(inner, key)) for key in integrated.keys(inner))
+                return [(k, bytes(v)) for k, v in values if isinstance(v, bytes | bytearray)]
+            except AttributeError:  # pragma: no cover - another pycrdt version
+                return [(k, bytes(v)) for k, v in ymap.items() if isinstance(v, bytes | bytearray)]
+
+    @classmethod
+    def from_entries(
+        cls, entries: Iterable[tuple[str, str, bytes]], client_id: int | None = None
+    ) -> PycrdtStore:
+        """A fresh document holding `(map, key, blob)` entries, written in one transaction.
+
+        This is how a compaction builds the base of a new generation: no history,
+        only the entries given.
+        """
+        fresh = cls(client_id)
+        with fresh._doc.transaction():
+            for name, key, blob in entries:
+                fresh._map(name)[key] = blob
+        fresh._pending_updates.clear()
+        fresh._pending_changes.clear()
+        return fresh
 
     def encode_live_state(self) -> bytes:
-        """Encode a fresh document (new client id) holding only the live entries.
+        """Encode a fresh document (new client id) holding only the current entries.
 
-        Its size is the floor any compaction could reach; the ratio of
-        `encode_state()` to it measures tombstone growth (docs/state.md). It is
-        also what a future generation switch would publish as its base.
+        Its size is the floor a compaction could reach for these blobs; the ratio of
+        `encode_state()` to it measures the growth Yjs keeps for deleted items.
         """
-        fresh = PycrdtStore()
-        with fresh._doc.transaction():
-            for name in sorted(MAP_NAMES):
-                target = fresh._maps[name]
-                for key, blob in self.raw_items(name):
-                    target[key] = blob
+        fresh = PycrdtStore.from_entries(
+            (name, key, blob) for name in sorted(MAP_NAMES) for key, blob in self.raw_items(name)
+        )
         state = fresh.encode_state()
         fresh.close()
         return state
@@ -361,6 +427,16 @@ class PycrdtStore:
         if not isinstance(key, str) or not key:
             raise ValueError("key must be a non-empty str")
         blob = encode_value(value)
+        ymap = self._map(map_name)
+        with self.transaction(self._origin if self._depth else LOCAL):
+            ymap[key] = blob
+
+    def put_raw(self, map_name: str, key: str, blob: bytes) -> None:
+        """Set `key` to an already encoded blob."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("key must be a non-empty str")
+        if not isinstance(blob, bytes):
+            raise TypeError("blob must be bytes")
         ymap = self._map(map_name)
         with self.transaction(self._origin if self._depth else LOCAL):
             ymap[key] = blob
@@ -408,16 +484,27 @@ class PycrdtStore:
         self._change_cbs.append(callback)
         return lambda: _discard(self._change_cbs, callback)
 
+    def on_entry_change(self, callback: EntryCallback) -> Callable[[], None]:
+        """Subscribe to every changed entry with its old and new blob."""
+        self._entry_cbs.append(callback)
+        return lambda: _discard(self._entry_cbs, callback)
+
     def close(self) -> None:
         """Drop every subscription."""
         self._update_cbs.clear()
         self._change_cbs.clear()
+        self._entry_cbs.clear()
         for owner, sub in self._subscriptions:
             try:
                 owner.unobserve(sub)
             except ValueError:
                 pass
         self._subscriptions.clear()
+
+
+def _blob(value: object) -> bytes | None:
+    """A map value from a change event as bytes (None when absent or not a blob)."""
+    return bytes(value) if isinstance(value, bytes | bytearray) else None
 
 
 def _discard(callbacks: list[Any], callback: Any) -> None:

@@ -8,14 +8,18 @@ helpers), so a browser node can feed them to the stock JS implementation::
                   | 1 step2 (payload = update: what the step1 sender misses)
                   | 2 update (payload = one incremental update)
 
-p2pkube wraps each y-protocols message in a one-field envelope, kept *outside*
-the y-protocols bytes so they stay pure::
+p2pkube wraps each y-protocols message in an envelope naming the document
+generation it belongs to, kept *outside* the y-protocols bytes so they stay pure::
 
-    frame := varUint(generation) sync-message
+    frame      := generation sync-message
+    generation := varUint(number) varUint(creator)
 
-`generation` names which document a message belongs to. It is 0 until the
-generation compaction described in docs/state.md exists; receivers reject any
-other generation instead of mixing documents.
+A generation is one Yjs document; compaction (docs/state.md) replaces the
+document by a fresh one with a higher generation. Generations are ordered as the
+tuple (number, creator): `creator` is the Yjs client id of the node that built
+it, so two nodes compacting at once create two distinct ids and every peer
+converges on the larger one. The first document is `GENESIS` = (0, 0); any
+other generation has number >= 1 and creator >= 1 (client ids are never 0).
 
 Decoding never trusts a length: every varUint is bounded (JS-safe, at most
 `_MAX_VARUINT_BYTES` bytes) and every length is checked against the bytes that
@@ -27,19 +31,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "DEFAULT_MAX_SV_ENTRIES",
+    "EMPTY_STATE_VECTOR",
+    "GENESIS",
     "MESSAGE_SYNC",
     "Frame",
+    "Generation",
     "SyncMessageKind",
     "SyncProtocolError",
     "decode_frame",
+    "decode_generation",
     "decode_state_vector",
     "decode_sync_message",
     "encode_frame",
+    "encode_generation",
     "encode_sync_step1",
     "encode_sync_step2",
     "encode_update",
@@ -58,6 +67,27 @@ DEFAULT_MAX_SV_ENTRIES: Final = 1_000_000
 _MAX_VARUINT_BYTES: Final = 8
 """8 x 7 bits = 56 bits: enough for any JS-safe integer (lib0 caps at 2**53)."""
 _MAX_SAFE_INT: Final = 2**53 - 1
+
+
+EMPTY_STATE_VECTOR: Final = b"\x00"
+"""An encoded state vector with no clients: a step 1 carrying it asks for the whole document."""
+
+
+class Generation(NamedTuple):
+    """Which document a frame belongs to; tuple order decides which one wins."""
+
+    number: int
+    """Incremented by each compaction."""
+    creator: int
+    """Client id of the compacting node (0 only for GENESIS): breaks ties between
+    two nodes that compacted the same generation at the same time."""
+
+    def __str__(self) -> str:
+        return f"{self.number}.{self.creator}"
+
+
+GENESIS: Final = Generation(0, 0)
+"""The generation of a document that was never compacted."""
 
 
 class SyncProtocolError(ValueError):
@@ -181,18 +211,36 @@ def decode_state_vector(
 class Frame:
     """One p2pkube wire frame: a y-protocols sync message for a document generation."""
 
-    generation: int
+    generation: Generation
     kind: SyncMessageKind
     payload: bytes
 
     def encode(self) -> bytes:
-        """Serialize as varUint(generation) + pure y-protocols bytes."""
+        """Serialize as generation + pure y-protocols bytes."""
         return encode_frame(self.generation, _encode(self.kind, self.payload))
 
 
-def encode_frame(generation: int, sync_message: bytes) -> bytes:
+def encode_generation(generation: Generation) -> bytes:
+    """varUint(number) varUint(creator)."""
+    return write_var_uint(generation.number) + write_var_uint(generation.creator)
+
+
+def decode_generation(data: bytes | memoryview, pos: int = 0) -> tuple[Generation, int]:
+    """Decode a generation at `pos`; return (generation, next position).
+
+    Raises SyncProtocolError for a truncated or oversize varUint, or for an id no
+    honest node creates: (0, c) with c != 0, or (n >= 1, 0).
+    """
+    number, pos = read_var_uint(data, pos)
+    creator, pos = read_var_uint(data, pos)
+    if (number == 0) != (creator == 0):
+        raise SyncProtocolError(f"invalid generation {number}.{creator}")
+    return Generation(number, creator), pos
+
+
+def encode_frame(generation: Generation, sync_message: bytes) -> bytes:
     """Prefix an encoded y-protocols message with its document generation."""
-    return write_var_uint(generation) + sync_message
+    return encode_generation(generation) + sync_message
 
 
 def decode_frame(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Frame:
@@ -200,6 +248,6 @@ def decode_frame(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Frame:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise SyncProtocolError(f"frame must be bytes, not {type(data).__name__}")
     view = memoryview(data)
-    generation, pos = read_var_uint(view, 0)
+    generation, pos = decode_generation(view, 0)
     kind, payload = decode_sync_message(view[pos:], max_payload)
     return Frame(generation, kind, payload)

@@ -1,0 +1,605 @@
+"""Run every benchmark, print each table, and rewrite docs/benchmarks.md with the figures.
+
+``make bench`` runs this. Each benchmark is a separate script (runnable alone, with flags for
+its size) that prints its tables and, as its last line, a JSON result; this runner starts them
+one after the other as child processes (so a crash or a leaked process in one cannot skew the
+next), streams their output, and renders the JSON into the document together with the machine,
+the date and the exact command behind every table. A benchmark that fails is reported as failed
+in the document instead of stopping the others.
+
+Run: ``.venv/bin/python bench/run_all.py [--quick] [--only latency,idle] [--output PATH]``.
+``--quick`` uses small sizes (a smoke test of the harness, figures not meaningful).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bench_idle
+import bench_latency
+import bench_throughput
+from benchlib import REPO, last_json_line, machine, machine_busy_seconds, markdown_table
+
+DOC = REPO / "docs" / "benchmarks.md"
+BENCH_TIMEOUT = 900
+"""Seconds one benchmark may run before it is killed and reported as failed."""
+HEARTBEAT_1S = [
+    "--set",
+    "membership.heartbeat_interval=1.0",
+    "--set",
+    "membership.node_timeout=5.0",
+]
+
+
+@dataclass
+class Bench:
+    """One benchmark script with its full-size and quick arguments."""
+
+    key: str
+    script: str
+    args: list[str]
+    quick_args: list[str]
+    command: list[str] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    other_cores: float = 0.0
+    """Average cores busy with processes outside this benchmark while it ran."""
+
+
+BENCHES = [
+    Bench(
+        "latency",
+        "bench_latency.py",
+        ["--sizes", "3,5,10", "--writes", "100", "--interval", "0.05"],
+        ["--sizes", "3", "--writes", "20"],
+    ),
+    Bench(
+        "throughput",
+        "bench_throughput.py",
+        ["--mib", "20", "--message-kib", "64", "--reps", "3", "--profile"],
+        ["--mib", "2", "--reps", "1", "--loops", "asyncio", "--profile", "--profile-mib", "1"],
+    ),
+    Bench("idle", "bench_idle.py", ["--agents", "5", "--seconds", "30"], ["--seconds", "5"]),
+    Bench(
+        "idle-heartbeat-1s",
+        "bench_idle.py",
+        ["--agents", "5", "--seconds", "30", *HEARTBEAT_1S],
+        ["--seconds", "5", *HEARTBEAT_1S],
+    ),
+    Bench("doc_growth", "bench_doc_growth.py", ["--cycles", "10000"], ["--cycles", "1000"]),
+]
+
+
+def display_command(argv: list[str]) -> str:
+    """The command as a user would type it from the repository root."""
+    python = argv[0]
+    try:
+        python = os.path.relpath(python, REPO) if Path(python).is_relative_to(REPO) else python
+    except ValueError:
+        pass
+    rel = [python, *(os.path.relpath(a, REPO) if a.startswith(str(REPO)) else a for a in argv[1:])]
+    return shlex.join(rel)
+
+
+def run(bench: Bench, quick: bool) -> None:
+    """Run one benchmark, echoing its output; keep its JSON result or its error."""
+    argv = [sys.executable, str(REPO / "bench" / bench.script)]
+    argv += bench.quick_args if quick else bench.args
+    bench.command = argv
+    print(f"\n=== {bench.key}: {display_command(argv)}", flush=True)
+    started = time.monotonic()
+    busy = machine_busy_seconds()
+    children = _children_cpu()
+    lines: list[str] = []
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    try:
+        # The child's own timeouts bound each step; this bounds the whole run.
+        deadline = started + BENCH_TIMEOUT
+        for line in process.stdout:
+            lines.append(line)
+            print(line, end="", flush=True)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still running after {BENCH_TIMEOUT}s")
+        process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except (TimeoutError, subprocess.TimeoutExpired) as exc:
+        process.kill()
+        process.wait(10)
+        bench.error = f"killed: {exc}"
+    bench.seconds = time.monotonic() - started
+    ours = _children_cpu() - children
+    bench.other_cores = max(0.0, machine_busy_seconds() - busy - ours) / bench.seconds
+    if bench.error is None and process.returncode != 0:
+        bench.error = f"exited with status {process.returncode} (its stderr is above)"
+    if bench.error is None:
+        try:
+            bench.result = last_json_line("".join(lines))
+        except ValueError as exc:
+            bench.error = str(exc)
+    if bench.error:
+        print(f"=== {bench.key} FAILED: {bench.error}", flush=True)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every finished descendant (each level waits for its own children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def yes(met: bool) -> str:
+    return "**met**" if met else "**not met**"
+
+
+def span(values: list[float]) -> str:
+    """``3`` or ``3-6``: a range of ratios, without repeating equal ends."""
+    low, high = f"{min(values):.0f}", f"{max(values):.0f}"
+    return low if low == high else f"{low}-{high}"
+
+
+def render_latency(bench: Bench) -> list[str]:
+    r = bench.result
+    assert r is not None
+    worst = max(item["p2pkube"]["visible"]["p99"] for item in r["results"])
+    ratios = [
+        item["p2pkube"]["visible"]["p50"] / max(item["tcpBaseline"]["visible"]["p50"], 1e-9)
+        for item in r["results"]
+    ]
+    details = "; ".join(
+        f"{i['agents']} agents: Ready everywhere {i['p2pkube']['clusterReadySeconds']} s after "
+        f"start, link degree {span(i['p2pkube']['degrees'])}, while writing the agents used "
+        f"{i['p2pkube']['agentCpuCores']:g} of {os.cpu_count()} cores (other processes: "
+        f"{i['p2pkube']['otherCores']:g}) and each write was received "
+        f"{i['p2pkube']['updateCopiesPerWrite']:g} times in all"
+        for i in r["results"]
+    )
+
+    def load(item: dict[str, Any]) -> float:
+        return float(item["p2pkube"]["agentCpuCores"] + item["p2pkube"]["otherCores"])
+
+    busiest = max(r["results"], key=load)
+    saturated = load(busiest) >= 0.8 * (os.cpu_count() or 1)
+    visible_before_ack = all(
+        i["p2pkube"]["visible"]["p50"] <= i["p2pkube"]["ack"]["p50"] for i in r["results"]
+    )
+    fsync = r["fsyncMs"]
+    return [
+        "Time from the start of a `PUT /v1/objects` (a new ConfigMap, through the API of a "
+        "rotating writer agent) until the **last** agent's `GET /v1/watch/ConfigMap` stream "
+        f"delivers its ADDED event; {r['writes']} writes {r['intervalSeconds'] * 1000:g} ms "
+        "apart per cluster size, after 5 warm-up writes, all on the bench process's monotonic "
+        "clock. *ack* is the PUT round trip alone: the writer answers once the update is "
+        "fsynced on its own disk.",
+        "",
+        "Baseline, same run and same harness (reader threads, blocking sockets): N relay "
+        "processes speaking newline-framed plain asyncio TCP, fully meshed. The bench sends the "
+        "message to the rotating writer relay, which hands it to its own watch connection, "
+        "forwards it to the N-1 other relays and acknowledges; each relay hands it to its watch "
+        "connection. Same fan-out, none of HTTP, CRDT, WebRTC or fsync.",
+        "",
+        bench_latency.table(r),
+        "",
+        f"Per cluster: {details}. Disk: a 200-byte append + fsync takes p50 {fsync['p50']} ms, "
+        f"p99 {fsync['p99']} ms here.",
+        "",
+        f"**Target** p99 < {r['targetP99Ms']:g} ms on loopback: {yes(worst < r['targetP99Ms'])} "
+        f"(worst p99 {worst:g} ms).",
+        "",
+        f"**What limits it**: p2pkube's median is {span(ratios)}x the TCP relay's. On the "
+        "path: an HTTP request on a new connection, a Yjs transaction and msgpack encoding on "
+        "the writer, one aiortc hop per link (DTLS and SCTP in pure Python, each message also "
+        "SACKed), the same again on every relaying agent in a partial mesh, and JSON on each "
+        "watch stream. "
+        + (
+            f"With {busiest['agents']} agents the machine is saturated: while writing, the "
+            f"agents used {busiest['p2pkube']['agentCpuCores']:g} and other processes "
+            f"{busiest['p2pkube']['otherCores']:g} of its {os.cpu_count()} cores, so each hop "
+            "queues behind other work. Two things cost the agents' CPU: "
+            "flooding (every agent relays each update to all its other neighbours and drops "
+            "duplicates only on arrival, so a full mesh of n agents moves about (n-1)^2 copies "
+            f"of every write: {busiest['p2pkube']['updateCopiesPerWrite']:g} here) and the "
+            "heartbeats, which alone keep an idle full mesh busy (see the idle benchmark). "
+            if saturated
+            else f"The agents stay below the machine's {os.cpu_count()} cores while writing. "
+        )
+        + (
+            "Visibility does not wait for the fsync: the median write is visible everywhere "
+            "before its writer acknowledged it."
+            if visible_before_ack
+            else "The fsync is on the ack path only, not on the visibility path."
+        ),
+    ]
+
+
+def render_throughput(bench: Bench) -> list[str]:
+    r = bench.result
+    assert r is not None
+    lines = [
+        f"{r['bytes'] / 2**20:g} MiB in {r['messageBytes'] // 1024} KiB messages from one "
+        "process to another on loopback, queued as fast as the stack accepts them; the sender "
+        "times from its first send until the receiver's one-message reply that it has "
+        f"everything (no shared clock). Median of {r['reps']} transfers, each between two "
+        "fresh processes. MB = 10^6 bytes. CPU % is of one core, over the transfer.",
+        "",
+        "* `tcp`: plain asyncio TCP stream (write + drain), the baseline;",
+        "* `aiortc`: a raw aiortc data channel with aiortc's defaults (1 MiB SCTP receive window);",
+        "* `aiortc-128k`: the same with PeerLink's one SCTP change, a 128 KiB receive window;",
+        "* `peerlink`: what agents use, `p2pkube.net.link.PeerLink` after its Ed25519 "
+        "handshake, msgpack SYNC frames fragmented at 60 KiB;",
+        "* `aiortc-1proc`: raw aiortc with both peers in one process (one core for both).",
+        "",
+        bench_throughput.table(r),
+    ]
+    profile = r.get("profile")
+    if profile:
+        lines += [
+            "",
+            f"cProfile of one `aiortc` sender (asyncio; {profile['mbPerSecondUnderProfiler']} "
+            "MB/s under the profiler), top functions by own time:",
+            "",
+            bench_throughput.profile_table(profile),
+        ]
+
+    def find(variant: str, loop: str = "asyncio") -> dict[str, Any] | None:
+        return next(
+            (x for x in r["results"] if x["variant"] == variant and x["loop"] == loop), None
+        )
+
+    ours, raw, tcp = find("peerlink"), find("aiortc"), find("tcp")
+    top = profile["top"][0] if profile else None
+    limit = [
+        "",
+        "**Target**: none set; this is the ceiling for state sync (a full step 2 of a large "
+        "document travels at this rate).",
+        "",
+    ]
+    if ours and raw and tcp:
+        busy = max(ours["senderCpuPercent"], ours["receiverCpuPercent"])
+        text = (
+            f"**What limits it**: TCP moves {tcp['mbPerSecond'] / ours['mbPerSecond']:.0f}x "
+            "more than PeerLink. aiortc implements SCTP (cutting messages into ~1.2 KB DATA "
+            "chunks, SACKs, congestion control, retransmission queues) and DTLS record handling "
+            "in pure Python, per packet. "
+        )
+        if busy >= 80:
+            text += (
+                f"In the median PeerLink run one side is CPU-bound (sender "
+                f"{ours['senderCpuPercent']:g}%, receiver {ours['receiverCpuPercent']:g}% of a "
+                "core): that per-packet Python work is the ceiling."
+            )
+        elif ours.get("otherCores", 0) >= 0.5:
+            text += (
+                f"In the median PeerLink run the sender got {ours['senderCpuPercent']:g}% and "
+                f"the receiver {ours['receiverCpuPercent']:g}% of a core while other "
+                f"processes kept {ours['otherCores']:g} cores busy: on this shared machine "
+                "the pair was short of CPU, not idle."
+            )
+        else:
+            text += (
+                f"Yet in the median PeerLink run neither side is saturated (sender "
+                f"{ours['senderCpuPercent']:g}%, receiver {ours['receiverCpuPercent']:g}% of a "
+                "core): the transfer also waits on SCTP itself (slow start from a small "
+                "congestion window, SACK round trips, retransmission timeouts)."
+            )
+        if top:
+            text += (
+                f" The profiled raw-aiortc sender spends the most own time in "
+                f"`{top['function']}` ({top['share']:g}%)."
+            )
+        dropped = {
+            f"{x['variant']}/{x['loop']}": x["udpDrops"] for x in r["results"] if x.get("udpDrops")
+        }
+        if dropped:
+            text += (
+                " The kernel dropped datagrams for a full UDP receive buffer during "
+                + ", ".join(f"{k} ({v:,})" for k, v in dropped.items())
+                + ": aiortc repairs such a loss only after a retransmission timeout (1 s "
+                "minimum), the slow outliers. That is why PeerLink advertises a 128 KiB SCTP "
+                "receive window instead of aiortc's 1 MiB (more than the kernel's default UDP "
+                "buffer)."
+            )
+        text += (
+            " uvloop speeds up only the event-loop part of the work; with both peers in one "
+            "process (1proc) both stacks share one core."
+        )
+        limit.append(text)
+    return lines + limit
+
+
+def render_idle(bench: Bench, diagnostic: Bench | None) -> list[str]:
+    r = bench.result
+    assert r is not None
+    s = r["summary"]
+
+    imports = next((x for x in r["rows"] if x["process"] == "python + agent imports"), None)
+    lines = [
+        f"A {r['agents']}-agent cluster, every agent Ready everywhere, left alone; CPU time and "
+        f"memory of each process read from outside with psutil over {r['seconds']:g} s "
+        "(the API is not called in that window). USS = memory this process alone holds "
+        "(RSS minus shared pages). Baselines in the same window: an idle "
+        '`python -c "import asyncio; asyncio.run(asyncio.sleep(...))"`, the same after '
+        "importing everything an agent imports (aiortc, aioice, pycrdt, aiohttp, cryptography, "
+        "msgpack, psutil, p2pkube.agent), and the cluster's idle signaling server.",
+        "",
+        bench_idle.table(r),
+        "",
+        f"**Targets** < {r['targetCpuPercent']:g}% of a core: {yes(s['cpuTargetMet'])} "
+        f"(max {s['cpuPercentMax']:g}%, median {s['cpuPercentMedian']:g}%); "
+        f"< {r['targetRssMB']:g} MB RSS: {yes(s['rssTargetMet'])} (max {s['rssMBMax']:g} MB).",
+        "",
+    ]
+    if diagnostic and diagnostic.result:
+        d = diagnostic.result["summary"]
+        lines += [
+            "Diagnostic run, same cluster with heartbeats every 1 s instead of 0.5 s "
+            f"(`{display_command(diagnostic.command)}`):",
+            "",
+            bench_idle.table(diagnostic.result),
+            "",
+        ]
+        heartbeat_note = (
+            f" Halving the heartbeat rate takes an agent from {s['cpuPercentMedian']:g}% to "
+            f"{d['cpuPercentMedian']:g}%: the heartbeat traffic is most of the idle cost."
+        )
+    else:
+        heartbeat_note = ""
+    memory_note = (
+        f" Memory is mostly the imports: an idle interpreter that only imported the agent's "
+        f"modules already has {imports['rssMB']:g} MB RSS ({imports['ussMB']:g} MB USS)."
+        if imports
+        else ""
+    )
+    lines.append(
+        "**What limits it**: heartbeats. Each agent sends one every 0.5 s on every link and "
+        "relays every other node's heartbeat it has not seen yet to all its other links, so a "
+        "full mesh of n nodes moves O(n^2) heartbeat frames per interval, each a DTLS record "
+        "plus an SCTP DATA chunk and its SACK through aiortc's pure-Python stack; the links' "
+        "idle PINGs, the 0.1 s failure-detector tick and anti-entropy every 5 s add a little."
+        + heartbeat_note
+        + memory_note
+    )
+    return lines
+
+
+def render_doc_growth(bench: Bench) -> list[str]:
+    r = bench.result
+    assert r is not None
+    rows = [
+        [
+            x["scenario"],
+            x["doc_bytes"],
+            x["live_bytes"],
+            x["ratio"],
+            x["residue_bytes_per_cycle"],
+            x["uptodate_step2_bytes"],
+            x["seconds"],
+        ]
+        for x in r["results"]
+    ]
+    unique = next((x for x in r["results"] if x["scenario"] == "unique-keys"), None)
+    lines = [
+        f"The Yjs document after {r['cycles']:,} create/delete cycles of a pod-like object "
+        "(~540-byte msgpack spec plus a status write; 100 pods live at the end) versus *live*: "
+        "a fresh document holding only the live entries. *step2* is what an up-to-date peer "
+        "receives on every anti-entropy round (the delete set). Scenarios are described in "
+        "`bench/bench_doc_growth.py` and docs/state.md.",
+        "",
+        markdown_table(
+            ["scenario", "doc bytes", "live bytes", "ratio", "residue B/cycle", "step2 B", "s"],
+            rows,
+        ),
+        "",
+        "**Target**: none set (the live state is the floor; the residue per cycle is the "
+        "figure to watch).",
+        "",
+    ]
+    if unique:
+        per_million = unique["residue_bytes_per_cycle"]
+        lines.append(
+            "**What limits it**: Yjs keeps an id, the key string and a delete-set range for "
+            f"every deleted entry: ~{per_million:g} bytes per pod lifetime with unique names, "
+            f"i.e. ~{per_million:g} MB per million short-lived pods, loaded by every node and "
+            "sent to every joiner. Only starting a new document generation drops it "
+            "(docs/state.md)."
+        )
+    return lines
+
+
+SECTIONS: list[tuple[str, str, Callable[..., list[str]]]] = [
+    ("latency", "Write-to-visible-everywhere latency", render_latency),
+    ("throughput", "Data-channel throughput", render_throughput),
+    ("idle", "Idle CPU and memory per agent", render_idle),
+    ("doc_growth", "Document size under churn", render_doc_growth),
+]
+
+
+def summary_rows(benches: dict[str, Bench]) -> list[list[str]]:
+    rows = []
+    latency = benches.get("latency")
+    if latency and latency.result:
+        worst = max(i["p2pkube"]["visible"]["p99"] for i in latency.result["results"])
+        sizes = "/".join(str(i["agents"]) for i in latency.result["results"])
+        rows.append(
+            [
+                "write visible on every agent",
+                f"p99 {worst:g} ms (worst of {sizes} agents)",
+                f"p99 < {latency.result['targetP99Ms']:g} ms",
+                yes(worst < latency.result["targetP99Ms"]),
+            ]
+        )
+    throughput = benches.get("throughput")
+    if throughput and throughput.result:
+        res = throughput.result["results"]
+        ours = next((x for x in res if x["variant"] == "peerlink" and x["loop"] == "asyncio"), None)
+        tcp = next((x for x in res if x["variant"] == "tcp" and x["loop"] == "asyncio"), None)
+        if ours and tcp:
+            rows.append(
+                [
+                    "data-channel throughput",
+                    f"{ours['mbPerSecond']:g} MB/s (TCP: {tcp['mbPerSecond']:g} MB/s)",
+                    "-",
+                    "-",
+                ]
+            )
+    idle = benches.get("idle")
+    if idle and idle.result:
+        s = idle.result["summary"]
+        rows.append(
+            [
+                "idle agent CPU",
+                f"{s['cpuPercentMax']:g}% of a core (max of {idle.result['agents']})",
+                f"< {idle.result['targetCpuPercent']:g}%",
+                yes(s["cpuTargetMet"]),
+            ]
+        )
+        rows.append(
+            [
+                "idle agent RSS",
+                f"{s['rssMBMax']:g} MB",
+                f"< {idle.result['targetRssMB']:g} MB",
+                yes(s["rssTargetMet"]),
+            ]
+        )
+    growth = benches.get("doc_growth")
+    if growth and growth.result:
+        unique = next((x for x in growth.result["results"] if x["scenario"] == "unique-keys"), None)
+        if unique:
+            rows.append(
+                [
+                    "document residue per pod lifetime",
+                    f"{unique['residue_bytes_per_cycle']:g} B "
+                    f"(x{unique['ratio']:g} the live size after {unique['cycles']:,} cycles)",
+                    "-",
+                    "-",
+                ]
+            )
+    return rows
+
+
+def git_revision() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + uncommitted changes" if dirty else head
+
+
+def render(benches: dict[str, Bench], quick: bool, total_seconds: float) -> str:
+    m = machine()
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`bench/run_all.py`); do not edit by hand, rerun it. Every "
+        "figure below was measured in one run on the machine described here, each next to a "
+        "baseline measured in the same run. Benchmarks measure and report; they are not tests "
+        "and do not fail on a missed target.",
+        "",
+    ]
+    if quick:
+        out += ["> **Quick run** (`--quick`): sizes too small for the figures to mean much.", ""]
+    out += [
+        f"* Date: {now}; commit {git_revision()}; whole run {total_seconds / 60:.1f} min",
+        f"* CPU: {m['cpu']}, {m['cores']} cores; RAM {m['ramGiB']:g} GiB; "
+        f"kernel {m['kernel']}; temp/data dirs on {m['tmpFilesystem']}",
+        f"* Python {m['python']}; aiortc {m['aiortc']}, aioice {m['aioice']}, "
+        f"pycrdt {m['pycrdt']}, aiohttp {m['aiohttp']}, uvloop {m['uvloop']}",
+        "",
+        "## Summary",
+        "",
+        markdown_table(["what", "measured", "target", "met"], summary_rows(benches) or []),
+        "",
+    ]
+    for key, title, renderer in SECTIONS:
+        bench = benches.get(key)
+        if bench is None:
+            continue
+        out += [
+            f"## {title}",
+            "",
+            f"Command: `{display_command(bench.command)}` ({bench.seconds:.0f} s; other "
+            f"processes kept {bench.other_cores:.2f} of {os.cpu_count()} cores busy meanwhile)",
+            "",
+        ]
+        if bench.result is None:
+            out += [f"**Failed**: {bench.error}", ""]
+            continue
+        if key == "idle":
+            out += renderer(bench, benches.get("idle-heartbeat-1s"))
+        else:
+            out += renderer(bench)
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (harness smoke test)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated keys: " + ", ".join(b.key for b in BENCHES)
+    )
+    parser.add_argument("--output", type=Path, default=DOC, help="document to (re)write")
+    parser.add_argument("--no-write", action="store_true", help="print only, keep the document")
+    args = parser.parse_args()
+    only = {k for k in args.only.split(",") if k}
+    unknown = only - {b.key for b in BENCHES}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    started = time.monotonic()
+    benches = {}
+    for bench in BENCHES:
+        if only and bench.key not in only:
+            continue
+        run(bench, args.quick)
+        benches[bench.key] = bench
+    total = time.monotonic() - started
+    document = render(benches, args.quick, total)
+    print("\n" + "=" * 80)
+    print(document)
+    if not args.no_write:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(document)
+        print(f"wrote {args.output} ({total / 60:.1f} min)")
+    failed = [b.key for b in benches.values() if b.error]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Versioned map values: every entry carries a hybrid-logical-clock stamp; deletes are tombstones.
+
+Why: Yjs resolves two concurrent writes to one map key by the higher *client id*,
+not by the later write, and a generation switch (docs/state.md) re-applies values
+from an old document into a new one, where "which value is newer" must be decided
+from the values themselves. So every stored blob says when it was written, and a
+delete is a value too (a tombstone), so that a peer still holding an older value
+can tell that it was deleted and cannot resurrect it.
+
+Byte format (msgpack, nothing else; see docs/state.md for the byte-by-byte layout)::
+
+    value     := fixarray(4) [wall_ms, counter, writer, value]
+    tombstone := fixarray(3) [wall_ms, counter, writer]
+
+`wall_ms`, `counter` and `writer` are msgpack *unsigned* ints (positive fixint or
+uint 8/16/32/64, whatever width) in [0, 2**53 - 1] (exact in a JS number, for the
+browser node); a tombstone has nothing after them. Versions of one key are ordered by the
+tuple (wall_ms, counter, writer): a total order, since `writer` is unique per
+process run and the clock never issues the same (wall_ms, counter) twice in one run.
+
+This module is pure Python + msgpack on purpose: the browser node runs it under
+Pyodide unchanged, only the document store below it is JS `yjs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+import msgpack
+
+__all__ = [
+    "MAX_STAMP_INT",
+    "HybridClock",
+    "Stamp",
+    "Version",
+    "decode_version",
+    "encode_tombstone",
+    "encode_version",
+    "inspect_blob",
+    "read_stamp",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_STAMP_INT: Final = 2**53 - 1
+"""Largest int a stamp field may hold: exact in a JS number (the browser node)."""
+_VALUE_LEN: Final = 4
+_TOMBSTONE_LEN: Final = 3
+_FIXARRAY_VALUE: Final = 0x94
+_FIXARRAY_TOMBSTONE: Final = 0x93
+_UINT_WIDTHS: Final = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+"""msgpack uint 8/16/32/64 type bytes -> payload width (big-endian)."""
+_COMMON: Final = struct.Struct(">xxQBxQ")
+"""The usual layout, parsed in one call: head, 0xcf wall(u64), fixint counter,
+0xcf writer(u64) (ms timestamps and random 53-bit writer ids need 64 bits)."""
+
+
+class Stamp(NamedTuple):
+    """When and by whom a version was written; tuple order is the version order."""
+
+    wall: int
+    """Hybrid-clock wall time in milliseconds since the Unix epoch."""
+    counter: int
+    """Tie breaker for writes within one millisecond (or while the wall clock lags)."""
+    writer: int
+    """Unique id of the writing process run (its Yjs client id): makes the order total."""
+
+    def successor(self, writer: int) -> Stamp:
+        """The smallest stamp of `writer` that orders after this one.
+
+        Used when the stamp to overwrite is ahead of our clock (a peer whose clock
+        runs fast): our write must still win over the version it replaces.
+        """
+        if self.counter < MAX_STAMP_INT:
+            return Stamp(self.wall, self.counter + 1, writer)
+        if self.wall < MAX_STAMP_INT:
+            return Stamp(self.wall + 1, 0, writer)
+        raise ValueError("cannot order a write after a maximal stamp")
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One decoded map entry: a value or a tombstone, with its stamp."""
+
+    stamp: Stamp
+    tombstone: bool
+    value: Any = None
+
+
+def _valid_int(x: object) -> bool:
+    # bool is an int subclass in Python; msgpack true/false must not pass as a stamp field.
+    return type(x) is int and 0 <= x <= MAX_STAMP_INT
+
+
+def _check_stamp(stamp: Stamp) -> None:
+    if not all(_valid_int(x) for x in stamp):
+        raise ValueError(f"stamp fields must be ints in [0, 2**53 - 1]: {stamp!r}")
+
+
+def encode_version(stamp: Stamp, value: Any) -> bytes:
+    """Encode a live value: fixarray(4) [wall, counter, writer, value]."""
+    _check_stamp(stamp)
+    return msgpack.packb([stamp.wall, stamp.counter, stamp.writer, value], use_bin_type=True)
+
+
+def encode_tombstone(stamp: Stamp) -> bytes:
+    """Encode a delete: fixarray(3) [wall, counter, writer]."""
+    _check_stamp(stamp)
+    return msgpack.packb([stamp.wall, stamp.counter, stamp.writer], use_bin_type=True)
+
+
+def read_stamp(blob: bytes | bytearray | None) -> tuple[Stamp, bool] | None:
+    """(stamp, is_tombstone) of a stored blob without decoding its value, or None if the
+    blob is absent or has no valid stamp (a buggy or hostile peer).
+
+    This is what conflict resolution and compaction look at: it is cheap (no value
+    is decoded), and it defines which blobs are versions at all. A blob with a valid
+    stamp but an undecodable value is still a version (it orders and replaces like
+    any other, identically on every peer) that reads as absent. A blob without a
+    valid stamp orders below every version, so any write replaces it.
+    """
+    if blob is None or len(blob) < 4:
+        return None
+    head = blob[0]
+    if head != _FIXARRAY_VALUE and head != _FIXARRAY_TOMBSTONE:
+        return None
+    size = len(blob)
+    if size >= 20 and blob[1] == 0xCF and blob[10] < 0x80 and blob[11] == 0xCF:
+        wall, counter, writer = _COMMON.unpack_from(blob)
+        pos = 20
+        if wall > MAX_STAMP_INT or writer > MAX_STAMP_INT:
+            return None
+        return _finish(head, size, pos, Stamp(wall, counter, writer))
+    pos = 1
+    fields: list[int] = []
+    for _ in range(3):
+        if pos >= size:
+            return None
+        byte = blob[pos]
+        if byte < 0x80:  # positive fixint
+            fields.append(byte)
+            pos += 1
+            continue
+        width = _UINT_WIDTHS.get(byte)
+        if width is None or pos + 1 + width > size:
+            return None  # not an unsigned int (negative, float, str, ...) or truncated
+        number = int.from_bytes(blob[pos + 1 : pos + 1 + width], "big")
+        if number > MAX_STAMP_INT:
+            return None
+        fields.append(number)
+        pos += 1 + width
+    return _finish(head, size, pos, Stamp(fields[0], fields[1], fields[2]))
+
+
+def _finish(head: int, size: int, pos: int, stamp: Stamp) -> tuple[Stamp, bool] | None:
+    """Check what follows the stamp: nothing for a tombstone, something for a value."""
+    tombstone = head == _FIXARRAY_TOMBSTONE
+    if tombstone and pos != size:
+        return None  # trailing bytes after a tombstone
+    if not tombstone and pos >= size:
+        return None  # a value without its value
+    return stamp, tombstone
+
+
+def decode_version(blob: bytes | bytearray) -> Version:
+    """Decode a stored blob; ValueError (family) if it is not a readable version."""
+    header = read_stamp(blob)
+    if header is None:
+        raise ValueError("not a versioned value")
+    stamp, tombstone = header
+    if tombstone:
+        return Version(stamp, True)
+    item = msgpack.unpackb(bytes(blob), raw=False, strict_map_key=False)
+    return Version(stamp, False, item[3])
+
+
+def inspect_blob(blob: bytes | bytearray | None) -> Version | None:
+    """`decode_version`, or None for an absent or unreadable blob."""
+    if blob is None:
+        return None
+    try:
+        return decode_version(blob)
+    except Exception:
+        return None
+
+
+class HybridClock:
+    """A hybrid logical clock (wall ms, counter): never goes backwards, and after
+    `observe(s)` every stamp it issues orders after `s`.
+
+    Remote stamps more than `max_skew_ms` ahead of our wall clock are clamped
+    to that bound (and logged), so one peer with a clock years ahead cannot drag
+    every clock in the cluster with it. Writes still overwrite such a value,
+    because a write's stamp is at least the successor of the version it replaces.
+    """
+
+    def __init__(self, wall_clock: Callable[[], float], max_skew_ms: int) -> None:
+        self._wall_clock = wall_clock
+        self._max_skew_ms = max_skew_ms
+        self._wall = 0
+        self._counter = 0
+        self.clamped = 0
+        """How many remote stamps were beyond the skew bound (a stats counter)."""
+
+    def wall_ms(self) -> int:
+        """The physical clock in ms (the injected wall clock, seconds -> ms)."""
+        return int(self._wall_clock() * 1000)
+
+    @property
+    def state(self) -> tuple[int, int]:
+        """(wall_ms, counter) of the last issued or observed time; persisted in snapshots."""
+        return self._wall, self._counter
+
+    def now(self) -> tuple[int, int]:
+        """Issue a fresh (wall_ms, counter), strictly after everything seen so far."""
+        physical = self.wall_ms()
+        if physical > self._wall:
+            self._wall, self._counter = physical, 0
+        else:
+            self._counter += 1
+        return self._wall, self._counter
+
+    def observe(self, wall: int, counter: int) -> None:
+        """Move the clock to at least (wall, counter), clamped to now + max skew."""
+        limit = self.wall_ms() + self._max_skew_ms
+        if wall > limit:
+            self.clamped += 1
+            if self.clamped == 1 or self.clamped % 1000 == 0:
+                log.warning(
+                    "a peer's clock is %.1f s ahead (beyond the %.1f s skew bound): "
+                    "clamping (%d times so far)",
+                    (wall - limit + self._max_skew_ms) / 1000,
+                    self._max_skew_ms / 1000,
+                    self.clamped,
+                )
+            wall, counter = limit, 0
+        if (wall, counter) > (self._wall, self._counter):
+            self._wall, self._counter = wall, counter
+
+    def restore(self, wall: int, counter: int) -> None:
+        """Resume from a persisted state. Not clamped: it is our own past, and a
+        clock that stepped back (e.g. a reset RTC) must not make stamps go backwards."""
+        if (wall, counter) > (self._wall, self._counter):
+            self._wall, self._counter = wall, counter
