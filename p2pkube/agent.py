@@ -101,7 +101,10 @@ class Agent:
             self.settings.override(assignment)
         transport_settings = self.settings.transport
         self.state = ClusterState(
-            options.data_dir, self.settings.state, is_compactor=self._is_compactor
+            options.data_dir,
+            self.settings.state,
+            is_compactor=self._is_compactor,
+            relay_exclude=lambda peer: self.membership.relay_exclude(peer),
         )
         self.mesh = Mesh(
             identity=self.identity,

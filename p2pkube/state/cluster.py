@@ -42,7 +42,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
@@ -303,11 +303,16 @@ class ClusterState:
         settings: StateSettings | None = None,
         *,
         is_compactor: Callable[[], bool] | None = None,
+        relay_exclude: Callable[[str], Collection[str]] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings or StateSettings()
         self._data_dir = data_dir
         self._is_compactor = is_compactor or _always
+        self._relay_exclude = relay_exclude or (lambda peer_id: ())
+        """Peers that need not get an update relayed from a given peer, because that peer is
+        linked to them and forwards it itself (membership knows; see Membership.relay_exclude).
+        Anti-entropy repairs a copy missed through a stale neighbour list."""
         self._hlc = HybridClock(wall_clock, int(self.settings.max_clock_skew * 1000))
         self._client_id = 0
         self._generation = GENESIS
@@ -816,8 +821,9 @@ class ClusterState:
         if self._persister is not None:
             self._persister.append(update)
         frame: bytes | None = None
+        skip = self._relay_exclude(origin) if isinstance(origin, str) else ()
         for peer_id, send in list(self._peers.items()):
-            if peer_id == origin:
+            if peer_id == origin or peer_id in skip:
                 continue
             if frame is None:
                 frame = encode_frame(self._generation, encode_update(update))
