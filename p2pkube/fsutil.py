@@ -9,7 +9,7 @@ from pathlib import Path
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or creation inside ``path`` durable (POSIX needs the directory fsynced)."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
     finally:

@@ -43,7 +43,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -1010,26 +1010,13 @@ class ClusterState:
     def stats(self) -> StateStats:
         """A copy of the counters, with the doc size (cached until the next change)."""
         store = self._require()
-        s = self._stats
-        out = StateStats(
-            updates_sent=s.updates_sent,
-            updates_received=s.updates_received,
-            sync_step1_sent=s.sync_step1_sent,
-            sync_step1_received=s.sync_step1_received,
-            sync_step2_bytes_sent=s.sync_step2_bytes_sent,
-            sync_step2_bytes_received=s.sync_step2_bytes_received,
-            send_errors=s.send_errors,
-            protocol_errors=s.protocol_errors,
+        out = replace(
+            self._stats,
             peers=len(self._peers),
             doc_size=self._doc_size_now(),
             live_size=self._live_estimate(),
             generation=self._generation.number,
             generation_creator=self._generation.creator,
-            compactions=s.compactions,
-            generation_switches=s.generation_switches,
-            generation_fetches=s.generation_fetches,
-            stale_frames=s.stale_frames,
-            lww_repairs=s.lww_repairs,
             tombstones=self._tombstone_count,
             clock_skew_clamps=self._hlc.clamped,
             state_vector=decode_state_vector(store.state_vector()),

@@ -67,6 +67,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from p2pkube.fsutil import fsync_dir
+
 from .sync import GENESIS, Generation
 
 __all__ = [
@@ -187,15 +189,6 @@ def _parse_log_header(record: bytes) -> Generation | None:
     return Generation(number, creator)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename/creation in `path` durable (POSIX needs the directory fsynced)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sync_data(fd: int) -> None:
     """fdatasync where available: appends need the data and size, not the mtime."""
     if hasattr(os, "fdatasync"):
@@ -228,7 +221,7 @@ class StateFiles:
         """Create the directory if needed, read snapshot + log, cut a torn log tail."""
         if not self.directory.exists():
             self.directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent)
         tmp = self.directory / SNAPSHOT_TMP_NAME
         if tmp.exists():
             tmp.unlink()  # an interrupted compaction; the old snapshot + log are intact
@@ -243,7 +236,7 @@ class StateFiles:
         self._log = open(self.log_path, "a+b")  # kept open: every append reuses it
         try:
             if created:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             return self._load_log(result)
         except BaseException:
             self.close()
@@ -374,7 +367,7 @@ class StateFiles:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.snapshot_path)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         # Only now is the log redundant: a crash before this point replays it
         # (idempotently) on top of the new snapshot, or, if the snapshot started a
         # new generation, discards it at load because its header names the old one.
