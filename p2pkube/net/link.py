@@ -68,6 +68,8 @@ class PeerLink:
         self._sent_auth = False
         self._watchdog: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._drained = asyncio.Event()
+        """Set when the channel's queue fell to its low threshold (see :meth:`wait_buffered`)."""
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in settings.ice_servers])
         self._pc = RTCPeerConnection(configuration=config)
         self._channel = self._pc.createDataChannel("p2pkube", negotiated=True, id=0, ordered=True)
@@ -78,6 +80,7 @@ class PeerLink:
         self._channel.on("open", self._on_open)
         self._channel.on("message", self._on_message)
         self._channel.on("close", lambda: self.close_soon("data channel closed"))
+        self._channel.on("bufferedamountlow", self._drained.set)
         self._pc.on("connectionstatechange", self._on_connection_state)
 
     # -- identity ------------------------------------------------------------------------------
@@ -135,6 +138,32 @@ class PeerLink:
         if self._channel.bufferedAmount > self._settings.send_buffer_limit:
             self.close_soon("send buffer overflow (neighbour too slow)")
         return True
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued on the data channel that SCTP has not taken yet."""
+        return int(self._channel.bufferedAmount)
+
+    async def wait_buffered(self, limit: int) -> bool:
+        """Wait until at most ``limit`` bytes are queued; False when the link closes first.
+        The caller bounds the wait (``asyncio.timeout``)."""
+        await self._drain_to(limit, closing=False)
+        return self.state is not LinkState.CLOSED and self._channel.bufferedAmount <= limit
+
+    async def _drain_to(self, limit: int, *, closing: bool) -> None:
+        """Event driven: aiortc fires ``bufferedamountlow`` when the queue falls to the
+        channel's threshold, which each waiter sets to its own limit before waiting. With
+        waiters of different limits the last one set wins; the others wake later or earlier
+        and re-check their own condition, so none returns too early. Unless ``closing``, a
+        close ends the wait (close() sets the event)."""
+        while (
+            self._channel.bufferedAmount > limit
+            and self._channel.readyState == "open"
+            and (closing or self.state is not LinkState.CLOSED)
+        ):
+            self._drained.clear()
+            self._channel.bufferedAmountLowThreshold = max(0, limit)
+            await self._drained.wait()
 
     # -- receiving -----------------------------------------------------------------------------
     def _fingerprints(self) -> tuple[str, str]:
@@ -234,11 +263,10 @@ class PeerLink:
             self._watchdog.cancel()
         if notify and was_established:
             self._send(FrameType.BYE, {"reason": reason})
-            if self._channel.bufferedAmount > 0:
-                drained = asyncio.Event()
-                self._channel.on("bufferedamountlow", drained.set)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(drained.wait(), self._settings.close_drain_timeout)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.close_drain_timeout):
+                    await self._drain_to(0, closing=True)
+        self._drained.set()  # wake wait_buffered() callers: they see CLOSED and give up
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._pc.close(), timeout=5)
         log.info("link %s closed: %s", self.remote_id, reason)

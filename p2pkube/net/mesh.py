@@ -7,8 +7,14 @@ while the signaling server is down. Glare (both ends dialing each other at once)
 node id: the dial from the smaller id wins. A node that is known (from signaling or heartbeats)
 but not reachable through the mesh is dialed even at full degree, which heals split meshes.
 
+ROUTE frames also carry messages for other layers (rpc): ``send_routed`` hands one to the
+neighbour on the path toward any node (the node itself when linked, else the next hop from
+membership's heartbeats) and never floods; with no path it fails at once. Routed messages
+addressed to this node that are not signals go to ``on_routed``.
+
 This module is the native ``Transport``; the browser node brings its own behind the same
-methods (``neighbours``, ``send``, ``broadcast``, the ``on_*`` callbacks, ``start``, ``close``).
+methods (``neighbours``, ``send``, ``broadcast``, ``send_routed``, ``wait_writable``, the
+``on_*`` callbacks, ``start``, ``close``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from p2pkube.net.frames import Frame, FrameType
+from p2pkube.net.frames import Frame, FrameError, FrameType
 from p2pkube.net.handshake import Handshake
 from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.link import LinkState, PeerLink
@@ -35,12 +41,35 @@ log = logging.getLogger(__name__)
 
 _SEEN_ROUTES = 4096
 """How many ROUTE message ids are remembered to drop duplicates of flooded messages."""
+SIGNAL_KINDS = frozenset({"offer", "answer", "bye"})
+"""ROUTE ``data.kind`` values that are link negotiation (flooded when no route is known);
+every other kind is a routed message for ``on_routed`` and follows known routes only."""
 
 
-class Transport(Protocol):
-    """What the agent needs from a transport (native: :class:`Mesh`; browser: its own)."""
+class RoutedTransport(Protocol):
+    """The part of a transport that request/response (``p2pkube.net.rpc``) needs: a message
+    to any node of the mesh, and the messages addressed to this one."""
 
     node_id: str
+    on_routed: Callable[[str, dict[str, Any]], None]
+    """``(source node, data)`` for each routed message addressed to this node. It may raise
+    ``FrameError`` for a message that is not valid protocol: if the source is the neighbour
+    it came from, that neighbour is dropped and banned like for any other violation."""
+
+    def send_routed(self, node_id: str, data: dict[str, Any]) -> bool:
+        """Queue ``data`` (a msgpack map with a ``kind`` not in SIGNAL_KINDS) toward
+        ``node_id``; False at once when there is no path (no flooding)."""
+        ...
+
+    async def wait_writable(self, node_id: str, limit: int) -> bool:
+        """Wait until the first link on the path toward ``node_id`` has at most ``limit``
+        bytes queued (False: no path, or the link closed). The caller bounds the wait."""
+        ...
+
+
+class Transport(RoutedTransport, Protocol):
+    """What the agent needs from a transport (native: :class:`Mesh`; browser: its own)."""
+
     on_link_up: Callable[[str], None]
     on_link_down: Callable[[str], None]
     on_frame: Callable[[str, Frame], None]
@@ -95,9 +124,18 @@ class Mesh:
         self._closed = False
         self.negotiated_via_mesh = 0
         """Offers/answers/byes this node sent as ROUTE frames (signaling was not usable)."""
+        self.routed_sent = 0
+        """Routed messages (not signals) this node originated and handed to a link."""
+        self.routed_relayed = 0
+        """Routed messages for other nodes passed on toward them."""
+        self.routed_no_path = 0
+        """Routed messages dropped here because no path to their destination was known."""
+        self.routed_malformed = 0
+        """Routed messages for us that ``on_routed`` rejected as invalid protocol."""
         self.on_link_up: Callable[[str], None] = lambda node: None
         self.on_link_down: Callable[[str], None] = lambda node: None
         self.on_frame: Callable[[str, Frame], None] = lambda node, frame: None
+        self.on_routed: Callable[[str, dict[str, Any]], None] = lambda node, data: None
         self.route_hint: Callable[[str], str | None] = lambda node: None
         self.reachable: Callable[[str], bool] = lambda node: node in self._links
         """Set by membership: True when the node's heartbeats arrive (through any path)."""
@@ -155,6 +193,28 @@ class Mesh:
             for node, link in list(self._links.items())
             if node not in exclude
         )
+
+    def send_routed(self, node_id: str, data: dict[str, Any]) -> bool:
+        """Send a routed message (see :class:`RoutedTransport`); False when there is no path."""
+        if self._closed or node_id == self.node_id:
+            return False
+        route = {
+            "id": secrets.token_hex(8),
+            "src": self.node_id,
+            "dst": node_id,
+            "ttl": self.settings.route_ttl,
+            "data": data,
+        }
+        self._remember_route(route["id"])
+        if not self._forward_route(route, came_from=None, flood=False):
+            self.routed_no_path += 1
+            return False
+        self.routed_sent += 1
+        return True
+
+    async def wait_writable(self, node_id: str, limit: int) -> bool:
+        link = self._next_hop(node_id, came_from=None)
+        return False if link is None else await link.wait_buffered(limit)
 
     def add_candidate(self, node_id: str) -> None:
         """Note a node that exists (heard in heartbeats or seen on signaling): a dial target."""
@@ -263,18 +323,28 @@ class Mesh:
             "data": data,
         }
         self._remember_route(route["id"])
-        if not self._forward_route(route, came_from=None):
+        if not self._forward_route(route, came_from=None, flood=True):
             return False
         self.negotiated_via_mesh += 1
         return True
 
-    def _forward_route(self, route: dict[str, Any], came_from: str | None) -> bool:
-        dst = route["dst"]
-        if dst in self._links:
-            return self._links[dst].send(FrameType.ROUTE, route)
+    def _next_hop(self, dst: str, came_from: str | None) -> PeerLink | None:
+        """The link toward ``dst``: to it directly, else to the neighbour its freshest
+        heartbeat came through (never back to where the message came from)."""
+        link = self._links.get(dst)
+        if link is not None:
+            return link
         hop = self.route_hint(dst)
-        if hop is not None and hop != came_from and hop in self._links:
-            return self._links[hop].send(FrameType.ROUTE, route)
+        if hop is not None and hop != came_from:
+            return self._links.get(hop)
+        return None
+
+    def _forward_route(self, route: dict[str, Any], came_from: str | None, flood: bool) -> bool:
+        link = self._next_hop(route["dst"], came_from)
+        if link is not None:
+            return link.send(FrameType.ROUTE, route)
+        if not flood:
+            return False
         return self.broadcast(FrameType.ROUTE, route, exclude=(came_from,) if came_from else ()) > 0
 
     def _remember_route(self, route_id: str) -> bool:
@@ -405,10 +475,34 @@ class Mesh:
     def _on_route(self, came_from: str, route: dict[str, Any]) -> None:
         if not self._remember_route(route["id"]):
             return
+        data, src = route["data"], route["src"]
+        signal = data.get("kind") in SIGNAL_KINDS
         if route["dst"] == self.node_id:
-            self._handle_signal(route["src"], route["data"])
+            if signal:
+                self._handle_signal(src, data)
+            else:
+                self._deliver_routed(came_from, src, data)
         elif route["ttl"] > 1:
-            self._forward_route({**route, "ttl": route["ttl"] - 1}, came_from)
+            forwarded = self._forward_route(
+                {**route, "ttl": route["ttl"] - 1}, came_from, flood=signal
+            )
+            if signal:
+                return
+            if forwarded:
+                self.routed_relayed += 1
+            else:
+                self.routed_no_path += 1
+                log.debug("no path toward %s: routed message from %s dropped", route["dst"], src)
+
+    def _deliver_routed(self, came_from: str, src: str, data: dict[str, Any]) -> None:
+        try:
+            self.on_routed(src, data)
+        except FrameError as exc:
+            self.routed_malformed += 1
+            if src == came_from:
+                raise  # the neighbour itself broke the protocol: the link drops and bans it
+            # A relay only passed it on; the originator is not ours to drop.
+            log.warning("invalid routed message from %s (via %s) dropped: %s", src, came_from, exc)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -427,5 +521,9 @@ class Mesh:
             ],
             "pending": len(self._pending),
             "negotiatedViaMesh": self.negotiated_via_mesh,
+            "routedSent": self.routed_sent,
+            "routedRelayed": self.routed_relayed,
+            "routedNoPath": self.routed_no_path,
+            "routedMalformed": self.routed_malformed,
             "signalingConnected": bool(self.signaling and self.signaling.connected),
         }

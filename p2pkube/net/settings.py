@@ -51,3 +51,33 @@ class TransportSettings:
     """Hops a relayed signaling message (ROUTE) may travel through the mesh."""
     max_frame_bytes: int = MAX_FRAME_BYTES
     """Largest reassembled frame accepted from a peer."""
+
+
+@dataclass
+class RpcSettings:
+    call_timeout: float = 10.0
+    """Seconds a call waits for its answer when the caller names no timeout. Every call has one:
+    a request or answer lost with a link (or dropped by a relay without a path) is noticed."""
+    max_pending_calls: int = 256
+    """Outgoing calls awaiting an answer at once; one more fails at once (``RpcOverloaded``)
+    instead of growing the table of waiters without bound."""
+    max_requests_per_source: int = 16
+    """Incoming requests from one node being handled at once; the excess is answered ``busy``
+    at once, so one greedy or hostile member cannot take every handler slot."""
+    max_requests: int = 128
+    """Incoming requests being handled at once from all nodes together (excess: ``busy``)."""
+    max_request_bytes: int = 64 * 1024
+    """Largest encoded request body sent or accepted (requests are small: names and indices);
+    bounds what ``max_requests`` handlers can hold in memory."""
+    max_response_bytes: int = 8 * 1024 * 1024
+    """Largest encoded response body sent or accepted; must exceed ``blobs.max_chunk_size``
+    plus a little framing."""
+    handler_timeout: float = 30.0
+    """A handler still running after this long is cancelled and the caller gets ``timeout``."""
+    send_buffer_high: int = 1024 * 1024
+    """Before sending a request or answer, wait until the link toward its destination has at
+    most this many bytes queued: a node serving big answers (blob chunks) to a slow path
+    paces itself instead of piling megabytes into the data channel."""
+    send_wait_timeout: float = 5.0
+    """Longest wait for that queue to drain before sending anyway (the link's own
+    ``send_buffer_limit`` still bounds it)."""
