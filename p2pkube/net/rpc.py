@@ -52,6 +52,7 @@ __all__ = [
     "RpcTimeout",
     "RpcUnknownMethod",
     "RpcUnreachable",
+    "counters",
 ]
 
 REQUEST = "rpc-req"
@@ -134,9 +135,14 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _camel(name: str) -> str:
-    first, *rest = name.split("_")
-    return first + "".join(part.title() for part in rest)
+def counters(stats: Any) -> dict[str, Any]:
+    """A stats dataclass as the camelCase JSON ``/v1/status`` shows (``calls_failed`` ->
+    ``callsFailed``); shared by every layer that reports counters."""
+    out = {}
+    for name, value in asdict(stats).items():
+        first, *rest = name.split("_")
+        out[first + "".join(part.title() for part in rest)] = value
+    return out
 
 
 class Rpc:
@@ -376,8 +382,11 @@ class Rpc:
                     await asyncio.gather(*tasks, return_exceptions=True)
 
     def stats_dict(self) -> dict[str, Any]:
-        counters = {_camel(k): v for k, v in asdict(self.stats).items()}
-        return {**counters, "pendingCalls": len(self._pending), "activeRequests": len(self._tasks)}
+        return {
+            **counters(self.stats),
+            "pendingCalls": len(self._pending),
+            "activeRequests": len(self._tasks),
+        }
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
