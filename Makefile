@@ -5,22 +5,26 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench clean venv examples
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,examples]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+## The example pods (examples/pods/*.c) compiled to wasm32-wasi in examples/build/; incremental.
+examples: $(STAMP)
+	$(PY) examples/build.py
+
 ## A local 3-peer cluster on loopback doing real work; Ctrl-C stops it (DEMO_ARGS="--duration 30").
-demo: $(STAMP)
+demo: $(STAMP) examples
 	$(PY) examples/demo.py $(DEMO_ARGS)
 
 ## Lint, then the whole test suite (real processes, real aiortc, real pycrdt).
-test: $(STAMP) lint
+test: $(STAMP) lint examples
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
@@ -31,4 +35,4 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache
+	rm -rf $(VENV) demo-data .pytest_cache examples/build
