@@ -1,4 +1,5 @@
-"""One p2pkube node: wires a transport, the replicated state, membership and the local API.
+"""One p2pkube node: wires a transport, the replicated state, membership, rpc, blobs and the
+local API.
 
 The agent owns every long-lived task it starts and stops them in reverse order on SIGINT or
 SIGTERM: it first tells its neighbours it is leaving (so they mark it NotReady at once instead of
@@ -15,6 +16,7 @@ import secrets
 import signal
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -28,11 +30,15 @@ from p2pkube import __version__
 from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 from p2pkube.api.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.api.server import ApiServer
+from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
+from p2pkube.blobs.manifest import is_digest, referenced_digests
+from p2pkube.blobs.service import BlobService
 from p2pkube.membership.detector import Membership, NodeLiveness, utc_now
 from p2pkube.net import ice
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.mesh import Mesh
+from p2pkube.net.rpc import Rpc
 from p2pkube.net.signaling_client import SignalingRejected
 from p2pkube.settings import AgentSettings
 from p2pkube.state.cluster import ClusterState
@@ -99,6 +105,7 @@ class Agent:
             self.settings.transport.ice_host_addresses = list(options.ice_addresses)
         for assignment in options.overrides:
             self.settings.override(assignment)
+        self.settings.check()
         transport_settings = self.settings.transport
         self.state = ClusterState(
             options.data_dir,
@@ -122,18 +129,34 @@ class Agent:
             self.settings.membership,
             on_change=self._on_liveness,
         )
-        self.api = ApiServer(self, options.data_dir, port=options.api_port)
+        self.rpc = Rpc(self.mesh, self.settings.rpc)
+        self.blobs = BlobService(
+            options.data_dir / "blobs",
+            self.settings.blobs,
+            node_name=options.name,
+            state=self.state,
+            rpc=self.rpc,
+            holders=self._blob_holders,
+            references=self._blob_references,
+            is_collector=self._is_compactor,
+            on_local_change=self._publish_node_status,
+        )
+        """The pod runtime calls ``agent.blobs.ensure(digest)`` (a verified local Path)."""
+        self.api = ApiServer(self, options.data_dir, port=options.api_port, blobs=self.blobs)
         self.mesh.on_link_up = self._on_link_up
         self.mesh.on_link_down = self.state.detach_peer
         self.mesh.on_frame = self._on_frame
+        self.mesh.on_routed = self.rpc.receive
         self.mesh.route_hint = self.membership.route_hint
         self.mesh.reachable = self.membership.is_reachable
         self._process = psutil.Process()
+        self._node_capacity: dict[str, str] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         ice.use_host_addresses(self.mesh.settings.ice_host_addresses)
         await self.state.open()
+        await self.blobs.start()  # before the Node status, which lists the blobs held here
         await self._publish_node()
         await self.mesh.start()  # raises SignalingRejected on a bad token
         await self.membership.start()
@@ -149,6 +172,8 @@ class Agent:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.api.stop()
+        await self.blobs.close()
+        await self.rpc.close()
         await self.membership.close(leaving=True)
         await self.state.close()
         await self.mesh.close()
@@ -197,14 +222,13 @@ class Agent:
         return {"cpu": format_cpu(cpu), "memory": format_bytes(memory)}
 
     async def _publish_node(self) -> None:
-        """Write this node's spec and static status; keep its creation time across restarts."""
+        """Write this node's spec and status; keep its creation time across restarts."""
         key = object_key("Node", "", self.node_name)
         previous = self.state.get("objects", key)
         created = self.started_wall
         if isinstance(previous, dict) and previous.get("metadata", {}).get("uid") == self.node_id:
             created = previous["metadata"].get("creationTimestamp", created)
         labels = {**self.options.labels, KIND_LABEL: self.options.kind}
-        capacity = self._capacity()
         await self.state.put(
             "objects",
             key,
@@ -220,20 +244,58 @@ class Agent:
                 "spec": {},
             },
         )
-        await self.state.put(
-            "status",
-            key,
-            {
-                "capacity": capacity,
-                "allocatable": dict(capacity),
-                "nodeInfo": {
-                    "kind": self.options.kind,
-                    "agentVersion": __version__,
-                    "nodeID": self.node_id,
-                    "pythonVersion": sys.version.split()[0],
-                },
+        await self._publish_node_status()
+
+    def _node_status(self) -> dict[str, Any]:
+        """This node's status as only this node writes it: capacity, node info, and the
+        blobs it holds completely (``images``, which other nodes fetch from)."""
+        if self._node_capacity is None:
+            self._node_capacity = self._capacity()
+        capacity = self._node_capacity
+        return {
+            "capacity": dict(capacity),
+            "allocatable": dict(capacity),
+            "nodeInfo": {
+                "kind": self.options.kind,
+                "agentVersion": __version__,
+                "nodeID": self.node_id,
+                "pythonVersion": sys.version.split()[0],
             },
-        )
+            "images": self.blobs.images(),
+        }
+
+    async def _publish_node_status(self) -> None:
+        """(Re)write the Node status, e.g. when the set of local blobs changed. Built and
+        applied in one step, so the last call always writes the newest status."""
+        await self.state.put("status", object_key("Node", "", self.node_name), self._node_status())
+
+    # -- blobs ---------------------------------------------------------------------------------
+    def _blob_holders(self) -> dict[str, list[Holder]]:
+        """Digest -> the Ready nodes (not us) whose own Node status lists it in ``images``,
+        with their distance in links (from the neighbour lists heartbeats carry)."""
+        known = self.membership.nodes()
+        peers = {n.node: n.peers for n in known}
+        hops = hop_counts(self.node_id, self.mesh.neighbours(), lambda n: peers.get(n, ()))
+        holders: dict[str, list[Holder]] = defaultdict(list)
+        for liveness in known:
+            if not liveness.ready:
+                continue
+            status = self.state.get("status", object_key("Node", "", liveness.name))
+            if not isinstance(status, dict):
+                continue
+            if (status.get("nodeInfo") or {}).get("nodeID") != liveness.node:
+                continue  # written by another node of that name: not this node's word
+            holder = Holder(liveness.node, liveness.name, hops.get(liveness.node, FAR))
+            for image in status.get("images") or []:
+                names = image.get("names") if isinstance(image, dict) else None
+                for name in names if isinstance(names, list) else []:
+                    if is_digest(name):
+                        holders[name].append(holder)
+        return holders
+
+    def _blob_references(self) -> set[str]:
+        """What keeps a blob from collection: an ``image`` naming it in any object's spec."""
+        return referenced_digests(obj for _, obj in self.state.items("objects"))
 
     # -- API backend ---------------------------------------------------------------------------
     def _condition(self, node_id: str) -> tuple[dict[str, Any], int]:
@@ -414,6 +476,8 @@ class Agent:
             "agentVersion": __version__,
             "uptimeSeconds": round(time.monotonic() - self.started, 3),
             "mesh": self.mesh.stats(),
+            "rpc": self.rpc.stats_dict(),
+            "blobs": self.blobs.stats_dict(),
             "state": self.state.stats_dict(),
             "membership": {
                 "stalledSeconds": round(self.membership.stalled_seconds, 3),

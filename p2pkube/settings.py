@@ -1,6 +1,7 @@
 """All agent settings in one place, each a named field with a documented default.
 
-Sections are the settings dataclasses of the layers (transport, membership, state). Any field
+Sections are the settings dataclasses of the layers (transport, membership, state, rpc,
+blobs). Any field
 can be overridden at start with ``p2pkube join --set SECTION.FIELD=VALUE`` (repeatable), e.g.
 ``--set membership.node_timeout=1.5``; docs/settings.md lists them all with their defaults.
 """
@@ -12,9 +13,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
+from p2pkube.blobs.settings import BlobSettings
 from p2pkube.membership.detector import MembershipSettings
-from p2pkube.net.settings import TransportSettings
+from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.state.cluster import StateSettings
+
+RPC_FRAMING_BYTES = 1024
+"""Room for the msgpack framing around a chunk inside an rpc answer."""
 
 
 @dataclass
@@ -22,6 +27,26 @@ class AgentSettings:
     transport: TransportSettings = field(default_factory=TransportSettings)
     membership: MembershipSettings = field(default_factory=MembershipSettings)
     state: StateSettings = field(default_factory=StateSettings)
+    rpc: RpcSettings = field(default_factory=RpcSettings)
+    blobs: BlobSettings = field(default_factory=BlobSettings)
+
+    def check(self) -> None:
+        """ValueError when settings contradict each other (after all overrides)."""
+        blobs, rpc = self.blobs, self.rpc
+        if not 0 < blobs.chunk_size <= blobs.max_chunk_size:
+            raise ValueError(
+                f"blobs.chunk_size ({blobs.chunk_size}) must be 1..blobs.max_chunk_size "
+                f"({blobs.max_chunk_size})"
+            )
+        if blobs.max_chunk_size + RPC_FRAMING_BYTES > rpc.max_response_bytes:
+            raise ValueError(
+                f"blobs.max_chunk_size ({blobs.max_chunk_size}) must leave {RPC_FRAMING_BYTES} "
+                f"bytes of room below rpc.max_response_bytes ({rpc.max_response_bytes})"
+            )
+        if blobs.window < 1:
+            raise ValueError("blobs.window must be at least 1")
+        if blobs.max_concurrent_fetches < 1:
+            raise ValueError("blobs.max_concurrent_fetches must be at least 1")
 
     def override(self, assignment: str) -> None:
         """Apply one ``section.field=value``; ValueError naming the setting when it is wrong."""

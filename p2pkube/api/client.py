@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.client import HTTPResponse
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from p2pkube.api import EMPTY_NAMESPACE, INFO_FILE, TOKEN_FILE
 
@@ -121,6 +121,49 @@ class ApiClient:
         """The agent's own view of itself and its neighbours."""
         return self.request("GET", "/v1/status")
 
+    # --- blobs ---------------------------------------------------------------------------------
+
+    def publish_blob(self, path: Path) -> tuple[dict[str, Any], bool]:
+        """Upload a WebAssembly module (streamed from disk); (the Blob object, whether it was
+        new). The agent computes the digest; publishing the same bytes again is a no-op."""
+        path = Path(path)
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            response = self._open(
+                "POST",
+                "/v1/blobs",
+                None,
+                {"source": path.name},
+                self.timeout,
+                data=(fh, size, "application/wasm"),
+            )
+            with response:
+                created = response.status == 201
+                return self._decode(response), created
+
+    def list_blobs(self) -> list[dict[str, Any]]:
+        """Every published blob with its holders (``status.holders``)."""
+        return self._items(self.request("GET", "/v1/blobs"))
+
+    def get_blob(self, ref: str) -> dict[str, Any]:
+        """One blob by digest or unique digest prefix; ApiError(404) if unknown."""
+        return self.request("GET", f"/v1/blobs/{_q(ref)}")
+
+    def pull_blob(self, ref: str) -> Iterator[dict[str, Any]]:
+        """Make the agent fetch a blob; yields its ``PROGRESS`` events and the final
+        ``COMPLETE`` one. An ``ERROR`` event is raised as ApiError, like an error answer."""
+        response = self._open("POST", f"/v1/blobs/{_q(ref)}/pull", None, None, self.timeout)
+        with response:
+            for event in self._json_lines(response, "pull"):
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise ApiError(
+                        int(status.get("code", 500)),
+                        str(status.get("reason", "Unknown")),
+                        str(status.get("message", "")),
+                    )
+                yield event
+
     def watch(
         self,
         kind: str,
@@ -147,26 +190,32 @@ class ApiClient:
             "GET", f"/v1/watch/{_q(kind)}", None, query, timeout_seconds + self.timeout
         )
         with response:
-            while True:
-                try:
-                    line = response.readline()
-                except TimeoutError:
-                    raise self._timeout() from None
-                except OSError as exc:
-                    raise ApiClientError(f"watch on {self.url} broke off: {exc}") from None
-                if not line:
-                    return
-                if not line.strip():
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError as exc:
-                    raise ApiClientError(
-                        f"agent at {self.url} sent an unreadable watch event: {exc}"
-                    ) from None
-                yield event
+            yield from self._json_lines(response, "watch")
 
     # --- plumbing ----------------------------------------------------------------------------
+
+    def _json_lines(self, response: HTTPResponse, what: str) -> Iterator[dict[str, Any]]:
+        """The JSON objects of a newline-delimited stream, each as soon as its line arrives."""
+        while True:
+            try:
+                line = response.readline()
+            except TimeoutError:
+                raise self._timeout() from None
+            except OSError as exc:
+                raise ApiClientError(f"{what} on {self.url} broke off: {exc}") from None
+            if not line:
+                return
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError as exc:
+                raise ApiClientError(
+                    f"agent at {self.url} sent an unreadable {what} event: {exc}"
+                ) from None
+            if not isinstance(event, dict):
+                raise ApiClientError(f"agent at {self.url} sent a {what} event that is no object")
+            yield event
 
     @staticmethod
     def _items(listing: Any) -> list[dict[str, Any]]:
@@ -189,16 +238,18 @@ class ApiClient:
         ApiError for a Status answer and ApiClientError when the agent cannot be asked.
         """
         with self._open(method, path, body, query, self.timeout) as response:
-            try:
-                return json.loads(response.read() or b"null")
-            except TimeoutError:
-                raise self._timeout() from None
-            except OSError as exc:
-                raise ApiClientError(f"agent at {self.url} broke off its answer: {exc}") from None
-            except ValueError as exc:
-                raise ApiClientError(
-                    f"agent at {self.url} sent an unreadable answer: {exc}"
-                ) from None
+            return self._decode(response)
+
+    def _decode(self, response: HTTPResponse) -> Any:
+        """The JSON body of an answer."""
+        try:
+            return json.loads(response.read() or b"null")
+        except TimeoutError:
+            raise self._timeout() from None
+        except OSError as exc:
+            raise ApiClientError(f"agent at {self.url} broke off its answer: {exc}") from None
+        except ValueError as exc:
+            raise ApiClientError(f"agent at {self.url} sent an unreadable answer: {exc}") from None
 
     def _open(
         self,
@@ -207,18 +258,25 @@ class ApiClient:
         body: Any,
         query: dict[str, str | None] | None,
         timeout: float,
+        *,
+        data: tuple[IO[bytes], int, str] | None = None,
     ) -> HTTPResponse:
-        """Send one request; the open response, or the error the caller should see."""
+        """Send one request (a JSON ``body``, or raw ``data``: an open file, its length and
+        content type, streamed); the open response, or the error the caller should see."""
         url = self.url + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
             url += "?" + urllib.parse.urlencode(params)
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
+        payload: bytes | IO[bytes] | None = None
+        if data is not None:
+            payload = data[0]
+            headers["Content-Length"] = str(data[1])
+            headers["Content-Type"] = data[2]
+        elif body is not None:
+            payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        request = urllib.request.Request(url, data=payload, method=method, headers=headers)
         try:
             response: HTTPResponse = self._opener.open(request, timeout=timeout)
             return response

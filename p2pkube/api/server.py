@@ -12,6 +12,11 @@ agent. Discovery: ``<data_dir>/api.json`` names the URL, pid and node, and is re
 Errors are Kubernetes ``Status`` objects, never stack traces, so the CLI can print them the way
 kubectl does (``Error from server (NotFound): ...``).
 
+Blobs (pod modules): ``POST /v1/blobs`` takes the raw bytes of a WebAssembly module (streamed
+to disk, size-capped), ``GET /v1/blobs[/{ref}]`` lists them with their holders, and
+``POST /v1/blobs/{ref}/pull`` fetches one to this node, streaming progress as JSON lines
+(``PROGRESS`` events, then ``COMPLETE`` or ``ERROR``, like a watch).
+
 ``GET /v1/watch/{kind}`` streams newline-delimited JSON events the way a Kubernetes watch does
 (``{"type": "ADDED"|"MODIFIED"|"DELETED"|"ERROR", "object": {...}}``): the current objects first,
 then every change as the agent applies it. A watch ends when its ``timeoutSeconds`` pass, when
@@ -28,10 +33,9 @@ import json
 import logging
 import os
 import secrets
-import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -44,6 +48,19 @@ from p2pkube.api import (
     parse_selector,
 )
 from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, AgentBackend, Watch
+from p2pkube.blobs.errors import (
+    AmbiguousBlob,
+    BlobError,
+    BlobNotFound,
+    BlobTooLarge,
+    InvalidBlob,
+)
+from p2pkube.blobs.manifest import BLOB_API_VERSION
+from p2pkube.blobs.settings import BlobSettings
+from p2pkube.fsutil import write_file_atomically
+
+if TYPE_CHECKING:  # the fetcher pulls in aiortc; the API server need not
+    from p2pkube.blobs.fetcher import FetchProgress
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +84,39 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_WATCH_SECONDS = 24 * 3600
 """Upper bound on a watch's ``timeoutSeconds``: every stream ends on its own eventually."""
+
+
+UPLOAD_READ_BYTES = 1024 * 1024
+"""Bytes read from an upload's body at a time (each piece goes to disk before the next)."""
+
+_BLOB_ERRORS: dict[type[BlobError], int] = {
+    BlobNotFound: 404,
+    AmbiguousBlob: 400,
+    InvalidBlob: 422,
+    BlobTooLarge: 413,
+}
+"""HTTP code of each blob error; any other BlobError (no holder, failed fetch) is 503."""
+
+
+class BlobBackend(Protocol):
+    """What the blob endpoints need from the agent (``p2pkube.blobs.service.BlobService``)."""
+
+    settings: BlobSettings
+
+    async def publish(
+        self, pieces: AsyncIterable[bytes], source: str
+    ) -> tuple[dict[str, Any], bool]: ...
+    def resolve(self, ref: str) -> str: ...
+    def describe(self, digest: str) -> dict[str, Any] | None: ...
+    def list_blobs(self) -> list[dict[str, Any]]: ...
+    async def ensure(self, digest: str) -> Path: ...
+    def progress(self, digest: str) -> FetchProgress | None: ...
+
+
+def blob_problem(exc: BlobError) -> ApiProblem:
+    """The Status a blob failure is answered with."""
+    code = next((c for t, c in _BLOB_ERRORS.items() if isinstance(exc, t)), 503)
+    return ApiProblem(code, str(exc))
 
 
 class ApiProblem(Exception):
@@ -102,29 +152,6 @@ def resource_name(kind: str) -> str:
     return lower + "s"
 
 
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Write ``path`` via a 0600 temp file + fsync + rename, so readers never see half a file.
-
-    mkstemp creates the file with mode 0600 whatever the umask, so the token is never readable
-    by others, not even for an instant.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _remove_info_if_ours(path: Path, url: str) -> None:
     """Remove api.json unless another agent has since claimed this data dir."""
     try:
@@ -148,6 +175,7 @@ class ApiServer:
         write_timeout: float = 30.0,
         shutdown_timeout: float = 2.0,
         watch_poll_interval: float = 2.0,
+        blobs: BlobBackend | None = None,
     ) -> None:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -165,6 +193,8 @@ class ApiServer:
         self.watch_poll_interval = watch_poll_interval
         """How often an idle watch checks that its client is still connected (aiohttp does not
         cancel a handler whose client left, and an idle stream writes nothing that could fail)."""
+        self.blobs = blobs
+        """The blob endpoints answer 404 without it (e.g. an API server in tests)."""
         self._watches: set[Watch] = set()
         self._token = ""
         self._url: str | None = None
@@ -247,6 +277,10 @@ class ApiServer:
                 web.delete("/v1/objects/{kind}/{namespace}/{name}", self._delete_object),
                 web.get("/v1/watch/{kind}", self._watch),
                 web.get("/v1/status", self._status),
+                web.post("/v1/blobs", self._publish_blob),
+                web.get("/v1/blobs", self._list_blobs),
+                web.get("/v1/blobs/{ref}", self._get_blob),
+                web.post("/v1/blobs/{ref}/pull", self._pull_blob),
             ]
         )
         return app
@@ -266,6 +300,9 @@ class ApiServer:
             return await handler(request)
         except ApiProblem as exc:
             return _problem(exc.code, exc.message, exc.reason)
+        except BlobError as exc:
+            problem = blob_problem(exc)
+            return _problem(problem.code, problem.message, problem.reason)
         except web.HTTPException as exc:  # unknown path, wrong method, body too large
             return _problem(exc.status, f"{exc.reason}: {request.method} {request.path}")
         except TimeoutError:
@@ -358,6 +395,89 @@ class ApiServer:
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.status())
 
+    # --- blobs -------------------------------------------------------------------------------
+
+    def _blob_backend(self) -> BlobBackend:
+        if self.blobs is None:
+            raise ApiProblem(404, "this agent does not serve blobs")
+        return self.blobs
+
+    async def _publish_blob(self, request: web.Request) -> web.Response:
+        """The body is the module itself; ``?source=NAME`` names where it came from."""
+        blobs = self._blob_backend()
+        limit = blobs.settings.max_upload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiProblem(
+                413, f"{request.content_length} bytes exceed blobs.max_upload_bytes ({limit})"
+            )
+        source = os.path.basename(request.query.get("source", ""))
+        obj, created = await blobs.publish(_pieces(request, self.write_timeout), source)
+        return web.json_response(obj, status=201 if created else 200)
+
+    async def _list_blobs(self, request: web.Request) -> web.Response:
+        items = self._blob_backend().list_blobs()
+        return web.json_response({**_list_of("Blob", items), "apiVersion": BLOB_API_VERSION})
+
+    async def _get_blob(self, request: web.Request) -> web.Response:
+        blobs = self._blob_backend()
+        ref = request.match_info["ref"]
+        obj = blobs.describe(blobs.resolve(ref))
+        if obj is None:
+            raise ApiProblem(404, f'blobs "{ref}" not found')
+        return web.json_response(obj)
+
+    async def _pull_blob(self, request: web.Request) -> web.StreamResponse:
+        """Fetch a blob here, streaming ``{"type": "PROGRESS", "progress": {...}}`` lines every
+        ``blobs.progress_interval``, then ``COMPLETE`` (with the Blob object and the final
+        progress, null when it was held already) or ``ERROR`` (with a Status). An unknown blob
+        is answered 404 before streaming. A client that leaves does not stop the fetch."""
+        blobs = self._blob_backend()
+        ref = request.match_info["ref"]
+        digest = blobs.resolve(ref)
+        if blobs.describe(digest) is None:
+            raise ApiProblem(404, f"blob {digest} has no manifest in the cluster state")
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Cache-Control": "no-store"}
+        )
+        response.enable_chunked_encoding()
+        fetch = asyncio.ensure_future(blobs.ensure(digest))
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await response.prepare(request)
+            await asyncio.sleep(0)  # let the fetch start, so its progress object exists
+            progress = blobs.progress(digest)
+            while not fetch.done():
+                await asyncio.wait({fetch}, timeout=blobs.settings.progress_interval)
+                progress = blobs.progress(digest) or progress
+                if progress is not None and not fetch.done():
+                    await self._line(response, {"type": "PROGRESS", "progress": progress.to_dict()})
+            try:
+                fetch.result()
+                event: dict[str, Any] = {
+                    "type": "COMPLETE",
+                    "object": blobs.describe(digest),
+                    "progress": progress.to_dict() if progress is not None else None,
+                }
+            except BlobError as exc:
+                problem = blob_problem(exc)
+                event = {
+                    "type": "ERROR",
+                    "object": status_body(problem.code, problem.message, problem.reason),
+                }
+            await self._line(response, event)
+            async with asyncio.timeout(self.write_timeout):
+                await response.write_eof()
+        except (ConnectionError, TimeoutError) as exc:
+            log.debug("pull of %s: client gone (%r); the fetch goes on", digest, exc)
+        finally:
+            if not fetch.done():
+                fetch.cancel()  # only our wait: a fetch is shared and survives its callers
+        return response
+
+    async def _line(self, response: web.StreamResponse, event: dict[str, Any]) -> None:
+        async with asyncio.timeout(self.write_timeout):
+            await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+
     async def _watch(self, request: web.Request) -> web.StreamResponse:
         """Stream a watch as newline-delimited JSON until it ends (see the module docstring).
 
@@ -419,6 +539,17 @@ class ApiServer:
                     return
         except (ConnectionError, TimeoutError) as exc:
             log.debug("watch on %s ended: %r", request.path, exc)
+
+
+async def _pieces(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """An upload's body piece by piece; a client that sends nothing for ``idle_timeout``
+    seconds fails the upload (TimeoutError, answered 504)."""
+    while True:
+        async with asyncio.timeout(idle_timeout):
+            piece = await request.content.read(UPLOAD_READ_BYTES)
+        if not piece:
+            return
+        yield piece
 
 
 def _problem(code: int, message: str, reason: str | None = None) -> web.Response:

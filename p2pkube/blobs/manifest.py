@@ -118,6 +118,18 @@ def manifest_of(obj: Any, max_chunk_size: int) -> Manifest | None:
     return manifest if name == manifest.digest else None
 
 
+def wasm_magic_problem(head: bytes, *, complete: bool) -> str | None:
+    """Why bytes starting with ``head`` are not a WebAssembly binary, or None when they may be
+    one. ``complete``: ``head`` is the whole start there is (a shorter file is too short)."""
+    if head == WASM_MAGIC[: len(head)] and (len(head) >= len(WASM_MAGIC) or not complete):
+        return None
+    shown = " ".join(f"{b:02x}" for b in head[: len(WASM_MAGIC)]) or "nothing"
+    return (
+        f"not a WebAssembly module: it starts with {shown}, a WebAssembly binary starts with "
+        '00 61 73 6d ("\\0asm")'
+    )
+
+
 def image_digest(value: object) -> str | None:
     """The digest an ``image`` field names: ``sha256:<hex>`` or ``anything@sha256:<hex>``."""
     if not isinstance(value, str):

@@ -41,6 +41,7 @@ from p2pkube.blobs.manifest import (
     blob_object,
     is_digest,
     manifest_of,
+    wasm_magic_problem,
 )
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.blobs.store import BlobStore
@@ -97,6 +98,9 @@ class BlobService:
             holders=lambda digest: self._holders().get(digest, []),
             on_fetched=self._fetched,
         )
+        self.on_collected: Callable[[str], None] = lambda digest: None
+        """Called with each digest whose local copy the collector removed (the pod runtime
+        drops its compiled module then)."""
         self.chunks_served = 0
         self.bytes_served = 0
         self.serve_errors = 0
@@ -178,7 +182,7 @@ class BlobService:
         elif digest in self.store.partials():
             local = "Partial"
         else:
-            local = "None"
+            local = "Absent"
         status: dict[str, Any] = {"holders": sorted(holders), "local": local}
         progress = self.fetcher.progress(digest)
         if progress is not None:
@@ -316,6 +320,10 @@ class BlobService:
                 continue
             self.collector.collected += 1
             held_changed |= complete
+            try:
+                self.on_collected(digest)
+            except Exception:
+                log.exception("on_collected(%s) failed", digest)
             log.info(
                 "collected %s: no object referred to it for %gs", digest, self.settings.gc_grace
             )
@@ -344,10 +352,6 @@ class BlobService:
 
 def _check_magic(head: bytes, *, final: bool) -> None:
     """Reject anything that does not start like a WebAssembly binary."""
-    if head == WASM_MAGIC[: len(head)] and (len(head) == len(WASM_MAGIC) or not final):
-        return
-    shown = " ".join(f"{b:02x}" for b in head) or "nothing"
-    raise InvalidBlob(
-        f"not a WebAssembly module: it starts with {shown}, a WebAssembly binary starts with "
-        '00 61 73 6d ("\\0asm")'
-    )
+    problem = wasm_magic_problem(head, complete=final)
+    if problem is not None:
+        raise InvalidBlob(problem)

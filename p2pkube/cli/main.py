@@ -11,6 +11,7 @@ stderr), 2 usage errors (click names the bad option). No tracebacks unless P2PKU
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -31,6 +32,7 @@ from p2pkube.api import (
 )
 from p2pkube.api.client import ApiClient, ApiClientError, ApiError
 from p2pkube.api.quantity import parse_quantity
+from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
 from p2pkube.cli.output import (
     NAMESPACE_COLUMN,
     OUTPUT_FORMATS,
@@ -39,8 +41,10 @@ from p2pkube.cli.output import (
     dump,
     field,
     find_resource,
+    format_size,
     render,
     render_status,
+    short_digest,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -340,11 +344,12 @@ def join(
     from p2pkube.settings import AgentSettings
 
     probe = AgentSettings()  # reject a bad --set now, as a usage error, not from inside the agent
-    for assignment in overrides:
-        try:
+    try:
+        for assignment in overrides:
             probe.override(assignment)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--set'") from None
+        probe.check()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--set'") from None
     state: State = ctx.obj
     options = JoinOptions(
         signaling_url=url,
@@ -392,11 +397,13 @@ def get(
     selector: str | None,
     output: str | None,
 ) -> None:
-    """Show nodes or objects, like kubectl get.
+    """Show nodes, objects or blobs, like kubectl get.
 
-    RESOURCE is nodes (node, no) or configmaps (configmap, cm).
+    RESOURCE is nodes (node, no), configmaps (configmap, cm) or blobs (blob).
     """
     resource = _resource(resource_name)
+    if resource.kind == "Blob" and selector is not None:
+        raise click.UsageError("blobs have no labels: -l/--selector does not apply")
     if name is not None and selector is not None:
         raise click.UsageError("a NAME and -l/--selector cannot be used together")
     if name is not None and all_namespaces:
@@ -405,6 +412,8 @@ def get(
     ns = _scope(resource, namespace, all_namespaces)
     if resource.kind == "Node":
         items = [client.get_node(name)] if name else client.list_nodes(selector)
+    elif resource.kind == "Blob":
+        items = [client.get_blob(name)] if name else client.list_blobs()
     elif name is not None:
         items = [client.get_object(resource.kind, ns or "", name)]
     else:
@@ -505,6 +514,106 @@ def delete(state: State, resource_name: str, names: tuple[str, ...], namespace: 
         click.echo(f'{resource.singular} "{name}" deleted')
     if failed:
         sys.exit(1)
+
+
+# --- blobs -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Choice(("json", "yaml", "name")), default=None)
+@data_dir_option
+@click.pass_obj
+def publish(state: State, file: Path, output: str | None) -> None:
+    """Share a WebAssembly module with the cluster; prints its digest.
+
+    The local agent stores the file, computes its sha256 digest and publishes its manifest;
+    any node can then pull it. Publishing the same bytes again changes nothing.
+    """
+    with file.open("rb") as fh:
+        problem = wasm_magic_problem(fh.read(len(WASM_MAGIC)), complete=True)
+    if problem is not None:  # the agent checks too; this spares uploading a wrong file
+        raise CliError(f"{file}: {problem}")
+    obj, created = state.client().publish_blob(file)
+    digest = field(obj, "metadata.name", "")
+    if output in ("json", "yaml"):
+        click.echo(dump(obj, output))
+    elif output == "name":
+        click.echo(f"blob/{digest}")
+    else:
+        size = format_size(field(obj, "spec.size"), " ")
+        chunks = len(field(obj, "spec.chunks") or [])
+        verb = "published" if created else "unchanged"
+        click.echo(f"blob/{digest} {verb} ({size}, {chunks} chunk{'s' if chunks != 1 else ''})")
+
+
+@cli.command()
+@click.argument("ref", metavar="DIGEST")
+@data_dir_option
+@click.pass_obj
+def pull(state: State, ref: str) -> None:
+    """Fetch a blob to the local agent from the nodes that hold it.
+
+    DIGEST is sha256:<hex> or a unique prefix of it (as `get blobs` shows). Progress is a bar
+    on a terminal and one line per step otherwise; exit 1 when the fetch fails.
+    """
+    client = state.client()
+    tty = sys.stdout.isatty()
+    with contextlib.ExitStack() as stack:
+        bar: Any = None
+        shown = -1
+        for event in client.pull_blob(ref):
+            progress = event.get("progress") or {}
+            if event.get("type") == "COMPLETE":
+                if bar is not None:
+                    bar.update(int(progress.get("bytes", 0)) - bar.pos)
+                    stack.close()  # finish the bar before the summary line
+                click.echo(_pulled(event.get("object") or {}, event.get("progress")))
+                return
+            if event.get("type") != "PROGRESS":
+                continue
+            chunks, total = int(progress.get("chunks", 0)), int(progress.get("totalChunks", 0))
+            if tty:
+                if bar is None:
+                    bar = stack.enter_context(
+                        click.progressbar(
+                            length=max(1, int(progress.get("sizeBytes", 0))),
+                            label=f"pulling {short_digest(str(progress.get('digest', ref)))}",
+                            item_show_func=lambda item: item,
+                            file=sys.stdout,
+                        )
+                    )
+                bar.update(
+                    int(progress.get("bytes", 0)) - bar.pos, current_item=f"{chunks}/{total} chunks"
+                )
+            elif chunks != shown:
+                shown = chunks
+                click.echo(
+                    f"pulling {progress.get('digest', ref)}: {chunks}/{total} chunks, "
+                    f"{format_size(progress.get('bytes'), ' ')} of "
+                    f"{format_size(progress.get('sizeBytes'), ' ')}"
+                )
+    raise CliError(f"the agent ended the pull of {ref} without saying how it went")
+
+
+def _pulled(obj: dict[str, Any], progress: dict[str, Any] | None) -> str:
+    """The summary line of a finished pull."""
+    digest = field(obj, "metadata.name", "")
+    size = format_size(field(obj, "spec.size"), " ")
+    if progress is None:
+        return f"blob/{digest} is already here ({size})"
+    sources = progress.get("sources") or {}
+    line = (
+        f"blob/{digest} pulled ({size}, {progress.get('totalChunks', 0)} chunks in "
+        f"{float(progress.get('seconds', 0)):.1f}s"
+    )
+    if sources:
+        line += " from " + ", ".join(f"{name} ({n})" for name, n in sorted(sources.items()))
+    line += ")"
+    dropped = progress.get("dropped") or {}
+    if dropped:
+        line += "; not asked again: " + "; ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))
+    return line
 
 
 # --- status ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import yaml
 from tabulate import DataRow, TableFormat, tabulate
 
 __all__ = [
+    "BLOBS",
     "NAMESPACE_COLUMN",
     "OUTPUT_FORMATS",
     "RESOURCES",
@@ -26,6 +27,7 @@ __all__ = [
     "field",
     "find_resource",
     "format_age",
+    "format_size",
     "human_duration",
     "render",
     "render_status",
@@ -65,6 +67,7 @@ class Column:
     header: str
     value: Callable[[dict[str, Any]], Any]
     wide: bool = False  # shown only with -o wide
+    narrow: bool = False  # shown only without -o wide (wide has a fuller twin column)
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,8 @@ def render(
         raise ValueError(f"unknown output format {output!r}")
     if not objs:
         return ""
-    shown = [c for c in columns if output == "wide" or not c.wide]
+    wide = output == "wide"
+    shown = [c for c in columns if (wide or not c.wide) and not (wide and c.narrow)]
     return table([c.header for c in shown], [[c.value(o) for c in shown] for o in objs])
 
 
@@ -327,7 +331,53 @@ CONFIGMAPS = Resource(
     ),
 )
 
-RESOURCES: tuple[Resource, ...] = (NODES, CONFIGMAPS)
+
+def format_size(size: Any, sep: str = "") -> str:
+    """Decimal units as docker prints image sizes: ``512B``, ``64.2kB``, ``8.39MB``."""
+    if not isinstance(size, int | float) or isinstance(size, bool) or size < 0:
+        return "<unknown>"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        text = f"{int(value)}" if unit == "B" else f"{value:.3g}"
+        if (value < 1000 and "e" not in text) or unit == "TB":
+            return f"{text}{sep}{unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def short_digest(digest: str) -> str:
+    """``sha256:`` and the first 12 hex digits, as ``get blobs`` shows a blob's name."""
+    algorithm, _, hex_digits = digest.partition(":")
+    return f"{algorithm}:{hex_digits[:12]}" if hex_digits else digest
+
+
+def _holders(blob: dict[str, Any]) -> list[str]:
+    holders = field(blob, "status.holders") or []
+    return [str(h) for h in holders] if isinstance(holders, list) else []
+
+
+BLOBS = Resource(
+    kind="Blob",
+    names=("blobs", "blob"),
+    namespaced=False,
+    deletable=False,  # unreferenced blobs are collected after blobs.gc_grace
+    columns=(
+        Column("NAME", lambda b: short_digest(_name(b)), narrow=True),
+        Column("NAME", _name, wide=True),
+        Column("SIZE", lambda b: format_size(field(b, "spec.size"))),
+        Column("CHUNKS", lambda b: len(field(b, "spec.chunks") or [])),
+        Column("HOLDERS", lambda b: len(_holders(b)), narrow=True),
+        Column("HOLDERS", lambda b: ",".join(_holders(b)) or "<none>", wide=True),
+        Column(
+            "SOURCE",
+            lambda b: (field(b, "metadata.annotations") or {}).get("p2pkube.io/source") or "<none>",
+        ),
+        Column("AGE", _age),
+        Column("LOCAL", lambda b: field(b, "status.local", "<unknown>"), wide=True),
+    ),
+)
+
+RESOURCES: tuple[Resource, ...] = (NODES, CONFIGMAPS, BLOBS)
 
 
 def find_resource(name: str) -> Resource | None:
