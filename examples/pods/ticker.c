@@ -1,8 +1,8 @@
 /*
  * ticker.c - a long-running service-like pod.
  *
- * Prints "tick 1", "tick 2", ... one line per interval (argv[1], seconds as a float,
- * default 1.0), forever, or argv[2] times and then exits 0. Sleeps with nanosleep,
+ * Prints "tick 1" at once, then "tick 2", ... one line per interval (argv[1], seconds as
+ * a float, default 1.0), forever, or argv[2] lines and then exits 0. Sleeps with nanosleep,
  * which wasi-libc implements with the WASI poll_oneoff call (a clock subscription), so
  * the module is idle between ticks. Flushes after every line so a log reader sees each
  * tick when it happens. Exits 2 on a bad argument.
@@ -33,7 +33,7 @@ int main(int argc, char **argv) {
     ts.tv_sec = (time_t)interval;
     ts.tv_nsec = (long)((interval - (double)ts.tv_sec) * 1e9);
     for (long n = 1; count < 0 || n <= count; n++) {
-        nanosleep(&ts, NULL);
+        if (n > 1) nanosleep(&ts, NULL);
         printf("tick %ld\n", n);
         fflush(stdout);
     }

@@ -1,0 +1,158 @@
+"""What the node's pod lifecycle (the kubelet) needs from a WebAssembly runtime.
+
+The kubelet (``p2pkube.runtime.kubelet``) is shared Python: it runs natively and, in a later
+issue, inside a browser tab. Only what is behind :class:`PodRuntime` differs: natively wasmtime
+in worker threads (``p2pkube.runtime.native``), in the browser Web Workers. Both report the same
+:class:`Termination` reasons, so ``p2pkube get pods`` reads alike whatever ran the pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Protocol
+
+# Why a container ended, as shown in containerStatuses[].state.terminated.reason. Kubernetes
+# uses Completed, Error, OOMKilled, DeadlineExceeded; the rest are wasm-specific.
+COMPLETED: Final = "Completed"
+"""``_start`` returned or the module called ``proc_exit(0)``."""
+ERROR: Final = "Error"
+"""``proc_exit`` with a non-zero code."""
+OOM_KILLED: Final = "OOMKilled"
+"""The module failed while its memory was at its limit (a grow past it was refused)."""
+DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
+"""The pod ran past ``activeDeadlineSeconds``."""
+STACK_OVERFLOW: Final = "StackOverflow"
+"""The wasm call stack exceeded ``runtime.max_wasm_stack``."""
+TRAPPED: Final = "Trapped"
+"""Any other wasm trap (``unreachable`` from ``abort()``, out-of-bounds access, ...)."""
+OUTPUT_FLOOD: Final = "OutputFlood"
+"""The module wrote more output than ``runtime.log_rate_bytes`` / ``log_burst_bytes`` allow."""
+KILLED: Final = "Killed"
+"""Stopped on request: the pod was deleted, or the agent is shutting down."""
+INVALID_MODULE: Final = "InvalidModule"
+"""Not a WASI preview 1 command module, or it needs imports this node does not offer."""
+AGENT_RESTARTED: Final = "AgentRestarted"
+"""The agent that ran it stopped or crashed while it ran (found on the agent's next start)."""
+
+EXIT_KILLED: Final = 137
+"""Exit code reported for a container stopped from outside (128 + SIGKILL, as Kubernetes)."""
+EXIT_TRAPPED: Final = 134
+"""Exit code reported for a trap (128 + SIGABRT: what ``abort()`` would give natively)."""
+EXIT_STACK_OVERFLOW: Final = 139
+"""Exit code reported for a stack overflow (128 + SIGSEGV, like a native stack overflow)."""
+
+
+class InvalidModuleError(ValueError):
+    """The bytes are not a runnable WASI command module; the message says why."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory the module may see (a WASI preopen); nothing else of the host is."""
+
+    host_path: Path
+    guest_path: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one container instance may use; every field always holds a bound."""
+
+    memory_bytes: int
+    """Cap on each linear memory; ``memory.grow`` beyond it fails."""
+    cpu_cores: float | None = None
+    """CPU the instance may use, in cores (``0.5`` for ``500m``); it is throttled beyond it, as
+    a CFS quota would. ``None``: unthrottled (it may use a whole core)."""
+    deadline: float | None = None
+    """``time.monotonic()`` instant at which it is stopped (``activeDeadlineSeconds``)."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything needed to start one container instance."""
+
+    pod: str
+    """``namespace/name`` (for logs and thread names)."""
+    container: str
+    image: str
+    """The module's digest, ``sha256:<hex>``."""
+    module_path: Path
+    argv: list[str]
+    env: list[tuple[str, str]]
+    limits: Limits
+    log_path: Path
+    """The instance's log file (CRI format); rotated files sit beside it."""
+    stdin: bytes | None = None
+    mounts: list[Mount] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Termination:
+    """How an instance ended: Kubernetes' ``state.terminated``."""
+
+    exit_code: int
+    reason: str
+    message: str
+    started_at: str
+    finished_at: str
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a container wrote, with the time it was written."""
+
+    time: str
+    """RFC 3339 with nanoseconds, UTC."""
+    stream: str
+    """``stdout`` or ``stderr``."""
+    text: str
+
+
+class Instance(Protocol):
+    """A running container instance."""
+
+    started_at: str
+    done: asyncio.Future[Termination]
+    """Resolves when the instance has ended (never raises)."""
+
+    def stop(self, reason: str = KILLED, message: str = "") -> None:
+        """Ask the instance to end at its next safe point (within one epoch tick)."""
+        ...
+
+
+class PodRuntime(Protocol):
+    """Runs WebAssembly container instances on this node."""
+
+    async def prepare(self, image: str, module_path: Path) -> None:
+        """Compile (or load from the cache) the module; InvalidModuleError if it cannot run."""
+        ...
+
+    def start(self, launch: Launch) -> Instance:
+        """Start an instance of a prepared module; returns at once."""
+        ...
+
+    async def read_log(
+        self, log_path: Path, *, tail: int | None = None, since: str | None = None
+    ) -> list[LogLine]:
+        """Lines of one instance's log (rotated files included), oldest first."""
+        ...
+
+    def follow_log(self, log_path: Path, *, seconds: float) -> AsyncIterator[LogLine]:
+        """Lines written to the log from now on, for ``seconds`` seconds."""
+        ...
+
+    async def forget(self, image: str) -> None:
+        """Drop the compiled module of ``image`` from memory and disk (its blob was removed)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop every instance and release the engine."""
+        ...

@@ -1,0 +1,278 @@
+"""One container instance in a wasmtime store, with limits that hold; runs on a worker thread.
+
+What bounds a hostile module:
+
+* **memory**: ``Store.set_limits`` caps each linear memory; ``memory.grow`` past it returns -1
+  (it does not trap), the C library's ``malloc`` returns NULL and the program usually aborts.
+  A failure while the memory is within one page of its cap is reported ``OOMKilled``.
+* **CPU and time**: at every epoch tick the deadline callback below runs on the instance's own
+  thread. It stops the instance when asked (kill), at its deadline (``activeDeadlineSeconds``)
+  or after an output flood, by returning an error, which wasmtime turns into a trap; and it
+  throttles an instance that used its CPU quota of the current period by sleeping the rest of
+  the period, as a CFS quota does. Sleeps inside the module (``poll_oneoff``) go through
+  :meth:`Control.sleep`, so they end early on a kill and never outlast the deadline.
+* **stack**: the engine's ``max_wasm_stack``; overflow traps with ``STACK_OVERFLOW``.
+* **output**: a token bucket on the bytes written; beyond it the instance is stopped with
+  ``OutputFlood``. Lines go to a rotated, size-bounded log (``logs.py``).
+* **host access**: WASI preview 1 only, no sockets, no directories except the granted mounts
+  (read-only unless the manifest says otherwise), no inherited environment.
+
+Host functions never raise: wasmtime-py keeps the exception of a failing host function in a
+process-wide variable and re-raises it from whatever call traps next, on any thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from p2pkube.api.quantity import format_bytes
+from p2pkube.membership.detector import utc_now
+from p2pkube.runtime import interface as rt
+from p2pkube.runtime.engine import InstanceHooks, LoadedModule, WasmEngine, hooks_installed
+from p2pkube.runtime.logs import LogWriter
+
+log = logging.getLogger(__name__)
+
+_WASM_PAGE = 65536
+_UPDATE_CONTINUE = 0
+
+_DeadlineCallback = ctypes.CFUNCTYPE(
+    ctypes.c_size_t,
+    ctypes.POINTER(ffi.wasmtime_context_t),
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint64),
+    ctypes.POINTER(ctypes.c_uint8),
+)
+_Finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_NO_FINALIZER = _Finalizer(lambda _data: None)
+
+
+class Control(InstanceHooks):
+    """Shared by the agent (which may ask for a stop) and the instance's worker thread."""
+
+    def __init__(self, limits: rt.Limits, *, cpu_period: float, rate: int, burst: int) -> None:
+        self.limits = limits
+        self.cpu_period = cpu_period
+        self.stop_reason: str | None = None
+        self.stop_message = ""
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        # CPU quota accounting (worker thread only).
+        self._period_start = 0.0
+        self._period_cpu = 0.0
+        self.throttled_seconds = 0.0
+        # Output token bucket (worker thread only).
+        self._rate = rate
+        self._burst = burst
+        self._tokens = float(burst)
+        self._refilled = time.monotonic()
+
+    # -- from any thread ---------------------------------------------------------------------------
+    def stop(self, reason: str, message: str) -> None:
+        """Ask the instance to end at its next check; the first reason given wins."""
+        with self._lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+                self.stop_message = message
+        self._wake.set()
+
+    # -- from the worker thread --------------------------------------------------------------------
+    def must_stop(self) -> bool:
+        """True when the instance must end now (a stop was asked, or the deadline passed)."""
+        deadline = self.limits.deadline
+        if self.stop_reason is None and deadline is not None and time.monotonic() >= deadline:
+            self.stop(rt.DEADLINE_EXCEEDED, "active deadline reached")
+        return self.stop_reason is not None
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep for the module, waking early on a stop and never past the deadline."""
+        if self.limits.deadline is not None:
+            seconds = min(seconds, max(0.0, self.limits.deadline - time.monotonic()))
+        if seconds > 0:
+            self._wake.wait(seconds)
+        self.must_stop()
+
+    def throttle(self) -> None:
+        """Sleep out the period when this thread used its CPU quota in it (CFS-like)."""
+        cores = self.limits.cpu_cores
+        if cores is None:
+            return
+        now = time.monotonic()
+        cpu = time.thread_time()
+        if now - self._period_start >= self.cpu_period:
+            self._period_start, self._period_cpu = now, cpu
+            return
+        if cpu - self._period_cpu >= cores * self.cpu_period:
+            pause = self._period_start + self.cpu_period - now
+            self.throttled_seconds += pause
+            self.sleep(pause)
+            self._period_start, self._period_cpu = time.monotonic(), time.thread_time()
+
+    def spend_output(self, size: int) -> bool:
+        """Take ``size`` bytes from the output budget; False (and a stop) once it is gone."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        self._tokens -= size
+        if self._tokens < 0:
+            self.stop(
+                rt.OUTPUT_FLOOD,
+                f"wrote output faster than {self._rate} bytes/s for longer than a "
+                f"{self._burst}-byte burst",
+            )
+            return False
+        return True
+
+
+def _deadline_callback(control: Control) -> Any:
+    """The per-store epoch deadline callback: continue one more tick, or trap."""
+
+    def callback(_context: Any, _env: Any, delta: Any, kind: Any) -> int:
+        try:
+            if not control.must_stop():
+                control.throttle()
+            if control.must_stop():
+                error = ffi.wasmtime_error_new(f"stopped: {control.stop_reason}".encode())
+                return ctypes.cast(error, ctypes.c_void_p).value or 0
+            delta[0] = 1
+            kind[0] = _UPDATE_CONTINUE
+            return 0
+        except Exception:  # never raise into wasmtime
+            log.exception("epoch callback failed; continuing")
+            delta[0] = 1
+            kind[0] = _UPDATE_CONTINUE
+            return 0
+
+    return _DeadlineCallback(callback)
+
+
+def _output_sink(control: Control, logs: LogWriter, stream: str) -> Callable[[bytes], int]:
+    def write(data: bytes) -> int:
+        if control.stop_reason is None and control.spend_output(len(data)):
+            logs.write(stream, data)
+        return len(data)  # dropped output still "succeeds": the instance is being stopped
+
+    return write
+
+
+def _memory_at_limit(store: wasmtime.Store, instance: wasmtime.Instance, cap: int) -> bool:
+    """Whether the instance's memory is so close to its cap that a failed grow is the likely
+    cause of its failure. Allocators grow in steps (zig's malloc rounds big requests up to a
+    power of two), so "close" is within a 16th of the cap, at least two pages."""
+    try:
+        memory = instance.exports(store).get("memory")
+    except Exception:
+        return False
+    if not isinstance(memory, wasmtime.Memory):
+        return False
+    return memory.data_len(store) + max(cap // 16, 2 * _WASM_PAGE) > cap
+
+
+def run(
+    engine: WasmEngine,
+    loaded: LoadedModule,
+    launch: rt.Launch,
+    control: Control,
+    logs: LogWriter,
+) -> rt.Termination:
+    """Run ``launch`` to its end on this thread; never raises."""
+    started = utc_now()
+    store: wasmtime.Store | None = None
+    instance: wasmtime.Instance | None = None
+    callback = _deadline_callback(control)  # referenced until the store is gone
+    with engine.running(), hooks_installed(control):
+        try:
+            store = wasmtime.Store(engine.engine)
+            settings = engine.settings
+            store.set_limits(
+                memory_size=launch.limits.memory_bytes,
+                table_elements=settings.max_table_elements,
+                instances=settings.max_instances,
+                tables=settings.max_tables,
+                memories=settings.max_memories,
+            )
+            ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, None, _NO_FINALIZER)
+            store.set_epoch_deadline(1)
+            # WASI must be set before instantiation: a WASI import called in a store without
+            # it aborts the whole process (a Rust panic), so no code path skips this.
+            store.set_wasi(_wasi_config(launch, control, logs))
+            instance = loaded.pre.instantiate(store)
+            start = instance.exports(store)["_start"]
+            assert isinstance(start, wasmtime.Func)
+            start(store)
+            code, reason, message = 0, rt.COMPLETED, ""
+        except wasmtime.ExitTrap as exit_trap:
+            code = exit_trap.code
+            reason = rt.COMPLETED if code == 0 else rt.ERROR
+            message = "" if code == 0 else f"exited with code {code}"
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            code, reason, message = _classify(exc, control, store, instance, launch)
+        except Exception as exc:  # a bug of ours: report it on the pod, keep the agent
+            log.exception("instance %s/%s failed unexpectedly", launch.pod, launch.container)
+            code, reason, message = rt.EXIT_TRAPPED, rt.TRAPPED, f"runtime error: {exc}"
+        finally:
+            logs.close()
+            if store is not None:
+                store.close()
+    return rt.Termination(code, reason, message, started, utc_now())
+
+
+def _wasi_config(launch: rt.Launch, control: Control, logs: LogWriter) -> wasmtime.WasiConfig:
+    wasi = wasmtime.WasiConfig()
+    wasi.argv = launch.argv
+    wasi.env = [list(pair) for pair in launch.env]
+    if launch.stdin is not None:
+        stdin_path = launch.log_path.with_suffix(".stdin")
+        stdin_path.write_bytes(launch.stdin)
+        wasi.stdin_file = str(stdin_path)
+    wasi.stdout_custom = _output_sink(control, logs, "stdout")
+    wasi.stderr_custom = _output_sink(control, logs, "stderr")
+    for mount in launch.mounts:
+        wasi.preopen_dir(str(Path(mount.host_path)), mount.guest_path, not mount.read_only)
+    return wasi
+
+
+def _classify(
+    exc: Exception,
+    control: Control,
+    store: wasmtime.Store | None,
+    instance: wasmtime.Instance | None,
+    launch: rt.Launch,
+) -> tuple[int, str, str]:
+    """(exit code, reason, message) of an instance that trapped or failed to start."""
+    text = str(exc).strip()
+    first = _summary(exc)
+    if control.stop_reason is not None:
+        return rt.EXIT_KILLED, control.stop_reason, control.stop_message
+    if instance is None:
+        if "memory" in text and ("limit" in text or "minimum" in text):
+            return rt.EXIT_KILLED, rt.OOM_KILLED, f"cannot start within its memory: {first}"
+        return rt.EXIT_TRAPPED, rt.INVALID_MODULE, f"cannot instantiate: {first}"
+    trap_code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
+    if trap_code == wasmtime.TrapCode.STACK_OVERFLOW:
+        return rt.EXIT_STACK_OVERFLOW, rt.STACK_OVERFLOW, "wasm call stack exhausted"
+    cap = launch.limits.memory_bytes
+    if store is not None and _memory_at_limit(store, instance, cap):
+        return rt.EXIT_KILLED, rt.OOM_KILLED, f"memory limit {format_bytes(cap)} reached ({first})"
+    return rt.EXIT_TRAPPED, rt.TRAPPED, f"wasm trap: {first}"
+
+
+def _summary(exc: Exception) -> str:
+    """The line of a wasmtime error that says what happened (not the backtrace header)."""
+    text = exc.message if isinstance(exc, wasmtime.Trap) else str(exc)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if "Caused by:" in lines and lines.index("Caused by:") + 1 < len(lines):
+        return lines[lines.index("Caused by:") + 1].removeprefix("wasm trap: ")
+    for line in lines:
+        if not line.startswith("error while executing") and not line[:1].isdigit():
+            return line.removeprefix("wasm trap: ")
+    return type(exc).__name__

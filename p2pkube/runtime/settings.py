@@ -1,0 +1,77 @@
+"""Every runtime timing and limit as a named setting with its default (memberlist style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RuntimeSettings:
+    epoch_tick: float = 0.01
+    """Seconds between ticks of the engine's epoch clock. Every running instance is checked at
+    each tick (stop requested? deadline passed? CPU quota used up?), so this bounds how long a
+    kill, a deadline or a throttle takes to bite. One ticker thread serves all instances and
+    runs only while at least one does."""
+    cpu_period: float = 0.1
+    """The CPU throttling period (a CFS period): an instance limited to ``500m`` may use 50 ms
+    of CPU in every 100 ms, then sleeps until the period ends."""
+    default_memory_limit: str = "256Mi"
+    """Memory cap of a container that sets no ``resources.limits.memory``: every instance
+    always has one, so a memory bomb cannot take the node's memory."""
+    max_wasm_stack: int = 512 * 1024
+    """Bytes of native stack wasm code may use (wasmtime's default); deeper recursion traps
+    with StackOverflow instead of crashing the agent."""
+    max_table_elements: int = 1_000_000
+    """Elements per wasm table (function pointers); a C program needs a few hundred."""
+    max_instances: int = 10
+    """Module instances one container may create (a WASI command needs one)."""
+    max_tables: int = 10
+    """Tables one container may create."""
+    max_memories: int = 2
+    """Linear memories one container may create (a C program has one)."""
+    compiler: str = "cranelift"
+    """wasmtime's code generator: ``cranelift`` (optimising) or ``winch`` (a baseline compiler:
+    faster to compile, slower code; docs/benchmarks.md measures both)."""
+    module_cache_entries: int = 32
+    """Compiled modules kept in memory (ready to instantiate); more are reloaded from the
+    on-disk cache (~1 ms) rather than recompiled (~300 ms)."""
+    log_max_bytes: int = 10 * 1024 * 1024
+    """A container's log file is rotated when it reaches this size (kubelet's
+    containerLogMaxSize)."""
+    log_max_files: int = 3
+    """Log files kept per container instance, the current one included (kubelet's
+    containerLogMaxFiles): disk use per instance is at most ``log_max_bytes`` times this."""
+    log_max_line_bytes: int = 16 * 1024
+    """Longer lines are split into parts (marked partial, as the CRI log format does)."""
+    log_rate_bytes: int = 1024 * 1024
+    """Sustained output a container may write, in bytes per second, on average..."""
+    log_burst_bytes: int = 16 * 1024 * 1024
+    """...with bursts up to this many bytes. A container that writes faster for longer is
+    stopped with reason OutputFlood: its output would otherwise cost the node CPU and disk
+    without end (old lines are rotated away anyway)."""
+    stop_timeout: float = 5.0
+    """How long a stop waits for the instance's thread to end. wasm is stopped at its next
+    epoch check, so this only matters when it is inside a slow host call."""
+
+
+@dataclass
+class KubeletSettings:
+    """The pod lifecycle on a node (shared by native and browser nodes)."""
+
+    backoff_initial: float = 1.0
+    """Seconds before the first restart of a container that ended and must restart; doubles at
+    each further restart (Kubernetes starts at 10 s; wasm restarts cost ~1 ms, so p2pkube
+    retries sooner)."""
+    backoff_max: float = 60.0
+    """Longest wait between restarts (CrashLoopBackOff); Kubernetes uses 300 s."""
+    backoff_reset_after: float = 60.0
+    """A container that ran this long before ending restarts after ``backoff_initial`` again."""
+    image_pull_timeout: float = 120.0
+    """How long fetching a module from peers may take before it is retried (ImagePullBackOff)."""
+    resync_interval: float = 10.0
+    """The kubelet re-reads all pods assigned to it at least this often, besides reacting to
+    every state change at once (a safety net, not the normal path)."""
+    max_pods: int = 110
+    """Pods this node runs at most (kubelet's maxPods); beyond it new pods fail ``OutOfpods``."""
+    status_retry_delay: float = 1.0
+    """Pause before retrying a status write that failed (the disk was slow or full)."""

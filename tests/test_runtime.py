@@ -1,0 +1,392 @@
+"""The native wasm runtime with real wasmtime and real modules (examples/pods, built by zig).
+
+Each hostile module must end with a clear reason within its limit while the agent's loop stays
+responsive, other instances keep running, and the process's memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import pytest
+
+from p2pkube.runtime import interface as rt
+from p2pkube.runtime.logs import LogWriter, log_files, read_log
+from p2pkube.runtime.native import NativeRuntime
+from p2pkube.runtime.settings import RuntimeSettings
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "examples" / "build"
+
+
+@pytest.fixture(scope="session")
+def modules() -> dict[str, tuple[str, Path]]:
+    """(digest, path) of every example module, built (incrementally) first."""
+    subprocess.run([sys.executable, str(REPO / "examples" / "build.py")], check=True)
+    found = {}
+    for path in sorted(BUILD.glob("*.wasm")):
+        found[path.stem] = ("sha256:" + hashlib.sha256(path.read_bytes()).hexdigest(), path)
+    return found
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[NativeRuntime]:
+    native = NativeRuntime(tmp_path / "data", RuntimeSettings())
+    try:
+        yield native
+    finally:
+        await native.close()
+
+
+def launch(
+    modules: dict[str, tuple[str, Path]],
+    tmp_path: Path,
+    name: str,
+    *args: str,
+    memory: int = 64 << 20,
+    cpu: float | None = None,
+    seconds: float | None = None,
+    env: list[tuple[str, str]] | None = None,
+    stdin: bytes | None = None,
+    mounts: list[rt.Mount] | None = None,
+    tag: str = "",
+) -> rt.Launch:
+    digest, path = modules[name]
+    return rt.Launch(
+        pod=f"default/{name}{tag}",
+        container="main",
+        image=digest,
+        module_path=path,
+        argv=[name, *args],
+        env=env or [],
+        limits=rt.Limits(
+            memory_bytes=memory,
+            cpu_cores=cpu,
+            deadline=None if seconds is None else time.monotonic() + seconds,
+        ),
+        log_path=tmp_path / "logs" / f"{name}{tag}" / "0.log",
+        stdin=stdin,
+        mounts=mounts or [],
+    )
+
+
+async def run_to_end(runtime: NativeRuntime, spec: rt.Launch) -> rt.Termination:
+    await runtime.prepare(spec.image, spec.module_path)
+    instance = runtime.start(spec)
+    async with asyncio.timeout(20):
+        return await instance.done
+
+
+async def texts(runtime: NativeRuntime, spec: rt.Launch) -> list[str]:
+    return [line.text for line in await runtime.read_log(spec.log_path)]
+
+
+async def test_hello_gets_argv_env_and_stdin_and_its_output_is_logged(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    spec = launch(
+        modules, tmp_path, "hello", "a", "b c", env=[("GREETING", "hi")], stdin=b"one\ntwo\n"
+    )
+    termination = await run_to_end(runtime, spec)
+    assert (termination.exit_code, termination.reason) == (0, rt.COMPLETED)
+    lines = await runtime.read_log(spec.log_path)
+    assert [line.text for line in lines] == [
+        "hello from hello",
+        "argv[1] = a",
+        "argv[2] = b c",
+        "GREETING=hi",
+        "stdin: one",
+        "stdin: two",
+    ]
+    assert all(line.stream == "stdout" and line.time.endswith("Z") for line in lines)
+    assert [line.text for line in await runtime.read_log(spec.log_path, tail=2)] == [
+        "stdin: one",
+        "stdin: two",
+    ]
+
+
+async def test_exit_codes_and_traps_are_reported(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    crash = launch(modules, tmp_path, "crash")
+    termination = await run_to_end(runtime, crash)
+    assert (termination.exit_code, termination.reason) == (3, rt.ERROR)
+    lines = await runtime.read_log(crash.log_path)
+    assert ("stderr", "fatal: simulated failure") in [(x.stream, x.text) for x in lines]
+
+    abort = launch(modules, tmp_path, "crash", "abort", tag="-abort")
+    termination = await run_to_end(runtime, abort)
+    assert (termination.exit_code, termination.reason) == (rt.EXIT_TRAPPED, rt.TRAPPED)
+    assert "unreachable" in termination.message
+
+
+async def test_endless_loop_stops_at_its_deadline_and_on_kill(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    termination = await run_to_end(runtime, launch(modules, tmp_path, "loop", seconds=1.0))
+    took = time.monotonic() - started
+    assert termination.reason == rt.DEADLINE_EXCEEDED
+    assert termination.exit_code == rt.EXIT_KILLED
+    assert 0.9 < took < 2.0
+
+    spec = launch(modules, tmp_path, "loop", tag="-killed")
+    await runtime.prepare(spec.image, spec.module_path)
+    instance = runtime.start(spec)
+    await asyncio.sleep(0.3)
+    asked = time.monotonic()
+    instance.stop(rt.KILLED, "deleted by the test")
+    termination = await asyncio.wait_for(instance.done, 5)
+    assert time.monotonic() - asked < 0.2
+    assert (termination.reason, termination.message) == (rt.KILLED, "deleted by the test")
+
+
+async def test_a_sleeping_module_is_stopped_promptly(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    """wasmtime's own poll_oneoff would block the thread for the whole sleep."""
+    spec = launch(modules, tmp_path, "ticker", "30")
+    await runtime.prepare(spec.image, spec.module_path)
+    instance = runtime.start(spec)
+    for _ in range(100):
+        if await texts(runtime, spec):
+            break
+        await asyncio.sleep(0.05)
+    assert await texts(runtime, spec) == ["tick 1"]
+    asked = time.monotonic()
+    instance.stop()
+    termination = await asyncio.wait_for(instance.done, 5)
+    assert termination.reason == rt.KILLED
+    assert time.monotonic() - asked < 0.3
+
+
+async def test_cpu_limit_throttles_like_a_cfs_quota(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    spec = launch(modules, tmp_path, "loop", cpu=0.25, seconds=2.0)
+    await runtime.prepare(spec.image, spec.module_path)
+    instance = runtime.start(spec)
+    await asyncio.sleep(0.2)
+    assert instance.thread is not None
+    thread_id = instance.thread.native_id
+    process = psutil.Process()
+    before = {t.id: t.user_time + t.system_time for t in process.threads()}[thread_id]
+    await asyncio.sleep(1.0)
+    after = {t.id: t.user_time + t.system_time for t in process.threads()}[thread_id]
+    assert 0.15 < after - before < 0.40, f"used {after - before:.2f} s of CPU in 1 s at 250m"
+    termination = await asyncio.wait_for(instance.done, 5)
+    assert termination.reason == rt.DEADLINE_EXCEEDED
+
+
+async def test_memory_bomb_is_oomkilled_and_its_memory_is_released(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    rss = psutil.Process().memory_info().rss
+    for attempt in range(3):
+        spec = launch(modules, tmp_path, "membomb", memory=128 << 20, tag=f"-{attempt}")
+        termination = await run_to_end(runtime, spec)
+        assert (termination.reason, termination.exit_code) == (rt.OOM_KILLED, rt.EXIT_KILLED)
+        assert "128Mi" in termination.message
+    assert "malloc failed" in " ".join(await texts(runtime, spec))
+    grown = psutil.Process().memory_info().rss - rss
+    assert grown < 64 << 20, f"RSS grew by {grown >> 20} MiB after three 128 MiB bombs"
+
+
+async def test_output_flood_is_stopped_and_its_logs_stay_bounded(
+    modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    settings = replace(
+        RuntimeSettings(),
+        log_rate_bytes=256 * 1024,
+        log_burst_bytes=4 * 1024 * 1024,
+        log_max_bytes=512 * 1024,
+        log_max_files=2,
+    )
+    native = NativeRuntime(tmp_path / "data", settings)
+    try:
+        spec = launch(modules, tmp_path, "flood", seconds=30)
+        termination = await run_to_end(native, spec)
+    finally:
+        await native.close()
+    assert termination.reason == rt.OUTPUT_FLOOD
+    files = log_files(spec.log_path)
+    assert len(files) == 2
+    assert sum(f.stat().st_size for f in files) <= 2 * 512 * 1024
+    assert read_log(spec.log_path)[-1].text.startswith("flood ")
+
+
+async def test_stack_overflow_traps(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    termination = await run_to_end(runtime, launch(modules, tmp_path, "stackbomb"))
+    assert (termination.reason, termination.exit_code) == (
+        rt.STACK_OVERFLOW,
+        rt.EXIT_STACK_OVERFLOW,
+    )
+
+
+async def test_hostile_modules_do_not_disturb_a_healthy_one_or_the_loop(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    healthy = launch(modules, tmp_path, "ticker", "0.1", "21")
+    await runtime.prepare(healthy.image, healthy.module_path)
+    ticker = runtime.start(healthy)
+    hostile = [
+        launch(modules, tmp_path, "loop", seconds=1.5),
+        launch(modules, tmp_path, "membomb", memory=96 << 20),
+        launch(modules, tmp_path, "stackbomb"),
+        launch(modules, tmp_path, "crash", "abort"),
+        launch(modules, tmp_path, "flood", seconds=1.5),
+    ]
+    for spec in hostile:
+        await runtime.prepare(spec.image, spec.module_path)
+    instances = [runtime.start(spec) for spec in hostile]
+    worst_lag = 0.0
+    while not all(i.done.done() for i in instances):
+        before = time.monotonic()
+        await asyncio.sleep(0.01)
+        worst_lag = max(worst_lag, time.monotonic() - before - 0.01)
+    reasons = [i.done.result().reason for i in instances]
+    assert reasons == [
+        rt.DEADLINE_EXCEEDED,
+        rt.OOM_KILLED,
+        rt.STACK_OVERFLOW,
+        rt.TRAPPED,
+        rt.DEADLINE_EXCEEDED,
+    ]
+    assert worst_lag < 0.1, f"the event loop stalled {worst_lag * 1000:.0f} ms"
+    termination = await asyncio.wait_for(ticker.done, 10)
+    assert termination.reason == rt.COMPLETED
+    assert await texts(runtime, healthy) == [f"tick {n}" for n in range(1, 22)]
+
+
+async def test_compiled_modules_are_cached_on_disk(
+    modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    digest, path = modules["sqlite"]
+    first = NativeRuntime(tmp_path / "data", RuntimeSettings())
+    try:
+        cold = first.engine.load(digest, path)
+        assert not cold.from_disk_cache and cold.compile_seconds > 0
+        assert first.engine.cached_on_disk() == [digest]
+    finally:
+        await first.close()
+    second = NativeRuntime(tmp_path / "data", RuntimeSettings())
+    try:
+        started = time.perf_counter()
+        warm = second.engine.load(digest, path)
+        assert warm.from_disk_cache and time.perf_counter() - started < cold.compile_seconds / 5
+        spec = launch(modules, tmp_path, "sqlite")
+        assert (await run_to_end(second, spec)).reason == rt.COMPLETED
+        await second.forget(digest)
+        assert second.engine.cached_on_disk() == []
+    finally:
+        await second.close()
+
+
+async def test_modules_that_cannot_run_are_rejected_with_a_reason(
+    runtime: NativeRuntime, tmp_path: Path
+) -> None:
+    import wasmtime
+
+    cases = {
+        "garbage": (b"not wasm at all", "not a WebAssembly binary"),
+        "component": (b"\0asm\x0d\x00\x01\x00", "component"),
+        "reactor": (wasmtime.wat2wasm('(module (func (export "run")))'), "no _start"),
+        "foreign": (
+            wasmtime.wat2wasm(
+                '(module (import "env" "f" (func)) (func (export "_start") (call 0)))'
+            ),
+            "env.f",
+        ),
+    }
+    for name, (data, expected) in cases.items():
+        path = tmp_path / f"{name}.wasm"
+        path.write_bytes(data)
+        with pytest.raises(rt.InvalidModuleError, match=expected):
+            await runtime.prepare("sha256:" + hashlib.sha256(data).hexdigest(), path)
+
+
+async def test_mounts_are_the_only_files_and_read_only_by_default(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    readonly, writable = tmp_path / "ro", tmp_path / "rw"
+    for directory in (readonly, writable):
+        directory.mkdir()
+        (directory / "input.txt").write_text(f"hello from {directory.name}\n")
+    spec = launch(
+        modules,
+        tmp_path,
+        "files",
+        "/ro",
+        "/rw",
+        mounts=[rt.Mount(readonly, "/ro"), rt.Mount(writable, "/rw", read_only=False)],
+    )
+    termination = await run_to_end(runtime, spec)
+    assert termination.reason == rt.COMPLETED
+    out = await texts(runtime, spec)
+    assert "read /ro/input.txt: hello from ro" in out
+    assert "write /rw/output.txt: ok" in out
+    assert any(line.startswith("write /ro/output.txt: ") and "ok" not in line for line in out)
+    assert not (readonly / "output.txt").exists()
+    assert (writable / "output.txt").read_text() == "written by files.wasm\n"
+    assert any(line.startswith("open /etc/passwd: ") and not line.endswith("ok") for line in out)
+
+
+def test_log_writer_splits_long_lines_and_rotates(tmp_path: Path) -> None:
+    path = tmp_path / "0.log"
+    writer = LogWriter(path, max_bytes=4096, max_files=3, max_line_bytes=100)
+    writer.write("stdout", b"x" * 250 + b"\nshort\npart")
+    writer.write("stderr", b"err\n")
+    writer.write("stdout", b"ial\n")
+    lines = read_log(path)
+    assert [(x.stream, x.text) for x in lines] == [
+        ("stdout", "x" * 250),
+        ("stdout", "short"),
+        ("stderr", "err"),
+        ("stdout", "partial"),
+    ]
+    for n in range(200):
+        writer.write("stdout", f"line {n:04d} {'y' * 60}\n".encode())
+    writer.write("stdout", b"unterminated")
+    writer.close()
+    assert len(log_files(path)) == 3
+    assert sum(f.stat().st_size for f in log_files(path)) <= 3 * 4096
+    texts_ = [x.text for x in read_log(path)]
+    assert texts_[-1] == "unterminated" and texts_[-2].startswith("line 0199")
+    assert all(os.path.getsize(f) <= 4096 for f in log_files(path))
+
+
+async def test_follow_sees_lines_as_they_are_written(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    spec = launch(modules, tmp_path, "ticker", "0.2", "5")
+    await runtime.prepare(spec.image, spec.module_path)
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    spec.log_path.touch()
+    seen: list[tuple[float, str]] = []
+
+    async def follow() -> None:
+        async for line in runtime.follow_log(spec.log_path, seconds=3):
+            seen.append((time.monotonic(), line.text))
+            if line.text == "tick 5":
+                return
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.1)
+    instance = runtime.start(spec)
+    await asyncio.wait_for(follower, 5)
+    await asyncio.wait_for(instance.done, 5)
+    assert [text for _, text in seen] == [f"tick {n}" for n in range(1, 6)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(seen)]
+    assert all(0.1 < gap < 0.4 for gap in gaps), gaps
