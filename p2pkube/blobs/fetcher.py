@@ -283,6 +283,8 @@ class _Transfer:
         self.load: Counter[str] = Counter()
         self.attempts: Counter[int] = Counter()
         self.dropped: dict[str, str] = {}  # node id -> reason
+        self.listed: list[Holder] = []
+        self.listed_at = 0.0
         progress.chunks = manifest.count - len(self.queue)
         progress.bytes = manifest.size - sum(manifest.length(i) for i in self.queue)
 
@@ -326,10 +328,13 @@ class _Transfer:
 
     def _current_holders(self) -> list[Holder]:
         """Holders not dropped; in-flight requests to holders no longer listed (NotReady,
-        gone) are cancelled, their chunks requeued."""
-        holders = [
-            h for h in self.fetcher._holders(self.manifest.digest) if h.node not in self.dropped
-        ]
+        gone) are cancelled, their chunks requeued. The list is re-read at most every
+        ``refresh_interval`` (it decodes every Node status), sooner when it is empty."""
+        now = time.monotonic()
+        if not self.listed or now - self.listed_at >= self.settings.refresh_interval:
+            self.listed = self.fetcher._holders(self.manifest.digest)
+            self.listed_at = now
+        holders = [h for h in self.listed if h.node not in self.dropped]
         listed = {h.node for h in holders}
         for task, (_, holder) in self.inflight.items():
             if holder.node not in listed and not task.done():
