@@ -331,20 +331,24 @@ class PodWorker:
         """The module's local path, retried with back-off; None if the pod stops first."""
         settings = self.kubelet.settings
         delay = settings.backoff_initial
+        failures = 0
         while not self._over(record):
             try:
                 async with asyncio.timeout(settings.image_pull_timeout):
                     return await self.kubelet.images.ensure(image)
             except Exception as exc:
+                failures += 1
                 message = f"failed to fetch {image}: {exc or type(exc).__name__}"
                 log.warning("pod %s: %s", self.key, message)
-                record.waiting("ErrImagePull", message)
+                # Kubernetes shows ErrImagePull after the first failure, then ImagePullBackOff.
+                if failures == 1:
+                    record.waiting("ErrImagePull", message)
+                else:
+                    record.waiting("ImagePullBackOff", f"back-off {delay:g}s: {message}")
                 self._changed()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self.stopping.wait()
-            record.waiting("ImagePullBackOff", f"back-off {delay:g}s pulling image {image}")
-            self._changed()
             delay = min(delay * 2, settings.backoff_max)
         record.done = True
         return None

@@ -1,0 +1,300 @@
+"""The pod lifecycle on one node: real ClusterState on disk, real wasmtime, real modules.
+
+Restart policies, back-off, deadlines, two-phase deletion, admission and the reconcile after an
+agent restart, checked through what a user reads: the pod's status in the document and its logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pkube.api.models import validate_object
+from p2pkube.api.resources import Resources
+from p2pkube.membership.detector import utc_now
+from p2pkube.runtime import interface as rt
+from p2pkube.runtime.kubelet import Kubelet
+from p2pkube.runtime.native import NativeRuntime
+from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
+from p2pkube.state.cluster import ClusterState
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "examples" / "build"
+NODE = "n1"
+FAST = KubeletSettings(backoff_initial=0.2, backoff_max=0.8, resync_interval=1.0)
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, Path]:
+    subprocess.run([sys.executable, str(REPO / "examples" / "build.py")], check=True)
+    return {"sha256:" + hashlib.sha256(p.read_bytes()).hexdigest(): p for p in BUILD.glob("*.wasm")}
+
+
+def digest_of(images: dict[str, Path], name: str) -> str:
+    return next(d for d, p in images.items() if p.stem == name)
+
+
+@dataclass
+class LocalImages:
+    """The ImageSource of a node that already holds every module (no peers involved)."""
+
+    paths: dict[str, Path]
+    missing: set[str]
+
+    async def ensure(self, digest: str) -> Path:
+        if digest in self.missing or digest not in self.paths:
+            raise LookupError(f"no holder of {digest}")
+        return self.paths[digest]
+
+
+@dataclass
+class Node:
+    state: ClusterState
+    kubelet: Kubelet
+    runtime: NativeRuntime
+    images: LocalImages
+
+
+@pytest.fixture
+async def start_node(tmp_path: Path, images: dict[str, Path]) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Node] = []
+
+    async def start(settings: KubeletSettings = FAST, **kwargs: Any) -> Node:
+        state = ClusterState(tmp_path / "data")
+        await state.open()
+        runtime = NativeRuntime(tmp_path / "data", RuntimeSettings())
+        source = LocalImages(images, set())
+        kubelet = Kubelet(
+            NODE,
+            state,
+            runtime,
+            source,
+            tmp_path / "data" / "pods",
+            allocatable=lambda: Resources(Fraction(2), 1 << 30),
+            settings=replace(settings, **kwargs),
+            runtime_settings=runtime.settings,
+        )
+        await kubelet.start()
+        node = Node(state, kubelet, runtime, source)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        await stop_node(node)
+
+
+async def stop_node(node: Node) -> None:
+    await node.kubelet.close()
+    await node.runtime.close()
+    await node.state.close()
+
+
+def pod(
+    images: dict[str, Path],
+    name: str,
+    module: str,
+    *args: str,
+    policy: str = "Always",
+    deadline: int | None = None,
+    **container: Any,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "nodeName": NODE,
+        "restartPolicy": policy,
+        "containers": [
+            {"name": "main", "image": digest_of(images, module), "args": list(args), **container}
+        ],
+    }
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
+    obj = validate_object(
+        {"apiVersion": "p2pkube.io/v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+    )
+    obj["metadata"].update(namespace="default", uid=f"uid-{name}-{time.monotonic_ns()}")
+    obj["metadata"]["creationTimestamp"] = utc_now()
+    return obj
+
+
+async def create(node: Node, obj: dict[str, Any]) -> str:
+    key = f"Pod/default/{obj['metadata']['name']}"
+    await node.state.put("objects", key, obj)
+    return key
+
+
+async def wait_status(
+    node: Node, key: str, check: Callable[[dict[str, Any]], bool], seconds: float = 15
+) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        status = node.state.get("status", key)
+        if isinstance(status, dict) and check(status):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"status of {key} never matched; last: {status}")
+        await asyncio.sleep(0.05)
+
+
+def container(status: dict[str, Any]) -> dict[str, Any]:
+    return status["containerStatuses"][0]
+
+
+async def test_a_job_like_pod_succeeds_and_its_logs_are_kept(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node()
+    key = await create(node, pod(images, "hello", "hello", "x", policy="Never"))
+    status = await wait_status(node, key, lambda s: s["phase"] == "Succeeded")
+    terminated = container(status)["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
+    assert container(status)["restartCount"] == 0
+    lines = await node.kubelet.logs("default", "hello")
+    assert [line.text for line in lines] == ["hello from main", "argv[1] = x"]
+
+
+async def test_restart_policies_and_crash_loop_back_off(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node()
+    never = await create(node, pod(images, "never", "crash", policy="Never"))
+    on_failure = await create(node, pod(images, "onfailure", "crash", policy="OnFailure"))
+    always_ok = await create(node, pod(images, "always", "hello", policy="Always"))
+    ok_once = await create(node, pod(images, "okonce", "hello", policy="OnFailure"))
+
+    status = await wait_status(node, never, lambda s: s["phase"] == "Failed")
+    assert container(status)["state"]["terminated"]["exitCode"] == 3
+    assert container(status)["restartCount"] == 0
+
+    status = await wait_status(node, ok_once, lambda s: s["phase"] == "Succeeded")
+    assert container(status)["restartCount"] == 0
+
+    status = await wait_status(node, on_failure, lambda s: container(s)["restartCount"] >= 3)
+    assert status["phase"] == "Running"
+    waiting = await wait_status(node, on_failure, lambda s: "waiting" in container(s)["state"])
+    assert container(waiting)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert container(waiting)["lastState"]["terminated"]["exitCode"] == 3
+
+    status = await wait_status(node, always_ok, lambda s: container(s)["restartCount"] >= 2)
+    assert container(status)["lastState"]["terminated"]["reason"] == "Completed"
+
+    # Back-off doubles: 0.2, 0.4, 0.8, 0.8 ... so 3 restarts take at least 0.2+0.4+0.8.
+    started = time.monotonic()
+    first = container(node.state.get("status", on_failure))["restartCount"]
+    await wait_status(node, on_failure, lambda s: container(s)["restartCount"] >= first + 2)
+    assert time.monotonic() - started >= 0.8
+    previous = await node.kubelet.logs("default", "onfailure", previous=True)
+    assert "fatal: simulated failure" in [line.text for line in previous]
+
+
+async def test_active_deadline_fails_the_pod(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node()
+    started = time.monotonic()
+    key = await create(node, pod(images, "spin", "loop", policy="Always", deadline=1))
+    status = await wait_status(node, key, lambda s: s["phase"] == "Failed")
+    assert time.monotonic() - started < 3
+    assert status["reason"] == "DeadlineExceeded"
+    assert container(status)["state"]["terminated"]["reason"] == "DeadlineExceeded"
+    assert container(status)["restartCount"] == 0
+
+
+async def test_hostile_pods_fail_with_reasons_while_a_healthy_one_runs(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node()
+    healthy = await create(node, pod(images, "ticker", "ticker", "0.1"))
+    memory = {"resources": {"limits": {"memory": "64Mi"}}}
+    cases = {
+        await create(node, pod(images, "bomb", "membomb", policy="Never", **memory)): "OOMKilled",
+        await create(node, pod(images, "deep", "stackbomb", policy="Never")): "StackOverflow",
+        await create(node, pod(images, "abort", "crash", "abort", policy="Never")): "Trapped",
+    }
+    for key, reason in cases.items():
+        status = await wait_status(node, key, lambda s: s["phase"] == "Failed")
+        assert container(status)["state"]["terminated"]["reason"] == reason, key
+    status = node.state.get("status", healthy)
+    assert status["phase"] == "Running" and container(status)["restartCount"] == 0
+    deadline = time.monotonic() + 5
+    while len(await node.kubelet.logs("default", "ticker")) < 5:
+        assert time.monotonic() < deadline, "the healthy pod stopped ticking"
+        await asyncio.sleep(0.1)
+
+
+async def test_delete_stops_the_pod_then_removes_it(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node()
+    key = await create(node, pod(images, "svc", "ticker", "60"))
+    await wait_status(node, key, lambda s: s["phase"] == "Running" and container(s)["ready"])
+    obj = node.state.get("objects", key)
+    obj["metadata"]["deletionTimestamp"] = utc_now()
+    asked = time.monotonic()
+    await node.state.put("objects", key, obj)
+    while node.state.get("objects", key) is not None:
+        assert time.monotonic() - asked < 5, "the kubelet did not finish the delete"
+        await asyncio.sleep(0.05)
+    assert node.state.get("status", key) is None
+    assert node.runtime.stats()["running"] == 0
+    assert not any((node.kubelet.pods_dir).iterdir())
+
+
+async def test_missing_image_backs_off_then_runs_once_it_appears(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node()
+    digest = digest_of(images, "hello")
+    node.images.missing.add(digest)
+    key = await create(node, pod(images, "late", "hello", policy="Never"))
+    status = await wait_status(
+        node,
+        key,
+        lambda s: container(s)["state"].get("waiting", {}).get("reason") == "ImagePullBackOff",
+    )
+    assert status["phase"] == "Pending"
+    node.images.missing.clear()
+    await wait_status(node, key, lambda s: s["phase"] == "Succeeded")
+
+
+async def test_admission_rejects_what_does_not_fit(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node()
+    big = pod(images, "big", "hello", resources={"requests": {"memory": "2Gi"}})
+    key = await create(node, big)
+    status = await wait_status(node, key, lambda s: s["phase"] == "Failed")
+    assert status["reason"] == "OutOfmemory"
+
+
+async def test_a_restarted_agent_takes_over_its_pods(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node()
+    service = await create(node, pod(images, "svc", "ticker", "0.2"))
+    job = await create(node, pod(images, "job", "ticker", "0.2", policy="Never"))
+    done = await create(node, pod(images, "done", "hello", policy="Never"))
+    for key in (service, job):
+        await wait_status(node, key, lambda s: s["phase"] == "Running" and container(s)["ready"])
+    await wait_status(node, done, lambda s: s["phase"] == "Succeeded")
+    await stop_node(node)  # the instances die with the agent; statuses still say Running
+
+    again = await start_node()
+    status = await wait_status(
+        again, service, lambda s: container(s)["restartCount"] == 1 and container(s)["ready"]
+    )
+    assert container(status)["lastState"]["terminated"]["reason"] == rt.AGENT_RESTARTED
+    status = await wait_status(again, job, lambda s: s["phase"] == "Failed")
+    assert container(status)["state"]["terminated"]["reason"] == rt.AGENT_RESTARTED
+    status = again.state.get("status", done)
+    assert status["phase"] == "Succeeded" and container(status)["restartCount"] == 0
+    assert again.runtime.stats()["running"] == 1
