@@ -19,7 +19,7 @@ from typing import Any
 from p2pkube.membership.detector import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime import logs, sandbox
-from p2pkube.runtime.engine import WasmEngine
+from p2pkube.runtime.engine import ModuleLoader
 from p2pkube.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class NativeRuntime:
             # wasmtime panics (aborting the process) on a stack above its async stack size.
             raise ValueError("runtime.max_wasm_stack must be between 1 and 2097152 bytes")
         self.settings = settings
-        self.engine = WasmEngine(data_dir / "runtime" / "compiled", settings)
+        self.loader = ModuleLoader(data_dir / "runtime" / "compiled", settings)
         self._loop = asyncio.get_running_loop()
         self._notifier = logs.LogNotifier(self._loop)
         self._instances: set[NativeInstance] = set()
@@ -55,7 +55,7 @@ class NativeRuntime:
         self.finished = 0
 
     async def prepare(self, image: str, module_path: Path) -> None:
-        await asyncio.to_thread(self.engine.load, image, module_path)
+        await asyncio.to_thread(self.loader.load, image, module_path)
 
     def start(self, launch: rt.Launch) -> NativeInstance:
         settings = self.settings
@@ -89,8 +89,8 @@ class NativeRuntime:
                 max_line_bytes=self.settings.log_max_line_bytes,
                 on_write=self._notifier.notify,
             )
-            loaded = self.engine.load(launch.image, launch.module_path)
-            termination = sandbox.run(self.engine, loaded, launch, instance.control, writer)
+            loaded = self.loader.load(launch.image, launch.module_path)
+            termination = sandbox.run(loaded, launch, instance.control, writer)
         except rt.InvalidModuleError as exc:
             writer.close()
             now = utc_now()
@@ -119,11 +119,11 @@ class NativeRuntime:
         return logs.follow(log_path, self._notifier, seconds=seconds)
 
     async def forget(self, image: str) -> None:
-        await asyncio.to_thread(self.engine.forget, image)
+        await asyncio.to_thread(self.loader.forget, image)
 
     def stats(self) -> dict[str, Any]:
         return {
-            **self.engine.stats(),
+            **self.loader.stats(),
             "running": len(self._instances),
             "started": self.started,
             "finished": self.finished,
@@ -139,4 +139,4 @@ class NativeRuntime:
             await asyncio.wait(
                 [instance.done for instance in instances], timeout=self.settings.stop_timeout
             )
-        await asyncio.to_thread(self.engine.close)
+        await asyncio.to_thread(self.loader.close)

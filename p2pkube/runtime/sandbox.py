@@ -37,7 +37,7 @@ from wasmtime import _ffi as ffi
 from p2pkube.api.quantity import format_bytes
 from p2pkube.membership.detector import utc_now
 from p2pkube.runtime import interface as rt
-from p2pkube.runtime.engine import InstanceHooks, LoadedModule, WasmEngine, hooks_installed
+from p2pkube.runtime.engine import InstanceHooks, LoadedModule, hooks_installed
 from p2pkube.runtime.logs import LogWriter
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,6 @@ def _memory_at_limit(store: wasmtime.Store, instance: wasmtime.Instance, cap: in
 
 
 def run(
-    engine: WasmEngine,
     loaded: LoadedModule,
     launch: rt.Launch,
     control: Control,
@@ -189,6 +188,7 @@ def run(
     store: wasmtime.Store | None = None
     instance: wasmtime.Instance | None = None
     callback = _deadline_callback(control)  # referenced until the store is gone
+    engine = loaded.engine
     with engine.running(), hooks_installed(control):
         try:
             store = wasmtime.Store(engine.engine)

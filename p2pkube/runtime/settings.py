@@ -29,9 +29,11 @@ class RuntimeSettings:
     """Tables one container may create."""
     max_memories: int = 2
     """Linear memories one container may create (a C program has one)."""
-    compiler: str = "cranelift"
-    """wasmtime's code generator: ``cranelift`` (optimising) or ``winch`` (a baseline compiler:
-    faster to compile, slower code; docs/benchmarks.md measures both)."""
+    compiler: str = "tiered"
+    """wasmtime's code generator: ``cranelift`` (optimising: ~1 s for a 1 MB module here),
+    ``winch`` (a baseline compiler: ~7x faster to compile, ~1.6x slower code) or ``tiered``:
+    Winch for a module's first start while Cranelift compiles it in the background for every
+    later start (docs/benchmarks.md measures all three)."""
     module_cache_entries: int = 32
     """Compiled modules kept in memory (ready to instantiate); more are reloaded from the
     on-disk cache (~1 ms) rather than recompiled (~300 ms)."""
