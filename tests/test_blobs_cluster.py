@@ -2,7 +2,8 @@
 
 Most tests share one chain cluster, ``a - b - c``: a and c keep at most one link each
 (``transport.max_peers=1``, no jitter, no inbound slack) and are started after b, so each
-links to b only and everything between a and c is relayed by b, rpc answers included.
+links to b only and everything between a and c is relayed by b, rpc answers included. Each
+test uses blobs of its own; the chain tests come first in the file, the last one freezes c.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     failed_before = request.session.testsfailed
     try:
         cluster.start_signaling()
+        cluster.extra_agent_args = ["--set", "blobs.holder_wait=1"]
         cluster.start_agent("b")
         cluster.wait_api("b")
         cluster.start_agent("a", *ONE_LINK)
@@ -259,6 +261,37 @@ async def _hostile_session(
     return results
 
 
+def test_pull_and_publish_fail_clearly(chain: LocalCluster, tmp_path: Path) -> None:
+    """Runs last on the chain: it freezes c."""
+    elf = tmp_path / "prog"
+    elf.write_bytes(b"\x7fELF" + b"\0" * 100)
+    bad = chain.cli("a", "publish", str(elf), check=False)
+    assert bad.returncode == 1 and "not a WebAssembly module" in bad.stderr, bad.stderr
+    # The agent checks too (for API users that skip the CLI).
+    raw = subprocess.run(
+        [sys.executable, "-c", _RAW_UPLOAD, str(chain.root / "a"), str(elf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert json.loads(raw.stdout) == [422, "Invalid"], raw.stderr
+    missing = chain.cli("a", "pull", "sha256:" + "ab" * 32, check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("Error from server (NotFound): "), missing.stderr
+    # A manifest whose only holder is not Ready.
+    module(tmp_path / "lonely.wasm", 1000)
+    digest = publish(chain, "c", tmp_path / "lonely.wasm")
+    wait_until(lambda: holders(chain, "a", digest) == ["c"], 10, what="a to know the holder")
+    chain.kill("c", signal.SIGSTOP)
+    try:
+        wait_until(lambda: chain.nodes("a").get("c") == "False", 10, what="c NotReady on a")
+        lonely = chain.cli("a", "pull", digest, check=False)
+    finally:
+        chain.kill("c", signal.SIGCONT)
+    assert lonely.returncode == 1
+    assert "Error from server (ServiceUnavailable): no Ready node holds" in lonely.stderr
+
+
 def test_a_holder_killed_mid_transfer_is_replaced_by_the_other(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
@@ -351,41 +384,6 @@ def test_an_unreferenced_blob_is_collected_everywhere_after_the_grace(
     assert sum(cluster.api(n, "GET", "/v1/status")["blobs"]["collected"] for n in names) == 2
     failed = cluster.cli("b", "pull", digest, check=False)
     assert failed.returncode == 1 and "not found" in failed.stderr, failed.stderr
-
-
-def test_pull_and_publish_fail_clearly(cluster: LocalCluster, tmp_path: Path) -> None:
-    cluster.start_signaling()
-    cluster.start_agent("a")
-    cluster.wait_api("a")
-    elf = tmp_path / "prog"
-    elf.write_bytes(b"\x7fELF" + b"\0" * 100)
-    bad = cluster.cli("a", "publish", str(elf), check=False)
-    assert bad.returncode == 1 and "not a WebAssembly module" in bad.stderr, bad.stderr
-    # The agent checks too (for API users that skip the CLI).
-    raw = subprocess.run(
-        [sys.executable, "-c", _RAW_UPLOAD, str(cluster.root / "a"), str(elf)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert json.loads(raw.stdout) == [422, "Invalid"], raw.stderr
-    missing = cluster.cli("a", "pull", "sha256:" + "ab" * 32, check=False)
-    assert missing.returncode == 1
-    assert missing.stderr.startswith("Error from server (NotFound): "), missing.stderr
-    # A manifest nobody holds: published on a, then a's copy is removed behind its back.
-    module(tmp_path / "lonely.wasm", 1000)
-    digest = publish(cluster, "a", tmp_path / "lonely.wasm")
-    cluster.start_agent("b", "--set", "blobs.holder_wait=1")
-    cluster.wait_api("b")
-    wait_until(lambda: all_ready(cluster, "b", ["a", "b"]), 30, what="b to see a")
-    cluster.kill("a", signal.SIGSTOP)
-    try:
-        wait_until(lambda: cluster.nodes("b").get("a") == "False", 10, what="a NotReady on b")
-        lonely = cluster.cli("b", "pull", digest, check=False)
-    finally:
-        cluster.kill("a", signal.SIGCONT)
-    assert lonely.returncode == 1
-    assert "Error from server (ServiceUnavailable): no Ready node holds" in lonely.stderr
 
 
 _RAW_UPLOAD = """
