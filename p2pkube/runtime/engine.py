@@ -215,7 +215,9 @@ def check_wasm_header(data: bytes) -> None:
 class WasmEngine:
     """One engine (one compiler), its linker (WASI preview 1) and its caches; thread-safe."""
 
-    def __init__(self, cache_dir: Path, settings: RuntimeSettings, compiler: str) -> None:
+    def __init__(
+        self, cache_dir: Path, settings: RuntimeSettings, compiler: str, *, parallel: bool = True
+    ) -> None:
         if compiler not in COMPILERS:
             raise ValueError(f"unknown compiler {compiler!r} (one of {sorted(COMPILERS)})")
         self.settings = settings
@@ -224,6 +226,7 @@ class WasmEngine:
         config.epoch_interruption = True
         config.max_wasm_stack = settings.max_wasm_stack
         ffi.wasmtime_config_strategy_set(config.ptr(), COMPILERS[compiler])
+        config.parallel_compilation = parallel
         self.engine = wasmtime.Engine(config)
         self.fingerprint = engine_fingerprint(compiler, settings)
         self.cache_dir = cache_dir / self.fingerprint
@@ -441,6 +444,8 @@ class ModuleLoader:
         return loaded
 
     def _optimize(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # Linux: nice is per thread
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while True:
             item = self._queue.get()
             if item is None:
