@@ -566,7 +566,11 @@ def pull(state: State, ref: str) -> None:
             progress = event.get("progress") or {}
             if event.get("type") == "COMPLETE":
                 if bar is not None:
-                    bar.update(int(progress.get("bytes", 0)) - bar.pos)
+                    total = progress.get("totalChunks", 0)
+                    bar.update(
+                        int(progress.get("bytes", 0)) - bar.pos,
+                        current_item=f"{total}/{total} chunks",
+                    )
                     stack.close()  # finish the bar before the summary line
                 click.echo(_pulled(event.get("object") or {}, event.get("progress")))
                 return
