@@ -503,6 +503,8 @@ class Mesh:
                 raise  # the neighbour itself broke the protocol: the link drops and bans it
             # A relay only passed it on; the originator is not ours to drop.
             log.warning("invalid routed message from %s (via %s) dropped: %s", src, came_from, exc)
+        except Exception:  # a bug in a layer above must not take the link down with it
+            log.exception("handling a routed message from %s failed", src)
 
     def stats(self) -> dict[str, Any]:
         return {
