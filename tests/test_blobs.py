@@ -398,3 +398,15 @@ async def test_collect_removes_unreferenced_copies_and_manifests(nodes: dict[str
     assert node.service.store.path(digest) is None and node.service.images() == []
     assert node.state.get("objects", blob_key(digest)) is None
     assert not os.listdir(node.service.store.complete_dir)
+
+
+async def test_a_busy_holder_is_asked_again_later_not_dropped(nodes: dict[str, Node]) -> None:
+    data = module(12 * CHUNK, seed=9)
+    digest = await publish(nodes, ["a"], data)
+    nodes["a"].rpc.settings.max_requests_per_source = 1  # window 4 > 1: most asks are "busy"
+    nodes["c"].holders = {digest: [Holder("a", "a", 1)]}
+    fetched = await nodes["c"].service.ensure(digest)
+    assert fetched.read_bytes() == data
+    stats = nodes["c"].service.fetcher.stats
+    assert nodes["a"].rpc.stats.busy_refused > 0 and stats.retries > 0
+    assert stats.holders_dropped == 0 and stats.chunks_fetched == 12

@@ -285,6 +285,8 @@ class _Transfer:
         self.dropped: dict[str, str] = {}  # node id -> reason
         self.listed: list[Holder] = []
         self.listed_at = 0.0
+        self.cooling: dict[str, float] = {}
+        """Node id -> when a holder that answered ``busy`` may be asked again."""
         progress.chunks = manifest.count - len(self.queue)
         progress.bytes = manifest.size - sum(manifest.length(i) for i in self.queue)
 
@@ -343,8 +345,10 @@ class _Transfer:
         return holders
 
     def _fill_window(self, holders: list[Holder]) -> None:
-        while self.queue and holders and len(self.inflight) < self.settings.window:
-            holder = min(holders, key=lambda h: (self.load[h.node], h.hops, h.name))
+        now = time.monotonic()
+        ready = [h for h in holders if self.cooling.get(h.node, 0.0) <= now]
+        while self.queue and ready and len(self.inflight) < self.settings.window:
+            holder = min(ready, key=lambda h: (self.load[h.node], h.hops, h.name))
             index = self.queue.popleft()
             self.attempts[index] += 1
             task = asyncio.get_running_loop().create_task(self._request(holder, index))
@@ -385,6 +389,9 @@ class _Transfer:
                 raise exc  # our own storage failed: no other holder can fix that
             reason = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, RpcBusy):
+                # Not the holder's fault nor the chunk's: ask again after a pause, for free.
+                self.attempts[index] -= 1
+                self.cooling[holder.node] = time.monotonic() + self.settings.refresh_interval
                 log.info(
                     "holder %s is busy; chunk %d of %s asked again", holder.name, index, digest
                 )
