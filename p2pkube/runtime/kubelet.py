@@ -161,6 +161,10 @@ class PodWorker:
         self.start_time: str | None = None
         self.deadline: float | None = None
         self.stopping = asyncio.Event()
+        """Set when the pod leaves this node (deleted, reassigned): the worker ends."""
+        self.halted = asyncio.Event()
+        """Set when no container may start again (stopping, or the pod's deadline passed)."""
+        self.expired = False
         self.delete_when_stopped = False
         self._dirty = asyncio.Event()
         self._written: dict[str, Any] | None = None
@@ -177,6 +181,7 @@ class PodWorker:
         if self.stopping.is_set():
             return
         self.stopping.set()
+        self.halted.set()
         for record in self.containers:
             if record.instance is not None:
                 record.instance.stop(reason, message or "the pod is being deleted")
@@ -256,24 +261,23 @@ class PodWorker:
                 expiry.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await expiry
-        if not self.terminal and not self.stopping.is_set():
+        if self.expired:
+            self._finish_pod(
+                FAILED,
+                rt.DEADLINE_EXCEEDED,
+                "Pod was active on the node longer than the specified deadline",
+            )
+        elif not self.terminal and not self.stopping.is_set():
             self._finish_pod(self._phase_when_done(), "", "")
 
     async def _expire(self, remaining: float) -> None:
+        """activeDeadlineSeconds: stop every container; the pod fails once they have ended."""
         await asyncio.sleep(max(0.0, remaining))
-        self._finish_pod(
-            FAILED,
-            rt.DEADLINE_EXCEEDED,
-            "Pod was active on the node longer than the specified deadline",
-        )
+        self.expired = True
+        self.halted.set()
         for record in self.containers:
             if record.instance is not None:
                 record.instance.stop(rt.DEADLINE_EXCEEDED, "active deadline reached")
-            elif not record.done:
-                record.done = True
-                if "waiting" in record.state:
-                    record.waiting("DeadlineExceeded")
-        self._changed()
 
     async def _run_container(self, record: ContainerRecord) -> None:
         kubelet = self.kubelet
@@ -304,8 +308,8 @@ class PodWorker:
             restart_delay = min(restart_delay * 2, kubelet.settings.backoff_max)
 
     def _over(self, record: ContainerRecord) -> bool:
-        """The container must not (re)start: the pod is stopping, over, or it is done."""
-        return self.stopping.is_set() or self.terminal or record.done
+        """The container must not (re)start: the pod is halted, over, or it is done."""
+        return self.halted.is_set() or self.terminal or record.done
 
     async def _back_off(self, record: ContainerRecord, delay: float) -> bool:
         """Wait ``delay`` before the next restart (CrashLoopBackOff); False if it must not."""
@@ -317,7 +321,7 @@ class PodWorker:
         self._changed()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
-                await self.stopping.wait()
+                await self.halted.wait()
         if self._over(record):
             record.done = True
             record.state = record.last_state or record.state
@@ -348,7 +352,7 @@ class PodWorker:
                 self._changed()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
-                    await self.stopping.wait()
+                    await self.halted.wait()
             delay = min(delay * 2, settings.backoff_max)
         record.done = True
         return None
@@ -369,8 +373,10 @@ class PodWorker:
         if self.phase == PENDING:
             self.phase = RUNNING
         self._changed()
-        if self.stopping.is_set():
-            instance.stop(rt.KILLED, "the pod is being deleted")
+        if self.halted.is_set():
+            instance.stop(
+                rt.DEADLINE_EXCEEDED if self.expired else rt.KILLED, "the pod is stopping"
+            )
         return await instance.done
 
     def _launch(self, record: ContainerRecord, image: str, path: Path) -> rt.Launch:
@@ -521,16 +527,14 @@ class Kubelet:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        workers = list(self.workers.values())
-        for worker in workers:
-            if worker.task is not None:
-                worker.task.cancel()
-        for worker in workers:
-            if worker.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker.task
-        for task in list(self._finalizers):
+        tasks = [w.task for w in self.workers.values() if w.task is not None]
+        tasks += list(self._finalizers)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.runtime_settings.stop_timeout)
+            if pending:
+                log.warning("%d pod tasks did not stop in time", len(pending))
 
     # -- desired state ---------------------------------------------------------------------------
     def _on_change(self, map_name: str, keys: set[str], _origin: object) -> None:
