@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import signal
 import sys
 import time
@@ -28,7 +27,9 @@ import psutil
 
 from p2pkube import __version__
 from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
+from p2pkube.api.objects import ObjectService
 from p2pkube.api.quantity import format_bytes, format_cpu, parse_quantity
+from p2pkube.api.resources import Resources
 from p2pkube.api.server import ApiServer
 from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
 from p2pkube.blobs.manifest import is_digest, referenced_digests
@@ -40,16 +41,18 @@ from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.rpc import Rpc
 from p2pkube.net.signaling_client import SignalingRejected
+from p2pkube.runtime import interface as rt
+from p2pkube.runtime.kubelet import Kubelet
+from p2pkube.runtime.native import NativeRuntime
+from p2pkube.runtime.podlogs import LogRequest, PodLogs
 from p2pkube.settings import AgentSettings
-from p2pkube.state.cluster import ClusterState
+from p2pkube.state import ClusterState, object_key
 from p2pkube.state.sync import SyncProtocolError
 from signaling.protocol import cluster_id
 
 log = logging.getLogger("p2pkube.agent")
 
 KIND_LABEL = "p2pkube.io/kind"
-USER_KINDS = {"ConfigMap": "v1"}
-"""Kinds a user may write through the API in this release, with their apiVersion."""
 
 
 @dataclass
@@ -70,11 +73,6 @@ class JoinOptions:
     kind: str = "native"
     overrides: list[str] = field(default_factory=list)
     """``SECTION.FIELD=VALUE`` settings overrides (``p2pkube join --set``)."""
-
-
-def object_key(kind: str, namespace: str, name: str) -> str:
-    """The map key of an object: ``kind/namespace/name`` (namespace empty when cluster-scoped)."""
-    return f"{kind}/{namespace}/{name}"
 
 
 def websocket_url(url: str) -> str:
@@ -142,6 +140,11 @@ class Agent:
             on_local_change=self._publish_node_status,
         )
         """The pod runtime calls ``agent.blobs.ensure(digest)`` (a verified local Path)."""
+        self.objects = ObjectService(self.state, node_ready=self.node_ready)
+        self.runtime: NativeRuntime | None = None
+        """Created in start(): the runtime needs the running loop."""
+        self.kubelet: Kubelet | None = None
+        self.logs: PodLogs | None = None
         self.api = ApiServer(self, options.data_dir, port=options.api_port, blobs=self.blobs)
         self.mesh.on_link_up = self._on_link_up
         self.mesh.on_link_down = self.state.detach_peer
@@ -150,6 +153,7 @@ class Agent:
         self.mesh.route_hint = self.membership.route_hint
         self.mesh.reachable = self.membership.is_reachable
         self._process = psutil.Process()
+        self._jobs: set[asyncio.Task[Any]] = set()
         self._node_capacity: dict[str, str] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -160,6 +164,7 @@ class Agent:
         await self._publish_node()
         await self.mesh.start()  # raises SignalingRejected on a bad token
         await self.membership.start()
+        await self._start_kubelet()
         await self.api.start()
         log.info(
             "node %s (%s) joined cluster %s; API at %s",
@@ -172,11 +177,61 @@ class Agent:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.api.stop()
+        if self.kubelet is not None:
+            await self.kubelet.close()
+        if self.runtime is not None:
+            await self.runtime.close()
         await self.blobs.close()
         await self.rpc.close()
         await self.membership.close(leaving=True)
         await self.state.close()
         await self.mesh.close()
+
+    async def _start_kubelet(self) -> None:
+        """The pod runtime and lifecycle; pods assigned to this node start running."""
+        self.runtime = NativeRuntime(self.data_dir, self.settings.runtime)
+        runtime = self.runtime
+        self.blobs.on_collected = lambda digest: self._spawn(runtime.forget(digest))
+        self.kubelet = Kubelet(
+            self.node_name,
+            self.state,
+            runtime,
+            self.blobs,
+            self.data_dir / "pods",
+            allocatable=self._allocatable,
+            settings=self.settings.kubelet,
+            runtime_settings=self.settings.runtime,
+        )
+        self.logs = PodLogs(
+            self.node_name, self.state, self.kubelet, self.rpc, node_id_of=self.node_id_of
+        )
+        await self.kubelet.start()
+
+    def _spawn(self, coroutine: Any) -> None:
+        """Run a small fire-and-forget job; kept referenced until it is done."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    def _allocatable(self) -> Resources:
+        capacity = self._node_status()["allocatable"]
+        return Resources(parse_quantity(capacity["cpu"]), int(parse_quantity(capacity["memory"])))
+
+    def node_ready(self, name: str) -> bool:
+        """Whether node ``name`` is Ready as this agent sees it (itself always is)."""
+        if name == self.node_name:
+            return True
+        node_id = self.node_id_of(name)
+        liveness = self.membership.get(node_id) if node_id else None
+        return liveness is not None and liveness.ready
+
+    def node_id_of(self, name: str) -> str | None:
+        """The id of the node called ``name`` (from its Node object), None if unknown."""
+        if name == self.node_name:
+            return self.node_id
+        node = self.state.get("objects", object_key("Node", "", name))
+        uid = node.get("metadata", {}).get("uid") if isinstance(node, dict) else None
+        return uid if isinstance(uid, str) else None
 
     def _is_compactor(self) -> bool:
         """Only the Ready node with the smallest id compacts the document (others could, and
@@ -347,58 +402,32 @@ class Agent:
         return sorted(nodes, key=lambda n: n["metadata"]["name"])
 
     def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
-        prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
-        objects = []
-        for key, obj in self.state.items("objects"):
-            if key.startswith(prefix) and isinstance(obj, dict):
-                status = self.state.get("status", key)
-                objects.append({**obj, "status": status} if status is not None else obj)
-        return sorted(
-            objects, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])
-        )
+        return self.objects.list(kind, namespace)
 
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        key = object_key(kind, namespace, name)
-        obj = self.state.get("objects", key)
-        if not isinstance(obj, dict):
-            return None
-        status = self.state.get("status", key)
-        return {**obj, "status": status} if status is not None else obj
+        return self.objects.get(kind, namespace, name)
 
     async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate and store a user object; returns once it is on disk (acknowledged)."""
-        kind = obj.get("kind")
-        if kind not in USER_KINDS:
-            raise ValueError(f"kind: {kind!r} is not supported (supported: {sorted(USER_KINDS)})")
-        if obj.get("apiVersion") != USER_KINDS[kind]:
-            raise ValueError(f"apiVersion: must be {USER_KINDS[kind]!r} for {kind}")
-        metadata = obj.get("metadata")
-        if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
-            raise ValueError("metadata.name: required")
-        namespace = metadata.get("namespace") or "default"
-        key = object_key(kind, namespace, metadata["name"])
-        previous = self.state.get("objects", key)
-        old_meta = previous.get("metadata", {}) if isinstance(previous, dict) else {}
-        stored = {
-            **{k: v for k, v in obj.items() if k != "status"},
-            "metadata": {
-                **metadata,
-                "namespace": namespace,
-                "uid": old_meta.get("uid") or secrets.token_hex(16),
-                "creationTimestamp": old_meta.get("creationTimestamp") or utc_now(),
-            },
-        }
-        await self.state.put("objects", key, stored)
-        return stored
+        return await self.objects.put(obj)
 
-    async def delete_object(self, kind: str, namespace: str, name: str) -> bool:
-        key = object_key(kind, namespace, name)
-        if self.state.get("objects", key) is None:
-            return False
-        await self.state.delete("objects", key)
-        if self.state.get("status", key) is not None:
-            await self.state.delete("status", key)
-        return True
+    async def delete_object(
+        self, kind: str, namespace: str, name: str, *, force: bool = False
+    ) -> bool:
+        return await self.objects.delete(kind, namespace, name, force=force)
+
+    async def read_logs(self, request: LogRequest) -> list[rt.LogLine]:
+        """A container's log lines, from whichever node runs (or ran) the pod."""
+        if self.logs is None:
+            raise LookupError("the agent is starting")
+        lines, _running = await self.logs.read(request)
+        return lines
+
+    def follow_logs(self, request: LogRequest, seconds: float) -> Any:
+        """``read_logs`` and then new lines as they are written (``logs -f``)."""
+        if self.logs is None:
+            raise LookupError("the agent is starting")
+        return self.logs.follow(request, seconds)
 
     def watch(
         self,
@@ -478,6 +507,10 @@ class Agent:
             "mesh": self.mesh.stats(),
             "rpc": self.rpc.stats_dict(),
             "blobs": self.blobs.stats_dict(),
+            "pods": {
+                **(self.kubelet.stats() if self.kubelet else {}),
+                "runtime": self.runtime.stats() if self.runtime else {},
+            },
             "state": self.state.stats_dict(),
             "membership": {
                 "stalledSeconds": round(self.membership.stalled_seconds, 3),

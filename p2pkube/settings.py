@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.membership.detector import MembershipSettings
 from p2pkube.net.settings import RpcSettings, TransportSettings
+from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.state.cluster import StateSettings
 
 RPC_FRAMING_BYTES = 1024
@@ -29,6 +30,8 @@ class AgentSettings:
     state: StateSettings = field(default_factory=StateSettings)
     rpc: RpcSettings = field(default_factory=RpcSettings)
     blobs: BlobSettings = field(default_factory=BlobSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    kubelet: KubeletSettings = field(default_factory=KubeletSettings)
 
     def check(self) -> None:
         """ValueError when settings contradict each other (after all overrides)."""
@@ -47,6 +50,7 @@ class AgentSettings:
             raise ValueError("blobs.window must be at least 1")
         if blobs.max_concurrent_fetches < 1:
             raise ValueError("blobs.max_concurrent_fetches must be at least 1")
+        self.runtime.check()
 
     def override(self, assignment: str) -> None:
         """Apply one ``section.field=value``; ValueError naming the setting when it is wrong."""

@@ -29,16 +29,9 @@ from p2pkube.api.client import ApiClient
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.link import LinkState, PeerLink
+from tests.clusters import all_ready, chain_cluster, neighbours
 from tests.test_hostile_peer import link_to
 
-ONE_LINK = (
-    "--set",
-    "transport.max_peers=1",
-    "--set",
-    "transport.max_peers_jitter=0",
-    "--set",
-    "transport.inbound_slack=0",
-)
 WASM_HEADER = b"\0asm\1\0\0\0"
 CHUNK = 256 * 1024  # BlobSettings.chunk_size, the default
 
@@ -52,16 +45,6 @@ def module(path: Path, size: int) -> bytes:
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def neighbours(cluster: LocalCluster, name: str) -> set[str]:
-    status = cluster.api(name, "GET", "/v1/status")
-    return {n["name"] for n in status["mesh"]["neighbours"]}
-
-
-def all_ready(cluster: LocalCluster, viewer: str, names: list[str]) -> bool:
-    nodes = cluster.nodes(viewer)
-    return sorted(nodes) == sorted(names) and all(v == "True" for v in nodes.values())
 
 
 def holders(cluster: LocalCluster, viewer: str, digest: str) -> list[str]:
@@ -80,27 +63,10 @@ def publish(cluster: LocalCluster, name: str, path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator:
-    cluster = LocalCluster(tmp_path_factory.mktemp("chain") / "cluster")
-    failed_before = request.session.testsfailed
-    try:
-        cluster.start_signaling()
-        cluster.extra_agent_args = ["--set", "blobs.holder_wait=1"]
-        cluster.start_agent("b")
-        cluster.wait_api("b")
-        cluster.start_agent("a", *ONE_LINK)
-        cluster.wait_api("a")
-        wait_until(lambda: neighbours(cluster, "a") == {"b"}, 20, what="a to link b")
-        cluster.start_agent("c", *ONE_LINK)
-        cluster.wait_api("c")
-        wait_until(lambda: neighbours(cluster, "c") == {"b"}, 30, what="c to link b")
-        for name in "abc":
-            wait_until(lambda n=name: all_ready(cluster, n, list("abc")), 20, what=f"{name} view")
+    with chain_cluster(
+        tmp_path_factory.mktemp("chain"), request, ["--set", "blobs.holder_wait=1"]
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.close()
-        if request.session.testsfailed > failed_before:
-            for name in ["signaling", *cluster.agents]:
-                print(f"--- {name} log ---\n{cluster.log_tail(name, 80)}")
 
 
 def test_a_module_published_on_a_is_pulled_on_c_through_b(

@@ -120,7 +120,9 @@ class FakeBackend:
         self.objects[key] = copy.deepcopy(obj)
         return obj
 
-    async def delete_object(self, kind: str, namespace: str, name: str) -> bool:
+    async def delete_object(
+        self, kind: str, namespace: str, name: str, *, force: bool = False
+    ) -> bool:
         return self.objects.pop((kind, namespace, name), None) is not None
 
     def status(self) -> dict[str, Any]:

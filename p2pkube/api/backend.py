@@ -14,8 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from p2pkube.runtime.interface import LogLine
+    from p2pkube.runtime.podlogs import LogRequest
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +276,19 @@ class AgentBackend(Protocol):
         """
         ...
 
-    async def delete_object(self, kind: str, namespace: str, name: str) -> bool:
-        """Delete one object; False if there was nothing to delete."""
+    async def delete_object(
+        self, kind: str, namespace: str, name: str, *, force: bool = False
+    ) -> bool:
+        """Delete one object; False if there was nothing to delete. A Pod running on a Ready
+        node is only marked (its node stops and removes it) unless ``force``."""
+        ...
+
+    async def read_logs(self, request: LogRequest) -> list[LogLine]:
+        """A container's log lines; LookupError (with the reason) when there are none to read."""
+        ...
+
+    def follow_logs(self, request: LogRequest, seconds: float) -> AsyncIterator[LogLine]:
+        """The request's lines, then new ones until the container ends or ``seconds`` pass."""
         ...
 
     def watch(

@@ -113,9 +113,49 @@ class ApiClient:
         """Create only; raises ApiError(409, AlreadyExists) if the object exists."""
         return self.request("POST", "/v1/objects", obj)
 
-    def delete_object(self, kind: str, namespace: str, name: str) -> None:
-        """Delete; raises ApiError(404) if absent."""
-        self.request("DELETE", _object_path(kind, namespace, name))
+    def delete_object(self, kind: str, namespace: str, name: str, *, force: bool = False) -> None:
+        """Delete; raises ApiError(404) if absent. A running Pod is only marked (its node stops
+        and removes it) unless ``force``."""
+        query = {"force": "true"} if force else None
+        self.request("DELETE", _object_path(kind, namespace, name), query=query)
+
+    def pod_logs(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        container: str | None = None,
+        previous: bool = False,
+        tail: int | None = None,
+        since_time: str | None = None,
+        timestamps: bool = False,
+        follow: bool = False,
+        follow_seconds: int = WATCH_SECONDS,
+    ) -> Iterator[str]:
+        """A pod's log lines (without newlines), served by the node that ran it; with
+        ``follow``, new lines as they come until the container ends."""
+        query = {
+            "container": container,
+            "previous": "true" if previous else None,
+            "tailLines": None if tail is None else str(tail),
+            "sinceTime": since_time,
+            "timestamps": "true" if timestamps else None,
+            "follow": "true" if follow else None,
+            "timeoutSeconds": str(follow_seconds) if follow else None,
+        }
+        timeout = follow_seconds + self.timeout if follow else self.timeout
+        path = f"/v1/pods/{_q(namespace)}/{_q(name)}/log"
+        with self._open("GET", path, None, query, timeout) as response:
+            while True:
+                try:
+                    line = response.readline()
+                except TimeoutError:
+                    raise self._timeout() from None
+                except OSError as exc:
+                    raise ApiClientError(f"logs from {self.url} broke off: {exc}") from None
+                if not line:
+                    return
+                yield line.decode(errors="replace").rstrip("\n")
 
     def status(self) -> dict[str, Any]:
         """The agent's own view of itself and its neighbours."""

@@ -48,6 +48,7 @@ from p2pkube.api import (
     parse_selector,
 )
 from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, AgentBackend, Watch
+from p2pkube.api.models import ValidationFailed
 from p2pkube.blobs.errors import (
     AmbiguousBlob,
     BlobError,
@@ -58,6 +59,8 @@ from p2pkube.blobs.errors import (
 from p2pkube.blobs.manifest import BLOB_API_VERSION
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.fsutil import write_file_atomically
+from p2pkube.runtime.interface import LogLine
+from p2pkube.runtime.podlogs import LogRequest
 
 if TYPE_CHECKING:  # the fetcher pulls in aiortc; the API server need not
     from p2pkube.blobs.fetcher import FetchProgress
@@ -122,16 +125,26 @@ def blob_problem(exc: BlobError) -> ApiProblem:
 class ApiProblem(Exception):
     """A request that fails in a way the caller should see as a Kubernetes Status."""
 
-    def __init__(self, code: int, message: str, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        reason: str | None = None,
+        causes: list[str] = (),  # type: ignore[assignment]
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.reason = reason or _REASONS.get(code, "Unknown")
+        self.causes = list(causes)
+        """``field: reason`` of each problem of an invalid object (Status details.causes)."""
 
 
-def status_body(code: int, message: str, reason: str | None = None) -> dict[str, Any]:
-    """A Kubernetes ``Status`` failure object."""
-    return {
+def status_body(
+    code: int, message: str, reason: str | None = None, causes: list[str] | None = None
+) -> dict[str, Any]:
+    """A Kubernetes ``Status`` failure object (``causes``: an invalid object's problems)."""
+    body: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -140,6 +153,14 @@ def status_body(code: int, message: str, reason: str | None = None) -> dict[str,
         "reason": reason or _REASONS.get(code, "Unknown"),
         "code": code,
     }
+    if causes:
+        body["details"] = {
+            "causes": [
+                {"field": cause.partition(": ")[0], "message": cause.partition(": ")[2]}
+                for cause in causes
+            ]
+        }
+    return body
 
 
 def resource_name(kind: str) -> str:
@@ -281,6 +302,7 @@ class ApiServer:
                 web.get("/v1/blobs", self._list_blobs),
                 web.get("/v1/blobs/{ref}", self._get_blob),
                 web.post("/v1/blobs/{ref}/pull", self._pull_blob),
+                web.get("/v1/pods/{namespace}/{name}/log", self._pod_log),
             ]
         )
         return app
@@ -299,7 +321,7 @@ class ApiServer:
         try:
             return await handler(request)
         except ApiProblem as exc:
-            return _problem(exc.code, exc.message, exc.reason)
+            return _problem(exc.code, exc.message, exc.reason, exc.causes)
         except BlobError as exc:
             problem = blob_problem(exc)
             return _problem(problem.code, problem.message, problem.reason)
@@ -372,13 +394,20 @@ class ApiServer:
         try:
             async with asyncio.timeout(self.write_timeout):
                 return await self.backend.put_object(obj)
+        except ValidationFailed as exc:
+            raise ApiProblem(
+                422,
+                f'{kind} "{name}" is invalid:\n' + "\n".join(f"* {e}" for e in exc.errors),
+                causes=exc.errors,
+            ) from None
         except ValueError as exc:
             raise ApiProblem(422, f'{resource_name(kind)} "{name}" is invalid: {exc}') from None
 
     async def _delete_object(self, request: web.Request) -> web.Response:
         kind, namespace, name = _key(request)
+        force = _flag(request, "force")
         async with asyncio.timeout(self.write_timeout):
-            deleted = await self.backend.delete_object(kind, namespace, name)
+            deleted = await self.backend.delete_object(kind, namespace, name, force=force)
         if not deleted:
             raise ApiProblem(404, f'{resource_name(kind)} "{name}" not found')
         return web.json_response(
@@ -391,6 +420,52 @@ class ApiServer:
                 "code": 200,
             }
         )
+
+    async def _pod_log(self, request: web.Request) -> web.StreamResponse:
+        """A container's log as text, like ``kubectl logs``; ``follow=true`` streams new
+        lines until the container ends (or ``timeoutSeconds`` pass)."""
+        namespace = request.match_info["namespace"]
+        log_request = LogRequest(
+            namespace=namespace,
+            name=request.match_info["name"],
+            container=request.query.get("container") or None,
+            previous=_flag(request, "previous"),
+            tail=_int_query(request, "tailLines"),
+            since=request.query.get("sinceTime") or None,
+        )
+        timestamps = _flag(request, "timestamps")
+        follow = _flag(request, "follow")
+        if follow and log_request.previous:
+            raise ApiProblem(400, "only the current container can be followed, not --previous")
+
+        def text(line: LogLine) -> bytes:
+            return (f"{line.time} {line.text}\n" if timestamps else f"{line.text}\n").encode()
+
+        try:
+            if not follow:
+                async with asyncio.timeout(self.write_timeout):
+                    lines = await self.backend.read_logs(log_request)
+                return web.Response(
+                    body=b"".join(text(x) for x in lines), content_type="text/plain"
+                )
+            lines_iter = self.backend.follow_logs(log_request, _watch_seconds(request))
+            first = await anext(lines_iter, None)
+        except LookupError as exc:
+            raise ApiProblem(404 if "not found" in str(exc) else 400, str(exc)) from None
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await response.prepare(request)
+        try:
+            if first is not None:
+                await response.write(text(first))
+                async for line in lines_iter:
+                    async with asyncio.timeout(self.write_timeout):
+                        await response.write(text(line))
+            await response.write_eof()
+        except (ConnectionError, TimeoutError, LookupError) as exc:
+            log.debug("log stream %s ended: %r", request.path, exc)
+        finally:
+            await lines_iter.aclose()
+        return response
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.status())
@@ -552,8 +627,10 @@ async def _pieces(request: web.Request, idle_timeout: float) -> AsyncIterator[by
         yield piece
 
 
-def _problem(code: int, message: str, reason: str | None = None) -> web.Response:
-    return web.json_response(status_body(code, message, reason), status=code)
+def _problem(
+    code: int, message: str, reason: str | None = None, causes: list[str] | None = None
+) -> web.Response:
+    return web.json_response(status_body(code, message, reason, causes), status=code)
 
 
 def _list_of(kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -588,6 +665,23 @@ def _watch_seconds(request: web.Request) -> float:
     if not 0 < seconds <= MAX_WATCH_SECONDS:
         raise ApiProblem(400, f"timeoutSeconds must be between 1 and {MAX_WATCH_SECONDS}")
     return float(seconds)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _int_query(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiProblem(400, f"{name} must be an integer, not {raw!r}") from None
+    if value < 0:
+        raise ApiProblem(400, f"{name} must not be negative")
+    return value
 
 
 def _client_gone(request: web.Request) -> bool:

@@ -17,10 +17,9 @@ import os
 import re
 import sys
 import urllib.parse
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
 import click
 
@@ -30,9 +29,17 @@ from p2pkube.api import (
     label_key_error,
     label_value_error,
 )
-from p2pkube.api.client import ApiClient, ApiClientError, ApiError
+from p2pkube.api.client import ApiClientError, ApiError
 from p2pkube.api.quantity import parse_quantity
 from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
+from p2pkube.cli.common import (
+    DEFAULT_NAMESPACE,
+    CliError,
+    ServerError,
+    State,
+    data_dir_option,
+    namespace_option,
+)
 from p2pkube.cli.output import (
     NAMESPACE_COLUMN,
     OUTPUT_FORMATS,
@@ -46,28 +53,10 @@ from p2pkube.cli.output import (
     render_status,
     short_digest,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
+from p2pkube.cli.workloads import apply, delete_targets, logs
 
 DEFAULT_DATA_DIR = "~/.p2pkube"
-DEFAULT_NAMESPACE = "default"
 _CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
-
-
-class CliError(click.ClickException):
-    """A user-facing failure: ``error: <message>`` on stderr, exit 1."""
-
-    exit_code = 1
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
-
-
-class ServerError(CliError):
-    """The agent refused the request; shown verbatim, the way kubectl shows it."""
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(self.format_message(), err=True, file=file)
 
 
 class _Group(click.Group):
@@ -80,52 +69,6 @@ class _Group(click.Group):
             raise ServerError(str(exc)) from None
         except ApiClientError as exc:
             raise CliError(str(exc)) from None
-
-
-@dataclass
-class State:
-    """Options shared by every command."""
-
-    data_dir: Path
-
-    def client(self) -> ApiClient:
-        """A client for the agent that owns this data dir."""
-        return ApiClient.from_data_dir(self.data_dir)
-
-
-def _set_data_dir(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
-    if value is not None:
-        ctx.ensure_object(State).data_dir = value.expanduser()
-
-
-def data_dir_option(func: F) -> F:
-    """Accept ``--data-dir`` after the subcommand too (``p2pkube get nodes --data-dir D``)."""
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        expose_value=False,
-        is_eager=True,
-        callback=_set_data_dir,
-        help="Agent data dir (overrides the global --data-dir).",
-    )(func)
-
-
-def _check_namespace(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
-    if value is not None and (problem := dns_label_error(value)):
-        raise click.BadParameter(f"{value!r} {problem}")
-    return value
-
-
-def namespace_option(func: F) -> F:
-    """``-n/--namespace``; None when not given so ``get`` can tell "default" from "all"."""
-    return click.option(
-        "-n",
-        "--namespace",
-        default=None,
-        callback=_check_namespace,
-        help=f"Namespace (default: {DEFAULT_NAMESPACE}).",
-    )(func)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -399,7 +342,7 @@ def get(
 ) -> None:
     """Show nodes, objects or blobs, like kubectl get.
 
-    RESOURCE is nodes (node, no), configmaps (configmap, cm) or blobs (blob).
+    RESOURCE is nodes (node, no), pods (pod, po), configmaps (configmap, cm) or blobs (blob).
     """
     resource = _resource(resource_name)
     if resource.kind == "Blob" and selector is not None:
@@ -491,22 +434,46 @@ def create_configmap(
 
 
 @cli.command()
-@click.argument("resource_name", metavar="RESOURCE")
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.argument("resource_name", metavar="RESOURCE", required=False)
+@click.argument("names", nargs=-1, metavar="NAME...")
+@click.option("-f", "--filename", "files", multiple=True, help="Delete what these manifests name.")
+@click.option("--force", is_flag=True, help="Remove running pods at once, without waiting.")
 @namespace_option
 @data_dir_option
 @click.pass_obj
-def delete(state: State, resource_name: str, names: tuple[str, ...], namespace: str | None) -> None:
-    """Delete objects by name (on every agent)."""
-    resource = _resource(resource_name)
-    if not resource.deletable:
-        raise CliError(f"{resource.plural} cannot be deleted; a node leaves when its agent stops")
+def delete(
+    state: State,
+    resource_name: str | None,
+    names: tuple[str, ...],
+    files: tuple[str, ...],
+    force: bool,
+    namespace: str | None,
+) -> None:
+    """Delete objects by name or by manifest (on every agent).
+
+    A pod running on a Ready node is stopped by that node, which then removes it (kubectl
+    shows it Terminating meanwhile); --force removes it at once.
+    """
+    targets: list[tuple[Resource, str, str]] = []
+    if files:
+        if resource_name or names:
+            raise click.UsageError("give either -f FILE or RESOURCE NAME..., not both")
+        for kind, ns, name in delete_targets(files):
+            resource = _resource(kind)
+            targets.append((resource, _scope(resource, ns or namespace, False) or "", name))
+    else:
+        if not resource_name or not names:
+            raise click.UsageError("give RESOURCE NAME... or -f FILE")
+        resource = _resource(resource_name)
+        ns = _scope(resource, namespace, all_namespaces=False) or ""
+        targets = [(resource, ns, name) for name in names]
     client = state.client()
-    ns = _scope(resource, namespace, all_namespaces=False) or ""
     failed = False
-    for name in names:
+    for resource, ns, name in targets:
+        if resource.undeletable:
+            raise CliError(f"{resource.plural} cannot be deleted: {resource.undeletable}")
         try:
-            client.delete_object(resource.kind, ns, name)
+            client.delete_object(resource.kind, ns, name, force=force)
         except ApiError as exc:
             click.echo(str(exc), err=True)  # go on with the other names, like kubectl
             failed = True
@@ -514,6 +481,10 @@ def delete(state: State, resource_name: str, names: tuple[str, ...], namespace: 
         click.echo(f'{resource.singular} "{name}" deleted')
     if failed:
         sys.exit(1)
+
+
+cli.add_command(apply)
+cli.add_command(logs)
 
 
 # --- blobs -----------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ class Resource:
     names: tuple[str, ...]  # plural first, as `get` prints and accepts them
     namespaced: bool
     columns: tuple[Column, ...]
-    deletable: bool = True
+    undeletable: str = ""
+    """Why ``delete`` refuses this kind (empty: it can be deleted)."""
 
     @property
     def plural(self) -> str:
@@ -302,7 +303,7 @@ NODES = Resource(
     kind="Node",
     names=("nodes", "node", "no"),
     namespaced=False,
-    deletable=False,  # a node leaves by stopping its agent, not by an API call
+    undeletable="a node leaves the cluster when its agent stops",
     columns=(
         Column("NAME", _name),
         Column("KIND", _node_kind),
@@ -327,6 +328,70 @@ CONFIGMAPS = Resource(
         Column("NAME", _name),
         Column("DATA", lambda c: len(c.get("data") or {}) + len(c.get("binaryData") or {})),
         Column("AGE", _age),
+        Column("LABELS", _labels, wide=True),
+    ),
+)
+
+
+def pod_status(pod: dict[str, Any]) -> str:
+    """The STATUS kubectl shows for a pod: its most telling container reason, else its phase."""
+    if field(pod, "metadata.deletionTimestamp"):
+        return "Terminating"
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == "Failed" and status.get("reason"):
+        return str(status["reason"])  # DeadlineExceeded, OutOfmemory, ...
+    reason, running = phase, False
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        if (state.get("waiting") or {}).get("reason"):
+            reason = state["waiting"]["reason"]
+        elif "terminated" in state:
+            terminated = state["terminated"] or {}
+            reason = terminated.get("reason") or f"ExitCode:{terminated.get('exitCode')}"
+        elif "running" in state and container.get("ready"):
+            running = True
+    return "Running" if reason == "Completed" and running else str(reason)
+
+
+def _pod_ready(pod: dict[str, Any]) -> str:
+    statuses = field(pod, "status.containerStatuses") or []
+    ready = sum(1 for c in statuses if c.get("ready"))
+    return f"{ready}/{len(field(pod, 'spec.containers') or [])}"
+
+
+def _pod_restarts(pod: dict[str, Any]) -> str:
+    statuses = field(pod, "status.containerStatuses") or []
+    count = sum(int(c.get("restartCount") or 0) for c in statuses)
+    last = max(
+        (
+            str(field(c, "lastState.terminated.finishedAt"))
+            for c in statuses
+            if field(c, "lastState.terminated.finishedAt")
+        ),
+        default=None,
+    )
+    return f"{count} ({format_age(last)} ago)" if count and last else str(count)
+
+
+PODS = Resource(
+    kind="Pod",
+    names=("pods", "pod", "po"),
+    namespaced=True,
+    columns=(
+        Column("NAME", _name),
+        Column("READY", _pod_ready),
+        Column("STATUS", pod_status),
+        Column("RESTARTS", _pod_restarts),
+        Column("AGE", _age),
+        Column("NODE", lambda p: field(p, "spec.nodeName") or "<none>", wide=True),
+        Column(
+            "IMAGE",
+            lambda p: ",".join(
+                short_digest(str(c.get("image"))) for c in field(p, "spec.containers") or []
+            ),
+            wide=True,
+        ),
         Column("LABELS", _labels, wide=True),
     ),
 )
@@ -360,7 +425,7 @@ BLOBS = Resource(
     kind="Blob",
     names=("blobs", "blob"),
     namespaced=False,
-    deletable=False,  # unreferenced blobs are collected after blobs.gc_grace
+    undeletable="blobs no object refers to are collected after blobs.gc_grace",
     columns=(
         Column("NAME", lambda b: short_digest(_name(b)), narrow=True),
         Column("NAME", _name, wide=True),
@@ -377,7 +442,7 @@ BLOBS = Resource(
     ),
 )
 
-RESOURCES: tuple[Resource, ...] = (NODES, CONFIGMAPS, BLOBS)
+RESOURCES: tuple[Resource, ...] = (NODES, PODS, CONFIGMAPS, BLOBS)
 
 
 def find_resource(name: str) -> Resource | None:

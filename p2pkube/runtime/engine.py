@@ -409,9 +409,8 @@ class ModuleLoader:
     """
 
     def __init__(self, cache_dir: Path, settings: RuntimeSettings) -> None:
+        settings.check()
         mode = settings.compiler
-        if mode not in ("tiered", *COMPILERS):
-            raise ValueError(f"runtime.compiler must be tiered, cranelift or winch, not {mode!r}")
         self.optimizing = WasmEngine(
             cache_dir, settings, "winch" if mode == "winch" else "cranelift"
         )

@@ -9,7 +9,7 @@ in worker threads (``p2pkube.runtime.native``), in the browser Web Workers. Both
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
@@ -145,8 +145,11 @@ class PodRuntime(Protocol):
         """Lines of one instance's log (rotated files included), oldest first."""
         ...
 
-    def follow_log(self, log_path: Path, *, seconds: float) -> AsyncIterator[LogLine]:
-        """Lines written to the log from now on, for ``seconds`` seconds."""
+    def follow_log(
+        self, log_path: Path, *, seconds: float, until: Callable[[], bool] = ...
+    ) -> AsyncIterator[LogLine]:
+        """Lines written to the log from now on, for ``seconds`` seconds or until ``until()``
+        says the instance has ended (and its last lines were read)."""
         ...
 
     async def forget(self, image: str) -> None:

@@ -715,11 +715,20 @@ class Kubelet:
     def follow(
         self, namespace: str, name: str, container: str | None, *, seconds: float
     ) -> AsyncIterator[rt.LogLine]:
+        """New lines of the container's current instance, until it ends or ``seconds`` pass."""
         worker = self._worker_for(namespace, name)
         record = self._container(worker, container)
+        instance = record.instance
         return self.runtime.follow_log(
-            worker.log_path(record.name, record.restart_count), seconds=seconds
+            worker.log_path(record.name, record.restart_count),
+            seconds=seconds,
+            until=lambda: instance is None or record.instance is not instance,
         )
+
+    def running(self, namespace: str, name: str, container: str | None) -> bool:
+        """Whether the container has a running instance (a follower may wait for more)."""
+        worker = self._worker_for(namespace, name)
+        return self._container(worker, container).instance is not None
 
     def stats(self) -> dict[str, Any]:
         phases: dict[str, int] = {}

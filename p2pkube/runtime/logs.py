@@ -243,9 +243,15 @@ class LogNotifier:
 
 
 async def follow(
-    path: Path, notifier: LogNotifier, *, seconds: float, poll: float = 1.0
+    path: Path,
+    notifier: LogNotifier,
+    *,
+    seconds: float,
+    until: Callable[[], bool] = lambda: False,
+    poll: float = 1.0,
 ) -> AsyncIterator[LogLine]:
-    """Lines appended to ``path`` from now on, for ``seconds`` seconds.
+    """Lines appended to ``path`` from now on, for ``seconds`` seconds or until ``until()``
+    is true (the writer has finished) and everything it wrote has been read.
 
     Wakes on the writer's notification; ``poll`` is only a safety net (a notification lost
     to a closed loop, a log written by another process). Rotation is followed: when the file
@@ -256,13 +262,14 @@ async def follow(
     position = await asyncio.to_thread(_end_of, path)
     with notifier.waiter() as event:
         while True:
+            finished = until()  # checked before reading: what it wrote before ending is read
             records, position = await asyncio.to_thread(_read_from, path, position)
             for record in records:
                 line = joiner.feed(record)
                 if line is not None:
                     yield line
             remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
+            if remaining <= 0 or finished:
                 return
             event.clear()
             with contextlib.suppress(TimeoutError):

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,7 @@ class NativeRuntime:
     """Runs pods natively with wasmtime; see :class:`p2pkube.runtime.interface.PodRuntime`."""
 
     def __init__(self, data_dir: Path, settings: RuntimeSettings) -> None:
-        if not 0 < settings.max_wasm_stack <= 2 * 1024 * 1024:
-            # wasmtime panics (aborting the process) on a stack above its async stack size.
-            raise ValueError("runtime.max_wasm_stack must be between 1 and 2097152 bytes")
+        settings.check()
         self.settings = settings
         self.loader = ModuleLoader(data_dir / "runtime" / "compiled", settings)
         self._loop = asyncio.get_running_loop()
@@ -115,8 +113,10 @@ class NativeRuntime:
     ) -> list[rt.LogLine]:
         return await asyncio.to_thread(logs.read_log, log_path, tail=tail, since=since)
 
-    def follow_log(self, log_path: Path, *, seconds: float) -> AsyncIterator[rt.LogLine]:
-        return logs.follow(log_path, self._notifier, seconds=seconds)
+    def follow_log(
+        self, log_path: Path, *, seconds: float, until: Callable[[], bool] = lambda: False
+    ) -> AsyncIterator[rt.LogLine]:
+        return logs.follow(log_path, self._notifier, seconds=seconds, until=until)
 
     async def forget(self, image: str) -> None:
         await asyncio.to_thread(self.loader.forget, image)

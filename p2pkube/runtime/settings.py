@@ -55,6 +55,16 @@ class RuntimeSettings:
     """How long a stop waits for the instance's thread to end. wasm is stopped at its next
     epoch check, so this only matters when it is inside a slow host call."""
 
+    def check(self) -> None:
+        """ValueError for values the engine cannot take (checked before it is built)."""
+        if not 0 < self.max_wasm_stack <= 2 * 1024 * 1024:
+            # Above its async stack size wasmtime panics, aborting the whole process.
+            raise ValueError("runtime.max_wasm_stack must be between 1 and 2097152 bytes")
+        if self.compiler not in ("tiered", "cranelift", "winch"):
+            raise ValueError("runtime.compiler must be tiered, cranelift or winch")
+        if self.epoch_tick <= 0 or self.cpu_period <= 0:
+            raise ValueError("runtime.epoch_tick and runtime.cpu_period must be positive")
+
 
 @dataclass
 class KubeletSettings:

@@ -1,0 +1,131 @@
+"""User objects in the replicated state: validation, metadata, status merge, deletion.
+
+The agent's API backend delegates here for every kind users write (Pods, ConfigMaps, ...).
+Spec and status live under the same key in two maps (``objects``, ``status``) so that their
+writers never collide; a reader sees them merged. A Pod's status carries the uid of the pod it
+describes (``podUID``), so a status left over from an older pod of the same name is never shown
+on a new one.
+
+Deleting a Pod that runs on a Ready node is two-phase, like Kubernetes' graceful deletion: the
+object gets ``metadata.deletionTimestamp`` (kubectl shows Terminating), the node's kubelet
+stops it and then removes it. A pod on no node, or on a node that is not Ready, is removed at
+once, as is any pod deleted with ``force``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from p2pkube.api.models import ValidationFailed, validate_object
+from p2pkube.membership.detector import utc_now
+from p2pkube.state import ClusterState, object_key
+
+BLOB_KIND = "Blob"
+
+
+def merged(obj: dict[str, Any], status: Any) -> dict[str, Any]:
+    """``obj`` with its status, unless the status belongs to an older object of that name."""
+    if not isinstance(status, dict):
+        return obj
+    uid = status.get("podUID")
+    if uid is not None and uid != obj.get("metadata", {}).get("uid"):
+        return obj
+    return {**obj, "status": status}
+
+
+class ObjectService:
+    """Reads and writes user objects; every write returns once it is on disk."""
+
+    def __init__(
+        self,
+        state: ClusterState,
+        *,
+        node_ready: Callable[[str], bool],
+    ) -> None:
+        self.state = state
+        self.node_ready = node_ready
+
+    def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
+        objects = [
+            merged(obj, self.state.get("status", key))
+            for key, obj in self.state.items("objects")
+            if key.startswith(prefix) and isinstance(obj, dict)
+        ]
+        return sorted(
+            objects, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+        )
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        key = object_key(kind, namespace, name)
+        obj = self.state.get("objects", key)
+        return merged(obj, self.state.get("status", key)) if isinstance(obj, dict) else None
+
+    async def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Validate and store (create or replace); ValidationFailed lists every problem."""
+        valid = validate_object({k: v for k, v in obj.items() if k != "status"})
+        kind = valid["kind"]
+        metadata = valid["metadata"]
+        namespace = metadata.get("namespace") or "default"
+        key = object_key(kind, namespace, metadata["name"])
+        previous = self.state.get("objects", key)
+        old_meta = previous.get("metadata", {}) if isinstance(previous, dict) else {}
+        if kind == "Pod":
+            self._check_pod(valid, previous)
+        stored = {
+            **valid,
+            "metadata": {
+                **{k: v for k, v in metadata.items() if k != "deletionTimestamp"},
+                "namespace": namespace,
+                "uid": old_meta.get("uid") or secrets.token_hex(16),
+                "creationTimestamp": old_meta.get("creationTimestamp") or utc_now(),
+                **(
+                    {"deletionTimestamp": old_meta["deletionTimestamp"]}
+                    if old_meta.get("deletionTimestamp")
+                    else {}
+                ),
+            },
+        }
+        await self.state.put("objects", key, stored)
+        return stored
+
+    def _check_pod(self, pod: dict[str, Any], previous: Any) -> None:
+        problems = []
+        for i, container in enumerate(pod["spec"]["containers"]):
+            image = container["image"]
+            if self.state.get("objects", object_key(BLOB_KIND, "", image)) is None:
+                problems.append(
+                    f"spec.containers[{i}].image: no module {image} in the cluster "
+                    "(publish it with p2pkube publish, or apply -f a manifest naming the file)"
+                )
+        if isinstance(previous, dict):
+            before, after = dict(previous.get("spec", {})), dict(pod["spec"])
+            if before.get("nodeName") is None:  # binding a pod to a node is the one update
+                after.pop("nodeName", None)
+                before.pop("nodeName", None)
+            if before != after:
+                problems.append(
+                    "spec: Forbidden: pod updates may not change the spec "
+                    "(delete the pod and create it again)"
+                )
+        if problems:
+            raise ValidationFailed(problems)
+
+    async def delete(self, kind: str, namespace: str, name: str, *, force: bool = False) -> bool:
+        """Delete an object (a running Pod: mark it, its node finishes); False if absent."""
+        key = object_key(kind, namespace, name)
+        obj = self.state.get("objects", key)
+        if not isinstance(obj, dict):
+            return False
+        node = obj.get("spec", {}).get("nodeName") if kind == "Pod" else None
+        if node and not force and self.node_ready(node):
+            if not obj["metadata"].get("deletionTimestamp"):
+                marked = {**obj, "metadata": {**obj["metadata"], "deletionTimestamp": utc_now()}}
+                await self.state.put("objects", key, marked)
+            return True
+        await self.state.delete("objects", key)
+        if self.state.get("status", key) is not None:
+            await self.state.delete("status", key)
+        return True

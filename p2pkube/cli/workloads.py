@@ -1,0 +1,327 @@
+"""``p2pkube apply`` and ``p2pkube logs``: manifests in, log lines out, like kubectl.
+
+``apply -f`` reads YAML or JSON files (several documents each, ``---``), a directory of them,
+or ``-`` (stdin). A container ``image`` may be a module digest (``sha256:...``), a ``.wasm``
+path relative to the manifest, or an ``http(s)://`` URL: paths and URLs are published into the
+cluster first (``p2pkube publish``) and the stored object names the digest. Every document is
+validated before anything is published or written; an invalid manifest changes nothing and
+every problem is printed, each with its file, document and field.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from p2pkube.api.client import ApiClient, ApiError
+from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
+from p2pkube.cli.common import (
+    DEFAULT_NAMESPACE,
+    CliError,
+    ServerError,
+    State,
+    data_dir_option,
+    namespace_option,
+)
+from p2pkube.cli.output import dump, find_resource
+
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+"""Stands in for a file or URL image while validating, before anything is published."""
+MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
+"""Largest module apply downloads from a URL."""
+SERVER_FIELDS = ("uid", "creationTimestamp", "deletionTimestamp")
+
+
+@dataclass
+class Document:
+    """One object of a manifest, with where it came from."""
+
+    obj: dict[str, Any]
+    source: str
+    index: int
+    base: Path
+    """Directory that relative image paths start from."""
+    images: dict[int, str] = field(default_factory=dict)
+    """Digest for each container (by position in :func:`containers`) once published."""
+
+    @property
+    def label(self) -> str:
+        kind = self.obj.get("kind", "?")
+        name = (self.obj.get("metadata") or {}).get("name", "?")
+        return f"{self.source} (document {self.index + 1}, {kind} {name})"
+
+
+def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every container of an object, wherever its spec nests pod templates."""
+    found: list[dict[str, Any]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "containers" and isinstance(item, list):
+                    found.extend(c for c in item if isinstance(c, dict))
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(obj.get("spec"))
+    return found
+
+
+def load_documents(paths: tuple[str, ...]) -> list[Document]:
+    """Every document of the given files/directories/stdin, in order; CliError on bad YAML."""
+    documents: list[Document] = []
+    for given in paths:
+        if given == "-":
+            sources = [("<stdin>", sys.stdin.read(), Path.cwd())]
+        else:
+            path = Path(given)
+            if path.is_dir():
+                files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+            elif path.exists():
+                files = [path]
+            else:
+                raise CliError(f'the path "{given}" does not exist')
+            sources = [(str(f), f.read_text(), f.resolve().parent) for f in files]
+        for source, text, base in sources:
+            try:
+                parsed = list(yaml.safe_load_all(io.StringIO(text)))
+            except yaml.YAMLError as exc:
+                raise CliError(f"{source}: not valid YAML: {exc}") from None
+            for index, obj in enumerate(parsed):
+                if obj is None:
+                    continue
+                if not isinstance(obj, dict):
+                    raise CliError(f"{source} (document {index + 1}): not an object")
+                documents.append(Document(obj, source, index, base))
+    if not documents:
+        raise CliError("no objects passed to apply")
+    return documents
+
+
+def _image_problem(image: Any, base: Path) -> str | None:
+    """Why a container's image cannot be used (None: it can)."""
+    if not isinstance(image, str) or not image:
+        return "must be a module digest, a .wasm path or an http(s) URL"
+    if image.startswith("sha256:") or image.startswith(("http://", "https://")):
+        return None
+    path = (base / image).resolve()
+    if not path.is_file():
+        return f"no such file {path}"
+    with path.open("rb") as fh:
+        return wasm_magic_problem(fh.read(len(WASM_MAGIC)), complete=True)
+
+
+def validate(documents: list[Document], namespace: str | None) -> list[str]:
+    """Every problem of every document (images stood in for), without calling the agent."""
+    from p2pkube.api.models import ValidationFailed, validate_object
+
+    problems = []
+    for doc in documents:
+        candidate = json.loads(json.dumps(doc.obj))
+        meta = candidate.get("metadata")
+        if namespace and isinstance(meta, dict) and not meta.get("namespace"):
+            meta["namespace"] = namespace
+        for i, container in enumerate(containers(candidate)):
+            problem = _image_problem(container.get("image"), doc.base)
+            if problem:
+                problems.append(f"{doc.label}: containers[{i}].image: {problem}")
+            elif not str(container["image"]).startswith("sha256:"):
+                container["image"] = PLACEHOLDER_DIGEST
+        try:
+            validate_object(candidate)
+        except ValidationFailed as exc:
+            problems += [f"{doc.label}: {error}" for error in exc.errors]
+    return problems
+
+
+def _download(url: str) -> Path:
+    """A module from a URL into a temporary file (size-capped)."""
+    target = Path(tempfile.mkdtemp(prefix="p2pkube-image-")) / (
+        url.rstrip("/").rsplit("/", 1)[-1] or "module.wasm"
+    )
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, target.open("wb") as out:
+                copied = 0
+                while chunk := response.read(1 << 20):
+                    copied += len(chunk)
+                    if copied > MAX_DOWNLOAD_BYTES:
+                        raise CliError(f"{url}: larger than {MAX_DOWNLOAD_BYTES} bytes")
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError) as exc:
+            raise CliError(f"cannot download {url}: {exc}") from None
+        with target.open("rb") as fh:
+            problem = wasm_magic_problem(fh.read(len(WASM_MAGIC)), complete=True)
+        if problem:
+            raise CliError(f"{url}: {problem}")
+    except BaseException:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        raise
+    return target
+
+
+def publish_images(client: ApiClient, documents: list[Document]) -> None:
+    """Replace every path/URL image with the digest of the module published for it."""
+    published: dict[str, str] = {}
+    for doc in documents:
+        for container in containers(doc.obj):
+            image = str(container["image"])
+            if image.startswith("sha256:"):
+                continue
+            if image.startswith(("http://", "https://")):
+                key = image
+                if key not in published:
+                    path = _download(image)
+                    try:
+                        published[key] = _publish(client, path)
+                    finally:
+                        shutil.rmtree(path.parent, ignore_errors=True)
+            else:
+                path = (doc.base / image).resolve()
+                key = str(path)
+                if key not in published:
+                    published[key] = _publish(client, path)
+            container["image"] = published[key]
+
+
+def _publish(client: ApiClient, path: Path) -> str:
+    obj, created = client.publish_blob(path)
+    digest = str(obj["metadata"]["name"])
+    click.echo(f"blob/{digest} {'published' if created else 'unchanged'} ({path.name})", err=True)
+    return digest
+
+
+def _comparable(obj: dict[str, Any] | None) -> Any:
+    """An object without what the agent sets, to tell 'unchanged' from 'configured'."""
+    if obj is None:
+        return None
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in SERVER_FIELDS}
+    return {**{k: v for k, v in obj.items() if k not in ("status", "metadata")}, "metadata": meta}
+
+
+@click.command()
+@click.option(
+    "-f", "--filename", "files", multiple=True, required=True, help="File, directory or '-'."
+)
+@namespace_option
+@click.option("-o", "--output", type=click.Choice(("json", "yaml", "name")), default=None)
+@click.option("--dry-run", is_flag=True, help="Validate only: publish and write nothing.")
+@data_dir_option
+@click.pass_obj
+def apply(
+    state: State, files: tuple[str, ...], namespace: str | None, output: str | None, dry_run: bool
+) -> None:
+    """Create or update objects from manifests (publishing .wasm images they name)."""
+    documents = load_documents(files)
+    problems = validate(documents, namespace)
+    if problems:
+        raise CliError(
+            f"{len(problems)} problem{'s' if len(problems) != 1 else ''}, nothing was applied:\n"
+            + "\n".join(f"* {p}" for p in problems)
+        )
+    if dry_run:
+        for doc in documents:
+            click.echo(f"{_ref(doc.obj)} valid (dry run)")
+        return
+    client = state.client()
+    publish_images(client, documents)
+    failed = False
+    results = []
+    for doc in documents:
+        obj = doc.obj
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("namespace", namespace or DEFAULT_NAMESPACE)
+        try:
+            previous = client.get_object(obj["kind"], meta["namespace"], meta["name"])
+        except ApiError as exc:
+            if exc.code != 404:
+                raise
+            previous = None
+        verb = "created" if previous is None else "configured"
+        try:
+            stored = client.put_object(obj)
+        except ApiError as exc:
+            click.echo(f"{doc.label}: {exc}", err=True)
+            failed = True
+            continue
+        if previous is not None and _comparable(previous) == _comparable(stored):
+            verb = "unchanged"
+        results.append(stored)
+        if output == "name":
+            click.echo(_ref(stored))
+        elif output is None:
+            click.echo(f"{_ref(stored)} {verb}")
+    if output in ("json", "yaml"):
+        click.echo(dump(results[0] if len(results) == 1 else _list(results), output))
+    if failed:
+        raise ServerError("some objects were not applied (see above)")
+
+
+def _ref(obj: dict[str, Any]) -> str:
+    resource = find_resource(str(obj.get("kind", "")))
+    kind = resource.singular if resource else str(obj.get("kind", "")).lower()
+    return f"{kind}/{(obj.get('metadata') or {}).get('name', '?')}"
+
+
+def _list(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def delete_targets(files: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+    """(kind, namespace, name) of every object in the manifests (``delete -f``)."""
+    for doc in load_documents(files):
+        meta = doc.obj.get("metadata") or {}
+        yield str(doc.obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name"))
+
+
+@click.command()
+@click.argument("pod", metavar="POD")
+@click.option("-c", "--container", default=None, help="Container (needed when there are several).")
+@click.option("-f", "--follow", is_flag=True, help="Stream new lines until the container ends.")
+@click.option("-p", "--previous", is_flag=True, help="The previous instance (after a restart).")
+@click.option("--tail", type=int, default=-1, show_default=True, help="Last N lines (-1: all).")
+@click.option("--since-time", default=None, help="Lines at or after an RFC 3339 time.")
+@click.option("--timestamps", is_flag=True, help="Prefix each line with its time.")
+@namespace_option
+@data_dir_option
+@click.pass_obj
+def logs(
+    state: State,
+    pod: str,
+    container: str | None,
+    follow: bool,
+    previous: bool,
+    tail: int,
+    since_time: str | None,
+    timestamps: bool,
+    namespace: str | None,
+) -> None:
+    """Print a pod's logs, served by the node that ran it (through the mesh)."""
+    name = pod.removeprefix("pod/").removeprefix("pods/")
+    lines = state.client().pod_logs(
+        namespace or DEFAULT_NAMESPACE,
+        name,
+        container=container,
+        previous=previous,
+        tail=None if tail < 0 else tail,
+        since_time=since_time,
+        timestamps=timestamps,
+        follow=follow,
+    )
+    for line in lines:
+        click.echo(line)

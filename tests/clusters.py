@@ -1,0 +1,60 @@
+"""Shared set-ups of multi-process test clusters (real signaling server, real agents)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from p2pkube.devcluster import LocalCluster, wait_until
+
+ONE_LINK = (
+    "--set",
+    "transport.max_peers=1",
+    "--set",
+    "transport.max_peers_jitter=0",
+    "--set",
+    "transport.inbound_slack=0",
+)
+"""Agent flags for a node that keeps exactly one link (and refuses any other)."""
+
+
+def neighbours(cluster: LocalCluster, name: str) -> set[str]:
+    status = cluster.api(name, "GET", "/v1/status")
+    return {n["name"] for n in status["mesh"]["neighbours"]}
+
+
+def all_ready(cluster: LocalCluster, viewer: str, names: Sequence[str]) -> bool:
+    nodes = cluster.nodes(viewer)
+    return sorted(nodes) == sorted(names) and all(v == "True" for v in nodes.values())
+
+
+@contextlib.contextmanager
+def chain_cluster(
+    root: Path, request: pytest.FixtureRequest, extra_agent_args: Sequence[str] = ()
+) -> Iterator[LocalCluster]:
+    """The chain ``a - b - c``: a and c keep one link each, to b, so everything between a
+    and c is relayed by b. Agent logs are printed if a test using it failed."""
+    cluster = LocalCluster(root / "cluster")
+    failed_before = request.session.testsfailed
+    try:
+        cluster.start_signaling()
+        cluster.extra_agent_args = list(extra_agent_args)
+        cluster.start_agent("b")
+        cluster.wait_api("b")
+        cluster.start_agent("a", *ONE_LINK)
+        cluster.wait_api("a")
+        wait_until(lambda: neighbours(cluster, "a") == {"b"}, 20, what="a to link b")
+        cluster.start_agent("c", *ONE_LINK)
+        cluster.wait_api("c")
+        wait_until(lambda: neighbours(cluster, "c") == {"b"}, 30, what="c to link b")
+        for name in "abc":
+            wait_until(lambda n=name: all_ready(cluster, n, "abc"), 20, what=f"{name} view")
+        yield cluster
+    finally:
+        cluster.close()
+        if request.session.testsfailed > failed_before:
+            for name in ["signaling", *cluster.agents]:
+                print(f"--- {name} log ---\n{cluster.log_tail(name, 80)}")
