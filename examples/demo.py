@@ -2,14 +2,17 @@
 
 Starts `p2pkube signal` and three `p2pkube join` agents as separate processes (data under
 ./demo-data), shows `p2pkube get nodes` from different peers, writes a ConfigMap on one peer and
-reads it on another, kills a peer with SIGKILL, watches the others mark it NotReady, restarts it
-with the same data dir and shows it Ready again with all its state. Then it keeps the cluster
-running until Ctrl-C (or --duration seconds) so you can try the CLI yourself.
+reads it on another, applies examples/pods.yaml (WebAssembly pods placed on other peers, their
+modules fetched peer to peer) and shows their status and logs from a peer that did not run them,
+kills a peer with SIGKILL, watches the others mark it NotReady, restarts it with the same data
+dir and shows it Ready again with all its state and its pods taken back. Then it keeps the
+cluster running until Ctrl-C (or --duration seconds) so you can try the CLI yourself.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import sys
@@ -19,6 +22,7 @@ from pathlib import Path
 from p2pkube.devcluster import LocalCluster, wait_until
 
 NAMES = ["n1", "n2", "n3"]
+PODS = Path(__file__).resolve().parent / "pods.yaml"
 ZONES = {"n1": "a", "n2": "b", "n3": "a"}
 
 
@@ -29,6 +33,13 @@ def step(text: str) -> None:
 def show(cluster: LocalCluster, peer: str, *args: str) -> None:
     print(f"$ p2pkube --data-dir {cluster.root / peer} {' '.join(args)}", flush=True)
     print(cluster.cli(peer, *args).stdout.rstrip(), flush=True)
+
+
+def phase(cluster: LocalCluster, peer: str, pod: str) -> str | None:
+    result = cluster.cli(peer, "get", "pod", pod, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    return (json.loads(result.stdout).get("status") or {}).get("phase")
 
 
 def all_ready(cluster: LocalCluster, peer: str, names: list[str]) -> bool:
@@ -68,6 +79,16 @@ def main() -> int:
         )
         show(cluster, "n3", "get", "configmap", "greeting", "-o", "yaml")
 
+        step("apply examples/pods.yaml on n1: wasm pods for n2 and n3, modules shared peer to peer")
+        show(cluster, "n1", "apply", "-f", str(PODS))
+        for pod, done in (("hello", "Succeeded"), ("primes", "Succeeded"), ("ticker", "Running")):
+            wait_until(lambda p=pod, d=done: phase(cluster, "n1", p) == d, 60, what=f"{pod} {done}")
+        show(cluster, "n2", "get", "pods", "-o", "wide")
+        step("their logs, read on n1, served by the nodes that ran them (over the mesh)")
+        show(cluster, "n1", "logs", "hello")
+        show(cluster, "n1", "logs", "primes")
+        show(cluster, "n1", "logs", "ticker", "--tail", "2", "--timestamps")
+
         step("kill -9 n3: the others mark it NotReady after the heartbeat timeout")
         killed = time.monotonic()
         cluster.kill("n3")
@@ -90,10 +111,14 @@ def main() -> int:
         )
         show(cluster, "n3", "get", "configmaps")
         show(cluster, "n1", "get", "nodes")
+        step("n3 took its pods back: the ticker died with the agent and was restarted")
+        wait_until(lambda: phase(cluster, "n2", "ticker") == "Running", 30, what="ticker again")
+        show(cluster, "n2", "get", "pods")
 
         step("the cluster keeps running; try it from another terminal, Ctrl-C to stop:")
         for name in NAMES:
             print(f"  .venv/bin/p2pkube --data-dir {cluster.root / name} get nodes")
+        print(f"  .venv/bin/p2pkube --data-dir {cluster.root / 'n1'} logs -f ticker")
         stop = False
 
         def on_signal(*_: object) -> None:

@@ -247,6 +247,23 @@ def test_an_invalid_manifest_changes_nothing_and_says_everything(
     assert chain.cli("a", "get", "blobs", "-o", "name").stdout == before_blobs
 
 
+def test_logs_follow_streams_from_another_node_until_the_container_ends(
+    chain: LocalCluster, tmp_path: Path
+) -> None:
+    manifest = write_manifest(
+        tmp_path, pod("counter", "ticker", "c", "0.4", "6", restartPolicy="Never")
+    )
+    chain.cli("a", "apply", "-f", str(manifest))
+    wait_until(lambda: phase(chain, "a", "counter") == "Running", 30, what="counter running")
+    started = time.monotonic()
+    followed = chain.cli("a", "logs", "-f", "counter")
+    took = time.monotonic() - started
+    assert followed.stdout.splitlines() == [f"tick {n}" for n in range(1, 7)]
+    assert took > 1.0, "follow returned before the container had printed everything"
+    wait_until(lambda: phase(chain, "a", "counter") == "Succeeded", 10, what="counter done")
+    chain.cli("a", "delete", "pod", "counter")
+
+
 def test_a_restarted_agent_takes_its_pods_back(chain: LocalCluster, tmp_path: Path) -> None:
     """Last in the file: it kills c."""
     manifest = write_manifest(
