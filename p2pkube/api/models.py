@@ -251,6 +251,168 @@ class Pod(Model):
     spec: PodSpec
 
 
+class LabelSelector(Model):
+    match_labels: Annotated[dict[str, str], AfterValidator(_labels)] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> LabelSelector:
+        if not self.match_labels:
+            raise ValueError("matchLabels: must select at least one label")
+        return self
+
+
+class TemplateMeta(Model):
+    labels: Annotated[dict[str, str], AfterValidator(_labels)] = Field(default_factory=dict)
+    annotations: Annotated[dict[str, str], AfterValidator(_annotation_keys)] = Field(
+        default_factory=dict
+    )
+
+
+class PodTemplate(Model):
+    metadata: TemplateMeta = Field(default_factory=TemplateMeta)
+    spec: PodSpec
+
+
+def _int_or_percent(value: int | str) -> int | str:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    if not re.fullmatch(r"(100|[1-9]?[0-9])%", value):
+        raise ValueError("must be a count or a percentage like 25%")
+    return value
+
+
+IntOrPercent = Annotated[int | str, AfterValidator(_int_or_percent)]
+
+
+class RollingUpdate(Model):
+    max_surge: IntOrPercent = "25%"
+    max_unavailable: IntOrPercent = "25%"
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> RollingUpdate:
+        if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
+            raise ValueError("maxSurge and maxUnavailable may not both be 0")
+        return self
+
+
+class DeploymentStrategy(Model):
+    type: Literal["RollingUpdate", "Recreate"] = "RollingUpdate"
+    rolling_update: RollingUpdate | None = None
+
+    @model_validator(mode="after")
+    def _defaults(self) -> DeploymentStrategy:
+        if self.type == "RollingUpdate" and self.rolling_update is None:
+            object.__setattr__(self, "rolling_update", RollingUpdate())
+        if self.type == "Recreate" and self.rolling_update is not None:
+            raise ValueError("rollingUpdate: may not be set when type is Recreate")
+        return self
+
+
+def _selects_template(selector: LabelSelector, template: PodTemplate) -> list[str]:
+    labels = template.metadata.labels
+    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
+        return ["template.metadata.labels: must match selector.matchLabels"]
+    return []
+
+
+class DeploymentSpec(Model):
+    replicas: int = Field(default=1, ge=0, le=10_000)
+    selector: LabelSelector
+    template: PodTemplate
+    strategy: DeploymentStrategy = Field(default_factory=DeploymentStrategy)
+    revision_history_limit: int = Field(default=10, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploymentSpec:
+        problems = _selects_template(self.selector, self.template)
+        if self.template.spec.restart_policy != "Always":
+            problems.append("template.spec.restartPolicy: must be Always for a Deployment")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class ReplicaSetSpec(Model):
+    replicas: int = Field(default=1, ge=0, le=10_000)
+    selector: LabelSelector
+    template: PodTemplate
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReplicaSetSpec:
+        problems = _selects_template(self.selector, self.template)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class JobSpec(Model):
+    completions: int = Field(default=1, ge=1, le=10_000)
+    parallelism: int = Field(default=1, ge=1, le=10_000)
+    backoff_limit: int = Field(default=6, ge=0)
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    template: PodTemplate
+
+    @model_validator(mode="after")
+    def _restart_policy(self) -> JobSpec:
+        if self.template.spec.restart_policy == "Always":
+            raise ValueError(
+                "template.spec.restartPolicy: must be OnFailure or Never for a Job "
+                "(a Job's pods end)"
+            )
+        return self
+
+
+class DaemonSetUpdateStrategy(Model):
+    type: Literal["RollingUpdate", "OnDelete"] = "RollingUpdate"
+
+
+class DaemonSetSpec(Model):
+    selector: LabelSelector
+    template: PodTemplate
+    update_strategy: DaemonSetUpdateStrategy = Field(default_factory=DaemonSetUpdateStrategy)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DaemonSetSpec:
+        problems = _selects_template(self.selector, self.template)
+        if self.template.spec.restart_policy != "Always":
+            problems.append("template.spec.restartPolicy: must be Always for a DaemonSet")
+        if self.template.spec.node_name is not None:
+            problems.append("template.spec.nodeName: a DaemonSet places one pod per node itself")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class Deployment(Model):
+    api_version: Literal["p2pkube.io/v1"]
+    kind: Literal["Deployment"]
+    metadata: ObjectMeta
+    spec: DeploymentSpec
+
+
+class ReplicaSet(Model):
+    api_version: Literal["p2pkube.io/v1"]
+    kind: Literal["ReplicaSet"]
+    metadata: ObjectMeta
+    spec: ReplicaSetSpec
+
+
+class Job(Model):
+    api_version: Literal["p2pkube.io/v1"]
+    kind: Literal["Job"]
+    metadata: ObjectMeta
+    spec: JobSpec
+
+
+class DaemonSet(Model):
+    api_version: Literal["p2pkube.io/v1"]
+    kind: Literal["DaemonSet"]
+    metadata: ObjectMeta
+    spec: DaemonSetSpec
+
+
 class ConfigMap(Model):
     api_version: Literal["v1"]
     kind: Literal["ConfigMap"]
@@ -265,7 +427,14 @@ class ConfigMap(Model):
         return self
 
 
-MODELS: dict[str, type[Model]] = {"Pod": Pod, "ConfigMap": ConfigMap}
+MODELS: dict[str, type[Model]] = {
+    "Pod": Pod,
+    "Deployment": Deployment,
+    "ReplicaSet": ReplicaSet,
+    "Job": Job,
+    "DaemonSet": DaemonSet,
+    "ConfigMap": ConfigMap,
+}
 """The kinds a user may write, by kind."""
 
 

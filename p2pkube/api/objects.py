@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from p2pkube.api import containers
 from p2pkube.api.models import ValidationFailed, validate_object
 from p2pkube.membership.detector import utc_now
 from p2pkube.state import ClusterState, object_key
@@ -72,8 +73,12 @@ class ObjectService:
         key = object_key(kind, namespace, metadata["name"])
         previous = self.state.get("objects", key)
         old_meta = previous.get("metadata", {}) if isinstance(previous, dict) else {}
+        self._check_images(valid)
         if kind == "Pod":
             self._check_pod(valid, previous)
+        generation = int(old_meta.get("generation") or 0)
+        if not isinstance(previous, dict) or previous.get("spec") != valid.get("spec"):
+            generation += 1  # spec changes bump it, as in Kubernetes (controllers observe it)
         stored = {
             **valid,
             "metadata": {
@@ -81,6 +86,7 @@ class ObjectService:
                 "namespace": namespace,
                 "uid": old_meta.get("uid") or secrets.token_hex(16),
                 "creationTimestamp": old_meta.get("creationTimestamp") or utc_now(),
+                "generation": generation,
                 **(
                     {"deletionTimestamp": old_meta["deletionTimestamp"]}
                     if old_meta.get("deletionTimestamp")
@@ -91,27 +97,30 @@ class ObjectService:
         await self.state.put("objects", key, stored)
         return stored
 
-    def _check_pod(self, pod: dict[str, Any], previous: Any) -> None:
-        problems = []
-        for i, container in enumerate(pod["spec"]["containers"]):
-            image = container["image"]
-            if self.state.get("objects", object_key(BLOB_KIND, "", image)) is None:
-                problems.append(
-                    f"spec.containers[{i}].image: no module {image} in the cluster "
-                    "(publish it with p2pkube publish, or apply -f a manifest naming the file)"
-                )
-        if isinstance(previous, dict):
-            before, after = dict(previous.get("spec", {})), dict(pod["spec"])
-            if before.get("nodeName") is None:  # binding a pod to a node is the one update
-                after.pop("nodeName", None)
-                before.pop("nodeName", None)
-            if before != after:
-                problems.append(
-                    "spec: Forbidden: pod updates may not change the spec "
-                    "(delete the pod and create it again)"
-                )
+    def _check_images(self, obj: dict[str, Any]) -> None:
+        problems = [
+            f"{path}.image: no module {container['image']} in the cluster (publish it with "
+            "p2pkube publish, or apply -f a manifest naming the .wasm file)"
+            for path, container in containers(obj)
+            if self.state.get("objects", object_key(BLOB_KIND, "", container["image"])) is None
+        ]
         if problems:
             raise ValidationFailed(problems)
+
+    def _check_pod(self, pod: dict[str, Any], previous: Any) -> None:
+        if not isinstance(previous, dict):
+            return
+        before, after = dict(previous.get("spec", {})), dict(pod["spec"])
+        if before.get("nodeName") is None:  # binding a pod to a node is the one update
+            after.pop("nodeName", None)
+            before.pop("nodeName", None)
+        if before != after:
+            raise ValidationFailed(
+                [
+                    "spec: Forbidden: pod updates may not change the spec "
+                    "(delete the pod and create it again)"
+                ]
+            )
 
     async def delete(self, kind: str, namespace: str, name: str, *, force: bool = False) -> bool:
         """Delete an object (a running Pod: mark it, its node finishes); False if absent."""

@@ -18,13 +18,14 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
+from p2pkube.api import containers
 from p2pkube.api.client import ApiClient, ApiError
 from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
 from p2pkube.cli.common import (
@@ -53,33 +54,12 @@ class Document:
     index: int
     base: Path
     """Directory that relative image paths start from."""
-    images: dict[int, str] = field(default_factory=dict)
-    """Digest for each container (by position in :func:`containers`) once published."""
 
     @property
     def label(self) -> str:
         kind = self.obj.get("kind", "?")
         name = (self.obj.get("metadata") or {}).get("name", "?")
         return f"{self.source} (document {self.index + 1}, {kind} {name})"
-
-
-def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every container of an object, wherever its spec nests pod templates."""
-    found: list[dict[str, Any]] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if key == "containers" and isinstance(item, list):
-                    found.extend(c for c in item if isinstance(c, dict))
-                else:
-                    walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    walk(obj.get("spec"))
-    return found
 
 
 def load_documents(paths: tuple[str, ...]) -> list[Document]:
@@ -136,10 +116,10 @@ def validate(documents: list[Document], namespace: str | None) -> list[str]:
         meta = candidate.get("metadata")
         if namespace and isinstance(meta, dict) and not meta.get("namespace"):
             meta["namespace"] = namespace
-        for i, container in enumerate(containers(candidate)):
+        for path, container in containers(candidate):
             problem = _image_problem(container.get("image"), doc.base)
             if problem:
-                problems.append(f"{doc.label}: containers[{i}].image: {problem}")
+                problems.append(f"{doc.label}: {path}.image: {problem}")
             elif not str(container["image"]).startswith("sha256:"):
                 container["image"] = PLACEHOLDER_DIGEST
         try:
@@ -179,7 +159,7 @@ def publish_images(client: ApiClient, documents: list[Document]) -> None:
     """Replace every path/URL image with the digest of the module published for it."""
     published: dict[str, str] = {}
     for doc in documents:
-        for container in containers(doc.obj):
+        for _path, container in containers(doc.obj):
             image = str(container["image"])
             if image.startswith("sha256:"):
                 continue
