@@ -27,7 +27,7 @@ import psutil
 
 from p2pkube import __version__
 from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
-from p2pkube.api.objects import ObjectService
+from p2pkube.api.objects import ObjectService, map_of
 from p2pkube.api.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.api.resources import Resources
 from p2pkube.api.server import ApiServer
@@ -45,6 +45,9 @@ from p2pkube.runtime import interface as rt
 from p2pkube.runtime.kubelet import Kubelet
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.runtime.podlogs import LogRequest, PodLogs
+from p2pkube.sched.events import EventRecorder
+from p2pkube.sched.manager import NodeState, Scheduler
+from p2pkube.sched.view import involved
 from p2pkube.settings import AgentSettings
 from p2pkube.state import ClusterState, object_key
 from p2pkube.state.sync import SyncProtocolError
@@ -145,6 +148,18 @@ class Agent:
         """Created in start(): the runtime needs the running loop."""
         self.kubelet: Kubelet | None = None
         self.logs: PodLogs | None = None
+        self.events = EventRecorder(self.state, options.name, self.settings.events)
+        self.scheduler = Scheduler(
+            self.node_id,
+            options.name,
+            self.state,
+            nodes=self._node_states,
+            is_collector=self._is_compactor,
+            events=self.events,
+            settings=self.settings.scheduler,
+        )
+        self._not_ready_since: dict[str, float] = {}
+        """Node id -> when this agent saw it become NotReady (monotonic)."""
         self.api = ApiServer(self, options.data_dir, port=options.api_port, blobs=self.blobs)
         self.mesh.on_link_up = self._on_link_up
         self.mesh.on_link_down = self.state.detach_peer
@@ -164,7 +179,9 @@ class Agent:
         await self._publish_node()
         await self.mesh.start()  # raises SignalingRejected on a bad token
         await self.membership.start()
+        await self.events.start()
         await self._start_kubelet()
+        await self.scheduler.start()
         await self.api.start()
         log.info(
             "node %s (%s) joined cluster %s; API at %s",
@@ -177,11 +194,13 @@ class Agent:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.api.stop()
+        await self.scheduler.close()
         if self.kubelet is not None:
             await self.kubelet.close()
         if self.runtime is not None:
             await self.runtime.close()
         await self.blobs.close()
+        await self.events.close()
         await self.rpc.close()
         await self.membership.close(leaving=True)
         await self.state.close()
@@ -201,6 +220,9 @@ class Agent:
             allocatable=self._allocatable,
             settings=self.settings.kubelet,
             runtime_settings=self.settings.runtime,
+            record=lambda obj, reason, message, warning=False: self.events.record(
+                involved(obj), reason, message, component="kubelet", warning=warning
+            ),
         )
         self.logs = PodLogs(
             self.node_name, self.state, self.kubelet, self.rpc, node_id_of=self.node_id_of
@@ -212,6 +234,27 @@ class Agent:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
+
+    def _node_states(self) -> list[NodeState]:
+        """Every Node object with its status and how this agent sees its liveness."""
+        now = time.monotonic()
+        never_seen = max(0.0, now - self.started - self.membership.settings.node_timeout)
+        states = []
+        for key, obj in self.state.items("objects"):
+            if not key.startswith("Node//") or not isinstance(obj, dict):
+                continue
+            uid = obj.get("metadata", {}).get("uid", "")
+            liveness = self.membership.get(uid)
+            ready = uid == self.node_id or (liveness is not None and liveness.ready)
+            if ready:
+                lost = 0.0
+            elif uid in self._not_ready_since:
+                lost = now - self._not_ready_since[uid]
+            else:
+                lost = never_seen
+            status = self.state.get("status", key)
+            states.append(NodeState(obj, status if isinstance(status, dict) else {}, ready, lost))
+        return states
 
     def _allocatable(self) -> Resources:
         capacity = self._node_status()["allocatable"]
@@ -262,6 +305,10 @@ class Agent:
     def _on_liveness(self, liveness: NodeLiveness) -> None:
         if liveness.ready:
             self.mesh.add_candidate(liveness.node)
+            self._not_ready_since.pop(liveness.node, None)
+        else:
+            self._not_ready_since.setdefault(liveness.node, time.monotonic())
+        self.scheduler.wake()
         # Node watches (see watch()): Ready lives here, not in the document.
         for listener in list(self.__dict__.get("_liveness_listeners", ())):
             listener(liveness)
@@ -470,8 +517,10 @@ class Agent:
             max_queue=max_queue,
         )
 
+        watched = {"objects", "status"} if kind != "Event" else {"events"}
+
         def on_change(map_name: str, keys: set[str], origin: object) -> None:
-            if map_name in ("objects", "status"):
+            if map_name in watched:
                 watch.changed(keys)
 
         watch.add_cleanup(self.state.on_change(on_change))
@@ -490,7 +539,7 @@ class Agent:
 
             listeners.append(on_liveness)
             watch.add_cleanup(unsubscribe)
-        watch.start(self.state.keys("objects"))  # same tick as the subscription: no gap
+        watch.start(self.state.keys(map_of(kind)))  # same tick as the subscription: no gap
         return watch
 
     def status(self) -> dict[str, Any]:
@@ -507,6 +556,8 @@ class Agent:
             "mesh": self.mesh.stats(),
             "rpc": self.rpc.stats_dict(),
             "blobs": self.blobs.stats_dict(),
+            "scheduler": self.scheduler.stats(),
+            "events": {"written": self.events.written, "dropped": self.events.dropped},
             "pods": {
                 **(self.kubelet.stats() if self.kubelet else {}),
                 "runtime": self.runtime.stats() if self.runtime else {},

@@ -17,6 +17,8 @@ from p2pkube.blobs.settings import BlobSettings
 from p2pkube.membership.detector import MembershipSettings
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
+from p2pkube.sched.events import EventSettings
+from p2pkube.sched.manager import SchedulerSettings
 from p2pkube.state.cluster import StateSettings
 
 RPC_FRAMING_BYTES = 1024
@@ -32,6 +34,8 @@ class AgentSettings:
     blobs: BlobSettings = field(default_factory=BlobSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     kubelet: KubeletSettings = field(default_factory=KubeletSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    events: EventSettings = field(default_factory=EventSettings)
 
     def check(self) -> None:
         """ValueError when settings contradict each other (after all overrides)."""

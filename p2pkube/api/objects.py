@@ -36,6 +36,11 @@ def merged(obj: dict[str, Any], status: Any) -> dict[str, Any]:
     return {**obj, "status": status}
 
 
+def map_of(kind: str) -> str:
+    """The document map a kind lives in: events in their own (bounded) map."""
+    return "events" if kind == "Event" else "objects"
+
+
 class ObjectService:
     """Reads and writes user objects; every write returns once it is on disk."""
 
@@ -52,7 +57,7 @@ class ObjectService:
         prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
         objects = [
             merged(obj, self.state.get("status", key))
-            for key, obj in self.state.items("objects")
+            for key, obj in self.state.items(map_of(kind))
             if key.startswith(prefix) and isinstance(obj, dict)
         ]
         return sorted(
@@ -61,7 +66,7 @@ class ObjectService:
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         key = object_key(kind, namespace, name)
-        obj = self.state.get("objects", key)
+        obj = self.state.get(map_of(kind), key)
         return merged(obj, self.state.get("status", key)) if isinstance(obj, dict) else None
 
     async def put(self, obj: dict[str, Any]) -> dict[str, Any]:

@@ -50,6 +50,16 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(text: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 3339 ``...Z`` timestamp (None if absent/invalid)."""
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
 @dataclass
 class NodeLiveness:
     """What this agent knows of one other node's liveness."""

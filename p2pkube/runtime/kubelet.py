@@ -27,13 +27,12 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from p2pkube.api.quantity import parse_quantity
 from p2pkube.api.resources import Resources, cpu_limit, memory_limit, pod_requests
-from p2pkube.membership.detector import utc_now
+from p2pkube.membership.detector import parse_time, utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.state.cluster import ClusterState
@@ -51,16 +50,6 @@ class ImageSource(Protocol):
     async def ensure(self, digest: str) -> Path:
         """The local path of the blob ``digest``, fetched from peers if needed."""
         ...
-
-
-def parse_time(text: str | None) -> float | None:
-    """Seconds since the epoch of an RFC 3339 ``...Z`` timestamp (None if absent/invalid)."""
-    if not text:
-        return None
-    try:
-        return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
 
 
 def pod_dir_name(namespace: str, name: str, uid: str) -> str:
@@ -184,6 +173,7 @@ class PodWorker:
         self.halted.set()
         for record in self.containers:
             if record.instance is not None:
+                self._event("Killing", f"Stopping container {record.name}")
                 record.instance.stop(reason, message or "the pod is being deleted")
 
     # -- the pod's life --------------------------------------------------------------------------
@@ -194,6 +184,7 @@ class PodWorker:
                 if (problem := self.kubelet.admit(self)) is not None:
                     reason, message = problem
                     self._finish_pod(FAILED, reason, message)
+                    self._event(reason, message, warning=True)
                 else:
                     await self._run_containers()
             self._changed()
@@ -274,6 +265,9 @@ class PodWorker:
         """activeDeadlineSeconds: stop every container; the pod fails once they have ended."""
         await asyncio.sleep(max(0.0, remaining))
         self.expired = True
+        self._event(
+            "DeadlineExceeded", "Pod was active longer than activeDeadlineSeconds", warning=True
+        )
         self.halted.set()
         for record in self.containers:
             if record.instance is not None:
@@ -296,6 +290,13 @@ class PodWorker:
             record.last_state = {}
             record.ended(termination)
             self._changed()
+            if not termination.succeeded:
+                self._event(
+                    termination.reason,
+                    f"Container {record.name} ended: {termination.message or termination.reason} "
+                    f"(exit code {termination.exit_code})",
+                    warning=True,
+                )
             if self._over(record) or not restarts(self.policy, termination):
                 record.done = True
                 self._changed()
@@ -319,6 +320,7 @@ class PodWorker:
             f"pod={self.name}_{self.namespace}",
         )
         self._changed()
+        self._event("BackOff", f"Back-off restarting container {record.name}", warning=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self.halted.wait()
@@ -339,11 +341,14 @@ class PodWorker:
         while not self._over(record):
             try:
                 async with asyncio.timeout(settings.image_pull_timeout):
-                    return await self.kubelet.images.ensure(image)
+                    path = await self.kubelet.images.ensure(image)
+                self._event("Pulled", f"Module {image} is on the node")
+                return path
             except Exception as exc:
                 failures += 1
                 message = f"failed to fetch {image}: {exc or type(exc).__name__}"
                 log.warning("pod %s: %s", self.key, message)
+                self._event("Failed", message, warning=True)
                 # Kubernetes shows ErrImagePull after the first failure, then ImagePullBackOff.
                 if failures == 1:
                     record.waiting("ErrImagePull", message)
@@ -367,6 +372,7 @@ class PodWorker:
             reason = rt.INVALID_MODULE if isinstance(exc, rt.InvalidModuleError) else exc.reason
             return rt.Termination(rt.EXIT_TRAPPED, reason, str(exc), now, now)
         instance = kubelet.runtime.start(launch)
+        self._event("Started", f"Started container {record.name}")
         record.instance = instance
         record.started = True
         record.state = {"running": {"startedAt": instance.started_at}}
@@ -452,6 +458,9 @@ class PodWorker:
     def _changed(self) -> None:
         self._dirty.set()
 
+    def _event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.kubelet.record(self.pod, reason, message, warning=warning)
+
     async def _status_writer(self) -> None:
         """Write the status whenever it changed; one write at a time, the latest wins."""
         while True:
@@ -498,8 +507,11 @@ class Kubelet:
         allocatable: Callable[[], Resources],
         settings: KubeletSettings,
         runtime_settings: RuntimeSettings,
+        record: Callable[..., None] = lambda obj, reason, message, warning=False: None,
     ) -> None:
         self.node_name = node_name
+        self.record = record
+        """``record(pod, reason, message, warning=False)``: an event about a pod."""
         self.state = state
         self.runtime = runtime
         self.images = images

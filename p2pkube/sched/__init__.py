@@ -1,0 +1,1 @@
+"""Scheduling without a control plane: election per workload, placement, controllers, events."""

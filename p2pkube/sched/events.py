@@ -1,0 +1,178 @@
+"""Events: what happened to an object (Scheduled, Started, BackOff, OOMKilled, ...), bounded.
+
+Kubernetes' Event objects, kept in the document's ``events`` map. Each node writes only the
+events it is the source of, under keys that include its name, so writers never collide.
+Repeats aggregate: the same (object, reason, source) bumps ``count`` and ``lastTimestamp`` of
+one entry instead of adding another. Writes are buffered and flushed together every
+``flush_interval`` (one transaction for a burst), and bounded twice: each node deletes its own
+events older than ``ttl`` and keeps at most ``max_per_node`` of them (the oldest go first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from p2pkube.membership.detector import parse_time, utc_now
+from p2pkube.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+EVENTS_MAP = "events"
+MAX_MESSAGE = 1024
+
+
+@dataclass
+class EventSettings:
+    flush_interval: float = 0.2
+    """Events wait at most this long before they are written (a burst becomes one write)."""
+    ttl: float = 3600.0
+    """Events older than this are deleted by the node that wrote them (Kubernetes: 1 h)."""
+    max_per_node: int = 1000
+    """Each node keeps at most this many of its own events; the oldest are deleted first."""
+    gc_interval: float = 30.0
+    """How often a node prunes its own events."""
+    max_pending: int = 10_000
+    """Events buffered before a flush at most; beyond it new ones are dropped (and logged)."""
+
+
+def event_key(involved: dict[str, Any], reason: str, source: str) -> str:
+    """``Event/<namespace>/<object>.<hash>``: one key per (object, reason, source node)."""
+    digest = hashlib.sha256(
+        f"{involved.get('kind')}/{involved.get('uid')}/{reason}/{source}".encode()
+    ).hexdigest()[:12]
+    return f"Event/{involved.get('namespace') or ''}/{involved.get('name')}.{digest}"
+
+
+class EventRecorder:
+    """Buffers this node's events and writes them, aggregated, to the document."""
+
+    def __init__(self, state: ClusterState, node_name: str, settings: EventSettings) -> None:
+        self.state = state
+        self.node_name = node_name
+        self.settings = settings
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dropped = 0
+        self.written = 0
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._flusher(), name="events flush"),
+            asyncio.create_task(self._collector(), name="events gc"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    def record(
+        self,
+        involved: dict[str, Any],
+        reason: str,
+        message: str,
+        *,
+        component: str,
+        warning: bool = False,
+    ) -> None:
+        """Note an event (never blocks; written within ``flush_interval``)."""
+        key = event_key(involved, reason, self.node_name)
+        now = utc_now()
+        pending = self._pending.get(key)
+        if pending is None:
+            if len(self._pending) >= self.settings.max_pending:
+                self.dropped += 1
+                return
+            pending = self._pending[key] = {
+                "involved": dict(involved),
+                "reason": reason,
+                "type": "Warning" if warning else "Normal",
+                "component": component,
+                "count": 0,
+                "first": now,
+            }
+        pending["count"] += 1
+        pending["message"] = message[:MAX_MESSAGE]
+        pending["last"] = now
+        self._wake.set()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        async with self.state.batch() as batch:
+            for key, item in pending.items():
+                old = self.state.get(EVENTS_MAP, key)
+                count = item["count"] + (int(old.get("count", 0)) if isinstance(old, dict) else 0)
+                first = old.get("firstTimestamp") if isinstance(old, dict) else None
+                involved = item["involved"]
+                batch.put(
+                    EVENTS_MAP,
+                    key,
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Event",
+                        "metadata": {
+                            "name": key.split("/", 2)[2],
+                            "namespace": involved.get("namespace") or "",
+                            "creationTimestamp": first or item["first"],
+                        },
+                        "involvedObject": involved,
+                        "reason": item["reason"],
+                        "message": item["message"],
+                        "type": item["type"],
+                        "count": count,
+                        "firstTimestamp": first or item["first"],
+                        "lastTimestamp": item["last"],
+                        "source": {"component": item["component"], "host": self.node_name},
+                    },
+                )
+        self.written += len(pending)
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.settings.flush_interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as exc:  # the disk: retry with the next event
+                log.warning("writing events failed: %s", exc)
+
+    async def _collector(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.gc_interval)
+            try:
+                await self.prune()
+            except Exception as exc:
+                log.warning("pruning events failed: %s", exc)
+
+    async def prune(self, now: float | None = None) -> int:
+        """Delete this node's events past ``ttl`` and beyond ``max_per_node``; how many."""
+        now = time.time() if now is None else now
+        mine = []
+        for key, event in self.state.items(EVENTS_MAP):
+            if (
+                isinstance(event, dict)
+                and (event.get("source") or {}).get("host") == self.node_name
+            ):
+                mine.append((parse_time(event.get("lastTimestamp")) or 0.0, key))
+        mine.sort(reverse=True)
+        doomed = [key for when, key in mine if now - when > self.settings.ttl]
+        doomed += [key for _, key in mine[self.settings.max_per_node :] if key not in doomed]
+        if doomed:
+            async with self.state.batch() as batch:
+                for key in doomed:
+                    batch.delete(EVENTS_MAP, key)
+        return len(doomed)

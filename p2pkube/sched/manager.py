@@ -1,0 +1,267 @@
+"""The scheduler of one node: elects itself for some workloads and runs their controllers.
+
+Every node runs one. A pass (on every state change, every liveness change, a pending eviction's
+deadline, and every ``resync_interval``) builds a :class:`~p2pkube.sched.view.ClusterView`,
+decides for each workload who leads it (``election.decide``), takes the leases it must, runs the
+controllers of the workloads it leads, and applies what they planned as one transaction.
+Passes are debounced (``min_pass_interval``): a burst of changes costs one pass.
+
+Workloads: Deployments, Jobs, DaemonSets, ReplicaSets without an owner, and standalone Pods
+that have no node yet. The node that is the collector (the Ready node with the smallest id,
+as for compaction) also deletes what deleted owners left behind and leases of deleted
+workloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from p2pkube.membership.detector import utc_now
+from p2pkube.sched import controllers as ctl
+from p2pkube.sched.election import Lease, decide
+from p2pkube.sched.events import EventRecorder
+from p2pkube.sched.view import ClusterView, Plan, PodView, controller_of, node_infos
+from p2pkube.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+LEASES_MAP = "leases"
+WORKLOAD_KINDS = ("Deployment", "Job", "DaemonSet", "ReplicaSet")
+
+
+@dataclass
+class SchedulerSettings:
+    pod_eviction_grace: float = 0.25
+    """Seconds a node must have been NotReady (after ``membership.node_timeout``) before the
+    scheduler of a workload deletes that node's pods and places replacements elsewhere.
+    Kubernetes waits 40 s + 300 s by default; p2pkube's failure detector already tolerates a
+    slow peer (Lifeguard), so this is only a margin against a node that flaps."""
+    min_pass_interval: float = 0.02
+    """Passes are at least this far apart: a burst of changes is handled by one pass."""
+    resync_interval: float = 5.0
+    """A pass runs at least this often even when nothing changed (a safety net)."""
+    max_pods_per_node: int = 110
+    """Pods placement puts on one node at most (the kubelet's maxPods)."""
+
+
+@dataclass
+class NodeState:
+    """How the scheduler sees one node: its object, its status and whether it is Ready."""
+
+    obj: dict[str, Any]
+    status: dict[str, Any]
+    ready: bool
+    not_ready_for: float
+
+
+class Scheduler:
+    """Runs the controllers of the workloads this node is elected for."""
+
+    def __init__(
+        self,
+        node_id: str,
+        node_name: str,
+        state: ClusterState,
+        *,
+        nodes: Callable[[], list[NodeState]],
+        is_collector: Callable[[], bool],
+        events: EventRecorder,
+        settings: SchedulerSettings,
+    ) -> None:
+        self.node_id = node_id
+        self.node_name = node_name
+        self.state = state
+        self.nodes = nodes
+        self.is_collector = is_collector
+        self.events = events
+        self.settings = settings
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._next_deadline: float | None = None
+        self.passes = 0
+        self.writes = 0
+        self.leading: set[str] = set()
+        self.last_pass_seconds = 0.0
+
+    async def start(self) -> None:
+        self._unsubscribe = self.state.on_change(self._on_change)
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+        self.wake()
+
+    async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def wake(self) -> None:
+        """Ask for a pass soon (a liveness change, a state change)."""
+        self._wake.set()
+
+    def _on_change(self, map_name: str, keys: set[str], _origin: object) -> None:
+        if map_name in ("objects", "status", LEASES_MAP):
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        settings = self.settings
+        while True:
+            timeout = settings.resync_interval
+            if self._next_deadline is not None:
+                timeout = max(0.0, min(timeout, self._next_deadline - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            self._wake.clear()
+            started = time.monotonic()
+            try:
+                await self.run_pass()
+            except Exception:
+                log.exception("scheduling pass failed")
+            self.last_pass_seconds = time.monotonic() - started
+            await asyncio.sleep(settings.min_pass_interval)
+
+    # -- one pass ----------------------------------------------------------------------------
+    def view(self) -> ClusterView:
+        pods: list[PodView] = []
+        objects: dict[str, list[dict[str, Any]]] = {kind: [] for kind in WORKLOAD_KINDS}
+        for key, obj in self.state.items("objects"):
+            if not isinstance(obj, dict):
+                continue
+            kind = key.split("/", 1)[0]
+            if kind == "Pod":
+                status = self.state.get("status", key)
+                if not isinstance(status, dict) or status.get("podUID") != obj["metadata"].get(
+                    "uid"
+                ):
+                    status = {}
+                pods.append(PodView(key, obj, status))
+            elif kind in objects:
+                status = self.state.get("status", key)
+                objects[kind].append({**obj, "status": status} if isinstance(status, dict) else obj)
+        states = self.nodes()
+        infos = node_infos(
+            ((n.obj, n.status, n.ready) for n in states), pods, self.settings.max_pods_per_node
+        )
+        not_ready = {n.obj["metadata"]["name"]: n.not_ready_for for n in states if not n.ready}
+        return ClusterView(infos, not_ready, pods, objects, utc_now(), time.time())
+
+    async def run_pass(self) -> Plan:
+        """One scheduling pass; returns what it wrote (for tests and benchmarks)."""
+        self.passes += 1
+        view = self.view()
+        ready = {node.node_id for node in view.nodes.values() if node.ready} | {self.node_id}
+        plan = Plan()
+        leading: set[str] = set()
+        self._next_deadline = None
+        for key, workload in self._workloads(view):
+            uid = workload["metadata"].get("uid", key)
+            lease = Lease.from_value(self.state.get(LEASES_MAP, key))
+            decision = decide(self.node_id, uid, lease, ready)
+            if decision.leader != self.node_id:
+                continue
+            if decision.take or lease is None:  # (a lease for us to take, or a broken one)
+                lease = Lease(self.node_id, self.node_name, decision.epoch, view.now)
+                plan.put(LEASES_MAP, key, lease.to_value())
+                plan.event(
+                    ctl.involved(workload),
+                    "LeaderElection",
+                    f"{self.node_name} schedules {workload['kind'].lower()} "
+                    f"{workload['metadata']['name']} (lease epoch {lease.epoch})",
+                )
+            leading.add(key)
+            ctx = ctl.Context(view, plan, lease.tag, self.settings.pod_eviction_grace, _new_uid)
+            self._reconcile(ctx, workload)
+        self.leading = leading
+        if self.is_collector():
+            ctx = ctl.Context(view, plan, "", self.settings.pod_eviction_grace, _new_uid)
+            ctl.collect_orphans(ctx)
+            self._collect_leases(view, plan)
+        self._schedule_evictions(view)
+        await self._apply(plan)
+        return plan
+
+    def _workloads(self, view: ClusterView) -> list[tuple[str, dict[str, Any]]]:
+        found = []
+        for kind in WORKLOAD_KINDS:
+            for obj in view.objects.get(kind, []):
+                if kind == "ReplicaSet" and controller_of(obj):
+                    continue  # run by its Deployment's scheduler
+                meta = obj["metadata"]
+                found.append((f"{kind}/{meta.get('namespace', '')}/{meta['name']}", obj))
+        for pod in view.pods:
+            if pod.node is None and pod.owner is None and not pod.terminating:
+                found.append((pod.key, pod.obj))
+        return found
+
+    def _reconcile(self, ctx: ctl.Context, workload: dict[str, Any]) -> None:
+        kind = workload["kind"]
+        if workload["metadata"].get("deletionTimestamp"):
+            return
+        if kind == "Deployment":
+            ctl.reconcile_deployment(ctx, workload)
+        elif kind == "ReplicaSet":
+            ctl.reconcile_replicaset(ctx, workload)
+        elif kind == "Job":
+            ctl.reconcile_job(ctx, workload)
+        elif kind == "DaemonSet":
+            ctl.reconcile_daemonset(ctx, workload)
+        elif kind == "Pod":
+            pod = next(p for p in ctx.view.pods if p.uid == workload["metadata"].get("uid"))
+            ctl.bind_pending(ctx, pod)
+
+    def _collect_leases(self, view: ClusterView, plan: Plan) -> None:
+        live = {key for key, _ in self._workloads(view)}
+        for key in self.state.keys(LEASES_MAP):
+            if key not in live:
+                plan.delete(LEASES_MAP, key)
+
+    def _schedule_evictions(self, view: ClusterView) -> None:
+        """Wake up when a not-Ready node's pods become due for eviction."""
+        grace = self.settings.pod_eviction_grace
+        due = [
+            grace - seconds
+            for name, seconds in view.not_ready_for.items()
+            if seconds < grace and any(p.node == name and p.active for p in view.pods)
+        ]
+        if due:
+            self._next_deadline = time.monotonic() + max(0.0, min(due)) + 0.01
+
+    async def _apply(self, plan: Plan) -> None:
+        for event in plan.events:
+            self.events.record(
+                event.involved,
+                event.reason,
+                event.message,
+                component="scheduler",
+                warning=event.type == "Warning",
+            )
+        if not plan.puts and not plan.deletes:
+            return
+        async with self.state.batch() as batch:
+            for (map_name, key), value in plan.puts.items():
+                batch.put(map_name, key, value)
+            for map_name, key in plan.deletes:
+                batch.delete(map_name, key)
+        self.writes += len(plan.puts) + len(plan.deletes)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "leading": sorted(self.leading),
+            "passes": self.passes,
+            "writes": self.writes,
+            "lastPassMs": round(self.last_pass_seconds * 1000, 2),
+        }
+
+
+def _new_uid() -> str:
+    return secrets.token_hex(16)

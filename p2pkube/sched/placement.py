@@ -1,0 +1,146 @@
+"""Placement: which node a pod goes to, as a chain of small filters and scores.
+
+Like kube-scheduler's framework: every filter looks at one (pod, node) pair and either lets it
+through or names why not; the nodes left are scored by every score function (0-100 each,
+weighted) and the best wins, ties broken by node name so every node would decide alike. A pod
+that fits nowhere gets a diagnosis in kubectl's words: ``0/5 nodes are available: 3
+Insufficient memory, 2 node(s) didn't match Pod's node selector.``
+
+Pure functions over a snapshot (:class:`NodeInfo`); the workload's elected scheduler builds the
+snapshot from the document and the failure detector, and accounts for the pods it places
+within one pass (:meth:`NodeInfo.assume`), so one pass does not overcommit a node either.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2pkube.api.resources import Resources, pod_requests
+
+
+@dataclass
+class NodeInfo:
+    """What placement knows of one node."""
+
+    name: str
+    node_id: str
+    labels: Mapping[str, str]
+    ready: bool
+    allocatable: Resources
+    requested: Resources = field(default_factory=Resources)
+    """Sum of the requests of the active pods assigned to it."""
+    pods: int = 0
+    max_pods: int = 110
+    workload_pods: Counter[str] = field(default_factory=Counter)
+    """Active pods per owner uid (for spreading a workload's replicas)."""
+
+    def assume(self, spec: Mapping[str, Any], owner: str | None) -> None:
+        """Account for a pod placed here in this pass."""
+        self.requested = self.requested + pod_requests(spec)
+        self.pods += 1
+        if owner:
+            self.workload_pods[owner] += 1
+
+
+@dataclass(frozen=True)
+class PodToPlace:
+    spec: Mapping[str, Any]
+    owner: str | None = None
+    """uid of the workload it belongs to (spread), None for a standalone pod."""
+
+
+Filter = Callable[[PodToPlace, NodeInfo], str | None]
+"""None: the node passes; else the reason, in kubectl's wording."""
+Score = Callable[[PodToPlace, NodeInfo], float]
+"""0 (worst) .. 100 (best)."""
+
+
+def node_ready(_pod: PodToPlace, node: NodeInfo) -> str | None:
+    return None if node.ready else "node(s) were not ready"
+
+
+def node_selector(pod: PodToPlace, node: NodeInfo) -> str | None:
+    """``nodeSelector`` labels, ``p2pkube.io/kind: native|browser`` among them."""
+    wanted = pod.spec.get("nodeSelector") or {}
+    if all(node.labels.get(k) == v for k, v in wanted.items()):
+        return None
+    return "node(s) didn't match Pod's node selector"
+
+
+def fits_pods(_pod: PodToPlace, node: NodeInfo) -> str | None:
+    return None if node.pods < node.max_pods else "Too many pods"
+
+
+def fits_resources(pod: PodToPlace, node: NodeInfo) -> str | None:
+    """Requests against allocatable minus what the node's pods already request."""
+    wanted = pod_requests(pod.spec)
+    free = node.allocatable - node.requested
+    if wanted.cpu > free.cpu:
+        return "Insufficient cpu"
+    if wanted.memory > free.memory:
+        return "Insufficient memory"
+    return None
+
+
+def least_allocated(pod: PodToPlace, node: NodeInfo) -> float:
+    """Prefer the node with the most room left after the pod (kube-scheduler's default)."""
+    after = node.requested + pod_requests(pod.spec)
+    shares = []
+    if node.allocatable.cpu > 0:
+        shares.append(1 - float(after.cpu / node.allocatable.cpu))
+    if node.allocatable.memory > 0:
+        shares.append(1 - after.memory / node.allocatable.memory)
+    return 100 * max(0.0, sum(shares) / len(shares)) if shares else 0.0
+
+
+def spread(pod: PodToPlace, node: NodeInfo) -> float:
+    """Prefer nodes with fewer replicas of the same workload (replicas on distinct nodes)."""
+    if pod.owner is None:
+        return 100.0
+    return 100.0 / (1 + node.workload_pods[pod.owner])
+
+
+FILTERS: tuple[Filter, ...] = (node_ready, node_selector, fits_pods, fits_resources)
+SCORES: tuple[tuple[Score, float], ...] = ((spread, 2.0), (least_allocated, 1.0))
+"""Spread first: a replica on a node of its own is worth more than an emptier node."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    node: NodeInfo | None
+    diagnosis: str
+    """Why no node fits (empty when one does)."""
+
+
+def place(
+    pod: PodToPlace,
+    nodes: Iterable[NodeInfo],
+    filters: tuple[Filter, ...] = FILTERS,
+    scores: tuple[tuple[Score, float], ...] = SCORES,
+) -> Placement:
+    """The best node for ``pod``, or None with kubectl's diagnosis."""
+    candidates = sorted(nodes, key=lambda n: n.name)
+    feasible: list[NodeInfo] = []
+    reasons: Counter[str] = Counter()
+    for node in candidates:
+        reason = next((r for f in filters if (r := f(pod, node)) is not None), None)
+        if reason is None:
+            feasible.append(node)
+        else:
+            reasons[reason] += 1
+    if not feasible:
+        detail = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+        return Placement(None, f"0/{len(candidates)} nodes are available: {detail}.")
+    best = max(
+        feasible,
+        key=lambda n: (sum(weight * score(pod, n) for score, weight in scores), _tiebreak(n)),
+    )
+    return Placement(best, "")
+
+
+def _tiebreak(node: NodeInfo) -> tuple[int, ...]:
+    """Equal scores: the lexically smallest name wins (max() picks the largest key)."""
+    return tuple(-ord(c) for c in node.name)

@@ -1,0 +1,250 @@
+"""A snapshot of the cluster for one scheduling pass, and the writes the pass decides on.
+
+Controllers are pure functions from a :class:`ClusterView` to a :class:`Plan`: no I/O, no
+clock reads, so the same snapshot always gives the same decisions (unit-testable, and every
+node would decide alike). The manager builds the view from the document and the failure
+detector, then applies the plan in one transaction (one fsync, one update to the peers).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2pkube.api.resources import Resources, pod_requests
+from p2pkube.sched.election import LEASE_ANNOTATION
+from p2pkube.sched.placement import NodeInfo
+
+API_VERSION = "p2pkube.io/v1"
+TERMINAL = ("Succeeded", "Failed")
+TEMPLATE_HASH_LABEL = "pod-template-hash"
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+"""kube's name generator alphabet: no vowels (no words), no 0/1/3 (no look-alikes)."""
+
+
+def name_suffix(length: int = 5) -> str:
+    return "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(length))
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    """A short stable hash of a pod template (names a Deployment's ReplicaSets)."""
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def controller_of(obj: dict[str, Any]) -> str | None:
+    """uid of the object's controlling owner, if any."""
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller"):
+            uid = ref.get("uid")
+            return uid if isinstance(uid, str) else None
+    return None
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+    }
+
+
+@dataclass
+class PodView:
+    """One pod as a controller sees it: its object and (this uid's) status, digested."""
+
+    key: str
+    obj: dict[str, Any]
+    status: dict[str, Any]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.obj["metadata"]
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.meta.get("uid", ""))
+
+    @property
+    def node(self) -> str | None:
+        node = self.obj.get("spec", {}).get("nodeName")
+        return str(node) if node else None
+
+    @property
+    def owner(self) -> str | None:
+        return controller_of(self.obj)
+
+    @property
+    def phase(self) -> str:
+        return str(self.status.get("phase") or "Pending")
+
+    @property
+    def ready(self) -> bool:
+        return any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in self.status.get("conditions") or []
+        )
+
+    @property
+    def terminating(self) -> bool:
+        return bool(self.meta.get("deletionTimestamp"))
+
+    @property
+    def active(self) -> bool:
+        """Counts towards a workload's replicas: not being deleted, not ended."""
+        return not self.terminating and self.phase not in TERMINAL
+
+    @property
+    def lease(self) -> str | None:
+        return (self.meta.get("annotations") or {}).get(LEASE_ANNOTATION)
+
+    @property
+    def restarts(self) -> int:
+        return sum(
+            int(c.get("restartCount") or 0) for c in self.status.get("containerStatuses") or []
+        )
+
+    @property
+    def created(self) -> str:
+        return str(self.meta.get("creationTimestamp", ""))
+
+
+@dataclass
+class ClusterView:
+    """Everything one pass decides from."""
+
+    nodes: dict[str, NodeInfo]
+    """By node name; Ready comes from this node's failure detector."""
+    not_ready_for: dict[str, float]
+    """Seconds each not-Ready node has been so (as this node measured it)."""
+    pods: list[PodView]
+    objects: dict[str, list[dict[str, Any]]]
+    """Other objects by kind (Deployment, ReplicaSet, Job, DaemonSet), status merged."""
+    now: str
+    """RFC 3339 wall time of the snapshot (for timestamps and deadlines)."""
+    now_seconds: float
+    by_owner: dict[str, list[PodView]] = field(default_factory=dict)
+    uids: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        grouped: dict[str, list[PodView]] = defaultdict(list)
+        for pod in self.pods:
+            if pod.owner:
+                grouped[pod.owner].append(pod)
+        self.by_owner = dict(grouped)
+        self.uids = {p.uid for p in self.pods} | {
+            o["metadata"].get("uid", "") for objs in self.objects.values() for o in objs
+        }
+
+    def owned(self, owner: dict[str, Any]) -> list[PodView]:
+        return self.by_owner.get(owner["metadata"].get("uid", ""), [])
+
+    def node_lost(self, pod: PodView, grace: float) -> bool:
+        """The pod's node has not been Ready for at least ``grace`` seconds (or is unknown)."""
+        if pod.node is None:
+            return False
+        node = self.nodes.get(pod.node)
+        if node is None:
+            return True
+        return not node.ready and self.not_ready_for.get(pod.node, 0.0) >= grace
+
+
+def node_infos(
+    nodes: Iterable[tuple[dict[str, Any], dict[str, Any], bool]],
+    pods: Iterable[PodView],
+    max_pods: int,
+) -> dict[str, NodeInfo]:
+    """NodeInfo per node from (Node object, its status, Ready) and the active pods."""
+    from p2pkube.api.quantity import parse_quantity
+
+    infos: dict[str, NodeInfo] = {}
+    for obj, status, ready in nodes:
+        meta = obj.get("metadata", {})
+        allocatable = status.get("allocatable") or {}
+        try:
+            resources = Resources(
+                parse_quantity(allocatable.get("cpu", 0)),
+                int(parse_quantity(allocatable.get("memory", 0))),
+            )
+        except ValueError:
+            resources = Resources()
+        infos[meta["name"]] = NodeInfo(
+            meta["name"],
+            str(meta.get("uid", "")),
+            dict(meta.get("labels") or {}),
+            ready,
+            resources,
+            max_pods=max_pods,
+        )
+    for pod in pods:
+        info = infos.get(pod.node or "")
+        if info is not None and pod.active:
+            info.requested = info.requested + pod_requests(pod.obj.get("spec", {}))
+            info.pods += 1
+            if pod.owner:
+                info.workload_pods[pod.owner] += 1
+    return infos
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """An event to record (aggregated by the recorder)."""
+
+    involved: dict[str, Any]
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+@dataclass
+class Plan:
+    """The writes of one pass, applied together."""
+
+    puts: dict[tuple[str, str], Any] = field(default_factory=dict)
+    deletes: set[tuple[str, str]] = field(default_factory=set)
+    events: list[EventSpec] = field(default_factory=list)
+
+    def put(self, map_name: str, key: str, value: Any) -> None:
+        self.deletes.discard((map_name, key))
+        self.puts[(map_name, key)] = value
+
+    def delete(self, map_name: str, key: str) -> None:
+        self.puts.pop((map_name, key), None)
+        self.deletes.add((map_name, key))
+
+    def event(
+        self, involved: dict[str, Any], reason: str, message: str, warning: bool = False
+    ) -> None:
+        self.events.append(EventSpec(involved, reason, message, "Warning" if warning else "Normal"))
+
+    @property
+    def empty(self) -> bool:
+        return not self.puts and not self.deletes and not self.events
+
+
+def involved(obj: dict[str, Any]) -> dict[str, Any]:
+    """The ``involvedObject`` of an event about ``obj``."""
+    meta = obj.get("metadata", {})
+    return {
+        "kind": obj.get("kind"),
+        "namespace": meta.get("namespace", ""),
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+    }
+
+
+def clone(value: Any) -> Any:
+    return copy.deepcopy(value)
