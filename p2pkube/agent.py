@@ -268,6 +268,17 @@ class Agent:
         liveness = self.membership.get(node_id) if node_id else None
         return liveness is not None and liveness.ready
 
+    def block_nodes(self, names: list[str]) -> list[str]:
+        ids = []
+        for name in names:
+            node_id = self.node_id_of(name)
+            if node_id is None or name == self.node_name:
+                raise LookupError(f"no other node named {name!r}")
+            ids.append(node_id)
+        self.mesh.block(ids)
+        log.warning("fault injection: links to %s blocked", ", ".join(names) or "nobody")
+        return sorted(names)
+
     def node_id_of(self, name: str) -> str | None:
         """The id of the node called ``name`` (from its Node object), None if unknown."""
         if name == self.node_name:

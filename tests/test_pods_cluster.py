@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from p2pkube.api import containers
 from p2pkube.devcluster import LocalCluster, wait_until
 from tests.clusters import chain_cluster, neighbours
 
@@ -53,7 +54,7 @@ def pod(name: str, module: str, node: str, *args: str, **spec: Any) -> dict[str,
 def write_manifest(directory: Path, *objects: dict[str, Any]) -> Path:
     """A multi-document manifest next to copies of the modules it names."""
     for obj in objects:
-        for container in obj["spec"]["containers"]:
+        for _path, container in containers(obj):
             image = container["image"]
             if image.endswith(".wasm") and not (directory / image).exists():
                 shutil.copy(BUILD / image, directory / image)

@@ -310,3 +310,8 @@ class AgentBackend(Protocol):
     def status(self) -> dict[str, Any]:
         """This agent's own view: node name/id, neighbours, counters (free-form JSON)."""
         ...
+
+    def block_nodes(self, names: list[str]) -> list[str]:
+        """Fault injection: refuse links to these nodes (a partition when done on both
+        sides); returns the names now blocked; LookupError for an unknown name."""
+        ...

@@ -303,6 +303,7 @@ class ApiServer:
                 web.get("/v1/blobs/{ref}", self._get_blob),
                 web.post("/v1/blobs/{ref}/pull", self._pull_blob),
                 web.get("/v1/pods/{namespace}/{name}/log", self._pod_log),
+                web.put("/v1/debug/partition", self._partition),
             ]
         )
         return app
@@ -466,6 +467,22 @@ class ApiServer:
         finally:
             await lines_iter.aclose()
         return response
+
+    async def _partition(self, request: web.Request) -> web.Response:
+        """Fault injection: ``{"nodes": [names]}`` cuts this agent off from those nodes (do it
+        on both sides for a partition); ``{"nodes": []}`` heals."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiProblem(400, "request body is not valid JSON") from None
+        names = body.get("nodes") if isinstance(body, dict) else None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ApiProblem(400, 'body must be {"nodes": ["name", ...]}')
+        try:
+            blocked = self.backend.block_nodes(names)
+        except LookupError as exc:
+            raise ApiProblem(422, str(exc).strip("'\"")) from None
+        return web.json_response({"blocked": blocked})
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.status())

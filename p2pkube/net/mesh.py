@@ -118,6 +118,8 @@ class Mesh:
         self._candidates: dict[str, float] = {}  # node id -> last time it was known to exist
         self._backoff: dict[str, _Backoff] = {}
         self._banned: dict[str, float] = {}
+        self.blocked: frozenset[str] = frozenset()
+        """Node ids this node refuses to link to (fault injection: a partition, see block())."""
         self._seen_routes: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintainer: asyncio.Task[None] | None = None
@@ -179,6 +181,20 @@ class Mesh:
     def neighbours(self) -> list[str]:
         return list(self._links)
 
+    def block(self, node_ids: Collection[str]) -> None:
+        """Cut this node off from ``node_ids``: close the links to them, refuse theirs, dial
+        none. Done on both sides of a set of nodes, it is a partition (tests, chaos runs, a
+        user rehearsing one); ``block(())`` heals it and links re-form on their own."""
+        released = self.blocked - frozenset(node_ids)
+        self.blocked = frozenset(node_ids)
+        for node in released:
+            self._backoff.pop(node, None)  # healed: dial them again at once
+        for node in self.blocked:
+            for links in (self._links, self._pending):
+                link = links.get(node)
+                if link is not None:
+                    link.close_soon("blocked (partition)", notify=False)
+
     def link(self, node_id: str) -> PeerLink | None:
         return self._links.get(node_id)
 
@@ -232,6 +248,8 @@ class Mesh:
 
     def _can_dial(self, node_id: str, now: float) -> bool:
         if node_id in self._links or node_id in self._pending or node_id == self.node_id:
+            return False
+        if node_id in self.blocked:
             return False
         if self._banned.get(node_id, 0) > now:
             return False
@@ -392,6 +410,8 @@ class Mesh:
     def _refusal(self, sender: str, now: float) -> str | None:
         if self._banned.get(sender, 0) > now:
             return "banned"
+        if sender in self.blocked:
+            return "blocked"
         pending = self._pending.get(sender)
         if pending is not None and pending.initiator and self.node_id < sender:
             return "glare"  # our own dial to them wins; they will answer it
@@ -424,6 +444,9 @@ class Mesh:
     def _on_established(self, link: PeerLink) -> None:
         node = link.remote_id
         assert node is not None
+        if node in self.blocked:
+            link.close_soon("blocked (partition)", notify=False)
+            return
         if self._pending.get(node) is link:
             del self._pending[node]
         old = self._links.get(node)
@@ -509,6 +532,7 @@ class Mesh:
     def stats(self) -> dict[str, Any]:
         return {
             "targetDegree": self.target_degree,
+            "blocked": sorted(self.blocked),
             "neighbours": [
                 {
                     "node": node,
