@@ -180,6 +180,7 @@ class Agent:
         await self.mesh.start()  # raises SignalingRejected on a bad token
         await self.membership.start()
         await self.events.start()
+        await self._await_first_sync()
         await self._start_kubelet()
         await self.scheduler.start()
         await self.api.start()
@@ -205,6 +206,19 @@ class Agent:
         await self.membership.close(leaving=True)
         await self.state.close()
         await self.mesh.close()
+
+    async def _await_first_sync(self) -> None:
+        """Catch up with a peer (one step 2 received) before running pods; bounded by
+        kubelet.initial_sync_timeout, and skipped when the signaling server knows no peer."""
+        deadline = time.monotonic() + self.settings.kubelet.initial_sync_timeout
+        signaling = self.mesh.signaling
+        while time.monotonic() < deadline:
+            if self.state.synced_with_a_peer:
+                return
+            if signaling is not None and signaling.connected and not signaling.peers:
+                return  # alone in the cluster: nobody to catch up with
+            await asyncio.sleep(0.05)
+        log.info("no peer synced within %.1fs; starting pods anyway", deadline - self.started)
 
     async def _start_kubelet(self) -> None:
         """The pod runtime and lifecycle; pods assigned to this node start running."""

@@ -85,5 +85,9 @@ class KubeletSettings:
     every state change at once (a safety net, not the normal path)."""
     max_pods: int = 110
     """Pods this node runs at most (kubelet's maxPods); beyond it new pods fail ``OutOfpods``."""
+    initial_sync_timeout: float = 3.0
+    """At start, pods wait until the state was synced with a peer once (at most this long):
+    a node back from a crash must first learn which of its pods were deleted or moved
+    meanwhile, or it would restart them for a moment."""
     status_retry_delay: float = 1.0
     """Pause before retrying a status write that failed (the disk was slow or full)."""

@@ -192,6 +192,7 @@ class StateStats:
     sync_step1_received: int = 0
     sync_step2_bytes_sent: int = 0
     sync_step2_bytes_received: int = 0
+    sync_step2_received: int = 0
     send_errors: int = 0
     protocol_errors: int = 0
     bytes_persisted: int = 0
@@ -730,6 +731,7 @@ class ClusterState:
                 self._send(peer_id, send, encode_frame(self._generation, encode_sync_step2(diff)))
                 return
             if frame.kind is SyncMessageKind.STEP2:
+                self._stats.sync_step2_received += 1
                 self._stats.sync_step2_bytes_received += len(frame.payload)
             else:
                 self._stats.updates_received += 1
@@ -1006,6 +1008,11 @@ class ClusterState:
                 log.exception("state compaction check failed")
 
     # -- stats -------------------------------------------------------------
+    @property
+    def synced_with_a_peer(self) -> bool:
+        """Whether a peer has answered our state vector at least once (cheap to ask)."""
+        return self._stats.sync_step2_received > 0
+
     @property
     def stats(self) -> StateStats:
         """A copy of the counters, with the doc size (cached until the next change)."""
