@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import os
 import re
 import sys
@@ -29,33 +30,46 @@ from p2pkube.api import (
     label_key_error,
     label_value_error,
 )
-from p2pkube.api.client import ApiClientError, ApiError
+from p2pkube.api.client import ApiClient, ApiClientError, ApiError
 from p2pkube.api.quantity import parse_quantity
 from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
 from p2pkube.cli.common import (
     DEFAULT_NAMESPACE,
     CliError,
+    Duration,
+    KubectlCommand,
     ServerError,
     State,
+    all_namespaces_option,
     data_dir_option,
     namespace_option,
+    selector_option,
 )
+from p2pkube.cli.describe import describe
 from p2pkube.cli.output import (
     NAMESPACE_COLUMN,
     OUTPUT_FORMATS,
     RESOURCES,
+    Column,
     Resource,
+    RowPrinter,
     dump,
     field,
     find_resource,
     format_size,
+    object_name,
     render,
     render_status,
     short_digest,
+    shown_columns,
+    table,
 )
+from p2pkube.cli.rollout import rollout, scale
 from p2pkube.cli.workloads import apply, delete_targets, logs
 
 DEFAULT_DATA_DIR = "~/.p2pkube"
+MAX_WATCH_SECONDS = 24 * 3600
+"""The longest watch the agent serves (its own bound on timeoutSeconds)."""
 _CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 
@@ -322,13 +336,31 @@ def _resource(name: str) -> Resource:
     return resource
 
 
-@cli.command()
+@cli.command(cls=KubectlCommand)
 @click.argument("resource_name", metavar="RESOURCE")
 @click.argument("name", required=False)
 @namespace_option
-@click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
-@click.option("-l", "--selector", default=None, help="Label selector, e.g. app=x,tier!=db.")
-@click.option("-o", "--output", type=click.Choice(OUTPUT_FORMATS), default=None)
+@all_namespaces_option
+@selector_option
+@click.option(
+    "-o", "--output", type=click.Choice(OUTPUT_FORMATS), default=None, help="Output format."
+)
+@click.option(
+    "-w", "--watch", is_flag=True, help="After the list, print each change as it happens."
+)
+@click.option("--watch-only", is_flag=True, help="Print only the changes, not the list first.")
+@click.option(
+    "--output-watch-events",
+    is_flag=True,
+    help="With -w: an EVENT column (ADDED, MODIFIED, DELETED); -o json|yaml print the events.",
+)
+@click.option(
+    "--request-timeout",
+    type=Duration(),
+    default=None,
+    metavar="DURATION",
+    help="With -w: stop watching after this long (e.g. 30s, 5m) and exit 0.",
+)
 @data_dir_option
 @click.pass_obj
 def get(
@@ -339,11 +371,30 @@ def get(
     all_namespaces: bool,
     selector: str | None,
     output: str | None,
+    watch: bool,
+    watch_only: bool,
+    output_watch_events: bool,
+    request_timeout: float | None,
 ) -> None:
     """Show nodes, objects or blobs, like kubectl get.
 
-    RESOURCE is nodes (node, no), pods (pod, po), configmaps (configmap, cm) or blobs (blob).
+    \b
+    RESOURCE is one of (short names in brackets):
+      nodes (node, no)          pods (pod, po)
+      deployments (deploy)      replicasets (rs)
+      jobs (job)                daemonsets (ds)
+      configmaps (cm)           events (ev)
+      blobs (blob)
+    or TYPE/NAME (deployment/web).
+
+    -w/--watch lists the objects, then prints a row for every change the agent's watch
+    stream reports (a DELETED object's last row too) until Ctrl-C or --request-timeout;
+    --watch-only skips the list. Every kind but blobs can be watched.
     """
+    if name is None and "/" in resource_name:
+        resource_name, _, name = resource_name.partition("/")
+        if not name:
+            raise click.UsageError(f"{resource_name}/ names no object")
     resource = _resource(resource_name)
     if resource.kind == "Blob" and selector is not None:
         raise click.UsageError("blobs have no labels: -l/--selector does not apply")
@@ -351,8 +402,47 @@ def get(
         raise click.UsageError("a NAME and -l/--selector cannot be used together")
     if name is not None and all_namespaces:
         raise click.UsageError("a resource cannot be retrieved by name across all namespaces")
+    watching = watch or watch_only
+    if watching and not resource.watchable:
+        raise click.UsageError(f"{resource.plural} cannot be watched (-w/--watch)")
+    if not watching and (output_watch_events or request_timeout is not None):
+        raise click.UsageError("--output-watch-events and --request-timeout go with -w/--watch")
     client = state.client()
     ns = _scope(resource, namespace, all_namespaces)
+    columns = resource.columns
+    if resource.namespaced and ns is None:
+        columns = (NAMESPACE_COLUMN, *columns)
+    if watching:
+        _watch(
+            client,
+            resource,
+            ns,
+            name,
+            selector,
+            columns,
+            output or "",
+            list_first=not watch_only,
+            with_events=output_watch_events,
+            timeout=request_timeout or 0,
+        )
+        return
+    items = _list(client, resource, ns, name, selector)
+    text = render(items, columns, output or "", single=name is not None)
+    if text:
+        click.echo(text)
+    else:
+        click.echo(_nothing(resource, ns), err=True)
+
+
+def _nothing(resource: Resource, ns: str | None) -> str:
+    where = f" in {ns} namespace" if resource.namespaced and ns else ""
+    return f"No resources found{where}."
+
+
+def _list(
+    client: ApiClient, resource: Resource, ns: str | None, name: str | None, selector: str | None
+) -> list[dict[str, Any]]:
+    """What ``get`` shows, in its order."""
     if resource.kind == "Node":
         items = [client.get_node(name)] if name else client.list_nodes(selector)
     elif resource.kind == "Blob":
@@ -361,16 +451,102 @@ def get(
         items = [client.get_object(resource.kind, ns or "", name)]
     else:
         items = client.list_objects(resource.kind, ns, selector)
-    items.sort(key=lambda o: (field(o, "metadata.namespace", ""), field(o, "metadata.name", "")))
-    columns = resource.columns
-    if resource.namespaced and ns is None:
-        columns = (NAMESPACE_COLUMN, *columns)
-    text = render(items, columns, output or "", single=name is not None)
-    if text:
-        click.echo(text)
-    else:
-        where = f" in {ns} namespace" if resource.namespaced and ns else ""
-        click.echo(f"No resources found{where}.", err=True)
+    resource.sort(items)
+    return items
+
+
+def _comparable(obj: dict[str, Any]) -> Any:
+    """An object as `get -w` compares a listed one with the watch's first view of it: without
+    heartbeat times, which a node's Ready condition renews on every read."""
+    status = obj.get("status")
+    if not isinstance(status, dict) or not isinstance(status.get("conditions"), list):
+        return obj
+    conditions = [
+        {k: v for k, v in c.items() if k != "lastHeartbeatTime"} if isinstance(c, dict) else c
+        for c in status["conditions"]
+    ]
+    return {**obj, "status": {**status, "conditions": conditions}}
+
+
+def _watch(
+    client: ApiClient,
+    resource: Resource,
+    ns: str | None,
+    name: str | None,
+    selector: str | None,
+    columns: Sequence[Column],
+    output: str,
+    *,
+    list_first: bool,
+    with_events: bool,
+    timeout: float,
+) -> None:
+    """``get -w``: the list (unless --watch-only), then one row (or object, or name) per
+    watch event, until Ctrl-C (exit 0), the timeout (exit 0) or a failed watch (exit 1).
+
+    The watch stream starts with every current object as ADDED; those already printed by the
+    list, unchanged, are skipped, so each object shows up once and then at every change.
+    """
+    items = _list(client, resource, ns, name, selector)
+    known = {_object_key(o): _comparable(o) for o in items}
+    shown = shown_columns(columns, output)
+    headers = [c.header for c in shown]
+    if with_events:
+        headers = ["EVENT", *headers]
+    printer = RowPrinter(headers)
+    count = 0
+
+    def emit(event_type: str, obj: dict[str, Any]) -> None:
+        nonlocal count
+        if output in ("json", "yaml"):
+            value = {"type": event_type, "object": obj} if with_events else obj
+            if output == "yaml" and count:
+                click.echo("---")
+            click.echo(dump(value, output).rstrip("\n"))
+        elif output == "name":
+            click.echo(object_name(obj))
+        else:
+            row = [c.value(obj) for c in shown]
+            for line in printer.lines([event_type, *row] if with_events else row):
+                click.echo(line)
+        count += 1
+
+    if list_first:
+        if output in ("", "wide") and items:
+            rows = [[c.value(o) for c in shown] for o in items]
+            if with_events:
+                rows = [["ADDED", *row] for row in rows]
+            click.echo(table(headers, rows))
+            printer.seed(rows)
+            count = len(items)
+        elif items:
+            for obj in items:
+                emit("ADDED", obj)
+        else:
+            click.echo(_nothing(resource, ns), err=True)
+    seconds = min(MAX_WATCH_SECONDS, math.ceil(timeout)) if timeout > 0 else MAX_WATCH_SECONDS
+    events = client.watch(resource.kind, ns, selector, timeout_seconds=max(1, seconds))
+    try:
+        for event in events:
+            event_type = str(event.get("type", ""))
+            obj = event.get("object") or {}
+            if event_type == "ERROR":
+                raise CliError(f"the watch ended: {obj.get('message', obj)}")
+            if name is not None and field(obj, "metadata.name") != name:
+                continue
+            key = _object_key(obj)
+            listed = known.pop(key, None)
+            if event_type == "ADDED" and listed is not None and listed == _comparable(obj):
+                continue  # the list showed it as it is
+            emit(event_type, obj)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends
+    finally:
+        events.close()
+
+
+def _object_key(obj: dict[str, Any]) -> tuple[str, str]:
+    return (str(field(obj, "metadata.namespace", "")), str(field(obj, "metadata.name", "")))
 
 
 def _scope(resource: Resource, namespace: str | None, all_namespaces: bool) -> str | None:
@@ -485,6 +661,9 @@ def delete(
 
 cli.add_command(apply)
 cli.add_command(logs)
+cli.add_command(describe)
+cli.add_command(scale)
+cli.add_command(rollout)
 
 
 # --- blobs -----------------------------------------------------------------------------------

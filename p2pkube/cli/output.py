@@ -1,8 +1,9 @@
 """kubectl-like output for the CLI: tables, ``-o wide|json|yaml|name``, AGE.
 
-Every resource the CLI can show is declared once in ``RESOURCES`` as a kind, its names and its
-columns; ``render`` does the rest. Adding pods or deployments later means adding one
-``Resource`` here, not another code path in the commands.
+Every resource the CLI can show is declared once in ``RESOURCES`` as a kind, its names, its
+columns and its row order; ``render`` (a whole table) and ``RowPrinter`` (row by row, for
+``get -w``) do the rest. Another kind means one more ``Resource`` here, not another code path
+in the commands.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ __all__ = [
     "RESOURCES",
     "Column",
     "Resource",
+    "RowPrinter",
     "dump",
     "field",
     "find_resource",
     "format_age",
     "format_size",
     "human_duration",
+    "object_name",
+    "parse_time",
     "render",
     "render_status",
+    "shown_columns",
     "table",
     "to_list",
 ]
@@ -80,6 +85,10 @@ class Resource:
     columns: tuple[Column, ...]
     undeletable: str = ""
     """Why ``delete`` refuses this kind (empty: it can be deleted)."""
+    sort_key: Callable[[dict[str, Any]], Any] | None = None
+    """Order of ``get``'s rows (default: namespace, then name)."""
+    watchable: bool = True
+    """Whether ``get -w`` can follow it (the agent serves /v1/watch for the kind)."""
 
     @property
     def plural(self) -> str:
@@ -90,6 +99,12 @@ class Resource:
     def singular(self) -> str:
         """What kubectl says in ``-o name`` and ``deleted`` lines (``configmap/x``)."""
         return self.kind.lower()
+
+    def sort(self, items: list[dict[str, Any]]) -> None:
+        """Sort ``items`` in place the way ``get`` lists them."""
+        items.sort(key=lambda o: (field(o, "metadata.namespace", ""), _name(o)))
+        if self.sort_key is not None:
+            items.sort(key=self.sort_key)  # stable: ties stay by namespace and name
 
 
 # --- AGE -------------------------------------------------------------------------------------
@@ -124,16 +139,23 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365}y"
 
 
-def format_age(ts: str | None, now: datetime | None = None) -> str:
-    """AGE of an RFC 3339 timestamp (``2026-11-27T07:00:00Z``); ``<unknown>`` if unreadable."""
-    if not ts:
-        return "<unknown>"
+def parse_time(ts: Any) -> datetime | None:
+    """An RFC 3339 timestamp (``2026-11-27T07:00:00Z``) as an aware datetime; None if absent
+    or unreadable."""
+    if not isinstance(ts, str) or not ts:
+        return None
     try:
         then = datetime.fromisoformat(ts.replace("Z", "+00:00"))
     except ValueError:
+        return None
+    return then if then.tzinfo is not None else then.replace(tzinfo=UTC)
+
+
+def format_age(ts: str | None, now: datetime | None = None) -> str:
+    """AGE of an RFC 3339 timestamp (``2026-11-27T07:00:00Z``); ``<unknown>`` if unreadable."""
+    then = parse_time(ts)
+    if then is None:
         return "<unknown>"
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
     return human_duration(((now or datetime.now(UTC)) - then).total_seconds())
 
 
@@ -185,16 +207,64 @@ def render(
     if output in ("json", "yaml"):
         return dump(objs[0] if single and len(objs) == 1 else to_list(objs), output)
     if output == "name":
-        return "\n".join(
-            f"{str(o.get('kind', '')).lower()}/{field(o, 'metadata.name', '')}" for o in objs
-        )
+        return "\n".join(object_name(o) for o in objs)
     if output not in ("", "wide"):
         raise ValueError(f"unknown output format {output!r}")
     if not objs:
         return ""
-    wide = output == "wide"
-    shown = [c for c in columns if (wide or not c.wide) and not (wide and c.narrow)]
+    shown = shown_columns(columns, output)
     return table([c.header for c in shown], [[c.value(o) for c in shown] for o in objs])
+
+
+def shown_columns(columns: Sequence[Column], output: str) -> list[Column]:
+    """The columns a table shows for ``-o output`` ("" or "wide")."""
+    wide = output == "wide"
+    return [c for c in columns if (wide or not c.wide) and not (wide and c.narrow)]
+
+
+def object_name(obj: dict[str, Any]) -> str:
+    """``kind/name`` as ``-o name`` prints it (``deployment/web``)."""
+    return f"{str(obj.get('kind', '')).lower()}/{field(obj, 'metadata.name', '')}"
+
+
+class RowPrinter:
+    """Table rows printed one at a time (``get -w``): the header once, then each row padded
+    to the widest cell seen so far in its column, so rows line up while cells do not grow
+    and ``awk``/``cut`` can split them on runs of spaces either way."""
+
+    def __init__(self, headers: Sequence[str], gap: str = "   ") -> None:
+        self.headers = list(headers)
+        self.widths = [len(h) for h in headers]
+        self.gap = gap
+        self.started = False
+
+    def seed(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Widen the columns for rows already printed another way (the first table)."""
+        for row in rows:
+            self._widen([_text(c) for c in row])
+        self.started = True
+
+    def lines(self, row: Sequence[Any]) -> list[str]:
+        """The line(s) to print for ``row``: the header first, the first time."""
+        cells = [_text(c) for c in row]
+        self._widen(cells)
+        out = []
+        if not self.started:
+            self.started = True
+            out.append(self._line(self.headers))
+        out.append(self._line(cells))
+        return out
+
+    def _widen(self, cells: Sequence[str]) -> None:
+        for i, cell in enumerate(cells):
+            self.widths[i] = max(self.widths[i], len(cell))
+
+    def _line(self, cells: Sequence[str]) -> str:
+        return self.gap.join(c.ljust(w) for c, w in zip(cells, self.widths, strict=True)).rstrip()
+
+
+def _text(cell: Any) -> str:
+    return "" if cell is None else str(cell)
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -425,6 +495,7 @@ BLOBS = Resource(
     kind="Blob",
     names=("blobs", "blob"),
     namespaced=False,
+    watchable=False,
     undeletable="blobs no object refers to are collected after blobs.gc_grace",
     columns=(
         Column("NAME", lambda b: short_digest(_name(b)), narrow=True),
@@ -442,12 +513,210 @@ BLOBS = Resource(
     ),
 )
 
-RESOURCES: tuple[Resource, ...] = (NODES, PODS, CONFIGMAPS, BLOBS)
+# --- workloads -------------------------------------------------------------------------------
+
+
+def _int(obj: dict[str, Any], path: str) -> int:
+    value = field(obj, path, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def format_selector(labels: Any) -> str:
+    """``a=b,c=d`` (sorted) or ``<none>``, as kubectl prints a selector or node selector."""
+    if not isinstance(labels, dict) or not labels:
+        return "<none>"
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _template_containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    containers = field(obj, "spec.template.spec.containers") or []
+    return [c for c in containers if isinstance(c, dict)]
+
+
+def _container_names(obj: dict[str, Any]) -> str:
+    return ",".join(str(c.get("name", "")) for c in _template_containers(obj)) or "<none>"
+
+
+def _container_images(obj: dict[str, Any]) -> str:
+    images = [short_digest(str(c.get("image", ""))) for c in _template_containers(obj)]
+    return ",".join(images) or "<none>"
+
+
+def _selector(obj: dict[str, Any]) -> str:
+    return format_selector(field(obj, "spec.selector.matchLabels"))
+
+
+def _template_columns() -> tuple[Column, ...]:
+    return (
+        Column("CONTAINERS", _container_names, wide=True),
+        Column("IMAGES", _container_images, wide=True),
+    )
+
+
+DEPLOYMENTS = Resource(
+    kind="Deployment",
+    names=("deployments", "deployment", "deploy"),
+    namespaced=True,
+    columns=(
+        Column("NAME", _name),
+        Column("READY", lambda d: f"{_int(d, 'status.readyReplicas')}/{_int(d, 'spec.replicas')}"),
+        Column("UP-TO-DATE", lambda d: _int(d, "status.updatedReplicas")),
+        Column("AVAILABLE", lambda d: _int(d, "status.availableReplicas")),
+        Column("AGE", _age),
+        *_template_columns(),
+        Column("SELECTOR", _selector, wide=True),
+    ),
+)
+
+REPLICASETS = Resource(
+    kind="ReplicaSet",
+    names=("replicasets", "replicaset", "rs"),
+    namespaced=True,
+    columns=(
+        Column("NAME", _name),
+        Column("DESIRED", lambda r: _int(r, "spec.replicas")),
+        Column("CURRENT", lambda r: _int(r, "status.replicas")),
+        Column("READY", lambda r: _int(r, "status.readyReplicas")),
+        Column("AGE", _age),
+        *_template_columns(),
+        Column("SELECTOR", _selector, wide=True),
+    ),
+)
+
+
+def has_condition(obj: dict[str, Any], kind: str) -> bool:
+    """Whether ``status.conditions`` holds ``kind`` with status True."""
+    return any(
+        isinstance(c, dict) and c.get("type") == kind and c.get("status") == "True"
+        for c in field(obj, "status.conditions") or []
+    )
+
+
+def job_status(job: dict[str, Any]) -> str:
+    """kubectl 1.28's Job STATUS: Complete, Failed, Terminating or Running."""
+    if has_condition(job, "Complete"):
+        return "Complete"
+    if has_condition(job, "Failed"):
+        return "Failed"
+    if field(job, "metadata.deletionTimestamp"):
+        return "Terminating"
+    return "Running"
+
+
+def job_duration(job: dict[str, Any], now: datetime | None = None) -> str:
+    """From the start to completion (or to now while it runs); "" before it started."""
+    start = parse_time(field(job, "status.startTime"))
+    if start is None:
+        return ""
+    end = parse_time(field(job, "status.completionTime")) or now or datetime.now(UTC)
+    return human_duration((end - start).total_seconds())
+
+
+JOBS = Resource(
+    kind="Job",
+    names=("jobs", "job"),
+    namespaced=True,
+    columns=(
+        Column("NAME", _name),
+        Column("STATUS", job_status),
+        Column(
+            "COMPLETIONS",
+            lambda j: f"{_int(j, 'status.succeeded')}/{field(j, 'spec.completions', 1)}",
+        ),
+        Column("DURATION", job_duration),
+        Column("AGE", _age),
+        *_template_columns(),
+        Column(
+            "SELECTOR",
+            lambda j: f"controller-uid={field(j, 'metadata.uid', '')}",
+            wide=True,
+        ),
+    ),
+)
+
+DAEMONSETS = Resource(
+    kind="DaemonSet",
+    names=("daemonsets", "daemonset", "ds"),
+    namespaced=True,
+    columns=(
+        Column("NAME", _name),
+        Column("DESIRED", lambda d: _int(d, "status.desiredNumberScheduled")),
+        Column("CURRENT", lambda d: _int(d, "status.currentNumberScheduled")),
+        Column("READY", lambda d: _int(d, "status.numberReady")),
+        Column("UP-TO-DATE", lambda d: _int(d, "status.updatedNumberScheduled")),
+        Column("AVAILABLE", lambda d: _int(d, "status.numberAvailable")),
+        Column(
+            "NODE SELECTOR", lambda d: format_selector(field(d, "spec.template.spec.nodeSelector"))
+        ),
+        Column("AGE", _age),
+        *_template_columns(),
+        Column("SELECTOR", _selector, wide=True),
+    ),
+)
+
+
+def event_object(event: dict[str, Any]) -> str:
+    """``kind/name`` of what an event is about, as ``kubectl get events`` shows it."""
+    kind = str(field(event, "involvedObject.kind") or "").lower()
+    return f"{kind}/{field(event, 'involvedObject.name') or ''}"
+
+
+def event_source(event: dict[str, Any]) -> str:
+    """``component/host``: which part of which node reported the event."""
+    component = str(field(event, "source.component") or "")
+    host = str(field(event, "source.host") or "")
+    return "/".join(part for part in (component, host) if part) or "<unknown>"
+
+
+def event_last_seen(event: dict[str, Any]) -> str:
+    return str(
+        event.get("lastTimestamp")
+        or event.get("firstTimestamp")
+        or field(event, "metadata.creationTimestamp", "")
+    )
+
+
+EVENTS = Resource(
+    kind="Event",
+    names=("events", "event", "ev"),
+    namespaced=True,
+    undeletable="each node deletes the events it wrote after events.ttl",
+    sort_key=lambda e: parse_time(event_last_seen(e)) or datetime.min.replace(tzinfo=UTC),
+    columns=(
+        Column("LAST SEEN", lambda e: format_age(event_last_seen(e))),
+        Column("TYPE", lambda e: e.get("type") or "Normal"),
+        Column("REASON", lambda e: e.get("reason") or ""),
+        Column("OBJECT", event_object),
+        Column("SOURCE", event_source, wide=True),
+        Column("MESSAGE", lambda e: " ".join(str(e.get("message") or "").split())),
+        Column("FIRST SEEN", lambda e: format_age(e.get("firstTimestamp")), wide=True),
+        Column("COUNT", lambda e: e.get("count", 1), wide=True),
+        Column("NAME", _name, wide=True),
+    ),
+)
+
+RESOURCES: tuple[Resource, ...] = (
+    NODES,
+    PODS,
+    DEPLOYMENTS,
+    REPLICASETS,
+    JOBS,
+    DAEMONSETS,
+    CONFIGMAPS,
+    EVENTS,
+    BLOBS,
+)
+
+
+_GROUPS = (".apps", ".batch", ".v1")
 
 
 def find_resource(name: str) -> Resource | None:
-    """The resource a user typed (``nodes``, ``cm``, ``ConfigMap``...), or None."""
+    """The resource a user typed (``nodes``, ``cm``, ``ConfigMap``, ``deployments.apps``...),
+    or None."""
     wanted = name.lower()
+    for group in _GROUPS:
+        wanted = wanted.removesuffix(group)
     for resource in RESOURCES:
         if wanted in resource.names or wanted == resource.singular:
             return resource
