@@ -41,10 +41,9 @@ from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.rpc import Rpc
 from p2pkube.net.signaling_client import SignalingRejected
-from p2pkube.runtime import interface as rt
 from p2pkube.runtime.kubelet import Kubelet
 from p2pkube.runtime.native import NativeRuntime
-from p2pkube.runtime.podlogs import LogRequest, PodLogs
+from p2pkube.runtime.podlogs import LogReply, LogRequest, LogsUnavailable, PodLogs
 from p2pkube.sched.events import EventRecorder
 from p2pkube.sched.manager import NodeState, Scheduler
 from p2pkube.sched.view import involved
@@ -488,18 +487,18 @@ class Agent:
     ) -> bool:
         return await self.objects.delete(kind, namespace, name, force=force)
 
-    async def read_logs(self, request: LogRequest) -> list[rt.LogLine]:
+    async def read_logs(self, request: LogRequest) -> LogReply:
         """A container's log lines, from whichever node runs (or ran) the pod."""
-        if self.logs is None:
-            raise LookupError("the agent is starting")
-        lines, _running = await self.logs.read(request)
-        return lines
+        return await self._pod_logs().read(request)
 
     def follow_logs(self, request: LogRequest, seconds: float) -> Any:
         """``read_logs`` and then new lines as they are written (``logs -f``)."""
+        return self._pod_logs().follow(request, seconds)
+
+    def _pod_logs(self) -> PodLogs:
         if self.logs is None:
-            raise LookupError("the agent is starting")
-        return self.logs.follow(request, seconds)
+            raise LogsUnavailable("the agent is still starting", 503)
+        return self.logs
 
     def watch(
         self,

@@ -167,7 +167,9 @@ async def test_restart_policies_and_crash_loop_back_off(
 ) -> None:
     node = await start_node()
     never = await create(node, pod(images, "never", "crash", policy="Never"))
-    on_failure = await create(node, pod(images, "onfailure", "crash", policy="OnFailure"))
+    on_failure = await create(
+        node, pod(images, "onfailure", "crash", policy="OnFailure", stdinData="input\n")
+    )
     always_ok = await create(node, pod(images, "always", "hello", policy="Always"))
     ok_once = await create(node, pod(images, "okonce", "hello", policy="OnFailure"))
 
@@ -194,6 +196,25 @@ async def test_restart_policies_and_crash_loop_back_off(
     assert time.monotonic() - started >= 0.8
     previous = await node.kubelet.logs("default", "onfailure", previous=True)
     assert "fatal: simulated failure" in [line.text for line in previous]
+    # Only the current and the previous instance keep files (logs, stdin).
+    restarts = container(node.state.get("status", on_failure))["restartCount"]
+    files = {p.name for p in next(node.kubelet.pods_dir.glob("default_onfailure_*")).glob("main/*")}
+    assert {f.split(".")[0] for f in files} <= {str(restarts - 1), str(restarts)}
+    assert f"{restarts - 1}.stdin" in files or f"{restarts}.stdin" in files
+
+
+async def test_a_missing_host_path_fails_the_container_clearly(
+    start_node: Callable[..., Any], images: dict[str, Path], tmp_path: Path
+) -> None:
+    node = await start_node()
+    obj = pod(images, "mounts", "files", policy="Never")
+    obj["spec"]["volumes"] = [{"name": "data", "hostPath": {"path": str(tmp_path / "absent")}}]
+    obj["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    key = await create(node, obj)
+    status = await wait_status(node, key, lambda s: s["phase"] == "Failed")
+    terminated = container(status)["state"]["terminated"]
+    assert terminated["reason"] == "CreateContainerError"
+    assert "is not a directory on this node" in terminated["message"]
 
 
 async def test_active_deadline_fails_the_pod(
@@ -274,6 +295,7 @@ async def test_admission_rejects_what_does_not_fit(
     key = await create(node, big)
     status = await wait_status(node, key, lambda s: s["phase"] == "Failed")
     assert status["reason"] == "OutOfmemory"
+    assert status["containerStatuses"] == []  # none was ever set up
 
 
 async def test_a_restarted_agent_takes_over_its_pods(

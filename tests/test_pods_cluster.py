@@ -263,6 +263,16 @@ def test_logs_follow_streams_from_another_node_until_the_container_ends(
     assert took > 1.0, "follow returned before the container had printed everything"
     wait_until(lambda: phase(chain, "a", "counter") == "Succeeded", 10, what="counter done")
     chain.cli("a", "delete", "pod", "counter")
+    # A fast writer: every line arrives once, in order, even when lines keep coming while
+    # the follower's previous poll is still on its way back.
+    manifest = write_manifest(
+        tmp_path, pod("chatty", "ticker", "c", "0.002", "1500", restartPolicy="Never")
+    )
+    chain.cli("a", "apply", "-f", str(manifest))
+    wait_until(lambda: phase(chain, "a", "chatty") in ("Running", "Succeeded"), 30)
+    followed = chain.cli("a", "logs", "-f", "chatty").stdout.splitlines()
+    assert followed == [f"tick {n}" for n in range(1, 1501)]
+    chain.cli("a", "delete", "pod", "chatty")
 
 
 def test_a_restarted_agent_takes_its_pods_back(chain: LocalCluster, tmp_path: Path) -> None:

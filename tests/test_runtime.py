@@ -7,6 +7,7 @@ responsive, other instances keep running, and the process's memory stays bounded
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import os
@@ -373,26 +374,36 @@ def test_log_writer_splits_long_lines_and_rotates(tmp_path: Path) -> None:
     assert all(os.path.getsize(f) <= 4096 for f in log_files(path))
 
 
-async def test_follow_sees_lines_as_they_are_written(
+async def test_the_output_waiter_wakes_on_every_write(
     runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
 ) -> None:
+    """What `logs -f` relies on: set on each write while registered, never by polling."""
     spec = launch(modules, tmp_path, "ticker", "0.2", "5")
     await runtime.prepare(spec.image, spec.module_path)
-    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    spec.log_path.touch()
-    seen: list[tuple[float, str]] = []
-
-    async def follow() -> None:
-        async for line in runtime.follow_log(spec.log_path, seconds=3):
-            seen.append((time.monotonic(), line.text))
-            if line.text == "tick 5":
-                return
-
-    follower = asyncio.create_task(follow())
-    await asyncio.sleep(0.1)
-    instance = runtime.start(spec)
-    await asyncio.wait_for(follower, 5)
+    wakes: list[float] = []
+    with runtime.output_waiter() as written:
+        instance = runtime.start(spec)
+        while not instance.done.done():
+            written.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await written.wait()
+                    wakes.append(time.monotonic())
     await asyncio.wait_for(instance.done, 5)
-    assert [text for _, text in seen] == [f"tick {n}" for n in range(1, 6)]
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(seen)]
+    assert 5 <= len(wakes) <= 7  # one per tick (and the close), not one per poll
+    gaps = [b - a for a, b in itertools.pairwise(wakes[:5])]
     assert all(0.1 < gap < 0.4 for gap in gaps), gaps
+    assert await texts(runtime, spec) == [f"tick {n}" for n in range(1, 6)]
+
+
+def test_since_time_compares_instants_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "0.log"
+    path.write_bytes(
+        b"2026-12-01T15:56:07.999999999Z stdout F before\n"
+        b"2026-12-01T15:56:08.000000001Z stdout F during\n"
+        b"2026-12-01T15:56:09.500000000Z stdout F after\n"
+    )
+    assert [x.text for x in read_log(path, since="2026-12-01T15:56:08Z")] == ["during", "after"]
+    assert [x.text for x in read_log(path, since="2026-12-01T16:56:09+01:00")] == ["after"]
+    with pytest.raises(ValueError, match="RFC 3339"):
+        read_log(path, since="yesterday")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from p2pkube.runtime.interface import LogLine
-    from p2pkube.runtime.podlogs import LogRequest
+    from p2pkube.runtime.podlogs import LogReply, LogRequest
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +283,9 @@ class AgentBackend(Protocol):
         node is only marked (its node stops and removes it) unless ``force``."""
         ...
 
-    async def read_logs(self, request: LogRequest) -> list[LogLine]:
-        """A container's log lines; LookupError (with the reason) when there are none to read."""
+    async def read_logs(self, request: LogRequest) -> LogReply:
+        """A container's log lines; LookupError (with the reason, and an HTTP ``status`` when
+        it has one) when there are none to read."""
         ...
 
     def follow_logs(self, request: LogRequest, seconds: float) -> AsyncIterator[LogLine]:

@@ -60,12 +60,18 @@ from p2pkube.blobs.manifest import BLOB_API_VERSION
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.fsutil import write_file_atomically
 from p2pkube.runtime.interface import LogLine
+from p2pkube.runtime.logs import timestamp_ns
 from p2pkube.runtime.podlogs import LogRequest
 
 if TYPE_CHECKING:  # the fetcher pulls in aiortc; the API server need not
     from p2pkube.blobs.fetcher import FetchProgress
 
 log = logging.getLogger(__name__)
+
+CLUSTER_SCOPED = frozenset({"Node", "Blob"})
+"""Kinds without a namespace; every other kind defaults to ``default``."""
+OMITTED_HEADER = "X-P2pkube-Omitted-Lines"
+"""Set on a log answer that left out older lines (its size is bounded): how many."""
 
 # Reason strings Kubernetes uses for these codes, so `Error from server (<reason>)` reads right.
 _REASONS = {
@@ -388,7 +394,7 @@ class ApiServer:
         kind: str = obj["kind"]
         meta: dict[str, Any] = obj["metadata"]
         name: str = meta["name"]
-        namespace = meta.get("namespace") or ""
+        namespace = meta.get("namespace") or ("" if kind in CLUSTER_SCOPED else "default")
         if create_only and self.backend.get_object(kind, namespace, name) is not None:
             raise ApiProblem(409, f'{resource_name(kind)} "{name}" already exists')
         # uid and creationTimestamp are the backend's to set (and to keep on replace).
@@ -438,6 +444,11 @@ class ApiServer:
         follow = _flag(request, "follow")
         if follow and log_request.previous:
             raise ApiProblem(400, "only the current container can be followed, not --previous")
+        if log_request.since is not None:
+            try:
+                timestamp_ns(log_request.since)
+            except ValueError as exc:
+                raise ApiProblem(400, f"sinceTime: {exc}") from None
 
         def text(line: LogLine) -> bytes:
             return (f"{line.time} {line.text}\n" if timestamps else f"{line.text}\n").encode()
@@ -445,14 +456,17 @@ class ApiServer:
         try:
             if not follow:
                 async with asyncio.timeout(self.write_timeout):
-                    lines = await self.backend.read_logs(log_request)
+                    reply = await self.backend.read_logs(log_request)
                 return web.Response(
-                    body=b"".join(text(x) for x in lines), content_type="text/plain"
+                    body=b"".join(text(x) for x in reply.lines),
+                    content_type="text/plain",
+                    charset="utf-8",
+                    headers={OMITTED_HEADER: str(reply.omitted)} if reply.omitted else None,
                 )
             lines_iter = self.backend.follow_logs(log_request, _watch_seconds(request))
             first = await anext(lines_iter, None)
         except LookupError as exc:
-            raise ApiProblem(404 if "not found" in str(exc) else 400, str(exc)) from None
+            raise ApiProblem(getattr(exc, "status", 404), str(exc).strip("'\"")) from None
         response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await response.prepare(request)
         try:

@@ -9,7 +9,7 @@ in worker threads (``p2pkube.runtime.native``), in the browser Web Workers. Both
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
@@ -32,6 +32,8 @@ OUTPUT_FLOOD: Final = "OutputFlood"
 """The module wrote more output than ``runtime.log_rate_bytes`` / ``log_burst_bytes`` allow."""
 KILLED: Final = "Killed"
 """Stopped on request: the pod was deleted, or the agent is shutting down."""
+CREATE_CONTAINER_ERROR: Final = "CreateContainerError"
+"""What the container needs cannot be set up (a hostPath that is not a directory)."""
 INVALID_MODULE: Final = "InvalidModule"
 """Not a WASI preview 1 command module, or it needs imports this node does not offer."""
 AGENT_RESTARTED: Final = "AgentRestarted"
@@ -56,6 +58,8 @@ class Mount:
     host_path: Path
     guest_path: str
     read_only: bool = True
+    create: bool = False
+    """The runtime creates the directory (an emptyDir); otherwise it must exist (hostPath)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ class Launch:
     env: list[tuple[str, str]]
     limits: Limits
     log_path: Path
-    """The instance's log file (CRI format); rotated files sit beside it."""
+    """The instance's log file (CRI format), ``<restart>.log``; rotated files sit beside it.
+    The runtime removes the files of instances before the previous one."""
     stdin: bytes | None = None
     mounts: list[Mount] = field(default_factory=list)
 
@@ -145,11 +150,17 @@ class PodRuntime(Protocol):
         """Lines of one instance's log (rotated files included), oldest first."""
         ...
 
-    def follow_log(
-        self, log_path: Path, *, seconds: float, until: Callable[[], bool] = ...
-    ) -> AsyncIterator[LogLine]:
-        """Lines written to the log from now on, for ``seconds`` seconds or until ``until()``
-        says the instance has ended (and its last lines were read)."""
+    def output_waiter(self) -> contextlib.AbstractContextManager[asyncio.Event]:
+        """An event set whenever any instance writes output, while the block lasts: a
+        follower clears it, reads, and waits on it, so no line falls in between."""
+        ...
+
+    async def remove_pod_files(self, pod_dir: Path) -> None:
+        """Remove what the instances of one pod left (logs, stdin, emptyDir volumes)."""
+        ...
+
+    async def remove_stale_pod_files(self, pods_dir: Path, keep: set[str]) -> None:
+        """Remove the files of every pod under ``pods_dir`` whose directory is not in ``keep``."""
         ...
 
     async def forget(self, image: str) -> None:

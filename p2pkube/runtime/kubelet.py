@@ -23,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -154,6 +153,8 @@ class PodWorker:
         self.halted = asyncio.Event()
         """Set when no container may start again (stopping, or the pod's deadline passed)."""
         self.expired = False
+        self.rejected = False
+        """Admission refused it: no container was ever set up (none is listed)."""
         self.delete_when_stopped = False
         self._dirty = asyncio.Event()
         self._written: dict[str, Any] | None = None
@@ -183,6 +184,7 @@ class PodWorker:
             if self._resume() and not self.terminal:
                 if (problem := self.kubelet.admit(self)) is not None:
                     reason, message = problem
+                    self.rejected = True
                     self._finish_pod(FAILED, reason, message)
                     self._event(reason, message, warning=True)
                 else:
@@ -367,10 +369,9 @@ class PodWorker:
         try:
             await kubelet.runtime.prepare(image, path)
             launch = self._launch(record, image, path)
-        except (rt.InvalidModuleError, _LaunchError) as exc:
+        except rt.InvalidModuleError as exc:
             now = utc_now()
-            reason = rt.INVALID_MODULE if isinstance(exc, rt.InvalidModuleError) else exc.reason
-            return rt.Termination(rt.EXIT_TRAPPED, reason, str(exc), now, now)
+            return rt.Termination(rt.EXIT_TRAPPED, rt.INVALID_MODULE, str(exc), now, now)
         instance = kubelet.runtime.start(launch)
         self._event("Started", f"Started container {record.name}")
         record.instance = instance
@@ -389,11 +390,6 @@ class PodWorker:
         spec = record.spec
         settings = self.kubelet.runtime_settings
         log_path = self.log_path(record.name, record.restart_count)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        for old in log_path.parent.glob("*.log*"):  # keep this instance's and the previous one
-            number = old.name.split(".", 1)[0]
-            if number.isdigit() and int(number) < record.restart_count - 1:
-                old.unlink(missing_ok=True)
         command = spec.get("command") or [record.name]
         stdin = spec.get("stdinData")
         return rt.Launch(
@@ -418,14 +414,15 @@ class PodWorker:
         mounts = []
         for mount in spec.get("volumeMounts", []):
             volume = volumes[mount["name"]]
-            if "emptyDir" in volume:
-                host = self.dir / "volumes" / volume["name"]
-                host.mkdir(parents=True, exist_ok=True)
-            else:
-                host = Path(volume["hostPath"]["path"])
-                if not host.is_dir():
-                    raise _LaunchError(f"hostPath {host} is not a directory on this node")
-            mounts.append(rt.Mount(host, mount["mountPath"], bool(mount.get("readOnly", True))))
+            empty_dir = "emptyDir" in volume
+            host = (
+                self.dir / "volumes" / volume["name"]
+                if empty_dir
+                else Path(volume["hostPath"]["path"])
+            )
+            mounts.append(
+                rt.Mount(host, mount["mountPath"], bool(mount.get("readOnly", True)), empty_dir)
+            )
         return mounts
 
     def log_path(self, container: str, restart: int) -> Path:
@@ -452,7 +449,7 @@ class PodWorker:
             **({"message": self.message} if self.message else {}),
             **({"startTime": self.start_time} if self.start_time else {}),
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [r.status() for r in self.containers],
+            "containerStatuses": [] if self.rejected else [r.status() for r in self.containers],
         }
 
     def _changed(self) -> None:
@@ -485,12 +482,6 @@ class PodWorker:
         with contextlib.suppress(asyncio.CancelledError):
             await writer
         await self._write()
-
-
-class _LaunchError(Exception):
-    """A container cannot be set up (a missing hostPath): it fails like one that crashed."""
-
-    reason = "CreateContainerError"
 
 
 class Kubelet:
@@ -527,7 +518,6 @@ class Kubelet:
 
     async def start(self) -> None:
         self._unsubscribe = self.state.on_change(self._on_change)
-        await asyncio.to_thread(self.pods_dir.mkdir, parents=True, exist_ok=True)
         await self._remove_stale_dirs()
         self._task = asyncio.create_task(self._loop(), name="kubelet")
 
@@ -631,7 +621,7 @@ class Kubelet:
         if isinstance(status, dict) and status.get("podUID") == worker.uid:
             if self.state.get("objects", worker.key) is None:
                 await self.state.delete("status", worker.key)
-        await asyncio.to_thread(shutil.rmtree, worker.dir, True)
+        await self.runtime.remove_pod_files(worker.dir)
 
     async def finalize_delete(self, worker: PodWorker) -> None:
         """The last step of a delete: the pod has stopped; remove it from the cluster."""
@@ -640,11 +630,11 @@ class Kubelet:
         status = self.state.get("status", worker.key)
         if isinstance(status, dict) and status.get("podUID") == worker.uid:
             await self.state.delete("status", worker.key)
-        await asyncio.to_thread(shutil.rmtree, worker.dir, True)
+        await self.runtime.remove_pod_files(worker.dir)
         log.info("pod %s deleted", worker.key)
 
     async def _remove_stale_dirs(self) -> None:
-        """Remove the directories of pods that are no longer this node's (deleted offline)."""
+        """Remove the files of pods that are no longer this node's (deleted offline)."""
         live = {
             pod_dir_name(
                 p["metadata"].get("namespace", "default"),
@@ -653,13 +643,7 @@ class Kubelet:
             )
             for p in self.assigned().values()
         }
-
-        def remove() -> None:
-            for entry in self.pods_dir.iterdir():
-                if entry.is_dir() and entry.name not in live:
-                    shutil.rmtree(entry, ignore_errors=True)
-
-        await asyncio.to_thread(remove)
+        await self.runtime.remove_stale_pod_files(self.pods_dir, live)
 
     # -- admission -------------------------------------------------------------------------------
     def admit(self, worker: PodWorker) -> tuple[str, str] | None:
@@ -722,19 +706,6 @@ class Kubelet:
             )
         return await self.runtime.read_log(
             worker.log_path(record.name, restart), tail=tail, since=since
-        )
-
-    def follow(
-        self, namespace: str, name: str, container: str | None, *, seconds: float
-    ) -> AsyncIterator[rt.LogLine]:
-        """New lines of the container's current instance, until it ends or ``seconds`` pass."""
-        worker = self._worker_for(namespace, name)
-        record = self._container(worker, container)
-        instance = record.instance
-        return self.runtime.follow_log(
-            worker.log_path(record.name, record.restart_count),
-            seconds=seconds,
-            until=lambda: instance is None or record.instance is not instance,
         )
 
     def running(self, namespace: str, name: str, container: str | None) -> bool:

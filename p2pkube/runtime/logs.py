@@ -8,8 +8,8 @@ longer than ``max_line_bytes``, ``F`` the full line or its last part). When the 
 ``max_bytes * max_files`` of disk and a few line buffers of memory.
 
 The writer runs on the instance's worker thread (wasm output callbacks); readers run off the
-event loop (``asyncio.to_thread``) and :func:`follow` wakes up on a notification from the
-writer rather than polling.
+event loop (``asyncio.to_thread``), and a follower (``logs -f``) waits for the writers'
+notification (:class:`LogNotifier`) rather than polling.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 from p2pkube.runtime.interface import LogLine
@@ -187,12 +189,29 @@ class _Joiner:
         return LogLine(time=started, stream=stream, text="".join(parts))
 
 
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9})\d*)?(Z|[+-]\d{2}:\d{2})$"
+)
+
+
+def timestamp_ns(text: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 time (``...Z`` or ``...+01:00``, with or
+    without a fraction); ValueError naming the expected form otherwise."""
+    match = _RFC3339.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not an RFC 3339 time like 2026-12-01T14:33:16Z")
+    whole, fraction, zone = match.groups()
+    moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    return int(moment.timestamp()) * 1_000_000_000 + int((fraction or "0").ljust(9, "0"))
+
+
 def read_log(path: Path, *, tail: int | None = None, since: str | None = None) -> list[LogLine]:
     """The lines of one instance's log, oldest first; blocking (call it in a thread).
 
     ``tail`` keeps the last N lines, ``since`` the lines written at or after an RFC 3339 time
-    (string comparison works: every timestamp has the same UTC format).
+    (compared as instants: ``...:08Z`` includes everything written during that second).
     """
+    since_ns = None if since is None else timestamp_ns(since)
     joiner = _Joiner()
     lines: deque[LogLine] = deque(maxlen=tail if tail is not None and tail >= 0 else None)
     for file in log_files(path):
@@ -200,11 +219,18 @@ def read_log(path: Path, *, tail: int | None = None, since: str | None = None) -
             with open(file, "rb") as fh:
                 for record in fh:
                     line = joiner.feed(record)
-                    if line is not None and (since is None or line.time >= since):
+                    if line is not None and (since_ns is None or _line_ns(line) >= since_ns):
                         lines.append(line)
         except FileNotFoundError:
             continue  # rotated away while we read
     return list(lines)
+
+
+def _line_ns(line: LogLine) -> int:
+    try:
+        return timestamp_ns(line.time)
+    except ValueError:  # a torn record's time: keep the line rather than lose it
+        return 1 << 62
 
 
 class LogNotifier:
@@ -240,76 +266,3 @@ class LogNotifier:
             yield event
         finally:
             self._waiters.discard(event)
-
-
-async def follow(
-    path: Path,
-    notifier: LogNotifier,
-    *,
-    seconds: float,
-    until: Callable[[], bool] = lambda: False,
-    poll: float = 1.0,
-) -> AsyncIterator[LogLine]:
-    """Lines appended to ``path`` from now on, for ``seconds`` seconds or until ``until()``
-    is true (the writer has finished) and everything it wrote has been read.
-
-    Wakes on the writer's notification; ``poll`` is only a safety net (a notification lost
-    to a closed loop, a log written by another process). Rotation is followed: when the file
-    is replaced, the rest of the old one is read first (it is now ``.1``), then the new one.
-    """
-    deadline = asyncio.get_running_loop().time() + seconds
-    joiner = _Joiner()
-    position = await asyncio.to_thread(_end_of, path)
-    with notifier.waiter() as event:
-        while True:
-            finished = until()  # checked before reading: what it wrote before ending is read
-            records, position = await asyncio.to_thread(_read_from, path, position)
-            for record in records:
-                line = joiner.feed(record)
-                if line is not None:
-                    yield line
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0 or finished:
-                return
-            event.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(poll, remaining)):
-                    await event.wait()
-
-
-_Position = tuple[int, int]
-"""(inode, offset) in a log file."""
-
-
-def _end_of(path: Path) -> _Position:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return (0, 0)
-    return (stat.st_ino, stat.st_size)
-
-
-def _read_from(path: Path, position: _Position) -> tuple[list[bytes], _Position]:
-    """Complete records after ``position``; follows one rotation."""
-    inode, offset = position
-    records: list[bytes] = []
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return records, position
-    if inode and stat.st_ino != inode:
-        previous = rotated(path, 1)
-        with contextlib.suppress(FileNotFoundError):
-            if previous.stat().st_ino == inode:
-                records += _records(previous, offset)[0]
-        offset = 0
-    more, offset = _records(path, offset)
-    return records + more, (stat.st_ino, offset)
-
-
-def _records(file: Path, offset: int) -> tuple[list[bytes], int]:
-    with open(file, "rb") as fh:
-        fh.seek(offset)
-        data = fh.read()
-    end = data.rfind(b"\n") + 1  # a record still being written stays for next time
-    return data[:end].splitlines(keepends=True), offset + end

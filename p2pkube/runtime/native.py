@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import threading
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,32 @@ class NativeInstance:
 
     def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
         self.control.stop(reason, message or "stopped by the agent")
+
+
+class _SetupError(Exception):
+    """What the container needs cannot be set up; the message says what."""
+
+
+def _failed(reason: str, message: str) -> rt.Termination:
+    now = utc_now()
+    return rt.Termination(rt.EXIT_TRAPPED, reason, message, now, now)
+
+
+def _prepare_files(launch: rt.Launch) -> None:
+    """On the worker thread: the log directory, emptyDir volumes, hostPath checks, and the
+    removal of files older instances left (logs and stdin of all but the previous one)."""
+    directory = launch.log_path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    current = launch.log_path.name.split(".", 1)[0]
+    for old in directory.iterdir() if current.isdigit() else ():
+        number = old.name.split(".", 1)[0]
+        if number.isdigit() and int(number) < int(current) - 1:
+            old.unlink(missing_ok=True)
+    for mount in launch.mounts:
+        if mount.create:
+            mount.host_path.mkdir(parents=True, exist_ok=True)
+        elif not mount.host_path.is_dir():
+            raise _SetupError(f"hostPath {mount.host_path} is not a directory on this node")
 
 
 class NativeRuntime:
@@ -79,7 +105,9 @@ class NativeRuntime:
     def _run(self, instance: NativeInstance) -> None:
         """The worker thread: load (cached: ~1 ms), run, report back to the loop."""
         launch = instance.launch
+        writer: logs.LogWriter | None = None
         try:
+            _prepare_files(launch)
             writer = logs.LogWriter(
                 launch.log_path,
                 max_bytes=self.settings.log_max_bytes,
@@ -90,15 +118,15 @@ class NativeRuntime:
             loaded = self.loader.load(launch.image, launch.module_path)
             termination = sandbox.run(loaded, launch, instance.control, writer)
         except rt.InvalidModuleError as exc:
-            writer.close()
-            now = utc_now()
-            termination = rt.Termination(rt.EXIT_TRAPPED, rt.INVALID_MODULE, str(exc), now, now)
+            termination = _failed(rt.INVALID_MODULE, str(exc))
+        except _SetupError as exc:
+            termination = _failed(rt.CREATE_CONTAINER_ERROR, str(exc))
         except Exception as exc:  # a disk error creating the log, a bug: fail the pod only
             log.exception("instance %s/%s could not start", launch.pod, launch.container)
-            now = utc_now()
-            termination = rt.Termination(
-                rt.EXIT_TRAPPED, rt.TRAPPED, f"could not start: {exc}", now, now
-            )
+            termination = _failed(rt.TRAPPED, f"could not start: {exc}")
+        finally:
+            if writer is not None:
+                writer.close()
         with contextlib.suppress(RuntimeError):  # loop closed: the agent is gone anyway
             self._loop.call_soon_threadsafe(self._finish, instance, termination)
 
@@ -113,10 +141,21 @@ class NativeRuntime:
     ) -> list[rt.LogLine]:
         return await asyncio.to_thread(logs.read_log, log_path, tail=tail, since=since)
 
-    def follow_log(
-        self, log_path: Path, *, seconds: float, until: Callable[[], bool] = lambda: False
-    ) -> AsyncIterator[rt.LogLine]:
-        return logs.follow(log_path, self._notifier, seconds=seconds, until=until)
+    def output_waiter(self) -> contextlib.AbstractContextManager[asyncio.Event]:
+        return self._notifier.waiter()
+
+    async def remove_pod_files(self, pod_dir: Path) -> None:
+        await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+
+    async def remove_stale_pod_files(self, pods_dir: Path, keep: set[str]) -> None:
+        def remove() -> None:
+            if not pods_dir.is_dir():
+                return
+            for entry in pods_dir.iterdir():
+                if entry.is_dir() and entry.name not in keep:
+                    shutil.rmtree(entry, ignore_errors=True)
+
+        await asyncio.to_thread(remove)
 
     async def forget(self, image: str) -> None:
         await asyncio.to_thread(self.loader.forget, image)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2pkube.net.rpc import Rpc, RpcError
+from p2pkube.net.rpc import Rpc, RpcError, RpcRemoteError
 from p2pkube.runtime.interface import LogLine
 from p2pkube.runtime.kubelet import Kubelet
 from p2pkube.state import ClusterState, object_key
@@ -30,7 +30,20 @@ MAX_REPLY_BYTES = 4 * 1024 * 1024
 
 
 class LogsUnavailable(LookupError):
-    """The pod, its node or its container cannot be asked for logs; the message says why."""
+    """The pod, its node or its container cannot be asked for logs; the message says why and
+    ``status`` the HTTP code the local API answers with (404 absent, 400 bad request, 503 the
+    node cannot be asked)."""
+
+    def __init__(self, message: str, status: int = 404) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.message
+
+
+_RPC_CODES = {404: "not-found", 400: "bad-request"}
 
 
 @dataclass(frozen=True)
@@ -82,13 +95,23 @@ def _after(lines: list[LogLine], since: str | None, skip: int) -> list[LogLine]:
     return fresh
 
 
-def _trim(lines: list[LogLine]) -> list[LogLine]:
+def _trim(lines: list[LogLine]) -> tuple[list[LogLine], int]:
+    """The newest lines that fit in a reply, and how many older ones were left out."""
     total = 0
     for index in range(len(lines) - 1, -1, -1):
-        total += len(lines[index].text) + 48
+        total += len(lines[index].text.encode()) + 48  # + time, stream and framing
         if total > MAX_REPLY_BYTES:
-            return lines[index + 1 :]
-    return lines
+            return lines[index + 1 :], index + 1
+    return lines, 0
+
+
+@dataclass(frozen=True)
+class LogReply:
+    lines: list[LogLine]
+    running: bool
+    """The container still runs (a follower may wait for more)."""
+    omitted: int = 0
+    """Older lines left out to keep the reply under MAX_REPLY_BYTES."""
 
 
 class PodLogs:
@@ -118,25 +141,30 @@ class PodLogs:
             raise LogsUnavailable(f'pods "{name}" not found')
         node = pod.get("spec", {}).get("nodeName")
         if not node:
-            raise LogsUnavailable(f"pod {name} is not assigned to a node yet")
+            raise LogsUnavailable(f"pod {name} is not assigned to a node yet", 400)
         return str(node)
 
-    async def read(self, request: LogRequest) -> tuple[list[LogLine], bool]:
-        """(lines, still running) for ``request``, from the pod's node."""
+    async def read(self, request: LogRequest) -> LogReply:
+        """The request's lines, from the pod's node (here, or over rpc)."""
         node = self._node_of(request.namespace, request.name)
         if node == self.node_name:
             return await self._local(request)
         node_id = self.node_id_of(node)
         if node_id is None:
-            raise LogsUnavailable(f"node {node} of pod {request.name} is not reachable")
+            raise LogsUnavailable(f"node {node} of pod {request.name} is not known", 503)
         try:
             reply = await self.rpc.call(
                 node_id, METHOD, request.body(), timeout=request.wait + self.call_timeout
             )
+        except RpcRemoteError as exc:
+            status = next((s for s, code in _RPC_CODES.items() if code == exc.code), 503)
+            raise LogsUnavailable(
+                exc.message if status != 503 else f"node {node}: {exc}", status
+            ) from None
         except RpcError as exc:
-            raise LogsUnavailable(f"node {node}: {exc}") from None
+            raise LogsUnavailable(f"node {node} cannot be asked: {exc}", 503) from None
         lines = [LogLine(*line) for line in reply.get("lines", [])]
-        return lines, bool(reply.get("running"))
+        return LogReply(lines, bool(reply.get("running")), int(reply.get("omitted", 0)))
 
     async def follow(self, request: LogRequest, seconds: float) -> AsyncIterator[LogLine]:
         """The request's lines, then new ones until the container ends or ``seconds`` pass."""
@@ -154,8 +182,9 @@ class PodLogs:
                 skip=skip,
                 wait=wait,
             )
-            lines, running = await self.read(step)
+            reply = await self.read(step)
             first = False
+            lines, running = reply.lines, reply.running
             for line in lines:
                 yield line
                 skip = skip + 1 if line.time == cursor else 1
@@ -163,38 +192,53 @@ class PodLogs:
             if (not running and not lines) or time.monotonic() >= deadline:
                 return
 
-    async def _local(self, request: LogRequest) -> tuple[list[LogLine], bool]:
+    async def _local(self, request: LogRequest) -> LogReply:
+        """Read on this node; with ``wait``, wait (bounded) for a first new line.
+
+        The output waiter is registered before the first read and cleared before each one,
+        so a line written between a read and the wait wakes the wait: none is missed."""
         kubelet = self.kubelet
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request.wait
         try:
-            lines = await kubelet.logs(
-                request.namespace,
-                request.name,
-                request.container,
-                previous=request.previous,
-                tail=request.tail,
-                since=request.since,
-            )
-            lines = _after(lines, request.since, request.skip)
-            running = not request.previous and kubelet.running(
-                request.namespace, request.name, request.container
-            )
-            if not lines and running and request.wait > 0:
-                follower = kubelet.follow(
-                    request.namespace, request.name, request.container, seconds=request.wait
-                )
-                with contextlib.suppress(StopAsyncIteration):
-                    lines = [await anext(follower)]
-                    with contextlib.suppress(TimeoutError):  # take what came with it
-                        async with asyncio.timeout(0.05):
-                            async for line in follower:
-                                lines.append(line)
-                await follower.aclose()  # type: ignore[attr-defined]
-                running = kubelet.running(request.namespace, request.name, request.container)
-        except (LookupError, ValueError) as exc:
-            raise LogsUnavailable(str(exc).strip("'\"")) from None
-        return _trim(lines), running
+            with kubelet.runtime.output_waiter() as written:
+                while True:
+                    written.clear()
+                    lines = await kubelet.logs(
+                        request.namespace,
+                        request.name,
+                        request.container,
+                        previous=request.previous,
+                        tail=request.tail,
+                        since=request.since,
+                    )
+                    lines = _after(lines, request.since, request.skip)
+                    running = not request.previous and kubelet.running(
+                        request.namespace, request.name, request.container
+                    )
+                    remaining = deadline - loop.time()
+                    if lines or not running or remaining <= 0:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(remaining):
+                            await written.wait()
+        except LookupError as exc:
+            raise LogsUnavailable(str(exc).strip("'\""), 404) from None
+        except ValueError as exc:
+            raise LogsUnavailable(str(exc), 400) from None
+        kept, omitted = _trim(lines)
+        return LogReply(kept, running, omitted)
 
     async def _serve(self, _src: str, body: Any) -> dict[str, Any]:
-        request = LogRequest.from_body(body)
-        lines, running = await self._local(request)
-        return {"lines": [[x.time, x.stream, x.text] for x in lines], "running": running}
+        try:
+            request = LogRequest.from_body(body)
+            reply = await self._local(request)
+        except ValueError as exc:
+            raise RpcRemoteError("bad-request", str(exc)) from None
+        except LogsUnavailable as exc:
+            raise RpcRemoteError(_RPC_CODES.get(exc.status, "not-found"), exc.message) from None
+        return {
+            "lines": [[x.time, x.stream, x.text] for x in reply.lines],
+            "running": reply.running,
+            "omitted": reply.omitted,
+        }

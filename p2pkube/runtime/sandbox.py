@@ -4,7 +4,8 @@ What bounds a hostile module:
 
 * **memory**: ``Store.set_limits`` caps each linear memory; ``memory.grow`` past it returns -1
   (it does not trap), the C library's ``malloc`` returns NULL and the program usually aborts.
-  A failure while the memory is within one page of its cap is reported ``OOMKilled``.
+  A failure while the memory is within a 16th of its cap (two pages at least) is reported
+  ``OOMKilled``.
 * **CPU and time**: at every epoch tick the deadline callback below runs on the instance's own
   thread. It stops the instance when asked (kill), at its deadline (``activeDeadlineSeconds``)
   or after an output flood, by returning an error, which wasmtime turns into a trap; and it
