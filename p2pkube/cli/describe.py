@@ -438,13 +438,35 @@ def _replicasets(sets: list[dict[str, Any]]) -> str:
     )
 
 
+def current_hash(deployment: dict[str, Any]) -> str | None:
+    """The ``pod-template-hash`` the Deployment controller gives the ReplicaSet of the
+    deployment's current template (None if it cannot be computed)."""
+    from p2pkube.sched.view import template_hash  # the controller's own function
+
+    template = field(deployment, "spec.template")
+    return template_hash(template) if isinstance(template, dict) else None
+
+
+def is_current(deployment: dict[str, Any], rs: dict[str, Any]) -> bool:
+    """Whether ``rs`` holds the deployment's current pod template: its pod-template-hash is
+    the controller's hash of that template, or (kubectl's test) its template equals the
+    deployment's but for that label."""
+    labels = field(rs, "metadata.labels") or {}
+    if labels.get(TEMPLATE_HASH_LABEL) and labels.get(TEMPLATE_HASH_LABEL) == current_hash(
+        deployment
+    ):
+        return True
+    return without_hash(field(rs, "spec.template")) == without_hash(
+        field(deployment, "spec.template")
+    )
+
+
 def deployment_replicasets(
     deployment: dict[str, Any], owned: list[dict[str, Any]]
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """(the ReplicaSet of the current template, the others newest first), as kubectl's
-    GetAllReplicaSets finds them: by template, ignoring the pod-template-hash label."""
-    template = without_hash(field(deployment, "spec.template"))
-    new = next((rs for rs in owned if without_hash(field(rs, "spec.template")) == template), None)
+    GetAllReplicaSets finds them."""
+    new = next((rs for rs in owned if is_current(deployment, rs)), None)
     old = [rs for rs in owned if rs is not new]
     old.sort(key=revision, reverse=True)
     return new, old

@@ -36,6 +36,7 @@ from p2pkube.cli.describe import (
     Writer,
     controller_ref,
     deployment_replicasets,
+    is_current,
     pod_template,
     revision,
     without_hash,
@@ -406,7 +407,7 @@ def rollout_undo(
             )
         chosen = numbered[-2]
     template = without_hash(copy.deepcopy(field(chosen, "spec.template")))
-    if template == without_hash(field(deployment, "spec.template")):
+    if is_current(deployment, chosen):
         click.echo(
             f"{_ref(resource, name)} skipped rollback "
             f"(current template already matches revision {revision(chosen)})"
