@@ -412,7 +412,12 @@ def normalized(obj: dict[str, Any]) -> dict[str, Any]:
     if "spec" not in obj or obj["kind"] == "Node":
         return obj
     shell = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": {"name": "x"}}
-    return {**obj, "spec": validate_object({**shell, "spec": obj["spec"]})["spec"]}
+    meta = {"labels": {}, "annotations": {}, **obj["metadata"]}
+    return {
+        **obj,
+        "metadata": meta,
+        "spec": validate_object({**shell, "spec": obj["spec"]})["spec"],
+    }
 
 
 def key_of(obj: dict[str, Any]) -> str:
@@ -1320,3 +1325,33 @@ def test_progress_lines_match_kubectl() -> None:
         "updated...",
         False,
     )
+
+
+def test_get_watch_skips_changes_no_column_shows(agent: Agent) -> None:
+    def annotate(backend: WorkloadBackend) -> None:
+        pod = copy.deepcopy(backend.objects["Pod/default/web-58b4f7c9d2-bxk2q"])
+        pod["metadata"]["annotations"] = {"note": "invisible in the table"}
+        backend.set(pod)
+
+    script(agent, [(0.2, annotate), (0.4, _pod_deleted)])
+    out = ok(agent, "get", "pods", "--watch-only", "--request-timeout", "1")
+    assert [r[0] for r in rows(out)] == ["NAME", "web-58b4f7c9d2-tz9wm"]  # only the DELETED row
+
+    def annotate_again(backend: WorkloadBackend) -> None:
+        pod = copy.deepcopy(backend.objects["Pod/default/web-58b4f7c9d2-bxk2q"])
+        pod["metadata"]["annotations"] = {"note": "still invisible"}
+        backend.set(pod)
+
+    script(agent, [(0.2, annotate_again)])
+    names = ok(agent, "get", "pods", "--watch-only", "-o", "name", "--request-timeout", "1")
+    assert names == "pod/web-58b4f7c9d2-bxk2q\n"  # -o name prints every event
+
+
+def test_apply_takes_what_get_o_yaml_printed(agent: Agent, tmp_path: Path) -> None:
+    """status and metadata.generation are the agent's: apply drops them like kubectl."""
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(ok(agent, "get", "deployment", "web", "-o", "yaml"))
+    assert "generation: 2" in manifest.read_text() and "status:" in manifest.read_text()
+    assert ok(agent, "apply", "-f", str(manifest)) == "deployment/web unchanged\n"
+    (body,) = agent.backend.puts
+    assert "status" not in body and "generation" not in body["metadata"]

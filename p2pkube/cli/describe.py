@@ -836,8 +836,7 @@ def split_targets(resource_name: str, names: Sequence[str]) -> list[tuple[str, s
 @click.option(
     "--show-events/--no-show-events",
     default=True,
-    show_default=True,
-    help="List the events about each object (also --show-events=false).",
+    help="List the events about each object (the default; also --show-events=false).",
 )
 @data_dir_option
 @click.pass_obj

@@ -485,7 +485,9 @@ def _watch(
     watch event, until Ctrl-C (exit 0), the timeout (exit 0) or a failed watch (exit 1).
 
     The watch stream starts with every current object as ADDED; those already printed by the
-    list, unchanged, are skipped, so each object shows up once and then at every change.
+    list, unchanged, are skipped, so each object shows up once and then at every change. A
+    table skips a MODIFIED object whose row would read as the last one printed for it (its
+    change is in a field no column shows); -o json|yaml|name print every event.
     """
     items = _list(client, resource, ns, name, selector)
     known = {_object_key(o): _comparable(o) for o in items}
@@ -495,6 +497,9 @@ def _watch(
         headers = ["EVENT", *headers]
     printer = RowPrinter(headers)
     count = 0
+    last_rows: dict[tuple[str, str], list[Any]] = {
+        _object_key(o): [c.value(o) for c in shown] for o in items
+    }
 
     def emit(event_type: str, obj: dict[str, Any]) -> None:
         nonlocal count
@@ -538,6 +543,11 @@ def _watch(
             listed = known.pop(key, None)
             if event_type == "ADDED" and listed is not None and listed == _comparable(obj):
                 continue  # the list showed it as it is
+            if output in ("", "wide"):
+                row = [c.value(obj) for c in shown]
+                if event_type == "MODIFIED" and last_rows.get(key) == row:
+                    continue  # a change the table does not show (a DELETED row always shows)
+                last_rows[key] = row
             emit(event_type, obj)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a watch ends

@@ -271,8 +271,7 @@ def wait_for_rollout(
     "-w",
     "--watch/--no-watch",
     default=True,
-    show_default=True,
-    help="Wait for the rollout to finish; --watch=false prints the status once.",
+    help="Wait for the rollout to finish (the default); --watch=false prints the status once.",
 )
 @namespace_option
 @data_dir_option
@@ -287,8 +286,9 @@ def rollout_status(
 ) -> None:
     """Wait for a deployment's (or daemon set's) rollout to finish, printing its progress.
 
-    Exit 0 once every replica runs the newest template and is available (``deployment "web"
-    successfully rolled out``); exit 1 when --timeout passes first or the object is deleted.
+    Prints a line each time the progress changes, from the agent's watch stream. Exit 0 once
+    every replica runs the newest template and is available ('deployment "web" successfully
+    rolled out'); exit 1 when --timeout passes first or the object is deleted.
     """
     resource, name = _target(resource_name, name, ("Deployment", "DaemonSet"))
     wait_for_rollout(

@@ -43,6 +43,19 @@ PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
 """Largest module apply downloads from a URL."""
 SERVER_FIELDS = ("uid", "creationTimestamp", "deletionTimestamp")
+SERVER_MANAGED = ("generation", "resourceVersion", "managedFields")
+"""Metadata only the agent writes: dropped from applied documents, so that the output of
+``get -o yaml`` can be applied again (the agent's models refuse these fields)."""
+
+
+def strip_server_fields(obj: dict[str, Any]) -> None:
+    """Drop what the agent alone writes (``status``, ``metadata.generation``...) from a
+    document, as kubectl apply ignores them."""
+    obj.pop("status", None)
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        for key in SERVER_MANAGED:
+            meta.pop(key, None)
 
 
 @dataclass
@@ -208,6 +221,8 @@ def apply(
 ) -> None:
     """Create or update objects from manifests (publishing .wasm images they name)."""
     documents = load_documents(files)
+    for doc in documents:
+        strip_server_fields(doc.obj)
     problems = validate(documents, namespace)
     if problems:
         raise CliError(
