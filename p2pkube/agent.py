@@ -259,14 +259,17 @@ class Agent:
             uid = obj.get("metadata", {}).get("uid", "")
             liveness = self.membership.get(uid)
             ready = uid == self.node_id or (liveness is not None and liveness.ready)
+            unknown = False
             if ready:
                 lost = 0.0
             elif uid in self._not_ready_since:
                 lost = now - self._not_ready_since[uid]
             else:
-                lost = never_seen
+                lost, unknown = never_seen, liveness is None and never_seen == 0.0
             status = self.state.get("status", key)
-            states.append(NodeState(obj, status if isinstance(status, dict) else {}, ready, lost))
+            states.append(
+                NodeState(obj, status if isinstance(status, dict) else {}, ready, lost, unknown)
+            )
         return states
 
     def _allocatable(self) -> Resources:

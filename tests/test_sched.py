@@ -248,6 +248,9 @@ def test_election_is_sticky_and_bumps_the_epoch_on_takeover() -> None:
     gone = decide(ranked[0], "wl", lease, nodes - {ranked[2]})
     assert (gone.leader, gone.take, gone.epoch) == (ranked[0], True, 5)
     assert decide("x", "wl", None, set()).leader is None
+    # A holder this node has not heard from yet (it just started), or that is NotReady for
+    # less than the grace, keeps its lease: no lease ping-pong after a restart or a blip.
+    assert decide(ranked[0], "wl", lease, nodes - {ranked[2]}, alive=nodes).leader == ranked[2]
     assert Lease.from_value({"holder": "h", "holderName": "n", "epoch": True}) is None
 
 

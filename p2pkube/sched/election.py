@@ -83,9 +83,23 @@ class Decision:
     """The epoch this node acts under if it is the leader."""
 
 
-def decide(me: str, workload_uid: str, lease: Lease | None, ready: set[str]) -> Decision:
-    """Leader of one workload as this node sees it (``ready`` includes ``me``)."""
-    if lease is not None and lease.holder in ready:
+def decide(
+    me: str,
+    workload_uid: str,
+    lease: Lease | None,
+    ready: set[str],
+    alive: set[str] | None = None,
+) -> Decision:
+    """Leader of one workload as this node sees it (``ready`` includes ``me``).
+
+    ``alive`` (a superset of ``ready``) are the nodes a holder may be and keep its lease:
+    also those not heard from yet since this node started, and those NotReady for less than
+    the eviction grace. Only a holder that is not alive loses its lease; only a Ready node
+    may take it. Without that, a restarted node that has not heard anyone yet would take
+    every lease, and a node that flaps would bounce leases back and forth.
+    """
+    alive = ready if alive is None else alive | ready
+    if lease is not None and lease.holder in alive:
         return Decision(lease.holder, False, lease.epoch)
     ranked = rendezvous_rank(workload_uid, ready)
     if not ranked:

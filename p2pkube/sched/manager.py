@@ -59,6 +59,10 @@ class NodeState:
     status: dict[str, Any]
     ready: bool
     not_ready_for: float
+    """Seconds it has been NotReady as this agent saw it (0 when Ready or unknown)."""
+    unknown: bool = False
+    """Not heard from yet, and this agent started less than a node timeout ago: it may well
+    be alive. It is not placed onto and cannot take leases, but keeps the ones it holds."""
 
 
 class Scheduler:
@@ -86,6 +90,7 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._next_deadline: float | None = None
+        self._alive: set[str] = set()
         self.passes = 0
         self.writes = 0
         self.leading: set[str] = set()
@@ -153,6 +158,12 @@ class Scheduler:
             ((n.obj, n.status, n.ready) for n in states), pods, self.settings.max_pods_per_node
         )
         not_ready = {n.obj["metadata"]["name"]: n.not_ready_for for n in states if not n.ready}
+        grace = self.settings.pod_eviction_grace
+        self._alive = {
+            str(n.obj["metadata"].get("uid", ""))
+            for n in states
+            if n.ready or n.unknown or n.not_ready_for < grace
+        }
         return ClusterView(infos, not_ready, pods, objects, utc_now(), time.time())
 
     async def run_pass(self) -> Plan:
@@ -166,7 +177,7 @@ class Scheduler:
         for key, workload in self._workloads(view):
             uid = workload["metadata"].get("uid", key)
             lease = Lease.from_value(self.state.get(LEASES_MAP, key))
-            decision = decide(self.node_id, uid, lease, ready)
+            decision = decide(self.node_id, uid, lease, ready, self._alive)
             if decision.leader != self.node_id:
                 continue
             if decision.take or lease is None:  # (a lease for us to take, or a broken one)
