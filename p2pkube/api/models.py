@@ -142,10 +142,13 @@ class ObjectMeta(Model):
     annotations: Annotated[dict[str, str], AfterValidator(_annotation_keys)] = Field(
         default_factory=dict
     )
-    # Set by the agent; accepted (and replaced) so that `get -o yaml | apply -f -` works.
+    # Set by the agent and its controllers; accepted (the agent keeps its own values) so
+    # that `get -o yaml | apply -f -` works for every object.
     uid: str | None = None
     creation_timestamp: str | None = None
     deletion_timestamp: str | None = None
+    generation: int | None = None
+    owner_references: list[dict[str, Any]] | None = None
 
 
 class EnvVar(Model):

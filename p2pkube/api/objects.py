@@ -87,7 +87,16 @@ class ObjectService:
         stored = {
             **valid,
             "metadata": {
-                **{k: v for k, v in metadata.items() if k != "deletionTimestamp"},
+                **{
+                    k: v
+                    for k, v in metadata.items()
+                    if k not in ("deletionTimestamp", "generation")
+                },
+                **(
+                    {"ownerReferences": old_meta["ownerReferences"]}
+                    if old_meta.get("ownerReferences")
+                    else {}
+                ),
                 "namespace": namespace,
                 "uid": old_meta.get("uid") or secrets.token_hex(16),
                 "creationTimestamp": old_meta.get("creationTimestamp") or utc_now(),
@@ -130,9 +139,12 @@ class ObjectService:
     async def delete(self, kind: str, namespace: str, name: str, *, force: bool = False) -> bool:
         """Delete an object (a running Pod: mark it, its node finishes); False if absent."""
         key = object_key(kind, namespace, name)
-        obj = self.state.get("objects", key)
+        obj = self.state.get(map_of(kind), key)
         if not isinstance(obj, dict):
             return False
+        if map_of(kind) != "objects":
+            await self.state.delete(map_of(kind), key)
+            return True
         node = obj.get("spec", {}).get("nodeName") if kind == "Pod" else None
         if node and not force and self.node_ready(node):
             if not obj["metadata"].get("deletionTimestamp"):

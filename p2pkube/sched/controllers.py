@@ -42,6 +42,8 @@ from p2pkube.sched.view import (
 from p2pkube.state import object_key
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+"""Copied from a Deployment to each new ReplicaSet, so `rollout history` shows every cause."""
 DS_HASH_LABEL = "controller-revision-hash"
 
 
@@ -171,12 +173,8 @@ def evict_lost(ctx: Context, pods: list[PodView]) -> list[PodView]:
     kept = []
     for pod in pods:
         if pod.active and ctx.view.node_lost(pod, ctx.eviction_grace):
-            lost = ctx.view.not_ready_for.get(pod.node or "", 0.0)
             delete_pod(
-                ctx,
-                pod,
-                "NodeNotReady",
-                f"Deleting pod {pod.name}: node {pod.node} is not ready (for {lost:.1f}s)",
+                ctx, pod, "NodeNotReady", f"Deleting pod {pod.name}: node {pod.node} is not ready"
             )
         else:
             kept.append(pod)
@@ -415,7 +413,11 @@ def _new_replicaset(
             "creationTimestamp": ctx.view.now,
             "generation": 1,
             "labels": {**template["metadata"]["labels"]},
-            "annotations": {REVISION_ANNOTATION: str(revision), LEASE_ANNOTATION: ctx.lease},
+            "annotations": {
+                **{k: v for k, v in (meta.get("annotations") or {}).items() if k == CHANGE_CAUSE},
+                REVISION_ANNOTATION: str(revision),
+                LEASE_ANNOTATION: ctx.lease,
+            },
             "ownerReferences": [owner_reference(deployment)],
         },
         "spec": {

@@ -41,10 +41,11 @@ class EventSettings:
     """Events buffered before a flush at most; beyond it new ones are dropped (and logged)."""
 
 
-def event_key(involved: dict[str, Any], reason: str, source: str) -> str:
-    """``Event/<namespace>/<object>.<hash>``: one key per (object, reason, source node)."""
+def event_key(involved: dict[str, Any], reason: str, message: str, source: str) -> str:
+    """``Event/<namespace>/<object>.<hash>``: one key per (object, reason, message, source
+    node), as Kubernetes aggregates: the same event again only bumps its count."""
     digest = hashlib.sha256(
-        f"{involved.get('kind')}/{involved.get('uid')}/{reason}/{source}".encode()
+        f"{involved.get('kind')}/{involved.get('uid')}/{reason}/{message}/{source}".encode()
     ).hexdigest()[:12]
     return f"Event/{involved.get('namespace') or ''}/{involved.get('name')}.{digest}"
 
@@ -87,7 +88,8 @@ class EventRecorder:
         warning: bool = False,
     ) -> None:
         """Note an event (never blocks; written within ``flush_interval``)."""
-        key = event_key(involved, reason, self.node_name)
+        message = message[:MAX_MESSAGE]
+        key = event_key(involved, reason, message, self.node_name)
         now = utc_now()
         pending = self._pending.get(key)
         if pending is None:
@@ -103,7 +105,7 @@ class EventRecorder:
                 "first": now,
             }
         pending["count"] += 1
-        pending["message"] = message[:MAX_MESSAGE]
+        pending["message"] = message
         pending["last"] = now
         self._wake.set()
 
