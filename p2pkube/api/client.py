@@ -11,7 +11,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.client import HTTPResponse
 from pathlib import Path
 from typing import IO, Any
@@ -131,9 +131,11 @@ class ApiClient:
         timestamps: bool = False,
         follow: bool = False,
         follow_seconds: int = WATCH_SECONDS,
+        on_omitted: Callable[[int], None] = lambda count: None,
     ) -> Iterator[str]:
         """A pod's log lines (without newlines), served by the node that ran it; with
-        ``follow``, new lines as they come until the container ends."""
+        ``follow``, new lines as they come until the container ends. ``on_omitted`` hears
+        how many older lines the agent left out of a reply too big to send whole."""
         query = {
             "container": container,
             "previous": "true" if previous else None,
@@ -146,15 +148,10 @@ class ApiClient:
         timeout = follow_seconds + self.timeout if follow else self.timeout
         path = f"/v1/pods/{_q(namespace)}/{_q(name)}/log"
         with self._open("GET", path, None, query, timeout) as response:
-            while True:
-                try:
-                    line = response.readline()
-                except TimeoutError:
-                    raise self._timeout() from None
-                except OSError as exc:
-                    raise ApiClientError(f"logs from {self.url} broke off: {exc}") from None
-                if not line:
-                    return
+            omitted = int(response.headers.get("X-P2pkube-Omitted-Lines") or 0)
+            if omitted:
+                on_omitted(omitted)
+            for line in self._lines(response, "logs"):
                 yield line.decode(errors="replace").rstrip("\n")
 
     def status(self) -> dict[str, Any]:
@@ -234,8 +231,8 @@ class ApiClient:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _json_lines(self, response: HTTPResponse, what: str) -> Iterator[dict[str, Any]]:
-        """The JSON objects of a newline-delimited stream, each as soon as its line arrives."""
+    def _lines(self, response: HTTPResponse, what: str) -> Iterator[bytes]:
+        """The lines of a streamed answer, each as soon as it arrives."""
         while True:
             try:
                 line = response.readline()
@@ -245,6 +242,11 @@ class ApiClient:
                 raise ApiClientError(f"{what} on {self.url} broke off: {exc}") from None
             if not line:
                 return
+            yield line
+
+    def _json_lines(self, response: HTTPResponse, what: str) -> Iterator[dict[str, Any]]:
+        """The JSON objects of a newline-delimited stream, each as soon as its line arrives."""
+        for line in self._lines(response, what):
             if not line.strip():
                 continue
             try:

@@ -133,8 +133,8 @@ def validate(documents: list[Document], namespace: str | None) -> list[str]:
             problem = _image_problem(container.get("image"), doc.base)
             if problem:
                 problems.append(f"{doc.label}: {path}.image: {problem}")
-            elif not str(container["image"]).startswith("sha256:"):
-                container["image"] = PLACEHOLDER_DIGEST
+            if problem or not str(container.get("image")).startswith("sha256:"):
+                container["image"] = PLACEHOLDER_DIGEST  # one message per image problem
         try:
             validate_object(candidate)
         except ValidationFailed as exc:
@@ -317,6 +317,11 @@ def logs(
         since_time=since_time,
         timestamps=timestamps,
         follow=follow,
+        on_omitted=lambda count: click.echo(
+            f"warning: {count} older lines left out (a reply is limited to 4 MiB); "
+            "use --tail or --since-time",
+            err=True,
+        ),
     )
     for line in lines:
         click.echo(line)
