@@ -2,11 +2,13 @@
 
 Starts `p2pkube signal` and three `p2pkube join` agents as separate processes (data under
 ./demo-data), shows `p2pkube get nodes` from different peers, writes a ConfigMap on one peer and
-reads it on another, applies examples/pods.yaml (WebAssembly pods placed on other peers, their
-modules fetched peer to peer) and shows their status and logs from a peer that did not run them,
-kills a peer with SIGKILL, watches the others mark it NotReady, restarts it with the same data
-dir and shows it Ready again with all its state and its pods taken back. Then it keeps the
-cluster running until Ctrl-C (or --duration seconds) so you can try the CLI yourself.
+reads it on another, applies the Deployment of examples/primes.yaml and the Job of
+examples/batch.yaml (WebAssembly pods, placed across the peers by the node elected for each
+workload, their module fetched peer to peer), shows them and their logs from a peer that did not
+run them, kills a peer running a replica with SIGKILL, shows the replica replaced on another
+peer, restarts the killed peer with the same data dir and shows the cluster whole again with
+exactly three replicas. Then it keeps the cluster running until Ctrl-C (or --duration seconds)
+so you can try the CLI yourself.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from p2pkube.devcluster import LocalCluster, wait_until
 
 NAMES = ["n1", "n2", "n3"]
-PODS = Path(__file__).resolve().parent / "pods.yaml"
+EXAMPLES = Path(__file__).resolve().parent
+DEPLOYMENT = EXAMPLES / "primes.yaml"
+JOB = EXAMPLES / "batch.yaml"
 ZONES = {"n1": "a", "n2": "b", "n3": "a"}
 
 
@@ -30,16 +35,34 @@ def step(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m", flush=True)
 
 
-def show(cluster: LocalCluster, peer: str, *args: str) -> None:
+def show(cluster: LocalCluster, peer: str, *args: str, tail: int | None = None) -> None:
+    """Run a p2pkube command as a user would and print it with its output (the header and
+    the last ``tail`` lines only, if given)."""
     print(f"$ p2pkube --data-dir {cluster.root / peer} {' '.join(args)}", flush=True)
-    print(cluster.cli(peer, *args).stdout.rstrip(), flush=True)
+    lines = cluster.cli(peer, *args).stdout.rstrip().splitlines()
+    if tail is not None and len(lines) > tail + 1:
+        lines = [lines[0], "...", *lines[-tail:]]
+    print("\n".join(lines), flush=True)
 
 
-def phase(cluster: LocalCluster, peer: str, pod: str) -> str | None:
-    result = cluster.cli(peer, "get", "pod", pod, "-o", "json", check=False)
+def pods(cluster: LocalCluster, peer: str, app: str) -> list[dict[str, Any]]:
+    """The pods of ``app`` that are Running and Ready, as ``peer`` sees them."""
+    out = cluster.cli(peer, "get", "pods", "-l", f"app={app}", "-o", "json").stdout
+    return [
+        p
+        for p in json.loads(out)["items"]
+        if (p.get("status") or {}).get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"])
+    ]
+
+
+def job_complete(cluster: LocalCluster, peer: str, name: str) -> bool:
+    result = cluster.cli(peer, "get", "job", name, "-o", "json", check=False)
     if result.returncode != 0:
-        return None
-    return (json.loads(result.stdout).get("status") or {}).get("phase")
+        return False
+    conditions = (json.loads(result.stdout).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Complete" for c in conditions)
 
 
 def all_ready(cluster: LocalCluster, peer: str, names: list[str]) -> bool:
@@ -79,46 +102,55 @@ def main() -> int:
         )
         show(cluster, "n3", "get", "configmap", "greeting", "-o", "yaml")
 
-        step("apply examples/pods.yaml on n1: wasm pods for n2 and n3, modules shared peer to peer")
-        show(cluster, "n1", "apply", "-f", str(PODS))
-        for pod, done in (("hello", "Succeeded"), ("primes", "Succeeded"), ("ticker", "Running")):
-            wait_until(lambda p=pod, d=done: phase(cluster, "n1", p) == d, 60, what=f"{pod} {done}")
-        show(cluster, "n2", "get", "pods", "-o", "wide")
-        step("their logs, read on n1, served by the nodes that ran them (over the mesh)")
-        show(cluster, "n1", "logs", "hello")
-        show(cluster, "n1", "logs", "primes")
-        show(cluster, "n1", "logs", "ticker", "--tail", "2", "--timestamps")
-
-        step("kill -9 n3: the others mark it NotReady after the heartbeat timeout")
-        killed = time.monotonic()
-        cluster.kill("n3")
-        wait_until(lambda: cluster.nodes("n1").get("n3") == "False", 15, what="n3 NotReady")
-        print(f"n1 saw n3 NotReady {time.monotonic() - killed:.1f}s after the kill")
-        show(cluster, "n1", "get", "nodes")
-
-        step("write while n3 is down, then restart n3 with the same data dir")
-        show(cluster, "n2", "create", "configmap", "while-n3-was-down", "--from-literal", "x=1")
-        cluster.start_agent("n3")
-        cluster.wait_api("n3")
-        wait_until(lambda: all_ready(cluster, "n1", NAMES), 30, what="n3 Ready again")
-        wait_until(
-            lambda: (
-                cluster.cli("n3", "get", "configmap", "while-n3-was-down", check=False).returncode
-                == 0
-            ),
-            15,
-            what="resync on n3",
+        step("apply a Deployment on n1: 3 wasm replicas placed across the peers")
+        show(cluster, "n1", "apply", "-f", str(DEPLOYMENT))
+        replicas = wait_until(
+            lambda: len(r := pods(cluster, "n2", "primes")) == 3 and r, 60, "3 replicas"
         )
-        show(cluster, "n3", "get", "configmaps")
+        show(cluster, "n2", "get", "deployments")
+        show(cluster, "n2", "get", "pods", "-o", "wide")
+        first = replicas[0]["metadata"]["name"]
+        where = replicas[0]["spec"]["nodeName"]
+        step(f"the logs of {first}, read on n3, served by {where} over the mesh")
+        wait_until(lambda: cluster.cli("n3", "logs", first).stdout.strip(), 20, what="a round")
+        show(cluster, "n3", "logs", first)
+
+        step("apply a Job on n2: 4 runs, 2 at a time, to completion")
+        show(cluster, "n2", "apply", "-f", str(JOB))
+        wait_until(lambda: job_complete(cluster, "n1", "primes-batch"), 120, what="the Job")
+        show(cluster, "n1", "get", "jobs")
+        show(cluster, "n1", "get", "pods", "-l", "app=primes-batch", "-o", "wide")
+
+        victim = next(p["spec"]["nodeName"] for p in replicas if p["spec"]["nodeName"] != "n1")
+        step(f"kill -9 {victim}: its replica is replaced on another peer")
+        killed = time.monotonic()
+        cluster.kill(victim)
+
+        def replaced() -> bool:
+            now = pods(cluster, "n1", "primes")
+            return len(now) == 3 and victim not in {p["spec"]["nodeName"] for p in now}
+
+        wait_until(replaced, 30, interval=0.05, what="a replacement replica")
+        print(f"3 replicas Running again {time.monotonic() - killed:.1f}s after the kill")
         show(cluster, "n1", "get", "nodes")
-        step("n3 took its pods back: the ticker died with the agent and was restarted")
-        wait_until(lambda: phase(cluster, "n2", "ticker") == "Running", 30, what="ticker again")
-        show(cluster, "n2", "get", "pods")
+        show(cluster, "n1", "get", "pods", "-l", "app=primes", "-o", "wide")
+        cluster.start_agent(victim)
+        cluster.wait_api(victim)
+        wait_until(lambda: all_ready(cluster, "n1", NAMES), 30, what=f"{victim} Ready again")
+        step(f"{victim} is back: the cluster still runs exactly 3 replicas")
+        show(cluster, "n1", "get", "deployments")
+        show(cluster, "n1", "get", "events", tail=8)
 
         step("the cluster keeps running; try it from another terminal, Ctrl-C to stop:")
-        for name in NAMES:
-            print(f"  .venv/bin/p2pkube --data-dir {cluster.root / name} get nodes")
-        print(f"  .venv/bin/p2pkube --data-dir {cluster.root / 'n1'} logs -f ticker")
+        n1 = f".venv/bin/p2pkube --data-dir {cluster.root / 'n1'}"
+        for command in (
+            "get nodes",
+            "get pods -o wide -w",
+            "scale deployment primes --replicas 5",
+            "describe deployment primes",
+            f"logs -f {first}",
+        ):
+            print(f"  {n1} {command}")
         stop = False
 
         def on_signal(*_: object) -> None:
