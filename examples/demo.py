@@ -109,8 +109,8 @@ def main() -> int:
         )
         show(cluster, "n2", "get", "deployments")
         show(cluster, "n2", "get", "pods", "-o", "wide")
-        first = replicas[0]["metadata"]["name"]
-        where = replicas[0]["spec"]["nodeName"]
+        remote = next(p for p in replicas if p["spec"]["nodeName"] != "n3")
+        first, where = remote["metadata"]["name"], remote["spec"]["nodeName"]
         step(f"the logs of {first}, read on n3, served by {where} over the mesh")
         wait_until(lambda: cluster.cli("n3", "logs", first).stdout.strip(), 20, what="a round")
         show(cluster, "n3", "logs", first)

@@ -147,7 +147,9 @@ class Agent:
         """Created in start(): the runtime needs the running loop."""
         self.kubelet: Kubelet | None = None
         self.logs: PodLogs | None = None
-        self.events = EventRecorder(self.state, options.name, self.settings.events)
+        self.events = EventRecorder(
+            self.state, options.name, self.settings.events, is_collector=self._is_compactor
+        )
         self.scheduler = Scheduler(
             self.node_id,
             options.name,
@@ -217,7 +219,10 @@ class Agent:
             if signaling is not None and signaling.connected and not signaling.peers:
                 return  # alone in the cluster: nobody to catch up with
             await asyncio.sleep(0.05)
-        log.info("no peer synced within %.1fs; starting pods anyway", deadline - self.started)
+        log.info(
+            "no peer synced within kubelet.initial_sync_timeout (%.1fs); starting pods anyway",
+            self.settings.kubelet.initial_sync_timeout,
+        )
 
     async def _start_kubelet(self) -> None:
         """The pod runtime and lifecycle; pods assigned to this node start running."""
@@ -310,6 +315,9 @@ class Agent:
 
     # -- wiring --------------------------------------------------------------------------------
     def _on_link_up(self, node: str) -> None:
+        # Liveness first: on the ordered channel the neighbour then learns who is Ready
+        # before the state diff arrives, so no scheduler acts on a stale NotReady.
+        self.membership.link_up(node)
         self.state.attach_peer(
             node, lambda data, node=node: self.mesh.send(node, FrameType.SYNC, data)
         )
@@ -381,9 +389,10 @@ class Agent:
         if self._node_capacity is None:
             self._node_capacity = self._capacity()
         capacity = self._node_capacity
+        pods = str(self.settings.kubelet.max_pods)
         return {
-            "capacity": dict(capacity),
-            "allocatable": dict(capacity),
+            "capacity": {**capacity, "pods": pods},
+            "allocatable": {**capacity, "pods": pods},
             "nodeInfo": {
                 "kind": self.options.kind,
                 "agentVersion": __version__,

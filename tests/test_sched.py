@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
@@ -105,13 +106,14 @@ class World:
             pods,
             110,
         )
+        seconds = 1_800_000_000.0 + self.clock  # one simulated second per pass
         return ClusterView(
             infos,
             dict(self.not_ready_for),
             pods,
             objects,
-            f"t{self.clock:04d}",
-            1000.0 + self.clock,
+            datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            seconds,
         )
 
     def apply(self, plan: Plan) -> None:
@@ -294,7 +296,7 @@ def test_surplus_pods_from_a_stale_lease_are_removed_first() -> None:
             prefix="web",
         )
         extra["spec"]["nodeName"] = node_name
-        extra["metadata"]["creationTimestamp"] = "t0000"  # older: age alone would keep them
+        extra["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"  # older: age keeps them
         world.add(extra)
     world.kubelets()
     assert len(world.pods(phase="Running")) == 4
@@ -430,3 +432,26 @@ def test_deleting_a_deployment_collects_its_replicasets_and_pods() -> None:
     world.apply(plan)
     world.kubelets()
     assert world.pods() == [] and not any(k.startswith("ReplicaSet/") for k in world.objects)
+
+
+def test_a_node_that_refuses_daemon_pods_gets_one_attempt_per_back_off() -> None:
+    world = cluster("a", "b")
+    world.outcome = lambda pod: "Failed"  # e.g. its kubelet's admission: OutOfmemory
+    ds = workload(
+        "DaemonSet",
+        "greedy",
+        {
+            "selector": {"matchLabels": {"app": "greedy"}},
+            "template": {
+                "metadata": {"labels": {"app": "greedy"}},
+                "spec": {"containers": [container()]},
+            },
+        },
+    )
+    key = world.add(ds)
+    created = 0
+    for _ in range(12):  # 12 simulated seconds, with a 5 s back-off
+        plan = world.pass_(key)
+        created += sum(1 for (m, k) in plan.puts if m == "objects" and k.startswith("Pod/"))
+        world.kubelets()
+    assert 4 <= created <= 8, created  # 2 nodes x (the first try + one per 5 s), not 24

@@ -77,6 +77,8 @@ class NodeLiveness:
     reason: str = "AgentReady"
     last_transition: str = ""
     transitions: int = 0
+    body: dict[str, Any] | None = None
+    """The last heartbeat received (passed on to a new neighbour, see ``link_up``)."""
 
 
 class Membership:
@@ -135,6 +137,19 @@ class Membership:
             self._send_heartbeat()
             await asyncio.sleep(self.settings.heartbeat_interval)
 
+    def link_up(self, neighbour: str) -> None:
+        """A new link: beat at once (our neighbour list changed) and hand the neighbour the
+        last heartbeat of every node we see Ready. Otherwise, after a partition heals, each
+        side would see the other NotReady for up to a heartbeat interval after the states
+        merged, and its schedulers would act on that (retake leases, evict pods)."""
+        self._send_heartbeat()
+        for liveness in self._nodes.values():
+            body = liveness.body
+            if liveness.ready and body is not None and liveness.node != neighbour:
+                self._transport.send(
+                    neighbour, FrameType.HEARTBEAT, {**body, "ttl": max(1, body["ttl"] - 1)}
+                )
+
     # -- receiving -----------------------------------------------------------------------------
     def handle_heartbeat(self, neighbour: str, body: dict[str, Any]) -> None:
         """Record and relay a heartbeat that arrived from ``neighbour``; drop stale copies."""
@@ -167,6 +182,7 @@ class Membership:
             neighbour,
             peers,
         )
+        known.body = body
         if body.get("leaving") is True:
             self._set_ready(known, False, "AgentLeft")
         else:

@@ -57,6 +57,9 @@ class Context:
     """The acting lease's tag, recorded on what is created."""
     eviction_grace: float
     new_uid: Callable[[], str]
+    failed_pod_backoff: float = 5.0
+    """A pod that failed (or that its node refused) is replaced only once it is this old:
+    a node or a module that fails every pod costs one attempt per interval, not one per pass."""
 
 
 # -- pods ------------------------------------------------------------------------------------
@@ -181,6 +184,23 @@ def evict_lost(ctx: Context, pods: list[PodView]) -> list[PodView]:
     return kept
 
 
+def hold_failed(ctx: Context, pods: list[PodView]) -> list[PodView]:
+    """Delete the ended pods that are old enough to be replaced; return those that are not
+    (they keep their replica's place for now, and a pass is asked for when they will be)."""
+    held = []
+    for pod in pods:
+        if pod.phase not in ("Succeeded", "Failed"):
+            continue
+        created = parse_time(pod.created) or ctx.view.now_seconds
+        wait = created + ctx.failed_pod_backoff - ctx.view.now_seconds
+        if wait > 0:
+            held.append(pod)
+            ctx.plan.wake_after(wait)
+        else:
+            delete_pod(ctx, pod, "Replaced", f"Deleting {pod.phase} pod {pod.name}")
+    return held
+
+
 def victims(ctx: Context, pods: list[PodView], count: int) -> list[PodView]:
     """The ``count`` least valuable pods (Kubernetes' ActivePods order, plus the lease).
 
@@ -225,14 +245,12 @@ def reconcile_replicaset(ctx: Context, rs: dict[str, Any], desired: int | None =
     meta = rs["metadata"]
     replicas = int(rs["spec"].get("replicas", 1) if desired is None else desired)
     pods = [p for p in view.owned(rs) if not p.terminating]
-    for pod in pods:
-        if pod.phase in ("Succeeded", "Failed"):
-            delete_pod(ctx, pod, "Replaced", f"Deleting {pod.phase} pod {pod.name}")
+    held = hold_failed(ctx, pods)
     pods = evict_lost(ctx, [p for p in pods if p.active])
     for pod in pods:
         if pod.node is None:
             bind_pending(ctx, pod)
-    missing = replicas - len(pods)
+    missing = replicas - len(pods) - len(held)
     labels = {k: v for k, v in rs["spec"]["template"].get("metadata", {}).get("labels", {}).items()}
     for _ in range(missing):
         pod = pod_from_template(ctx, rs, rs["spec"]["template"], prefix=meta["name"], labels=labels)
@@ -480,6 +498,8 @@ def reconcile_job(ctx: Context, job: dict[str, Any]) -> None:
                 bind_pending(ctx, pod)
         deadline = spec.get("activeDeadlineSeconds")
         started = parse_time(status["startTime"]) or view.now_seconds
+        if deadline:
+            plan.wake_after(started + float(deadline) - view.now_seconds)
         failure: tuple[str, str] | None = None
         if failed > int(spec.get("backoffLimit", 6)):
             failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
@@ -538,10 +558,12 @@ def reconcile_daemonset(ctx: Context, ds: dict[str, Any]) -> None:
         for name, node in view.nodes.items()
         if node.ready and all(node.labels.get(k) == v for k, v in selector.items())
     }
+    held = hold_failed(ctx, [p for p in view.owned(ds) if not p.terminating])
     pods = [p for p in view.owned(ds) if p.active]
     by_node: dict[str, list[PodView]] = {}
     for pod in pods:
         by_node.setdefault(pod.node or "", []).append(pod)
+    waiting = {p.node for p in held}
     for node_name, here in by_node.items():
         node = view.nodes.get(node_name)
         matches = node is not None and all(node.labels.get(k) == v for k, v in selector.items())
@@ -553,7 +575,7 @@ def reconcile_daemonset(ctx: Context, ds: dict[str, Any]) -> None:
                 delete_pod(ctx, pod, "Killing", f"Deleting surplus daemon pod {pod.name}")
     labels = {DS_HASH_LABEL: digest}
     for name, node in sorted(eligible.items()):
-        if name not in by_node:
+        if name not in by_node and name not in waiting:
             pod = pod_from_template(
                 ctx, ds, template, prefix=meta["name"], labels=labels, node=node
             )

@@ -1,8 +1,8 @@
 """Who schedules each workload: rendezvous hashing over the Ready nodes, and a lease with an epoch.
 
 There is no control plane: every node decides from what it sees. For a workload, the holder
-of its lease keeps the job as long as it is Ready (stickiness: a node that joins does not take
-workloads away from healthy holders). When the holder is not Ready, or there is no lease, the
+of its lease keeps the job as long as it is alive (see ``decide``; stickiness: a node that
+joins does not take workloads away from healthy holders). When it is not, or there is no lease, the
 Ready node ranked first by rendezvous hashing (highest ``sha256(workload uid, node id)``) takes
 the lease with ``epoch + 1``. Everyone computes the same ranking from the same Ready set, so in a
 connected cluster exactly one node takes over; rendezvous hashing also spreads workloads over

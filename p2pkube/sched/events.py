@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,8 @@ class EventSettings:
     gc_interval: float = 30.0
     """How often a node prunes its own events."""
     max_pending: int = 10_000
-    """Events buffered before a flush at most; beyond it new ones are dropped (and logged)."""
+    """Events buffered before a flush at most; beyond it new ones are dropped (counted in
+    ``p2pkube status``, and logged)."""
 
 
 def event_key(involved: dict[str, Any], reason: str, message: str, source: str) -> str:
@@ -53,10 +55,19 @@ def event_key(involved: dict[str, Any], reason: str, message: str, source: str) 
 class EventRecorder:
     """Buffers this node's events and writes them, aggregated, to the document."""
 
-    def __init__(self, state: ClusterState, node_name: str, settings: EventSettings) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        node_name: str,
+        settings: EventSettings,
+        is_collector: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.state = state
         self.node_name = node_name
         self.settings = settings
+        self.is_collector = is_collector
+        """The collector also prunes other nodes' events past their ttl (a node that left
+        the cluster for good never prunes its own)."""
         self._pending: dict[str, dict[str, Any]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -94,6 +105,8 @@ class EventRecorder:
         pending = self._pending.get(key)
         if pending is None:
             if len(self._pending) >= self.settings.max_pending:
+                if self.dropped % 1000 == 0:
+                    log.warning("event buffer full: dropping events (%d so far)", self.dropped + 1)
                 self.dropped += 1
                 return
             pending = self._pending[key] = {
@@ -161,17 +174,21 @@ class EventRecorder:
                 log.warning("pruning events failed: %s", exc)
 
     async def prune(self, now: float | None = None) -> int:
-        """Delete this node's events past ``ttl`` and beyond ``max_per_node``; how many."""
+        """Delete this node's events past ``ttl`` and beyond ``max_per_node`` (and, on the
+        collector, anyone's past ``ttl``); how many."""
         now = time.time() if now is None else now
-        mine = []
+        collector = self.is_collector()
+        mine, expired = [], []
         for key, event in self.state.items(EVENTS_MAP):
-            if (
-                isinstance(event, dict)
-                and (event.get("source") or {}).get("host") == self.node_name
-            ):
-                mine.append((parse_time(event.get("lastTimestamp")) or 0.0, key))
+            if not isinstance(event, dict):
+                continue
+            when = parse_time(event.get("lastTimestamp")) or 0.0
+            if (event.get("source") or {}).get("host") == self.node_name:
+                mine.append((when, key))
+            elif collector and now - when > self.settings.ttl:
+                expired.append(key)
         mine.sort(reverse=True)
-        doomed = [key for when, key in mine if now - when > self.settings.ttl]
+        doomed = expired + [key for when, key in mine if now - when > self.settings.ttl]
         doomed += [key for _, key in mine[self.settings.max_per_node :] if key not in doomed]
         if doomed:
             async with self.state.batch() as batch:

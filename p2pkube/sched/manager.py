@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 LEASES_MAP = "leases"
 WORKLOAD_KINDS = ("Deployment", "Job", "DaemonSet", "ReplicaSet")
+DEFAULT_MAX_PODS = 110
+"""Pods placed on a node that does not publish ``allocatable.pods`` (kubelet's maxPods)."""
 
 
 @dataclass
@@ -47,8 +49,10 @@ class SchedulerSettings:
     """Passes are at least this far apart: a burst of changes is handled by one pass."""
     resync_interval: float = 5.0
     """A pass runs at least this often even when nothing changed (a safety net)."""
-    max_pods_per_node: int = 110
-    """Pods placement puts on one node at most (the kubelet's maxPods)."""
+    failed_pod_backoff: float = 5.0
+    """A ReplicaSet's or DaemonSet's pod that ended (failed, or refused by its node's
+    kubelet) is replaced only once it is this old, so a node or a module that fails every pod
+    costs one attempt per interval and replica instead of one per scheduling pass."""
 
 
 @dataclass
@@ -154,9 +158,7 @@ class Scheduler:
                 status = self.state.get("status", key)
                 objects[kind].append({**obj, "status": status} if isinstance(status, dict) else obj)
         states = self.nodes()
-        infos = node_infos(
-            ((n.obj, n.status, n.ready) for n in states), pods, self.settings.max_pods_per_node
-        )
+        infos = node_infos(((n.obj, n.status, n.ready) for n in states), pods, DEFAULT_MAX_PODS)
         not_ready = {n.obj["metadata"]["name"]: n.not_ready_for for n in states if not n.ready}
         grace = self.settings.pod_eviction_grace
         self._alive = {
@@ -198,6 +200,11 @@ class Scheduler:
             ctl.collect_orphans(ctx)
             self._collect_leases(view, plan)
         self._schedule_evictions(view)
+        if plan.wake is not None:
+            wake = time.monotonic() + plan.wake + 0.01
+            self._next_deadline = (
+                wake if self._next_deadline is None else min(self._next_deadline, wake)
+            )
         await self._apply(plan)
         return plan
 

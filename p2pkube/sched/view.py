@@ -167,7 +167,8 @@ def node_infos(
     pods: Iterable[PodView],
     max_pods: int,
 ) -> dict[str, NodeInfo]:
-    """NodeInfo per node from (Node object, its status, Ready) and the active pods."""
+    """NodeInfo per node from (Node object, its status, Ready) and the pods on it; a node
+    that publishes no ``allocatable.pods`` takes ``max_pods``."""
     from p2pkube.api.quantity import parse_quantity
 
     infos: dict[str, NodeInfo] = {}
@@ -181,17 +182,22 @@ def node_infos(
             )
         except ValueError:
             resources = Resources()
+        try:
+            pods_allowed = int(allocatable.get("pods", max_pods))
+        except (TypeError, ValueError):
+            pods_allowed = max_pods
         infos[meta["name"]] = NodeInfo(
             meta["name"],
             str(meta.get("uid", "")),
             dict(meta.get("labels") or {}),
             ready,
             resources,
-            max_pods=max_pods,
+            max_pods=pods_allowed,
         )
     for pod in pods:
         info = infos.get(pod.node or "")
-        if info is not None and pod.active:
+        # A pod being deleted still holds its node until its kubelet has stopped it.
+        if info is not None and pod.phase not in TERMINAL:
             info.requested = info.requested + pod_requests(pod.obj.get("spec", {}))
             info.pods += 1
             if pod.owner:
@@ -216,6 +222,12 @@ class Plan:
     puts: dict[tuple[str, str], Any] = field(default_factory=dict)
     deletes: set[tuple[str, str]] = field(default_factory=set)
     events: list[EventSpec] = field(default_factory=list)
+    wake: float | None = None
+    """Seconds after which a controller wants another pass (a deadline, a back-off)."""
+
+    def wake_after(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.wake = seconds if self.wake is None else min(self.wake, seconds)
 
     def put(self, map_name: str, key: str, value: Any) -> None:
         self.deletes.discard((map_name, key))
