@@ -733,9 +733,10 @@ def baseline_placement(size: int, pods: int, image: str) -> dict[str, Any]:
     nodes = infos()
     started = time.perf_counter()
     for _ in range(pods):
-        placement = place(PodToPlace(spec, "owner-uid"), nodes.values())
+        pod = PodToPlace(spec, "owner-uid")
+        placement = place(pod, nodes.values())
         assert placement.node is not None, placement.diagnosis
-        placement.node.assume(spec, "owner-uid")
+        placement.node.assume(pod)
     place_seconds = time.perf_counter() - started
     spread = sorted(n.pods for n in nodes.values())
 

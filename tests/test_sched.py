@@ -227,9 +227,10 @@ def test_placement_spreads_a_workload_and_honours_node_kind() -> None:
     spec = {"containers": [container(requests={"cpu": "100m"})]}
     chosen = []
     for _ in range(3):
-        result = place(PodToPlace(spec, owner="w"), infos.values())
+        pod = PodToPlace(spec, owner="w")
+        result = place(pod, infos.values())
         assert result.node is not None
-        result.node.assume(spec, "w")
+        result.node.assume(pod)
         chosen.append(result.node.name)
     assert sorted(chosen) == ["a", "b", "c"]
     browser_only = {**spec, "nodeSelector": {"p2pkube.io/kind": "browser"}}

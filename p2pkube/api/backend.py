@@ -35,9 +35,11 @@ WatchEvent = dict[str, Any]
 """``{"type": "ADDED"|"MODIFIED"|"DELETED"|"ERROR", "object": {...}}``, as Kubernetes sends."""
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "ERROR"]
 
-WATCH_QUEUE_SIZE = 1024
+WATCH_QUEUE_SIZE = 8192
 """Events one watcher may have waiting. A client that falls this far behind gets an ERROR event
-and the watch ends (it re-lists, like after a Kubernetes 410 Gone): memory stays bounded."""
+and the watch ends (it re-lists, like after a Kubernetes 410 Gone): memory stays bounded. One
+transaction can queue an event per object it touched (a controller creating a Job's pods), so
+this is sized above the bursts of a few thousand pods that the scheduler writes at once."""
 DEFAULT_WATCH_SECONDS = 1800.0
 """How long a watch lives unless the client asks otherwise (Kubernetes' minimum request
 timeout): every stream ends eventually, so a forgotten client cannot pin resources forever."""

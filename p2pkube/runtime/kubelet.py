@@ -156,8 +156,8 @@ class PodWorker:
         self.rejected = False
         """Admission refused it: no container was ever set up (none is listed)."""
         self.delete_when_stopped = False
-        self._dirty = asyncio.Event()
-        self._written: dict[str, Any] | None = None
+        self.written: dict[str, Any] | None = None
+        """The last status this worker wrote (the kubelet's writer skips unchanged ones)."""
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -179,7 +179,6 @@ class PodWorker:
 
     # -- the pod's life --------------------------------------------------------------------------
     async def run(self) -> None:
-        writer = asyncio.create_task(self._status_writer(), name=f"status {self.key}")
         try:
             if self._resume() and not self.terminal:
                 if (problem := self.kubelet.admit(self)) is not None:
@@ -193,7 +192,7 @@ class PodWorker:
             if not self.delete_when_stopped:
                 await self.stopping.wait()  # terminal or not, the object stays until deleted
         finally:
-            await self._flush(writer)
+            await self.kubelet.write_statuses([self])
         if self.delete_when_stopped:
             await self.kubelet.finalize_delete(self)
 
@@ -453,35 +452,10 @@ class PodWorker:
         }
 
     def _changed(self) -> None:
-        self._dirty.set()
+        self.kubelet.status_changed(self)
 
     def _event(self, reason: str, message: str, warning: bool = False) -> None:
         self.kubelet.record(self.pod, reason, message, warning=warning)
-
-    async def _status_writer(self) -> None:
-        """Write the status whenever it changed; one write at a time, the latest wins."""
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            await self._write()
-
-    async def _write(self) -> None:
-        status = self.status()
-        if status == self._written or not self.kubelet.owns(self.key, self.uid):
-            return
-        try:
-            await self.kubelet.state.put("status", self.key, status)
-            self._written = status
-        except Exception as exc:  # disk trouble: retry, the document keeps the truth
-            log.warning("pod %s: status write failed (%s); retrying", self.key, exc)
-            await asyncio.sleep(self.kubelet.settings.status_retry_delay)
-            self._dirty.set()
-
-    async def _flush(self, writer: asyncio.Task[None]) -> None:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
-        await self._write()
 
 
 class Kubelet:
@@ -511,6 +485,9 @@ class Kubelet:
         self.settings = settings
         self.runtime_settings = runtime_settings
         self.workers: dict[str, PodWorker] = {}
+        self._dirty: dict[str, PodWorker] = {}
+        self._status_wake = asyncio.Event()
+        self._status_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._finalizers: set[asyncio.Task[None]] = set()
@@ -520,15 +497,17 @@ class Kubelet:
         self._unsubscribe = self.state.on_change(self._on_change)
         await self._remove_stale_dirs()
         self._task = asyncio.create_task(self._loop(), name="kubelet")
+        self._status_task = asyncio.create_task(self._status_writer(), name="pod statuses")
 
     async def close(self) -> None:
         """Stop every pod's containers (they are restarted on the next start) and the loop."""
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._status_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         tasks = [w.task for w in self.workers.values() if w.task is not None]
         tasks += list(self._finalizers)
         for task in tasks:
@@ -537,6 +516,47 @@ class Kubelet:
             _, pending = await asyncio.wait(tasks, timeout=self.runtime_settings.stop_timeout)
             if pending:
                 log.warning("%d pod tasks did not stop in time", len(pending))
+
+    # -- status ----------------------------------------------------------------------------------
+    def status_changed(self, worker: PodWorker) -> None:
+        """A pod's status changed: it is written with the next batch (never blocks)."""
+        self._dirty[worker.key] = worker
+        self._status_wake.set()
+
+    async def _status_writer(self) -> None:
+        """Write changed statuses, all of a burst in one transaction (one fsync, one update
+        to the peers) instead of one per pod and change: at once when things are quiet, then
+        at most every ``status_batch_interval`` while they change."""
+        while True:
+            await self._status_wake.wait()
+            self._status_wake.clear()
+            workers, self._dirty = list(self._dirty.values()), {}
+            await self.write_statuses(workers)
+            await asyncio.sleep(self.settings.status_batch_interval)
+
+    async def write_statuses(self, workers: list[PodWorker]) -> None:
+        """Write the statuses of ``workers`` that changed and are still theirs to report."""
+        writes = []
+        for worker in workers:
+            if self._dirty.get(worker.key) is worker:
+                del self._dirty[worker.key]  # written now, not again with the next batch
+            status = worker.status()
+            if status != worker.written and self.owns(worker.key, worker.uid):
+                writes.append((worker, status))
+        if not writes:
+            return
+        try:
+            async with self.state.batch() as batch:
+                for worker, status in writes:
+                    batch.put("status", worker.key, status)
+        except Exception as exc:  # disk trouble: retry, the workers keep the truth
+            log.warning("writing %d pod statuses failed (%s); retrying", len(writes), exc)
+            await asyncio.sleep(self.settings.status_retry_delay)
+            for worker, _ in writes:
+                self.status_changed(worker)
+            return
+        for worker, status in writes:
+            worker.written = status
 
     # -- desired state ---------------------------------------------------------------------------
     def _on_change(self, map_name: str, keys: set[str], _origin: object) -> None:

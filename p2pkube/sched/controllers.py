@@ -99,22 +99,23 @@ def create_pod(ctx: Context, pod: dict[str, Any], owner_uid: str | None) -> None
     view, plan = ctx.view, ctx.plan
     key = object_key("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"])
     spec = pod["spec"]
+    to_place = PodToPlace(spec, owner_uid)
     if not spec.get("nodeName"):
-        placement = place(PodToPlace(spec, owner_uid), view.nodes.values())
+        placement = place(to_place, view.nodes.values())
         if placement.node is None:
             plan.put("objects", key, pod)
             plan.put("status", key, unschedulable(pod, placement.diagnosis, view.now))
             plan.event(involved(pod), "FailedScheduling", placement.diagnosis, warning=True)
             return
         spec["nodeName"] = placement.node.name
-        placement.node.assume(spec, owner_uid)
+        placement.node.assume(to_place)
         plan.event(
             involved(pod), "Scheduled", f"Successfully assigned {_ref(pod)} to {spec['nodeName']}"
         )
     else:
         node = view.nodes.get(spec["nodeName"])
         if node is not None:
-            node.assume(spec, owner_uid)
+            node.assume(to_place)
     plan.put("objects", key, pod)
 
 
@@ -137,7 +138,8 @@ def unschedulable(pod: dict[str, Any], diagnosis: str, now: str) -> dict[str, An
 def bind_pending(ctx: Context, pod: PodView) -> None:
     """Place a pod that has no node yet (it did not fit before, or a user created it)."""
     view, plan = ctx.view, ctx.plan
-    placement = place(PodToPlace(pod.obj["spec"], pod.owner), view.nodes.values())
+    to_place = PodToPlace(pod.obj["spec"], pod.owner, pod.requests)
+    placement = place(to_place, view.nodes.values())
     if placement.node is None:
         status = unschedulable(pod.obj, placement.diagnosis, view.now)
         old = pod.status.get("conditions") or []
@@ -147,7 +149,7 @@ def bind_pending(ctx: Context, pod: PodView) -> None:
         return
     bound = clone(pod.obj)
     bound["spec"]["nodeName"] = placement.node.name
-    placement.node.assume(bound["spec"], pod.owner)
+    placement.node.assume(to_place)
     plan.put("objects", pod.key, bound)
     plan.delete("status", pod.key)  # the node's kubelet writes it from now on
     plan.event(
@@ -171,8 +173,26 @@ def delete_pod(ctx: Context, pod: PodView, reason: str, message: str) -> None:
     plan.event(involved(pod.obj), reason, message)
 
 
+def evictions_allowed(view: ClusterView, grace: float) -> bool:
+    """Whether this node may evict at all: not when more than half of the nodes look lost.
+
+    Then the likelier story is that this node is cut off or overloaded (a minority side, a
+    starved machine whose peers all look slow), and evicting would only add work everywhere
+    (Kubernetes' node lifecycle controller stops evicting in a full disruption, too). A 2 + 2
+    split still evicts on both sides; a lone node cut off from three others does not.
+    """
+    lost = sum(
+        1
+        for name, node in view.nodes.items()
+        if not node.ready and view.not_ready_for.get(name, 0.0) >= grace
+    )
+    return lost * 2 <= len(view.nodes)
+
+
 def evict_lost(ctx: Context, pods: list[PodView]) -> list[PodView]:
     """Delete the pods whose node is lost; returns the others."""
+    if not ctx.view.evictions_allowed:
+        return pods
     kept = []
     for pod in pods:
         if pod.active and ctx.view.node_lost(pod, ctx.eviction_grace):
@@ -519,6 +539,9 @@ def reconcile_job(ctx: Context, job: dict[str, Any]) -> None:
             want = min(int(spec.get("parallelism", 1)), int(spec.get("completions", 1)) - succeeded)
             labels = {"job-name": meta["name"], "controller-uid": meta["uid"]}
             created = max(0, want - len(active))
+            for pod in victims(ctx, active, len(active) - want):
+                delete_pod(ctx, pod, "Killing", f"Deleting surplus pod {pod.name}")
+                active.remove(pod)
             for _ in range(created):
                 pod = pod_from_template(
                     ctx, job, spec["template"], prefix=meta["name"], labels=labels

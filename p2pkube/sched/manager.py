@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from p2pkube.api.resources import Resources, pod_requests
 from p2pkube.membership.detector import utc_now
 from p2pkube.sched import controllers as ctl
 from p2pkube.sched.election import Lease, decide
@@ -69,6 +70,62 @@ class NodeState:
     be alive. It is not placed onto and cannot take leases, but keeps the ones it holds."""
 
 
+class Mirror:
+    """Decoded copies of the objects and statuses a pass reads, kept current key by key.
+
+    Decoding every value of the document for every pass cost ~11 ms at 300 pods and ~100 ms
+    at 1,000 (msgpack, version stamps, quantities), on every node, at every change; the
+    change callback names the keys a transaction touched, so only those are decoded again.
+    """
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.status: dict[str, dict[str, Any]] = {}
+        self.requests: dict[str, Resources] = {}
+
+    def load(self) -> None:
+        self.objects.clear()
+        self.status.clear()
+        self.requests.clear()
+        self.changed("objects", set(self.state.keys("objects")))
+        self.changed("status", set(self.state.keys("status")))
+
+    def changed(self, map_name: str, keys: set[str]) -> None:
+        if map_name not in ("objects", "status"):
+            return
+        target = self.objects if map_name == "objects" else self.status
+        for key in keys:
+            kind = key.split("/", 1)[0]
+            if kind != "Pod" and kind not in WORKLOAD_KINDS:
+                continue
+            value = self.state.get(map_name, key)
+            if isinstance(value, dict):
+                target[key] = value
+                if map_name == "objects" and kind == "Pod":
+                    self.requests[key] = pod_requests(value.get("spec") or {})
+            else:
+                target.pop(key, None)
+                if map_name == "objects":
+                    self.requests.pop(key, None)
+
+    def snapshot(self) -> tuple[list[PodView], dict[str, list[dict[str, Any]]]]:
+        pods: list[PodView] = []
+        objects: dict[str, list[dict[str, Any]]] = {kind: [] for kind in WORKLOAD_KINDS}
+        for key, obj in self.objects.items():
+            kind = key.split("/", 1)[0]
+            status = self.status.get(key)
+            if kind == "Pod":
+                if not isinstance(status, dict) or status.get("podUID") != obj["metadata"].get(
+                    "uid"
+                ):
+                    status = {}
+                pods.append(PodView(key, obj, status, self.requests.get(key)))
+            else:
+                objects[kind].append({**obj, "status": status} if status is not None else obj)
+        return pods, objects
+
+
 class Scheduler:
     """Runs the controllers of the workloads this node is elected for."""
 
@@ -95,6 +152,7 @@ class Scheduler:
         self._unsubscribe: Callable[[], None] | None = None
         self._next_deadline: float | None = None
         self._alive: set[str] = set()
+        self._mirror = Mirror(state)
         self.passes = 0
         self.writes = 0
         self.leading: set[str] = set()
@@ -102,6 +160,7 @@ class Scheduler:
 
     async def start(self) -> None:
         self._unsubscribe = self.state.on_change(self._on_change)
+        self._mirror.load()
         self._task = asyncio.create_task(self._loop(), name="scheduler")
         self.wake()
 
@@ -119,6 +178,7 @@ class Scheduler:
 
     def _on_change(self, map_name: str, keys: set[str], _origin: object) -> None:
         if map_name in ("objects", "status", LEASES_MAP):
+            self._mirror.changed(map_name, keys)
             self._wake.set()
 
     async def _loop(self) -> None:
@@ -141,22 +201,7 @@ class Scheduler:
 
     # -- one pass ----------------------------------------------------------------------------
     def view(self) -> ClusterView:
-        pods: list[PodView] = []
-        objects: dict[str, list[dict[str, Any]]] = {kind: [] for kind in WORKLOAD_KINDS}
-        for key, obj in self.state.items("objects"):
-            if not isinstance(obj, dict):
-                continue
-            kind = key.split("/", 1)[0]
-            if kind == "Pod":
-                status = self.state.get("status", key)
-                if not isinstance(status, dict) or status.get("podUID") != obj["metadata"].get(
-                    "uid"
-                ):
-                    status = {}
-                pods.append(PodView(key, obj, status))
-            elif kind in objects:
-                status = self.state.get("status", key)
-                objects[kind].append({**obj, "status": status} if isinstance(status, dict) else obj)
+        pods, objects = self._mirror.snapshot()
         states = self.nodes()
         infos = node_infos(((n.obj, n.status, n.ready) for n in states), pods, DEFAULT_MAX_PODS)
         not_ready = {n.obj["metadata"]["name"]: n.not_ready_for for n in states if not n.ready}
@@ -166,7 +211,9 @@ class Scheduler:
             for n in states
             if n.ready or n.unknown or n.not_ready_for < grace
         }
-        return ClusterView(infos, not_ready, pods, objects, utc_now(), time.time())
+        view = ClusterView(infos, not_ready, pods, objects, utc_now(), time.time())
+        view.evictions_allowed = ctl.evictions_allowed(view, grace)
+        return view
 
     async def run_pass(self) -> Plan:
         """One scheduling pass; returns what it wrote (for tests and benchmarks)."""
@@ -192,7 +239,14 @@ class Scheduler:
                     f"{workload['metadata']['name']} (lease epoch {lease.epoch})",
                 )
             leading.add(key)
-            ctx = ctl.Context(view, plan, lease.tag, self.settings.pod_eviction_grace, _new_uid)
+            ctx = ctl.Context(
+                view,
+                plan,
+                lease.tag,
+                self.settings.pod_eviction_grace,
+                _new_uid,
+                self.settings.failed_pod_backoff,
+            )
             self._reconcile(ctx, workload)
         self.leading = leading
         if self.is_collector():

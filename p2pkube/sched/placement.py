@@ -37,12 +37,12 @@ class NodeInfo:
     workload_pods: Counter[str] = field(default_factory=Counter)
     """Active pods per owner uid (for spreading a workload's replicas)."""
 
-    def assume(self, spec: Mapping[str, Any], owner: str | None) -> None:
+    def assume(self, pod: PodToPlace) -> None:
         """Account for a pod placed here in this pass."""
-        self.requested = self.requested + pod_requests(spec)
+        self.requested = self.requested + pod.requests
         self.pods += 1
-        if owner:
-            self.workload_pods[owner] += 1
+        if pod.owner:
+            self.workload_pods[pod.owner] += 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,12 @@ class PodToPlace:
     spec: Mapping[str, Any]
     owner: str | None = None
     """uid of the workload it belongs to (spread), None for a standalone pod."""
+    requests: Resources = field(default=None)  # type: ignore[assignment]
+    """Its requests, parsed once (every filter and score of every node needs them)."""
+
+    def __post_init__(self) -> None:
+        if self.requests is None:
+            object.__setattr__(self, "requests", pod_requests(self.spec))
 
 
 Filter = Callable[[PodToPlace, NodeInfo], str | None]
@@ -76,7 +82,7 @@ def fits_pods(_pod: PodToPlace, node: NodeInfo) -> str | None:
 
 def fits_resources(pod: PodToPlace, node: NodeInfo) -> str | None:
     """Requests against allocatable minus what the node's pods already request."""
-    wanted = pod_requests(pod.spec)
+    wanted = pod.requests
     free = node.allocatable - node.requested
     if wanted.cpu > free.cpu:
         return "Insufficient cpu"
@@ -87,7 +93,7 @@ def fits_resources(pod: PodToPlace, node: NodeInfo) -> str | None:
 
 def least_allocated(pod: PodToPlace, node: NodeInfo) -> float:
     """Prefer the node with the most room left after the pod (kube-scheduler's default)."""
-    after = node.requested + pod_requests(pod.spec)
+    after = node.requested + pod.requests
     shares = []
     if node.allocatable.cpu > 0:
         shares.append(1 - float(after.cpu / node.allocatable.cpu))

@@ -65,6 +65,14 @@ class PodView:
     key: str
     obj: dict[str, Any]
     status: dict[str, Any]
+    cached_requests: Resources | None = None
+    """Its resource requests, when the caller has them already (parsing costs)."""
+
+    @property
+    def requests(self) -> Resources:
+        if self.cached_requests is None:
+            self.cached_requests = pod_requests(self.obj.get("spec") or {})
+        return self.cached_requests
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -138,6 +146,8 @@ class ClusterView:
     now_seconds: float
     by_owner: dict[str, list[PodView]] = field(default_factory=dict)
     uids: set[str] = field(default_factory=set)
+    evictions_allowed: bool = True
+    """Set by the scheduler (controllers.evictions_allowed): False holds every eviction."""
 
     def __post_init__(self) -> None:
         grouped: dict[str, list[PodView]] = defaultdict(list)
@@ -198,7 +208,7 @@ def node_infos(
         info = infos.get(pod.node or "")
         # A pod being deleted still holds its node until its kubelet has stopped it.
         if info is not None and pod.phase not in TERMINAL:
-            info.requested = info.requested + pod_requests(pod.obj.get("spec", {}))
+            info.requested = info.requested + pod.requests
             info.pods += 1
             if pod.owner:
                 info.workload_pods[pod.owner] += 1
