@@ -229,3 +229,14 @@ def containers(obj: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
     walk(obj.get("spec"), "spec")
     return found
+
+
+class ValidationFailed(ValueError):
+    """An object that cannot be stored; ``errors`` has one ``path: reason`` per problem.
+
+    Here rather than beside the models so that raising or catching it does not import
+    pydantic (the agent loads the models only when it first validates a write)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors

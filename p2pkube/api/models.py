@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from p2pkube.api import (
+    ValidationFailed,
     dns_label_error,
     dns_subdomain_error,
     label_key_error,
@@ -37,14 +38,6 @@ API_GROUP_VERSION = "p2pkube.io/v1"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 RESOURCE_NAMES = ("cpu", "memory")
-
-
-class ValidationFailed(ValueError):
-    """An object that cannot be stored; ``errors`` has one ``path: reason`` per problem."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
 
 
 # -- field checks (each returns the value or raises ValueError with the reason) --------------------

@@ -18,8 +18,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from p2pkube.api import containers
-from p2pkube.api.models import ValidationFailed, validate_object
+from p2pkube.api import ValidationFailed, containers
 from p2pkube.membership.detector import utc_now
 from p2pkube.state import ClusterState, object_key
 
@@ -71,6 +70,8 @@ class ObjectService:
 
     async def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate and store (create or replace); ValidationFailed lists every problem."""
+        from p2pkube.api.models import validate_object  # pydantic: loaded at the first write
+
         valid = validate_object({k: v for k, v in obj.items() if k != "status"})
         kind = valid["kind"]
         metadata = valid["metadata"]

@@ -44,11 +44,11 @@ from p2pkube.api import (
     INFO_FILE,
     TOKEN_FILE,
     Requirement,
+    ValidationFailed,
     match_labels,
     parse_selector,
 )
 from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, AgentBackend, Watch
-from p2pkube.api.models import ValidationFailed
 from p2pkube.blobs.errors import (
     AmbiguousBlob,
     BlobError,

@@ -14,13 +14,16 @@ import logging
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2pkube.membership.detector import utc_now
 from p2pkube.runtime import interface as rt
-from p2pkube.runtime import logs, sandbox
-from p2pkube.runtime.engine import ModuleLoader
+from p2pkube.runtime import logs
 from p2pkube.runtime.settings import RuntimeSettings
+
+if TYPE_CHECKING:  # wasmtime is loaded when the first pod needs it (see NativeRuntime.loader)
+    from p2pkube.runtime import sandbox
+    from p2pkube.runtime.engine import ModuleLoader
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +74,32 @@ class NativeRuntime:
     def __init__(self, data_dir: Path, settings: RuntimeSettings) -> None:
         settings.check()
         self.settings = settings
-        self.loader = ModuleLoader(data_dir / "runtime" / "compiled", settings)
+        self._cache_dir = data_dir / "runtime" / "compiled"
+        self._loader: ModuleLoader | None = None
+        self._loader_lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
         self._notifier = logs.LogNotifier(self._loop)
         self._instances: set[NativeInstance] = set()
         self.started = 0
         self.finished = 0
 
+    @property
+    def loader(self) -> ModuleLoader:
+        """The engines, made on first use: wasmtime and two engines cost an idle node ~15 MB
+        of memory, and a node may never run a pod. Thread-safe (workers may ask first)."""
+        with self._loader_lock:
+            if self._loader is None:
+                from p2pkube.runtime.engine import ModuleLoader
+
+                self._loader = ModuleLoader(self._cache_dir, self.settings)
+            return self._loader
+
     async def prepare(self, image: str, module_path: Path) -> None:
         await asyncio.to_thread(self.loader.load, image, module_path)
 
     def start(self, launch: rt.Launch) -> NativeInstance:
+        from p2pkube.runtime import sandbox
+
         settings = self.settings
         control = sandbox.Control(
             launch.limits,
@@ -115,6 +133,8 @@ class NativeRuntime:
                 max_line_bytes=self.settings.log_max_line_bytes,
                 on_write=self._notifier.notify,
             )
+            from p2pkube.runtime import sandbox
+
             loaded = self.loader.load(launch.image, launch.module_path)
             termination = sandbox.run(loaded, launch, instance.control, writer)
         except rt.InvalidModuleError as exc:
@@ -158,11 +178,12 @@ class NativeRuntime:
         await asyncio.to_thread(remove)
 
     async def forget(self, image: str) -> None:
-        await asyncio.to_thread(self.loader.forget, image)
+        if self._loader is not None:
+            await asyncio.to_thread(self._loader.forget, image)
 
     def stats(self) -> dict[str, Any]:
         return {
-            **self.loader.stats(),
+            **(self._loader.stats() if self._loader is not None else {"engines": []}),
             "running": len(self._instances),
             "started": self.started,
             "finished": self.finished,
@@ -178,4 +199,5 @@ class NativeRuntime:
             await asyncio.wait(
                 [instance.done for instance in instances], timeout=self.settings.stop_timeout
             )
-        await asyncio.to_thread(self.loader.close)
+        if self._loader is not None:
+            await asyncio.to_thread(self._loader.close)
