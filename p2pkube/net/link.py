@@ -224,7 +224,7 @@ class PeerLink:
     async def _watch(self) -> None:
         """Abandon a link that does not finish its handshake, or that went silent."""
         settings = self._settings
-        ticker = Ticker(min(0.25, settings.link_idle_timeout / 4))
+        ticker = Ticker(settings.link_idle_timeout / 6)  # 0.5 s: a check, or a PING, per tick
         try:
             while self.state is not LinkState.CLOSED:
                 stall = await ticker.tick()
@@ -238,8 +238,10 @@ class PeerLink:
                         self.close_soon("handshake timed out")
                 elif now - self.last_received > settings.link_idle_timeout:
                     self.close_soon(f"no frame for {settings.link_idle_timeout:.1f}s")
-                elif now - self.last_sent > settings.link_idle_timeout / 3:
-                    self._send(FrameType.PING, {})  # keep the neighbour's idle check quiet
+                elif now - self.last_sent > settings.link_idle_timeout / 2:
+                    # Keep the neighbour's idle check quiet. Half the timeout, not a third: at
+                    # 1 s, PINGs raced the 1 s heartbeats and doubled an idle link's messages.
+                    self._send(FrameType.PING, {})
         except asyncio.CancelledError:
             pass
 
