@@ -18,6 +18,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
+from p2pkube.net import ice
 from p2pkube.net.frames import Frame, FrameError, FrameType, Reassembler, encode_frame, fragment
 from p2pkube.net.handshake import Handshake, Hello, sdp_fingerprint
 from p2pkube.net.settings import TransportSettings
@@ -46,7 +47,10 @@ class PeerLink:
         on_established: Callable[[PeerLink], None],
         on_frame: Callable[[PeerLink, Frame], None],
         on_closed: Callable[[PeerLink], None],
+        ice_servers: list[RTCIceServer] | None = None,
     ) -> None:
+        """``ice_servers``: the STUN/TURN servers (the mesh builds them once, at start, with
+        :func:`p2pkube.net.ice.ice_servers`); None builds them from ``settings``."""
         self.expected_node = expected_node
         self.session = session
         self.initiator = initiator
@@ -70,7 +74,9 @@ class PeerLink:
         self._closing: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         """Set when the channel's queue fell to its low threshold (see :meth:`wait_buffered`)."""
-        config = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in settings.ice_servers])
+        if ice_servers is None:
+            ice_servers = ice.ice_servers(settings)
+        config = RTCConfiguration(iceServers=ice_servers)
         self._pc = RTCPeerConnection(configuration=config)
         self._channel = self._pc.createDataChannel("p2pkube", negotiated=True, id=0, ordered=True)
         if settings.sctp_receive_window and self._pc.sctp is not None:
@@ -115,6 +121,25 @@ class PeerLink:
 
     async def accept_answer(self, sdp: str) -> None:
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    def selected_pair(self) -> dict[str, str] | None:
+        """The ICE candidate pair the link runs over, once ICE nominated one: each end's
+        candidate type (``host``, ``srflx``, ``relay``: through a TURN server) and address.
+        None before that, or if aiortc/aioice internals changed (read without a public API)."""
+        try:
+            connection = self._pc.sctp.transport.transport._connection  # type: ignore[union-attr]
+            pair = connection._nominated.get(1)
+            if pair is None:
+                return None
+            local, remote = pair.local_candidate, pair.remote_candidate
+            return {
+                "local": str(local.type),
+                "remote": str(remote.type),
+                "localAddress": f"{local.host}:{local.port}",
+                "remoteAddress": f"{remote.host}:{remote.port}",
+            }
+        except Exception:
+            return None
 
     # -- sending -------------------------------------------------------------------------------
     def send(self, frame_type: FrameType, body: Any) -> bool:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from p2pkube.net import ice
 from p2pkube.net.frames import Frame, FrameError, FrameType
 from p2pkube.net.handshake import Handshake
 from p2pkube.net.identity import NodeIdentity
@@ -105,6 +106,7 @@ class Mesh:
     ) -> None:
         self.node_id = identity.node_id
         self.settings = settings or TransportSettings()
+        self._ice_servers = ice.ice_servers(self.settings)  # ValueError now, not at each link
         self.target_degree = self.settings.max_peers + random.randint(
             0, max(0, self.settings.max_peers_jitter)
         )
@@ -308,6 +310,7 @@ class Mesh:
             on_established=self._on_established,
             on_frame=self._on_link_frame,
             on_closed=self._on_link_closed,
+            ice_servers=self._ice_servers,
         )
 
     def _dial(self, node_id: str) -> None:
@@ -541,6 +544,7 @@ class Mesh:
                     "bytesSent": link.bytes_sent,
                     "bytesReceived": link.bytes_received,
                     "initiator": link.initiator,
+                    "candidatePair": link.selected_pair(),
                 }
                 for node, link in self._links.items()
                 if link.state is LinkState.ESTABLISHED

@@ -18,8 +18,22 @@ class TransportSettings:
     """Inbound offers are accepted up to ``max_peers + jitter + inbound_slack`` links, so a
     newcomer can always attach to a saturated mesh; beyond that an offer gets ``busy``."""
     ice_servers: list[str] = field(default_factory=list)
-    """STUN/TURN URLs for RTCConfiguration. Empty by default: aiortc's default (a public STUN
-    server) is unreachable on closed networks and only slows gathering down."""
+    """STUN/TURN URLs for RTCConfiguration: ``stun:HOST:PORT``, ``turn:HOST:PORT`` (UDP;
+    ``?transport=tcp`` for TCP), ``turns:HOST:PORT?transport=tcp``; comma-separated with
+    ``--set``. aiortc uses the first STUN and the first TURN URL only; a TURN server's relay
+    candidates let peers that cannot reach each other directly link through it. Empty by
+    default: aiortc's default (a public STUN server) is unreachable on closed networks and only
+    slows gathering down. A server that does not answer delays every link's offer by up to 5 s
+    (aioice's gathering timeout)."""
+    ice_username: str = ""
+    """Username for the TURN URLs in ``ice_servers`` (TURN long-term credentials, e.g. a
+    coturn ``--user``). A TURN URL without a username and a credential is refused at start."""
+    ice_credential: str = ""
+    """Password for ``ice_username``. Given with ``--set`` it shows in the process list: on a
+    shared machine use ``ice_credential_file`` instead."""
+    ice_credential_file: str = ""
+    """A file whose first line is the password for ``ice_username`` (read once, at start;
+    e.g. a Docker secret under /run/secrets/); overrides ``ice_credential``."""
     ice_host_addresses: list[str] = field(default_factory=list)
     """Host addresses to offer as ICE candidates instead of aioice's own choice. aioice never
     offers 127.0.0.1, so a loopback-only cluster (tests, `make demo`) sets ``["127.0.0.1"]``."""
