@@ -48,7 +48,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 from p2pkube.state import ClusterState, StateSettings
-from p2pkube.state.store import PycrdtStore, encode_value
+from p2pkube.state.pycrdt_store import PycrdtStore
+from p2pkube.state.store import encode_value
 
 LIVE_PODS = 100
 """Pods alive at any time: each cycle creates one and deletes the oldest."""

@@ -1,9 +1,7 @@
-"""One p2pkube node: wires a transport, the replicated state, membership, rpc, blobs and the
-local API.
+"""The native node (``p2pkube join``): a :class:`~p2pkube.node.Node` over aiortc links, with
+wasmtime pods, its identity and state on disk, and the local API for the CLI.
 
-The agent owns every long-lived task it starts and stops them in reverse order on SIGINT or
-SIGTERM: it first tells its neighbours it is leaving (so they mark it NotReady at once instead of
-after a timeout), flushes the state log, then closes its links.
+It runs in the foreground until SIGINT or SIGTERM, then leaves gracefully (see Node.stop).
 """
 
 from __future__ import annotations
@@ -14,9 +12,6 @@ import logging
 import os
 import signal
 import sys
-import time
-from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -25,36 +20,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
-from p2pkube import __version__
-from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
-from p2pkube.api.objects import ObjectService, map_of
 from p2pkube.api.quantity import format_bytes, format_cpu, parse_quantity
-from p2pkube.api.resources import Resources
 from p2pkube.api.server import ApiServer
-from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
-from p2pkube.blobs.manifest import is_digest, referenced_digests
-from p2pkube.blobs.service import BlobService
-from p2pkube.membership.detector import Membership, NodeLiveness, utc_now
 from p2pkube.net import ice
-from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.mesh import Mesh
-from p2pkube.net.rpc import Rpc
 from p2pkube.net.signaling_client import SignalingRejected
-from p2pkube.runtime.kubelet import Kubelet
+from p2pkube.node import KIND_LABEL, Node, NodeConfig
 from p2pkube.runtime.native import NativeRuntime
-from p2pkube.runtime.podlogs import LogReply, LogRequest, LogsUnavailable, PodLogs
-from p2pkube.sched.events import EventRecorder
-from p2pkube.sched.manager import NodeState, Scheduler
-from p2pkube.sched.view import involved
 from p2pkube.settings import AgentSettings
-from p2pkube.state import ClusterState, object_key
-from p2pkube.state.sync import SyncProtocolError
-from signaling.protocol import cluster_id
 
 log = logging.getLogger("p2pkube.agent")
 
-KIND_LABEL = "p2pkube.io/kind"
+__all__ = ["KIND_LABEL", "Agent", "JoinOptions", "run_agent", "websocket_url"]
 
 
 @dataclass
@@ -87,103 +65,64 @@ def websocket_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
-class Agent:
-    """A running node; also the backend of the local API (``p2pkube.api.backend``)."""
+def settings_for(options: JoinOptions) -> AgentSettings:
+    """The settings of a native node: defaults, the join flags, then every ``--set``."""
+    settings = AgentSettings()
+    settings.transport.max_peers = options.max_peers
+    if options.ice_addresses:
+        settings.transport.ice_host_addresses = list(options.ice_addresses)
+    for assignment in options.overrides:
+        settings.override(assignment)
+    settings.check()
+    return settings
+
+
+def capacity_of(options: JoinOptions) -> dict[str, str]:
+    """CPU and memory this node offers: the flags if given, else what the machine has."""
+    cpu = parse_quantity(options.cpu) if options.cpu else Fraction(os.cpu_count() or 1)
+    memory = (
+        int(parse_quantity(options.memory)) if options.memory else psutil.virtual_memory().total
+    )
+    return {"cpu": format_cpu(cpu), "memory": format_bytes(memory)}
+
+
+class Agent(Node):
+    """A native node; also the backend of the local API (``p2pkube.api.backend``)."""
 
     def __init__(self, options: JoinOptions) -> None:
         self.options = options
-        self.node_name = options.name
-        self.data_dir = options.data_dir
+        settings = settings_for(options)
         self.identity = NodeIdentity.load_or_create(options.data_dir)
-        self.node_id = self.identity.node_id
-        self.cluster = cluster_id(options.token)
-        self.started_wall = utc_now()
-        self.started = time.monotonic()
-        self.settings = AgentSettings()
-        self.settings.transport.max_peers = options.max_peers
-        if options.ice_addresses:
-            self.settings.transport.ice_host_addresses = list(options.ice_addresses)
-        for assignment in options.overrides:
-            self.settings.override(assignment)
-        self.settings.check()
-        transport_settings = self.settings.transport
-        self.state = ClusterState(
-            options.data_dir,
-            self.settings.state,
-            is_compactor=self._is_compactor,
-            relay_exclude=lambda peer: self.membership.relay_exclude(peer),
-        )
-        self.mesh = Mesh(
+        from signaling.protocol import cluster_id
+
+        mesh = Mesh(
             identity=self.identity,
             name=options.name,
             kind=options.kind,
-            cluster=self.cluster,
+            cluster=cluster_id(options.token),
             token=options.token,
             signaling_url=websocket_url(options.signaling_url),
-            settings=transport_settings,
+            settings=settings.transport,
         )
-        self.membership = Membership(
-            self.node_id,
-            options.name,
-            self.mesh,
-            self.settings.membership,
-            on_change=self._on_liveness,
+        super().__init__(
+            NodeConfig(
+                name=options.name,
+                kind=options.kind,
+                token=options.token,
+                data_dir=options.data_dir,
+                settings=settings,
+                capacity=capacity_of(options),
+                labels=dict(options.labels),
+            ),
+            mesh=mesh,
+            runtime_factory=lambda: NativeRuntime(options.data_dir, settings.runtime),
         )
-        self.rpc = Rpc(self.mesh, self.settings.rpc)
-        self.blobs = BlobService(
-            options.data_dir / "blobs",
-            self.settings.blobs,
-            node_name=options.name,
-            state=self.state,
-            rpc=self.rpc,
-            holders=self._blob_holders,
-            references=self._blob_references,
-            is_collector=self._is_compactor,
-            on_local_change=self._publish_node_status,
-        )
-        """The pod runtime calls ``agent.blobs.ensure(digest)`` (a verified local Path)."""
-        self.objects = ObjectService(self.state, node_ready=self.node_ready)
-        self.runtime: NativeRuntime | None = None
-        """Created in start(): the runtime needs the running loop."""
-        self.kubelet: Kubelet | None = None
-        self.logs: PodLogs | None = None
-        self.events = EventRecorder(
-            self.state, options.name, self.settings.events, is_collector=self._is_compactor
-        )
-        self.scheduler = Scheduler(
-            self.node_id,
-            options.name,
-            self.state,
-            nodes=self._node_states,
-            is_collector=self._is_compactor,
-            events=self.events,
-            settings=self.settings.scheduler,
-        )
-        self._not_ready_since: dict[str, float] = {}
-        """Node id -> when this agent saw it become NotReady (monotonic)."""
         self.api = ApiServer(self, options.data_dir, port=options.api_port, blobs=self.blobs)
-        self.mesh.on_link_up = self._on_link_up
-        self.mesh.on_link_down = self.state.detach_peer
-        self.mesh.on_frame = self._on_frame
-        self.mesh.on_routed = self.rpc.receive
-        self.mesh.route_hint = self.membership.route_hint
-        self.mesh.reachable = self.membership.is_reachable
         self._process = psutil.Process()
-        self._jobs: set[asyncio.Task[Any]] = set()
-        self._node_capacity: dict[str, str] | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         ice.use_host_addresses(self.mesh.settings.ice_host_addresses)
-        await self.state.open()
-        await self.blobs.start()  # before the Node status, which lists the blobs held here
-        await self._publish_node()
-        await self.mesh.start()  # raises SignalingRejected on a bad token
-        await self.membership.start()
-        await self.events.start()
-        await self._await_first_sync()
-        await self._start_kubelet()
-        await self.scheduler.start()
+        await super().start()
         await self.api.start()
         log.info(
             "node %s (%s) joined cluster %s; API at %s",
@@ -196,423 +135,14 @@ class Agent:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.api.stop()
-        await self.scheduler.close()
-        if self.kubelet is not None:
-            await self.kubelet.close()
-        if self.runtime is not None:
-            await self.runtime.close()
-        await self.blobs.close()
-        await self.events.close()
-        await self.rpc.close()
-        await self.membership.close(leaving=True)
-        await self.state.close()
-        await self.mesh.close()
-
-    async def _await_first_sync(self) -> None:
-        """Catch up with a peer (one step 2 received) before running pods; bounded by
-        kubelet.initial_sync_timeout, and skipped when the signaling server knows no peer."""
-        deadline = time.monotonic() + self.settings.kubelet.initial_sync_timeout
-        signaling = self.mesh.signaling
-        while time.monotonic() < deadline:
-            if self.state.synced_with_a_peer:
-                return
-            if signaling is not None and signaling.connected and not signaling.peers:
-                return  # alone in the cluster: nobody to catch up with
-            await asyncio.sleep(0.05)
-        log.info(
-            "no peer synced within kubelet.initial_sync_timeout (%.1fs); starting pods anyway",
-            self.settings.kubelet.initial_sync_timeout,
-        )
-
-    async def _start_kubelet(self) -> None:
-        """The pod runtime and lifecycle; pods assigned to this node start running."""
-        self.runtime = NativeRuntime(self.data_dir, self.settings.runtime)
-        runtime = self.runtime
-        self.blobs.on_collected = lambda digest: self._spawn(runtime.forget(digest))
-        self.kubelet = Kubelet(
-            self.node_name,
-            self.state,
-            runtime,
-            self.blobs,
-            self.data_dir / "pods",
-            allocatable=self._allocatable,
-            settings=self.settings.kubelet,
-            runtime_settings=self.settings.runtime,
-            record=lambda obj, reason, message, warning=False: self.events.record(
-                involved(obj), reason, message, component="kubelet", warning=warning
-            ),
-        )
-        self.logs = PodLogs(
-            self.node_name, self.state, self.kubelet, self.rpc, node_id_of=self.node_id_of
-        )
-        await self.kubelet.start()
-
-    def _spawn(self, coroutine: Any) -> None:
-        """Run a small fire-and-forget job; kept referenced until it is done."""
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
-
-    def _node_states(self) -> list[NodeState]:
-        """Every Node object with its status and how this agent sees its liveness."""
-        now = time.monotonic()
-        never_seen = max(0.0, now - self.started - self.membership.settings.node_timeout)
-        states = []
-        for key, obj in self.state.items("objects"):
-            if not key.startswith("Node//") or not isinstance(obj, dict):
-                continue
-            uid = obj.get("metadata", {}).get("uid", "")
-            liveness = self.membership.get(uid)
-            ready = uid == self.node_id or (liveness is not None and liveness.ready)
-            unknown = False
-            if ready:
-                lost = 0.0
-            elif uid in self._not_ready_since:
-                lost = now - self._not_ready_since[uid]
-            else:
-                lost, unknown = never_seen, liveness is None and never_seen == 0.0
-            status = self.state.get("status", key)
-            states.append(
-                NodeState(obj, status if isinstance(status, dict) else {}, ready, lost, unknown)
-            )
-        return states
-
-    def _allocatable(self) -> Resources:
-        capacity = self._node_status()["allocatable"]
-        return Resources(parse_quantity(capacity["cpu"]), int(parse_quantity(capacity["memory"])))
-
-    def node_ready(self, name: str) -> bool:
-        """Whether node ``name`` is Ready as this agent sees it (itself always is)."""
-        if name == self.node_name:
-            return True
-        node_id = self.node_id_of(name)
-        liveness = self.membership.get(node_id) if node_id else None
-        return liveness is not None and liveness.ready
-
-    def block_nodes(self, names: list[str]) -> list[str]:
-        ids = []
-        for name in names:
-            node_id = self.node_id_of(name)
-            if node_id is None or name == self.node_name:
-                raise LookupError(f"no other node named {name!r}")
-            ids.append(node_id)
-        self.mesh.block(ids)
-        log.warning("fault injection: links to %s blocked", ", ".join(names) or "nobody")
-        return sorted(names)
-
-    def node_id_of(self, name: str) -> str | None:
-        """The id of the node called ``name`` (from its Node object), None if unknown."""
-        if name == self.node_name:
-            return self.node_id
-        node = self.state.get("objects", object_key("Node", "", name))
-        uid = node.get("metadata", {}).get("uid") if isinstance(node, dict) else None
-        return uid if isinstance(uid, str) else None
-
-    def _is_compactor(self) -> bool:
-        """Only the Ready node with the smallest id compacts the document (others could, and
-        would converge, but the work would be done N times when all cross the threshold)."""
-        return all(self.node_id <= n.node for n in self.membership.nodes() if n.ready)
-
-    # -- wiring --------------------------------------------------------------------------------
-    def _on_link_up(self, node: str) -> None:
-        # Liveness first: on the ordered channel the neighbour then learns who is Ready
-        # before the state diff arrives, so no scheduler acts on a stale NotReady.
-        self.membership.link_up(node)
-        self.state.attach_peer(
-            node, lambda data, node=node: self.mesh.send(node, FrameType.SYNC, data)
-        )
-
-    def _on_frame(self, node: str, frame: Frame) -> None:
-        if frame.type is FrameType.SYNC:
-            try:
-                self.state.receive(node, frame.body)
-            except SyncProtocolError as exc:
-                log.warning("dropping peer %s: bad sync message: %s", node, exc)
-                link = self.mesh.link(node)
-                if link is not None:
-                    link.violation = True
-                    link.close_soon(f"protocol violation: {exc}", notify=False)
-        elif frame.type is FrameType.HEARTBEAT:
-            self.membership.handle_heartbeat(node, frame.body)
-        else:
-            log.warning("unexpected %s frame from %s ignored", frame.type.name, node)
-
-    def _on_liveness(self, liveness: NodeLiveness) -> None:
-        if liveness.ready:
-            self.mesh.add_candidate(liveness.node)
-            self._not_ready_since.pop(liveness.node, None)
-        else:
-            self._not_ready_since.setdefault(liveness.node, time.monotonic())
-        self.scheduler.wake()
-        # Node watches (see watch()): Ready lives here, not in the document.
-        for listener in list(self.__dict__.get("_liveness_listeners", ())):
-            listener(liveness)
-
-    # -- this node's Node object ---------------------------------------------------------------
-    def _capacity(self) -> dict[str, str]:
-        """CPU and memory this node offers: the flags if given, else what the machine has."""
-        options = self.options
-        cpu = parse_quantity(options.cpu) if options.cpu else Fraction(os.cpu_count() or 1)
-        memory = (
-            int(parse_quantity(options.memory)) if options.memory else psutil.virtual_memory().total
-        )
-        return {"cpu": format_cpu(cpu), "memory": format_bytes(memory)}
-
-    async def _publish_node(self) -> None:
-        """Write this node's spec and status; keep its creation time across restarts."""
-        key = object_key("Node", "", self.node_name)
-        previous = self.state.get("objects", key)
-        created = self.started_wall
-        if isinstance(previous, dict) and previous.get("metadata", {}).get("uid") == self.node_id:
-            created = previous["metadata"].get("creationTimestamp", created)
-        labels = {**self.options.labels, KIND_LABEL: self.options.kind}
-        await self.state.put(
-            "objects",
-            key,
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": self.node_name,
-                    "uid": self.node_id,
-                    "labels": labels,
-                    "creationTimestamp": created,
-                },
-                "spec": {},
-            },
-        )
-        await self._publish_node_status()
-
-    def _node_status(self) -> dict[str, Any]:
-        """This node's status as only this node writes it: capacity, node info, and the
-        blobs it holds completely (``images``, which other nodes fetch from)."""
-        if self._node_capacity is None:
-            self._node_capacity = self._capacity()
-        capacity = self._node_capacity
-        pods = str(self.settings.kubelet.max_pods)
-        return {
-            "capacity": {**capacity, "pods": pods},
-            "allocatable": {**capacity, "pods": pods},
-            "nodeInfo": {
-                "kind": self.options.kind,
-                "agentVersion": __version__,
-                "nodeID": self.node_id,
-                "pythonVersion": sys.version.split()[0],
-            },
-            "images": self.blobs.images(),
-        }
-
-    async def _publish_node_status(self) -> None:
-        """(Re)write the Node status, e.g. when the set of local blobs changed. Built and
-        applied in one step, so the last call always writes the newest status."""
-        await self.state.put("status", object_key("Node", "", self.node_name), self._node_status())
-
-    # -- blobs ---------------------------------------------------------------------------------
-    def _blob_holders(self) -> dict[str, list[Holder]]:
-        """Digest -> the Ready nodes (not us) whose own Node status lists it in ``images``,
-        with their distance in links (from the neighbour lists heartbeats carry)."""
-        known = self.membership.nodes()
-        peers = {n.node: n.peers for n in known}
-        hops = hop_counts(self.node_id, self.mesh.neighbours(), lambda n: peers.get(n, ()))
-        holders: dict[str, list[Holder]] = defaultdict(list)
-        for liveness in known:
-            if not liveness.ready:
-                continue
-            status = self.state.get("status", object_key("Node", "", liveness.name))
-            if not isinstance(status, dict):
-                continue
-            if (status.get("nodeInfo") or {}).get("nodeID") != liveness.node:
-                continue  # written by another node of that name: not this node's word
-            holder = Holder(liveness.node, liveness.name, hops.get(liveness.node, FAR))
-            for image in status.get("images") or []:
-                names = image.get("names") if isinstance(image, dict) else None
-                for name in names if isinstance(names, list) else []:
-                    if is_digest(name):
-                        holders[name].append(holder)
-        return holders
-
-    def _blob_references(self) -> set[str]:
-        """What keeps a blob from collection: an ``image`` naming it in any object's spec."""
-        return referenced_digests(obj for _, obj in self.state.items("objects"))
-
-    # -- API backend ---------------------------------------------------------------------------
-    def _condition(self, node_id: str) -> tuple[dict[str, Any], int]:
-        if node_id == self.node_id:
-            return (
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "AgentReady",
-                    "lastHeartbeatTime": utc_now(),
-                    "lastTransitionTime": self.started_wall,
-                },
-                len(self.mesh.neighbours()),
-            )
-        liveness = self.membership.get(node_id)
-        if liveness is None:
-            waited = time.monotonic() - self.started > self.membership.settings.node_timeout
-            return (
-                {
-                    "type": "Ready",
-                    "status": "False" if waited else "Unknown",
-                    "reason": "NoHeartbeat" if waited else "Starting",
-                    "lastHeartbeatTime": None,
-                    "lastTransitionTime": self.started_wall,
-                },
-                0,
-            )
-        return (
-            {
-                "type": "Ready",
-                "status": "True" if liveness.ready else "False",
-                "reason": liveness.reason,
-                "lastHeartbeatTime": liveness.last_heartbeat,
-                "lastTransitionTime": liveness.last_transition,
-            },
-            len(liveness.peers),
-        )
-
-    def list_nodes(self) -> list[dict[str, Any]]:
-        nodes = []
-        for key, obj in self.state.items("objects"):
-            if not key.startswith("Node//") or not isinstance(obj, dict):
-                continue
-            status = dict(self.state.get("status", key) or {})
-            condition, peers = self._condition(obj.get("metadata", {}).get("uid", ""))
-            status["conditions"] = [condition]
-            status["peers"] = peers
-            nodes.append({**obj, "status": status})
-        return sorted(nodes, key=lambda n: n["metadata"]["name"])
-
-    def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
-        return self.objects.list(kind, namespace)
-
-    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.objects.get(kind, namespace, name)
-
-    async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Validate and store a user object; returns once it is on disk (acknowledged)."""
-        return await self.objects.put(obj)
-
-    async def delete_object(
-        self, kind: str, namespace: str, name: str, *, force: bool = False
-    ) -> bool:
-        return await self.objects.delete(kind, namespace, name, force=force)
-
-    async def read_logs(self, request: LogRequest) -> LogReply:
-        """A container's log lines, from whichever node runs (or ran) the pod."""
-        return await self._pod_logs().read(request)
-
-    def follow_logs(self, request: LogRequest, seconds: float) -> Any:
-        """``read_logs`` and then new lines as they are written (``logs -f``)."""
-        return self._pod_logs().follow(request, seconds)
-
-    def _pod_logs(self) -> PodLogs:
-        if self.logs is None:
-            raise LogsUnavailable("the agent is still starting", 503)
-        return self.logs
-
-    def watch(
-        self,
-        kind: str,
-        namespace: str | None,
-        *,
-        match: Callable[[dict[str, Any]], bool] | None = None,
-        timeout: float = DEFAULT_WATCH_SECONDS,
-        max_queue: int = WATCH_QUEUE_SIZE,
-    ) -> Watch:
-        """Watch ``kind`` in ``namespace`` (None: all, "": cluster-scoped); a started Watch.
-
-        Use it as ``async with agent.watch(...) as w: async for event in w``. It is driven by
-        the document's change callback (local writes and peer updates alike), never by
-        polling. A Node's Ready condition comes from the failure detector, not the document,
-        so for Nodes the watch also listens to liveness transitions (via ``_on_liveness``).
-        """
-        prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
-
-        def render(key: str) -> dict[str, Any] | None:
-            if kind != "Node":
-                _, ns, name = key.split("/", 2)
-                return self.get_object(kind, ns, name)
-            # One node shaped as list_nodes() shapes it (Ready from the failure detector),
-            # without decoding every object in the document for each event.
-            obj = self.state.get("objects", key)
-            if not isinstance(obj, dict):
-                return None
-            status = dict(self.state.get("status", key) or {})
-            condition, peers = self._condition(obj.get("metadata", {}).get("uid", ""))
-            status["conditions"] = [condition]
-            status["peers"] = peers
-            return {**obj, "status": status}
-
-        watch = Watch(
-            render,
-            lambda key: key.startswith(prefix),
-            match=match,
-            timeout=timeout,
-            max_queue=max_queue,
-        )
-
-        watched = {"objects", "status"} if kind != "Event" else {"events"}
-
-        def on_change(map_name: str, keys: set[str], origin: object) -> None:
-            if map_name in watched:
-                watch.changed(keys)
-
-        watch.add_cleanup(self.state.on_change(on_change))
-        if kind == "Node":
-            # Created on first use so that watch() stays the only addition to Agent.
-            listeners: list[Callable[[NodeLiveness], None]] = self.__dict__.setdefault(
-                "_liveness_listeners", []
-            )
-
-            def on_liveness(liveness: NodeLiveness) -> None:
-                watch.changed([object_key("Node", "", liveness.name)])
-
-            def unsubscribe() -> None:
-                with contextlib.suppress(ValueError):
-                    listeners.remove(on_liveness)
-
-            listeners.append(on_liveness)
-            watch.add_cleanup(unsubscribe)
-        watch.start(self.state.keys(map_of(kind)))  # same tick as the subscription: no gap
-        return watch
+        await super().stop()
 
     def status(self) -> dict[str, Any]:
         with self._process.oneshot():
             rss = self._process.memory_info().rss
             cpu = self._process.cpu_times()
         return {
-            "node": self.node_name,
-            "nodeID": self.node_id,
-            "cluster": self.cluster,
-            "kind": self.options.kind,
-            "agentVersion": __version__,
-            "uptimeSeconds": round(time.monotonic() - self.started, 3),
-            "mesh": self.mesh.stats(),
-            "rpc": self.rpc.stats_dict(),
-            "blobs": self.blobs.stats_dict(),
-            "scheduler": self.scheduler.stats(),
-            "events": {"written": self.events.written, "dropped": self.events.dropped},
-            "pods": {
-                **(self.kubelet.stats() if self.kubelet else {}),
-                "runtime": self.runtime.stats() if self.runtime else {},
-            },
-            "state": self.state.stats_dict(),
-            "membership": {
-                "stalledSeconds": round(self.membership.stalled_seconds, 3),
-                "nodes": [
-                    {
-                        "node": n.node,
-                        "name": n.name,
-                        "ready": n.ready,
-                        "reason": n.reason,
-                        "via": n.via,
-                        "transitions": n.transitions,
-                    }
-                    for n in self.membership.nodes()
-                ],
-            },
+            **super().status(),
             "process": {
                 "pid": os.getpid(),
                 "rssBytes": rss,

@@ -25,7 +25,7 @@ from p2pkube.state import (
     SyncProtocolError,
     Version,
 )
-from p2pkube.state.store import PycrdtStore
+from p2pkube.state.pycrdt_store import PycrdtStore
 from p2pkube.state.sync import (
     EMPTY_STATE_VECTOR,
     decode_frame,

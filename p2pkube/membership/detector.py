@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from p2pkube.net.frames import FrameType
-from p2pkube.net.mesh import Transport
+from p2pkube.net.transport import Transport
 from p2pkube.ticker import Ticker
 
 log = logging.getLogger(__name__)

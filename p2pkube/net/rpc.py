@@ -36,8 +36,8 @@ from typing import Any
 import msgpack
 
 from p2pkube.net.frames import FrameError
-from p2pkube.net.mesh import RoutedTransport
 from p2pkube.net.settings import RpcSettings
+from p2pkube.net.transport import RoutedTransport
 
 log = logging.getLogger(__name__)
 

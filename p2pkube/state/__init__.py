@@ -20,8 +20,8 @@ from .store import (
     REPAIR,
     STATUS,
     SWITCH,
-    PycrdtStore,
     StateStore,
+    StoreFactory,
     UnknownMapError,
     object_key,
 )
@@ -49,6 +49,7 @@ __all__ = [
     "StateSettings",
     "StateStats",
     "StateStore",
+    "StoreFactory",
     "SyncMessageKind",
     "SyncProtocolError",
     "UnknownMapError",
@@ -56,3 +57,13 @@ __all__ = [
     "WriteBatch",
     "object_key",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``PycrdtStore`` on first use only: importing pycrdt is for native nodes (the browser
+    node has no pycrdt and brings its own StateStore)."""
+    if name == "PycrdtStore":
+        from .pycrdt_store import PycrdtStore
+
+        return PycrdtStore
+    raise AttributeError(name)

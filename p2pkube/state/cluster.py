@@ -55,7 +55,8 @@ from .store import (
     REPAIR,
     SWITCH,
     ChangeCallback,
-    PycrdtStore,
+    StateStore,
+    StoreFactory,
     UnknownMapError,
     encode_value,
     new_client_id,
@@ -306,8 +307,15 @@ class ClusterState:
         is_compactor: Callable[[], bool] | None = None,
         relay_exclude: Callable[[str], Collection[str]] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        store_factory: StoreFactory | None = None,
     ) -> None:
         self.settings = settings or StateSettings()
+        if store_factory is None:
+            from .pycrdt_store import PycrdtStore  # the native backend
+
+            store_factory = PycrdtStore
+        self._store_factory: StoreFactory = store_factory
+        """Makes empty documents: pycrdt natively, yjs in the browser (p2pkube.browser)."""
         self._data_dir = data_dir
         self._is_compactor = is_compactor or _always
         self._relay_exclude = relay_exclude or (lambda peer_id: ())
@@ -317,7 +325,7 @@ class ClusterState:
         self._hlc = HybridClock(wall_clock, int(self.settings.max_clock_skew * 1000))
         self._client_id = 0
         self._generation = GENESIS
-        self._store: PycrdtStore | None = None
+        self._store: StateStore | None = None
         self._store_unsubscribe: list[Callable[[], None]] = []
         self._persister: Persister | None = None
         self._peers: dict[str, SendFn] = {}
@@ -348,7 +356,7 @@ class ClusterState:
         if self._store is not None or self._closed:
             raise RuntimeError("ClusterState can be opened once")
         self._client_id = new_client_id()  # a fresh random client id on every start
-        store = PycrdtStore(self._client_id)
+        store = self._store_factory(self._client_id)
         # Watchers and the entry observer see the replay (origin LOAD); the update
         # callback (persist + relay) is subscribed only after it.
         self._store_unsubscribe = [
@@ -414,13 +422,24 @@ class ClusterState:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def _require(self) -> PycrdtStore:
+    def _store_from_entries(
+        self, entries: Iterable[tuple[str, str, bytes]], client_id: int | None
+    ) -> StateStore:
+        """A fresh document holding ``(map, key, blob)`` entries, written in one transaction
+        before anyone listens (the base of a new generation: no history)."""
+        fresh = self._store_factory(client_id)
+        with fresh.transaction(LOAD):
+            for map_name, key, blob in entries:
+                fresh.put_raw(map_name, key, blob)
+        return fresh
+
+    def _require(self) -> StateStore:
         if self._store is None or self._closed:
             raise RuntimeError("ClusterState is not open")
         return self._store
 
     @property
-    def store(self) -> PycrdtStore:
+    def store(self) -> StateStore:
         """The current generation's document (read-mostly: writes through it bypass
         versioning and are not awaited)."""
         return self._require()
@@ -532,7 +551,7 @@ class ClusterState:
                     stamp = self._stamp_for(store, map_name, key)
                     store.put_raw(map_name, key, encode_version(stamp, value))
 
-    def _stamp_for(self, store: PycrdtStore, map_name: str, key: str) -> Stamp:
+    def _stamp_for(self, store: StateStore, map_name: str, key: str) -> Stamp:
         """A stamp for a new write of `key`: from the hybrid clock, and in any case
         after the version it replaces (which may come from a clock far ahead)."""
         wall, counter = self._hlc.now()
@@ -542,7 +561,7 @@ class ClusterState:
             stamp = current[0].successor(self._client_id)
         return stamp
 
-    def _delete(self, store: PycrdtStore, map_name: str, key: str) -> bool:
+    def _delete(self, store: StateStore, map_name: str, key: str) -> bool:
         """Write a tombstone over a value; False (nothing written) if there is none."""
         _check_map(map_name)
         current = read_stamp(store.get_raw(map_name, key))
@@ -628,7 +647,7 @@ class ClusterState:
         else:
             self._value_bytes += sign * _entry_size(map_name, key, blob)
 
-    def _recount(self, store: PycrdtStore) -> None:
+    def _recount(self, store: StateStore) -> None:
         """Rebuild the size accounting from scratch (after a generation switch)."""
         self._value_bytes = 0
         self._tombstone_bytes.clear()
@@ -772,7 +791,7 @@ class ClusterState:
             and fetch.peer == peer_id
         ):
             self._stats.sync_step2_bytes_received += len(payload)
-            base = PycrdtStore(self._client_id)
+            base = self._store_factory(self._client_id)
             try:
                 self._guarded(base.apply_update, payload, peer_id)
             except SyncProtocolError:
@@ -846,7 +865,7 @@ class ClusterState:
         clock (taken on the loop, so consistent with every update appended so far)."""
         return Snapshot(self._generation, self._hlc.state, self._require().encode_state())
 
-    def _compacted_entries(self, store: PycrdtStore) -> list[tuple[str, str, bytes]]:
+    def _compacted_entries(self, store: StateStore) -> list[tuple[str, str, bytes]]:
         """The newest version of every key, minus expired tombstones and garbage."""
         horizon = self._hlc.wall_ms() - self._ttl_ms()
         out: list[tuple[str, str, bytes]] = []
@@ -861,7 +880,7 @@ class ClusterState:
     def encode_compacted_state(self) -> bytes:
         """The document a compaction would build now, encoded (O(n); benchmarks/tests)."""
         store = self._require()
-        fresh = PycrdtStore.from_entries(self._compacted_entries(store), self._client_id)
+        fresh = self._store_from_entries(self._compacted_entries(store), self._client_id)
         state = fresh.encode_state()
         fresh.close()
         return state
@@ -892,7 +911,7 @@ class ClusterState:
             return False
         if not eligible:
             return False
-        base = PycrdtStore.from_entries(self._compacted_entries(self._store), self._client_id)
+        base = self._store_from_entries(self._compacted_entries(self._store), self._client_id)
         live = len(base.encode_state())
         if doc_size <= max(s.compact_min_bytes, s.compact_ratio * live):
             base.close()  # the estimate was off; the next check re-estimates
@@ -904,12 +923,12 @@ class ClusterState:
         """Start a new generation now regardless of thresholds; returns once it is
         durable (tests, operators)."""
         store = self._require()
-        base = PycrdtStore.from_entries(self._compacted_entries(store), self._client_id)
+        base = self._store_from_entries(self._compacted_entries(store), self._client_id)
         generation = self._start_generation(base)
         await self.flush()
         return generation
 
-    def _start_generation(self, base: PycrdtStore) -> Generation:
+    def _start_generation(self, base: StateStore) -> Generation:
         generation = Generation(self._generation.number + 1, self._client_id)
         before = self._doc_size_now()
         self._stats.compactions += 1
@@ -922,7 +941,7 @@ class ClusterState:
         )
         return generation
 
-    def _switch(self, generation: Generation, new: PycrdtStore) -> None:
+    def _switch(self, generation: Generation, new: StateStore) -> None:
         """Replace the document by `new` (generation `generation`), carrying over
         every version of the old document that is newer than the one in `new`.
 
