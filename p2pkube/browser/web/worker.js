@@ -1,0 +1,302 @@
+// worker.js — runs ONE WebAssembly pod instance (a WASI preview 1 command), then is terminated.
+// Started by bridge.js (startInstance); it receives one "start" message:
+//   {type: "start", module: WebAssembly.Module, argv: [str], env: ["K=V"], stdin: Uint8Array|null,
+//    dirs: [guestPath], sab: SharedArrayBuffer|null, ringBytes, headerBytes}
+// and answers with:
+//   {type: "started"}                          _start is about to run
+//   {type: "drain"}                            output waits in the shared ring (doorbell)
+//   {type: "out", stream, data: Uint8Array}    output, when there is no shared ring
+//   {type: "sleep-mode", mode}                 first sleep: "atomics" or "busy-wait"
+//   {type: "exit", result}                     how it ended (shapes: see bridge.js)
+// A kill or a deadline is bridge.js calling worker.terminate(): nothing here has to cooperate.
+//
+// WASI is @bjorn3/browser_wasi_shim with these replaced:
+// * poll_oneoff: the shim handles one clock subscription only, busy-waits, and never writes the
+//   event count. Here: any number of subscriptions; fd_read/fd_write ones are ready at once
+//   (stdin is a memory file, output never blocks), as in p2pkube/runtime/engine.py; otherwise it
+//   sleeps until the earliest clock fires, with Atomics.wait on the shared header (woken early by
+//   a kill), or a busy wait when the page is not crossOriginIsolated (no SharedArrayBuffer).
+// * clock_time_get / clock_res_get: realtime, monotonic, and the process/thread CPU-time clocks
+//   (time since the instance started: the shim returns 0 for them).
+// * stdout/stderr: not terminals (so stdio buffers fully, as under wasmtime), written to the
+//   shared ring: records [stream u8][length u32 LE][bytes], a pipe the main thread drains.
+import { WASI, WASIProcExit, File, OpenFile, PreopenDirectory, Fd, wasi as W } from "./browser_wasi_shim.mjs";
+
+const H_WRITE = 0, H_READ = 1, H_BELL = 2, H_KILL = 3, H_SLEEPS = 4, H_SLEPT_MS = 5, H_MODE = 6;
+const MODE_ATOMICS = 1, MODE_BUSY = 2;
+const STDOUT = 1, STDERR = 2;
+const SUBSCRIPTION_SIZE = 48;
+const EVENT_SIZE = 32;
+const MAX_SUBSCRIPTIONS = 4096;
+const BATCH_MS = 2;
+
+let hdr = null; // Int32Array over the shared header, or null without SharedArrayBuffer
+let ring = null;
+let ringMask = 0;
+let ringBytes = 0;
+let startedAt = 0;
+let sleepModeSent = false;
+// Without a shared ring: output batched for at most BATCH_MS, then posted.
+let pending = [];
+let pendingStream = 0;
+let lastPost = 0;
+
+function postPending() {
+  if (pending.length === 0) return;
+  let size = 0;
+  for (const p of pending) size += p.length;
+  const data = new Uint8Array(size);
+  let offset = 0;
+  for (const p of pending) {
+    data.set(p, offset);
+    offset += p.length;
+  }
+  const stream = pendingStream === STDERR ? "stderr" : "stdout";
+  pending = [];
+  lastPost = performance.now();
+  postMessage({ type: "out", stream, data }, [data.buffer]);
+}
+
+function ringPut(pos, bytes) {
+  const start = pos & ringMask;
+  const first = Math.min(bytes.length, ringBytes - start);
+  ring.set(bytes.subarray(0, first), start);
+  if (first < bytes.length) ring.set(bytes.subarray(first), 0);
+}
+
+/** Append one output record to the shared ring; waits (like a full pipe) while it is full. */
+function ringWrite(stream, bytes) {
+  const maxRecord = ringBytes >> 2;
+  for (let offset = 0; offset < bytes.length; offset += maxRecord) {
+    const chunk = bytes.subarray(offset, Math.min(bytes.length, offset + maxRecord));
+    const need = 5 + chunk.length;
+    const write = Atomics.load(hdr, H_WRITE);
+    for (;;) {
+      if (Atomics.load(hdr, H_KILL) !== 0) return;
+      const read = Atomics.load(hdr, H_READ);
+      if (ringBytes - ((write - read) >>> 0) >= need) break;
+      ringBell();
+      Atomics.wait(hdr, H_READ, read, 100);
+    }
+    const head = new Uint8Array(5);
+    head[0] = stream;
+    new DataView(head.buffer).setUint32(1, chunk.length, true);
+    ringPut(write, head);
+    ringPut(write + 5, chunk);
+    Atomics.store(hdr, H_WRITE, (write + need) | 0);
+    ringBell();
+  }
+}
+
+function ringBell() {
+  if (Atomics.compareExchange(hdr, H_BELL, 0, 1) === 0) postMessage({ type: "drain" });
+}
+
+function output(stream, data) {
+  if (data.length === 0) return;
+  if (hdr) {
+    ringWrite(stream, data);
+    return;
+  }
+  if (pending.length && pendingStream !== stream) postPending();
+  pendingStream = stream;
+  pending.push(data.slice());
+  if (performance.now() - lastPost >= BATCH_MS) postPending();
+}
+
+/** stdout or stderr: a write-only stream that is not a terminal. */
+class OutputFd extends Fd {
+  constructor(stream) {
+    super();
+    this.stream = stream;
+  }
+  fd_fdstat_get() {
+    const stat = new W.Fdstat(W.FILETYPE_UNKNOWN, 0);
+    stat.fs_rights_base = BigInt(W.RIGHTS_FD_WRITE);
+    return { ret: W.ERRNO_SUCCESS, fdstat: stat };
+  }
+  fd_filestat_get() {
+    return { ret: W.ERRNO_SUCCESS, filestat: new W.Filestat(0n, W.FILETYPE_UNKNOWN, 0n) };
+  }
+  fd_write(data) {
+    output(this.stream, data);
+    return { ret: W.ERRNO_SUCCESS, nwritten: data.byteLength };
+  }
+}
+
+function nowNs(clock) {
+  switch (clock) {
+    case W.CLOCKID_REALTIME:
+      return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+    case W.CLOCKID_MONOTONIC:
+      return BigInt(Math.round(performance.now() * 1e6));
+    case W.CLOCKID_PROCESS_CPUTIME_ID:
+    case W.CLOCKID_THREAD_CPUTIME_ID:
+      return BigInt(Math.round((performance.now() - startedAt) * 1e6));
+    default:
+      return null;
+  }
+}
+
+function noteSleepMode(mode) {
+  if (hdr) {
+    Atomics.store(hdr, H_MODE, mode);
+  }
+  if (!sleepModeSent) {
+    sleepModeSent = true;
+    const name = mode === MODE_ATOMICS ? "atomics" : "busy-wait";
+    postMessage({ type: "sleep-mode", mode: name });
+    if (mode === MODE_BUSY) {
+      console.warn("p2pkube pod: not crossOriginIsolated, so poll_oneoff sleeps by busy-waiting a core");
+    }
+  }
+}
+
+/** Sleep ms milliseconds without spinning when possible; ends early on a kill. */
+function sleep(ms) {
+  if (!(ms > 0)) return;
+  if (hdr) {
+    noteSleepMode(MODE_ATOMICS);
+    Atomics.add(hdr, H_SLEEPS, 1);
+    const end = performance.now() + ms;
+    for (;;) {
+      const left = end - performance.now();
+      if (left <= 0 || Atomics.load(hdr, H_KILL) !== 0) break;
+      Atomics.wait(hdr, H_KILL, 0, left);
+    }
+    Atomics.add(hdr, H_SLEPT_MS, Math.round(ms));
+    return;
+  }
+  noteSleepMode(MODE_BUSY);
+  postPending();
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // no SharedArrayBuffer: nothing to block on
+  }
+}
+
+function run(msg) {
+  const { module, argv, env, stdin, dirs } = msg;
+  if (msg.sab) {
+    hdr = new Int32Array(msg.sab, 0, msg.headerBytes / 4);
+    ring = new Uint8Array(msg.sab, msg.headerBytes, msg.ringBytes);
+    ringBytes = msg.ringBytes;
+    ringMask = ringBytes - 1;
+  }
+  const fds = [
+    new OpenFile(new File(stdin || new Uint8Array(0), { readonly: true })),
+    new OutputFd(STDOUT),
+    new OutputFd(STDERR),
+  ];
+  for (const dir of dirs || []) fds.push(new PreopenDirectory(dir, new Map()));
+  const wasi = new WASI(argv, env, fds);
+  const memory = () => wasi.inst.exports.memory;
+  const imports = wasi.wasiImport;
+
+  imports.clock_time_get = (clock, _precision, out) => {
+    const now = nowNs(clock);
+    if (now == null) return W.ERRNO_INVAL;
+    new DataView(memory().buffer).setBigUint64(out, now, true);
+    return W.ERRNO_SUCCESS;
+  };
+  imports.clock_res_get = (clock, out) => {
+    if (nowNs(clock) == null) return W.ERRNO_INVAL;
+    const res = globalThis.crossOriginIsolated ? 5000n : 100000n; // performance.now() granularity
+    new DataView(memory().buffer).setBigUint64(out, res, true);
+    return W.ERRNO_SUCCESS;
+  };
+  imports.poll_oneoff = (inPtr, outPtr, count, neventsPtr) => {
+    count >>>= 0;
+    if (count === 0 || count > MAX_SUBSCRIPTIONS) return W.ERRNO_INVAL;
+    let view = new DataView(memory().buffer);
+    const clocks = []; // [userdata, ns to wait]
+    const ready = []; // [userdata, eventtype]
+    for (let i = 0; i < count; i++) {
+      const base = inPtr + i * SUBSCRIPTION_SIZE;
+      const userdata = view.getBigUint64(base, true);
+      const tag = view.getUint8(base + 8);
+      if (tag === W.EVENTTYPE_CLOCK) {
+        const clock = view.getUint32(base + 16, true);
+        let timeout = view.getBigUint64(base + 24, true);
+        const flags = view.getUint16(base + 40, true);
+        if (flags & W.SUBCLOCKFLAGS_SUBSCRIPTION_CLOCK_ABSTIME) {
+          const now = nowNs(clock);
+          if (now == null) return W.ERRNO_INVAL;
+          timeout = timeout > now ? timeout - now : 0n;
+        } else if (nowNs(clock) == null) {
+          return W.ERRNO_INVAL;
+        }
+        clocks.push([userdata, timeout]);
+      } else if (tag === W.EVENTTYPE_FD_READ || tag === W.EVENTTYPE_FD_WRITE) {
+        ready.push([userdata, tag]);
+      } else {
+        return W.ERRNO_INVAL;
+      }
+    }
+    if (ready.length === 0 && clocks.length) {
+      let wait = clocks[0][1];
+      for (const [, t] of clocks) if (t < wait) wait = t;
+      if (!hdr) postPending();
+      sleep(Number(wait) / 1e6);
+      for (const [userdata, t] of clocks) if (t <= wait) ready.push([userdata, W.EVENTTYPE_CLOCK]);
+      view = new DataView(memory().buffer);
+    }
+    for (let i = 0; i < ready.length; i++) {
+      const base = outPtr + i * EVENT_SIZE;
+      for (let b = 0; b < EVENT_SIZE; b += 4) view.setUint32(base + b, 0, true);
+      view.setBigUint64(base, ready[i][0], true);
+      view.setUint16(base + 8, W.ERRNO_SUCCESS, true);
+      view.setUint8(base + 10, ready[i][1]);
+    }
+    view.setUint32(neventsPtr, ready.length, true);
+    return W.ERRNO_SUCCESS;
+  };
+  imports.proc_raise = (sig) => {
+    throw new WASIProcExit(128 + (sig >>> 0));
+  };
+  for (const name of ["sock_accept", "sock_recv", "sock_send", "sock_shutdown"]) {
+    imports[name] = () => W.ERRNO_NOTSUP;
+  }
+
+  let instance = null;
+  let result;
+  try {
+    instance = new WebAssembly.Instance(module, { wasi_snapshot_preview1: imports });
+    startedAt = performance.now();
+    postMessage({ type: "started" });
+    const code = wasi.start(instance);
+    result = { kind: "exit", code: Number(code) };
+  } catch (e) {
+    result = classify(e, instance);
+  }
+  if (!hdr) postPending();
+  postMessage({ type: "exit", result });
+}
+
+function classify(e, instance) {
+  const message = e && e.message != null ? String(e.message) : String(e);
+  if (e instanceof WebAssembly.RuntimeError) {
+    let memoryBytes = null;
+    try {
+      memoryBytes = instance.exports.memory.buffer.byteLength;
+    } catch (_) {
+      // no memory export
+    }
+    return { kind: "trap", message, memoryBytes };
+  }
+  if (e instanceof RangeError && /call stack/i.test(message)) {
+    return { kind: "stack-overflow", message };
+  }
+  if (e instanceof WebAssembly.LinkError) {
+    return { kind: "error", message: `cannot instantiate: ${message}` };
+  }
+  return { kind: "error", message };
+}
+
+self.onmessage = (event) => {
+  const msg = event.data;
+  if (msg && msg.type === "start") {
+    self.onmessage = null; // one instance per worker
+    run(msg);
+  }
+};
