@@ -142,7 +142,7 @@ class LinkEndpoint(Endpoint):
         super().__init__(expected)
         from p2pkube.net.frames import Frame
         from p2pkube.net.handshake import Handshake
-        from p2pkube.net.identity import NodeIdentity
+        from p2pkube.net.identity import NodeIdentity, verify_signature
         from p2pkube.net.link import PeerLink
         from p2pkube.net.settings import TransportSettings
         from signaling.protocol import cluster_id
@@ -151,7 +151,14 @@ class LinkEndpoint(Endpoint):
             self._count(frame.body)
 
         name = "sender" if initiator else "receiver"
-        handshake = Handshake(NodeIdentity.generate(), name, "native", cluster_id(TOKEN), TOKEN)
+        handshake = Handshake(
+            NodeIdentity.generate(),
+            name,
+            "native",
+            cluster_id(TOKEN),
+            TOKEN,
+            check_signature=verify_signature,
+        )
         self.link = PeerLink(
             expected_node=None,
             session="bench",

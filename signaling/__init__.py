@@ -9,8 +9,21 @@ Entry points: :func:`create_app`, :class:`SignalingServer`, :func:`run_server`
 the token helpers live in :mod:`signaling.protocol`.
 """
 
+from typing import Any
+
 from .protocol import cluster_id, generate_token, load_tokens, token_digest
-from .server import SignalingServer, SignalingSettings, create_app, run_server
+
+_SERVER_NAMES = frozenset({"SignalingServer", "SignalingSettings", "create_app", "run_server"})
+
+
+def __getattr__(name: str) -> Any:
+    """The server's names load aiohttp on first use: agents (and the browser node, which has
+    no aiohttp) import only :mod:`signaling.protocol` from here."""
+    if name in _SERVER_NAMES:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "SignalingServer",

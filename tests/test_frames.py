@@ -15,7 +15,8 @@ from p2pkube.net.frames import (
     fragment,
 )
 from p2pkube.net.handshake import Handshake
-from p2pkube.net.identity import NodeIdentity, node_id_from_public_key
+from p2pkube.net.identity import NodeIdentity, verify_signature
+from p2pkube.net.keys import node_id_from_public_key
 
 
 def test_frame_roundtrip() -> None:
@@ -68,35 +69,35 @@ def test_fragmentation_roundtrip_and_limits() -> None:
 def _pair() -> tuple[Handshake, Handshake, NodeIdentity, NodeIdentity]:
     a, b = NodeIdentity.generate(), NodeIdentity.generate()
     return (
-        Handshake(a, "a", "native", "c1", "token"),
-        Handshake(b, "b", "native", "c1", "token"),
+        Handshake(a, "a", "native", "c1", "token", check_signature=verify_signature),
+        Handshake(b, "b", "native", "c1", "token", check_signature=verify_signature),
         a,
         b,
     )
 
 
-def test_handshake_proves_identity_and_membership() -> None:
+async def test_handshake_proves_identity_and_membership() -> None:
     ha, hb, a, b = _pair()
     ha.accept_hello(hb.local.to_body(), expected_node=b.node_id)
     hb.accept_hello(ha.local.to_body(), expected_node=None)
-    hb.verify_auth(ha.make_auth("fp-a", "fp-b"), "fp-b", "fp-a")
-    ha.verify_auth(hb.make_auth("fp-b", "fp-a"), "fp-a", "fp-b")
+    await hb.verify_auth(await ha.make_auth("fp-a", "fp-b"), "fp-b", "fp-a")
+    await ha.verify_auth(await hb.make_auth("fp-b", "fp-a"), "fp-a", "fp-b")
     assert node_id_from_public_key(a.public_key) == a.node_id
 
 
-def test_handshake_rejects_wrong_token_wrong_key_and_other_session() -> None:
+async def test_handshake_rejects_wrong_token_wrong_key_and_other_session() -> None:
     ha, hb, a, b = _pair()
-    outsider = Handshake(b, "b", "native", "c1", "other-token")
+    outsider = Handshake(b, "b", "native", "c1", "other-token", check_signature=verify_signature)
     ha.accept_hello(outsider.local.to_body(), expected_node=b.node_id)
     outsider.accept_hello(ha.local.to_body(), expected_node=None)
     with pytest.raises(FrameError, match="membership"):
-        ha.verify_auth(outsider.make_auth("fp-b", "fp-a"), "fp-a", "fp-b")
+        await ha.verify_auth(await outsider.make_auth("fp-b", "fp-a"), "fp-a", "fp-b")
 
     ha, hb, a, b = _pair()
     ha.accept_hello(hb.local.to_body(), expected_node=b.node_id)
     hb.accept_hello(ha.local.to_body(), expected_node=None)
     with pytest.raises(FrameError, match="membership"):  # relayed into another DTLS session
-        ha.verify_auth(hb.make_auth("fp-b", "fp-a"), "fp-a", "fp-other")
+        await ha.verify_auth(await hb.make_auth("fp-b", "fp-a"), "fp-a", "fp-other")
 
     ha, hb, a, b = _pair()
     forged = dict(hb.local.to_body(), node=a.node_id)

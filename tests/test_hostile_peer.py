@@ -12,7 +12,7 @@ from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.net import ice
 from p2pkube.net.frames import FrameType, encode_frame
 from p2pkube.net.handshake import Handshake
-from p2pkube.net.identity import NodeIdentity
+from p2pkube.net.identity import NodeIdentity, verify_signature
 from p2pkube.net.link import LinkState, PeerLink
 from p2pkube.net.settings import TransportSettings
 from p2pkube.net.signaling_client import SignalingClient
@@ -48,7 +48,12 @@ async def link_to(cluster: LocalCluster, target_id: str) -> tuple[PeerLink, Sign
         session=secrets.token_hex(8),
         initiator=True,
         handshake=Handshake(
-            identity, "hostile", "native", cluster_id(cluster.token), cluster.token
+            identity,
+            "hostile",
+            "native",
+            cluster_id(cluster.token),
+            cluster.token,
+            check_signature=verify_signature,
         ),
         settings=TransportSettings(),
         on_established=lambda link: established.set(),

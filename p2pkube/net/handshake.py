@@ -27,7 +27,7 @@ from typing import Any
 import msgpack
 
 from p2pkube.net.frames import FrameError
-from p2pkube.net.identity import NodeIdentity, node_id_from_public_key, verify_signature
+from p2pkube.net.keys import NodeKey, SignatureCheck, node_id_from_public_key
 
 NONCE_BYTES = 32
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+ \S+)\s*$", re.MULTILINE)
@@ -92,12 +92,21 @@ def _transcript(signer: Hello, verifier: Hello, signer_fp: str, verifier_fp: str
 
 
 class Handshake:
-    """One side of the handshake on one link."""
+    """One side of the handshake on one link. Signing and checking are async (WebCrypto is, in
+    the browser), so the link runs them in a task of its own (``linkbase.py``)."""
 
     def __init__(
-        self, identity: NodeIdentity, name: str, kind: str, cluster: str, token: str
+        self,
+        identity: NodeKey,
+        name: str,
+        kind: str,
+        cluster: str,
+        token: str,
+        *,
+        check_signature: SignatureCheck,
     ) -> None:
         self._identity = identity
+        self._check_signature = check_signature
         self._key = membership_key(token)
         self.local = Hello(
             node=identity.node_id,
@@ -125,15 +134,15 @@ class Handshake:
         self.remote = hello
         return hello
 
-    def make_auth(self, local_fp: str, remote_fp: str) -> dict[str, bytes]:
+    async def make_auth(self, local_fp: str, remote_fp: str) -> dict[str, bytes]:
         assert self.remote is not None
         transcript = _transcript(self.local, self.remote, local_fp, remote_fp)
         return {
-            "sig": self._identity.sign(transcript),
+            "sig": await self._identity.sign(transcript),
             "mac": hmac.new(self._key, transcript, hashlib.sha256).digest(),
         }
 
-    def verify_auth(self, body: dict[str, bytes], local_fp: str, remote_fp: str) -> None:
+    async def verify_auth(self, body: dict[str, bytes], local_fp: str, remote_fp: str) -> None:
         """Raises FrameError unless the peer holds its node key and the cluster token."""
         if self.remote is None:
             raise FrameError("auth before hello")
@@ -141,5 +150,5 @@ class Handshake:
         expected_mac = hmac.new(self._key, transcript, hashlib.sha256).digest()
         if not hmac.compare_digest(expected_mac, body["mac"]):
             raise FrameError("peer failed the cluster membership proof (wrong join token)")
-        if not verify_signature(self.remote.pub, body["sig"], transcript):
+        if not await self._check_signature(self.remote.pub, body["sig"], transcript):
             raise FrameError("peer failed the node identity proof (bad signature)")

@@ -12,9 +12,11 @@ neighbour on the path toward any node (the node itself when linked, else the nex
 membership's heartbeats) and never floods; with no path it fails at once. Routed messages
 addressed to this node that are not signals go to ``on_routed``.
 
-This module is the native ``Transport``; the browser node brings its own behind the same
-methods (``neighbours``, ``send``, ``broadcast``, ``send_routed``, ``wait_writable``, the
-``on_*`` callbacks, ``start``, ``close``).
+The mesh is the ``Transport`` of both nodes: what carries a link (aiortc natively, the page's
+RTCPeerConnection in a browser tab) comes from ``link_factory``, how the signaling WebSocket
+opens from ``connect``, and how a neighbour's signature is checked from ``check_signature``.
+The defaults are the native ones, imported only when used, so this module itself loads in
+Pyodide.
 """
 
 from __future__ import annotations
@@ -30,19 +32,23 @@ from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from p2pkube.net import ice
 from p2pkube.net.frames import Frame, FrameError, FrameType
 from p2pkube.net.handshake import Handshake
-from p2pkube.net.identity import NodeIdentity
-from p2pkube.net.link import LinkState, PeerLink
+from p2pkube.net.keys import NodeKey, SignatureCheck
+from p2pkube.net.linkbase import LinkBase, LinkState
 from p2pkube.net.settings import TransportSettings
 from p2pkube.net.signaling_client import PeerInfo, SignalingClient
 from p2pkube.net.transport import SIGNAL_KINDS
+from p2pkube.net.websocket import Connect
 
 log = logging.getLogger(__name__)
 
 _SEEN_ROUTES = 4096
 """How many ROUTE message ids are remembered to drop duplicates of flooded messages."""
+
+
+LinkFactory = Callable[..., LinkBase]
+"""Makes a link from :class:`~p2pkube.net.linkbase.LinkBase`'s keyword arguments."""
 
 
 @dataclass
@@ -52,22 +58,36 @@ class _Backoff:
 
 
 class Mesh:
-    """Native transport: aiortc links to a bounded set of neighbours."""
+    """The transport: direct links to a bounded set of neighbours, and relaying."""
 
     def __init__(
         self,
         *,
-        identity: NodeIdentity,
+        identity: NodeKey,
         name: str,
         kind: str,
         cluster: str,
         token: str,
         signaling_url: str | None,
         settings: TransportSettings | None = None,
+        link_factory: LinkFactory | None = None,
+        connect: Connect | None = None,
+        check_signature: SignatureCheck | None = None,
     ) -> None:
+        """The defaults of the last three are native: aiortc links, an aiohttp WebSocket and
+        ``cryptography``'s Ed25519. A bad STUN/TURN setting is a ValueError here."""
         self.node_id = identity.node_id
         self.settings = settings or TransportSettings()
-        self._ice_servers = ice.ice_servers(self.settings)  # ValueError now, not at each link
+        if link_factory is None:
+            from p2pkube.net.link import peer_link_factory
+
+            link_factory = peer_link_factory(self.settings)
+        if check_signature is None:
+            from p2pkube.net.identity import verify_signature
+
+            check_signature = verify_signature
+        self._link_factory = link_factory
+        self._check_signature = check_signature
         self.target_degree = self.settings.max_peers + random.randint(
             0, max(0, self.settings.max_peers_jitter)
         )
@@ -76,8 +96,8 @@ class Mesh:
         self._kind = kind
         self._cluster = cluster
         self._token = token
-        self._links: dict[str, PeerLink] = {}
-        self._pending: dict[str, PeerLink] = {}
+        self._links: dict[str, LinkBase] = {}
+        self._pending: dict[str, LinkBase] = {}
         self._candidates: dict[str, float] = {}  # node id -> last time it was known to exist
         self._backoff: dict[str, _Backoff] = {}
         self._banned: dict[str, float] = {}
@@ -115,6 +135,7 @@ class Mesh:
                 on_signal=self._on_signaling_signal,
                 on_peer_joined=self._on_signaling_peer,
                 on_peer_left=lambda peer: None,
+                connect=connect,
             )
 
     # -- public interface ----------------------------------------------------------------------
@@ -158,7 +179,7 @@ class Mesh:
                 if link is not None:
                     link.close_soon("blocked (partition)", notify=False)
 
-    def link(self, node_id: str) -> PeerLink | None:
+    def link(self, node_id: str) -> LinkBase | None:
         return self._links.get(node_id)
 
     def send(self, node_id: str, frame_type: FrameType, body: Any) -> bool:
@@ -260,9 +281,16 @@ class Mesh:
             self._dial(node)
             degree += 1
 
-    def _new_link(self, expected: str, session: str, initiator: bool) -> PeerLink:
-        handshake = Handshake(self._identity, self._name, self._kind, self._cluster, self._token)
-        return PeerLink(
+    def _new_link(self, expected: str, session: str, initiator: bool) -> LinkBase:
+        handshake = Handshake(
+            self._identity,
+            self._name,
+            self._kind,
+            self._cluster,
+            self._token,
+            check_signature=self._check_signature,
+        )
+        return self._link_factory(
             expected_node=expected,
             session=session,
             initiator=initiator,
@@ -271,7 +299,6 @@ class Mesh:
             on_established=self._on_established,
             on_frame=self._on_link_frame,
             on_closed=self._on_link_closed,
-            ice_servers=self._ice_servers,
         )
 
     def _dial(self, node_id: str) -> None:
@@ -279,7 +306,7 @@ class Mesh:
         self._pending[node_id] = link
         self._spawn(self._offer(node_id, link))
 
-    async def _offer(self, node_id: str, link: PeerLink) -> None:
+    async def _offer(self, node_id: str, link: LinkBase) -> None:
         try:
             sdp = await link.create_offer()
             data = {"kind": "offer", "sdp": sdp, "session": link.session}
@@ -310,7 +337,7 @@ class Mesh:
         self.negotiated_via_mesh += 1
         return True
 
-    def _next_hop(self, dst: str, came_from: str | None) -> PeerLink | None:
+    def _next_hop(self, dst: str, came_from: str | None) -> LinkBase | None:
         """The link toward ``dst``: to it directly, else to the neighbour its freshest
         heartbeat came through (never back to where the message came from)."""
         link = self._links.get(dst)
@@ -365,7 +392,7 @@ class Mesh:
         else:
             log.warning("malformed signal from %s dropped: kind=%r", sender, kind)
 
-    async def _apply_answer(self, link: PeerLink, sdp: str) -> None:
+    async def _apply_answer(self, link: LinkBase, sdp: str) -> None:
         try:
             await link.accept_answer(sdp)
         except Exception as exc:
@@ -405,7 +432,7 @@ class Mesh:
             await link.close(f"answer failed: {exc}", notify=False)
 
     # -- link events ---------------------------------------------------------------------------
-    def _on_established(self, link: PeerLink) -> None:
+    def _on_established(self, link: LinkBase) -> None:
         node = link.remote_id
         assert node is not None
         if node in self.blocked:
@@ -428,7 +455,7 @@ class Mesh:
         )
         self.on_link_up(node)
 
-    def _on_link_closed(self, link: PeerLink) -> None:
+    def _on_link_closed(self, link: LinkBase) -> None:
         node = link.remote_id
         if node is None:
             return
@@ -451,7 +478,7 @@ class Mesh:
             )
             self.on_link_down(node)
 
-    def _on_link_frame(self, link: PeerLink, frame: Frame) -> None:
+    def _on_link_frame(self, link: LinkBase, frame: Frame) -> None:
         node = link.remote_id
         assert node is not None
         if frame.type is FrameType.ROUTE:

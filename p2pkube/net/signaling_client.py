@@ -30,8 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-import aiohttp
-
+from p2pkube.net.websocket import Connect, WebSocket, aiohttp_connect
 from signaling.protocol import (
     WS_PATH,
     ErrorCode,
@@ -201,7 +200,9 @@ class SignalingClient:
         on_peer_joined: PeerJoinedCallback,
         on_peer_left: PeerLeftCallback,
         settings: SignalingClientSettings | None = None,
+        connect: Connect | None = None,
     ) -> None:
+        """``connect`` opens the WebSocket (default: aiohttp; the browser passes its own)."""
         try:
             validate_token(token)
             validate_peer_id(peer_id)
@@ -219,8 +220,8 @@ class SignalingClient:
         self._on_peer_joined = on_peer_joined
         self._on_peer_left = on_peer_left
         self._settings = settings or SignalingClientSettings()
-        self._http: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._connect_socket = connect or aiohttp_connect
+        self._ws: WebSocket | None = None
         self._outbox: asyncio.Queue[str] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -264,7 +265,6 @@ class SignalingClient:
         if self._started or self._closed:
             raise RuntimeError("SignalingClient.start() called twice or after close()")
         self._started = True
-        self._http = aiohttp.ClientSession()
         self._events = asyncio.Queue(self._settings.event_queue_size)
         self._dispatcher = asyncio.create_task(
             self._dispatch_loop(self._events), name=f"signaling-client-callbacks {self.peer_id}"
@@ -331,9 +331,6 @@ class SignalingClient:
             await asyncio.wait(tasks, timeout=self._settings.close_timeout + 1.0)
         if self._ws is not None:
             await self._detach(self._ws)
-        http, self._http = self._http, None
-        if http is not None:
-            await http.close()
         if current is not None and current is dispatcher:
             current.cancel()
 
@@ -343,36 +340,32 @@ class SignalingClient:
     def _task_name(self) -> str:
         return f"signaling-client {self.peer_id}"
 
-    async def _connect(self) -> tuple[aiohttp.ClientWebSocketResponse, Welcome]:
+    async def _connect(self) -> tuple[WebSocket, Welcome]:
         """One attempt: open the socket, send ``join``, read ``welcome``."""
-        assert self._http is not None
         settings = self._settings
-        ws: aiohttp.ClientWebSocketResponse | None = None
+        ws: WebSocket | None = None
         try:
             async with asyncio.timeout(settings.connect_timeout):
-                ws = await self._http.ws_connect(
+                ws = await self._connect_socket(
                     self.url,
-                    heartbeat=settings.heartbeat,
-                    max_msg_size=settings.max_receive_bytes,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=settings.close_timeout),
-                    autoping=True,
+                    settings.heartbeat,
+                    settings.max_receive_bytes,
+                    settings.close_timeout,
                 )
                 join = join_message(self._token, self.peer_id, self.name, self.kind)
                 await ws.send_str(encode(join))
-                msg = await ws.receive()
-            welcome = self._handshake_reply(ws, msg)
+                text = await ws.receive_str()
+            welcome = self._handshake_reply(ws, text)
         except BaseException:
             if ws is not None:
                 await self._close_quietly(ws)
             raise
         return ws, welcome
 
-    def _handshake_reply(
-        self, ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage
-    ) -> Welcome:
-        if msg.type != aiohttp.WSMsgType.TEXT:
+    def _handshake_reply(self, ws: WebSocket, text: str | None) -> Welcome:
+        if text is None:
             raise ConnectionError(f"server closed the connection (code {ws.close_code})")
-        reply = parse_server_message(msg.data)
+        reply = parse_server_message(text)
         if isinstance(reply, ErrorMessage) and reply.code in _REJECTION_CODES:
             raise SignalingRejected(reply.code, reply.message)
         if not isinstance(reply, Welcome):
@@ -385,9 +378,7 @@ class SignalingClient:
             )
         return reply
 
-    async def _run(
-        self, ws: aiohttp.ClientWebSocketResponse | None, events: list[_Event] | None = None
-    ) -> None:
+    async def _run(self, ws: WebSocket | None, events: list[_Event] | None = None) -> None:
         """Owned background task: read, and reconnect with backoff, until closed."""
         attempt = 0
         events = events or []
@@ -402,7 +393,7 @@ class SignalingClient:
                         exc.code,
                         exc.message,
                     )
-                except (aiohttp.ClientError, OSError, TimeoutError, ProtocolError) as exc:
+                except (OSError, TimeoutError, ProtocolError) as exc:
                     logger.info(
                         "signaling: cannot reach %s (%s); retrying", self.url, _describe(exc)
                     )
@@ -445,7 +436,7 @@ class SignalingClient:
         )
         return delay * (1.0 - settings.reconnect_jitter * random.random())
 
-    def _attach(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def _attach(self, ws: WebSocket) -> None:
         """Make ``ws`` the live connection, with a fresh outbox and writer."""
         self._ws = ws
         outbox: asyncio.Queue[str] = asyncio.Queue(self._settings.send_queue_size)
@@ -454,7 +445,7 @@ class SignalingClient:
             self._write_loop(ws, outbox), name=f"signaling-client-writer {self.peer_id}"
         )
 
-    async def _detach(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _detach(self, ws: WebSocket) -> None:
         """Drop ``ws``: stop its writer (pending signals are stale) and close it."""
         if self._ws is ws:
             self._ws = None
@@ -466,7 +457,7 @@ class SignalingClient:
                 await writer
         await self._close_quietly(ws)
 
-    async def _close_quietly(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _close_quietly(self, ws: WebSocket) -> None:
         try:
             async with asyncio.timeout(self._settings.close_timeout + 1.0):
                 await ws.close()
@@ -475,9 +466,7 @@ class SignalingClient:
         except Exception as exc:
             logger.debug("signaling: error closing socket: %s", _describe(exc))
 
-    async def _write_loop(
-        self, ws: aiohttp.ClientWebSocketResponse, outbox: asyncio.Queue[str]
-    ) -> None:
+    async def _write_loop(self, ws: WebSocket, outbox: asyncio.Queue[str]) -> None:
         try:
             while True:
                 text = await outbox.get()
@@ -490,20 +479,21 @@ class SignalingClient:
             logger.info("signaling: send failed (%s); reconnecting", _describe(exc))
             await self._close_quietly(ws)
 
-    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                try:
-                    message = parse_server_message(msg.data)
-                except ProtocolError as exc:
-                    logger.warning("signaling: ignoring bad message from server: %s", exc)
-                    continue
-                await self._handle(message)
-            elif msg.type == aiohttp.WSMsgType.ERROR:
-                logger.info("signaling: connection error: %s", _describe(msg.data))
+    async def _read_loop(self, ws: WebSocket) -> None:
+        while True:
+            try:
+                text = await ws.receive_str()
+            except ConnectionError as exc:
+                logger.info("signaling: %s", _describe(exc))
                 break
-            else:
-                logger.warning("signaling: ignoring non-text frame from server")
+            if text is None:
+                break
+            try:
+                message = parse_server_message(text)
+            except ProtocolError as exc:
+                logger.warning("signaling: ignoring bad message from server: %s", exc)
+                continue
+            await self._handle(message)
         logger.info("signaling: disconnected from %s (code %s)", self.url, ws.close_code)
 
     # -- message handling ---------------------------------------------------

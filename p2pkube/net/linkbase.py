@@ -1,0 +1,341 @@
+"""What every link does, whatever carries it: frames, the handshake, liveness, closing.
+
+A link is one ordered, reliable data channel to one neighbour. Natively aiortc carries it
+(:mod:`p2pkube.net.link`), in a browser tab the page's RTCPeerConnection
+(``p2pkube.browser.link``); both subclass :class:`LinkBase` and supply only the channel
+primitives (send a message, queued bytes, the SDPs, open/close). Everything the protocol says
+lives here, once:
+
+* A link is usable only after the handshake (``handshake.py``) proved the neighbour's node id
+  and cluster membership; before that it accepts nothing but HELLO, AUTH and BYE. Signing and
+  checking are async (WebCrypto is), so the handshake runs in a task of its own; frames that
+  arrive meanwhile wait, in order, in a bounded queue (a neighbour that finished first may
+  already send state).
+* Any protocol violation closes the link with a reason (``violation`` is then set, so the
+  mesh bans the neighbour for a while).
+* A watchdog abandons a link that does not finish its handshake within ``connect_timeout``,
+  or that sends nothing for ``link_idle_timeout``, and PINGs when this side has been quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from p2pkube.net.frames import Frame, FrameError, FrameType, Reassembler, encode_frame, fragment
+from p2pkube.net.handshake import Handshake, Hello, sdp_fingerprint
+from p2pkube.net.settings import TransportSettings
+from p2pkube.ticker import Ticker
+
+log = logging.getLogger(__name__)
+
+EARLY_FRAMES = 256
+"""Frames held while the handshake's signature check runs; more is a violation."""
+
+
+class LinkState(Enum):
+    CONNECTING = "connecting"
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+class LinkBase(ABC):
+    """A link to one neighbour, from offer/answer through handshake to close."""
+
+    def __init__(
+        self,
+        *,
+        expected_node: str | None,
+        session: str,
+        initiator: bool,
+        handshake: Handshake,
+        settings: TransportSettings,
+        on_established: Callable[[LinkBase], None],
+        on_frame: Callable[[LinkBase, Frame], None],
+        on_closed: Callable[[LinkBase], None],
+    ) -> None:
+        self.expected_node = expected_node
+        self.session = session
+        self.initiator = initiator
+        self.state = LinkState.CONNECTING
+        self.close_reason = ""
+        self.violation = False
+        """True when the link was closed because the neighbour broke the protocol."""
+        self.created = time.monotonic()
+        self.last_received = self.created
+        self.last_sent = self.created
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self._handshake = handshake
+        self._settings = settings
+        self._on_established = on_established
+        self._on_frame = on_frame
+        self._on_closed = on_closed
+        self._reassembler = Reassembler(settings.max_frame_bytes)
+        self._sent_auth = False
+        self._early: deque[Frame] = deque()
+        self._handshaking: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._drained = asyncio.Event()
+        """Set when the channel's queue fell to its low threshold (see :meth:`wait_buffered`)."""
+
+    # -- what a carrier supplies -----------------------------------------------------------------
+    @abstractmethod
+    async def _negotiate_offer(self) -> str:
+        """Create the offer, gather every candidate (no trickle), return the SDP."""
+
+    @abstractmethod
+    async def _negotiate_answer(self, offer_sdp: str) -> str:
+        """Apply a remote offer, gather, return the answer SDP."""
+
+    @abstractmethod
+    async def accept_answer(self, sdp: str) -> None:
+        """Apply the remote answer to our offer."""
+
+    @abstractmethod
+    def _channel_open(self) -> bool:
+        """True while the data channel is open."""
+
+    @abstractmethod
+    def _channel_send(self, message: bytes) -> None:
+        """Queue one message on the channel; may raise when the transport is dying."""
+
+    @property
+    @abstractmethod
+    def buffered_amount(self) -> int:
+        """Bytes queued on the data channel that the transport has not taken yet."""
+
+    @abstractmethod
+    def _set_low_threshold(self, limit: int) -> None:
+        """Have the carrier call :meth:`_on_buffered_low` once the queue falls to ``limit``."""
+
+    @abstractmethod
+    def _sdps(self) -> tuple[str, str]:
+        """The local and the remote SDP ("" when there is none yet)."""
+
+    @abstractmethod
+    async def _close_connection(self) -> None:
+        """Close the channel and the connection (bounded by the caller)."""
+
+    def selected_pair(self) -> dict[str, str] | None:
+        """The ICE candidate pair the link runs over, when the carrier can tell."""
+        return None
+
+    # -- identity ------------------------------------------------------------------------------
+    @property
+    def remote(self) -> Hello | None:
+        """The neighbour's verified HELLO once established (None before)."""
+        return self._handshake.remote if self.state is LinkState.ESTABLISHED else None
+
+    @property
+    def remote_id(self) -> str | None:
+        return self.remote.node if self.remote else self.expected_node
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.remote_id} {self.state.value} {self.session}>"
+
+    # -- offer / answer ------------------------------------------------------------------------
+    async def create_offer(self) -> str:
+        """Start watching the link and return the offer SDP."""
+        self._start_watchdog()
+        return await self._negotiate_offer()
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Start watching the link, apply a remote offer and return our answer SDP."""
+        self._start_watchdog()
+        return await self._negotiate_answer(sdp)
+
+    def _start_watchdog(self) -> None:
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+
+    # -- sending -------------------------------------------------------------------------------
+    def send(self, frame_type: FrameType, body: Any) -> bool:
+        """Queue a frame; False when the link is not established. Never blocks."""
+        if self.state is not LinkState.ESTABLISHED:
+            return False
+        return self._send(frame_type, body)
+
+    def _send(self, frame_type: FrameType, body: Any) -> bool:
+        if not self._channel_open():
+            return False
+        data = encode_frame(frame_type, body)
+        try:
+            for message in fragment(data):
+                self._channel_send(message)
+        except Exception as exc:  # InvalidStateError etc. on a dying transport
+            self.close_soon(f"send failed: {exc}")
+            return False
+        self.bytes_sent += len(data)
+        self.last_sent = time.monotonic()
+        if self.buffered_amount > self._settings.send_buffer_limit:
+            self.close_soon("send buffer overflow (neighbour too slow)")
+        return True
+
+    async def wait_buffered(self, limit: int) -> bool:
+        """Wait until at most ``limit`` bytes are queued; False when the link closes first.
+        The caller bounds the wait (``asyncio.timeout``)."""
+        await self._drain_to(limit, closing=False)
+        return self.state is not LinkState.CLOSED and self.buffered_amount <= limit
+
+    async def _drain_to(self, limit: int, *, closing: bool) -> None:
+        """Event driven: the carrier calls :meth:`_on_buffered_low` when the queue falls to
+        the threshold, which each waiter sets to its own limit before waiting. With waiters of
+        different limits the last one set wins; the others wake later or earlier and re-check
+        their own condition, so none returns too early. Unless ``closing``, a close ends the
+        wait (close() sets the event)."""
+        while (
+            self.buffered_amount > limit
+            and self._channel_open()
+            and (closing or self.state is not LinkState.CLOSED)
+        ):
+            self._drained.clear()
+            self._set_low_threshold(max(0, limit))
+            await self._drained.wait()
+
+    # -- carrier events ------------------------------------------------------------------------
+    def _on_buffered_low(self) -> None:
+        self._drained.set()
+
+    def _on_open(self) -> None:
+        self._send(FrameType.HELLO, self._handshake.local.to_body())
+
+    def _on_message(self, message: bytes | str) -> None:
+        if self.state is LinkState.CLOSED:
+            return
+        self.last_received = time.monotonic()
+        self.bytes_received += len(message)
+        try:
+            frame = self._reassembler.feed(message)  # type: ignore[arg-type]
+            if frame is not None:
+                self._dispatch(frame)
+        except FrameError as exc:
+            self._violated(exc)
+
+    def _violated(self, exc: FrameError) -> None:
+        log.warning("dropping peer %s: %s", self.remote_id or "?", exc)
+        self.violation = True
+        self.close_soon(f"protocol violation: {exc}", notify=False)
+
+    def _dispatch(self, frame: Frame) -> None:
+        if frame.type is FrameType.PING:
+            return
+        if frame.type is FrameType.BYE:
+            self.close_soon(f"neighbour left: {frame.body.get('reason', '')}", notify=False)
+        elif self.state is LinkState.ESTABLISHED and self._handshaking is None:
+            self._deliver(frame)
+        else:
+            if len(self._early) >= EARLY_FRAMES:
+                raise FrameError(f"more than {EARLY_FRAMES} frames before the handshake ended")
+            self._early.append(frame)
+            if self._handshaking is None:
+                loop = asyncio.get_running_loop()
+                self._handshaking = loop.create_task(self._run_handshake())
+
+    def _deliver(self, frame: Frame) -> None:
+        if frame.type in (FrameType.HELLO, FrameType.AUTH):
+            raise FrameError(f"{frame.type.name} after the handshake")
+        self._on_frame(self, frame)
+
+    async def _run_handshake(self) -> None:
+        """Owned by the link: the handshake frames in order, then (established) the frames
+        that waited for it, delivered without a pause so none overtakes another."""
+        try:
+            while self._early and self.state is LinkState.CONNECTING:
+                await self._handshake_step(self._early.popleft())
+            while self._early and self.state is LinkState.ESTABLISHED:
+                self._deliver(self._early.popleft())
+        except FrameError as exc:
+            self._violated(exc)
+        except Exception as exc:  # a failed WebCrypto call, a closed carrier
+            log.warning("handshake with %s failed: %s", self.remote_id or "?", exc)
+            self.close_soon(f"handshake failed: {exc}", notify=False)
+        finally:
+            self._handshaking = None
+            self._early.clear()
+
+    async def _handshake_step(self, frame: Frame) -> None:
+        if frame.type is FrameType.HELLO:
+            if self._handshake.remote is not None:
+                raise FrameError("second HELLO")
+            self._handshake.accept_hello(frame.body, self.expected_node)
+            auth = await self._handshake.make_auth(*self._fingerprints())
+            if self.state is LinkState.CONNECTING:
+                self._send(FrameType.AUTH, auth)
+                self._sent_auth = True
+        elif frame.type is FrameType.AUTH:
+            if not self._sent_auth:
+                raise FrameError("AUTH before HELLO")
+            await self._handshake.verify_auth(frame.body, *self._fingerprints())
+            if self.state is not LinkState.CONNECTING:
+                return
+            self.state = LinkState.ESTABLISHED
+            self.expected_node = self._handshake.remote.node  # type: ignore[union-attr]
+            self._on_established(self)
+        else:
+            raise FrameError(f"{frame.type.name} before the handshake completed")
+
+    def _fingerprints(self) -> tuple[str, str]:
+        local, remote = self._sdps()
+        return sdp_fingerprint(local), sdp_fingerprint(remote)
+
+    async def _watch(self) -> None:
+        """Abandon a link that does not finish its handshake, or that went silent."""
+        settings = self._settings
+        ticker = Ticker(settings.link_idle_timeout / 6)  # 0.5 s: a check, or a PING, per tick
+        try:
+            while self.state is not LinkState.CLOSED:
+                stall = await ticker.tick()
+                now = time.monotonic()
+                if stall:
+                    # We were not running (frozen, starved): that silence is ours, not theirs.
+                    self.last_received = min(now, self.last_received + stall)
+                    self.created = min(now, self.created + stall)
+                if self.state is LinkState.CONNECTING:
+                    if now - self.created > settings.connect_timeout:
+                        self.close_soon("handshake timed out")
+                elif now - self.last_received > settings.link_idle_timeout:
+                    self.close_soon(f"no frame for {settings.link_idle_timeout:.1f}s")
+                elif now - self.last_sent > settings.link_idle_timeout / 2:
+                    # Keep the neighbour's idle check quiet. Half the timeout, not a third: at
+                    # 1 s, PINGs raced the 1 s heartbeats and doubled an idle link's messages.
+                    self._send(FrameType.PING, {})
+        except asyncio.CancelledError:
+            pass
+
+    # -- closing -------------------------------------------------------------------------------
+    def close_soon(self, reason: str, notify: bool = True) -> None:
+        """Start closing (idempotent); safe to call from the carrier's synchronous callbacks."""
+        if self._closing is not None:
+            return
+        self._closing = asyncio.get_running_loop().create_task(self.close(reason, notify))
+
+    async def close(self, reason: str, notify: bool = True) -> None:
+        """Close the link; with ``notify`` tell the neighbour first and let queued data drain."""
+        if self.state is LinkState.CLOSED:
+            return
+        was_established = self.state is LinkState.ESTABLISHED
+        self.state = LinkState.CLOSED
+        self.close_reason = reason
+        if self._closing is None:
+            self._closing = asyncio.current_task()
+        for task in (self._watchdog, self._handshaking):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        if notify and was_established:
+            self._send(FrameType.BYE, {"reason": reason})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.close_drain_timeout):
+                    await self._drain_to(0, closing=True)
+        self._drained.set()  # wake wait_buffered() callers: they see CLOSED and give up
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._close_connection(), timeout=5)
+        log.info("link %s closed: %s", self.remote_id, reason)
+        self._on_closed(self)
