@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from pycrdt import Doc, Map, MapEvent, TransactionEvent
 
-from .store import (
-    LOCAL,
-    MAP_NAMES,
-    ChangeCallback,
-    EntryCallback,
-    UpdateCallback,
-    _check_map,
-    _discard,
-    decode_value,
-    encode_value,
-    new_client_id,
-)
+from .store import MAP_NAMES, DocumentStore, _check_map, new_client_id
 
 log = logging.getLogger(__name__)
 
 
-class PycrdtStore:
+class PycrdtStore(DocumentStore):
     """`StateStore` backed by a native pycrdt (Yrs) document."""
 
     def __init__(self, client_id: int | None = None) -> None:
+        super().__init__()
         self._doc: Doc = Doc(client_id=client_id if client_id is not None else new_client_id())
         self._maps: dict[str, Map[Any]] = {}
         self._subscriptions: list[tuple[Any, Any]] = []
@@ -37,13 +27,6 @@ class PycrdtStore:
         with self._doc.transaction():
             for name in sorted(MAP_NAMES):
                 self._maps[name] = self._doc.get(name, type=Map)
-        self._update_cbs: list[UpdateCallback] = []
-        self._change_cbs: list[ChangeCallback] = []
-        self._entry_cbs: list[EntryCallback] = []
-        self._depth = 0
-        self._origin: object = None
-        self._pending_updates: list[bytes] = []
-        self._pending_changes: list[tuple[str, list[tuple[str, bytes | None, bytes | None]]]] = []
         self._subscriptions.append((self._doc, self._doc.observe(self._on_txn)))
         for name, ymap in self._maps.items():
             self._subscriptions.append((ymap, ymap.observe(self._make_map_observer(name))))
@@ -69,59 +52,21 @@ class PycrdtStore:
 
         return observer
 
+    def _unobserve(self) -> None:
+        for owner, sub in self._subscriptions:
+            try:
+                owner.unobserve(sub)
+            except ValueError:
+                pass
+        self._subscriptions.clear()
+
     @property
     def client_id(self) -> int:
         """This document's Yjs client id."""
         return self._doc.client_id
 
-    @contextmanager
-    def transaction(self, origin: object = LOCAL) -> Iterator[None]:
-        """Batch writes into one Yjs transaction; nested calls join the outer one.
-
-        Yjs has no rollback: writes made before an exception inside the block
-        stay committed (and are dispatched like any other).
-        """
-        if self._depth:
-            if origin is not self._origin and origin != self._origin:
-                raise RuntimeError("nested transaction with a different origin")
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        self._depth = 1
-        self._origin = origin
-        try:
-            with self._doc.transaction():
-                yield
-        finally:
-            self._depth = 0
-            self._origin = None
-            self._dispatch(origin)
-
-    def _dispatch(self, origin: object) -> None:
-        updates, self._pending_updates = self._pending_updates, []
-        changes, self._pending_changes = self._pending_changes, []
-        for update in updates:
-            for cb in list(self._update_cbs):
-                try:
-                    cb(update, origin)
-                except Exception:
-                    log.exception("state update callback failed")
-        for name, entries in changes:
-            for ecb in list(self._entry_cbs):
-                for key, old, new in entries:
-                    try:
-                        ecb(name, key, old, new, origin)
-                    except Exception:
-                        log.exception("state entry callback failed")
-            keys = {key for key, _, _ in entries}
-            for ccb in list(self._change_cbs):
-                try:
-                    ccb(name, keys, origin)
-                except Exception:
-                    log.exception("state change callback failed")
+    def _doc_transaction(self) -> AbstractContextManager[Any]:
+        return self._doc.transaction()
 
     # -- reads -------------------------------------------------------------
     def _map(self, map_name: str) -> Map[Any]:
@@ -137,34 +82,6 @@ class PycrdtStore:
         if blob is not None:
             log.warning("non-blob value at %s/%s ignored", map_name, key)
         return None
-
-    def get(self, map_name: str, key: str) -> Any | None:
-        """Return the decoded value at `key`, or None."""
-        blob = self.get_raw(map_name, key)
-        if blob is None:
-            return None
-        return self._decode(map_name, key, blob)
-
-    @staticmethod
-    def _decode(map_name: str, key: str, blob: bytes | bytearray) -> Any | None:
-        try:
-            return decode_value(blob)
-        except Exception:
-            log.warning("undecodable value at %s/%s ignored", map_name, key)
-            return None
-
-    def items(self, map_name: str) -> list[tuple[str, Any]]:
-        """Return all decodable (key, value) pairs of a map."""
-        ymap = self._map(map_name)
-        out: list[tuple[str, Any]] = []
-        with self._doc.transaction():
-            for key, blob in ymap.items():
-                if not isinstance(blob, bytes | bytearray):
-                    continue
-                value = self._decode(map_name, key, blob)
-                if value is not None:
-                    out.append((key, value))
-        return out
 
     def raw_items(self, map_name: str) -> list[tuple[str, bytes]]:
         """Return all (key, blob) pairs of a map without decoding (compaction, copies)."""
@@ -218,33 +135,18 @@ class PycrdtStore:
             return list(ymap.keys())
 
     # -- writes ------------------------------------------------------------
-    def put(self, map_name: str, key: str, value: Any) -> None:
-        """Set `key` to the msgpack blob of `value`."""
-        if not isinstance(key, str) or not key:
-            raise ValueError("key must be a non-empty str")
-        blob = encode_value(value)
-        ymap = self._map(map_name)
-        with self.transaction(self._origin if self._depth else LOCAL):
-            ymap[key] = blob
+    def _set(self, map_name: str, key: str, blob: bytes) -> None:
+        self._maps[map_name][key] = blob
 
-    def put_raw(self, map_name: str, key: str, blob: bytes) -> None:
-        """Set `key` to an already encoded blob."""
-        if not isinstance(key, str) or not key:
-            raise ValueError("key must be a non-empty str")
-        if not isinstance(blob, bytes):
-            raise TypeError("blob must be bytes")
-        ymap = self._map(map_name)
-        with self.transaction(self._origin if self._depth else LOCAL):
-            ymap[key] = blob
+    def _remove(self, map_name: str, key: str) -> bool:
+        ymap = self._maps[map_name]
+        if key not in ymap:
+            return False
+        del ymap[key]
+        return True
 
-    def delete(self, map_name: str, key: str) -> bool:
-        """Remove `key`; return whether it was present."""
-        ymap = self._map(map_name)
-        with self.transaction(self._origin if self._depth else LOCAL):
-            if key not in ymap:
-                return False
-            del ymap[key]
-            return True
+    def _apply(self, update: bytes) -> None:
+        self._doc.apply_update(update)
 
     # -- sync --------------------------------------------------------------
     def state_vector(self) -> bytes:
@@ -258,44 +160,6 @@ class PycrdtStore:
     def encode_state(self) -> bytes:
         """Encode the whole document as one update."""
         return self._doc.get_update()
-
-    def apply_update(self, update: bytes, origin: object) -> None:
-        """Apply a Yjs update; ValueError if it cannot be decoded.
-
-        Structs whose dependencies are missing are kept pending by Yjs and
-        integrated when the dependencies arrive (anti-entropy brings them).
-        """
-        if update == b"\x00\x00":
-            return  # the empty update: nothing to integrate
-        with self.transaction(origin):
-            self._doc.apply_update(update)
-
-    def on_update(self, callback: UpdateCallback) -> Callable[[], None]:
-        """Subscribe to every committed transaction's update."""
-        self._update_cbs.append(callback)
-        return lambda: _discard(self._update_cbs, callback)
-
-    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
-        """Subscribe to per-map changed keys."""
-        self._change_cbs.append(callback)
-        return lambda: _discard(self._change_cbs, callback)
-
-    def on_entry_change(self, callback: EntryCallback) -> Callable[[], None]:
-        """Subscribe to every changed entry with its old and new blob."""
-        self._entry_cbs.append(callback)
-        return lambda: _discard(self._entry_cbs, callback)
-
-    def close(self) -> None:
-        """Drop every subscription."""
-        self._update_cbs.clear()
-        self._change_cbs.clear()
-        self._entry_cbs.clear()
-        for owner, sub in self._subscriptions:
-            try:
-                owner.unobserve(sub)
-            except ValueError:
-                pass
-        self._subscriptions.clear()
 
 
 def _blob(value: object) -> bytes | None:

@@ -10,9 +10,12 @@ versioned blobs (`versioned.py`) through `put_raw` and resolves conflicts from
 the per-entry change events (old blob, new blob) the store reports.
 
 `StateStore` is the only thing the rest of p2pkube may depend on, so that the
-browser node (yjs through Pyodide) can plug in its own backend. `PycrdtStore`
-(`pycrdt_store.py`) is the native implementation; this module does not import pycrdt,
-so that the browser, which has no pycrdt, can import everything else of p2pkube.state.
+browser node (yjs through Pyodide) can plug in its own backend. Both backends
+subclass `DocumentStore`, which holds everything but the document itself
+(transactions and their origins, callbacks after commit, encoding): `PycrdtStore`
+(`pycrdt_store.py`) natively, `YjsStore` (`p2pkube.browser.yjs_store`) in a tab.
+This module does not import pycrdt, so that the browser, which has no pycrdt, can
+import everything else of p2pkube.state.
 
 Callbacks (`on_update`, `on_change`, `on_entry_change`) run *after* the outermost transaction has
 committed, outside of it: they may read the document, start new transactions
@@ -23,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final, Protocol, runtime_checkable
 
 import msgpack
@@ -40,6 +44,7 @@ __all__ = [
     "STATUS",
     "SWITCH",
     "ChangeCallback",
+    "DocumentStore",
     "EntryCallback",
     "StateStore",
     "StoreFactory",
@@ -238,3 +243,203 @@ def _discard(callbacks: list[Any], callback: Any) -> None:
         callbacks.remove(callback)
     except ValueError:
         pass
+
+
+EntryChange = tuple[str, bytes | None, bytes | None]
+"""``(key, old blob, new blob)`` of one entry in a committed transaction."""
+
+
+class DocumentStore(ABC):
+    """What both backends share: transactions with an origin (nested ones join the outer
+    one), callbacks dispatched after the outermost commit, msgpack values over blobs.
+
+    A backend implements the document primitives (the ``_``-prefixed abstract methods and
+    the raw reads) and, from its own observers, appends each committed update to
+    ``_pending_updates`` and each map's changed entries to ``_pending_changes``.
+    """
+
+    def __init__(self) -> None:
+        self._update_cbs: list[UpdateCallback] = []
+        self._change_cbs: list[ChangeCallback] = []
+        self._entry_cbs: list[EntryCallback] = []
+        self._depth = 0
+        self._origin: object = None
+        self._pending_updates: list[bytes] = []
+        self._pending_changes: list[tuple[str, list[EntryChange]]] = []
+
+    # -- the backend's document ------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def client_id(self) -> int:
+        """This document's Yjs client id."""
+
+    @abstractmethod
+    def _doc_transaction(self) -> AbstractContextManager[Any]:
+        """The document's own outermost transaction; its observers run when it commits."""
+
+    @abstractmethod
+    def _set(self, map_name: str, key: str, blob: bytes) -> None: ...
+
+    @abstractmethod
+    def _remove(self, map_name: str, key: str) -> bool:
+        """Delete ``key``; whether it was there."""
+
+    @abstractmethod
+    def _apply(self, update: bytes) -> None:
+        """Integrate a Yjs update; ValueError when it cannot be decoded."""
+
+    @abstractmethod
+    def _unobserve(self) -> None:
+        """Drop the backend's own observers."""
+
+    @abstractmethod
+    def get_raw(self, map_name: str, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    def raw_items(self, map_name: str) -> list[tuple[str, bytes]]: ...
+
+    @abstractmethod
+    def keys(self, map_name: str) -> list[str]: ...
+
+    @abstractmethod
+    def state_vector(self) -> bytes: ...
+
+    @abstractmethod
+    def encode_diff(self, state_vector: bytes) -> bytes: ...
+
+    @abstractmethod
+    def encode_state(self) -> bytes: ...
+
+    # -- transactions ----------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self, origin: object = LOCAL) -> Iterator[None]:
+        """Batch writes into one Yjs transaction; nested calls join the outer one.
+
+        Yjs has no rollback: writes made before an exception inside the block
+        stay committed (and are dispatched like any other).
+        """
+        if self._depth:
+            if origin is not self._origin and origin != self._origin:
+                raise RuntimeError("nested transaction with a different origin")
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        self._origin = origin
+        try:
+            with self._doc_transaction():
+                yield
+        finally:
+            self._depth = 0
+            self._origin = None
+            self._dispatch(origin)
+
+    def _current(self) -> AbstractContextManager[None]:
+        """The open transaction, or a new local one."""
+        return self.transaction(self._origin if self._depth else LOCAL)
+
+    def _dispatch(self, origin: object) -> None:
+        updates, self._pending_updates = self._pending_updates, []
+        changes, self._pending_changes = self._pending_changes, []
+        for update in updates:
+            for cb in list(self._update_cbs):
+                try:
+                    cb(update, origin)
+                except Exception:
+                    log.exception("state update callback failed")
+        for name, entries in changes:
+            for ecb in list(self._entry_cbs):
+                for key, old, new in entries:
+                    try:
+                        ecb(name, key, old, new, origin)
+                    except Exception:
+                        log.exception("state entry callback failed")
+            keys = {key for key, _, _ in entries}
+            for ccb in list(self._change_cbs):
+                try:
+                    ccb(name, keys, origin)
+                except Exception:
+                    log.exception("state change callback failed")
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, map_name: str, key: str) -> Any | None:
+        """Return the decoded value at `key`, or None."""
+        blob = self.get_raw(map_name, key)
+        if blob is None:
+            return None
+        return self._decode(map_name, key, blob)
+
+    @staticmethod
+    def _decode(map_name: str, key: str, blob: bytes | bytearray) -> Any | None:
+        try:
+            return decode_value(blob)
+        except Exception:
+            log.warning("undecodable value at %s/%s ignored", map_name, key)
+            return None
+
+    def items(self, map_name: str) -> list[tuple[str, Any]]:
+        """Return all decodable (key, value) pairs of a map."""
+        out: list[tuple[str, Any]] = []
+        for key, blob in self.raw_items(map_name):
+            value = self._decode(map_name, key, blob)
+            if value is not None:
+                out.append((key, value))
+        return out
+
+    # -- writes ----------------------------------------------------------------------------------
+    def put(self, map_name: str, key: str, value: Any) -> None:
+        """Set `key` to the msgpack blob of `value`."""
+        self.put_raw(map_name, key, encode_value(value))
+
+    def put_raw(self, map_name: str, key: str, blob: bytes) -> None:
+        """Set `key` to an already encoded blob."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("key must be a non-empty str")
+        if not isinstance(blob, bytes):
+            raise TypeError("blob must be bytes")
+        _check_map(map_name)
+        with self._current():
+            self._set(map_name, key, blob)
+
+    def delete(self, map_name: str, key: str) -> bool:
+        """Remove `key`; return whether it was present."""
+        _check_map(map_name)
+        with self._current():
+            return self._remove(map_name, key)
+
+    def apply_update(self, update: bytes, origin: object) -> None:
+        """Apply a Yjs update; ValueError if it cannot be decoded.
+
+        Structs whose dependencies are missing are kept pending by Yjs and
+        integrated when the dependencies arrive (anti-entropy brings them).
+        """
+        if update == b"\x00\x00":
+            return  # the empty update: nothing to integrate
+        with self.transaction(origin):
+            self._apply(update)
+
+    # -- subscriptions ---------------------------------------------------------------------------
+    def on_update(self, callback: UpdateCallback) -> Callable[[], None]:
+        """Subscribe to every committed transaction's update."""
+        self._update_cbs.append(callback)
+        return lambda: _discard(self._update_cbs, callback)
+
+    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Subscribe to per-map changed keys."""
+        self._change_cbs.append(callback)
+        return lambda: _discard(self._change_cbs, callback)
+
+    def on_entry_change(self, callback: EntryCallback) -> Callable[[], None]:
+        """Subscribe to every changed entry with its old and new blob."""
+        self._entry_cbs.append(callback)
+        return lambda: _discard(self._entry_cbs, callback)
+
+    def close(self) -> None:
+        """Drop every subscription."""
+        self._update_cbs.clear()
+        self._change_cbs.clear()
+        self._entry_cbs.clear()
+        self._unobserve()
