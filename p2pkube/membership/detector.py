@@ -9,6 +9,10 @@ A node is NotReady after ``node_timeout`` without news, Ready again on the next 
 Like memberlist's Lifeguard, a detector that is itself slow must not blame others: the check
 loop measures its own event-loop stalls and does not count stalled time against anyone, so an
 agent that was frozen or starved does not declare the whole cluster dead when it wakes up.
+
+A node that knows it will be slow says so: its heartbeats carry ``grace``, seconds the others
+add to ``node_timeout`` for it (at most ``max_grace``). A browser tab sets it while hidden, when
+the browser runs its timers at most once a second (docs/guarantees.md, "Browser nodes").
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class MembershipSettings:
     """How often timeouts are evaluated and the local event-loop lag is measured."""
     stall_threshold: float = 0.05
     """Event-loop stalls longer than this are not counted against other nodes (Lifeguard)."""
+    max_grace: float = 30.0
+    """Most extra seconds a node may ask for in its heartbeats (``grace``): a hidden browser
+    tab asks for ``browser.hidden_grace``; nothing makes a node wait longer for anyone."""
 
 
 def utc_now() -> str:
@@ -79,6 +86,8 @@ class NodeLiveness:
     transitions: int = 0
     body: dict[str, Any] | None = None
     """The last heartbeat received (passed on to a new neighbour, see ``link_up``)."""
+    grace: float = 0.0
+    """Seconds the node asked to be allowed beyond ``node_timeout`` (its heartbeat's grace)."""
 
 
 class Membership:
@@ -103,6 +112,9 @@ class Membership:
         self._nodes: dict[str, NodeLiveness] = {}
         self._on_change = on_change or (lambda liveness: None)
         self._tasks: list[asyncio.Task[None]] = []
+        self.grace = 0.0
+        """Seconds this node asks the others to wait beyond their ``node_timeout`` before
+        they call it NotReady (sent with every heartbeat while non-zero)."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,6 +142,8 @@ class Membership:
         }
         if leaving:
             body["leaving"] = True
+        if self.grace > 0:
+            body["grace"] = float(self.grace)
         self._transport.broadcast(FrameType.HEARTBEAT, body)
 
     async def _beat(self) -> None:
@@ -183,6 +197,9 @@ class Membership:
             peers,
         )
         known.body = body
+        grace = body.get("grace", 0.0)
+        valid = isinstance(grace, int | float) and not isinstance(grace, bool) and grace > 0
+        known.grace = min(float(grace), self.settings.max_grace) if valid else 0.0
         if body.get("leaving") is True:
             self._set_ready(known, False, "AgentLeft")
         else:
@@ -221,7 +238,8 @@ class Membership:
                     liveness.last_seen = min(now, liveness.last_seen + stall)
                 continue
             for liveness in self._nodes.values():
-                if liveness.ready and now - liveness.last_seen > settings.node_timeout:
+                timeout = settings.node_timeout + liveness.grace
+                if liveness.ready and now - liveness.last_seen > timeout:
                     self._set_ready(liveness, False, "HeartbeatTimeout")
 
     @property
