@@ -57,6 +57,19 @@ def log_files(path: Path) -> list[Path]:
     return list(reversed(files))
 
 
+def prepare_log_dir(log_path: Path) -> None:
+    """Create the directory of an instance's log (``<restart>.log``) and remove the files
+    instances before the previous one left (their logs, rotated logs and stdin): ``logs
+    --previous`` reads the one before, nothing reads older ones."""
+    directory = log_path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    current = log_path.name.split(".", 1)[0]
+    for old in directory.iterdir() if current.isdigit() else ():
+        number = old.name.split(".", 1)[0]
+        if number.isdigit() and int(number) < int(current) - 1:
+            old.unlink(missing_ok=True)
+
+
 class LogWriter:
     """Turns an instance's output bytes into timestamped lines in a rotated file.
 

@@ -52,15 +52,8 @@ def _failed(reason: str, message: str) -> rt.Termination:
 
 
 def _prepare_files(launch: rt.Launch) -> None:
-    """On the worker thread: the log directory, emptyDir volumes, hostPath checks, and the
-    removal of files older instances left (logs and stdin of all but the previous one)."""
-    directory = launch.log_path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    current = launch.log_path.name.split(".", 1)[0]
-    for old in directory.iterdir() if current.isdigit() else ():
-        number = old.name.split(".", 1)[0]
-        if number.isdigit() and int(number) < int(current) - 1:
-            old.unlink(missing_ok=True)
+    """On the worker thread: the log directory, emptyDir volumes and hostPath checks."""
+    logs.prepare_log_dir(launch.log_path)
     for mount in launch.mounts:
         if mount.create:
             mount.host_path.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ from wasmtime import _ffi as ffi
 from p2pkube.api.quantity import format_bytes
 from p2pkube.membership.detector import utc_now
 from p2pkube.runtime import interface as rt
+from p2pkube.runtime.budget import OutputBudget
 from p2pkube.runtime.engine import InstanceHooks, LoadedModule, hooks_installed
 from p2pkube.runtime.logs import LogWriter
 
@@ -71,11 +72,7 @@ class Control(InstanceHooks):
         self._period_start = 0.0
         self._period_cpu = 0.0
         self.throttled_seconds = 0.0
-        # Output token bucket (worker thread only).
-        self._rate = rate
-        self._burst = burst
-        self._tokens = float(burst)
-        self._refilled = time.monotonic()
+        self._output = OutputBudget(rate, burst)  # worker thread only
 
     # -- from any thread ---------------------------------------------------------------------------
     def stop(self, reason: str, message: str) -> None:
@@ -120,18 +117,10 @@ class Control(InstanceHooks):
 
     def spend_output(self, size: int) -> bool:
         """Take ``size`` bytes from the output budget; False (and a stop) once it is gone."""
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
-        self._refilled = now
-        self._tokens -= size
-        if self._tokens < 0:
-            self.stop(
-                rt.OUTPUT_FLOOD,
-                f"wrote output faster than {self._rate} bytes/s for longer than a "
-                f"{self._burst}-byte burst",
-            )
-            return False
-        return True
+        if self._output.spend(size):
+            return True
+        self.stop(rt.OUTPUT_FLOOD, self._output.message())
+        return False
 
 
 def _deadline_callback(control: Control) -> Any:
