@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from p2pkube.blobs.settings import BlobSettings
+from p2pkube.browser.settings import BrowserSettings
 from p2pkube.membership.detector import MembershipSettings
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
@@ -36,6 +37,8 @@ class AgentSettings:
     kubelet: KubeletSettings = field(default_factory=KubeletSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     events: EventSettings = field(default_factory=EventSettings)
+    browser: BrowserSettings = field(default_factory=BrowserSettings)
+    """Browser nodes only (a native agent ignores them)."""
 
     def check(self) -> None:
         """ValueError when settings contradict each other (after all overrides)."""

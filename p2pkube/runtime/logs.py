@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import threading
 import time
 from collections import deque
@@ -68,6 +69,16 @@ def prepare_log_dir(log_path: Path) -> None:
         number = old.name.split(".", 1)[0]
         if number.isdigit() and int(number) < int(current) - 1:
             old.unlink(missing_ok=True)
+
+
+def remove_pod_dirs_except(pods_dir: Path, keep: set[str]) -> None:
+    """Remove every pod directory under ``pods_dir`` whose name is not in ``keep`` (what
+    pods that ended while the agent was away left)."""
+    if not pods_dir.is_dir():
+        return
+    for entry in pods_dir.iterdir():
+        if entry.is_dir() and entry.name not in keep:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 class LogWriter:

@@ -161,14 +161,7 @@ class NativeRuntime:
         await asyncio.to_thread(shutil.rmtree, pod_dir, True)
 
     async def remove_stale_pod_files(self, pods_dir: Path, keep: set[str]) -> None:
-        def remove() -> None:
-            if not pods_dir.is_dir():
-                return
-            for entry in pods_dir.iterdir():
-                if entry.is_dir() and entry.name not in keep:
-                    shutil.rmtree(entry, ignore_errors=True)
-
-        await asyncio.to_thread(remove)
+        await asyncio.to_thread(logs.remove_pod_dirs_except, pods_dir, keep)
 
     async def forget(self, image: str) -> None:
         if self._loader is not None:

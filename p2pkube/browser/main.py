@@ -1,0 +1,272 @@
+"""What the page calls: ``await start(token, ws_url)`` once, then ``snapshot()`` to draw.
+
+``start`` builds the shared :class:`~p2pkube.node.Node` with the tab's backends and starts
+it: the same agent as ``p2pkube join``, of kind ``browser``. ``snapshot()`` returns, as JSON,
+what the page shows (its identity, peers, pods with their last log lines, recent events);
+it is synchronous and cheap, since a background task keeps it current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import js  # type: ignore[import-not-found]
+from pyodide.ffi import create_proxy  # type: ignore[import-not-found]
+
+from p2pkube.api.quantity import format_bytes
+from p2pkube.browser import platform
+from p2pkube.browser.identity import BrowserIdentity, check_signature
+from p2pkube.browser.link import browser_link_factory
+from p2pkube.browser.runtime import WorkerRuntime
+from p2pkube.browser.signaling import browser_connect
+from p2pkube.browser.yjs_store import YjsStore
+from p2pkube.net.mesh import Mesh
+from p2pkube.node import Node, NodeConfig
+from p2pkube.settings import AgentSettings
+from signaling.protocol import cluster_id
+
+log = logging.getLogger("p2pkube.browser")
+
+DATA_DIR = "/p2pkube"
+"""The node's data directory in the tab (IDBFS: memory, copied to IndexedDB)."""
+LOG_LINES = 20
+EVENTS = 30
+WASM32_MEMORY = 4 << 30
+
+
+def browser_settings() -> AgentSettings:
+    """The agent's defaults, with what a tab holds in memory kept small."""
+    settings = AgentSettings()
+    settings.runtime.log_max_bytes = 1 << 20  # logs live in the tab's memory
+    settings.runtime.log_max_files = 2
+    return settings
+
+
+def capacity(settings: AgentSettings) -> dict[str, str]:
+    """What the tab offers to pods (``browser.cpu``/``browser.memory``, else the device's)."""
+    navigator = js.navigator
+    cores = int(getattr(navigator, "hardwareConcurrency", 0) or 2)
+    device_gb = float(getattr(navigator, "deviceMemory", 0) or 4)
+    memory = min(WASM32_MEMORY, int(device_gb * (1 << 30) / 2))
+    return {
+        "cpu": settings.browser.cpu or str(max(1, cores - 1)),
+        "memory": settings.browser.memory or format_bytes(memory),
+    }
+
+
+class BrowserNode:
+    """The shared node plus what only a tab does: persistence, visibility, the page's view."""
+
+    def __init__(self, node: Node, sync: platform.DataDirSync) -> None:
+        self.node = node
+        self.sync = sync
+        self.status = "starting"
+        self.error = ""
+        self.started = time.monotonic()
+        self.ready_ms: float | None = None
+        self._logs: dict[str, list[str]] = {}
+        self._view: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._visibility = create_proxy(self._on_visibility)
+
+    @classmethod
+    async def create(cls, token: str, ws_url: str) -> BrowserNode:
+        platform.install()
+        await platform.mount_data_dir(DATA_DIR)
+        identity = await BrowserIdentity.load_or_create()
+        settings = browser_settings()
+        settings.check()
+        name = f"tab-{identity.node_id[:8]}"
+        config = NodeConfig(
+            name=name,
+            kind="browser",
+            token=token,
+            data_dir=Path(DATA_DIR),
+            settings=settings,
+            capacity=capacity(settings),
+            node_info={"userAgent": str(js.navigator.userAgent)},
+        )
+        mesh = Mesh(
+            identity=identity,
+            name=name,
+            kind="browser",
+            cluster=cluster_id(token),
+            token=token,
+            signaling_url=ws_url,
+            settings=settings.transport,
+            link_factory=browser_link_factory(settings.transport),
+            connect=browser_connect,
+            check_signature=check_signature,
+        )
+        node = Node(
+            config,
+            mesh=mesh,
+            runtime_factory=lambda: WorkerRuntime(settings.runtime),
+            store_factory=YjsStore,
+        )
+        return cls(node, platform.DataDirSync(settings.browser.sync_interval))
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._refresh())
+        try:
+            await self.node.start()
+        except Exception as exc:
+            self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        self.sync.start()
+        js.document.addEventListener("visibilitychange", self._visibility)
+        self._on_visibility()
+        self.status = "running"
+        self.ready_ms = round((time.monotonic() - self.started) * 1000, 1)
+        await self.sync.flush()  # the identity's Node object and first state, durable now
+
+    def _on_visibility(self, *_: Any) -> None:
+        hidden = str(js.document.visibilityState) == "hidden"
+        self.node.membership.grace = self.node.settings.browser.hidden_grace if hidden else 0.0
+
+    async def stop(self) -> None:
+        js.document.removeEventListener("visibilitychange", self._visibility)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.node.stop()
+        await self.sync.close()
+        self.status = "stopped"
+
+    # -- the page's view -------------------------------------------------------------------------
+    async def _refresh(self) -> None:
+        """Owned task: rebuild the view every ``browser.snapshot_interval``."""
+        interval = self.node.settings.browser.snapshot_interval
+        while True:
+            try:
+                await self._read_logs()
+                self._view = self._build_view()
+            except Exception:  # the page must keep drawing whatever one pass hit
+                log.exception("snapshot failed")
+            await asyncio.sleep(interval)
+
+    def _my_pods(self) -> list[tuple[str, dict[str, Any]]]:
+        state = self.node.state
+        pods = []
+        for key, obj in state.items("objects"):
+            if key.startswith("Pod/") and isinstance(obj, dict):
+                if (obj.get("spec") or {}).get("nodeName") == self.node.node_name:
+                    pods.append((key, obj))
+        return sorted(pods)
+
+    async def _read_logs(self) -> None:
+        kubelet = self.node.kubelet
+        if kubelet is None:
+            return
+        fresh = {}
+        for key, _ in self._my_pods():
+            _, namespace, name = key.split("/", 2)
+            try:
+                lines = await kubelet.logs(namespace, name, tail=LOG_LINES)
+            except LookupError:
+                continue
+            fresh[key] = [line.text for line in lines]
+        self._logs = fresh
+
+    def _build_view(self) -> dict[str, Any]:
+        node = self.node
+        linked = set(node.mesh.neighbours())
+        peers = [
+            {
+                "name": liveness.name,
+                "id": liveness.node,
+                "state": ("Ready" if liveness.ready else "NotReady")
+                + (" · linked" if liveness.node in linked else ""),
+            }
+            for liveness in sorted(node.membership.nodes(), key=lambda n: n.name)
+        ]
+        pods = []
+        for key, obj in self._my_pods():
+            status = node.state.get("status", key) or {}
+            containers = status.get("containerStatuses") or [{}]
+            state = containers[0].get("state") or {}
+            detail = next(iter(state.values()), {}) if state else {}
+            pods.append(
+                {
+                    "namespace": obj["metadata"].get("namespace", ""),
+                    "name": obj["metadata"]["name"],
+                    "phase": status.get("phase", "Pending"),
+                    "reason": detail.get("reason") or status.get("reason") or "",
+                    "restarts": sum(int(c.get("restartCount", 0)) for c in containers),
+                    "logs": self._logs.get(key, []),
+                }
+            )
+        events = []
+        for _, event in node.state.items("events"):
+            if not isinstance(event, dict):
+                continue
+            involved = event.get("involvedObject") or {}
+            events.append(
+                {
+                    "time": event.get("lastTimestamp", ""),
+                    "type": event.get("type", ""),
+                    "reason": event.get("reason", ""),
+                    "object": f"{involved.get('kind', '')}/{involved.get('name', '')}".lower(),
+                    "message": event.get("message", ""),
+                }
+            )
+        events.sort(key=lambda e: e["time"])
+        return {
+            "node": {"name": node.node_name, "id": node.node_id, "kind": "browser"},
+            "peers": peers,
+            "pods": pods,
+            "events": events[-EVENTS:],
+            "stats": {
+                "readyMs": self.ready_ms,
+                "links": len(linked),
+                "syncs": self.sync.syncs,
+                "runtime": node.runtime.stats() if node.runtime is not None else {},
+            },
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"status": self.status, "error": self.error, **self._view}
+
+
+_node: BrowserNode | None = None
+_error = ""
+
+
+async def start(token: str, ws_url: str) -> None:
+    """Start this tab's node (once per page); raises when it cannot (e.g. a wrong token)."""
+    global _node, _error
+    if _node is not None:
+        raise RuntimeError("the node is already started")
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        _node = await BrowserNode.create(str(token), str(ws_url))
+        await _node.start()
+    except Exception as exc:
+        _error = f"{type(exc).__name__}: {exc}"
+        raise
+
+
+def snapshot() -> str:
+    """The page's view as JSON (``{"status": "starting"}`` until the node exists)."""
+    if _node is None:
+        return json.dumps({"status": "error" if _error else "starting", "error": _error})
+    return json.dumps(_node.snapshot(), default=_jsonable)
+
+
+def node() -> BrowserNode | None:
+    """The running node (tests and the console)."""
+    return _node
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)

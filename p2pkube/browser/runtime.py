@@ -1,0 +1,317 @@
+"""The browser's PodRuntime: each container instance in a dedicated Web Worker.
+
+Same phases, exit codes, reasons and logs as natively (``runtime/native.py``), so the
+kubelet above is the shared one. How the limits hold in a tab:
+
+* **memory**: the module's memory maximum is rewritten to the pod's limit before it is
+  compiled (``runtime/wasmbin.py``); ``memory.grow`` past it fails, and a trap with the
+  memory at its limit is ``OOMKilled`` (the same 1/16 rule as natively). A compiled module
+  is kept per (image, limit).
+* **time**: ``activeDeadlineSeconds`` and a stop (pod deleted, output flood, node leaving)
+  terminate the Worker at once, even mid-loop: an endless loop cannot freeze the node, which
+  runs on the page's thread.
+* **output**: the same token bucket as natively (``runtime/budget.py``), then
+  ``OutputFlood``; lines go to the same rotated CRI log files, on the tab's file system.
+* **CPU**: not throttled; each instance has its own Worker, so it uses at most one core
+  (``resources.limits.cpu`` counts for placement only).
+* **host access**: WASI preview 1 in the Worker (``@bjorn3/browser_wasi_shim``); an
+  ``emptyDir`` is an in-memory directory of the instance (it does not outlive a restart,
+  unlike natively); ``hostPath`` volumes fail with ``CreateContainerError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import js  # type: ignore[import-not-found]
+import p2pjs  # type: ignore[import-not-found]
+from pyodide.ffi import JsException, to_js  # type: ignore[import-not-found]
+
+from p2pkube.api.quantity import format_bytes
+from p2pkube.membership.detector import utc_now
+from p2pkube.runtime import interface as rt
+from p2pkube.runtime import logs, wasmbin
+from p2pkube.runtime.budget import OutputBudget
+from p2pkube.runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+
+def _failed(reason: str, message: str, exit_code: int = rt.EXIT_TRAPPED) -> rt.Termination:
+    now = utc_now()
+    return rt.Termination(exit_code, reason, message, now, now)
+
+
+def termination_of(
+    result: dict[str, Any],
+    limits: rt.Limits,
+    stop: tuple[str, str] | None,
+    started_at: str,
+) -> rt.Termination:
+    """The Termination of a Worker's result (see bridge.js ``startInstance``)."""
+    kind = result.get("kind")
+    finished = utc_now()
+    if kind == "exit":
+        code = int(result.get("code", 1))
+        reason = rt.COMPLETED if code == 0 else rt.ERROR
+        return rt.Termination(
+            code, reason, "" if code == 0 else f"exit code {code}", started_at, finished
+        )
+    if stop is not None:  # stopped by us: our reason, whatever the Worker saw last
+        return rt.Termination(rt.EXIT_KILLED, stop[0], stop[1], started_at, finished)
+    if kind == "killed":
+        if result.get("reason") == "deadline":
+            return rt.Termination(
+                rt.EXIT_KILLED,
+                rt.DEADLINE_EXCEEDED,
+                "active deadline reached",
+                started_at,
+                finished,
+            )
+        return rt.Termination(
+            rt.EXIT_KILLED, rt.KILLED, str(result.get("reason")), started_at, finished
+        )
+    message = str(result.get("message", ""))
+    if kind == "stack-overflow":
+        return rt.Termination(
+            rt.EXIT_STACK_OVERFLOW,
+            rt.STACK_OVERFLOW,
+            "wasm call stack exhausted",
+            started_at,
+            finished,
+        )
+    if kind == "trap":
+        cap = limits.memory_bytes
+        used = int(result.get("memoryBytes") or 0)
+        if used >= cap - max(2 * wasmbin.PAGE_BYTES, cap // 16):
+            return rt.Termination(
+                rt.EXIT_KILLED,
+                rt.OOM_KILLED,
+                f"memory limit {format_bytes(cap)} reached ({message})",
+                started_at,
+                finished,
+            )
+        return rt.Termination(
+            rt.EXIT_TRAPPED, rt.TRAPPED, f"wasm trap: {message}", started_at, finished
+        )
+    if message.startswith("cannot instantiate"):
+        return rt.Termination(rt.EXIT_TRAPPED, rt.INVALID_MODULE, message, started_at, finished)
+    return rt.Termination(
+        rt.EXIT_TRAPPED, rt.TRAPPED, message or f"worker ended: {kind}", started_at, finished
+    )
+
+
+class WorkerInstance:
+    """One container instance in its Worker."""
+
+    def __init__(self, launch: rt.Launch, budget: OutputBudget) -> None:
+        self.launch = launch
+        self.budget = budget
+        self.started_at = utc_now()
+        self.done: asyncio.Future[rt.Termination] = asyncio.get_running_loop().create_future()
+        self.stop_request: tuple[str, str] | None = None
+        self.handle: Any = None
+        """The bridge's Instance, once the Worker started."""
+
+    def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
+        if self.stop_request is None:
+            self.stop_request = (reason, message or "stopped by the agent")
+        if self.handle is not None:
+            self.handle.kill(reason)
+
+
+class WorkerRuntime:
+    """Runs pods in Web Workers; see :class:`p2pkube.runtime.interface.PodRuntime`."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        settings.check()
+        self.settings = settings
+        self._modules: dict[str, bytes] = {}
+        """Image -> the module's bytes (prepared, not yet capped)."""
+        self._compiled: dict[str, set[str]] = {}
+        """Image -> keys (image@pages) of its compiled, capped versions in the bridge."""
+        self._notifier = logs.LogNotifier(asyncio.get_running_loop())
+        self._instances: set[WorkerInstance] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.started = 0
+        self.finished = 0
+        self.compile_ms: list[float] = []
+
+    async def prepare(self, image: str, module_path: Path) -> None:
+        if image in self._modules:
+            return
+        data = await asyncio.to_thread(module_path.read_bytes)  # inline: an in-memory file
+        try:
+            wasmbin.memories(data)
+        except wasmbin.WasmFormatError as exc:
+            raise rt.InvalidModuleError(str(exc)) from None
+        self._modules[image] = data
+
+    def start(self, launch: rt.Launch) -> WorkerInstance:
+        settings = self.settings
+        instance = WorkerInstance(
+            launch, OutputBudget(settings.log_rate_bytes, settings.log_burst_bytes)
+        )
+        self._instances.add(instance)
+        self.started += 1
+        task = asyncio.get_running_loop().create_task(self._run(instance))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return instance
+
+    async def _compiled_key(self, image: str, memory_bytes: int) -> str:
+        """The bridge's key of ``image`` capped at ``memory_bytes``, compiled if needed."""
+        pages = memory_bytes // wasmbin.PAGE_BYTES
+        key = f"{image}@{pages}"
+        if not p2pjs.hasModule(key):
+            capped = wasmbin.cap_memory(self._modules[image], memory_bytes)
+            started = time.monotonic()
+            await p2pjs.compileModule(key, to_js(capped))
+            self.compile_ms.append(round((time.monotonic() - started) * 1000, 1))
+            self._compiled.setdefault(image, set()).add(key)
+        return key
+
+    async def _run(self, instance: WorkerInstance) -> None:
+        launch = instance.launch
+        writer: logs.LogWriter | None = None
+        try:
+            for mount in launch.mounts:
+                if not mount.create:
+                    raise _SetupError(
+                        f"hostPath {mount.host_path} is not available on a browser node"
+                    )
+            logs.prepare_log_dir(launch.log_path)
+            writer = logs.LogWriter(
+                launch.log_path,
+                max_bytes=self.settings.log_max_bytes,
+                max_files=self.settings.log_max_files,
+                max_line_bytes=self.settings.log_max_line_bytes,
+                on_write=self._notifier.notify,
+            )
+            key = await self._compiled_key(launch.image, launch.limits.memory_bytes)
+            termination = await self._execute(instance, key, writer)
+        except wasmbin.MemoryTooSmall as exc:
+            termination = _failed(
+                rt.OOM_KILLED, f"cannot start within its memory: {exc}", rt.EXIT_KILLED
+            )
+        except _SetupError as exc:
+            termination = _failed(rt.CREATE_CONTAINER_ERROR, str(exc))
+        except JsException as exc:  # compileModule refused it: the message names the cause
+            termination = _failed(rt.INVALID_MODULE, _js_message(exc))
+        except asyncio.CancelledError:
+            termination = _failed(rt.KILLED, "the agent is stopping", rt.EXIT_KILLED)
+            raise
+        except Exception as exc:  # a bug: fail this pod only
+            log.exception("instance %s/%s could not start", launch.pod, launch.container)
+            termination = _failed(rt.TRAPPED, f"could not start: {exc}")
+        finally:
+            if writer is not None:
+                writer.close()
+            self._instances.discard(instance)
+            self.finished += 1
+            if not instance.done.done():
+                instance.done.set_result(termination)
+
+    async def _execute(
+        self, instance: WorkerInstance, key: str, writer: logs.LogWriter
+    ) -> rt.Termination:
+        launch = instance.launch
+        if instance.stop_request is not None:  # stopped before the Worker existed
+            reason, message = instance.stop_request
+            return _failed(reason, message, rt.EXIT_KILLED)
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+        def on_output(stream: Any, data: Any) -> None:
+            chunk = bytes(data.to_bytes())
+            if instance.stop_request is None and not instance.budget.spend(len(chunk)):
+                instance.stop(rt.OUTPUT_FLOOD, instance.budget.message())
+                return
+            writer.write(str(stream), chunk)
+
+        def on_exit(result: Any) -> None:
+            if not ended.done():
+                ended.set_result(result.to_py() if hasattr(result, "to_py") else dict(result))
+
+        deadline_ms = None
+        if launch.limits.deadline is not None:
+            deadline_ms = max(0.0, (launch.limits.deadline - time.monotonic()) * 1000)
+        options = {
+            "argv": list(launch.argv),
+            "env": [list(pair) for pair in launch.env],
+            "stdin": to_js(launch.stdin) if launch.stdin is not None else None,
+            "deadlineMs": deadline_ms,
+            "dirs": [m.guest_path for m in launch.mounts if m.create],
+        }
+        instance.handle = p2pjs.startInstance(
+            key,
+            to_js(options, dict_converter=js.Object.fromEntries),
+            {"onOutput": on_output, "onExit": on_exit},
+        )
+        if instance.stop_request is not None:
+            instance.handle.kill(instance.stop_request[0])
+        result = await ended
+        return termination_of(result, launch.limits, instance.stop_request, instance.started_at)
+
+    async def read_log(
+        self, log_path: Path, *, tail: int | None = None, since: str | None = None
+    ) -> list[rt.LogLine]:
+        return await asyncio.to_thread(logs.read_log, log_path, tail=tail, since=since)
+
+    def output_waiter(self) -> contextlib.AbstractContextManager[asyncio.Event]:
+        return self._notifier.waiter()
+
+    async def remove_pod_files(self, pod_dir: Path) -> None:
+        await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+
+    async def remove_stale_pod_files(self, pods_dir: Path, keep: set[str]) -> None:
+        await asyncio.to_thread(logs.remove_pod_dirs_except, pods_dir, keep)
+
+    async def forget(self, image: str) -> None:
+        self._modules.pop(image, None)
+        for key in self._compiled.pop(image, set()):
+            p2pjs.forgetModule(key)
+
+    def stats(self) -> dict[str, Any]:
+        info = p2pjs.runtimeInfo().to_py()
+        return {
+            "engine": "browser",
+            "running": len(self._instances),
+            "started": self.started,
+            "finished": self.finished,
+            "modules": len(self._modules),
+            "compiled": sum(len(keys) for keys in self._compiled.values()),
+            "sleepMode": info.get("sleepMode"),
+            "crossOriginIsolated": info.get("crossOriginIsolated"),
+        }
+
+    async def close(self) -> None:
+        """Stop every instance (its Worker is terminated at once) and wait for them."""
+        instances = list(self._instances)
+        for instance in instances:
+            instance.stop(rt.KILLED, "the agent is stopping")
+        if instances:
+            await asyncio.wait(
+                [instance.done for instance in instances], timeout=self.settings.stop_timeout
+            )
+        for task in list(self._tasks):
+            task.cancel()
+        for keys in self._compiled.values():
+            for key in keys:
+                p2pjs.forgetModule(key)
+        self._compiled.clear()
+
+
+class _SetupError(Exception):
+    """What the container needs cannot be set up; the message says what."""
+
+
+def _js_message(exc: JsException) -> str:
+    text = str(exc)
+    return text.removeprefix("Error: ")
