@@ -15,6 +15,8 @@ Structure (one object per concern, aiortc style):
 * :class:`_Room`: the live sessions of one cluster;
 * :class:`SignalingState`: token digests, rooms and sessions; the WebSocket
   handler;
+* :class:`StaticFiles`: optionally, the browser node's page and bundle
+  (``web_root``, built by ``make browser``) from the same origin;
 * :func:`create_app`, :class:`SignalingServer`, :func:`run_server`: the ways
   to run it (extend the app, embed in tests, or block in a CLI).
 """
@@ -29,6 +31,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
@@ -59,6 +62,7 @@ __all__ = [
     "SignalingServer",
     "SignalingSettings",
     "SignalingState",
+    "StaticFiles",
     "TokenBucket",
     "create_app",
     "generate_token",
@@ -585,16 +589,119 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def create_app(tokens: list[str], settings: SignalingSettings | None = None) -> web.Application:
+#: Content types of the browser bundle, by file suffix; others are application/octet-stream.
+WEB_CONTENT_TYPES: Final = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".wasm": "application/wasm",
+    ".whl": "application/octet-stream",
+    ".zip": "application/octet-stream",
+    ".gz": "application/gzip",
+    ".txt": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+
+#: Paths under the web root whose content never changes (the version is in the path), so
+#: browsers may keep them a year; everything else is revalidated on each use (ETag).
+IMMUTABLE_PREFIXES: Final = ("pyodide/",)
+
+#: Sent with every file: a cross-origin isolated page (``crossOriginIsolated``), so the pod
+#: workers can sleep with ``Atomics.wait`` on a SharedArrayBuffer.
+ISOLATION_HEADERS: Final = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class StaticFiles:
+    """``GET /<path>``: the files of one directory (the browser node bundle), nothing else;
+    installed as a fallback middleware by :func:`create_app`.
+
+    ``/`` is ``index.html``. A path with an empty, ``.``, ``..`` or hidden segment, a
+    backslash or a NUL, one that is not a regular file, or one that resolves (symlinks
+    included) outside the root is 404. aiohttp's :class:`~aiohttp.web.FileResponse` does the
+    rest: ``ETag``/``Last-Modified`` and conditional requests, ranges, ``HEAD``, and a
+    pre-compressed ``NAME.gz`` sibling for clients that accept gzip.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise ValueError(f"web root {root} is not a directory")
+
+    def resolve(self, rel: str) -> Path | None:
+        """The file ``rel`` names under the root, or None if it must not be served."""
+        if rel == "":
+            rel = "index.html"
+        if "\\" in rel or "\0" in rel:
+            return None
+        parts = rel.split("/")
+        if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+            return None
+        try:
+            path = self.root.joinpath(*parts).resolve()
+        except (OSError, ValueError):
+            return None
+        if not path.is_relative_to(self.root) or not path.is_file():
+            return None
+        return path
+
+    def response(self, rel: str) -> web.StreamResponse:
+        """The response for ``GET /<rel>`` (``rel`` percent-decoded); 404 if not served."""
+        path = self.resolve(rel)
+        if path is None:
+            raise web.HTTPNotFound()
+        rel = path.relative_to(self.root).as_posix()
+        headers = dict(ISOLATION_HEADERS)
+        headers["Content-Type"] = WEB_CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+        if rel.startswith(IMMUTABLE_PREFIXES):
+            headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        else:
+            headers["Cache-Control"] = "no-cache"
+        return web.FileResponse(path, headers=headers)
+
+    def middleware(self) -> Any:
+        """An aiohttp middleware serving the files where no route matched (GET and HEAD), so
+        routes added to the application later still take precedence."""
+
+        @web.middleware
+        async def static_fallback(request: web.Request, handler: Any) -> web.StreamResponse:
+            if request.method in ("GET", "HEAD") and isinstance(
+                request.match_info.http_exception, web.HTTPNotFound
+            ):
+                return self.response(request.path.removeprefix("/"))
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        return static_fallback
+
+
+def create_app(
+    tokens: list[str],
+    settings: SignalingSettings | None = None,
+    *,
+    web_root: Path | None = None,
+) -> web.Application:
     """Build the signaling web application.
 
-    Routes: ``GET /ws`` (the protocol) and ``GET /healthz``; every other path
-    is 404.  The result is an ordinary :class:`aiohttp.web.Application`, so
-    others may add routes (e.g. a browser bundle) before it is started.  The
-    state is at ``app[STATE_KEY]``.
+    Routes: ``GET /ws`` (the protocol) and ``GET /healthz``; with ``web_root``, a ``GET`` or
+    ``HEAD`` that no route matches serves a file of that directory (:class:`StaticFiles`: the
+    browser node's page at ``/``), else every other path is 404.  The result is an ordinary
+    :class:`aiohttp.web.Application`, so others may add routes before it is started (they
+    take precedence over the files).  The state is at ``app[STATE_KEY]``.
     """
     state = SignalingState(tokens, settings or SignalingSettings())
-    app = web.Application()
+    middlewares = [] if web_root is None else [StaticFiles(web_root).middleware()]
+    app = web.Application(middlewares=middlewares)
     app[STATE_KEY] = state
     app.router.add_get(WS_PATH, state.handle_ws)
     app.router.add_get("/healthz", _healthz)
@@ -607,7 +714,8 @@ class SignalingServer:
 
     ``port=0`` binds a free port; :attr:`port` and :attr:`url` tell which
     after :meth:`start`.  Pass ``app`` to serve an application built (and
-    extended) with :func:`create_app`.
+    extended) with :func:`create_app`, or ``web_root`` to serve the browser
+    node's bundle too (:attr:`http_url` is its page).
     """
 
     def __init__(
@@ -618,11 +726,12 @@ class SignalingServer:
         host: str = "127.0.0.1",
         port: int = 0,
         app: web.Application | None = None,
+        web_root: Path | None = None,
     ) -> None:
         if app is None:
             if tokens is None:
                 raise ValueError("SignalingServer needs tokens or an app")
-            app = create_app(tokens, settings)
+            app = create_app(tokens, settings, web_root=web_root)
         self.app = app
         self.host = host
         self._requested_port = port
@@ -648,6 +757,14 @@ class SignalingServer:
         if ":" in host:
             host = f"[{host}]"
         return f"ws://{host}:{self.port}{WS_PATH}"
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP base URL, e.g. ``http://127.0.0.1:8765/`` (the browser node's page)."""
+        host = self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/"
 
     async def start(self) -> None:
         """Bind and start serving."""
@@ -694,14 +811,17 @@ def run_server(
     settings: SignalingSettings | None = None,
     *,
     on_ready: Callable[[SignalingServer], None] | None = None,
+    web_root: Path | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; blocking (for the command line).
 
     ``on_ready`` is called once the socket is bound, e.g. to print
-    :attr:`SignalingServer.url` when ``port`` was 0.  Shutdown closes every
-    socket with 1001 so agents reconnect to the next server promptly.
+    :attr:`SignalingServer.url` when ``port`` was 0.  ``web_root``: also serve
+    the browser node's bundle from that directory (:class:`StaticFiles`).
+    Shutdown closes every socket with 1001 so agents reconnect to the next
+    server promptly.
     """
-    asyncio.run(_run_until_signalled(host, port, tokens, settings, on_ready))
+    asyncio.run(_run_until_signalled(host, port, tokens, settings, on_ready, web_root))
 
 
 async def _run_until_signalled(
@@ -710,6 +830,7 @@ async def _run_until_signalled(
     tokens: list[str],
     settings: SignalingSettings | None,
     on_ready: Callable[[SignalingServer], None] | None,
+    web_root: Path | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -720,7 +841,7 @@ async def _run_until_signalled(
             installed.append(signum)
         except (NotImplementedError, RuntimeError):  # non-Unix or not main thread
             pass
-    server = SignalingServer(tokens, settings, host=host, port=port)
+    server = SignalingServer(tokens, settings, host=host, port=port, web_root=web_root)
     try:
         await server.start()
         if on_ready is not None:

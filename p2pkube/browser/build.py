@@ -217,7 +217,7 @@ class Builder:
                     "project's venv (.venv/bin/python), whose version is the one shipped"
                 ) from None
             stem = f"{dist_name.replace('-', '_')}-{version}-"
-            found = sorted(p for p in cache.glob(f"{stem}*{platform}.whl")) if cache.is_dir() else []
+            found = sorted(cache.glob(f"{stem}*{platform}.whl")) if cache.is_dir() else []
             if not found:
                 self.say(f"pip download {dist_name}=={version} for {platform}")
                 cache.mkdir(parents=True, exist_ok=True)
@@ -351,9 +351,7 @@ class Builder:
                 group = "page, bridge, worker"
             groups[group] = groups.get(group, 0) + entry["size"]
         gz = sum((DIST / r).stat().st_size for r in self.produced if r.endswith(".gz"))
-        plain = sum(
-            (DIST / r[:-3]).stat().st_size for r in self.produced if r.endswith(".gz")
-        )
+        plain = sum((DIST / r[:-3]).stat().st_size for r in self.produced if r.endswith(".gz"))
         total = manifest["totalBytes"]
         state = f"{len(self.changed)} files updated" if self.changed else "up to date"
         self.say(f"browser bundle: {DIST.relative_to(REPO)} ({state}, {seconds:.2f} s)")

@@ -124,13 +124,29 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
     default=None,
     help="File with join tokens, one per line ('#' comments); merged with --token.",
 )
+@click.option(
+    "--web-root",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Serve the browser node's page and bundle from this directory "
+    "[default: p2pkube/browser/dist when built (make browser)].",
+)
+@click.option("--no-web", is_flag=True, help="Serve only the WebSocket, no browser page.")
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
 def signal(
-    host: str, port: int, token: str | None, token_file: Path | None, log_level: str
+    host: str,
+    port: int,
+    token: str | None,
+    token_file: Path | None,
+    web_root: Path | None,
+    no_web: bool,
+    log_level: str,
 ) -> None:
     """Run the signaling server agents use to find each other.
 
-    Without --token/--token-file a fresh token is generated and printed.
+    Without --token/--token-file a fresh token is generated and printed. It also serves
+    the page that makes a browser tab a node: http://HOST:PORT/#token=TOKEN (the token
+    stays in the URL fragment, which browsers never send to the server).
     """
     import logging
 
@@ -148,13 +164,24 @@ def signal(
         click.echo(f"join token: {tokens[0]}")
         click.echo(f"cluster: {cluster_id(tokens[0])}")
         sys.stdout.flush()
+    if no_web:
+        web_root = None
+    elif web_root is None:
+        built = Path(__file__).resolve().parent.parent / "browser" / "dist"
+        web_root = built if (built / "index.html").is_file() else None
+    elif not (web_root / "index.html").is_file():
+        raise CliError(f"--web-root {web_root} has no index.html (build it: make browser)")
 
     def ready(server: SignalingServer) -> None:
         click.echo(f"signaling server: {server.url}")
+        if web_root is not None:
+            fragment = f"#token={tokens[0]}" if generated else "#token=TOKEN"
+            click.echo(f"browser node page: {server.http_url}{fragment}")
         sys.stdout.flush()
 
     try:
-        run_server(host, port, tokens, on_ready=ready)  # returns on SIGINT/SIGTERM
+        # returns on SIGINT/SIGTERM
+        run_server(host, port, tokens, on_ready=ready, web_root=web_root)
     except OSError as exc:  # typically: address already in use
         raise CliError(f"cannot listen on {host}:{port}: {exc}") from None
 

@@ -147,7 +147,8 @@ async function loadPython() {
   step(`Pyodide ${pyodide.version}`, started);
 
   started = performance.now();
-  const wheels = manifest.wheels.map((path) => new URL(versioned(manifest, path), location.href).href);
+  // loadPackage wants URLs ending in .whl: no ?v= here (a wheel's name carries its version).
+  const wheels = manifest.wheels.map((path) => new URL(path, location.href).href);
   if (wheels.length) {
     await pyodide.loadPackage(wheels, { messageCallback: () => {}, errorCallback: (m) => console.error(m) });
   }

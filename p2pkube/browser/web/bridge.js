@@ -360,8 +360,10 @@ class Peer {
     channel.onbufferedamountlow = () => !this._closed && invoke(this._h.onBufferedLow, "onBufferedLow");
     channel.onclose = () => this._ended("data channel closed");
     channel.onerror = (event) => {
-      const error = event && event.error;
-      if (!this._closed) console.warn("p2pjs: data channel error:", error ? error.message : event);
+      const e = event && event.error;
+      if (this._closed || !e) return;
+      const detail = [e.errorDetail, e.sctpCauseCode != null ? `SCTP cause ${e.sctpCauseCode}` : null, e.message];
+      console.warn(`p2pjs: data channel error: ${detail.filter(Boolean).join(", ")}`);
     };
     this.pc.onconnectionstatechange = () => {
       const state = this.pc.connectionState;

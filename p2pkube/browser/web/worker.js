@@ -100,7 +100,7 @@ function output(stream, data) {
   }
   if (pending.length && pendingStream !== stream) postPending();
   pendingStream = stream;
-  pending.push(data.slice());
+  pending.push(data);
   if (performance.now() - lastPost >= BATCH_MS) postPending();
 }
 
@@ -189,7 +189,7 @@ function run(msg) {
     new OutputFd(STDERR),
   ];
   for (const dir of dirs || []) fds.push(new PreopenDirectory(dir, new Map()));
-  const wasi = new WASI(argv, env, fds);
+  const wasi = new WASI(argv, env, fds, { debug: false }); // the shim logs every call by default
   const memory = () => wasi.inst.exports.memory;
   const imports = wasi.wasiImport;
 
@@ -249,6 +249,34 @@ function run(msg) {
       view.setUint8(base + 10, ready[i][1]);
     }
     view.setUint32(neventsPtr, ready.length, true);
+    return W.ERRNO_SUCCESS;
+  };
+  // One record per fd_write (the shim writes each iovec separately: a line and its newline, or
+  // stdio's buffer and the rest, would reach the log as two pieces).
+  const shimWrite = imports.fd_write;
+  imports.fd_write = (fd, iovs, iovsLen, nwrittenPtr) => {
+    const target = wasi.fds[fd];
+    if (!(target instanceof OutputFd)) return shimWrite(fd, iovs, iovsLen, nwrittenPtr);
+    const view = new DataView(memory().buffer);
+    const bytes = new Uint8Array(memory().buffer);
+    const parts = [];
+    let total = 0;
+    for (let i = 0; i < iovsLen >>> 0; i++) {
+      const ptr = view.getUint32(iovs + 8 * i, true);
+      const len = view.getUint32(iovs + 8 * i + 4, true);
+      if (len) parts.push(bytes.subarray(ptr, ptr + len));
+      total += len;
+    }
+    let data = parts.length === 1 ? parts[0].slice() : new Uint8Array(total);
+    if (parts.length > 1) {
+      let offset = 0;
+      for (const part of parts) {
+        data.set(part, offset);
+        offset += part.length;
+      }
+    }
+    target.fd_write(data);
+    new DataView(memory().buffer).setUint32(nwrittenPtr, total, true);
     return W.ERRNO_SUCCESS;
   };
   imports.proc_raise = (sig) => {
