@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench clean venv examples
+.PHONY: demo test lint bench clean venv examples browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,17 @@ venv: $(STAMP)
 examples: $(STAMP)
 	$(PY) examples/build.py
 
+## The browser node's bundle in p2pkube/browser/dist/ (Pyodide, msgpack wheel, yjs, WASI shim,
+## the agent's sources; needs node/npm); incremental. `p2pkube signal` serves it.
+browser: $(STAMP)
+	$(PY) p2pkube/browser/build.py
+
 ## A local 3-peer cluster on loopback doing real work; Ctrl-C stops it (DEMO_ARGS="--duration 30").
-demo: $(STAMP) examples
+demo: $(STAMP) examples browser
 	$(PY) examples/demo.py $(DEMO_ARGS)
 
 ## Lint, then the whole test suite (real processes, real aiortc, real pycrdt).
-test: $(STAMP) lint examples
+test: $(STAMP) lint examples browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
