@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import p2pjs  # type: ignore[import-not-found]  # bridge.js, registered by the page
+from pyodide.ffi import jsnull  # type: ignore[import-not-found]
 
 from p2pkube.net.keys import node_id_from_public_key
 
@@ -34,7 +35,7 @@ class BrowserIdentity:
         """The key this origin's IndexedDB holds, or a new one stored (durably) first."""
         public_key = await p2pjs.kvGet(_STORE, "public")
         pkcs8 = await p2pjs.kvGet(_STORE, "pkcs8")
-        if public_key is not None and pkcs8 is not None:
+        if all(value is not None and value is not jsnull for value in (public_key, pkcs8)):
             return cls(bytes(public_key.to_bytes()), bytes(pkcs8.to_bytes()))
         keys = await p2pjs.ed25519Generate()
         identity = cls(bytes(keys.pub.to_bytes()), bytes(keys.pkcs8.to_bytes()))

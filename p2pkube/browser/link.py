@@ -45,8 +45,8 @@ class BrowserLink(LinkBase):
     async def _negotiate_answer(self, offer_sdp: str) -> str:
         return str(await self._peer.acceptOffer(offer_sdp))
 
-    async def accept_answer(self, sdp: str) -> None:
-        await self._peer.acceptAnswer(sdp)
+    async def _apply_answer(self, answer_sdp: str) -> None:
+        await self._peer.acceptAnswer(answer_sdp)
 
     def _channel_open(self) -> bool:
         return str(self._peer.channelState()) == "open"
@@ -61,9 +61,6 @@ class BrowserLink(LinkBase):
 
     def _set_low_threshold(self, limit: int) -> None:
         self._peer.setBufferedLowThreshold(limit)
-
-    def _sdps(self) -> tuple[str, str]:
-        return str(self._peer.localSdp()), str(self._peer.remoteSdp())
 
     async def _close_connection(self) -> None:
         self._peer.close()

@@ -52,8 +52,8 @@ class PeerLink(LinkBase):
         await self._pc.setLocalDescription(await self._pc.createAnswer())
         return self._pc.localDescription.sdp
 
-    async def accept_answer(self, sdp: str) -> None:
-        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+    async def _apply_answer(self, answer_sdp: str) -> None:
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
 
     def _channel_open(self) -> bool:
         return self._channel.readyState == "open"
@@ -67,10 +67,6 @@ class PeerLink(LinkBase):
 
     def _set_low_threshold(self, limit: int) -> None:
         self._channel.bufferedAmountLowThreshold = limit
-
-    def _sdps(self) -> tuple[str, str]:
-        local, remote = self._pc.localDescription, self._pc.remoteDescription
-        return (local.sdp if local else "", remote.sdp if remote else "")
 
     async def _close_connection(self) -> None:
         await self._pc.close()

@@ -86,6 +86,10 @@ class LinkBase(ABC):
         self._closing: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         """Set when the channel's queue fell to its low threshold (see :meth:`wait_buffered`)."""
+        self._sdps = ("", "")
+        """The local and the remote SDP as sent and received: the handshake binds their DTLS
+        fingerprints. Not the connection's own descriptions: a browser re-serializes the
+        remote one (keeping one of aiortc's several fingerprint lines)."""
 
     # -- what a carrier supplies -----------------------------------------------------------------
     @abstractmethod
@@ -97,7 +101,7 @@ class LinkBase(ABC):
         """Apply a remote offer, gather, return the answer SDP."""
 
     @abstractmethod
-    async def accept_answer(self, sdp: str) -> None:
+    async def _apply_answer(self, answer_sdp: str) -> None:
         """Apply the remote answer to our offer."""
 
     @abstractmethod
@@ -116,10 +120,6 @@ class LinkBase(ABC):
     @abstractmethod
     def _set_low_threshold(self, limit: int) -> None:
         """Have the carrier call :meth:`_on_buffered_low` once the queue falls to ``limit``."""
-
-    @abstractmethod
-    def _sdps(self) -> tuple[str, str]:
-        """The local and the remote SDP ("" when there is none yet)."""
 
     @abstractmethod
     async def _close_connection(self) -> None:
@@ -146,12 +146,22 @@ class LinkBase(ABC):
     async def create_offer(self) -> str:
         """Start watching the link and return the offer SDP."""
         self._start_watchdog()
-        return await self._negotiate_offer()
+        offer = await self._negotiate_offer()
+        self._sdps = (offer, "")
+        return offer
 
     async def accept_offer(self, sdp: str) -> str:
         """Start watching the link, apply a remote offer and return our answer SDP."""
         self._start_watchdog()
-        return await self._negotiate_answer(sdp)
+        self._sdps = ("", sdp)
+        answer = await self._negotiate_answer(sdp)
+        self._sdps = (answer, sdp)
+        return answer
+
+    async def accept_answer(self, sdp: str) -> None:
+        """Apply the remote answer to our offer."""
+        self._sdps = (self._sdps[0], sdp)
+        await self._apply_answer(sdp)
 
     def _start_watchdog(self) -> None:
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
@@ -283,7 +293,7 @@ class LinkBase(ABC):
             raise FrameError(f"{frame.type.name} before the handshake completed")
 
     def _fingerprints(self) -> tuple[str, str]:
-        local, remote = self._sdps()
+        local, remote = self._sdps
         return sdp_fingerprint(local), sdp_fingerprint(remote)
 
     async def _watch(self) -> None:
