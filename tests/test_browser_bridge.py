@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -157,6 +159,52 @@ async def test_path_traversal_refused(web_server: SignalingServer, tmp_path: Any
     assert files.resolve("link.txt") is None
     assert files.resolve("../secret.txt") is None
     assert files.resolve("sub/../../secret.txt") is None
+
+
+async def _signal_command(*args: str) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """`p2pkube signal --port 0 ARGS`, up to its "signaling server:" line (and the next)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2pkube", "signal", "--port", "0", "--log-level", "warning", *args,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not any(line.startswith("signaling server:") for line in lines):
+        line = await asyncio.wait_for(proc.stdout.readline(), 15)
+        assert line, f"p2pkube signal ended: {lines}"
+        lines.append(line.decode().strip())
+    with contextlib.suppress(TimeoutError):
+        lines.append((await asyncio.wait_for(proc.stdout.readline(), 0.5)).decode().strip())
+    return proc, lines
+
+
+async def test_signal_command_serves_the_page(bundle: Any) -> None:
+    proc, lines = await _signal_command("--token", "cli-token-for-the-page")
+    try:
+        page_lines = [line for line in lines if line.startswith("browser node page: ")]
+        assert page_lines, lines
+        url = page_lines[0].removeprefix("browser node page: ")
+        assert url.endswith("/#token=TOKEN")  # a given token is not echoed
+        async with ClientSession() as http, http.get(url.split("#")[0]) as r:
+            assert r.status == 200
+            assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            assert "p2pkube" in await r.text()
+    finally:
+        proc.terminate()
+        await proc.wait()
+    proc, lines = await _signal_command("--token", "cli-token-for-the-page", "--no-web")
+    try:
+        assert not any(line.startswith("browser node page") for line in lines)
+        base = lines[-1].removeprefix("signaling server: ").replace("ws://", "http://")
+        base = base.removesuffix("/ws")
+        async with ClientSession() as http:
+            async with http.get(base + "/") as r:
+                assert r.status == 404
+            async with http.get(base + "/healthz") as r:
+                assert r.status == 200
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 async def test_page_loads_pyodide_wheels_and_agent_sources(

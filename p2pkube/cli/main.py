@@ -175,8 +175,9 @@ def signal(
     def ready(server: SignalingServer) -> None:
         click.echo(f"signaling server: {server.url}")
         if web_root is not None:
+            page = server.url.replace("ws", "http", 1).removesuffix("/ws")
             fragment = f"#token={tokens[0]}" if generated else "#token=TOKEN"
-            click.echo(f"browser node page: {server.http_url}{fragment}")
+            click.echo(f"browser node page: {page}/{fragment}")
         sys.stdout.flush()
 
     try:
