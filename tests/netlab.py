@@ -65,6 +65,7 @@ FIRST_HOST = 10
 SIGNAL_PORT = 8787
 _NAME = re.compile(rf"^{LAB_PREFIX}-(\d+)-[0-9a-f]{{4}}-[a-z0-9-]+$")
 _LIVENESS = re.compile(
+    r"^(?P<restart>=== start .*)$|"
     r"^(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO p2pkube\.membership\.detector: "
     r"node (?P<node>\S+) \(\w+\) is (?P<state>NotReady|Ready): (?P<reason>\w+)",
     re.MULTILINE,
@@ -547,6 +548,9 @@ class NetLab:
         path = self._host(host).log_path
         text = path.read_text(errors="replace") if path.exists() else ""
         for match in _LIVENESS.finditer(text):
+            if match["restart"]:
+                since = {}  # a new process: what the old one saw ends with it
+                continue
             stamp = datetime.datetime.strptime(match["when"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
             node, state, reason = match["node"], match["state"], match["reason"]
             if state == "NotReady":

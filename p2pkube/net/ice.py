@@ -39,7 +39,8 @@ def use_host_addresses(addresses: list[str]) -> None:
 
 def ice_servers(settings: TransportSettings) -> list[RTCIceServer]:
     """The STUN/TURN servers for every RTCPeerConnection; ValueError naming the setting when
-    a URL is malformed, a TURN URL has no credentials, or the credential file is unreadable.
+    a URL is malformed or uses a transport aiortc ignores, a TURN URL has no credentials, or
+    the credential file is unreadable.
 
     aiortc takes the first ``stun:`` and the first ``turn:``/``turns:`` URL it can use and
     ignores the rest; each TURN URL gets ``ice_username`` and the credential."""
@@ -63,7 +64,15 @@ def ice_servers(settings: TransportSettings) -> list[RTCIceServer]:
                 "stun:HOST:PORT, turn:HOST:PORT[?transport=udp|tcp] or "
                 "turns:HOST:PORT?transport=tcp"
             ) from None
-        if parsed["scheme"] in ("turn", "turns"):
+        scheme, transport = parsed["scheme"], parsed.get("transport")
+        if (scheme == "turn" and transport not in ("udp", "tcp")) or (
+            scheme == "turns" and transport != "tcp"
+        ):
+            raise ValueError(
+                f"transport.ice_servers: {url!r}: aiortc supports turn: over udp or tcp and "
+                "turns: over tcp only"
+            )
+        if scheme in ("turn", "turns"):
             if not settings.ice_username or not credential:
                 raise ValueError(
                     f"transport.ice_servers: {url!r} needs transport.ice_username and "
