@@ -145,12 +145,16 @@ class Node:
         self.mesh.route_hint = self.membership.route_hint
         self.mesh.reachable = self.membership.is_reachable
         self._jobs: set[asyncio.Task[Any]] = set()
+        self.loaded_objects = 0
+        """Objects the state held when it was opened, before any peer synced: what this node
+        kept from its last run (on disk natively, in IndexedDB in a tab)."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the state, join the mesh, then run pods and schedule (raises
         SignalingRejected on a bad token)."""
         await self.state.open()
+        self.loaded_objects = len(self.state.keys("objects"))
         await self.blobs.start()  # before the Node status, which lists the blobs held here
         await self._publish_node()
         await self.mesh.start()  # raises SignalingRejected on a bad token
@@ -552,7 +556,7 @@ class Node:
                 **(self.kubelet.stats() if self.kubelet else {}),
                 "runtime": self.runtime.stats() if self.runtime else {},
             },
-            "state": self.state.stats_dict(),
+            "state": {**self.state.stats_dict(), "loadedObjects": self.loaded_objects},
             "membership": {
                 "stalledSeconds": round(self.membership.stalled_seconds, 3),
                 "nodes": [

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import js  # type: ignore[import-not-found]
+import p2pjs  # type: ignore[import-not-found]
 from pyodide.ffi import create_proxy  # type: ignore[import-not-found]
 
 from p2pkube.api.quantity import format_bytes
@@ -75,6 +76,7 @@ class BrowserNode:
         self._view: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
         self._visibility = create_proxy(self._on_visibility)
+        self._pagehide = create_proxy(self._on_pagehide)
 
     @classmethod
     async def create(cls, token: str, ws_url: str) -> BrowserNode:
@@ -122,6 +124,7 @@ class BrowserNode:
             raise
         self.sync.start()
         js.document.addEventListener("visibilitychange", self._visibility)
+        js.window.addEventListener("pagehide", self._pagehide)
         self._on_visibility()
         self.status = "running"
         self.ready_ms = round((time.monotonic() - self.started) * 1000, 1)
@@ -131,8 +134,16 @@ class BrowserNode:
         hidden = str(js.document.visibilityState) == "hidden"
         self.node.membership.grace = self.node.settings.browser.hidden_grace if hidden else 0.0
 
+    def _on_pagehide(self, event: Any = None) -> None:
+        """The tab closes or reloads: no await will run any more, but a data channel send is
+        synchronous, so the neighbours still hear that this node leaves (NotReady at once,
+        instead of after membership.node_timeout)."""
+        if not getattr(event, "persisted", False):
+            self.node.membership.say_leaving()
+
     async def stop(self) -> None:
         js.document.removeEventListener("visibilitychange", self._visibility)
+        js.window.removeEventListener("pagehide", self._pagehide)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -228,6 +239,9 @@ class BrowserNode:
                 "readyMs": self.ready_ms,
                 "links": len(linked),
                 "syncs": self.sync.syncs,
+                "loadedObjects": node.loaded_objects,
+                "syncBytesReceived": node.state.stats.sync_step2_bytes_received,
+                "docSize": node.state.stats.doc_size,
                 "runtime": node.runtime.stats() if node.runtime is not None else {},
             },
         }
@@ -247,6 +261,11 @@ async def start(token: str, ws_url: str) -> None:
         raise RuntimeError("the node is already started")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
+        if not await p2pjs.acquireNodeLock():
+            raise RuntimeError(
+                "another tab of this site already runs this browser's node (they would share "
+                "one identity); close it or use another browser profile"
+            )
         _node = await BrowserNode.create(str(token), str(ws_url))
         await _node.start()
     except Exception as exc:

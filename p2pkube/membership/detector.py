@@ -127,7 +127,12 @@ class Membership:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if leaving:
-            self._send_heartbeat(leaving=True)
+            self.say_leaving()
+
+    def say_leaving(self) -> None:
+        """Tell everyone now (synchronously) that this node is leaving: they mark it NotReady
+        at once. A closing browser tab can still do this, though it can await nothing."""
+        self._send_heartbeat(leaving=True)
 
     # -- sending -------------------------------------------------------------------------------
     def _send_heartbeat(self, leaving: bool = False) -> None:

@@ -1,0 +1,367 @@
+"""A browser tab as a node: the real agent in Pyodide in headless Chromium, with real native
+agents (separate processes) and the real signaling server serving the real bundle.
+
+What a user checks with ``p2pkube`` on a native node: the tab listed Ready with kind and label
+``browser``, a pod selected onto it Running there with its logs and exit code, a runaway pod
+stopped at its deadline while the tab stays Ready, the tab's pods replaced when it is closed,
+and the same node (identity and state) after a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+
+from p2pkube.devcluster import LocalCluster
+from tests.browser import *  # noqa: F403  (the fixtures: bundle, browser)
+from tests.browser import EXAMPLES, LOAD_TIMEOUT
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
+
+T = TypeVar("T")
+NATIVES = ("n1", "n2")
+
+
+async def eventually(check: Callable[[], T | None], within: float, what: str) -> T:
+    """Poll a blocking ``check`` off the loop (playwright shares it) until it is truthy."""
+    deadline = asyncio.get_running_loop().time() + within
+    last: Any = None
+    while True:
+        try:
+            value = await asyncio.to_thread(check)
+            if value:
+                return value
+            last = value
+        except Exception as exc:  # the agent may not be up yet
+            last = exc
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {within:.0f}s waiting for {what} ({last!r})")
+        await asyncio.sleep(0.25)
+
+
+def get_json(cluster: LocalCluster, node: str, *args: str) -> Any:
+    return json.loads(cluster.cli(node, "get", *args, "-o", "json").stdout)
+
+
+def node_row(cluster: LocalCluster, viewer: str, name: str) -> dict[str, Any] | None:
+    for item in get_json(cluster, viewer, "nodes")["items"]:
+        if item["metadata"]["name"] == name:
+            return item  # type: ignore[no-any-return]
+    return None
+
+
+def ready(node: dict[str, Any] | None) -> bool:
+    if node is None:
+        return False
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+
+
+def apply(cluster: LocalCluster, tmp_path: Path, manifest: str) -> None:
+    path = tmp_path / "manifest.yaml"
+    path.write_text(textwrap.dedent(manifest).replace("BUILD", str(EXAMPLES)))
+    cluster.cli("n1", "apply", "-f", str(path))
+
+
+def pod(cluster: LocalCluster, viewer: str, name: str) -> dict[str, Any]:
+    return get_json(cluster, viewer, "pod", name)  # type: ignore[no-any-return]
+
+
+def terminated(obj: dict[str, Any]) -> dict[str, Any] | None:
+    statuses = obj.get("status", {}).get("containerStatuses") or [{}]
+    return (statuses[0].get("state") or {}).get("terminated")
+
+
+@pytest.fixture
+def natives(cluster: LocalCluster, bundle: Path) -> LocalCluster:
+    """Two native agents and the signaling server (which serves the bundle)."""
+    cluster.start_signaling()
+    for name in NATIVES:
+        cluster.start_agent(name)
+    for name in NATIVES:
+        cluster.wait_api(name)
+    return cluster
+
+
+class Tab:
+    """One node page in its own browser context (its own IndexedDB: its own node)."""
+
+    def __init__(self, context: Any, page: Any) -> None:
+        self.context = context
+        self.page = page
+        self.console: list[str] = []
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    async def open(self, cluster: LocalCluster) -> dict[str, Any]:
+        """Load the page with the cluster's token; its snapshot once the node started."""
+        url = cluster.url.replace("ws://", "http://") + f"/#token={cluster.token}"
+        await self.page.goto(url)
+        return await self.started()
+
+    async def started(self) -> dict[str, Any]:
+        await asyncio.wait_for(self.page.evaluate("window.p2pkubeReady"), LOAD_TIMEOUT)
+        return await self.snapshot()
+
+    async def snapshot(self) -> dict[str, Any]:
+        return await self.page.evaluate(  # type: ignore[no-any-return]
+            "JSON.parse(window.p2pkube.pyodide.pyimport('p2pkube.browser.main').snapshot())"
+        )
+
+    async def name(self) -> str:
+        return str((await self.snapshot())["node"]["name"])
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def tab(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[Tab]:
+    context = await browser.new_context()
+    opened = Tab(context, await context.new_page())
+    try:
+        yield opened
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(f"--- browser console ({len(opened.console)} messages) ---")
+            print("\n".join(opened.console[-150:]))
+        await context.close()
+
+
+async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
+    natives: LocalCluster, tab: Tab, tmp_path: Path
+) -> None:
+    await tab.open(natives)
+    name = await tab.name()
+    for viewer in NATIVES:
+        row = await eventually(
+            lambda viewer=viewer: (
+                ready(node_row(natives, viewer, name)) and node_row(natives, viewer, name)
+            ),
+            30,
+            f"{viewer} to list {name} Ready",
+        )
+        assert row["metadata"]["labels"]["p2pkube.io/kind"] == "browser"
+        assert row["status"]["nodeInfo"]["kind"] == "browser"
+    table = natives.cli("n2", "get", "nodes").stdout
+    assert any(line.split()[:3] == [name, "browser", "Ready"] for line in table.splitlines())
+
+    apply(
+        natives,
+        tmp_path,
+        """
+        apiVersion: p2pkube.io/v1
+        kind: Pod
+        metadata: {name: hello-tab}
+        spec:
+          nodeSelector: {p2pkube.io/kind: browser}
+          restartPolicy: Never
+          containers:
+            - name: hello
+              image: BUILD/hello.wasm
+              args: ["from", "a browser tab"]
+              env: [{name: GREETING, value: hi}]
+        ---
+        apiVersion: p2pkube.io/v1
+        kind: Pod
+        metadata: {name: crash-tab}
+        spec:
+          nodeSelector: {p2pkube.io/kind: browser}
+          restartPolicy: Never
+          containers:
+            - {name: crash, image: BUILD/crash.wasm}
+        """,
+    )
+    hello = await eventually(
+        lambda: (p := pod(natives, "n2", "hello-tab"))["status"].get("phase") == "Succeeded" and p,
+        60,
+        "hello-tab to succeed",
+    )
+    assert hello["spec"]["nodeName"] == name
+    assert terminated(hello)["exitCode"] == 0  # type: ignore[index]
+    assert terminated(hello)["reason"] == "Completed"  # type: ignore[index]
+    logs = natives.cli("n2", "logs", "hello-tab").stdout
+    assert "argv[2] = a browser tab" in logs and "GREETING=hi" in logs
+
+    crash = await eventually(
+        lambda: (p := pod(natives, "n1", "crash-tab"))["status"].get("phase") == "Failed" and p,
+        60,
+        "crash-tab to fail",
+    )
+    assert crash["spec"]["nodeName"] == name
+    assert terminated(crash)["exitCode"] == 3  # type: ignore[index]
+    assert terminated(crash)["reason"] == "Error"  # type: ignore[index]
+    logs = natives.cli("n1", "logs", "crash-tab").stdout
+    assert "about to fail" in logs and "fatal: simulated failure" in logs
+
+    # The page shows it: its peers, its pods and their log lines.
+    await tab.page.wait_for_function(
+        "document.body.innerText.includes('argv[2] = a browser tab')", timeout=10_000
+    )
+    text = await tab.page.inner_text("body")
+    for expected in ("n1", "n2", "hello-tab", "crash-tab", "about to fail"):
+        assert expected in text
+
+
+async def test_endless_loop_is_stopped_at_its_deadline_and_the_tab_stays_healthy(
+    natives: LocalCluster, tab: Tab, tmp_path: Path
+) -> None:
+    await tab.open(natives)
+    name = await tab.name()
+    await eventually(lambda: ready(node_row(natives, "n1", name)), 30, f"{name} Ready")
+    apply(
+        natives,
+        tmp_path,
+        """
+        apiVersion: p2pkube.io/v1
+        kind: Pod
+        metadata: {name: loop-tab}
+        spec:
+          nodeSelector: {p2pkube.io/kind: browser}
+          restartPolicy: Never
+          activeDeadlineSeconds: 4
+          containers:
+            - {name: loop, image: BUILD/loop.wasm}
+        """,
+    )
+    await eventually(
+        lambda: pod(natives, "n1", "loop-tab")["status"].get("phase") == "Running",
+        60,
+        "loop-tab to run",
+    )
+    # While it spins, the tab's agent keeps beating and running other pods.
+    apply(
+        natives,
+        tmp_path,
+        """
+        apiVersion: p2pkube.io/v1
+        kind: Pod
+        metadata: {name: hello-beside}
+        spec:
+          nodeSelector: {p2pkube.io/kind: browser}
+          restartPolicy: Never
+          containers:
+            - {name: hello, image: BUILD/hello.wasm}
+        """,
+    )
+    await eventually(
+        lambda: pod(natives, "n2", "hello-beside")["status"].get("phase") == "Succeeded",
+        30,
+        "a pod beside the loop to complete",
+    )
+    assert pod(natives, "n2", "loop-tab")["status"]["phase"] == "Running"
+    assert ready(node_row(natives, "n2", name))
+    loop = await eventually(
+        lambda: (p := pod(natives, "n2", "loop-tab"))["status"].get("phase") == "Failed" and p,
+        30,
+        "loop-tab to be stopped",
+    )
+    assert terminated(loop)["reason"] == "DeadlineExceeded"  # type: ignore[index]
+    assert terminated(loop)["exitCode"] == 137  # type: ignore[index]
+    for viewer in NATIVES:
+        row = node_row(natives, viewer, name)
+        assert ready(row), f"{viewer} lost the tab while its pod looped: {row}"
+        liveness = natives.api(viewer, "GET", "/v1/status")["membership"]["nodes"]
+        tab_liveness = next(n for n in liveness if n["name"] == name)
+        assert tab_liveness["transitions"] == 0, tab_liveness
+    snapshot = await tab.snapshot()
+    assert snapshot["status"] == "running"
+    assert snapshot["stats"]["runtime"]["running"] == 0  # the Worker is gone
+
+
+async def test_closing_the_tab_makes_it_notready_and_its_pods_move_to_native_nodes(
+    natives: LocalCluster, tab: Tab, tmp_path: Path
+) -> None:
+    await tab.open(natives)
+    name = await tab.name()
+    await eventually(lambda: ready(node_row(natives, "n1", name)), 30, f"{name} Ready")
+    apply(
+        natives,
+        tmp_path,
+        """
+        apiVersion: p2pkube.io/v1
+        kind: Deployment
+        metadata: {name: tickers}
+        spec:
+          replicas: 3
+          selector: {matchLabels: {app: tickers}}
+          template:
+            metadata: {labels: {app: tickers}}
+            spec:
+              containers:
+                - {name: ticker, image: BUILD/ticker.wasm}
+        """,
+    )
+
+    def running_on() -> list[str] | None:
+        pods = get_json(natives, "n1", "pods", "-l", "app=tickers")["items"]
+        nodes = [p["spec"].get("nodeName") for p in pods if p["status"].get("phase") == "Running"]
+        return sorted(nodes) if len(nodes) == 3 else None
+
+    placed = await eventually(running_on, 60, "three tickers running")
+    assert name in placed, f"no replica landed on the tab: {placed}"
+
+    await tab.context.close()  # the user closes the tab
+    await eventually(
+        lambda: not any(ready(node_row(natives, viewer, name)) for viewer in NATIVES),
+        15,
+        f"{name} NotReady on both native nodes",
+    )
+    moved = await eventually(
+        lambda: (nodes := running_on()) and name not in nodes and nodes,
+        60,
+        "the tab's ticker replaced on a native node",
+    )
+    assert set(moved) <= set(NATIVES)
+
+
+async def test_reloading_the_page_keeps_identity_and_state(
+    natives: LocalCluster, tab: Tab, tmp_path: Path
+) -> None:
+    before = await tab.open(natives)
+    name, node_id = before["node"]["name"], before["node"]["id"]
+    await eventually(lambda: ready(node_row(natives, "n1", name)), 30, f"{name} Ready")
+    apply(
+        natives,
+        tmp_path,
+        "\n---\n".join(
+            f"""
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {{name: settings-{i}}}
+            data: {{value: "{"x" * 2000}"}}
+            """
+            for i in range(20)
+        ),
+    )
+
+    async def tab_holds_the_config_maps() -> bool:
+        objects = await tab.page.evaluate(
+            "window.p2pkube.pyodide.runPython(\"len([k for k in __import__('p2pkube.browser.main',"
+            " fromlist=['x']).node().node.state.keys('objects') if k.startswith('ConfigMap/')])\")"
+        )
+        return int(objects) >= 20
+
+    for _ in range(80):
+        if await tab_holds_the_config_maps():
+            break
+        await asyncio.sleep(0.25)
+    else:
+        raise AssertionError("the tab never received the ConfigMaps")
+    await asyncio.sleep(2.5)  # > browser.sync_interval: the data dir is in IndexedDB now
+
+    await tab.page.reload()
+    after = await tab.started()
+    assert after["node"]["id"] == node_id and after["node"]["name"] == name
+    stats = after["stats"]
+    assert stats["loadedObjects"] >= 22, stats  # 20 ConfigMaps and the nodes, from IndexedDB
+    assert await tab_holds_the_config_maps()
+    # Only the diff crossed the links: far less than the 40 KB of ConfigMaps it already had.
+    assert stats["syncBytesReceived"] < 20_000, stats
+    await eventually(lambda: ready(node_row(natives, "n2", name)), 30, f"{name} Ready again")
+    names = [n["metadata"]["name"] for n in get_json(natives, "n2", "nodes")["items"]]
+    assert names.count(name) == 1 and len(names) == 3, names
