@@ -365,3 +365,41 @@ async def test_reloading_the_page_keeps_identity_and_state(
     await eventually(lambda: ready(node_row(natives, "n2", name)), 30, f"{name} Ready again")
     names = [n["metadata"]["name"] for n in get_json(natives, "n2", "nodes")["items"]]
     assert names.count(name) == 1 and len(names) == 3, names
+
+
+async def test_a_hidden_tab_stalled_for_a_while_is_not_declared_dead_and_blames_nobody(
+    natives: LocalCluster, tab: Tab
+) -> None:
+    """A hidden tab asks for ``browser.hidden_grace``; then even its page thread blocked for
+    5 s (worse than background throttling, which still runs timers once a second) flips
+    nobody's Ready: not the tab on the native nodes, not the native nodes in the tab."""
+    await tab.open(natives)
+    name = await tab.name()
+    await eventually(lambda: ready(node_row(natives, "n1", name)), 30, f"{name} Ready")
+    await tab.page.evaluate(
+        """() => {
+          Object.defineProperty(document, "visibilityState", {value: "hidden", configurable: true});
+          document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    await asyncio.sleep(1.5)  # a heartbeat carrying the grace reaches both native nodes
+    # Block the page's thread (the agent's event loop) for 5 s: twice membership.node_timeout.
+    await tab.page.evaluate(
+        "setTimeout(() => { const t = performance.now(); while (performance.now() - t < 5000); })"
+    )
+    for _ in range(12):
+        await asyncio.sleep(0.5)
+        for viewer in NATIVES:
+            assert await asyncio.to_thread(lambda v=viewer: ready(node_row(natives, v, name)))
+    await asyncio.sleep(2)
+    for viewer in NATIVES:
+        status = natives.api(viewer, "GET", "/v1/status")["membership"]["nodes"]
+        seen = next(n for n in status if n["name"] == name)
+        assert seen["ready"] and seen["transitions"] == 0, seen
+    own = await tab.page.evaluate(
+        'JSON.parse(window.p2pkube.pyodide.runPython("import json, p2pkube.browser.main as m;'
+        " json.dumps(m.node().node.status()['membership'])\"))"
+    )
+    assert own["stalledSeconds"] >= 4, own  # it knew it was the one not running
+    for liveness in own["nodes"]:
+        assert liveness["ready"] and liveness["transitions"] == 0, own
