@@ -264,10 +264,10 @@ async def test_page_with_token_starts_node_or_says_not_installed(
 ) -> None:
     from tests.browser import REPO, TOKEN
 
-    await open_node_page(page, web_server, token=TOKEN)
-    assert not await page.is_visible("#token-form")
     if (REPO / "p2pkube" / "browser" / "main.py").exists():
         pytest.skip("the Python browser node exists: its own tests cover the start")
+    await open_node_page(page, web_server, token=TOKEN)
+    assert not await page.is_visible("#token-form")
     error = await page.evaluate("window.p2pkubeReady.then(() => null, (e) => String(e))")
     assert "node code not installed" in error
     assert "node code not installed" in await page.inner_text("#message")
@@ -458,7 +458,7 @@ async def run_to_end(page: Any, name: str, options: dict[str, Any]) -> dict[str,
 async def test_worker_runtime_exit_codes_traps_and_output(
     page: Any, web_server: SignalingServer
 ) -> None:
-    await runtime_page(page, web_server, "hello", "crash", "stackbomb")
+    await runtime_page(page, web_server, "hello", "crash", "stackbomb", "files")
     hello = {
         "argv": ["hello", "a", "two words"],
         "env": [["K", "V"], ["X", "y=z"]],
@@ -490,6 +490,14 @@ async def test_worker_runtime_exit_codes_traps_and_output(
     assert "unreachable" in abort["result"]["message"]
     assert abort["result"]["memoryBytes"] >= 65536
     assert abort["stderr"] == "fatal: simulated failure\n"
+
+    # An emptyDir-like directory (options.dirs): writable, and nothing else of a host.
+    files = await run_to_end(page, "files", {"argv": ["files", "/scratch"], "dirs": ["/scratch"]})
+    assert files["result"] == {"kind": "exit", "code": 0}, files
+    assert "write /scratch/output.txt: ok" in files["stdout"].splitlines()
+    assert "open /etc/passwd: ok" not in files["stdout"]
+    nodir = await run_to_end(page, "files", {"argv": ["files", "/data"]})
+    assert nodir["result"] == {"kind": "exit", "code": 1}, nodir
 
     bomb = await run_to_end(page, "stackbomb", {"argv": ["stackbomb"]})
     assert bomb["result"]["kind"] == "stack-overflow", bomb["result"]

@@ -177,24 +177,39 @@ function changed(key, value) {
   return true;
 }
 
+/** "2026-12-01T17:20:05Z" -> "17:20:05" (the whole instant is the cell's title). */
+function shortTime(time) {
+  const match = /T(\d\d:\d\d:\d\d)/.exec(String(time ?? ""));
+  return match ? match[1] : String(time ?? "");
+}
+
 function shortId(id) {
   return id ? String(id).slice(0, 12) : "";
 }
 
 function stateClass(state) {
-  const s = String(state || "").toLowerCase();
+  const s = String(state || "").toLowerCase().split(/[^a-z]+/)[0]; // "Ready · linked" -> ready
   if (["ready", "running", "connected", "established", "succeeded", "normal"].includes(s)) return "ok";
   if (["failed", "notready", "error", "closed", "warning", "crashloopbackoff"].includes(s)) return "bad";
   return "warn";
 }
 
+let messageFromSnapshot = false;
+
 function render(snap) {
   setStatus(snap.status || "unknown", snap.status === "running" ? "running" : snap.status === "error" ? "error" : "starting");
-  if (snap.error) showMessage(String(snap.error), true);
+  if (snap.error) {
+    showMessage(String(snap.error), true);
+    messageFromSnapshot = true;
+  } else if (messageFromSnapshot) {
+    $("message").hidden = true;
+    messageFromSnapshot = false;
+  }
 
   const node = snap.node || {};
   if (changed("node", node)) {
     $("node-section").hidden = false;
+    document.title = node.name ? `${node.name} · p2pkube` : "p2pkube node";
     $("node").replaceChildren(
       el("dt", {}, "name"), el("dd", {}, node.name ?? ""),
       el("dt", {}, "id"), el("dd", { class: "mono" }, node.id ?? ""),
@@ -237,7 +252,8 @@ function render(snap) {
   if (changed("events", events)) {
     $("events-section").hidden = false;
     const rows = events.map((e) =>
-      el("tr", {}, el("td", { class: "mono" }, e.time ?? ""), el("td", { class: stateClass(e.type) }, e.type ?? ""),
+      el("tr", {}, el("td", { class: "mono", title: e.time ?? "" }, shortTime(e.time)),
+        el("td", { class: stateClass(e.type) }, e.type ?? ""),
         el("td", {}, e.reason ?? ""), el("td", {}, e.object ?? ""), el("td", {}, e.message ?? "")),
     );
     if (!rows.length) rows.push(el("tr", {}, el("td", { class: "empty", colspan: "5" }, "no events")));

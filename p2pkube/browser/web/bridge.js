@@ -105,6 +105,7 @@
 //   Instance.stats() -> {sleepMode: "atomics" | "busy-wait" | null, sleeps, sleptMs,
 //       outputBytes, startMs (ms from startInstance until _start ran, null before)}
 //   runtimeInfo() -> {crossOriginIsolated, sleepMode, modules: [digest], running: n}
+//   configure({workerUrl})           app.js points the runtime at the (cache-busted) worker.js
 //
 // WASI in the worker is @bjorn3/browser_wasi_shim with p2pkube's own poll_oneoff (every
 // subscription, clock sleeps with Atomics.wait — never a busy loop — when crossOriginIsolated;
