@@ -65,6 +65,7 @@ EXAMPLES = next(
 ROLE_FILE = "entrypoint.role"
 """In the data dir: which role this container runs, for the health check."""
 CLIENT_LABEL = "p2pkube.io/role=client"
+ROLES = ("signal", "peer", "client", "health")
 
 
 def env(name: str, default: str = "") -> str:

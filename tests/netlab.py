@@ -63,6 +63,8 @@ SUBNET = "10.77.0"
 """The lab's /24: every address the lab uses or targets is SUBNET.x inside its namespaces."""
 FIRST_HOST = 10
 SIGNAL_PORT = 8787
+NETNS_ETC = Path("/etc/netns")
+"""Per-namespace configuration files that ``ip netns exec`` bind-mounts over /etc."""
 _NAME = re.compile(rf"^{LAB_PREFIX}-(\d+)-[0-9a-f]{{4}}-[a-z0-9-]+$")
 _LIVENESS = re.compile(
     r"^(?P<restart>=== start .*)$|"
@@ -79,18 +81,31 @@ def available() -> str | None:
     """Why the lab cannot run here (the tests skip with this reason), or None."""
     if os.geteuid() != 0:
         return f"network namespaces need root (running as uid {os.geteuid()})"
-    if shutil.which("ip") is None:
-        return "`ip` (iproute2) is not installed"
+    try:
+        ip = tool("ip")
+    except RuntimeError as exc:
+        return str(exc)
     probe = f"{LAB_PREFIX}-{os.getpid()}-0000-probe"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    made = subprocess.run([ip, "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
         return f"`ip netns add` failed: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    subprocess.run([ip, "netns", "del", probe], capture_output=True)
     return None
 
 
+def tool(name: str) -> str:
+    """The path of a system tool, also when /usr/sbin is not on PATH (a minimal CI shell)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    found = shutil.which(name, path=path)
+    if found is None:
+        packages = {"nft": "nftables", "ip": "iproute2", "ping": "iputils-ping"}
+        package = {**packages, "turnserver": "coturn"}.get(name, name)
+        raise RuntimeError(f"`{name}` is not installed (apt-get install {package})")
+    return found
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([tool("ip"), *args], capture_output=True, text=True, timeout=30)
     if check and result.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)} failed: {result.stderr.strip()}")
     return result
@@ -123,6 +138,7 @@ def _kill_namespace(ns: str) -> None:
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
     _ip("netns", "del", ns, check=False)
+    shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
 
 
 def sweep() -> list[str]:
@@ -133,6 +149,11 @@ def sweep() -> list[str]:
         if match and not _pid_alive(int(match.group(1))):
             _kill_namespace(ns)
             removed.append(ns)
+    if NETNS_ETC.is_dir():  # name files of labs whose namespace is already gone
+        for directory in NETNS_ETC.iterdir():
+            match = _NAME.match(directory.name)
+            if match and not _pid_alive(int(match.group(1))):
+                shutil.rmtree(directory, ignore_errors=True)
     return removed
 
 
@@ -192,11 +213,13 @@ class NetLab:
         self._loss: dict[str, float] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._nft = "nft"
         self.swept: list[str] = []
 
     # -- the lab -------------------------------------------------------------------------------
     def start(self) -> NetLab:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._nft = tool("nft")  # needed for every fault; fail now, with the package to install
         self.swept = sweep()
         atexit.register(self.close)
         _ip("netns", "add", self.bridge_ns)
@@ -235,6 +258,19 @@ class NetLab:
         host.data_dir.mkdir(parents=True, exist_ok=True)
         return host
 
+    def resolve(self, names: dict[str, str]) -> None:
+        """Let programs on every host resolve ``names`` (name -> host name of the lab), as a
+        compose network's DNS resolves service names: ``ip netns exec`` bind-mounts
+        /etc/netns/<namespace>/hosts over /etc/hosts. (The test process's own namespace
+        threads do not see it; they only talk to 127.0.0.1.)"""
+        lines = ["127.0.0.1 localhost"]
+        lines += [f"{self.hosts[host].ip} {name}" for name, host in sorted(names.items())]
+        for host in self.hosts.values():
+            directory = NETNS_ETC / host.ns
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "hosts").write_text("\n".join(lines) + "\n")
+        self.note("names: " + ", ".join(f"{n}={h}" for n, h in sorted(names.items())))
+
     def close(self) -> None:
         """Kill every process of the lab and delete its namespaces (idempotent)."""
         if self._closed:
@@ -258,8 +294,11 @@ class NetLab:
             atexit.unregister(self.close)
 
     def leftovers(self) -> list[str]:
-        """This lab's namespaces that still exist (empty after close())."""
-        return [ns for ns in _namespaces() if ns.startswith(self.prefix + "-")]
+        """This lab's namespaces and name files that still exist (empty after close())."""
+        mine = [ns for ns in _namespaces() if ns.startswith(self.prefix + "-")]
+        if NETNS_ETC.is_dir():
+            mine += [str(d) for d in NETNS_ETC.iterdir() if d.name.startswith(self.prefix + "-")]
+        return mine
 
     # -- processes -----------------------------------------------------------------------------
     def _env(self, host: Host, extra: dict[str, str]) -> dict[str, str]:
@@ -284,7 +323,7 @@ class NetLab:
         """Run a command on ``host`` to completion (``ip netns exec``)."""
         h = self._host(host)
         result = subprocess.run(
-            ["ip", "netns", "exec", h.ns, *argv],
+            [tool("ip"), "netns", "exec", h.ns, *argv],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -306,7 +345,7 @@ class NetLab:
             log.write(f"=== start {h.starts + 1}: {' '.join(argv)}\n".encode())
             log.flush()
             h.process = subprocess.Popen(
-                ["ip", "netns", "exec", h.ns, *argv],
+                [tool("ip"), "netns", "exec", h.ns, *argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self._env(h, env),
@@ -415,7 +454,7 @@ class NetLab:
         out: dict[str, dict[str, int]] = {}
         for name, host in self.hosts.items():
             listing = self.run(
-                host, "nft", "-j", "list", "counters", "table", "inet", "p2pklab", check=False
+                host, self._nft, "-j", "list", "counters", "table", "inet", "p2pklab", check=False
             ).stdout
             counts = {"cut": 0, "loss": 0}
             with contextlib.suppress(ValueError):
@@ -463,7 +502,7 @@ class NetLab:
             )
         text = "\n".join(rules) + "\n"
         result = subprocess.run(
-            ["ip", "netns", "exec", host.ns, "nft", "-f", "-"],
+            [tool("ip"), "netns", "exec", host.ns, self._nft, "-f", "-"],
             input=text,
             capture_output=True,
             text=True,
