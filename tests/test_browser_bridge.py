@@ -26,6 +26,7 @@ from aiohttp import ClientSession
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from p2pkube.devcluster import free_port
 from signaling.server import SignalingServer, StaticFiles
 from tests.browser import *  # noqa: F403  (the fixtures: bundle, web_server, browser, page)
 from tests.browser import RUNTIME_HELPERS, open_node_page, wasm_b64
@@ -271,6 +272,68 @@ async def test_page_with_token_starts_node_or_says_not_installed(
     error = await page.evaluate("window.p2pkubeReady.then(() => null, (e) => String(e))")
     assert "node code not installed" in error
     assert "node code not installed" in await page.inner_text("#message")
+
+
+# -- signaling WebSocket --------------------------------------------------------------------------
+
+
+async def test_websocket_to_the_signaling_server(page: Any, web_server: SignalingServer) -> None:
+    """openSocket from Python in Pyodide, with plain Python callables as callbacks."""
+    from tests.browser import TOKEN
+
+    await open_node_page(page, web_server)
+    page_code = """
+import asyncio, json
+import p2pjs
+from signaling.protocol import join_message
+
+async def session(token):
+    got, closed = [], asyncio.get_running_loop().create_future()
+    def on_close(code, reason):
+        if not closed.done():
+            closed.set_result([code, str(reason)])
+    sock = await p2pjs.openSocket(WS, lambda text: got.append(json.loads(str(text))), on_close)
+    state = sock.readyState
+    sent = sock.send(json.dumps(join_message(token, "tab-test-peer", "tab-test", "browser")))
+    for _ in range(100):
+        if got or closed.done():
+            break
+        await asyncio.sleep(0.05)
+    if not closed.done():
+        sock.close(1000, "bye")
+    result = await asyncio.wait_for(closed, 5)
+    return {"state": state, "sent": sent, "got": got, "closed": result,
+            "after": sock.send("late")}
+
+good = await session(TOKEN)
+bad = await session("not-the-token")
+try:
+    await p2pjs.openSocket(REFUSED, lambda t: None, lambda c, r: None, 3000)
+    refused = None
+except Exception as exc:
+    refused = str(exc)
+json.dumps({"good": good, "bad": bad, "refused": refused})
+"""
+    out = json.loads(
+        await page.evaluate(
+            """async ([code, ws, token, refused]) => {
+                const py = window.p2pkube.pyodide;
+                py.globals.set("WS", ws);
+                py.globals.set("TOKEN", token);
+                py.globals.set("REFUSED", refused);
+                return py.runPythonAsync(code);
+            }""",
+            [page_code, web_server.url, TOKEN, f"ws://127.0.0.1:{free_port()}/ws"],
+        )
+    )
+    good, bad = out["good"], out["bad"]
+    assert good["state"] == 1 and good["sent"] is True
+    assert good["got"][0]["type"] == "welcome" and good["got"][0]["peer"] == "tab-test-peer"
+    assert good["closed"][0] == 1000  # (aiohttp answers a close without its reason)
+    assert good["after"] is False
+    assert bad["got"][0]["type"] == "error" and bad["got"][0]["code"] == "bad-token"
+    assert bad["closed"][0] == 4001
+    assert "failed" in out["refused"] or "not open" in out["refused"]
 
 
 # -- (b) Ed25519 ---------------------------------------------------------------------------------
