@@ -8,7 +8,12 @@ workload, their module fetched peer to peer), shows them and their logs from a p
 run them, kills a peer running a replica with SIGKILL, shows the replica replaced on another
 peer, restarts the killed peer with the same data dir and shows the cluster whole again with
 exactly three replicas. Then it keeps the cluster running until Ctrl-C (or --duration seconds)
-so you can try the CLI yourself.
+so you can try the CLI yourself, and prints the URL that makes any browser tab a fourth node.
+
+The signaling server listens on every interface and the agents also offer this machine's LAN
+address, so browsers on the same network can join (``--loopback`` keeps everything on
+127.0.0.1). A browser elsewhere than on this machine gets the page over plain http: see
+docs/guarantees.md, "Browser nodes", for what that changes.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import argparse
 import json
 import shutil
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from p2pkube.devcluster import LocalCluster, wait_until
 
@@ -70,13 +78,40 @@ def all_ready(cluster: LocalCluster, peer: str, names: list[str]) -> bool:
     return all(nodes.get(n) == "True" for n in names)
 
 
+DEMO_PORT = 8787
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def lan_address() -> str | None:
+    """This machine's first IPv4 address on an interface that is up, other than loopback."""
+    stats = psutil.net_if_stats()
+    for interface, addresses in psutil.net_if_addrs().items():
+        if interface == "lo" or not stats.get(interface, None) or not stats[interface].isup:
+            continue
+        for address in addresses:
+            if address.family.name == "AF_INET" and not address.address.startswith("127."):
+                return str(address.address)
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=None, help="exit after N seconds")
     parser.add_argument("--root", type=Path, default=Path("demo-data"))
+    parser.add_argument(
+        "--loopback", action="store_true", help="listen on 127.0.0.1 only (no LAN browsers)"
+    )
     args = parser.parse_args()
     shutil.rmtree(args.root, ignore_errors=True)
-    cluster = LocalCluster(args.root)
+    lan = None if args.loopback else lan_address()
+    cluster = LocalCluster(args.root, signaling_port=DEMO_PORT if port_free(DEMO_PORT) else 0)
+    if lan is not None:
+        cluster.listen_host = "0.0.0.0"
+        cluster.ice_addresses = ["127.0.0.1", lan]
     started = time.monotonic()
     try:
         step(f"starting the signaling server on 127.0.0.1 (logs in {args.root}/)")
@@ -140,6 +175,13 @@ def main() -> int:
         step(f"{victim} is back: the cluster still runs exactly 3 replicas")
         show(cluster, "n1", "get", "deployments")
         show(cluster, "n1", "get", "events", tail=8)
+
+        step("make a browser tab a node: open this page (in Chrome or Firefox)")
+        print(f"  on this machine:       {cluster.page_url('localhost')}")
+        if lan is not None:
+            print(f"  on the same network:   {cluster.page_url(lan)}")
+        print("  then: p2pkube get nodes lists it (kind browser), and pods with")
+        print("  nodeSelector {p2pkube.io/kind: browser} run in the tab (examples/browser.yaml)")
 
         step("the cluster keeps running; try it from another terminal, Ctrl-C to stop:")
         n1 = f".venv/bin/p2pkube --data-dir {cluster.root / 'n1'}"

@@ -69,12 +69,21 @@ class LocalCluster:
     extra_agent_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     signaling_port: int = 0
+    listen_host: str = "127.0.0.1"
+    """Where the signaling server listens (``0.0.0.0`` lets other machines' browsers in)."""
+    ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    """Host addresses the agents offer as ICE candidates (add a LAN address for browsers on
+    other machines)."""
     signaling: subprocess.Popen[bytes] | None = None
     agents: dict[str, AgentProcess] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.signaling_port}"
+
+    def page_url(self, host: str = "127.0.0.1") -> str:
+        """The page that makes a browser tab a node of this cluster (token in the fragment)."""
+        return f"http://{host}:{self.signaling_port}/#token={self.token}"
 
     def _env(self) -> dict[str, str]:
         return {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
@@ -91,6 +100,8 @@ class LocalCluster:
                 "-m",
                 "p2pkube",
                 "signal",
+                "--host",
+                self.listen_host,
                 "--port",
                 str(self.signaling_port),
                 "--token",
@@ -134,8 +145,7 @@ class LocalCluster:
                 name,
                 "--data-dir",
                 str(data_dir),
-                "--ice-address",
-                "127.0.0.1",
+                *(arg for address in self.ice_addresses for arg in ("--ice-address", address)),
                 "--max-peers",
                 str(self.max_peers),
                 *self.extra_agent_args,
