@@ -4,11 +4,12 @@ how long the cluster took to come back.
 Five agents on five network hosts (Linux network namespaces, tests/netlab.py; needs root and
 ``ip netns``, plus nftables), a sixth host for the signaling server. tests/chaos.py runs it:
 a warm-up (a DaemonSet on every node, a Deployment, a Job), then ``--seconds`` of faults
-drawn from ``--seed`` (one at a time, 2-5 s each: kill -9 and restart, SIGSTOP/SIGCONT, one
-or two hosts cut off from the rest) over ``--loss`` packet loss on every host, while a writer
-PUTs a ConfigMap every 0.3 s through a random live agent and Deployments of ticker.wasm,
-Jobs of hello.wasm and scalings are applied with ``p2pkube apply`` every 3 s; then every
-fault is undone at once (the heal) and the run times, from the heal:
+drawn from ``--seed`` (2-5 s each, one at a time or with ``--overlap`` a new one every
+1-2.5 s: kill -9 and restart, SIGSTOP/SIGCONT, one or two hosts cut off from the rest) over
+``--loss`` packet loss on every host, while a writer PUTs a ConfigMap every 0.3 s through a
+random live agent and Deployments of ticker.wasm, Jobs of hello.wasm and scalings are
+applied with ``p2pkube apply`` every 3 s; then every fault is undone at once (the heal) and
+the run times, from the heal:
 
 * **converged**: every node Ready on every node, every acknowledged ConfigMap on every node,
   equal state vectors (``/v1/status``) and identical objects everywhere;
@@ -23,8 +24,8 @@ default: a 5 s partition of two hosts, no loss), the floor of any heal.
 
 The last stdout line is the JSON result; ``run_all.py`` renders it.
 
-Run: ``.venv/bin/python bench/bench_chaos.py [--seconds 60] [--seed 6] [--loss 0.05]``
-(as root).
+Run: ``.venv/bin/python bench/bench_chaos.py [--seconds 60] [--seed 6] [--loss 0.05]
+[--overlap]`` (as root; ``run_all.py`` passes ``--overlap``).
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the fault phase")
     parser.add_argument("--seed", type=int, default=6, help="seed of the fault schedule")
     parser.add_argument("--loss", type=float, default=0.05, help="packet loss on every host")
+    parser.add_argument(
+        "--overlap", action="store_true", help="faults overlap (a new one every 1-2.5 s)"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the clean heal")
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
     args = parser.parse_args()
@@ -120,6 +124,7 @@ def main() -> None:
         seed=args.seed,
         fault_seconds=args.seconds,
         loss=args.loss,
+        overlap=args.overlap,
         converge_timeout=120.0,
         replicas_timeout=180.0,
     )

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_blobs
+import bench_chaos
 import bench_idle
 import bench_latency
 import bench_pods
@@ -35,8 +36,11 @@ import bench_throughput
 from benchlib import REPO, last_json_line, machine, machine_busy_seconds, markdown_table
 
 from p2pkube.membership.detector import MembershipSettings
+from tests.chaos import CONVERGE_SECONDS, REPLICAS_SECONDS
 
 DOC = REPO / "docs" / "benchmarks.md"
+CHAOS_CONVERGE, CHAOS_REPLICAS = CONVERGE_SECONDS, REPLICAS_SECONDS
+"""The chaos targets: what docs/guarantees.md promises after a heal (tests/chaos.py)."""
 BENCH_TIMEOUT = 900
 """Seconds one benchmark may run before it is killed and reported as failed."""
 HEARTBEAT_DEFAULT = MembershipSettings().heartbeat_interval
@@ -101,6 +105,12 @@ BENCHES = [
         "bench_sched.py",
         ["--reps", "20", "--failover-reps", "8", "--pods", "100,300"],
         ["--reps", "5", "--failover-reps", "2", "--pods", "50", "--throughput-agents", "5"],
+    ),
+    Bench(
+        "chaos",
+        "bench_chaos.py",
+        ["--seconds", "60", "--overlap"],
+        ["--seconds", "20", "--overlap", "--no-baseline"],
     ),
 ]
 
@@ -770,6 +780,70 @@ def render_sched(bench: Bench) -> list[str]:
     return lines
 
 
+def render_chaos(bench: Bench) -> list[str]:
+    r = bench.result
+    assert r is not None
+    if r.get("skipped"):
+        return [f"**Skipped**: {r['skipped']} (the run needs root and Linux network namespaces)."]
+    w = r["writes"]
+    converged, exact = r["convergedSeconds"], r["exactReplicasSeconds"]
+    in_time = (
+        converged is not None
+        and exact is not None
+        and converged < CHAOS_CONVERGE
+        and exact < CHAOS_REPLICAS
+    )
+    base = r.get("baseline") or {}
+    lines = [
+        f"{r['agents']} agents on {r['agents']} network hosts (Linux network namespaces on one "
+        "bridge, tests/netlab.py) and a signaling host. After a warm-up (a DaemonSet on every "
+        f"node, a Deployment, a Job), {r['faultSeconds']:g} s of faults drawn from seed "
+        f"{r['seed']}, "
+        + ("overlapping (a new one every 1-2.5 s)" if r.get("overlap") else "one at a time")
+        + ", 2-5 s each: `kill -9` of an agent and its restart from "
+        "its data dir, SIGSTOP/SIGCONT of an agent, one or two hosts cut off from the others "
+        f"(nftables DROP both ways, silent), all over {r['loss']:.0%} random packet loss on "
+        "every host. Meanwhile a ConfigMap is PUT every 0.3 s through a random live agent "
+        "(acknowledged = the PUT returned: fsynced there) and a Deployment of ticker.wasm, a "
+        "Job of hello.wasm or a scaling is applied with `p2pkube apply -f` every 3 s. Then "
+        "everything is healed at once; *converged*: every node Ready everywhere, every "
+        "acknowledged ConfigMap on every node, equal state vectors and identical objects; "
+        "*exact replicas*: every Deployment with exactly its last acknowledged replicas "
+        "Running and Ready, the DaemonSet on every node, every Job complete, the same pods on "
+        "every node. Baseline, same cluster before the faults: one clean 5 s partition of two "
+        "hosts, no loss, healed (the floor of any heal).",
+        "",
+        bench_chaos.table(r),
+        "",
+        f"**Target** no acknowledged write lost: {yes(w['lost'] == 0)} ({w['lost']} of "
+        f"{w['acknowledged']}). Converged within {CHAOS_CONVERGE:g} s and exact replicas "
+        f"within {CHAOS_REPLICAS:g} s of the heal (docs/guarantees.md, asserted by "
+        f"tests/test_chaos.py on a 25 s run): {yes(in_time)}.",
+        "",
+        "**What limits it**: after the heal every link that the faults closed is dialed "
+        "again (aiortc has no ICE restart: each is a new RTCPeerConnection, negotiated "
+        "through the signaling server), liveness crosses each new link before the state, "
+        "and the documents merge by state vector; a restarted agent first waits for one "
+        "sync. The pods of nodes that looked lost were replaced during the faults; at the "
+        "heal the schedulers see the surplus and delete it, and the kubelets start what "
+        "is missing"
+        + (
+            f". The clean heal took {_seconds(base.get('convergedSeconds'))} to converge, "
+            "so most of the difference is the faults' leftovers: links in reconnect back-off, "
+            "agents that were restarted late in the run, pods waiting out a restart back-off."
+            if base
+            else "."
+        ),
+    ]
+    if r.get("problems"):
+        lines += ["", "**What did not hold**: " + "; ".join(r["problems"])]
+    return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.2f} s"
+
+
 SECTIONS: list[tuple[str, str, Callable[..., list[str]]]] = [
     ("latency", "Write-to-visible-everywhere latency", render_latency),
     ("throughput", "Data-channel throughput", render_throughput),
@@ -778,6 +852,7 @@ SECTIONS: list[tuple[str, str, Callable[..., list[str]]]] = [
     ("blobs", "Blob transfer", render_blobs),
     ("pods", "Pod start latency and CPU-bound pod speed", render_pods),
     ("sched", "Scheduling without a control plane", render_sched),
+    ("chaos", "Chaos: kills, freezes, partitions and loss", render_chaos),
 ]
 
 
@@ -927,6 +1002,34 @@ def summary_rows(benches: dict[str, Bench]) -> list[list[str]]:
                     "-",
                 ]
             )
+    chaos = benches.get("chaos")
+    if chaos and chaos.result and not chaos.result.get("skipped"):
+        r = chaos.result
+        w = r["writes"]
+        faults = sum(r["faults"].values())
+        rows.append(
+            [
+                f"chaos: acknowledged writes lost ({faults} faults in {r['faultSeconds']:g} s, "
+                f"{r['loss']:.0%} loss)",
+                f"{w['lost']} of {w['acknowledged']}",
+                "0",
+                yes(w["lost"] == 0),
+            ]
+        )
+        converged, exact = r["convergedSeconds"], r["exactReplicasSeconds"]
+        rows.append(
+            [
+                "chaos: heal to converged / to exact replicas",
+                f"{_seconds(converged)} / {_seconds(exact)}",
+                f"< {CHAOS_CONVERGE:g} s / < {CHAOS_REPLICAS:g} s",
+                yes(
+                    converged is not None
+                    and exact is not None
+                    and converged < CHAOS_CONVERGE
+                    and exact < CHAOS_REPLICAS
+                ),
+            ]
+        )
     return rows
 
 

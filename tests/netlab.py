@@ -46,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -209,7 +210,8 @@ class NetLab:
         self.started = time.monotonic()
         self.timeline: list[tuple[float, str]] = []
         """(seconds since start, what happened): every fault and start, for failure reports."""
-        self._blocked: dict[str, set[str]] = {}
+        self._cuts: Counter[frozenset[str]] = Counter()
+        """Host pairs that cannot exchange packets, with how many isolations cut each."""
         self._loss: dict[str, float] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -418,26 +420,35 @@ class NetLab:
     def partition(self, *groups: Iterable[str]) -> None:
         """Hosts in different groups cannot exchange a packet; hosts in no group (the
         signaling server, a TURN server) still reach everyone. Replaces any previous cuts."""
-        sets = [set(g) for g in groups]
-        self._blocked = {name: set() for name in self.hosts}
+        sets = [sorted(set(g)) for g in groups]
+        self._cuts.clear()
         for i, group in enumerate(sets):
-            others = set().union(*(g for j, g in enumerate(sets) if j != i))
-            for name in group:
-                self._blocked[name] = set(others)
+            for other in sets[i + 1 :]:
+                self._cuts.update(frozenset((a, b)) for a in group for b in other)
         self._apply_all()
-        self.note("partition " + " | ".join(",".join(sorted(g)) for g in sets))
+        self.note("partition " + " | ".join(",".join(g) for g in sets))
+
+    def isolate(self, group: Iterable[str], others: Iterable[str], cut: bool = True) -> None:
+        """Add (``cut``) or remove one set of cuts between every host of ``group`` and every
+        host of ``others``. Cuts are counted per pair, so overlapping isolations undo
+        cleanly: a pair is open again once every isolation that cut it was removed."""
+        group, others = sorted(set(group)), sorted(set(others) - set(group))
+        pairs = [frozenset((a, b)) for a in group for b in others]
+        for pair in pairs:
+            self._cuts[pair] += 1 if cut else -1
+            if self._cuts[pair] <= 0:
+                del self._cuts[pair]
+        for name in {*group, *others}:
+            self._apply(self.hosts[name])
+        self.note(f"{'isolate' if cut else 'rejoin'} {','.join(group)} from {','.join(others)}")
 
     def cut(self, a: str, b: str) -> None:
         """Drop every packet between ``a`` and ``b`` (both directions), adding to the cuts."""
-        self._blocked.setdefault(a, set()).add(b)
-        self._blocked.setdefault(b, set()).add(a)
-        self._apply(self._host(a))
-        self._apply(self._host(b))
-        self.note(f"cut {a} - {b}")
+        self.isolate([a], [b])
 
     def heal(self) -> None:
         """Remove every partition and cut (loss stays as set)."""
-        self._blocked = {}
+        self._cuts.clear()
         self._apply_all()
         self.note("healed")
 
@@ -472,7 +483,8 @@ class NetLab:
     def _apply(self, host: Host) -> None:
         """Set the host's rules to what the lab's state says, in one nft transaction. The
         table and its named counters stay; only the chains' rules are replaced."""
-        blocked = sorted(self.hosts[b].ip for b in self._blocked.get(host.name, ()))
+        peers = {n for pair in self._cuts if host.name in pair for n in pair} - {host.name}
+        blocked = sorted(self.hosts[b].ip for b in peers)
         loss = self._loss.get(host.name, 0.0)
         rules = [
             "table inet p2pklab {",
