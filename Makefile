@@ -40,4 +40,4 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache examples/build
+	rm -rf $(VENV) demo-data .pytest_cache examples/build p2pkube/browser/dist p2pkube/browser/.cache p2pkube/browser/web/node_modules
