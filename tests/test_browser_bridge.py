@@ -82,6 +82,7 @@ async def test_bundle_served_with_types_caching_isolation(web_server: SignalingS
             "bridge.js": ("text/javascript; charset=utf-8", "no-cache"),
             "worker.js": ("text/javascript; charset=utf-8", "no-cache"),
             "yjs.mjs": ("text/javascript; charset=utf-8", "no-cache"),
+            "ed25519.mjs": ("text/javascript; charset=utf-8", "no-cache"),
             "app.css": ("text/css; charset=utf-8", "no-cache"),
             wheel: ("application/octet-stream", "no-cache"),
             manifest["python"]["zip"]: ("application/octet-stream", "no-cache"),
@@ -260,18 +261,18 @@ json.dumps({
     assert seconds < 30
 
 
-async def test_page_with_token_starts_node_or_says_not_installed(
+async def test_page_with_a_wrong_token_says_the_server_refused_it(
     page: Any, web_server: SignalingServer
 ) -> None:
-    from tests.browser import REPO, TOKEN
-
-    if (REPO / "p2pkube" / "browser" / "main.py").exists():
-        pytest.skip("the Python browser node exists: its own tests cover the start")
-    await open_node_page(page, web_server, token=TOKEN)
+    """Bad input gets a clear error: the node does not start and the page says why."""
+    await open_node_page(page, web_server, token="not-this-clusters-token")
     assert not await page.is_visible("#token-form")
-    error = await page.evaluate("window.p2pkubeReady.then(() => null, (e) => String(e))")
-    assert "node code not installed" in error
-    assert "node code not installed" in await page.inner_text("#message")
+    error = await asyncio.wait_for(
+        page.evaluate("window.p2pkubeReady.then(() => null, (e) => String(e))"), 60
+    )
+    assert error is not None and "bad-token" in error, error
+    message = await page.inner_text("#message")
+    assert "could not start" in message and "bad-token" in message, message
 
 
 # -- signaling WebSocket --------------------------------------------------------------------------
@@ -413,6 +414,136 @@ json.dumps([ok, bad, pub.hex(), sig.hex()])
     )
     ok, bad, pub_hex, sig_hex = json.loads(from_python)
     assert ok is True and bad is False
+    Ed25519PublicKey.from_public_bytes(bytes.fromhex(pub_hex)).verify(
+        bytes.fromhex(sig_hex), b"from python"
+    )
+
+
+async def test_ed25519_fallback_same_keys_and_signatures_as_webcrypto_and_cryptography(
+    page: Any, web_server: SignalingServer
+) -> None:
+    """The @noble/ed25519 fallback (what a page that is not a secure context uses), forced
+    on this secure page: the same key formats and byte-for-byte the same signatures as
+    WebCrypto and ``cryptography``, loaded only once asked for."""
+    await open_node_page(page, web_server)
+    message = b"p2pkube-auth-v1 transcript \x00\xff" * 3
+    key = Ed25519PrivateKey.generate()
+    py_pub = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    py_pkcs8 = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    py_sig = key.sign(message)
+    out = await page.evaluate(
+        """async ([msg64, pub64, pkcs864, sig64]) => {
+            const b = window.p2pkube.bridge;
+            const enc = (u8) => btoa(String.fromCharCode(...u8));
+            const dec = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+            const [msg, pyPub, pyPkcs8, pySig] = [msg64, pub64, pkcs864, sig64].map(dec);
+            const loaded = () => performance.getEntriesByType("resource")
+                .some((e) => e.name.includes("ed25519.mjs"));
+            const before = b.cryptoInfo();
+            const time = async (n, f) => {
+                const t = performance.now();
+                for (let i = 0; i < n; i++) await f();
+                return (performance.now() - t) / n;
+            };
+            // Auto on a secure page: WebCrypto, and the fallback is never fetched.
+            const wc = await b.ed25519Generate();
+            const wcSig = await b.ed25519Sign(wc.pkcs8, msg);
+            const wcOnPy = await b.ed25519Sign(pyPkcs8, msg);
+            const webcrypto = { info: b.cryptoInfo(), loaded: loaded(),
+                signMs: await time(200, () => b.ed25519Sign(wc.pkcs8, msg)),
+                verifyMs: await time(200, () => b.ed25519Verify(wc.pub, wcSig, msg)) };
+
+            b.configure({ ed25519: "noble" });
+            const reset = b.cryptoInfo();
+            const nb = await b.ed25519Generate();
+            const nbSig = await b.ed25519Sign(nb.pkcs8, msg);
+            const noble = {
+                info: b.cryptoInfo(), loaded: loaded(),
+                pub: enc(nb.pub), pkcs8: enc(nb.pkcs8), sig: enc(nbSig),
+                self: await b.ed25519Verify(nb.pub, nbSig, msg),
+                // the WebCrypto key and Python's key, signed here: the very same signatures
+                onWc: enc(await b.ed25519Sign(wc.pkcs8, msg)), wcSig: enc(wcSig),
+                onPy: enc(await b.ed25519Sign(pyPkcs8, msg)), wcOnPy: enc(wcOnPy),
+                verifiesWc: await b.ed25519Verify(wc.pub, wcSig, msg),
+                verifiesPy: await b.ed25519Verify(pyPub, pySig, msg),
+                badSig: await b.ed25519Verify(
+                    pyPub, Uint8Array.from(pySig, (x, i) => (i ? x : x ^ 1)), msg),
+                otherMsg: await b.ed25519Verify(pyPub, pySig, new Uint8Array([...msg, 1])),
+                shortKey: await b.ed25519Verify(new Uint8Array(5), pySig, msg),
+                // the identity point: a small-order key, refused like WebCrypto does
+                smallOrder: await b.ed25519Verify(Uint8Array.of(1, ...new Uint8Array(31)),
+                    new Uint8Array(64), msg),
+                badPkcs8: await b.ed25519Sign(nb.pkcs8.slice(1), msg)
+                    .then(() => "signed", (e) => String(e.message)),
+                signMs: await time(200, () => b.ed25519Sign(nb.pkcs8, msg)),
+                verifyMs: await time(200, () => b.ed25519Verify(nb.pub, nbSig, msg)),
+            };
+            // Back to WebCrypto: it takes the fallback's key and makes the same signature.
+            b.configure({ ed25519: "webcrypto" });
+            const back = { sig: enc(await b.ed25519Sign(nb.pkcs8, msg)), info: b.cryptoInfo(),
+                           verifies: await b.ed25519Verify(nb.pub, nbSig, msg) };
+            return { before, webcrypto, reset, noble, back };
+        }""",
+        [b64(message), b64(py_pub), b64(py_pkcs8), b64(py_sig)],
+    )
+    print(
+        f"Ed25519 per call: WebCrypto sign {out['webcrypto']['signMs']:.3f} ms, verify "
+        f"{out['webcrypto']['verifyMs']:.3f} ms; noble sign {out['noble']['signMs']:.3f} ms, "
+        f"verify {out['noble']['verifyMs']:.3f} ms; ed25519.mjs loaded in "
+        f"{out['noble']['info']['loadMs']} ms"
+    )
+    assert out["before"]["ed25519"] is None and out["before"]["requested"] == "auto"
+    assert out["before"]["secureContext"] is True and out["before"]["subtle"] is True
+    assert out["webcrypto"]["info"]["ed25519"] == "webcrypto"
+    assert out["webcrypto"]["loaded"] is False  # a secure page never fetches the fallback
+    assert out["reset"]["ed25519"] is None and out["reset"]["requested"] == "noble"
+
+    noble = out["noble"]
+    assert (
+        noble["info"]["ed25519"] == "noble" and noble["info"]["reason"] == "forced by configure()"
+    )
+    assert noble["loaded"] is True and noble["info"]["loadMs"] is not None
+    pub, pkcs8, sig = unb64(noble["pub"]), unb64(noble["pkcs8"]), unb64(noble["sig"])
+    assert len(pub) == 32 and len(pkcs8) == 48 and len(sig) == 64 and noble["self"] is True
+    Ed25519PublicKey.from_public_bytes(pub).verify(sig, message)  # raises if bad
+    loaded = serialization.load_der_private_key(pkcs8, password=None)
+    assert isinstance(loaded, Ed25519PrivateKey)
+    assert (
+        loaded.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        == pub
+    )
+    assert loaded.sign(message) == sig  # deterministic: cryptography signs the same bytes
+    assert noble["onWc"] == noble["wcSig"]
+    assert unb64(noble["onPy"]) == py_sig and unb64(noble["wcOnPy"]) == py_sig
+    assert noble["verifiesWc"] is True and noble["verifiesPy"] is True
+    assert noble["badSig"] is False and noble["otherMsg"] is False and noble["shortKey"] is False
+    assert noble["smallOrder"] is False
+    assert "not an Ed25519 PKCS#8 key" in noble["badPkcs8"]
+    assert out["back"]["info"]["ed25519"] == "webcrypto" and out["back"]["verifies"] is True
+    assert unb64(out["back"]["sig"]) == sig
+    assert noble["signMs"] < 50 and noble["verifyMs"] < 50, noble
+
+    # From Python in Pyodide through the fallback, as BrowserIdentity calls it.
+    from_python = await page.evaluate(
+        """async () => {
+            window.p2pkube.bridge.configure({ ed25519: "noble" });
+            return window.p2pkube.pyodide.runPythonAsync(`
+import p2pjs, json
+key = await p2pjs.ed25519Generate()
+pub, pkcs8 = key.pub.to_bytes(), key.pkcs8.to_bytes()
+sig = (await p2pjs.ed25519Sign(pkcs8, b"from python")).to_bytes()
+ok = await p2pjs.ed25519Verify(pub, sig, b"from python")
+bad = await p2pjs.ed25519Verify(pub, sig, b"from pythoN")
+json.dumps([ok, bad, pub.hex(), sig.hex(), p2pjs.cryptoInfo().to_py()["ed25519"]])
+`);
+        }"""
+    )
+    ok, bad, pub_hex, sig_hex, used = json.loads(from_python)
+    assert ok is True and bad is False and used == "noble"
     Ed25519PublicKey.from_public_bytes(bytes.fromhex(pub_hex)).verify(
         bytes.fromhex(sig_hex), b"from python"
     )
