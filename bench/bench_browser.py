@@ -335,6 +335,33 @@ def render_markdown(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def summary_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Rows of docs/benchmarks.md's summary (no numeric targets in the issue: measured only)."""
+    o, hello, cpu = result["open"], result["podStart"]["hello"], result["cpu"]
+    return [
+        [
+            "browser tab: page open to node Ready",
+            f"p50 {o['fresh']['p50'] / 1000:.1f} s fresh, {o['reload']['p50'] / 1000:.1f} s "
+            f"reload (native join: {o['native']['p50'] / 1000:.1f} s)",
+            "-",
+            "-",
+        ],
+        [
+            "browser tab: pod start, cold / warm",
+            f"p50 {hello['tabCold']['p50']:g} / {hello['tabWarm']['p50']:g} ms (native: "
+            f"{hello['nativeCold']['p50']:g} / {hello['nativeWarm']['p50']:g} ms)",
+            "-",
+            "-",
+        ],
+        [
+            "browser tab: CPU-bound pod speed",
+            f"{cpu['ratio']:g}x the time of wasmtime natively",
+            "-",
+            "-",
+        ],
+    ]
+
+
 def print_tables(result: dict[str, Any]) -> None:
     print(f"\n{result['chromium']}; crossOriginIsolated={result['crossOriginIsolated']}")
     print("\npage open to node Ready")

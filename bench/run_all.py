@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_blobs
+import bench_browser
 import bench_chaos
 import bench_idle
 import bench_latency
@@ -105,6 +106,12 @@ BENCHES = [
         "bench_sched.py",
         ["--reps", "20", "--failover-reps", "8", "--pods", "100,300"],
         ["--reps", "5", "--failover-reps", "2", "--pods", "50", "--throughput-agents", "5"],
+    ),
+    Bench(
+        "browser",
+        "bench_browser.py",
+        ["--opens", "3", "--warm", "20", "--cold", "3", "--primes", "5000000", "--reps", "3"],
+        ["--opens", "1", "--warm", "3", "--cold", "1", "--primes", "500000", "--reps", "1"],
     ),
     Bench(
         "chaos",
@@ -852,6 +859,7 @@ SECTIONS: list[tuple[str, str, Callable[..., list[str]]]] = [
     ("blobs", "Blob transfer", render_blobs),
     ("pods", "Pod start latency and CPU-bound pod speed", render_pods),
     ("sched", "Scheduling without a control plane", render_sched),
+    ("browser", "The browser node", lambda bench: bench_browser.render_markdown(bench.result)),
     ("chaos", "Chaos: kills, freezes, partitions and loss", render_chaos),
 ]
 
@@ -1002,6 +1010,9 @@ def summary_rows(benches: dict[str, Bench]) -> list[list[str]]:
                     "-",
                 ]
             )
+    browser = benches.get("browser")
+    if browser and browser.result:
+        rows += bench_browser.summary_rows(browser.result)
     chaos = benches.get("chaos")
     if chaos and chaos.result and not chaos.result.get("skipped"):
         r = chaos.result
