@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 
 from p2pkube.devcluster import LocalCluster
+from p2pkube.net.linkbase import LinkState
 from tests.browser import *  # noqa: F403  (the fixtures: bundle, browser)
 from tests.browser import EXAMPLES, LOAD_TIMEOUT
 
@@ -203,7 +204,7 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
         "document.body.innerText.includes('argv[2] = a browser tab')", timeout=10_000
     )
     text = await tab.page.inner_text("body")
-    for expected in ("n1", "n2", "hello-tab", "crash-tab", "about to fail"):
+    for expected in ("n1", "n2", "hello-tab", "crash-tab", "about to fail", "Scheduled"):
         assert expected in text
 
 
@@ -403,3 +404,45 @@ async def test_a_hidden_tab_stalled_for_a_while_is_not_declared_dead_and_blames_
     assert own["stalledSeconds"] >= 4, own  # it knew it was the one not running
     for liveness in own["nodes"]:
         assert liveness["ready"] and liveness["transitions"] == 0, own
+
+
+async def test_hostile_frames_drop_the_sender_and_the_tab_keeps_serving(
+    natives: LocalCluster, tab: Tab
+) -> None:
+    """A member sending garbage to a tab is dropped and logged; the tab's node keeps going."""
+    from tests.test_hostile_peer import HOSTILE_MESSAGES, link_to
+
+    opened = await tab.open(natives)
+    name, node_id = opened["node"]["name"], opened["node"]["id"]
+    await eventually(lambda: ready(node_row(natives, "n1", name)), 30, f"{name} Ready")
+    for kind, message in HOSTILE_MESSAGES.items():
+        link, client = await link_to(natives, node_id)
+        try:
+            link._channel.send(message)
+            await eventually(
+                lambda link=link: link.state is LinkState.CLOSED, 10, f"{kind}: link closed"
+            )
+            assert any("dropping peer" in line for line in tab.console), kind
+            tab.console.clear()
+        finally:
+            await link.close("test over", notify=False)
+            await client.close()
+    natives.cli("n2", "create", "configmap", "after-hostile", "--from-literal", "a=b")
+
+    async def tab_has_it() -> bool:
+        return bool(
+            await tab.page.evaluate(
+                'window.p2pkube.pyodide.runPython("import p2pkube.browser.main as m;'
+                " m.node().node.state.get('objects', 'ConfigMap/default/after-hostile')"
+                ' is not None")'
+            )
+        )
+
+    for _ in range(40):
+        if await tab_has_it():
+            break
+        await asyncio.sleep(0.25)
+    else:
+        raise AssertionError("the tab stopped syncing after the hostile peers")
+    assert (await tab.snapshot())["status"] == "running"
+    assert ready(node_row(natives, "n1", name))

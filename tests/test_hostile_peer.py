@@ -30,7 +30,7 @@ async def link_to(cluster: LocalCluster, target_id: str) -> tuple[PeerLink, Sign
     """Join the cluster as a legitimate member and open a real link to ``target_id``."""
     ice.use_host_addresses(["127.0.0.1"])
     identity = NodeIdentity.generate()
-    answers: asyncio.Queue[dict[str, object]] = asyncio.Queue(maxsize=8)
+    answers: asyncio.Queue[dict[str, object]] = asyncio.Queue(maxsize=64)
     client = SignalingClient(
         f"{cluster.url}/ws",
         cluster.token,
@@ -62,7 +62,10 @@ async def link_to(cluster: LocalCluster, target_id: str) -> tuple[PeerLink, Sign
     )
     offer = await link.create_offer()
     await client.send_signal(target_id, {"kind": "offer", "sdp": offer, "session": link.session})
-    answer = await asyncio.wait_for(answers.get(), 10)
+    async with asyncio.timeout(10):
+        answer = await answers.get()
+        while answer.get("session") != link.session:  # e.g. the target dialing us: ignored
+            answer = await answers.get()
     assert answer["kind"] == "answer", answer
     await link.accept_answer(str(answer["sdp"]))
     await asyncio.wait_for(established.wait(), 10)
