@@ -22,9 +22,7 @@ kubelet above is the shared one. How the limits hold in a tab:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -126,7 +124,7 @@ class WorkerInstance:
             self.handle.kill(reason)
 
 
-class WorkerRuntime:
+class WorkerRuntime(logs.PodFiles):
     """Runs pods in Web Workers; see :class:`p2pkube.runtime.interface.PodRuntime`."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
@@ -258,20 +256,6 @@ class WorkerRuntime:
             instance.handle.kill(instance.stop_request[0])
         result = await ended
         return termination_of(result, launch.limits, instance.stop_request, instance.started_at)
-
-    async def read_log(
-        self, log_path: Path, *, tail: int | None = None, since: str | None = None
-    ) -> list[rt.LogLine]:
-        return await asyncio.to_thread(logs.read_log, log_path, tail=tail, since=since)
-
-    def output_waiter(self) -> contextlib.AbstractContextManager[asyncio.Event]:
-        return self._notifier.waiter()
-
-    async def remove_pod_files(self, pod_dir: Path) -> None:
-        await asyncio.to_thread(shutil.rmtree, pod_dir, True)
-
-    async def remove_stale_pod_files(self, pods_dir: Path, keep: set[str]) -> None:
-        await asyncio.to_thread(logs.remove_pod_dirs_except, pods_dir, keep)
 
     async def forget(self, image: str) -> None:
         self._modules.pop(image, None)

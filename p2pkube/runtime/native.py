@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +60,7 @@ def _prepare_files(launch: rt.Launch) -> None:
             raise _SetupError(f"hostPath {mount.host_path} is not a directory on this node")
 
 
-class NativeRuntime:
+class NativeRuntime(logs.PodFiles):
     """Runs pods natively with wasmtime; see :class:`p2pkube.runtime.interface.PodRuntime`."""
 
     def __init__(self, data_dir: Path, settings: RuntimeSettings) -> None:
@@ -148,20 +147,6 @@ class NativeRuntime:
         self.finished += 1
         if not instance.done.done():
             instance.done.set_result(termination)
-
-    async def read_log(
-        self, log_path: Path, *, tail: int | None = None, since: str | None = None
-    ) -> list[rt.LogLine]:
-        return await asyncio.to_thread(logs.read_log, log_path, tail=tail, since=since)
-
-    def output_waiter(self) -> contextlib.AbstractContextManager[asyncio.Event]:
-        return self._notifier.waiter()
-
-    async def remove_pod_files(self, pod_dir: Path) -> None:
-        await asyncio.to_thread(shutil.rmtree, pod_dir, True)
-
-    async def remove_stale_pod_files(self, pods_dir: Path, keep: set[str]) -> None:
-        await asyncio.to_thread(logs.remove_pod_dirs_except, pods_dir, keep)
 
     async def forget(self, image: str) -> None:
         if self._loader is not None:
