@@ -154,15 +154,32 @@ class BrowserNode:
 
     # -- the page's view -------------------------------------------------------------------------
     async def _refresh(self) -> None:
-        """Owned task: rebuild the view every ``browser.snapshot_interval``."""
+        """Owned task: rebuild the view every ``browser.snapshot_interval``. Log lines are
+        read again only when a pod wrote output or the set of pods changed (a log is read
+        whole, and a busy pod's may be a megabyte)."""
         interval = self.node.settings.browser.snapshot_interval
-        while True:
-            try:
-                await self._read_logs()
-                self._view = self._build_view()
-            except Exception:  # the page must keep drawing whatever one pass hit
-                log.exception("snapshot failed")
-            await asyncio.sleep(interval)
+        with contextlib.ExitStack() as stack:
+            output: asyncio.Event | None = None
+            read_for: object = None
+            while True:
+                try:
+                    runtime = self.node.runtime
+                    if output is None and runtime is not None:
+                        output = stack.enter_context(runtime.output_waiter())
+                        output.set()
+                    pods = self._my_pods()
+                    seen = [
+                        (key, (self.node.state.get("status", key) or {}).get("phase"))
+                        for key, _ in pods
+                    ]
+                    if output is not None and (output.is_set() or seen != read_for):
+                        output.clear()
+                        read_for = seen
+                        await self._read_logs(pods)
+                    self._view = self._build_view(pods)
+                except Exception:  # the page must keep drawing whatever one pass hit
+                    log.exception("snapshot failed")
+                await asyncio.sleep(interval)
 
     def _my_pods(self) -> list[tuple[str, dict[str, Any]]]:
         state = self.node.state
@@ -173,12 +190,12 @@ class BrowserNode:
                     pods.append((key, obj))
         return sorted(pods)
 
-    async def _read_logs(self) -> None:
+    async def _read_logs(self, pods: list[tuple[str, dict[str, Any]]]) -> None:
         kubelet = self.node.kubelet
         if kubelet is None:
             return
         fresh = {}
-        for key, _ in self._my_pods():
+        for key, _ in pods:
             _, namespace, name = key.split("/", 2)
             try:
                 lines = await kubelet.logs(namespace, name, tail=LOG_LINES)
@@ -187,7 +204,7 @@ class BrowserNode:
             fresh[key] = [line.text for line in lines]
         self._logs = fresh
 
-    def _build_view(self) -> dict[str, Any]:
+    def _build_view(self, my_pods: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         node = self.node
         linked = set(node.mesh.neighbours())
         peers = [
@@ -200,7 +217,7 @@ class BrowserNode:
             for liveness in sorted(node.membership.nodes(), key=lambda n: n.name)
         ]
         pods = []
-        for key, obj in self._my_pods():
+        for key, obj in my_pods:
             status = node.state.get("status", key) or {}
             containers = status.get("containerStatuses") or [{}]
             state = containers[0].get("state") or {}

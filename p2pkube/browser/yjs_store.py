@@ -65,10 +65,13 @@ class YjsStore(DocumentStore):
     def _unobserve(self) -> None:
         for ymap, observer in self._observers:
             ymap.unobserve(observer)
-        self._observers.clear()
         for proxy in self._proxies:
             self._doc.off("update", proxy)
         self._doc.destroy()
+        for proxy in [*self._proxies, *(observer for _, observer in self._observers)]:
+            proxy.destroy()
+        self._proxies.clear()
+        self._observers.clear()
 
     @property
     def client_id(self) -> int:
