@@ -474,7 +474,7 @@ async def test_ed25519_fallback_same_keys_and_signatures_as_webcrypto_and_crypto
                     pyPub, Uint8Array.from(pySig, (x, i) => (i ? x : x ^ 1)), msg),
                 otherMsg: await b.ed25519Verify(pyPub, pySig, new Uint8Array([...msg, 1])),
                 shortKey: await b.ed25519Verify(new Uint8Array(5), pySig, msg),
-                // the identity point: a small-order key, refused like WebCrypto does
+                // a small-order key (the identity point): refused (stricter than WebCrypto)
                 smallOrder: await b.ed25519Verify(Uint8Array.of(1, ...new Uint8Array(31)),
                     new Uint8Array(64), msg),
                 badPkcs8: await b.ed25519Sign(nb.pkcs8.slice(1), msg)

@@ -6,8 +6,9 @@ nothing but re-hash; the result does not depend on how often it ran):
 
 * ``npm ci`` in ``p2pkube/browser/web`` (versions pinned in package-lock.json) when
   ``node_modules`` is missing or older than the lock file;
-* ``yjs.mjs`` and ``browser_wasi_shim.mjs``: the two npm libraries, each bundled by esbuild into
-  one ES module (``web/esbuild.config.mjs``);
+* ``yjs.mjs``, ``browser_wasi_shim.mjs`` and ``ed25519.mjs``: the npm libraries, each bundled
+  by esbuild into one ES module (``web/esbuild.config.mjs``; ``ed25519.mjs`` is @noble/ed25519
+  with @noble/hashes' sha512, which bridge.js imports only where WebCrypto has no Ed25519);
 * the page's own sources as they are (``index.html``, ``app.css``, ``app.js``, ``bridge.js``,
   ``worker.js``);
 * ``pyodide/<version>/``: what ``loadPyodide({indexURL})`` loads from the npm package (the
@@ -59,7 +60,7 @@ NODE_MODULES = WEB / "node_modules"
 #: The page's own files, copied as they are.
 PAGE_FILES = ("index.html", "app.css", "app.js", "bridge.js", "worker.js")
 #: What the esbuild config writes.
-BUNDLES = ("yjs.mjs", "browser_wasi_shim.mjs")
+BUNDLES = ("yjs.mjs", "browser_wasi_shim.mjs", "ed25519.mjs")
 #: What loadPyodide() fetches from its indexURL (pyodide.mjs is the module the page imports).
 PYODIDE_FILES = (
     "pyodide.mjs",
@@ -172,7 +173,7 @@ class Builder:
         node = shutil.which("node")
         if node is None:
             raise BuildError("node is not installed; the browser bundle needs Node.js and npm")
-        self.say("esbuild: yjs.mjs, browser_wasi_shim.mjs")
+        self.say(f"esbuild: {', '.join(BUNDLES)}")
         DIST.mkdir(parents=True, exist_ok=True)
         run([node, str(config), str(DIST)], cwd=WEB, what="esbuild")
         for name in BUNDLES:
@@ -346,7 +347,7 @@ class Builder:
             elif rel.startswith("python/"):
                 group = "agent Python sources (zip)"
             elif rel in BUNDLES:
-                group = "yjs + WASI shim bundles"
+                group = "yjs, WASI shim, Ed25519 bundles"
             else:
                 group = "page, bridge, worker"
             groups[group] = groups.get(group, 0) + entry["size"]

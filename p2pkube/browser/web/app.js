@@ -129,7 +129,7 @@ async function loadPython() {
   if (!response.ok) throw new Error(`GET manifest.json: ${response.status} (is the bundle built? make browser)`);
   const manifest = await response.json();
   app.manifest = manifest;
-  bridge.configure({ workerUrl: versioned(manifest, "worker.js") });
+  bridge.configure({ workerUrl: versioned(manifest, "worker.js"), ed25519Url: versioned(manifest, "ed25519.mjs") });
   step("manifest", started);
 
   started = performance.now();

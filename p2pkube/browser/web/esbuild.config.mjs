@@ -1,4 +1,4 @@
-// esbuild config of the browser bundle: the two npm libraries the page imports, each bundled into
+// esbuild config of the browser bundle: the npm libraries the page imports, each bundled into
 // one self-contained ES module (their sources use bare specifiers such as "lib0/encoding", which a
 // browser cannot resolve). The page's own sources (app.js, bridge.js, worker.js) are plain ES
 // modules copied as they are by ../build.py.
@@ -7,6 +7,10 @@
 //
 // OUTDIR/yjs.mjs                  everything "yjs" exports (registered in Pyodide as module "yjs")
 // OUTDIR/browser_wasi_shim.mjs    @bjorn3/browser_wasi_shim (imported by worker.js)
+// OUTDIR/ed25519.mjs              @noble/ed25519 with @noble/hashes' sha512 set as its sync and
+//                                 async hash (so it never needs crypto.subtle); imported by
+//                                 bridge.js only on pages without WebCrypto Ed25519 (insecure
+//                                 origins: plain http from a LAN address)
 import * as esbuild from "esbuild";
 import path from "node:path";
 
@@ -30,6 +34,13 @@ const common = {
 const entries = {
   "yjs.mjs": 'export * from "yjs";',
   "browser_wasi_shim.mjs": 'export * from "@bjorn3/browser_wasi_shim";',
+  "ed25519.mjs": [
+    'import * as ed from "@noble/ed25519";',
+    'import { sha512 } from "@noble/hashes/sha2.js";',
+    "ed.hashes.sha512 = sha512;",
+    "ed.hashes.sha512Async = (message) => Promise.resolve(sha512(message));",
+    'export * from "@noble/ed25519";',
+  ].join("\n"),
 };
 
 for (const [name, contents] of Object.entries(entries)) {
