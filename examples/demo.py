@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,7 @@ def main() -> int:
         step("apply a Deployment on n1: 3 wasm replicas placed across the peers")
         show(cluster, "n1", "apply", "-f", str(DEPLOYMENT))
         replicas = wait_until(
-            lambda: len(r := pods(cluster, "n2", "primes")) == 3 and r, 60, "3 replicas"
+            lambda: len(r := pods(cluster, "n2", "primes")) == 3 and r, 60, what="3 replicas"
         )
         show(cluster, "n2", "get", "deployments")
         show(cluster, "n2", "get", "pods", "-o", "wide")
@@ -208,6 +209,7 @@ def main() -> int:
         return 0
     except Exception as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
+        traceback.print_exc()
         for name in ["signaling", *NAMES]:
             print(f"--- {name} log ---\n{cluster.log_tail(name)}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ def free_port() -> int:
 
 
 def wait_until(
-    check: Callable[[], T | None], timeout: float, interval: float = 0.1, what: str = "condition"
+    check: Callable[[], T | None], timeout: float, *, interval: float = 0.1, what: str = "condition"
 ) -> T:
     """Poll ``check`` until it returns something truthy; TimeoutError naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout
