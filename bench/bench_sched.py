@@ -804,6 +804,11 @@ def measure_burst(
     )
     spread = Counter(p["spec"].get("nodeName") for p in mine)
     passes = {m: after[m]["passes"] - before[m]["passes"] for m in bed.names if m in after}
+    skipped = {
+        m: after[m].get("skippedPasses", 0) - before[m].get("skippedPasses", 0)
+        for m in bed.names
+        if m in after
+    }
 
     def since(at: float | None) -> float | None:
         return None if at is None else round(at - started, 3)
@@ -824,6 +829,7 @@ def measure_burst(
         "leader": leader,
         "leaderLastPassMs": after[leader]["lastPassMs"] if leader in after else None,
         "passes": passes,
+        "skippedPasses": skipped,
         "podsCreated": created,
         "podsFailed": sum(1 for p in mine if (p.get("status") or {}).get("phase") == "Failed"),
         "leaderElections": elections(bed, name),

@@ -228,8 +228,8 @@ class Node:
         now = time.monotonic()
         never_seen = max(0.0, now - self.started - self.membership.settings.node_timeout)
         states = []
-        for key, obj in self.state.items("objects"):
-            if not key.startswith("Node//") or not isinstance(obj, dict):
+        for key, obj in self.state.items("objects", "Node//"):
+            if not isinstance(obj, dict):
                 continue
             uid = obj.get("metadata", {}).get("uid", "")
             liveness = self.membership.get(uid)
@@ -434,8 +434,8 @@ class Node:
 
     def list_nodes(self) -> list[dict[str, Any]]:
         nodes = []
-        for key, obj in self.state.items("objects"):
-            if not key.startswith("Node//") or not isinstance(obj, dict):
+        for key, obj in self.state.items("objects", "Node//"):
+            if not isinstance(obj, dict):
                 continue
             status = dict(self.state.get("status", key) or {})
             condition, peers = self._condition(obj.get("metadata", {}).get("uid", ""))

@@ -56,8 +56,8 @@ class ObjectService:
         prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
         objects = [
             merged(obj, self.state.get("status", key))
-            for key, obj in self.state.items(map_of(kind))
-            if key.startswith(prefix) and isinstance(obj, dict)
+            for key, obj in self.state.items(map_of(kind), prefix)
+            if isinstance(obj, dict)
         ]
         return sorted(
             objects, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])

@@ -137,8 +137,8 @@ class BlobService:
         prefix = f"{BLOB_KIND}//"
         return {
             key[len(prefix) :]: obj
-            for key, obj in self._state.items("objects")
-            if key.startswith(prefix) and isinstance(obj, dict)
+            for key, obj in self._state.items("objects", prefix)
+            if isinstance(obj, dict)
         }
 
     def resolve(self, ref: str) -> str:

@@ -184,8 +184,8 @@ class BrowserNode:
     def _my_pods(self) -> list[tuple[str, dict[str, Any]]]:
         state = self.node.state
         pods = []
-        for key, obj in state.items("objects"):
-            if key.startswith("Pod/") and isinstance(obj, dict):
+        for key, obj in state.items("objects", "Pod/"):
+            if isinstance(obj, dict):
                 if (obj.get("spec") or {}).get("nodeName") == self.node.node_name:
                     pods.append((key, obj))
         return sorted(pods)

@@ -578,9 +578,8 @@ class Kubelet:
         """Pods whose spec.nodeName is this node, by key."""
         return {
             key: pod
-            for key, pod in self.state.items("objects")
-            if key.startswith(POD_PREFIX)
-            and isinstance(pod, dict)
+            for key, pod in self.state.items("objects", POD_PREFIX)
+            if isinstance(pod, dict)
             and pod.get("spec", {}).get("nodeName") == self.node_name
         }
 
