@@ -256,6 +256,7 @@ async def relay_main(port: int, peers: list[int], lifetime: float) -> None:
         try:
             if role == b"W\n":
                 watchers.add(writer)
+                writer.write(b"R\n")  # registered: the bench writes only after this
                 await reader.read()  # until the bench hangs up
                 return
             while line := await reader.readline():
@@ -330,6 +331,13 @@ def measure_baseline(size: int, args: argparse.Namespace) -> dict[str, Any]:
 
         for i, port in enumerate(ports):
             sock = connect(port, b"W\n")
+            # Wait until the relay holds the watch: a write racing ahead of it (forwarded by
+            # another relay) would never reach this watcher.
+            registered = b""
+            while not registered.endswith(b"\n"):
+                registered += sock.recv(1) or b"\n"
+            if registered != b"R\n":
+                raise RuntimeError(f"relay {i} did not register the watch")
             reader_thread(lambda s=sock, i=i: watch_relay(s, i), f"relay-watch-{i}")
         controls = [connect(port, b"C\n") for port in ports]
         acks = [sock.makefile("rb") for sock in controls]

@@ -585,12 +585,25 @@ def main() -> None:
         small = argparse.Namespace(
             **{**vars(args), "count": args.profile_mib * 2**20 // args.message}
         )
-        profiled = run_pair(small, "aiortc", "asyncio", profile=True)
-        profile = {
-            "variant": "aiortc",
-            "mbPerSecondUnderProfiler": round(profiled["mbPerSecond"], 2),
-            "top": profiled["profile"],
-        }
+        # A diagnostic: a transfer that stalls under the profiler (raw aiortc retransmitting
+        # what the 1 MiB window lost; seen once in many runs) is tried again, and if it
+        # fails again it is reported as such rather than losing the figures above.
+        failures: list[str] = []
+        for _ in range(2):
+            try:
+                profiled = run_pair(small, "aiortc", "asyncio", profile=True)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                failures.append(str(exc))
+                continue
+            profile = {
+                "variant": "aiortc",
+                "mbPerSecondUnderProfiler": round(profiled["mbPerSecond"], 2),
+                "top": profiled["profile"],
+                "failedAttempts": failures,
+            }
+            break
+        else:
+            profile = {"variant": "aiortc", "failedAttempts": failures}
 
     result = {
         "bench": "throughput",

@@ -297,6 +297,14 @@ def render_throughput(bench: Bench) -> list[str]:
         bench_throughput.table(r),
     ]
     profile = r.get("profile")
+    if profile and "top" not in profile:
+        lines += [
+            "",
+            "The cProfile run of one `aiortc` sender failed twice ("
+            + "; ".join(profile["failedAttempts"])
+            + "): no profile this time.",
+        ]
+        profile = None
     if profile:
         lines += [
             "",

@@ -248,7 +248,6 @@ class BrowserNode:
             )
         events.sort(key=lambda e: e["time"])
         return {
-            "node": {"name": node.node_name, "id": node.node_id, "kind": "browser"},
             "peers": peers,
             "pods": pods,
             "events": events[-EVENTS:],
@@ -264,7 +263,10 @@ class BrowserNode:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        return {"status": self.status, "error": self.error, **self._view}
+        """The page's view; the node's identity from the start, the rest once the first
+        refresh ran (a caller reading it right after start() gets the name either way)."""
+        identity = {"name": self.node.node_name, "id": self.node.node_id, "kind": "browser"}
+        return {"status": self.status, "error": self.error, "node": identity, **self._view}
 
 
 _node: BrowserNode | None = None
