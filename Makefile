@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check p2pkube signaling tests bench examples
 
 ## Every benchmark; rewrites docs/benchmarks.md.
-bench: $(STAMP)
+bench: $(STAMP) examples browser
 	$(PY) bench/run_all.py
 
 clean:
