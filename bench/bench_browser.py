@@ -140,6 +140,8 @@ async def page_open(browser: Any, cluster: LocalCluster, opens: int) -> dict[str
         tab = Tab(page)
         fresh.append(await tab.ready_ms() / 1000)
         loaded.append((await page.evaluate("window.p2pkubeLoaded"))["total"] / 1000)
+        # The page refreshes its snapshot on a timer: the first one after start() names it.
+        await page.wait_for_function("window.p2pkubeSnapshot()?.node?.name", timeout=30_000)
         name = (await page.evaluate("window.p2pkubeSnapshot()"))["node"]["name"]
         listed.append(await seen_ready(cluster, name) - started)
         await page.reload()
