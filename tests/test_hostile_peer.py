@@ -90,9 +90,9 @@ async def test_hostile_frames_drop_the_sender_not_the_agent(
         def dropped() -> bool:
             return "dropping peer" in cluster.log_tail("n1", 200)
 
-        await asyncio.to_thread(wait_until, dropped, 10, 0.1, "n1 to drop the hostile peer")
+        await asyncio.to_thread(wait_until, dropped, 10, what="n1 to drop the hostile peer")
         await asyncio.to_thread(
-            wait_until, lambda: link.state is LinkState.CLOSED, 10, 0.1, "the link to close"
+            wait_until, lambda: link.state is LinkState.CLOSED, 10, what="the link to close"
         )
         # n1 keeps serving the others: a write on n2 still reaches it.
         await asyncio.to_thread(
@@ -106,8 +106,7 @@ async def test_hostile_frames_drop_the_sender_not_the_agent(
             wait_until,
             lambda: cluster.api("n1", "GET", "/v1/objects/ConfigMap/default/after"),
             10,
-            0.1,
-            "n1 to keep syncing",
+            what="n1 to keep syncing",
         )
         assert cluster.agents["n1"].running
     finally:

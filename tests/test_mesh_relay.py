@@ -65,7 +65,7 @@ async def test_offer_and_answer_travel_through_the_mesh(cluster: LocalCluster) -
             return any(n["node"] == node for n in status["mesh"]["neighbours"])
 
         await asyncio.to_thread(
-            wait_until, lambda: linked("n1", ids["n2"]), 15, 0.1, "n1 and n2 to link"
+            wait_until, lambda: linked("n1", ids["n2"]), 15, what="n1 and n2 to link"
         )
         await asyncio.to_thread(cluster.stop_signaling)
         await wait_for(
@@ -82,8 +82,7 @@ async def test_offer_and_answer_travel_through_the_mesh(cluster: LocalCluster) -
             wait_until,
             lambda: linked(other_name, mesh.node_id),
             10,
-            0.1,
-            f"{other_name} to list the new link (negotiated through {first_name})",
+            what=f"{other_name} to list the new link (negotiated through {first_name})",
         )
     finally:
         await mesh.close()
