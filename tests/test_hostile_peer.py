@@ -30,6 +30,10 @@ async def link_to(cluster: LocalCluster, target_id: str) -> tuple[PeerLink, Sign
     """Join the cluster as a legitimate member and open a real link to ``target_id``."""
     ice.use_host_addresses(["127.0.0.1"])
     identity = NodeIdentity.generate()
+    while identity.node_id > target_id:
+        # The target dials newcomers too; when both dial at once the smaller id's dial wins
+        # (the mesh's glare rule), so be the smaller one and have ours answered.
+        identity = NodeIdentity.generate()
     answers: asyncio.Queue[dict[str, object]] = asyncio.Queue(maxsize=64)
     client = SignalingClient(
         f"{cluster.url}/ws",
