@@ -111,8 +111,9 @@ class Mirror:
                     self.requests.pop(key, None)
 
     def workload_keys(self) -> list[tuple[str, str]]:
-        """(key, uid) of every workload a scheduler may lead, the same set as
-        ``Scheduler._workloads`` finds in a view, without building one."""
+        """(key, uid) of every workload a scheduler may lead: Deployments, Jobs, DaemonSets,
+        ReplicaSets without an owner and Pods without a node or an owner (not being deleted),
+        found without building a view."""
         found = []
         for key, obj in self.objects.items():
             kind = key.split("/", 1)[0]
@@ -126,9 +127,14 @@ class Mirror:
             found.append((key, str(meta.get("uid", key))))
         return found
 
-    def snapshot(self) -> tuple[list[PodView], dict[str, list[dict[str, Any]]]]:
+    def snapshot(
+        self,
+    ) -> tuple[list[PodView], dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+        """The view's pods and objects by kind, and by key each object as the view holds it
+        (a workload with its status merged, a pod's object)."""
         pods: list[PodView] = []
         objects: dict[str, list[dict[str, Any]]] = {kind: [] for kind in WORKLOAD_KINDS}
+        by_key: dict[str, dict[str, Any]] = {}
         for key, obj in self.objects.items():
             kind = key.split("/", 1)[0]
             status = self.status.get(key)
@@ -138,9 +144,12 @@ class Mirror:
                 ):
                     status = {}
                 pods.append(PodView(key, obj, status, self.requests.get(key)))
+                by_key[key] = obj
             else:
-                objects[kind].append({**obj, "status": status} if status is not None else obj)
-        return pods, objects
+                merged = {**obj, "status": status} if status is not None else obj
+                objects[kind].append(merged)
+                by_key[key] = merged
+        return pods, objects, by_key
 
 
 class Scheduler:
@@ -168,7 +177,6 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._next_deadline: float | None = None
-        self._alive: set[str] = set()
         self._mirror = Mirror(state)
         self.passes = 0
         self.skipped_passes = 0
@@ -219,15 +227,15 @@ class Scheduler:
             await asyncio.sleep(settings.min_pass_interval)
 
     # -- one pass ----------------------------------------------------------------------------
-    def view(self, states: list[NodeState] | None = None) -> ClusterView:
-        pods, objects = self._mirror.snapshot()
-        states = self.nodes() if states is None else states
+    def _view(self, states: list[NodeState]) -> tuple[ClusterView, dict[str, dict[str, Any]]]:
+        """The pass's view, and its objects by key (see ``Mirror.snapshot``)."""
+        pods, objects, by_key = self._mirror.snapshot()
         infos = node_infos(((n.obj, n.status, n.ready) for n in states), pods, DEFAULT_MAX_PODS)
         not_ready = {n.obj["metadata"]["name"]: n.not_ready_for for n in states if not n.ready}
         grace = self.settings.pod_eviction_grace
         view = ClusterView(infos, not_ready, pods, objects, utc_now(), time.time())
         view.evictions_allowed = ctl.evictions_allowed(view, grace)
-        return view
+        return view, by_key
 
     async def run_pass(self) -> Plan:
         """One scheduling pass; returns what it wrote (for tests and benchmarks).
@@ -242,15 +250,14 @@ class Scheduler:
         states = self.nodes()
         grace = self.settings.pod_eviction_grace
         ready = {_node_uid(n) for n in states if n.ready} | {self.node_id}
-        self._alive = {
-            _node_uid(n) for n in states if n.ready or n.unknown or n.not_ready_for < grace
-        }
+        alive = {_node_uid(n) for n in states if n.ready or n.unknown or n.not_ready_for < grace}
         plan = Plan()
         now = utc_now()
         led: list[tuple[str, Lease]] = []
-        for key, uid in self._mirror.workload_keys():
+        workload_keys = self._mirror.workload_keys()
+        for key, uid in workload_keys:
             lease = Lease.from_value(self.state.get(LEASES_MAP, key))
-            decision = decide(self.node_id, uid, lease, ready, self._alive)
+            decision = decide(self.node_id, uid, lease, ready, alive)
             if decision.leader != self.node_id:
                 continue
             if decision.take or lease is None:  # (a lease for us to take, or a broken one)
@@ -263,12 +270,9 @@ class Scheduler:
             self.skipped_passes += 1
             self._wake_when_grace_ends(states)
             return plan
-        view = self.view(states)
-        workloads = dict(self._workloads(view))
+        view, by_key = self._view(states)
         for key, lease in led:
-            workload = workloads.get(key)
-            if workload is None:
-                continue
+            workload = by_key[key]  # the same mirror, read in the same step
             if (LEASES_MAP, key) in plan.puts:
                 plan.event(
                     ctl.involved(workload),
@@ -288,7 +292,7 @@ class Scheduler:
         if collector:
             ctx = ctl.Context(view, plan, "", grace, _new_uid)
             ctl.collect_orphans(ctx)
-            self._collect_leases(view, plan)
+            self._collect_leases({key for key, _ in workload_keys}, plan)
         self._wake_when_grace_ends(states)
         if plan.wake is not None:
             wake = time.monotonic() + plan.wake + 0.01
@@ -297,19 +301,6 @@ class Scheduler:
             )
         await self._apply(plan)
         return plan
-
-    def _workloads(self, view: ClusterView) -> list[tuple[str, dict[str, Any]]]:
-        found = []
-        for kind in WORKLOAD_KINDS:
-            for obj in view.objects.get(kind, []):
-                if kind == "ReplicaSet" and controller_of(obj):
-                    continue  # run by its Deployment's scheduler
-                meta = obj["metadata"]
-                found.append((f"{kind}/{meta.get('namespace', '')}/{meta['name']}", obj))
-        for pod in view.pods:
-            if pod.node is None and pod.owner is None and not pod.terminating:
-                found.append((pod.key, pod.obj))
-        return found
 
     def _reconcile(self, ctx: ctl.Context, workload: dict[str, Any]) -> None:
         kind = workload["kind"]
@@ -327,8 +318,8 @@ class Scheduler:
             pod = next(p for p in ctx.view.pods if p.uid == workload["metadata"].get("uid"))
             ctl.bind_pending(ctx, pod)
 
-    def _collect_leases(self, view: ClusterView, plan: Plan) -> None:
-        live = {key for key, _ in self._workloads(view)}
+    def _collect_leases(self, live: set[str], plan: Plan) -> None:
+        """Delete the leases of workloads that no longer exist (``live``: those that do)."""
         for key in self.state.keys(LEASES_MAP):
             if key not in live:
                 plan.delete(LEASES_MAP, key)
