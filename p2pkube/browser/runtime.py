@@ -277,13 +277,7 @@ class WorkerRuntime(logs.PodFiles):
 
     async def close(self) -> None:
         """Stop every instance (its Worker is terminated at once) and wait for them."""
-        instances = list(self._instances)
-        for instance in instances:
-            instance.stop(rt.KILLED, "the agent is stopping")
-        if instances:
-            await asyncio.wait(
-                [instance.done for instance in instances], timeout=self.settings.stop_timeout
-            )
+        await rt.stop_all(self._instances, self.settings.stop_timeout)
         for task in list(self._tasks):
             task.cancel()
         for keys in self._compiled.values():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
@@ -131,6 +132,15 @@ class Instance(Protocol):
     def stop(self, reason: str = KILLED, message: str = "") -> None:
         """Ask the instance to end at its next safe point (within one epoch tick)."""
         ...
+
+
+async def stop_all(instances: Iterable[Instance], within: float) -> None:
+    """Stop every instance (the agent is stopping) and wait for them, at most ``within`` s."""
+    stopping = list(instances)  # a copy: instances leave the runtime's set as they end
+    for instance in stopping:
+        instance.stop(KILLED, "the agent is stopping")
+    if stopping:
+        await asyncio.wait([instance.done for instance in stopping], timeout=within)
 
 
 class PodRuntime(Protocol):

@@ -163,12 +163,6 @@ class NativeRuntime(logs.PodFiles):
 
     async def close(self) -> None:
         """Stop every instance (each at its next epoch tick) and wait for them, bounded."""
-        instances = list(self._instances)
-        for instance in instances:
-            instance.stop(rt.KILLED, "the agent is stopping")
-        if instances:
-            await asyncio.wait(
-                [instance.done for instance in instances], timeout=self.settings.stop_timeout
-            )
+        await rt.stop_all(self._instances, self.settings.stop_timeout)
         if self._loader is not None:
             await asyncio.to_thread(self._loader.close)
