@@ -753,18 +753,18 @@ class SignalingServer:
     @property
     def url(self) -> str:
         """The WebSocket URL agents connect to, e.g. ``ws://127.0.0.1:8765/ws``."""
-        host = self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"ws://{host}:{self.port}{WS_PATH}"
+        return f"ws://{self._authority}{WS_PATH}"
 
     @property
     def http_url(self) -> str:
         """The HTTP base URL, e.g. ``http://127.0.0.1:8765/`` (the browser node's page)."""
-        host = self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}/"
+        return f"http://{self._authority}/"
+
+    @property
+    def _authority(self) -> str:
+        """``host:port`` for a URL (an IPv6 host in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     async def start(self) -> None:
         """Bind and start serving."""
