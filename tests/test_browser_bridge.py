@@ -42,6 +42,19 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
+def python_key_and_signature(message: bytes) -> tuple[bytes, bytes, bytes]:
+    """A fresh Ed25519 key made by ``cryptography``: its raw public key, its PKCS#8 DER and
+    its signature of ``message`` (what the page's Ed25519 must read and verify alike)."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return public, pkcs8, key.sign(message)
+
+
 async def raw_get(port: int, target: str) -> tuple[int, dict[str, str], bytes]:
     """An HTTP/1.1 GET with the request target sent verbatim (no client-side normalization)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -367,14 +380,7 @@ async def test_ed25519_interop_with_cryptography(page: Any, web_server: Signalin
 
     # Python signs; the browser verifies (and refuses a changed message or signature), and
     # signs with a key Python made (PKCS#8 DER both ways).
-    key = Ed25519PrivateKey.generate()
-    py_pub = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    py_pkcs8 = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    py_sig = key.sign(message)
+    py_pub, py_pkcs8, py_sig = python_key_and_signature(message)
     bad_sig = bytes([py_sig[0] ^ 1]) + py_sig[1:]
     checks = await page.evaluate(
         """async ([pub, sig, bad, msg, pkcs8]) => {
@@ -397,7 +403,7 @@ async def test_ed25519_interop_with_cryptography(page: Any, web_server: Signalin
     assert checks["badSig"] is False
     assert checks["otherMsg"] is False
     assert checks["shortKey"] is False
-    key.public_key().verify(unb64(checks["sig2"]), message)
+    Ed25519PublicKey.from_public_bytes(py_pub).verify(unb64(checks["sig2"]), message)
 
     # The same calls from Python in Pyodide, bytes passed straight from Python.
     from_python = await page.evaluate(
@@ -427,14 +433,7 @@ async def test_ed25519_fallback_same_keys_and_signatures_as_webcrypto_and_crypto
     WebCrypto and ``cryptography``, loaded only once asked for."""
     await open_node_page(page, web_server)
     message = b"p2pkube-auth-v1 transcript \x00\xff" * 3
-    key = Ed25519PrivateKey.generate()
-    py_pub = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    py_pkcs8 = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    py_sig = key.sign(message)
+    py_pub, py_pkcs8, py_sig = python_key_and_signature(message)
     out = await page.evaluate(
         """async ([msg64, pub64, pkcs864, sig64]) => {
             const b = window.p2pkube.bridge;

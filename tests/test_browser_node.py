@@ -118,6 +118,13 @@ class Tab:
     async def name(self) -> str:
         return str((await self.snapshot())["node"]["name"])
 
+    async def join(self, cluster: LocalCluster) -> dict[str, Any]:
+        """Open the page and wait until n1 lists the tab's node Ready; the node's identity."""
+        node: dict[str, Any] = (await self.open(cluster))["node"]
+        name = node["name"]
+        await eventually(lambda: ready(node_row(cluster, "n1", name)), 30, f"{name} Ready")
+        return node
+
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def tab(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[Tab]:
@@ -211,9 +218,7 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
 async def test_endless_loop_is_stopped_at_its_deadline_and_the_tab_stays_healthy(
     natives: LocalCluster, tab: Tab, tmp_path: Path
 ) -> None:
-    await tab.open(natives)
-    name = await tab.name()
-    await eventually(lambda: ready(node_row(natives, "n1", name)), 30, f"{name} Ready")
+    name = (await tab.join(natives))["name"]
     apply(
         natives,
         tmp_path,
@@ -277,9 +282,7 @@ async def test_endless_loop_is_stopped_at_its_deadline_and_the_tab_stays_healthy
 async def test_closing_the_tab_makes_it_notready_and_its_pods_move_to_native_nodes(
     natives: LocalCluster, tab: Tab, tmp_path: Path
 ) -> None:
-    await tab.open(natives)
-    name = await tab.name()
-    await eventually(lambda: ready(node_row(natives, "n1", name)), 30, f"{name} Ready")
+    name = (await tab.join(natives))["name"]
     apply(
         natives,
         tmp_path,
@@ -323,9 +326,8 @@ async def test_closing_the_tab_makes_it_notready_and_its_pods_move_to_native_nod
 async def test_reloading_the_page_keeps_identity_and_state(
     natives: LocalCluster, tab: Tab, tmp_path: Path
 ) -> None:
-    before = await tab.open(natives)
-    name, node_id = before["node"]["name"], before["node"]["id"]
-    await eventually(lambda: ready(node_row(natives, "n1", name)), 30, f"{name} Ready")
+    before = await tab.join(natives)
+    name, node_id = before["name"], before["id"]
     apply(
         natives,
         tmp_path,
@@ -374,9 +376,7 @@ async def test_a_hidden_tab_stalled_for_a_while_is_not_declared_dead_and_blames_
     """A hidden tab asks for ``browser.hidden_grace``; then even its page thread blocked for
     5 s (worse than background throttling, which still runs timers once a second) flips
     nobody's Ready: not the tab on the native nodes, not the native nodes in the tab."""
-    await tab.open(natives)
-    name = await tab.name()
-    await eventually(lambda: ready(node_row(natives, "n1", name)), 30, f"{name} Ready")
+    name = (await tab.join(natives))["name"]
     await tab.page.evaluate(
         """() => {
           Object.defineProperty(document, "visibilityState", {value: "hidden", configurable: true});
@@ -412,9 +412,8 @@ async def test_hostile_frames_drop_the_sender_and_the_tab_keeps_serving(
     """A member sending garbage to a tab is dropped and logged; the tab's node keeps going."""
     from tests.test_hostile_peer import HOSTILE_MESSAGES, link_to
 
-    opened = await tab.open(natives)
-    name, node_id = opened["node"]["name"], opened["node"]["id"]
-    await eventually(lambda: ready(node_row(natives, "n1", name)), 30, f"{name} Ready")
+    opened = await tab.join(natives)
+    name, node_id = opened["name"], opened["id"]
     for kind, message in HOSTILE_MESSAGES.items():
         link, client = await link_to(natives, node_id)
         try:
