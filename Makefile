@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench clean venv examples browser
+.PHONY: demo test test-fast lint bench clean venv examples browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: $(STAMP) examples browser
 ## Lint, then the whole test suite (real processes, real aiortc, real pycrdt).
 test: $(STAMP) lint examples browser
 	$(PY) -m pytest -q -p no:cacheprovider
+
+## The inner loop: lint and every test but the browser, namespace, chaos, compose and demo ones.
+test-fast: $(STAMP) lint examples
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check p2pkube signaling tests bench examples

@@ -10,6 +10,33 @@ import pytest
 from p2pkube.devcluster import LocalCluster
 
 
+SLOW_MODULES = frozenset(
+    {
+        "test_browser_bridge",
+        "test_browser_insecure",
+        "test_browser_node",
+        "test_chaos",
+        "test_compose",
+        "test_demo",
+        "test_netns",
+        "test_turn",
+    }
+)
+"""Test modules that drive headless Chromium, network namespaces, the chaos schedule or the
+whole demo: marked ``slow``, so ``make test-fast`` (``-m "not slow"``) leaves them out while
+``make test`` runs everything."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: left out by make test-fast (see SLOW_MODULES)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A LocalCluster under tmp_path; on failure, the tail of every log is printed."""
