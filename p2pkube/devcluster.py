@@ -1,7 +1,9 @@
 """A local cluster on loopback: a signaling server and agents as real separate processes.
 
 Used by ``make demo``, by the end-to-end tests and by the benchmarks, so all three start peers
-exactly the way a user does (``p2pkube signal`` / ``p2pkube join`` / ``p2pkube get``).
+exactly the way a user does (``p2pkube signal`` / ``p2pkube join`` / ``p2pkube get``). Each
+cluster has a fresh random join token, handed to its processes in ``$P2PKUBE_TOKEN`` (never on
+a command line, where ``ps`` would show it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from signaling.protocol import generate_token
 
 T = TypeVar("T")
 
@@ -52,6 +56,8 @@ class AgentProcess:
     data_dir: Path
     args: list[str]
     log_path: Path
+    token: str
+    """The join token it is started with (in its environment)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,13 +70,15 @@ class LocalCluster:
     """Start and stop a signaling server and agents under ``root``; always call :meth:`close`."""
 
     root: Path
-    token: str = "local-cluster-token-0123456789"
+    token: str = field(default_factory=generate_token)
+    """The cluster's join token: random unless given."""
     max_peers: int = 8
     extra_agent_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     signaling_port: int = 0
     listen_host: str = "127.0.0.1"
-    """Where the signaling server listens (``0.0.0.0`` lets other machines' browsers in)."""
+    """Where the signaling server listens: loopback unless asked otherwise (``0.0.0.0`` lets
+    other machines' browsers in, and everyone who can reach this machine try to join)."""
     ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     """Host addresses the agents offer as ICE candidates (add a LAN address for browsers on
     other machines)."""
@@ -85,8 +93,14 @@ class LocalCluster:
         """The page that makes a browser tab a node of this cluster (token in the fragment)."""
         return f"http://{host}:{self.signaling_port}/#token={self.token}"
 
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+    def _env(self, token: str | None = None) -> dict[str, str]:
+        """The environment of a process of the cluster; ``token`` goes in ``$P2PKUBE_TOKEN``
+        (the caller's own ``$P2PKUBE_TOKEN`` never leaks into it)."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env.pop("P2PKUBE_TOKEN", None)
+        if token is not None:
+            env["P2PKUBE_TOKEN"] = token
+        return env
 
     # -- signaling -----------------------------------------------------------------------------
     def start_signaling(self) -> None:
@@ -104,12 +118,10 @@ class LocalCluster:
                 self.listen_host,
                 "--port",
                 str(self.signaling_port),
-                "--token",
-                self.token,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self._env(),
+            env=self._env(self.token),
         )
         wait_until(self._signaling_up, 15, what="the signaling server")
 
@@ -139,8 +151,6 @@ class LocalCluster:
                 "p2pkube",
                 "join",
                 self.url,
-                "--token",
-                token or self.token,
                 "--name",
                 name,
                 "--data-dir",
@@ -151,11 +161,12 @@ class LocalCluster:
                 *self.extra_agent_args,
                 *extra,
             ]
-            agent = AgentProcess(name, data_dir, args, self.root / f"{name}.log")
+            log_path = self.root / f"{name}.log"
+            agent = AgentProcess(name, data_dir, args, log_path, token or self.token)
             self.agents[name] = agent
         log = agent.log_path.open("ab")
         agent.process = subprocess.Popen(
-            agent.args, stdout=log, stderr=subprocess.STDOUT, env=self._env()
+            agent.args, stdout=log, stderr=subprocess.STDOUT, env=self._env(agent.token)
         )
         return agent
 

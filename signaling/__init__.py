@@ -11,7 +11,7 @@ the token helpers live in :mod:`signaling.protocol`.
 
 from typing import Any
 
-from .protocol import cluster_id, generate_token, load_tokens, token_digest
+from .protocol import Verifier, cluster_id, generate_token, link_key, load_tokens, signaling_key
 
 _SERVER_NAMES = frozenset({"SignalingServer", "SignalingSettings", "create_app", "run_server"})
 
@@ -25,13 +25,16 @@ def __getattr__(name: str) -> Any:
         return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "SignalingServer",
     "SignalingSettings",
+    "Verifier",
     "cluster_id",
     "create_app",
     "generate_token",
+    "link_key",
     "load_tokens",
     "run_server",
-    "token_digest",
+    "signaling_key",
 ]

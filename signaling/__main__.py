@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from .protocol import cluster_id, load_tokens
+from .protocol import Verifier, load_tokens, load_verifiers
 from .server import SignalingServer, run_server
 
 
@@ -28,10 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=int, default=8765, help="TCP port, 0 for any free one (default 8765)"
     )
-    parser.add_argument("--token", help="join token admitting to the cluster")
     parser.add_argument(
         "--token-file",
         help="file with one join token per line ('#' starts a comment line)",
+    )
+    parser.add_argument(
+        "--token",
+        help="join token admitting to the cluster (default $P2PKUBE_TOKEN; on the command "
+        "line other users see it in ps)",
+    )
+    parser.add_argument(
+        "--verifier-file",
+        help="file with one cluster verifier per line (p2pkube token --verifier): serve "
+        "those clusters without their tokens",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
@@ -44,20 +54,34 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.token is not None:
+        print(
+            "warning: --token on the command line is visible to every user of this machine; "
+            "use --token-file or $P2PKUBE_TOKEN",
+            file=sys.stderr,
+        )
+    token = args.token if args.token is not None else os.environ.get("P2PKUBE_TOKEN") or None
     try:
-        tokens, generated = load_tokens(args.token, args.token_file)
+        verifiers = load_verifiers(args.verifier_file) if args.verifier_file else []
+        if token is None and args.token_file is None and verifiers:
+            tokens, generated = [], False
+        else:
+            tokens, generated = load_tokens(token, args.token_file)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if generated:
         print(f"join token: {tokens[0]}", flush=True)
-        print(f"cluster: {cluster_id(tokens[0])}", flush=True)
+    verifiers += [Verifier.from_token(t) for t in tokens]
+    del tokens, token
+    if generated:
+        print(f"cluster: {verifiers[-1].cluster}", flush=True)
 
     def ready(server: SignalingServer) -> None:
         print(f"signaling server: {server.url}", flush=True)
 
     try:
-        run_server(args.host, args.port, tokens, on_ready=ready)
+        run_server(args.host, args.port, verifiers, on_ready=ready)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -2,12 +2,17 @@
 
 The signaling server only introduces peers: it relays WebRTC offers, answers
 and ICE candidates between two named peers of one cluster and nothing else.
-Everything that both ends must agree on lives here, free of any I/O framework,
-so that the server (:mod:`signaling.server`), the agent's client
+Everything that both ends must agree on lives here, free of any I/O framework
+(standard library only, so it runs in the browser node's Pyodide too), so that
+the server (:mod:`signaling.server`), the agent's client
 (:mod:`p2pkube.net.signaling_client`) and the CLI all use one definition:
 
-* cluster identity: :func:`generate_token`, :func:`token_digest`,
-  :func:`cluster_id`, :func:`load_tokens`;
+* cluster identity: :func:`generate_token`, :func:`token_problem`,
+  :func:`cluster_id`, the keys derived from a token (:func:`signaling_key`,
+  :func:`link_key`, with :func:`hkdf_sha256`), what a server keeps of a token
+  (:class:`Verifier`), :func:`load_tokens`, :func:`load_verifiers`,
+  :func:`node_id_from_public_key`;
+* the join proof: :func:`join_transcript`, :func:`join_mac`;
 * message validation: :func:`parse_client_message` (server side) and
   :func:`parse_server_message` (client side), which raise
   :class:`ProtocolError` with a message that names the offending field;
@@ -18,22 +23,30 @@ See ``docs/protocol.md`` (section Signaling) for the field-by-field description.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import math
 import re
 import secrets
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 __all__ = [
     "FATAL_CLOSE_CODES",
+    "KEY_BYTES",
     "MAX_TOKEN_LENGTH",
+    "MIN_TOKEN_LENGTH",
+    "NONCE_BYTES",
     "PEER_KINDS",
     "SIGNAL_KINDS",
+    "TOKEN_HOWTO",
     "WS_PATH",
+    "Challenge",
     "ErrorCode",
     "ErrorMessage",
     "FlatValue",
@@ -45,20 +58,32 @@ __all__ = [
     "ServerMessage",
     "Signal",
     "SignalFrom",
+    "Verifier",
     "Welcome",
+    "b64decode",
+    "b64encode",
+    "challenge_message",
+    "check_token",
     "cluster_id",
     "encode",
     "error_message",
     "generate_token",
+    "hkdf_sha256",
+    "join_mac",
     "join_message",
+    "join_transcript",
+    "link_key",
     "load_tokens",
+    "load_verifiers",
+    "node_id_from_public_key",
     "parse_client_message",
     "parse_server_message",
     "peer_joined_message",
     "peer_left_message",
     "signal_from_message",
     "signal_message",
-    "token_digest",
+    "signaling_key",
+    "token_problem",
     "validate_name",
     "validate_peer_id",
     "validate_peer_kind",
@@ -80,9 +105,46 @@ SIGNAL_KINDS: Final = ("offer", "answer", "candidate", "bye")
 #: bound keeps a hostile client from making the server hash megabytes.
 MAX_TOKEN_LENGTH: Final = 256
 
+#: Fewest characters a join token may have: 22 base64url characters are 128
+#: bits, the least that keeps a token (and the keys derived from it, which the
+#: signaling server's verifier is one of) out of reach of offline guessing.
+MIN_TOKEN_LENGTH: Final = 22
+
+#: How to make a good token, appended to every "weak token" message.
+TOKEN_HOWTO: Final = (
+    "make one with `p2pkube token` "
+    "(or: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+)
+
+#: Bytes of the server's challenge nonce, of derived keys and of a join's mac.
+NONCE_BYTES: Final = 32
+KEY_BYTES: Final = 32
+_PUBLIC_KEY_BYTES: Final = 32
+_SIGNATURE_BYTES: Final = 64
+
+#: Bytes of a node id (hex-encoded: twice as many characters).
+NODE_ID_BYTES: Final = 16
+
 #: Domain separation for :func:`cluster_id`, so a room id can never be mistaken
-#: for (or turned into) the token digest the server stores.
+#: for (or turned into) one of the keys derived from the token.
 _CLUSTER_ID_PREFIX: Final = b"p2pkube-cluster:"
+_NODE_ID_PREFIX: Final = b"p2pkube-node:"
+
+#: HKDF salt and the ``info`` of each key derived from a token: one key per
+#: purpose, so knowing one (the server knows the signaling key) says nothing
+#: about the others.
+_HKDF_SALT: Final = b"p2pkube-token-v1"
+_SIGNALING_INFO: Final = b"p2pkube signaling join v1"
+_LINK_INFO: Final = b"p2pkube link auth v1"
+
+#: First element of every join transcript (:func:`join_transcript`).
+JOIN_DOMAIN: Final = "p2pkube-signaling-join-v1"
+
+#: First field of a verifier line (:class:`Verifier`).
+VERIFIER_PREFIX: Final = "p2pkube-verifier-v1"
+
+_CLUSTER_ID_RE: Final = re.compile(r"[0-9a-f]{16}")
+_B64_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 _PEER_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NAME_RE: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -97,10 +159,13 @@ class ErrorCode(StrEnum):
 
     Fatal codes are followed by a WebSocket close with the code in
     :data:`FATAL_CLOSE_CODES`; ``unknown-peer`` and a ``rate-limited`` warning
-    are not fatal.
+    are not fatal.  ``bad-token`` means the join's mac was wrong (the joiner
+    does not hold the cluster's token), ``bad-identity`` that its peer id is
+    not its key's or its signature is wrong.
     """
 
     BAD_TOKEN = "bad-token"
+    BAD_IDENTITY = "bad-identity"
     ROOM_FULL = "room-full"
     MALFORMED = "malformed"
     TOO_LARGE = "too-large"
@@ -119,6 +184,7 @@ FATAL_CLOSE_CODES: Final[dict[ErrorCode, int]] = {
     ErrorCode.RATE_LIMITED: 4005,
     ErrorCode.REPLACED: 4006,
     ErrorCode.JOIN_TIMEOUT: 4007,
+    ErrorCode.BAD_IDENTITY: 4008,
 }
 
 
@@ -147,35 +213,156 @@ def _malformed(message: str) -> ProtocolError:
 def generate_token() -> str:
     """Return a fresh join token (192 random bits, URL-safe, 32 characters).
 
-    The token *is* the cluster: whoever holds it may join, and the room id is
-    derived from it, so it must be unguessable.
+    The token *is* the cluster: whoever holds it may join, and every key of the
+    cluster is derived from it, so it must be unguessable (at least 128 bits;
+    see :data:`MIN_TOKEN_LENGTH`).
     """
     return secrets.token_urlsafe(24)
 
 
-def token_digest(token: str) -> bytes:
-    """Return ``sha256(token)``: all the server keeps of a token.
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be a join token, or None if it can.
 
-    Storing only the digest means a memory dump or a log of the server's state
-    does not hand out a way into the cluster.
+    A token must be :data:`MIN_TOKEN_LENGTH`..:data:`MAX_TOKEN_LENGTH` printable,
+    non-space ASCII characters.  The lower bound is what keeps the keys derived
+    from it (and the verifier a signaling server holds) from being guessed
+    offline: 22 base64url characters carry 128 bits.  The message says how to
+    make a good one.
     """
-    return hashlib.sha256(token.encode("utf-8")).digest()
+    if not all("!" <= ch <= "~" for ch in token):
+        return f"a join token must be printable ASCII characters without spaces; {TOKEN_HOWTO}"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return (
+            f"a join token must be at least {MIN_TOKEN_LENGTH} characters (128 random bits), "
+            f"this one has {len(token)}; {TOKEN_HOWTO}"
+        )
+    if len(token) > MAX_TOKEN_LENGTH:
+        return f"a join token must be at most {MAX_TOKEN_LENGTH} characters"
+    return None
+
+
+def check_token(token: str, where: str = "join token") -> str:
+    """Return ``token`` if it is a good join token, else raise ``ValueError``
+    naming ``where`` it came from and how to make one (:func:`token_problem`)."""
+    problem = token_problem(token)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
+    return token
+
+
+def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
+    """HKDF-SHA256 (RFC 5869): extract with ``salt``, expand to ``length`` bytes with ``info``.
+
+    Written with :mod:`hmac` alone so that the browser node (Pyodide, without
+    ``cryptography``) derives the very same keys.
+    """
+    if not 0 < length <= 255 * hashlib.sha256().digest_size:
+        raise ValueError("HKDF-SHA256 can expand to 1..8160 bytes")
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def _derive(token: str, info: bytes) -> bytes:
+    return hkdf_sha256(token.encode("utf-8"), salt=_HKDF_SALT, info=info)
+
+
+def signaling_key(token: str) -> bytes:
+    """The key a client proves to the signaling server that it holds the token with.
+
+    ``HKDF-SHA256(token, salt="p2pkube-token-v1", info="p2pkube signaling join v1")``.
+    The server keeps this (its verifier, :class:`Verifier`) and nothing else of
+    the token; it is independent of :func:`link_key`, so holding it does not
+    let the server pass the link handshake.
+    """
+    return _derive(token, _SIGNALING_INFO)
+
+
+def link_key(token: str) -> bytes:
+    """The key of the link handshake's membership proof (AUTH ``mac``).
+
+    ``HKDF-SHA256(token, salt="p2pkube-token-v1", info="p2pkube link auth v1")``.
+    Only nodes holding the token have it; it never travels and the signaling
+    server never sees it.
+    """
+    return _derive(token, _LINK_INFO)
 
 
 def cluster_id(token: str) -> str:
     """Return the public room id of the cluster that ``token`` admits to.
 
     First 16 hex characters of ``sha256(b"p2pkube-cluster:" + token)``: short
-    enough for logs and UIs, and not the digest used to check tokens.
+    enough for logs and UIs, and none of the keys.
     """
     return hashlib.sha256(_CLUSTER_ID_PREFIX + token.encode("utf-8")).hexdigest()[:16]
+
+
+def node_id_from_public_key(public_key: bytes) -> str:
+    """A node's id: hex of the first 16 bytes of ``sha256("p2pkube-node:" + raw public key)``.
+
+    The one definition, shared by the link handshake (:mod:`p2pkube.net.keys`
+    re-exports it) and the signaling server, which checks that a ``join``'s
+    peer id belongs to the key that signed it.
+    """
+    return hashlib.sha256(_NODE_ID_PREFIX + public_key).digest()[:NODE_ID_BYTES].hex()
+
+
+@dataclass(frozen=True, slots=True)
+class Verifier:
+    """What a signaling server keeps of one cluster: its room id and :func:`signaling_key`.
+
+    Written as one line, ``p2pkube-verifier-v1:<cluster id>:<key, base64url>``
+    (``p2pkube token --verifier``), so a server can be run from a verifier
+    file and never see the token at all.
+    """
+
+    cluster: str
+    key: bytes = dc_field(repr=False)
+
+    @classmethod
+    def from_token(cls, token: str) -> Verifier:
+        """The verifier of ``token``'s cluster (the token itself is not kept)."""
+        return cls(cluster_id(token), signaling_key(token))
+
+    @classmethod
+    def parse(cls, line: str) -> Verifier:
+        """Read a verifier line; ``ValueError`` if it is not one."""
+        prefix, _, rest = line.strip().partition(":")
+        cluster, _, key = rest.partition(":")
+        if prefix != VERIFIER_PREFIX or not _CLUSTER_ID_RE.fullmatch(cluster):
+            raise ValueError(f"not a verifier line (expected {VERIFIER_PREFIX}:CLUSTER:KEY)")
+        decoded = b64decode(key)
+        if decoded is None or len(decoded) != KEY_BYTES:
+            raise ValueError(f"the key of a verifier must be {KEY_BYTES} bytes in base64url")
+        return cls(cluster, decoded)
+
+    def line(self) -> str:
+        """The verifier as one line of a verifier file."""
+        return f"{VERIFIER_PREFIX}:{self.cluster}:{b64encode(self.key)}"
+
+
+def b64encode(data: bytes) -> str:
+    """URL-safe base64 without padding: how binary fields travel in JSON."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64decode(text: object) -> bytes | None:
+    """The bytes of unpadded URL-safe base64 ``text``; None if it is not that."""
+    if not isinstance(text, str) or not _B64_RE.fullmatch(text) or len(text) % 4 == 1:
+        return None
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def validate_token(token: object, *, field: str = "token") -> str:
     """Return ``token`` if it is 1..256 printable, non-space ASCII characters.
 
-    Tokens travel in JSON, command lines and files with one token per line, so
-    whitespace and control characters would only cause confusion.
+    The shape only (the strength check is :func:`token_problem`): tokens live
+    in command lines, files and URL fragments, so whitespace and control
+    characters would only cause confusion.
     """
     if (
         not isinstance(token, str)
@@ -194,48 +381,83 @@ def load_tokens(
 ) -> tuple[list[str], bool]:
     """Collect the join tokens a server should accept; return ``(tokens, generated)``.
 
-    ``token`` is a single token (``--token``); ``token_file`` holds one token
-    per line, blank lines and lines starting with ``#`` ignored (``--token-file``).
-    Both may be given; their tokens are merged.  With neither, one token is
-    generated and ``generated`` is True so the caller prints it: a server that
-    silently admits nobody would be useless.
+    ``token`` is a single token (``--token`` or ``$P2PKUBE_TOKEN``); ``token_file``
+    holds one token per line, blank lines and lines starting with ``#`` ignored
+    (``--token-file``).  Both may be given; their tokens are merged.  With
+    neither, one token is generated and ``generated`` is True so the caller
+    prints it: a server that silently admits nobody would be useless.
 
     Raises ``ValueError`` (with a message fit for the command line) on an
-    unreadable or empty file or an invalid token; ``OSError`` is turned into
-    ``ValueError`` too so callers handle one exception type.
+    unreadable or empty file or a token that is malformed or too short
+    (:func:`check_token`).
     """
     tokens: list[str] = []
     if token is not None:
-        tokens.append(_checked_token(token, "--token"))
+        tokens.append(check_token(token, "--token"))
     if token_file is not None:
-        path = Path(token_file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read token file {path}: {exc}") from None
-        found = 0
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                continue
-            tokens.append(_checked_token(stripped, f"{path}:{lineno}"))
-            found += 1
-        if not found:
-            raise ValueError(f"token file {path} holds no tokens")
+        lines = _read_lines(token_file, "token")
+        tokens += [check_token(text, where) for where, text in lines]
     if not tokens:
         return [generate_token()], True
     # Keep order (first token first) but drop duplicates.
     return list(dict.fromkeys(tokens)), False
 
 
-def _checked_token(token: str, where: str) -> str:
+def load_verifiers(path: str | Path) -> list[Verifier]:
+    """The verifiers in a verifier file (``p2pkube signal --verifier-file``).
+
+    One :meth:`Verifier.line` per line, blank lines and ``#`` comments ignored;
+    ``ValueError`` naming the file and line otherwise.
+    """
+    verifiers = []
+    for where, text in _read_lines(path, "verifier"):
+        try:
+            verifiers.append(Verifier.parse(text))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    return verifiers
+
+
+def _read_lines(path: str | Path, what: str) -> list[tuple[str, str]]:
+    """The ``(file:line, text)`` of each line of ``path`` that is not blank or a comment."""
+    path = Path(path)
     try:
-        return validate_token(token)
-    except ProtocolError:
-        raise ValueError(
-            f"{where}: a token must be 1-{MAX_TOKEN_LENGTH} printable ASCII "
-            "characters without spaces"
-        ) from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {what} file {path}: {exc}") from None
+    found = [
+        (f"{path}:{lineno}", line.strip())
+        for lineno, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    if not found:
+        raise ValueError(f"{what} file {path} holds no {what}s")
+    return found
+
+
+# --------------------------------------------------------------------------
+# The join proof
+# --------------------------------------------------------------------------
+
+
+def join_transcript(
+    nonce: bytes, cluster: str, peer: str, name: str, kind: str, public_key: bytes
+) -> bytes:
+    """What a ``join`` proves: the server's challenge and everything the join claims.
+
+    Canonical JSON (no spaces, ASCII) of
+    ``["p2pkube-signaling-join-v1", b64(nonce), cluster, peer, name, kind, b64(pub)]``;
+    every element is a restricted ASCII string, so the encoding is unambiguous.
+    The domain string keeps this from ever being confused with a link
+    handshake transcript (msgpack) signed by the same node key.
+    """
+    items = [JOIN_DOMAIN, b64encode(nonce), cluster, peer, name, kind, b64encode(public_key)]
+    return json.dumps(items, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def join_mac(key: bytes, transcript: bytes) -> bytes:
+    """``HMAC-SHA256(signaling key, transcript)``: the proof that the joiner holds the token."""
+    return hmac.new(key, transcript, hashlib.sha256).digest()
 
 
 # --------------------------------------------------------------------------
@@ -317,12 +539,24 @@ class PeerRecord:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """C→S ``join``: the first message on every socket."""
+    """C→S ``join``: the answer to the server's challenge, the first message on every socket.
 
-    token: str
+    ``pub`` is the node's raw Ed25519 public key (``peer`` must be its id),
+    ``mac`` the :func:`join_mac` and ``sig`` the node key's signature, both of
+    :meth:`transcript`.
+    """
+
+    cluster: str
     peer: str
     name: str
     kind: str
+    pub: bytes
+    mac: bytes = dc_field(repr=False)
+    sig: bytes = dc_field(repr=False)
+
+    def transcript(self, nonce: bytes) -> bytes:
+        """The :func:`join_transcript` this join must prove, for the challenge ``nonce``."""
+        return join_transcript(nonce, self.cluster, self.peer, self.name, self.kind, self.pub)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +565,13 @@ class Signal:
 
     to: str
     data: dict[str, FlatValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """S→C ``challenge``: the first message of the server, a fresh nonce for the join proof."""
+
+    nonce: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +624,7 @@ class ErrorMessage:
         return self.code in FATAL_CLOSE_CODES and self.code != ErrorCode.RATE_LIMITED
 
 
-ServerMessage: TypeAlias = Welcome | PeerJoined | PeerLeft | SignalFrom | ErrorMessage
+ServerMessage: TypeAlias = Challenge | Welcome | PeerJoined | PeerLeft | SignalFrom | ErrorMessage
 
 
 def _reject_constant(name: str) -> Any:
@@ -416,12 +657,7 @@ def parse_client_message(text: str) -> Join | Signal:
     obj = _load_object(text)
     kind = _field(obj, "type")
     if kind == "join":
-        return Join(
-            token=validate_token(_field(obj, "token")),
-            peer=validate_peer_id(_field(obj, "peer")),
-            name=validate_name(_field(obj, "name")),
-            kind=validate_peer_kind(_field(obj, "kind")),
-        )
+        return _parse_join(obj)
     if kind == "signal":
         return Signal(
             to=validate_peer_id(_field(obj, "to"), field="to"),
@@ -430,6 +666,35 @@ def parse_client_message(text: str) -> Join | Signal:
     if not isinstance(kind, str):
         raise _malformed("field 'type' must be a string")
     raise _malformed(f"unknown message type {kind[:40]!r} (expected 'join' or 'signal')")
+
+
+def _parse_join(obj: dict[str, Any]) -> Join:
+    if "token" in obj and "mac" not in obj:
+        # An old client sent its token in the clear; say why it is refused (without it).
+        raise _malformed(
+            "this server admits by challenge-response and never takes a token; "
+            "upgrade the client (its 'join' must carry cluster, pub, mac and sig)"
+        )
+    cluster = _field(obj, "cluster")
+    if not isinstance(cluster, str) or not _CLUSTER_ID_RE.fullmatch(cluster):
+        raise _malformed("field 'cluster' must be 16 lowercase hex characters")
+    return Join(
+        cluster=cluster,
+        peer=validate_peer_id(_field(obj, "peer")),
+        name=validate_name(_field(obj, "name")),
+        kind=validate_peer_kind(_field(obj, "kind")),
+        pub=_binary(obj, "pub", _PUBLIC_KEY_BYTES),
+        mac=_binary(obj, "mac", KEY_BYTES),
+        sig=_binary(obj, "sig", _SIGNATURE_BYTES),
+    )
+
+
+def _binary(obj: dict[str, Any], name: str, size: int) -> bytes:
+    """Field ``name``: ``size`` bytes in unpadded base64url."""
+    value = b64decode(_field(obj, name))
+    if value is None or len(value) != size:
+        raise _malformed(f"field '{name}' must be {size} bytes in unpadded base64url")
+    return value
 
 
 def _peer_record(value: object, field: str) -> PeerRecord:
@@ -450,6 +715,8 @@ def parse_server_message(text: str) -> ServerMessage:
     """
     obj = _load_object(text)
     kind = _field(obj, "type")
+    if kind == "challenge":
+        return Challenge(nonce=_binary(obj, "nonce", NONCE_BYTES))
     if kind == "welcome":
         peers = _field(obj, "peers")
         if not isinstance(peers, list):
@@ -488,9 +755,23 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def join_message(token: str, peer: str, name: str, kind: str) -> dict[str, Any]:
+def join_message(join: Join) -> dict[str, Any]:
     """Build a C→S ``join`` message."""
-    return {"type": "join", "token": token, "peer": peer, "name": name, "kind": kind}
+    return {
+        "type": "join",
+        "cluster": join.cluster,
+        "peer": join.peer,
+        "name": join.name,
+        "kind": join.kind,
+        "pub": b64encode(join.pub),
+        "mac": b64encode(join.mac),
+        "sig": b64encode(join.sig),
+    }
+
+
+def challenge_message(nonce: bytes) -> dict[str, Any]:
+    """Build the S→C ``challenge`` message (the server's first)."""
+    return {"type": "challenge", "nonce": b64encode(nonce)}
 
 
 def signal_message(to: str, data: dict[str, FlatValue]) -> dict[str, Any]:

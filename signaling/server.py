@@ -1,7 +1,11 @@
 """The p2pkube signaling server: an aiohttp WebSocket relay with rooms per cluster.
 
 The server introduces peers and nothing more.  It admits a socket to the room
-of the cluster whose join token it presents, tells it who is present, relays
+of a cluster when its ``join`` answers the server's challenge with a mac keyed
+by that cluster's signaling key (so the joiner holds the token, which the
+server itself never sees) and a signature by the node key its peer id is
+derived from (so nobody can take another node's place), tells it who is
+present, relays
 offer/answer/ICE messages between two named peers of that room, and forgets
 everything when the socket goes.  Rooms are built from live sockets only, so a
 restarted server loses nothing that the agents do not re-announce on their
@@ -11,9 +15,10 @@ Structure (one object per concern, aiortc style):
 
 * :class:`SignalingSettings`: every limit and timing, with its default;
 * :class:`TokenBucket`: per-socket rate limit;
+* :class:`JoinThrottle`: failed joins per client address;
 * :class:`_Session`: one WebSocket with its bounded outbox and writer task;
 * :class:`_Room`: the live sessions of one cluster;
-* :class:`SignalingState`: token digests, rooms and sessions; the WebSocket
+* :class:`SignalingState`: verifiers, rooms and sessions; the WebSocket
   handler;
 * :class:`StaticFiles`: optionally, the browser node's page and bundle
   (``web_root``, built by ``make browser``) from the same origin;
@@ -26,39 +31,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
+import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .protocol import (
     FATAL_CLOSE_CODES,
+    KEY_BYTES,
+    NONCE_BYTES,
     WS_PATH,
     ErrorCode,
     Join,
     PeerRecord,
     ProtocolError,
     Signal,
-    cluster_id,
+    Verifier,
+    challenge_message,
     encode,
     error_message,
     generate_token,
+    join_mac,
     load_tokens,
+    node_id_from_public_key,
     parse_client_message,
     peer_joined_message,
     peer_left_message,
     signal_from_message,
-    token_digest,
     welcome_message,
 )
 
 __all__ = [
     "STATE_KEY",
+    "JoinThrottle",
     "SignalingServer",
     "SignalingSettings",
     "SignalingState",
@@ -121,6 +136,25 @@ class SignalingSettings:
     send_timeout: float = 10.0
     #: Seconds to wait for the peer's close frame when closing a socket.
     close_timeout: float = 2.0
+    #: Failed joins per second one client address may make in the long run (a
+    #: token bucket per address; IPv6 addresses count per /64).  A join that
+    #: fails (wrong mac, wrong identity, malformed, too slow) spends a token;
+    #: while an address has none, its joins are refused with ``rate-limited``
+    #: without being checked, so guessing the token from one address gets at
+    #: most this many tries a second.
+    join_failures_per_second: float = 2.0
+    #: Failed joins one address may make at once before the rate applies (the
+    #: bucket's capacity): room for an operator's typo or a few restarts.
+    join_failure_burst: int = 5
+    #: Client addresses whose failed joins are remembered, at most; beyond,
+    #: the one that failed longest ago is forgotten (the table never grows).
+    join_failure_addresses: int = 4096
+    #: Seconds a throttled join is held before it is refused, so a throttled
+    #: client that reconnects at once does not make the server spin.
+    join_refusal_delay: float = 1.0
+    #: At most one log line per address per this many seconds about refused
+    #: (throttled) joins, with their count; every checked failure is logged.
+    join_refusal_log_interval: float = 10.0
 
     def __post_init__(self) -> None:
         """Reject settings that would make the server misbehave."""
@@ -136,12 +170,17 @@ class SignalingSettings:
             "join_timeout": self.join_timeout,
             "send_timeout": self.send_timeout,
             "close_timeout": self.close_timeout,
+            "join_failures_per_second": self.join_failures_per_second,
+            "join_failure_burst": self.join_failure_burst,
+            "join_failure_addresses": self.join_failure_addresses,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"SignalingSettings.{name} must be positive, got {value}")
         if self.rate_limit_max_drops < 0 or self.rate_limit_warning_interval < 0:
             raise ValueError("SignalingSettings rate-limit drop settings must be >= 0")
+        if self.join_refusal_delay < 0 or self.join_refusal_log_interval < 0:
+            raise ValueError("SignalingSettings join refusal settings must be >= 0")
         if self.send_queue_size < 2:
             # Room for an error message plus the close marker.
             raise ValueError("SignalingSettings.send_queue_size must be at least 2")
@@ -166,13 +205,96 @@ class TokenBucket:
 
     def take(self) -> bool:
         """Spend one token if there is one; False means "over the limit"."""
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        if self._tokens >= 1.0:
+        if self.ready():
             self._tokens -= 1.0
             return True
         return False
+
+    def ready(self) -> bool:
+        """True if a token is there to spend (nothing is spent)."""
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        return self._tokens >= 1.0
+
+
+def throttle_key(remote: str) -> str:
+    """The unit failed joins are counted per: the IPv4 address, or the IPv6 /64.
+
+    One IPv6 host usually has a whole /64 to pick addresses from, so counting
+    per address would give it billions of buckets.
+    """
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+@dataclass(slots=True)
+class _Failures:
+    """One address's failed joins: its bucket, and its refusals not logged yet."""
+
+    bucket: TokenBucket
+    refused: int = 0
+    logged: float = float("-inf")
+
+
+class JoinThrottle:
+    """Failed joins per client address, in a table of bounded size.
+
+    Each address (:func:`throttle_key`) that failed a join has a
+    :class:`TokenBucket` of ``join_failure_burst`` tokens refilled at
+    ``join_failures_per_second``; each failure spends one.  An address without
+    a token is refused before its join is checked.  Addresses that never failed
+    have no entry, so honest clients cost nothing; the table keeps the
+    ``join_failure_addresses`` most recent failers (least recently failed go
+    first), so it cannot be grown without bound.
+    """
+
+    def __init__(self, settings: SignalingSettings, clock: Callable[[], float] = time.monotonic):
+        self._settings = settings
+        self._clock = clock
+        self._entries: OrderedDict[str, _Failures] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def allows(self, remote: str) -> bool:
+        """True if a join from ``remote`` may be checked now."""
+        entry = self._entries.get(throttle_key(remote))
+        return entry is None or entry.bucket.ready()
+
+    def failed(self, remote: str) -> None:
+        """Count one failed join from ``remote``."""
+        key = throttle_key(remote)
+        entry = self._entries.get(key)
+        if entry is None:
+            settings = self._settings
+            bucket = TokenBucket(
+                settings.join_failures_per_second, settings.join_failure_burst, self._clock
+            )
+            entry = self._entries[key] = _Failures(bucket)
+            while len(self._entries) > settings.join_failure_addresses:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(key)
+        entry.bucket.take()
+
+    def refused(self, remote: str) -> int:
+        """Count a join refused unchecked; return how many to log now (0: not yet)."""
+        entry = self._entries.get(throttle_key(remote))
+        if entry is None:
+            return 0
+        entry.refused += 1
+        now = self._clock()
+        if now - entry.logged < self._settings.join_refusal_log_interval:
+            return 0
+        count, entry.refused, entry.logged = entry.refused, 0, now
+        return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,43 +480,59 @@ class _Room:
                 session.send_text(text)
 
 
-class SignalingState:
-    """Everything the server holds: token digests, rooms, live sessions.
+def as_verifiers(credentials: Sequence[str | Verifier]) -> tuple[Verifier, ...]:
+    """The verifiers of the clusters to serve: tokens are turned into theirs (and not kept)."""
+    verifiers = (c if isinstance(c, Verifier) else Verifier.from_token(c) for c in credentials)
+    return tuple(dict.fromkeys(verifiers))
 
-    Tokens are hashed on construction and dropped; only ``sha256(token)`` and
-    the derived room id are kept.  Rooms and sessions are built from live
-    sockets only, which is what makes a restart harmless.
+
+def signature_valid(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """True if ``signature`` is ``public_key``'s Ed25519 signature of ``message``.
+
+    Synchronous on purpose (~0.1 ms): a join is checked and its failure counted
+    without an ``await`` in between, so parallel guesses cannot all pass the
+    throttle before the first one is counted.
+    """
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+class SignalingState:
+    """Everything the server holds: verifiers, rooms, live sessions, failed joins.
+
+    Per cluster, only its :class:`~signaling.protocol.Verifier` is kept: the
+    room id and the signaling key derived from the token.  Tokens given to it
+    are turned into verifiers on construction and dropped; nothing it holds
+    passes the link handshake (that key is derived separately).  Rooms and
+    sessions are built from live sockets only, which is what makes a restart
+    harmless.
     """
 
-    def __init__(self, tokens: list[str], settings: SignalingSettings) -> None:
-        if not tokens:
-            raise ValueError("the signaling server needs at least one join token")
+    def __init__(self, verifiers: Sequence[Verifier], settings: SignalingSettings) -> None:
+        if not verifiers:
+            raise ValueError("the signaling server needs at least one join token or verifier")
         self.settings = settings
-        # (digest, room id) per served cluster.
-        self._clusters: tuple[tuple[bytes, str], ...] = tuple(
-            (token_digest(t), cluster_id(t)) for t in dict.fromkeys(tokens)
-        )
+        self._keys: dict[str, bytes] = {v.cluster: v.key for v in verifiers}
+        # Stands in for the key of a cluster not served, so that a join naming
+        # one costs the same as a join with a wrong mac.
+        self._decoy = secrets.token_bytes(KEY_BYTES)
         self.rooms: dict[str, _Room] = {}
         self.sessions: set[_Session] = set()
+        self.throttle = JoinThrottle(settings)
 
     @property
-    def digests(self) -> tuple[bytes, ...]:
-        """The stored token digests (for inspection; never the tokens)."""
-        return tuple(d for d, _ in self._clusters)
+    def verifiers(self) -> tuple[Verifier, ...]:
+        """What the server keeps of each cluster (for inspection; never a token)."""
+        return tuple(Verifier(cluster, key) for cluster, key in self._keys.items())
 
-    def check_token(self, token: str) -> str | None:
-        """Return the room id the token admits to, or None.
-
-        The presented token is hashed and compared with every stored digest
-        in constant time, without stopping at a match, so timing reveals
-        neither the digest nor which cluster matched.
-        """
-        presented = token_digest(token)
-        found: str | None = None
-        for digest, room_id in self._clusters:
-            if hmac.compare_digest(presented, digest):
-                found = room_id
-        return found
+    def check_mac(self, join: Join, transcript: bytes) -> bool:
+        """True if ``join``'s mac is the served cluster's; compared in constant time."""
+        key = self._keys.get(join.cluster, self._decoy)
+        valid = hmac.compare_digest(join_mac(key, transcript), join.mac)
+        return valid and join.cluster in self._keys
 
     # -- the WebSocket handler --------------------------------------------
 
@@ -440,32 +578,16 @@ class SignalingState:
         return ws
 
     async def _serve(self, session: _Session) -> None:
+        if not await self._admit(session):
+            return
         ws = session.ws
-        try:
-            async with asyncio.timeout(self.settings.join_timeout):
-                msg = await ws.receive()
-        except TimeoutError:
-            session.fail(
-                ErrorCode.JOIN_TIMEOUT,
-                f"no join message within {self.settings.join_timeout:g} seconds",
-            )
-            return
-        text = self._frame_text(session, msg)
-        if text is None:
-            return
-        try:
-            first = parse_client_message(text)
-        except ProtocolError as exc:
-            session.fail(exc.code, exc.message)
-            return
-        if not isinstance(first, Join):
-            session.fail(ErrorCode.MALFORMED, "first message must be 'join'")
-            return
-        if not self._join(session, first):
-            return
         while not session.closing:
             msg = await ws.receive()
-            text = self._frame_text(session, msg)
+            try:
+                text = self._frame_text(session, msg)
+            except ProtocolError as exc:
+                session.fail(exc.code, exc.message)
+                return
             if text is None:
                 return
             admitted = session.admit_rate()
@@ -481,29 +603,107 @@ class SignalingState:
                 return
             self._relay(session, message)
 
+    async def _admit(self, session: _Session) -> bool:
+        """Challenge, read the ``join``, check it and enter the room; False if refused.
+
+        An address over its failed-join budget is refused before it gets a
+        challenge and again before its join is checked (``rate-limited``).
+        """
+        if not self.throttle.allows(session.remote):
+            await self._refuse_throttled(session)
+            return False
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        session.send(challenge_message(nonce))
+        try:
+            async with asyncio.timeout(self.settings.join_timeout):
+                msg = await session.ws.receive()
+        except TimeoutError:
+            self._join_failed(
+                session,
+                ErrorCode.JOIN_TIMEOUT,
+                f"no join message within {self.settings.join_timeout:g} seconds",
+            )
+            return False
+        try:
+            text = self._frame_text(session, msg)
+            if text is None:
+                return False
+            join = parse_client_message(text)
+        except ProtocolError as exc:
+            self._join_failed(session, exc.code, exc.message)
+            return False
+        if not isinstance(join, Join):
+            self._join_failed(session, ErrorCode.MALFORMED, "first message must be 'join'")
+            return False
+        if not self.throttle.allows(session.remote):
+            await self._refuse_throttled(session)
+            return False
+        # No await from here on: the check and the count of a failure are one step.
+        return self._join(session, join, join.transcript(nonce))
+
     def _frame_text(self, session: _Session, msg: WSMessage) -> str | None:
-        """Return the text of a data frame, or None if the socket is done."""
+        """Return the text of a data frame, or None if the socket is done.
+
+        Raises :class:`ProtocolError` for a frame the protocol refuses
+        (too large, binary).
+        """
         if msg.type == WSMsgType.TEXT:
             text: str = msg.data
             limit = self.settings.max_message_bytes
             if len(text) > limit or len(text.encode("utf-8")) > limit:
-                session.fail(ErrorCode.TOO_LARGE, f"message exceeds {limit} bytes")
-                return None
+                raise ProtocolError(ErrorCode.TOO_LARGE, f"message exceeds {limit} bytes")
             return text
         if msg.type == WSMsgType.BINARY:
-            session.fail(
+            raise ProtocolError(
                 ErrorCode.MALFORMED, "binary frames are not accepted; send JSON in text frames"
             )
-            return None
         if msg.type == WSMsgType.ERROR:
             logger.info("signaling: %s dropped: %s", session.label, msg.data)
         return None
 
-    def _join(self, session: _Session, join: Join) -> bool:
-        room_id = self.check_token(join.token)
-        if room_id is None:
-            session.fail(ErrorCode.BAD_TOKEN, "the join token is not valid for this server")
+    def _join_failed(self, session: _Session, code: ErrorCode, message: str) -> None:
+        """Refuse a join: count it against the address, log it with the address, close."""
+        self.throttle.failed(session.remote)
+        logger.warning("signaling: failed join from %s: %s: %s", session.remote, code, message)
+        session.fail(code, message)
+
+    async def _refuse_throttled(self, session: _Session) -> None:
+        """Refuse a join unchecked, after ``join_refusal_delay``: its address failed too often."""
+        count = self.throttle.refused(session.remote)
+        settings = self.settings
+        if count:
+            logger.warning(
+                "signaling: refused %d join(s) from %s unchecked: over %g failed joins/s",
+                count,
+                session.remote,
+                settings.join_failures_per_second,
+            )
+        await asyncio.sleep(settings.join_refusal_delay)
+        session.fail(
+            ErrorCode.RATE_LIMITED,
+            "too many failed joins from this address; try again in a few seconds",
+        )
+
+    def _join(self, session: _Session, join: Join, transcript: bytes) -> bool:
+        """Check ``join`` against the challenge's ``transcript``; admit it or fail it."""
+        if not self.check_mac(join, transcript):
+            self._join_failed(
+                session, ErrorCode.BAD_TOKEN, "the join token is not valid for this server"
+            )
             return False
+        if node_id_from_public_key(join.pub) != join.peer:
+            self._join_failed(
+                session,
+                ErrorCode.BAD_IDENTITY,
+                f"peer id {join.peer!r} is not the id of the public key sent",
+            )
+            return False
+        if not signature_valid(join.pub, join.sig, transcript):
+            self._join_failed(
+                session, ErrorCode.BAD_IDENTITY, "the signature does not verify with the key sent"
+            )
+            return False
+        room_id = join.cluster
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = _Room(room_id)
@@ -519,10 +719,11 @@ class SignalingState:
             )
             return False
         if old is not None:
-            # A restarted agent must not be locked out by its own stale socket.
+            # The same node key, again: a restarted agent must not be locked out by its own
+            # stale socket.
             del room.sessions[join.peer]
             room.broadcast(peer_left_message(join.peer))
-            old.fail(ErrorCode.REPLACED, "another connection joined with the same peer id")
+            old.fail(ErrorCode.REPLACED, "another connection joined with this node's key")
             logger.info("signaling: %s replaced by a new socket from %s", old.label, session.remote)
         record = PeerRecord(join.peer, join.name, join.kind)
         present = [s.record for s in room.sessions.values() if s.record is not None]
@@ -686,12 +887,15 @@ class StaticFiles:
 
 
 def create_app(
-    tokens: list[str],
+    tokens: Sequence[str | Verifier],
     settings: SignalingSettings | None = None,
     *,
     web_root: Path | None = None,
 ) -> web.Application:
-    """Build the signaling web application.
+    """Build the signaling web application for the clusters of ``tokens``.
+
+    ``tokens`` are join tokens or :class:`~signaling.protocol.Verifier` s; a
+    token is turned into its verifier here and not kept (:func:`as_verifiers`).
 
     Routes: ``GET /ws`` (the protocol) and ``GET /healthz``; with ``web_root``, a ``GET`` or
     ``HEAD`` that no route matches serves a file of that directory (:class:`StaticFiles`: the
@@ -699,7 +903,7 @@ def create_app(
     :class:`aiohttp.web.Application`, so others may add routes before it is started (they
     take precedence over the files).  The state is at ``app[STATE_KEY]``.
     """
-    state = SignalingState(tokens, settings or SignalingSettings())
+    state = SignalingState(as_verifiers(tokens), settings or SignalingSettings())
     middlewares = [] if web_root is None else [StaticFiles(web_root).middleware()]
     app = web.Application(middlewares=middlewares)
     app[STATE_KEY] = state
@@ -720,7 +924,7 @@ class SignalingServer:
 
     def __init__(
         self,
-        tokens: list[str] | None = None,
+        tokens: Sequence[str | Verifier] | None = None,
         settings: SignalingSettings | None = None,
         *,
         host: str = "127.0.0.1",
@@ -740,7 +944,7 @@ class SignalingServer:
 
     @property
     def state(self) -> SignalingState:
-        """The server's state (token digests, rooms, sessions)."""
+        """The server's state (verifiers, rooms, sessions, failed joins)."""
         return self.app[STATE_KEY]
 
     @property
@@ -807,13 +1011,14 @@ class SignalingServer:
 def run_server(
     host: str,
     port: int,
-    tokens: list[str],
+    tokens: Sequence[str | Verifier],
     settings: SignalingSettings | None = None,
     *,
     on_ready: Callable[[SignalingServer], None] | None = None,
     web_root: Path | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM; blocking (for the command line).
+    """Serve the clusters of ``tokens`` (tokens or verifiers, see :func:`create_app`) until
+    SIGINT or SIGTERM; blocking (for the command line).
 
     ``on_ready`` is called once the socket is bound, e.g. to print
     :attr:`SignalingServer.url` when ``port`` was 0.  ``web_root``: also serve
@@ -827,7 +1032,7 @@ def run_server(
 async def _run_until_signalled(
     host: str,
     port: int,
-    tokens: list[str],
+    tokens: Sequence[str | Verifier],
     settings: SignalingSettings | None,
     on_ready: Callable[[SignalingServer], None] | None,
     web_root: Path | None = None,

@@ -26,8 +26,13 @@ HOSTILE_MESSAGES = {
 }
 
 
-async def link_to(cluster: LocalCluster, target_id: str) -> tuple[PeerLink, SignalingClient]:
-    """Join the cluster as a legitimate member and open a real link to ``target_id``."""
+async def link_to(
+    cluster: LocalCluster, target_id: str, *, link_secret: str | bytes | None = None
+) -> tuple[PeerLink, SignalingClient]:
+    """Join the cluster as a legitimate member and open a real link to ``target_id``.
+
+    ``link_secret`` replaces the token in the link handshake (a token, or a key used as the
+    link key): what an attacker who is not a member would have to offer."""
     ice.use_host_addresses(["127.0.0.1"])
     identity = NodeIdentity.generate()
     while identity.node_id > target_id:
@@ -38,7 +43,7 @@ async def link_to(cluster: LocalCluster, target_id: str) -> tuple[PeerLink, Sign
     client = SignalingClient(
         f"{cluster.url}/ws",
         cluster.token,
-        identity.node_id,
+        identity,
         "hostile",
         "native",
         on_signal=lambda sender, data: answers.put_nowait(data),
@@ -56,7 +61,7 @@ async def link_to(cluster: LocalCluster, target_id: str) -> tuple[PeerLink, Sign
             "hostile",
             "native",
             cluster_id(cluster.token),
-            cluster.token,
+            cluster.token if link_secret is None else link_secret,
             check_signature=verify_signature,
         ),
         settings=TransportSettings(),

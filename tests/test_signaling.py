@@ -2,7 +2,9 @@
 
 Everything runs against a real server bound to 127.0.0.1 (port 0) in this
 process, through real WebSocket connections; timings are shrunk through the
-settings so the whole file stays fast.
+settings so the whole file stays fast.  Peers join as the protocol says: they
+answer the server's challenge with a mac keyed by the signaling key and a
+signature by a real Ed25519 node key whose id is their peer id.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.signaling_client import (
     PeerInfo,
     SignalingClient,
@@ -28,16 +33,34 @@ from p2pkube.net.signaling_client import (
     SignalingRejected,
     websocket_url,
 )
+from p2pkube.net.websocket import AiohttpWebSocket, WebSocket
 from signaling.protocol import (
     FlatValue,
+    Join,
     ProtocolError,
+    Verifier,
+    b64decode,
     cluster_id,
     generate_token,
+    hkdf_sha256,
+    join_mac,
+    join_message,
+    join_transcript,
+    link_key,
     load_tokens,
+    load_verifiers,
     parse_client_message,
-    token_digest,
+    signaling_key,
+    token_problem,
 )
-from signaling.server import STATE_KEY, SignalingServer, SignalingSettings, create_app
+from signaling.server import (
+    STATE_KEY,
+    JoinThrottle,
+    SignalingServer,
+    SignalingSettings,
+    create_app,
+    throttle_key,
+)
 
 TOKEN = generate_token()
 OTHER_TOKEN = generate_token()
@@ -64,6 +87,26 @@ OFFER: dict[str, FlatValue] = {
 # helpers
 # --------------------------------------------------------------------------
 
+_KEYS: dict[str, NodeIdentity] = {}
+
+
+def key(label: str) -> NodeIdentity:
+    """The node key of the test peer called ``label`` (one per label, for the whole file)."""
+    if label not in _KEYS:
+        _KEYS[label] = NodeIdentity.generate()
+    return _KEYS[label]
+
+
+def pid(label: str) -> str:
+    """The peer id of the test peer called ``label``: its key's node id."""
+    return key(label).node_id
+
+
+def record(label: str, name: str | None = None, kind: str = "native") -> dict[str, str]:
+    """The peer object the server shows for ``label``."""
+    return {"peer": pid(label), "name": name or label, "kind": kind}
+
+
 ServerFactory = Callable[..., Awaitable[SignalingServer]]
 
 
@@ -74,7 +117,7 @@ async def make_server() -> AsyncIterator[ServerFactory]:
 
     async def factory(
         settings: SignalingSettings = FAST,
-        tokens: list[str] | None = None,
+        tokens: list[str | Verifier] | None = None,
         port: int = 0,
     ) -> SignalingServer:
         server = SignalingServer(tokens or [TOKEN, OTHER_TOKEN], settings, port=port)
@@ -118,21 +161,59 @@ async def send(ws: aiohttp.ClientWebSocketResponse, message: dict[str, Any]) -> 
     await ws.send_str(json.dumps(message))
 
 
+async def challenge(ws: aiohttp.ClientWebSocketResponse) -> bytes:
+    """Read the server's first message, the challenge; return its nonce."""
+    first = await recv(ws)
+    assert first["type"] == "challenge", first
+    nonce = b64decode(first["nonce"])
+    assert nonce is not None and len(nonce) == 32
+    return nonce
+
+
+def signed_join(
+    nonce: bytes,
+    label: str,
+    *,
+    token: str = TOKEN,
+    name: str | None = None,
+    kind: str = "native",
+    signer: NodeIdentity | None = None,
+    peer: str | None = None,
+) -> dict[str, Any]:
+    """The ``join`` answering ``nonce`` for test peer ``label``: what a client sends.
+
+    ``signer`` and ``peer`` forge it: another key signs, or another peer id is claimed."""
+    identity = key(label)
+    cluster, name = cluster_id(token), name or label
+    peer = peer or identity.node_id
+    transcript = join_transcript(nonce, cluster, peer, name, kind, identity.public_key)
+    return join_message(
+        Join(
+            cluster=cluster,
+            peer=peer,
+            name=name,
+            kind=kind,
+            pub=identity.public_key,
+            mac=join_mac(signaling_key(token), transcript),
+            sig=(signer or identity).private_key.sign(transcript),
+        )
+    )
+
+
 async def join(
     http: aiohttp.ClientSession,
     server: SignalingServer,
-    peer: str,
+    label: str,
     *,
     token: str = TOKEN,
     name: str | None = None,
     kind: str = "native",
     **kwargs: Any,
 ) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
-    """Open a raw socket, join, and return it with the welcome."""
+    """Open a raw socket, answer the challenge, and return it with the welcome."""
     ws = await connect(http, server, **kwargs)
-    await send(
-        ws, {"type": "join", "token": token, "peer": peer, "name": name or peer, "kind": kind}
-    )
+    nonce = await challenge(ws)
+    await send(ws, signed_join(nonce, label, token=token, name=name, kind=kind))
     welcome = await recv(ws)
     assert welcome["type"] == "welcome", welcome
     return ws, welcome
@@ -169,10 +250,10 @@ async def check_healthy(http: aiohttp.ClientSession, server: SignalingServer) ->
     """A fresh pair of peers can still join and relay: the server survived."""
     a, _ = await join(http, server, "healthy-a")
     b, welcome = await join(http, server, "healthy-b")
-    assert {"peer": "healthy-a", "name": "healthy-a", "kind": "native"} in welcome["peers"]
+    assert record("healthy-a") in welcome["peers"]
     assert (await recv(a))["type"] == "peer-joined"
-    await send(a, {"type": "signal", "to": "healthy-b", "data": OFFER})
-    assert await recv(b) == {"type": "signal", "from": "healthy-a", "data": OFFER}
+    await send(a, {"type": "signal", "to": pid("healthy-b"), "data": OFFER})
+    assert await recv(b) == {"type": "signal", "from": pid("healthy-a"), "data": OFFER}
     await a.close()
     await b.close()
 
@@ -195,18 +276,49 @@ class Recorder:
         self.left.append(peer)
 
 
-def make_client(url: str, peer: str, recorder: Recorder, *, token: str = TOKEN) -> SignalingClient:
+def info(label: str) -> PeerInfo:
+    return PeerInfo(pid(label), label, "native")
+
+
+def make_client(
+    url: str,
+    label: str,
+    recorder: Recorder,
+    *,
+    token: str = TOKEN,
+    settings: SignalingClientSettings = CLIENT_FAST,
+    connect: Any = None,
+) -> SignalingClient:
     return SignalingClient(
         url,
         token,
-        peer,
-        peer,
+        key(label),
+        label,
         "native",
         on_signal=recorder.on_signal,
         on_peer_joined=recorder.on_peer_joined,
         on_peer_left=recorder.on_peer_left,
-        settings=CLIENT_FAST,
+        settings=settings,
+        connect=connect,
     )
+
+
+def connect_from(address: str) -> Any:
+    """A client ``Connect`` whose sockets come from local address ``address`` (any
+    127.x.y.z is this machine's loopback): another client address, as the server sees it."""
+
+    async def open_socket(
+        url: str, heartbeat: float, max_receive_bytes: int, close_timeout: float
+    ) -> WebSocket:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+        try:
+            ws = await session.ws_connect(url, heartbeat=heartbeat, max_msg_size=max_receive_bytes)
+        except BaseException:
+            await session.close()
+            raise
+        return AiohttpWebSocket(session, ws)
+
+    return open_socket
 
 
 # --------------------------------------------------------------------------
@@ -214,28 +326,85 @@ def make_client(url: str, peer: str, recorder: Recorder, *, token: str = TOKEN) 
 # --------------------------------------------------------------------------
 
 
-def test_cluster_identity() -> None:
+def test_cluster_identity_and_derived_keys() -> None:
     token = generate_token()
-    assert len(token) >= 32 and token != generate_token()
+    assert len(token) >= 32 and token != generate_token() and token_problem(token) is None
     assert len(cluster_id(token)) == 16 and int(cluster_id(token), 16) >= 0
-    assert cluster_id(token) != token_digest(token).hex()[:16]
-    assert len(token_digest(token)) == 32
+    # Two independent 32-byte keys, neither the cluster id nor each other.
+    sk, lk = signaling_key(token), link_key(token)
+    assert len(sk) == len(lk) == 32 and sk != lk
+    assert cluster_id(token) not in (sk.hex()[:16], lk.hex()[:16])
+    assert signaling_key(OTHER_TOKEN) != sk
+    verifier = Verifier.from_token(token)
+    assert verifier == Verifier(cluster_id(token), sk)
+    assert Verifier.parse(verifier.line()) == verifier
+    assert token not in verifier.line() and lk.hex() not in repr(verifier)
+    with pytest.raises(ValueError, match="verifier"):
+        Verifier.parse(f"p2pkube-verifier-v1:{cluster_id(token)}:short")
 
 
-def test_load_tokens(tmp_path: Path) -> None:
+def test_hkdf_matches_rfc_5869() -> None:
+    """Test cases 1 and 3 of RFC 5869 (A.1, A.3): the stdlib HKDF is the real one."""
+    case1 = hkdf_sha256(
+        bytes.fromhex("0b" * 22),
+        salt=bytes.fromhex("000102030405060708090a0b0c"),
+        info=bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"),
+        length=42,
+    )
+    assert case1.hex() == (
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    )
+    case3 = hkdf_sha256(bytes.fromhex("0b" * 22), salt=b"", info=b"", length=42)
+    assert case3.hex() == (
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+    )
+
+
+def test_short_tokens_are_refused_with_how_to_make_one() -> None:
+    for weak in ("t", "x" * 21):
+        problem = token_problem(weak)
+        assert problem is not None and "at least 22 characters" in problem
+        assert "p2pkube token" in problem and "token_urlsafe" in problem
+    assert token_problem("x" * 22) is None
+    assert "printable" in (token_problem("has a space in it, and it is long") or "")
+
+
+def test_load_tokens_and_verifiers(tmp_path: Path) -> None:
     tokens, generated = load_tokens(None, None)
-    assert generated and len(tokens) == 1
-    assert load_tokens("abc", None) == (["abc"], False)
+    assert generated and len(tokens) == 1 and token_problem(tokens[0]) is None
+    assert load_tokens(TOKEN, None) == ([TOKEN], False)
     path = tmp_path / "tokens"
-    path.write_text("# cluster one\nfirst-token\n\n  second-token  \n# end\n")
-    assert load_tokens("abc", path) == (["abc", "first-token", "second-token"], False)
+    first, second = generate_token(), generate_token()
+    path.write_text(f"# cluster one\n{first}\n\n  {second}  \n# end\n")
+    assert load_tokens(TOKEN, path) == ([TOKEN, first, second], False)
     path.write_text("# nothing here\n")
     with pytest.raises(ValueError, match="holds no tokens"):
         load_tokens(None, path)
     with pytest.raises(ValueError, match="cannot read"):
         load_tokens(None, tmp_path / "missing")
-    with pytest.raises(ValueError, match="printable"):
-        load_tokens("has space", None)
+    path.write_text(f"{first}\nshort-token\n")
+    with pytest.raises(ValueError, match=r"tokens:2: a join token must be at least 22"):
+        load_tokens(None, path)
+    with pytest.raises(ValueError, match=r"--token: .*p2pkube token"):
+        load_tokens("abc", None)
+    verifiers = tmp_path / "verifiers"
+    verifiers.write_text(f"# two clusters\n{Verifier.from_token(first).line()}\n"
+                         f"{Verifier.from_token(second).line()}\n")  # fmt: skip
+    assert load_verifiers(verifiers) == [Verifier.from_token(first), Verifier.from_token(second)]
+    verifiers.write_text(f"{first}\n")  # a token is not a verifier
+    with pytest.raises(ValueError, match="verifiers:1: not a verifier line"):
+        load_verifiers(verifiers)
+
+
+_PUB = "A" * 43  # 32 bytes of base64url
+_MAC = "A" * 43
+_SIG = "A" * 86  # 64 bytes
+
+
+def _join_text(**fields: Any) -> str:
+    base = {"type": "join", "cluster": "0123456789abcdef", "peer": "a", "name": "a"}
+    base |= {"kind": "native", "pub": _PUB, "mac": _MAC, "sig": _SIG}
+    return json.dumps({k: v for k, v in (base | fields).items() if v is not None})
 
 
 @pytest.mark.parametrize(
@@ -243,24 +412,22 @@ def test_load_tokens(tmp_path: Path) -> None:
     [
         ("{", "not valid JSON"),
         ("[]", "must be a JSON object"),
-        ('{"type": "join"}', "missing field 'token'"),
+        ('{"type": "join"}', "missing field 'cluster'"),
         ('{"type": "hello"}', "unknown message type 'hello'"),
         (
-            '{"type":"join","token":"t","peer":"a b","name":"a","kind":"native"}',
-            "field 'peer' must be 1-64 characters of [A-Za-z0-9_-]",
+            '{"type":"join","token":"an-old-client-sends-its-token","peer":"a","name":"a",'
+            '"kind":"native"}',
+            "never takes a token",
         ),
-        (
-            '{"type":"join","token":"t","peer":"a","name":"Node1","kind":"native"}',
-            "field 'name' must be a DNS label",
-        ),
-        (
-            '{"type":"join","token":"t","peer":"a","name":"-a","kind":"native"}',
-            "field 'name' must be a DNS label",
-        ),
-        (
-            '{"type":"join","token":"t","peer":"a","name":"a","kind":"robot"}',
-            "field 'kind' must be 'native' or 'browser'",
-        ),
+        (_join_text(cluster="CLUSTER"), "field 'cluster' must be 16 lowercase hex"),
+        (_join_text(peer="a b"), "field 'peer' must be 1-64 characters of [A-Za-z0-9_-]"),
+        (_join_text(name="Node1"), "field 'name' must be a DNS label"),
+        (_join_text(name="-a"), "field 'name' must be a DNS label"),
+        (_join_text(kind="robot"), "field 'kind' must be 'native' or 'browser'"),
+        (_join_text(pub="A" * 42), "field 'pub' must be 32 bytes"),
+        (_join_text(pub="A" * 42 + "+"), "field 'pub' must be 32 bytes"),
+        (_join_text(mac=None), "missing field 'mac'"),
+        (_join_text(sig=_MAC), "field 'sig' must be 64 bytes"),
         ('{"type":"signal","to":"b","data":[]}', "field 'data' must be an object"),
         ('{"type":"signal","to":"b","data":{"kind":"evil"}}', "field 'data.kind' must be"),
         (
@@ -275,6 +442,32 @@ def test_parse_client_message_names_the_problem(message: str, expected: str) -> 
         parse_client_message(message)
     assert info.value.code == "malformed"
     assert expected in info.value.message
+    assert "an-old-client-sends-its-token" not in info.value.message
+
+
+def test_join_throttle_is_bounded_and_counts_an_ipv6_host_per_64() -> None:
+    now = [0.0]
+    settings = SignalingSettings(
+        join_failures_per_second=1.0, join_failure_burst=2, join_failure_addresses=8
+    )
+    throttle = JoinThrottle(settings, clock=lambda: now[0])
+    for i in range(100):  # a guesser with many addresses cannot grow the table
+        throttle.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(throttle) == 8
+    assert throttle.allows("192.0.2.1")  # never failed: no entry, no cost
+    for _ in range(2):
+        assert throttle.allows("192.0.2.1")
+        throttle.failed("192.0.2.1")
+    assert not throttle.allows("192.0.2.1")  # the burst is spent
+    now[0] += 1.0
+    assert throttle.allows("192.0.2.1")  # one more per second
+    # Every address of one /64 shares a bucket; an IPv4-mapped address is its IPv4 one.
+    assert throttle_key("2001:db8::1") == throttle_key("2001:db8::ffff:1") == "2001:db8::/64"
+    assert throttle_key("2001:db8:0:1::1") != throttle_key("2001:db8::1")
+    assert throttle_key("::ffff:192.0.2.1") == "192.0.2.1"
+    for address in ("2001:db8::1", "2001:db8::2"):
+        throttle.failed(address)
+    assert not throttle.allows("2001:db8::99")
 
 
 # --------------------------------------------------------------------------
@@ -312,22 +505,50 @@ async def test_admit_valid_token(http: aiohttp.ClientSession, server: SignalingS
     assert welcome == {
         "type": "welcome",
         "cluster": cluster_id(TOKEN),
-        "peer": "node-a",
+        "peer": pid("node-a"),
         "peers": [],
     }
     await ws.close()
 
 
+async def test_a_server_given_only_verifiers_admits_the_token_holders(
+    http: aiohttp.ClientSession, make_server: ServerFactory
+) -> None:
+    server = await make_server(tokens=[Verifier.from_token(TOKEN)])
+    ws, welcome = await join(http, server, "a")
+    assert welcome["cluster"] == cluster_id(TOKEN)
+    other = await connect(http, server)
+    await send(other, signed_join(await challenge(other), "b", token=OTHER_TOKEN))
+    await expect_fatal(other, "bad-token", 4001)
+    await ws.close()
+
+
 async def test_bad_token(http: aiohttp.ClientSession, server: SignalingServer) -> None:
     ws = await connect(http, server)
-    await send(ws, {"type": "join", "token": "wrong", "peer": "a", "name": "a", "kind": "native"})
+    await send(ws, signed_join(await challenge(ws), "a", token=generate_token()))
     message = await expect_fatal(ws, "bad-token", 4001)
     assert "token" in message
     await check_healthy(http, server)
 
 
+async def test_a_join_answers_this_connections_challenge_only(
+    http: aiohttp.ClientSession, server: SignalingServer
+) -> None:
+    """A join recorded on one connection (by the server, or anyone watching ws://) does not
+    admit on another: the nonce differs."""
+    first = await connect(http, server)
+    recorded = signed_join(await challenge(first), "a")
+    second = await connect(http, server)
+    await challenge(second)
+    await send(second, recorded)
+    await expect_fatal(second, "bad-token", 4001)
+    await send(first, recorded)
+    assert (await recv(first))["type"] == "welcome"
+    await first.close()
+
+
 async def test_bad_token_client_start_raises(server: SignalingServer) -> None:
-    client = make_client(server.url, "a", Recorder(), token="not-the-token")
+    client = make_client(server.url, "a", Recorder(), token=generate_token())
     with pytest.raises(SignalingRejected) as info:
         await client.start()
     assert info.value.code == "bad-token"
@@ -335,21 +556,44 @@ async def test_bad_token_client_start_raises(server: SignalingServer) -> None:
     await client.close()  # idempotent after the failed start
 
 
+async def test_a_victims_peer_id_cannot_be_taken_without_its_key(
+    http: aiohttp.ClientSession, server: SignalingServer
+) -> None:
+    """A member (it holds the token) claims another node's peer id: with its own key the id
+    does not match, with the victim's public key its signature does not verify. Either way it
+    is refused, and the victim stays in the room, untouched."""
+    victim, _ = await join(http, server, "victim")
+    watcher, _ = await join(http, server, "watcher")
+    assert (await recv(victim))["type"] == "peer-joined"
+    own_key = await connect(http, server)
+    await send(own_key, signed_join(await challenge(own_key), "mallory", peer=pid("victim")))
+    assert "not the id of the public key" in await expect_fatal(own_key, "bad-identity", 4008)
+    stolen_id = await connect(http, server)
+    forged = signed_join(await challenge(stolen_id), "victim", signer=key("mallory"))
+    await send(stolen_id, forged)
+    assert "signature" in await expect_fatal(stolen_id, "bad-identity", 4008)
+    await expect_silence(victim)  # never replaced
+    await expect_silence(watcher)  # nobody left or joined
+    room = server.state.rooms[cluster_id(TOKEN)]
+    assert set(room.sessions) == {pid("victim"), pid("watcher")}
+    await send(watcher, {"type": "signal", "to": pid("victim"), "data": OFFER})
+    assert await recv(victim) == {"type": "signal", "from": pid("watcher"), "data": OFFER}
+    await victim.close()
+    await watcher.close()
+
+
 async def test_presence_notifications(http: aiohttp.ClientSession, server: SignalingServer) -> None:
     a, _ = await join(http, server, "a", name="node-a")
     b, welcome = await join(http, server, "b", name="node-b", kind="browser")
-    assert welcome["peers"] == [{"peer": "a", "name": "node-a", "kind": "native"}]
-    assert await recv(a) == {
-        "type": "peer-joined",
-        "peer": {"peer": "b", "name": "node-b", "kind": "browser"},
-    }
+    assert welcome["peers"] == [record("a", "node-a")]
+    assert await recv(a) == {"type": "peer-joined", "peer": record("b", "node-b", "browser")}
     c, welcome = await join(http, server, "c")
-    assert sorted(p["peer"] for p in welcome["peers"]) == ["a", "b"]
-    assert (await recv(a))["peer"]["peer"] == "c"
-    assert (await recv(b))["peer"]["peer"] == "c"
+    assert sorted(p["peer"] for p in welcome["peers"]) == sorted([pid("a"), pid("b")])
+    assert (await recv(a))["peer"]["peer"] == pid("c")
+    assert (await recv(b))["peer"]["peer"] == pid("c")
     await b.close()
-    assert await recv(a) == {"type": "peer-left", "peer": "b"}
-    assert await recv(c) == {"type": "peer-left", "peer": "b"}
+    assert await recv(a) == {"type": "peer-left", "peer": pid("b")}
+    assert await recv(c) == {"type": "peer-left", "peer": pid("b")}
     await a.close()
     await c.close()
 
@@ -358,11 +602,11 @@ async def test_relay_offer(http: aiohttp.ClientSession, server: SignalingServer)
     a, _ = await join(http, server, "a")
     b, _ = await join(http, server, "b")
     await recv(a)  # peer-joined b
-    await send(a, {"type": "signal", "to": "b", "data": OFFER})
-    assert await recv(b) == {"type": "signal", "from": "a", "data": OFFER}
+    await send(a, {"type": "signal", "to": pid("b"), "data": OFFER})
+    assert await recv(b) == {"type": "signal", "from": pid("a"), "data": OFFER}
     answer = {"kind": "answer", "sdp": "v=0", "n": 1, "f": 0.5, "x": None}
-    await send(b, {"type": "signal", "to": "a", "data": answer})
-    assert await recv(a) == {"type": "signal", "from": "b", "data": answer}
+    await send(b, {"type": "signal", "to": pid("a"), "data": answer})
+    assert await recv(a) == {"type": "signal", "from": pid("b"), "data": answer}
     await a.close()
     await b.close()
 
@@ -383,10 +627,10 @@ async def test_bad_signal_rejected_not_relayed(
     a, _ = await join(http, server, "a")
     b, _ = await join(http, server, "b")
     await recv(a)  # peer-joined b
-    await send(a, {"type": "signal", "to": "b", "data": data})
+    await send(a, {"type": "signal", "to": pid("b"), "data": data})
     await expect_fatal(a, "malformed", 4003)
     # b sees a leave, and never the signal.
-    assert await recv(b) == {"type": "peer-left", "peer": "a"}
+    assert await recv(b) == {"type": "peer-left", "peer": pid("a")}
     await expect_silence(b)
     await b.close()
 
@@ -396,16 +640,16 @@ async def test_rooms_are_isolated(http: aiohttp.ClientSession, server: Signaling
     x, welcome = await join(http, server, "x", token=OTHER_TOKEN)
     assert welcome["cluster"] == cluster_id(OTHER_TOKEN) != cluster_id(TOKEN)
     assert welcome["peers"] == []
-    await send(x, {"type": "signal", "to": "a", "data": OFFER})
+    await send(x, {"type": "signal", "to": pid("a"), "data": OFFER})
     error = await recv(x)
     assert error["type"] == "error" and error["code"] == "unknown-peer"
-    assert error["to"] == "a"
+    assert error["to"] == pid("a")
     await expect_silence(a)  # neither the signal nor x's arrival
     # unknown-peer is not fatal: x still relays within its own room.
     y, _ = await join(http, server, "y", token=OTHER_TOKEN)
     await recv(x)  # peer-joined y
-    await send(x, {"type": "signal", "to": "y", "data": OFFER})
-    assert await recv(y) == {"type": "signal", "from": "x", "data": OFFER}
+    await send(x, {"type": "signal", "to": pid("y"), "data": OFFER})
+    assert await recv(y) == {"type": "signal", "from": pid("x"), "data": OFFER}
     for ws in (a, x, y):
         await ws.close()
 
@@ -413,7 +657,8 @@ async def test_rooms_are_isolated(http: aiohttp.ClientSession, server: Signaling
 async def test_too_large(http: aiohttp.ClientSession, make_server: ServerFactory) -> None:
     server = await make_server(SignalingSettings(max_message_bytes=1024, close_timeout=0.5))
     a, _ = await join(http, server, "a")
-    await send(a, {"type": "signal", "to": "a", "data": {"kind": "offer", "sdp": "x" * 2000}})
+    big = {"kind": "offer", "sdp": "x" * 2000}
+    await send(a, {"type": "signal", "to": pid("a"), "data": big})
     message = await expect_fatal(a, "too-large", 4004)
     assert "1024 bytes" in message
     # Far beyond the limit, the WebSocket layer cuts the frame off unread.
@@ -429,11 +674,8 @@ async def test_too_large(http: aiohttp.ClientSession, make_server: ServerFactory
     [
         ("not json", "not valid JSON"),
         ('{"type": "signal", "to": "a", "data": {"kind": "offer"}}', "first message must be"),
-        ('{"type": "join", "token": "t", "peer": "a", "kind": "native"}', "missing field 'name'"),
-        (
-            '{"type": "join", "token": "t", "peer": "a", "name": "UPPER", "kind": "native"}',
-            "field 'name' must be a DNS label",
-        ),
+        (_join_text(name=None), "missing field 'name'"),
+        (_join_text(name="UPPER"), "field 'name' must be a DNS label"),
         (b"\x00binary", "binary frames are not accepted"),
     ],
 )
@@ -441,6 +683,7 @@ async def test_malformed(
     http: aiohttp.ClientSession, server: SignalingServer, frame: str | bytes, expected: str
 ) -> None:
     ws = await connect(http, server)
+    await challenge(ws)
     if isinstance(frame, bytes):
         await ws.send_bytes(frame)
     else:
@@ -454,7 +697,7 @@ async def test_malformed_after_join(http: aiohttp.ClientSession, server: Signali
     await a.send_str("{oops")
     assert "not valid JSON" in await expect_fatal(a, "malformed", 4003)
     b, _ = await join(http, server, "b")
-    await send(b, {"type": "join", "token": TOKEN, "peer": "b", "name": "b", "kind": "native"})
+    await send(b, signed_join(bytes(32), "b"))
     assert "already joined" in await expect_fatal(b, "malformed", 4003)
     c, _ = await join(http, server, "c")
     await send(c, {"type": "bogus"})
@@ -469,9 +712,10 @@ async def test_room_full(http: aiohttp.ClientSession, make_server: ServerFactory
     a, _ = await join(http, server, "a")
     b, _ = await join(http, server, "b")
     c = await connect(http, server)
-    await send(c, {"type": "join", "token": TOKEN, "peer": "c", "name": "c", "kind": "native"})
+    await send(c, signed_join(await challenge(c), "c"))
     assert "limit 2" in await expect_fatal(c, "room-full", 4002)
-    # Rejoining with a present id replaces rather than counts; other rooms are unaffected.
+    # Rejoining with a present id (and its key) replaces rather than counts; other rooms are
+    # unaffected.
     a2, _ = await join(http, server, "a")
     x, _ = await join(http, server, "x", token=OTHER_TOKEN)
     for ws in (a, a2, b, x):
@@ -505,7 +749,7 @@ async def test_rate_limit(http: aiohttp.ClientSession, make_server: ServerFactor
     a, _ = await join(http, server, "a")
     b, _ = await join(http, server, "b")
     await recv(a)  # peer-joined b
-    signal_msg = json.dumps({"type": "signal", "to": "b", "data": OFFER})
+    signal_msg = json.dumps({"type": "signal", "to": pid("b"), "data": OFFER})
     for _ in range(10):
         await a.send_str(signal_msg)
     # A burst over the limit: a warning, some messages dropped, still connected.
@@ -514,12 +758,12 @@ async def test_rate_limit(http: aiohttp.ClientSession, make_server: ServerFactor
     delivered = 0
     with pytest.raises(asyncio.TimeoutError):
         while True:
-            assert (await recv(b, within=0.3))["from"] == "a"
+            assert (await recv(b, within=0.3))["from"] == pid("a")
             delivered += 1
     assert 5 <= delivered < 10
     await asyncio.sleep(0.2)  # the bucket refills
     await a.send_str(signal_msg)
-    assert (await recv(b))["from"] == "a"
+    assert (await recv(b))["from"] == pid("a")
     # Sustained abuse: fatal.
     for _ in range(40):
         await a.send_str(signal_msg)
@@ -528,22 +772,20 @@ async def test_rate_limit(http: aiohttp.ClientSession, make_server: ServerFactor
     await check_healthy(http, server)
 
 
-async def test_duplicate_peer_replaces(
+async def test_the_same_key_again_replaces(
     http: aiohttp.ClientSession, server: SignalingServer
 ) -> None:
+    """A restarted node (same key) is not locked out by its own stale socket."""
     b, _ = await join(http, server, "b")
     a1, _ = await join(http, server, "a")
     assert (await recv(b))["type"] == "peer-joined"
     a2, welcome = await join(http, server, "a", name="a-reborn")
-    assert welcome["peers"] == [{"peer": "b", "name": "b", "kind": "native"}]
+    assert welcome["peers"] == [record("b")]
     await expect_fatal(a1, "replaced", 4006)
-    assert await recv(b) == {"type": "peer-left", "peer": "a"}
-    assert await recv(b) == {
-        "type": "peer-joined",
-        "peer": {"peer": "a", "name": "a-reborn", "kind": "native"},
-    }
-    await send(b, {"type": "signal", "to": "a", "data": OFFER})
-    assert await recv(a2) == {"type": "signal", "from": "b", "data": OFFER}
+    assert await recv(b) == {"type": "peer-left", "peer": pid("a")}
+    assert await recv(b) == {"type": "peer-joined", "peer": record("a", "a-reborn")}
+    await send(b, {"type": "signal", "to": pid("a"), "data": OFFER})
+    assert await recv(a2) == {"type": "signal", "from": pid("b"), "data": OFFER}
     await expect_silence(b)  # the old socket's end is not announced twice
     await a2.close()
     await b.close()
@@ -552,6 +794,7 @@ async def test_duplicate_peer_replaces(
 async def test_join_timeout(http: aiohttp.ClientSession, make_server: ServerFactory) -> None:
     server = await make_server(SignalingSettings(join_timeout=0.3, close_timeout=0.5))
     ws = await connect(http, server)
+    await challenge(ws)
     assert "0.3 seconds" in await expect_fatal(ws, "join-timeout", 4007)
     assert not server.state.sessions or all(s.closing for s in server.state.sessions)
 
@@ -561,17 +804,17 @@ async def test_dead_socket_dropped(http: aiohttp.ClientSession, make_server: Ser
     a, _ = await join(http, server, "a")
     # "dead" never answers the server's pings (and never reads).
     dead, _ = await join(http, server, "dead", autoping=False)
-    assert (await recv(a))["peer"]["peer"] == "dead"
-    assert await recv(a, within=5.0) == {"type": "peer-left", "peer": "dead"}
-    await wait_until(lambda: "dead" not in server.state.rooms[cluster_id(TOKEN)].sessions)
+    assert (await recv(a))["peer"]["peer"] == pid("dead")
+    assert await recv(a, within=5.0) == {"type": "peer-left", "peer": pid("dead")}
+    await wait_until(lambda: pid("dead") not in server.state.rooms[cluster_id(TOKEN)].sessions)
     await dead.close()
     # A socket whose TCP connection vanishes without a close frame goes too.
     gone, _ = await join(http, server, "gone")
-    assert (await recv(a))["peer"]["peer"] == "gone"
+    assert (await recv(a))["peer"]["peer"] == pid("gone")
     transport = gone._response.connection.transport  # type: ignore[union-attr]
     assert transport is not None
     transport.abort()
-    assert await recv(a) == {"type": "peer-left", "peer": "gone"}
+    assert await recv(a) == {"type": "peer-left", "peer": pid("gone")}
     await a.close()
 
 
@@ -583,8 +826,8 @@ def _walk(obj: object, seen: set[int]) -> Iterator[str | bytes]:
     if isinstance(obj, str | bytes):
         yield obj
     elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _walk(key, seen)
+        for key_, value in obj.items():
+            yield from _walk(key_, seen)
             yield from _walk(value, seen)
     elif isinstance(obj, list | tuple | set | frozenset):
         for item in obj:
@@ -596,19 +839,73 @@ def _walk(obj: object, seen: set[int]) -> Iterator[str | bytes]:
             yield from _walk(getattr(obj, name, None), seen)
 
 
-async def test_only_token_digests_are_stored(
+async def test_the_server_keeps_only_verifiers(
     http: aiohttp.ClientSession, server: SignalingServer
 ) -> None:
+    """Given tokens, the server keeps their verifiers: not the tokens, not the link keys."""
     a, _ = await join(http, server, "a")
     state = server.app[STATE_KEY]
-    assert state.digests == (token_digest(TOKEN), token_digest(OTHER_TOKEN))
+    assert state.verifiers == (Verifier.from_token(TOKEN), Verifier.from_token(OTHER_TOKEN))
     strings = list(_walk(state, set()))
-    assert token_digest(TOKEN) in strings  # the walk does reach the digests
+    assert signaling_key(TOKEN) in strings  # the walk does reach the keys
     for token in (TOKEN, OTHER_TOKEN):
+        secrets_ = [token.encode(), link_key(token)]
         for item in strings:
-            text = item.decode("latin-1") if isinstance(item, bytes) else item
-            assert token not in text
+            data = item.encode() if isinstance(item, str) else item
+            assert not any(secret in data for secret in secrets_)
     await a.close()
+
+
+async def test_brute_force_gets_a_few_guesses_a_second_and_is_logged(
+    http: aiohttp.ClientSession,
+    make_server: ServerFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A guesser on 127.0.0.1 with 20 parallel connections for 2.5 s: its joins are checked
+    at most burst + rate x time times (the defaults: 5 + 2/s), each failure is logged with its
+    address, the rest are refused unchecked; meanwhile a client from 127.0.0.2 joins at once.
+    Once the guesser stops, an honest client on 127.0.0.1 that was throttled gets in."""
+    caplog.set_level(logging.INFO, logger="signaling.server")
+    defaults = SignalingSettings()
+    server = await make_server(SignalingSettings(join_refusal_delay=0.2))
+    counts = {"bad-token": 0, "rate-limited": 0}
+    stop = time.monotonic() + 2.5
+
+    async def guesser() -> None:
+        while time.monotonic() < stop:
+            ws = await connect(http, server)
+            first = await recv(ws)
+            if first["type"] == "challenge":
+                nonce = b64decode(first["nonce"])
+                assert nonce is not None
+                await send(ws, signed_join(nonce, "guesser", token=generate_token()))
+                first = await recv(ws)
+            counts[first["code"]] += 1
+            await ws.close()
+
+    began = time.monotonic()
+    guessers = [asyncio.create_task(guesser()) for _ in range(20)]
+    await asyncio.sleep(0.5)  # the guesser is throttled by now
+    elsewhere = make_client(server.url, "elsewhere", Recorder(), connect=connect_from("127.0.0.2"))
+    here = make_client(server.url, "here", Recorder())  # shares the guesser's address
+    try:
+        await elsewhere.start()
+        assert elsewhere.connected  # another address: not held up at all
+        await here.start()  # throttled: not an error, it keeps trying in the background
+        await asyncio.gather(*guessers)
+        elapsed = time.monotonic() - began
+        allowed = defaults.join_failure_burst + defaults.join_failures_per_second * elapsed
+        assert 0 < counts["bad-token"] <= allowed, (counts, elapsed)
+        assert counts["rate-limited"] > counts["bad-token"], counts
+        await wait_until(lambda: here.connected, within=10)
+    finally:
+        await elsewhere.close()
+        await here.close()
+    failures = [r.getMessage() for r in caplog.records if "failed join from" in r.getMessage()]
+    assert len(failures) == counts["bad-token"]
+    assert all("failed join from 127.0.0.1: bad-token" in line for line in failures)
+    assert any("join(s) from 127.0.0.1 unchecked" in r.getMessage() for r in caplog.records)
+    assert not any(TOKEN in r.getMessage() for r in caplog.records)
 
 
 # --------------------------------------------------------------------------
@@ -623,19 +920,20 @@ async def test_client_presence_and_relay(server: SignalingServer) -> None:
     try:
         await a.start()
         assert a.connected and a.peers == {} and a.cluster == cluster_id(TOKEN)
+        assert a.peer_id == pid("a")
         await b.start()
-        assert b.peers == {"a": PeerInfo("a", "a", "native")}
-        await wait_until(lambda: "b" in a.peers and bool(rb.joined))
-        assert ra.joined == [PeerInfo("b", "b", "native")]
-        assert await a.send_signal("b", OFFER)
+        assert b.peers == {pid("a"): info("a")}
+        await wait_until(lambda: pid("b") in a.peers and bool(rb.joined))
+        assert ra.joined == [info("b")]
+        assert await a.send_signal(pid("b"), OFFER)
         await wait_until(lambda: bool(rb.signals))
-        assert rb.signals == [("a", OFFER)]
+        assert rb.signals == [(pid("a"), OFFER)]
         with pytest.raises(ValueError, match=r"data\.kind"):
-            await a.send_signal("b", {"kind": "nope"})
+            await a.send_signal(pid("b"), {"kind": "nope"})
         await b.close()
-        await wait_until(lambda: ra.left == ["b"])
+        await wait_until(lambda: ra.left == [pid("b")])
         assert a.peers == {}
-        assert not await b.send_signal("a", OFFER)  # closed: not connected
+        assert not await b.send_signal(pid("a"), OFFER)  # closed: not connected
     finally:
         await a.close()
         await b.close()
@@ -651,16 +949,16 @@ async def test_client_callback_errors_do_not_kill_it(server: SignalingServer) ->
         got.append(sender)
 
     a = SignalingClient(
-        server.url, TOKEN, "a", "a", "native", on_signal, broken, broken, settings=CLIENT_FAST
+        server.url, TOKEN, key("a"), "a", "native", on_signal, broken, broken, settings=CLIENT_FAST
     )
     rb = Recorder()
     b = make_client(server.url, "b", rb)
     try:
         await a.start()
         await b.start()
-        await wait_until(lambda: "b" in a.peers)
-        assert await b.send_signal("a", OFFER)
-        await wait_until(lambda: got == ["b"])
+        await wait_until(lambda: pid("b") in a.peers)
+        assert await b.send_signal(pid("a"), OFFER)
+        await wait_until(lambda: got == [pid("b")])
         assert a.connected
     finally:
         await a.close()
@@ -672,8 +970,8 @@ async def test_client_slow_callbacks_and_close_from_callback(server: SignalingSe
     order: list[str] = []
     holder: list[SignalingClient] = []
 
-    async def slow_joined(info: PeerInfo) -> None:
-        order.append(f"joined-{info.peer}")
+    async def slow_joined(peer: PeerInfo) -> None:
+        order.append(f"joined-{peer.name}")
         await asyncio.sleep(10)  # cut off by callback_timeout
 
     async def on_signal(sender: str, data: dict[str, Any]) -> None:
@@ -684,7 +982,7 @@ async def test_client_slow_callbacks_and_close_from_callback(server: SignalingSe
     a = SignalingClient(
         server.url,
         TOKEN,
-        "a",
+        key("a"),
         "a",
         "native",
         on_signal,
@@ -697,8 +995,8 @@ async def test_client_slow_callbacks_and_close_from_callback(server: SignalingSe
     try:
         await a.start()
         await b.start()
-        assert await b.send_signal("a", OFFER)
-        assert await b.send_signal("a", {"kind": "bye"})
+        assert await b.send_signal(pid("a"), OFFER)
+        assert await b.send_signal(pid("a"), {"kind": "bye"})
         # The socket is read (and pings answered) while callbacks are slow.
         await wait_until(lambda: len(a.peers) == 1 and a.connected)
         await wait_until(lambda: order == ["joined-b", "signal-offer", "signal-bye"])
@@ -718,20 +1016,16 @@ async def test_client_reconnects_after_server_restart(make_server: ServerFactory
     try:
         await a.start()
         await b.start()
-        await wait_until(lambda: "b" in a.peers)
+        await wait_until(lambda: pid("b") in a.peers)
         await server.stop()
         await wait_until(lambda: not a.connected and not b.connected)
         await make_server(port=port)
         await wait_until(lambda: a.connected and b.connected, within=5.0)
-        await wait_until(lambda: "b" in a.peers and "a" in b.peers)
+        await wait_until(lambda: pid("b") in a.peers and pid("a") in b.peers)
         # Whoever came back first saw the other leave and come back.
-        assert (
-            ra.joined.count(PeerInfo("b", "b", "native"))
-            + rb.joined.count(PeerInfo("a", "a", "native"))
-            >= 2
-        )
-        assert await a.send_signal("b", OFFER)
-        await wait_until(lambda: rb.signals == [("a", OFFER)])
+        assert ra.joined.count(info("b")) + rb.joined.count(info("a")) >= 2
+        assert await a.send_signal(pid("b"), OFFER)
+        await wait_until(lambda: rb.signals == [(pid("a"), OFFER)])
     finally:
         await a.close()
         await b.close()
@@ -751,20 +1045,20 @@ async def test_client_start_while_server_down(make_server: ServerFactory) -> Non
         await a.close()
 
 
-async def test_client_replaced_stops_reconnecting(
+async def test_client_replaced_keeps_reconnecting_with_back_off(
     http: aiohttp.ClientSession, server: SignalingServer
 ) -> None:
+    """Another socket that holds our key (a copy of our data dir) replaces us: we come back
+    after a back-off instead of leaving the room to it for good."""
     a = make_client(server.url, "a", Recorder())
     try:
         await a.start()
         usurper, _ = await join(http, server, "a")
-        await wait_until(lambda: not a.connected)
-        await asyncio.sleep(0.5)  # several backoff periods
-        assert not a.connected
+        await wait_until(lambda: a.replaced_count == 1)
+        await wait_until(lambda: a.connected, within=5.0)  # back, after the back-off
+        await expect_fatal(usurper, "replaced", 4006)
         room = server.state.rooms[cluster_id(TOKEN)]
-        assert len(room.sessions) == 1
-        await expect_silence(usurper, 0.1)  # not replaced back
-        await usurper.close()
+        assert list(room.sessions) == [pid("a")]
     finally:
         await a.close()
 
@@ -788,14 +1082,18 @@ async def test_client_accepts_server_address(server: SignalingServer) -> None:
         await a.close()
 
 
-def test_client_rejects_bad_identity() -> None:
+def test_client_rejects_bad_settings_and_short_tokens() -> None:
     rec = Recorder()
-    for peer, name, kind in [("a b", "a", "native"), ("a", "A", "native"), ("a", "a", "x")]:
-        with pytest.raises(ValueError):
+    for token, name, kind, expected in [
+        (TOKEN, "A", "native", "DNS label"),
+        (TOKEN, "a", "x", "native"),
+        ("short", "a", "native", "p2pkube token"),
+    ]:
+        with pytest.raises(ValueError, match=expected):
             SignalingClient(
                 "ws://127.0.0.1:1/ws",
-                TOKEN,
-                peer,
+                token,
+                key("a"),
                 name,
                 kind,
                 rec.on_signal,
@@ -811,6 +1109,7 @@ def test_client_rejects_bad_identity() -> None:
 
 async def test_module_entry_point(http: aiohttp.ClientSession) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("P2PKUBE_TOKEN", None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -829,12 +1128,13 @@ async def test_module_entry_point(http: aiohttp.ClientSession) -> None:
             url_line = (await proc.stdout.readline()).decode()
         assert token_line.startswith("join token: ")
         token = token_line.split(": ", 1)[1].strip()
+        assert token_problem(token) is None
         url = url_line.split(": ", 1)[1].strip()
         assert url.startswith("ws://127.0.0.1:") and url.endswith("/ws")
         async with http.get(url.replace("ws://", "http://").replace("/ws", "/healthz")) as r:
             assert await r.text() == "ok"
         ws = await http.ws_connect(url)
-        await send(ws, {"type": "join", "token": token, "peer": "a", "name": "a", "kind": "native"})
+        await send(ws, signed_join(await challenge(ws), "a", token=token))
         assert (await recv(ws))["cluster"] == cluster_id(token)
         proc.send_signal(signal.SIGTERM)
         # Shutdown closes sockets with 1001 (going away).
@@ -863,7 +1163,7 @@ async def test_slow_reader_is_cut_off(
     assert transport is not None
     transport.pause_reading()  # like a process that stopped reading its socket
     big = json.dumps(
-        {"type": "signal", "to": "stuck", "data": {"kind": "offer", "sdp": "x" * 60_000}}
+        {"type": "signal", "to": pid("stuck"), "data": {"kind": "offer", "sdp": "x" * 60_000}}
     )
     received: list[dict[str, Any]] = []
 
@@ -886,7 +1186,7 @@ async def test_slow_reader_is_cut_off(
     # As soon as stuck is being cut off, a is told: it left, or is unknown.
     assert received[0]["type"] == "peer-left" or received[0]["code"] == "unknown-peer"
     room = server.state.rooms[cluster_id(TOKEN)]
-    await wait_until(lambda: "stuck" not in room.sessions)
+    await wait_until(lambda: pid("stuck") not in room.sessions)
     await stuck.close()
     await a.close()
     await check_healthy(http, server)

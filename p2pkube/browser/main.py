@@ -31,7 +31,7 @@ from p2pkube.browser.yjs_store import YjsStore
 from p2pkube.net.mesh import Mesh
 from p2pkube.node import Node, NodeConfig
 from p2pkube.settings import AgentSettings
-from signaling.protocol import cluster_id
+from signaling.protocol import check_token, cluster_id
 
 log = logging.getLogger("p2pkube.browser")
 
@@ -274,12 +274,14 @@ _error = ""
 
 
 async def start(token: str, ws_url: str) -> None:
-    """Start this tab's node (once per page); raises when it cannot (e.g. a wrong token)."""
+    """Start this tab's node (once per page); raises when it cannot (e.g. a wrong token, or
+    one too short to be safe: the message says how to make one)."""
     global _node, _error
     if _node is not None:
         raise RuntimeError("the node is already started")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
+        check_token(str(token))
         if not await p2pjs.acquireNodeLock():
             raise RuntimeError(
                 "another tab of this site already runs this browser's node (they would share "

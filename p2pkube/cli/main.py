@@ -117,12 +117,25 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
     show_default=True,
     help="TCP port (0: any free one).",
 )
-@click.option("--token", default=None, help="A join token agents must present.")
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="File with join tokens, one per line ('#' comments); merged with --token.",
+    help="File with join tokens, one per line ('#' comments); merged with $P2PKUBE_TOKEN.",
+)
+@click.option(
+    "--token",
+    envvar="P2PKUBE_TOKEN",
+    default=None,
+    help="A join token agents must present (also $P2PKUBE_TOKEN; on the command line, "
+    "other users see it in ps).",
+)
+@click.option(
+    "--verifier-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="File with cluster verifiers (p2pkube token --verifier), one per line: serve "
+    "those clusters without ever holding their tokens.",
 )
 @click.option(
     "--web-root",
@@ -133,36 +146,50 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
 )
 @click.option("--no-web", is_flag=True, help="Serve only the WebSocket, no browser page.")
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@click.pass_context
 def signal(
+    ctx: click.Context,
     host: str,
     port: int,
-    token: str | None,
     token_file: Path | None,
+    token: str | None,
+    verifier_file: Path | None,
     web_root: Path | None,
     no_web: bool,
     log_level: str,
 ) -> None:
     """Run the signaling server agents use to find each other.
 
-    Without --token/--token-file a fresh token is generated and printed. It also serves
-    the page that makes a browser tab a node: http://HOST:PORT/#token=TOKEN (the token
-    stays in the URL fragment, which browsers never send to the server).
+    Without a token (--token-file, $P2PKUBE_TOKEN) or --verifier-file a fresh token is
+    generated and printed. The server keeps only each cluster's verifier, never a token:
+    agents prove they hold the token without sending it. It also serves the page that
+    makes a browser tab a node: http://HOST:PORT/#token=TOKEN (the token stays in the URL
+    fragment, which browsers never send to the server).
     """
     import logging
 
-    from signaling.protocol import cluster_id, load_tokens
+    from signaling.protocol import Verifier, load_tokens, load_verifiers
     from signaling.server import SignalingServer, run_server
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    warn_token_in_argv(ctx)
     try:
-        tokens, generated = load_tokens(token, token_file)
+        verifiers = load_verifiers(verifier_file) if verifier_file is not None else []
+        if token is None and token_file is None and verifiers:
+            tokens, generated = [], False
+        else:
+            tokens, generated = load_tokens(token, token_file)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    page_token = tokens[0] if generated else "TOKEN"
+    # From here on only the verifiers: what the server needs, and not enough to join links.
+    verifiers += [Verifier.from_token(t) for t in tokens]
+    del tokens, token
     if generated:
-        click.echo(f"join token: {tokens[0]}")
-        click.echo(f"cluster: {cluster_id(tokens[0])}")
+        click.echo(f"join token: {page_token}")
+        click.echo(f"cluster: {verifiers[0].cluster}")
         sys.stdout.flush()
     if no_web:
         web_root = None
@@ -176,15 +203,66 @@ def signal(
         click.echo(f"signaling server: {server.url}")
         if web_root is not None:
             page = server.url.replace("ws", "http", 1).removesuffix("/ws")
-            fragment = f"#token={tokens[0]}" if generated else "#token=TOKEN"
-            click.echo(f"browser node page: {page}/{fragment}")
+            click.echo(f"browser node page: {page}/#token={page_token}")
         sys.stdout.flush()
 
     try:
         # returns on SIGINT/SIGTERM
-        run_server(host, port, tokens, on_ready=ready, web_root=web_root)
+        run_server(host, port, verifiers, on_ready=ready, web_root=web_root)
     except OSError as exc:  # typically: address already in use
         raise CliError(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+def warn_token_in_argv(ctx: click.Context) -> None:
+    """Warn on stderr when --token was given on the command line, where ps shows it."""
+    if ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
+        click.echo(
+            "warning: --token on the command line is visible to every user of this machine "
+            "(ps, /proc); use --token-file FILE or $P2PKUBE_TOKEN",
+            err=True,
+        )
+
+
+# --- token -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--verifier",
+    is_flag=True,
+    help="Print the verifier of the token in --token-file or $P2PKUBE_TOKEN instead, for "
+    "p2pkube signal --verifier-file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="With --verifier: the file holding the token.",
+)
+def token(verifier: bool, token_file: Path | None) -> None:
+    """Print a new random join token (192 bits), or with --verifier the verifier of a token.
+
+    \b
+    Keep a token in a file only you can read:
+      (umask 077; p2pkube token > cluster.token)
+      p2pkube signal --token-file cluster.token
+      p2pkube join ws://HOST:8787 --token-file cluster.token --name n1
+    or run the server without the token at all:
+      P2PKUBE_TOKEN=$(cat cluster.token) p2pkube token --verifier > cluster.verifier
+      p2pkube signal --verifier-file cluster.verifier
+    """
+    from signaling.protocol import Verifier, check_token, generate_token
+
+    if not verifier:
+        click.echo(generate_token())
+        return
+    secret = read_token_file(token_file) if token_file else os.environ.get("P2PKUBE_TOKEN")
+    if not secret:
+        raise click.UsageError("--verifier needs the token: give --token-file or $P2PKUBE_TOKEN")
+    try:
+        click.echo(Verifier.from_token(check_token(secret.strip())).line())
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 # --- join ------------------------------------------------------------------------------------
@@ -243,6 +321,27 @@ def _check_addresses(
     return list(value)
 
 
+def join_token(ctx: click.Context, token: str | None, token_file: Path | None) -> str:
+    """The join token of ``p2pkube join``: --token-file, else --token or $P2PKUBE_TOKEN
+    (a file given on the command line wins over the environment); checked for strength."""
+    from signaling.protocol import token_problem
+
+    warn_token_in_argv(ctx)
+    from_argv = ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE
+    if token_file is not None and token is not None and from_argv:
+        raise click.UsageError("give either --token or --token-file, not both")
+    hint = "'--token'" if from_argv else "'$P2PKUBE_TOKEN'"
+    if token_file is not None:
+        token, hint = read_token_file(token_file), f"'--token-file' ({token_file})"
+    if not token:
+        raise click.UsageError(
+            "a join token is required: give --token-file FILE or set $P2PKUBE_TOKEN"
+        )
+    if problem := token_problem(token):
+        raise click.BadParameter(problem, param_hint=hint)
+    return token
+
+
 def read_token_file(path: Path) -> str:
     """The first line of ``path`` that is neither blank nor a ``#`` comment."""
     for line in path.read_text().splitlines():
@@ -254,12 +353,17 @@ def read_token_file(path: Path) -> str:
 
 @cli.command()
 @click.argument("url", callback=_check_url)
-@click.option("--token", envvar="P2PKUBE_TOKEN", default=None, help="Join token.")
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
     help="File whose first non-comment line is the join token.",
+)
+@click.option(
+    "--token",
+    envvar="P2PKUBE_TOKEN",
+    default=None,
+    help="Join token (also $P2PKUBE_TOKEN; on the command line, other users see it in ps).",
 )
 @click.option("--name", required=True, callback=_check_name, help="Node name (a DNS label).")
 @data_dir_option
@@ -303,8 +407,8 @@ def read_token_file(path: Path) -> str:
 def join(
     ctx: click.Context,
     url: str,
-    token: str | None,
     token_file: Path | None,
+    token: str | None,
     name: str,
     labels: dict[str, str],
     max_peers: int,
@@ -319,12 +423,7 @@ def join(
 
     URL is the signaling server, e.g. ws://127.0.0.1:8787.
     """
-    if token is not None and token_file is not None:
-        raise click.UsageError("give either --token or --token-file, not both")
-    if token_file is not None:
-        token = read_token_file(token_file)
-    if not token:
-        raise click.UsageError("a join token is required: give --token or --token-file")
+    token = join_token(ctx, token, token_file)
     from p2pkube.agent import JoinOptions, run_agent
     from p2pkube.settings import AgentSettings
 

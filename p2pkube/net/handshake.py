@@ -4,9 +4,10 @@ Both peers send HELLO (node id, public key, name, kind, a fresh 32-byte nonce, c
 soon as the data channel opens. When a peer has both HELLOs it sends AUTH:
 
 * ``sig`` — Ed25519 signature, with its node key, of the transcript below;
-* ``mac`` — HMAC-SHA256 of the same transcript keyed with the cluster's membership key,
-  ``sha256("p2pkube-membership:" + token)``. The signaling server stores only ``sha256(token)``,
-  so it cannot forge this: knowing the token is what makes a peer a member.
+* ``mac`` — HMAC-SHA256 of the same transcript keyed with the cluster's link key,
+  ``HKDF-SHA256(token, info="p2pkube link auth v1")`` (:func:`signaling.protocol.link_key`).
+  The signaling server holds only the signaling key, derived from the token with another
+  ``info``, so it cannot forge this: knowing the token is what makes a peer a member.
 
 The transcript binds both nonces (no replay), both node ids (no reflection) and both DTLS
 certificate fingerprints from the SDP (no relaying the handshake into another DTLS session)::
@@ -28,14 +29,10 @@ import msgpack
 
 from p2pkube.net.frames import FrameError
 from p2pkube.net.keys import NodeKey, SignatureCheck, node_id_from_public_key
+from signaling.protocol import link_key
 
 NONCE_BYTES = 32
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+ \S+)\s*$", re.MULTILINE)
-
-
-def membership_key(token: str) -> bytes:
-    """The HMAC key that proves cluster membership (never sent, never stored by signaling)."""
-    return hashlib.sha256(b"p2pkube-membership:" + token.encode()).digest()
 
 
 def sdp_fingerprint(sdp: str) -> str:
@@ -101,13 +98,15 @@ class Handshake:
         name: str,
         kind: str,
         cluster: str,
-        token: str,
+        token: str | bytes,
         *,
         check_signature: SignatureCheck,
     ) -> None:
+        """``token`` is the join token, or the link key already derived from it
+        (:func:`~signaling.protocol.link_key`: a node need not keep the token itself)."""
         self._identity = identity
         self._check_signature = check_signature
-        self._key = membership_key(token)
+        self._key = token if isinstance(token, bytes) else link_key(token)
         self.local = Hello(
             node=identity.node_id,
             pub=identity.public_key,

@@ -9,16 +9,14 @@ WebCrypto is.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-NODE_ID_BYTES = 16
+# One definition of the node id, which the signaling server checks too (and it does not
+# import p2pkube): hex of the first 16 bytes of sha256("p2pkube-node:" + raw public key).
+from signaling.protocol import NODE_ID_BYTES, node_id_from_public_key
 
-
-def node_id_from_public_key(public_key: bytes) -> str:
-    """The node id: hex of the first 16 bytes of sha256("p2pkube-node:" + raw public key)."""
-    return hashlib.sha256(b"p2pkube-node:" + public_key).digest()[:NODE_ID_BYTES].hex()
+__all__ = ["NODE_ID_BYTES", "NodeKey", "SignatureCheck", "node_id_from_public_key"]
 
 
 class NodeKey(Protocol):

@@ -40,6 +40,7 @@ from p2pkube.net.settings import TransportSettings
 from p2pkube.net.signaling_client import PeerInfo, SignalingClient
 from p2pkube.net.transport import SIGNAL_KINDS
 from p2pkube.net.websocket import Connect
+from signaling.protocol import link_key
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class Mesh:
         self._name = name
         self._kind = kind
         self._cluster = cluster
-        self._token = token
+        self._link_key = link_key(token)  # what links need of the token; the token is not kept
         self._links: dict[str, LinkBase] = {}
         self._pending: dict[str, LinkBase] = {}
         self._candidates: dict[str, float] = {}  # node id -> last time it was known to exist
@@ -129,7 +130,7 @@ class Mesh:
             self.signaling = SignalingClient(
                 signaling_url,
                 token,
-                self.node_id,
+                identity,
                 name,
                 kind,
                 on_signal=self._on_signaling_signal,
@@ -287,7 +288,7 @@ class Mesh:
             self._name,
             self._kind,
             self._cluster,
-            self._token,
+            self._link_key,
             check_signature=self._check_signature,
         )
         return self._link_factory(

@@ -8,11 +8,20 @@ server; so this client treats the server as something that comes and goes: it
 reconnects forever with exponential backoff, re-announces itself, and
 reconciles its view of present peers from the next ``welcome``.
 
+It joins by challenge-response: the server's first message is a fresh nonce,
+and the ``join`` answers it with a mac keyed by the signaling key derived from
+the token and a signature by the node key whose id is our peer id.  The token
+itself never leaves the process (the client does not even keep it, only the
+signaling key), and nobody without our node key can join under our peer id.
+
 Only a rejection on the very first attempt is an error the caller sees
 (:class:`SignalingRejected` from :meth:`SignalingClient.start`, e.g. a wrong
 join token, so the CLI can exit with the server's message); later problems are
-logged and retried, except ``replaced``, which means another process now owns
-our peer id and we must get out of its way.
+logged and retried.  ``rate-limited`` at the join is never final (the server
+throttles failed joins per address, and ours may share it with a guesser), and
+``replaced`` (another socket joined with our node key: a copy of our data dir,
+or a stolen key) is retried with a back-off that grows while it repeats, so two
+holders of one key do not flap the room.
 
 The wire format is defined in :mod:`signaling.protocol` (and
 ``docs/protocol.md``).
@@ -28,30 +37,36 @@ import random
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
+from p2pkube.net.keys import NodeKey
 from p2pkube.net.websocket import Connect, WebSocket, aiohttp_connect
 from signaling.protocol import (
     WS_PATH,
+    Challenge,
     ErrorCode,
     ErrorMessage,
     FlatValue,
+    Join,
     PeerJoined,
     PeerLeft,
     ProtocolError,
     ServerMessage,
     SignalFrom,
     Welcome,
+    check_token,
     cluster_id,
     encode,
+    join_mac,
     join_message,
+    join_transcript,
     parse_server_message,
     signal_message,
+    signaling_key,
     validate_name,
     validate_peer_id,
     validate_peer_kind,
     validate_signal_data,
-    validate_token,
 )
 
 __all__ = [
@@ -65,14 +80,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Codes the server follows with a close; seen during the handshake they are
-#: a rejection of this client, not a network problem.
+#: a rejection of this client, not a network problem.  (``rate-limited`` is
+#: not among them: at the join it is the per-address throttle, which passes.)
 _REJECTION_CODES = frozenset(
     {
         ErrorCode.BAD_TOKEN,
+        ErrorCode.BAD_IDENTITY,
         ErrorCode.ROOM_FULL,
         ErrorCode.MALFORMED,
         ErrorCode.TOO_LARGE,
-        ErrorCode.RATE_LIMITED,
         ErrorCode.REPLACED,
         ErrorCode.JOIN_TIMEOUT,
     }
@@ -177,6 +193,9 @@ class SignalingClientSettings:
 #: A callback invocation waiting for the dispatcher: (label, callback, args).
 _Event: TypeAlias = tuple[str, Callable[..., Any], tuple[Any, ...]]
 
+#: What the client waits for from the server while joining.
+_Reply = TypeVar("_Reply", Challenge, Welcome)
+
 
 class SignalingClient:
     """One agent's connection to the signaling server, kept up forever.
@@ -193,7 +212,7 @@ class SignalingClient:
         self,
         url: str,
         token: str,
-        peer_id: str,
+        identity: NodeKey,
         name: str,
         kind: str,
         on_signal: SignalCallback,
@@ -202,19 +221,23 @@ class SignalingClient:
         settings: SignalingClientSettings | None = None,
         connect: Connect | None = None,
     ) -> None:
-        """``connect`` opens the WebSocket (default: aiohttp; the browser passes its own)."""
+        """``identity`` is the node key: our peer id is its node id, and it signs each join.
+        ``connect`` opens the WebSocket (default: aiohttp; the browser passes its own).
+        ``ValueError`` for a token that is malformed or too short (with how to make one)."""
+        check_token(token)
         try:
-            validate_token(token)
-            validate_peer_id(peer_id)
+            validate_peer_id(identity.node_id)
             validate_name(name)
             validate_peer_kind(kind)
         except ProtocolError as exc:
             raise ValueError(exc.message) from None
         self.url = websocket_url(url)
-        self.peer_id = peer_id
+        self.peer_id = identity.node_id
         self.name = name
         self.kind = kind
-        self._token = token
+        self._identity = identity
+        # Of the token, only what the join proof needs is kept.
+        self._signaling_key = signaling_key(token)
         self._expected_cluster = cluster_id(token)
         self._on_signal = on_signal
         self._on_peer_joined = on_peer_joined
@@ -232,6 +255,8 @@ class SignalingClient:
         self._started = False
         self._closed = False
         self._replaced = False
+        self.replaced_count = 0
+        """Sessions that ended because another socket joined with our node key."""
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
@@ -341,7 +366,8 @@ class SignalingClient:
         return f"signaling-client {self.peer_id}"
 
     async def _connect(self) -> tuple[WebSocket, Welcome]:
-        """One attempt: open the socket, send ``join``, read ``welcome``."""
+        """One attempt: open the socket, answer the ``challenge`` with a ``join``, read
+        ``welcome``."""
         settings = self._settings
         ws: WebSocket | None = None
         try:
@@ -352,35 +378,63 @@ class SignalingClient:
                     settings.max_receive_bytes,
                     settings.close_timeout,
                 )
-                join = join_message(self._token, self.peer_id, self.name, self.kind)
-                await ws.send_str(encode(join))
-                text = await ws.receive_str()
-            welcome = self._handshake_reply(ws, text)
+                challenge = self._server_reply(ws, await ws.receive_str(), Challenge)
+                join = await self._join(challenge.nonce)
+                await ws.send_str(encode(join_message(join)))
+                welcome = self._server_reply(ws, await ws.receive_str(), Welcome)
+            self._check_welcome(welcome)
         except BaseException:
             if ws is not None:
                 await self._close_quietly(ws)
             raise
         return ws, welcome
 
-    def _handshake_reply(self, ws: WebSocket, text: str | None) -> Welcome:
+    async def _join(self, nonce: bytes) -> Join:
+        """The ``join`` answering the challenge ``nonce``: mac by the signaling key, signed
+        by the node key."""
+        cluster, pub = self._expected_cluster, self._identity.public_key
+        transcript = join_transcript(nonce, cluster, self.peer_id, self.name, self.kind, pub)
+        return Join(
+            cluster=cluster,
+            peer=self.peer_id,
+            name=self.name,
+            kind=self.kind,
+            pub=pub,
+            mac=join_mac(self._signaling_key, transcript),
+            sig=await self._identity.sign(transcript),
+        )
+
+    def _server_reply(self, ws: WebSocket, text: str | None, expected: type[_Reply]) -> _Reply:
+        """The server's next message during the join, which must be of type ``expected``.
+
+        A rejection raises :class:`SignalingRejected`; the join throttle
+        (``rate-limited``), a close or anything else a ``ConnectionError``, which
+        is retried.
+        """
         if text is None:
             raise ConnectionError(f"server closed the connection (code {ws.close_code})")
         reply = parse_server_message(text)
         if isinstance(reply, ErrorMessage) and reply.code in _REJECTION_CODES:
             raise SignalingRejected(reply.code, reply.message)
-        if not isinstance(reply, Welcome):
-            raise ConnectionError(f"expected 'welcome' from the server, got {reply!r}")
+        if isinstance(reply, ErrorMessage) and reply.code == ErrorCode.RATE_LIMITED:
+            raise ConnectionError(f"the server throttles joins from here: {reply.message}")
+        if not isinstance(reply, expected):
+            wanted = expected.__name__.lower()
+            raise ConnectionError(f"expected {wanted!r} from the server, got {reply!r}")
+        return reply
+
+    def _check_welcome(self, reply: Welcome) -> None:
         if reply.cluster != self._expected_cluster or reply.peer != self.peer_id:
             # A server that gets this wrong cannot be trusted to relay either.
             raise ConnectionError(
                 f"server welcomed us to cluster {reply.cluster!r} as {reply.peer!r}; "
                 f"expected {self._expected_cluster!r} as {self.peer_id!r}"
             )
-        return reply
 
     async def _run(self, ws: WebSocket | None, events: list[_Event] | None = None) -> None:
         """Owned background task: read, and reconnect with backoff, until closed."""
         attempt = 0
+        replaced_runs = 0  # sessions in a row that ended in 'replaced'
         events = events or []
         while not self._closed:
             if ws is None:
@@ -418,14 +472,24 @@ class SignalingClient:
                 await self._detach(ws)
             ws = None
             events = []
+            delay = self._backoff(attempt)
             if self._replaced:
+                # Only a holder of our node key can do this; retrying, with a delay that
+                # grows while it repeats, keeps us in the room without a tug of war.
+                self._replaced = False
+                self.replaced_count += 1
+                replaced_runs += 1
+                delay = self._backoff(replaced_runs)
                 logger.error(
-                    "signaling: another connection joined as %s; not reconnecting",
+                    "signaling: another connection joined with our node key (%s); "
+                    "reconnecting in %.1f s",
                     self.peer_id,
+                    delay,
                 )
-                return
+            else:
+                replaced_runs = 0
             if not self._closed:
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(delay)
                 attempt += 1
 
     def _backoff(self, attempt: int) -> float:
@@ -537,14 +601,16 @@ class SignalingClient:
                 await self._emit(("on_peer_left", self._on_peer_left, (message.peer,)))
         elif isinstance(message, ErrorMessage):
             self._on_error(message)
-        else:  # a second welcome: not in the protocol, but harmless to honour
+        elif isinstance(message, Welcome):  # a second one: not in the protocol, but harmless
             for event in self._apply_welcome(message):
                 await self._emit(event)
+        else:  # a challenge after the join: not in the protocol
+            logger.warning("signaling: ignoring an unexpected %s from the server", message)
 
     def _on_error(self, error: ErrorMessage) -> None:
         if error.code == ErrorCode.REPLACED:
             self._replaced = True
-            logger.error("signaling: replaced: %s", error.message)
+            logger.warning("signaling: replaced: %s", error.message)
         elif error.code == ErrorCode.UNKNOWN_PEER:
             logger.info("signaling: %s", error.message)
         elif error.code == ErrorCode.RATE_LIMITED:
