@@ -10,18 +10,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from p2pkube.blobs.errors import BlobCorrupt, BlobNotFound, BlobTooLarge, InvalidBlob, NoHolderError
+from p2pkube.blobs.errors import (
+    BlobCorrupt,
+    BlobNotFound,
+    BlobTooLarge,
+    InsufficientStorage,
+    InvalidBlob,
+    NoHolderError,
+)
 from p2pkube.blobs.fetcher import Holder, hop_counts
 from p2pkube.blobs.gc import BlobCollector
+from p2pkube.blobs.limits import disk_free, size_text
 from p2pkube.blobs.manifest import (
     Manifest,
     blob_key,
+    blob_object,
     image_references,
     manifest_of,
     referenced_digests,
@@ -280,12 +291,12 @@ async def test_publish_checks_the_magic_the_size_and_is_idempotent(
         await service.publish(pieces(b"\x7fELF" + b"\0" * 100), "a.out")
     with pytest.raises(InvalidBlob):
         await service.publish(pieces(b"\0as"), "short.wasm")
-    service.settings.max_upload_bytes, limit = 3000, service.settings.max_upload_bytes
+    service.settings.max_blob_bytes, limit = 3000, service.settings.max_blob_bytes
     try:
-        with pytest.raises(BlobTooLarge):
+        with pytest.raises(BlobTooLarge, match=r"big.wasm is at least 3.4 KiB, over this node's "):
             await service.publish(pieces(module(4000)), "big.wasm")
     finally:
-        service.settings.max_upload_bytes = limit
+        service.settings.max_blob_bytes = limit
     assert service.store.sizes() == {} and not list(service.store.tmp_dir.iterdir())
 
     first, new = await service.publish(pieces(module(3000)), "m.wasm")
@@ -410,3 +421,181 @@ async def test_a_busy_holder_is_asked_again_later_not_dropped(nodes: dict[str, N
     stats = nodes["c"].service.fetcher.stats
     assert nodes["a"].rpc.stats.busy_refused > 0 and stats.retries > 0
     assert stats.holders_dropped == 0 and stats.chunks_fetched == 12
+
+
+# -- quotas: the size cap and the free-space reserve ------------------------------------------
+
+
+def limit(node: Node, **changes: Any) -> BlobSettings:
+    """Give ``node`` (only) other blob settings, e.g. a lower ``max_blob_bytes``."""
+    settings = replace(node.service.settings, **changes)
+    node.service.settings = node.service.fetcher.settings = settings
+    return settings
+
+
+def on_disk(node: Node) -> list[str]:
+    """Every file of the node's blob store (complete, partial, temporary)."""
+    root = node.service.store.root
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+async def test_a_manifest_over_the_cap_is_refused_before_anything_is_fetched(
+    nodes: dict[str, Node],
+) -> None:
+    """A member writes a manifest declaring 16 GiB of chunks that a file of zeros would
+    match: each node refuses it from the manifest alone, and asks nobody for anything."""
+    zeros = hashlib.sha256(bytes(4 * 1024 * 1024)).hexdigest()
+    huge = Manifest("sha256:" + "5" * 64, 16 << 30, 4 * 1024 * 1024, (zeros,) * 4096)
+    c = nodes["c"]
+    await c.state.put("objects", blob_key(huge.digest), blob_object(huge, "x.wasm", "now"))
+    c.holders = {huge.digest: [Holder("a", "a", 1)]}
+    for _ in range(2):
+        with pytest.raises(BlobTooLarge) as refused:
+            await c.service.ensure(huge.digest)
+        assert str(refused.value) == (
+            "the module is 16 GiB, over this node's blobs.max_blob_bytes (256 MiB)"
+        )
+        assert not refused.value.retryable  # the kubelet does not loop on it
+    stats = c.service.fetcher.stats
+    assert (stats.refused_too_large, stats.fetches, stats.chunks_fetched) == (2, 0, 0)
+    assert nodes["a"].rpc.stats.requests_served == 0 and on_disk(c) == []
+
+    # A real module over a cap set low on c only: c refuses it, b pulls it.
+    data = module(10 * CHUNK, seed=10)
+    digest = await publish(nodes, ["a"], data)
+    limit(c, max_blob_bytes=4 * CHUNK)
+    c.holders = nodes["b"].holders = {digest: [Holder("a", "a", 1)]}
+    with pytest.raises(
+        BlobTooLarge, match=r"is 10 KiB, over this node's blobs.max_blob_bytes \(4 KiB\)"
+    ):
+        await c.service.ensure(digest)
+    assert on_disk(c) == []
+    assert (await nodes["b"].service.ensure(digest)).read_bytes() == data
+
+
+async def test_a_pull_that_would_leave_too_little_free_is_refused_before_writing(
+    nodes: dict[str, Node], tmp_path: Path
+) -> None:
+    data = module(6 * CHUNK, seed=11)
+    digest = await publish(nodes, ["a"], data)
+    c = nodes["c"]
+    c.holders = {digest: [Holder("a", "a", 1)]}
+    limit(c, min_free_bytes=1 << 62)  # more than any disk here has free
+    with pytest.raises(InsufficientStorage) as refused:
+        await c.service.ensure(digest)
+    message = str(refused.value)
+    assert message.startswith(f"pulling the module needs 6 KiB more; {c.service.store.root} has ")
+    assert message.endswith("blobs.min_free_bytes (4 EiB)"), message
+    assert refused.value.retryable  # space may free up: the kubelet backs off and retries
+    assert c.service.fetcher.stats.refused_no_space == 1
+    assert nodes["a"].service.chunks_served == 0 and on_disk(c) == []
+    limit(c, min_free_bytes=1 << 20)  # a reserve the disk satisfies
+    assert (await c.service.ensure(digest)).read_bytes() == data
+
+
+async def test_a_pull_stops_when_the_disk_fills_meanwhile_and_resumes_later(
+    nodes: dict[str, Node],
+) -> None:
+    """Something else fills the disk while chunks land: the pull stops at its next check and
+    keeps its partial file; once there is room it resumes, fetching nothing twice. (The free
+    space is what statvfs would say; it is scripted, as filling this machine's disk is not
+    an option.)"""
+    data = module(40 * CHUNK, seed=12)
+    digest = await publish(nodes, ["a"], data)
+    c = nodes["c"]
+    c.holders = {digest: [Holder("a", "a", 1)]}
+    limit(c, min_free_bytes=1 << 20, disk_check_interval=0.0)
+    free, filled = [1 << 40], asyncio.Event()
+
+    async def statvfs() -> int:
+        return free[0]
+
+    c.service.store.free_bytes = statvfs  # type: ignore[method-assign]
+    serve = nodes["a"].service._serve_chunk
+
+    async def serve_then_fill(src: str, body: Any) -> Any:
+        if nodes["a"].service.chunks_served >= 5 and not filled.is_set():
+            filled.set()
+            free[0] = 1 << 20  # the disk is now all but full
+        return await serve(src, body)
+
+    nodes["a"].rpc._handlers["blob.chunk"] = serve_then_fill
+    with pytest.raises(InsufficientStorage, match=r"blobs\.min_free_bytes"):
+        await c.service.ensure(digest)
+    first = c.service.fetcher.stats.chunks_fetched
+    assert 5 <= first < 40 and c.service.store.partials() == {digest}
+    free[0] = 1 << 40
+    assert (await c.service.ensure(digest)).read_bytes() == data
+    assert c.service.fetcher.stats.chunks_fetched <= 40  # resumed, not restarted
+
+
+async def test_the_reserve_counts_what_running_pulls_still_write(nodes: dict[str, Node]) -> None:
+    first, second = module(20 * CHUNK, seed=13), module(10 * CHUNK, seed=14)
+    digest_1 = await publish(nodes, ["a"], first)
+    digest_2 = await publish(nodes, ["a"], second)
+    c = nodes["c"]
+    c.holders = {d: [Holder("a", "a", 1)] for d in (digest_1, digest_2)}
+    reserve = 1 << 20
+    limit(c, min_free_bytes=reserve)
+
+    async def statvfs() -> int:  # room for either blob, not for both
+        return reserve + 25 * CHUNK
+
+    c.service.store.free_bytes = statvfs  # type: ignore[method-assign]
+    serve = nodes["a"].service._serve_chunk
+
+    started = asyncio.Event()
+
+    async def slowly(src: str, body: Any) -> Any:
+        started.set()
+        await asyncio.sleep(0.02)
+        return await serve(src, body)
+
+    nodes["a"].rpc._handlers["blob.chunk"] = slowly
+    running = asyncio.create_task(c.service.ensure(digest_1))
+    await asyncio.wait_for(started.wait(), 5)
+    with pytest.raises(InsufficientStorage, match="that running pulls still write"):
+        await c.service.ensure(digest_2)
+    assert (await running).read_bytes() == first
+
+
+async def test_a_chunk_longer_than_declared_is_never_written(nodes: dict[str, Node]) -> None:
+    data = module(5 * CHUNK, seed=15)
+    digest = await publish(nodes, ["a", "b"], data)
+    c = nodes["c"]
+    serve = nodes["a"].service._serve_chunk
+
+    async def padded(src: str, body: Any) -> Any:  # the right bytes, and more
+        answer = await serve(src, body)
+        return {"data": answer["data"] + b"\0" * CHUNK}
+
+    nodes["a"].rpc._handlers["blob.chunk"] = padded
+    c.holders = {digest: [Holder("a", "a", 1)]}  # only the padding holder
+    with pytest.raises(NoHolderError, match="sent a corrupt chunk"):
+        await c.service.ensure(digest)
+    part = c.service.store.partial_dir / f"{digest.removeprefix('sha256:')}.part"
+    assert part.stat().st_size == len(data) and not any(part.read_bytes())  # nothing written
+    c.holders = {digest: [Holder("a", "a", 1), Holder("b", "b", 2)]}
+    assert (await c.service.ensure(digest)).stat().st_size == len(data)
+
+
+async def test_a_browser_node_checks_the_cap_but_not_the_disk(
+    nodes: dict[str, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In Pyodide (sys.platform "emscripten") the store is memory and statvfs is made up."""
+    data = module(3 * CHUNK, seed=16)
+    digest = await publish(nodes, ["a"], data)
+    c = nodes["c"]
+    c.holders = {digest: [Holder("a", "a", 1)]}
+    monkeypatch.setattr(sys, "platform", "emscripten")
+    assert disk_free(c.service.store.root) is None
+    limit(c, min_free_bytes=1 << 62, max_blob_bytes=2 * CHUNK)
+    with pytest.raises(BlobTooLarge):
+        await c.service.ensure(digest)
+    limit(c, min_free_bytes=1 << 62, max_blob_bytes=3 * CHUNK)  # the reserve alone: no check
+    assert (await c.service.ensure(digest)).read_bytes() == data
+
+
+def test_sizes_are_shown_in_binary_units() -> None:
+    shown = [size_text(n) for n in (0, 812, 1024, 25_900, 256 << 20, 1536 << 20, 16 << 30)]
+    assert shown == ["0 B", "812 B", "1 KiB", "25.3 KiB", "256 MiB", "1.5 GiB", "16 GiB"]

@@ -56,6 +56,7 @@ from p2pkube.blobs.errors import (
     BlobTooLarge,
     InvalidBlob,
 )
+from p2pkube.blobs.limits import check_size
 from p2pkube.blobs.manifest import BLOB_API_VERSION
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.fsutil import write_file_atomically
@@ -511,12 +512,9 @@ class ApiServer:
     async def _publish_blob(self, request: web.Request) -> web.Response:
         """The body is the module itself; ``?source=NAME`` names where it came from."""
         blobs = self._blob_backend()
-        limit = blobs.settings.max_upload_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise ApiProblem(
-                413, f"{request.content_length} bytes exceed blobs.max_upload_bytes ({limit})"
-            )
         source = os.path.basename(request.query.get("source", ""))
+        if request.content_length is not None:  # refused before the body is read (413)
+            check_size(source or "the upload", request.content_length, blobs.settings)
         obj, created = await blobs.publish(_pieces(request, self.write_timeout), source)
         return web.json_response(obj, status=201 if created else 200)
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 class BlobError(Exception):
     """Base of every blob failure."""
 
+    retryable = True
+    """Whether the same pull may succeed later; the kubelet retries a failed pull (with
+    back-off) only when it may (see ``ImageSource`` in ``p2pkube.runtime.kubelet``)."""
+
 
 class BlobNotFound(BlobError):
     """No Blob object (manifest) for this digest in the cluster state."""
@@ -20,7 +24,16 @@ class InvalidBlob(BlobError):
 
 
 class BlobTooLarge(BlobError):
-    """An upload over ``blobs.max_upload_bytes``."""
+    """A blob over this node's ``blobs.max_blob_bytes``: an upload, or a pull whose manifest
+    declares more. Not retryable: a module does not shrink (the operator raises the limit and
+    restarts the agent, whose kubelet then pulls again)."""
+
+    retryable = False
+
+
+class InsufficientStorage(BlobError):
+    """A pull that would leave less than ``blobs.min_free_bytes`` free on the blob store's
+    filesystem. Retryable: space may free up (pods end, blobs are collected)."""
 
 
 class NoHolderError(BlobError):

@@ -10,6 +10,13 @@ dropped for the rest of this fetch and the chunks it owed go back into the queue
 others: the fetch resumes, it does not restart. Concurrent ``ensure`` calls for one digest
 share one fetch.
 
+Quotas (``p2pkube.blobs.limits``): a manifest declaring more than ``blobs.max_blob_bytes`` is
+refused before anything is created or asked for; a pull that would leave less than
+``blobs.min_free_bytes`` free (counting what the pulls already running still write) is refused
+before its partial file is created, and stopped if that happens while its chunks land. Nothing
+is ever written beyond the declared size: the storage writes a chunk only when its length and
+digest are the manifest's, at the manifest's offset.
+
 No threads and no sockets here: calls go through ``Rpc`` (hence the ``Transport``), storage
 through the ``BlobStorage`` protocol, so the browser node runs this same code.
 """
@@ -26,7 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from p2pkube.blobs.errors import BlobError, BlobFetchError, BlobNotFound, NoHolderError
+from p2pkube.blobs.errors import (
+    BlobError,
+    BlobFetchError,
+    BlobNotFound,
+    BlobTooLarge,
+    InsufficientStorage,
+    NoHolderError,
+)
+from p2pkube.blobs.limits import check_size, check_space
 from p2pkube.blobs.manifest import Manifest
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.net.rpc import Rpc, RpcBusy, RpcError, counters
@@ -61,8 +76,14 @@ class PartialBlobWriter(Protocol):
 class BlobStorage(Protocol):
     """What the fetcher needs from a store (native: ``BlobStore``)."""
 
+    root: Path
+    """Where the blobs are (named in a refusal for want of space)."""
+
     def path(self, digest: str) -> Path | None: ...
     async def open_partial(self, manifest: Manifest) -> PartialBlobWriter: ...
+    async def free_bytes(self) -> int | None:
+        """Bytes still free on the store's filesystem; None where that is unknown."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,10 @@ class FetchStats:
     corrupt_chunks: int = 0
     retries: int = 0
     holders_dropped: int = 0
+    refused_too_large: int = 0
+    """Pulls refused because the manifest declares more than ``blobs.max_blob_bytes``."""
+    refused_no_space: int = 0
+    """Pulls refused or stopped because they would leave less than ``blobs.min_free_bytes``."""
 
 
 def hop_counts(
@@ -140,6 +165,13 @@ def hop_counts(
 class _Fetch:
     progress: FetchProgress
     task: asyncio.Task[Path] | None = None
+    admitted: bool = False
+    """Past its free-space check: what it still has to write counts in the others' checks."""
+
+    @property
+    def remaining(self) -> int:
+        """Bytes this fetch still has to write."""
+        return self.progress.size - self.progress.bytes
 
 
 class BlobFetcher:
@@ -173,9 +205,11 @@ class BlobFetcher:
     async def ensure(self, digest: str) -> Path:
         """The local path of blob ``digest``, fetching it first unless it is held here.
 
-        Raises BlobNotFound (no manifest in the state), NoHolderError (nobody Ready holds it,
-        or every holder failed) or BlobFetchError. Cancelling one caller does not stop a fetch
-        other callers share.
+        Raises BlobNotFound (no manifest in the state), BlobTooLarge (its manifest declares
+        more than ``blobs.max_blob_bytes``: refused before anything is fetched),
+        InsufficientStorage (it would leave less than ``blobs.min_free_bytes`` free),
+        NoHolderError (nobody Ready holds it, or every holder failed) or BlobFetchError.
+        Cancelling one caller does not stop a fetch other callers share.
         """
         path = self._storage.path(digest)
         if path is not None:
@@ -187,6 +221,7 @@ class BlobFetcher:
             manifest = self._manifest(digest)
             if manifest is None:
                 raise BlobNotFound(f"no blob {digest} is published in this cluster")
+            self._check_size(manifest)
             fetch = _Fetch(FetchProgress(digest, manifest.size, manifest.count))
             task = asyncio.get_running_loop().create_task(
                 self._run(fetch, manifest), name=f"fetch {digest}"
@@ -220,6 +255,33 @@ class BlobFetcher:
     def stats_dict(self) -> dict[str, Any]:
         return {**counters(self.stats), "fetching": len(self._fetches)}
 
+    # -- quotas --------------------------------------------------------------------------------
+    def _check_size(self, manifest: Manifest) -> None:
+        """BlobTooLarge, from the manifest alone, when it declares more than the cap."""
+        try:
+            check_size("the module", manifest.size, self.settings)
+        except BlobTooLarge as exc:
+            self.stats.refused_too_large += 1
+            log.warning("not pulling %s: %s", manifest.digest, exc)
+            raise
+
+    async def check_space(self, digest: str, needed: int) -> None:
+        """InsufficientStorage when writing ``needed`` more bytes of ``digest``, besides what
+        the other admitted fetches still write, would leave less than ``blobs.min_free_bytes``
+        free. Nothing is checked when the reserve is 0 or the free space is unknown."""
+        if self.settings.min_free_bytes <= 0:
+            return
+        free = await self._storage.free_bytes()
+        if free is None:
+            return
+        promised = sum(f.remaining for d, f in self._fetches.items() if f.admitted and d != digest)
+        try:
+            check_space("the module", needed, free, promised, self._storage.root, self.settings)
+        except InsufficientStorage as exc:
+            self.stats.refused_no_space += 1
+            log.warning("not pulling %s: %s", digest, exc)
+            raise
+
     # -- one fetch -----------------------------------------------------------------------------
     def _finished(self, digest: str, task: asyncio.Task[Path]) -> None:
         self._fetches.pop(digest, None)
@@ -237,6 +299,10 @@ class BlobFetcher:
             ) from None
         try:
             self.stats.fetches += 1
+            # The whole blob counts, even when a partial copy is on disk: conservative by at
+            # most what that copy holds, and checked before a partial file is created.
+            await self.check_space(manifest.digest, manifest.size)
+            fetch.admitted = True
             partial = await self._storage.open_partial(manifest)
             try:
                 await _Transfer(self, manifest, partial, fetch.progress).run()
@@ -293,10 +359,14 @@ class _Transfer:
     async def run(self) -> None:
         settings = self.settings
         now = time.monotonic()
-        last_progress = now
+        last_progress = last_disk_check = now
         no_holder_since: float | None = None
         try:
             while self.queue or self.inflight:
+                if time.monotonic() - last_disk_check >= settings.disk_check_interval:
+                    last_disk_check = time.monotonic()
+                    remaining = self.progress.size - self.progress.bytes
+                    await self.fetcher.check_space(self.manifest.digest, remaining)
                 holders = self._current_holders()
                 now = time.monotonic()
                 if holders or self.inflight:

@@ -23,15 +23,10 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from p2pkube.blobs.errors import (
-    AmbiguousBlob,
-    BlobError,
-    BlobNotFound,
-    BlobTooLarge,
-    InvalidBlob,
-)
+from p2pkube.blobs.errors import AmbiguousBlob, BlobError, BlobNotFound, InvalidBlob
 from p2pkube.blobs.fetcher import CHUNK_METHOD, BlobFetcher, FetchProgress, Holder
 from p2pkube.blobs.gc import BlobCollector, GcDecision
+from p2pkube.blobs.limits import check_size
 from p2pkube.blobs.manifest import (
     BLOB_KIND,
     DIGEST_PREFIX,
@@ -196,19 +191,16 @@ class BlobService:
         """Store a streamed WebAssembly module here and publish its manifest.
 
         Returns (the Blob object as ``describe`` shows it, whether anything was new). Raises
-        InvalidBlob (not ``\\0asm``) or BlobTooLarge (over ``blobs.max_upload_bytes``);
-        publishing the same bytes again changes nothing.
+        InvalidBlob (not ``\\0asm``) or BlobTooLarge (over ``blobs.max_blob_bytes``: this node
+        would not pull it either); publishing the same bytes again changes nothing.
         """
         source = source if _SOURCE.fullmatch(source or "") else ""
         upload = self.store.upload(self.settings.chunk_size)
         head = b""
         try:
             async for piece in pieces:
-                if upload.size + len(piece) > self.settings.max_upload_bytes:
-                    raise BlobTooLarge(
-                        f"the upload exceeds blobs.max_upload_bytes "
-                        f"({self.settings.max_upload_bytes} bytes)"
-                    )
+                size = upload.size + len(piece)
+                check_size(source or "the upload", size, self.settings, at_least=True)
                 if len(head) < len(WASM_MAGIC):
                     head += piece[: len(WASM_MAGIC) - len(head)]
                     _check_magic(head, final=False)

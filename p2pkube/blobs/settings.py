@@ -34,9 +34,30 @@ class BlobSettings:
     max_concurrent_fetches: int = 4
     """Different blobs fetched at once; more wait their turn (calls for the same blob always
     share one fetch)."""
-    max_upload_bytes: int = 512 * 1024 * 1024
-    """Largest blob ``p2pkube publish`` accepts (the upload is streamed to disk, never held
-    in memory)."""
+    max_blob_bytes: int = 256 * 1024 * 1024
+    """Largest blob this node publishes or pulls. ``p2pkube publish`` (and ``apply`` of a
+    ``.wasm`` image) over it is refused (the upload is streamed to disk, never held in
+    memory); a pull whose Blob manifest declares more is refused before any file is created
+    or any chunk asked for, since any member can write a manifest declaring any size. A pod
+    whose module is over it waits with ErrImagePull naming this setting, not retried (the
+    module will not shrink; raise this and restart the agent to pull it). 256 MiB: the
+    modules pods run are kilobytes to tens of MB (``examples/build/sqlite.wasm`` is 1 MB, a
+    CPython built for WASI some tens of MB), so this leaves room for big ones while bounding
+    what one manifest can make every node write; it is pulled in about 11-20 s at this
+    transport's 13-23 MB/s (well within ``kubelet.image_pull_timeout``); and a browser node
+    holds its blobs in the tab's memory."""
+    min_free_bytes: int = 1024 * 1024 * 1024
+    """Free space a pull must leave on the filesystem of the blob store (``<data-dir>/blobs``):
+    a pull is refused when the blob's size plus what pulls already running still write would
+    leave less, checked before it starts and again every ``disk_check_interval`` as chunks
+    land (a pull that crosses it stops; its partial file stays for a resume). The kubelet
+    retries such a pull with back-off (ImagePullBackOff), as space may free up. 1 GiB: the
+    agent's state log, pod logs and compiled modules live on that filesystem and must stay
+    writable after a pull. 0 turns the check off; a browser node does not check (its files
+    are in memory, and Emscripten's statvfs reports made-up numbers)."""
+    disk_check_interval: float = 1.0
+    """How often a running pull re-checks the free space (one statvfs, in a worker thread):
+    something else on the machine may be filling the disk meanwhile."""
     io_timeout: float = 120.0
     """Longest one disk operation (copy, hash, read of a chunk) may take before it fails."""
     gc_grace: float = 600.0

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from p2pkube.blobs.errors import BlobCorrupt, BlobError
+from p2pkube.blobs.limits import disk_free
 from p2pkube.blobs.manifest import DIGEST_PREFIX, Manifest, digest_hex
 from p2pkube.fsutil import fsync_dir, write_file_atomically
 
@@ -143,6 +144,11 @@ class BlobStore:
     def partials(self) -> set[str]:
         """Digests of blobs partly fetched (kept for a resume)."""
         return set(self._partials)
+
+    async def free_bytes(self) -> int | None:
+        """Bytes still free for us on the store's filesystem; None where that is unknown (a
+        browser tab, see ``p2pkube.blobs.limits.disk_free``)."""
+        return await self._run(disk_free, self.root)
 
     # -- adding --------------------------------------------------------------------------------
     def upload(self, chunk_size: int) -> Upload:

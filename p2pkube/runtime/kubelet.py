@@ -47,7 +47,8 @@ class ImageSource(Protocol):
     """Where module bytes come from (natively: the blob fetcher)."""
 
     async def ensure(self, digest: str) -> Path:
-        """The local path of the blob ``digest``, fetched from peers if needed."""
+        """The local path of the blob ``digest``, fetched from peers if needed. An exception
+        whose ``retryable`` attribute is False (``BlobTooLarge``) is not retried."""
         ...
 
 
@@ -350,6 +351,14 @@ class PodWorker:
                 message = f"failed to fetch {image}: {exc or type(exc).__name__}"
                 log.warning("pod %s: %s", self.key, message)
                 self._event("Failed", message, warning=True)
+                if not getattr(exc, "retryable", True):
+                    # E.g. a module over blobs.max_blob_bytes: it will not shrink, so no retry
+                    # (like Kubernetes' InvalidImageName): the pod waits, Pending, until it is
+                    # deleted or its deadline passes; a restarted agent tries once more.
+                    record.waiting("ErrImagePull", message)
+                    self._changed()
+                    await self.halted.wait()
+                    break
                 # Kubernetes shows ErrImagePull after the first failure, then ImagePullBackOff.
                 if failures == 1:
                     record.waiting("ErrImagePull", message)
