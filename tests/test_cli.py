@@ -506,6 +506,8 @@ def test_status_text_and_json(agent: Agent) -> None:
 
 # --- join and signal (the agent and the signaling server are replaced by recorders) ----------
 
+JOIN_TOKEN = "s3cret-s3cret-s3cret-0123456789"
+
 
 @pytest.fixture
 def fake_agent_module(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
@@ -542,7 +544,7 @@ def test_join_builds_options_and_exits_with_the_agents_code(
     fake_agent_module: list[Any], tmp_path: Path
 ) -> None:
     token_file = tmp_path / "token"
-    token_file.write_text("# the join token\n\n  s3cret  \nignored\n")
+    token_file.write_text(f"# the join token\n\n  {JOIN_TOKEN}  \nignored\n")
     result = CliRunner().invoke(
         cli,
         ["join", "ws://127.0.0.1:8787", "--token-file", str(token_file), "--name", "n1",
@@ -553,7 +555,7 @@ def test_join_builds_options_and_exits_with_the_agents_code(
     assert result.exit_code == 3, result.stderr
     (options,) = fake_agent_module
     assert options.signaling_url == "ws://127.0.0.1:8787"
-    assert options.token == "s3cret"
+    assert options.token == JOIN_TOKEN
     assert options.name == "n1"
     assert options.data_dir == tmp_path / "d1"
     assert options.labels == {"zone": "a", "example.com/tier": ""}
@@ -581,7 +583,9 @@ def test_join_builds_options_and_exits_with_the_agents_code(
 def test_join_rejects_bad_options_before_starting(
     fake_agent_module: list[Any], args: list[str], option: str
 ) -> None:
-    result = CliRunner().invoke(cli, ["join", "ws://127.0.0.1:8787", "--token", "t", *args])
+    result = CliRunner().invoke(
+        cli, ["join", "ws://127.0.0.1:8787", *args], env={"P2PKUBE_TOKEN": JOIN_TOKEN}
+    )
     assert result.exit_code == 2, result.stderr
     assert option in result.stderr
     assert "Traceback" not in result.stderr
@@ -589,16 +593,21 @@ def test_join_rejects_bad_options_before_starting(
 
 
 def test_join_needs_exactly_one_token_and_a_signaling_url(fake_agent_module: list[Any]) -> None:
-    result = CliRunner().invoke(cli, ["join", "ws://h:1", "--name", "n1"])
-    assert result.exit_code == 2 and "--token" in result.stderr
+    result = CliRunner().invoke(
+        cli, ["join", "ws://h:1", "--name", "n1"], env={"P2PKUBE_TOKEN": ""}
+    )
+    assert result.exit_code == 2 and "--token-file" in result.stderr
+    assert "$P2PKUBE_TOKEN" in result.stderr
     result = CliRunner().invoke(cli, ["join", "not a url", "--name", "n1", "--token", "t"])
     assert result.exit_code == 2 and "URL" in result.stderr
     assert fake_agent_module == []
 
 
 def test_signal_prints_a_generated_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real load_tokens, a recording run_server (no socket is opened)."""
+    """The real load_tokens, a recording run_server (no socket is opened): the server is given
+    verifiers, never tokens."""
     import signaling.server
+    from signaling.protocol import Verifier
 
     calls: list[tuple[Any, ...]] = []
 
@@ -609,19 +618,22 @@ def test_signal_prints_a_generated_token(monkeypatch: pytest.MonkeyPatch) -> Non
         kw["on_ready"](types.SimpleNamespace(url=f"ws://{host}:{port}/ws"))
 
     monkeypatch.setattr(signaling.server, "run_server", run_server)
-    result = CliRunner().invoke(cli, ["signal", "--port", "9999"])
+    result = CliRunner().invoke(cli, ["signal", "--port", "9999"], env={"P2PKUBE_TOKEN": ""})
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("join token: ")
     token = lines[0].removeprefix("join token: ")
+    assert len(token) >= 22
     assert lines[2] == "signaling server: ws://127.0.0.1:9999/ws"
-    assert calls == [("127.0.0.1", 9999, [token], None)]
+    assert calls == [("127.0.0.1", 9999, [Verifier.from_token(token)], None)]
 
     calls.clear()
-    result = CliRunner().invoke(cli, ["signal", "--token", "a-given-token-of-decent-length"])
+    given = "a-given-token-of-decent-length"
+    result = CliRunner().invoke(cli, ["signal", "--token", given])
     assert result.exit_code == 0, result.stderr
     assert "join token" not in result.stdout
-    assert calls[0][2] == ["a-given-token-of-decent-length"]
+    assert calls[0][2] == [Verifier.from_token(given)]
+    assert "warning: --token on the command line" in result.stderr  # ps shows argv
 
 
 # --- pure helpers ----------------------------------------------------------------------------
