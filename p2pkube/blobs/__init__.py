@@ -7,7 +7,9 @@ every node can verify what it receives. Each node lists the blobs it holds compl
 own Node status (``status.images``); a node that needs one (``BlobFetcher.ensure``) pulls its
 chunks from those holders over rpc, verifying each chunk and the whole digest.
 
-Modules: ``manifest`` (digests, the Blob object, image references), ``store`` (the on-disk
-store, native only), ``fetcher`` (the pull; transport-only, no threads), ``gc`` (what to
-collect), ``service`` (wires them to the state, rpc and the local API).
+Modules: ``manifest`` (digests, the Blob object, image references), ``store`` (the store on
+disk; in a browser tab, in Emscripten's in-memory file system), ``fetcher`` (the pull;
+transport-only, no threads), ``limits`` (the size cap and the free-space reserve every node
+applies to what it publishes and pulls), ``gc`` (what to collect), ``service`` (wires them to
+the state, rpc and the local API).
 """

@@ -13,8 +13,10 @@ serve a "valid" 64 GiB blob). So each node decides for itself what it accepts:
   is retried (the kubelet backs off).
 
 Shared with the browser node (pure Python): there the blob store is the tab's memory
-(Emscripten's file system, copied to IndexedDB), whose ``statvfs`` reports made-up numbers, so
-:func:`disk_free` says "unknown" and only the size cap applies.
+(Emscripten's file system, copied to IndexedDB), whose ``statvfs`` reports fixed, made-up
+numbers (Pyodide 314: 4.096 GB total, 2.048 GB free, whatever is stored), so :func:`disk_free`
+says "unknown" and only the size cap applies. ``navigator.storage.estimate()`` is not used: it
+reports the origin's IndexedDB quota, while the blobs' bytes live in the tab's memory.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The on-disk blob store of a native node (file I/O and hashing run in worker threads).
+"""The blob store of a node: on disk natively (file I/O and hashing run in worker threads); in
+a browser tab in Emscripten's in-memory file system, where the same "threads" run inline.
 
 Layout under ``<data-dir>/blobs/``::
 
