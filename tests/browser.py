@@ -46,7 +46,7 @@ DIST = REPO / "p2pkube" / "browser" / "dist"
 BUILD = REPO / "p2pkube" / "browser" / "build.py"
 EXAMPLES = REPO / "examples" / "build"
 CHROMIUM = os.environ.get("P2PKUBE_CHROMIUM", "/usr/bin/chromium")
-TOKEN = "browser-test-token"
+TOKEN = "browser-test-token-0123456789"
 
 #: Headless Chromium as root on a loopback-only machine (see ../shared notes, "Browser node").
 CHROMIUM_ARGS = [

@@ -288,18 +288,44 @@ async def test_page_with_a_wrong_token_says_the_server_refused_it(
     assert "could not start" in message and "bad-token" in message, message
 
 
+async def test_page_with_a_short_token_says_how_to_make_one(
+    page: Any, web_server: SignalingServer
+) -> None:
+    """The tab refuses a token too short to be safe, before it connects, and says why."""
+    await open_node_page(page, web_server, token="short-token")
+    error = await asyncio.wait_for(
+        page.evaluate("window.p2pkubeReady.then(() => null, (e) => String(e))"), 60
+    )
+    assert error is not None and "at least 22 characters" in error, error
+    message = await page.inner_text("#message")
+    assert "could not start" in message and "p2pkube token" in message, message
+    assert not web_server.state.sessions  # it never even connected
+
+
 # -- signaling WebSocket --------------------------------------------------------------------------
 
 
 async def test_websocket_to_the_signaling_server(page: Any, web_server: SignalingServer) -> None:
-    """openSocket from Python in Pyodide, with plain Python callables as callbacks."""
+    """openSocket from Python in Pyodide, with plain Python callables as callbacks; the page
+    answers the server's challenge with its WebCrypto key, as the tab's node does."""
     from tests.browser import TOKEN
 
     await open_node_page(page, web_server)
     page_code = """
 import asyncio, json
 import p2pjs
-from signaling.protocol import join_message
+from p2pkube.browser.identity import BrowserIdentity
+from p2pkube.net.signaling_client import answer_challenge
+from signaling.protocol import b64decode, cluster_id, encode, join_message, signaling_key
+
+keys = await p2pjs.ed25519Generate()
+me = BrowserIdentity(bytes(keys.pub.to_bytes()), bytes(keys.pkcs8.to_bytes()))
+
+async def received(got, closed, count):
+    for _ in range(100):
+        if len(got) >= count or closed.done():
+            break
+        await asyncio.sleep(0.05)
 
 async def session(token):
     got, closed = [], asyncio.get_running_loop().create_future()
@@ -308,19 +334,21 @@ async def session(token):
             closed.set_result([code, str(reason)])
     sock = await p2pjs.openSocket(WS, lambda text: got.append(json.loads(str(text))), on_close)
     state = sock.readyState
-    sent = sock.send(json.dumps(join_message(token, "tab-test-peer", "tab-test", "browser")))
-    for _ in range(100):
-        if got or closed.done():
-            break
-        await asyncio.sleep(0.05)
+    await received(got, closed, 1)  # the challenge
+    nonce = b64decode(got[0]["nonce"])
+    join = await answer_challenge(
+        nonce, signaling_key(token), cluster_id(token), me, "tab-test", "browser"
+    )
+    sent = sock.send(encode(join_message(join)))
+    await received(got, closed, 2)
     if not closed.done():
         sock.close(1000, "bye")
     result = await asyncio.wait_for(closed, 5)
     return {"state": state, "sent": sent, "got": got, "closed": result,
-            "after": sock.send("late")}
+            "after": sock.send("late"), "peer": me.node_id}
 
 good = await session(TOKEN)
-bad = await session("not-the-token")
+bad = await session("not-the-token-but-long-enough")
 try:
     await p2pjs.openSocket(REFUSED, lambda t: None, lambda c, r: None, 3000)
     refused = None
@@ -342,10 +370,11 @@ json.dumps({"good": good, "bad": bad, "refused": refused})
     )
     good, bad = out["good"], out["bad"]
     assert good["state"] == 1 and good["sent"] is True
-    assert good["got"][0]["type"] == "welcome" and good["got"][0]["peer"] == "tab-test-peer"
+    assert good["got"][0]["type"] == "challenge"
+    assert good["got"][1]["type"] == "welcome" and good["got"][1]["peer"] == good["peer"]
     assert good["closed"][0] == 1000  # (aiohttp answers a close without its reason)
     assert good["after"] is False
-    assert bad["got"][0]["type"] == "error" and bad["got"][0]["code"] == "bad-token"
+    assert bad["got"][1]["type"] == "error" and bad["got"][1]["code"] == "bad-token"
     assert bad["closed"][0] == 4001
     assert "failed" in out["refused"] or "not open" in out["refused"]
 

@@ -74,6 +74,7 @@ __all__ = [
     "SignalingClient",
     "SignalingClientSettings",
     "SignalingRejected",
+    "answer_challenge",
     "websocket_url",
 ]
 
@@ -390,18 +391,8 @@ class SignalingClient:
         return ws, welcome
 
     async def _join(self, nonce: bytes) -> Join:
-        """The ``join`` answering the challenge ``nonce``: mac by the signaling key, signed
-        by the node key."""
-        cluster, pub = self._expected_cluster, self._identity.public_key
-        transcript = join_transcript(nonce, cluster, self.peer_id, self.name, self.kind, pub)
-        return Join(
-            cluster=cluster,
-            peer=self.peer_id,
-            name=self.name,
-            kind=self.kind,
-            pub=pub,
-            mac=join_mac(self._signaling_key, transcript),
-            sig=await self._identity.sign(transcript),
+        return await answer_challenge(
+            nonce, self._signaling_key, self._expected_cluster, self._identity, self.name, self.kind
         )
 
     def _server_reply(self, ws: WebSocket, text: str | None, expected: type[_Reply]) -> _Reply:
@@ -649,6 +640,25 @@ class SignalingClient:
                 )
             else:
                 logger.exception("signaling: %s callback failed", what)
+
+
+async def answer_challenge(
+    nonce: bytes, key: bytes, cluster: str, identity: NodeKey, name: str, kind: str
+) -> Join:
+    """The ``join`` answering the server's challenge ``nonce``: the mac keyed by the signaling
+    key ``key`` (:func:`~signaling.protocol.signaling_key`), and the signature of the node key
+    ``identity``, whose node id is the peer id, both over the join's transcript."""
+    pub = identity.public_key
+    transcript = join_transcript(nonce, cluster, identity.node_id, name, kind, pub)
+    return Join(
+        cluster=cluster,
+        peer=identity.node_id,
+        name=name,
+        kind=kind,
+        pub=pub,
+        mac=join_mac(key, transcript),
+        sig=await identity.sign(transcript),
+    )
 
 
 def _describe(exc: BaseException | object) -> str:
