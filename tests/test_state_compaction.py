@@ -160,11 +160,16 @@ def test_hybrid_clock_is_monotonic_and_bounds_skew() -> None:
     assert hlc.now() == (1_000_500, 8)
     clock.now = 1001.0
     assert hlc.now() == (1_001_000, 0)
-    hlc.observe(9_000_000, 3)  # a peer two hours ahead: clamped to now + 60 s
-    assert hlc.clamped == 1 and hlc.state == (1_061_000, 0)
-    restored = HybridClock(FakeClock(10.0), max_skew_ms=60_000)
-    restored.restore(*hlc.state)  # our own past is not clamped
-    assert restored.now() == (1_061_000, 1)
+    hlc.observe(9_000_000, 3)  # a peer two hours ahead: followed to now + 30 s (skew / 2)
+    assert hlc.clamped == 1 and hlc.state == (1_031_000, 0)
+    assert hlc.beyond_bound(1_061_001) and not hlc.beyond_bound(1_061_000)
+    restored = HybridClock(FakeClock(1_020.0), max_skew_ms=60_000)
+    restored.restore(*hlc.state)  # our own past: the clock stepped back 11 s, stamps do not
+    assert restored.now() == (1_031_000, 1) and restored.lowered == 0
+    ahead = HybridClock(FakeClock(10.0), max_skew_ms=60_000)
+    ahead.restore(*hlc.state)  # restored from a run whose clock was 17 minutes ahead:
+    assert ahead.now() == (40_000, 1)  # never issues a stamp no peer would take
+    assert ahead.lowered == 1 and ahead.now() == (40_000, 2)
 
 
 def test_store_reports_old_and_new_blob_per_entry() -> None:
@@ -236,26 +241,46 @@ async def test_concurrent_write_with_later_stamp_wins(mesh: Mesh, client_ids: li
         await s.close()
 
 
-async def test_write_overwrites_a_value_from_a_clock_far_ahead(
+async def test_write_overwrites_a_value_from_a_clock_ahead(
     mesh: Mesh, client_ids: list[int]
 ) -> None:
     client_ids.extend([5, 4])
-    fast = await open_state(clock=FakeClock(T0 + 86_400))  # a day ahead
+    fast = await open_state(clock=FakeClock(T0 + 50))  # 50 s ahead: within max_clock_skew
     normal = await open_state(clock=FakeClock())
     mesh.link(fast, "F", normal, "N")
     await fast.put("objects", "k", "from-the-future")
     await mesh.settle()
-    assert normal.stats.clock_skew_clamps == 1
+    assert normal.get("objects", "k") == "from-the-future"
+    assert normal.stats.clock_skew_clamps == 1  # followed only to now + 30 s
     await normal.put("objects", "k", "overwrite")  # made after seeing it: must win
     await normal.put("objects", "other", 1)
     await mesh.settle()
     assert fast.get("objects", "k") == normal.get("objects", "k") == "overwrite"
-    # Our clock was not dragged a day ahead: only the overwritten key's stamp was.
+    # Our clock was not dragged 50 s ahead: only the overwritten key's stamp was.
     other = normal.version("objects", "other")
-    assert other is not None and other.stamp.wall < (T0 + 120) * 1000
+    assert other is not None and other.stamp.wall == (T0 + 30) * 1000
     assert await normal.delete("objects", "k")
     await mesh.settle()
     assert fast.get("objects", "k") is None
+    for s in (fast, normal):
+        await s.close()
+
+
+async def test_a_value_from_a_clock_a_day_ahead_is_refused(mesh: Mesh) -> None:
+    """More than max_clock_skew ahead: refused, and the key stays writable (test_state_admission
+    has the hostile variants)."""
+    fast = await open_state(clock=FakeClock(T0 + 86_400))
+    normal = await open_state(clock=FakeClock())
+    await normal.put("objects", "k", "before")
+    mesh.link(fast, "F", normal, "N")
+    await mesh.settle()
+    await fast.put("objects", "k", "from-the-future")
+    await mesh.settle()
+    assert normal.get("objects", "k") == "before"
+    assert normal.stats.refused_future_stamps == 1 and normal.stats.refusals_by_peer == {"F": 1}
+    await normal.put("objects", "k", "overwrite")
+    assert normal.get("objects", "k") == "overwrite"
+    assert normal.stats.clock_skew_clamps == 0  # nothing dragged our clock
     for s in (fast, normal):
         await s.close()
 
@@ -657,14 +682,28 @@ async def test_generation_and_clock_survive_reopen(tmp_path: Path) -> None:
     last = a.version("objects", "after")
     assert last is not None
     await a.close()
-    clock.advance(-3600)  # the wall clock stepped back an hour across the restart
+    clock.advance(-20)  # the wall clock stepped back 20 s across the restart
     b = await open_state(tmp_path, clock=clock)
     assert b.generation == generation
     assert b.get("objects", "k") == "v" and b.get("objects", "after") == 1
     await b.put("objects", "next", 2)
     nxt = b.version("objects", "next")
-    assert nxt is not None and nxt.stamp > last.stamp
+    assert nxt is not None and nxt.stamp > last.stamp  # stamps did not go backwards
     await b.close()
+    # Stepped back an hour: stamps resume at wall clock + max_clock_skew / 2 (a stamp an
+    # hour ahead would be refused by every peer); the versions written "in the future" are
+    # still overwritten and deleted by new writes.
+    clock.advance(-3600)
+    c = await open_state(tmp_path, clock=clock)
+    await c.put("objects", "k", "v2")
+    assert await c.delete("objects", "after")
+    await c.put("objects", "next2", 3)
+    for key in ("k", "after", "next2"):
+        version = c.version("objects", key)
+        assert version is not None and version.stamp.wall <= (clock.now + 30) * 1000
+    assert c.get("objects", "k") == "v2" and c.get("objects", "after") is None
+    assert c.stats.clock_lowered == 1 and c.stats.future_versions_ignored == 2
+    await c.close()
 
 
 async def test_crash_between_switch_snapshot_and_log_reset(tmp_path: Path) -> None:

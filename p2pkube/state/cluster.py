@@ -47,6 +47,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+from .admission import LinkBudget, RefusalKind, TokenBucket, check_update
 from .persist import Persister, PersistSettings, Snapshot
 from .store import (
     LOAD,
@@ -87,7 +88,7 @@ from .versioned import (
     read_stamp,
 )
 
-__all__ = ["ClusterState", "StateSettings", "StateStats", "WriteBatch"]
+__all__ = ["ClusterState", "StateSettings", "StateStats", "ValueTooLarge", "WriteBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,9 @@ blob (item header, parent and length varUints); calibrated against pycrdt, used 
 to estimate the live size cheaply between compaction checks."""
 
 _PERSIST_DEFAULTS: Final = PersistSettings()
+
+MAX_PEERS_IN_REFUSAL_STATS: Final = 64
+"""`StateStats.refusals_by_peer` keeps the links most recently refused, at most this many."""
 
 
 @dataclass(slots=True)
@@ -155,8 +159,35 @@ class StateSettings:
     rejoins (like Cassandra's gc_grace_seconds): keep it above the longest outage
     after which a node is expected to rejoin with its data."""
     max_clock_skew: float = 60.0
-    """Remote stamps more than this many seconds ahead of our wall clock do not move
-    our hybrid clock past now + this (logged); a write still overwrites them."""
+    """An update from a peer carrying a value stamped more than this many seconds ahead of
+    our wall clock is refused (not applied, logged and counted with the link; the sender
+    offers it again at anti-entropy, so it is taken once it is within the bound). Our hybrid
+    clock follows remote stamps, and issues stamps, at most half this far ahead of our wall
+    clock: honest clocks within max_clock_skew / 2 of each other never refuse each other's
+    writes (NTP keeps them within milliseconds). A stored version further ahead than this
+    (written before the bound existed) is overwritten by a normal write, never restored by
+    a repair, and dropped by compaction."""
+    max_object_bytes: int = 1024 * 1024
+    """Largest encoded value (msgpack bytes) of one map entry: an object (apiVersion, kind,
+    metadata, spec), a status, a lease or an event. A local write over it raises
+    ValueTooLarge (the API answers 422 naming the size and the limit); an update from a
+    peer carrying a larger value is refused, logged and counted with the link. Kubernetes
+    refuses ConfigMaps and Secrets over 1 MiB; etcd's request limit is 1.5 MiB. Use the
+    same value on every node: a node refuses a peer's step 2 that holds a value over its
+    own limit."""
+    link_update_bytes_per_second: int = 4 * 1024 * 1024
+    """Update bytes per second one link may deliver (a token bucket per link, refilled at
+    this rate). An update over the budget is dropped (logged and counted with the link) and
+    fetched again by the next anti-entropy round, in the step 2 answering our step 1: one
+    member cannot make every node apply, store and relay more than this per link. A step 2
+    we asked for is taken whenever the link is not in debt, whatever its size (the catch-up
+    of a large state), and may leave it in debt."""
+    link_update_burst_bytes: int = 16 * 1024 * 1024
+    """Bucket size of `link_update_bytes_per_second`: update bytes a link may deliver at
+    once after a quiet period (a burst of writes; sixteen objects of the maximum size)."""
+    refusal_log_interval: float = 10.0
+    """At most one log line per this many seconds per link about refused or dropped
+    updates (the rest are counted, and the next line says how many)."""
     generation_fetch_timeout: float = 30.0
     """How long we wait for the full document of a newer generation from one peer
     before asking again (possibly another peer). Must cover sending the whole live
@@ -223,25 +254,60 @@ class StateStats:
     tombstones: int = 0
     """Deleted keys still held as tombstones."""
     clock_skew_clamps: int = 0
-    """Remote stamps beyond `max_clock_skew` (clamped)."""
+    """Remote stamps our clock did not follow all the way (beyond `max_clock_skew` / 2)."""
+    clock_lowered: int = 0
+    """Times our clock was pulled back to wall clock + `max_clock_skew` / 2 to issue a stamp
+    (it was restored from a run whose wall clock was ahead)."""
+    refused_future_stamps: int = 0
+    """Updates from peers refused for a value stamped beyond now + `max_clock_skew`."""
+    refused_oversize: int = 0
+    """Updates from peers refused for a value over `max_object_bytes`."""
+    budget_drops: int = 0
+    """Updates dropped because their link was over `link_update_bytes_per_second`."""
+    budget_dropped_bytes: int = 0
+    """Bytes of those updates."""
+    refusals_by_peer: dict[str, int] = field(default_factory=dict)
+    """Refused and dropped updates per link (peer id), for the links most recently refused."""
+    future_versions_ignored: int = 0
+    """Stored versions stamped beyond now + `max_clock_skew` that a write overwrote, a
+    repair did not restore, or a compaction or switch dropped."""
+
     state_vector: dict[int, int] = field(default_factory=dict)
+
+
+class ValueTooLarge(ValueError):
+    """A value whose encoding exceeds `StateSettings.max_object_bytes`; nothing was written."""
+
+    def __init__(self, map_name: str, key: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{map_name}/{key}: the encoded value is {size:,} bytes, over the limit of "
+            f"{limit:,} bytes (state.max_object_bytes)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+def _check_size(map_name: str, key: str, size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise ValueTooLarge(map_name, key, size, limit)
 
 
 class WriteBatch:
     """Writes collected by `ClusterState.batch()` and applied as one Yjs transaction.
 
-    Values are encoded when added, so a bad value fails before anything is
-    written: Yjs has no rollback, and a half-applied batch would stay applied.
+    Values are encoded (and their size checked) when added, so a bad value fails before
+    anything is written: Yjs has no rollback, and a half-applied batch would stay applied.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_value_bytes: int | None = None) -> None:
         self.ops: list[tuple[str, str, Any, bool]] = []
+        self._max_value_bytes = max_value_bytes
 
     def put(self, map_name: str, key: str, value: Any) -> None:
-        """Queue `map_name[key] = value`."""
+        """Queue `map_name[key] = value` (ValueTooLarge over the size cap)."""
         _check_map(map_name)
         _check_key(key)
-        encode_value(value)
+        _check_size(map_name, key, len(encode_value(value)), self._max_value_bytes)
         self.ops.append((map_name, key, value, False))
 
     def delete(self, map_name: str, key: str) -> None:
@@ -329,6 +395,10 @@ class ClusterState:
         self._store_unsubscribe: list[Callable[[], None]] = []
         self._persister: Persister | None = None
         self._peers: dict[str, SendFn] = {}
+        self._budgets: dict[str, LinkBudget] = {}
+        """Per attached peer: its update byte budget and our unanswered step 1s."""
+        self._caught_up = False
+        """Whether a peer's step 2 was applied at least once (see `synced_with_a_peer`)."""
         self._change_cbs: list[ChangeCallback] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stats = StateStats()
@@ -382,14 +452,15 @@ class ClusterState:
                 raise
             for update in loaded.updates:
                 try:
-                    store.apply_update(update, LOAD)
-                except ValueError:
+                    self._guarded(store.apply_update, update, LOAD)
+                except SyncProtocolError:
                     log.exception("skipping an undecodable logged update")
         self._store_unsubscribe.append(store.on_update(self._on_update))
         self._store = store
         # A crash can lose a repair that was not yet durable; the replay above
         # detected it again (the log holds each update as its own record).
         self._apply_repairs()
+        self._warn_future_versions(store)
         self._tasks = [
             asyncio.create_task(self._anti_entropy_loop(), name="state-anti-entropy"),
             asyncio.create_task(self._compaction_loop(), name="state-compaction"),
@@ -502,11 +573,15 @@ class ClusterState:
 
     # -- writes ------------------------------------------------------------
     async def put(self, map_name: str, key: str, value: Any) -> None:
-        """Write `map_name[key] = value`; returns once it is durable."""
+        """Write `map_name[key] = value`; returns once it is durable. ValueTooLarge (nothing
+        written) when the encoded value exceeds `max_object_bytes`."""
         store = self._require()
         _check_map(map_name)
         _check_key(key)
-        blob = encode_version(self._stamp_for(store, map_name, key), value)
+        stamp = self._stamp_for(store, map_name, key)
+        blob = encode_version(stamp, value)
+        size = len(blob) - len(encode_tombstone(stamp))  # the value without its stamp header
+        _check_size(map_name, key, size, self.settings.max_object_bytes)
         store.put_raw(map_name, key, blob)
         await self.flush()
 
@@ -531,7 +606,7 @@ class ClusterState:
         Nothing is written if the block raises. Reads inside the block do not
         see the queued writes yet.
         """
-        batch = WriteBatch()
+        batch = WriteBatch(self.settings.max_object_bytes)
         yield batch
         self.apply_batch(batch.ops)
         await self.flush()
@@ -546,7 +621,8 @@ class ClusterState:
             _check_map(map_name)
             _check_key(key)
             if not is_delete:
-                encode_value(value)
+                size = len(encode_value(value))
+                _check_size(map_name, key, size, self.settings.max_object_bytes)
         with store.transaction(LOCAL):
             for map_name, key, value, is_delete in ops:
                 if is_delete:
@@ -557,13 +633,45 @@ class ClusterState:
 
     def _stamp_for(self, store: StateStore, map_name: str, key: str) -> Stamp:
         """A stamp for a new write of `key`: from the hybrid clock, and in any case
-        after the version it replaces (which may come from a clock far ahead)."""
+        after the version it replaces (which may come from a clock ahead), unless that
+        version is stamped beyond now + max_clock_skew: no peer would take a stamp after it,
+        so it is overwritten with a stamp of our clock (it can only have been written before
+        stamps were bounded, or by our own clock before it stepped back)."""
         wall, counter = self._hlc.now()
         stamp = Stamp(wall, counter, self._client_id)
         current = read_stamp(store.get_raw(map_name, key))
         if current is not None and stamp <= current[0]:
-            stamp = current[0].successor(self._client_id)
+            if self._hlc.beyond_bound(current[0].wall):
+                self._ignore_future_version(map_name, key, current[0], "overwriting it")
+            else:
+                stamp = current[0].successor(self._client_id)
         return stamp
+
+    def _ignore_future_version(self, map_name: str, key: str, stamp: Stamp, what: str) -> None:
+        self._stats.future_versions_ignored += 1
+        log.warning(
+            "%s/%s holds a version stamped %.1f s ahead, beyond state.max_clock_skew: %s",
+            map_name,
+            key,
+            (stamp.wall - self._hlc.wall_ms()) / 1000,
+            what,
+        )
+
+    def _warn_future_versions(self, store: StateStore) -> None:
+        """Say at open if the document holds versions no peer would take any more."""
+        count = sum(
+            1
+            for map_name in MAP_NAMES
+            for _, blob in store.raw_items(map_name)
+            if (header := read_stamp(blob)) is not None and self._hlc.beyond_bound(header[0].wall)
+        )
+        if count:
+            log.warning(
+                "the state holds %d versions stamped beyond now + state.max_clock_skew (written "
+                "before stamps were bounded, or while this clock was ahead): writes replace "
+                "them, repairs do not restore them, the next compaction drops them",
+                count,
+            )
 
     def _delete(self, store: StateStore, map_name: str, key: str) -> bool:
         """Write a tombstone over a value; False (nothing written) if there is none."""
@@ -675,9 +783,13 @@ class ClusterState:
             for (map_name, key), blob in repairs.items():
                 wanted = read_stamp(blob)
                 current = read_stamp(store.get_raw(map_name, key))
-                if wanted is not None and (current is None or current[0] < wanted[0]):
-                    store.put_raw(map_name, key, blob)
-                    self._stats.lww_repairs += 1
+                if wanted is None or (current is not None and current[0] >= wanted[0]):
+                    continue
+                if self._hlc.beyond_bound(wanted[0].wall):
+                    self._ignore_future_version(map_name, key, wanted[0], "not restoring it")
+                    continue
+                store.put_raw(map_name, key, blob)
+                self._stats.lww_repairs += 1
 
     def _ttl_ms(self) -> int:
         return int(self.settings.tombstone_ttl * 1000)
@@ -701,12 +813,17 @@ class ClusterState:
             return
         self._require()
         self._peers[peer_id] = send
+        s = self.settings
+        self._budgets[peer_id] = LinkBudget(
+            TokenBucket(s.link_update_bytes_per_second, s.link_update_burst_bytes)
+        )
         self._nudged.pop(peer_id, None)
         self._send_step1(peer_id, send)
 
     def detach_peer(self, peer_id: str) -> None:
         """Stop syncing with a neighbour (its late frames are ignored)."""
         self._peers.pop(peer_id, None)
+        self._budgets.pop(peer_id, None)
         self._nudged.pop(peer_id, None)
         if self._fetch is not None and self._fetch.peer == peer_id:
             self._fetch = None  # ask the next peer that advertises it
@@ -758,7 +875,11 @@ class ClusterState:
                 self._stats.sync_step2_bytes_received += len(frame.payload)
             else:
                 self._stats.updates_received += 1
+            if not self._admit(peer_id, frame.kind, frame.payload):
+                return
             self._guarded(store.apply_update, frame.payload, peer_id)
+            if frame.kind is SyncMessageKind.STEP2:
+                self._caught_up = True
             self._apply_repairs()
         except SyncProtocolError:
             self._stats.protocol_errors += 1
@@ -795,23 +916,85 @@ class ClusterState:
             and fetch.peer == peer_id
         ):
             self._stats.sync_step2_bytes_received += len(payload)
-            base = self._store_factory(self._client_id)
+            base: StateStore | None = None
             try:
+                if not self._admit(peer_id, kind, payload):
+                    return  # the fetch stays outstanding until its deadline, then is asked again
+                base = self._store_factory(self._client_id)
                 self._guarded(base.apply_update, payload, peer_id)
             except SyncProtocolError:
-                base.close()
+                if base is not None:
+                    base.close()
                 self._fetch = None
                 raise
             self._switch(generation, base)
             return
+
         if fetch is None or generation > fetch.generation or now >= fetch.deadline:
             # Everything else of that generation is useless without its document.
             self._fetch = _Fetch(generation, peer_id, now + self.settings.generation_fetch_timeout)
             self._stats.generation_fetches += 1
             log.info("fetching state generation %s from %s", generation, peer_id)
-            self._send(
-                peer_id, send, encode_frame(generation, encode_sync_step1(EMPTY_STATE_VECTOR))
+            frame = encode_frame(generation, encode_sync_step1(EMPTY_STATE_VECTOR))
+            if self._send(peer_id, send, frame):
+                self._asked(peer_id)
+
+    def _asked(self, peer_id: str) -> None:
+        budget = self._budgets.get(peer_id)
+        if budget is not None:
+            budget.asked()
+
+    def _admit(self, peer_id: str, kind: SyncMessageKind, payload: bytes) -> bool:
+        """Whether an update or step 2 from `peer_id` may be applied: within the link's
+        budget, and no value stamped too far ahead or too large (admission.py). A refusal
+        is counted and logged with the link; SyncProtocolError if the update is unreadable."""
+        budget = self._budgets.get(peer_id)
+        if budget is None:
+            return False
+        now = time.monotonic()
+        s = self.settings
+        if not budget.admit(len(payload), step2=kind is SyncMessageKind.STEP2, now=now):
+            self._stats.budget_drops += 1
+            self._stats.budget_dropped_bytes += len(payload)
+            self._count_refusal(
+                peer_id,
+                budget,
+                now,
+                f"dropped a {kind.name.lower()} of {len(payload):,} bytes from peer {peer_id}: "
+                f"over the link's budget (state.link_update_bytes_per_second "
+                f"{s.link_update_bytes_per_second:,}, burst {s.link_update_burst_bytes:,}); "
+                "anti-entropy fetches it again",
             )
+            return False
+        refusal = self._guarded(
+            lambda: check_update(
+                payload,
+                wall_ms=self._hlc.wall_ms(),
+                max_skew_ms=self._hlc.max_skew_ms,
+                max_value_bytes=s.max_object_bytes,
+            )
+        )
+        if refusal is None:
+            return True
+        if refusal.kind is RefusalKind.FUTURE_STAMP:
+            self._stats.refused_future_stamps += 1
+        else:
+            self._stats.refused_oversize += 1
+        self._count_refusal(
+            peer_id, budget, now, f"refused a {kind.name.lower()} from peer {peer_id}: {refusal}"
+        )
+        return False
+
+    def _count_refusal(self, peer_id: str, budget: LinkBudget, now: float, message: str) -> None:
+        """Count a refused or dropped update for its link; log it (paced per link)."""
+        by_peer = self._stats.refusals_by_peer
+        by_peer[peer_id] = by_peer.pop(peer_id, 0) + 1  # re-inserted: most recent last
+        if len(by_peer) > MAX_PEERS_IN_REFUSAL_STATS:
+            del by_peer[next(iter(by_peer))]
+        folded = budget.should_log(now, self.settings.refusal_log_interval)
+        if folded is not None:
+            more = f" ({folded - 1} more since the last report)" if folded > 1 else ""
+            log.warning("%s%s", message, more)
 
     @staticmethod
     def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
@@ -825,18 +1008,22 @@ class ClusterState:
                 raise SyncProtocolError(f"CRDT panicked on peer data: {exc}") from exc
             raise
 
-    def _send(self, peer_id: str, send: SendFn, data: bytes) -> None:
+    def _send(self, peer_id: str, send: SendFn, data: bytes) -> bool:
+        """Hand a frame to the transport; False (counted) if it would not take it."""
         try:
             send(data)
         except Exception:
             # The transport's queue is full or closing: anti-entropy repairs it.
             self._stats.send_errors += 1
             log.debug("send to %s failed", peer_id, exc_info=True)
+            return False
+        return True
 
     def _send_step1(self, peer_id: str, send: SendFn) -> None:
         sv = self._require().state_vector()
         self._stats.sync_step1_sent += 1
-        self._send(peer_id, send, encode_frame(self._generation, encode_sync_step1(sv)))
+        if self._send(peer_id, send, encode_frame(self._generation, encode_sync_step1(sv))):
+            self._asked(peer_id)
 
     def _on_update(self, update: bytes, origin: object) -> None:
         """Persist and relay every transaction (except replays from disk)."""
@@ -877,6 +1064,9 @@ class ClusterState:
             for key, blob in store.raw_items(map_name):
                 header = read_stamp(blob)
                 if header is None or (header[1] and header[0].wall < horizon):
+                    continue
+                if self._hlc.beyond_bound(header[0].wall):
+                    self._ignore_future_version(map_name, key, header[0], "compacting it away")
                     continue
                 out.append((map_name, key, blob))
         return out
@@ -975,6 +1165,10 @@ class ClusterState:
                 theirs = new_stamps.get(key)
                 if theirs is not None and theirs >= mine[0]:
                     continue
+                if self._hlc.beyond_bound(mine[0].wall):
+                    self._ignore_future_version(map_name, key, mine[0], "not carrying it over")
+                    continue
+
                 if key not in new_entries and mine[1] and now_ms - mine[0].wall > ttl_ms:
                     continue  # an expired tombstone: the compactor dropped it on purpose
                 carries.append((map_name, key, blob))
@@ -1033,8 +1227,8 @@ class ClusterState:
     # -- stats -------------------------------------------------------------
     @property
     def synced_with_a_peer(self) -> bool:
-        """Whether a peer has answered our state vector at least once (cheap to ask)."""
-        return self._stats.sync_step2_received > 0
+        """Whether a peer's answer to our state vector was applied at least once (cheap)."""
+        return self._caught_up
 
     @property
     def stats(self) -> StateStats:
@@ -1049,6 +1243,8 @@ class ClusterState:
             generation_creator=self._generation.creator,
             tombstones=self._tombstone_count,
             clock_skew_clamps=self._hlc.clamped,
+            clock_lowered=self._hlc.lowered,
+            refusals_by_peer=dict(self._stats.refusals_by_peer),
             state_vector=decode_state_vector(store.state_vector()),
         )
         if self._persister is not None:

@@ -189,26 +189,40 @@ def inspect_blob(blob: bytes | bytearray | None) -> Version | None:
 
 
 class HybridClock:
-    """A hybrid logical clock (wall ms, counter): never goes backwards, and after
-    `observe(s)` every stamp it issues orders after `s`.
+    """A hybrid logical clock (wall ms, counter): never goes backwards on its own, and after
+    `observe(s)` every stamp it issues orders after `s`, within a bound.
 
-    Remote stamps more than `max_skew_ms` ahead of our wall clock are clamped
-    to that bound (and logged), so one peer with a clock years ahead cannot drag
-    every clock in the cluster with it. Writes still overwrite such a value,
-    because a write's stamp is at least the successor of the version it replaces.
+    `max_skew_ms` is how far ahead of our wall clock a peer's stamp may be before the
+    receiver refuses it (`ClusterState`). The clock follows remote stamps only *half* that
+    far (`follow_ms`), and never issues a time beyond our wall clock + `follow_ms`, even
+    when it was restored from a run whose clock ran ahead: so a stamp we issue is taken by
+    every node whose clock is at most `follow_ms` behind ours, and one peer with a clock
+    years ahead cannot drag every clock in the cluster with it. Writes still overwrite a
+    value stamped further ahead, because a write's stamp is at least the successor of the
+    version it replaces (`ClusterState._stamp_for`).
     """
 
     def __init__(self, wall_clock: Callable[[], float], max_skew_ms: int) -> None:
         self._wall_clock = wall_clock
-        self._max_skew_ms = max_skew_ms
+        self.max_skew_ms = max_skew_ms
+        """Stamps further ahead of our wall clock than this are not accepted from peers."""
+        self.follow_ms = max_skew_ms // 2
+        """How far ahead of our wall clock this clock may run (after observing, or restored)."""
         self._wall = 0
         self._counter = 0
         self.clamped = 0
-        """How many remote stamps were beyond the skew bound (a stats counter)."""
+        """How many remote stamps were beyond `follow_ms` (a stats counter)."""
+        self.lowered = 0
+        """How many times the clock was beyond `follow_ms` when issuing (restored from a run
+        whose wall clock was ahead, or the wall clock stepped back) and was pulled back."""
 
     def wall_ms(self) -> int:
         """The physical clock in ms (the injected wall clock, seconds -> ms)."""
         return int(self._wall_clock() * 1000)
+
+    def beyond_bound(self, wall: int) -> bool:
+        """Whether a stamp's wall time is further ahead of our wall clock than peers may be."""
+        return wall > self.wall_ms() + self.max_skew_ms
 
     @property
     def state(self) -> tuple[int, int]:
@@ -216,8 +230,22 @@ class HybridClock:
         return self._wall, self._counter
 
     def now(self) -> tuple[int, int]:
-        """Issue a fresh (wall_ms, counter), strictly after everything seen so far."""
+        """Issue a fresh (wall_ms, counter): after everything seen so far, but never beyond
+        our wall clock + `follow_ms` (a later time no peer would accept)."""
         physical = self.wall_ms()
+        ceiling = physical + self.follow_ms
+        if self._wall > ceiling:
+            self.lowered += 1
+            if self.lowered == 1 or self.lowered % 1000 == 0:
+                log.warning(
+                    "hybrid clock %.1f s ahead of the wall clock (restored from a run whose "
+                    "clock was ahead, or the clock stepped back): issuing stamps at most "
+                    "%.1f s ahead (%d times so far)",
+                    (self._wall - physical) / 1000,
+                    self.follow_ms / 1000,
+                    self.lowered,
+                )
+            self._wall, self._counter = ceiling, 0
         if physical > self._wall:
             self._wall, self._counter = physical, 0
         else:
@@ -225,16 +253,16 @@ class HybridClock:
         return self._wall, self._counter
 
     def observe(self, wall: int, counter: int) -> None:
-        """Move the clock to at least (wall, counter), clamped to now + max skew."""
-        limit = self.wall_ms() + self._max_skew_ms
+        """Move the clock to at least (wall, counter), clamped to now + `follow_ms`."""
+        limit = self.wall_ms() + self.follow_ms
         if wall > limit:
             self.clamped += 1
             if self.clamped == 1 or self.clamped % 1000 == 0:
                 log.warning(
-                    "a peer's clock is %.1f s ahead (beyond the %.1f s skew bound): "
+                    "a peer's clock is %.1f s ahead (beyond the %.1f s the clock follows): "
                     "clamping (%d times so far)",
-                    (wall - limit + self._max_skew_ms) / 1000,
-                    self._max_skew_ms / 1000,
+                    (wall - limit + self.follow_ms) / 1000,
+                    self.follow_ms / 1000,
                     self.clamped,
                 )
             wall, counter = limit, 0
@@ -242,7 +270,8 @@ class HybridClock:
             self._wall, self._counter = wall, counter
 
     def restore(self, wall: int, counter: int) -> None:
-        """Resume from a persisted state. Not clamped: it is our own past, and a
-        clock that stepped back (e.g. a reset RTC) must not make stamps go backwards."""
+        """Resume from a persisted state. Not clamped here: it is our own past, and a clock
+        that stepped back a little (e.g. a reset RTC) must not make stamps go backwards;
+        `now()` pulls a clock that is beyond `follow_ms` back when it issues."""
         if (wall, counter) > (self._wall, self._counter):
             self._wall, self._counter = wall, counter
