@@ -20,7 +20,7 @@ from typing import Any
 
 from p2pkube.api import ValidationFailed, containers
 from p2pkube.membership.detector import utc_now
-from p2pkube.state import ClusterState, object_key
+from p2pkube.state import ClusterState, ValueTooLarge, object_key
 
 BLOB_KIND = "Blob"
 
@@ -109,7 +109,17 @@ class ObjectService:
                 ),
             },
         }
-        await self.state.put("objects", key, stored)
+        try:
+            await self.state.put("objects", key, stored)
+        except ValueTooLarge as exc:
+            # Kubernetes' wording for a ConfigMap over 1 MiB; the size is the stored encoding.
+            raise ValidationFailed(
+                [
+                    f"[]: Too long: {kind} {namespace}/{metadata['name']} is {exc.size:,} "
+                    f"bytes encoded, must have at most {exc.limit:,} bytes "
+                    "(state.max_object_bytes)"
+                ]
+            ) from None
         return stored
 
     def _check_images(self, obj: dict[str, Any]) -> None:

@@ -3,12 +3,14 @@
 Split by concern: `store` (the narrow document interface + pycrdt backend),
 `versioned` (timestamped values, tombstones, the hybrid clock), `sync`
 (y-protocols wire messages + generation envelope), `persist` (snapshot + update
-log on disk) and `cluster` (`ClusterState`, the service tying them together,
-including last-writer-wins repair and generation compaction). See
+log on disk), `admission` and `yupdate` (what a peer's update may write: bounded
+stamps and sizes, a byte budget per link) and `cluster` (`ClusterState`, the
+service tying them together, including last-writer-wins repair and generation
+compaction). See
 docs/state.md for the design and its correctness arguments.
 """
 
-from .cluster import ClusterState, StateSettings, StateStats, WriteBatch
+from .cluster import ClusterState, StateSettings, StateStats, ValueTooLarge, WriteBatch
 from .persist import PersistenceError, PersistSettings
 from .store import (
     EVENTS,
@@ -53,6 +55,7 @@ __all__ = [
     "SyncMessageKind",
     "SyncProtocolError",
     "UnknownMapError",
+    "ValueTooLarge",
     "Version",
     "WriteBatch",
     "object_key",
