@@ -96,6 +96,12 @@ MAX_WATCH_SECONDS = 24 * 3600
 """Upper bound on a watch's ``timeoutSeconds``: every stream ends on its own eventually."""
 
 
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Default largest JSON body of an object write, refused (413, naming both sizes) before it
+is parsed. Above the object cap on purpose: ``state.max_object_bytes`` (1 MiB by default) is
+checked on the stored encoding and answers 422 with the exact size; JSON (escapes) can be
+larger than that encoding."""
+
 UPLOAD_READ_BYTES = 1024 * 1024
 """Bytes read from an upload's body at a time (each piece goes to disk before the next)."""
 
@@ -204,6 +210,7 @@ class ApiServer:
         shutdown_timeout: float = 2.0,
         watch_poll_interval: float = 2.0,
         blobs: BlobBackend | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -223,6 +230,8 @@ class ApiServer:
         cancel a handler whose client left, and an idle stream writes nothing that could fail)."""
         self.blobs = blobs
         """The blob endpoints answer 404 without it (e.g. an API server in tests)."""
+        self.max_body_bytes = max_body_bytes
+        """Largest object body read (blob uploads are streamed and have their own cap)."""
         self._watches: set[Watch] = set()
         self._token = ""
         self._url: str | None = None
@@ -293,7 +302,7 @@ class ApiServer:
     # --- HTTP plumbing ---------------------------------------------------------------------
 
     def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard])
+        app = web.Application(middlewares=[self._guard], client_max_size=self.max_body_bytes)
         app.add_routes(
             [
                 web.get("/v1/nodes", self._list_nodes),
@@ -384,11 +393,12 @@ class ApiServer:
 
     async def _put_object(self, request: web.Request) -> web.Response:
         """Create or replace (kubectl apply semantics)."""
-        return web.json_response(await self._store(await _body(request), create_only=False))
+        body = await _body(request, self.max_body_bytes)
+        return web.json_response(await self._store(body, create_only=False))
 
     async def _create_object(self, request: web.Request) -> web.Response:
         """Create only; 409 AlreadyExists otherwise (kubectl create semantics)."""
-        stored = await self._store(await _body(request), create_only=True)
+        stored = await self._store(await _body(request, self.max_body_bytes), create_only=True)
         return web.json_response(stored, status=201)
 
     async def _store(self, obj: dict[str, Any], *, create_only: bool) -> dict[str, Any]:
@@ -727,12 +737,20 @@ def _key(request: web.Request) -> tuple[str, str, str]:
     )
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    """The request's object, checked just enough to build its key; the backend validates."""
+async def _body(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """The request's object, checked just enough to build its key; the backend validates.
+    ``max_bytes`` is the app's ``client_max_size``, named in the 413 answer."""
     try:
         obj = await request.json()
     except ValueError:
         raise ApiProblem(400, "request body is not valid JSON") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiProblem(
+            413,
+            f"the object is {request.content_length or 0:,} bytes of JSON, over the "
+            f"{max_bytes:,} bytes this API reads (one object may be at most "
+            "state.max_object_bytes encoded, 1 MiB by default)",
+        ) from None
     if not isinstance(obj, dict):
         raise ApiProblem(400, "request body must be a JSON object")
     for field in ("apiVersion", "kind"):
