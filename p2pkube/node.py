@@ -100,11 +100,12 @@ class Node:
             store_factory=store_factory,
         )
         self.membership = Membership(
-            self.node_id,
+            self.mesh.signatures,
             config.name,
             self.mesh,
             self.settings.membership,
             on_change=self._on_liveness,
+            on_violation=self.mesh.drop_neighbour,
         )
         self.rpc = Rpc(self.mesh, self.settings.rpc)
         self.blobs = BlobService(
@@ -144,6 +145,7 @@ class Node:
         self.mesh.on_routed = self.rpc.receive
         self.mesh.route_hint = self.membership.route_hint
         self.mesh.reachable = self.membership.is_reachable
+        self.mesh.public_key_of = self.membership.public_key
         self._jobs: set[asyncio.Task[Any]] = set()
         self.loaded_objects = 0
         """Objects the state held when it was opened, before any peer synced: what this node
@@ -559,6 +561,7 @@ class Node:
             "state": {**self.state.stats_dict(), "loadedObjects": self.loaded_objects},
             "membership": {
                 "stalledSeconds": round(self.membership.stalled_seconds, 3),
+                **self.membership.stats_dict(),
                 "nodes": [
                     {
                         "node": n.node,
@@ -567,6 +570,7 @@ class Node:
                         "reason": n.reason,
                         "via": n.via,
                         "transitions": n.transitions,
+                        "incarnation": n.incarnation,
                     }
                     for n in self.membership.nodes()
                 ],

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -27,10 +26,9 @@ import pytest
 
 from p2pkube.api.client import ApiClient
 from p2pkube.devcluster import LocalCluster, wait_until
-from p2pkube.net.frames import Frame, FrameType
-from p2pkube.net.link import LinkState, PeerLink
+from p2pkube.net.link import LinkState
 from tests.clusters import all_ready, chain_cluster, neighbours
-from tests.test_hostile_peer import link_to
+from tests.test_hostile_peer import join_as_member
 
 WASM_HEADER = b"\0asm\1\0\0\0"
 CHUNK = 256 * 1024  # BlobSettings.chunk_size, the default
@@ -174,25 +172,19 @@ async def _hostile_session(
     chain: LocalCluster, ids: dict[str, str], digest: str
 ) -> dict[str, tuple[bool, Any]]:
     """Link to b as a member and send it rpc requests, fair and foul; b's answers by case."""
-    link, client = await link_to(chain, ids["b"])
-    answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
-
-    def on_frame(_: PeerLink, frame: Frame) -> None:
-        if frame.type is FrameType.ROUTE and frame.body["data"].get("kind") == "rpc-res":
-            answers.put_nowait(frame.body["data"])
-
-    link._on_frame = on_frame  # test hook: the link helper discards frames by default
-    me = next(
-        n["node"]
-        for n in (await asyncio.to_thread(chain.api, "b", "GET", "/v1/status"))["mesh"][
-            "neighbours"
-        ]
-        if n["name"] == "hostile"
+    member = await join_as_member(chain, ids["b"])
+    answers, link = member.answers, member.link
+    await member.heartbeat()  # beats like any node: a, behind b, learns its key from it
+    await asyncio.to_thread(
+        wait_until,
+        lambda: any(
+            n["node"] == member.id
+            for n in chain.api("a", "GET", "/v1/status")["membership"]["nodes"]
+        ),
+        10,
+        what="a to hear the member's heartbeat",
     )
-
-    def route(dst: str, data: dict[str, Any]) -> None:
-        envelope = {"id": secrets.token_hex(8), "src": me, "dst": dst, "ttl": 4, "data": data}
-        assert link.send(FrameType.ROUTE, envelope)
+    route = member.route
 
     def chunk(index: Any, size: Any, of: str = digest) -> bytes:
         return msgpack.packb({"digest": of, "index": index, "chunkSize": size})
@@ -209,21 +201,26 @@ async def _hostile_session(
     results: dict[str, tuple[bool, Any]] = {}
     try:
         for call_id, (name, (method, body)) in enumerate(cases.items(), start=1):
-            route(ids["b"], {"kind": "rpc-req", "id": call_id, "method": method, "body": body})
+            await route(
+                ids["b"], {"kind": "rpc-req", "id": call_id, "method": method, "body": body}
+            )
             answer = await asyncio.wait_for(answers.get(), 10)
             assert answer["id"] == call_id
             if answer["ok"]:
                 results[name] = (True, len(msgpack.unpackb(answer["body"])["data"]))
             else:
                 results[name] = (False, answer["code"])
-        route(ids["a"], {"kind": "rpc-req", "id": 99, "method": "blob.chunk", "body": "not bin"})
-        route(ids["b"], {"kind": "rpc-req", "id": 100, "method": "blob.chunk", "body": "not bin"})
+        await route(
+            ids["a"], {"kind": "rpc-req", "id": 99, "method": "blob.chunk", "body": "not bin"}
+        )
+        await route(
+            ids["b"], {"kind": "rpc-req", "id": 100, "method": "blob.chunk", "body": "not bin"}
+        )
         async with asyncio.timeout(10):
             while link.state is not LinkState.CLOSED:  # noqa: ASYNC110 - state of this loop
                 await asyncio.sleep(0.05)
     finally:
-        await link.close("test over", notify=False)
-        await client.close()
+        await member.close()
     return results
 
 

@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import Callable
 
 from p2pkube.devcluster import LocalCluster, wait_until
+from p2pkube.membership.detector import Membership
 from p2pkube.net import ice
+from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.settings import TransportSettings
@@ -47,7 +49,20 @@ async def test_offer_and_answer_travel_through_the_mesh(cluster: LocalCluster) -
         signaling_url=f"{cluster.url}/ws",
         settings=settings,
     )
+    # With heartbeats: they carry its key to the nodes it is not linked to, which check
+    # the signature of the offer it routes to them.
+    membership = Membership(mesh.signatures, "relay-test", mesh)
+    mesh.on_link_up = membership.link_up
+    mesh.route_hint = membership.route_hint
+    mesh.public_key_of = membership.public_key
+
+    def on_frame(node: str, frame: Frame) -> None:
+        if frame.type is FrameType.HEARTBEAT:
+            membership.handle_heartbeat(node, frame.body)
+
+    mesh.on_frame = on_frame
     await mesh.start()
+    await membership.start()
     try:
         await wait_for(
             lambda: mesh.signaling is not None and ids["n1"] in mesh.signaling.peers,
@@ -85,4 +100,5 @@ async def test_offer_and_answer_travel_through_the_mesh(cluster: LocalCluster) -
             what=f"{other_name} to list the new link (negotiated through {first_name})",
         )
     finally:
+        await membership.close()
         await mesh.close()

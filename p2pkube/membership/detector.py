@@ -5,6 +5,15 @@ floods a small HEARTBEAT frame every ``heartbeat_interval``; each receiver keeps
 ``(incarnation, sequence)`` per node, forwards only news (dedup), and remembers through which
 neighbour the news came first — the next hop toward that node for routed messages.
 
+Heartbeats are signed end to end by the node they speak for (``heartbeat.py``), so no member
+can declare another dead, gone or alive: a receiver drops what is not news *before* it checks
+a signature (a relayed duplicate costs nothing), checks each new heartbeat once, and relays
+only what it checked. A heartbeat's incarnation (its sender's start time) may not be ahead of
+the receiver's clock by more than ``max_clock_skew``, nor its signing time off by more, so
+nobody can make an incarnation so large that the node's next start looks older, nor replay
+an old heartbeat later. A node that restarts with a clock behind its previous start sends a
+*lower* incarnation: it is taken once the previous one is NotReady (timed out or left).
+
 A node is NotReady after ``node_timeout`` without news, Ready again on the next heartbeat.
 Like memberlist's Lifeguard, a detector that is itself slow must not blame others: the check
 loop measures its own event-loop stalls and does not count stalled time against anyone, so an
@@ -13,11 +22,16 @@ agent that was frozen or starved does not declare the whole cluster dead when it
 A node that knows it will be slow says so: its heartbeats carry ``grace``, seconds the others
 add to ``node_timeout`` for it (at most ``max_grace``). A browser tab sets it while hidden, when
 the browser runs its timers at most once a second (docs/guarantees.md, "Browser nodes").
+
+A node that leaves says so (``leaving``) in a heartbeat signed ahead of time, so that a closing
+browser tab, which can await nothing any more, can still send it (``say_leaving``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -25,11 +39,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from p2pkube.membership import heartbeat
+from p2pkube.membership.heartbeat import Heartbeat
 from p2pkube.net.frames import FrameType
+from p2pkube.net.rpc import counters
+from p2pkube.net.signed import LogThrottle, Signatures
 from p2pkube.net.transport import Transport
 from p2pkube.ticker import Ticker
 
 log = logging.getLogger(__name__)
+
+FAREWELL_SEQ_GAP = 1 << 20
+"""The pre-signed farewell's ``seq`` is this far above the last beat's, so it is still newer
+than every beat sent until it is signed again (at least every ``max_clock_skew / 4``)."""
 
 
 @dataclass
@@ -38,7 +60,9 @@ class MembershipSettings:
     """Seconds between two heartbeats of this agent (each crosses every link). Each data-channel
     message costs aiortc ~0.5 ms of CPU (DTLS and SCTP in Python, plus a SACK); at 1 s an idle
     agent with 4 links stays under 1 % of a core, at 0.5 s it used 1.5 % (bench/bench_idle.py).
-    With ``node_timeout`` 2.5 s a live node may still lose one beat and be late with the next."""
+    With ``node_timeout`` 2.5 s a live node may still lose one beat and be late with the next.
+    Each beat is signed once (~0.06 ms natively) and each receiver checks each new one once
+    (~0.16 ms)."""
     node_timeout: float = 2.5
     """A node whose heartbeats stopped for this long is NotReady (target: under 3 s on a LAN)."""
     heartbeat_ttl: int = 16
@@ -50,6 +74,32 @@ class MembershipSettings:
     max_grace: float = 30.0
     """Most extra seconds a node may ask for in its heartbeats (``grace``): a hidden browser
     tab asks for ``browser.hidden_grace``; nothing makes a node wait longer for anyone."""
+    max_clock_skew: float = 60.0
+    """Seconds a heartbeat's clock may be off from ours. One whose incarnation (its sender's
+    start time) is further ahead of our clock, or that was signed further from our now either
+    way, is dropped and logged (``heartbeatsImplausible`` in status): nobody can push a node's
+    incarnation so high that its own next start looks older (a jump to 2^62 used to make a
+    node NotReady for good), and a recorded heartbeat cannot be replayed once this has
+    passed. The same bound as ``state.max_clock_skew``: nodes' clocks must agree within it."""
+    max_nodes: int = 4096
+    """Most nodes this agent keeps liveness for; heartbeats of further nodes are dropped and
+    logged. Node ids are cheap to make, so a member that floods heartbeats of made-up nodes
+    must not grow the table (and the signature checks) without bound."""
+
+
+@dataclass
+class MembershipStats:
+    """Counters shown in ``p2pkube status`` under ``membership``."""
+
+    heartbeats_accepted: int = 0
+    heartbeats_forged: int = 0
+    """Heartbeats whose signature did not verify (dropped)."""
+    heartbeats_implausible: int = 0
+    """Heartbeats beyond ``max_clock_skew`` (dropped)."""
+    heartbeats_unchecked: int = 0
+    """New heartbeats dropped because the signature queue was full."""
+    heartbeats_over_limit: int = 0
+    """Heartbeats of a new node dropped because ``max_nodes`` are known."""
 
 
 def utc_now() -> str:
@@ -85,9 +135,11 @@ class NodeLiveness:
     last_transition: str = ""
     transitions: int = 0
     body: dict[str, Any] | None = None
-    """The last heartbeat received (passed on to a new neighbour, see ``link_up``)."""
+    """The last heartbeat received, as signed (passed on to a new neighbour, see ``link_up``)."""
     grace: float = 0.0
     """Seconds the node asked to be allowed beyond ``node_timeout`` (its heartbeat's grace)."""
+    pub: bytes = b""
+    """The node's public key, from its verified heartbeats (checks its routed messages)."""
 
 
 class Membership:
@@ -95,23 +147,44 @@ class Membership:
 
     def __init__(
         self,
-        node_id: str,
+        signatures: Signatures,
         name: str,
         transport: Transport,
         settings: MembershipSettings | None = None,
         on_change: Callable[[NodeLiveness], None] | None = None,
+        *,
+        on_violation: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.node_id = node_id
+        """``signatures`` signs this node's heartbeats and checks others'; ``on_violation``
+        (neighbour, reason) drops a neighbour that sent what no honest node sends, found only
+        once its signature was checked; ``clock`` is the wall clock (seconds since the epoch)
+        that incarnations and signing times come from and are checked against."""
+        self.node_id = signatures.node_id
         self.name = name
         self.settings = settings or MembershipSettings()
-        self.incarnation = time.time_ns() // 1_000_000
+        self.stats = MembershipStats()
+        self._signatures = signatures
+        self._clock = clock
+        self.incarnation = int(clock() * 1000)
         self.started = time.monotonic()
         self._ticker = Ticker(self.settings.check_interval, self.settings.stall_threshold)
         self._transport = transport
         self._seq = 0
         self._nodes: dict[str, NodeLiveness] = {}
+        self._checking: set[tuple[bytes, bytes]] = set()
+        """(signature, payload) of the heartbeats waiting for their check: a second copy
+        that arrives meanwhile is not checked again."""
         self._on_change = on_change or (lambda liveness: None)
+        self._on_violation = on_violation or (lambda neighbour, reason: None)
+        self._warn = LogThrottle(log)
         self._tasks: list[asyncio.Task[None]] = []
+        self._beat_now = asyncio.Event()
+        self._own: dict[str, Any] | None = None
+        """This node's latest heartbeat as sent (handed to a new neighbour at once)."""
+        self._farewell: dict[str, Any] | None = None
+        self._farewell_seq = 0
+        self._farewell_signed = 0.0
         self.grace = 0.0
         """Seconds this node asks the others to wait beyond their ``node_timeout`` before
         they call it NotReady (sent with every heartbeat while non-zero)."""
@@ -131,87 +204,211 @@ class Membership:
 
     def say_leaving(self) -> None:
         """Tell everyone now (synchronously) that this node is leaving: they mark it NotReady
-        at once. A closing browser tab can still do this, though it can await nothing."""
-        self._send_heartbeat(leaving=True)
+        at once. A closing browser tab can still do this, though it can await nothing: the
+        farewell was signed ahead of time. Beats sent afterwards (a tab restored from the
+        back-forward cache) continue above its ``seq``, so they count again."""
+        if self._farewell is None:
+            return
+        self._seq = max(self._seq, self._farewell_seq)
+        self._transport.broadcast(FrameType.HEARTBEAT, self._farewell)
 
     # -- sending -------------------------------------------------------------------------------
-    def _send_heartbeat(self, leaving: bool = False) -> None:
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _payload(self, seq: int, leaving: bool = False) -> dict[str, Any]:
+        return heartbeat.payload(
+            self.node_id,
+            self._signatures.public_key,
+            self.name,
+            self.incarnation,
+            seq,
+            self._now_ms(),
+            self._transport.neighbours(),
+            leaving=leaving,
+            grace=self.grace,
+        )
+
+    async def _send_heartbeat(self) -> None:
         self._seq += 1
-        body: dict[str, Any] = {
-            "node": self.node_id,
-            "name": self.name,
-            "inc": self.incarnation,
-            "seq": self._seq,
-            "ttl": self.settings.heartbeat_ttl,
-            "peers": self._transport.neighbours(),
-        }
-        if leaving:
-            body["leaving"] = True
-        if self.grace > 0:
-            body["grace"] = float(self.grace)
+        body = await heartbeat.seal(
+            self._signatures, self._payload(self._seq), self.settings.heartbeat_ttl
+        )
+        self._own = body
         self._transport.broadcast(FrameType.HEARTBEAT, body)
+
+    async def _sign_farewell(self) -> None:
+        """Keep a signed ``leaving`` heartbeat at hand: signed again when its time would
+        soon be too old for the receivers' ``max_clock_skew``, or when beats caught up with
+        its ``seq`` (about one signature per 15 s on top of one per beat)."""
+        age = time.monotonic() - self._farewell_signed
+        if (
+            self._farewell is not None
+            and self._seq < self._farewell_seq
+            and age < self.settings.max_clock_skew / 4
+        ):
+            return
+        seq = self._seq + FAREWELL_SEQ_GAP
+        self._farewell = await heartbeat.seal(
+            self._signatures, self._payload(seq, leaving=True), self.settings.heartbeat_ttl
+        )
+        self._farewell_seq, self._farewell_signed = seq, time.monotonic()
 
     async def _beat(self) -> None:
         while True:
-            self._send_heartbeat()
-            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                await self._send_heartbeat()
+                await self._sign_farewell()
+            except Exception:  # a failed WebCrypto call: try again next beat
+                log.exception("signing this node's heartbeat failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.heartbeat_interval):
+                    await self._beat_now.wait()
+            self._beat_now.clear()
 
     def link_up(self, neighbour: str) -> None:
-        """A new link: beat at once (our neighbour list changed) and hand the neighbour the
-        last heartbeat of every node we see Ready. Otherwise, after a partition heals, each
-        side would see the other NotReady for up to a heartbeat interval after the states
-        merged, and its schedulers would act on that (retake leases, evict pods)."""
-        self._send_heartbeat()
+        """A new link: hand the neighbour our latest heartbeat and the last heartbeat of
+        every node we see Ready, and beat at once (our neighbour list changed). Otherwise,
+        after a partition heals, each side would see the other NotReady for up to a heartbeat
+        interval after the states merged, and its schedulers would act on that (retake
+        leases, evict pods)."""
+        if self._own is not None:
+            self._transport.send(neighbour, FrameType.HEARTBEAT, self._own)
         for liveness in self._nodes.values():
             body = liveness.body
             if liveness.ready and body is not None and liveness.node != neighbour:
-                self._transport.send(
-                    neighbour, FrameType.HEARTBEAT, {**body, "ttl": max(1, body["ttl"] - 1)}
-                )
+                self._transport.send(neighbour, FrameType.HEARTBEAT, _hop(body))
+        self._beat_now.set()
 
     # -- receiving -----------------------------------------------------------------------------
     def handle_heartbeat(self, neighbour: str, body: dict[str, Any]) -> None:
-        """Record and relay a heartbeat that arrived from ``neighbour``; drop stale copies."""
-        node = body["node"]
-        if node == self.node_id:
+        """A heartbeat that arrived from ``neighbour``: drop it unless it is news, check its
+        signature (queued), then record and relay it. Raises FrameError for one that no
+        honest node signs or relays (the link drops the neighbour)."""
+        beat = heartbeat.parse(body)
+        if beat.node == self.node_id:
             return
-        known = self._nodes.get(node)
-        version = (body["inc"], body["seq"])
-        if known is not None and version <= (known.incarnation, known.seq):
+        known = self._nodes.get(beat.node)
+        if not self._is_news(beat, known):
+            return  # a relayed duplicate: no signature check
+        problem = self._implausible(beat)
+        if problem is not None:
+            self.stats.heartbeats_implausible += 1
+            self._warn.warning(
+                "implausible",
+                "heartbeat of %s (%s) via %s dropped: %s",
+                beat.name,
+                beat.node,
+                neighbour,
+                problem,
+            )
             return
-        peers = [p for p in body["peers"] if isinstance(p, str)][:1024]
+        if known is None and len(self._nodes) >= self.settings.max_nodes:
+            self.stats.heartbeats_over_limit += 1
+            self._warn.warning(
+                "over-limit",
+                "heartbeat of a new node %s via %s dropped: membership.max_nodes (%d) known",
+                beat.node,
+                neighbour,
+                self.settings.max_nodes,
+            )
+            return
+        key = (body["sig"], body["hb"])
+        if key in self._checking:
+            return  # the same heartbeat is being checked already
+        message = heartbeat.signed_bytes(self._signatures.cluster, body)
+        done = functools.partial(self._checked, neighbour, beat, key)
+        if not self._signatures.check(neighbour, beat.pub, body["sig"], message, done):
+            self.stats.heartbeats_unchecked += 1
+            self._warn.warning(
+                "unchecked",
+                "heartbeat of %s via %s dropped: too many to check",
+                beat.node,
+                neighbour,
+            )
+            return
+        self._checking.add(key)
+
+    def _is_news(self, beat: Heartbeat, known: NodeLiveness | None) -> bool:
+        if known is None or beat.version > (known.incarnation, known.seq):
+            return True
+        # A restart with a clock behind the previous start: a lower incarnation, taken once
+        # the one we knew is gone. It is signed by the node and recent (``_implausible``),
+        # so it is the node itself speaking now, not a replay of an older run.
+        return beat.inc < known.incarnation and not known.ready
+
+    def _implausible(self, beat: Heartbeat) -> str | None:
+        """Why a heartbeat's clock cannot be believed (None: it can)."""
+        now, skew = self._now_ms(), self.settings.max_clock_skew
+        if beat.inc > now + skew * 1000:
+            ahead = (beat.inc - now) / 1000
+            return f"its incarnation is {ahead:.0f}s ahead of our clock (max_clock_skew {skew:g}s)"
+        if abs(beat.time - now) > skew * 1000:
+            off = (beat.time - now) / 1000
+            return f"it was signed {off:+.0f}s from our clock (max_clock_skew {skew:g}s)"
+        return None
+
+    def _checked(
+        self, neighbour: str, beat: Heartbeat, key: tuple[bytes, bytes], valid: bool
+    ) -> None:
+        self._checking.discard(key)
+        if not valid:
+            self.stats.heartbeats_forged += 1
+            if beat.node == neighbour:
+                self._on_violation(neighbour, "its heartbeat has a bad signature")
+                return
+            # Relays check before they forward, but Ed25519 libraries disagree on a few
+            # crafted signatures: a neighbour that passed one on is not blamed for it.
+            self._warn.warning(
+                "forged",
+                "heartbeat for %s (%s) from neighbour %s has a bad signature: dropped",
+                beat.name,
+                beat.node,
+                neighbour,
+            )
+            return
+        known = self._nodes.get(beat.node)
+        if not self._is_news(beat, known):
+            return  # another copy was taken meanwhile
+        if known is None and len(self._nodes) >= self.settings.max_nodes:
+            return
+        self._accept(neighbour, beat, known)
+
+    def _accept(self, neighbour: str, beat: Heartbeat, known: NodeLiveness | None) -> None:
+        """Record a checked heartbeat and relay it."""
+        now, stamp = time.monotonic(), utc_now()
         if known is None:
             known = NodeLiveness(
-                node=node,
-                name=body["name"],
-                incarnation=body["inc"],
-                seq=body["seq"],
-                last_seen=time.monotonic(),
-                last_heartbeat=utc_now(),
+                node=beat.node,
+                name=beat.name,
+                incarnation=beat.inc,
+                seq=beat.seq,
+                last_seen=now,
+                last_heartbeat=stamp,
                 via=neighbour,
-                peers=peers,
-                last_transition=utc_now(),
+                peers=beat.peers,
+                last_transition=stamp,
+                pub=beat.pub,
             )
-            self._nodes[node] = known
+            self._nodes[beat.node] = known
             self._on_change(known)
-        known.name, known.incarnation, known.seq = body["name"], body["inc"], body["seq"]
+        known.name, known.incarnation, known.seq = beat.name, beat.inc, beat.seq
         known.last_seen, known.last_heartbeat, known.via, known.peers = (
-            time.monotonic(),
-            utc_now(),
+            now,
+            stamp,
             neighbour,
-            peers,
+            beat.peers,
         )
-        known.body = body
-        grace = body.get("grace", 0.0)
-        valid = isinstance(grace, int | float) and not isinstance(grace, bool) and grace > 0
-        known.grace = min(float(grace), self.settings.max_grace) if valid else 0.0
-        if body.get("leaving") is True:
+        known.body, known.pub = beat.body, beat.pub
+        known.grace = min(beat.grace, self.settings.max_grace)
+        self.stats.heartbeats_accepted += 1
+        if beat.leaving:
             self._set_ready(known, False, "AgentLeft")
         else:
             self._set_ready(known, True, "AgentReady")
-        if body["ttl"] > 1:
+        if beat.body["ttl"] > 1:
             self._transport.broadcast(
-                FrameType.HEARTBEAT, {**body, "ttl": body["ttl"] - 1}, self.relay_exclude(neighbour)
+                FrameType.HEARTBEAT, _hop(beat.body), self.relay_exclude(neighbour)
             )
 
     def _set_ready(self, liveness: NodeLiveness, ready: bool, reason: str) -> None:
@@ -279,5 +476,18 @@ class Membership:
     def get(self, node: str) -> NodeLiveness | None:
         return self._nodes.get(node)
 
+    def public_key(self, node: str) -> bytes | None:
+        """``node``'s public key as its verified heartbeats carry it (None: none seen)."""
+        liveness = self._nodes.get(node)
+        return liveness.pub if liveness is not None and liveness.pub else None
+
+    def stats_dict(self) -> dict[str, Any]:
+        return {**counters(self.stats), "checking": len(self._checking)}
+
     def nodes(self) -> list[NodeLiveness]:
         return list(self._nodes.values())
+
+
+def _hop(body: dict[str, Any]) -> dict[str, Any]:
+    """A checked heartbeat as relayed: what was signed, one hop fewer (never below 1)."""
+    return {"ttl": max(1, body["ttl"] - 1), "hb": body["hb"], "sig": body["sig"]}

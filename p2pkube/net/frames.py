@@ -48,7 +48,9 @@ class Frame:
 
 # Each body validator returns the body unchanged or raises FrameError. They check only what the
 # receiver relies on; extra map keys are allowed so that newer peers can add fields.
-def _fields(body: Any, spec: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+def require_fields(body: Any, spec: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """``body`` if it is a map holding every key of ``spec`` with a value of its type (a bool
+    is no int unless bool is named); FrameError naming the first field that is not."""
     if not isinstance(body, dict):
         raise FrameError(f"body must be a map, got {type(body).__name__}")
     for key, kinds in spec.items():
@@ -82,20 +84,18 @@ def _fragment(body: Any) -> list[Any]:
 
 
 _VALIDATORS: dict[FrameType, Callable[[Any], Any]] = {
-    FrameType.HELLO: lambda b: _fields(
+    FrameType.HELLO: lambda b: require_fields(
         b, {"node": str, "pub": bytes, "name": str, "kind": str, "nonce": bytes, "cluster": str}
     ),
-    FrameType.AUTH: lambda b: _fields(b, {"sig": bytes, "mac": bytes}),
+    FrameType.AUTH: lambda b: require_fields(b, {"sig": bytes, "mac": bytes}),
     FrameType.SYNC: _bytes,
-    FrameType.HEARTBEAT: lambda b: _fields(
-        b, {"node": str, "name": str, "inc": int, "seq": int, "ttl": int, "peers": list}
+    FrameType.HEARTBEAT: lambda b: require_fields(b, {"ttl": int, "hb": bytes, "sig": bytes}),
+    FrameType.ROUTE: lambda b: require_fields(
+        b, {"id": str, "src": str, "dst": str, "ttl": int, "data": bytes, "sig": bytes}
     ),
-    FrameType.ROUTE: lambda b: _fields(
-        b, {"id": str, "src": str, "dst": str, "ttl": int, "data": dict}
-    ),
-    FrameType.BYE: lambda b: _fields(b, {"reason": str}),
+    FrameType.BYE: lambda b: require_fields(b, {"reason": str}),
     FrameType.FRAGMENT: _fragment,
-    FrameType.PING: lambda b: _fields(b, {}),
+    FrameType.PING: lambda b: require_fields(b, {}),
 }
 
 
@@ -110,8 +110,25 @@ def decode_frame(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
         raise FrameError("text message on a binary channel")
     if len(data) > max_bytes:
         raise FrameError(f"frame of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+    decoded = unpack(data, max_bytes)
+    if not isinstance(decoded, list) or len(decoded) != 3:
+        raise FrameError("envelope must be [version, type, body]")
+    version, type_code, body = decoded
+    if version != PROTOCOL_VERSION:
+        raise FrameError(f"unsupported protocol version {version!r}")
     try:
-        decoded = msgpack.unpackb(
+        frame_type = FrameType(type_code)
+    except ValueError:
+        raise FrameError(f"unknown frame type {type_code!r}") from None
+    return Frame(frame_type, _VALIDATORS[frame_type](body))
+
+
+def unpack(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Any:
+    """One msgpack value from a peer, under the limits every frame is decoded with (no value
+    longer than ``max_bytes``, no ext types, string map keys); FrameError on anything else.
+    Also for msgpack carried inside a frame as ``bin`` (signed heartbeats, routed data)."""
+    try:
+        return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
@@ -123,16 +140,6 @@ def decode_frame(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
         )
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise FrameError(f"not msgpack: {exc.__class__.__name__}") from None
-    if not isinstance(decoded, list) or len(decoded) != 3:
-        raise FrameError("envelope must be [version, type, body]")
-    version, type_code, body = decoded
-    if version != PROTOCOL_VERSION:
-        raise FrameError(f"unsupported protocol version {version!r}")
-    try:
-        frame_type = FrameType(type_code)
-    except ValueError:
-        raise FrameError(f"unknown frame type {type_code!r}") from None
-    return Frame(frame_type, _VALIDATORS[frame_type](body))
 
 
 def fragment(data: bytes, size: int = FRAGMENT_BYTES) -> Iterator[bytes]:

@@ -12,6 +12,16 @@ neighbour on the path toward any node (the node itself when linked, else the nex
 membership's heartbeats) and never floods; with no path it fails at once. Routed messages
 addressed to this node that are not signals go to ``on_routed``.
 
+Every ROUTE is signed end to end by its source (``src``) with its node key, over its id, src,
+dst, whether it floods and the sha256 of its ``data`` (msgpack carried as bytes, so a 256 KiB
+blob chunk is hashed once and the signature covers 32 bytes), never its ``ttl``, which relays
+decrement. Relays forward without checking; the destination checks before anything else looks
+at the message, with the source's key from the link handshake (a neighbour) or from its
+verified heartbeats (``public_key_of``), and drops messages from sources it has no key for.
+So a member cannot speak for another node, nor make up sources to get around the per-source
+limits of rpc. Duplicates are recognised by id *and* signature, so a forged copy that arrives
+first cannot get the real message dropped as a duplicate.
+
 The mesh is the ``Transport`` of both nodes: what carries a link (aiortc natively, the page's
 RTCPeerConnection in a browser tab) comes from ``link_factory``, how the signaling WebSocket
 opens from ``connect``, and how a neighbour's signature is checked from ``check_signature``.
@@ -23,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import logging
 import random
 import secrets
@@ -32,12 +44,15 @@ from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from p2pkube.net.frames import Frame, FrameError, FrameType
+import msgpack
+
+from p2pkube.net.frames import Frame, FrameError, FrameType, unpack
 from p2pkube.net.handshake import Handshake
 from p2pkube.net.keys import NodeKey, SignatureCheck
 from p2pkube.net.linkbase import LinkBase, LinkState
 from p2pkube.net.settings import TransportSettings
 from p2pkube.net.signaling_client import PeerInfo, SignalingClient
+from p2pkube.net.signed import LogThrottle, Signatures, transcript
 from p2pkube.net.transport import SIGNAL_KINDS
 from p2pkube.net.websocket import Connect
 from signaling.protocol import link_key
@@ -45,7 +60,35 @@ from signaling.protocol import link_key
 log = logging.getLogger(__name__)
 
 _SEEN_ROUTES = 4096
-"""How many ROUTE message ids are remembered to drop duplicates of flooded messages."""
+"""How many ROUTE messages (id and signature) are remembered to drop duplicates of flooded
+messages."""
+ROUTE_DOMAIN = "p2pkube-route-v1"
+"""Domain separation of ROUTE signatures (see :func:`route_fields`)."""
+
+
+def route_fields(route: dict[str, Any]) -> tuple[Any, ...]:
+    """What a ROUTE's signature covers after the domain and the cluster: everything but
+    ``ttl``, with ``data`` by its sha256."""
+    flood = route.get("flood") is True
+    digest = hashlib.sha256(route["data"]).digest()
+    return (route["id"], route["src"], route["dst"], flood, digest)
+
+
+async def seal_route(
+    signatures: Signatures, dst: str, data: dict[str, Any], *, ttl: int, flood: bool = False
+) -> dict[str, Any]:
+    """A ROUTE frame body from this node to ``dst`` carrying ``data``, signed."""
+    route: dict[str, Any] = {
+        "id": secrets.token_hex(8),
+        "src": signatures.node_id,
+        "dst": dst,
+        "ttl": ttl,
+        "data": msgpack.packb(data, use_bin_type=True),
+    }
+    if flood:
+        route["flood"] = True
+    route["sig"] = await signatures.sign(ROUTE_DOMAIN, *route_fields(route))
+    return route
 
 
 LinkFactory = Callable[..., LinkBase]
@@ -89,6 +132,15 @@ class Mesh:
             check_signature = verify_signature
         self._link_factory = link_factory
         self._check_signature = check_signature
+        self.signatures = Signatures(
+            identity,
+            cluster,
+            check_signature,
+            max_queued=self.settings.max_signature_checks,
+            max_queued_per_neighbour=self.settings.max_signature_checks_per_neighbour,
+        )
+        """Signs this node's ROUTEs (and, shared with membership, its heartbeats) and checks
+        others', bounded."""
         self.target_degree = self.settings.max_peers + random.randint(
             0, max(0, self.settings.max_peers_jitter)
         )
@@ -104,7 +156,13 @@ class Mesh:
         self._banned: dict[str, float] = {}
         self.blocked: frozenset[str] = frozenset()
         """Node ids this node refuses to link to (fault injection: a partition, see block())."""
-        self._seen_routes: OrderedDict[str, None] = OrderedDict()
+        self._seen_routes: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        self._outbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(
+            self.settings.max_queued_routes
+        )
+        """Routed messages waiting to be signed and sent (signing is async)."""
+        self._sender: asyncio.Task[None] | None = None
+        self._warn = LogThrottle(log)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintainer: asyncio.Task[None] | None = None
         self._closed = False
@@ -118,11 +176,19 @@ class Mesh:
         """Routed messages dropped here because no path to their destination was known."""
         self.routed_malformed = 0
         """Routed messages for us that ``on_routed`` rejected as invalid protocol."""
+        self.routed_forged = 0
+        """Routed messages for us whose signature did not verify (dropped)."""
+        self.routed_unknown_source = 0
+        """Routed messages for us from a node we have no verified key for (dropped)."""
+        self.routed_unchecked = 0
+        """Routed messages dropped unsent or unchecked: a queue was full."""
         self.on_link_up: Callable[[str], None] = lambda node: None
         self.on_link_down: Callable[[str], None] = lambda node: None
         self.on_frame: Callable[[str, Frame], None] = lambda node, frame: None
         self.on_routed: Callable[[str, dict[str, Any]], None] = lambda node, data: None
         self.route_hint: Callable[[str], str | None] = lambda node: None
+        self.public_key_of: Callable[[str], bytes | None] = lambda node: None
+        """Set by membership: a node's public key from its verified heartbeats."""
         self.reachable: Callable[[str], bool] = lambda node: node in self._links
         """Set by membership: True when the node's heartbeats arrive (through any path)."""
         self.signaling: SignalingClient | None = None
@@ -151,6 +217,8 @@ class Mesh:
         self._closed = True
         if self._maintainer is not None:
             self._maintainer.cancel()
+        if self._sender is not None:
+            self._sender.cancel()
         for task in list(self._tasks):
             task.cancel()
         links = list(self._links.values()) + list(self._pending.values())
@@ -158,10 +226,11 @@ class Mesh:
             await asyncio.gather(*(link.close("agent leaving") for link in links))
         if self.signaling is not None:
             await self.signaling.close()
-        for task in [self._maintainer, *self._tasks]:
+        for task in [self._maintainer, self._sender, *self._tasks]:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, timeout=5)
+        await self.signatures.close()
 
     def neighbours(self) -> list[str]:
         return list(self._links)
@@ -196,22 +265,36 @@ class Mesh:
         )
 
     def send_routed(self, node_id: str, data: dict[str, Any]) -> bool:
-        """Send a routed message (see :class:`RoutedTransport`); False when there is no path."""
+        """Send a routed message (see :class:`RoutedTransport`); False when there is no path
+        (or ``transport.max_queued_routes`` wait to be signed). It is signed, then sent, by a
+        task of the mesh, in the order of the calls."""
         if self._closed or node_id == self.node_id:
             return False
-        route = {
-            "id": secrets.token_hex(8),
-            "src": self.node_id,
-            "dst": node_id,
-            "ttl": self.settings.route_ttl,
-            "data": data,
-        }
-        self._remember_route(route["id"])
-        if not self._forward_route(route, came_from=None, flood=False):
+        if self._next_hop(node_id, came_from=None) is None:
             self.routed_no_path += 1
             return False
-        self.routed_sent += 1
+        if self._outbox.full():
+            self.routed_unchecked += 1
+            self._warn.warning("outbox", "routed message for %s dropped: too many to sign", node_id)
+            return False
+        self._outbox.put_nowait((node_id, data))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_outbox())
         return True
+
+    async def _send_outbox(self) -> None:
+        while True:
+            dst, data = await self._outbox.get()
+            try:
+                route = await seal_route(self.signatures, dst, data, ttl=self.settings.route_ttl)
+            except Exception:  # unencodable data (a bug above), a failed WebCrypto call
+                log.exception("signing a routed message for %s failed", dst)
+                continue
+            self._remember_route((route["id"], route["sig"]))
+            if self._forward_route(route, came_from=None, flood=False):
+                self.routed_sent += 1
+            else:
+                self.routed_no_path += 1
 
     async def wait_writable(self, node_id: str, limit: int) -> bool:
         link = self._next_hop(node_id, came_from=None)
@@ -325,14 +408,10 @@ class Mesh:
                 return True
         if not self._links:
             return False
-        route = {
-            "id": secrets.token_hex(8),
-            "src": self.node_id,
-            "dst": node_id,
-            "ttl": self.settings.route_ttl,
-            "data": data,
-        }
-        self._remember_route(route["id"])
+        route = await seal_route(
+            self.signatures, node_id, data, ttl=self.settings.route_ttl, flood=True
+        )
+        self._remember_route((route["id"], route["sig"]))
         if not self._forward_route(route, came_from=None, flood=True):
             return False
         self.negotiated_via_mesh += 1
@@ -357,11 +436,13 @@ class Mesh:
             return False
         return self.broadcast(FrameType.ROUTE, route, exclude=(came_from,) if came_from else ()) > 0
 
-    def _remember_route(self, route_id: str) -> bool:
-        """Record a ROUTE id; False when it was seen before (a flooded duplicate)."""
-        if route_id in self._seen_routes:
+    def _remember_route(self, key: tuple[str, bytes]) -> bool:
+        """Record a ROUTE's (id, signature); False when it was seen before (a duplicate). A
+        copy with the same id and another signature is another message: a forgery cannot
+        get the real one dropped as its duplicate."""
+        if key in self._seen_routes:
             return False
-        self._seen_routes[route_id] = None
+        self._seen_routes[key] = None
         if len(self._seen_routes) > _SEEN_ROUTES:
             self._seen_routes.popitem(last=False)
         return True
@@ -488,38 +569,118 @@ class Mesh:
             self.on_frame(node, frame)
 
     def _on_route(self, came_from: str, route: dict[str, Any]) -> None:
-        if not self._remember_route(route["id"]):
+        key = (route["id"], route["sig"])
+        if key in self._seen_routes:
+            return  # a duplicate: nothing to check
+        if route["dst"] != self.node_id:
+            self._remember_route(key)
+            self._relay_route(came_from, route)
             return
-        data, src = route["data"], route["src"]
-        signal = data.get("kind") in SIGNAL_KINDS
-        if route["dst"] == self.node_id:
-            if signal:
-                self._handle_signal(src, data)
-            else:
-                self._deliver_routed(came_from, src, data)
-        elif route["ttl"] > 1:
-            forwarded = self._forward_route(
-                {**route, "ttl": route["ttl"] - 1}, came_from, flood=signal
+        src = route["src"]
+        public_key = self._public_key(src)
+        if public_key is None:
+            self.routed_unknown_source += 1
+            self._warn.warning(
+                "unknown-source",
+                "routed message from unknown node %s (via %s) dropped: no verified key for it",
+                src,
+                came_from,
             )
-            if signal:
+            return
+        message = transcript(ROUTE_DOMAIN, self._cluster, *route_fields(route))
+        done = functools.partial(self._on_route_checked, came_from, route, key)
+        if not self.signatures.check(came_from, public_key, route["sig"], message, done):
+            self.routed_unchecked += 1
+            self._warn.warning(
+                "unchecked", "routed message from %s dropped: too many to check", src
+            )
+
+    def _public_key(self, node: str) -> bytes | None:
+        """A node's key: from the link handshake if it is a neighbour, else from its
+        verified heartbeats."""
+        link = self._links.get(node)
+        remote = link.remote if link is not None else None
+        return remote.pub if remote is not None else self.public_key_of(node)
+
+    def _relay_route(self, came_from: str, route: dict[str, Any]) -> None:
+        """Pass on a ROUTE for another node (unchecked: its destination checks it)."""
+        if route["ttl"] <= 1:
+            return
+        flood = route.get("flood") is True
+        forwarded = self._forward_route({**route, "ttl": route["ttl"] - 1}, came_from, flood)
+        if flood:
+            return
+        if forwarded:
+            self.routed_relayed += 1
+        else:
+            self.routed_no_path += 1
+            log.debug(
+                "no path toward %s: routed message from %s dropped", route["dst"], route["src"]
+            )
+
+    def _on_route_checked(
+        self, came_from: str, route: dict[str, Any], key: tuple[str, bytes], valid: bool
+    ) -> None:
+        """A ROUTE for us, its signature checked: deliver it (once)."""
+        src = route["src"]
+        if self._closed:
+            return
+        if not valid:
+            self.routed_forged += 1
+            if src == came_from:
+                self.drop_neighbour(came_from, "its routed message has a bad signature")
                 return
-            if forwarded:
-                self.routed_relayed += 1
-            else:
-                self.routed_no_path += 1
-                log.debug("no path toward %s: routed message from %s dropped", route["dst"], src)
+            self._warn.warning(
+                "forged",
+                "routed message claiming to be from %s (via %s) has a bad signature: dropped",
+                src,
+                came_from,
+            )
+            return
+        if not self._remember_route(key):
+            return  # another copy was delivered meanwhile
+        try:
+            data = unpack(route["data"], self.settings.max_frame_bytes)
+            if not isinstance(data, dict):
+                raise FrameError("routed data must be a map")
+        except FrameError as exc:
+            self._invalid_routed(came_from, src, exc)
+            return
+        if data.get("kind") in SIGNAL_KINDS:
+            self._handle_signal(src, data)
+        else:
+            self._deliver_routed(came_from, src, data)
 
     def _deliver_routed(self, came_from: str, src: str, data: dict[str, Any]) -> None:
         try:
             self.on_routed(src, data)
         except FrameError as exc:
-            self.routed_malformed += 1
-            if src == came_from:
-                raise  # the neighbour itself broke the protocol: the link drops and bans it
-            # A relay only passed it on; the originator is not ours to drop.
-            log.warning("invalid routed message from %s (via %s) dropped: %s", src, came_from, exc)
+            self._invalid_routed(came_from, src, exc)
         except Exception:  # a bug in a layer above must not take the link down with it
             log.exception("handling a routed message from %s failed", src)
+
+    def _invalid_routed(self, came_from: str, src: str, exc: FrameError) -> None:
+        """A signed routed message for us that is not valid protocol."""
+        self.routed_malformed += 1
+        if src == came_from:
+            # The neighbour itself broke the protocol: drop and ban it.
+            self.drop_neighbour(came_from, f"invalid routed message: {exc}")
+            return
+        # A relay only passed it on; the originator is not ours to drop.
+        self._warn.warning(
+            "invalid", "invalid routed message from %s (via %s) dropped: %s", src, came_from, exc
+        )
+
+    def drop_neighbour(self, node: str, reason: str) -> None:
+        """Close the link to a neighbour that broke the protocol in a way found only after
+        its frame was handled (e.g. once a signature was checked) and ban it, like any
+        violation its link finds itself."""
+        link = self._links.get(node)
+        if link is None:
+            return
+        log.warning("dropping peer %s: %s", node, reason)
+        link.violation = True
+        link.close_soon(f"protocol violation: {reason}", notify=False)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -544,5 +705,9 @@ class Mesh:
             "routedRelayed": self.routed_relayed,
             "routedNoPath": self.routed_no_path,
             "routedMalformed": self.routed_malformed,
+            "routedForged": self.routed_forged,
+            "routedUnknownSource": self.routed_unknown_source,
+            "routedUnchecked": self.routed_unchecked,
+            "signatures": self.signatures.stats(),
             "signalingConnected": bool(self.signaling and self.signaling.connected),
         }

@@ -65,6 +65,18 @@ class TransportSettings:
     """Hops a relayed signaling message (ROUTE) may travel through the mesh."""
     max_frame_bytes: int = MAX_FRAME_BYTES
     """Largest reassembled frame accepted from a peer."""
+    max_signature_checks: int = 1024
+    """End-to-end signatures (heartbeats, routed messages) waiting to be checked; one more
+    is dropped (``signatures.dropped`` in status). Natively a check takes ~0.16 ms, so the
+    queue is nearly always empty; it bounds what a flood of forged messages can queue."""
+    max_signature_checks_per_neighbour: int = 256
+    """The share of that queue one neighbour's messages may hold, so a neighbour that floods
+    messages to check delays only its own (a neighbour relays everything from behind it,
+    hence not much less than the whole)."""
+    max_queued_routes: int = 1024
+    """Routed messages (rpc requests and answers) waiting to be signed and sent; one more
+    is refused at once (``send_routed`` returns False, the call fails). rpc's own limits
+    keep it far below this."""
 
 
 @dataclass
