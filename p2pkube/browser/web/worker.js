@@ -9,6 +9,10 @@
 //   {type: "sleep-mode", mode}                 first sleep: "atomics" or "busy-wait"
 //   {type: "exit", result}                     how it ended (shapes: see bridge.js)
 // A kill or a deadline is bridge.js calling worker.terminate(): nothing here has to cooperate.
+// But Chromium lets a terminated worker that is still running script go on for 2 s (Blink's
+// kForcibleTerminationDelay) before it stops it by force, and the kill's Atomics.notify wakes a
+// sleeping or output-blocked pod first: so a wait that sees the kill flag never returns to the
+// guest, it throws Killed, which unwinds the instance (see stopIfKilled).
 //
 // WASI is @bjorn3/browser_wasi_shim with these replaced:
 // * poll_oneoff: the shim handles one clock subscription only, busy-waits, and never writes the
@@ -29,6 +33,9 @@ const SUBSCRIPTION_SIZE = 48;
 const EVENT_SIZE = 32;
 const MAX_SUBSCRIPTIONS = 4096;
 const BATCH_MS = 2;
+
+/** Thrown into the guest when the page killed it: its run ends here, nothing is reported. */
+class Killed extends Error {}
 
 let hdr = null; // Int32Array over the shared header, or null without SharedArrayBuffer
 let ring = null;
@@ -72,7 +79,7 @@ function ringWrite(stream, bytes) {
     const need = 5 + chunk.length;
     const write = Atomics.load(hdr, H_WRITE);
     for (;;) {
-      if (Atomics.load(hdr, H_KILL) !== 0) return;
+      stopIfKilled();
       const read = Atomics.load(hdr, H_READ);
       if (ringBytes - ((write - read) >>> 0) >= need) break;
       ringBell();
@@ -152,17 +159,27 @@ function noteSleepMode(mode) {
   }
 }
 
-/** Sleep ms milliseconds without spinning when possible; ends early on a kill. */
+/**
+ * After a kill the guest must not run again: a wait woken by the kill returning normally would
+ * hand it back its next instruction (a sleep reported as elapsed), and it would run free, e.g.
+ * a ticker calling poll_oneoff hundreds of thousands of times, until Chromium stops the
+ * worker by force 2 s later. Throwing unwinds the wasm stack back to run().
+ */
+function stopIfKilled() {
+  if (Atomics.load(hdr, H_KILL) !== 0) throw new Killed();
+}
+
+/** Sleep ms milliseconds without spinning when possible; a kill ends it (throws Killed). */
 function sleep(ms) {
   if (!(ms > 0)) return;
   if (hdr) {
+    stopIfKilled();
     noteSleepMode(MODE_ATOMICS);
     Atomics.add(hdr, H_SLEEPS, 1);
     const end = performance.now() + ms;
-    for (;;) {
-      const left = end - performance.now();
-      if (left <= 0 || Atomics.load(hdr, H_KILL) !== 0) break;
+    for (let left = ms; left > 0; left = end - performance.now()) {
       Atomics.wait(hdr, H_KILL, 0, left);
+      stopIfKilled();
     }
     Atomics.add(hdr, H_SLEPT_MS, Math.round(ms));
     return;
@@ -295,6 +312,7 @@ function run(msg) {
     const code = wasi.start(instance);
     result = { kind: "exit", code: Number(code) };
   } catch (e) {
+    if (e instanceof Killed) return; // the page has already ended this instance
     result = classify(e, instance);
   }
   if (!hdr) postPending();
