@@ -28,6 +28,10 @@ Environment (all optional except the token):
     P2PKUBE_ICE_ADDRESS      comma-separated addresses to offer as ICE host candidates. Unset:
                              aioice offers every address of every interface but loopback, which
                              in a container (or a network namespace) is its own address
+    P2PKUBE_ALLOW_HOST_PATH  comma-separated PREFIX[:rw] host directories pods may mount as
+                             hostPath (p2pkube join --allow-host-path), read-only unless :rw.
+                             Unset: none. Paths are the container's: mount the host directory
+                             into the container first. The data dir is never mountable
     P2PKUBE_ICE_SERVERS      STUN/TURN URLs (transport.ice_servers), e.g. turn:turn:3478
     P2PKUBE_ICE_USERNAME     TURN username (transport.ice_username)
     P2PKUBE_ICE_CREDENTIAL   TURN password: written to a 0600 file in the data dir and passed
@@ -129,6 +133,8 @@ def join_command(name: str, args: list[str]) -> list[str]:
     command = p2pkube("join", env("P2PKUBE_SIGNAL_URL", "ws://signal:8787"), "--name", name)
     for address in filter(None, (a.strip() for a in env("P2PKUBE_ICE_ADDRESS").split(","))):
         command += ["--ice-address", address]
+    for grant in filter(None, (g.strip() for g in env("P2PKUBE_ALLOW_HOST_PATH").split(","))):
+        command += ["--allow-host-path", grant]
     if servers := env("P2PKUBE_ICE_SERVERS"):
         command += ["--set", f"transport.ice_servers={servers}"]
     if username := env("P2PKUBE_ICE_USERNAME"):

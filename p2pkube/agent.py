@@ -22,11 +22,13 @@ import psutil
 
 from p2pkube.api.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.api.server import ApiServer
+from p2pkube.fsutil import PRIVATE_UMASK, make_private
 from p2pkube.net import ice
 from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.signaling_client import SignalingRejected
 from p2pkube.node import KIND_LABEL, Node, NodeConfig
+from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.settings import AgentSettings
 
@@ -53,6 +55,9 @@ class JoinOptions:
     kind: str = "native"
     overrides: list[str] = field(default_factory=list)
     """``SECTION.FIELD=VALUE`` settings overrides (``p2pkube join --set``)."""
+    allowed_host_paths: list[str] = field(default_factory=list)
+    """``PREFIX[:rw]`` host directories pods may mount (``p2pkube join --allow-host-path``),
+    added to ``kubelet.allowed_host_paths``."""
 
 
 def websocket_url(url: str) -> str:
@@ -73,6 +78,8 @@ def settings_for(options: JoinOptions) -> AgentSettings:
         settings.transport.ice_host_addresses = list(options.ice_addresses)
     for assignment in options.overrides:
         settings.override(assignment)
+    kubelet = settings.kubelet  # grants add up, whichever way they were given
+    kubelet.allowed_host_paths = [*kubelet.allowed_host_paths, *options.allowed_host_paths]
     settings.check()
     return settings
 
@@ -113,6 +120,9 @@ class Agent(Node):
                 settings=settings,
                 capacity=capacity_of(options),
                 labels=dict(options.labels),
+                host_paths=HostPathPolicy.for_node(
+                    settings.kubelet.allowed_host_paths, options.data_dir
+                ),
             ),
             mesh=mesh,
             runtime_factory=lambda: NativeRuntime(options.data_dir, settings.runtime),
@@ -122,6 +132,14 @@ class Agent(Node):
 
     async def start(self) -> None:
         ice.use_host_addresses(self.mesh.settings.ice_host_addresses)
+        tightened = await asyncio.to_thread(make_private, self.options.data_dir)
+        if tightened:
+            log.warning(
+                "data dir %s: removed group/other access from %d entries (now 0700, files 0600)",
+                self.options.data_dir,
+                len(tightened),
+            )
+        log.info("host paths pods may mount here: %s", self.config.host_paths.describe())
         await super().start()
         await self.api.start()
         log.info(
@@ -189,5 +207,6 @@ async def _run(options: JoinOptions) -> int:
 
 def run_agent(options: JoinOptions) -> int:
     """Run a node in the foreground until SIGINT/SIGTERM; returns the process exit code."""
+    os.umask(PRIVATE_UMASK)  # before anything is created: the data dir is the agent's alone
     _configure_logging(options.log_level)
     return asyncio.run(_run(options))

@@ -38,6 +38,7 @@ from p2pkube.membership.detector import Membership, NodeLiveness, utc_now
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.rpc import Rpc
+from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.interface import PodRuntime
 from p2pkube.runtime.kubelet import Kubelet
 from p2pkube.runtime.podlogs import LogReply, LogRequest, LogsUnavailable, PodLogs
@@ -69,6 +70,9 @@ class NodeConfig:
     labels: dict[str, str] = field(default_factory=dict)
     node_info: dict[str, str] = field(default_factory=dict)
     """Extra ``status.nodeInfo`` fields (e.g. the browser's user agent)."""
+    host_paths: HostPathPolicy = field(default_factory=HostPathPolicy)
+    """Host directories pods may mount here: the operator's grant (none by default, and
+    always none in a browser), published in the Node status for placement."""
 
 
 class Node:
@@ -210,6 +214,8 @@ class Node:
             allocatable=self._allocatable,
             settings=self.settings.kubelet,
             runtime_settings=self.settings.runtime,
+            host_paths=self.config.host_paths,
+            on_host_path_refused=lambda: self._spawn(self._publish_node_status()),
             record=lambda obj, reason, message, warning=False: self.events.record(
                 involved(obj), reason, message, component="kubelet", warning=warning
             ),
@@ -347,8 +353,12 @@ class Node:
         await self._publish_node_status()
 
     def _node_status(self) -> dict[str, Any]:
-        """This node's status as only this node writes it: capacity, node info, and the
-        blobs it holds completely (``images``, which other nodes fetch from)."""
+        """This node's status as only this node writes it: capacity, node info, the blobs it
+        holds completely (``images``, which other nodes fetch from), and the host paths its
+        pods may mount (``allowedHostPaths``, ``protectedHostPaths``, and
+        ``refusedHostPaths``, the paths its kubelet refused that the grants seemed to allow:
+        what placement filters on; a status, not an annotation, because it is this node's
+        report of itself, like its allocatable, and no user writes it)."""
         capacity = self.config.capacity
         pods = str(self.settings.kubelet.max_pods)
         return {
@@ -362,6 +372,9 @@ class Node:
                 **self.config.node_info,
             },
             "images": self.blobs.images(),
+            **self.config.host_paths.with_refused(
+                self.kubelet.refused_host_paths if self.kubelet else ()
+            ).to_status(),
         }
 
     async def _publish_node_status(self) -> None:

@@ -58,6 +58,7 @@ class AgentSettings:
         if blobs.max_concurrent_fetches < 1:
             raise ValueError("blobs.max_concurrent_fetches must be at least 1")
         self.runtime.check()
+        self.kubelet.check()
 
     def override(self, assignment: str) -> None:
         """Apply one ``section.field=value``; ValueError naming the setting when it is wrong."""

@@ -527,6 +527,7 @@ def fake_agent_module(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         memory: str | None
         api_port: int
         overrides: list[str]
+        allowed_host_paths: list[str]
         log_level: str
 
     def run_agent(options: JoinOptions) -> int:
@@ -550,7 +551,8 @@ def test_join_builds_options_and_exits_with_the_agents_code(
         ["join", "ws://127.0.0.1:8787", "--token-file", str(token_file), "--name", "n1",
          "--data-dir", str(tmp_path / "d1"), "--label", "zone=a", "--label", "example.com/tier=",
          "--ice-address", "127.0.0.1", "--cpu", "500m", "--memory", "4Gi", "--max-peers", "4",
-         "--api-port", "9000", "--set", "transport.max_peers=5", "--log-level", "DEBUG"],
+         "--api-port", "9000", "--set", "transport.max_peers=5", "--log-level", "DEBUG",
+         "--allow-host-path", "/srv/models", "--allow-host-path", "/var/out:rw"],
     )  # fmt: skip
     assert result.exit_code == 3, result.stderr
     (options,) = fake_agent_module
@@ -563,6 +565,7 @@ def test_join_builds_options_and_exits_with_the_agents_code(
     assert (options.cpu, options.memory, options.max_peers) == ("500m", "4Gi", 4)
     assert (options.api_port, options.log_level) == (9000, "debug")
     assert options.overrides == ["transport.max_peers=5"]
+    assert options.allowed_host_paths == ["/srv/models", "/var/out:rw"]
 
 
 @pytest.mark.parametrize(
@@ -578,6 +581,8 @@ def test_join_builds_options_and_exits_with_the_agents_code(
         (["--name", "n1", "--token-file", "/nonexistent/token"], "--token-file"),
         (["--name", "n1", "--set", "no-equals-sign"], "--set"),
         (["--name", "n1", "--set", "nosuchsection.x=1"], "--set"),
+        (["--name", "n1", "--allow-host-path", "srv/models"], "--allow-host-path"),
+        (["--name", "n1", "--set", "kubelet.allowed_host_paths=/srv,data"], "--set"),
     ],
 )
 def test_join_rejects_bad_options_before_starting(

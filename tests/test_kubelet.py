@@ -23,6 +23,7 @@ from p2pkube.api.models import validate_object
 from p2pkube.api.resources import Resources
 from p2pkube.membership.detector import utc_now
 from p2pkube.runtime import interface as rt
+from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.kubelet import Kubelet
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
@@ -69,7 +70,9 @@ class Node:
 async def start_node(tmp_path: Path, images: dict[str, Path]) -> AsyncIterator[Callable[..., Any]]:
     started: list[Node] = []
 
-    async def start(settings: KubeletSettings = FAST, **kwargs: Any) -> Node:
+    async def start(
+        settings: KubeletSettings = FAST, host_paths: HostPathPolicy | None = None, **kwargs: Any
+    ) -> Node:
         state = ClusterState(tmp_path / "data")
         await state.open()
         runtime = NativeRuntime(tmp_path / "data", RuntimeSettings())
@@ -83,6 +86,7 @@ async def start_node(tmp_path: Path, images: dict[str, Path]) -> AsyncIterator[C
             allocatable=lambda: Resources(Fraction(2), 1 << 30),
             settings=replace(settings, **kwargs),
             runtime_settings=runtime.settings,
+            host_paths=host_paths,
         )
         await kubelet.start()
         node = Node(state, kubelet, runtime, source)
@@ -206,7 +210,7 @@ async def test_restart_policies_and_crash_loop_back_off(
 async def test_a_missing_host_path_fails_the_container_clearly(
     start_node: Callable[..., Any], images: dict[str, Path], tmp_path: Path
 ) -> None:
-    node = await start_node()
+    node = await start_node(host_paths=HostPathPolicy.for_node([str(tmp_path)], tmp_path / "data"))
     obj = pod(images, "mounts", "files", policy="Never")
     obj["spec"]["volumes"] = [{"name": "data", "hostPath": {"path": str(tmp_path / "absent")}}]
     obj["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]

@@ -350,6 +350,24 @@ async def test_mounts_are_the_only_files_and_read_only_by_default(
     assert any(line.startswith("open /etc/passwd: ") and not line.endswith("ok") for line in out)
 
 
+async def test_a_mount_swapped_for_a_symlink_after_admission_is_not_opened(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    """Admission resolved ``granted``; a symlink to the data dir is put in its place before
+    the instance starts (a time-of-check to time-of-use race): the runtime refuses it."""
+    granted, secret = tmp_path / "granted", tmp_path / "data"
+    secret.mkdir(parents=True, exist_ok=True)
+    (secret / "input.txt").write_text("the node's secret\n")
+    granted.symlink_to(secret)
+    spec = launch(modules, tmp_path, "files", "/data", mounts=[rt.Mount(granted, "/data")])
+    termination = await run_to_end(runtime, spec)
+    assert termination.reason == rt.CREATE_CONTAINER_ERROR
+    assert termination.message == (
+        f"hostPath {granted} changed since admission: it resolves to {secret} now"
+    )
+    assert await texts(runtime, spec) == []
+
+
 def test_log_writer_splits_long_lines_and_rotates(tmp_path: Path) -> None:
     path = tmp_path / "0.log"
     writer = LogWriter(path, max_bytes=4096, max_files=3, max_line_bytes=100)

@@ -415,6 +415,53 @@ def test_daemonset_runs_one_pod_per_matching_node() -> None:
     assert world.status[key]["numberReady"] == 2
 
 
+def test_host_path_pods_go_only_where_the_node_operator_granted_them() -> None:
+    """Grants as Node statuses publish them: b lets pods read /srv, c write /srv/data but
+    keeps its data dir /srv/data/p2pkube; a grants nothing (like any browser tab)."""
+    world = cluster("a", "b", "c")
+    world.nodes["b"]["status"]["allowedHostPaths"] = [{"pathPrefix": "/srv", "readOnly": True}]
+    world.nodes["c"]["status"].update(
+        allowedHostPaths=[{"pathPrefix": "/srv/data", "readOnly": False}],
+        protectedHostPaths=["/srv/data/p2pkube"],
+    )
+    infos = world.view().nodes
+
+    def spec(path: str, writable: bool = False) -> dict[str, Any]:
+        mount = {"name": "v", "mountPath": "/v", **({"readOnly": False} if writable else {})}
+        return {
+            "containers": [{**container(), "volumeMounts": [mount]}],
+            "volumes": [{"name": "v", "hostPath": {"path": path}}],
+        }
+
+    def where(path: str, writable: bool = False) -> str:
+        placed = place(PodToPlace(spec(path, writable)), infos.values())
+        return placed.node.name if placed.node is not None else placed.diagnosis
+
+    assert where("/srv/www") == "b"
+    assert where("/srv/data/in", writable=True) == "c"
+    assert where("/srv/www", writable=True) == (
+        "0/3 nodes are available: 3 node(s) didn't allow hostPath /srv/www read-write."
+    )
+    assert where("/srv/data/p2pkube/state") == "b"  # inside c's data dir: b alone grants it
+    assert where("/srv/data", writable=True) == (  # holds c's data dir
+        "0/3 nodes are available: 3 node(s) didn't allow hostPath /srv/data read-write."
+    )
+    daemons = workload(
+        "DaemonSet",
+        "reader",
+        {
+            "selector": {"matchLabels": {"app": "reader"}},
+            "template": {"metadata": {"labels": {"app": "reader"}}, "spec": spec("/srv/data/x")},
+        },
+    )
+    key = world.add(daemons)
+    for _ in range(3):
+        world.pass_(key)
+        world.kubelets()
+    assert sorted(p["spec"]["nodeName"] for p in world.pods(phase="Running")) == ["b", "c"]
+    assert world.status[key]["desiredNumberScheduled"] == 2
+
+
 def test_deleting_a_deployment_collects_its_replicasets_and_pods() -> None:
     world = cluster("a", "b")
     key = world.add(deployment(2, ["1"]))

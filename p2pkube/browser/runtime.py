@@ -16,7 +16,10 @@ kubelet above is the shared one. How the limits hold in a tab:
   (``resources.limits.cpu`` counts for placement only).
 * **host access**: WASI preview 1 in the Worker (``@bjorn3/browser_wasi_shim``); an
   ``emptyDir`` is an in-memory directory of the instance (it does not outlive a restart,
-  unlike natively); ``hostPath`` volumes fail with ``CreateContainerError``.
+  unlike natively). A tab has no host paths: it grants none (its Node status publishes an
+  empty ``allowedHostPaths``), so placement never sends it a ``hostPath`` pod and the shared
+  kubelet refuses one bound to it (``HostPathNotAllowed``); were one to reach this runtime
+  anyway, it fails with ``CreateContainerError``.
 """
 
 from __future__ import annotations

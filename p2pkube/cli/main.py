@@ -310,6 +310,18 @@ def _check_quantity(_ctx: click.Context, _param: click.Parameter, value: str | N
     return value
 
 
+def _check_host_path_grants(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> list[str]:
+    from p2pkube.runtime.hostpaths import parse_grants
+
+    try:
+        parse_grants(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return list(value)
+
+
 def _check_addresses(
     _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 ) -> list[str]:
@@ -396,6 +408,15 @@ def read_token_file(path: Path) -> str:
     help="Local API port (0: any free port).",
 )
 @click.option(
+    "--allow-host-path",
+    "allowed_host_paths",
+    multiple=True,
+    metavar="PREFIX[:rw]",
+    callback=_check_host_path_grants,
+    help="Let pods mount hostPath directories under PREFIX, read-only unless :rw (repeat; "
+    "default: none). The data dir is never mountable.",
+)
+@click.option(
     "--set",
     "overrides",
     multiple=True,
@@ -416,6 +437,7 @@ def join(
     cpu: str | None,
     memory: str | None,
     api_port: int,
+    allowed_host_paths: list[str],
     overrides: tuple[str, ...],
     log_level: str,
 ) -> None:
@@ -447,6 +469,7 @@ def join(
         memory=memory,
         api_port=api_port,
         overrides=list(overrides),
+        allowed_host_paths=allowed_host_paths,
         log_level=log_level.lower(),
     )
     ctx.exit(int(run_agent(options)))

@@ -33,6 +33,12 @@ from p2pkube.api.quantity import parse_quantity
 from p2pkube.api.resources import Resources, cpu_limit, memory_limit, pod_requests
 from p2pkube.membership.detector import parse_time, utc_now
 from p2pkube.runtime import interface as rt
+from p2pkube.runtime.hostpaths import (
+    HOST_PATH_NOT_ALLOWED,
+    HostPathPolicy,
+    HostPathRefused,
+    requested_host_paths,
+)
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.state.cluster import ClusterState
 
@@ -156,6 +162,9 @@ class PodWorker:
         self.expired = False
         self.rejected = False
         """Admission refused it: no container was ever set up (none is listed)."""
+        self.host_paths: dict[str, Path] = {}
+        """Volume name -> the resolved host directory admission checked, which is what is
+        mounted (not the path as written, which a symlink swapped in since could redirect)."""
         self.delete_when_stopped = False
         self.written: dict[str, Any] | None = None
         """The last status this worker wrote (the kubelet's writer skips unchanged ones)."""
@@ -182,7 +191,8 @@ class PodWorker:
     async def run(self) -> None:
         try:
             if self._resume() and not self.terminal:
-                if (problem := self.kubelet.admit(self)) is not None:
+                problem = self.kubelet.admit(self) or await self.kubelet.admit_host_paths(self)
+                if problem is not None:
                     reason, message = problem
                     self.rejected = True
                     self._finish_pod(FAILED, reason, message)
@@ -426,7 +436,7 @@ class PodWorker:
             host = (
                 self.dir / "volumes" / volume["name"]
                 if empty_dir
-                else Path(volume["hostPath"]["path"])
+                else self.host_paths[volume["name"]]  # admitted and resolved
             )
             mounts.append(
                 rt.Mount(host, mount["mountPath"], bool(mount.get("readOnly", True)), empty_dir)
@@ -482,8 +492,18 @@ class Kubelet:
         settings: KubeletSettings,
         runtime_settings: RuntimeSettings,
         record: Callable[..., None] = lambda obj, reason, message, warning=False: None,
+        host_paths: HostPathPolicy | None = None,
+        on_host_path_refused: Callable[[], None] = lambda: None,
     ) -> None:
         self.node_name = node_name
+        self.host_paths = host_paths or HostPathPolicy()
+        """Which host directories pods may mount here (none unless the operator granted)."""
+        self.refused_host_paths: dict[str, None] = {}
+        """hostPaths refused here that the published grants allow as written (a symlink in
+        them leads out of the grants), oldest first, at most ``max_refused_host_paths``: the
+        Node status lists them, so placement does not send them here again."""
+        self._on_host_path_refused = on_host_path_refused
+        """Called when ``refused_host_paths`` changed (the node republishes its status)."""
         self.record = record
         """``record(pod, reason, message, warning=False)``: an event about a pod."""
         self.state = state
@@ -691,6 +711,26 @@ class Kubelet:
             return "OutOfcpu", "Node didn't have enough resource: cpu"
         if wanted.memory > available.memory:
             return "OutOfmemory", "Node didn't have enough resource: memory"
+        return None
+
+    async def admit_host_paths(self, worker: PodWorker) -> tuple[str, str] | None:
+        """(HostPathNotAllowed, message) when a ``hostPath`` of the pod is not this node's
+        operator's grant, or is (in, or above) the data dir; else None, and the worker keeps
+        the resolved directories to mount."""
+        requests = requested_host_paths(worker.spec)
+        if not requests:
+            return None
+        try:
+            worker.host_paths = await asyncio.to_thread(self.host_paths.resolve, requests)
+        except HostPathRefused as exc:
+            message = f"{exc}; node {self.node_name} allows {self.host_paths.describe()}"
+            log.warning("pod %s refused: %s", worker.key, message)
+            if exc.unforeseen and exc.path not in self.refused_host_paths:
+                self.refused_host_paths[exc.path] = None
+                while len(self.refused_host_paths) > self.settings.max_refused_host_paths:
+                    del self.refused_host_paths[next(iter(self.refused_host_paths))]
+                self._on_host_path_refused()
+            return HOST_PATH_NOT_ALLOWED, message
         return None
 
     # -- logs ------------------------------------------------------------------------------------

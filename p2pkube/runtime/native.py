@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,12 +52,23 @@ def _failed(reason: str, message: str) -> rt.Termination:
 
 
 def _prepare_files(launch: rt.Launch) -> None:
-    """On the worker thread: the log directory, emptyDir volumes and hostPath checks."""
+    """On the worker thread: the log directory, emptyDir volumes and hostPath checks.
+
+    A hostPath arrives resolved by admission (``runtime/hostpaths.py``); it must still
+    resolve to itself now, just before wasmtime opens it, or a symlink was swapped in since
+    (the window left is this check to the preopen, not the fetch and compile before it).
+    """
     logs.prepare_log_dir(launch.log_path)
     for mount in launch.mounts:
         if mount.create:
             mount.host_path.mkdir(parents=True, exist_ok=True)
-        elif not mount.host_path.is_dir():
+            continue
+        real = os.path.realpath(mount.host_path)
+        if real != str(mount.host_path):
+            raise _SetupError(
+                f"hostPath {mount.host_path} changed since admission: it resolves to {real} now"
+            )
+        if not mount.host_path.is_dir():
             raise _SetupError(f"hostPath {mount.host_path} is not a directory on this node")
 
 

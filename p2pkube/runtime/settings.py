@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -94,3 +94,23 @@ class KubeletSettings:
     transaction for a burst: 300 pods starting cost a few writes, not 900)."""
     status_retry_delay: float = 1.0
     """Pause before retrying a status write that failed (the disk was slow or full)."""
+    allowed_host_paths: list[str] = field(default_factory=list)
+    """Host directories pods may mount as ``hostPath``, each ``PREFIX`` (read-only) or
+    ``PREFIX:rw``; none by default, since anyone holding the join token may write a Pod.
+    ``p2pkube join --allow-host-path PREFIX[:rw]`` (repeatable) adds to this list (with
+    ``--set``, comma-separated). The agent's data dir is never mountable, even under a
+    granted prefix. Native nodes only: a browser node has no host paths and grants none."""
+
+    max_refused_host_paths: int = 64
+    """hostPaths a node remembers refusing although its published grants allow them as
+    written (a symlink in them leads out of the grants); its Node status lists them so that
+    placement does not send them to it again. Oldest forgotten first; all at a restart."""
+
+    def check(self) -> None:
+        """ValueError for a malformed host path grant (before the agent starts)."""
+        from p2pkube.runtime.hostpaths import parse_grants
+
+        try:
+            parse_grants(self.allowed_host_paths)
+        except ValueError as exc:
+            raise ValueError(f"kubelet.allowed_host_paths: {exc}") from None

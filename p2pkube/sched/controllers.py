@@ -25,7 +25,7 @@ from typing import Any
 
 from p2pkube.membership.detector import parse_time
 from p2pkube.sched.election import LEASE_ANNOTATION
-from p2pkube.sched.placement import NodeInfo, PodToPlace, place
+from p2pkube.sched.placement import NodeInfo, PodToPlace, host_paths, place
 from p2pkube.sched.view import (
     API_VERSION,
     TEMPLATE_HASH_LABEL,
@@ -576,10 +576,13 @@ def reconcile_daemonset(ctx: Context, ds: dict[str, Any]) -> None:
     template = spec["template"]
     digest = template_hash(template)
     selector = template["spec"].get("nodeSelector") or {}
-    eligible = {
+    daemon = PodToPlace(template["spec"])
+    eligible = {  # a node whose operator did not grant its hostPaths would refuse the pod
         name: node
         for name, node in view.nodes.items()
-        if node.ready and all(node.labels.get(k) == v for k, v in selector.items())
+        if node.ready
+        and all(node.labels.get(k) == v for k, v in selector.items())
+        and host_paths(daemon, node) is None
     }
     held = hold_failed(ctx, [p for p in view.owned(ds) if not p.terminating])
     pods = [p for p in view.owned(ds) if p.active]

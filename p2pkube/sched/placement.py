@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pkube.api.resources import Resources, pod_requests
+from p2pkube.runtime.hostpaths import (
+    HostPathPolicy,
+    HostPathRequest,
+    normalise,
+    requested_host_paths,
+)
 
 
 @dataclass
@@ -36,6 +42,8 @@ class NodeInfo:
     max_pods: int = 110
     workload_pods: Counter[str] = field(default_factory=Counter)
     """Active pods per owner uid (for spreading a workload's replicas)."""
+    host_paths: HostPathPolicy = field(default_factory=HostPathPolicy)
+    """The host directories its pods may mount, as its Node status publishes them."""
 
     def assume(self, pod: PodToPlace) -> None:
         """Account for a pod placed here in this pass."""
@@ -52,10 +60,14 @@ class PodToPlace:
     """uid of the workload it belongs to (spread), None for a standalone pod."""
     requests: Resources = field(default=None)  # type: ignore[assignment]
     """Its requests, parsed once (every filter and score of every node needs them)."""
+    host_paths: tuple[HostPathRequest, ...] = field(default=None)  # type: ignore[assignment]
+    """Its ``hostPath`` volumes, parsed once."""
 
     def __post_init__(self) -> None:
         if self.requests is None:
             object.__setattr__(self, "requests", pod_requests(self.spec))
+        if self.host_paths is None:
+            object.__setattr__(self, "host_paths", requested_host_paths(self.spec))
 
 
 Filter = Callable[[PodToPlace, NodeInfo], str | None]
@@ -74,6 +86,19 @@ def node_selector(pod: PodToPlace, node: NodeInfo) -> str | None:
     if all(node.labels.get(k) == v for k, v in wanted.items()):
         return None
     return "node(s) didn't match Pod's node selector"
+
+
+def host_paths(pod: PodToPlace, node: NodeInfo) -> str | None:
+    """Every ``hostPath`` must be under a prefix the node's operator granted (read-write
+    ones under a ``:rw`` one) and away from its data dir, as the node's kubelet will check
+    (it also resolves symlinks, which only the node can)."""
+    for request in pod.host_paths:
+        path = normalise(request.path)
+        if node.host_paths.refusal(path, request.writable) is not None:
+            return f"node(s) didn't allow hostPath {path}" + (
+                " read-write" if request.writable else ""
+            )
+    return None
 
 
 def fits_pods(_pod: PodToPlace, node: NodeInfo) -> str | None:
@@ -109,7 +134,7 @@ def spread(pod: PodToPlace, node: NodeInfo) -> float:
     return 100.0 / (1 + node.workload_pods[pod.owner])
 
 
-FILTERS: tuple[Filter, ...] = (node_ready, node_selector, fits_pods, fits_resources)
+FILTERS: tuple[Filter, ...] = (node_ready, node_selector, host_paths, fits_pods, fits_resources)
 SCORES: tuple[tuple[Score, float], ...] = ((spread, 2.0), (least_allocated, 1.0))
 """Spread first: a replica on a node of its own is worth more than an emptier node."""
 

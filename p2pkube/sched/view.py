@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pkube.api.resources import Resources, pod_requests
+from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.sched.election import LEASE_ANNOTATION
 from p2pkube.sched.placement import NodeInfo
 
@@ -203,6 +204,7 @@ def node_infos(
             ready,
             resources,
             max_pods=pods_allowed,
+            host_paths=HostPathPolicy.from_status(status),
         )
     for pod in pods:
         info = infos.get(pod.node or "")
