@@ -155,6 +155,7 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
         )
         assert row["metadata"]["labels"]["p2pkube.io/kind"] == "browser"
         assert row["status"]["nodeInfo"]["kind"] == "browser"
+        assert row["status"]["allowedHostPaths"] == []  # a tab has no host paths to grant
     table = natives.cli("n2", "get", "nodes").stdout
     assert any(line.split()[:3] == [name, "browser", "Ready"] for line in table.splitlines())
 
@@ -205,6 +206,32 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
     assert terminated(crash)["reason"] == "Error"  # type: ignore[index]
     logs = natives.cli("n1", "logs", "crash-tab").stdout
     assert "about to fail" in logs and "fatal: simulated failure" in logs
+
+    # The same hostPath rule as natively: bound to the tab, which grants none, it fails there.
+    apply(
+        natives,
+        tmp_path,
+        """
+        apiVersion: p2pkube.io/v1
+        kind: Pod
+        metadata: {name: host-tab}
+        spec:
+          nodeName: TAB
+          restartPolicy: Never
+          containers:
+            - name: files
+              image: BUILD/files.wasm
+              volumeMounts: [{name: host, mountPath: /data}]
+          volumes: [{name: host, hostPath: {path: /}}]
+        """.replace("TAB", name),
+    )
+    refused = await eventually(
+        lambda: (p := pod(natives, "n2", "host-tab"))["status"].get("phase") == "Failed" and p,
+        60,
+        "host-tab to be refused",
+    )
+    assert refused["status"]["reason"] == "HostPathNotAllowed"
+    assert f"node {name} allows none" in refused["status"]["message"]
 
     # The page shows it: its peers, its pods and their log lines.
     await tab.page.wait_for_function(

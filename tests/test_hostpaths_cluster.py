@@ -188,7 +188,7 @@ def assert_refused(obj: dict[str, Any], *words: str) -> None:
         assert word in status["message"], (word, status["message"])
 
 
-def test_each_node_publishes_its_grant_and_a_browser_like_default_of_none(lab: Lab) -> None:
+def test_each_node_publishes_its_grant_none_by_default(lab: Lab) -> None:
     nodes = {
         n["metadata"]["name"]: n["status"]
         for n in lab.cluster.api("n3", "GET", "/v1/nodes")["items"]
