@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from signaling.protocol import generate_token
+from signaling.protocol import Verifier, generate_token
 
 T = TypeVar("T")
 
@@ -103,10 +103,18 @@ class LocalCluster:
         return env
 
     # -- signaling -----------------------------------------------------------------------------
-    def start_signaling(self) -> None:
+    def start_signaling(self, *, verifier_only: bool = False) -> None:
+        """Start ``p2pkube signal`` with the token in its environment; with ``verifier_only``,
+        with only the cluster's verifier (``--verifier-file``): that server never holds the
+        token at all."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.signaling_port:
             self.signaling_port = free_port()
+        credentials: list[str] = []
+        if verifier_only:
+            path = self.root / "signal.verifier"
+            path.write_text(Verifier.from_token(self.token).line() + "\n")
+            credentials = ["--verifier-file", str(path)]
         log = (self.root / "signaling.log").open("ab")
         self.signaling = subprocess.Popen(
             [
@@ -118,10 +126,11 @@ class LocalCluster:
                 self.listen_host,
                 "--port",
                 str(self.signaling_port),
+                *credentials,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self._env(self.token),
+            env=self._env(None if verifier_only else self.token),
         )
         wait_until(self._signaling_up, 15, what="the signaling server")
 

@@ -36,16 +36,12 @@ from p2pkube.net.signaling_client import (
 from p2pkube.net.websocket import AiohttpWebSocket, WebSocket
 from signaling.protocol import (
     FlatValue,
-    Join,
     ProtocolError,
     Verifier,
     b64decode,
     cluster_id,
     generate_token,
     hkdf_sha256,
-    join_mac,
-    join_message,
-    join_transcript,
     link_key,
     load_tokens,
     load_verifiers,
@@ -61,6 +57,8 @@ from signaling.server import (
     create_app,
     throttle_key,
 )
+from tests import rawsignal
+from tests.rawsignal import challenge, expect_fatal, open_socket, recv, send
 
 TOKEN = generate_token()
 OTHER_TOKEN = generate_token()
@@ -144,30 +142,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def connect(
     http: aiohttp.ClientSession, server: SignalingServer, **kwargs: Any
 ) -> aiohttp.ClientWebSocketResponse:
-    ws: aiohttp.ClientWebSocketResponse = await http.ws_connect(
-        server.url, timeout=aiohttp.ClientWSTimeout(ws_close=1.0), **kwargs
-    )
-    return ws
-
-
-async def recv(ws: aiohttp.ClientWebSocketResponse, within: float = 3.0) -> dict[str, Any]:
-    msg = await ws.receive(timeout=within)
-    assert msg.type == aiohttp.WSMsgType.TEXT, msg
-    data: dict[str, Any] = json.loads(msg.data)
-    return data
-
-
-async def send(ws: aiohttp.ClientWebSocketResponse, message: dict[str, Any]) -> None:
-    await ws.send_str(json.dumps(message))
-
-
-async def challenge(ws: aiohttp.ClientWebSocketResponse) -> bytes:
-    """Read the server's first message, the challenge; return its nonce."""
-    first = await recv(ws)
-    assert first["type"] == "challenge", first
-    nonce = b64decode(first["nonce"])
-    assert nonce is not None and len(nonce) == 32
-    return nonce
+    return await open_socket(http, server.url, **kwargs)
 
 
 def signed_join(
@@ -180,23 +155,9 @@ def signed_join(
     signer: NodeIdentity | None = None,
     peer: str | None = None,
 ) -> dict[str, Any]:
-    """The ``join`` answering ``nonce`` for test peer ``label``: what a client sends.
-
-    ``signer`` and ``peer`` forge it: another key signs, or another peer id is claimed."""
-    identity = key(label)
-    cluster, name = cluster_id(token), name or label
-    peer = peer or identity.node_id
-    transcript = join_transcript(nonce, cluster, peer, name, kind, identity.public_key)
-    return join_message(
-        Join(
-            cluster=cluster,
-            peer=peer,
-            name=name,
-            kind=kind,
-            pub=identity.public_key,
-            mac=join_mac(signaling_key(token), transcript),
-            sig=(signer or identity).private_key.sign(transcript),
-        )
+    """The ``join`` answering ``nonce`` for test peer ``label`` (see rawsignal.signed_join)."""
+    return rawsignal.signed_join(
+        nonce, key(label), token, name or label, kind=kind, signer=signer, peer=peer
     )
 
 
@@ -217,18 +178,6 @@ async def join(
     welcome = await recv(ws)
     assert welcome["type"] == "welcome", welcome
     return ws, welcome
-
-
-async def expect_fatal(ws: aiohttp.ClientWebSocketResponse, code: str, close_code: int) -> str:
-    """Expect error ``code`` then a close with ``close_code``; return the message."""
-    error = await recv(ws)
-    assert error["type"] == "error" and error["code"] == code, error
-    assert "Traceback" not in error["message"]
-    msg = await ws.receive(timeout=3.0)
-    assert msg.type == aiohttp.WSMsgType.CLOSE, msg
-    assert msg.data == close_code
-    message: str = error["message"]
-    return message
 
 
 async def expect_silence(ws: aiohttp.ClientWebSocketResponse, seconds: float = 0.3) -> None:
