@@ -181,16 +181,13 @@ def test_a_member_declaring_an_8_gib_module_gets_nothing_fetched_anywhere(
         assert pod["status"]["phase"] == "Pending"
 
     # `describe pod` tells the user: the container's reason and message, a Warning event.
-    name = pods_by_node(quota, "huge")["b"]["metadata"]["name"]
-    described = wait_until(
-        lambda: (
-            (out := quota.cli("b", "describe", "pod", name).stdout)
-            and "blobs.max_blob_bytes (256 MiB)" in out.split("Events:")[-1]
-            and out
-        ),
-        15,
-        what="the Warning event in describe",
-    )
+    def describe() -> str | None:
+        # Looked up each time: for a moment a pod of two racing schedulers may be there too.
+        pod = waiting_on(quota, "huge", "b", "ErrImagePull")
+        out = quota.cli("b", "describe", "pod", pod["metadata"]["name"]).stdout if pod else ""
+        return out if "blobs.max_blob_bytes (256 MiB)" in out.split("Events:")[-1] else None
+
+    described = wait_until(describe, 15, what="the Warning event in describe")
     container, events = described.split("Events:")
     assert "ErrImagePull" in container and "blobs.max_blob_bytes (256 MiB)" in container
     assert "Warning" in events and "Failed" in events, events
