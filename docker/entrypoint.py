@@ -17,8 +17,11 @@ tests run.
 
 Environment (all optional except the token):
 
-    P2PKUBE_TOKEN            the join token (signal, peer, client); never put on a command
-                             line: join reads it from the environment, signal from a file
+    P2PKUBE_TOKEN            the join token (signal, peer, client): at least 22 characters
+                             (`p2pkube token` makes one); never put on a command line: join
+                             reads it from the environment, signal from a 0600 file
+    P2PKUBE_TOKEN_FILE       or a file holding it (e.g. a secret under /run/secrets/); wins
+                             over P2PKUBE_TOKEN
     P2PKUBE_SIGNAL_URL       where peers find the signaling server (ws://signal:8787)
     P2PKUBE_SIGNAL_PORT      the port the signaling server listens on (8787)
     P2PKUBE_NAME             node name (peer-<hostname> or client-<hostname>; a compose
@@ -103,23 +106,42 @@ def record_role(role: str, **extra: Any) -> None:
     (data_dir() / ROLE_FILE).write_text(json.dumps({"role": role, **extra}) + "\n")
 
 
-def token() -> str | None:
-    value = env("P2PKUBE_TOKEN")
-    return value or None
+def token_file() -> Path | None:
+    """The file $P2PKUBE_TOKEN_FILE names (a mounted secret), if set."""
+    path = env("P2PKUBE_TOKEN_FILE")
+    return Path(path) if path else None
+
+
+def token_problem() -> str | None:
+    """Why this container has no usable join token (unset, unreadable, too short), or None.
+
+    The same checks as ``p2pkube signal`` and ``p2pkube join`` make, done first so a
+    container with a bad token says so at once instead of restarting over and over."""
+    from signaling.protocol import check_token, load_tokens
+
+    try:
+        if (path := token_file()) is not None:
+            load_tokens(None, path)
+        elif secret := env("P2PKUBE_TOKEN"):
+            check_token(secret, "P2PKUBE_TOKEN")
+        else:
+            return "P2PKUBE_TOKEN (or P2PKUBE_TOKEN_FILE) is not set: the cluster's join token"
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 # --- signal --------------------------------------------------------------------------------
 
 
 def run_signal(args: list[str]) -> int:
-    secret = token()
-    if secret is None:
-        return fail("P2PKUBE_TOKEN is not set (the join token agents must present)")
+    if problem := token_problem():
+        return fail(problem)
     port = env("P2PKUBE_SIGNAL_PORT", "8787")
-    token_file = write_private(data_dir() / "signal.token", secret)
+    secret = token_file() or write_private(data_dir() / "signal.token", env("P2PKUBE_TOKEN"))
     record_role("signal", port=int(port))
     command = p2pkube(
-        "signal", "--host", "0.0.0.0", "--port", port, "--token-file", str(token_file), *args
+        "signal", "--host", "0.0.0.0", "--port", port, "--token-file", str(secret), *args
     )
     os.execv(command[0], command)
     return 1  # not reached
@@ -144,6 +166,8 @@ def join_command(name: str, args: list[str]) -> list[str]:
         credential_file = str(write_private(data_dir() / "ice.credential", credential))
     if credential_file:
         command += ["--set", f"transport.ice_credential_file={credential_file}"]
+    if (path := token_file()) is not None:
+        command += ["--token-file", str(path)]
     return [*command, *args]
 
 
@@ -152,8 +176,8 @@ def default_name(prefix: str) -> str:
 
 
 def run_peer(args: list[str]) -> int:
-    if token() is None:
-        return fail("P2PKUBE_TOKEN is not set (the cluster's join token)")
+    if problem := token_problem():
+        return fail(problem)
     data_dir()
     record_role("peer")
     command = join_command(default_name("peer"), args)
@@ -219,8 +243,8 @@ def run_client(args: list[str]) -> int:
     """Join as a node that offers no CPU (so no pod that requests CPU is placed on it), apply
     the manifests, wait until every Deployment has rolled out and every Job has finished
     (their nodes have then fetched the modules from this one), and leave."""
-    if token() is None:
-        return fail("P2PKUBE_TOKEN is not set (the cluster's join token)")
+    if problem := token_problem():
+        return fail(problem)
     deadline = time.monotonic() + float(env("P2PKUBE_CLIENT_TIMEOUT", "600"))
     manifests = [
         Path(m)

@@ -10,10 +10,11 @@ peer, restarts the killed peer with the same data dir and shows the cluster whol
 exactly three replicas. Then it keeps the cluster running until Ctrl-C (or --duration seconds)
 so you can try the CLI yourself, and prints the URL that makes any browser tab a fourth node.
 
-The signaling server listens on every interface and the agents also offer this machine's LAN
-address, so browsers on the same network can join (``--loopback`` keeps everything on
-127.0.0.1). A browser elsewhere than on this machine gets the page over plain http: see
-docs/guarantees.md, "Browser nodes", for what that changes.
+The cluster gets a fresh random join token and the signaling server listens on 127.0.0.1 only.
+``--lan`` makes it listen on every interface, and the agents also offer this machine's LAN
+address, so browsers on the same network can join; so can anyone on that network who is
+given the page's URL (it carries the token). A browser elsewhere than on this machine gets
+the page over plain http: see docs/guarantees.md, "Browser nodes", for what that changes.
 """
 
 from __future__ import annotations
@@ -104,20 +105,26 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=None, help="exit after N seconds")
     parser.add_argument("--root", type=Path, default=Path("demo-data"))
     parser.add_argument(
-        "--loopback", action="store_true", help="listen on 127.0.0.1 only (no LAN browsers)"
+        "--lan",
+        action="store_true",
+        help="listen on every interface and offer this machine's LAN address, so browsers on "
+        "the same network can join (default: 127.0.0.1 only)",
     )
     args = parser.parse_args()
     shutil.rmtree(args.root, ignore_errors=True)
-    lan = None if args.loopback else lan_address()
+    lan = lan_address() if args.lan else None
+    if args.lan and lan is None:
+        print("--lan: this machine has no LAN address; staying on 127.0.0.1", file=sys.stderr)
     cluster = LocalCluster(args.root, signaling_port=DEMO_PORT if port_free(DEMO_PORT) else 0)
     if lan is not None:
         cluster.listen_host = "0.0.0.0"
         cluster.ice_addresses = ["127.0.0.1", lan]
+    where = "every interface (0.0.0.0)" if lan is not None else "127.0.0.1 only"
     started = time.monotonic()
     try:
-        step(f"starting the signaling server on 127.0.0.1 (logs in {args.root}/)")
+        step(f"starting the signaling server on {where} (logs in {args.root}/)")
         cluster.start_signaling()
-        print(f"signaling at {cluster.url}, join token {cluster.token}")
+        print(f"signaling at {cluster.url}, a fresh random join token (in $P2PKUBE_TOKEN)")
         for name in NAMES:
             step(f"p2pkube join {cluster.url} --name {name} --label zone={ZONES[name]}")
             cluster.start_agent(name, "--label", f"zone={ZONES[name]}")

@@ -277,6 +277,32 @@ def test_the_entrypoint_names_replicas_after_their_hostname_and_keeps_secrets_of
     assert not any("hunter2" in part for part in command)
 
 
+def test_the_entrypoint_refuses_a_missing_or_short_token_and_reads_a_secret_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = load_entrypoint()
+    for name in [k for k in os.environ if k.startswith("P2PKUBE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("P2PKUBE_DATA_DIR", str(tmp_path / "data"))
+    assert "P2PKUBE_TOKEN" in (entry.token_problem() or "")
+    monkeypatch.setenv("P2PKUBE_TOKEN", "too-short")
+    for role in (entry.run_signal, entry.run_peer, entry.run_client):
+        assert role([]) == 1  # refused before anything is started
+        assert "at least 22 characters" in capsys.readouterr().err
+    monkeypatch.setenv("P2PKUBE_TOKEN", TOKEN)
+    assert entry.token_problem() is None
+    # A secret file wins over the environment, and join gets the file, not the token.
+    secret = tmp_path / "p2pkube_token"
+    secret.write_text(f"# the cluster's join token\n{TOKEN}-from-a-file\n")
+    monkeypatch.setenv("P2PKUBE_TOKEN_FILE", str(secret))
+    assert entry.token_problem() is None
+    command = entry.join_command("edge-1", [])
+    assert command[-2:] == ["--token-file", str(secret)]
+    assert not any(TOKEN in part for part in command)
+    secret.write_text("short\n")
+    assert "at least 22 characters" in (entry.token_problem() or "")
+
+
 @pytest.fixture
 def compose_lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NetLab]:
     with lab_or_skip(tmp_path / "lab", request) as lab, lab.reporting():

@@ -1,5 +1,6 @@
 """`make demo` is the README's first command: run the same script end to end and check what it
-shows a user (it once broke on a wait that was only reached when placement took a moment)."""
+shows a user (it once broke on a wait that was only reached when placement took a moment), and
+that it binds what it says (loopback, with a fresh random token, unless given --lan)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ def test_demo_runs_its_whole_story(tmp_path: Path) -> None:
             str(ROOT / "examples" / "demo.py"),
             "--duration",
             "0",
-            "--loopback",
             "--root",
             str(tmp_path / "demo"),
         ],
@@ -35,4 +35,14 @@ def test_demo_runs_its_whole_story(tmp_path: Path) -> None:
     replaced = re.search(r"3 replicas Running again ([\d.]+)s after the kill", out)
     assert replaced, out
     assert re.search(r"primes\s+3/3\s+3\s+3", out), out  # exactly 3 after the victim returned
-    assert re.search(r"http://localhost:\d+/#token=\S+", out), out
+    page = re.search(r"http://localhost:(\d+)/#token=(\S+)", out)
+    assert page, out
+    # A fresh random token (128 bits at least), shown only in the page's URL (not in the
+    # command lines the demo prints: its processes get it in their environment).
+    token = page.group(2)
+    assert len(token) >= 22 and out.count(token) == 1, out
+    assert "on the same network" not in out  # no LAN URL without --lan
+    # It says it listens on loopback only, and that is where the server listened.
+    assert "starting the signaling server on 127.0.0.1 only" in out, out
+    log = (tmp_path / "demo" / "signaling.log").read_text()
+    assert f"listening on ws://127.0.0.1:{page.group(1)}/ws" in log, log

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -1139,3 +1141,15 @@ async def test_slow_reader_is_cut_off(
     await stuck.close()
     await a.close()
     await check_healthy(http, server)
+
+
+def test_every_server_setting_is_in_the_protocol_docs_with_its_default() -> None:
+    """docs/protocol.md's limits table names each SignalingSettings field and its default."""
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    table = text[text.index("### Limits and timings") : text.index("### A session, end to end")]
+    documented = {
+        name: float(value)
+        for name, value in re.findall(r"^\| `(\w+)` \| ([\d.]+)", table, flags=re.MULTILINE)
+    }
+    defaults = {f.name: float(f.default) for f in dataclasses.fields(SignalingSettings)}
+    assert documented == defaults
