@@ -284,13 +284,30 @@ class Membership:
     def handle_heartbeat(self, neighbour: str, body: dict[str, Any]) -> None:
         """A heartbeat that arrived from ``neighbour``: drop it unless it is news, check its
         signature (queued), then record and relay it. Raises FrameError for one that no
-        honest node signs or relays (the link drops the neighbour)."""
+        honest node signs or relays (the link drops the neighbour).
+
+        A neighbour's own heartbeat is taken without a check: the link's handshake proved who
+        the neighbour is. It is checked only when it is to be passed on (in a full mesh it
+        never is), so that what travels further is signed: an idle agent checks what it
+        relays and what is relayed to it, nothing else."""
         beat = heartbeat.parse(body)
         if beat.node == self.node_id:
             return
         known = self._nodes.get(beat.node)
         if not self._is_news(beat, known):
             return  # a relayed duplicate: no signature check
+        if not self._admissible(neighbour, beat, known):
+            return
+        if beat.node == neighbour:
+            self._accept(neighbour, beat, known)
+            if self._relay_targets(neighbour, beat):
+                self._verify(neighbour, beat, self._relay)
+            return
+        self._verify(neighbour, beat, self._checked)
+
+    def _admissible(self, neighbour: str, beat: Heartbeat, known: NodeLiveness | None) -> bool:
+        """False (logged) for a heartbeat whose clock cannot be believed, or that would make
+        the table hold more than ``max_nodes``."""
         problem = self._implausible(beat)
         if problem is not None:
             self.stats.heartbeats_implausible += 1
@@ -302,7 +319,7 @@ class Membership:
                 neighbour,
                 problem,
             )
-            return
+            return False
         if known is None and len(self._nodes) >= self.settings.max_nodes:
             self.stats.heartbeats_over_limit += 1
             self._warn.warning(
@@ -312,12 +329,19 @@ class Membership:
                 neighbour,
                 self.settings.max_nodes,
             )
-            return
+            return False
+        return True
+
+    def _verify(
+        self, neighbour: str, beat: Heartbeat, then: Callable[[str, Heartbeat], None]
+    ) -> None:
+        """Queue the check of ``beat``'s signature; ``then(neighbour, beat)`` if it holds."""
+        body = beat.body
         key = (body["sig"], body["hb"])
         if key in self._checking:
             return  # the same heartbeat is being checked already
         message = heartbeat.signed_bytes(self._signatures.cluster, body)
-        done = functools.partial(self._checked, neighbour, beat, key)
+        done = functools.partial(self._checked_signature, key, neighbour, beat, then)
         if not self._signatures.check(neighbour, beat.pub, body["sig"], message, done):
             self.stats.heartbeats_unchecked += 1
             self._warn.warning(
@@ -348,34 +372,44 @@ class Membership:
             return f"it was signed {off:+.0f}s from our clock (max_clock_skew {skew:g}s)"
         return None
 
-    def _checked(
-        self, neighbour: str, beat: Heartbeat, key: tuple[bytes, bytes], valid: bool
+    def _checked_signature(
+        self,
+        key: tuple[bytes, bytes],
+        neighbour: str,
+        beat: Heartbeat,
+        then: Callable[[str, Heartbeat], None],
+        valid: bool,
     ) -> None:
         self._checking.discard(key)
-        if not valid:
-            self.stats.heartbeats_forged += 1
-            if beat.node == neighbour:
-                self._on_violation(neighbour, "its heartbeat has a bad signature")
-                return
-            # Relays check before they forward, but Ed25519 libraries disagree on a few
-            # crafted signatures: a neighbour that passed one on is not blamed for it.
-            self._warn.warning(
-                "forged",
-                "heartbeat for %s (%s) from neighbour %s has a bad signature: dropped",
-                beat.name,
-                beat.node,
-                neighbour,
-            )
+        if valid:
+            then(neighbour, beat)
             return
+        self.stats.heartbeats_forged += 1
+        if beat.node == neighbour:
+            self._on_violation(neighbour, "its heartbeat has a bad signature")
+            return
+        # Relays check before they forward, but Ed25519 libraries disagree on a few
+        # crafted signatures: a neighbour that passed one on is not blamed for it.
+        self._warn.warning(
+            "forged",
+            "heartbeat for %s (%s) from neighbour %s has a bad signature: dropped",
+            beat.name,
+            beat.node,
+            neighbour,
+        )
+
+    def _checked(self, neighbour: str, beat: Heartbeat) -> None:
+        """A relayed heartbeat whose signature holds: record it and pass it on."""
         known = self._nodes.get(beat.node)
         if not self._is_news(beat, known):
             return  # another copy was taken meanwhile
         if known is None and len(self._nodes) >= self.settings.max_nodes:
             return
         self._accept(neighbour, beat, known)
+        self._relay(neighbour, beat)
 
     def _accept(self, neighbour: str, beat: Heartbeat, known: NodeLiveness | None) -> None:
-        """Record a checked heartbeat and relay it."""
+        """Record a heartbeat (checked, or its sender's own over its link)."""
         now, stamp = time.monotonic(), utc_now()
         if known is None:
             known = NodeLiveness(
@@ -406,10 +440,20 @@ class Membership:
             self._set_ready(known, False, "AgentLeft")
         else:
             self._set_ready(known, True, "AgentReady")
+
+    def _relay(self, neighbour: str, beat: Heartbeat) -> None:
+        """Pass a heartbeat on (its signature verified) to the neighbours that may lack it."""
         if beat.body["ttl"] > 1:
             self._transport.broadcast(
                 FrameType.HEARTBEAT, _hop(beat.body), self.relay_exclude(neighbour)
             )
+
+    def _relay_targets(self, neighbour: str, beat: Heartbeat) -> bool:
+        """Whether a heartbeat that came from ``neighbour`` is to be passed on to anyone."""
+        exclude = self.relay_exclude(neighbour)
+        return beat.body["ttl"] > 1 and any(
+            node not in exclude for node in self._transport.neighbours()
+        )
 
     def _set_ready(self, liveness: NodeLiveness, ready: bool, reason: str) -> None:
         if liveness.ready == ready and liveness.reason == reason:
