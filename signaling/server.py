@@ -361,15 +361,17 @@ class _Session:
             logger.warning("signaling: %s is not reading; closing it", self.label)
             self.close(WSCloseCode.TRY_AGAIN_LATER, "send queue full")
 
-    def fail(self, code: ErrorCode, message: str) -> None:
+    def fail(self, code: ErrorCode, message: str, *, log: bool = True) -> None:
         """Send a fatal error and close with its 4000+ close code.
 
         Pending messages are dropped: after a fatal error nothing else
         matters, and the outbox must have room for the error itself.
+        ``log=False`` when the caller logs it its own way (failed joins).
         """
         if self.closing:
             return
-        logger.info("signaling: %s rejected: %s: %s", self.label, code, message)
+        if log:
+            logger.info("signaling: %s rejected: %s: %s", self.label, code, message)
         self.close(FATAL_CLOSE_CODES[code], str(code), error_message(code, message))
 
     def warn(self, code: ErrorCode, message: str, *, to: str | None = None) -> None:
@@ -665,7 +667,7 @@ class SignalingState:
         """Refuse a join: count it against the address, log it with the address, close."""
         self.throttle.failed(session.remote)
         logger.warning("signaling: failed join from %s: %s: %s", session.remote, code, message)
-        session.fail(code, message)
+        session.fail(code, message, log=False)
 
     async def _refuse_throttled(self, session: _Session) -> None:
         """Refuse a join unchecked, after ``join_refusal_delay``: its address failed too often."""
@@ -682,6 +684,7 @@ class SignalingState:
         session.fail(
             ErrorCode.RATE_LIMITED,
             "too many failed joins from this address; try again in a few seconds",
+            log=False,  # counted, and logged once per join_refusal_log_interval
         )
 
     def _join(self, session: _Session, join: Join, transcript: bytes) -> bool:
