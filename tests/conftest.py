@@ -9,7 +9,6 @@ import pytest
 
 from p2pkube.devcluster import LocalCluster
 
-
 SLOW_MODULES = frozenset(
     {
         "test_browser_bridge",
