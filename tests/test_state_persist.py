@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import struct
@@ -170,7 +171,9 @@ def _append(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-async def test_torn_and_corrupt_tails_are_truncated(tmp_path: Path) -> None:
+async def test_torn_and_corrupt_tails_are_truncated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     a = await reopen(tmp_path)
     for i in range(10):
         await a.put("objects", f"k{i}", i)
@@ -196,24 +199,101 @@ async def test_torn_and_corrupt_tails_are_truncated(tmp_path: Path) -> None:
         assert c.get("objects", f"after-{n}") == n
         await c.close()
         good_size = log_path.stat().st_size
+    # A torn tail is what a crash leaves: dropped quietly.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-async def test_corrupt_record_in_the_middle_cuts_from_there(tmp_path: Path) -> None:
-    a = await reopen(tmp_path)
-    for i in range(5):
-        await a.put("objects", f"k{i}", i)
+def log_records(path: Path) -> list[tuple[int, bytes]]:
+    """(offset, payload) of every record of an intact update log."""
+    data = path.read_bytes()
+    out, pos = [], 0
+    while pos < len(data):
+        length, crc = struct.unpack_from("<II", data, pos)
+        payload = data[pos + 8 : pos + 8 + length]
+        assert zlib.crc32(payload) == crc
+        out.append((pos, payload))
+        pos += 8 + length
+    return out
+
+
+def flip(path: Path, offset: int, mask: int = 0x5A) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= mask
+    path.write_bytes(bytes(data))
+
+
+async def logged_state(tmp_path: Path) -> tuple[ClusterState, ClusterState, Path]:
+    """A and B linked; A's log holds A's writes a0..a9 then B's writes b0..b9, one per record.
+    Returns A and B closed-over-open (A closed, B still open) and A's log path."""
+    mesh = Mesh()
+    a = await reopen(tmp_path / "a")
+    b = await reopen(tmp_path / "b")
+    mesh.link(a, "A", b, "B")
+    for i in range(10):
+        await a.put("objects", f"a{i}", i)
+    for i in range(10):
+        await b.put("objects", f"b{i}", i)
+    await mesh.settle()
+    await a.flush()
+    await mesh.close()
+    b.detach_peer("A")
     await a.close()
-    log_path = tmp_path / "state" / LOG_NAME
-    data = bytearray(log_path.read_bytes())
-    # Every batch ends with a 32-byte clock record: corrupt the last byte of the last
-    # update before it, so that the cut also drops a valid record after the bad one.
-    assert data[-24:-16] == b"P2PKCLK2"
-    data[-33] ^= 0xFF
-    log_path.write_bytes(bytes(data))
-    b = await reopen(tmp_path)
-    assert [b.get("objects", f"k{i}") for i in range(4)] == [0, 1, 2, 3]
-    assert b.get("objects", "k4") is None
-    await b.close()
+    return a, b, tmp_path / "a" / "state" / LOG_NAME
+
+
+@pytest.mark.parametrize("where", ["payload", "length"])
+async def test_corrupt_record_in_the_middle_keeps_what_follows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    """Corruption is not silence: a bad record with valid records after it is logged as an
+    ERROR with the file and offset, every record after it is kept, and what it held comes
+    back from a peer."""
+    _, b, log_path = await logged_state(tmp_path)
+    records = log_records(log_path)
+    offset, payload = next((o, p) for o, p in records if b"a3" in p)
+    size = log_path.stat().st_size
+    # A byte in the middle of the update, or in its length field (the framing is lost then).
+    flip(log_path, offset + 8 + len(payload) // 2 if where == "payload" else offset + 1)
+    a = await reopen(tmp_path / "a")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and str(log_path) in errors[0] and f"offset {offset} " in errors[0]
+    assert log_path.stat().st_size == size  # nothing truncated
+    assert a.stats.corrupt_log_bytes == 8 + len(payload)
+    # Kept: every record but the damaged one (a3), before and after it.
+    assert [a.get("objects", f"a{i}") for i in range(10)] == [0, 1, 2, None, *range(4, 10)]
+    assert [a.get("objects", f"b{i}") for i in range(10)] == list(range(10))
+    mesh = Mesh()
+    mesh.link(a, "A", b, "B")
+    await mesh.settle()
+    assert [a.get("objects", f"a{i}") for i in range(10)] == list(range(10))
+    assert contents(a) == contents(b)
+    await mesh.close()
+    for s in (a, b):
+        await s.close()
+    # The records after the damage were logged again with the catch-up: nothing lost alone.
+    again = await reopen(tmp_path / "a")
+    assert [again.get("objects", f"a{i}") for i in range(10)] == list(range(10))
+    await again.close()
+
+
+async def test_damaged_log_header_discards_the_log_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without its header the log's generation is unknown: replaying it could put another
+    document's items into this one. It is discarded, with an ERROR, and peers resend."""
+    _, b, log_path = await logged_state(tmp_path)
+    flip(log_path, 12)  # inside the header record's payload
+    a = await reopen(tmp_path / "a")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("header is damaged" in e and str(log_path) in e for e in errors), errors
+    assert a.keys("objects") == []
+    mesh = Mesh()
+    mesh.link(a, "A", b, "B")
+    await mesh.settle()
+    assert contents(a) == contents(b) and len(a.keys("objects")) == 20
+    await mesh.close()
+    for s in (a, b):
+        await s.close()
 
 
 async def test_corrupt_snapshot_refuses_to_start(tmp_path: Path) -> None:
@@ -225,8 +305,11 @@ async def test_corrupt_snapshot_refuses_to_start(tmp_path: Path) -> None:
     data = bytearray(snap.read_bytes())
     data[-3] ^= 0x55
     snap.write_bytes(bytes(data))
-    with pytest.raises(PersistenceError):
+    # The log only holds what came after the snapshot: starting would serve a partial state.
+    with pytest.raises(PersistenceError, match="crc mismatch") as refused:
         await reopen(tmp_path)
+    message = str(refused.value)
+    assert str(snap) in message and f"move {tmp_path / 'state'} aside" in message
 
 
 async def test_snapshot_compaction_keeps_everything(tmp_path: Path) -> None:

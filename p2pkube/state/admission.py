@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
-from .versioned import read_stamp
+from .versioned import header_size, read_stamp
 from .yupdate import update_values
 
 __all__ = [
-    "MAX_STAMP_HEADER_BYTES",
     "MAX_UNANSWERED_STEP1",
     "LinkBudget",
     "Refusal",
@@ -45,10 +44,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MAX_STAMP_HEADER_BYTES: Final = 28
-"""A stored blob is its value's msgpack bytes plus at most this much stamp header
-(fixarray byte + three uint64 fields of 9 bytes): the size cap applies to the value."""
 
 MAX_UNANSWERED_STEP1: Final = 4
 """Step 1s we count as awaiting an answer per link. Each step 1 we send (on link up, every
@@ -83,15 +78,18 @@ def check_update(
     """The reason to refuse `update`, or None if every value it writes may be taken.
 
     A value is refused when its stamp's wall time is more than `max_skew_ms` ahead of
-    `wall_ms`, or when its value part exceeds `max_value_bytes`. Blobs without a valid stamp
-    header are left alone (they order below every version and read as absent).
+    `wall_ms`, or when it is larger than `max_value_bytes` without its stamp header (as a
+    local write is measured). Blobs without a valid stamp are left alone if small enough
+    (they order below every version and read as absent).
     Raises UpdateFormatError (a ValueError) when the update cannot be read.
     """
     limit_wall = wall_ms + max_skew_ms
-    limit_size = max_value_bytes + MAX_STAMP_HEADER_BYTES
     for value in update_values(update):
+        header = read_stamp(value.blob)
         size = len(value.blob)
-        if size > limit_size:
+        if size > max_value_bytes and header is not None:
+            size -= header_size(value.blob)
+        if size > max_value_bytes:
             return Refusal(
                 RefusalKind.OVERSIZE,
                 value.client,
@@ -99,7 +97,6 @@ def check_update(
                 f"is {size:,} bytes, over the {max_value_bytes:,}-byte limit "
                 "(state.max_object_bytes)",
             )
-        header = read_stamp(value.blob)
         if header is not None and header[0].wall > limit_wall:
             return Refusal(
                 RefusalKind.FUTURE_STAMP,

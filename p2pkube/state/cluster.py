@@ -84,6 +84,7 @@ from .versioned import (
     decode_version,
     encode_tombstone,
     encode_version,
+    header_size,
     inspect_blob,
     read_stamp,
 )
@@ -230,6 +231,9 @@ class StateStats:
     bytes_persisted: int = 0
     disk_writes: int = 0
     snapshots_written: int = 0
+    corrupt_log_bytes: int = 0
+    """Damaged bytes skipped in the middle of the update log at open (valid records
+    followed them; logged as an ERROR with the offset): what they held comes from peers."""
     peers: int = 0
     doc_size: int = 0
     """Encoded size of the whole document (recomputed only after it changed)."""
@@ -353,6 +357,10 @@ def _visible(blob: bytes | None) -> bytes | None:
 
 def _always() -> bool:
     return True
+
+
+def _frame_name(kind: SyncMessageKind) -> str:
+    return "a step 2" if kind is SyncMessageKind.STEP2 else "an update"
 
 
 class ClusterState:
@@ -580,7 +588,7 @@ class ClusterState:
         _check_key(key)
         stamp = self._stamp_for(store, map_name, key)
         blob = encode_version(stamp, value)
-        size = len(blob) - len(encode_tombstone(stamp))  # the value without its stamp header
+        size = len(blob) - header_size(blob)  # the value without its stamp header
         _check_size(map_name, key, size, self.settings.max_object_bytes)
         store.put_raw(map_name, key, blob)
         await self.flush()
@@ -960,7 +968,7 @@ class ClusterState:
                 peer_id,
                 budget,
                 now,
-                f"dropped a {kind.name.lower()} of {len(payload):,} bytes from peer {peer_id}: "
+                f"dropped {_frame_name(kind)} of {len(payload):,} bytes from peer {peer_id}: "
                 f"over the link's budget (state.link_update_bytes_per_second "
                 f"{s.link_update_bytes_per_second:,}, burst {s.link_update_burst_bytes:,}); "
                 "anti-entropy fetches it again",
@@ -981,7 +989,7 @@ class ClusterState:
         else:
             self._stats.refused_oversize += 1
         self._count_refusal(
-            peer_id, budget, now, f"refused a {kind.name.lower()} from peer {peer_id}: {refusal}"
+            peer_id, budget, now, f"refused {_frame_name(kind)} from peer {peer_id}: {refusal}"
         )
         return False
 
@@ -1251,6 +1259,7 @@ class ClusterState:
             out.bytes_persisted = self._persister.stats.bytes_persisted
             out.snapshots_written = self._persister.stats.snapshots_written
             out.disk_writes = self._persister.stats.disk_writes
+            out.corrupt_log_bytes = self._persister.stats.corrupt_log_bytes
         return out
 
     def measure_growth(self) -> tuple[int, int]:

@@ -40,10 +40,17 @@ Why this shape:
   Replaying old-generation updates into the new document would be wrong: they
   are updates of a different Yjs document.
 * A crash can tear the last log record. Each record carries its length and a
-  crc32; loading keeps every record up to the first one that is short, zero
-  length (a file extended but never written reads back as zeros), oversize or
-  fails its crc, and truncates the file there. Only unacknowledged data can be
-  in that tail, because an append is acknowledged after its fsync.
+  crc32; a record that is short, zero length (a file extended but never written
+  reads back as zeros), oversize or fails its crc is *bad*. Bad bytes with no
+  valid record after them are a torn tail: dropped quietly and the file truncated
+  there (only unacknowledged data can be in it, because an append is acknowledged
+  after its fsync). Bad bytes *followed by* valid records are corruption (a flipped
+  bit, a lost sector): loading logs an ERROR naming the file and the offset, skips
+  to the next offset where a valid record frames (first where the bad record's
+  length says the next one starts, else byte by byte) and keeps every record from
+  there on. What the damaged bytes held comes back from peers at the first sync
+  (our state vector lacks it); updates after them that depend on it wait in Yjs
+  until then. The damaged bytes stay in the file until the next log compaction.
 * Group commit: `append` only buffers; one writer task writes and fsyncs
   whatever accumulated in a worker thread (never on the event loop), then wakes
   every `flush()` waiting for a sequence number it covered. Many concurrent
@@ -140,6 +147,8 @@ class PersistStats:
     log_bytes: int = 0
     log_records: int = 0
     truncated_tail_bytes: int = 0
+    corrupt_log_bytes: int = 0
+    """Damaged bytes found in the middle of the log at load (valid records followed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +172,8 @@ class LoadedState:
     updates: list[bytes] = field(default_factory=list)
     log_bytes: int = 0
     truncated_tail_bytes: int = 0
+    corrupt_ranges: list[tuple[int, int]] = field(default_factory=list)
+    """(offset, length) of each damaged stretch of the log that valid records followed."""
     stale_log_bytes: int = 0
     """Bytes of a log of another generation discarded at load (a crash mid-switch)."""
 
@@ -242,32 +253,82 @@ class StateFiles:
             self.close()
             raise
 
+    def _record_at(self, data: bytes, pos: int) -> bytes | None:
+        """The payload of a valid record starting at `pos`, or None."""
+        if len(data) - pos < _REC_HEADER.size:
+            return None
+        length, crc = _REC_HEADER.unpack_from(data, pos)
+        start = pos + _REC_HEADER.size
+        if length == 0 or length > self._max_record_bytes or start + length > len(data):
+            return None
+        payload = data[start : start + length]
+        return payload if zlib.crc32(payload) == crc else None
+
+    def _resync(self, data: bytes, bad: int) -> int | None:
+        """The offset of the next valid record after a bad one at `bad`, or None (a torn
+        tail). First where the bad record's own length says the next one starts (a flipped
+        payload or crc byte leaves the framing intact), else the first offset that frames."""
+        if len(data) - bad >= _REC_HEADER.size:
+            length = _REC_HEADER.unpack_from(data, bad)[0]
+            after = bad + _REC_HEADER.size + length
+            if length and self._record_at(data, after) is not None:
+                return after
+        for pos in range(bad + 1, len(data) - _REC_HEADER.size + 1):
+            if self._record_at(data, pos) is not None:
+                return pos
+        return None
+
+    def _frame_log(self, data: bytes, result: LoadedState) -> tuple[list[bytes], int]:
+        """Every record the log still frames, and where the last one ends. Damaged stretches
+        followed by valid records go to `result.corrupt_ranges` (logged as an ERROR)."""
+        records: list[bytes] = []
+        pos = valid_end = 0
+        while pos < len(data):
+            record = self._record_at(data, pos)
+            if record is not None:
+                records.append(record)
+                pos = valid_end = pos + _REC_HEADER.size + len(record)
+                continue
+            after = self._resync(data, pos)
+            if after is None:
+                break  # nothing frames after it: a torn tail
+            log.error(
+                "state log %s: %d bytes at offset %d are corrupt (they frame no valid record, "
+                "and valid records follow: not a torn tail); keeping the records from offset %d "
+                "on, what the damaged bytes held is fetched again from peers",
+                self.log_path,
+                after - pos,
+                pos,
+                after,
+            )
+            result.corrupt_ranges.append((pos, after - pos))
+            pos = after
+        return records, valid_end
+
     def _load_log(self, result: LoadedState) -> LoadedState:
-        """Read the log's records into `result`; cut a torn tail, drop a stale generation."""
+        """Read the log's records into `result`: skip corrupt stretches, cut a torn tail,
+        drop a stale generation."""
         assert self._log is not None
         self._log.seek(0)
         data = self._log.read()
-        pos = 0
         end = len(data)
-        records: list[bytes] = []
-        while end - pos >= _REC_HEADER.size:
-            length, crc = _REC_HEADER.unpack_from(data, pos)
-            start = pos + _REC_HEADER.size
-            if length == 0 or length > self._max_record_bytes or start + length > end:
-                break
-            payload = data[start : start + length]
-            if zlib.crc32(payload) != crc:
-                break
-            records.append(payload)
-            pos = start + length
+        records, pos = self._frame_log(data, result)
         if pos < end:
-            log.warning(
-                "state log %s: dropping %d bytes of torn/corrupt tail", self.log_path, end - pos
-            )
+            log.info("state log %s: dropping %d bytes of torn tail", self.log_path, end - pos)
             self._log.truncate(pos)
             self._log.flush()
             os.fsync(self._log.fileno())
             result.truncated_tail_bytes = end - pos
+        if result.corrupt_ranges and result.corrupt_ranges[0][0] == 0:
+            # Without its header the log's generation is unknown: replaying updates of
+            # another generation's document would integrate stale items (see below).
+            log.error(
+                "state log %s: its header is damaged, so the generation its updates belong "
+                "to is unknown: discarding the log (%d bytes); peers send what it held",
+                self.log_path,
+                pos,
+            )
+            records = []
         if records:
             header = records[0]
             log_generation = _parse_log_header(header)
@@ -319,20 +380,37 @@ class StateFiles:
                 "remove the data directory to rejoin"
             )
         if len(data) < _SNAP_HEADER.size:
-            raise PersistenceError(f"{self.snapshot_path}: truncated header")
+            raise self._corrupt_snapshot(f"{len(data)} bytes, shorter than its header")
         magic, number, creator, wall, counter, length, crc = _SNAP_HEADER.unpack_from(data, 0)
         payload = data[_SNAP_HEADER.size :]
         meta = data[8 : 8 + _SNAP_META.size]
-        if (
-            magic != _SNAP_MAGIC
-            or length != len(payload)
-            or zlib.crc32(payload, zlib.crc32(meta)) != crc
-            or (number == 0) != (creator == 0)
-        ):
-            # Snapshots are only ever renamed into place after an fsync, so this is
-            # media corruption or tampering: refuse rather than silently start empty.
-            raise PersistenceError(f"{self.snapshot_path}: corrupt snapshot")
+        if magic != _SNAP_MAGIC:
+            raise self._corrupt_snapshot(f"bad magic {magic!r} at offset 0")
+        if length != len(payload):
+            raise self._corrupt_snapshot(
+                f"its header declares {length:,} bytes of document, {len(payload):,} follow"
+            )
+        if zlib.crc32(payload, zlib.crc32(meta)) != crc:
+            raise self._corrupt_snapshot(
+                f"crc mismatch over the {length:,}-byte document at offset {_SNAP_HEADER.size}"
+            )
+        if (number == 0) != (creator == 0):
+            raise self._corrupt_snapshot(f"impossible generation {number}.{creator}")
         return Snapshot(Generation(number, creator), (wall, counter), payload)
+
+    def _corrupt_snapshot(self, what: str) -> PersistenceError:
+        """The error for a damaged snapshot, logged. Snapshots are only ever renamed into
+        place after an fsync, so this is media corruption or tampering. Starting anyway
+        would serve a partial state: the log holds only what came after the snapshot, so
+        neither it nor a wait for peers can tell what this node alone held."""
+        message = (
+            f"state snapshot {self.snapshot_path} is corrupt ({what}); the update log only "
+            "holds what came after it, so this node cannot rebuild its state alone. To "
+            f"rejoin from the peers: stop the agent, move {self.directory} aside and start "
+            "again (writes that only this node held are lost; keep the moved directory)"
+        )
+        log.error("%s", message)
+        return PersistenceError(message)
 
     def append(self, records: list[bytes]) -> int:
         """Append records and fsync; return the bytes written."""
@@ -413,6 +491,8 @@ class Persister:
         self.stats.log_bytes = loaded.log_bytes
         self.stats.log_records = len(loaded.updates)
         self.stats.truncated_tail_bytes = loaded.truncated_tail_bytes
+        self.stats.corrupt_log_bytes = sum(length for _, length in loaded.corrupt_ranges)
+
         self._task = asyncio.create_task(self._run(), name="state-persister")
         return loaded
 

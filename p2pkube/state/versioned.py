@@ -40,6 +40,7 @@ __all__ = [
     "decode_version",
     "encode_tombstone",
     "encode_version",
+    "header_size",
     "inspect_blob",
     "read_stamp",
 ]
@@ -154,6 +155,16 @@ def read_stamp(blob: bytes | bytearray | None) -> tuple[Stamp, bool] | None:
         fields.append(number)
         pos += 1 + width
     return _finish(head, size, pos, Stamp(fields[0], fields[1], fields[2]))
+
+
+def header_size(blob: bytes | bytearray) -> int:
+    """Bytes of the stamp header at the start of a blob with a valid stamp (`read_stamp`
+    not None): the array byte and the three unsigned ints. What a size limit leaves out."""
+    pos = 1
+    for _ in range(3):
+        byte = blob[pos]
+        pos += 1 if byte < 0x80 else 1 + _UINT_WIDTHS[byte]
+    return pos
 
 
 def _finish(head: int, size: int, pos: int, stamp: Stamp) -> tuple[Stamp, bool] | None:
