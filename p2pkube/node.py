@@ -185,7 +185,7 @@ class Node:
         await self.mesh.close()
 
     async def _await_first_sync(self) -> None:
-        """Catch up with a peer (one step 2 received) before running pods; bounded by
+        """Catch up with a peer (one step 2 applied) before running pods; bounded by
         kubelet.initial_sync_timeout, and skipped when the signaling server knows no peer."""
         deadline = time.monotonic() + self.settings.kubelet.initial_sync_timeout
         signaling = self.mesh.signaling
