@@ -937,7 +937,6 @@ class ClusterState:
                 raise
             self._switch(generation, base)
             return
-
         if fetch is None or generation > fetch.generation or now >= fetch.deadline:
             # Everything else of that generation is useless without its document.
             self._fetch = _Fetch(generation, peer_id, now + self.settings.generation_fetch_timeout)
