@@ -85,6 +85,10 @@ class MembershipSettings:
     """Most nodes this agent keeps liveness for; heartbeats of further nodes are dropped and
     logged. Node ids are cheap to make, so a member that floods heartbeats of made-up nodes
     must not grow the table (and the signature checks) without bound."""
+    drop_log_interval: float = 10.0
+    """At most one warning per this many seconds per kind of dropped heartbeat (forged,
+    implausible, over the table's bound, queue full); the next one says how many were left
+    out, so a peer sending thousands of bad heartbeats cannot flood the log."""
 
 
 @dataclass
@@ -177,7 +181,7 @@ class Membership:
         that arrives meanwhile is not checked again."""
         self._on_change = on_change or (lambda liveness: None)
         self._on_violation = on_violation or (lambda neighbour, reason: None)
-        self._warn = LogThrottle(log)
+        self._warn = LogThrottle(log, self.settings.drop_log_interval)
         self._tasks: list[asyncio.Task[None]] = []
         self._beat_now = asyncio.Event()
         self._own: dict[str, Any] | None = None

@@ -162,7 +162,7 @@ class Mesh:
         )
         """Routed messages waiting to be signed and sent (signing is async)."""
         self._sender: asyncio.Task[None] | None = None
-        self._warn = LogThrottle(log)
+        self._warn = LogThrottle(log, self.settings.drop_log_interval)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintainer: asyncio.Task[None] | None = None
         self._closed = False

@@ -10,6 +10,9 @@ toward its destination has drained below ``send_buffer_high``: a node serving la
 paces itself to the path instead of queueing without limit.
 
 No threads, no sockets: only the transport interface, so the browser node runs this same code.
+The source node of each request is the transport's word: the mesh hands over only routed
+messages whose signature by that source it checked (``mesh.py``), so the per-source limit
+counts real nodes, not names a member made up.
 
 Wire format (``data`` of a ROUTE frame; byte for byte in docs/protocol.md):
 

@@ -77,6 +77,10 @@ class TransportSettings:
     """Routed messages (rpc requests and answers) waiting to be signed and sent; one more
     is refused at once (``send_routed`` returns False, the call fails). rpc's own limits
     keep it far below this."""
+    drop_log_interval: float = 10.0
+    """At most one warning per this many seconds per kind of dropped routed message (forged,
+    unknown source, invalid, queue full); the next one says how many were left out, so a
+    peer sending thousands of bad messages cannot flood the log."""
 
 
 @dataclass
