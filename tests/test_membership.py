@@ -288,3 +288,21 @@ async def test_the_table_of_nodes_is_bounded() -> None:
         assert membership.stats.heartbeats_over_limit == 2
     finally:
         await membership.close(leaving=False)
+
+
+async def test_a_timeout_is_noticed_when_it_falls_due_not_at_the_next_lag_probe() -> None:
+    """``check_interval`` paces the event-loop lag probe; timeouts are checked when due."""
+    settings = MembershipSettings(node_timeout=0.3, check_interval=5.0)
+    membership, _ = receiver(settings)
+    b = Node()
+    await membership.start()
+    try:
+        await asyncio.sleep(0.05)  # the detector sleeps toward its 5 s probe, no node known
+        await deliver(membership, b.id, await b.beat(1))
+        heard = time.monotonic()
+        async with asyncio.timeout(2):
+            while membership.get(b.id).ready:  # type: ignore[union-attr]  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert 0.3 <= time.monotonic() - heard < 0.5
+    finally:
+        await membership.close(leaving=False)
