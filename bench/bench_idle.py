@@ -14,23 +14,44 @@ Baselines measured in the same window, side by side:
   agent pays before doing anything;
 * the signaling server of the cluster, idle as well.
 
-Run: ``.venv/bin/python bench/bench_idle.py [--agents 5] [--seconds 30]``.
+``--baseline-commit REV`` also measures the same cluster at an older commit, in the same
+window: that commit's own ``bench/bench_idle.py`` runs from a temporary ``git worktree`` (its
+agents and signaling server import that tree: it is their cwd and first on PYTHONPATH) at the
+same time as this tree's, so both see the same load on the machine (run one after the other,
+the load of a shared machine drifted by more than the difference measured); the two clusters
+never link (each has its own signaling server and token) and each costs the other ~0.05 of a
+core. The worktree is removed afterwards. ``run_all.py`` passes the last commit before
+heartbeats were signed (issue 10), so the table shows what signing costs an idle agent.
+
+``--microbench N`` times, in this process, what signing costs per heartbeat with the real
+code: encoding and signing one (``heartbeat.seal``), parsing and checking one
+(``heartbeat.parse`` and the native ``verify_signature``), and taking one through the failure
+detector (``Membership.handle_heartbeat``: the queue, the check, the record), against a plain
+msgpack encode of the unsigned heartbeat an agent sent before.
+
+Run: ``.venv/bin/python bench/bench_idle.py [--agents 5] [--seconds 30]
+[--baseline-commit c7e244c] [--microbench 2000]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import psutil
-from benchlib import emit, machine_busy_seconds, markdown_table, start_cluster
+from benchlib import REPO, emit, last_json_line, machine_busy_seconds, markdown_table, start_cluster
 
 from p2pkube.devcluster import LocalCluster
 
@@ -84,20 +105,8 @@ def table(result: dict[str, Any]) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--agents", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=30.0, help="measurement window")
-    parser.add_argument("--settle", type=float, default=5.0, help="quiet time before it")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="agent setting override (p2pkube join --set), e.g. membership.heartbeat_interval=1",
-    )
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """One quiet cluster of this tree, measured from outside (see the module docstring)."""
     lifetime = int(args.settle + args.seconds + 120)
     baselines = {
         "python asyncio.sleep": subprocess.Popen(
@@ -162,10 +171,11 @@ def main() -> None:
         "cpuPercentMedian": round(statistics.median(r["cpuPercent"] for r in agents), 2),
         "rssMBMax": max(r["rssMB"] for r in agents),
         "ussMBMax": max(r["ussMB"] for r in agents),
+        "linkBytesPerSecond": round(statistics.median(r["linkBytesPerSecond"] for r in agents)),
     }
     summary["cpuTargetMet"] = summary["cpuPercentMax"] < TARGET_CPU_PERCENT
     summary["rssTargetMet"] = summary["rssMBMax"] < TARGET_RSS_MB
-    result = {
+    return {
         "bench": "idle",
         "agents": args.agents,
         "seconds": args.seconds,
@@ -176,14 +186,254 @@ def main() -> None:
         "summary": summary,
         "otherCores": other_cores,
     }
+
+
+@contextlib.contextmanager
+def worktree(commit: str) -> Iterator[Path]:
+    """A detached ``git worktree`` of ``commit`` in a temporary directory, removed after."""
+    path = Path(tempfile.mkdtemp(prefix="p2pkube-bench-baseline-")) / "tree"
+    git = ["git", "-C", str(REPO)]
+    subprocess.run([*git, "worktree", "add", "--detach", str(path), commit], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(path)], check=False)
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def start_at(tree: Path, args: argparse.Namespace) -> subprocess.Popen[str]:
+    """That tree's own bench_idle.py, started now (its agents and signaling server import
+    that tree); :func:`result_of` waits for its result."""
+    command = [
+        sys.executable,
+        str(tree / "bench" / "bench_idle.py"),
+        "--agents",
+        str(args.agents),
+        "--seconds",
+        str(args.seconds),
+        "--settle",
+        str(args.settle),
+        *(arg for s in args.set for arg in ("--set", s)),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]),
+    }
+    print(f"baseline at the same time: {' '.join(command[1:])} (in {tree})", flush=True)
+    return subprocess.Popen(
+        command, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def result_of(process: subprocess.Popen[str]) -> dict[str, Any]:
+    try:
+        out, err = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise RuntimeError("the baseline run did not finish within 600 s") from None
+    if process.returncode != 0:
+        raise RuntimeError(f"the baseline run failed: {err.strip()[-2000:]}")
+    return last_json_line(out)
+
+
+def baseline_summary(commit: str, run: dict[str, Any]) -> dict[str, Any]:
+    """The figures of the run at ``commit`` that the before/after table shows."""
+    agents = [r for r in run["rows"] if "linkBytesPerSecond" in r]
+    return {
+        "commit": commit,
+        "cpuPercentMedian": round(statistics.median(r["cpuPercent"] for r in agents), 2),
+        "cpuPercentMax": max(r["cpuPercent"] for r in agents),
+        "linkBytesPerSecond": round(statistics.median(r["linkBytesPerSecond"] for r in agents)),
+        "rssMBMax": max(r["rssMB"] for r in agents),
+        "rows": run["rows"],
+    }
+
+
+def microbench(count: int) -> dict[str, Any]:
+    """Microseconds per heartbeat of signing and checking (see the module docstring)."""
+    return asyncio.run(_microbench(count))
+
+
+async def _microbench(count: int) -> dict[str, Any]:
+    from p2pkube.membership import heartbeat
+    from p2pkube.membership.detector import Membership
+    from p2pkube.net.identity import NodeIdentity, verify_signature
+    from p2pkube.net.signed import Signatures
+
+    cluster = "0" * 16
+    sender = Signatures(NodeIdentity.generate(), cluster, verify_signature)
+    receiver = Signatures(NodeIdentity.generate(), cluster, verify_signature)
+    peers = [NodeIdentity.generate().node_id for _ in range(4)]
+    now = int(time.time() * 1000)
+
+    def fields(seq: int) -> dict[str, Any]:
+        return heartbeat.payload(sender.node_id, sender.public_key, "n1", now, seq, now, peers)
+
+    unsigned = {
+        "node": sender.node_id,
+        "name": "n1",
+        "inc": now,
+        "seq": 1,
+        "ttl": 16,
+        "peers": peers,
+    }
+    started = time.perf_counter()
+    for _ in range(count):
+        msgpack.packb(unsigned, use_bin_type=True)
+    pack = time.perf_counter() - started
+
+    started = time.perf_counter()
+    bodies = [await heartbeat.seal(sender, fields(seq), 16) for seq in range(1, count + 1)]
+    seal = time.perf_counter() - started
+
+    started = time.perf_counter()
+    for body in bodies:
+        beat = heartbeat.parse(body)
+        assert await verify_signature(beat.pub, body["sig"], heartbeat.signed_bytes(cluster, body))
+    check = time.perf_counter() - started
+
+    class Quiet:
+        """A transport with one neighbour that drops what it is given."""
+
+        def neighbours(self) -> list[str]:
+            return peers[:1]
+
+        def broadcast(self, *_: Any, **__: Any) -> int:
+            return 0
+
+        def send(self, *_: Any) -> bool:
+            return False
+
+    relayed = await _receive(Membership(receiver, "n2", Quiet()), peers[0], bodies)  # type: ignore[arg-type]
+    direct = await _receive(Membership(receiver, "n2", Quiet()), sender.node_id, bodies)  # type: ignore[arg-type]
+    await receiver.close()
+    us = 1e6 / count
+    return {
+        "count": count,
+        "packUs": round(pack * us, 1),
+        "sealUs": round(seal * us, 1),
+        "checkUs": round(check * us, 1),
+        "receiveRelayedUs": round(relayed * us, 1),
+        "receiveDirectUs": round(direct * us, 1),
+        "heartbeatBytes": len(msgpack.packb([1, 4, bodies[0]], use_bin_type=True)),
+        "unsignedBytes": len(msgpack.packb([1, 4, unsigned], use_bin_type=True)),
+    }
+
+
+async def _receive(membership: Any, neighbour: str, bodies: list[dict[str, Any]]) -> float:
+    """Seconds to take ``bodies`` (new heartbeats) from ``neighbour`` through ``membership``."""
+    started = time.perf_counter()
+    for first in range(0, len(bodies), 64):  # in batches, well within a neighbour's share
+        for body in bodies[first : first + 64]:
+            membership.handle_heartbeat(neighbour, body)
+        batch_end = min(len(bodies), first + 64)
+        while membership.stats.heartbeats_accepted < batch_end:  # noqa: ASYNC110 - its queue runs here
+            await asyncio.sleep(0)
+    return time.perf_counter() - started
+
+
+def signing_table(result: dict[str, Any]) -> str:
+    """This tree's cluster against the baseline commit's (also rendered by run_all.py)."""
+    before, after = result["baseline"], result["summary"]
+    return markdown_table(
+        ["idle cluster, same window", f"before ({before['commit']})", "after"],
+        [
+            [
+                f"CPU % of a core per agent, median of {result['agents']}",
+                before["cpuPercentMedian"],
+                after["cpuPercentMedian"],
+            ],
+            ["CPU % of a core, busiest agent", before["cpuPercentMax"], after["cpuPercentMax"]],
+            ["RSS MB, largest agent", before["rssMBMax"], after["rssMBMax"]],
+            [
+                "link bytes/s sent per agent",
+                before["linkBytesPerSecond"],
+                after["linkBytesPerSecond"],
+            ],
+        ],
+    )
+
+
+def micro_table(micro: dict[str, Any]) -> str:
+    """The microbenchmark's figures (also rendered by run_all.py)."""
+    return markdown_table(
+        ["per heartbeat", "µs"],
+        [
+            [
+                "msgpack encode of the unsigned heartbeat (the baseline: all a beat cost before)",
+                micro["packUs"],
+            ],
+            ["sign: encode the payload and Ed25519-sign it (heartbeat.seal)", micro["sealUs"]],
+            [
+                "check: parse and Ed25519-verify (heartbeat.parse, verify_signature)",
+                micro["checkUs"],
+            ],
+            [
+                "receive one relayed through the failure detector (queue, check, record)",
+                micro["receiveRelayedUs"],
+            ],
+            [
+                "receive a neighbour's own (the link authenticates it: no check unless relayed)",
+                micro["receiveDirectUs"],
+            ],
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=30.0, help="measurement window")
+    parser.add_argument("--settle", type=float, default=5.0, help="quiet time before it")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="agent setting override (p2pkube join --set), e.g. membership.heartbeat_interval=1",
+    )
+    parser.add_argument(
+        "--baseline-commit",
+        default="",
+        metavar="REV",
+        help="also measure REV's cluster, from a temporary git worktree, before and after ours",
+    )
+    parser.add_argument(
+        "--microbench",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time signing and checking N heartbeats in this process",
+    )
+    args = parser.parse_args()
+
+    if args.baseline_commit:
+        with worktree(args.baseline_commit) as tree:
+            baseline = start_at(tree, args)
+            try:
+                result = measure(args)
+            except BaseException:
+                baseline.kill()
+                raise
+            before = result_of(baseline)
+        result["baseline"] = baseline_summary(args.baseline_commit, before)
+    else:
+        result = measure(args)
+    if args.microbench:
+        result["microbench"] = microbench(args.microbench)
+    summary = result["summary"]
     print()
     print(table(result))
     print(
         f"\nagents: CPU max {summary['cpuPercentMax']}% (target < {TARGET_CPU_PERCENT:g}%: "
         f"{'met' if summary['cpuTargetMet'] else 'MISSED'}), RSS max {summary['rssMBMax']} MB "
         f"(target < {TARGET_RSS_MB:g} MB: {'met' if summary['rssTargetMet'] else 'MISSED'}); "
-        f"other processes on the machine used {other_cores} cores meanwhile"
+        f"other processes on the machine used {result['otherCores']} cores meanwhile"
     )
+    if "baseline" in result:
+        print("\n" + signing_table(result))
+    if "microbench" in result:
+        print("\n" + micro_table(result["microbench"]))
     emit(result)
 
 
