@@ -7,6 +7,7 @@ import pytest
 
 from p2pkube.net.frames import (
     FRAGMENT_BYTES,
+    PROTOCOL_VERSION,
     FrameError,
     FrameType,
     Reassembler,
@@ -17,6 +18,8 @@ from p2pkube.net.frames import (
 from p2pkube.net.handshake import Handshake
 from p2pkube.net.identity import NodeIdentity, verify_signature
 from p2pkube.net.keys import node_id_from_public_key
+
+V = PROTOCOL_VERSION
 
 
 def test_frame_roundtrip() -> None:
@@ -29,11 +32,12 @@ def test_frame_roundtrip() -> None:
     [
         (b"\xc1\xff garbage", "not msgpack"),
         (msgpack.packb({"a": 1}), "envelope"),
-        (msgpack.packb([2, 3, b""]), "version"),
-        (msgpack.packb([1, 99, {}]), "unknown frame type"),
-        (msgpack.packb([1, int(FrameType.SYNC), "text"]), "bytes"),
-        (msgpack.packb([1, int(FrameType.BYE), {}]), "missing field 'reason'"),
-        (msgpack.packb([1, int(FrameType.BYE), {"reason": 5}]), "type int"),
+        # Version 1 is the frames of agents before signed heartbeats and routes.
+        (msgpack.packb([1, 3, b""]), "version"),
+        (msgpack.packb([V, 99, {}]), "unknown frame type"),
+        (msgpack.packb([V, int(FrameType.SYNC), "text"]), "bytes"),
+        (msgpack.packb([V, int(FrameType.BYE), {}]), "missing field 'reason'"),
+        (msgpack.packb([V, int(FrameType.BYE), {"reason": 5}]), "type int"),
         (b"x" * 100, "not msgpack"),
     ],
 )

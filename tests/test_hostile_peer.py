@@ -17,7 +17,7 @@ import yaml
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.membership import heartbeat
 from p2pkube.net import ice
-from p2pkube.net.frames import Frame, FrameType, encode_frame
+from p2pkube.net.frames import PROTOCOL_VERSION, Frame, FrameType, encode_frame
 from p2pkube.net.handshake import Handshake
 from p2pkube.net.identity import NodeIdentity, verify_signature
 from p2pkube.net.link import LinkState, PeerLink
@@ -44,7 +44,9 @@ TICKER_POD = {
 HOSTILE_MESSAGES = {
     "garbage": b"\xc1\xc1\xc1 this is not msgpack",
     "oversize": encode_frame(FrameType.FRAGMENT, [0, 1 << 40, b"x" * 10]),
-    "unknown-type": msgpack.packb([1, 99, {"hello": "there"}]),
+    "unknown-type": msgpack.packb([PROTOCOL_VERSION, 99, {"hello": "there"}]),
+    # An agent from before signed heartbeats and routes speaks frames of version 1.
+    "old-version": msgpack.packb([1, int(FrameType.PING), {}]),
     "text": "a text message on the binary channel",
 }
 

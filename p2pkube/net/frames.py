@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 FRAGMENT_BYTES = 60 * 1024
 """Largest single data-channel message we send (below the 64 KiB every WebRTC stack accepts)."""
 MAX_FRAME_BYTES = 32 * 1024 * 1024
