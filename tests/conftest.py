@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from p2pkube.devcluster import LocalCluster
+from tests.test_state_support import Mesh
 
 SLOW_MODULES = frozenset(
     {
@@ -48,6 +49,14 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalClu
         if report is not None and report.failed:
             for name in ["signaling", *local.agents]:
                 print(f"--- {name} log ---\n{local.log_tail(name, 60)}")
+
+
+@pytest.fixture
+async def mesh() -> AsyncIterator[Mesh]:
+    """An in-process network of ClusterStates (the state tests), closed afterwards."""
+    network = Mesh()
+    yield network
+    await network.close()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -29,7 +29,7 @@ from p2pkube.membership.detector import utc_now
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.link import PeerLink
 from p2pkube.state.cluster import ClusterState
-from tests.clusters import all_ready
+from tests.clusters import module_cluster, wait_all_ready
 from tests.test_hostile_peer import link_to
 from tests.test_pods_cluster import write_manifest
 from tests.test_workloads_cluster import items, remove, template
@@ -46,10 +46,8 @@ BACKOFF = 0.2
 
 @pytest.fixture(scope="module")
 def quota(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator:
-    local = LocalCluster(tmp_path_factory.mktemp("quota") / "cluster")
-    failed_before = request.session.testsfailed
     honest = ("--label", "pool=honest")
-    try:
+    with module_cluster(tmp_path_factory.mktemp("quota") / "cluster", request) as local:
         local.start_signaling()
         local.extra_agent_args = ["--set", f"kubelet.backoff_initial={BACKOFF}"]
         local.start_agent("a", *honest, "--set", f"blobs.max_blob_bytes={LOW_CAP}")
@@ -57,17 +55,9 @@ def quota(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         local.start_agent("c", *honest, "--set", f"blobs.min_free_bytes={1 << 62}")
         forged = _zeros_held_by(local.root / "evil")
         local.start_agent("evil")
-        for name in NAMES:
-            local.wait_api(name)
-        for name in NAMES:
-            wait_until(lambda n=name: all_ready(local, n, NAMES), 30, what=f"{name} view")
+        wait_all_ready(local, NAMES)
         local.forged = forged  # type: ignore[attr-defined]
         yield local
-    finally:
-        local.close()
-        if request.session.testsfailed > failed_before:
-            for name in ["signaling", *local.agents]:
-                print(f"--- {name} log ---\n{local.log_tail(name, 60)}")
 
 
 def _zeros_held_by(data_dir: Path) -> Manifest:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from p2pkube.devcluster import LocalCluster, wait_until
-from tests.clusters import all_ready
+from tests.clusters import module_cluster, wait_all_ready
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "examples" / "build"
@@ -33,23 +33,13 @@ NAMES = ["a", "b", "c"]
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator:
     subprocess.run([sys.executable, str(REPO / "examples" / "build.py")], check=True)
-    cluster = LocalCluster(tmp_path_factory.mktemp("cli-workloads") / "cluster")
-    failed_before = request.session.testsfailed
-    try:
+    with module_cluster(tmp_path_factory.mktemp("cli-workloads") / "cluster", request) as cluster:
         cluster.start_signaling()
         cluster.extra_agent_args = ["--set", "kubelet.backoff_initial=0.2", "--memory", "1Gi"]
         for name in NAMES:
             cluster.start_agent(name)
-        for name in NAMES:
-            cluster.wait_api(name)
-        for name in NAMES:
-            wait_until(lambda n=name: all_ready(cluster, n, NAMES), 30, what=f"{name} view")
+        wait_all_ready(cluster, NAMES)
         yield cluster
-    finally:
-        cluster.close()
-        if request.session.testsfailed > failed_before:
-            for name in ["signaling", *cluster.agents]:
-                print(f"--- {name} log ---\n{cluster.log_tail(name, 60)}")
 
 
 def web(replicas: int, *args: str) -> dict[str, Any]:

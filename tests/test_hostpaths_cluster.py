@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from p2pkube.devcluster import LocalCluster, wait_until
-from tests.clusters import all_ready
+from tests.clusters import module_cluster, wait_all_ready
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "examples" / "build"
@@ -59,29 +59,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     (share / "input.txt").write_text("shared by the operator\n")
     (outside / "input.txt").write_text("not granted to anyone\n")
     (share / "escape").symlink_to(outside)
-    cluster = LocalCluster(tmp_path_factory.mktemp("hostpaths").resolve() / "cluster")
-    loose = cluster.root / "n1"
-    loose.mkdir(parents=True, mode=0o755)
-    loose.chmod(0o755)
-    (loose / "left-behind.txt").write_text("written with umask 022\n")
-    (loose / "left-behind.txt").chmod(0o644)
-    failed_before, started = request.session.testsfailed, False
-    try:
+    root = tmp_path_factory.mktemp("hostpaths").resolve() / "cluster"
+    with module_cluster(root, request) as cluster:
+        loose = cluster.root / "n1"
+        loose.mkdir(parents=True, mode=0o755)
+        loose.chmod(0o755)
+        (loose / "left-behind.txt").write_text("written with umask 022\n")
+        (loose / "left-behind.txt").chmod(0o644)
         cluster.start_signaling()
         cluster.start_agent("n1")
         cluster.start_agent("n2", "--allow-host-path", str(share), "--allow-host-path", f"{out}:rw")
         cluster.start_agent("n3", "--allow-host-path", f"{cluster.root}:rw")
-        for name in ("n1", "n2", "n3"):
-            cluster.wait_api(name)
-        for name in ("n1", "n2", "n3"):
-            wait_until(lambda n=name: all_ready(cluster, n, ["n1", "n2", "n3"]), 30, what=name)
-        started = True
+        wait_all_ready(cluster, ["n1", "n2", "n3"])
         yield Lab(cluster, share, out, outside)
-    finally:
-        cluster.close()
-        if not started or request.session.testsfailed > failed_before:
-            for name in ["signaling", *cluster.agents]:
-                print(f"--- {name} log ---\n{cluster.log_tail(name, 60)}")
 
 
 def pod(

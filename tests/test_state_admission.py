@@ -53,13 +53,6 @@ async def open_state(clock: FakeClock | None = None, **overrides: Any) -> Cluste
     return state
 
 
-@pytest.fixture
-async def mesh() -> Any:
-    m = Mesh()
-    yield m
-    await m.close()
-
-
 def hostile_update(base: ClusterState | None, writes: dict[str, bytes]) -> bytes:
     """What a member that ignores every rule sends: a document synced from `base` (so that
     its writes overwrite what is there, as an honest overwrite would), then raw blobs."""

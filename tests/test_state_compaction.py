@@ -80,13 +80,6 @@ async def open_state(
 
 
 @pytest.fixture
-async def mesh() -> Any:
-    m = Mesh()
-    yield m
-    await m.close()
-
-
-@pytest.fixture
 def client_ids(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Force the client ids of the next opened states (in order)."""
     ids: list[int] = []

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import struct
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from p2pkube.state.sync import (
 )
 from p2pkube.state.versioned import MAX_STAMP_INT, Stamp, encode_version
 from tests.test_hostile_peer import link_to
+from tests.test_state_persist import log_records
 
 FOREVER = (MAX_STAMP_INT, MAX_STAMP_INT)
 """The issue's stamp: (2**53 - 1, 2**53 - 1), after which no write could ever be ordered."""
@@ -271,19 +270,6 @@ async def test_a_member_flooding_updates_is_throttled_while_others_keep_syncing(
     finally:
         await link.close("test over", notify=False)
         await client.close()
-
-
-def log_records(path: Path) -> list[tuple[int, bytes]]:
-    """(offset, payload) of every record of an intact update log."""
-    data = path.read_bytes()
-    out, pos = [], 0
-    while pos < len(data):
-        length, crc = struct.unpack_from("<II", data, pos)
-        payload = data[pos + 8 : pos + 8 + length]
-        assert zlib.crc32(payload) == crc, f"the log is damaged at {pos} already"
-        out.append((pos, payload))
-        pos += 8 + length
-    return out
 
 
 async def test_a_flipped_byte_in_the_update_log_is_loud_and_loses_nothing_replicated(

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from p2pkube.devcluster import LocalCluster, wait_until
-from tests.clusters import all_ready
+from tests.clusters import all_ready, module_cluster, wait_all_ready
 from tests.test_pods_cluster import write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,23 +34,13 @@ HEAL_SECONDS = 20.0
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator:
     subprocess.run([sys.executable, str(REPO / "examples" / "build.py")], check=True)
-    local = LocalCluster(tmp_path_factory.mktemp("workloads") / "cluster")
-    failed_before = request.session.testsfailed
-    try:
+    with module_cluster(tmp_path_factory.mktemp("workloads") / "cluster", request) as local:
         local.start_signaling()
         local.extra_agent_args = ["--set", "kubelet.backoff_initial=0.2", "--memory", "1Gi"]
         for name in NAMES:
             local.start_agent(name)
-        for name in NAMES:
-            local.wait_api(name)
-        for name in NAMES:
-            wait_until(lambda n=name: all_ready(local, n, NAMES), 30, what=f"{name} view")
+        wait_all_ready(local, NAMES)
         yield local
-    finally:
-        local.close()
-        if request.session.testsfailed > failed_before:
-            for name in ["signaling", *local.agents]:
-                print(f"--- {name} log ---\n{local.log_tail(name, 60)}")
 
 
 def template(module: str, *args: str, **spec: Any) -> dict[str, Any]:
