@@ -42,12 +42,13 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
+from p2pkube.state.sync import SyncProtocolError, read_var_uint
+
 __all__ = ["MAX_ANY_DEPTH", "UpdateFormatError", "UpdateValue", "update_values"]
 
 MAX_ANY_DEPTH: Final = 32
 """Deepest nesting of `any` values accepted (p2pkube writes none; a hostile peer could nest
 arrays until the reader's stack ran out)."""
-_MAX_SAFE_INT: Final = 2**53 - 1
 _GC: Final = 0
 _SKIP: Final = 10
 _BUFFER_TAG: Final = 116
@@ -87,20 +88,11 @@ class _Reader:
         if pos < self.end and data[pos] < 0x80:  # the common one-byte case
             self.pos = pos + 1
             return data[pos]
-        value = 0
-        shift = 0
-        for i in range(8):
-            if pos + i >= self.end:
-                raise UpdateFormatError("truncated varUint")
-            byte = data[pos + i]
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                if value > _MAX_SAFE_INT:
-                    raise UpdateFormatError("varUint exceeds 2**53 - 1")
-                self.pos = pos + i + 1
-                return value
-            shift += 7
-        raise UpdateFormatError("varUint too long")
+        try:
+            value, self.pos = read_var_uint(data, pos)  # the sync layer's bounded reader
+        except SyncProtocolError as exc:
+            raise UpdateFormatError(str(exc)) from None
+        return value
 
     def skip_var_int(self) -> None:
         """A signed lib0 varInt: continuation bit 0x80 on every byte but the last."""
