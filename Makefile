@@ -32,7 +32,8 @@ demo: $(STAMP) examples browser
 test: $(STAMP) lint examples browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
-## The inner loop: lint and every test but the browser, namespace, chaos, compose and demo ones.
+## The inner loop (about a minute): lint and every test that starts no agent process, browser or
+## network namespace (tests/conftest.py marks those slow).
 test-fast: $(STAMP) lint examples
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 

@@ -12,19 +12,33 @@ from tests.test_state_support import Mesh
 
 SLOW_MODULES = frozenset(
     {
+        # headless Chromium
         "test_browser_bridge",
         "test_browser_insecure",
         "test_browser_node",
+        # network namespaces, the chaos schedule, the compose topology, the whole demo
         "test_chaos",
         "test_compose",
         "test_demo",
         "test_netns",
         "test_turn",
+        # clusters of real agent processes
+        "test_blobs_cluster",
+        "test_blobs_quota_cluster",
+        "test_cli_workloads_cluster",
+        "test_cluster",
+        "test_hostile_peer",
+        "test_hostpaths_cluster",
+        "test_mesh_relay",
+        "test_pods_cluster",
+        "test_signaling_trust",
+        "test_state_trust_cluster",
+        "test_workloads_cluster",
     }
 )
-"""Test modules that drive headless Chromium, network namespaces, the chaos schedule or the
-whole demo: marked ``slow``, so ``make test-fast`` (``-m "not slow"``) leaves them out while
-``make test`` runs everything."""
+"""Test modules that start agent processes, Chromium or network namespaces: marked ``slow``
+(as is any other test that takes the ``cluster`` fixture below), so ``make test-fast``
+(``-m "not slow"``) leaves them out while ``make test`` runs everything."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,7 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module is not None else ""
+        if module in SLOW_MODULES or "cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
 
 
