@@ -34,7 +34,8 @@ from p2pkube.api.resources import Resources
 from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
 from p2pkube.blobs.manifest import is_digest, referenced_digests
 from p2pkube.blobs.service import BlobService
-from p2pkube.membership.detector import Membership, NodeLiveness, utc_now
+from p2pkube.membership.detector import Membership, NodeLiveness
+from p2pkube.model.timestamps import utc_now
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.rpc import Rpc

@@ -25,7 +25,7 @@ import pytest
 
 from p2pkube.blobs.manifest import Manifest, blob_key, blob_object
 from p2pkube.devcluster import LocalCluster, wait_until
-from p2pkube.membership.detector import utc_now
+from p2pkube.model.timestamps import utc_now
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.link import PeerLink
 from p2pkube.state.cluster import ClusterState

@@ -21,7 +21,7 @@ import pytest
 
 from p2pkube.api.models import validate_object
 from p2pkube.api.resources import Resources
-from p2pkube.membership.detector import utc_now
+from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.kubelet import Kubelet

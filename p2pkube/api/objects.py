@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from p2pkube.api import ValidationFailed, containers
-from p2pkube.membership.detector import utc_now
+from p2pkube.model.timestamps import utc_now
 from p2pkube.state import ClusterState, ValueTooLarge, object_key
 
 BLOB_KIND = "Blob"

@@ -40,7 +40,7 @@ from p2pkube.blobs.manifest import (
 )
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.blobs.store import BlobStore
-from p2pkube.membership.detector import utc_now
+from p2pkube.model.timestamps import utc_now
 from p2pkube.net.rpc import Rpc, RpcRemoteError
 from p2pkube.state.cluster import ClusterState
 

@@ -44,8 +44,8 @@ from p2pkube.cli.output import (
     format_age,
     format_selector,
     human_duration,
-    parse_time,
 )
+from p2pkube.model.timestamps import parse_datetime
 
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
@@ -120,7 +120,7 @@ class Writer:
 def format_time(ts: Any) -> str:
     """kubectl's describe time (Go's RFC1123Z, local time): ``Tue, 01 Dec 2026 15:50:10 +0000``;
     ``<unknown>`` if unreadable."""
-    then = parse_time(ts)
+    then = parse_datetime(ts)
     if then is None:
         return "<unknown>"
     return then.astimezone().strftime("%a, %d %b %Y %H:%M:%S %z")
@@ -216,7 +216,7 @@ class Lookup:
                 and field(e, "involvedObject.name") == meta.get("name")
             )
         ]
-        return sorted(found, key=lambda e: parse_time(event_last_seen(e)) or _EPOCH)
+        return sorted(found, key=lambda e: parse_datetime(event_last_seen(e)) or _EPOCH)
 
     def owned(self, kind: str, owner: dict[str, Any]) -> list[dict[str, Any]]:
         """Objects of ``kind`` whose controller is ``owner``."""
@@ -549,7 +549,8 @@ def describe_job(job: dict[str, Any], lookup: Lookup) -> str:
     w.line(0, "Parallelism:", spec.get("parallelism", 1))
     w.line(0, "Completions:", spec.get("completions", 1))
     w.line(0, "Backoff Limit:", spec.get("backoffLimit", 6))
-    start, end = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
+    start = parse_datetime(status.get("startTime"))
+    end = parse_datetime(status.get("completionTime"))
     if start is not None:
         w.line(0, "Start Time:", format_time(status["startTime"]))
     if end is not None:

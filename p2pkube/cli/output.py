@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from tabulate import DataRow, TableFormat, tabulate
 
+from p2pkube.model.timestamps import parse_datetime
+
 __all__ = [
     "BLOBS",
     "NAMESPACE_COLUMN",
@@ -32,7 +34,6 @@ __all__ = [
     "format_size",
     "human_duration",
     "object_name",
-    "parse_time",
     "render",
     "render_status",
     "shown_columns",
@@ -139,21 +140,9 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365}y"
 
 
-def parse_time(ts: Any) -> datetime | None:
-    """An RFC 3339 timestamp (``2026-11-27T07:00:00Z``) as an aware datetime; None if absent
-    or unreadable."""
-    if not isinstance(ts, str) or not ts:
-        return None
-    try:
-        then = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return then if then.tzinfo is not None else then.replace(tzinfo=UTC)
-
-
 def format_age(ts: str | None, now: datetime | None = None) -> str:
     """AGE of an RFC 3339 timestamp (``2026-11-27T07:00:00Z``); ``<unknown>`` if unreadable."""
-    then = parse_time(ts)
+    then = parse_datetime(ts)
     if then is None:
         return "<unknown>"
     return human_duration(((now or datetime.now(UTC)) - then).total_seconds())
@@ -605,10 +594,10 @@ def job_status(job: dict[str, Any]) -> str:
 
 def job_duration(job: dict[str, Any], now: datetime | None = None) -> str:
     """From the start to completion (or to now while it runs); "" before it started."""
-    start = parse_time(field(job, "status.startTime"))
+    start = parse_datetime(field(job, "status.startTime"))
     if start is None:
         return ""
-    end = parse_time(field(job, "status.completionTime")) or now or datetime.now(UTC)
+    end = parse_datetime(field(job, "status.completionTime")) or now or datetime.now(UTC)
     return human_duration((end - start).total_seconds())
 
 
@@ -681,7 +670,7 @@ EVENTS = Resource(
     names=("events", "event", "ev"),
     namespaced=True,
     undeletable="each node deletes the events it wrote after events.ttl",
-    sort_key=lambda e: parse_time(event_last_seen(e)) or datetime.min.replace(tzinfo=UTC),
+    sort_key=lambda e: parse_datetime(event_last_seen(e)) or datetime.min.replace(tzinfo=UTC),
     columns=(
         Column("LAST SEEN", lambda e: format_age(event_last_seen(e))),
         Column("TYPE", lambda e: e.get("type") or "Normal"),

@@ -36,11 +36,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from p2pkube.membership import heartbeat
 from p2pkube.membership.heartbeat import Heartbeat
+from p2pkube.model.timestamps import utc_now
 from p2pkube.net.frames import FrameType
 from p2pkube.net.rpc import counters
 from p2pkube.net.signed import LogThrottle, Signatures
@@ -110,21 +110,6 @@ class MembershipStats:
     """New heartbeats dropped because the signature queue was full."""
     heartbeats_over_limit: int = 0
     """Heartbeats of a new node dropped because ``max_nodes`` are known."""
-
-
-def utc_now() -> str:
-    """An RFC 3339 timestamp like Kubernetes prints (second precision, Z)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> float | None:
-    """Seconds since the epoch of an RFC 3339 ``...Z`` timestamp (None if absent/invalid)."""
-    if not text:
-        return None
-    try:
-        return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
 
 
 @dataclass

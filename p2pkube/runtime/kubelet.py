@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from p2pkube.api.quantity import parse_quantity
 from p2pkube.api.resources import Resources, cpu_limit, memory_limit, pod_requests
-from p2pkube.membership.detector import parse_time, utc_now
+from p2pkube.model.timestamps import parse_time, utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.hostpaths import (
     HOST_PATH_NOT_ALLOWED,

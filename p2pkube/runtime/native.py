@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from p2pkube.membership.detector import utc_now
+from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime import logs
 from p2pkube.runtime.settings import RuntimeSettings

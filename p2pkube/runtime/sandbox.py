@@ -36,7 +36,7 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from p2pkube.api.quantity import format_bytes
-from p2pkube.membership.detector import utc_now
+from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.budget import OutputBudget
 from p2pkube.runtime.engine import InstanceHooks, LoadedModule, hooks_installed

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2pkube.membership.detector import parse_time
+from p2pkube.model.timestamps import parse_time
 from p2pkube.sched.election import LEASE_ANNOTATION
 from p2pkube.sched.placement import NodeInfo, PodToPlace, host_paths, place
 from p2pkube.sched.view import (

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2pkube.membership.detector import parse_time, utc_now
+from p2pkube.model.timestamps import parse_time, utc_now
 from p2pkube.state import ClusterState
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pkube.api.resources import Resources, pod_requests
-from p2pkube.membership.detector import utc_now
+from p2pkube.model.timestamps import utc_now
 from p2pkube.sched import controllers as ctl
 from p2pkube.sched.election import Lease, decide
 from p2pkube.sched.events import EventRecorder
