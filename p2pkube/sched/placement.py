@@ -173,5 +173,12 @@ def place(
 
 
 def _tiebreak(node: NodeInfo) -> tuple[int, ...]:
-    """Equal scores: the lexically smallest name wins (max() picks the largest key)."""
+    """Equal scores: a deterministic order of names, so agents deciding alike pick alike.
+
+    ``max()`` picks the largest key and the key negates each code point, so at the first
+    character where two names differ the smaller code point wins (``n1`` beats ``n2``,
+    ``B`` beats ``a``), but a name that is a prefix of another loses to the longer one
+    (``n10`` beats ``n1``: the longer tuple is the larger). Not plain lexical order; changing
+    it would change placements, so it stays as is.
+    """
     return tuple(-ord(c) for c in node.name)
