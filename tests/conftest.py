@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from p2pkube.devcluster import LocalCluster
-from tests.test_state_support import Mesh
+from tests.statenet import Mesh
 
 SLOW_MODULES = frozenset(
     {

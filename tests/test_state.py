@@ -38,7 +38,7 @@ from p2pkube.state.sync import (
     write_var_uint,
 )
 
-from .test_state_support import QUIET, Mesh, contents, sv
+from .statenet import QUIET, Mesh, contents, sv
 
 POD = {
     "apiVersion": "v1",

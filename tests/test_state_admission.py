@@ -24,8 +24,8 @@ from p2pkube.state.sync import encode_frame, encode_sync_step2, encode_update
 from p2pkube.state.versioned import MAX_STAMP_INT, Stamp, encode_version
 from p2pkube.state.yupdate import MAX_ANY_DEPTH, UpdateFormatError, update_values
 
+from .statenet import Mesh, contents
 from .test_state_compaction import T0, FakeClock
-from .test_state_support import Mesh, contents
 
 FOREVER = Stamp(MAX_STAMP_INT, MAX_STAMP_INT, 4242)
 """The stamp of the issue: no write could ever order after it."""

@@ -43,7 +43,7 @@ from p2pkube.state.versioned import (
     read_stamp,
 )
 
-from .test_state_support import Mesh, contents, sv
+from .statenet import Mesh, contents, sv
 
 T0 = 1_700_000_000.0
 

@@ -16,7 +16,7 @@ import pytest
 from p2pkube.state import ClusterState, PersistenceError, StateSettings
 from p2pkube.state.persist import LOG_NAME, SNAPSHOT_NAME, SNAPSHOT_TMP_NAME
 
-from .test_state_support import QUIET, Mesh, contents, sv
+from .statenet import QUIET, Mesh, contents, sv
 
 
 def settings(**overrides: object) -> StateSettings:
