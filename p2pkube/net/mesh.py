@@ -46,6 +46,7 @@ from typing import Any
 
 import msgpack
 
+from p2pkube.backoff import Backoff
 from p2pkube.net.frames import Frame, FrameError, FrameType, unpack
 from p2pkube.net.handshake import Handshake
 from p2pkube.net.keys import NodeKey, SignatureCheck
@@ -96,8 +97,10 @@ LinkFactory = Callable[..., LinkBase]
 
 
 @dataclass
-class _Backoff:
-    delay: float
+class _Redial:
+    """When a node may be dialed again, and the back-off that grows while dialing it fails."""
+
+    backoff: Backoff
     next_try: float
 
 
@@ -152,7 +155,7 @@ class Mesh:
         self._links: dict[str, LinkBase] = {}
         self._pending: dict[str, LinkBase] = {}
         self._candidates: dict[str, float] = {}  # node id -> last time it was known to exist
-        self._backoff: dict[str, _Backoff] = {}
+        self._redials: dict[str, _Redial] = {}
         self._banned: dict[str, float] = {}
         self.blocked: frozenset[str] = frozenset()
         """Node ids this node refuses to link to (fault injection: a partition, see block())."""
@@ -242,7 +245,7 @@ class Mesh:
         released = self.blocked - frozenset(node_ids)
         self.blocked = frozenset(node_ids)
         for node in released:
-            self._backoff.pop(node, None)  # healed: dial them again at once
+            self._redials.pop(node, None)  # healed: dial them again at once
         for node in self.blocked:
             for links in (self._links, self._pending):
                 link = links.get(node)
@@ -321,8 +324,8 @@ class Mesh:
             return False
         if self._banned.get(node_id, 0) > now:
             return False
-        backoff = self._backoff.get(node_id)
-        return backoff is None or backoff.next_try <= now
+        redial = self._redials.get(node_id)
+        return redial is None or redial.next_try <= now
 
     def _path_exists(self, node_id: str) -> bool:
         """Whether an offer can reach ``node_id``: it is on signaling, or its heartbeats reach
@@ -524,7 +527,7 @@ class Mesh:
             del self._pending[node]
         old = self._links.get(node)
         self._links[node] = link
-        self._backoff.pop(node, None)
+        self._redials.pop(node, None)
         self.add_candidate(node)
         if old is not None and old is not link:
             # The neighbour dialed again (it restarted, or thinks our old link is dead).
@@ -544,21 +547,26 @@ class Mesh:
         now = time.monotonic()
         if self._pending.get(node) is link:
             del self._pending[node]
-            backoff = self._backoff.get(node)
-            delay = (
-                self.settings.reconnect_initial_delay
-                if backoff is None
-                else min(backoff.delay * 2, self.settings.reconnect_max_delay)
-            )
-            self._backoff[node] = _Backoff(delay, now + delay * random.uniform(0.8, 1.2))
+            redial = self._redials.get(node) or self._new_redial(node)
+            redial.next_try = now + redial.backoff.next()
         if link.violation:
             self._banned[node] = now + self.settings.ban_seconds
         if self._links.get(node) is link:
             del self._links[node]
-            self._backoff[node] = _Backoff(
-                self.settings.reconnect_initial_delay, now + self.settings.reconnect_initial_delay
-            )
+            # A lost link: wait exactly the first delay, then back off afresh if redials fail.
+            redial = self._new_redial(node)
+            redial.next_try = now + redial.backoff.next(jitter=False)
             self.on_link_down(node)
+
+    def _new_redial(self, node: str) -> _Redial:
+        """A fresh back-off for dialing ``node`` (each wait within ±20 % of its delay)."""
+        backoff = Backoff(
+            self.settings.reconnect_initial_delay,
+            self.settings.reconnect_max_delay,
+            spread=(0.8, 1.2),
+        )
+        redial = self._redials[node] = _Redial(backoff, next_try=0.0)
+        return redial
 
     def _on_link_frame(self, link: LinkBase, frame: Frame) -> None:
         node = link.remote_id

@@ -33,12 +33,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
+from p2pkube.backoff import Backoff
 from p2pkube.net.keys import NodeKey
 from p2pkube.net.websocket import Connect, WebSocket, aiohttp_connect
 from signaling.protocol import (
@@ -424,8 +424,12 @@ class SignalingClient:
 
     async def _run(self, ws: WebSocket | None, events: list[_Event] | None = None) -> None:
         """Owned background task: read, and reconnect with backoff, until closed."""
-        attempt = 0
-        replaced_runs = 0  # sessions in a row that ended in 'replaced'
+        reconnect = self._backoff()
+        # Sessions in a row that ended in 'replaced': the first waits twice the first delay.
+        settings = self._settings
+        replaced = self._backoff(
+            min(2 * settings.reconnect_initial_delay, settings.reconnect_max_delay)
+        )
         events = events or []
         while not self._closed:
             if ws is None:
@@ -449,10 +453,9 @@ class SignalingClient:
                     events = self._apply_welcome(welcome)
                     logger.info("signaling: reconnected to %s", self.url)
                 if ws is None:
-                    await asyncio.sleep(self._backoff(attempt))
-                    attempt += 1
+                    await asyncio.sleep(reconnect.next())
                     continue
-            attempt = 0
+            reconnect.reset()
             try:
                 for event in events:
                     await self._emit(event)
@@ -463,14 +466,13 @@ class SignalingClient:
                 await self._detach(ws)
             ws = None
             events = []
-            delay = self._backoff(attempt)
+            delay = reconnect.next()
             if self._replaced:
                 # Only a holder of our node key can do this; retrying, with a delay that
                 # grows while it repeats, keeps us in the room without a tug of war.
                 self._replaced = False
                 self.replaced_count += 1
-                replaced_runs += 1
-                delay = self._backoff(replaced_runs)
+                delay = replaced.next()
                 logger.error(
                     "signaling: another connection joined with our node key (%s); "
                     "reconnecting in %.1f s",
@@ -478,18 +480,18 @@ class SignalingClient:
                     delay,
                 )
             else:
-                replaced_runs = 0
+                replaced.reset()
             if not self._closed:
                 await asyncio.sleep(delay)
-                attempt += 1
 
-    def _backoff(self, attempt: int) -> float:
+    def _backoff(self, initial: float | None = None) -> Backoff:
+        """Reconnect delays: doubling to the maximum, each less a random ``reconnect_jitter``."""
         settings = self._settings
-        delay = min(
+        return Backoff(
+            settings.reconnect_initial_delay if initial is None else initial,
             settings.reconnect_max_delay,
-            settings.reconnect_initial_delay * (2.0 ** min(attempt, 30)),
+            spread=(1.0, 1.0 - settings.reconnect_jitter),
         )
-        return delay * (1.0 - settings.reconnect_jitter * random.random())
 
     def _attach(self, ws: WebSocket) -> None:
         """Make ``ws`` the live connection, with a fresh outbox and writer."""

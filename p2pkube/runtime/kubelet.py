@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from p2pkube.api.quantity import parse_quantity
 from p2pkube.api.resources import Resources, cpu_limit, memory_limit, pod_requests
+from p2pkube.backoff import Backoff
 from p2pkube.model.timestamps import parse_time, utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.hostpaths import (
@@ -288,12 +289,12 @@ class PodWorker:
     async def _run_container(self, record: ContainerRecord) -> None:
         kubelet = self.kubelet
         image = str(record.spec["image"])
-        restart_delay = kubelet.settings.backoff_initial
+        restart = Backoff(kubelet.settings.backoff_initial, kubelet.settings.backoff_max)
         if record.done:
             return
         if record.last is not None:  # resumed after an agent restart: back off first
             record.last_state = record.state
-            if not await self._back_off(record, restart_delay):
+            if not await self._back_off(record, restart.current):
                 return
         path = await self._pull(record, image)
         while path is not None and not self._over(record):
@@ -314,11 +315,10 @@ class PodWorker:
                 self._changed()
                 return
             if time.monotonic() - ran_since >= kubelet.settings.backoff_reset_after:
-                restart_delay = kubelet.settings.backoff_initial
+                restart.reset()
             record.last_state = record.state
-            if not await self._back_off(record, restart_delay):
+            if not await self._back_off(record, restart.next()):
                 return
-            restart_delay = min(restart_delay * 2, kubelet.settings.backoff_max)
 
     def _over(self, record: ContainerRecord) -> bool:
         """The container must not (re)start: the pod is halted, over, or it is done."""
@@ -348,7 +348,7 @@ class PodWorker:
     async def _pull(self, record: ContainerRecord, image: str) -> Path | None:
         """The module's local path, retried with back-off; None if the pod stops first."""
         settings = self.kubelet.settings
-        delay = settings.backoff_initial
+        pull_backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         failures = 0
         while not self._over(record):
             try:
@@ -373,12 +373,13 @@ class PodWorker:
                 if failures == 1:
                     record.waiting("ErrImagePull", message)
                 else:
-                    record.waiting("ImagePullBackOff", f"back-off {delay:g}s: {message}")
+                    record.waiting(
+                        "ImagePullBackOff", f"back-off {pull_backoff.current:g}s: {message}"
+                    )
                 self._changed()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout(pull_backoff.next()):
                     await self.halted.wait()
-            delay = min(delay * 2, settings.backoff_max)
         record.done = True
         return None
 
