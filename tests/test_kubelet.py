@@ -28,6 +28,8 @@ from p2pkube.runtime.kubelet import Kubelet
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.state.cluster import ClusterState
+from p2pkube.state.persist import Persister, Snapshot
+from p2pkube.state.sync import GENESIS
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "examples" / "build"
@@ -324,3 +326,26 @@ async def test_a_restarted_agent_takes_over_its_pods(
     status = again.state.get("status", done)
     assert status["phase"] == "Succeeded" and container(status)["restartCount"] == 0
     assert again.runtime.stats()["running"] == 1
+
+
+async def test_a_cancel_landing_as_a_status_flush_completes_is_not_lost(tmp_path: Path) -> None:
+    """Kubelet.close() cancels its status writer once and awaits it; that cancel may land just
+    as the writer's flush completes. On Python 3.11 ``asyncio.wait_for`` then returned the
+    result and dropped the cancel: the writer looped on and close() awaited it forever (a
+    300 s hang seen in `make test`, pods still running). The window is one loop iteration,
+    so the test lands the cancel in it, from a callback on the flush's (private) future."""
+    persister = Persister(tmp_path / "state", lambda: Snapshot(GENESIS, (0, 0), b""))
+    await persister.open()
+    try:
+        persister.append(b"an update")
+        flushing = asyncio.create_task(persister.flush())
+        await asyncio.sleep(0)  # flush registers its future before it first waits
+        assert persister._waiters
+        requested: list[bool] = []
+        persister._waiters[0][1].add_done_callback(lambda _: requested.append(flushing.cancel()))
+        await asyncio.wait([flushing], timeout=5)
+        assert requested, "the flush never completed"
+        if requested == [True]:  # the cancel was accepted, so the caller must see it
+            assert flushing.cancelled(), "the flush swallowed a cancel (its caller would hang)"
+    finally:
+        await persister.close()

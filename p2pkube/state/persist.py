@@ -540,7 +540,11 @@ class Persister:
         self._waiters.append((target, fut))
         self._wake.set()
         try:
-            await asyncio.wait_for(fut, timeout=self.settings.flush_timeout)
+            # Not asyncio.wait_for: on Python 3.11 it returns the result and drops a cancel
+            # that lands as ``fut`` completes, so a cancelled caller (a kubelet's status
+            # writer being closed) loops on and whoever awaits it hangs.
+            async with asyncio.timeout(self.settings.flush_timeout):
+                await fut
         finally:
             if not fut.done():
                 fut.cancel()
@@ -558,9 +562,8 @@ class Persister:
                     return
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), timeout=self.settings.writer_idle_timeout
-                    )
+                    async with asyncio.timeout(self.settings.writer_idle_timeout):
+                        await self._wake.wait()
                 continue
             try:
                 await self._write_once()
