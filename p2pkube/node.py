@@ -48,6 +48,7 @@ from p2pkube.sched.manager import NodeState, Scheduler
 from p2pkube.sched.view import involved
 from p2pkube.settings import AgentSettings
 from p2pkube.state import ClusterState, StoreFactory, object_key
+from p2pkube.state.store import EVENTS, OBJECTS, STATUS
 from p2pkube.state.sync import SyncProtocolError
 from signaling.protocol import cluster_id
 
@@ -161,7 +162,7 @@ class Node:
         """Open the state, join the mesh, then run pods and schedule (raises
         SignalingRejected on a bad token)."""
         await self.state.open()
-        self.loaded_objects = len(self.state.keys("objects"))
+        self.loaded_objects = len(self.state.keys(OBJECTS))
         await self.blobs.start()  # before the Node status, which lists the blobs held here
         await self._publish_node()
         await self.mesh.start()  # raises SignalingRejected on a bad token
@@ -237,7 +238,7 @@ class Node:
         now = time.monotonic()
         never_seen = max(0.0, now - self.started - self.membership.settings.node_timeout)
         states = []
-        for key, obj in self.state.items("objects", "Node//"):
+        for key, obj in self.state.items(OBJECTS, "Node//"):
             if not isinstance(obj, dict):
                 continue
             uid = obj.get("metadata", {}).get("uid", "")
@@ -250,7 +251,7 @@ class Node:
                 lost = now - self._not_ready_since[uid]
             else:
                 lost, unknown = never_seen, liveness is None and never_seen == 0.0
-            status = self.state.get("status", key)
+            status = self.state.get(STATUS, key)
             states.append(
                 NodeState(obj, status if isinstance(status, dict) else {}, ready, lost, unknown)
             )
@@ -283,7 +284,7 @@ class Node:
         """The id of the node called ``name`` (from its Node object), None if unknown."""
         if name == self.node_name:
             return self.node_id
-        node = self.state.get("objects", object_key("Node", "", name))
+        node = self.state.get(OBJECTS, object_key("Node", "", name))
         uid = node.get("metadata", {}).get("uid") if isinstance(node, dict) else None
         return uid if isinstance(uid, str) else None
 
@@ -331,13 +332,13 @@ class Node:
     async def _publish_node(self) -> None:
         """Write this node's spec and status; keep its creation time across restarts."""
         key = object_key("Node", "", self.node_name)
-        previous = self.state.get("objects", key)
+        previous = self.state.get(OBJECTS, key)
         created = self.started_wall
         if isinstance(previous, dict) and previous.get("metadata", {}).get("uid") == self.node_id:
             created = previous["metadata"].get("creationTimestamp", created)
         labels = {**self.config.labels, KIND_LABEL: self.config.kind}
         await self.state.put(
-            "objects",
+            OBJECTS,
             key,
             {
                 "apiVersion": "v1",
@@ -381,7 +382,7 @@ class Node:
     async def _publish_node_status(self) -> None:
         """(Re)write the Node status, e.g. when the set of local blobs changed. Built and
         applied in one step, so the last call always writes the newest status."""
-        await self.state.put("status", object_key("Node", "", self.node_name), self._node_status())
+        await self.state.put(STATUS, object_key("Node", "", self.node_name), self._node_status())
 
     # -- blobs ---------------------------------------------------------------------------------
     def _blob_holders(self) -> dict[str, list[Holder]]:
@@ -394,7 +395,7 @@ class Node:
         for liveness in known:
             if not liveness.ready:
                 continue
-            status = self.state.get("status", object_key("Node", "", liveness.name))
+            status = self.state.get(STATUS, object_key("Node", "", liveness.name))
             if not isinstance(status, dict):
                 continue
             if (status.get("nodeInfo") or {}).get("nodeID") != liveness.node:
@@ -409,7 +410,7 @@ class Node:
 
     def _blob_references(self) -> set[str]:
         """What keeps a blob from collection: an ``image`` naming it in any object's spec."""
-        return referenced_digests(obj for _, obj in self.state.items("objects"))
+        return referenced_digests(obj for _, obj in self.state.items(OBJECTS))
 
     # -- API backend ---------------------------------------------------------------------------
     def _condition(self, node_id: str) -> tuple[dict[str, Any], int]:
@@ -450,10 +451,10 @@ class Node:
 
     def list_nodes(self) -> list[dict[str, Any]]:
         nodes = []
-        for key, obj in self.state.items("objects", "Node//"):
+        for key, obj in self.state.items(OBJECTS, "Node//"):
             if not isinstance(obj, dict):
                 continue
-            status = dict(self.state.get("status", key) or {})
+            status = dict(self.state.get(STATUS, key) or {})
             condition, peers = self._condition(obj.get("metadata", {}).get("uid", ""))
             status["conditions"] = [condition]
             status["peers"] = peers
@@ -512,10 +513,10 @@ class Node:
                 return self.get_object(kind, ns, name)
             # One node shaped as list_nodes() shapes it (Ready from the failure detector),
             # without decoding every object in the document for each event.
-            obj = self.state.get("objects", key)
+            obj = self.state.get(OBJECTS, key)
             if not isinstance(obj, dict):
                 return None
-            status = dict(self.state.get("status", key) or {})
+            status = dict(self.state.get(STATUS, key) or {})
             condition, peers = self._condition(obj.get("metadata", {}).get("uid", ""))
             status["conditions"] = [condition]
             status["peers"] = peers
@@ -529,7 +530,7 @@ class Node:
             max_queue=max_queue,
         )
 
-        watched = {"objects", "status"} if kind != "Event" else {"events"}
+        watched = {OBJECTS, STATUS} if kind != "Event" else {EVENTS}
 
         def on_change(map_name: str, keys: set[str], origin: object) -> None:
             if map_name in watched:

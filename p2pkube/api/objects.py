@@ -21,6 +21,7 @@ from typing import Any
 from p2pkube.api import ValidationFailed, containers
 from p2pkube.model.timestamps import utc_now
 from p2pkube.state import ClusterState, ValueTooLarge, object_key
+from p2pkube.state.store import EVENTS, OBJECTS, STATUS
 
 BLOB_KIND = "Blob"
 
@@ -37,7 +38,7 @@ def merged(obj: dict[str, Any], status: Any) -> dict[str, Any]:
 
 def map_of(kind: str) -> str:
     """The document map a kind lives in: events in their own (bounded) map."""
-    return "events" if kind == "Event" else "objects"
+    return EVENTS if kind == "Event" else OBJECTS
 
 
 class ObjectService:
@@ -55,7 +56,7 @@ class ObjectService:
     def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
         objects = [
-            merged(obj, self.state.get("status", key))
+            merged(obj, self.state.get(STATUS, key))
             for key, obj in self.state.items(map_of(kind), prefix)
             if isinstance(obj, dict)
         ]
@@ -66,7 +67,7 @@ class ObjectService:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         key = object_key(kind, namespace, name)
         obj = self.state.get(map_of(kind), key)
-        return merged(obj, self.state.get("status", key)) if isinstance(obj, dict) else None
+        return merged(obj, self.state.get(STATUS, key)) if isinstance(obj, dict) else None
 
     async def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate and store (create or replace); ValidationFailed lists every problem."""
@@ -77,7 +78,7 @@ class ObjectService:
         metadata = valid["metadata"]
         namespace = metadata.get("namespace") or "default"
         key = object_key(kind, namespace, metadata["name"])
-        previous = self.state.get("objects", key)
+        previous = self.state.get(OBJECTS, key)
         old_meta = previous.get("metadata", {}) if isinstance(previous, dict) else {}
         self._check_images(valid)
         if kind == "Pod":
@@ -110,7 +111,7 @@ class ObjectService:
             },
         }
         try:
-            await self.state.put("objects", key, stored)
+            await self.state.put(OBJECTS, key, stored)
         except ValueTooLarge as exc:
             # Kubernetes' wording for a ConfigMap over 1 MiB; the size is the stored encoding.
             raise ValidationFailed(
@@ -127,7 +128,7 @@ class ObjectService:
             f"{path}.image: no module {container['image']} in the cluster (publish it with "
             "p2pkube publish, or apply -f a manifest naming the .wasm file)"
             for path, container in containers(obj)
-            if self.state.get("objects", object_key(BLOB_KIND, "", container["image"])) is None
+            if self.state.get(OBJECTS, object_key(BLOB_KIND, "", container["image"])) is None
         ]
         if problems:
             raise ValidationFailed(problems)
@@ -153,16 +154,16 @@ class ObjectService:
         obj = self.state.get(map_of(kind), key)
         if not isinstance(obj, dict):
             return False
-        if map_of(kind) != "objects":
+        if map_of(kind) != OBJECTS:
             await self.state.delete(map_of(kind), key)
             return True
         node = obj.get("spec", {}).get("nodeName") if kind == "Pod" else None
         if node and not force and self.node_ready(node):
             if not obj["metadata"].get("deletionTimestamp"):
                 marked = {**obj, "metadata": {**obj["metadata"], "deletionTimestamp": utc_now()}}
-                await self.state.put("objects", key, marked)
+                await self.state.put(OBJECTS, key, marked)
             return True
-        await self.state.delete("objects", key)
-        if self.state.get("status", key) is not None:
-            await self.state.delete("status", key)
+        await self.state.delete(OBJECTS, key)
+        if self.state.get(STATUS, key) is not None:
+            await self.state.delete(STATUS, key)
         return True

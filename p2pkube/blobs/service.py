@@ -43,6 +43,7 @@ from p2pkube.blobs.store import BlobStore
 from p2pkube.model.timestamps import utc_now
 from p2pkube.net.rpc import Rpc, RpcRemoteError
 from p2pkube.state.cluster import ClusterState
+from p2pkube.state.store import OBJECTS
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,14 @@ class BlobService:
 
     def manifest(self, digest: str) -> Manifest | None:
         """The validated manifest of ``digest`` from the cluster state."""
-        obj = self._state.get("objects", blob_key(digest))
+        obj = self._state.get(OBJECTS, blob_key(digest))
         return manifest_of(obj, self.settings.max_chunk_size)
 
     def _blob_objects(self) -> dict[str, dict[str, Any]]:
         prefix = f"{BLOB_KIND}//"
         return {
             key[len(prefix) :]: obj
-            for key, obj in self._state.items("objects", prefix)
+            for key, obj in self._state.items(OBJECTS, prefix)
             if isinstance(obj, dict)
         }
 
@@ -214,7 +215,7 @@ class BlobService:
         new_object = self.manifest(digest) is None
         if new_object:
             await self._state.put(
-                "objects", blob_key(digest), blob_object(stored.manifest, source, utc_now())
+                OBJECTS, blob_key(digest), blob_object(stored.manifest, source, utc_now())
             )
         self.collector.touch(digest)
         if stored.created:
@@ -320,7 +321,7 @@ class BlobService:
                 "collected %s: no object referred to it for %gs", digest, self.settings.gc_grace
             )
         for digest in decision.delete_manifests:
-            if await self._state.delete("objects", blob_key(digest)):
+            if await self._state.delete(OBJECTS, blob_key(digest)):
                 self.collector.manifests_deleted += 1
                 log.info("deleted the Blob object of %s (unreferenced)", digest)
         if held_changed:

@@ -31,6 +31,7 @@ from p2pkube.browser.yjs_store import YjsStore
 from p2pkube.net.mesh import Mesh
 from p2pkube.node import Node, NodeConfig
 from p2pkube.settings import AgentSettings
+from p2pkube.state.store import EVENTS, OBJECTS, STATUS
 from signaling.protocol import check_token, cluster_id
 
 log = logging.getLogger("p2pkube.browser")
@@ -38,7 +39,7 @@ log = logging.getLogger("p2pkube.browser")
 DATA_DIR = "/p2pkube"
 """The node's data directory in the tab (IDBFS: memory, copied to IndexedDB)."""
 LOG_LINES = 20
-EVENTS = 30
+EVENTS_SHOWN = 30
 WASM32_MEMORY = 4 << 30
 
 
@@ -169,7 +170,7 @@ class BrowserNode:
                         output.set()
                     pods = self._my_pods()
                     seen = [
-                        (key, (self.node.state.get("status", key) or {}).get("phase"))
+                        (key, (self.node.state.get(STATUS, key) or {}).get("phase"))
                         for key, _ in pods
                     ]
                     if output is not None and (output.is_set() or seen != read_for):
@@ -184,7 +185,7 @@ class BrowserNode:
     def _my_pods(self) -> list[tuple[str, dict[str, Any]]]:
         state = self.node.state
         pods = []
-        for key, obj in state.items("objects", "Pod/"):
+        for key, obj in state.items(OBJECTS, "Pod/"):
             if isinstance(obj, dict):
                 if (obj.get("spec") or {}).get("nodeName") == self.node.node_name:
                     pods.append((key, obj))
@@ -218,7 +219,7 @@ class BrowserNode:
         ]
         pods = []
         for key, obj in my_pods:
-            status = node.state.get("status", key) or {}
+            status = node.state.get(STATUS, key) or {}
             containers = status.get("containerStatuses") or [{}]
             state = containers[0].get("state") or {}
             detail = next(iter(state.values()), {}) if state else {}
@@ -233,7 +234,7 @@ class BrowserNode:
                 }
             )
         events = []
-        for _, event in node.state.items("events"):
+        for _, event in node.state.items(EVENTS):
             if not isinstance(event, dict):
                 continue
             involved = event.get("involvedObject") or {}
@@ -250,7 +251,7 @@ class BrowserNode:
         return {
             "peers": peers,
             "pods": pods,
-            "events": events[-EVENTS:],
+            "events": events[-EVENTS_SHOWN:],
             "stats": {
                 "readyMs": self.ready_ms,
                 "links": len(linked),

@@ -42,6 +42,7 @@ from p2pkube.runtime.hostpaths import (
 )
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.state.cluster import ClusterState
+from p2pkube.state.store import OBJECTS, STATUS
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ class PodWorker:
 
     def _resume(self) -> bool:
         """Take over what a previous life of this agent recorded; False when it must not run."""
-        previous = self.kubelet.state.get("status", self.key)
+        previous = self.kubelet.state.get(STATUS, self.key)
         if not isinstance(previous, dict) or previous.get("podUID") != self.uid:
             return True
         self.phase = previous.get("phase", PENDING)
@@ -578,7 +579,7 @@ class Kubelet:
         try:
             async with self.state.batch() as batch:
                 for worker, status in writes:
-                    batch.put("status", worker.key, status)
+                    batch.put(STATUS, worker.key, status)
         except Exception as exc:  # disk trouble: retry, the workers keep the truth
             log.warning("writing %d pod statuses failed (%s); retrying", len(writes), exc)
             await asyncio.sleep(self.settings.status_retry_delay)
@@ -590,7 +591,7 @@ class Kubelet:
 
     # -- desired state ---------------------------------------------------------------------------
     def _on_change(self, map_name: str, keys: set[str], _origin: object) -> None:
-        if map_name == "objects" and any(key.startswith(POD_PREFIX) for key in keys):
+        if map_name == OBJECTS and any(key.startswith(POD_PREFIX) for key in keys):
             self._wake.set()
 
     async def _loop(self) -> None:
@@ -608,14 +609,14 @@ class Kubelet:
         """Pods whose spec.nodeName is this node, by key."""
         return {
             key: pod
-            for key, pod in self.state.items("objects", POD_PREFIX)
+            for key, pod in self.state.items(OBJECTS, POD_PREFIX)
             if isinstance(pod, dict)
             and pod.get("spec", {}).get("nodeName") == self.node_name
         }
 
     def owns(self, key: str, uid: str) -> bool:
         """Whether the pod ``key`` with ``uid`` is (still) this node's to report on."""
-        pod = self.state.get("objects", key)
+        pod = self.state.get(OBJECTS, key)
         return (
             isinstance(pod, dict)
             and pod.get("metadata", {}).get("uid") == uid
@@ -666,19 +667,19 @@ class Kubelet:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.runtime_settings.stop_timeout + 5):
                     await asyncio.shield(worker.task)
-        status = self.state.get("status", worker.key)
+        status = self.state.get(STATUS, worker.key)
         if isinstance(status, dict) and status.get("podUID") == worker.uid:
-            if self.state.get("objects", worker.key) is None:
-                await self.state.delete("status", worker.key)
+            if self.state.get(OBJECTS, worker.key) is None:
+                await self.state.delete(STATUS, worker.key)
         await self.runtime.remove_pod_files(worker.dir)
 
     async def finalize_delete(self, worker: PodWorker) -> None:
         """The last step of a delete: the pod has stopped; remove it from the cluster."""
         if self.owns(worker.key, worker.uid):
-            await self.state.delete("objects", worker.key)
-        status = self.state.get("status", worker.key)
+            await self.state.delete(OBJECTS, worker.key)
+        status = self.state.get(STATUS, worker.key)
         if isinstance(status, dict) and status.get("podUID") == worker.uid:
-            await self.state.delete("status", worker.key)
+            await self.state.delete(STATUS, worker.key)
         await self.runtime.remove_pod_files(worker.dir)
         log.info("pod %s deleted", worker.key)
 

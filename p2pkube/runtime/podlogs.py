@@ -23,6 +23,7 @@ from p2pkube.net.rpc import Rpc, RpcError, RpcRemoteError
 from p2pkube.runtime.interface import LogLine
 from p2pkube.runtime.kubelet import Kubelet
 from p2pkube.state import ClusterState, object_key
+from p2pkube.state.store import OBJECTS
 
 METHOD = "pods.logs"
 MAX_REPLY_BYTES = 4 * 1024 * 1024
@@ -136,7 +137,7 @@ class PodLogs:
         rpc.register(METHOD, self._serve)
 
     def _node_of(self, namespace: str, name: str) -> str:
-        pod = self.state.get("objects", object_key("Pod", namespace, name))
+        pod = self.state.get(OBJECTS, object_key("Pod", namespace, name))
         if not isinstance(pod, dict):
             raise LogsUnavailable(f'pods "{name}" not found')
         node = pod.get("spec", {}).get("nodeName")

@@ -40,6 +40,7 @@ from p2pkube.sched.view import (
     template_hash,
 )
 from p2pkube.state import object_key
+from p2pkube.state.store import OBJECTS, STATUS
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -103,8 +104,8 @@ def create_pod(ctx: Context, pod: dict[str, Any], owner_uid: str | None) -> None
     if not spec.get("nodeName"):
         placement = place(to_place, view.nodes.values())
         if placement.node is None:
-            plan.put("objects", key, pod)
-            plan.put("status", key, unschedulable(pod, placement.diagnosis, view.now))
+            plan.put(OBJECTS, key, pod)
+            plan.put(STATUS, key, unschedulable(pod, placement.diagnosis, view.now))
             plan.event(involved(pod), "FailedScheduling", placement.diagnosis, warning=True)
             return
         spec["nodeName"] = placement.node.name
@@ -116,7 +117,7 @@ def create_pod(ctx: Context, pod: dict[str, Any], owner_uid: str | None) -> None
         node = view.nodes.get(spec["nodeName"])
         if node is not None:
             node.assume(to_place)
-    plan.put("objects", key, pod)
+    plan.put(OBJECTS, key, pod)
 
 
 def unschedulable(pod: dict[str, Any], diagnosis: str, now: str) -> dict[str, Any]:
@@ -144,14 +145,14 @@ def bind_pending(ctx: Context, pod: PodView) -> None:
         status = unschedulable(pod.obj, placement.diagnosis, view.now)
         old = pod.status.get("conditions") or []
         if not old or old[0].get("message") != placement.diagnosis:
-            plan.put("status", pod.key, status)
+            plan.put(STATUS, pod.key, status)
             plan.event(involved(pod.obj), "FailedScheduling", placement.diagnosis, warning=True)
         return
     bound = clone(pod.obj)
     bound["spec"]["nodeName"] = placement.node.name
     placement.node.assume(to_place)
-    plan.put("objects", pod.key, bound)
-    plan.delete("status", pod.key)  # the node's kubelet writes it from now on
+    plan.put(OBJECTS, pod.key, bound)
+    plan.delete(STATUS, pod.key)  # the node's kubelet writes it from now on
     plan.event(
         involved(pod.obj),
         "Scheduled",
@@ -164,12 +165,12 @@ def delete_pod(ctx: Context, pod: PodView, reason: str, message: str) -> None:
     view, plan = ctx.view, ctx.plan
     node = view.nodes.get(pod.node or "")
     if pod.phase in ("Succeeded", "Failed") or node is None or not node.ready:
-        plan.delete("objects", pod.key)
-        plan.delete("status", pod.key)
+        plan.delete(OBJECTS, pod.key)
+        plan.delete(STATUS, pod.key)
     elif not pod.terminating:
         marked = clone(pod.obj)
         marked["metadata"]["deletionTimestamp"] = view.now
-        plan.put("objects", pod.key, marked)
+        plan.put(OBJECTS, pod.key, marked)
     plan.event(involved(pod.obj), reason, message)
 
 
@@ -256,7 +257,7 @@ def _ref(obj: dict[str, Any]) -> str:
 
 def put_status_if_changed(plan: Plan, key: str, old: Any, new: dict[str, Any]) -> None:
     if old != new:
-        plan.put("status", key, new)
+        plan.put(STATUS, key, new)
 
 
 # -- ReplicaSet --------------------------------------------------------------------------------
@@ -326,7 +327,7 @@ def reconcile_deployment(ctx: Context, deployment: dict[str, Any]) -> None:
         # Rolled back to an older template: it becomes the newest revision again.
         new = clone(new)
         new["metadata"]["annotations"][REVISION_ANNOTATION] = str(next_revision)
-        plan.put("objects", _rs_key(new), _without_status(new))
+        plan.put(OBJECTS, _rs_key(new), _without_status(new))
     old = [rs for rs in owned if rs is not new and rs["metadata"]["uid"] != new["metadata"]["uid"]]
     sizes = {rs["metadata"]["uid"]: int(rs["spec"].get("replicas", 0)) for rs in owned}
 
@@ -371,7 +372,7 @@ def reconcile_deployment(ctx: Context, deployment: dict[str, Any]) -> None:
         if int(rs["spec"].get("replicas", 0)) != sizes[uid]:
             scaled = clone(rs)
             scaled["spec"]["replicas"] = sizes[uid]
-            plan.put("objects", _rs_key(rs), _without_status(scaled))
+            plan.put(OBJECTS, _rs_key(rs), _without_status(scaled))
             verb = "up" if sizes[uid] > int(rs["spec"].get("replicas", 0)) else "down"
             plan.event(
                 involved(deployment),
@@ -466,7 +467,7 @@ def _new_replicaset(
             "template": template,
         },
     }
-    ctx.plan.put("objects", _rs_key(rs), rs)
+    ctx.plan.put(OBJECTS, _rs_key(rs), rs)
     return rs
 
 
@@ -478,8 +479,8 @@ def _prune_history(ctx: Context, deployment: dict[str, Any], idle: list[dict[str
     )
     for rs in idle[: max(0, len(idle) - limit)]:
         if not any(p.active or p.terminating for p in ctx.view.owned(rs)):
-            ctx.plan.delete("objects", _rs_key(rs))
-            ctx.plan.delete("status", _rs_key(rs))
+            ctx.plan.delete(OBJECTS, _rs_key(rs))
+            ctx.plan.delete(STATUS, _rs_key(rs))
 
 
 # -- Job ---------------------------------------------------------------------------------------
@@ -642,8 +643,8 @@ def collect_orphans(ctx: Context) -> None:
     for rs in view.objects.get("ReplicaSet", []):
         owner = controller_of(rs)
         if owner and owner not in view.uids:
-            plan.delete("objects", _rs_key(rs))
-            plan.delete("status", _rs_key(rs))
+            plan.delete(OBJECTS, _rs_key(rs))
+            plan.delete(STATUS, _rs_key(rs))
     for pod in view.pods:
         if pod.owner and pod.owner not in view.uids and not pod.terminating:
             delete_pod(ctx, pod, "Killing", f"Owner of pod {pod.name} was deleted")

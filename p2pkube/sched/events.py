@@ -21,10 +21,10 @@ from typing import Any
 
 from p2pkube.model.timestamps import parse_time, utc_now
 from p2pkube.state import ClusterState
+from p2pkube.state.store import EVENTS
 
 log = logging.getLogger(__name__)
 
-EVENTS_MAP = "events"
 MAX_MESSAGE = 1024
 
 
@@ -128,12 +128,12 @@ class EventRecorder:
             return
         async with self.state.batch() as batch:
             for key, item in pending.items():
-                old = self.state.get(EVENTS_MAP, key)
+                old = self.state.get(EVENTS, key)
                 count = item["count"] + (int(old.get("count", 0)) if isinstance(old, dict) else 0)
                 first = old.get("firstTimestamp") if isinstance(old, dict) else None
                 involved = item["involved"]
                 batch.put(
-                    EVENTS_MAP,
+                    EVENTS,
                     key,
                     {
                         "apiVersion": "v1",
@@ -179,7 +179,7 @@ class EventRecorder:
         now = time.time() if now is None else now
         collector = self.is_collector()
         mine, expired = [], []
-        for key, event in self.state.items(EVENTS_MAP):
+        for key, event in self.state.items(EVENTS):
             if not isinstance(event, dict):
                 continue
             when = parse_time(event.get("lastTimestamp")) or 0.0
@@ -193,5 +193,5 @@ class EventRecorder:
         if doomed:
             async with self.state.batch() as batch:
                 for key in doomed:
-                    batch.delete(EVENTS_MAP, key)
+                    batch.delete(EVENTS, key)
         return len(doomed)

@@ -31,10 +31,10 @@ from p2pkube.sched.election import Lease, decide
 from p2pkube.sched.events import EventRecorder
 from p2pkube.sched.view import ClusterView, Plan, PodView, controller_of, node_infos
 from p2pkube.state import ClusterState
+from p2pkube.state.store import LEASES, OBJECTS, STATUS
 
 log = logging.getLogger(__name__)
 
-LEASES_MAP = "leases"
 WORKLOAD_KINDS = ("Deployment", "Job", "DaemonSet", "ReplicaSet")
 DEFAULT_MAX_PODS = 110
 """Pods placed on a node that does not publish ``allocatable.pods`` (kubelet's maxPods)."""
@@ -89,13 +89,13 @@ class Mirror:
         self.objects.clear()
         self.status.clear()
         self.requests.clear()
-        self.changed("objects", set(self.state.keys("objects")))
-        self.changed("status", set(self.state.keys("status")))
+        self.changed(OBJECTS, set(self.state.keys(OBJECTS)))
+        self.changed(STATUS, set(self.state.keys(STATUS)))
 
     def changed(self, map_name: str, keys: set[str]) -> None:
-        if map_name not in ("objects", "status"):
+        if map_name not in (OBJECTS, STATUS):
             return
-        target = self.objects if map_name == "objects" else self.status
+        target = self.objects if map_name == OBJECTS else self.status
         for key in keys:
             kind = key.split("/", 1)[0]
             if kind != "Pod" and kind not in WORKLOAD_KINDS:
@@ -103,11 +103,11 @@ class Mirror:
             value = self.state.get(map_name, key)
             if isinstance(value, dict):
                 target[key] = value
-                if map_name == "objects" and kind == "Pod":
+                if map_name == OBJECTS and kind == "Pod":
                     self.requests[key] = pod_requests(value.get("spec") or {})
             else:
                 target.pop(key, None)
-                if map_name == "objects":
+                if map_name == OBJECTS:
                     self.requests.pop(key, None)
 
     def workload_keys(self) -> list[tuple[str, str]]:
@@ -204,7 +204,7 @@ class Scheduler:
         self._wake.set()
 
     def _on_change(self, map_name: str, keys: set[str], _origin: object) -> None:
-        if map_name in ("objects", "status", LEASES_MAP):
+        if map_name in (OBJECTS, STATUS, LEASES):
             self._mirror.changed(map_name, keys)
             self._wake.set()
 
@@ -256,13 +256,13 @@ class Scheduler:
         led: list[tuple[str, Lease]] = []
         workload_keys = self._mirror.workload_keys()
         for key, uid in workload_keys:
-            lease = Lease.from_value(self.state.get(LEASES_MAP, key))
+            lease = Lease.from_value(self.state.get(LEASES, key))
             decision = decide(self.node_id, uid, lease, ready, alive)
             if decision.leader != self.node_id:
                 continue
             if decision.take or lease is None:  # (a lease for us to take, or a broken one)
                 lease = Lease(self.node_id, self.node_name, decision.epoch, now)
-                plan.put(LEASES_MAP, key, lease.to_value())
+                plan.put(LEASES, key, lease.to_value())
             led.append((key, lease))
         self.leading = {key for key, _ in led}
         collector = self.is_collector()
@@ -273,7 +273,7 @@ class Scheduler:
         view, by_key = self._view(states)
         for key, lease in led:
             workload = by_key[key]  # the same mirror, read in the same step
-            if (LEASES_MAP, key) in plan.puts:
+            if (LEASES, key) in plan.puts:
                 plan.event(
                     ctl.involved(workload),
                     "LeaderElection",
@@ -320,9 +320,9 @@ class Scheduler:
 
     def _collect_leases(self, live: set[str], plan: Plan) -> None:
         """Delete the leases of workloads that no longer exist (``live``: those that do)."""
-        for key in self.state.keys(LEASES_MAP):
+        for key in self.state.keys(LEASES):
             if key not in live:
-                plan.delete(LEASES_MAP, key)
+                plan.delete(LEASES, key)
 
     def _wake_when_grace_ends(self, states: list[NodeState]) -> None:
         """Wake up when a NotReady node's eviction grace is over: its pods are then due for
