@@ -349,3 +349,35 @@ async def test_a_cancel_landing_as_a_status_flush_completes_is_not_lost(tmp_path
             assert flushing.cancelled(), "the flush swallowed a cancel (its caller would hang)"
     finally:
         await persister.close()
+
+
+async def test_the_status_writer_stops_when_cancelled_as_its_write_becomes_durable(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    """The same race through a real kubelet: Kubelet.close() cancels its status writer once
+    and awaits it, so a cancel lost there hangs close() while the pods keep running."""
+    node = await start_node()
+    await create(node, pod(images, "svc", "ticker", "0.2"))
+    writer = node.kubelet._status_task
+    assert writer is not None and node.state._persister is not None
+    waiters = node.state._persister._waiters
+    deadline = time.monotonic() + 15
+    while not (awaiting_durability(writer) and waiters and not waiters[-1][1].done()):
+        assert time.monotonic() < deadline, "the status writer never waited for a write"
+        await asyncio.sleep(0)
+    requested: list[bool] = []
+    waiters[-1][1].add_done_callback(lambda _: requested.append(writer.cancel()))  # its own
+    await asyncio.wait([writer], timeout=5)
+    assert requested == [True]
+    assert writer.cancelled(), "the status writer swallowed the cancel: close() would hang"
+
+
+def awaiting_durability(task: asyncio.Task[Any]) -> bool:
+    """Whether the status writer ``task`` waits at the end of its ``state.batch()`` block,
+    where the batch is flushed to disk."""
+    names = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and hasattr(awaited, "cr_code"):
+        names.append(awaited.cr_code.co_name)
+        awaited = awaited.cr_await
+    return names[1:3] == ["write_statuses", "__aexit__"]
