@@ -199,7 +199,8 @@ async def _run(options: JoinOptions) -> int:
     await stop.wait()
     log.info("leaving the cluster")
     try:
-        await asyncio.wait_for(agent.stop(), timeout=15)
+        async with asyncio.timeout(15):  # not wait_for: on 3.11 it can drop a cancel
+            await agent.stop()
     except TimeoutError:
         log.warning("graceful leave did not finish within 15 s")
     return 0

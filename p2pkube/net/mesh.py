@@ -232,7 +232,8 @@ class Mesh:
         for task in [self._maintainer, self._sender, *self._tasks]:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, timeout=5)
+                    async with asyncio.timeout(5):  # not wait_for: it can drop a cancel (3.11)
+                        await task
         await self.signatures.close()
 
     def neighbours(self) -> list[str]:

@@ -534,11 +534,13 @@ class Kubelet:
         """Stop every pod's containers (they are restarted on the next start) and the loop."""
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for task in (self._task, self._status_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        loops = [task for task in (self._task, self._status_task) if task is not None]
+        for task in loops:
+            task.cancel()
+        if loops:  # bounded: a loop that lost its cancel must not hang the agent's stop
+            _, pending = await asyncio.wait(loops, timeout=self.runtime_settings.stop_timeout)
+            if pending:
+                log.warning("the kubelet's loops did not stop in time: %s", pending)
         tasks = [w.task for w in self.workers.values() if w.task is not None]
         tasks += list(self._finalizers)
         for task in tasks:

@@ -625,7 +625,8 @@ class Persister:
         abandoned = False
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout=self.settings.close_timeout)
+                async with asyncio.timeout(self.settings.close_timeout):  # keeps a cancel (3.11)
+                    await asyncio.shield(task)
             except TimeoutError:
                 log.error("state persister did not finish within %ss", self.settings.close_timeout)
                 abandoned = True
