@@ -372,6 +372,7 @@ async def test_maybe_compact_respects_thresholds_and_the_compactor_choice() -> N
     await s.close()
 
 
+@pytest.mark.slow  # ~10 s of churn: left out of make test-fast
 async def test_churn_stays_bounded_and_peers_converge(mesh: Mesh) -> None:
     """10,000 create/status/delete cycles on a 3-peer chain, every node eligible to
     compact (so concurrent compactions happen too), compaction in the background."""
