@@ -37,6 +37,7 @@ from typing import Any
 import msgpack
 
 from p2pkube.net.keys import NodeKey, SignatureCheck
+from p2pkube.pacing import LogPacer
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +60,21 @@ class LogThrottle:
     def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
         self._log = logger
         self.interval = interval
-        self._last: dict[str, float] = {}
-        self._skipped: dict[str, int] = {}
+        self._pacers: dict[str, LogPacer] = {}
 
     def warning(self, kind: str, message: str, *args: Any) -> None:
         """Log ``message % args`` unless a ``kind`` warning was logged in the last interval.
-        ``kind`` is one of a fixed few strings per caller (never peer input), so the tables
-        stay small."""
+        ``kind`` is one of a fixed few strings per caller (never peer input), so the table
+        stays small."""
+        pacer = self._pacers.setdefault(kind, LogPacer())
         now = time.monotonic()
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval:
-            self._skipped[kind] = self._skipped.get(kind, 0) + 1
+        since = now - pacer.last  # read before report() moves it
+        folded = pacer.report(now, self.interval)
+        if folded is None:
             return
-        self._last[kind] = now
-        skipped = self._skipped.pop(kind, 0)
-        if skipped:
+        if folded > 1:
             message += " (and %d more like it in the last %.0fs)"
-            args = (*args, skipped, now - (last or now))
+            args = (*args, folded - 1, since)
         self._log.warning(message, *args)
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
+from p2pkube.pacing import LogPacer
+
 from .versioned import header_size, read_stamp
 from .yupdate import update_values
 
@@ -143,10 +145,8 @@ class LinkBudget:
     bucket: TokenBucket
     unanswered_step1: int = 0
     """Step 1s sent on this link whose step 2 has not come yet (capped)."""
-    last_log: float = float("-inf")
-    """When a refusal or drop on this link was last logged (monotonic s)."""
-    unlogged: int = 0
-    """Refusals and drops since then that were not logged (log pacing)."""
+    pacer: LogPacer = field(default_factory=LogPacer)
+    """Pacing of the log lines about refusals and drops on this link."""
 
     def asked(self) -> None:
         """We sent a step 1 on this link: its answer may come outside the budget."""
@@ -162,11 +162,3 @@ class LinkBudget:
             self.unanswered_step1 -= 1
         return self.bucket.take(size, now, borrow=solicited)
 
-    def should_log(self, now: float, interval: float) -> int | None:
-        """Pace logging: the number of events folded into this line (this one included),
-        or None when this one is only counted."""
-        if now - self.last_log < interval:
-            self.unlogged += 1
-            return None
-        folded, self.unlogged, self.last_log = self.unlogged + 1, 0, now
-        return folded

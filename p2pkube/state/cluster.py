@@ -998,7 +998,7 @@ class ClusterState:
         by_peer[peer_id] = by_peer.pop(peer_id, 0) + 1  # re-inserted: most recent last
         if len(by_peer) > MAX_PEERS_IN_REFUSAL_STATS:
             del by_peer[next(iter(by_peer))]
-        folded = budget.should_log(now, self.settings.refusal_log_interval)
+        folded = budget.pacer.report(now, self.settings.refusal_log_interval)
         if folded is not None:
             more = f" ({folded - 1} more since the last report)" if folded > 1 else ""
             log.warning("%s%s", message, more)
