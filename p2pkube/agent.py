@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 
 from p2pkube.api.quantity import format_bytes, format_cpu, parse_quantity
-from p2pkube.api.server import ApiServer
+from p2pkube.api.server import MAX_BODY_BYTES, ApiServer
 from p2pkube.fsutil import PRIVATE_UMASK, make_private
 from p2pkube.net import ice
 from p2pkube.net.identity import NodeIdentity
@@ -127,7 +127,14 @@ class Agent(Node):
             mesh=mesh,
             runtime_factory=lambda: NativeRuntime(options.data_dir, settings.runtime),
         )
-        self.api = ApiServer(self, options.data_dir, port=options.api_port, blobs=self.blobs)
+        self.api = ApiServer(
+            self,
+            options.data_dir,
+            port=options.api_port,
+            blobs=self.blobs,
+            # JSON can be a few times the stored encoding (escapes): room above the object cap.
+            max_body_bytes=max(MAX_BODY_BYTES, 4 * self.settings.state.max_object_bytes),
+        )
         self._process = psutil.Process()
 
     async def start(self) -> None:

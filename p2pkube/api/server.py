@@ -100,7 +100,8 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 """Default largest JSON body of an object write, refused (413, naming both sizes) before it
 is parsed. Above the object cap on purpose: ``state.max_object_bytes`` (1 MiB by default) is
 checked on the stored encoding and answers 422 with the exact size; JSON (escapes) can be
-larger than that encoding."""
+larger than that encoding. The native agent uses the larger of this and four times
+``state.max_object_bytes``, so raising the cap raises this limit too."""
 
 UPLOAD_READ_BYTES = 1024 * 1024
 """Bytes read from an upload's body at a time (each piece goes to disk before the next)."""
