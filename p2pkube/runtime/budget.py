@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+from p2pkube.pacing import TokenBucket
+
 
 class OutputBudget:
     """Bytes an instance may still write now; refilled at ``rate`` up to ``burst``."""
@@ -16,16 +18,11 @@ class OutputBudget:
     def __init__(self, rate: int, burst: int) -> None:
         self.rate = rate
         self.burst = burst
-        self._tokens = float(burst)
-        self._refilled = time.monotonic()
+        self._bucket = TokenBucket(rate, burst)
 
     def spend(self, size: int) -> bool:
         """Take ``size`` bytes; False once the budget is overdrawn (the instance must stop)."""
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
-        self._tokens -= size
-        return self._tokens >= 0
+        return self._bucket.spend(size, time.monotonic())
 
     def message(self) -> str:
         """The termination message of an instance stopped for overdrawing."""

@@ -26,12 +26,11 @@ Pure Python (the browser node runs it).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
-from p2pkube.pacing import LogPacer
+from p2pkube.pacing import LogPacer, TokenBucket
 
 from .versioned import header_size, read_stamp
 from .yupdate import update_values
@@ -108,34 +107,6 @@ def check_update(
                 f"(state.max_clock_skew is {max_skew_ms / 1000:g} s)",
             )
     return None
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """`rate` tokens per second up to `burst`; starts full. Time is passed in (monotonic s)."""
-
-    rate: float
-    burst: float
-    tokens: float = field(init=False)
-    updated: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.tokens = self.burst
-        self.updated = time.monotonic()
-
-    def _refill(self, now: float) -> None:
-        if now > self.updated:
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-
-    def take(self, amount: float, now: float, *, borrow: bool = False) -> bool:
-        """Take `amount` tokens if there are that many, or, with `borrow`, if the bucket is
-        not in debt (it may then go below zero). False, and nothing taken, otherwise."""
-        self._refill(now)
-        if self.tokens >= amount or (borrow and self.tokens >= 0):
-            self.tokens -= amount
-            return True
-        return False
 
 
 @dataclass(slots=True)
