@@ -716,7 +716,7 @@ def baseline_placement(size: int, pods: int, image: str) -> dict[str, Any]:
     """pods/s of ``placement.place`` alone, and of the Job controller's pass, in-process."""
     from fractions import Fraction
 
-    from p2pkube.api.resources import Resources
+    from p2pkube.model.resources import Resources
     from p2pkube.sched import controllers as ctl
     from p2pkube.sched.placement import NodeInfo, PodToPlace, place
     from p2pkube.sched.view import ClusterView, Plan

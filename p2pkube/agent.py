@@ -20,9 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
-from p2pkube.api.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.api.server import MAX_BODY_BYTES, ApiServer
 from p2pkube.fsutil import PRIVATE_UMASK, make_private
+from p2pkube.model.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.net import ice
 from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.mesh import Mesh

@@ -28,13 +28,13 @@ from typing import Any
 
 from p2pkube import __version__
 from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
-from p2pkube.api.objects import ObjectService, map_of
-from p2pkube.api.quantity import parse_quantity
-from p2pkube.api.resources import Resources
 from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
 from p2pkube.blobs.manifest import is_digest, referenced_digests
 from p2pkube.blobs.service import BlobService
 from p2pkube.membership.detector import Membership, NodeLiveness
+from p2pkube.model.objects import ObjectService, map_of
+from p2pkube.model.quantity import parse_quantity
+from p2pkube.model.resources import Resources
 from p2pkube.model.timestamps import utc_now
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.mesh import Mesh

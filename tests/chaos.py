@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from p2pkube.api import containers
+from p2pkube.model.podspec import containers
 from tests.netlab import REPO, NetLab
 
 BUILD = REPO / "examples" / "build"

@@ -30,11 +30,11 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from p2pkube.api import match_labels, parse_selector
 from p2pkube.api.client import ApiClient, ApiClientError, ApiError
 from p2pkube.api.server import ApiServer
 from p2pkube.cli.main import cli
 from p2pkube.cli.output import format_age, human_duration, render_status, table
+from p2pkube.model.selectors import match_labels, parse_selector
 
 REPO = Path(__file__).resolve().parent.parent
 

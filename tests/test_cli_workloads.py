@@ -30,13 +30,13 @@ import yaml
 from click.testing import CliRunner, Result
 
 from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
-from p2pkube.api.models import validate_object
 from p2pkube.api.server import ApiServer
 from p2pkube.cli.common import parse_duration
 from p2pkube.cli.describe import Writer
 from p2pkube.cli.main import cli
 from p2pkube.cli.output import RowPrinter
 from p2pkube.cli.rollout import daemonset_progress, deployment_progress
+from p2pkube.model.schema import validate_object
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "sha256:" + "ab" * 32

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from p2pkube.api.models import validate_object
-from p2pkube.api.resources import Resources
+from p2pkube.model.resources import Resources
+from p2pkube.model.schema import validate_object
 from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.hostpaths import HostPathPolicy

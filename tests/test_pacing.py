@@ -29,6 +29,8 @@ def test_log_throttle_paces_each_kind_apart(caplog: pytest.LogCaptureFixture) ->
     throttle.interval = 0.0
     with caplog.at_level(logging.WARNING, logger="test.pacing"):
         throttle.warning("forged", "forged heartbeat %d", 5)
-    assert caplog.records[-1].getMessage().startswith(
-        "forged heartbeat 5 (and 4 more like it in the last"
+    assert (
+        caplog.records[-1]
+        .getMessage()
+        .startswith("forged heartbeat 5 (and 4 more like it in the last")
     )

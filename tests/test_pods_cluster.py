@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from p2pkube.api import containers
 from p2pkube.devcluster import LocalCluster, wait_until
+from p2pkube.model.podspec import containers
 from tests.clusters import chain_cluster, neighbours
 
 REPO = Path(__file__).resolve().parent.parent

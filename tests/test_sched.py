@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-from p2pkube.api.models import validate_object
-from p2pkube.api.resources import Resources
+from p2pkube.model.resources import Resources
+from p2pkube.model.schema import validate_object
 from p2pkube.sched import controllers as ctl
 from p2pkube.sched.election import LEASE_ANNOTATION, Lease, decide, rendezvous_rank
 from p2pkube.sched.placement import NodeInfo, PodToPlace, place

@@ -21,13 +21,13 @@ import js  # type: ignore[import-not-found]
 import p2pjs  # type: ignore[import-not-found]
 from pyodide.ffi import create_proxy  # type: ignore[import-not-found]
 
-from p2pkube.api.quantity import format_bytes
 from p2pkube.browser import platform
 from p2pkube.browser.identity import BrowserIdentity, check_signature
 from p2pkube.browser.link import browser_link_factory
 from p2pkube.browser.runtime import WorkerRuntime
 from p2pkube.browser.signaling import browser_connect
 from p2pkube.browser.yjs_store import YjsStore
+from p2pkube.model.quantity import format_bytes
 from p2pkube.net.mesh import Mesh
 from p2pkube.node import Node, NodeConfig
 from p2pkube.settings import AgentSettings

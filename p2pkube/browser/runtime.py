@@ -34,7 +34,7 @@ import js  # type: ignore[import-not-found]
 import p2pjs  # type: ignore[import-not-found]
 from pyodide.ffi import JsException, to_js  # type: ignore[import-not-found]
 
-from p2pkube.api.quantity import format_bytes
+from p2pkube.model.quantity import format_bytes
 from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime import logs, wasmbin

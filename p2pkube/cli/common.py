@@ -10,8 +10,8 @@ from typing import IO, Any, TypeVar
 
 import click
 
-from p2pkube.api import dns_label_error
 from p2pkube.api.client import ApiClient
+from p2pkube.model.names import dns_label_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -24,8 +24,6 @@ from typing import Any
 import click
 
 from p2pkube.api.client import ApiClient, ApiError
-from p2pkube.api.quantity import format_bytes, format_cpu, parse_quantity
-from p2pkube.api.resources import container_requests
 from p2pkube.cli.common import (
     DEFAULT_NAMESPACE,
     CliError,
@@ -45,6 +43,8 @@ from p2pkube.cli.output import (
     format_selector,
     human_duration,
 )
+from p2pkube.model.quantity import format_bytes, format_cpu, parse_quantity
+from p2pkube.model.resources import container_requests
 from p2pkube.model.timestamps import parse_datetime
 
 TEMPLATE_HASH_LABEL = "pod-template-hash"

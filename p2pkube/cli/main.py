@@ -24,14 +24,7 @@ from typing import Any
 
 import click
 
-from p2pkube.api import (
-    dns_label_error,
-    dns_subdomain_error,
-    label_key_error,
-    label_value_error,
-)
 from p2pkube.api.client import ApiClient, ApiClientError, ApiError
-from p2pkube.api.quantity import parse_quantity
 from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
 from p2pkube.cli.common import (
     DEFAULT_NAMESPACE,
@@ -66,6 +59,13 @@ from p2pkube.cli.output import (
 )
 from p2pkube.cli.rollout import rollout, scale
 from p2pkube.cli.workloads import apply, delete_targets, logs
+from p2pkube.model.names import (
+    dns_label_error,
+    dns_subdomain_error,
+    label_key_error,
+    label_value_error,
+)
+from p2pkube.model.quantity import parse_quantity
 
 DEFAULT_DATA_DIR = "~/.p2pkube"
 MAX_WATCH_SECONDS = 24 * 3600

@@ -25,7 +25,6 @@ from typing import Any
 import click
 import yaml
 
-from p2pkube.api import containers
 from p2pkube.api.client import ApiClient, ApiError
 from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
 from p2pkube.cli.common import (
@@ -37,6 +36,7 @@ from p2pkube.cli.common import (
     namespace_option,
 )
 from p2pkube.cli.output import dump, find_resource
+from p2pkube.model.podspec import containers
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 """Stands in for a file or URL image while validating, before anything is published."""
@@ -121,7 +121,8 @@ def _image_problem(image: Any, base: Path) -> str | None:
 
 def validate(documents: list[Document], namespace: str | None) -> list[str]:
     """Every problem of every document (images stood in for), without calling the agent."""
-    from p2pkube.api.models import ValidationFailed, validate_object
+    from p2pkube.model.errors import ValidationFailed
+    from p2pkube.model.schema import validate_object
 
     problems = []
     for doc in documents:

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from p2pkube.api.quantity import parse_quantity
-from p2pkube.api.resources import Resources, cpu_limit, memory_limit, pod_requests
 from p2pkube.backoff import Backoff
+from p2pkube.model.quantity import parse_quantity
+from p2pkube.model.resources import Resources, cpu_limit, memory_limit, pod_requests
 from p2pkube.model.timestamps import parse_time, utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.hostpaths import (
@@ -612,8 +612,7 @@ class Kubelet:
         return {
             key: pod
             for key, pod in self.state.items(OBJECTS, POD_PREFIX)
-            if isinstance(pod, dict)
-            and pod.get("spec", {}).get("nodeName") == self.node_name
+            if isinstance(pod, dict) and pod.get("spec", {}).get("nodeName") == self.node_name
         }
 
     def owns(self, key: str, uid: str) -> bool:

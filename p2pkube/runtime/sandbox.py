@@ -35,7 +35,7 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from p2pkube.api.quantity import format_bytes
+from p2pkube.model.quantity import format_bytes
 from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.budget import OutputBudget

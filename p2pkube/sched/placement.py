@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2pkube.api.resources import Resources, pod_requests
+from p2pkube.model.resources import Resources, pod_requests
 from p2pkube.runtime.hostpaths import (
     HostPathPolicy,
     HostPathRequest,

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2pkube.api.resources import Resources, pod_requests
+from p2pkube.model.resources import Resources, pod_requests
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.sched.election import LEASE_ANNOTATION
 from p2pkube.sched.placement import NodeInfo
@@ -180,7 +180,7 @@ def node_infos(
 ) -> dict[str, NodeInfo]:
     """NodeInfo per node from (Node object, its status, Ready) and the pods on it; a node
     that publishes no ``allocatable.pods`` takes ``max_pods``."""
-    from p2pkube.api.quantity import parse_quantity
+    from p2pkube.model.quantity import parse_quantity
 
     infos: dict[str, NodeInfo] = {}
     for obj, status, ready in nodes:

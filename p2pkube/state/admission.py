@@ -132,4 +132,3 @@ class LinkBudget:
         if step2 and self.unanswered_step1:
             self.unanswered_step1 -= 1
         return self.bucket.take(size, now, borrow=solicited)
-

@@ -25,14 +25,14 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from p2pkube.api import (
-    ValidationFailed,
+from p2pkube.model.errors import ValidationFailed
+from p2pkube.model.names import (
     dns_label_error,
     dns_subdomain_error,
     label_key_error,
     label_value_error,
 )
-from p2pkube.api.quantity import parse_quantity
+from p2pkube.model.quantity import parse_quantity
 
 API_GROUP_VERSION = "p2pkube.io/v1"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from p2pkube.api.quantity import parse_quantity
+from p2pkube.model.quantity import parse_quantity
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from p2pkube.api import ValidationFailed, containers
+from p2pkube.model.errors import ValidationFailed
+from p2pkube.model.podspec import containers
 from p2pkube.model.timestamps import utc_now
 from p2pkube.state import ClusterState, ValueTooLarge, object_key
 from p2pkube.state.store import EVENTS, OBJECTS, STATUS
@@ -71,7 +72,7 @@ class ObjectService:
 
     async def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate and store (create or replace); ValidationFailed lists every problem."""
-        from p2pkube.api.models import validate_object  # pydantic: loaded at the first write
+        from p2pkube.model.schema import validate_object  # pydantic: loaded at the first write
 
         valid = validate_object({k: v for k, v in obj.items() if k != "status"})
         kind = valid["kind"]
