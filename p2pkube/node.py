@@ -16,7 +16,6 @@ flushes the state, then closes its links.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from p2pkube import __version__
-from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
 from p2pkube.blobs.manifest import is_digest, referenced_digests
 from p2pkube.blobs.service import BlobService
@@ -36,6 +34,7 @@ from p2pkube.model.objects import ObjectService, map_of
 from p2pkube.model.quantity import parse_quantity
 from p2pkube.model.resources import Resources
 from p2pkube.model.timestamps import utc_now
+from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch, WatchHub
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.rpc import Rpc
@@ -152,6 +151,10 @@ class Node:
         self.mesh.route_hint = self.membership.route_hint
         self.mesh.reachable = self.membership.is_reachable
         self.mesh.public_key_of = self.membership.public_key
+        self.watches = WatchHub(self._render, lambda kind: self.state.keys(map_of(kind)))
+        """Every open watch (the local API's): fed from the state's change callback and from
+        liveness transitions (a Node's Ready lives in the failure detector, not the document)."""
+        self.state.on_change(self._publish_change)
         self._jobs: set[asyncio.Task[Any]] = set()
         self.loaded_objects = 0
         """Objects the state held when it was opened, before any peer synced: what this node
@@ -174,6 +177,7 @@ class Node:
 
     async def stop(self) -> None:
         """Leave: stop scheduling and pods, say goodbye, flush the state, close the links."""
+        self.watches.close()
         await self.scheduler.close()
         if self.kubelet is not None:
             await self.kubelet.close()
@@ -324,9 +328,13 @@ class Node:
         else:
             self._not_ready_since.setdefault(liveness.node, time.monotonic())
         self.scheduler.wake()
-        # Node watches (see watch()): Ready lives here, not in the document.
-        for listener in list(self.__dict__.get("_liveness_listeners", ())):
-            listener(liveness)
+        # Node watches: Ready lives here, not in the document.
+        self.watches.publish([object_key("Node", "", liveness.name)])
+
+    def _publish_change(self, map_name: str, keys: set[str], origin: object) -> None:
+        """The state's change callback: what a transaction touched, for the watches."""
+        if map_name in (OBJECTS, STATUS, EVENTS):
+            self.watches.publish(keys)
 
     # -- this node's Node object ---------------------------------------------------------------
     async def _publish_node(self) -> None:
@@ -452,14 +460,17 @@ class Node:
     def list_nodes(self) -> list[dict[str, Any]]:
         nodes = []
         for key, obj in self.state.items(OBJECTS, "Node//"):
-            if not isinstance(obj, dict):
-                continue
-            status = dict(self.state.get(STATUS, key) or {})
-            condition, peers = self._condition(obj.get("metadata", {}).get("uid", ""))
-            status["conditions"] = [condition]
-            status["peers"] = peers
-            nodes.append({**obj, "status": status})
+            if isinstance(obj, dict):
+                nodes.append(self._with_node_status(key, obj))
         return sorted(nodes, key=lambda n: n["metadata"]["name"])
+
+    def _with_node_status(self, key: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """A Node object with its status and the Ready condition as this node sees it."""
+        status = dict(self.state.get(STATUS, key) or {})
+        condition, peers = self._condition(obj.get("metadata", {}).get("uid", ""))
+        status["conditions"] = [condition]
+        status["peers"] = peers
+        return {**obj, "status": status}
 
     def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         return self.objects.list(kind, namespace)
@@ -501,59 +512,24 @@ class Node:
         """Watch ``kind`` in ``namespace`` (None: all, "": cluster-scoped); a started Watch.
 
         Use it as ``async with agent.watch(...) as w: async for event in w``. It is driven by
-        the document's change callback (local writes and peer updates alike), never by
-        polling. A Node's Ready condition comes from the failure detector, not the document,
-        so for Nodes the watch also listens to liveness transitions (via ``_on_liveness``).
+        the document's change callback (local writes and peer updates alike) and, for Nodes,
+        by liveness transitions, never by polling (see :attr:`watches`).
         """
-        prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
-
-        def render(key: str) -> dict[str, Any] | None:
-            if kind != "Node":
-                _, ns, name = key.split("/", 2)
-                return self.get_object(kind, ns, name)
-            # One node shaped as list_nodes() shapes it (Ready from the failure detector),
-            # without decoding every object in the document for each event.
-            obj = self.state.get(OBJECTS, key)
-            if not isinstance(obj, dict):
-                return None
-            status = dict(self.state.get(STATUS, key) or {})
-            condition, peers = self._condition(obj.get("metadata", {}).get("uid", ""))
-            status["conditions"] = [condition]
-            status["peers"] = peers
-            return {**obj, "status": status}
-
-        watch = Watch(
-            render,
-            lambda key: key.startswith(prefix),
-            match=match,
-            timeout=timeout,
-            max_queue=max_queue,
+        return self.watches.subscribe(
+            kind, namespace, match=match, timeout=timeout, max_queue=max_queue
         )
 
-        watched = {OBJECTS, STATUS} if kind != "Event" else {EVENTS}
-
-        def on_change(map_name: str, keys: set[str], origin: object) -> None:
-            if map_name in watched:
-                watch.changed(keys)
-
-        watch.add_cleanup(self.state.on_change(on_change))
-        if kind == "Node":
-            # Created on first use so that watch() stays the only addition to Agent.
-            listeners: list[Callable[[NodeLiveness], None]] = self.__dict__.setdefault(
-                "_liveness_listeners", []
-            )
-
-            def on_liveness(liveness: NodeLiveness) -> None:
-                watch.changed([object_key("Node", "", liveness.name)])
-
-            def unsubscribe() -> None:
-                with contextlib.suppress(ValueError):
-                    listeners.remove(on_liveness)
-
-            listeners.append(on_liveness)
-            watch.add_cleanup(unsubscribe)
-        watch.start(self.state.keys(map_of(kind)))  # same tick as the subscription: no gap
-        return watch
+    def _render(self, key: str) -> dict[str, Any] | None:
+        """The object under a document key as a watch shows it (as list/get show it)."""
+        kind, namespace, name = key.split("/", 2)
+        if kind != "Node":
+            return self.get_object(kind, namespace, name)
+        # One node shaped as list_nodes() shapes it (Ready from the failure detector),
+        # without decoding every object in the document for each event.
+        obj = self.state.get(OBJECTS, key)
+        if not isinstance(obj, dict):
+            return None
+        return self._with_node_status(key, obj)
 
     def status(self) -> dict[str, Any]:
         """This node's own view: identity, mesh, rpc, blobs, scheduler, pods, state."""

@@ -29,7 +29,6 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 from p2pkube.api.server import ApiServer
 from p2pkube.cli.common import parse_duration
 from p2pkube.cli.describe import Writer
@@ -37,6 +36,7 @@ from p2pkube.cli.main import cli
 from p2pkube.cli.output import RowPrinter
 from p2pkube.cli.rollout import daemonset_progress, deployment_progress
 from p2pkube.model.schema import validate_object
+from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "sha256:" + "ab" * 32

@@ -19,10 +19,10 @@ from typing import Any
 
 import aiohttp
 
-from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 from p2pkube.api.client import ApiClient, ApiClientError
 from p2pkube.api.server import ApiServer
 from p2pkube.devcluster import LocalCluster, wait_until
+from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 
 NODE_TIMEOUT = 2.5  # MembershipSettings.node_timeout, the documented default
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 from p2pkube.api import EMPTY_NAMESPACE, INFO_FILE, TOKEN_FILE
-from p2pkube.api.backend import DEFAULT_WATCH_SECONDS, AgentBackend, Watch
+from p2pkube.api.backend import AgentBackend
 from p2pkube.blobs.errors import (
     AmbiguousBlob,
     BlobError,
@@ -54,6 +54,7 @@ from p2pkube.blobs.settings import BlobSettings
 from p2pkube.fsutil import write_file_atomically
 from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.selectors import Requirement, match_labels, parse_selector
+from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, Watch
 from p2pkube.runtime.interface import LogLine
 from p2pkube.runtime.logs import timestamp_ns
 from p2pkube.runtime.podlogs import LogRequest
