@@ -23,6 +23,7 @@ import psutil
 from p2pkube.api.server import MAX_BODY_BYTES, ApiServer
 from p2pkube.fsutil import PRIVATE_UMASK, make_private
 from p2pkube.model.quantity import format_bytes, format_cpu, parse_quantity
+from p2pkube.model.schema import validate_object
 from p2pkube.net import ice
 from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.mesh import Mesh
@@ -126,6 +127,7 @@ class Agent(Node):
             ),
             mesh=mesh,
             runtime_factory=lambda: NativeRuntime(options.data_dir, settings.runtime),
+            validate=validate_object,
         )
         self.api = ApiServer(
             self,

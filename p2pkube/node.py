@@ -30,7 +30,7 @@ from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
 from p2pkube.blobs.manifest import is_digest, referenced_digests
 from p2pkube.blobs.service import BlobService
 from p2pkube.membership.detector import Membership, NodeLiveness
-from p2pkube.model.objects import ObjectService, map_of
+from p2pkube.model.objects import ObjectService, Validator, map_of
 from p2pkube.model.quantity import parse_quantity
 from p2pkube.model.resources import Resources
 from p2pkube.model.timestamps import utc_now
@@ -86,7 +86,10 @@ class Node:
         mesh: Mesh,
         runtime_factory: Callable[[], PodRuntime],
         store_factory: StoreFactory | None = None,
+        validate: Validator | None = None,
     ) -> None:
+        """``validate`` checks the objects users write (the native agent passes the pydantic
+        models' ``validate_object``); a node without one takes no object writes."""
         self.config = config
         self.node_name = config.name
         self.data_dir = config.data_dir
@@ -125,7 +128,7 @@ class Node:
             on_local_change=self._publish_node_status,
         )
         """The pod runtime calls ``agent.blobs.ensure(digest)`` (a verified local Path)."""
-        self.objects = ObjectService(self.state, node_ready=self.node_ready)
+        self.objects = ObjectService(self.state, node_ready=self.node_ready, validate=validate)
         self.runtime: PodRuntime | None = None
         """Created in start(): the runtime needs the running loop."""
         self.kubelet: Kubelet | None = None

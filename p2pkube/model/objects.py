@@ -10,6 +10,11 @@ Deleting a Pod that runs on a Ready node is two-phase, like Kubernetes' graceful
 object gets ``metadata.deletionTimestamp`` (kubectl shows Terminating), the node's kubelet
 stops it and then removes it. A pod on no node, or on a node that is not Ready, is removed at
 once, as is any pod deleted with ``force``.
+
+Validation is injected (``validate``): the native agent passes
+:func:`p2pkube.model.schema.validate_object` (pydantic), so that this module, which the
+browser node loads too, never imports pydantic. A browser node takes no object writes and
+injects none.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from p2pkube.state import ClusterState, ValueTooLarge, object_key
 from p2pkube.state.store import EVENTS, OBJECTS, STATUS
 
 BLOB_KIND = "Blob"
+
+Validator = Callable[[dict[str, Any]], dict[str, Any]]
+"""An object as a client sent it (without status) -> the object normalised (defaults filled);
+raises ValidationFailed listing every problem."""
 
 
 def merged(obj: dict[str, Any], status: Any) -> dict[str, Any]:
@@ -50,9 +59,12 @@ class ObjectService:
         state: ClusterState,
         *,
         node_ready: Callable[[str], bool],
+        validate: Validator | None = None,
     ) -> None:
         self.state = state
         self.node_ready = node_ready
+        self.validate = validate
+        """None on a node that takes no object writes (a browser tab): :meth:`put` refuses."""
 
     def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
@@ -72,9 +84,9 @@ class ObjectService:
 
     async def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate and store (create or replace); ValidationFailed lists every problem."""
-        from p2pkube.model.schema import validate_object  # pydantic: loaded at the first write
-
-        valid = validate_object({k: v for k, v in obj.items() if k != "status"})
+        if self.validate is None:
+            raise RuntimeError("this node takes no object writes (no validator was injected)")
+        valid = self.validate({k: v for k, v in obj.items() if k != "status"})
         kind = valid["kind"]
         metadata = valid["metadata"]
         namespace = metadata.get("namespace") or "default"
