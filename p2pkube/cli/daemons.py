@@ -1,0 +1,393 @@
+"""The long-running commands and their secret: ``signal`` (the rendezvous server), ``join``
+(an agent here) and ``token`` (the join token they share).
+
+The agent and the signaling server are imported inside their commands, so loading the CLI
+for ``p2pkube get`` does not load them (nor depend on the state of their modules).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import click
+
+from p2pkube.cli.common import CliError, State, data_dir_option
+from p2pkube.model.names import dns_label_error, label_key_error, label_value_error
+from p2pkube.model.quantity import parse_quantity
+
+# --- signal ----------------------------------------------------------------------------------
+
+
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8787,
+    show_default=True,
+    help="TCP port (0: any free one).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="File with join tokens, one per line ('#' comments); merged with $P2PKUBE_TOKEN.",
+)
+@click.option(
+    "--token",
+    envvar="P2PKUBE_TOKEN",
+    default=None,
+    help="A join token agents must present (also $P2PKUBE_TOKEN; on the command line, "
+    "other users see it in ps).",
+)
+@click.option(
+    "--verifier-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="File with cluster verifiers (p2pkube token --verifier), one per line: serve "
+    "those clusters without ever holding their tokens.",
+)
+@click.option(
+    "--web-root",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Serve the browser node's page and bundle from this directory "
+    "[default: p2pkube/browser/dist when built (make browser)].",
+)
+@click.option("--no-web", is_flag=True, help="Serve only the WebSocket, no browser page.")
+@click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@click.pass_context
+def signal(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    token_file: Path | None,
+    token: str | None,
+    verifier_file: Path | None,
+    web_root: Path | None,
+    no_web: bool,
+    log_level: str,
+) -> None:
+    """Run the signaling server agents use to find each other.
+
+    Without a token (--token-file, $P2PKUBE_TOKEN) or --verifier-file a fresh token is
+    generated and printed. The server keeps only each cluster's verifier, never a token:
+    agents prove they hold the token without sending it. It also serves the page that
+    makes a browser tab a node: http://HOST:PORT/#token=TOKEN (the token stays in the URL
+    fragment, which browsers never send to the server).
+    """
+    import logging
+
+    from signaling.protocol import Verifier, load_tokens, load_verifiers
+    from signaling.server import SignalingServer, run_server
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    warn_token_in_argv(ctx)
+    try:
+        verifiers = load_verifiers(verifier_file) if verifier_file is not None else []
+        if token is None and token_file is None and verifiers:
+            tokens, generated = [], False
+        else:
+            tokens, generated = load_tokens(token, token_file)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    page_token = tokens[0] if generated else "TOKEN"
+    # From here on only the verifiers: what the server needs, and not enough to join links.
+    verifiers += [Verifier.from_token(t) for t in tokens]
+    del tokens, token
+    if generated:
+        click.echo(f"join token: {page_token}")
+        click.echo(f"cluster: {verifiers[0].cluster}")
+        sys.stdout.flush()
+    if no_web:
+        web_root = None
+    elif web_root is None:
+        built = Path(__file__).resolve().parent.parent / "browser" / "dist"
+        web_root = built if (built / "index.html").is_file() else None
+    elif not (web_root / "index.html").is_file():
+        raise CliError(f"--web-root {web_root} has no index.html (build it: make browser)")
+
+    def ready(server: SignalingServer) -> None:
+        click.echo(f"signaling server: {server.url}")
+        if web_root is not None:
+            page = server.url.replace("ws", "http", 1).removesuffix("/ws")
+            click.echo(f"browser node page: {page}/#token={page_token}")
+        sys.stdout.flush()
+
+    try:
+        # returns on SIGINT/SIGTERM
+        run_server(host, port, verifiers, on_ready=ready, web_root=web_root)
+    except OSError as exc:  # typically: address already in use
+        raise CliError(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+def warn_token_in_argv(ctx: click.Context) -> None:
+    """Warn on stderr when --token was given on the command line, where ps shows it."""
+    if ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
+        click.echo(
+            "warning: --token on the command line is visible to every user of this machine "
+            "(ps, /proc); use --token-file FILE or $P2PKUBE_TOKEN",
+            err=True,
+        )
+
+
+# --- token -----------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--verifier",
+    is_flag=True,
+    help="Print the verifier of the token in --token-file or $P2PKUBE_TOKEN instead, for "
+    "p2pkube signal --verifier-file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="With --verifier: the file holding the token.",
+)
+def token(verifier: bool, token_file: Path | None) -> None:
+    """Print a new random join token (192 bits), or with --verifier the verifier of a token.
+
+    \b
+    Keep a token in a file only you can read:
+      (umask 077; p2pkube token > cluster.token)
+      p2pkube signal --token-file cluster.token
+      p2pkube join ws://HOST:8787 --token-file cluster.token --name n1
+    or run the server without the token at all:
+      P2PKUBE_TOKEN=$(cat cluster.token) p2pkube token --verifier > cluster.verifier
+      p2pkube signal --verifier-file cluster.verifier
+    """
+    from signaling.protocol import Verifier, check_token, generate_token
+
+    if not verifier:
+        click.echo(generate_token())
+        return
+    secret = read_token_file(token_file) if token_file else os.environ.get("P2PKUBE_TOKEN")
+    if not secret:
+        raise click.UsageError("--verifier needs the token: give --token-file or $P2PKUBE_TOKEN")
+    try:
+        click.echo(Verifier.from_token(check_token(secret.strip())).line())
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+# --- join ------------------------------------------------------------------------------------
+
+
+def _check_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    parsed = urllib.parse.urlparse(value)
+    if parsed.scheme not in ("ws", "wss", "http", "https") or not parsed.hostname:
+        raise click.BadParameter(
+            f"{value!r} is not a signaling URL (expected ws://HOST:PORT or wss://...)"
+        )
+    return value
+
+
+def _check_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if problem := dns_label_error(value):
+        raise click.BadParameter(f"{value!r} is not a valid node name: it {problem}")
+    return value
+
+
+def _check_labels(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for raw in value:
+        key, eq, val = raw.partition("=")
+        if not eq:
+            raise click.BadParameter(f"{raw!r} is not key=value")
+        if problem := label_key_error(key):
+            raise click.BadParameter(f"{raw!r}: key {key!r} {problem}")
+        if problem := label_value_error(val):
+            raise click.BadParameter(f"{raw!r}: value {val!r} {problem}")
+        if labels.get(key, val) != val:
+            raise click.BadParameter(f"label {key!r} given twice with different values")
+        labels[key] = val
+    return labels
+
+
+def _check_quantity(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if value is not None:
+        try:
+            parse_quantity(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_host_path_grants(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> list[str]:
+    from p2pkube.runtime.hostpaths import parse_grants
+
+    try:
+        parse_grants(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return list(value)
+
+
+def _check_addresses(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> list[str]:
+    for address in value:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise click.BadParameter(f"{address!r} is not an IP address") from None
+    return list(value)
+
+
+def join_token(ctx: click.Context, token: str | None, token_file: Path | None) -> str:
+    """The join token of ``p2pkube join``: --token-file, else --token or $P2PKUBE_TOKEN
+    (a file given on the command line wins over the environment); checked for strength."""
+    from signaling.protocol import token_problem
+
+    warn_token_in_argv(ctx)
+    from_argv = ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE
+    if token_file is not None and token is not None and from_argv:
+        raise click.UsageError("give either --token or --token-file, not both")
+    hint = "'--token'" if from_argv else "'$P2PKUBE_TOKEN'"
+    if token_file is not None:
+        token, hint = read_token_file(token_file), f"'--token-file' ({token_file})"
+    if not token:
+        raise click.UsageError(
+            "a join token is required: give --token-file FILE or set $P2PKUBE_TOKEN"
+        )
+    if problem := token_problem(token):
+        raise click.BadParameter(problem, param_hint=hint)
+    return token
+
+
+def read_token_file(path: Path) -> str:
+    """The first line of ``path`` that is neither blank nor a ``#`` comment."""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return stripped
+    raise click.BadParameter(f"{path} holds no token", param_hint="'--token-file'")
+
+
+@click.command()
+@click.argument("url", callback=_check_url)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="File whose first non-comment line is the join token.",
+)
+@click.option(
+    "--token",
+    envvar="P2PKUBE_TOKEN",
+    default=None,
+    help="Join token (also $P2PKUBE_TOKEN; on the command line, other users see it in ps).",
+)
+@click.option("--name", required=True, callback=_check_name, help="Node name (a DNS label).")
+@data_dir_option
+@click.option(
+    "--label", "labels", multiple=True, callback=_check_labels, help="Node label k=v (repeat)."
+)
+@click.option(
+    "--max-peers",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Most direct neighbours.",
+)
+@click.option(
+    "--ice-address",
+    "ice_addresses",
+    multiple=True,
+    callback=_check_addresses,
+    help="Extra address to offer as an ICE host candidate, e.g. 127.0.0.1 (repeat).",
+)
+@click.option("--cpu", default=None, callback=_check_quantity, help="CPU to offer (e.g. 2).")
+@click.option(
+    "--memory", default=None, callback=_check_quantity, help="Memory to offer (e.g. 4Gi)."
+)
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Local API port (0: any free port).",
+)
+@click.option(
+    "--allow-host-path",
+    "allowed_host_paths",
+    multiple=True,
+    metavar="PREFIX[:rw]",
+    callback=_check_host_path_grants,
+    help="Let pods mount hostPath directories under PREFIX, read-only unless :rw (repeat; "
+    "default: none). The data dir is never mountable.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.FIELD=VALUE",
+    help="Override an agent setting, e.g. membership.node_timeout=1.5 (repeat).",
+)
+@click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@click.pass_context
+def join(
+    ctx: click.Context,
+    url: str,
+    token_file: Path | None,
+    token: str | None,
+    name: str,
+    labels: dict[str, str],
+    max_peers: int,
+    ice_addresses: list[str],
+    cpu: str | None,
+    memory: str | None,
+    api_port: int,
+    allowed_host_paths: list[str],
+    overrides: tuple[str, ...],
+    log_level: str,
+) -> None:
+    """Run an agent here and join the cluster.
+
+    URL is the signaling server, e.g. ws://127.0.0.1:8787.
+    """
+    token = join_token(ctx, token, token_file)
+    from p2pkube.agent import JoinOptions, run_agent
+    from p2pkube.settings import AgentSettings
+
+    probe = AgentSettings()  # reject a bad --set now, as a usage error, not from inside the agent
+    try:
+        for assignment in overrides:
+            probe.override(assignment)
+        probe.check()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--set'") from None
+    state: State = ctx.obj
+    options = JoinOptions(
+        signaling_url=url,
+        token=token,
+        name=name,
+        data_dir=state.data_dir,
+        labels=labels,
+        max_peers=max_peers,
+        ice_addresses=ice_addresses,
+        cpu=cpu,
+        memory=memory,
+        api_port=api_port,
+        overrides=list(overrides),
+        allowed_host_paths=allowed_host_paths,
+        log_level=log_level.lower(),
+    )
+    ctx.exit(int(run_agent(options)))

@@ -1,0 +1,330 @@
+"""``p2pkube get``: a table (or objects, or names) of nodes, objects or blobs, and with
+``-w`` every change after it, the way kubectl get shows them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from p2pkube.api.client import ApiClient
+from p2pkube.cli.common import (
+    DEFAULT_NAMESPACE,
+    CliError,
+    Duration,
+    KubectlCommand,
+    State,
+    all_namespaces_option,
+    data_dir_option,
+    namespace_option,
+    selector_option,
+)
+from p2pkube.cli.output import (
+    NAMESPACE_COLUMN,
+    OUTPUT_FORMATS,
+    RESOURCES,
+    Column,
+    Resource,
+    RowPrinter,
+    dump,
+    field,
+    find_resource,
+    object_name,
+    render,
+    shown_columns,
+    table,
+)
+
+MAX_WATCH_SECONDS = 24 * 3600
+"""The longest watch the agent serves (its own bound on timeoutSeconds)."""
+
+
+def lookup_resource(name: str) -> Resource:
+    """The resource a command line names (``pods``, ``po``, ``deployment``...); CliError,
+    listing the known ones, if there is none."""
+    resource = find_resource(name)
+    if resource is None:
+        known = ", ".join(r.plural for r in RESOURCES)
+        raise CliError(f'the server doesn\'t have a resource type "{name}" (known: {known})')
+    return resource
+
+
+def namespace_scope(resource: Resource, namespace: str | None, all_namespaces: bool) -> str | None:
+    """The namespace to ask for: None for all, "" for cluster-scoped kinds."""
+    if not resource.namespaced:
+        return ""
+    if all_namespaces:
+        return None
+    return namespace or DEFAULT_NAMESPACE
+
+
+@click.command(cls=KubectlCommand)
+@click.argument("resource_name", metavar="RESOURCE")
+@click.argument("name", required=False)
+@namespace_option
+@all_namespaces_option
+@selector_option
+@click.option(
+    "-o", "--output", type=click.Choice(OUTPUT_FORMATS), default=None, help="Output format."
+)
+@click.option(
+    "-w", "--watch", is_flag=True, help="After the list, print each change as it happens."
+)
+@click.option("--watch-only", is_flag=True, help="Print only the changes, not the list first.")
+@click.option(
+    "--output-watch-events",
+    is_flag=True,
+    help="With -w: an EVENT column (ADDED, MODIFIED, DELETED); -o json|yaml print the events.",
+)
+@click.option(
+    "--request-timeout",
+    type=Duration(),
+    default=None,
+    metavar="DURATION",
+    help="With -w: stop watching after this long (e.g. 30s, 5m) and exit 0.",
+)
+@data_dir_option
+@click.pass_obj
+def get(
+    state: State,
+    resource_name: str,
+    name: str | None,
+    namespace: str | None,
+    all_namespaces: bool,
+    selector: str | None,
+    output: str | None,
+    watch: bool,
+    watch_only: bool,
+    output_watch_events: bool,
+    request_timeout: float | None,
+) -> None:
+    """Show nodes, objects or blobs, like kubectl get.
+
+    \b
+    RESOURCE is one of (short names in brackets):
+      nodes (node, no)          pods (pod, po)
+      deployments (deploy)      replicasets (rs)
+      jobs (job)                daemonsets (ds)
+      configmaps (cm)           events (ev)
+      blobs (blob)
+    or TYPE/NAME (deployment/web).
+
+    -w/--watch lists the objects, then prints a row for every change the agent's watch
+    stream reports (a DELETED object's last row too) until Ctrl-C or --request-timeout;
+    --watch-only skips the list. Every kind but blobs can be watched.
+    """
+    if name is None and "/" in resource_name:
+        resource_name, _, name = resource_name.partition("/")
+        if not name:
+            raise click.UsageError(f"{resource_name}/ names no object")
+    resource = lookup_resource(resource_name)
+    if resource.kind == "Blob" and selector is not None:
+        raise click.UsageError("blobs have no labels: -l/--selector does not apply")
+    if name is not None and selector is not None:
+        raise click.UsageError("a NAME and -l/--selector cannot be used together")
+    if name is not None and all_namespaces:
+        raise click.UsageError("a resource cannot be retrieved by name across all namespaces")
+    watching = watch or watch_only
+    if watching and not resource.watchable:
+        raise click.UsageError(f"{resource.plural} cannot be watched (-w/--watch)")
+    if not watching and (output_watch_events or request_timeout is not None):
+        raise click.UsageError("--output-watch-events and --request-timeout go with -w/--watch")
+    client = state.client()
+    ns = namespace_scope(resource, namespace, all_namespaces)
+    columns = resource.columns
+    if resource.namespaced and ns is None:
+        columns = (NAMESPACE_COLUMN, *columns)
+    if watching:
+        _watch(
+            client,
+            resource,
+            ns,
+            name,
+            selector,
+            columns,
+            output or "",
+            list_first=not watch_only,
+            with_events=output_watch_events,
+            timeout=request_timeout or 0,
+        )
+        return
+    items = _list(client, resource, ns, name, selector)
+    text = render(items, columns, output or "", single=name is not None)
+    if text:
+        click.echo(text)
+    else:
+        click.echo(_nothing(resource, ns), err=True)
+
+
+def _nothing(resource: Resource, ns: str | None) -> str:
+    where = f" in {ns} namespace" if resource.namespaced and ns else ""
+    return f"No resources found{where}."
+
+
+def _list(
+    client: ApiClient, resource: Resource, ns: str | None, name: str | None, selector: str | None
+) -> list[dict[str, Any]]:
+    """What ``get`` shows, in its order."""
+    if resource.kind == "Node":
+        items = [client.get_node(name)] if name else client.list_nodes(selector)
+    elif resource.kind == "Blob":
+        items = [client.get_blob(name)] if name else client.list_blobs()
+    elif name is not None:
+        items = [client.get_object(resource.kind, ns or "", name)]
+    else:
+        items = client.list_objects(resource.kind, ns, selector)
+    resource.sort(items)
+    return items
+
+
+# --- get -w ----------------------------------------------------------------------------------
+
+
+def _watch(
+    client: ApiClient,
+    resource: Resource,
+    ns: str | None,
+    name: str | None,
+    selector: str | None,
+    columns: Sequence[Column],
+    output: str,
+    *,
+    list_first: bool,
+    with_events: bool,
+    timeout: float,
+) -> None:
+    """``get -w``: the list (unless --watch-only), then one row (or object, or name) per
+    watch event, until Ctrl-C (exit 0), the timeout (exit 0) or a failed watch (exit 1).
+
+    The watch stream starts with every current object as ADDED; those already printed by the
+    list, unchanged, are skipped, so each object shows up once and then at every change. A
+    table skips a MODIFIED object whose row would read as the last one printed for it (its
+    change is in a field no column shows); -o json|yaml|name print every event.
+    """
+    items = _list(client, resource, ns, name, selector)
+    listed = {_object_key(o): _comparable(o) for o in items}
+    out = _WatchOutput(shown_columns(columns, output), output, with_events, items)
+    if list_first:
+        out.print_list(items, _nothing(resource, ns))
+    events = client.watch(resource.kind, ns, selector, timeout_seconds=_watch_seconds(timeout))
+    try:
+        for event in events:
+            event_type, obj = _read_event(event)
+            if name is not None and field(obj, "metadata.name") != name:
+                continue
+            if not _listed_as_is(listed, event_type, obj):
+                out.show(event_type, obj)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends
+    finally:
+        events.close()
+
+
+def _watch_seconds(timeout: float) -> int:
+    """The timeoutSeconds to ask for: --request-timeout rounded up, else the longest watch."""
+    seconds = min(MAX_WATCH_SECONDS, math.ceil(timeout)) if timeout > 0 else MAX_WATCH_SECONDS
+    return max(1, seconds)
+
+
+def _read_event(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The type and object of one watch event; CliError when the agent ended the watch."""
+    event_type = str(event.get("type", ""))
+    obj = event.get("object") or {}
+    if event_type == "ERROR":
+        raise CliError(f"the watch ended: {obj.get('message', obj)}")
+    return event_type, obj
+
+
+def _listed_as_is(listed: dict[tuple[str, str], Any], event_type: str, obj: dict[str, Any]) -> bool:
+    """Whether the event is the watch's first view of an object the list already showed as it
+    is. Each object is looked up once: its later events are always changes."""
+    before = listed.pop(_object_key(obj), None)
+    return event_type == "ADDED" and before is not None and before == _comparable(obj)
+
+
+def _comparable(obj: dict[str, Any]) -> Any:
+    """An object as `get -w` compares a listed one with the watch's first view of it: without
+    heartbeat times, which a node's Ready condition renews on every read."""
+    status = obj.get("status")
+    if not isinstance(status, dict) or not isinstance(status.get("conditions"), list):
+        return obj
+    conditions = [
+        {k: v for k, v in c.items() if k != "lastHeartbeatTime"} if isinstance(c, dict) else c
+        for c in status["conditions"]
+    ]
+    return {**obj, "status": {**status, "conditions": conditions}}
+
+
+def _object_key(obj: dict[str, Any]) -> tuple[str, str]:
+    return (str(field(obj, "metadata.namespace", "")), str(field(obj, "metadata.name", "")))
+
+
+class _WatchOutput:
+    """How ``get -w`` prints: a table whose later rows line up with the first ones (with an
+    EVENT column for --output-watch-events), or each object (``---`` between YAML documents),
+    or each name."""
+
+    def __init__(
+        self,
+        columns: Sequence[Column],
+        output: str,
+        with_events: bool,
+        listed: Sequence[dict[str, Any]],
+    ) -> None:
+        self.columns = columns
+        self.output = output
+        self.with_events = with_events
+        self.is_table = output in ("", "wide")
+        headers = [c.header for c in columns]
+        self.headers = ["EVENT", *headers] if with_events else headers
+        self.printer = RowPrinter(self.headers)
+        self.count = 0
+        """How many objects were printed: the YAML separator goes before all but the first."""
+        self.last_rows = {_object_key(o): self._row(o) for o in listed}
+        """The row last printed (or listed) for each object."""
+
+    def _row(self, obj: dict[str, Any]) -> list[Any]:
+        return [c.value(obj) for c in self.columns]
+
+    def print_list(self, items: Sequence[dict[str, Any]], nothing: str) -> None:
+        """The list before the changes: one table, or an ADDED event per object, or
+        ``nothing`` on stderr."""
+        if self.is_table and items:
+            rows = [self._row(o) for o in items]
+            if self.with_events:
+                rows = [["ADDED", *row] for row in rows]
+            click.echo(table(self.headers, rows))
+            self.printer.seed(rows)
+            self.count = len(items)
+        elif items:
+            for obj in items:
+                self._emit("ADDED", obj)
+        else:
+            click.echo(nothing, err=True)
+
+    def show(self, event_type: str, obj: dict[str, Any]) -> None:
+        """One change, unless a table would print a MODIFIED object's row as it last printed
+        it (the change is in a field no column shows; a DELETED row always shows)."""
+        if self.is_table:
+            key = _object_key(obj)
+            row = self._row(obj)
+            if event_type == "MODIFIED" and self.last_rows.get(key) == row:
+                return
+            self.last_rows[key] = row
+        self._emit(event_type, obj)
+
+    def _emit(self, event_type: str, obj: dict[str, Any]) -> None:
+        if self.output in ("json", "yaml"):
+            value = {"type": event_type, "object": obj} if self.with_events else obj
+            if self.output == "yaml" and self.count:
+                click.echo("---")
+            click.echo(dump(value, self.output).rstrip("\n"))
+        elif self.output == "name":
+            click.echo(object_name(obj))
+        else:
+            row = self._row(obj)
+            for line in self.printer.lines([event_type, *row] if self.with_events else row):
+                click.echo(line)
+        self.count += 1
