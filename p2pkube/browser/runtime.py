@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import js  # type: ignore[import-not-found]
 import p2pjs  # type: ignore[import-not-found]
@@ -38,15 +38,11 @@ from p2pkube.model.quantity import format_bytes
 from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime import logs, wasmbin
+from p2pkube.runtime.base import BaseInstance, BaseRuntime, SetupError, failed
 from p2pkube.runtime.budget import OutputBudget
 from p2pkube.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
-
-
-def _failed(reason: str, message: str, exit_code: int = rt.EXIT_TRAPPED) -> rt.Termination:
-    now = utc_now()
-    return rt.Termination(exit_code, reason, message, now, now)
 
 
 def termination_of(
@@ -108,14 +104,12 @@ def termination_of(
     )
 
 
-class WorkerInstance:
+class WorkerInstance(BaseInstance):
     """One container instance in its Worker."""
 
     def __init__(self, launch: rt.Launch, budget: OutputBudget) -> None:
-        self.launch = launch
+        super().__init__(launch)
         self.budget = budget
-        self.started_at = utc_now()
-        self.done: asyncio.Future[rt.Termination] = asyncio.get_running_loop().create_future()
         self.stop_request: tuple[str, str] | None = None
         self.handle: Any = None
         """The bridge's Instance, once the Worker started."""
@@ -127,21 +121,16 @@ class WorkerInstance:
             self.handle.kill(reason)
 
 
-class WorkerRuntime(logs.PodFiles):
+class WorkerRuntime(BaseRuntime[WorkerInstance]):
     """Runs pods in Web Workers; see :class:`p2pkube.runtime.interface.PodRuntime`."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
-        settings.check()
-        self.settings = settings
+        super().__init__(settings)
         self._modules: dict[str, bytes] = {}
         """Image -> the module's bytes (prepared, not yet capped)."""
         self._compiled: dict[str, set[str]] = {}
         """Image -> keys (image@pages) of its compiled, capped versions in the bridge."""
-        self._notifier = logs.LogNotifier(asyncio.get_running_loop())
-        self._instances: set[WorkerInstance] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.started = 0
-        self.finished = 0
         self.compile_ms: list[float] = []
 
     async def prepare(self, image: str, module_path: Path) -> None:
@@ -159,8 +148,7 @@ class WorkerRuntime(logs.PodFiles):
         instance = WorkerInstance(
             launch, OutputBudget(settings.log_rate_bytes, settings.log_burst_bytes)
         )
-        self._instances.add(instance)
-        self.started += 1
+        self._started(instance)
         task = asyncio.get_running_loop().create_task(self._run(instance))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -184,40 +172,31 @@ class WorkerRuntime(logs.PodFiles):
         try:
             for mount in launch.mounts:
                 if not mount.create:
-                    raise _SetupError(
+                    raise SetupError(
                         f"hostPath {mount.host_path} is not available on a browser node"
                     )
             logs.prepare_log_dir(launch.log_path)
-            writer = logs.LogWriter(
-                launch.log_path,
-                max_bytes=self.settings.log_max_bytes,
-                max_files=self.settings.log_max_files,
-                max_line_bytes=self.settings.log_max_line_bytes,
-                on_write=self._notifier.notify,
-            )
+            writer = self._log_writer(launch)
             key = await self._compiled_key(launch.image, launch.limits.memory_bytes)
             termination = await self._execute(instance, key, writer)
         except wasmbin.MemoryTooSmall as exc:
-            termination = _failed(
+            termination = failed(
                 rt.OOM_KILLED, f"cannot start within its memory: {exc}", rt.EXIT_KILLED
             )
-        except _SetupError as exc:
-            termination = _failed(rt.CREATE_CONTAINER_ERROR, str(exc))
+        except SetupError as exc:
+            termination = failed(rt.CREATE_CONTAINER_ERROR, str(exc))
         except JsException as exc:  # compileModule refused it: the message names the cause
-            termination = _failed(rt.INVALID_MODULE, _js_message(exc))
+            termination = failed(rt.INVALID_MODULE, _js_message(exc))
         except asyncio.CancelledError:
-            termination = _failed(rt.KILLED, "the agent is stopping", rt.EXIT_KILLED)
+            termination = failed(rt.KILLED, "the agent is stopping", rt.EXIT_KILLED)
             raise
         except Exception as exc:  # a bug: fail this pod only
             log.exception("instance %s/%s could not start", launch.pod, launch.container)
-            termination = _failed(rt.TRAPPED, f"could not start: {exc}")
+            termination = failed(rt.TRAPPED, f"could not start: {exc}")
         finally:
             if writer is not None:
                 writer.close()
-            self._instances.discard(instance)
-            self.finished += 1
-            if not instance.done.done():
-                instance.done.set_result(termination)
+            self._ended(instance, termination)
 
     async def _execute(
         self, instance: WorkerInstance, key: str, writer: logs.LogWriter
@@ -225,7 +204,7 @@ class WorkerRuntime(logs.PodFiles):
         launch = instance.launch
         if instance.stop_request is not None:  # stopped before the Worker existed
             reason, message = instance.stop_request
-            return _failed(reason, message, rt.EXIT_KILLED)
+            return failed(reason, message, rt.EXIT_KILLED)
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[dict[str, Any]] = loop.create_future()
 
@@ -280,7 +259,7 @@ class WorkerRuntime(logs.PodFiles):
 
     async def close(self) -> None:
         """Stop every instance (its Worker is terminated at once) and wait for them."""
-        await rt.stop_all(self._instances, self.settings.stop_timeout)
+        await self._stop_instances()
         for task in list(self._tasks):
             task.cancel()
         for keys in self._compiled.values():
@@ -289,10 +268,10 @@ class WorkerRuntime(logs.PodFiles):
         self._compiled.clear()
 
 
-class _SetupError(Exception):
-    """What the container needs cannot be set up; the message says what."""
-
-
 def _js_message(exc: JsException) -> str:
     text = str(exc)
     return text.removeprefix("Error: ")
+
+
+if TYPE_CHECKING:  # mypy checks that the browser runtime fills the seam the kubelet uses
+    _SEAM: type[rt.PodRuntime] = WorkerRuntime

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 # Why a container ended, as shown in containerStatuses[].state.terminated.reason. Kubernetes
 # uses Completed, Error, OOMKilled, DeadlineExceeded; the rest are wasm-specific.
@@ -175,6 +175,10 @@ class PodRuntime(Protocol):
 
     async def forget(self, image: str) -> None:
         """Drop the compiled module of ``image`` from memory and disk (its blob was removed)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``/v1/status`` (running, started, finished, the engine's own)."""
         ...
 
     async def close(self) -> None:

@@ -81,29 +81,6 @@ def remove_pod_dirs_except(pods_dir: Path, keep: set[str]) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-class PodFiles:
-    """The :class:`~p2pkube.runtime.interface.PodRuntime` methods about the files pods leave
-    on this node (logs, stdin, emptyDirs), the same for both runtimes. File work goes through
-    ``asyncio.to_thread`` (a thread natively, inline in a tab). The runtime sets
-    ``_notifier`` and passes it to its :class:`LogWriter` instances."""
-
-    _notifier: LogNotifier
-
-    async def read_log(
-        self, log_path: Path, *, tail: int | None = None, since: str | None = None
-    ) -> list[LogLine]:
-        return await asyncio.to_thread(read_log, log_path, tail=tail, since=since)
-
-    def output_waiter(self) -> contextlib.AbstractContextManager[asyncio.Event]:
-        return self._notifier.waiter()
-
-    async def remove_pod_files(self, pod_dir: Path) -> None:
-        await asyncio.to_thread(shutil.rmtree, pod_dir, True)
-
-    async def remove_stale_pod_files(self, pods_dir: Path, keep: set[str]) -> None:
-        await asyncio.to_thread(remove_pod_dirs_except, pods_dir, keep)
-
-
 class LogWriter:
     """Turns an instance's output bytes into timestamped lines in a rotated file.
 

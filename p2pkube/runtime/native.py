@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime import logs
+from p2pkube.runtime.base import BaseInstance, BaseRuntime, SetupError, failed
 from p2pkube.runtime.settings import RuntimeSettings
 
 if TYPE_CHECKING:  # wasmtime is loaded when the first pod needs it (see NativeRuntime.loader)
@@ -28,27 +28,16 @@ if TYPE_CHECKING:  # wasmtime is loaded when the first pod needs it (see NativeR
 log = logging.getLogger(__name__)
 
 
-class NativeInstance:
+class NativeInstance(BaseInstance):
     """One container instance on its worker thread."""
 
     def __init__(self, launch: rt.Launch, control: sandbox.Control) -> None:
-        self.launch = launch
+        super().__init__(launch)
         self.control = control
-        self.started_at = utc_now()
-        self.done: asyncio.Future[rt.Termination] = asyncio.get_running_loop().create_future()
         self.thread: threading.Thread | None = None
 
     def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
         self.control.stop(reason, message or "stopped by the agent")
-
-
-class _SetupError(Exception):
-    """What the container needs cannot be set up; the message says what."""
-
-
-def _failed(reason: str, message: str) -> rt.Termination:
-    now = utc_now()
-    return rt.Termination(rt.EXIT_TRAPPED, reason, message, now, now)
 
 
 def _prepare_files(launch: rt.Launch) -> None:
@@ -65,27 +54,22 @@ def _prepare_files(launch: rt.Launch) -> None:
             continue
         real = os.path.realpath(mount.host_path)
         if real != str(mount.host_path):
-            raise _SetupError(
+            raise SetupError(
                 f"hostPath {mount.host_path} changed since admission: it resolves to {real} now"
             )
         if not mount.host_path.is_dir():
-            raise _SetupError(f"hostPath {mount.host_path} is not a directory on this node")
+            raise SetupError(f"hostPath {mount.host_path} is not a directory on this node")
 
 
-class NativeRuntime(logs.PodFiles):
+class NativeRuntime(BaseRuntime[NativeInstance]):
     """Runs pods natively with wasmtime; see :class:`p2pkube.runtime.interface.PodRuntime`."""
 
     def __init__(self, data_dir: Path, settings: RuntimeSettings) -> None:
-        settings.check()
-        self.settings = settings
+        super().__init__(settings)
         self._cache_dir = data_dir / "runtime" / "compiled"
         self._loader: ModuleLoader | None = None
         self._loader_lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
-        self._notifier = logs.LogNotifier(self._loop)
-        self._instances: set[NativeInstance] = set()
-        self.started = 0
-        self.finished = 0
 
     @property
     def loader(self) -> ModuleLoader:
@@ -119,8 +103,7 @@ class NativeRuntime(logs.PodFiles):
             daemon=True,
         )
         instance.thread = thread
-        self._instances.add(instance)
-        self.started += 1
+        self._started(instance)
         thread.start()
         return instance
 
@@ -130,35 +113,23 @@ class NativeRuntime(logs.PodFiles):
         writer: logs.LogWriter | None = None
         try:
             _prepare_files(launch)
-            writer = logs.LogWriter(
-                launch.log_path,
-                max_bytes=self.settings.log_max_bytes,
-                max_files=self.settings.log_max_files,
-                max_line_bytes=self.settings.log_max_line_bytes,
-                on_write=self._notifier.notify,
-            )
+            writer = self._log_writer(launch)
             from p2pkube.runtime import sandbox
 
             loaded = self.loader.load(launch.image, launch.module_path)
             termination = sandbox.run(loaded, launch, instance.control, writer)
         except rt.InvalidModuleError as exc:
-            termination = _failed(rt.INVALID_MODULE, str(exc))
-        except _SetupError as exc:
-            termination = _failed(rt.CREATE_CONTAINER_ERROR, str(exc))
+            termination = failed(rt.INVALID_MODULE, str(exc))
+        except SetupError as exc:
+            termination = failed(rt.CREATE_CONTAINER_ERROR, str(exc))
         except Exception as exc:  # a disk error creating the log, a bug: fail the pod only
             log.exception("instance %s/%s could not start", launch.pod, launch.container)
-            termination = _failed(rt.TRAPPED, f"could not start: {exc}")
+            termination = failed(rt.TRAPPED, f"could not start: {exc}")
         finally:
             if writer is not None:
                 writer.close()
         with contextlib.suppress(RuntimeError):  # loop closed: the agent is gone anyway
-            self._loop.call_soon_threadsafe(self._finish, instance, termination)
-
-    def _finish(self, instance: NativeInstance, termination: rt.Termination) -> None:
-        self._instances.discard(instance)
-        self.finished += 1
-        if not instance.done.done():
-            instance.done.set_result(termination)
+            self._loop.call_soon_threadsafe(self._ended, instance, termination)
 
     async def forget(self, image: str) -> None:
         if self._loader is not None:
@@ -175,6 +146,10 @@ class NativeRuntime(logs.PodFiles):
 
     async def close(self) -> None:
         """Stop every instance (each at its next epoch tick) and wait for them, bounded."""
-        await rt.stop_all(self._instances, self.settings.stop_timeout)
+        await self._stop_instances()
         if self._loader is not None:
             await asyncio.to_thread(self._loader.close)
+
+
+if TYPE_CHECKING:  # mypy checks that the native runtime fills the seam the kubelet uses
+    _SEAM: type[rt.PodRuntime] = NativeRuntime
