@@ -6,16 +6,11 @@ modules come from an :class:`ImageSource` (the peer-to-peer blob fetcher), insta
 
 Desired state is the document: a Pod whose ``spec.nodeName`` is this node runs here. The node
 that runs a pod is the only writer of its ``status`` key (phase, container states, restart
-counts), so a user's spec writes and the node's status writes never collide. The lifecycle is
-Kubernetes': Pending (fetching and compiling the module) → Running → Succeeded/Failed, with
-``restartPolicy`` Always/OnFailure/Never, exponential back-off between restarts
-(CrashLoopBackOff), ``activeDeadlineSeconds``, and two-phase deletion: a user's delete marks the
-pod (``metadata.deletionTimestamp``), the kubelet stops it, writes its final status and then
-deletes the object itself.
-
-The agent may crash while pods run (their instances die with it). On the next start the kubelet
-finds, in the replicated status, containers it left running: it records them terminated with
-reason AgentRestarted and restarts them if their restart policy says so.
+counts), so a user's spec writes and the node's status writes never collide. The kubelet starts
+a :class:`~p2pkube.runtime.pod.PodWorker` per pod assigned here (which runs the pod's lifecycle:
+restarts, back-off, deadline, two-phase deletion), stops the workers of pods gone or being
+deleted, admits pods (capacity, hostPath grants), writes their statuses in batches and serves
+their logs.
 """
 
 from __future__ import annotations
@@ -23,16 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from p2pkube.backoff import Backoff
-from p2pkube.model.quantity import parse_quantity
-from p2pkube.model.resources import Resources, cpu_limit, memory_limit, pod_requests
-from p2pkube.model.timestamps import parse_time, utc_now
+from p2pkube.model.resources import Resources, pod_requests
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.hostpaths import (
     HOST_PATH_NOT_ALLOWED,
@@ -40,6 +30,7 @@ from p2pkube.runtime.hostpaths import (
     HostPathRefused,
     requested_host_paths,
 )
+from p2pkube.runtime.pod import ContainerRecord, PodWorker, pod_dir_name
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.state.cluster import ClusterState
 from p2pkube.state.store import OBJECTS, STATUS
@@ -47,8 +38,6 @@ from p2pkube.state.store import OBJECTS, STATUS
 log = logging.getLogger(__name__)
 
 POD_PREFIX = "Pod/"
-PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
-TERMINAL_PHASES = (SUCCEEDED, FAILED)
 
 
 class ImageSource(Protocol):
@@ -58,425 +47,6 @@ class ImageSource(Protocol):
         """The local path of the blob ``digest``, fetched from peers if needed. An exception
         whose ``retryable`` attribute is False (``BlobTooLarge``) is not retried."""
         ...
-
-
-def pod_dir_name(namespace: str, name: str, uid: str) -> str:
-    """``<namespace>_<name>_<uid>``, the kubelet's layout under /var/log/pods."""
-    return f"{namespace}_{name}_{uid}"
-
-
-def restarts(policy: str, termination: rt.Termination) -> bool:
-    """Whether a container that ended so runs again under ``policy``."""
-    return policy == "Always" or (policy == "OnFailure" and not termination.succeeded)
-
-
-def _terminated(termination: rt.Termination) -> dict[str, Any]:
-    return {
-        "terminated": {
-            "exitCode": termination.exit_code,
-            "reason": termination.reason,
-            **({"message": termination.message} if termination.message else {}),
-            "startedAt": termination.started_at,
-            "finishedAt": termination.finished_at,
-        }
-    }
-
-
-def _termination_of(state: dict[str, Any]) -> rt.Termination | None:
-    """The Termination recorded in a containerStatus ``state``/``lastState``, if any."""
-    terminated = state.get("terminated") if isinstance(state, dict) else None
-    if not isinstance(terminated, dict):
-        return None
-    return rt.Termination(
-        int(terminated.get("exitCode", 0)),
-        str(terminated.get("reason", "")),
-        str(terminated.get("message", "")),
-        str(terminated.get("startedAt", "")),
-        str(terminated.get("finishedAt", "")),
-    )
-
-
-@dataclass
-class ContainerRecord:
-    """What the kubelet knows of one container of a pod it runs."""
-
-    spec: dict[str, Any]
-    restart_count: int = 0
-    state: dict[str, Any] = field(
-        default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}}
-    )
-    last_state: dict[str, Any] = field(default_factory=dict)
-    started: bool = False
-    done: bool = False
-    """True once it will not run again (its policy says so, the pod is stopping, ...)."""
-    instance: rt.Instance | None = None
-    last: rt.Termination | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.spec["name"])
-
-    def waiting(self, reason: str, message: str = "") -> None:
-        self.state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
-
-    def ended(self, termination: rt.Termination) -> None:
-        self.instance = None
-        self.last = termination
-        self.state = _terminated(termination)
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "image": self.spec["image"],
-            "imageID": self.spec["image"],
-            "ready": "running" in self.state,
-            "started": "running" in self.state,
-            "restartCount": self.restart_count,
-            "state": self.state,
-            **({"lastState": self.last_state} if self.last_state else {}),
-        }
-
-
-class PodWorker:
-    """Runs one pod (one uid) on this node until it ends or is deleted."""
-
-    def __init__(self, kubelet: Kubelet, key: str, pod: dict[str, Any]) -> None:
-        self.kubelet = kubelet
-        self.key = key
-        self.pod = pod
-        meta = pod["metadata"]
-        self.uid: str = meta.get("uid", "")
-        self.namespace: str = meta.get("namespace", "default")
-        self.name: str = meta["name"]
-        self.spec: dict[str, Any] = pod["spec"]
-        self.policy: str = self.spec.get("restartPolicy", "Always")
-        self.dir = kubelet.pods_dir / pod_dir_name(self.namespace, self.name, self.uid)
-        self.containers = [ContainerRecord(dict(c)) for c in self.spec["containers"]]
-        self.phase = PENDING
-        self.reason = ""
-        self.message = ""
-        self.start_time: str | None = None
-        self.deadline: float | None = None
-        self.stopping = asyncio.Event()
-        """Set when the pod leaves this node (deleted, reassigned): the worker ends."""
-        self.halted = asyncio.Event()
-        """Set when no container may start again (stopping, or the pod's deadline passed)."""
-        self.expired = False
-        self.rejected = False
-        """Admission refused it: no container was ever set up (none is listed)."""
-        self.host_paths: dict[str, Path] = {}
-        """Volume name -> the resolved host directory admission checked, which is what is
-        mounted (not the path as written, which a symlink swapped in since could redirect)."""
-        self.delete_when_stopped = False
-        self.written: dict[str, Any] | None = None
-        """The last status this worker wrote (the kubelet's writer skips unchanged ones)."""
-        self.task: asyncio.Task[None] | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.phase in TERMINAL_PHASES
-
-    # -- control ---------------------------------------------------------------------------------
-    def stop(self, *, delete: bool, reason: str = rt.KILLED, message: str = "") -> None:
-        """Stop the pod's containers; with ``delete``, then remove the object (2-phase delete)."""
-        self.delete_when_stopped = self.delete_when_stopped or delete
-        if self.stopping.is_set():
-            return
-        self.stopping.set()
-        self.halted.set()
-        for record in self.containers:
-            if record.instance is not None:
-                self._event("Killing", f"Stopping container {record.name}")
-                record.instance.stop(reason, message or "the pod is being deleted")
-
-    # -- the pod's life --------------------------------------------------------------------------
-    async def run(self) -> None:
-        try:
-            if self._resume() and not self.terminal:
-                problem = self.kubelet.admit(self) or await self.kubelet.admit_host_paths(self)
-                if problem is not None:
-                    reason, message = problem
-                    self.rejected = True
-                    self._finish_pod(FAILED, reason, message)
-                    self._event(reason, message, warning=True)
-                else:
-                    await self._run_containers()
-            self._changed()
-            if not self.delete_when_stopped:
-                await self.stopping.wait()  # terminal or not, the object stays until deleted
-        finally:
-            await self.kubelet.write_statuses([self])
-        if self.delete_when_stopped:
-            await self.kubelet.finalize_delete(self)
-
-    def _resume(self) -> bool:
-        """Take over what a previous life of this agent recorded; False when it must not run."""
-        previous = self.kubelet.state.get(STATUS, self.key)
-        if not isinstance(previous, dict) or previous.get("podUID") != self.uid:
-            return True
-        self.phase = previous.get("phase", PENDING)
-        self.reason = previous.get("reason", "")
-        self.message = previous.get("message", "")
-        self.start_time = previous.get("startTime")
-        by_name = {
-            s.get("name"): s for s in previous.get("containerStatuses", []) if isinstance(s, dict)
-        }
-        now = utc_now()
-        for record in self.containers:
-            old = by_name.get(record.name)
-            if old is None:
-                continue
-            record.restart_count = int(old.get("restartCount", 0))
-            record.last_state = old.get("lastState", {}) or {}
-            state = old.get("state", {}) or {}
-            ended = _termination_of(state)
-            if ended is None and ("running" in state or old.get("started")):
-                started = state.get("running", {}).get("startedAt", now)
-                ended = rt.Termination(
-                    rt.EXIT_KILLED,
-                    rt.AGENT_RESTARTED,
-                    "the agent running this container stopped while it ran",
-                    started,
-                    now,
-                )
-            if ended is not None:
-                record.ended(ended)
-                record.started = True
-                record.done = self.terminal or not restarts(self.policy, ended)
-        if not self.terminal and self.containers and all(r.done for r in self.containers):
-            self._finish_pod(self._phase_when_done(), "", "")
-        return not self.terminal
-
-    async def _run_containers(self) -> None:
-        if self.start_time is None:
-            self.start_time = utc_now()
-        deadline_seconds = self.spec.get("activeDeadlineSeconds")
-        expiry: asyncio.Task[None] | None = None
-        if deadline_seconds:
-            started = parse_time(self.start_time) or time.time()
-            remaining = started + float(deadline_seconds) - time.time()
-            self.deadline = time.monotonic() + remaining
-            expiry = asyncio.create_task(self._expire(remaining), name=f"deadline {self.key}")
-        self.phase = RUNNING if any(r.started for r in self.containers) else PENDING
-        self._changed()
-        try:
-            await asyncio.gather(*(self._run_container(r) for r in self.containers))
-        finally:
-            if expiry is not None:
-                expiry.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await expiry
-        if self.expired:
-            self._finish_pod(
-                FAILED,
-                rt.DEADLINE_EXCEEDED,
-                "Pod was active on the node longer than the specified deadline",
-            )
-        elif not self.terminal and not self.stopping.is_set():
-            self._finish_pod(self._phase_when_done(), "", "")
-
-    async def _expire(self, remaining: float) -> None:
-        """activeDeadlineSeconds: stop every container; the pod fails once they have ended."""
-        await asyncio.sleep(max(0.0, remaining))
-        self.expired = True
-        self._event(
-            "DeadlineExceeded", "Pod was active longer than activeDeadlineSeconds", warning=True
-        )
-        self.halted.set()
-        for record in self.containers:
-            if record.instance is not None:
-                record.instance.stop(rt.DEADLINE_EXCEEDED, "active deadline reached")
-
-    async def _run_container(self, record: ContainerRecord) -> None:
-        kubelet = self.kubelet
-        image = str(record.spec["image"])
-        restart = Backoff(kubelet.settings.backoff_initial, kubelet.settings.backoff_max)
-        if record.done:
-            return
-        if record.last is not None:  # resumed after an agent restart: back off first
-            record.last_state = record.state
-            if not await self._back_off(record, restart.current):
-                return
-        path = await self._pull(record, image)
-        while path is not None and not self._over(record):
-            ran_since = time.monotonic()
-            termination = await self._run_once(record, image, path)
-            record.last_state = {}
-            record.ended(termination)
-            self._changed()
-            if not termination.succeeded:
-                self._event(
-                    termination.reason,
-                    f"Container {record.name} ended: {termination.message or termination.reason} "
-                    f"(exit code {termination.exit_code})",
-                    warning=True,
-                )
-            if self._over(record) or not restarts(self.policy, termination):
-                record.done = True
-                self._changed()
-                return
-            if time.monotonic() - ran_since >= kubelet.settings.backoff_reset_after:
-                restart.reset()
-            record.last_state = record.state
-            if not await self._back_off(record, restart.next()):
-                return
-
-    def _over(self, record: ContainerRecord) -> bool:
-        """The container must not (re)start: the pod is halted, over, or it is done."""
-        return self.halted.is_set() or self.terminal or record.done
-
-    async def _back_off(self, record: ContainerRecord, delay: float) -> bool:
-        """Wait ``delay`` before the next restart (CrashLoopBackOff); False if it must not."""
-        record.waiting(
-            "CrashLoopBackOff",
-            f"back-off {delay:g}s restarting failed container={record.name} "
-            f"pod={self.name}_{self.namespace}",
-        )
-        self._changed()
-        self._event("BackOff", f"Back-off restarting container {record.name}", warning=True)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self.halted.wait()
-        if self._over(record):
-            record.done = True
-            record.state = record.last_state or record.state
-            record.last_state = {}
-            self._changed()
-            return False
-        record.restart_count += 1
-        return True
-
-    async def _pull(self, record: ContainerRecord, image: str) -> Path | None:
-        """The module's local path, retried with back-off; None if the pod stops first."""
-        settings = self.kubelet.settings
-        pull_backoff = Backoff(settings.backoff_initial, settings.backoff_max)
-        failures = 0
-        while not self._over(record):
-            try:
-                async with asyncio.timeout(settings.image_pull_timeout):
-                    path = await self.kubelet.images.ensure(image)
-                self._event("Pulled", f"Module {image} is on the node")
-                return path
-            except Exception as exc:
-                failures += 1
-                message = f"failed to fetch {image}: {exc or type(exc).__name__}"
-                log.warning("pod %s: %s", self.key, message)
-                self._event("Failed", message, warning=True)
-                if not getattr(exc, "retryable", True):
-                    # E.g. a module over blobs.max_blob_bytes: it will not shrink, so no retry
-                    # (like Kubernetes' InvalidImageName): the pod waits, Pending, until it is
-                    # deleted or its deadline passes; a restarted agent tries once more.
-                    record.waiting("ErrImagePull", message)
-                    self._changed()
-                    await self.halted.wait()
-                    break
-                # Kubernetes shows ErrImagePull after the first failure, then ImagePullBackOff.
-                if failures == 1:
-                    record.waiting("ErrImagePull", message)
-                else:
-                    record.waiting(
-                        "ImagePullBackOff", f"back-off {pull_backoff.current:g}s: {message}"
-                    )
-                self._changed()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pull_backoff.next()):
-                    await self.halted.wait()
-        record.done = True
-        return None
-
-    async def _run_once(self, record: ContainerRecord, image: str, path: Path) -> rt.Termination:
-        kubelet = self.kubelet
-        try:
-            await kubelet.runtime.prepare(image, path)
-            launch = self._launch(record, image, path)
-        except rt.InvalidModuleError as exc:
-            now = utc_now()
-            return rt.Termination(rt.EXIT_TRAPPED, rt.INVALID_MODULE, str(exc), now, now)
-        instance = kubelet.runtime.start(launch)
-        self._event("Started", f"Started container {record.name}")
-        record.instance = instance
-        record.started = True
-        record.state = {"running": {"startedAt": instance.started_at}}
-        if self.phase == PENDING:
-            self.phase = RUNNING
-        self._changed()
-        if self.halted.is_set():
-            instance.stop(
-                rt.DEADLINE_EXCEEDED if self.expired else rt.KILLED, "the pod is stopping"
-            )
-        return await instance.done
-
-    def _launch(self, record: ContainerRecord, image: str, path: Path) -> rt.Launch:
-        spec = record.spec
-        settings = self.kubelet.runtime_settings
-        log_path = self.log_path(record.name, record.restart_count)
-        command = spec.get("command") or [record.name]
-        stdin = spec.get("stdinData")
-        return rt.Launch(
-            pod=f"{self.namespace}/{self.name}",
-            container=record.name,
-            image=image,
-            module_path=path,
-            argv=[*command, *spec.get("args", [])],
-            env=[(e["name"], e.get("value", "")) for e in spec.get("env", [])],
-            limits=rt.Limits(
-                memory_bytes=memory_limit(spec, int(parse_quantity(settings.default_memory_limit))),
-                cpu_cores=cpu_limit(spec),
-                deadline=self.deadline,
-            ),
-            log_path=log_path,
-            stdin=stdin.encode() if isinstance(stdin, str) else None,
-            mounts=self._mounts(spec),
-        )
-
-    def _mounts(self, spec: dict[str, Any]) -> list[rt.Mount]:
-        volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
-        mounts = []
-        for mount in spec.get("volumeMounts", []):
-            volume = volumes[mount["name"]]
-            empty_dir = "emptyDir" in volume
-            host = (
-                self.dir / "volumes" / volume["name"]
-                if empty_dir
-                else self.host_paths[volume["name"]]  # admitted and resolved
-            )
-            mounts.append(
-                rt.Mount(host, mount["mountPath"], bool(mount.get("readOnly", True)), empty_dir)
-            )
-        return mounts
-
-    def log_path(self, container: str, restart: int) -> Path:
-        return self.dir / container / f"{restart}.log"
-
-    # -- phase and status ------------------------------------------------------------------------
-    def _phase_when_done(self) -> str:
-        failed = any(r.last is not None and not r.last.succeeded for r in self.containers)
-        never_ran = any(r.last is None for r in self.containers)
-        return FAILED if failed or never_ran else SUCCEEDED
-
-    def _finish_pod(self, phase: str, reason: str, message: str) -> None:
-        if self.terminal:
-            return
-        self.phase, self.reason, self.message = phase, reason, message
-        self._changed()
-
-    def status(self) -> dict[str, Any]:
-        ready = self.phase == RUNNING and all("running" in r.state for r in self.containers)
-        return {
-            "podUID": self.uid,
-            "phase": self.phase,
-            **({"reason": self.reason} if self.reason else {}),
-            **({"message": self.message} if self.message else {}),
-            **({"startTime": self.start_time} if self.start_time else {}),
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [] if self.rejected else [r.status() for r in self.containers],
-        }
-
-    def _changed(self) -> None:
-        self.kubelet.status_changed(self)
-
-    def _event(self, reason: str, message: str, warning: bool = False) -> None:
-        self.kubelet.record(self.pod, reason, message, warning=warning)
 
 
 class Kubelet:
@@ -633,13 +203,16 @@ class Kubelet:
                 worker.stop(delete=False, message="the pod is no longer assigned to this node")
                 self._forget(key, worker)
         for key, pod in desired.items():
-            worker = self.workers.get(key)
-            if worker is None:
-                worker = PodWorker(self, key, pod)
-                self.workers[key] = worker
-                worker.task = asyncio.create_task(self._run_worker(worker), name=f"pod {key}")
+            worker = self.workers.get(key) or self._start_worker(key, pod)
             if pod["metadata"].get("deletionTimestamp"):
                 worker.stop(delete=True)
+
+    def _start_worker(self, key: str, pod: dict[str, Any]) -> PodWorker:
+        """A worker for the pod ``key`` that has none, running from now on."""
+        worker = PodWorker(self, key, pod)
+        self.workers[key] = worker
+        worker.task = asyncio.create_task(self._run_worker(worker), name=f"pod {key}")
+        return worker
 
     async def _run_worker(self, worker: PodWorker) -> None:
         try:
