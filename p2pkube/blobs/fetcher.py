@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter, deque
@@ -228,7 +229,7 @@ class BlobFetcher:
             )
             fetch.task = task
             self._fetches[digest] = fetch
-            task.add_done_callback(lambda t, d=digest: self._finished(d, t))
+            task.add_done_callback(functools.partial(self._finished, digest))
         assert fetch.task is not None
         return await asyncio.shield(fetch.task)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 BLOB_KIND = "Blob"
 BLOB_API_VERSION = "p2pkube.io/v1"
@@ -23,7 +23,7 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def is_digest(value: object) -> bool:
+def is_digest(value: object) -> TypeGuard[str]:
     """``sha256:`` and 64 lower-case hex digits."""
     return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
 

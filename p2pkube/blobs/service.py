@@ -21,7 +21,7 @@ import logging
 import re
 from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from p2pkube.blobs.errors import AmbiguousBlob, BlobError, BlobNotFound, InvalidBlob
 from p2pkube.blobs.fetcher import CHUNK_METHOD, BlobFetcher, FetchProgress, Holder
@@ -56,7 +56,8 @@ HolderMap = Callable[[], dict[str, list[Holder]]]
 """Digest -> the Ready nodes other than this one that list it in ``status.images``."""
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
+    """An int and not a bool (``True`` is an int to ``isinstance``)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import js  # type: ignore[import-not-found]
-import p2pjs  # type: ignore[import-not-found]
-from pyodide.ffi import JsException, to_js  # type: ignore[import-not-found]
+import js  # type: ignore[import-not-found]  # Pyodide's JS globals, only in a tab
+import p2pjs  # type: ignore[import-not-found]  # bridge.js, registered by the page
+from pyodide.ffi import JsException, to_js  # type: ignore[import-not-found]  # Pyodide only
 
 from p2pkube.model.quantity import format_bytes
 from p2pkube.model.timestamps import utc_now
