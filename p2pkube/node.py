@@ -30,11 +30,11 @@ from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
 from p2pkube.blobs.manifest import is_digest, referenced_digests
 from p2pkube.blobs.service import BlobService
 from p2pkube.membership.detector import Membership, NodeLiveness
-from p2pkube.model.objects import ObjectService, Validator, map_of
+from p2pkube.model.objects import ObjectService, Validator
 from p2pkube.model.quantity import parse_quantity
 from p2pkube.model.resources import Resources
 from p2pkube.model.timestamps import utc_now
-from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch, WatchHub
+from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.rpc import Rpc
@@ -47,7 +47,7 @@ from p2pkube.sched.manager import NodeState, Scheduler
 from p2pkube.sched.view import involved
 from p2pkube.settings import AgentSettings
 from p2pkube.state import ClusterState, StoreFactory, object_key
-from p2pkube.state.store import EVENTS, OBJECTS, STATUS
+from p2pkube.state.store import OBJECTS, STATUS
 from p2pkube.state.sync import SyncProtocolError
 from signaling.protocol import cluster_id
 
@@ -154,10 +154,9 @@ class Node:
         self.mesh.route_hint = self.membership.route_hint
         self.mesh.reachable = self.membership.is_reachable
         self.mesh.public_key_of = self.membership.public_key
-        self.watches = WatchHub(self._render, lambda kind: self.state.keys(map_of(kind)))
+        self.watches = self.objects.watch_hub(self._render)
         """Every open watch (the local API's): fed from the state's change callback and from
         liveness transitions (a Node's Ready lives in the failure detector, not the document)."""
-        self.state.on_change(self._publish_change)
         self._jobs: set[asyncio.Task[Any]] = set()
         self.loaded_objects = 0
         """Objects the state held when it was opened, before any peer synced: what this node
@@ -333,11 +332,6 @@ class Node:
         self.scheduler.wake()
         # Node watches: Ready lives here, not in the document.
         self.watches.publish([object_key("Node", "", liveness.name)])
-
-    def _publish_change(self, map_name: str, keys: set[str], origin: object) -> None:
-        """The state's change callback: what a transaction touched, for the watches."""
-        if map_name in (OBJECTS, STATUS, EVENTS):
-            self.watches.publish(keys)
 
     # -- this node's Node object ---------------------------------------------------------------
     async def _publish_node(self) -> None:
@@ -524,9 +518,8 @@ class Node:
 
     def _render(self, key: str) -> dict[str, Any] | None:
         """The object under a document key as a watch shows it (as list/get show it)."""
-        kind, namespace, name = key.split("/", 2)
-        if kind != "Node":
-            return self.get_object(kind, namespace, name)
+        if not key.startswith("Node/"):
+            return self.objects.render(key)
         # One node shaped as list_nodes() shapes it (Ready from the failure detector),
         # without decoding every object in the document for each event.
         obj = self.state.get(OBJECTS, key)

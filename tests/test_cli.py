@@ -2,15 +2,15 @@
 
 The server is the real ``ApiServer`` on 127.0.0.1:0, running in a background thread with its
 own event loop (CliRunner is synchronous and would deadlock against a server on the same loop).
-Behind it sits ``FakeBackend``, a small in-memory stand-in for the agent: the multi-agent
-end-to-end tests with real agents live elsewhere; here we check the HTTP surface, auth and what
-the CLI prints.
+Behind it sits the in-memory backend (tests/memorybackend.py: the agent's real object service
+over an in-memory state, with three nodes written by the test): the multi-agent end-to-end
+tests with real agents live elsewhere; here we check the HTTP surface, auth and what the CLI
+prints.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import os
 import stat
@@ -35,6 +35,7 @@ from p2pkube.api.server import ApiServer
 from p2pkube.cli.main import cli
 from p2pkube.cli.output import format_age, human_duration, render_status, table
 from p2pkube.model.selectors import match_labels, parse_selector
+from tests.memorybackend import MemoryBackend
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,71 +79,38 @@ def _node(
     }
 
 
-class FakeBackend:
-    """In-memory AgentBackend: three nodes and an object map keyed (kind, namespace, name)."""
+def _nodes() -> list[dict[str, Any]]:
+    """Three nodes as the agent shows them: Ready, NotReady, and never heard from."""
+    return [
+        _node("n1", "True", zone="a"),
+        _node("n2", "False", zone="b", peers=1),
+        _node("n3", None, zone="a", kind="browser", peers=2),
+    ]
 
-    node_name = "n1"
 
-    def __init__(self) -> None:
-        self.nodes = [
-            _node("n1", "True", zone="a"),
-            _node("n2", "False", zone="b", peers=1),
-            _node("n3", None, zone="a", kind="browser", peers=2),
-        ]
-        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+STATUS = {
+    "node": "n1",
+    "nodeID": "ab" * 32,
+    "uptimeSeconds": 12.5,
+    "neighbours": [
+        {"name": "n2", "rttMs": 0.2, "state": "connected"},
+        {"name": "n3", "rttMs": 0.4, "state": "connected"},
+    ],
+    "counters": {"updatesSent": 10, "updatesReceived": 12},
+}
+"""What ``status`` answers here (the agent's own view is free-form JSON)."""
 
-    def list_nodes(self) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.nodes)
 
-    def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
-        return [
-            copy.deepcopy(obj)
-            for (k, ns, _), obj in self.objects.items()
-            if k == kind and (namespace is None or ns == namespace)
-        ]
-
-    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        obj = self.objects.get((kind, namespace, name))
-        return copy.deepcopy(obj) if obj is not None else None
-
-    async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
-        if obj["kind"] != "ConfigMap":
-            raise ValueError(f"kind {obj['kind']!r} is not supported")
-        data = obj.get("data", {})
-        if not all(isinstance(v, str) for v in data.values()):
-            raise ValueError("data values must be strings")
-        await asyncio.sleep(0)  # stands in for the fsync
-        meta = obj["metadata"]
-        key = (obj["kind"], meta.setdefault("namespace", "default"), meta["name"])
-        old_meta = self.objects.get(key, {}).get("metadata", {})
-        meta["uid"] = old_meta.get("uid") or os.urandom(16).hex()
-        meta["creationTimestamp"] = old_meta.get("creationTimestamp") or _ts(timedelta())
-        self.objects[key] = copy.deepcopy(obj)
-        return obj
-
-    async def delete_object(
-        self, kind: str, namespace: str, name: str, *, force: bool = False
-    ) -> bool:
-        return self.objects.pop((kind, namespace, name), None) is not None
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "node": "n1",
-            "nodeID": "ab" * 32,
-            "uptimeSeconds": 12.5,
-            "neighbours": [
-                {"name": "n2", "rttMs": 0.2, "state": "connected"},
-                {"name": "n3", "rttMs": 0.4, "state": "connected"},
-            ],
-            "counters": {"updatesSent": 10, "updatesReceived": 12},
-        }
+def memory_backend() -> MemoryBackend:
+    return MemoryBackend("n1", status=STATUS)
 
 
 @dataclass
 class Agent:
     server: ApiServer
-    backend: FakeBackend
+    backend: MemoryBackend
     data_dir: Path
+    nodes: list[dict[str, Any]]
 
     def client(self) -> ApiClient:
         return ApiClient.from_data_dir(self.data_dir)
@@ -154,14 +122,16 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="api-server", daemon=True)
     thread.start()
-    backend = FakeBackend()
+    backend, nodes = memory_backend(), _nodes()
+    asyncio.run_coroutine_threadsafe(backend.open(nodes), loop).result(timeout=10)
     data_dir = tmp_path / "data"
     server = ApiServer(backend, data_dir)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
     try:
-        yield Agent(server, backend, data_dir)
+        yield Agent(server, backend, data_dir, nodes)
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(backend.close(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
@@ -195,7 +165,7 @@ def _raw_get(url: str, token: str | None) -> tuple[int, dict[str, Any]]:
 
 def test_start_publishes_token_0600_and_api_json_and_stop_removes_it(tmp_path: Path) -> None:
     async def scenario() -> None:
-        server = ApiServer(FakeBackend(), tmp_path / "d")
+        server = ApiServer(memory_backend(), tmp_path / "d")
         await server.start()
         token_path = tmp_path / "d" / "api.token"
         assert stat.S_IMODE(token_path.stat().st_mode) == 0o600
@@ -217,7 +187,7 @@ def test_start_publishes_token_0600_and_api_json_and_stop_removes_it(tmp_path: P
 
 def test_server_refuses_a_non_loopback_host(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="loopback"):
-        ApiServer(FakeBackend(), tmp_path, host="0.0.0.0")
+        ApiServer(memory_backend(), tmp_path, host="0.0.0.0")
 
 
 def test_requests_without_the_right_token_get_a_401_status(agent: Agent) -> None:
@@ -251,7 +221,7 @@ def test_errors_are_kubernetes_status_objects(agent: Agent) -> None:
     with pytest.raises(ApiError) as info:
         agent.client().put_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}})
     assert (info.value.code, info.value.reason) == (422, "Invalid")
-    assert 'secrets "s" is invalid' in info.value.message
+    assert 'Secret "s" is invalid' in info.value.message
     with pytest.raises(ApiError) as info:
         agent.client().put_object({"kind": "ConfigMap", "metadata": {"name": "x"}})
     assert (info.value.code, info.value.reason) == (400, "BadRequest")
@@ -341,7 +311,7 @@ def test_get_nodes_wide(agent: Agent) -> None:
         "LABELS",
     ]
     n1 = lines[1].split()
-    assert n1[7] == agent.backend.nodes[0]["status"]["nodeInfo"]["nodeID"][:12]
+    assert n1[7] == agent.nodes[0]["status"]["nodeInfo"]["nodeID"][:12]
     assert n1[8] == "0.1.0"
     assert n1[9] == "p2pkube.io/kind=native,zone=a"
 
@@ -351,7 +321,7 @@ def test_get_nodes_json_yaml_name(agent: Agent) -> None:
     assert listing["apiVersion"] == "v1" and listing["kind"] == "List"
     assert listing["metadata"] == {"resourceVersion": ""}
     assert [n["metadata"]["name"] for n in listing["items"]] == ["n1", "n2", "n3"]
-    assert listing["items"][0] == agent.backend.nodes[0]
+    assert listing["items"][0] == agent.nodes[0]
 
     one = json.loads(ok(agent, "get", "nodes", "n2", "-o", "json"))
     assert one["kind"] == "Node" and one["metadata"]["name"] == "n2"
@@ -391,7 +361,7 @@ def test_configmap_create_get_delete_round_trip(agent: Agent) -> None:
     out = ok(agent, "create", "configmap", "web", "--from-literal", "color=blue",
              "--from-literal", "greeting=hello=world")  # fmt: skip
     assert out == "configmap/web created\n"
-    stored = agent.backend.objects[("ConfigMap", "default", "web")]
+    stored = agent.backend.get_object("ConfigMap", "default", "web")
     assert stored["data"] == {"color": "blue", "greeting": "hello=world"}
     assert stored["metadata"]["uid"] and stored["metadata"]["creationTimestamp"].endswith("Z")
 
@@ -410,7 +380,7 @@ def test_configmap_create_get_delete_round_trip(agent: Agent) -> None:
     assert again.stderr.strip() == (
         'Error from server (AlreadyExists): configmaps "web" already exists'
     )
-    assert agent.backend.objects[("ConfigMap", "default", "web")]["data"]["color"] == "blue"
+    assert agent.backend.get_object("ConfigMap", "default", "web")["data"]["color"] == "blue"
 
     assert ok(agent, "delete", "configmap", "web") == 'configmap "web" deleted\n'
     gone = run(agent, "delete", "configmap", "web")
@@ -612,7 +582,7 @@ def test_signal_prints_a_generated_token(monkeypatch: pytest.MonkeyPatch) -> Non
     """The real load_tokens, a recording run_server (no socket is opened): the server is given
     verifiers, never tokens."""
     import signaling.server
-    from signaling.protocol import Verifier
+    from p2pkube.net.jointoken import Verifier
 
     calls: list[tuple[Any, ...]] = []
 

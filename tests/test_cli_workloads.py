@@ -2,24 +2,23 @@
 against a real local API server.
 
 As in test_cli.py, the real ``ApiServer`` runs on 127.0.0.1:0 in a thread of its own; behind
-it sits ``WorkloadBackend``, an in-memory agent that validates writes with the real models,
-bumps ``metadata.generation`` on spec changes like the agent, and serves real
-:class:`~p2pkube.api.backend.Watch` streams, which tests drive by scripting changes that the
-backend applies on the server's loop while the CLI waits.
+it sits the in-memory backend (tests/memorybackend.py): the agent's real object service and
+watch hub over an in-memory state, holding the objects of :func:`seed`. Tests drive watches by
+scripting changes that the backend applies on the server's loop while the CLI waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,12 +30,12 @@ from click.testing import CliRunner, Result
 
 from p2pkube.api.server import ApiServer
 from p2pkube.cli.common import parse_duration
-from p2pkube.cli.describe import Writer
 from p2pkube.cli.main import cli
 from p2pkube.cli.output import RowPrinter
 from p2pkube.cli.rollout import daemonset_progress, deployment_progress
+from p2pkube.cli.tabwriter import Writer
 from p2pkube.model.schema import validate_object
-from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
+from tests.memorybackend import MemoryBackend, blob
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "sha256:" + "ab" * 32
@@ -420,135 +419,35 @@ def normalized(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def key_of(obj: dict[str, Any]) -> str:
-    m = obj["metadata"]
-    return f"{obj['kind']}/{m.get('namespace') or ''}/{m['name']}"
-
-
-class WorkloadBackend:
-    """In-memory AgentBackend for every kind, with real watches.
-
-    ``objects`` maps ``Kind/namespace/name`` to the object as clients see it (status merged).
-    ``put_object`` validates with the real models (so a PUT body the agent would refuse fails
-    here too) and records every body in ``puts``. ``on_watch`` (if set) is called on the
-    server's loop whenever a watch starts, to script what happens while a CLI waits.
-    """
-
-    node_name = "n1"
-
-    def __init__(self) -> None:
-        self.nodes = [node("n1"), node("n2")]
-        self.objects: dict[str, dict[str, Any]] = {
-            key_of(o): normalized(o) for o in cluster_objects()
-        }
-        self.puts: list[dict[str, Any]] = []
-        self.watches: list[Watch] = []
-        self.on_watch: Callable[[WorkloadBackend, str], None] | None = None
-
-    # -- reads -------------------------------------------------------------------------------
-    def list_nodes(self) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.nodes)
-
-    def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
-        prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
-        return [copy.deepcopy(o) for k, o in sorted(self.objects.items()) if k.startswith(prefix)]
-
-    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        obj = self.objects.get(f"{kind}/{namespace}/{name}")
-        return copy.deepcopy(obj) if obj is not None else None
-
-    # -- writes --------------------------------------------------------------------------------
-    async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
-        self.puts.append(copy.deepcopy(obj))
-        valid = validate_object({k: v for k, v in obj.items() if k != "status"})
-        await asyncio.sleep(0)
-        key = key_of(valid)
-        old = self.objects.get(key) or {}
-        old_meta = old.get("metadata") or {}
-        generation = int(old_meta.get("generation") or 0)
-        if old.get("spec") != valid.get("spec"):
-            generation += 1
-        valid["metadata"].update(
-            namespace=valid["metadata"].get("namespace") or "default",
-            uid=old_meta.get("uid") or os.urandom(8).hex(),
-            creationTimestamp=old_meta.get("creationTimestamp") or ts(),
-            generation=generation,
-        )
-        stored = {**valid, **({"status": old["status"]} if "status" in old else {})}
-        self.set(stored)
-        return {k: v for k, v in stored.items() if k != "status"}
-
-    async def delete_object(
-        self, kind: str, namespace: str, name: str, *, force: bool = False
-    ) -> bool:
-        key = f"{kind}/{namespace}/{name}"
-        if key not in self.objects:
-            return False
-        del self.objects[key]
-        self._changed(key)
-        return True
-
-    def set(self, obj: dict[str, Any]) -> None:
-        """Store ``obj`` (call on the server's loop) and tell the watches."""
-        key = key_of(obj)
-        self.objects[key] = copy.deepcopy(obj)
-        self._changed(key)
-
-    def _changed(self, key: str) -> None:
-        for watch in list(self.watches):
-            watch.changed([key])
-
-    # -- watch -------------------------------------------------------------------------------
-    def watch(
-        self,
-        kind: str,
-        namespace: str | None,
-        *,
-        match: Callable[[dict[str, Any]], bool] | None = None,
-        timeout: float = DEFAULT_WATCH_SECONDS,
-        max_queue: int = WATCH_QUEUE_SIZE,
-    ) -> Watch:
-        prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
-        if kind == "Node":
-            for n in self.nodes:
-                self.objects.setdefault(key_of(n), n)
-
-        def render(key: str) -> dict[str, Any] | None:
-            obj = self.objects.get(key)
-            return copy.deepcopy(obj) if obj is not None else None
-
-        watch = Watch(
-            render,
-            lambda k: k.startswith(prefix),
-            match=match,
-            timeout=timeout,
-            max_queue=max_queue,
-        )
-        self.watches.append(watch)
-        watch.add_cleanup(lambda: self.watches.remove(watch))
-        watch.start(list(self.objects))
-        if self.on_watch is not None:
-            self.on_watch(self, kind)
-        return watch
-
-    def status(self) -> dict[str, Any]:
-        return {"node": "n1"}
+def seed() -> list[dict[str, Any]]:
+    """What the cluster holds when a test starts: two Ready nodes, the images, the workloads."""
+    return [node("n1"), node("n2"), blob(IMAGE), blob(OTHER_IMAGE)] + [
+        normalized(o) for o in cluster_objects()
+    ]
 
 
 @dataclass
 class Agent:
     server: ApiServer
-    backend: WorkloadBackend
+    backend: MemoryBackend
     data_dir: Path
     loop: asyncio.AbstractEventLoop
 
     def call(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the server's loop (where the backend lives) and wait for it."""
+        """Run ``fn`` on the server's loop (where the backend lives) and wait for it (and for
+        what it returns, when that is awaitable)."""
 
         async def run() -> Any:
-            return fn()
+            result = fn()
+            return await result if inspect.isawaitable(result) else result
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        """The object ``kind``/``default``/``name`` as the agent shows it (status merged)."""
+        obj = self.backend.get_object(kind, "default", name)
+        assert obj is not None, (kind, name)
+        return obj
 
 
 @pytest.fixture
@@ -556,14 +455,16 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="api-server", daemon=True)
     thread.start()
-    backend = WorkloadBackend()
+    backend = MemoryBackend("n1")
+    asyncio.run_coroutine_threadsafe(backend.open(seed()), loop).result(timeout=10)
     data_dir = tmp_path / "data"
-    server = ApiServer(backend, data_dir, watch_poll_interval=0.2)  # type: ignore[arg-type]
+    server = ApiServer(backend, data_dir, watch_poll_interval=0.2)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
     try:
         yield Agent(server, backend, data_dir, loop)
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(backend.close(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
@@ -589,17 +490,24 @@ def rows(text: str) -> list[list[str]]:
     return [re.split(r"\s{2,}", line.strip()) for line in text.strip().splitlines()]
 
 
-def script(agent: Agent, steps: list[tuple[float, Callable[[WorkloadBackend], None]]]) -> None:
+Step = Callable[[MemoryBackend], Awaitable[None]]
+
+
+def script(agent: Agent, steps: list[tuple[float, Step]]) -> None:
     """When the next watch starts, apply each step after its delay (seconds since the start)."""
     armed = [True]
 
-    def on_watch(backend: WorkloadBackend, kind: str) -> None:
+    async def run(backend: MemoryBackend, started: float) -> None:
+        loop = asyncio.get_running_loop()
+        for delay, step in steps:
+            await asyncio.sleep(max(0.0, started + delay - loop.time()))
+            await step(backend)
+
+    def on_watch(backend: MemoryBackend, kind: str) -> None:
         if not armed[0]:
             return
         armed[0] = False
-        loop = asyncio.get_running_loop()
-        for delay, step in steps:
-            loop.call_later(delay, step, backend)
+        backend.spawn(run(backend, asyncio.get_running_loop().time()))
 
     agent.backend.on_watch = on_watch
 
@@ -708,22 +616,27 @@ def test_get_yaml_of_one_workload_and_unknown_names(agent: Agent) -> None:
 # --- get -w ------------------------------------------------------------------------------------
 
 
-def _pod_changes(backend: WorkloadBackend) -> None:
+def current(backend: MemoryBackend, kind: str, name: str) -> dict[str, Any]:
+    """The object ``kind``/``default``/``name`` as the agent shows it (status merged)."""
+    obj = backend.get_object(kind, "default", name)
+    assert obj is not None, (kind, name)
+    return obj
+
+
+async def _pod_changes(backend: MemoryBackend) -> None:
     """What happens to the pods while `get pods -w` waits: one becomes ready..."""
-    pod = copy.deepcopy(backend.objects["Pod/default/web-58b4f7c9d2-zzzzz"])
+    pod = current(backend, "Pod", "web-58b4f7c9d2-zzzzz")
     pod["spec"]["nodeName"] = "n2"
     pod["status"] = running_pod("web-58b4f7c9d2-zzzzz", "web-58b4f7c9d2", "n2")["status"]
-    backend.set(pod)
+    await backend.set(pod)
 
 
-def _pod_added(backend: WorkloadBackend) -> None:
-    backend.set(running_pod("web-58b4f7c9d2-new11", "web-58b4f7c9d2", "n1"))
+async def _pod_added(backend: MemoryBackend) -> None:
+    await backend.set(running_pod("web-58b4f7c9d2-new11", "web-58b4f7c9d2", "n1"))
 
 
-def _pod_deleted(backend: WorkloadBackend) -> None:
-    key = "Pod/default/web-58b4f7c9d2-tz9wm"
-    del backend.objects[key]
-    backend._changed(key)
+async def _pod_deleted(backend: MemoryBackend) -> None:
+    await backend.remove("Pod", "default", "web-58b4f7c9d2-tz9wm")
 
 
 POD_STEPS = [(0.3, _pod_changes), (0.5, _pod_added), (0.7, _pod_deleted)]
@@ -766,10 +679,10 @@ def test_get_watch_only_with_event_column_and_other_outputs(agent: Agent) -> Non
     other = running_pod("other", "web-58b4f7c9d2", "n1")
     other["metadata"]["labels"] = {"app": "other"}
 
-    def restarted(backend: WorkloadBackend) -> None:
-        pod = copy.deepcopy(backend.objects["Pod/default/web-58b4f7c9d2-bxk2q"])
+    async def restarted(backend: MemoryBackend) -> None:
+        pod = current(backend, "Pod", "web-58b4f7c9d2-bxk2q")
         pod["status"]["containerStatuses"][0]["restartCount"] = 2
-        backend.set(pod)
+        await backend.set(pod)
 
     script(agent, [(0.3, lambda b: b.set(other)), (0.4, restarted)])
     names = ok(agent, "get", "pods", "-w", "-o", "name", "-l", "app=web", "--request-timeout", "1")
@@ -780,8 +693,11 @@ def test_get_watch_only_with_event_column_and_other_outputs(agent: Agent) -> Non
         "pod/web-58b4f7c9d2-bxk2q",  # ...then its change; "other" does not match -l
     ]
 
-    script(agent, [(0.3, lambda b: b.set({**b.objects["Job/default/pi"], "spec": b.objects[
-        "Job/default/pi"]["spec"] | {"parallelism": 2}}))])  # fmt: skip
+    async def parallel(backend: MemoryBackend) -> None:
+        pi = current(backend, "Job", "pi")
+        await backend.set({**pi, "spec": pi["spec"] | {"parallelism": 2}})
+
+    script(agent, [(0.3, parallel)])
     events = ok(agent, "get", "job", "pi", "-w", "-o", "json", "--output-watch-events",
                 "--request-timeout", "1")  # fmt: skip
     decoder, text, seen = json.JSONDecoder(), events.strip(), []
@@ -954,7 +870,7 @@ def test_describe_deployment(agent: Agent) -> None:
         assert expected in lines, (expected, lines)
     assert rows(lines[-1])[0][:2] == ["Normal", "ScalingReplicaSet"]
     # Mid-rollout both show.
-    rs = copy.deepcopy(agent.backend.objects["ReplicaSet/default/web-6f7d9c8b5a"])
+    rs = agent.get("ReplicaSet", "web-6f7d9c8b5a")
     rs["spec"]["replicas"], rs["status"]["replicas"] = 1, 1
     agent.call(lambda: agent.backend.set(rs))
     lines = lines_of(ok(agent, "describe", "deploy", "web"))
@@ -1043,10 +959,9 @@ def test_scale_a_deployment_read_modify_write(agent: Agent) -> None:
     assert body["spec"]["replicas"] == 5
     assert "status" not in body and "generation" not in body["metadata"]
     assert (
-        body["spec"]["template"]
-        == agent.backend.objects["Deployment/default/web"]["spec"]["template"]
+        body["spec"]["template"] == agent.get("Deployment", "web")["spec"]["template"]
     )  # the rest unchanged
-    stored = agent.backend.objects["Deployment/default/web"]
+    stored = agent.get("Deployment", "web")
     assert stored["metadata"]["generation"] == 3 and stored["status"]["revision"] == 2
     assert rows(ok(agent, "get", "deploy"))[1][1] == "2/5"
 
@@ -1086,11 +1001,11 @@ def test_scale_replicasets_and_refusals(agent: Agent) -> None:
 # --- rollout -----------------------------------------------------------------------------------
 
 
-def _status(backend: WorkloadBackend, generation: int, **status: Any) -> None:
-    obj = copy.deepcopy(backend.objects["Deployment/default/web"])
+async def _status(backend: MemoryBackend, generation: int, **status: Any) -> None:
+    obj = current(backend, "Deployment", "web")
     obj["metadata"]["generation"] = generation
     obj["status"] = {"observedGeneration": status.pop("observed", generation), **status}
-    backend.set(obj)
+    await backend.set(obj)
 
 
 def test_rollout_status_follows_the_watch_until_rolled_out(agent: Agent) -> None:
@@ -1143,9 +1058,8 @@ def test_rollout_status_times_out_or_reports_once(agent: Agent) -> None:
 
 
 def test_rollout_status_of_a_deployment_deleted_meanwhile(agent: Agent) -> None:
-    def delete(backend: WorkloadBackend) -> None:
-        del backend.objects["Deployment/default/web"]
-        backend._changed("Deployment/default/web")
+    async def delete(backend: MemoryBackend) -> None:
+        await backend.remove("Deployment", "default", "web")
 
     script(agent, [(0.2, delete)])
     result = run(agent, "rollout", "status", "deploy", "web")
@@ -1153,10 +1067,12 @@ def test_rollout_status_of_a_deployment_deleted_meanwhile(agent: Agent) -> None:
 
 
 def test_rollout_status_of_a_daemonset(agent: Agent) -> None:
-    ds = copy.deepcopy(agent.backend.objects["DaemonSet/default/agent"])
+    ds = agent.get("DaemonSet", "agent")
 
-    def ready(backend: WorkloadBackend) -> None:
-        backend.set({**ds, "status": {**ds["status"], "numberAvailable": 2, "numberReady": 2}})
+    async def ready(backend: MemoryBackend) -> None:
+        await backend.set(
+            {**ds, "status": {**ds["status"], "numberAvailable": 2, "numberReady": 2}}
+        )
 
     script(agent, [(0.2, ready)])
     out = ok(agent, "rollout", "status", "ds", "agent", "--timeout", "10s")
@@ -1187,7 +1103,7 @@ def test_rollout_history(agent: Agent) -> None:
 def test_rollout_undo_puts_the_old_template_back_without_its_hash(agent: Agent) -> None:
     assert ok(agent, "rollout", "undo", "deployment", "web") == "deployment/web rolled back\n"
     (body,) = agent.backend.puts
-    old_rs = agent.backend.objects["ReplicaSet/default/web-6f7d9c8b5a"]
+    old_rs = agent.get("ReplicaSet", "web-6f7d9c8b5a")
     expected = copy.deepcopy(old_rs["spec"]["template"])
     del expected["metadata"]["labels"]["pod-template-hash"]
     assert body["spec"]["template"] == expected  # revision 1's, without pod-template-hash
@@ -1196,7 +1112,7 @@ def test_rollout_undo_puts_the_old_template_back_without_its_hash(agent: Agent) 
     assert body["metadata"]["annotations"]["kubernetes.io/change-cause"] == "first version"
     assert "status" not in body and "generation" not in body["metadata"]
     assert body["spec"]["replicas"] == 3 and body["spec"]["strategy"]["type"] == "RollingUpdate"
-    assert agent.backend.objects["Deployment/default/web"]["metadata"]["generation"] == 3
+    assert agent.get("Deployment", "web")["metadata"]["generation"] == 3
 
     # The template is revision 1's now: undoing to it again is skipped.
     again = ok(agent, "rollout", "undo", "deploy", "web", "--to-revision", "1")
@@ -1213,7 +1129,7 @@ def test_rollout_undo_puts_the_old_template_back_without_its_hash(agent: Agent) 
 
 
 def test_rollout_undo_without_a_previous_revision(agent: Agent) -> None:
-    agent.call(lambda: agent.backend.objects.pop("ReplicaSet/default/web-6f7d9c8b5a"))
+    agent.call(lambda: agent.backend.remove("ReplicaSet", "default", "web-6f7d9c8b5a"))
     result = run(agent, "rollout", "undo", "deploy", "web")
     assert result.exit_code == 1
     assert 'no rollout history found for deployment "web"' in result.stderr
@@ -1228,7 +1144,7 @@ def test_rollout_restart_sets_restarted_at(agent: Agent) -> None:
     stamp = datetime.fromisoformat(annotations["kubectl.kubernetes.io/restartedAt"])
     assert before <= stamp <= datetime.now(UTC)
     assert body["spec"]["template"]["spec"] == normalized(deployment())["spec"]["template"]["spec"]
-    stored = agent.backend.objects["Deployment/default/web"]
+    stored = agent.get("Deployment", "web")
     assert stored["metadata"]["generation"] == 3  # a spec change: a new rollout
     assert ok(agent, "rollout", "restart", "ds/agent") == "daemonset/agent restarted\n"
 
@@ -1328,19 +1244,19 @@ def test_progress_lines_match_kubectl() -> None:
 
 
 def test_get_watch_skips_changes_no_column_shows(agent: Agent) -> None:
-    def annotate(backend: WorkloadBackend) -> None:
-        pod = copy.deepcopy(backend.objects["Pod/default/web-58b4f7c9d2-bxk2q"])
+    async def annotate(backend: MemoryBackend) -> None:
+        pod = current(backend, "Pod", "web-58b4f7c9d2-bxk2q")
         pod["metadata"]["annotations"] = {"note": "invisible in the table"}
-        backend.set(pod)
+        await backend.set(pod)
 
     script(agent, [(0.2, annotate), (0.4, _pod_deleted)])
     out = ok(agent, "get", "pods", "--watch-only", "--request-timeout", "1")
     assert [r[0] for r in rows(out)] == ["NAME", "web-58b4f7c9d2-tz9wm"]  # only the DELETED row
 
-    def annotate_again(backend: WorkloadBackend) -> None:
-        pod = copy.deepcopy(backend.objects["Pod/default/web-58b4f7c9d2-bxk2q"])
+    async def annotate_again(backend: MemoryBackend) -> None:
+        pod = current(backend, "Pod", "web-58b4f7c9d2-bxk2q")
         pod["metadata"]["annotations"] = {"note": "still invisible"}
-        backend.set(pod)
+        await backend.set(pod)
 
     script(agent, [(0.2, annotate_again)])
     names = ok(agent, "get", "pods", "--watch-only", "-o", "name", "--request-timeout", "1")

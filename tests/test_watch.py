@@ -1,9 +1,9 @@
 """The watch endpoint: event semantics, the HTTP stream, and real agents on loopback.
 
-Three layers, cheapest first: ``Watch`` alone (event types, bounded queue, cleanup), the real
-``ApiServer`` streaming a small in-memory backend (framing, auth, a client that goes away), and
-a real two-agent ``LocalCluster`` (a write on one agent arrives on the other's watch; a killed
-agent's Node turns NotReady on the survivor's watch).
+Three layers, cheapest first: the watch hub over the in-memory backend (event types, bounded
+queue, cleanup), the real ``ApiServer`` streaming that backend (framing, auth, a client that
+goes away), and a real two-agent ``LocalCluster`` (a write on one agent arrives on the other's
+watch; a killed agent's Node turns NotReady on the survivor's watch).
 """
 
 from __future__ import annotations
@@ -13,89 +13,58 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from p2pkube.api.client import ApiClient, ApiClientError
 from p2pkube.api.server import ApiServer
 from p2pkube.devcluster import LocalCluster, wait_until
-from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
+from p2pkube.model.watch import Watch
+from tests.memorybackend import MemoryBackend
 
 NODE_TIMEOUT = 2.5  # MembershipSettings.node_timeout, the documented default
 
 
-def configmap(name: str, data: dict[str, str], **labels: str) -> dict[str, Any]:
+def configmap(
+    name: str, data: dict[str, str], *, namespace: str = "default", **labels: str
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "data": data,
     }
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[MemoryBackend]:
+    """The in-memory agent backend (the real object service and watch hub), opened."""
+    memory = await MemoryBackend().open()
+    try:
+        yield memory
+    finally:
+        await memory.close()
 
 
 # --- Watch on its own ---------------------------------------------------------------------
 
 
-class MemoryBackend:
-    """The smallest backend with a working watch: objects in a dict, changes pushed by hand."""
+def _key(key: str) -> tuple[str, str, str]:
+    kind, namespace, name = key.split("/", 2)
+    return kind, namespace, name
 
-    node_name = "memory"
 
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.watches: list[Watch] = []
-
-    def set(self, key: str, obj: dict[str, Any] | None) -> None:
-        if obj is None:
-            self.objects.pop(key, None)
-        else:
-            self.objects[key] = obj
-        for watch in list(self.watches):
-            watch.changed([key])
-
-    def watch(
-        self,
-        kind: str,
-        namespace: str | None,
-        *,
-        match: Callable[[dict[str, Any]], bool] | None = None,
-        timeout: float = DEFAULT_WATCH_SECONDS,
-        max_queue: int = WATCH_QUEUE_SIZE,
-    ) -> Watch:
-        prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
-        watch = Watch(
-            self.objects.get,
-            lambda key: key.startswith(prefix),
-            match=match,
-            timeout=timeout,
-            max_queue=max_queue,
-        )
-        self.watches.append(watch)
-        watch.add_cleanup(lambda: self.watches.remove(watch))
-        watch.start(list(self.objects))
-        return watch
-
-    # The rest of AgentBackend, unused here.
-    def list_nodes(self) -> list[dict[str, Any]]:
-        return []
-
-    def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
-        return []
-
-    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return None
-
-    async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
-        return obj
-
-    async def delete_object(self, kind: str, namespace: str, name: str) -> bool:
-        return False
-
-    def status(self) -> dict[str, Any]:
-        return {}
+async def put(backend: MemoryBackend, key: str, obj: dict[str, Any] | None) -> None:
+    """Write (or, with None, remove) the object under ``key``, as a peer would."""
+    if obj is None:
+        await backend.remove(*_key(key))
+    else:
+        assert key == f"{obj['kind']}/{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        await backend.set(obj)
 
 
 async def drain(watch: Watch, count: int) -> list[tuple[str, str]]:
@@ -109,17 +78,16 @@ async def drain(watch: Watch, count: int) -> list[tuple[str, str]]:
     return out
 
 
-async def test_watch_lists_first_then_reports_each_change_once() -> None:
-    backend = MemoryBackend()
-    backend.set("ConfigMap/default/a", configmap("a", {"v": "1"}))
-    backend.set("ConfigMap/other/b", configmap("b", {"v": "1"}))
+async def test_watch_lists_first_then_reports_each_change_once(backend: MemoryBackend) -> None:
+    await put(backend, "ConfigMap/default/a", configmap("a", {"v": "1"}))
+    await put(backend, "ConfigMap/other/b", configmap("b", {"v": "1"}, namespace="other"))
     watch = backend.watch("ConfigMap", "default", match=lambda o: "skip" not in o["data"])
-    backend.set("ConfigMap/default/c", configmap("c", {"v": "1"}))
-    backend.set("ConfigMap/default/a", configmap("a", {"v": "2"}))
-    backend.set("ConfigMap/default/a", configmap("a", {"v": "2"}))  # no change: no event
-    backend.set("ConfigMap/other/b", configmap("b", {"v": "2"}))  # other namespace
-    backend.set("ConfigMap/default/c", configmap("c", {"skip": "1"}))  # leaves the selector
-    backend.set("ConfigMap/default/a", None)
+    await put(backend, "ConfigMap/default/c", configmap("c", {"v": "1"}))
+    await put(backend, "ConfigMap/default/a", configmap("a", {"v": "2"}))
+    await put(backend, "ConfigMap/default/a", configmap("a", {"v": "2"}))  # no change: no event
+    await put(backend, "ConfigMap/other/b", configmap("b", {"v": "2"}, namespace="other"))
+    await put(backend, "ConfigMap/default/c", configmap("c", {"skip": "1"}))  # leaves the selector
+    await put(backend, "ConfigMap/default/a", None)
     assert await drain(watch, 4) == [
         ("ADDED", "a"),
         ("ADDED", "c"),
@@ -133,42 +101,39 @@ async def test_watch_lists_first_then_reports_each_change_once() -> None:
         watch.close()
         assert await watch.get() is None
         assert await watch.get() is None  # stays ended
-    assert backend.watches == []  # unsubscribed
+    assert len(backend.watches) == 0  # unsubscribed
 
 
-async def test_a_slow_watcher_gets_an_error_and_is_dropped() -> None:
-    backend = MemoryBackend()
+async def test_a_slow_watcher_gets_an_error_and_is_dropped(backend: MemoryBackend) -> None:
     watch = backend.watch("ConfigMap", None, max_queue=4)
     for i in range(10):
-        backend.set(f"ConfigMap/default/m{i}", configmap(f"m{i}", {}))
-    assert watch.closed and backend.watches == []
+        await put(backend, f"ConfigMap/default/m{i}", configmap(f"m{i}", {}))
+    assert watch.closed and len(backend.watches) == 0
     events = [event async for event in watch]
     assert [e["type"] for e in events] == ["ERROR"]
     assert events[0]["object"]["code"] == 410
     assert events[0]["object"]["reason"] == "Expired"
 
 
-async def test_a_watch_ends_by_itself_after_its_timeout() -> None:
-    backend = MemoryBackend()
-    backend.set("ConfigMap/default/a", configmap("a", {}))
+async def test_a_watch_ends_by_itself_after_its_timeout(backend: MemoryBackend) -> None:
+    await put(backend, "ConfigMap/default/a", configmap("a", {}))
     watch = backend.watch("ConfigMap", None, timeout=0.2)
     started = time.monotonic()
     async with asyncio.timeout(2):
         events = [event async for event in watch]
     assert [e["type"] for e in events] == ["ADDED"]
     assert 0.15 < time.monotonic() - started < 1.5
-    assert backend.watches == []
+    assert len(backend.watches) == 0
 
 
 # --- over HTTP, in process ----------------------------------------------------------------
 
 
 async def test_http_watch_streams_ndjson_and_unsubscribes_when_the_client_leaves(
-    tmp_path: Path,
+    tmp_path: Path, backend: MemoryBackend
 ) -> None:
-    backend = MemoryBackend()
-    backend.set("ConfigMap/default/a", configmap("a", {"v": "1"}, app="web"))
-    backend.set("ConfigMap/default/b", configmap("b", {"v": "1"}, app="db"))
+    await put(backend, "ConfigMap/default/a", configmap("a", {"v": "1"}, app="web"))
+    await put(backend, "ConfigMap/default/b", configmap("b", {"v": "1"}, app="db"))
     server = ApiServer(backend, tmp_path, watch_poll_interval=0.05)
     await server.start()
     headers = {"Authorization": f"Bearer {server.token}"}
@@ -186,18 +151,18 @@ async def test_http_watch_streams_ndjson_and_unsubscribes_when_the_client_leaves
             assert response.headers["Content-Type"].startswith("application/json")
             async with asyncio.timeout(5):
                 first = json.loads(await response.content.readline())
-                backend.set("ConfigMap/default/a", configmap("a", {"v": "2"}, app="web"))
-                backend.set("ConfigMap/default/b", configmap("b", {"v": "2"}, app="db"))
+                await put(backend, "ConfigMap/default/a", configmap("a", {"v": "2"}, app="web"))
+                await put(backend, "ConfigMap/default/b", configmap("b", {"v": "2"}, app="db"))
                 second = json.loads(await response.content.readline())
             assert (first["type"], first["object"]["data"]) == ("ADDED", {"v": "1"})
             assert (second["type"], second["object"]["data"]) == ("MODIFIED", {"v": "2"})
             assert len(backend.watches) == 1
             unsubscribed = asyncio.Event()
-            backend.watches[0].add_cleanup(unsubscribed.set)
+            next(iter(backend.watches)).add_cleanup(unsubscribed.set)
             response.close()  # the client goes away without a word
             async with asyncio.timeout(5):
                 await unsubscribed.wait()
-            assert backend.watches == []
+            assert len(backend.watches) == 0
 
             # The agent stopping ends open streams cleanly instead of hanging them.
             response = await session.get(url)
@@ -206,7 +171,7 @@ async def test_http_watch_streams_ndjson_and_unsubscribes_when_the_client_leaves
                 await server.stop()
                 rest = await response.content.read()
             assert len(rest.splitlines()) == 1  # the second ADDED, then the end of the stream
-            assert backend.watches == []
+            assert len(backend.watches) == 0
     finally:
         await server.stop()
 

@@ -26,6 +26,7 @@ from typing import Any
 from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.podspec import containers
 from p2pkube.model.timestamps import utc_now
+from p2pkube.model.watch import Render, WatchHub
 from p2pkube.state import ClusterState, ValueTooLarge, object_key
 from p2pkube.state.store import EVENTS, OBJECTS, STATUS
 
@@ -81,6 +82,25 @@ class ObjectService:
         key = object_key(kind, namespace, name)
         obj = self.state.get(map_of(kind), key)
         return merged(obj, self.state.get(STATUS, key)) if isinstance(obj, dict) else None
+
+    def render(self, key: str) -> dict[str, Any] | None:
+        """The object under a document key (``Kind/namespace/name``) as :meth:`get` shows it."""
+        kind, namespace, name = key.split("/", 2)
+        return self.get(kind, namespace, name)
+
+    def watch_hub(self, render: Render | None = None) -> WatchHub:
+        """A hub for watches on these objects, fed by every change of the state (local writes
+        and peer updates alike, never polling). ``render`` shows an object as clients see it
+        (default :meth:`render`; the node shows Nodes with their liveness). The hub lives as
+        long as the state."""
+        hub = WatchHub(render or self.render, lambda kind: self.state.keys(map_of(kind)))
+
+        def publish(map_name: str, keys: set[str], origin: object) -> None:
+            if map_name in (OBJECTS, STATUS, EVENTS):
+                hub.publish(keys)
+
+        self.state.on_change(publish)
+        return hub
 
     async def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate and store (create or replace); ValidationFailed lists every problem."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
@@ -313,6 +313,10 @@ class WatchHub:
     def __len__(self) -> int:
         """Open watches."""
         return len(self._watches)
+
+    def __iter__(self) -> Iterator[Watch]:
+        """The open watches, as they are now."""
+        return iter(tuple(self._watches))
 
     def _forget(self, watch: Watch) -> None:
         if watch in self._watches:

@@ -1,0 +1,165 @@
+"""The one in-memory agent backend of the tests: the real object service, no network, no disk.
+
+:class:`MemoryBackend` is what the local API server needs from an agent (``AgentBackend``),
+built from the agent's own parts: the real :class:`~p2pkube.model.objects.ObjectService`
+(validation, metadata, status merge, deletion) and its :class:`~p2pkube.model.watch.WatchHub`
+over an in-memory :class:`~p2pkube.state.ClusterState`. What a real agent learns from other
+nodes is given by the test instead: Nodes are objects it writes with their status (Ready
+included), and :meth:`MemoryBackend.set` / :meth:`MemoryBackend.remove` write the state
+directly, as a controller, a kubelet or a peer would.
+
+Open it on the loop that serves it (``await backend.open()``) and close it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from typing import Any
+
+from p2pkube.blobs.manifest import BLOB_API_VERSION
+from p2pkube.model.objects import BLOB_KIND, ObjectService, Validator, map_of
+from p2pkube.model.schema import validate_object
+from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
+from p2pkube.runtime.interface import LogLine
+from p2pkube.runtime.podlogs import LogReply, LogRequest, LogsUnavailable
+from p2pkube.state import ClusterState, object_key
+from p2pkube.state.pycrdt_store import PycrdtStore
+from p2pkube.state.store import OBJECTS, STATUS
+
+__all__ = ["MemoryBackend", "blob"]
+
+
+def blob(digest: str) -> dict[str, Any]:
+    """A Blob object for ``digest``: what makes an image name acceptable to a write."""
+    return {"apiVersion": BLOB_API_VERSION, "kind": BLOB_KIND, "metadata": {"name": digest}}
+
+
+def key_of(obj: dict[str, Any]) -> str:
+    """The document key of ``obj`` (cluster-scoped kinds have namespace "")."""
+    meta = obj["metadata"]
+    return object_key(obj["kind"], meta.get("namespace") or "", meta["name"])
+
+
+class MemoryBackend:
+    """An agent as the local API sees it; see the module docstring.
+
+    ``puts`` records every body the API handed to :meth:`put_object`. ``on_watch`` (if set)
+    is called whenever a watch starts, on the serving loop, to script what happens while a
+    client waits (see :meth:`spawn`).
+    """
+
+    def __init__(
+        self,
+        node_name: str = "n1",
+        *,
+        status: dict[str, Any] | None = None,
+        validate: Validator = validate_object,
+    ) -> None:
+        self.node_name = node_name
+        self.state = ClusterState(None, store_factory=PycrdtStore)  # None: no disk
+        self.objects = ObjectService(self.state, node_ready=self.node_ready, validate=validate)
+        self.watches = self.objects.watch_hub()
+        self.puts: list[dict[str, Any]] = []
+        self.on_watch: Callable[[MemoryBackend, str], None] | None = None
+        self._status = status if status is not None else {"node": node_name}
+        self._jobs: set[asyncio.Task[Any]] = set()
+
+    async def open(self, objects: Iterable[dict[str, Any]] = ()) -> MemoryBackend:
+        """Open the state and write ``objects`` as they are (see :meth:`set`)."""
+        await self.state.open()
+        for obj in objects:
+            await self.set(obj)
+        return self
+
+    async def close(self) -> None:
+        """End the watches and the scripted jobs, close the state."""
+        self.watches.close()
+        for job in list(self._jobs):
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        await self.state.close()
+
+    # -- what the test writes, as other parts of a cluster would ---------------------------------
+    async def set(self, obj: dict[str, Any]) -> None:
+        """Store ``obj`` as it is, its status apart (as the agent keeps them), in one
+        transaction: no validation, no metadata filled in."""
+        key = key_of(obj)
+        spec = {k: v for k, v in obj.items() if k != "status"}
+        async with self.state.batch() as batch:
+            batch.put(map_of(obj["kind"]), key, copy.deepcopy(spec))
+            if "status" in obj:
+                batch.put(STATUS, key, copy.deepcopy(obj["status"]))
+            elif self.state.get(STATUS, key) is not None:
+                batch.delete(STATUS, key)
+
+    async def remove(self, kind: str, namespace: str, name: str) -> None:
+        """Remove an object and its status at once (no graceful deletion)."""
+        key = object_key(kind, namespace, name)
+        async with self.state.batch() as batch:
+            batch.delete(map_of(kind), key)
+            if map_of(kind) == OBJECTS and self.state.get(STATUS, key) is not None:
+                batch.delete(STATUS, key)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run a scripted step on the serving loop; cancelled by :meth:`close` if unfinished."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    # -- AgentBackend ------------------------------------------------------------------------
+    def node_ready(self, name: str) -> bool:
+        """Whether the Node object ``name`` says Ready (the test writes its conditions)."""
+        node = self.objects.get("Node", "", name)
+        conditions = ((node or {}).get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        return self.objects.list("Node", "")
+
+    def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        return self.objects.list(kind, namespace)
+
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get(kind, namespace, name)
+
+    async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.puts.append(copy.deepcopy(obj))
+        return await self.objects.put(obj)
+
+    async def delete_object(
+        self, kind: str, namespace: str, name: str, *, force: bool = False
+    ) -> bool:
+        return await self.objects.delete(kind, namespace, name, force=force)
+
+    async def read_logs(self, request: LogRequest) -> LogReply:
+        raise LogsUnavailable(f"pod {request.namespace}/{request.name} runs nowhere here")
+
+    async def follow_logs(self, request: LogRequest, seconds: float) -> AsyncIterator[LogLine]:
+        raise LogsUnavailable(f"pod {request.namespace}/{request.name} runs nowhere here")
+        yield  # an async generator, as the agent's
+
+    def watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        *,
+        match: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = DEFAULT_WATCH_SECONDS,
+        max_queue: int = WATCH_QUEUE_SIZE,
+    ) -> Watch:
+        watch = self.watches.subscribe(
+            kind, namespace, match=match, timeout=timeout, max_queue=max_queue
+        )
+        if self.on_watch is not None:
+            self.on_watch(self, kind)
+        return watch
+
+    def status(self) -> dict[str, Any]:
+        return copy.deepcopy(self._status)
+
+    def block_nodes(self, names: list[str]) -> list[str]:
+        if names:
+            raise LookupError(f"no other node named {names[0]!r}")
+        return []
