@@ -28,7 +28,6 @@ import asyncio
 import base64
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,12 +36,10 @@ from typing import Any
 import bench_pods
 from benchlib import REPO, emit, markdown_table, start_cluster, summary_ms
 
+from harness.chromium import CHROMIUM, CHROMIUM_ARGS  # one set of browser flags
 from p2pkube.devcluster import LocalCluster
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.runtime.settings import RuntimeSettings
-
-sys.path.insert(0, str(REPO))
-from tests.browser import CHROMIUM, CHROMIUM_ARGS  # one set of browser flags
 
 BUILD = REPO / "examples" / "build"
 NATIVES = ["n1", "n2"]

@@ -1,8 +1,8 @@
 """Chaos: random kills, freezes and partitions over packet loss, then a heal; what was lost and
 how long the cluster took to come back.
 
-Five agents on five network hosts (Linux network namespaces, tests/netlab.py; needs root and
-``ip netns``, plus nftables), a sixth host for the signaling server. tests/chaos.py runs it:
+Five agents on five network hosts (Linux network namespaces, harness/netlab.py; needs root and
+``ip netns``, plus nftables), a sixth host for the signaling server. harness/chaos.py runs it:
 a warm-up (a DaemonSet on every node, a Deployment, a Job), then ``--seconds`` of faults
 drawn from ``--seed`` (2-5 s each, one at a time or with ``--overlap`` a new one every
 1-2.5 s: kill -9 and restart, SIGSTOP/SIGCONT, one or two hosts cut off from the rest) over
@@ -41,8 +41,8 @@ from typing import Any
 
 from benchlib import emit, markdown_table
 
-from tests.chaos import NAMES, ChaosConfig, ChaosRun, print_figures
-from tests.netlab import NetLab, available
+from harness.chaos import NAMES, ChaosConfig, ChaosRun, print_figures
+from harness.netlab import NetLab, available
 
 
 def table(result: dict[str, Any]) -> str:

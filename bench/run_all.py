@@ -36,12 +36,12 @@ import bench_sched
 import bench_throughput
 from benchlib import REPO, last_json_line, machine, machine_busy_seconds, markdown_table
 
+from harness.chaos import CONVERGE_SECONDS, REPLICAS_SECONDS
 from p2pkube.membership.detector import MembershipSettings
-from tests.chaos import CONVERGE_SECONDS, REPLICAS_SECONDS
 
 DOC = REPO / "docs" / "benchmarks.md"
 CHAOS_CONVERGE, CHAOS_REPLICAS = CONVERGE_SECONDS, REPLICAS_SECONDS
-"""The chaos targets: what docs/guarantees.md promises after a heal (tests/chaos.py)."""
+"""The chaos targets: what docs/guarantees.md promises after a heal (harness/chaos.py)."""
 BENCH_TIMEOUT = 900
 """Seconds one benchmark may run before it is killed and reported as failed."""
 HEARTBEAT_DEFAULT = MembershipSettings().heartbeat_interval
@@ -871,7 +871,7 @@ def render_chaos(bench: Bench) -> list[str]:
     base = r.get("baseline") or {}
     lines = [
         f"{r['agents']} agents on {r['agents']} network hosts (Linux network namespaces on one "
-        "bridge, tests/netlab.py) and a signaling host. After a warm-up (a DaemonSet on every "
+        "bridge, harness/netlab.py) and a signaling host. After a warm-up (a DaemonSet on every "
         f"node, a Deployment, a Job), {r['faultSeconds']:g} s of faults drawn from seed "
         f"{r['seed']}, "
         + ("overlapping (a new one every 1-2.5 s)" if r.get("overlap") else "one at a time")

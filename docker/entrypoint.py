@@ -12,7 +12,7 @@
 
 ARGS are appended to the `p2pkube signal` / `p2pkube join` command line (e.g.
 ``--set membership.node_timeout=1.5``). The tests start the agents of their network-namespace
-hosts with this same file (tests/netlab.py), so the commands the image runs are the ones the
+hosts with this same file (harness/netlab.py), so the commands the image runs are the ones the
 tests run.
 
 Environment (all optional except the token):

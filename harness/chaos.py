@@ -1,4 +1,4 @@
-"""The chaos run: agents on network hosts (tests/netlab.py), workloads and writes applied
+"""The chaos run: agents on network hosts (harness/netlab.py), workloads and writes applied
 throughout, random kills, freezes and partitions over a constant packet loss, then a heal;
 afterwards what docs/guarantees.md promises is checked and measured.
 
@@ -49,8 +49,8 @@ from typing import Any
 
 import yaml
 
+from harness.netlab import REPO, NetLab
 from p2pkube.model.podspec import containers
-from tests.netlab import REPO, NetLab
 
 BUILD = REPO / "examples" / "build"
 NAMES = ["n1", "n2", "n3", "n4", "n5"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from harness.chromium import CHROMIUM, CHROMIUM_ARGS
 from signaling.server import SignalingServer
 
 __all__ = ["browser", "browser_context", "bundle", "page", "web_server"]
@@ -45,22 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 DIST = REPO / "p2pkube" / "browser" / "dist"
 BUILD = REPO / "p2pkube" / "browser" / "build.py"
 EXAMPLES = REPO / "examples" / "build"
-CHROMIUM = os.environ.get("P2PKUBE_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "browser-test-token-0123456789"
-
-#: Headless Chromium as root on a loopback-only machine (see ../shared notes, "Browser node").
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
 
 #: Seconds the page may take to load Pyodide, the wheels and the agent's sources.
 LOAD_TIMEOUT = 60.0

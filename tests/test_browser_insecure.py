@@ -33,10 +33,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from harness.chromium import CHROMIUM, CHROMIUM_ARGS
+from harness.netlab import LAB_PREFIX, _kill_namespace, available, sweep, tool
 from p2pkube.devcluster import LocalCluster
 from tests.browser import *  # noqa: F403  (the fixtures: bundle)
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, LOAD_TIMEOUT
-from tests.netlab import LAB_PREFIX, _kill_namespace, available, sweep, tool
+from tests.browser import LOAD_TIMEOUT
 from tests.test_browser_node import (
     NATIVES,
     Tab,
@@ -89,7 +90,7 @@ def _free_subnet() -> str:
 
 @contextlib.contextmanager
 def second_machine(root: Path) -> Iterator[SecondMachine]:
-    """The namespace, named like tests/netlab.py's (so its sweep removes a crashed run's)."""
+    """The namespace, named like harness/netlab.py's (so its sweep removes a crashed run's)."""
     sweep()
     suffix = secrets.token_hex(2)
     ns = f"{LAB_PREFIX}-{os.getpid()}-{suffix}-tab"

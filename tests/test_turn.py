@@ -1,6 +1,6 @@
 """TURN: two peers that cannot reach each other directly link through a real coturn server.
 
-The network test runs four hosts (tests/netlab.py): the signaling server, a TURN server
+The network test runs four hosts (harness/netlab.py): the signaling server, a TURN server
 (Debian's coturn, started with the compose file's own `turn` command plus the lab's address),
 and two agents p1 and p2 with every packet between them dropped (silently, both ways), while
 both reach the TURN and the signaling host. The agents get the TURN URL and credentials the
@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.netlab import REPO, NetLab, lab_or_skip, tool
 from p2pkube.devcluster import wait_until
 from p2pkube.net import ice
 from p2pkube.net.settings import TransportSettings
 from p2pkube.settings import AgentSettings
-from tests.netlab import REPO, NetLab, lab_or_skip, tool
 
 COMPOSE = REPO / "docker" / "docker-compose.yml"
 TURN_USER, TURN_PASSWORD = "p2pkube", "lab-turn-password-1234"
