@@ -278,7 +278,9 @@ async def run_cluster(
     base = settings or StateSettings()
     base.anti_entropy_interval = 10**9
     base.compact_check_interval = 10**9  # checks are driven below, deterministically
-    states = [ClusterState(None, base, wall_clock=clock) for _ in range(peers)]
+    states = [
+        ClusterState(None, base, wall_clock=clock, store_factory=PycrdtStore) for _ in range(peers)
+    ]
     for state in states:
         await state.open()
     wire = Wire()

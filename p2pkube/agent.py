@@ -32,6 +32,7 @@ from p2pkube.node import KIND_LABEL, Node, NodeConfig
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.settings import AgentSettings
+from p2pkube.state.pycrdt_store import PycrdtStore
 
 log = logging.getLogger("p2pkube.agent")
 
@@ -127,6 +128,7 @@ class Agent(Node):
             ),
             mesh=mesh,
             runtime_factory=lambda: NativeRuntime(options.data_dir, settings.runtime),
+            store_factory=PycrdtStore,
             validate=validate_object,
         )
         self.api = ApiServer(

@@ -85,7 +85,7 @@ class Node:
         *,
         mesh: Mesh,
         runtime_factory: Callable[[], PodRuntime],
-        store_factory: StoreFactory | None = None,
+        store_factory: StoreFactory,
         validate: Validator | None = None,
     ) -> None:
         """``validate`` checks the objects users write (the native agent passes the pydantic

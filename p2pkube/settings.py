@@ -15,12 +15,12 @@ from typing import Any, get_type_hints
 
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.browser.settings import BrowserSettings
-from p2pkube.membership.detector import MembershipSettings
+from p2pkube.membership.settings import MembershipSettings
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.sched.events import EventSettings
 from p2pkube.sched.manager import SchedulerSettings
-from p2pkube.state.cluster import StateSettings
+from p2pkube.state.settings import StateSettings
 
 RPC_FRAMING_BYTES = 1024
 """Room for the msgpack framing around a chunk inside an rpc answer."""

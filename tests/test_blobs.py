@@ -42,6 +42,7 @@ from p2pkube.blobs.settings import BlobSettings
 from p2pkube.blobs.store import BlobStore
 from p2pkube.net.rpc import Rpc
 from p2pkube.state.cluster import ClusterState
+from p2pkube.state.pycrdt_store import PycrdtStore
 from tests.test_rpc import FakeNetwork
 
 CHUNK = 1024
@@ -228,7 +229,7 @@ class Node:
         self.transport = network.node(name)
         self.rpc = Rpc(self.transport)
         self.transport.on_routed = self.rpc.receive
-        self.state = ClusterState(None)
+        self.state = ClusterState(None, store_factory=PycrdtStore)
         self.holders: dict[str, list[Holder]] = {}
         self.changes = 0
 

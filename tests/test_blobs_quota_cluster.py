@@ -29,6 +29,7 @@ from p2pkube.model.timestamps import utc_now
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.link import PeerLink
 from p2pkube.state.cluster import ClusterState
+from p2pkube.state.pycrdt_store import PycrdtStore
 from tests.clusters import module_cluster, wait_all_ready
 from tests.test_hostile_peer import link_to
 from tests.test_pods_cluster import write_manifest
@@ -80,7 +81,7 @@ async def _write_as_a_member(cluster: LocalCluster, target: str, key: str, obj: 
     with no checks of what a Blob says)."""
     target_id = (await asyncio.to_thread(cluster.api, target, "GET", "/v1/status"))["nodeID"]
     link, client = await link_to(cluster, target_id)
-    state = ClusterState(None)
+    state = ClusterState(None, store_factory=PycrdtStore)
     await state.open()
 
     def on_frame(_: PeerLink, frame: Frame) -> None:

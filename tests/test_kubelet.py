@@ -29,6 +29,7 @@ from p2pkube.runtime.native import NativeRuntime
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.state.cluster import ClusterState
 from p2pkube.state.persist import Persister, Snapshot
+from p2pkube.state.pycrdt_store import PycrdtStore
 from p2pkube.state.sync import GENESIS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +76,7 @@ async def start_node(tmp_path: Path, images: dict[str, Path]) -> AsyncIterator[C
     async def start(
         settings: KubeletSettings = FAST, host_paths: HostPathPolicy | None = None, **kwargs: Any
     ) -> Node:
-        state = ClusterState(tmp_path / "data")
+        state = ClusterState(tmp_path / "data", store_factory=PycrdtStore)
         await state.open()
         runtime = NativeRuntime(tmp_path / "data", RuntimeSettings())
         source = LocalImages(images, set())

@@ -17,7 +17,6 @@ from p2pkube.state import (
     GENESIS,
     LOCAL,
     ClusterState,
-    PycrdtStore,
     StateSettings,
     StateStore,
     SyncMessageKind,
@@ -26,12 +25,13 @@ from p2pkube.state import (
     Version,
     object_key,
 )
+from p2pkube.state.pycrdt_store import PycrdtStore
 from p2pkube.state.sync import (
-    decode_frame,
+    decode_state_message,
     decode_state_vector,
     decode_sync_message,
-    encode_frame,
     encode_generation,
+    encode_state_message,
     encode_sync_step1,
     encode_sync_step2,
     encode_update,
@@ -184,9 +184,9 @@ def test_sync_messages_match_pycrdt(size: int) -> None:
         (encode_update(update), SyncMessageKind.UPDATE, update),
     ]:
         assert decode_sync_message(encoded) == (kind, payload)
-        frame = decode_frame(encode_frame(GENESIS, encoded))
+        frame = decode_state_message(encode_state_message(GENESIS, encoded))
         assert (frame.generation, frame.kind, frame.payload) == (GENESIS, kind, payload)
-        assert frame.encode() == encode_frame(GENESIS, encoded)
+        assert frame.encode() == encode_state_message(GENESIS, encoded)
         assert frame.encode() == b"\x00\x00" + encoded  # genesis = varUint(0) varUint(0)
     # A pycrdt doc can consume our messages directly.
     other = Doc()
@@ -227,7 +227,7 @@ def test_decode_rejects_garbage(data: bytes) -> None:
     with pytest.raises(SyncProtocolError):
         decode_sync_message(data)
     with pytest.raises(SyncProtocolError):
-        decode_frame(GEN0 + data)
+        decode_state_message(GEN0 + data)
 
 
 def test_decode_enforces_limits() -> None:
@@ -253,7 +253,7 @@ async def mesh() -> Any:
 
 
 async def open_states(n: int, settings: StateSettings = QUIET) -> list[ClusterState]:
-    states = [ClusterState(None, settings) for _ in range(n)]
+    states = [ClusterState(None, settings, store_factory=PycrdtStore) for _ in range(n)]
     for s in states:
         await s.open()
     return states
@@ -372,10 +372,10 @@ async def test_hostile_frames_raise_and_leave_state_intact(mesh: Mesh) -> None:
     before = a.store.encode_state()
     bad_frames = [
         *(GEN0 + m for m in BAD_MESSAGES),
-        encode_frame(GENESIS, encode_update(b"\x01\xff\xff\xff")),  # undecodable update
-        encode_frame(GENESIS, encode_sync_step2(b"\x05\x01\x02")),
-        encode_frame(GENESIS, encode_sync_step1(b"\x02\x01")),  # truncated state vector
-        encode_frame(GENESIS, encode_sync_step1(write_var_uint(10**9) + b"\x01\x01")),
+        encode_state_message(GENESIS, encode_update(b"\x01\xff\xff\xff")),  # undecodable update
+        encode_state_message(GENESIS, encode_sync_step2(b"\x05\x01\x02")),
+        encode_state_message(GENESIS, encode_sync_step1(b"\x02\x01")),  # truncated state vector
+        encode_state_message(GENESIS, encode_sync_step1(write_var_uint(10**9) + b"\x01\x01")),
         b"\xff" * 9,  # endless generation varUint
         *HOSTILE_GENERATION_FRAMES,
     ]
@@ -400,7 +400,7 @@ async def test_anti_entropy_repairs_dropped_updates(mesh: Mesh) -> None:
     a, b = await open_states(2, settings)
 
     def drop_updates(frame: bytes) -> bool:
-        return decode_frame(frame).kind is SyncMessageKind.UPDATE
+        return decode_state_message(frame).kind is SyncMessageKind.UPDATE
 
     mesh.link(a, "A", b, "B", drop=drop_updates)
     await mesh.settle()

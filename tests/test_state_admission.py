@@ -14,13 +14,13 @@ import pytest
 from p2pkube.state import (
     GENESIS,
     ClusterState,
-    PycrdtStore,
     StateSettings,
     SyncProtocolError,
     ValueTooLarge,
 )
 from p2pkube.state.admission import LinkBudget, TokenBucket, check_update
-from p2pkube.state.sync import encode_frame, encode_sync_step2, encode_update
+from p2pkube.state.pycrdt_store import PycrdtStore
+from p2pkube.state.sync import encode_state_message, encode_sync_step2, encode_update
 from p2pkube.state.versioned import MAX_STAMP_INT, Stamp, encode_version
 from p2pkube.state.yupdate import MAX_ANY_DEPTH, UpdateFormatError, update_values
 
@@ -48,7 +48,12 @@ def settings(**overrides: Any) -> StateSettings:
 
 
 async def open_state(clock: FakeClock | None = None, **overrides: Any) -> ClusterState:
-    state = ClusterState(None, settings(**overrides), wall_clock=clock or FakeClock())
+    state = ClusterState(
+        None,
+        settings(**overrides),
+        wall_clock=clock or FakeClock(),
+        store_factory=PycrdtStore,
+    )
     await state.open()
     return state
 
@@ -158,8 +163,9 @@ async def test_a_value_stamped_forever_is_refused_and_the_key_stays_writable(
     await mesh.settle()
     node.attach_peer("H", lambda frame: None)
     poison = hostile_update(node, {"ConfigMap/default/target": encode_version(FOREVER, "evil")})
-    node.receive("H", encode_frame(GENESIS, encode_update(poison)))
-    node.receive("H", encode_frame(GENESIS, encode_sync_step2(poison)))  # as the answer we asked
+    node.receive("H", encode_state_message(GENESIS, encode_update(poison)))
+    # ... and as the answer we asked
+    node.receive("H", encode_state_message(GENESIS, encode_sync_step2(poison)))
     await mesh.settle()
     for state in (node, relay):
         assert state.get("objects", "ConfigMap/default/target") == {"data": "honest"}
@@ -287,6 +293,6 @@ async def test_an_update_the_reader_cannot_account_for_drops_the_peer(mesh: Mesh
     node.attach_peer("H", lambda frame: None)
     before = node.store.encode_state()
     with pytest.raises(SyncProtocolError):
-        node.receive("H", encode_frame(GENESIS, encode_update(b"\x01\x01\x07\x00\x2b")))
+        node.receive("H", encode_state_message(GENESIS, encode_update(b"\x01\x01\x07\x00\x2b")))
     assert node.store.encode_state() == before and node.stats.protocol_errors == 1
     await node.close()

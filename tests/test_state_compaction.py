@@ -28,8 +28,8 @@ from p2pkube.state import (
 from p2pkube.state.pycrdt_store import PycrdtStore
 from p2pkube.state.sync import (
     EMPTY_STATE_VECTOR,
-    decode_frame,
-    encode_frame,
+    decode_state_message,
+    encode_state_message,
     encode_sync_step1,
     encode_sync_step2,
     encode_update,
@@ -74,7 +74,12 @@ async def open_state(
     settings: StateSettings | None = None,
     clock: FakeClock | None = None,
 ) -> ClusterState:
-    state = ClusterState(data_dir, settings or quiet(), wall_clock=clock or FakeClock())
+    state = ClusterState(
+        data_dir,
+        settings or quiet(),
+        wall_clock=clock or FakeClock(),
+        store_factory=PycrdtStore,
+    )
     await state.open()
     return state
 
@@ -353,7 +358,13 @@ async def test_maybe_compact_respects_thresholds_and_the_compactor_choice() -> N
     clock = FakeClock()
     allowed = [False]
     settings = quiet(compact_min_bytes=20_000, compact_ratio=2.0, tombstone_ttl=5.0)
-    s = ClusterState(None, settings, is_compactor=lambda: allowed[0], wall_clock=clock)
+    s = ClusterState(
+        None,
+        settings,
+        is_compactor=lambda: allowed[0],
+        wall_clock=clock,
+        store_factory=PycrdtStore,
+    )
     await s.open()
     for i in range(20):
         await s.put("objects", f"k{i}", "x" * 500)
@@ -385,7 +396,9 @@ async def test_churn_stays_bounded_and_peers_converge(mesh: Mesh) -> None:
         compact_ratio=2.0,
         tombstone_ttl=100.0,  # 100 cycles of fake time; peers settle every 50
     )
-    states = [ClusterState(None, settings, wall_clock=clock) for _ in range(3)]
+    states = [
+        ClusterState(None, settings, wall_clock=clock, store_factory=PycrdtStore) for _ in range(3)
+    ]
     for s in states:
         await s.open()
     a, b, c = states
@@ -637,30 +650,30 @@ async def test_newer_generation_frames_are_fetched_not_trusted() -> None:
     # An unsolicited step 2 of a newer generation is not applied: we ask for the document.
     other = PycrdtStore()
     other.put_raw("objects", "evil", encode_version(Stamp(1, 0, 1), "x"))
-    a.receive("X", encode_frame(newer, encode_sync_step2(other.encode_state())))
+    a.receive("X", encode_state_message(newer, encode_sync_step2(other.encode_state())))
     assert a.generation == GENESIS and a.get("objects", "evil") is None
     (ask,) = sent
-    frame = decode_frame(ask)
+    frame = decode_state_message(ask)
     assert frame.generation == newer and frame.payload == EMPTY_STATE_VECTOR
     # Only one outstanding request: more frames of that generation ask nothing more.
-    a.receive("X", encode_frame(newer, encode_update(b"\x00\x00")))
+    a.receive("X", encode_state_message(newer, encode_update(b"\x00\x00")))
     assert len(sent) == 1 and a.stats.generation_fetches == 1
     # The answer must come from the peer asked.
-    a.receive("Y", encode_frame(newer, encode_sync_step2(other.encode_state())))
+    a.receive("Y", encode_state_message(newer, encode_sync_step2(other.encode_state())))
     assert a.generation == GENESIS
     # A garbage answer raises and leaves the state as it was; the request is dropped.
     with pytest.raises(SyncProtocolError):
-        a.receive("X", encode_frame(newer, encode_sync_step2(b"\x01\xff\xff\xff")))
+        a.receive("X", encode_state_message(newer, encode_sync_step2(b"\x01\xff\xff\xff")))
     assert a.generation == GENESIS and a.store.encode_state() == before
-    a.receive("X", encode_frame(newer, encode_sync_step1(b"\x00")))
+    a.receive("X", encode_state_message(newer, encode_sync_step1(b"\x00")))
     assert len(sent) == 2  # asked again
     # A frame of an older generation is answered with our step 1 (rate-limited).
-    a.receive("X", encode_frame(newer, encode_sync_step2(other.encode_state())))
+    a.receive("X", encode_state_message(newer, encode_sync_step2(other.encode_state())))
     assert a.generation == newer and a.get("objects", "k") == "v"  # carried over
     sent.clear()
     for _ in range(3):
-        a.receive("X", encode_frame(GENESIS, encode_update(b"\x00\x00")))
-    assert len(sent) == 1 and decode_frame(sent[0]).generation == newer
+        a.receive("X", encode_state_message(GENESIS, encode_update(b"\x00\x00")))
+    assert len(sent) == 1 and decode_state_message(sent[0]).generation == newer
     assert a.stats.stale_frames == 3
     await a.close()
 

@@ -15,6 +15,7 @@ import pytest
 
 from p2pkube.state import ClusterState, PersistenceError, StateSettings
 from p2pkube.state.persist import LOG_NAME, SNAPSHOT_NAME, SNAPSHOT_TMP_NAME
+from p2pkube.state.pycrdt_store import PycrdtStore
 
 from .statenet import QUIET, Mesh, contents, sv
 
@@ -27,7 +28,7 @@ def settings(**overrides: object) -> StateSettings:
 
 
 async def reopen(data_dir: Path, s: StateSettings = QUIET) -> ClusterState:
-    state = ClusterState(data_dir, s)
+    state = ClusterState(data_dir, s, store_factory=PycrdtStore)
     await state.open()
     return state
 
@@ -69,12 +70,13 @@ WRITER = r"""
 import asyncio, sys
 from pathlib import Path
 from p2pkube.state import ClusterState, StateSettings
+from p2pkube.state.pycrdt_store import PycrdtStore
 
 async def main() -> None:
     run = sys.argv[2]
     s = StateSettings(anti_entropy_interval=3600.0, snapshot_log_records=40,
                       snapshot_log_bytes=48 * 1024)
-    state = ClusterState(Path(sys.argv[1]), s)
+    state = ClusterState(Path(sys.argv[1]), s, store_factory=PycrdtStore)
     await state.open()
     print("open", flush=True)
 

@@ -18,14 +18,14 @@ import yaml
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.link import PeerLink
-from p2pkube.state import PycrdtStore
 from p2pkube.state.persist import LOG_NAME
+from p2pkube.state.pycrdt_store import PycrdtStore
 from p2pkube.state.sync import (
     EMPTY_STATE_VECTOR,
     Generation,
     SyncMessageKind,
-    decode_frame,
-    encode_frame,
+    decode_state_message,
+    encode_state_message,
     encode_sync_step1,
     encode_update,
 )
@@ -70,11 +70,11 @@ class Writer:
         """Fetch the target's whole document (our step 1 with an empty state vector)."""
         generation = await asyncio.to_thread(self.generation)
         assert self.link.send(
-            FrameType.SYNC, encode_frame(generation, encode_sync_step1(EMPTY_STATE_VECTOR))
+            FrameType.SYNC, encode_state_message(generation, encode_sync_step1(EMPTY_STATE_VECTOR))
         )
         async with asyncio.timeout(10):
             while True:
-                frame = decode_frame(await self.frames.get())
+                frame = decode_state_message(await self.frames.get())
                 if frame.kind is SyncMessageKind.STEP2:
                     self.doc.apply_update(frame.payload, "target")
                     return
@@ -90,7 +90,9 @@ class Writer:
 
     async def send(self, update: bytes) -> None:
         generation = await asyncio.to_thread(self.generation)
-        assert self.link.send(FrameType.SYNC, encode_frame(generation, encode_update(update)))
+        assert self.link.send(
+            FrameType.SYNC, encode_state_message(generation, encode_update(update))
+        )
 
 
 async def start(cluster: LocalCluster, *args: str) -> dict[str, str]:

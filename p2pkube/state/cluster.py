@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from .admission import LinkBudget, RefusalKind, TokenBucket, check_update
-from .persist import Persister, PersistSettings, Snapshot
+from .persist import Persister, Snapshot
+from .settings import StateSettings
 from .store import (
     LOAD,
     LOCAL,
@@ -63,16 +64,14 @@ from .store import (
     new_client_id,
 )
 from .sync import (
-    DEFAULT_MAX_PAYLOAD,
-    DEFAULT_MAX_SV_ENTRIES,
     EMPTY_STATE_VECTOR,
     GENESIS,
     Generation,
     SyncMessageKind,
     SyncProtocolError,
-    decode_frame,
+    decode_state_message,
     decode_state_vector,
-    encode_frame,
+    encode_state_message,
     encode_sync_step1,
     encode_sync_step2,
     encode_update,
@@ -105,114 +104,8 @@ ENTRY_OVERHEAD: Final = 8
 blob (item header, parent and length varUints); calibrated against pycrdt, used only
 to estimate the live size cheaply between compaction checks."""
 
-_PERSIST_DEFAULTS: Final = PersistSettings()
-
 MAX_PEERS_IN_REFUSAL_STATS: Final = 64
 """`StateStats.refusals_by_peer` keeps the links most recently refused, at most this many."""
-
-
-@dataclass(slots=True)
-class StateSettings:
-    """Timings and limits of the cluster-state service (flat and mutable, so that
-    `p2pkube join --set state.FIELD=VALUE` can override any of them)."""
-
-    anti_entropy_interval: float = 5.0
-    """Seconds between step-1 rounds to every attached peer: the repair latency for
-    a dropped message, paid with one state vector + one (usually tiny) diff."""
-    max_message_bytes: int = DEFAULT_MAX_PAYLOAD
-    """Largest payload accepted from a peer (a full 10k-object state is ~3 MB)."""
-    max_state_vector_entries: int = DEFAULT_MAX_SV_ENTRIES
-    """Largest state vector accepted from a peer (one entry per process start)."""
-    snapshot_log_bytes: int = _PERSIST_DEFAULTS.snapshot_log_bytes
-    """Compact the on-disk log into a snapshot once it reaches this many bytes
-    (bounds replay time at start and disk use)."""
-    snapshot_log_records: int = _PERSIST_DEFAULTS.snapshot_log_records
-    """...or once it holds this many records (many tiny updates replay slowly)."""
-    persist_buffer_bytes: int = _PERSIST_DEFAULTS.max_buffer_bytes
-    """Bound on updates waiting for the disk writer; beyond it a snapshot replaces
-    them (memory stays bounded, nothing is lost: the document holds them)."""
-    max_log_record_bytes: int = _PERSIST_DEFAULTS.max_record_bytes
-    """A log record claiming more than this is treated as a corrupt tail at load."""
-    persist_idle_timeout: float = _PERSIST_DEFAULTS.writer_idle_timeout
-    """The disk writer re-checks for work at least this often."""
-    flush_timeout: float = _PERSIST_DEFAULTS.flush_timeout
-    """`put`/`flush` raise TimeoutError when the disk has not confirmed within this."""
-    io_retry_delay: float = _PERSIST_DEFAULTS.io_retry_delay
-    """Pause after a failed disk write before retrying it as a snapshot."""
-    close_timeout: float = _PERSIST_DEFAULTS.close_timeout
-    """How long `close()` waits for the final flush."""
-    compact_check_interval: float = 10.0
-    """Mean seconds between compaction checks (jittered by +-50% so that nodes that
-    are all eligible rarely compact at the same moment). A check costs one encode
-    of the document when it changed; building the new generation costs ~20 us per
-    entry, on the event loop, and only happens past the thresholds below."""
-    compact_min_bytes: int = 1024 * 1024
-    """Never compact a document smaller than this: below it, growth costs less than
-    making every peer download a new generation."""
-    compact_ratio: float = 4.0
-    """Compact when the encoded document exceeds this many times its live size (the
-    size of a fresh document holding the newest version of every key). 4 keeps the
-    worst-case memory/join cost at 4x live while compacting rarely (each compaction
-    makes every peer fetch the whole live document once)."""
-    tombstone_ttl: float = 24 * 3600.0
-    """Seconds a tombstone (a delete) is kept by compaction. A peer that was offline
-    longer than this, holding an older value of a deleted key, resurrects it when it
-    rejoins (like Cassandra's gc_grace_seconds): keep it above the longest outage
-    after which a node is expected to rejoin with its data."""
-    max_clock_skew: float = 60.0
-    """An update from a peer carrying a value stamped more than this many seconds ahead of
-    our wall clock is refused (not applied, logged and counted with the link; the sender
-    offers it again at anti-entropy, so it is taken once it is within the bound). Our hybrid
-    clock follows remote stamps, and issues stamps, at most half this far ahead of our wall
-    clock: honest clocks within max_clock_skew / 2 of each other never refuse each other's
-    writes (NTP keeps them within milliseconds). A stored version further ahead than this
-    (written before the bound existed) is overwritten by a normal write, never restored by
-    a repair, and dropped by compaction."""
-    max_object_bytes: int = 1024 * 1024
-    """Largest encoded value (msgpack bytes) of one map entry: an object (apiVersion, kind,
-    metadata, spec), a status, a lease or an event. A local write over it raises
-    ValueTooLarge (the API answers 422 naming the size and the limit); an update from a
-    peer carrying a larger value is refused, logged and counted with the link. Kubernetes
-    refuses ConfigMaps and Secrets over 1 MiB; etcd's request limit is 1.5 MiB. Use the
-    same value on every node: a node refuses a peer's step 2 that holds a value over its
-    own limit."""
-    link_update_bytes_per_second: int = 4 * 1024 * 1024
-    """Update bytes per second one link may deliver (a token bucket per link, refilled at
-    this rate). An update over the budget is dropped (logged and counted with the link) and
-    fetched again by the next anti-entropy round, in the step 2 answering our step 1: one
-    member cannot make every node apply, store and relay more than this per link. A step 2
-    we asked for is taken whenever the link is not in debt, whatever its size (the catch-up
-    of a large state), and may leave it in debt."""
-    link_update_burst_bytes: int = 16 * 1024 * 1024
-    """Bucket size of `link_update_bytes_per_second`: update bytes a link may deliver at
-    once after a quiet period (a burst of writes; sixteen objects of the maximum size)."""
-    refusal_log_interval: float = 10.0
-    """At most one log line per this many seconds per link about refused or dropped
-    updates (the rest are counted, and the next line says how many)."""
-    generation_fetch_timeout: float = 30.0
-    """How long we wait for the full document of a newer generation from one peer
-    before asking again (possibly another peer). Must cover sending the whole live
-    document over one link."""
-    generation_nudge_interval: float = 1.0
-    """At most one step 1 per this many seconds to a peer that keeps sending frames of
-    an older generation (it tells the peer which generation to fetch)."""
-    max_generation_jump: int = 1_000_000
-    """A frame whose generation number is more than this ahead of ours is a protocol
-    error: honest nodes advance by one per compaction, so a huge number is a peer
-    trying to exhaust the 2**53 number space and stop compaction forever."""
-
-    def persist_settings(self) -> PersistSettings:
-        """The persistence layer's view of these settings."""
-        return PersistSettings(
-            snapshot_log_bytes=self.snapshot_log_bytes,
-            snapshot_log_records=self.snapshot_log_records,
-            max_buffer_bytes=self.persist_buffer_bytes,
-            max_record_bytes=self.max_log_record_bytes,
-            writer_idle_timeout=self.persist_idle_timeout,
-            flush_timeout=self.flush_timeout,
-            io_retry_delay=self.io_retry_delay,
-            close_timeout=self.close_timeout,
-        )
 
 
 @dataclass(slots=True)
@@ -370,7 +263,9 @@ class ClusterState:
     the default (always) is safe, since concurrent compactions converge on one
     generation, but wastes work: the agent should pass e.g. "I am the Ready node
     with the lowest id". `wall_clock` (seconds since the epoch) feeds the hybrid
-    clock and tombstone expiry; tests inject a fake one.
+    clock and tombstone expiry; tests inject a fake one. `store_factory` makes the
+    empty documents: the native agent passes `pycrdt_store.PycrdtStore`, the browser
+    its `YjsStore`; nothing in this package imports a CRDT library.
     """
 
     def __init__(
@@ -381,14 +276,10 @@ class ClusterState:
         is_compactor: Callable[[], bool] | None = None,
         relay_exclude: Callable[[str], Collection[str]] | None = None,
         wall_clock: Callable[[], float] = time.time,
-        store_factory: StoreFactory | None = None,
+        store_factory: StoreFactory,
     ) -> None:
         self.settings = settings or StateSettings()
-        if store_factory is None:
-            from .pycrdt_store import PycrdtStore  # the native backend
-
-            store_factory = PycrdtStore
-        self._store_factory: StoreFactory = store_factory
+        self._store_factory = store_factory
         """Makes empty documents: pycrdt natively, yjs in the browser (p2pkube.browser)."""
         self._data_dir = data_dir
         self._is_compactor = is_compactor or _always
@@ -857,7 +748,7 @@ class ClusterState:
             log.debug("frame from detached peer %s ignored", peer_id)
             return
         try:
-            frame = decode_frame(message, self.settings.max_message_bytes)
+            frame = decode_state_message(message, self.settings.max_message_bytes)
             generation = frame.generation
             if generation.number > self._generation.number + self.settings.max_generation_jump:
                 raise SyncProtocolError(
@@ -876,7 +767,9 @@ class ClusterState:
             if frame.kind is SyncMessageKind.STEP1:
                 diff = self._guarded(store.encode_diff, frame.payload)
                 self._stats.sync_step2_bytes_sent += len(diff)
-                self._send(peer_id, send, encode_frame(self._generation, encode_sync_step2(diff)))
+                self._send(
+                    peer_id, send, encode_state_message(self._generation, encode_sync_step2(diff))
+                )
                 return
             if frame.kind is SyncMessageKind.STEP2:
                 self._stats.sync_step2_received += 1
@@ -942,7 +835,7 @@ class ClusterState:
             self._fetch = _Fetch(generation, peer_id, now + self.settings.generation_fetch_timeout)
             self._stats.generation_fetches += 1
             log.info("fetching state generation %s from %s", generation, peer_id)
-            frame = encode_frame(generation, encode_sync_step1(EMPTY_STATE_VECTOR))
+            frame = encode_state_message(generation, encode_sync_step1(EMPTY_STATE_VECTOR))
             if self._send(peer_id, send, frame):
                 self._asked(peer_id)
 
@@ -1029,7 +922,7 @@ class ClusterState:
     def _send_step1(self, peer_id: str, send: SendFn) -> None:
         sv = self._require().state_vector()
         self._stats.sync_step1_sent += 1
-        if self._send(peer_id, send, encode_frame(self._generation, encode_sync_step1(sv))):
+        if self._send(peer_id, send, encode_state_message(self._generation, encode_sync_step1(sv))):
             self._asked(peer_id)
 
     def _on_update(self, update: bytes, origin: object) -> None:
@@ -1045,7 +938,7 @@ class ClusterState:
             if peer_id == origin or peer_id in skip:
                 continue
             if frame is None:
-                frame = encode_frame(self._generation, encode_update(update))
+                frame = encode_state_message(self._generation, encode_update(update))
             self._stats.updates_sent += 1
             self._send(peer_id, send, frame)
 

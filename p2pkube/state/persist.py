@@ -76,6 +76,7 @@ from typing import BinaryIO, Final
 
 from p2pkube.fsutil import fsync_dir
 
+from .settings import PersistSettings
 from .sync import GENESIS, Generation
 
 __all__ = [
@@ -107,30 +108,6 @@ _CLOCK_RECORD: Final = struct.Struct("<8sQQ")
 
 class PersistenceError(RuntimeError):
     """The state files are unusable (corrupt snapshot) or the persister is closed."""
-
-
-@dataclass(frozen=True, slots=True)
-class PersistSettings:
-    """Limits and timings of the persistence layer."""
-
-    snapshot_log_bytes: int = 8 * 1024 * 1024
-    """Compact (write a snapshot, empty the log) once the log reaches this size:
-    bounds load time (replaying) and disk use; a 10k-object snapshot is ~3 MB."""
-    snapshot_log_records: int = 20_000
-    """...or once it holds this many records (many tiny updates replay slowly)."""
-    max_buffer_bytes: int = 32 * 1024 * 1024
-    """Bound on appended-but-unwritten bytes; beyond it the buffer is replaced by a
-    pending snapshot (the document holds the same data)."""
-    max_record_bytes: int = 256 * 1024 * 1024
-    """A log record claiming more than this is treated as a corrupt tail."""
-    writer_idle_timeout: float = 1.0
-    """The writer task re-checks for work at least this often (no unbounded wait)."""
-    flush_timeout: float = 30.0
-    """`flush()` raises TimeoutError after this long (e.g. a hung disk)."""
-    io_retry_delay: float = 0.5
-    """Pause after a failed write before retrying (as a snapshot)."""
-    close_timeout: float = 30.0
-    """How long `close()` waits for the final flush before abandoning it."""
 
 
 @dataclass(slots=True)

@@ -11,8 +11,11 @@ helpers), so a browser node can feed them to the stock JS implementation::
 p2pkube wraps each y-protocols message in an envelope naming the document
 generation it belongs to, kept *outside* the y-protocols bytes so they stay pure::
 
-    frame      := generation sync-message
-    generation := varUint(number) varUint(creator)
+    state message := generation sync-message
+    generation    := varUint(number) varUint(creator)
+
+(docs/protocol.md's name; a state message is the body of a link's SYNC frame, see
+`p2pkube.net.frames`, which is why nothing here is called a frame.)
 
 A generation is one Yjs document; compaction (docs/state.md) replaces the
 document by a fresh one with a higher generation. Generations are ordered as the
@@ -33,22 +36,24 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final, NamedTuple
 
+from .settings import DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_SV_ENTRIES
+
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "DEFAULT_MAX_SV_ENTRIES",
     "EMPTY_STATE_VECTOR",
     "GENESIS",
     "MESSAGE_SYNC",
-    "Frame",
     "Generation",
+    "StateMessage",
     "SyncMessageKind",
     "SyncProtocolError",
-    "decode_frame",
     "decode_generation",
+    "decode_state_message",
     "decode_state_vector",
     "decode_sync_message",
-    "encode_frame",
     "encode_generation",
+    "encode_state_message",
     "encode_sync_step1",
     "encode_sync_step2",
     "encode_update",
@@ -58,11 +63,6 @@ __all__ = [
 
 MESSAGE_SYNC: Final = 0
 """y-protocols top-level message type `messageSync` (1 would be awareness)."""
-
-DEFAULT_MAX_PAYLOAD: Final = 64 * 1024 * 1024
-"""Default upper bound for one payload: far above a 10k-object state (~3 MB)."""
-DEFAULT_MAX_SV_ENTRIES: Final = 1_000_000
-"""Default upper bound on clients in one state vector (one per process start ever)."""
 
 _MAX_VARUINT_BYTES: Final = 8
 """8 x 7 bits = 56 bits: enough for any JS-safe integer (lib0 caps at 2**53)."""
@@ -74,7 +74,7 @@ EMPTY_STATE_VECTOR: Final = b"\x00"
 
 
 class Generation(NamedTuple):
-    """Which document a frame belongs to; tuple order decides which one wins."""
+    """Which document a state message belongs to; tuple order decides which one wins."""
 
     number: int
     """Incremented by each compaction."""
@@ -208,8 +208,8 @@ def decode_state_vector(
 
 
 @dataclass(frozen=True, slots=True)
-class Frame:
-    """One p2pkube wire frame: a y-protocols sync message for a document generation."""
+class StateMessage:
+    """One state message: a y-protocols sync message for a document generation."""
 
     generation: Generation
     kind: SyncMessageKind
@@ -217,7 +217,7 @@ class Frame:
 
     def encode(self) -> bytes:
         """Serialize as generation + pure y-protocols bytes."""
-        return encode_frame(self.generation, _encode(self.kind, self.payload))
+        return encode_state_message(self.generation, _encode(self.kind, self.payload))
 
 
 def encode_generation(generation: Generation) -> bytes:
@@ -238,16 +238,16 @@ def decode_generation(data: bytes | memoryview, pos: int = 0) -> tuple[Generatio
     return Generation(number, creator), pos
 
 
-def encode_frame(generation: Generation, sync_message: bytes) -> bytes:
+def encode_state_message(generation: Generation, sync_message: bytes) -> bytes:
     """Prefix an encoded y-protocols message with its document generation."""
     return encode_generation(generation) + sync_message
 
 
-def decode_frame(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Frame:
-    """Decode a p2pkube frame (generation envelope + sync message)."""
+def decode_state_message(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> StateMessage:
+    """Decode a state message (generation envelope + sync message)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise SyncProtocolError(f"frame must be bytes, not {type(data).__name__}")
     view = memoryview(data)
     generation, pos = decode_generation(view, 0)
     kind, payload = decode_sync_message(view[pos:], max_payload)
-    return Frame(generation, kind, payload)
+    return StateMessage(generation, kind, payload)
