@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from typing import Any
 
 from p2pkube.blobs.manifest import BLOB_API_VERSION
@@ -136,7 +136,9 @@ class MemoryBackend:
     async def read_logs(self, request: LogRequest) -> LogReply:
         raise LogsUnavailable(f"pod {request.namespace}/{request.name} runs nowhere here")
 
-    async def follow_logs(self, request: LogRequest, seconds: float) -> AsyncIterator[LogLine]:
+    async def follow_logs(
+        self, request: LogRequest, seconds: float
+    ) -> AsyncGenerator[LogLine, None]:
         raise LogsUnavailable(f"pod {request.namespace}/{request.name} runs nowhere here")
         yield  # an async generator, as the agent's
 

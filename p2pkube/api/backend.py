@@ -8,7 +8,7 @@ without touching the API. Watches come from the node's :class:`~p2pkube.model.wa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
@@ -62,7 +62,7 @@ class AgentBackend(Protocol):
         it has one) when there are none to read."""
         ...
 
-    def follow_logs(self, request: LogRequest, seconds: float) -> AsyncIterator[LogLine]:
+    def follow_logs(self, request: LogRequest, seconds: float) -> AsyncGenerator[LogLine, None]:
         """The request's lines, then new ones until the container ends or ``seconds`` pass."""
         ...
 

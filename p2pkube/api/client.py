@@ -11,7 +11,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.client import HTTPResponse
 from pathlib import Path
 from typing import IO, Any
@@ -272,7 +272,7 @@ class ApiClient:
         path: str,
         body: Any = None,
         *,
-        query: dict[str, str | None] | None = None,
+        query: Mapping[str, str | None] | None = None,
     ) -> Any:
         """One raw call (``client.request("GET", "/v1/status")``); the decoded JSON answer.
 
@@ -298,7 +298,7 @@ class ApiClient:
         method: str,
         path: str,
         body: Any,
-        query: dict[str, str | None] | None,
+        query: Mapping[str, str | None] | None,
         timeout: float,
         *,
         data: tuple[IO[bytes], int, str] | None = None,

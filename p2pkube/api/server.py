@@ -10,12 +10,9 @@ Security model: loopback only, plus a bearer token regenerated on every start an
 agent. Discovery: ``<data_dir>/api.json`` names the URL, pid and node, and is removed on stop.
 
 Errors are Kubernetes ``Status`` objects, never stack traces, so the CLI can print them the way
-kubectl does (``Error from server (NotFound): ...``).
+kubectl does (``Error from server (NotFound): ...``; see ``api.status``).
 
-Blobs (pod modules): ``POST /v1/blobs`` takes the raw bytes of a WebAssembly module (streamed
-to disk, size-capped), ``GET /v1/blobs[/{ref}]`` lists them with their holders, and
-``POST /v1/blobs/{ref}/pull`` fetches one to this node, streaming progress as JSON lines
-(``PROGRESS`` events, then ``COMPLETE`` or ``ERROR``, like a watch).
+Blobs (pod modules) have their own endpoints under ``/v1/blobs`` (``api.blobroutes``).
 
 ``GET /v1/watch/{kind}`` streams newline-delimited JSON events the way a Kubernetes watch does
 (``{"type": "ADDED"|"MODIFIED"|"DELETED"|"ERROR", "object": {...}}``): the current objects first,
@@ -33,24 +30,17 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
 from p2pkube.api import EMPTY_NAMESPACE, INFO_FILE, TOKEN_FILE
 from p2pkube.api.backend import AgentBackend
-from p2pkube.blobs.errors import (
-    AmbiguousBlob,
-    BlobError,
-    BlobNotFound,
-    BlobTooLarge,
-    InvalidBlob,
-)
-from p2pkube.blobs.limits import check_size
-from p2pkube.blobs.manifest import BLOB_API_VERSION
-from p2pkube.blobs.settings import BlobSettings
+from p2pkube.api.blobroutes import BlobBackend, BlobRoutes, blob_problem
+from p2pkube.api.status import ApiProblem, list_of, problem_response
+from p2pkube.blobs.errors import BlobError
 from p2pkube.fsutil import write_file_atomically
 from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.selectors import Requirement, match_labels, parse_selector
@@ -59,31 +49,12 @@ from p2pkube.runtime.interface import LogLine
 from p2pkube.runtime.logs import timestamp_ns
 from p2pkube.runtime.podlogs import LogRequest
 
-if TYPE_CHECKING:  # the fetcher pulls in aiortc; the API server need not
-    from p2pkube.blobs.fetcher import FetchProgress
-
 log = logging.getLogger(__name__)
 
 CLUSTER_SCOPED = frozenset({"Node", "Blob"})
 """Kinds without a namespace; every other kind defaults to ``default``."""
 OMITTED_HEADER = "X-P2pkube-Omitted-Lines"
 """Set on a log answer that left out older lines (its size is bounded): how many."""
-
-# Reason strings Kubernetes uses for these codes, so `Error from server (<reason>)` reads right.
-_REASONS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    409: "AlreadyExists",
-    413: "RequestEntityTooLarge",
-    415: "UnsupportedMediaType",
-    422: "Invalid",
-    500: "InternalError",
-    503: "ServiceUnavailable",
-    504: "Timeout",
-}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -97,79 +68,6 @@ is parsed. Above the object cap on purpose: ``state.max_object_bytes`` (1 MiB by
 checked on the stored encoding and answers 422 with the exact size; JSON (escapes) can be
 larger than that encoding. The native agent uses the larger of this and four times
 ``state.max_object_bytes``, so raising the cap raises this limit too."""
-
-UPLOAD_READ_BYTES = 1024 * 1024
-"""Bytes read from an upload's body at a time (each piece goes to disk before the next)."""
-
-_BLOB_ERRORS: dict[type[BlobError], int] = {
-    BlobNotFound: 404,
-    AmbiguousBlob: 400,
-    InvalidBlob: 422,
-    BlobTooLarge: 413,
-}
-"""HTTP code of each blob error; any other BlobError (no holder, failed fetch) is 503."""
-
-
-class BlobBackend(Protocol):
-    """What the blob endpoints need from the agent (``p2pkube.blobs.service.BlobService``)."""
-
-    settings: BlobSettings
-
-    async def publish(
-        self, pieces: AsyncIterable[bytes], source: str
-    ) -> tuple[dict[str, Any], bool]: ...
-    def resolve(self, ref: str) -> str: ...
-    def describe(self, digest: str) -> dict[str, Any] | None: ...
-    def list_blobs(self) -> list[dict[str, Any]]: ...
-    async def ensure(self, digest: str) -> Path: ...
-    def progress(self, digest: str) -> FetchProgress | None: ...
-
-
-def blob_problem(exc: BlobError) -> ApiProblem:
-    """The Status a blob failure is answered with."""
-    code = next((c for t, c in _BLOB_ERRORS.items() if isinstance(exc, t)), 503)
-    return ApiProblem(code, str(exc))
-
-
-class ApiProblem(Exception):
-    """A request that fails in a way the caller should see as a Kubernetes Status."""
-
-    def __init__(
-        self,
-        code: int,
-        message: str,
-        reason: str | None = None,
-        causes: list[str] = (),  # type: ignore[assignment]
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.reason = reason or _REASONS.get(code, "Unknown")
-        self.causes = list(causes)
-        """``field: reason`` of each problem of an invalid object (Status details.causes)."""
-
-
-def status_body(
-    code: int, message: str, reason: str | None = None, causes: list[str] | None = None
-) -> dict[str, Any]:
-    """A Kubernetes ``Status`` failure object (``causes``: an invalid object's problems)."""
-    body: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason or _REASONS.get(code, "Unknown"),
-        "code": code,
-    }
-    if causes:
-        body["details"] = {
-            "causes": [
-                {"field": cause.partition(": ")[0], "message": cause.partition(": ")[2]}
-                for cause in causes
-            ]
-        }
-    return body
 
 
 def resource_name(kind: str) -> str:
@@ -226,6 +124,7 @@ class ApiServer:
         cancel a handler whose client left, and an idle stream writes nothing that could fail)."""
         self.blobs = blobs
         """The blob endpoints answer 404 without it (e.g. an API server in tests)."""
+        self._blob_routes = BlobRoutes(blobs, write_timeout)
         self.max_body_bytes = max_body_bytes
         """Largest object body read (blob uploads are streamed and have their own cap)."""
         self._watches: set[Watch] = set()
@@ -310,10 +209,7 @@ class ApiServer:
                 web.delete("/v1/objects/{kind}/{namespace}/{name}", self._delete_object),
                 web.get("/v1/watch/{kind}", self._watch),
                 web.get("/v1/status", self._status),
-                web.post("/v1/blobs", self._publish_blob),
-                web.get("/v1/blobs", self._list_blobs),
-                web.get("/v1/blobs/{ref}", self._get_blob),
-                web.post("/v1/blobs/{ref}/pull", self._pull_blob),
+                *self._blob_routes.routes(),
                 web.get("/v1/pods/{namespace}/{name}/log", self._pod_log),
                 web.put("/v1/debug/partition", self._partition),
             ]
@@ -328,23 +224,23 @@ class ApiServer:
         not even which paths exist.
         """
         if not self._authorized(request):
-            return _problem(
+            return problem_response(
                 401, "missing or invalid bearer token (read it from api.token in the data dir)"
             )
         try:
             return await handler(request)
         except ApiProblem as exc:
-            return _problem(exc.code, exc.message, exc.reason, exc.causes)
+            return problem_response(exc.code, exc.message, exc.reason, exc.causes)
         except BlobError as exc:
             problem = blob_problem(exc)
-            return _problem(problem.code, problem.message, problem.reason)
+            return problem_response(problem.code, problem.message, problem.reason)
         except web.HTTPException as exc:  # unknown path, wrong method, body too large
-            return _problem(exc.status, f"{exc.reason}: {request.method} {request.path}")
+            return problem_response(exc.status, f"{exc.reason}: {request.method} {request.path}")
         except TimeoutError:
-            return _problem(504, "the agent did not finish the request in time")
+            return problem_response(504, "the agent did not finish the request in time")
         except Exception:
             log.exception("local API: %s %s failed", request.method, request.path)
-            return _problem(500, "internal error in the agent (see its log)")
+            return problem_response(500, "internal error in the agent (see its log)")
 
     def _authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -358,7 +254,7 @@ class ApiServer:
     async def _list_nodes(self, request: web.Request) -> web.Response:
         selector = _selector(request)
         items = [n for n in self.backend.list_nodes() if _matches(selector, n)]
-        return web.json_response(_list_of("Node", items))
+        return web.json_response(list_of("Node", items))
 
     async def _get_node(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -378,7 +274,7 @@ class ApiServer:
         ]
         if namespace == "":  # cluster-scoped only: None would have meant "all namespaces"
             items = [o for o in items if not o.get("metadata", {}).get("namespace")]
-        return web.json_response(_list_of(kind, items))
+        return web.json_response(list_of(kind, items))
 
     async def _get_object(self, request: web.Request) -> web.Response:
         kind, namespace, name = _key(request)
@@ -508,86 +404,6 @@ class ApiServer:
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.status())
 
-    # --- blobs -------------------------------------------------------------------------------
-
-    def _blob_backend(self) -> BlobBackend:
-        if self.blobs is None:
-            raise ApiProblem(404, "this agent does not serve blobs")
-        return self.blobs
-
-    async def _publish_blob(self, request: web.Request) -> web.Response:
-        """The body is the module itself; ``?source=NAME`` names where it came from."""
-        blobs = self._blob_backend()
-        source = os.path.basename(request.query.get("source", ""))
-        if request.content_length is not None:  # refused before the body is read (413)
-            check_size(source or "the upload", request.content_length, blobs.settings)
-        obj, created = await blobs.publish(_pieces(request, self.write_timeout), source)
-        return web.json_response(obj, status=201 if created else 200)
-
-    async def _list_blobs(self, request: web.Request) -> web.Response:
-        items = self._blob_backend().list_blobs()
-        return web.json_response({**_list_of("Blob", items), "apiVersion": BLOB_API_VERSION})
-
-    async def _get_blob(self, request: web.Request) -> web.Response:
-        blobs = self._blob_backend()
-        ref = request.match_info["ref"]
-        obj = blobs.describe(blobs.resolve(ref))
-        if obj is None:
-            raise ApiProblem(404, f'blobs "{ref}" not found')
-        return web.json_response(obj)
-
-    async def _pull_blob(self, request: web.Request) -> web.StreamResponse:
-        """Fetch a blob here, streaming ``{"type": "PROGRESS", "progress": {...}}`` lines every
-        ``blobs.progress_interval``, then ``COMPLETE`` (with the Blob object and the final
-        progress, null when it was held already) or ``ERROR`` (with a Status). An unknown blob
-        is answered 404 before streaming. A client that leaves does not stop the fetch."""
-        blobs = self._blob_backend()
-        ref = request.match_info["ref"]
-        digest = blobs.resolve(ref)
-        if blobs.describe(digest) is None:
-            raise ApiProblem(404, f"blob {digest} has no manifest in the cluster state")
-        response = web.StreamResponse(
-            headers={"Content-Type": "application/json", "Cache-Control": "no-store"}
-        )
-        response.enable_chunked_encoding()
-        fetch = asyncio.ensure_future(blobs.ensure(digest))
-        try:
-            async with asyncio.timeout(self.write_timeout):
-                await response.prepare(request)
-            await asyncio.sleep(0)  # let the fetch start, so its progress object exists
-            progress = blobs.progress(digest)
-            while not fetch.done():
-                await asyncio.wait({fetch}, timeout=blobs.settings.progress_interval)
-                progress = blobs.progress(digest) or progress
-                if progress is not None and not fetch.done():
-                    await self._line(response, {"type": "PROGRESS", "progress": progress.to_dict()})
-            try:
-                fetch.result()
-                event: dict[str, Any] = {
-                    "type": "COMPLETE",
-                    "object": blobs.describe(digest),
-                    "progress": progress.to_dict() if progress is not None else None,
-                }
-            except BlobError as exc:
-                problem = blob_problem(exc)
-                event = {
-                    "type": "ERROR",
-                    "object": status_body(problem.code, problem.message, problem.reason),
-                }
-            await self._line(response, event)
-            async with asyncio.timeout(self.write_timeout):
-                await response.write_eof()
-        except (ConnectionError, TimeoutError) as exc:
-            log.debug("pull of %s: client gone (%r); the fetch goes on", digest, exc)
-        finally:
-            if not fetch.done():
-                fetch.cancel()  # only our wait: a fetch is shared and survives its callers
-        return response
-
-    async def _line(self, response: web.StreamResponse, event: dict[str, Any]) -> None:
-        async with asyncio.timeout(self.write_timeout):
-            await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
-
     async def _watch(self, request: web.Request) -> web.StreamResponse:
         """Stream a watch as newline-delimited JSON until it ends (see the module docstring).
 
@@ -649,32 +465,6 @@ class ApiServer:
                     return
         except (ConnectionError, TimeoutError) as exc:
             log.debug("watch on %s ended: %r", request.path, exc)
-
-
-async def _pieces(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
-    """An upload's body piece by piece; a client that sends nothing for ``idle_timeout``
-    seconds fails the upload (TimeoutError, answered 504)."""
-    while True:
-        async with asyncio.timeout(idle_timeout):
-            piece = await request.content.read(UPLOAD_READ_BYTES)
-        if not piece:
-            return
-        yield piece
-
-
-def _problem(
-    code: int, message: str, reason: str | None = None, causes: list[str] | None = None
-) -> web.Response:
-    return web.json_response(status_body(code, message, reason, causes), status=code)
-
-
-def _list_of(kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": f"{kind}List",
-        "metadata": {"resourceVersion": ""},
-        "items": items,
-    }
 
 
 def _selector(request: web.Request) -> tuple[Requirement, ...]:
