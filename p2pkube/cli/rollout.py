@@ -32,16 +32,16 @@ from p2pkube.cli.common import (
     data_dir_option,
     namespace_option,
 )
-from p2pkube.cli.describe import (
-    Writer,
-    controller_ref,
+from p2pkube.cli.describe_pods import pod_template
+from p2pkube.cli.describe_sections import controller_ref
+from p2pkube.cli.describe_workloads import (
     deployment_replicasets,
     is_current,
-    pod_template,
     revision,
     without_hash,
 )
 from p2pkube.cli.output import Resource, field, find_resource
+from p2pkube.cli.tabwriter import Writer
 
 SERVER_FIELDS = ("generation", "resourceVersion", "managedFields", "selfLink")
 """Metadata the agent sets itself and refuses to be sent."""

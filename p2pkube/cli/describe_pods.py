@@ -1,0 +1,172 @@
+"""``describe pod``, and the parts of a pod every workload's description shows too: its
+containers (with their states), its volumes, and the pod template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from p2pkube.cli.describe_sections import (
+    Lookup,
+    bool_text,
+    conditions,
+    conditions_of,
+    controlled_by,
+    events,
+    format_time,
+    header,
+    mapping,
+)
+from p2pkube.cli.output import format_age
+from p2pkube.cli.tabwriter import Writer
+
+
+def _state(w: Writer, title: str, state: Any) -> None:
+    state = state if isinstance(state, dict) else {}
+    if isinstance(state.get("running"), dict):
+        w.line(2, f"{title}:", "Running")
+        w.line(3, "Started:", format_time(state["running"].get("startedAt")))
+    elif isinstance(state.get("terminated"), dict):
+        ended = state["terminated"]
+        w.line(2, f"{title}:", "Terminated")
+        if ended.get("reason"):
+            w.line(3, "Reason:", ended["reason"])
+        if ended.get("message"):
+            w.line(3, "Message:", ended["message"])
+        w.line(3, "Exit Code:", ended.get("exitCode", "<unknown>"))
+        w.line(3, "Started:", format_time(ended.get("startedAt")))
+        w.line(3, "Finished:", format_time(ended.get("finishedAt")))
+    else:
+        waiting = state.get("waiting") if isinstance(state.get("waiting"), dict) else {}
+        w.line(2, f"{title}:", "Waiting")
+        if waiting.get("reason"):
+            w.line(3, "Reason:", waiting["reason"])
+        if waiting.get("message"):
+            w.line(3, "Message:", waiting["message"])
+
+
+def _containers(
+    w: Writer,
+    containers: Any,
+    statuses: Any = None,
+    *,
+    space: str = "",
+) -> None:
+    """kubectl's describeContainers; ``space`` indents a pod template's ("  ")."""
+    w.line(0, f"{space}Containers:")
+    by_name = {s.get("name"): s for s in statuses or [] if isinstance(s, dict) and s.get("name")}
+    for container in containers or []:
+        if not isinstance(container, dict):
+            continue
+        name = container.get("name", "")
+        w.line(1, f"{' ' if space else ''}{name}:")
+        status = by_name.get(name)
+        w.line(2, "Image:", container.get("image", "<none>"))
+        if status is not None and status.get("imageID"):
+            w.line(2, "Image ID:", status["imageID"])
+        for title in ("command", "args"):
+            values = container.get(title)
+            if values:
+                w.line(2, f"{title.capitalize()}:")
+                for value in values:
+                    for part in str(value).split("\n"):
+                        w.line(3, part)
+        if container.get("stdinData"):
+            w.line(2, "Stdin:", f"{len(str(container['stdinData']).encode())} bytes")
+        if status is not None:
+            _state(w, "State", status.get("state"))
+            last = status.get("lastState")
+            if isinstance(last, dict) and isinstance(last.get("terminated"), dict):
+                _state(w, "Last State", last)
+            w.line(2, "Ready:", bool_text(status.get("ready")))
+            w.line(2, "Restart Count:", status.get("restartCount", 0))
+        resources = container.get("resources") or {}
+        for title in ("limits", "requests"):
+            values = resources.get(title) or {}
+            if values:
+                w.line(2, f"{title.capitalize()}:")
+                for key, value in sorted(values.items()):
+                    w.line(3, f"{key}:", value)
+        env = [e for e in container.get("env") or [] if isinstance(e, dict)]
+        if env:
+            w.line(2, "Environment:")
+            for var in env:
+                w.line(3, f"{var.get('name')}:", var.get("value", ""))
+        else:
+            w.line(2, "Environment:", "<none>")
+        mounts = [m for m in container.get("volumeMounts") or [] if isinstance(m, dict)]
+        if mounts:
+            w.line(2, "Mounts:")
+            for mount in mounts:
+                mode = "ro" if mount.get("readOnly", True) else "rw"
+                w.line(3, f"{mount.get('mountPath')} from {mount.get('name')} ({mode})")
+        else:
+            w.line(2, "Mounts:", "<none>")
+
+
+def _volumes(w: Writer, volumes: Any, space: str = "") -> None:
+    volumes = [v for v in volumes or [] if isinstance(v, dict)]
+    if not volumes:
+        w.line(0, f"{space}Volumes:", "<none>")
+        return
+    w.line(0, f"{space}Volumes:")
+    for volume in volumes:
+        w.line(1, f"{' ' if space else ''}{volume.get('name')}:")
+        if isinstance(volume.get("hostPath"), dict):
+            w.line(2, "Type:", "HostPath (bare host directory volume)")
+            w.line(2, "Path:", volume["hostPath"].get("path", ""))
+        elif "emptyDir" in volume:
+            w.line(2, "Type:", "EmptyDir (a temporary directory that shares a pod's lifetime)")
+        else:
+            w.line(2, "Type:", "<unknown>")
+
+
+def pod_template(w: Writer, template: Any) -> None:
+    """kubectl's DescribePodTemplate."""
+    w.line(0, "Pod Template:")
+    if not isinstance(template, dict):
+        w.line(1, "<unset>")
+        return
+    meta = template.get("metadata") or {}
+    spec = template.get("spec") or {}
+    mapping(w, "  Labels", meta.get("labels"))
+    if meta.get("annotations"):
+        mapping(w, "  Annotations", meta["annotations"], ": ")
+    _containers(w, spec.get("containers"), space="  ")
+    _volumes(w, spec.get("volumes"), space="  ")
+    if spec.get("nodeSelector"):
+        mapping(w, "  Node-Selectors", spec["nodeSelector"])
+
+
+def describe_pod(pod: dict[str, Any], lookup: Lookup) -> str:
+    """kubectl's PodDescriber."""
+    w = Writer()
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    status = pod.get("status") or {}
+    started = status.get("startTime")
+    header(
+        w,
+        pod,
+        ("Node:", spec.get("nodeName") or "<none>"),
+        ("Start Time:", format_time(started)) if started else None,
+    )
+    if meta.get("deletionTimestamp"):
+        w.line(0, "Status:", f"Terminating (lasts {format_age(meta['deletionTimestamp'])})")
+        w.line(0, "Termination Grace Period:", f"{spec.get('terminationGracePeriodSeconds', 30)}s")
+    else:
+        w.line(0, "Status:", status.get("phase") or "Pending")
+    if status.get("reason"):
+        w.line(0, "Reason:", status["reason"])
+    if status.get("message"):
+        w.line(0, "Message:", status["message"])
+    controlled_by(w, pod)
+    _containers(w, spec.get("containers"), status.get("containerStatuses"))
+    detailed = any(c.get("reason") or c.get("message") for c in conditions_of(pod))
+    fields = ("type", "status", "reason", "message") if detailed else ("type", "status")
+    conditions(w, pod, fields, rule=False)
+    _volumes(w, spec.get("volumes"))
+    if spec.get("activeDeadlineSeconds"):
+        w.line(0, "Active Deadline Seconds:", f"{spec['activeDeadlineSeconds']}s")
+    w.line(0, "Restart Policy:", spec.get("restartPolicy", "Always"))
+    mapping(w, "Node-Selectors", spec.get("nodeSelector"))
+    events(w, lookup.events(pod))
+    return w.text()
