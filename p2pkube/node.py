@@ -304,9 +304,11 @@ class Node:
         # Liveness first: on the ordered channel the neighbour then learns who is Ready
         # before the state diff arrives, so no scheduler acts on a stale NotReady.
         self.membership.link_up(node)
-        self.state.attach_peer(
-            node, lambda data, node=node: self.mesh.send(node, FrameType.SYNC, data)
-        )
+
+        def send(data: bytes) -> None:
+            self.mesh.send(node, FrameType.SYNC, data)
+
+        self.state.attach_peer(node, send)
 
     def _on_frame(self, node: str, frame: Frame) -> None:
         if frame.type is FrameType.SYNC:
