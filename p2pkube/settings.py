@@ -97,11 +97,15 @@ def describe() -> list[tuple[str, str, str]]:
     import inspect
     import textwrap
 
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     for section in dataclasses.fields(AgentSettings):
-        cls = section.default_factory  # type: ignore[misc]
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-        body = tree.body[0].body  # type: ignore[attr-defined]
+        cls = section.default_factory
+        if not isinstance(cls, type):  # every section is built by its dataclass
+            raise TypeError(f"settings section {section.name} has no dataclass default_factory")
+        definition = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+        if not isinstance(definition, ast.ClassDef):
+            raise TypeError(f"settings section {section.name}: {cls.__name__} is not a class")
+        body = definition.body
         docs: dict[str, str] = {}
         for node, following in zip(body, [*body[1:], None], strict=True):
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
