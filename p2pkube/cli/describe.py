@@ -40,7 +40,8 @@ from p2pkube.cli.describe_workloads import (
     describe_job,
     describe_replicaset,
 )
-from p2pkube.cli.output import Resource, field, find_resource
+from p2pkube.cli.kinds import find_resource
+from p2pkube.cli.output import Resource, field
 
 DESCRIBERS: dict[str, Callable[[dict[str, Any], Lookup], str]] = {
     "Pod": describe_pod,

@@ -15,7 +15,8 @@ from typing import Any
 
 from p2pkube.api.client import ApiClient
 from p2pkube.cli.common import DEFAULT_NAMESPACE
-from p2pkube.cli.output import event_last_seen, field, format_age
+from p2pkube.cli.kinds import event_last_seen, event_message, event_source
+from p2pkube.cli.output import field, format_age
 from p2pkube.cli.tabwriter import Writer
 from p2pkube.model.timestamps import parse_datetime
 
@@ -143,10 +144,7 @@ def _event_row(event: dict[str, Any]) -> list[Any]:
         )
     else:
         age = format_age(event.get("firstTimestamp") or event_last_seen(event))
-    component = field(event, "source.component") or ""
-    host = field(event, "source.host") or ""
-    source = "/".join(str(p) for p in (component, host) if p) or "<unknown>"
-    message = " ".join(str(event.get("message") or "").split())
+    source, message = event_source(event), event_message(event)
     return [event.get("type") or "Normal", event.get("reason") or "", age, source, message]
 
 

@@ -21,16 +21,14 @@ from p2pkube.cli.common import (
     namespace_option,
     selector_option,
 )
+from p2pkube.cli.kinds import NAMESPACE_COLUMN, RESOURCES, find_resource
 from p2pkube.cli.output import (
-    NAMESPACE_COLUMN,
     OUTPUT_FORMATS,
-    RESOURCES,
     Column,
     Resource,
     RowPrinter,
     dump,
     field,
-    find_resource,
     object_name,
     render,
     shown_columns,

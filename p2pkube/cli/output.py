@@ -1,9 +1,8 @@
 """kubectl-like output for the CLI: tables, ``-o wide|json|yaml|name``, AGE.
 
-Every resource the CLI can show is declared once in ``RESOURCES`` as a kind, its names, its
-columns and its row order; ``render`` (a whole table) and ``RowPrinter`` (row by row, for
-``get -w``) do the rest. Another kind means one more ``Resource`` here, not another code path
-in the commands.
+A :class:`Resource` is a kind with its names and :class:`Column` s; every one the CLI can show
+is declared once in cli/kinds.py. ``render`` (a whole table) and ``RowPrinter`` (row by row,
+for ``get -w``) do the rest.
 """
 
 from __future__ import annotations
@@ -20,25 +19,25 @@ from tabulate import DataRow, TableFormat, tabulate
 from p2pkube.model.timestamps import parse_datetime
 
 __all__ = [
-    "BLOBS",
-    "NAMESPACE_COLUMN",
     "OUTPUT_FORMATS",
-    "RESOURCES",
     "Column",
     "Resource",
     "RowPrinter",
     "dump",
     "field",
-    "find_resource",
     "format_age",
+    "format_selector",
     "format_size",
     "human_duration",
+    "name_of",
     "object_name",
     "render",
     "render_status",
+    "short_digest",
     "shown_columns",
     "table",
     "to_list",
+    "utc_now",
 ]
 
 OUTPUT_FORMATS = ("wide", "json", "yaml", "name")
@@ -54,6 +53,11 @@ _KUBECTL = TableFormat(
     padding=0,
     with_header_hide=None,
 )
+
+
+def name_of(obj: dict[str, Any]) -> str:
+    """``metadata.name``, "" if there is none."""
+    return str(field(obj, "metadata.name", ""))
 
 
 def field(obj: dict[str, Any], path: str, default: Any = None) -> Any:
@@ -103,7 +107,7 @@ class Resource:
 
     def sort(self, items: list[dict[str, Any]]) -> None:
         """Sort ``items`` in place the way ``get`` lists them."""
-        items.sort(key=lambda o: (field(o, "metadata.namespace", ""), _name(o)))
+        items.sort(key=lambda o: (field(o, "metadata.namespace", ""), name_of(o)))
         if self.sort_key is not None:
             items.sort(key=self.sort_key)  # stable: ties stay by namespace and name
 
@@ -145,7 +149,12 @@ def format_age(ts: str | None, now: datetime | None = None) -> str:
     then = parse_datetime(ts)
     if then is None:
         return "<unknown>"
-    return human_duration(((now or datetime.now(UTC)) - then).total_seconds())
+    return human_duration(((now or utc_now()) - then).total_seconds())
+
+
+def utc_now() -> datetime:
+    """The CLI's clock for ages and durations (tests freeze this module's ``datetime``)."""
+    return datetime.now(UTC)
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -321,139 +330,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-# --- resources -------------------------------------------------------------------------------
-
-
-def _labels(obj: dict[str, Any]) -> str:
-    labels = field(obj, "metadata.labels") or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
-
-
-def _age(obj: dict[str, Any]) -> str:
-    return format_age(field(obj, "metadata.creationTimestamp"))
-
-
-def _node_status(node: dict[str, Any]) -> str:
-    """Ready/NotReady/Unknown from the Ready condition, as kubectl shows it."""
-    for condition in field(node, "status.conditions") or []:
-        if isinstance(condition, dict) and condition.get("type") == "Ready":
-            return {"True": "Ready", "False": "NotReady"}.get(condition.get("status"), "Unknown")
-    return "Unknown"
-
-
-def _node_kind(node: dict[str, Any]) -> str:
-    kind = field(node, "status.nodeInfo.kind") or field(node, "metadata.labels", {}).get(
-        "p2pkube.io/kind"
-    )
-    return kind or "<unknown>"
-
-
-def _node_id(node: dict[str, Any]) -> str:
-    return str(field(node, "status.nodeInfo.nodeID") or field(node, "metadata.uid") or "")[:12]
-
-
-def _name(obj: dict[str, Any]) -> str:
-    return str(field(obj, "metadata.name", ""))
-
-
-NAMESPACE_COLUMN = Column("NAMESPACE", lambda o: field(o, "metadata.namespace", ""))
-
-NODES = Resource(
-    kind="Node",
-    names=("nodes", "node", "no"),
-    namespaced=False,
-    undeletable="a node leaves the cluster when its agent stops",
-    columns=(
-        Column("NAME", _name),
-        Column("KIND", _node_kind),
-        Column("STATUS", _node_status),
-        Column("PEERS", lambda n: field(n, "status.peers", "<unknown>")),
-        Column("CPU", lambda n: field(n, "status.capacity.cpu", "<unknown>")),
-        Column("MEMORY", lambda n: field(n, "status.capacity.memory", "<unknown>")),
-        Column("AGE", _age),
-        Column("NODE-ID", _node_id, wide=True),
-        Column(
-            "VERSION", lambda n: field(n, "status.nodeInfo.agentVersion", "<unknown>"), wide=True
-        ),
-        Column("LABELS", _labels, wide=True),
-    ),
-)
-
-CONFIGMAPS = Resource(
-    kind="ConfigMap",
-    names=("configmaps", "configmap", "cm"),
-    namespaced=True,
-    columns=(
-        Column("NAME", _name),
-        Column("DATA", lambda c: len(c.get("data") or {}) + len(c.get("binaryData") or {})),
-        Column("AGE", _age),
-        Column("LABELS", _labels, wide=True),
-    ),
-)
-
-
-def pod_status(pod: dict[str, Any]) -> str:
-    """The STATUS kubectl shows for a pod: its most telling container reason, else its phase."""
-    if field(pod, "metadata.deletionTimestamp"):
-        return "Terminating"
-    status = pod.get("status") or {}
-    phase = status.get("phase") or "Pending"
-    if phase == "Failed" and status.get("reason"):
-        return str(status["reason"])  # DeadlineExceeded, OutOfmemory, ...
-    reason, running = phase, False
-    for container in status.get("containerStatuses") or []:
-        state = container.get("state") or {}
-        if (state.get("waiting") or {}).get("reason"):
-            reason = state["waiting"]["reason"]
-        elif "terminated" in state:
-            terminated = state["terminated"] or {}
-            reason = terminated.get("reason") or f"ExitCode:{terminated.get('exitCode')}"
-        elif "running" in state and container.get("ready"):
-            running = True
-    return "Running" if reason == "Completed" and running else str(reason)
-
-
-def _pod_ready(pod: dict[str, Any]) -> str:
-    statuses = field(pod, "status.containerStatuses") or []
-    ready = sum(1 for c in statuses if c.get("ready"))
-    return f"{ready}/{len(field(pod, 'spec.containers') or [])}"
-
-
-def _pod_restarts(pod: dict[str, Any]) -> str:
-    statuses = field(pod, "status.containerStatuses") or []
-    count = sum(int(c.get("restartCount") or 0) for c in statuses)
-    last = max(
-        (
-            str(field(c, "lastState.terminated.finishedAt"))
-            for c in statuses
-            if field(c, "lastState.terminated.finishedAt")
-        ),
-        default=None,
-    )
-    return f"{count} ({format_age(last)} ago)" if count and last else str(count)
-
-
-PODS = Resource(
-    kind="Pod",
-    names=("pods", "pod", "po"),
-    namespaced=True,
-    columns=(
-        Column("NAME", _name),
-        Column("READY", _pod_ready),
-        Column("STATUS", pod_status),
-        Column("RESTARTS", _pod_restarts),
-        Column("AGE", _age),
-        Column("NODE", lambda p: field(p, "spec.nodeName") or "<none>", wide=True),
-        Column(
-            "IMAGE",
-            lambda p: ",".join(
-                short_digest(str(c.get("image"))) for c in field(p, "spec.containers") or []
-            ),
-            wide=True,
-        ),
-        Column("LABELS", _labels, wide=True),
-    ),
-)
+# --- cells ----------------------------------------------------------------------------------
 
 
 def format_size(size: Any, sep: str = "") -> str:
@@ -475,238 +352,8 @@ def short_digest(digest: str) -> str:
     return f"{algorithm}:{hex_digits[:12]}" if hex_digits else digest
 
 
-def _holders(blob: dict[str, Any]) -> list[str]:
-    holders = field(blob, "status.holders") or []
-    return [str(h) for h in holders] if isinstance(holders, list) else []
-
-
-BLOBS = Resource(
-    kind="Blob",
-    names=("blobs", "blob"),
-    namespaced=False,
-    watchable=False,
-    undeletable="blobs no object refers to are collected after blobs.gc_grace",
-    columns=(
-        Column("NAME", lambda b: short_digest(_name(b)), narrow=True),
-        Column("NAME", _name, wide=True),
-        Column("SIZE", lambda b: format_size(field(b, "spec.size"))),
-        Column("CHUNKS", lambda b: len(field(b, "spec.chunks") or [])),
-        Column("HOLDERS", lambda b: len(_holders(b)), narrow=True),
-        Column("HOLDERS", lambda b: ",".join(_holders(b)) or "<none>", wide=True),
-        Column(
-            "SOURCE",
-            lambda b: (field(b, "metadata.annotations") or {}).get("p2pkube.io/source") or "<none>",
-        ),
-        Column("AGE", _age),
-        Column("LOCAL", lambda b: field(b, "status.local", "<unknown>"), wide=True),
-    ),
-)
-
-# --- workloads -------------------------------------------------------------------------------
-
-
-def _int(obj: dict[str, Any], path: str) -> int:
-    value = field(obj, path, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def format_selector(labels: Any) -> str:
     """``a=b,c=d`` (sorted) or ``<none>``, as kubectl prints a selector or node selector."""
     if not isinstance(labels, dict) or not labels:
         return "<none>"
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
-def _template_containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    containers = field(obj, "spec.template.spec.containers") or []
-    return [c for c in containers if isinstance(c, dict)]
-
-
-def _container_names(obj: dict[str, Any]) -> str:
-    return ",".join(str(c.get("name", "")) for c in _template_containers(obj)) or "<none>"
-
-
-def _container_images(obj: dict[str, Any]) -> str:
-    images = [short_digest(str(c.get("image", ""))) for c in _template_containers(obj)]
-    return ",".join(images) or "<none>"
-
-
-def _selector(obj: dict[str, Any]) -> str:
-    return format_selector(field(obj, "spec.selector.matchLabels"))
-
-
-def _template_columns() -> tuple[Column, ...]:
-    return (
-        Column("CONTAINERS", _container_names, wide=True),
-        Column("IMAGES", _container_images, wide=True),
-    )
-
-
-DEPLOYMENTS = Resource(
-    kind="Deployment",
-    names=("deployments", "deployment", "deploy"),
-    namespaced=True,
-    columns=(
-        Column("NAME", _name),
-        Column("READY", lambda d: f"{_int(d, 'status.readyReplicas')}/{_int(d, 'spec.replicas')}"),
-        Column("UP-TO-DATE", lambda d: _int(d, "status.updatedReplicas")),
-        Column("AVAILABLE", lambda d: _int(d, "status.availableReplicas")),
-        Column("AGE", _age),
-        *_template_columns(),
-        Column("SELECTOR", _selector, wide=True),
-    ),
-)
-
-REPLICASETS = Resource(
-    kind="ReplicaSet",
-    names=("replicasets", "replicaset", "rs"),
-    namespaced=True,
-    columns=(
-        Column("NAME", _name),
-        Column("DESIRED", lambda r: _int(r, "spec.replicas")),
-        Column("CURRENT", lambda r: _int(r, "status.replicas")),
-        Column("READY", lambda r: _int(r, "status.readyReplicas")),
-        Column("AGE", _age),
-        *_template_columns(),
-        Column("SELECTOR", _selector, wide=True),
-    ),
-)
-
-
-def has_condition(obj: dict[str, Any], kind: str) -> bool:
-    """Whether ``status.conditions`` holds ``kind`` with status True."""
-    return any(
-        isinstance(c, dict) and c.get("type") == kind and c.get("status") == "True"
-        for c in field(obj, "status.conditions") or []
-    )
-
-
-def job_status(job: dict[str, Any]) -> str:
-    """kubectl 1.28's Job STATUS: Complete, Failed, Terminating or Running."""
-    if has_condition(job, "Complete"):
-        return "Complete"
-    if has_condition(job, "Failed"):
-        return "Failed"
-    if field(job, "metadata.deletionTimestamp"):
-        return "Terminating"
-    return "Running"
-
-
-def job_duration(job: dict[str, Any], now: datetime | None = None) -> str:
-    """From the start to completion (or to now while it runs); "" before it started."""
-    start = parse_datetime(field(job, "status.startTime"))
-    if start is None:
-        return ""
-    end = parse_datetime(field(job, "status.completionTime")) or now or datetime.now(UTC)
-    return human_duration((end - start).total_seconds())
-
-
-JOBS = Resource(
-    kind="Job",
-    names=("jobs", "job"),
-    namespaced=True,
-    columns=(
-        Column("NAME", _name),
-        Column("STATUS", job_status),
-        Column(
-            "COMPLETIONS",
-            lambda j: f"{_int(j, 'status.succeeded')}/{field(j, 'spec.completions', 1)}",
-        ),
-        Column("DURATION", job_duration),
-        Column("AGE", _age),
-        *_template_columns(),
-        Column(
-            "SELECTOR",
-            lambda j: f"controller-uid={field(j, 'metadata.uid', '')}",
-            wide=True,
-        ),
-    ),
-)
-
-DAEMONSETS = Resource(
-    kind="DaemonSet",
-    names=("daemonsets", "daemonset", "ds"),
-    namespaced=True,
-    columns=(
-        Column("NAME", _name),
-        Column("DESIRED", lambda d: _int(d, "status.desiredNumberScheduled")),
-        Column("CURRENT", lambda d: _int(d, "status.currentNumberScheduled")),
-        Column("READY", lambda d: _int(d, "status.numberReady")),
-        Column("UP-TO-DATE", lambda d: _int(d, "status.updatedNumberScheduled")),
-        Column("AVAILABLE", lambda d: _int(d, "status.numberAvailable")),
-        Column(
-            "NODE SELECTOR", lambda d: format_selector(field(d, "spec.template.spec.nodeSelector"))
-        ),
-        Column("AGE", _age),
-        *_template_columns(),
-        Column("SELECTOR", _selector, wide=True),
-    ),
-)
-
-
-def event_object(event: dict[str, Any]) -> str:
-    """``kind/name`` of what an event is about, as ``kubectl get events`` shows it."""
-    kind = str(field(event, "involvedObject.kind") or "").lower()
-    return f"{kind}/{field(event, 'involvedObject.name') or ''}"
-
-
-def event_source(event: dict[str, Any]) -> str:
-    """``component/host``: which part of which node reported the event."""
-    component = str(field(event, "source.component") or "")
-    host = str(field(event, "source.host") or "")
-    return "/".join(part for part in (component, host) if part) or "<unknown>"
-
-
-def event_last_seen(event: dict[str, Any]) -> str:
-    return str(
-        event.get("lastTimestamp")
-        or event.get("firstTimestamp")
-        or field(event, "metadata.creationTimestamp", "")
-    )
-
-
-EVENTS = Resource(
-    kind="Event",
-    names=("events", "event", "ev"),
-    namespaced=True,
-    undeletable="each node deletes the events it wrote after events.ttl",
-    sort_key=lambda e: parse_datetime(event_last_seen(e)) or datetime.min.replace(tzinfo=UTC),
-    columns=(
-        Column("LAST SEEN", lambda e: format_age(event_last_seen(e))),
-        Column("TYPE", lambda e: e.get("type") or "Normal"),
-        Column("REASON", lambda e: e.get("reason") or ""),
-        Column("OBJECT", event_object),
-        Column("SOURCE", event_source, wide=True),
-        Column("MESSAGE", lambda e: " ".join(str(e.get("message") or "").split())),
-        Column("FIRST SEEN", lambda e: format_age(e.get("firstTimestamp")), wide=True),
-        Column("COUNT", lambda e: e.get("count", 1), wide=True),
-        Column("NAME", _name, wide=True),
-    ),
-)
-
-RESOURCES: tuple[Resource, ...] = (
-    NODES,
-    PODS,
-    DEPLOYMENTS,
-    REPLICASETS,
-    JOBS,
-    DAEMONSETS,
-    CONFIGMAPS,
-    EVENTS,
-    BLOBS,
-)
-
-
-_GROUPS = (".apps", ".batch", ".v1")
-
-
-def find_resource(name: str) -> Resource | None:
-    """The resource a user typed (``nodes``, ``cm``, ``ConfigMap``, ``deployments.apps``...),
-    or None."""
-    wanted = name.lower()
-    for group in _GROUPS:
-        wanted = wanted.removesuffix(group)
-    for resource in RESOURCES:
-        if wanted in resource.names or wanted == resource.singular:
-            return resource
-    return None

@@ -40,7 +40,8 @@ from p2pkube.cli.describe_workloads import (
     revision,
     without_hash,
 )
-from p2pkube.cli.output import Resource, field, find_resource
+from p2pkube.cli.kinds import find_resource
+from p2pkube.cli.output import Resource, field
 from p2pkube.cli.tabwriter import Writer
 
 SERVER_FIELDS = ("generation", "resourceVersion", "managedFields", "selfLink")

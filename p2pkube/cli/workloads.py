@@ -35,7 +35,8 @@ from p2pkube.cli.common import (
     data_dir_option,
     namespace_option,
 )
-from p2pkube.cli.output import dump, find_resource
+from p2pkube.cli.kinds import find_resource
+from p2pkube.cli.output import dump
 from p2pkube.model.podspec import containers
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
