@@ -18,8 +18,7 @@ from p2pkube.browser.settings import BrowserSettings
 from p2pkube.membership.settings import MembershipSettings
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
-from p2pkube.sched.events import EventSettings
-from p2pkube.sched.manager import SchedulerSettings
+from p2pkube.sched.settings import EventSettings, SchedulerSettings
 from p2pkube.state.settings import StateSettings
 
 RPC_FRAMING_BYTES = 1024

@@ -16,31 +16,16 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from p2pkube.model.timestamps import parse_time, utc_now
+from p2pkube.sched.settings import EventSettings
 from p2pkube.state import ClusterState
 from p2pkube.state.store import EVENTS
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 1024
-
-
-@dataclass
-class EventSettings:
-    flush_interval: float = 0.2
-    """Events wait at most this long before they are written (a burst becomes one write)."""
-    ttl: float = 3600.0
-    """Events older than this are deleted by the node that wrote them (Kubernetes: 1 h)."""
-    max_per_node: int = 1000
-    """Each node keeps at most this many of its own events; the oldest are deleted first."""
-    gc_interval: float = 30.0
-    """How often a node prunes its own events."""
-    max_pending: int = 10_000
-    """Events buffered before a flush at most; beyond it new ones are dropped (counted in
-    ``p2pkube status``, and logged)."""
 
 
 def event_key(involved: dict[str, Any], reason: str, message: str, source: str) -> str:

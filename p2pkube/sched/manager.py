@@ -29,6 +29,7 @@ from p2pkube.model.timestamps import utc_now
 from p2pkube.sched import controllers as ctl
 from p2pkube.sched.election import Lease, decide
 from p2pkube.sched.events import EventRecorder
+from p2pkube.sched.settings import SchedulerSettings
 from p2pkube.sched.view import ClusterView, Plan, PodView, controller_of, node_infos
 from p2pkube.state import ClusterState
 from p2pkube.state.store import LEASES, OBJECTS, STATUS
@@ -38,23 +39,6 @@ log = logging.getLogger(__name__)
 WORKLOAD_KINDS = ("Deployment", "Job", "DaemonSet", "ReplicaSet")
 DEFAULT_MAX_PODS = 110
 """Pods placed on a node that does not publish ``allocatable.pods`` (kubelet's maxPods)."""
-
-
-@dataclass
-class SchedulerSettings:
-    pod_eviction_grace: float = 0.25
-    """Seconds a node must have been NotReady (after ``membership.node_timeout``) before the
-    scheduler of a workload deletes that node's pods and places replacements elsewhere.
-    Kubernetes waits 40 s + 300 s by default; p2pkube's failure detector already tolerates a
-    slow peer (Lifeguard), so this is only a margin against a node that flaps."""
-    min_pass_interval: float = 0.02
-    """Passes are at least this far apart: a burst of changes is handled by one pass."""
-    resync_interval: float = 5.0
-    """A pass runs at least this often even when nothing changed (a safety net)."""
-    failed_pod_backoff: float = 5.0
-    """A ReplicaSet's or DaemonSet's pod that ended (failed, or refused by its node's
-    kubelet) is replaced only once it is this old, so a node or a module that fails every pod
-    costs one attempt per interval and replica instead of one per scheduling pass."""
 
 
 @dataclass
