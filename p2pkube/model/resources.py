@@ -7,6 +7,7 @@ a limit but no request requests its limit; quantities are exact fractions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -44,7 +45,7 @@ def container_requests(container: dict[str, Any]) -> Resources:
     return Resources(cpu or Fraction(0), int(memory or 0))
 
 
-def pod_requests(spec: dict[str, Any]) -> Resources:
+def pod_requests(spec: Mapping[str, Any]) -> Resources:
     """What a pod asks of a node: the sum over its containers."""
     total = Resources()
     for container in spec.get("containers", []):

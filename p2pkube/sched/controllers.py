@@ -120,6 +120,22 @@ def create_pod(ctx: Context, pod: dict[str, Any], owner_uid: str | None) -> None
     plan.put(OBJECTS, key, pod)
 
 
+def create_from_template(
+    ctx: Context,
+    owner: dict[str, Any],
+    template: dict[str, Any],
+    *,
+    labels: dict[str, str],
+    node: NodeInfo | None = None,
+) -> None:
+    """Create one more pod of ``owner`` (a ReplicaSet, Job or DaemonSet) from ``template``,
+    placed (on ``node`` for a DaemonSet), with the owner's ``SuccessfulCreate`` event."""
+    meta = owner["metadata"]
+    pod = pod_from_template(ctx, owner, template, prefix=meta["name"], labels=labels, node=node)
+    create_pod(ctx, pod, meta["uid"])
+    ctx.plan.event(involved(owner), "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
+
+
 def unschedulable(pod: dict[str, Any], diagnosis: str, now: str) -> dict[str, Any]:
     return {
         "podUID": pod["metadata"]["uid"],
@@ -274,9 +290,7 @@ def reconcile_replicaset(ctx: Context, rs: dict[str, Any], desired: int | None =
     missing = replicas - len(pods) - len(held)
     labels = {k: v for k, v in rs["spec"]["template"].get("metadata", {}).get("labels", {}).items()}
     for _ in range(missing):
-        pod = pod_from_template(ctx, rs, rs["spec"]["template"], prefix=meta["name"], labels=labels)
-        create_pod(ctx, pod, meta["uid"])
-        plan.event(involved(rs), "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
+        create_from_template(ctx, rs, rs["spec"]["template"], labels=labels)
     for pod in victims(ctx, pods, -missing):
         delete_pod(ctx, pod, "Killing", f"Scaling down: deleting pod {pod.name}")
     ready = sum(1 for p in pods if p.ready)
@@ -544,13 +558,7 @@ def reconcile_job(ctx: Context, job: dict[str, Any]) -> None:
                 delete_pod(ctx, pod, "Killing", f"Deleting surplus pod {pod.name}")
                 active.remove(pod)
             for _ in range(created):
-                pod = pod_from_template(
-                    ctx, job, spec["template"], prefix=meta["name"], labels=labels
-                )
-                create_pod(ctx, pod, meta["uid"])
-                plan.event(
-                    involved(job), "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}"
-                )
+                create_from_template(ctx, job, spec["template"], labels=labels)
             status["active"] = len(active) + created
     else:
         status["completionTime"] = old.get("completionTime")
@@ -603,11 +611,7 @@ def reconcile_daemonset(ctx: Context, ds: dict[str, Any]) -> None:
     labels = {DS_HASH_LABEL: digest}
     for name, node in sorted(eligible.items()):
         if name not in by_node and name not in waiting:
-            pod = pod_from_template(
-                ctx, ds, template, prefix=meta["name"], labels=labels, node=node
-            )
-            create_pod(ctx, pod, meta["uid"])
-            plan.event(involved(ds), "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
+            create_from_template(ctx, ds, template, labels=labels, node=node)
     outdated = [p for p in pods if p.obj["metadata"].get("labels", {}).get(DS_HASH_LABEL) != digest]
     unavailable = sum(1 for p in pods if not p.ready) + (
         len(eligible) - len(set(by_node) & set(eligible))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from p2pkube.model.resources import Resources, pod_requests
@@ -58,16 +58,17 @@ class PodToPlace:
     spec: Mapping[str, Any]
     owner: str | None = None
     """uid of the workload it belongs to (spread), None for a standalone pod."""
-    requests: Resources = field(default=None)  # type: ignore[assignment]
+    known_requests: InitVar[Resources | None] = None
+    """Its requests when the caller has them parsed already."""
+    requests: Resources = field(init=False)
     """Its requests, parsed once (every filter and score of every node needs them)."""
-    host_paths: tuple[HostPathRequest, ...] = field(default=None)  # type: ignore[assignment]
+    host_paths: tuple[HostPathRequest, ...] = field(init=False)
     """Its ``hostPath`` volumes, parsed once."""
 
-    def __post_init__(self) -> None:
-        if self.requests is None:
-            object.__setattr__(self, "requests", pod_requests(self.spec))
-        if self.host_paths is None:
-            object.__setattr__(self, "host_paths", requested_host_paths(self.spec))
+    def __post_init__(self, known_requests: Resources | None) -> None:
+        requests = pod_requests(self.spec) if known_requests is None else known_requests
+        object.__setattr__(self, "requests", requests)
+        object.__setattr__(self, "host_paths", requested_host_paths(self.spec))
 
 
 Filter = Callable[[PodToPlace, NodeInfo], str | None]
