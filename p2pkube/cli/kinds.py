@@ -217,11 +217,12 @@ def _selector(obj: dict[str, Any]) -> str:
     return format_selector(field(obj, "spec.selector.matchLabels"))
 
 
-def _template_columns() -> tuple[Column, ...]:
-    return (
-        Column("CONTAINERS", _container_names, wide=True),
-        Column("IMAGES", _container_images, wide=True),
-    )
+_TEMPLATE_COLUMNS = (
+    Column("CONTAINERS", _container_names, wide=True),
+    Column("IMAGES", _container_images, wide=True),
+)
+_WORKLOAD_TAIL = (AGE, *_TEMPLATE_COLUMNS, Column("SELECTOR", _selector, wide=True))
+"""The last columns of Deployments, ReplicaSets and DaemonSets."""
 
 
 DEPLOYMENTS = Resource(
@@ -233,9 +234,7 @@ DEPLOYMENTS = Resource(
         Column("READY", lambda d: f"{_int(d, 'status.readyReplicas')}/{_int(d, 'spec.replicas')}"),
         Column("UP-TO-DATE", lambda d: _int(d, "status.updatedReplicas")),
         Column("AVAILABLE", lambda d: _int(d, "status.availableReplicas")),
-        AGE,
-        *_template_columns(),
-        Column("SELECTOR", _selector, wide=True),
+        *_WORKLOAD_TAIL,
     ),
 )
 
@@ -248,9 +247,7 @@ REPLICASETS = Resource(
         Column("DESIRED", lambda r: _int(r, "spec.replicas")),
         Column("CURRENT", lambda r: _int(r, "status.replicas")),
         Column("READY", lambda r: _int(r, "status.readyReplicas")),
-        AGE,
-        *_template_columns(),
-        Column("SELECTOR", _selector, wide=True),
+        *_WORKLOAD_TAIL,
     ),
 )
 
@@ -296,7 +293,7 @@ JOBS = Resource(
         ),
         Column("DURATION", job_duration),
         AGE,
-        *_template_columns(),
+        *_TEMPLATE_COLUMNS,
         Column(
             "SELECTOR",
             lambda j: f"controller-uid={field(j, 'metadata.uid', '')}",
@@ -319,9 +316,7 @@ DAEMONSETS = Resource(
         Column(
             "NODE SELECTOR", lambda d: format_selector(field(d, "spec.template.spec.nodeSelector"))
         ),
-        AGE,
-        *_template_columns(),
-        Column("SELECTOR", _selector, wide=True),
+        *_WORKLOAD_TAIL,
     ),
 )
 
