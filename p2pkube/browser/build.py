@@ -9,7 +9,9 @@ nothing but re-hash; the result does not depend on how often it ran):
 * ``yjs.mjs``, ``browser_wasi_shim.mjs`` and ``ed25519.mjs``: the npm libraries, each bundled
   by esbuild into one ES module (``web/esbuild.config.mjs``; ``ed25519.mjs`` is @noble/ed25519
   with @noble/hashes' sha512, which bridge.js imports only where WebCrypto has no Ed25519);
-* the page's own sources as they are (``index.html``, ``app.css``, ``app.js``, ``bridge.js``,
+* ``bridge.js``: ``web/bridge.js`` and its modules (``web/bridge/*.js``, one per concern),
+  bundled by esbuild into one file (one request for the page instead of a chain of imports);
+* the page's other sources as they are (``index.html``, ``app.css``, ``app.js``,
   ``worker.js``);
 * ``pyodide/<version>/``: what ``loadPyodide({indexURL})`` loads from the npm package (the
   runtime, its wasm, the standard library zip, the lock file); the version in the path makes
@@ -58,9 +60,11 @@ SIGNALING = REPO / "signaling"
 NODE_MODULES = WEB / "node_modules"
 
 #: The page's own files, copied as they are.
-PAGE_FILES = ("index.html", "app.css", "app.js", "bridge.js", "worker.js")
-#: What the esbuild config writes.
-BUNDLES = ("yjs.mjs", "browser_wasi_shim.mjs", "ed25519.mjs")
+PAGE_FILES = ("index.html", "app.css", "app.js", "worker.js")
+#: What the esbuild config writes: the npm libraries, and the bridge (web/bridge.js with its
+#: modules in web/bridge/).
+LIBRARY_BUNDLES = ("yjs.mjs", "browser_wasi_shim.mjs", "ed25519.mjs")
+BUNDLES = (*LIBRARY_BUNDLES, "bridge.js")
 #: What loadPyodide() fetches from its indexURL (pyodide.mjs is the module the page imports).
 PYODIDE_FILES = (
     "pyodide.mjs",
@@ -164,6 +168,7 @@ class Builder:
     def bundles(self) -> None:
         config = WEB / "esbuild.config.mjs"
         inputs = [config, WEB / "package-lock.json", NODE_MODULES / ".package-lock.json"]
+        inputs += [WEB / "bridge.js", *(WEB / "bridge").glob("*.js")]
         newest = max(p.stat().st_mtime for p in inputs if p.exists())
         outputs = [DIST / name for name in BUNDLES]
         if all(p.is_file() and p.stat().st_mtime >= newest for p in outputs):
@@ -346,7 +351,7 @@ class Builder:
                 group = "wheels"
             elif rel.startswith("python/"):
                 group = "agent Python sources (zip)"
-            elif rel in BUNDLES:
+            elif rel in LIBRARY_BUNDLES:
                 group = "yjs, WASI shim, Ed25519 bundles"
             else:
                 group = "page, bridge, worker"

@@ -1,10 +1,15 @@
 // esbuild config of the browser bundle: the npm libraries the page imports, each bundled into
 // one self-contained ES module (their sources use bare specifiers such as "lib0/encoding", which a
-// browser cannot resolve). The page's own sources (app.js, bridge.js, worker.js) are plain ES
-// modules copied as they are by ../build.py.
+// browser cannot resolve), and the bridge: bridge.js with its modules (bridge/*.js), bundled into
+// one dist/bridge.js so the page fetches one file, not a waterfall of six imports each revalidated
+// (no-cache). The page's other sources (app.js, worker.js) are plain ES modules copied as they are
+// by ../build.py.
 //
 //   node esbuild.config.mjs OUTDIR      (run by p2pkube/browser/build.py)
 //
+// OUTDIR/bridge.js                bridge.js and bridge/*.js (registered in Pyodide as "p2pjs");
+//                                 whitespace and syntax minified, names kept (readable stack
+//                                 traces); import.meta.url stays the bundle's own URL
 // OUTDIR/yjs.mjs                  everything "yjs" exports (registered in Pyodide as module "yjs")
 // OUTDIR/browser_wasi_shim.mjs    @bjorn3/browser_wasi_shim (imported by worker.js)
 // OUTDIR/ed25519.mjs              @noble/ed25519 with @noble/hashes' sha512 set as its sync and
@@ -50,3 +55,12 @@ for (const [name, contents] of Object.entries(entries)) {
     outfile: path.join(outdir, name),
   });
 }
+
+await esbuild.build({
+  ...common,
+  entryPoints: [path.join(common.absWorkingDir, "bridge.js")],
+  outfile: path.join(outdir, "bridge.js"),
+  minify: false,
+  minifyWhitespace: true,
+  minifySyntax: true,
+});

@@ -1,0 +1,339 @@
+// instances.js — one job: pod instances, every one a WASI command module in its own dedicated
+// Web Worker (worker.js), and the shared ring buffer its output comes up through
+// (conventions: ../bridge.js).
+//
+//   compileModule(digest, bytes) -> Promise<true>
+//       WebAssembly.compile, kept in memory by digest. Rejects with the compile error's text,
+//       or when the module is no WASI preview 1 command (no `_start` function or `memory`
+//       export, or an import other than a wasi_snapshot_preview1 function this runtime
+//       offers: the message names it).
+//   forgetModule(digest)             drops it (running instances keep their copy)
+//   hasModule(digest) -> bool
+//   startInstance(digest, options, handlers) -> Instance     throws if digest is not compiled
+//       options: {argv: [str], env: [[k, v]] or {k: v}, stdin: bytes | null,
+//                 deadlineMs: number | null (ms from now), dirs: [guestPath] (optional: empty
+//                 writable in-memory directories, like an emptyDir)}
+//       handlers: {onOutput(stream, Uint8Array), onExit(result)}; stream is "stdout" or
+//       "stderr". Output is handed up as written: through a shared ring buffer when
+//       crossOriginIsolated (a doorbell message per batch; a writer blocks while the ring, 1
+//       MiB, is full, like a pipe; nothing written before a kill is lost), else by
+//       postMessage in batches of at most 2 ms.
+//       result, passed once to onExit (and resolving Instance.done):
+//         {kind: "exit", code}                 proc_exit(code), or _start returned (code 0)
+//         {kind: "trap", message, memoryBytes} a WebAssembly.RuntimeError ("unreachable",
+//                                              "memory access out of bounds", ...); memoryBytes
+//                                              is the instance memory's byteLength then
+//         {kind: "stack-overflow", message}    RangeError: Maximum call stack size exceeded
+//         {kind: "killed", reason}             Instance.kill(reason), or reason "deadline"
+//                                              when deadlineMs passed (worker.terminate())
+//         {kind: "error", message}             anything else (a link error naming the import,
+//                                              an exception of the WASI layer, a worker that
+//                                              could not start)
+//   Instance.kill(reason = "killed")  terminates the worker at once (even mid-loop or asleep)
+//   Instance.done -> Promise<result>;  Instance.id;  Instance.digest;  Instance.ended (bool)
+//   Instance.stats() -> {sleepMode: "atomics" | "busy-wait" | null, sleeps, sleptMs,
+//       outputBytes, startMs (ms from startInstance until _start ran, null before)}
+//   runtimeInfo() -> {crossOriginIsolated, sleepMode, modules: [digest], running: n}
+//   configure({workerUrl})   app.js points the runtime at the (cache-busted) worker.js
+//
+// WASI in the worker is @bjorn3/browser_wasi_shim with p2pkube's own poll_oneoff (every
+// subscription, clock sleeps with Atomics.wait — never a busy loop — when crossOriginIsolated;
+// fd subscriptions ready at once, as natively), clock_time_get/clock_res_get (monotonic,
+// realtime, and the CPU-time clocks as time since start), and stdout/stderr that are not
+// terminals (so C stdio buffers fully, as under wasmtime).
+
+import { errorText, fromPython, invoke, pick, release, toBytes } from "./interop.js";
+
+const WASI_MODULE = "wasi_snapshot_preview1";
+const RING_BYTES = 1 << 20;
+// Int32 slots of the ring header shared with worker.js (keep both in sync).
+const H_WRITE = 0, H_READ = 1, H_BELL = 2, H_KILL = 3, H_SLEEPS = 4, H_SLEPT_MS = 5, H_MODE = 6;
+const HEADER_BYTES = 64;
+const SLEEP_MODES = [null, "atomics", "busy-wait"];
+
+// The WASI preview 1 functions worker.js provides (the shim's, plus its own overrides).
+const WASI_FUNCTIONS = new Set([
+  "args_get", "args_sizes_get", "environ_get", "environ_sizes_get", "clock_res_get",
+  "clock_time_get", "fd_advise", "fd_allocate", "fd_close", "fd_datasync", "fd_fdstat_get",
+  "fd_fdstat_set_flags", "fd_fdstat_set_rights", "fd_filestat_get", "fd_filestat_set_size",
+  "fd_filestat_set_times", "fd_pread", "fd_prestat_get", "fd_prestat_dir_name", "fd_pwrite",
+  "fd_read", "fd_readdir", "fd_renumber", "fd_seek", "fd_sync", "fd_tell", "fd_write",
+  "path_create_directory", "path_filestat_get", "path_filestat_set_times", "path_link",
+  "path_open", "path_readlink", "path_remove_directory", "path_rename", "path_symlink",
+  "path_unlink_file", "poll_oneoff", "proc_exit", "proc_raise", "sched_yield", "random_get",
+  "sock_accept", "sock_recv", "sock_send", "sock_shutdown",
+]);
+
+const modules = new Map(); // digest -> WebAssembly.Module
+const running = new Set();
+// import.meta.url is the bundle's (dist/bridge.js), beside which worker.js is copied.
+let workerUrl = new URL("./worker.js", import.meta.url).href;
+let spare = null;
+let nextInstanceId = 1;
+let warnedBusy = false;
+
+/** configure()'s runtime part: app.js points at the cache-busted worker.js before the first start. */
+export function configureRuntime(o) {
+  if (o.workerUrl) {
+    workerUrl = new URL(String(o.workerUrl), location.href).href;
+    if (spare) {
+      spare.terminate();
+      spare = null;
+    }
+  }
+}
+
+function spawnWorker() {
+  return new Worker(workerUrl, { type: "module", name: "p2pkube pod" });
+}
+
+/** A worker for a new instance; one spare is kept loaded so a start does not wait for it. */
+function takeWorker() {
+  const worker = spare || spawnWorker();
+  spare = null;
+  setTimeout(() => {
+    if (!spare) spare = spawnWorker();
+  }, 50);
+  return worker;
+}
+
+function checkCommandModule(module) {
+  const exports = WebAssembly.Module.exports(module);
+  if (!exports.some((e) => e.name === "_start" && e.kind === "function")) {
+    throw new Error("not a WASI command module: no exported _start function");
+  }
+  if (!exports.some((e) => e.name === "memory" && e.kind === "memory")) {
+    throw new Error("not a WASI command module: no exported memory");
+  }
+  for (const imp of WebAssembly.Module.imports(module)) {
+    if (imp.module !== WASI_MODULE) {
+      throw new Error(`unknown import ${imp.module}.${imp.name}: only ${WASI_MODULE} functions are offered`);
+    }
+    if (imp.kind !== "function" || !WASI_FUNCTIONS.has(imp.name)) {
+      throw new Error(`unknown import ${imp.module}.${imp.name} (${imp.kind}): not a WASI preview 1 function`);
+    }
+  }
+}
+
+export async function compileModule(digest, bytes) {
+  const code = toBytes(bytes, "compileModule bytes");
+  let module;
+  try {
+    module = await WebAssembly.compile(code);
+  } catch (e) {
+    throw new Error(`cannot compile ${digest}: ${errorText(e)}`);
+  }
+  checkCommandModule(module);
+  modules.set(String(digest), module);
+  if (!spare) setTimeout(() => spare || (spare = spawnWorker()), 0);
+  return true;
+}
+
+export function forgetModule(digest) {
+  modules.delete(String(digest));
+}
+
+export function hasModule(digest) {
+  return modules.has(String(digest));
+}
+
+export function runtimeInfo() {
+  return {
+    crossOriginIsolated: Boolean(globalThis.crossOriginIsolated),
+    sleepMode: globalThis.crossOriginIsolated ? "atomics" : "busy-wait",
+    modules: Array.from(modules.keys()),
+    running: running.size,
+  };
+}
+
+function normalizeOptions(options) {
+  const o = fromPython(options) || {};
+  const argv = Array.from(o.argv || [], String);
+  let env = o.env || [];
+  if (!Array.isArray(env)) env = Object.entries(env);
+  env = env.map(([k, v]) => `${k}=${v}`);
+  const stdin = o.stdin == null ? null : toBytes(o.stdin, "stdin");
+  const deadlineMs = o.deadlineMs == null ? null : Number(o.deadlineMs);
+  const dirs = Array.from(o.dirs || [], String);
+  return { argv, env, stdin, deadlineMs, dirs };
+}
+
+class Instance {
+  constructor(digest, module, options, handlers) {
+    this.id = nextInstanceId++;
+    this.digest = digest;
+    this.ended = false;
+    this._onOutput = pick(handlers, "onOutput");
+    this._onExit = pick(handlers, "onExit");
+    this._outputBytes = 0;
+    this._created = performance.now();
+    this._startMs = null;
+    this.done = new Promise((resolve) => (this._resolve = resolve));
+    const opts = normalizeOptions(options);
+    const shared = Boolean(globalThis.crossOriginIsolated) && typeof SharedArrayBuffer === "function";
+    if (shared) {
+      this._sab = new SharedArrayBuffer(HEADER_BYTES + RING_BYTES);
+      this._hdr = new Int32Array(this._sab, 0, HEADER_BYTES / 4);
+      this._ring = new Uint8Array(this._sab, HEADER_BYTES, RING_BYTES);
+    } else {
+      this._sab = null;
+      if (!warnedBusy) {
+        warnedBusy = true;
+        console.warn(
+          "p2pjs: the page is not crossOriginIsolated (no COOP/COEP headers): no SharedArrayBuffer, " +
+            "so sleeping pods busy-wait a core and output is batched by postMessage",
+        );
+      }
+    }
+    this._sleepMode = null;
+    this.worker = takeWorker();
+    this.worker.onmessage = (event) => this._message(event.data);
+    this.worker.onerror = (event) => {
+      event.preventDefault();
+      this._finish({ kind: "error", message: `worker failed: ${event.message || "could not load worker.js"}` });
+    };
+    this.worker.onmessageerror = () => this._finish({ kind: "error", message: "worker message could not be read" });
+    running.add(this);
+    this.worker.postMessage({
+      type: "start",
+      module,
+      argv: opts.argv,
+      env: opts.env,
+      stdin: opts.stdin,
+      dirs: opts.dirs,
+      sab: this._sab,
+      ringBytes: RING_BYTES,
+      headerBytes: HEADER_BYTES,
+    });
+    if (opts.deadlineMs != null && Number.isFinite(opts.deadlineMs)) {
+      this._deadline = setTimeout(() => this.kill("deadline"), Math.max(0, opts.deadlineMs));
+    }
+  }
+
+  _message(msg) {
+    if (this.ended || msg == null) return;
+    switch (msg.type) {
+      case "drain":
+        this._drain();
+        break;
+      case "out":
+        this._emit(msg.stream, msg.data);
+        break;
+      case "started":
+        this._startMs = performance.now() - this._created;
+        break;
+      case "sleep-mode":
+        this._sleepMode = msg.mode;
+        break;
+      case "exit":
+        this._finish(msg.result);
+        break;
+      default:
+        console.warn("p2pjs: unknown worker message", msg);
+    }
+  }
+
+  _emit(stream, data) {
+    if (!data || data.length === 0) return;
+    this._outputBytes += data.length;
+    invoke(this._onOutput, "onOutput", stream, data);
+  }
+
+  /** Read every record from the shared output ring (main thread side; see worker.js). */
+  _drain() {
+    const hdr = this._hdr;
+    if (!hdr) return;
+    Atomics.store(hdr, H_BELL, 0);
+    const write = Atomics.load(hdr, H_WRITE);
+    let read = Atomics.load(hdr, H_READ);
+    if (read === write) return;
+    const ring = this._ring;
+    const mask = RING_BYTES - 1;
+    const take = (pos, n) => {
+      const out = new Uint8Array(n);
+      const start = pos & mask;
+      const first = Math.min(n, RING_BYTES - start);
+      out.set(ring.subarray(start, start + first), 0);
+      if (first < n) out.set(ring.subarray(0, n - first), first);
+      return out;
+    };
+    const chunks = [];
+    while (read !== write) {
+      const head = take(read, 5);
+      const stream = head[0] === 2 ? "stderr" : "stdout";
+      const length = head[1] | (head[2] << 8) | (head[3] << 16) | (head[4] << 24);
+      const last = chunks[chunks.length - 1];
+      const payload = take(read + 5, length);
+      if (last && last.stream === stream && last.size + length <= RING_BYTES) {
+        last.parts.push(payload);
+        last.size += length;
+      } else {
+        chunks.push({ stream, parts: [payload], size: length });
+      }
+      read = (read + 5 + length) | 0;
+    }
+    Atomics.store(hdr, H_READ, read);
+    Atomics.notify(hdr, H_READ);
+    for (const chunk of chunks) {
+      let data = chunk.parts[0];
+      if (chunk.parts.length > 1) {
+        data = new Uint8Array(chunk.size);
+        let offset = 0;
+        for (const part of chunk.parts) {
+          data.set(part, offset);
+          offset += part.length;
+        }
+      }
+      this._emit(chunk.stream, data);
+    }
+  }
+
+  _finish(result) {
+    if (this.ended) return;
+    this.ended = true;
+    clearTimeout(this._deadline);
+    this._drain();
+    running.delete(this);
+    try {
+      this.worker.terminate();
+    } catch (_) {
+      // ignore
+    }
+    const plain = { ...result };
+    invoke(this._onExit, "onExit", plain);
+    release(this._onOutput);
+    release(this._onExit);
+    this._onOutput = this._onExit = null;
+    this._resolve(plain);
+  }
+
+  kill(reason = "killed") {
+    if (this.ended) return;
+    if (this._hdr) {
+      Atomics.store(this._hdr, H_KILL, 1);
+      Atomics.notify(this._hdr, H_KILL);
+      Atomics.notify(this._hdr, H_READ); // a writer waiting for ring space
+    }
+    this._drain();
+    this.worker.terminate();
+    this._finish({ kind: "killed", reason: String(reason) });
+  }
+
+  stats() {
+    const hdr = this._hdr;
+    return {
+      sleepMode: hdr ? SLEEP_MODES[Atomics.load(hdr, H_MODE)] ?? null : this._sleepMode,
+      sleeps: hdr ? Atomics.load(hdr, H_SLEEPS) : null,
+      sleptMs: hdr ? Atomics.load(hdr, H_SLEPT_MS) : null,
+      outputBytes: this._outputBytes,
+      startMs: this._startMs,
+    };
+  }
+}
+
+export function startInstance(digest, options, handlers) {
+  const key = String(digest);
+  const module = modules.get(key);
+  if (!module) throw new Error(`module ${key} is not compiled (compileModule first)`);
+  return new Instance(key, module, options, handlers);
+}
