@@ -11,7 +11,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from http.client import HTTPResponse
 from pathlib import Path
 from typing import IO, Any
@@ -208,7 +208,7 @@ class ApiClient:
         label_selector: str | None = None,
         *,
         timeout_seconds: int = WATCH_SECONDS,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """Yield watch events (``{"type": ..., "object": ...}``) as the agent sends them.
 
         First every current object as ADDED, then changes, until the server ends the stream

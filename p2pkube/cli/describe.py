@@ -107,7 +107,7 @@ def find_objects(
 def split_targets(resource_name: str, names: Sequence[str]) -> list[tuple[str, str | None]]:
     """(resource, name) pairs from ``RESOURCE [NAME...]`` or ``TYPE/NAME...``."""
     if "/" in resource_name:
-        pairs = []
+        pairs: list[tuple[str, str | None]] = []
         for arg in (resource_name, *names):
             kind, slash, name = arg.partition("/")
             if not slash or not kind or not name:
