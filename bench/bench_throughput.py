@@ -143,9 +143,9 @@ class LinkEndpoint(Endpoint):
         from p2pkube.net.frames import Frame
         from p2pkube.net.handshake import Handshake
         from p2pkube.net.identity import NodeIdentity, verify_signature
+        from p2pkube.net.jointoken import cluster_id
         from p2pkube.net.link import PeerLink
         from p2pkube.net.settings import TransportSettings
-        from signaling.protocol import cluster_id
 
         def on_frame(link: PeerLink, frame: Frame) -> None:
             self._count(frame.body)

@@ -117,7 +117,8 @@ def token_problem() -> str | None:
 
     The same checks as ``p2pkube signal`` and ``p2pkube join`` make, done first so a
     container with a bad token says so at once instead of restarting over and over."""
-    from signaling.protocol import check_token, load_tokens
+    from p2pkube.net.jointoken import check_token
+    from signaling.tokens import load_tokens
 
     try:
         if (path := token_file()) is not None:

@@ -102,7 +102,7 @@ class Agent(Node):
         self.options = options
         settings = settings_for(options)
         self.identity = NodeIdentity.load_or_create(options.data_dir)
-        from signaling.protocol import cluster_id
+        from p2pkube.net.jointoken import cluster_id
 
         mesh = Mesh(
             identity=self.identity,

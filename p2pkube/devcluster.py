@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from signaling.protocol import Verifier, generate_token
+from p2pkube.net.jointoken import Verifier, generate_token
 
 T = TypeVar("T")
 

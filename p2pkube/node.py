@@ -36,6 +36,7 @@ from p2pkube.model.resources import Resources
 from p2pkube.model.timestamps import utc_now
 from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 from p2pkube.net.frames import Frame, FrameType
+from p2pkube.net.jointoken import cluster_id
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.rpc import Rpc
 from p2pkube.runtime.hostpaths import HostPathPolicy
@@ -49,7 +50,6 @@ from p2pkube.settings import AgentSettings
 from p2pkube.state import ClusterState, StoreFactory, object_key
 from p2pkube.state.store import OBJECTS, STATUS
 from p2pkube.state.sync import SyncProtocolError
-from signaling.protocol import cluster_id
 
 log = logging.getLogger("p2pkube.node")
 

@@ -1,9 +1,10 @@
 """``python -m signaling``: run a signaling server from the command line.
 
 The p2pkube CLI has its own ``p2pkube signal`` built on the same
-:func:`~signaling.protocol.load_tokens` and :func:`~signaling.server.run_server`;
+:func:`~signaling.tokens.load_tokens` and :func:`~signaling.server.run_server`;
 this entry point exists so the server can run from a checkout (or a minimal
-container) without the rest of p2pkube.
+container) without the CLI: of p2pkube it needs only the wire format
+(:mod:`p2pkube.net.signaling_wire`, :mod:`p2pkube.net.jointoken`, standard library only).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import logging
 import os
 import sys
 
-from .protocol import Verifier, load_tokens, load_verifiers
+from p2pkube.net.jointoken import Verifier
+
 from .server import SignalingServer, run_server
+from .tokens import load_tokens, load_verifiers
 
 
 def build_parser() -> argparse.ArgumentParser:

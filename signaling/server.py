@@ -46,9 +46,14 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .protocol import (
-    FATAL_CLOSE_CODES,
+from p2pkube.net.jointoken import (
     KEY_BYTES,
+    Verifier,
+    join_mac,
+    node_id_from_public_key,
+)
+from p2pkube.net.signaling_wire import (
+    FATAL_CLOSE_CODES,
     NONCE_BYTES,
     WS_PATH,
     ErrorCode,
@@ -56,14 +61,9 @@ from .protocol import (
     PeerRecord,
     ProtocolError,
     Signal,
-    Verifier,
     challenge_message,
     encode,
     error_message,
-    generate_token,
-    join_mac,
-    load_tokens,
-    node_id_from_public_key,
     parse_client_message,
     peer_joined_message,
     peer_left_message,
@@ -80,8 +80,6 @@ __all__ = [
     "StaticFiles",
     "TokenBucket",
     "create_app",
-    "generate_token",
-    "load_tokens",
     "run_server",
 ]
 
@@ -505,7 +503,7 @@ def signature_valid(public_key: bytes, signature: bytes, message: bytes) -> bool
 class SignalingState:
     """Everything the server holds: verifiers, rooms, live sessions, failed joins.
 
-    Per cluster, only its :class:`~signaling.protocol.Verifier` is kept: the
+    Per cluster, only its :class:`~p2pkube.net.jointoken.Verifier` is kept: the
     room id and the signaling key derived from the token.  Tokens given to it
     are turned into verifiers on construction and dropped; nothing it holds
     passes the link handshake (that key is derived separately).  Rooms and
@@ -897,7 +895,7 @@ def create_app(
 ) -> web.Application:
     """Build the signaling web application for the clusters of ``tokens``.
 
-    ``tokens`` are join tokens or :class:`~signaling.protocol.Verifier` s; a
+    ``tokens`` are join tokens or :class:`~p2pkube.net.jointoken.Verifier` s; a
     token is turned into its verifier here and not kept (:func:`as_verifiers`).
 
     Routes: ``GET /ws`` (the protocol) and ``GET /healthz``; with ``web_root``, a ``GET`` or

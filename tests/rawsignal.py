@@ -14,15 +14,8 @@ from typing import Any
 import aiohttp
 
 from p2pkube.net.identity import NodeIdentity
-from signaling.protocol import (
-    Join,
-    b64decode,
-    cluster_id,
-    join_mac,
-    join_message,
-    join_transcript,
-    signaling_key,
-)
+from p2pkube.net.jointoken import b64decode, cluster_id, join_mac, join_transcript, signaling_key
+from p2pkube.net.signaling_wire import Join, join_message
 
 __all__ = ["challenge", "expect_fatal", "open_socket", "recv", "send", "signed_join"]
 

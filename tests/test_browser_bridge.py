@@ -235,11 +235,11 @@ async def test_page_loads_pyodide_wheels_and_agent_sources(
         """async () => {
             const py = window.p2pkube.pyodide;
             const t = performance.now();
-            py.runPython("import p2pkube.net.frames, signaling.protocol, msgpack");
+            py.runPython("import p2pkube.net.frames, p2pkube.net.signaling_wire, msgpack");
             const importMs = performance.now() - t;
             const out = py.runPython(`
 import json, sys
-import msgpack, signaling, signaling.protocol as sp
+import msgpack, p2pkube.net.jointoken as jt, p2pkube.net.signaling_wire
 from p2pkube.net.frames import FrameType, decode_frame, encode_frame
 import yjs, p2pjs
 frame = decode_frame(encode_frame(FrameType.PING, {}))
@@ -248,8 +248,8 @@ doc.getMap("objects").set("k", "v")
 json.dumps({
     "msgpack": list(msgpack.version),
     "frame": frame.type.name,
-    "cluster": sp.cluster_id("t"),
-    "server_loaded": "signaling.server" in sys.modules,
+    "cluster": jt.cluster_id("t"),
+    "server_loaded": "signaling" in sys.modules,
     "yjs": doc.getMap("objects").get("k"),
     "bridge": callable(p2pjs.newPeer),
     "python": sys.version.split()[0],
@@ -264,12 +264,13 @@ json.dumps({
     assert out["yjs"] == "v"
     assert out["bridge"] is True
     assert out["python"].startswith("3.14")
-    from signaling.protocol import cluster_id
+    from p2pkube.net.jointoken import cluster_id
 
     assert out["cluster"] == cluster_id("t")
     print(
         f"\npage load to Python ready: {seconds:.2f} s (page timings {timings}); "
-        f"import p2pkube.net.frames, signaling.protocol, msgpack: {result['importMs']:.0f} ms"
+        f"import p2pkube.net.frames, p2pkube.net.signaling_wire, msgpack: "
+        f"{result['importMs']:.0f} ms"
     )
     assert seconds < 30
 
@@ -316,7 +317,8 @@ import asyncio, json
 import p2pjs
 from p2pkube.browser.identity import BrowserIdentity
 from p2pkube.net.signaling_client import answer_challenge
-from signaling.protocol import b64decode, cluster_id, encode, join_message, signaling_key
+from p2pkube.net.jointoken import b64decode, cluster_id, signaling_key
+from p2pkube.net.signaling_wire import encode, join_message
 
 keys = await p2pjs.ed25519Generate()
 me = BrowserIdentity(bytes(keys.pub.to_bytes()), bytes(keys.pkcs8.to_bytes()))

@@ -20,12 +20,12 @@ from p2pkube.net import ice
 from p2pkube.net.frames import PROTOCOL_VERSION, Frame, FrameType, encode_frame
 from p2pkube.net.handshake import Handshake
 from p2pkube.net.identity import NodeIdentity, verify_signature
+from p2pkube.net.jointoken import cluster_id
 from p2pkube.net.link import LinkState, PeerLink
 from p2pkube.net.mesh import seal_route
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.net.signaling_client import SignalingClient
 from p2pkube.net.signed import Signatures
-from signaling.protocol import cluster_id
 from tests.clusters import all_ready
 
 BUILD = Path(__file__).resolve().parent.parent / "examples" / "build"

@@ -10,9 +10,9 @@ from p2pkube.membership.detector import Membership
 from p2pkube.net import ice
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.identity import NodeIdentity
+from p2pkube.net.jointoken import cluster_id
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.settings import TransportSettings
-from signaling.protocol import cluster_id
 
 
 async def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:

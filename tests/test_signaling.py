@@ -28,6 +28,16 @@ import aiohttp
 import pytest
 
 from p2pkube.net.identity import NodeIdentity
+from p2pkube.net.jointoken import (
+    Verifier,
+    b64decode,
+    cluster_id,
+    generate_token,
+    hkdf_sha256,
+    link_key,
+    signaling_key,
+    token_problem,
+)
 from p2pkube.net.signaling_client import (
     PeerInfo,
     SignalingClient,
@@ -35,22 +45,8 @@ from p2pkube.net.signaling_client import (
     SignalingRejected,
     websocket_url,
 )
+from p2pkube.net.signaling_wire import FlatValue, ProtocolError, parse_client_message
 from p2pkube.net.websocket import AiohttpWebSocket, WebSocket
-from signaling.protocol import (
-    FlatValue,
-    ProtocolError,
-    Verifier,
-    b64decode,
-    cluster_id,
-    generate_token,
-    hkdf_sha256,
-    link_key,
-    load_tokens,
-    load_verifiers,
-    parse_client_message,
-    signaling_key,
-    token_problem,
-)
 from signaling.server import (
     STATE_KEY,
     JoinThrottle,
@@ -59,6 +55,7 @@ from signaling.server import (
     create_app,
     throttle_key,
 )
+from signaling.tokens import load_tokens, load_verifiers
 from tests import rawsignal
 from tests.rawsignal import challenge, expect_fatal, open_socket, recv, send
 

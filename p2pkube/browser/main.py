@@ -28,11 +28,11 @@ from p2pkube.browser.runtime import WorkerRuntime
 from p2pkube.browser.signaling import browser_connect
 from p2pkube.browser.yjs_store import YjsStore
 from p2pkube.model.quantity import format_bytes
+from p2pkube.net.jointoken import check_token, cluster_id
 from p2pkube.net.mesh import Mesh
 from p2pkube.node import Node, NodeConfig
 from p2pkube.settings import AgentSettings
 from p2pkube.state.store import EVENTS, OBJECTS, STATUS
-from signaling.protocol import check_token, cluster_id
 
 log = logging.getLogger("p2pkube.browser")
 

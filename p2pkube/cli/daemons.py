@@ -86,8 +86,9 @@ def signal(
     """
     import logging
 
-    from signaling.protocol import Verifier, load_tokens, load_verifiers
+    from p2pkube.net.jointoken import Verifier
     from signaling.server import SignalingServer, run_server
+    from signaling.tokens import load_tokens, load_verifiers
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -169,7 +170,7 @@ def token(verifier: bool, token_file: Path | None) -> None:
       P2PKUBE_TOKEN=$(cat cluster.token) p2pkube token --verifier > cluster.verifier
       p2pkube signal --verifier-file cluster.verifier
     """
-    from signaling.protocol import Verifier, check_token, generate_token
+    from p2pkube.net.jointoken import Verifier, check_token, generate_token
 
     if not verifier:
         click.echo(generate_token())
@@ -254,7 +255,7 @@ def _check_addresses(
 def join_token(ctx: click.Context, token: str | None, token_file: Path | None) -> str:
     """The join token of ``p2pkube join``: --token-file, else --token or $P2PKUBE_TOKEN
     (a file given on the command line wins over the environment); checked for strength."""
-    from signaling.protocol import token_problem
+    from p2pkube.net.jointoken import token_problem
 
     warn_token_in_argv(ctx)
     from_argv = ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE

@@ -5,7 +5,7 @@ soon as the data channel opens. When a peer has both HELLOs it sends AUTH:
 
 * ``sig`` — Ed25519 signature, with its node key, of the transcript below;
 * ``mac`` — HMAC-SHA256 of the same transcript keyed with the cluster's link key,
-  ``HKDF-SHA256(token, info="p2pkube link auth v1")`` (:func:`signaling.protocol.link_key`).
+  ``HKDF-SHA256(token, info="p2pkube link auth v1")`` (:func:`p2pkube.net.jointoken.link_key`).
   The signaling server holds only the signaling key, derived from the token with another
   ``info``, so it cannot forge this: knowing the token is what makes a peer a member.
 
@@ -28,8 +28,8 @@ from typing import Any
 import msgpack
 
 from p2pkube.net.frames import FrameError
+from p2pkube.net.jointoken import link_key
 from p2pkube.net.keys import NodeKey, SignatureCheck, node_id_from_public_key
-from signaling.protocol import link_key
 
 NONCE_BYTES = 32
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+ \S+)\s*$", re.MULTILINE)
@@ -103,7 +103,7 @@ class Handshake:
         check_signature: SignatureCheck,
     ) -> None:
         """``token`` is the join token, or the link key already derived from it
-        (:func:`~signaling.protocol.link_key`: a node need not keep the token itself)."""
+        (:func:`~p2pkube.net.jointoken.link_key`: a node need not keep the token itself)."""
         self._identity = identity
         self._check_signature = check_signature
         self._key = token if isinstance(token, bytes) else link_key(token)

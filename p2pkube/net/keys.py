@@ -14,7 +14,7 @@ from typing import Protocol
 
 # One definition of the node id, which the signaling server checks too (and it does not
 # import p2pkube): hex of the first 16 bytes of sha256("p2pkube-node:" + raw public key).
-from signaling.protocol import NODE_ID_BYTES, node_id_from_public_key
+from p2pkube.net.jointoken import NODE_ID_BYTES, node_id_from_public_key
 
 __all__ = ["NODE_ID_BYTES", "NodeKey", "SignatureCheck", "node_id_from_public_key"]
 

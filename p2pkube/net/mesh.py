@@ -49,6 +49,7 @@ import msgpack
 from p2pkube.backoff import Backoff
 from p2pkube.net.frames import Frame, FrameError, FrameType, unpack
 from p2pkube.net.handshake import Handshake
+from p2pkube.net.jointoken import link_key
 from p2pkube.net.keys import NodeKey, SignatureCheck
 from p2pkube.net.linkbase import LinkBase, LinkState
 from p2pkube.net.settings import TransportSettings
@@ -56,7 +57,6 @@ from p2pkube.net.signaling_client import PeerInfo, SignalingClient
 from p2pkube.net.signed import LogThrottle, Signatures, transcript
 from p2pkube.net.transport import SIGNAL_KINDS
 from p2pkube.net.websocket import Connect
-from signaling.protocol import link_key
 
 log = logging.getLogger(__name__)
 

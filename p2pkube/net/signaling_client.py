@@ -23,7 +23,7 @@ throttles failed joins per address, and ours may share it with a guesser), and
 or a stolen key) is retried with a back-off that grows while it repeats, so two
 holders of one key do not flap the room.
 
-The wire format is defined in :mod:`signaling.protocol` (and
+The wire format is defined in :mod:`p2pkube.net.signaling_wire` (and
 ``docs/protocol.md``).
 """
 
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 from p2pkube.backoff import Backoff
+from p2pkube.net.jointoken import check_token, cluster_id, join_mac, join_transcript, signaling_key
 from p2pkube.net.keys import NodeKey
-from p2pkube.net.websocket import Connect, WebSocket, aiohttp_connect
-from signaling.protocol import (
+from p2pkube.net.signaling_wire import (
     WS_PATH,
     Challenge,
     ErrorCode,
@@ -54,20 +54,16 @@ from signaling.protocol import (
     ServerMessage,
     SignalFrom,
     Welcome,
-    check_token,
-    cluster_id,
     encode,
-    join_mac,
     join_message,
-    join_transcript,
     parse_server_message,
     signal_message,
-    signaling_key,
     validate_name,
     validate_peer_id,
     validate_peer_kind,
     validate_signal_data,
 )
+from p2pkube.net.websocket import Connect, WebSocket, aiohttp_connect
 
 __all__ = [
     "PeerInfo",
@@ -101,7 +97,7 @@ def websocket_url(url: str) -> str:
 
     Operators type ``ws://host:port`` (or ``http://...``); the endpoint is
     ``/ws`` on that server.  ``http``/``https`` become ``ws``/``wss`` and an
-    empty path becomes :data:`~signaling.protocol.WS_PATH`; any other path is
+    empty path becomes :data:`~p2pkube.net.signaling_wire.WS_PATH`; any other path is
     kept, for servers behind a reverse proxy.
     """
     parts = urllib.parse.urlsplit(url)
@@ -648,7 +644,7 @@ async def answer_challenge(
     nonce: bytes, key: bytes, cluster: str, identity: NodeKey, name: str, kind: str
 ) -> Join:
     """The ``join`` answering the server's challenge ``nonce``: the mac keyed by the signaling
-    key ``key`` (:func:`~signaling.protocol.signaling_key`), and the signature of the node key
+    key ``key`` (:func:`~p2pkube.net.jointoken.signaling_key`), and the signature of the node key
     ``identity``, whose node id is the peer id, both over the join's transcript."""
     pub = identity.public_key
     transcript = join_transcript(nonce, cluster, identity.node_id, name, kind, pub)
