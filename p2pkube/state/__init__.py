@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 from .settings import PersistSettings, StateSettings
 
 if TYPE_CHECKING:  # the same names as _LAZY, for type checkers and import-linter
-    from .cluster import ClusterState, StateStats, ValueTooLarge, WriteBatch
+    from .cluster import ClusterState, WriteBatch
     from .persist import PersistenceError
+    from .sizes import StateStats, ValueTooLarge
     from .store import (
         EVENTS,
         LEASES,
@@ -44,8 +45,9 @@ if TYPE_CHECKING:  # the same names as _LAZY, for type checkers and import-linte
     from .versioned import HybridClock, Stamp, Version
 
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(["ClusterState", "StateStats", "ValueTooLarge", "WriteBatch"], ".cluster"),
+    **dict.fromkeys(["ClusterState", "WriteBatch"], ".cluster"),
     **dict.fromkeys(["PersistenceError"], ".persist"),
+    **dict.fromkeys(["StateStats", "ValueTooLarge"], ".sizes"),
     **dict.fromkeys(
         [
             "EVENTS",
