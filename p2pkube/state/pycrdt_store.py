@@ -38,7 +38,8 @@ class PycrdtStore(DocumentStore):
 
     def _make_map_observer(self, name: str) -> Callable[[MapEvent], None]:
         def observer(event: MapEvent) -> None:
-            changes: dict[str, dict[str, Any]] = event.keys  # type: ignore[attr-defined]
+            changes: dict[str, dict[str, Any]]
+            changes = event.keys  # type: ignore[attr-defined]  # pycrdt: in __slots__, untyped
             if changes:
                 self._pending_changes.append(
                     (

@@ -1,4 +1,4 @@
-"""The cluster-state document: a narrow store interface and its pycrdt backend.
+"""The cluster-state document: a narrow store interface and what its backends share.
 
 The whole cluster state is one Yjs document holding a few top-level maps. Every
 value is an opaque msgpack blob, because Yjs number semantics differ between
@@ -9,13 +9,14 @@ The store knows nothing about what the blobs mean: `ClusterState` writes
 versioned blobs (`versioned.py`) through `put_raw` and resolves conflicts from
 the per-entry change events (old blob, new blob) the store reports.
 
-`StateStore` is the only thing the rest of p2pkube may depend on, so that the
-browser node (yjs through Pyodide) can plug in its own backend. Both backends
+`StateStore` (a typing.Protocol) is the only thing the rest of p2pkube may depend
+on, and a `StoreFactory` is how a backend is injected (`ClusterState(store_factory=)`),
+so that the browser node (yjs through Pyodide) can plug in its own. Both backends
 subclass `DocumentStore`, which holds everything but the document itself
 (transactions and their origins, callbacks after commit, encoding): `PycrdtStore`
-(`pycrdt_store.py`) natively, `YjsStore` (`p2pkube.browser.yjs_store`) in a tab.
-This module does not import pycrdt, so that the browser, which has no pycrdt, can
-import everything else of p2pkube.state.
+(`pycrdt_store.py`), which the native agent passes, and `YjsStore`
+(`p2pkube.browser.yjs_store`) in a tab. Nothing else in p2pkube.state imports
+pycrdt_store, so that the browser, which has no pycrdt, can import all the rest.
 
 Callbacks (`on_update`, `on_change`, `on_entry_change`) run *after* the outermost transaction has
 committed, outside of it: they may read the document, start new transactions
