@@ -68,6 +68,13 @@ def describe_node(node: dict[str, Any], lookup: Lookup) -> str:
     images = status.get("images") or []
     if isinstance(images, list):
         w.line(0, "Modules:", f"{len(images)} held completely (other nodes fetch them from here)")
+    _allocated(w, _running_on(lookup, name), allocatable)
+    events(w, lookup.events(node))
+    return w.text()
+
+
+def _running_on(lookup: Lookup, name: Any) -> list[dict[str, Any]]:
+    """The node's pods that have not ended, by namespace and name."""
     pods = [
         p
         for p in lookup.objects("Pod", None)
@@ -75,6 +82,12 @@ def describe_node(node: dict[str, Any], lookup: Lookup) -> str:
         and field(p, "status.phase") not in ("Succeeded", "Failed")
     ]
     pods.sort(key=lambda p: (field(p, "metadata.namespace", ""), field(p, "metadata.name", "")))
+    return pods
+
+
+def _allocated(w: Writer, pods: list[dict[str, Any]], allocatable: dict[str, Any]) -> None:
+    """kubectl's Non-terminated Pods table and Allocated resources: what each pod and all of
+    them request and may use, and their share of what the node can allocate."""
     cpu = _Amount(_quantity(allocatable.get("cpu", 0)), _cpu)
     memory = _Amount(_quantity(allocatable.get("memory", 0)), _memory)
     w.line(0, "Non-terminated Pods:", f"({len(pods)} in total)")
@@ -106,8 +119,6 @@ def describe_node(node: dict[str, Any], lookup: Lookup) -> str:
             ("memory", memory.text(sums[2]), memory.text(sums[3])),
         ],
     )
-    events(w, lookup.events(node))
-    return w.text()
 
 
 _POD_HEADERS = ("Namespace", "Name", "", "CPU Requests", "CPU Limits", "Memory Requests",
