@@ -11,40 +11,38 @@ everything when the socket goes.  Rooms are built from live sockets only, so a
 restarted server loses nothing that the agents do not re-announce on their
 own when they reconnect; a running cluster keeps its WebRTC links meanwhile.
 
-Structure (one object per concern, aiortc style):
+Structure (one object per concern, aiortc style), one module each:
 
-* :class:`SignalingSettings`: every limit and timing, with its default;
-* :class:`TokenBucket`: per-socket rate limit;
-* :class:`JoinThrottle`: failed joins per client address;
-* :class:`_Session`: one WebSocket with its bounded outbox and writer task;
-* :class:`_Room`: the live sessions of one cluster;
-* :class:`SignalingState`: verifiers, rooms and sessions; the WebSocket
-  handler;
-* :class:`StaticFiles`: optionally, the browser node's page and bundle
-  (``web_root``, built by ``make browser``) from the same origin;
-* :func:`create_app`, :class:`SignalingServer`, :func:`run_server`: the ways
+* :class:`~signaling.settings.SignalingSettings`: every limit and timing, with its default;
+* :mod:`signaling.admission`: :class:`~signaling.admission.TokenBucket` (the per-socket
+  rate limit), :class:`~signaling.admission.JoinThrottle` (failed joins per client
+  address) and the join's signature check;
+* :mod:`signaling.session`: :class:`~signaling.session.Session` (one WebSocket with its
+  bounded outbox and writer task) and :class:`~signaling.session.Room` (the live
+  sessions of one cluster);
+* here, :class:`SignalingState`: verifiers, rooms and sessions; the WebSocket
+  handler, admission and relaying;
+* :class:`~signaling.static.StaticFiles`: optionally, the browser node's page and
+  bundle (``web_root``, built by ``make browser``) from the same origin;
+* here, :func:`create_app`, :class:`SignalingServer`, :func:`run_server`: the ways
   to run it (extend the app, embed in tests, or block in a CLI).
+
+The wire format is p2pkube's (:mod:`p2pkube.net.signaling_wire`,
+:mod:`p2pkube.net.jointoken`), shared with every node.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import signal
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from p2pkube.net.jointoken import (
     KEY_BYTES,
@@ -53,7 +51,6 @@ from p2pkube.net.jointoken import (
     node_id_from_public_key,
 )
 from p2pkube.net.signaling_wire import (
-    FATAL_CLOSE_CODES,
     NONCE_BYTES,
     WS_PATH,
     ErrorCode,
@@ -62,8 +59,6 @@ from p2pkube.net.signaling_wire import (
     ProtocolError,
     Signal,
     challenge_message,
-    encode,
-    error_message,
     parse_client_message,
     peer_joined_message,
     peer_left_message,
@@ -71,14 +66,15 @@ from p2pkube.net.signaling_wire import (
     welcome_message,
 )
 
+from .admission import JoinThrottle, signature_valid
+from .session import Room, Session
+from .settings import SignalingSettings
+from .static import StaticFiles
+
 __all__ = [
     "STATE_KEY",
-    "JoinThrottle",
     "SignalingServer",
-    "SignalingSettings",
     "SignalingState",
-    "StaticFiles",
-    "TokenBucket",
     "create_app",
     "run_server",
 ]
@@ -86,418 +82,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class SignalingSettings:
-    """Every limit and timing of the server, each with a safe default.
-
-    The defaults suit a cluster of a few hundred agents plus browser tabs on
-    one small server; tests shrink the timings to run fast.
-    """
-
-    #: Largest accepted text message, in UTF-8 bytes (64 KiB).  An SDP offer
-    #: is a few KiB; anything much larger is abuse.  Bigger messages get the
-    #: fatal ``too-large`` error.
-    max_message_bytes: int = 64 * 1024
-    #: Frames larger than ``max_message_bytes * hard_limit_factor`` are cut by
-    #: the WebSocket layer itself (close 1009) before they are read in full, so
-    #: a hostile client cannot make the server buffer an unbounded frame.
-    hard_limit_factor: int = 4
-    #: Sustained messages per second a socket may send (token bucket rate).
-    messages_per_second: float = 50.0
-    #: Token bucket capacity: a burst of this many messages is accepted at once.
-    rate_burst: int = 200
-    #: A socket that has more than this many messages dropped by the rate
-    #: limit within ``rate_limit_window`` seconds is closed with the fatal
-    #: ``rate-limited`` error (4005); below that, messages are only dropped.
-    rate_limit_max_drops: int = 200
-    #: Window (seconds) over which dropped messages are counted.
-    rate_limit_window: float = 10.0
-    #: At most one non-fatal ``rate-limited`` warning per this many seconds,
-    #: so the warnings do not become a flood of their own.
-    rate_limit_warning_interval: float = 1.0
-    #: Most peers in one room (cluster); a join beyond gets ``room-full``.
-    max_peers_per_room: int = 256
-    #: Most WebSocket connections in total, joined or not; beyond, a new
-    #: socket is told ``room-full`` and closed.  Rooms exist only for the
-    #: tokens served, so this also bounds every room together.
-    max_connections: int = 4096
-    #: Seconds of silence before the server pings a socket (aiohttp
-    #: ``heartbeat=``); a socket that does not answer within half of this is
-    #: dropped, so a vanished agent shows up as ``peer-left`` promptly.
-    heartbeat: float = 10.0
-    #: Seconds a new socket has to send its ``join`` (``join-timeout``).
-    join_timeout: float = 5.0
-    #: Messages queued for one socket before it counts as stuck; a socket
-    #: whose queue overflows is closed with WebSocket code 1013 (try again).
-    send_queue_size: int = 256
-    #: Seconds one write to a socket may take before the socket is aborted.
-    send_timeout: float = 10.0
-    #: Seconds to wait for the peer's close frame when closing a socket.
-    close_timeout: float = 2.0
-    #: Failed joins per second one client address may make in the long run (a
-    #: token bucket per address; IPv6 addresses count per /64).  A join that
-    #: fails (wrong mac, wrong identity, malformed, too slow) spends a token;
-    #: while an address has none, its joins are refused with ``rate-limited``
-    #: without being checked, so guessing the token from one address gets at
-    #: most this many tries a second.
-    join_failures_per_second: float = 2.0
-    #: Failed joins one address may make at once before the rate applies (the
-    #: bucket's capacity): room for an operator's typo or a few restarts.
-    join_failure_burst: int = 5
-    #: Client addresses whose failed joins are remembered, at most; beyond,
-    #: the one that failed longest ago is forgotten (the table never grows).
-    join_failure_addresses: int = 4096
-    #: Seconds a throttled join is held before it is refused, so a throttled
-    #: client that reconnects at once does not make the server spin.
-    join_refusal_delay: float = 1.0
-    #: At most one log line per address per this many seconds about refused
-    #: (throttled) joins, with their count; every checked failure is logged.
-    join_refusal_log_interval: float = 10.0
-
-    def __post_init__(self) -> None:
-        """Reject settings that would make the server misbehave."""
-        positive = {
-            "max_message_bytes": self.max_message_bytes,
-            "hard_limit_factor": self.hard_limit_factor,
-            "messages_per_second": self.messages_per_second,
-            "rate_burst": self.rate_burst,
-            "rate_limit_window": self.rate_limit_window,
-            "max_peers_per_room": self.max_peers_per_room,
-            "max_connections": self.max_connections,
-            "heartbeat": self.heartbeat,
-            "join_timeout": self.join_timeout,
-            "send_timeout": self.send_timeout,
-            "close_timeout": self.close_timeout,
-            "join_failures_per_second": self.join_failures_per_second,
-            "join_failure_burst": self.join_failure_burst,
-            "join_failure_addresses": self.join_failure_addresses,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"SignalingSettings.{name} must be positive, got {value}")
-        if self.rate_limit_max_drops < 0 or self.rate_limit_warning_interval < 0:
-            raise ValueError("SignalingSettings rate-limit drop settings must be >= 0")
-        if self.join_refusal_delay < 0 or self.join_refusal_log_interval < 0:
-            raise ValueError("SignalingSettings join refusal settings must be >= 0")
-        if self.send_queue_size < 2:
-            # Room for an error message plus the close marker.
-            raise ValueError("SignalingSettings.send_queue_size must be at least 2")
-
-    @property
-    def hard_message_bytes(self) -> int:
-        """The WebSocket layer's own frame limit (see ``hard_limit_factor``)."""
-        return self.max_message_bytes * self.hard_limit_factor
-
-
-class TokenBucket:
-    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._clock = clock
-        self._tokens = float(burst)
-        self._stamp = clock()
-
-    def take(self) -> bool:
-        """Spend one token if there is one; False means "over the limit"."""
-        if self.ready():
-            self._tokens -= 1.0
-            return True
-        return False
-
-    def ready(self) -> bool:
-        """True if a token is there to spend (nothing is spent)."""
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        return self._tokens >= 1.0
-
-
-def throttle_key(remote: str) -> str:
-    """The unit failed joins are counted per: the IPv4 address, or the IPv6 /64.
-
-    One IPv6 host usually has a whole /64 to pick addresses from, so counting
-    per address would give it billions of buckets.
-    """
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return remote
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
-
-
-@dataclass(slots=True)
-class _Failures:
-    """One address's failed joins: its bucket, and its refusals not logged yet."""
-
-    bucket: TokenBucket
-    refused: int = 0
-    logged: float = float("-inf")
-
-
-class JoinThrottle:
-    """Failed joins per client address, in a table of bounded size.
-
-    Each address (:func:`throttle_key`) that failed a join has a
-    :class:`TokenBucket` of ``join_failure_burst`` tokens refilled at
-    ``join_failures_per_second``; each failure spends one.  An address without
-    a token is refused before its join is checked.  Addresses that never failed
-    have no entry, so honest clients cost nothing; the table keeps the
-    ``join_failure_addresses`` most recent failers (least recently failed go
-    first), so it cannot be grown without bound.
-    """
-
-    def __init__(self, settings: SignalingSettings, clock: Callable[[], float] = time.monotonic):
-        self._settings = settings
-        self._clock = clock
-        self._entries: OrderedDict[str, _Failures] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def allows(self, remote: str) -> bool:
-        """True if a join from ``remote`` may be checked now."""
-        entry = self._entries.get(throttle_key(remote))
-        return entry is None or entry.bucket.ready()
-
-    def failed(self, remote: str) -> None:
-        """Count one failed join from ``remote``."""
-        key = throttle_key(remote)
-        entry = self._entries.get(key)
-        if entry is None:
-            settings = self._settings
-            bucket = TokenBucket(
-                settings.join_failures_per_second, settings.join_failure_burst, self._clock
-            )
-            entry = self._entries[key] = _Failures(bucket)
-            while len(self._entries) > settings.join_failure_addresses:
-                self._entries.popitem(last=False)
-        self._entries.move_to_end(key)
-        entry.bucket.take()
-
-    def refused(self, remote: str) -> int:
-        """Count a join refused unchecked; return how many to log now (0: not yet)."""
-        entry = self._entries.get(throttle_key(remote))
-        if entry is None:
-            return 0
-        entry.refused += 1
-        now = self._clock()
-        if now - entry.logged < self._settings.join_refusal_log_interval:
-            return 0
-        count, entry.refused, entry.logged = entry.refused, 0, now
-        return count
-
-
-@dataclass(frozen=True, slots=True)
-class _Close:
-    """Outbox marker: close the socket with this WebSocket close code."""
-
-    code: int
-    reason: str
-
-
-class _Session:
-    """One WebSocket: its identity once joined, its outbox and its writer.
-
-    Only the writer task writes to the socket; everyone else enqueues with
-    :meth:`send` (never blocks), so a slow receiver cannot stall the peer
-    whose message is being relayed to it.
-    """
-
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.BaseTransport | None,
-        remote: str,
-        settings: SignalingSettings,
-    ) -> None:
-        self.ws = ws
-        self.remote = remote
-        self._transport = transport
-        self.settings = settings
-        self.record: PeerRecord | None = None
-        self.room: _Room | None = None
-        self.closing = False
-        self.bucket = TokenBucket(settings.messages_per_second, settings.rate_burst)
-        self._drops = 0
-        self._drop_window_start = time.monotonic()
-        self._last_warning = float("-inf")
-        self._outbox: asyncio.Queue[str | _Close] = asyncio.Queue(settings.send_queue_size)
-        self._writer = asyncio.create_task(self._write_loop(), name=f"signaling-writer {remote}")
-
-    @property
-    def label(self) -> str:
-        """Short description for log lines (never includes the token)."""
-        if self.record is None:
-            return f"{self.remote} (not joined)"
-        assert self.room is not None
-        return f"{self.record.peer}/{self.record.name} in {self.room.cluster} from {self.remote}"
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue ``message`` for this socket; close it if it is stuck."""
-        self.send_text(encode(message))
-
-    def send_text(self, text: str) -> None:
-        """Queue an encoded message (see :meth:`send`).
-
-        Never blocks: a socket that lets ``send_queue_size`` messages pile up
-        is not reading, and is closed with 1013 (try again later) rather than
-        allowed to hold memory or slow its senders down.
-        """
-        if self.closing:
-            return
-        try:
-            self._outbox.put_nowait(text)
-        except asyncio.QueueFull:
-            logger.warning("signaling: %s is not reading; closing it", self.label)
-            self.close(WSCloseCode.TRY_AGAIN_LATER, "send queue full")
-
-    def fail(self, code: ErrorCode, message: str, *, log: bool = True) -> None:
-        """Send a fatal error and close with its 4000+ close code.
-
-        Pending messages are dropped: after a fatal error nothing else
-        matters, and the outbox must have room for the error itself.
-        ``log=False`` when the caller logs it its own way (failed joins).
-        """
-        if self.closing:
-            return
-        if log:
-            logger.info("signaling: %s rejected: %s: %s", self.label, code, message)
-        self.close(FATAL_CLOSE_CODES[code], str(code), error_message(code, message))
-
-    def warn(self, code: ErrorCode, message: str, *, to: str | None = None) -> None:
-        """Send a non-fatal error."""
-        self.send(error_message(code, message, to=to))
-
-    def admit_rate(self) -> bool | None:
-        """Apply the rate limit to one incoming message.
-
-        Returns True to process it, False to drop it silently (a warning has
-        been queued if due), None when the socket has been closed for
-        sustained abuse.
-        """
-        if self.bucket.take():
-            return True
-        now = time.monotonic()
-        if now - self._drop_window_start > self.settings.rate_limit_window:
-            self._drop_window_start = now
-            self._drops = 0
-        self._drops += 1
-        limit = self.settings.messages_per_second
-        if self._drops > self.settings.rate_limit_max_drops:
-            self.fail(
-                ErrorCode.RATE_LIMITED,
-                f"sustained rate over {limit:g} messages/s; {self._drops} messages dropped",
-            )
-            return None
-        if now - self._last_warning >= self.settings.rate_limit_warning_interval:
-            self._last_warning = now
-            self.warn(
-                ErrorCode.RATE_LIMITED,
-                f"over {limit:g} messages/s (burst {self.settings.rate_burst}); "
-                "messages are being dropped",
-            )
-        return False
-
-    def close(self, code: int, reason: str, last_message: dict[str, Any] | None = None) -> None:
-        """Close with WebSocket ``code`` after sending ``last_message`` if given.
-
-        Pending messages are dropped; idempotent (the first close wins).
-        """
-        if self.closing:
-            return
-        self.closing = True
-        while not self._outbox.empty():
-            self._outbox.get_nowait()
-        if last_message is not None:
-            self._outbox.put_nowait(encode(last_message))
-        self._outbox.put_nowait(_Close(code, reason))
-
-    async def _write_loop(self) -> None:
-        try:
-            while True:
-                item = await self._outbox.get()
-                if isinstance(item, _Close):
-                    async with asyncio.timeout(self.settings.close_timeout + 1.0):
-                        await self.ws.close(code=item.code, message=item.reason.encode())
-                    return
-                async with asyncio.timeout(self.settings.send_timeout):
-                    await self.ws.send_str(item)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # connection reset, timeout, closed socket...
-            logger.debug("signaling: write to %s failed: %r", self.label, exc)
-            self.closing = True
-            self.abort()
-
-    def abort(self) -> None:
-        """Drop the TCP connection without a close handshake (last resort)."""
-        transport = self._transport
-        if isinstance(transport, asyncio.Transport) and not transport.is_closing():
-            transport.abort()
-
-    async def finish(self) -> None:
-        """Let queued messages (e.g. a final error) go out, then stop the writer.
-
-        Bounded by the send and close timeouts; whatever is left is cut.
-        """
-        self.close(WSCloseCode.GOING_AWAY, "")
-        budget = self.settings.send_timeout + self.settings.close_timeout + 1.0
-        try:
-            async with asyncio.timeout(budget):
-                await asyncio.shield(self._writer)
-        except TimeoutError:
-            self.abort()
-        except asyncio.CancelledError:
-            self._writer.cancel()
-            raise
-        finally:
-            if not self._writer.done():
-                self._writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer
-
-
-@dataclass(slots=True)
-class _Room:
-    """The live sessions of one cluster, by peer id."""
-
-    cluster: str
-    sessions: dict[str, _Session] = field(default_factory=dict)
-
-    def broadcast(self, message: dict[str, Any], *, exclude: _Session | None = None) -> None:
-        """Queue ``message`` for every member but ``exclude`` (encoded once)."""
-        text = encode(message)
-        for session in list(self.sessions.values()):
-            if session is not exclude:
-                session.send_text(text)
-
-
 def as_verifiers(credentials: Sequence[str | Verifier]) -> tuple[Verifier, ...]:
     """The verifiers of the clusters to serve: tokens are turned into theirs (and not kept)."""
     verifiers = (c if isinstance(c, Verifier) else Verifier.from_token(c) for c in credentials)
     return tuple(dict.fromkeys(verifiers))
-
-
-def signature_valid(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    """True if ``signature`` is ``public_key``'s Ed25519 signature of ``message``.
-
-    Synchronous on purpose (~0.1 ms): a join is checked and its failure counted
-    without an ``await`` in between, so parallel guesses cannot all pass the
-    throttle before the first one is counted.
-    """
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 class SignalingState:
@@ -519,8 +107,8 @@ class SignalingState:
         # Stands in for the key of a cluster not served, so that a join naming
         # one costs the same as a join with a wrong mac.
         self._decoy = secrets.token_bytes(KEY_BYTES)
-        self.rooms: dict[str, _Room] = {}
-        self.sessions: set[_Session] = set()
+        self.rooms: dict[str, Room] = {}
+        self.sessions: set[Session] = set()
         self.throttle = JoinThrottle(settings)
 
     @property
@@ -553,7 +141,7 @@ class SignalingState:
                 headers={"Upgrade": "websocket"},
             )
         await ws.prepare(request)
-        session = _Session(ws, request.transport, request.remote or "?", settings)
+        session = Session(ws, request.transport, request.remote or "?", settings)
         full = len(self.sessions) >= settings.max_connections
         self.sessions.add(session)
         try:
@@ -577,7 +165,7 @@ class SignalingState:
             await session.finish()
         return ws
 
-    async def _serve(self, session: _Session) -> None:
+    async def _serve(self, session: Session) -> None:
         if not await self._admit(session):
             return
         ws = session.ws
@@ -603,7 +191,7 @@ class SignalingState:
                 return
             self._relay(session, message)
 
-    async def _admit(self, session: _Session) -> bool:
+    async def _admit(self, session: Session) -> bool:
         """Challenge, read the ``join``, check it and enter the room; False if refused.
 
         An address over its failed-join budget is refused before it gets a
@@ -641,7 +229,7 @@ class SignalingState:
         # No await from here on: the check and the count of a failure are one step.
         return self._join(session, join, join.transcript(nonce))
 
-    def _frame_text(self, session: _Session, msg: WSMessage) -> str | None:
+    def _frame_text(self, session: Session, msg: WSMessage) -> str | None:
         """Return the text of a data frame, or None if the socket is done.
 
         Raises :class:`ProtocolError` for a frame the protocol refuses
@@ -661,13 +249,13 @@ class SignalingState:
             logger.info("signaling: %s dropped: %s", session.label, msg.data)
         return None
 
-    def _join_failed(self, session: _Session, code: ErrorCode, message: str) -> None:
+    def _join_failed(self, session: Session, code: ErrorCode, message: str) -> None:
         """Refuse a join: count it against the address, log it with the address, close."""
         self.throttle.failed(session.remote)
         logger.warning("signaling: failed join from %s: %s: %s", session.remote, code, message)
         session.fail(code, message, log=False)
 
-    async def _refuse_throttled(self, session: _Session) -> None:
+    async def _refuse_throttled(self, session: Session) -> None:
         """Refuse a join unchecked, after ``join_refusal_delay``: its address failed too often."""
         count = self.throttle.refused(session.remote)
         settings = self.settings
@@ -685,7 +273,7 @@ class SignalingState:
             log=False,  # counted, and logged once per join_refusal_log_interval
         )
 
-    def _join(self, session: _Session, join: Join, transcript: bytes) -> bool:
+    def _join(self, session: Session, join: Join, transcript: bytes) -> bool:
         """Check ``join`` against the challenge's ``transcript``; admit it or fail it."""
         if not self.check_mac(join, transcript):
             self._join_failed(
@@ -707,7 +295,7 @@ class SignalingState:
         room_id = join.cluster
         room = self.rooms.get(room_id)
         if room is None:
-            room = self.rooms[room_id] = _Room(room_id)
+            room = self.rooms[room_id] = Room(room_id)
         old = room.sessions.get(join.peer)
         others = len(room.sessions) - (1 if old is not None else 0)
         if others >= self.settings.max_peers_per_room:
@@ -741,7 +329,7 @@ class SignalingState:
         )
         return True
 
-    def _relay(self, session: _Session, message: Signal) -> None:
+    def _relay(self, session: Session, message: Signal) -> None:
         room = session.room
         assert room is not None and session.record is not None
         if room.sessions.get(session.record.peer) is not session:
@@ -756,7 +344,7 @@ class SignalingState:
             return
         target.send(signal_from_message(session.record.peer, message.data))
 
-    def _leave(self, session: _Session) -> None:
+    def _leave(self, session: Session) -> None:
         room = session.room
         record = session.record
         if room is None or record is None:
@@ -789,102 +377,6 @@ STATE_KEY: Final = web.AppKey("signaling_state", SignalingState)
 async def _healthz(request: web.Request) -> web.Response:
     """``GET /healthz``: liveness for container health checks."""
     return web.Response(text="ok")
-
-
-#: Content types of the browser bundle, by file suffix; others are application/octet-stream.
-WEB_CONTENT_TYPES: Final = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".map": "application/json",
-    ".wasm": "application/wasm",
-    ".whl": "application/octet-stream",
-    ".zip": "application/octet-stream",
-    ".gz": "application/gzip",
-    ".txt": "text/plain; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-}
-
-#: Paths under the web root whose content never changes (the version is in the path), so
-#: browsers may keep them a year; everything else is revalidated on each use (ETag).
-IMMUTABLE_PREFIXES: Final = ("pyodide/",)
-
-#: Sent with every file: a cross-origin isolated page (``crossOriginIsolated``), so the pod
-#: workers can sleep with ``Atomics.wait`` on a SharedArrayBuffer.
-ISOLATION_HEADERS: Final = {
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Embedder-Policy": "require-corp",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-
-
-class StaticFiles:
-    """``GET /<path>``: the files of one directory (the browser node bundle), nothing else;
-    installed as a fallback middleware by :func:`create_app`.
-
-    ``/`` is ``index.html``. A path with an empty, ``.``, ``..`` or hidden segment, a
-    backslash or a NUL, one that is not a regular file, or one that resolves (symlinks
-    included) outside the root is 404. aiohttp's :class:`~aiohttp.web.FileResponse` does the
-    rest: ``ETag``/``Last-Modified`` and conditional requests, ranges, ``HEAD``, and a
-    pre-compressed ``NAME.gz`` sibling for clients that accept gzip.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).resolve()
-        if not self.root.is_dir():
-            raise ValueError(f"web root {root} is not a directory")
-
-    def resolve(self, rel: str) -> Path | None:
-        """The file ``rel`` names under the root, or None if it must not be served."""
-        if rel == "":
-            rel = "index.html"
-        if "\\" in rel or "\0" in rel:
-            return None
-        parts = rel.split("/")
-        if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
-            return None
-        try:
-            path = self.root.joinpath(*parts).resolve()
-        except (OSError, ValueError):
-            return None
-        if not path.is_relative_to(self.root) or not path.is_file():
-            return None
-        return path
-
-    def response(self, rel: str) -> web.StreamResponse:
-        """The response for ``GET /<rel>`` (``rel`` percent-decoded); 404 if not served."""
-        path = self.resolve(rel)
-        if path is None:
-            raise web.HTTPNotFound()
-        rel = path.relative_to(self.root).as_posix()
-        headers = dict(ISOLATION_HEADERS)
-        headers["Content-Type"] = WEB_CONTENT_TYPES.get(path.suffix, "application/octet-stream")
-        if rel.startswith(IMMUTABLE_PREFIXES):
-            headers["Cache-Control"] = "public, max-age=31536000, immutable"
-        else:
-            headers["Cache-Control"] = "no-cache"
-        return web.FileResponse(path, headers=headers)
-
-    def middleware(self) -> Any:
-        """An aiohttp middleware serving the files where no route matched (GET and HEAD), so
-        routes added to the application later still take precedence."""
-
-        @web.middleware
-        async def static_fallback(request: web.Request, handler: Any) -> web.StreamResponse:
-            if request.method in ("GET", "HEAD") and isinstance(
-                request.match_info.http_exception, web.HTTPNotFound
-            ):
-                return self.response(request.path.removeprefix("/"))
-            response: web.StreamResponse = await handler(request)
-            return response
-
-        return static_fallback
 
 
 def create_app(

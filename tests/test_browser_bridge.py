@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from p2pkube.devcluster import free_port
-from signaling.server import SignalingServer, StaticFiles
+from signaling.server import SignalingServer
+from signaling.static import StaticFiles
 from tests.browser import *  # noqa: F403  (the fixtures: bundle, web_server, browser, page)
 from tests.browser import RUNTIME_HELPERS, open_node_page, wasm_b64
 

@@ -38,23 +38,18 @@ from p2pkube.net.jointoken import (
     signaling_key,
     token_problem,
 )
+from p2pkube.net.settings import SignalingClientSettings
 from p2pkube.net.signaling_client import (
     PeerInfo,
     SignalingClient,
-    SignalingClientSettings,
     SignalingRejected,
     websocket_url,
 )
 from p2pkube.net.signaling_wire import FlatValue, ProtocolError, parse_client_message
 from p2pkube.net.websocket import AiohttpWebSocket, WebSocket
-from signaling.server import (
-    STATE_KEY,
-    JoinThrottle,
-    SignalingServer,
-    SignalingSettings,
-    create_app,
-    throttle_key,
-)
+from signaling.admission import JoinThrottle, throttle_key
+from signaling.server import STATE_KEY, SignalingServer, create_app
+from signaling.settings import SignalingSettings
 from signaling.tokens import load_tokens, load_verifiers
 from tests import rawsignal
 from tests.rawsignal import challenge, expect_fatal, open_socket, recv, send

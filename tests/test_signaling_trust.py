@@ -34,7 +34,7 @@ from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.jointoken import b64decode, generate_token, link_key, signaling_key, token_problem
 from p2pkube.net.link import LinkState
-from signaling.server import SignalingSettings
+from signaling.settings import SignalingSettings
 from tests.clusters import all_ready
 from tests.rawsignal import challenge, expect_fatal, open_socket, recv, send, signed_join
 from tests.test_hostile_peer import join_as_member

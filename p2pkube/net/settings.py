@@ -111,3 +111,55 @@ class RpcSettings:
     send_wait_timeout: float = 5.0
     """Longest wait for that queue to drain before sending anyway (the link's own
     ``send_buffer_limit`` still bounds it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignalingClientSettings:
+    """Timings and bounds of :class:`SignalingClient`, each with its default."""
+
+    #: First delay (s) before reconnecting after a disconnect or failed attempt.
+    reconnect_initial_delay: float = 0.5
+    #: Longest delay (s) between attempts; the delay doubles up to this.
+    reconnect_max_delay: float = 10.0
+    #: Fraction of each delay taken off at random (0.5 → between 50% and 100%
+    #: of the delay), so agents cut off together do not all return together.
+    reconnect_jitter: float = 0.5
+    #: Seconds for one attempt: TCP + WebSocket handshake + ``join`` → ``welcome``.
+    connect_timeout: float = 5.0
+    #: Seconds of silence before we ping the server; no pong within half of
+    #: that and the connection counts as dead (then we reconnect).
+    heartbeat: float = 10.0
+    #: Signals queued for sending at most; beyond, :meth:`send_signal` says
+    #: False rather than letting memory grow while the socket is stuck.
+    send_queue_size: int = 256
+    #: Seconds one write may take before the connection counts as dead.
+    send_timeout: float = 10.0
+    #: Seconds to wait for the server's close frame when closing.
+    close_timeout: float = 2.0
+    #: Seconds an async callback may run before it is cancelled (and logged).
+    #: Callbacks run one at a time, in order, in their own task, so a slow one
+    #: delays later events (never the socket's reading or heartbeat); work
+    #: that may take longer belongs in a task of the caller's own.
+    callback_timeout: float = 30.0
+    #: Events (signals, joins, leaves) waiting for their callbacks at most;
+    #: when full, reading from the server pauses until callbacks catch up.
+    event_queue_size: int = 1024
+    #: Largest message we send, in UTF-8 bytes; matches the server's default
+    #: ``max_message_bytes`` (a bigger one would get us disconnected).
+    max_send_bytes: int = 64 * 1024
+    #: Largest message we accept from the server.
+    max_receive_bytes: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        """Reject settings that would make the client spin or never retry."""
+        if not 0 < self.reconnect_initial_delay <= self.reconnect_max_delay:
+            raise ValueError("need 0 < reconnect_initial_delay <= reconnect_max_delay")
+        if not 0 <= self.reconnect_jitter <= 1:
+            raise ValueError("reconnect_jitter must be within [0, 1]")
+        for name in ("connect_timeout", "heartbeat", "send_timeout", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"SignalingClientSettings.{name} must be positive")
+        if self.callback_timeout <= 0 or self.send_queue_size < 1 or self.event_queue_size < 1:
+            raise ValueError(
+                "callback_timeout, send_queue_size and event_queue_size must be positive"
+            )
