@@ -97,7 +97,8 @@ def signal(
     try:
         verifiers = load_verifiers(verifier_file) if verifier_file is not None else []
         if token is None and token_file is None and verifiers:
-            tokens, generated = [], False
+            tokens: list[str] = []
+            generated = False
         else:
             tokens, generated = load_tokens(token, token_file)
     except ValueError as exc:
