@@ -13,7 +13,8 @@ from typing import Any
 import msgpack
 
 from p2pkube.membership import heartbeat
-from p2pkube.membership.detector import Membership, MembershipSettings
+from p2pkube.membership.detector import Membership
+from p2pkube.membership.settings import MembershipSettings
 from p2pkube.net.frames import FrameType
 from p2pkube.net.identity import NodeIdentity, verify_signature
 from p2pkube.net.signed import Signatures

@@ -17,7 +17,7 @@ import pytest
 
 from harness.netlab import SUBNET, NetLab, lab_or_skip
 from p2pkube.devcluster import wait_until
-from p2pkube.membership.detector import MembershipSettings
+from p2pkube.membership.settings import MembershipSettings
 from p2pkube.net.settings import TransportSettings
 
 NAMES = ["n1", "n2", "n3", "n4", "n5"]
