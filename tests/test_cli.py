@@ -362,6 +362,7 @@ def test_configmap_create_get_delete_round_trip(agent: Agent) -> None:
              "--from-literal", "greeting=hello=world")  # fmt: skip
     assert out == "configmap/web created\n"
     stored = agent.backend.get_object("ConfigMap", "default", "web")
+    assert stored is not None
     assert stored["data"] == {"color": "blue", "greeting": "hello=world"}
     assert stored["metadata"]["uid"] and stored["metadata"]["creationTimestamp"].endswith("Z")
 
@@ -380,7 +381,8 @@ def test_configmap_create_get_delete_round_trip(agent: Agent) -> None:
     assert again.stderr.strip() == (
         'Error from server (AlreadyExists): configmaps "web" already exists'
     )
-    assert agent.backend.get_object("ConfigMap", "default", "web")["data"]["color"] == "blue"
+    kept = agent.backend.get_object("ConfigMap", "default", "web")
+    assert kept is not None and kept["data"]["color"] == "blue"
 
     assert ok(agent, "delete", "configmap", "web") == 'configmap "web" deleted\n'
     gone = run(agent, "delete", "configmap", "web")

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -493,7 +493,7 @@ def rows(text: str) -> list[list[str]]:
 Step = Callable[[MemoryBackend], Awaitable[None]]
 
 
-def script(agent: Agent, steps: list[tuple[float, Step]]) -> None:
+def script(agent: Agent, steps: Sequence[tuple[float, Step]]) -> None:
     """When the next watch starts, apply each step after its delay (seconds since the start)."""
     armed = [True]
 

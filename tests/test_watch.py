@@ -69,7 +69,7 @@ async def put(backend: MemoryBackend, key: str, obj: dict[str, Any] | None) -> N
 
 async def drain(watch: Watch, count: int) -> list[tuple[str, str]]:
     """The next ``count`` events as (type, name)."""
-    out = []
+    out: list[tuple[str, str]] = []
     async with asyncio.timeout(2):
         for _ in range(count):
             event = await watch.get()
