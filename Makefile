@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 ## Every benchmark; rewrites docs/benchmarks.md.
 bench: $(STAMP) examples browser
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache examples/build p2pkube/browser/dist p2pkube/browser/.cache p2pkube/browser/web/node_modules

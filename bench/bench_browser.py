@@ -18,7 +18,7 @@ its native baseline, measured in the same run:
 * **CPU-bound speed**: ``primes.wasm`` counting primes below N in the tab's runtime and in
   the native runtime (Cranelift code after the tiered compile); the ratio is tab / native.
 
-Run: ``.venv/bin/python bench/bench_browser.py [--opens 3] [--warm 20] [--primes 5000000]``.
+Run: ``.venv/bin/python -m bench.bench_browser [--opens 3] [--warm 20] [--primes 5000000]``.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import bench_pods
-from benchlib import REPO, emit, markdown_table, start_cluster, summary_ms
-
+from bench import bench_pods
+from bench.benchlib import REPO, emit, markdown_table, start_cluster, summary_ms
 from harness.chromium import CHROMIUM, CHROMIUM_ARGS  # one set of browser flags
 from p2pkube.devcluster import LocalCluster
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.runtime.settings import RuntimeSettings
 
+TITLE = "The browser node"
+"""The heading of this benchmark's section in docs/benchmarks.md."""
 BUILD = REPO / "examples" / "build"
 NATIVES = ["n1", "n2"]
 
@@ -299,8 +300,8 @@ def cpu_line(result: dict[str, Any]) -> str:
     )
 
 
-def render_markdown(result: dict[str, Any]) -> list[str]:
-    """The section of docs/benchmarks.md (bench/run_all.py)."""
+def render(result: dict[str, Any]) -> list[str]:
+    """Opening the page, pod starts in the tab against wasmtime, and the CPU-bound ratio."""
     warm, big = result["podStart"]["hello"], result["podStart"]["sqlite"]
     return [
         f"{result['chromium']}, headless; the page cross-origin isolated: "

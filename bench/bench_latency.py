@@ -14,7 +14,7 @@ every other relay over a persistent TCP connection and answers ``A``; each relay
 receives to its watchers. That is the same fan-out (bench -> writer -> N-1 peers -> a watch
 stream back to the bench) with nothing else: no HTTP, no CRDT, no WebRTC, no fsync.
 
-Run: ``.venv/bin/python bench/bench_latency.py [--sizes 3,5,10] [--writes 100] [--interval 0.05]``.
+Run: ``.venv/bin/python -m bench.bench_latency [--sizes 3,5,10] [--writes 100] [--interval 0.05]``.
 """
 
 from __future__ import annotations
@@ -34,18 +34,23 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from benchlib import (
+
+from bench.benchlib import (
+    REPO,
     emit,
     machine_busy_seconds,
     markdown_table,
     read_line,
+    span,
     start_cluster,
     summary_ms,
+    yes,
 )
-
 from p2pkube.api.client import ApiClient, ApiClientError
 from p2pkube.devcluster import LocalCluster, free_port
 
+TITLE = "Write-to-visible-everywhere latency"
+"""The heading of this benchmark's section in docs/benchmarks.md."""
 NAMESPACE = "bench-latency"
 WARMUP = 5
 """Warm-up writes at least; there is one through every writer (its first write is a cold path:
@@ -304,13 +309,15 @@ def measure_baseline(size: int, args: argparse.Namespace) -> dict[str, Any]:
         subprocess.Popen(
             [
                 sys.executable,
-                __file__,
+                "-m",
+                "bench.bench_latency",
                 "--relay",
                 str(port),
                 "--peers",
                 ",".join(str(p) for p in ports if p != port),
             ],
             stdout=subprocess.PIPE,
+            cwd=REPO,
         )
         for port in ports
     ]
@@ -409,6 +416,106 @@ def table(result: dict[str, Any]) -> str:
             )
     headers = ["agents", "system", "visible p50 ms", "p95", "p99", "max", "lost"]
     return markdown_table([*headers, "ack p50 ms", "ack p99", "first ack p50"], rows)
+
+
+# --- docs/benchmarks.md ---------------------------------------------------------------------------
+
+
+def render(r: dict[str, Any]) -> list[str]:
+    """The setup, the latency table against the TCP relay, the p99 target, and why the median is a
+    multiple of the relay's."""
+    worst = max(item["p2pkube"]["visible"]["p99"] for item in r["results"])
+    ratios = [
+        item["p2pkube"]["visible"]["p50"] / max(item["tcpBaseline"]["visible"]["p50"], 1e-9)
+        for item in r["results"]
+    ]
+    details = "; ".join(
+        f"{i['agents']} agents: Ready everywhere {i['p2pkube']['clusterReadySeconds']} s after "
+        f"start, link degree {span(i['p2pkube']['degrees'])}, while writing the agents used "
+        f"{i['p2pkube']['agentCpuCores']:g} of {os.cpu_count()} cores (other processes: "
+        f"{i['p2pkube']['otherCores']:g}) and each write was received "
+        f"{i['p2pkube']['updateCopiesPerWrite']:g} times in all ({i['agents'] - 1} at least)"
+        for i in r["results"]
+    )
+
+    def load(item: dict[str, Any]) -> float:
+        return float(item["p2pkube"]["agentCpuCores"] + item["p2pkube"]["otherCores"])
+
+    busiest = max(r["results"], key=load)
+    saturated = load(busiest) >= 0.8 * (os.cpu_count() or 1)
+    visible_before_ack = all(
+        i["p2pkube"]["visible"]["p50"] <= i["p2pkube"]["ack"]["p50"] for i in r["results"]
+    )
+    fsync = r["fsyncMs"]
+    return [
+        "Time from the start of a `PUT /v1/objects` (a new ConfigMap, through the API of a "
+        "rotating writer agent) until the **last** agent's `GET /v1/watch/ConfigMap` stream "
+        f"delivers its ADDED event; {r['writes']} writes {r['intervalSeconds'] * 1000:g} ms "
+        "apart per cluster size, after warm-up writes (one through every writer, at least 5), "
+        "all on the bench process's monotonic "
+        "clock. *ack* is the PUT round trip alone: the writer answers once the update is "
+        "fsynced on its own disk. *first ack* is the first write through each agent, during "
+        "the warm-up: a native agent loads its validation models (pydantic) at its first "
+        "write, not at start, which keeps an idle agent's memory ~6 MB lower.",
+        "",
+        "Baseline, same run and same harness (reader threads, blocking sockets): N relay "
+        "processes speaking newline-framed plain asyncio TCP, fully meshed. The bench sends the "
+        "message to the rotating writer relay, which hands it to its own watch connection, "
+        "forwards it to the N-1 other relays and acknowledges; each relay hands it to its watch "
+        "connection. Same fan-out, none of HTTP, CRDT, WebRTC or fsync.",
+        "",
+        table(r),
+        "",
+        f"Per cluster: {details}. Disk: a 200-byte append + fsync takes p50 {fsync['p50']} ms, "
+        f"p99 {fsync['p99']} ms here.",
+        "",
+        f"**Target** p99 < {r['targetP99Ms']:g} ms on loopback: {yes(worst < r['targetP99Ms'])} "
+        f"(worst p99 {worst:g} ms).",
+        "",
+        f"**What limits it**: p2pkube's median is {span(ratios)}x the TCP relay's. On the "
+        "path: an HTTP request on a new connection, a Yjs transaction and msgpack encoding on "
+        "the writer, one aiortc hop per link (DTLS and SCTP in pure Python, each message also "
+        "SACKed), the same again on every relaying agent in a partial mesh, and JSON on each "
+        "watch stream. "
+        + (
+            f"With {busiest['agents']} agents the machine is saturated: while writing, the "
+            f"agents used {busiest['p2pkube']['agentCpuCores']:g} and other processes "
+            f"{busiest['p2pkube']['otherCores']:g} of its {os.cpu_count()} cores, so each hop "
+            "queues behind other work"
+            + (
+                f"; each write also crossed {busiest['p2pkube']['updateCopiesPerWrite']:g} "
+                f"links instead of the {busiest['agents'] - 1} a spanning tree needs "
+                "(relayed updates are deduplicated only on arrival). "
+                if busiest["p2pkube"]["updateCopiesPerWrite"] > 1.5 * (busiest["agents"] - 1)
+                else ". "
+            )
+            if saturated
+            else f"The machine was not saturated while writing (agents plus other processes "
+            f"below 80% of its {os.cpu_count()} cores), so this is mostly per-hop cost; it "
+            "grows with the number of agents because every agent's share of relaying, "
+            "heartbeats and watch delivery competes for the same cores. "
+        )
+        + (
+            "Visibility does not wait for the fsync: the median write is visible everywhere "
+            "before its writer acknowledged it."
+            if visible_before_ack
+            else "The fsync is on the ack path only, not on the visibility path."
+        ),
+    ]
+
+
+def summary_rows(result: dict[str, Any]) -> list[list[str]]:
+    """This benchmark's rows of the summary table."""
+    worst = max(i["p2pkube"]["visible"]["p99"] for i in result["results"])
+    sizes = "/".join(str(i["agents"]) for i in result["results"])
+    return [
+        [
+            "write visible on every agent",
+            f"p99 {worst:g} ms (worst of {sizes} agents)",
+            f"p99 < {result['targetP99Ms']:g} ms",
+            yes(worst < result["targetP99Ms"]),
+        ]
+    ]
 
 
 def main() -> None:

@@ -21,14 +21,14 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from p2pkube.devcluster import LocalCluster
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as `python bench/x.py` from a checkout without install
-    sys.path.insert(0, str(REPO))
+"""The repository root: benchmarks run as ``python -m bench.<name>`` from here, and so do the
+child processes they start (``cwd=REPO``)."""
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -92,6 +92,42 @@ def _cell(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
+
+
+def yes(met: bool) -> str:
+    """A target's verdict, as docs/benchmarks.md prints it."""
+    return "**met**" if met else "**not met**"
+
+
+def span(values: Sequence[float]) -> str:
+    """``3`` or ``3-6``: a range of ratios, without repeating equal ends."""
+    low, high = f"{min(values):.0f}", f"{max(values):.0f}"
+    return low if low == high else f"{low}-{high}"
+
+
+class Benchmark(Protocol):
+    """What run_all.py needs of a benchmark module to write its part of docs/benchmarks.md.
+
+    Each ``bench_*.py`` module is one (modules satisfy protocols): run_all.py runs the script
+    as a child process, reads the result it printed last, and hands that result back to the
+    module, which alone knows what its figures mean. run_all.py itself writes only what is
+    common to every section: the heading (``TITLE``), the command, how long it took and how
+    busy the machine was, or the failure.
+    """
+
+    __name__: str
+    """The module's name, ``bench.bench_<what>``: run_all.py runs it with ``python -m``."""
+    TITLE: str
+    """The heading of the section."""
+
+    def render(self, result: dict[str, Any]) -> list[str]:
+        """The section's lines below its command: the setup, the tables, the targets, what
+        limits the figures."""
+        ...
+
+    def summary_rows(self, result: dict[str, Any]) -> list[list[str]]:
+        """Rows ``[what, measured, target, met]`` of the document's summary table."""
+        ...
 
 
 def emit(result: dict[str, Any]) -> None:

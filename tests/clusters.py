@@ -8,22 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.links import ONE_LINK, neighbours
 from p2pkube.devcluster import LocalCluster, wait_until
-
-ONE_LINK = (
-    "--set",
-    "transport.max_peers=1",
-    "--set",
-    "transport.max_peers_jitter=0",
-    "--set",
-    "transport.inbound_slack=0",
-)
-"""Agent flags for a node that keeps exactly one link (and refuses any other)."""
-
-
-def neighbours(cluster: LocalCluster, name: str) -> set[str]:
-    status = cluster.api(name, "GET", "/v1/status")
-    return {n["name"] for n in status["mesh"]["neighbours"]}
 
 
 def all_ready(cluster: LocalCluster, viewer: str, names: Sequence[str]) -> bool:
