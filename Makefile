@@ -38,7 +38,7 @@ test-fast: $(STAMP) lint examples
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check p2pkube signaling tests bench examples
+	$(VENV)/bin/ruff check p2pkube signaling tests bench harness examples
 
 ## Every benchmark; rewrites docs/benchmarks.md.
 bench: $(STAMP) examples browser
