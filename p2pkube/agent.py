@@ -25,7 +25,9 @@ from p2pkube.fsutil import PRIVATE_UMASK, make_private
 from p2pkube.model.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.model.schema import validate_object
 from p2pkube.net import ice
-from p2pkube.net.identity import NodeIdentity
+from p2pkube.net.aiohttp_websocket import aiohttp_connect
+from p2pkube.net.identity import NodeIdentity, verify_signature
+from p2pkube.net.link import peer_link_factory
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.signaling_client import SignalingRejected
 from p2pkube.node import KIND_LABEL, Node, NodeConfig
@@ -112,6 +114,11 @@ class Agent(Node):
             token=options.token,
             signaling_url=websocket_url(options.signaling_url),
             settings=settings.transport,
+            # The native platform: aiortc links (a bad STUN/TURN setting is a ValueError
+            # here), an aiohttp WebSocket to signaling, cryptography's Ed25519.
+            link_factory=peer_link_factory(settings.transport),
+            connect=aiohttp_connect,
+            check_signature=verify_signature,
         )
         super().__init__(
             NodeConfig(

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         verifiers = load_verifiers(args.verifier_file) if args.verifier_file else []
         if token is None and args.token_file is None and verifiers:
-            tokens, generated = [], False
+            tokens: list[str] = []
+            generated = False
         else:
             tokens, generated = load_tokens(token, args.token_file)
     except ValueError as exc:

@@ -17,12 +17,13 @@ import yaml
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.membership import heartbeat
 from p2pkube.net import ice
+from p2pkube.net.aiohttp_websocket import aiohttp_connect
 from p2pkube.net.frames import PROTOCOL_VERSION, Frame, FrameType, encode_frame
 from p2pkube.net.handshake import Handshake
 from p2pkube.net.identity import NodeIdentity, verify_signature
 from p2pkube.net.jointoken import cluster_id
 from p2pkube.net.link import LinkState, PeerLink
-from p2pkube.net.mesh import seal_route
+from p2pkube.net.route import seal_route
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.net.signaling_client import SignalingClient
 from p2pkube.net.signed import Signatures
@@ -147,6 +148,7 @@ async def join_as_member(
         on_signal=lambda sender, data: answers.put_nowait(data),
         on_peer_joined=lambda peer: None,
         on_peer_left=lambda peer: None,
+        connect=aiohttp_connect,
     )
     await client.start()
     established, closed = asyncio.Event(), asyncio.Event()

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.membership.detector import Membership
 from p2pkube.net import ice
+from p2pkube.net.aiohttp_websocket import aiohttp_connect
 from p2pkube.net.frames import Frame, FrameType
-from p2pkube.net.identity import NodeIdentity
+from p2pkube.net.identity import NodeIdentity, verify_signature
 from p2pkube.net.jointoken import cluster_id
+from p2pkube.net.link import peer_link_factory
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.settings import TransportSettings
 
@@ -48,6 +50,9 @@ async def test_offer_and_answer_travel_through_the_mesh(cluster: LocalCluster) -
         token=cluster.token,
         signaling_url=f"{cluster.url}/ws",
         settings=settings,
+        link_factory=peer_link_factory(settings),
+        connect=aiohttp_connect,
+        check_signature=verify_signature,
     )
     # With heartbeats: they carry its key to the nodes it is not linked to, which check
     # the signature of the offer it routes to them.

@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from p2pkube.net.aiohttp_websocket import AiohttpWebSocket, aiohttp_connect
 from p2pkube.net.identity import NodeIdentity
 from p2pkube.net.jointoken import (
     Verifier,
@@ -46,7 +47,7 @@ from p2pkube.net.signaling_client import (
     websocket_url,
 )
 from p2pkube.net.signaling_wire import FlatValue, ProtocolError, parse_client_message
-from p2pkube.net.websocket import AiohttpWebSocket, WebSocket
+from p2pkube.net.websocket import Connect, WebSocket
 from signaling.admission import JoinThrottle, throttle_key
 from signaling.server import STATE_KEY, SignalingServer, create_app
 from signaling.settings import SignalingSettings
@@ -230,7 +231,7 @@ def make_client(
     *,
     token: str = TOKEN,
     settings: SignalingClientSettings = CLIENT_FAST,
-    connect: Any = None,
+    connect: Connect = aiohttp_connect,
 ) -> SignalingClient:
     return SignalingClient(
         url,
@@ -892,7 +893,16 @@ async def test_client_callback_errors_do_not_kill_it(server: SignalingServer) ->
         got.append(sender)
 
     a = SignalingClient(
-        server.url, TOKEN, key("a"), "a", "native", on_signal, broken, broken, settings=CLIENT_FAST
+        server.url,
+        TOKEN,
+        key("a"),
+        "a",
+        "native",
+        on_signal,
+        broken,
+        broken,
+        settings=CLIENT_FAST,
+        connect=aiohttp_connect,
     )
     rb = Recorder()
     b = make_client(server.url, "b", rb)
@@ -932,6 +942,7 @@ async def test_client_slow_callbacks_and_close_from_callback(server: SignalingSe
         slow_joined,
         lambda peer: None,
         settings=SignalingClientSettings(callback_timeout=0.3, close_timeout=0.5),
+        connect=aiohttp_connect,
     )
     holder.append(a)
     b = make_client(server.url, "b", Recorder())
@@ -1042,6 +1053,7 @@ def test_client_rejects_bad_settings_and_short_tokens() -> None:
                 rec.on_signal,
                 rec.on_peer_joined,
                 rec.on_peer_left,
+                connect=aiohttp_connect,
             )
 
 

@@ -49,6 +49,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 WEB = HERE / "web"
@@ -295,7 +296,7 @@ class Builder:
                 path.rmdir()
 
     def manifest(self, pyodide: dict[str, str], wheels: list[str]) -> dict:
-        files = {}
+        files: dict[str, dict[str, Any]] = {}
         for rel in sorted(self.produced):
             if rel.endswith(".gz"):
                 continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import p2pjs  # type: ignore[import-not-found]  # bridge.js, registered by the page
-from pyodide.ffi import jsnull  # type: ignore[import-not-found]
+from pyodide.ffi import jsnull  # type: ignore[import-not-found]  # Pyodide, in a tab only
 
 from p2pkube.net.keys import node_id_from_public_key
 

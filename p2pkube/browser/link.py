@@ -7,12 +7,11 @@ and an aiortc agent link directly; the protocol on top is :class:`LinkBase`'s.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
-import p2pjs  # type: ignore[import-not-found]
+import p2pjs  # type: ignore[import-not-found]  # bridge.js, registered by the page
 
-from p2pkube.net.linkbase import LinkBase
+from p2pkube.net.linkbase import LinkBase, LinkFactory
 from p2pkube.net.settings import TransportSettings
 
 
@@ -77,7 +76,7 @@ def ice_servers_json(settings: TransportSettings) -> str:
     return json.dumps(servers)
 
 
-def browser_link_factory(settings: TransportSettings) -> Callable[..., LinkBase]:
+def browser_link_factory(settings: TransportSettings) -> LinkFactory:
     """The mesh's link factory in a tab."""
     servers = ice_servers_json(settings)
 

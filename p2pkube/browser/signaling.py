@@ -11,8 +11,8 @@ import logging
 from collections import deque
 from typing import Any
 
-import p2pjs  # type: ignore[import-not-found]
-from pyodide.ffi import JsException  # type: ignore[import-not-found]
+import p2pjs  # type: ignore[import-not-found]  # bridge.js, registered by the page
+from pyodide.ffi import JsException  # type: ignore[import-not-found]  # Pyodide, in a tab only
 
 from p2pkube.net.websocket import WebSocket
 

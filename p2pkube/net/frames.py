@@ -104,8 +104,9 @@ def encode_frame(frame_type: FrameType, body: Any) -> bytes:
     return msgpack.packb([PROTOCOL_VERSION, int(frame_type), body], use_bin_type=True)
 
 
-def decode_frame(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
-    """Parse and validate one frame; FrameError on anything a well-behaved peer never sends."""
+def decode_frame(data: bytes | str, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
+    """Parse and validate one frame; FrameError on anything a well-behaved peer never sends
+    (a text message included: a data channel carries both)."""
     if not isinstance(data, bytes | bytearray):
         raise FrameError("text message on a binary channel")
     if len(data) > max_bytes:
@@ -165,8 +166,9 @@ class Reassembler:
         self._received = 0
         self._total = 0
 
-    def feed(self, data: bytes) -> Frame | None:
-        """Feed one received message; returns a complete frame or None while one is partial."""
+    def feed(self, data: bytes | str) -> Frame | None:
+        """Feed one received message (text is refused, see :func:`decode_frame`); returns a
+        complete frame or None while one is partial."""
         frame = decode_frame(data, self._max_bytes)
         if frame.type is not FrameType.FRAGMENT:
             if self._parts:

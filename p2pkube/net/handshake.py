@@ -141,8 +141,9 @@ class Handshake:
             "mac": hmac.new(self._key, transcript, hashlib.sha256).digest(),
         }
 
-    async def verify_auth(self, body: dict[str, bytes], local_fp: str, remote_fp: str) -> None:
-        """Raises FrameError unless the peer holds its node key and the cluster token."""
+    async def verify_auth(self, body: dict[str, bytes], local_fp: str, remote_fp: str) -> Hello:
+        """The peer's HELLO, now proven; raises FrameError unless the peer holds its node key
+        and the cluster token."""
         if self.remote is None:
             raise FrameError("auth before hello")
         transcript = _transcript(self.remote, self.local, remote_fp, local_fp)
@@ -151,3 +152,4 @@ class Handshake:
             raise FrameError("peer failed the cluster membership proof (wrong join token)")
         if not await self._check_signature(self.remote.pub, body["sig"], transcript):
             raise FrameError("peer failed the node identity proof (bad signature)")
+        return self.remote

@@ -8,13 +8,12 @@ adapts aiortc to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from p2pkube.net import ice
-from p2pkube.net.linkbase import LinkBase, LinkState
+from p2pkube.net.linkbase import LinkBase, LinkFactory, LinkState
 from p2pkube.net.settings import TransportSettings
 
 __all__ = ["LinkState", "PeerLink", "peer_link_factory"]
@@ -80,7 +79,7 @@ class PeerLink(LinkBase):
         and address, once ICE nominated a pair. None before that, or if aiortc/aioice
         internals changed (read without a public API)."""
         try:
-            connection = self._pc.sctp.transport.transport._connection  # type: ignore[union-attr]
+            connection = self._pc.sctp.transport.transport._connection  # type: ignore[union-attr]  # None before negotiation: the except below
             pair = connection._nominated.get(1)
             if pair is None:
                 return None
@@ -95,8 +94,8 @@ class PeerLink(LinkBase):
             return None
 
 
-def peer_link_factory(settings: TransportSettings) -> Callable[..., LinkBase]:
-    """The mesh's default link factory: aiortc links sharing one ICE server list, built now
+def peer_link_factory(settings: TransportSettings) -> LinkFactory:
+    """The native agent's link factory: aiortc links sharing one ICE server list, built now
     (a malformed STUN/TURN setting is a ValueError at start, not at each link)."""
     servers = ice.ice_servers(settings)
 

@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from p2pkube.net.frames import Frame, FrameError, FrameType, Reassembler, encode_frame, fragment
 from p2pkube.net.handshake import Handshake, Hello, sdp_fingerprint
@@ -223,7 +223,7 @@ class LinkBase(ABC):
         self.last_received = time.monotonic()
         self.bytes_received += len(message)
         try:
-            frame = self._reassembler.feed(message)  # type: ignore[arg-type]
+            frame = self._reassembler.feed(message)
             if frame is not None:
                 self._dispatch(frame)
         except FrameError as exc:
@@ -283,11 +283,11 @@ class LinkBase(ABC):
         elif frame.type is FrameType.AUTH:
             if not self._sent_auth:
                 raise FrameError("AUTH before HELLO")
-            await self._handshake.verify_auth(frame.body, *self._fingerprints())
+            remote = await self._handshake.verify_auth(frame.body, *self._fingerprints())
             if self.state is not LinkState.CONNECTING:
                 return
             self.state = LinkState.ESTABLISHED
-            self.expected_node = self._handshake.remote.node  # type: ignore[union-attr]
+            self.expected_node = remote.node
             self._on_established(self)
         else:
             raise FrameError(f"{frame.type.name} before the handshake completed")
@@ -350,3 +350,23 @@ class LinkBase(ABC):
                 await self._close_connection()
         log.info("link %s closed: %s", self.remote_id, reason)
         self._on_closed(self)
+
+
+class LinkFactory(Protocol):
+    """The transport seam: makes a link over the platform's carrier (natively
+    :func:`p2pkube.net.link.peer_link_factory`'s aiortc links, in a tab
+    ``p2pkube.browser.link.browser_link_factory``'s), with :class:`LinkBase`'s arguments.
+    The mesh only calls it, so it imports no carrier itself."""
+
+    def __call__(
+        self,
+        *,
+        expected_node: str | None,
+        session: str,
+        initiator: bool,
+        handshake: Handshake,
+        settings: TransportSettings,
+        on_established: Callable[[LinkBase], None],
+        on_frame: Callable[[LinkBase, Frame], None],
+        on_closed: Callable[[LinkBase], None],
+    ) -> LinkBase: ...

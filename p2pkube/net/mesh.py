@@ -12,12 +12,11 @@ neighbour on the path toward any node (the node itself when linked, else the nex
 membership's heartbeats) and never floods; with no path it fails at once. Routed messages
 addressed to this node that are not signals go to ``on_routed``.
 
-Every ROUTE is signed end to end by its source (``src``) with its node key, over its id, src,
-dst, whether it floods and the sha256 of its ``data`` (msgpack carried as bytes, so a 256 KiB
-blob chunk is hashed once and the signature covers 32 bytes), never its ``ttl``, which relays
-decrement. Relays forward without checking; the destination checks before anything else looks
-at the message, with the source's key from the link handshake (a neighbour) or from its
-verified heartbeats (``public_key_of``), and drops messages from sources it has no key for.
+Every ROUTE is signed end to end by its source (``src``) with its node key
+(:mod:`p2pkube.net.route`: the envelope and what its signature covers). Relays forward
+without checking; the destination checks before anything else looks at the message, with
+the source's key from the link handshake (a neighbour) or from its verified heartbeats
+(``public_key_of``), and drops messages from sources it has no key for.
 So a member cannot speak for another node, nor make up sources to get around the per-source
 limits of rpc. Duplicates are recognised by id *and* signature, so a forged copy that arrives
 first cannot get the real message dropped as a duplicate.
@@ -25,8 +24,8 @@ first cannot get the real message dropped as a duplicate.
 The mesh is the ``Transport`` of both nodes: what carries a link (aiortc natively, the page's
 RTCPeerConnection in a browser tab) comes from ``link_factory``, how the signaling WebSocket
 opens from ``connect``, and how a neighbour's signature is checked from ``check_signature``.
-The defaults are the native ones, imported only when used, so this module itself loads in
-Pyodide.
+Each node passes its platform's (``p2pkube.agent``, ``p2pkube.browser.main``); this module
+imports none, so it loads in Pyodide.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import random
 import secrets
@@ -44,17 +42,16 @@ from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
 from p2pkube.backoff import Backoff
 from p2pkube.net.frames import Frame, FrameError, FrameType, unpack
 from p2pkube.net.handshake import Handshake
 from p2pkube.net.jointoken import link_key
 from p2pkube.net.keys import NodeKey, SignatureCheck
-from p2pkube.net.linkbase import LinkBase, LinkState
+from p2pkube.net.linkbase import LinkBase, LinkFactory, LinkState
+from p2pkube.net.route import route_transcript, seal_route
 from p2pkube.net.settings import TransportSettings
 from p2pkube.net.signaling_client import PeerInfo, SignalingClient
-from p2pkube.net.signed import LogThrottle, Signatures, transcript
+from p2pkube.net.signed import LogThrottle, Signatures
 from p2pkube.net.transport import SIGNAL_KINDS
 from p2pkube.net.websocket import Connect
 
@@ -63,37 +60,6 @@ log = logging.getLogger(__name__)
 _SEEN_ROUTES = 4096
 """How many ROUTE messages (id and signature) are remembered to drop duplicates of flooded
 messages."""
-ROUTE_DOMAIN = "p2pkube-route-v1"
-"""Domain separation of ROUTE signatures (see :func:`route_fields`)."""
-
-
-def route_fields(route: dict[str, Any]) -> tuple[Any, ...]:
-    """What a ROUTE's signature covers after the domain and the cluster: everything but
-    ``ttl``, with ``data`` by its sha256."""
-    flood = route.get("flood") is True
-    digest = hashlib.sha256(route["data"]).digest()
-    return (route["id"], route["src"], route["dst"], flood, digest)
-
-
-async def seal_route(
-    signatures: Signatures, dst: str, data: dict[str, Any], *, ttl: int, flood: bool = False
-) -> dict[str, Any]:
-    """A ROUTE frame body from this node to ``dst`` carrying ``data``, signed."""
-    route: dict[str, Any] = {
-        "id": secrets.token_hex(8),
-        "src": signatures.node_id,
-        "dst": dst,
-        "ttl": ttl,
-        "data": msgpack.packb(data, use_bin_type=True),
-    }
-    if flood:
-        route["flood"] = True
-    route["sig"] = await signatures.sign(ROUTE_DOMAIN, *route_fields(route))
-    return route
-
-
-LinkFactory = Callable[..., LinkBase]
-"""Makes a link from :class:`~p2pkube.net.linkbase.LinkBase`'s keyword arguments."""
 
 
 @dataclass
@@ -117,22 +83,14 @@ class Mesh:
         token: str,
         signaling_url: str | None,
         settings: TransportSettings | None = None,
-        link_factory: LinkFactory | None = None,
-        connect: Connect | None = None,
-        check_signature: SignatureCheck | None = None,
+        link_factory: LinkFactory,
+        connect: Connect,
+        check_signature: SignatureCheck,
     ) -> None:
-        """The defaults of the last three are native: aiortc links, an aiohttp WebSocket and
-        ``cryptography``'s Ed25519. A bad STUN/TURN setting is a ValueError here."""
+        """The last three are the platform's: what carries a link, how the signaling
+        WebSocket opens, how an Ed25519 signature is checked."""
         self.node_id = identity.node_id
         self.settings = settings or TransportSettings()
-        if link_factory is None:
-            from p2pkube.net.link import peer_link_factory
-
-            link_factory = peer_link_factory(self.settings)
-        if check_signature is None:
-            from p2pkube.net.identity import verify_signature
-
-            check_signature = verify_signature
         self._link_factory = link_factory
         self._check_signature = check_signature
         self.signatures = Signatures(
@@ -229,11 +187,11 @@ class Mesh:
             await asyncio.gather(*(link.close("agent leaving") for link in links))
         if self.signaling is not None:
             await self.signaling.close()
-        for task in [self._maintainer, self._sender, *self._tasks]:
-            if task is not None:
+        for owned in [self._maintainer, self._sender, *self._tasks]:
+            if owned is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     async with asyncio.timeout(5):  # not wait_for: it can drop a cancel (3.11)
-                        await task
+                        await owned
         await self.signatures.close()
 
     def neighbours(self) -> list[str]:
@@ -290,15 +248,24 @@ class Mesh:
         while True:
             dst, data = await self._outbox.get()
             try:
-                route = await seal_route(self.signatures, dst, data, ttl=self.settings.route_ttl)
+                sent = await self._originate(dst, data, flood=False)
             except Exception:  # unencodable data (a bug above), a failed WebCrypto call
                 log.exception("signing a routed message for %s failed", dst)
                 continue
-            self._remember_route((route["id"], route["sig"]))
-            if self._forward_route(route, came_from=None, flood=False):
+            if sent:
                 self.routed_sent += 1
             else:
                 self.routed_no_path += 1
+
+    async def _originate(self, dst: str, data: dict[str, Any], *, flood: bool) -> bool:
+        """Seal ``data`` into a ROUTE from this node to ``dst``, remember it (its echoes are
+        duplicates) and hand it to the next hop (or, ``flood``, every neighbour when no hop
+        is known); False when no link took it."""
+        route = await seal_route(
+            self.signatures, dst, data, ttl=self.settings.route_ttl, flood=flood
+        )
+        self._remember_route((route["id"], route["sig"]))
+        return self._forward_route(route, came_from=None, flood=flood)
 
     async def wait_writable(self, node_id: str, limit: int) -> bool:
         link = self._next_hop(node_id, came_from=None)
@@ -410,13 +377,7 @@ class Mesh:
         if signaling is not None and signaling.connected and node_id in signaling.peers:
             if await signaling.send_signal(node_id, data):
                 return True
-        if not self._links:
-            return False
-        route = await seal_route(
-            self.signatures, node_id, data, ttl=self.settings.route_ttl, flood=True
-        )
-        self._remember_route((route["id"], route["sig"]))
-        if not self._forward_route(route, came_from=None, flood=True):
+        if not self._links or not await self._originate(node_id, data, flood=True):
             return False
         self.negotiated_via_mesh += 1
         return True
@@ -596,7 +557,7 @@ class Mesh:
                 came_from,
             )
             return
-        message = transcript(ROUTE_DOMAIN, self._cluster, *route_fields(route))
+        message = route_transcript(self._cluster, route)
         done = functools.partial(self._on_route_checked, came_from, route, key)
         if not self.signatures.check(came_from, public_key, route["sig"], message, done):
             self.routed_unchecked += 1

@@ -34,7 +34,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgpack
 
@@ -134,7 +134,7 @@ class RpcStats:
     malformed: int = 0
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -282,14 +282,11 @@ class Rpc:
         call_id, ok = data.get("id"), data.get("ok")
         if not _is_int(call_id) or not isinstance(ok, bool):
             raise FrameError("rpc answer needs an int id and a bool ok")
-        if ok:
-            body = data.get("body")
-            if not isinstance(body, bytes):
-                raise FrameError("rpc answer body must be bin")
-        else:
-            code, message = data.get("code"), data.get("message")
-            if not isinstance(code, str) or not isinstance(message, str):
-                raise FrameError("rpc error answer needs string code and message")
+        body, code, message = data.get("body"), data.get("code"), data.get("message")
+        if ok and not isinstance(body, bytes):
+            raise FrameError("rpc answer body must be bin")
+        if not ok and (not isinstance(code, str) or not isinstance(message, str)):
+            raise FrameError("rpc error answer needs string code and message")
         pending = self._pending.get(call_id)
         if pending is None or pending[0] != src or pending[1].done():
             # The call timed out or was cancelled meanwhile (or someone else's id): normal.
@@ -297,9 +294,12 @@ class Rpc:
             return
         future = pending[1]
         if not ok:
-            error = _REMOTE_ERRORS.get(code, RpcRemoteError)  # type: ignore[arg-type]
-            future.set_exception(error(code, message, src))  # type: ignore[arg-type]
-        elif len(body) > self.settings.max_response_bytes:
+            assert isinstance(code, str) and isinstance(message, str)  # checked above
+            error = _REMOTE_ERRORS.get(code, RpcRemoteError)
+            future.set_exception(error(code, message, src))
+            return
+        assert isinstance(body, bytes)  # checked above
+        if len(body) > self.settings.max_response_bytes:
             future.set_exception(RpcError(f"answer of {len(body)} bytes from {src} is too large"))
         else:
             try:

@@ -64,7 +64,7 @@ from p2pkube.net.signaling_wire import (
     validate_peer_kind,
     validate_signal_data,
 )
-from p2pkube.net.websocket import Connect, WebSocket, aiohttp_connect
+from p2pkube.net.websocket import Connect, WebSocket
 
 __all__ = [
     "PeerInfo",
@@ -164,10 +164,12 @@ class SignalingClient:
         on_peer_joined: PeerJoinedCallback,
         on_peer_left: PeerLeftCallback,
         settings: SignalingClientSettings | None = None,
-        connect: Connect | None = None,
+        *,
+        connect: Connect,
     ) -> None:
         """``identity`` is the node key: our peer id is its node id, and it signs each join.
-        ``connect`` opens the WebSocket (default: aiohttp; the browser passes its own).
+        ``connect`` opens the WebSocket: the platform's (natively
+        :func:`~p2pkube.net.aiohttp_websocket.aiohttp_connect`, the page's in a browser tab).
         ``ValueError`` for a token that is malformed or too short (with how to make one)."""
         check_token(token)
         try:
@@ -188,7 +190,7 @@ class SignalingClient:
         self._on_peer_joined = on_peer_joined
         self._on_peer_left = on_peer_left
         self._settings = settings or SignalingClientSettings()
-        self._connect_socket = connect or aiohttp_connect
+        self._connect_socket = connect
         self._ws: WebSocket | None = None
         self._outbox: asyncio.Queue[str] | None = None
         self._writer: asyncio.Task[None] | None = None
