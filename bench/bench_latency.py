@@ -425,27 +425,6 @@ def render(r: dict[str, Any]) -> list[str]:
     """The setup, the latency table against the TCP relay, the p99 target, and why the median is a
     multiple of the relay's."""
     worst = max(item["p2pkube"]["visible"]["p99"] for item in r["results"])
-    ratios = [
-        item["p2pkube"]["visible"]["p50"] / max(item["tcpBaseline"]["visible"]["p50"], 1e-9)
-        for item in r["results"]
-    ]
-    details = "; ".join(
-        f"{i['agents']} agents: Ready everywhere {i['p2pkube']['clusterReadySeconds']} s after "
-        f"start, link degree {span(i['p2pkube']['degrees'])}, while writing the agents used "
-        f"{i['p2pkube']['agentCpuCores']:g} of {os.cpu_count()} cores (other processes: "
-        f"{i['p2pkube']['otherCores']:g}) and each write was received "
-        f"{i['p2pkube']['updateCopiesPerWrite']:g} times in all ({i['agents'] - 1} at least)"
-        for i in r["results"]
-    )
-
-    def load(item: dict[str, Any]) -> float:
-        return float(item["p2pkube"]["agentCpuCores"] + item["p2pkube"]["otherCores"])
-
-    busiest = max(r["results"], key=load)
-    saturated = load(busiest) >= 0.8 * (os.cpu_count() or 1)
-    visible_before_ack = all(
-        i["p2pkube"]["visible"]["p50"] <= i["p2pkube"]["ack"]["p50"] for i in r["results"]
-    )
     fsync = r["fsyncMs"]
     return [
         "Time from the start of a `PUT /v1/objects` (a new ConfigMap, through the API of a "
@@ -466,12 +445,46 @@ def render(r: dict[str, Any]) -> list[str]:
         "",
         table(r),
         "",
-        f"Per cluster: {details}. Disk: a 200-byte append + fsync takes p50 {fsync['p50']} ms, "
-        f"p99 {fsync['p99']} ms here.",
+        f"Per cluster: {_per_cluster(r)}. Disk: a 200-byte append + fsync takes p50 "
+        f"{fsync['p50']} ms, p99 {fsync['p99']} ms here.",
         "",
         f"**Target** p99 < {r['targetP99Ms']:g} ms on loopback: {yes(worst < r['targetP99Ms'])} "
         f"(worst p99 {worst:g} ms).",
         "",
+        _limits(r),
+    ]
+
+
+def _per_cluster(r: dict[str, Any]) -> str:
+    """Per cluster size: how long until Ready, the link degrees, the CPU while writing, and
+    how many copies of each write arrived."""
+    return "; ".join(
+        f"{i['agents']} agents: Ready everywhere {i['p2pkube']['clusterReadySeconds']} s after "
+        f"start, link degree {span(i['p2pkube']['degrees'])}, while writing the agents used "
+        f"{i['p2pkube']['agentCpuCores']:g} of {os.cpu_count()} cores (other processes: "
+        f"{i['p2pkube']['otherCores']:g}) and each write was received "
+        f"{i['p2pkube']['updateCopiesPerWrite']:g} times in all ({i['agents'] - 1} at least)"
+        for i in r["results"]
+    )
+
+
+def _limits(r: dict[str, Any]) -> str:
+    """Why the median is a multiple of the TCP relay's: the hops, whether the machine was
+    saturated, and whether visibility waited for the fsync."""
+    ratios = [
+        item["p2pkube"]["visible"]["p50"] / max(item["tcpBaseline"]["visible"]["p50"], 1e-9)
+        for item in r["results"]
+    ]
+
+    def load(item: dict[str, Any]) -> float:
+        return float(item["p2pkube"]["agentCpuCores"] + item["p2pkube"]["otherCores"])
+
+    busiest = max(r["results"], key=load)
+    saturated = load(busiest) >= 0.8 * (os.cpu_count() or 1)
+    visible_before_ack = all(
+        i["p2pkube"]["visible"]["p50"] <= i["p2pkube"]["ack"]["p50"] for i in r["results"]
+    )
+    return (
         f"**What limits it**: p2pkube's median is {span(ratios)}x the TCP relay's. On the "
         "path: an HTTP request on a new connection, a Yjs transaction and msgpack encoding on "
         "the writer, one aiortc hop per link (DTLS and SCTP in pure Python, each message also "
@@ -500,8 +513,8 @@ def render(r: dict[str, Any]) -> list[str]:
             "before its writer acknowledged it."
             if visible_before_ack
             else "The fsync is on the ack path only, not on the visibility path."
-        ),
-    ]
+        )
+    )
 
 
 def summary_rows(result: dict[str, Any]) -> list[list[str]]:

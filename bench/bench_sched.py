@@ -1002,201 +1002,224 @@ def print_load(part: str, load: dict[str, float]) -> None:
 def render(r: dict[str, Any]) -> list[str]:
     """Each part that ran (apply, failover, throughput): its table, target and limits."""
     lines: list[str] = []
-    apply, failover, burst = r.get("apply"), r.get("failover"), r.get("throughput")
-    if apply:
-        d, b = apply["deployment"], apply["direct"]
-        p99 = d["running"]["p99"]
-        load = apply["load"]
-        lines += [
-            f"**Apply to all pods Running**: {apply['agents']} agents, `ticker.wasm` already "
-            "fetched and compiled on every node. Each rep PUTs a new Deployment of "
-            f"{apply['replicas']} replicas through n1 and times, on a Pod watch opened on n2 "
-            "beforehand, until every pod is *placed* (seen with `spec.nodeName`) and until every "
-            "pod is Running with Ready=True; then deletes it and waits until its pods are gone. "
-            f"Baseline, interleaved with it ({apply['reps']} reps each): the same number of "
-            "Pods PUT directly (concurrently) with `spec.nodeName` set round-robin, no election, "
-            "no controller, no placement.",
-            "",
-            apply_table(apply),
-            "",
-            f"**Target** p99 < {apply['targetP99Ms']:g} ms (the Kubernetes SLO is "
-            f"{apply['kubernetesSloSeconds']:g} s): {yes(p99 < apply['targetP99Ms'])} "
-            f"(p99 {p99:g} ms over {d['running']['n']} reps, so p99 is about the worst rep).",
-            "",
-            "**What limits it**: the Deployment's PUT is acknowledged after "
-            f"{d['ack']['p50']:g} ms (p50; one fsynced transaction); its pods reach the "
-            f"watching agent {d['placed']['p50'] - d['ack']['p50']:g} ms later: the write "
-            "replicates to the node elected for the workload, whose next scheduling pass "
-            "(passes are debounced by 20 ms) takes the lease and writes the ReplicaSet and all "
-            "placed pods in one transaction, which replicates to the watcher. The baseline "
-            f"needs {apply['replicas']} API writes (each validated, its own transaction and "
-            f"replication), {b['ack']['p50']:g} ms p50 for all of them, and its pods are all "
-            f"visible after {b['placed']['p50']:g} ms (the Deployment's: "
-            f"{d['placed']['p50']:g} ms). "
-            "From placed to Running (the kubelets instantiate a compiled module and write "
-            "Running, replicated again) takes "
-            f"{d['running']['p50'] - d['placed']['p50']:g} ms for the Deployment; the "
-            "baseline's first pods start while its last PUTs are still in flight. "
-            + (
-                f"In all the Deployment was {b['running']['p50'] - d['running']['p50']:g} ms "
-                "faster than the direct Pods at the median: one transaction written by the "
-                "scheduler costs less than one API write per pod, which hides what the "
-                "election, the controllers and placement add. "
-                if d["running"]["p50"] < b["running"]["p50"]
-                else "In all, scheduling without a control plane added "
-                f"{d['running']['p50'] - b['running']['p50']:g} ms at the median. "
-            )
-            + "Every step competes for CPU: the agents used "
-            f"{load['clusterCores']:g} and other processes "
-            + f"{load['otherCores']:g} of {os.cpu_count()} cores while this ran"
-            + (
-                ", and an agent's event loop stalled up to "
-                f"{apply['health']['maxStalledSeconds']:g} s in all."
-                if apply.get("health", {}).get("maxStalledSeconds", 0) >= 0.5
-                else "."
-            ),
-            "",
-        ]
-    if failover:
-        f, cfg = failover, failover["settings"]
-        detect, placed, running = f["notReady"], f["placed"], f["running"]
-        lines += [
-            f"**Node failure to replacement Running**: a Deployment of {f['replicas']} replicas "
-            f"on {f['agents']} agents; each rep `kill -9`s an agent running one of its pods "
-            "(never n1, which watches), and times until n1's Pod watch shows "
-            f"{f['replicas']} Running+Ready pods, none on the killed node; the killed agent then "
-            "restarts from its data dir and the next rep starts once it is Ready everywhere and "
-            f"exactly {f['replicas']} pods exist. Baseline, the same kills: until n1's Node "
-            "watch reports the killed node NotReady, the failure detector alone and the floor "
-            f"of any replacement. The workload's own scheduler was the victim in "
-            f"{f['leaderKilled']} of {f['reps']} reps.",
-            "",
-            failover_table(f),
-            "",
-            f"**Target** replacement Running within {f['targetSeconds']:g} s of the failure: "
-            f"{yes(f['targetMet'])} (worst {running['max'] / 1000:.2f} s of {f['reps']} kills"
-            + (
-                f"; {f['missed']} kill(s) not replaced within {f['missedAfterSeconds']:g} s, "
-                "left out of the table)."
-                if f.get("missed")
-                else ")."
-            ),
-            "",
-            "**What limits it**: detection. A node is NotReady "
-            f"`membership.node_timeout` = {cfg['nodeTimeout']:g} s after its last heartbeat, "
-            f"and heartbeats go every {cfg['heartbeatInterval']:g} s, so a kill is noticed "
-            f"{cfg['nodeTimeout'] - cfg['heartbeatInterval']:g}-{cfg['nodeTimeout']:g} s "
-            f"later (measured p50 {detect['p50'] / 1000:.2f} s). Then the scheduler waits "
-            f"`scheduler.pod_eviction_grace` = {cfg['podEvictionGrace']:g} s, deletes the lost "
-            "pod and places a replacement in the same pass (when the victim held the lease, "
-            "another node takes it in that pass): "
-            f"+{(placed['p50'] - detect['p50']) / 1000:.2f} s p50 to placed. The new pod "
-            f"starts warm: +{(running['p50'] - placed['p50']) / 1000:.2f} s to Running. "
-            "Restarting the agent took "
-            f"{f['rejoinSeconds']['p50'] / 1000:.1f} s p50 until it was Ready everywhere.",
-            "",
-        ]
-    if burst:
-        runs = burst["runs"]
-        reference = ", ".join(f"{k} ~{v:,} pods/s" for k, v in burst["reference"].items())
-        lines += [
-            f"**Scheduling throughput**: {burst['agents']} agents; per size, one Job with "
-            "completions = parallelism = N pods of `hello.wasm` (exits at once; tiny requests) "
-            "PUT once through n1, timed on n1's Pod watch until every pod has `spec.nodeName`, "
-            "then until every pod Succeeded and the Job is Complete (each within "
-            f"{runs[0]['timeoutSeconds']:g} s of the PUT). Baselines, same run, on the idle "
-            "cluster: the Job controller's whole pass in-process (placement plus building the "
-            "pod objects into a plan) and the bare `placement.place` loop over "
-            f"{burst['agents']} `NodeInfo` (`assume()` after each pod): no document, fsync, "
-            f"replication or kubelets. For scale, published figures (not measured here): "
-            f"{reference}.",
-            "",
-            throughput_table(burst),
-            "",
-            "What each burst did to the cluster (*pods created*: every pod of the Job ever "
-            "seen, more than N when pods on nodes that looked NotReady were evicted and "
-            "replaced; *leases taken*: LeaderElection events recorded for the Job; *worst loop "
-            "stall*: "
-            "the largest event-loop stall time any agent's failure detector forgave over the "
-            "burst; *Ready flips*: liveness transitions seen by all agents together):",
-            "",
-            completion_table(burst),
-            "",
-            "**Target**: none set; the in-process baselines are the ceiling for this Python code.",
-            "",
-        ]
-        text = "**What limits it**: "
-        first = runs[0]
-        text += (
-            f"the leader places all {first['pods']} pods in its first pass and writes them "
-            f"in one transaction; n1 saw them {first['placedSeconds']:g} s after the PUT "
-            f"({first['podsPerSecond']:g} pods/s), against "
-            f"{first['baseline']['controllerSeconds']:g} s for the same controller pass "
-            "in-process: the rest is the leader's view of the whole document, the "
-            "transaction, its fsync and the replication of every pod object, on a machine "
-            f"where other processes kept {burst['load']['otherCores']:g} of "
-            f"{os.cpu_count()} cores busy. "
-        )
-        for x in runs[1:]:
-            text += (
-                f"With {x['pods']} pods, placing took {x['placedSeconds']:g} s "
-                f"({x['podsPerSecond']:g} pods/s; in-process: "
-                f"{x['baseline']['controllerSeconds']:g} s). "
-            )
-        passes = [sorted(x["passes"].values()) or [0] for x in runs]
-        text += (
-            "Running them is slower than placing them: every pod's status changes about three "
-            "times, each change is a transaction replicated to every agent, and every agent "
-            "runs a scheduling pass after every change ("
-            + "; ".join(
-                f"{x['pods']} pods: {p[0]}-{p[-1]} passes per agent, "
-                f"{sum(x.get('skippedPasses', {}).values()):,} of "
-                f"{sum(x['passes'].values()):,} in all skipped"
-                for x, p in zip(runs, passes, strict=True)
-            )
-            + "; a node that leads nothing decides so from the leases alone and skips the "
-            "view of every pod), and every change is replicated through every agent, whose "
-            "Python WebRTC stack (DTLS, SCTP) and CRDT decoding share the same two cores. "
-        )
-        sick = [
-            x
-            for x in runs
-            if x["podsCreated"] > x["pods"]
-            or len(x["leaderElections"]) > 1
-            or x["health"]["maxStalledSeconds"] >= MembershipSettings().node_timeout
-        ]
-        if sick:
-            text += (
-                "**The bursts overloaded the cluster**: "
-                + "; ".join(
-                    f"{x['pods']} pods: an event loop stalled {x['health']['maxStalledSeconds']:g}"
-                    f" s ({x['health']['mostStalled']}), {x['health']['livenessTransitions']} "
-                    f"Ready flips, {x['podsCreated']} pods created, "
-                    f"{len(x['leaderElections'])} lease(s) taken"
-                    for x in sick
-                )
-                + ". Stalled agents miss heartbeats and look NotReady to the others"
-                + (
-                    ", which evict their pods and create replacements"
-                    if any(x["podsCreated"] > x["pods"] for x in sick)
-                    else ""
-                )
-                + (
-                    " and take over their leases"
-                    if any(len(x["leaderElections"]) > 1 for x in sick)
-                    else ""
-                )
-                + "."
-                + (
-                    " A pod evicted that way is deleted and its replacement runs too, so more "
-                    "pods run than the Job needed; the bursts are CPU-bound (10 agents on "
-                    f"{os.cpu_count()} cores), not limited by placement."
-                    if any(x["podsCreated"] > x["pods"] for x in sick)
-                    else ""
-                )
-            )
-        lines.append(text.rstrip())
+    if r.get("apply"):
+        lines += _render_apply(r["apply"])
+    if r.get("failover"):
+        lines += _render_failover(r["failover"])
+    if r.get("throughput"):
+        lines += _render_throughput(r["throughput"])
     return lines
+
+
+def _render_apply(apply: dict[str, Any]) -> list[str]:
+    """Apply to all pods Running: the setup, the table against direct Pods, the target,
+    and where the time goes."""
+    d, b = apply["deployment"], apply["direct"]
+    p99 = d["running"]["p99"]
+    load = apply["load"]
+    return [
+        f"**Apply to all pods Running**: {apply['agents']} agents, `ticker.wasm` already "
+        "fetched and compiled on every node. Each rep PUTs a new Deployment of "
+        f"{apply['replicas']} replicas through n1 and times, on a Pod watch opened on n2 "
+        "beforehand, until every pod is *placed* (seen with `spec.nodeName`) and until every "
+        "pod is Running with Ready=True; then deletes it and waits until its pods are gone. "
+        f"Baseline, interleaved with it ({apply['reps']} reps each): the same number of "
+        "Pods PUT directly (concurrently) with `spec.nodeName` set round-robin, no election, "
+        "no controller, no placement.",
+        "",
+        apply_table(apply),
+        "",
+        f"**Target** p99 < {apply['targetP99Ms']:g} ms (the Kubernetes SLO is "
+        f"{apply['kubernetesSloSeconds']:g} s): {yes(p99 < apply['targetP99Ms'])} "
+        f"(p99 {p99:g} ms over {d['running']['n']} reps, so p99 is about the worst rep).",
+        "",
+        "**What limits it**: the Deployment's PUT is acknowledged after "
+        f"{d['ack']['p50']:g} ms (p50; one fsynced transaction); its pods reach the "
+        f"watching agent {d['placed']['p50'] - d['ack']['p50']:g} ms later: the write "
+        "replicates to the node elected for the workload, whose next scheduling pass "
+        "(passes are debounced by 20 ms) takes the lease and writes the ReplicaSet and all "
+        "placed pods in one transaction, which replicates to the watcher. The baseline "
+        f"needs {apply['replicas']} API writes (each validated, its own transaction and "
+        f"replication), {b['ack']['p50']:g} ms p50 for all of them, and its pods are all "
+        f"visible after {b['placed']['p50']:g} ms (the Deployment's: "
+        f"{d['placed']['p50']:g} ms). "
+        "From placed to Running (the kubelets instantiate a compiled module and write "
+        "Running, replicated again) takes "
+        f"{d['running']['p50'] - d['placed']['p50']:g} ms for the Deployment; the "
+        "baseline's first pods start while its last PUTs are still in flight. "
+        + (
+            f"In all the Deployment was {b['running']['p50'] - d['running']['p50']:g} ms "
+            "faster than the direct Pods at the median: one transaction written by the "
+            "scheduler costs less than one API write per pod, which hides what the "
+            "election, the controllers and placement add. "
+            if d["running"]["p50"] < b["running"]["p50"]
+            else "In all, scheduling without a control plane added "
+            f"{d['running']['p50'] - b['running']['p50']:g} ms at the median. "
+        )
+        + "Every step competes for CPU: the agents used "
+        f"{load['clusterCores']:g} and other processes "
+        + f"{load['otherCores']:g} of {os.cpu_count()} cores while this ran"
+        + (
+            ", and an agent's event loop stalled up to "
+            f"{apply['health']['maxStalledSeconds']:g} s in all."
+            if apply.get("health", {}).get("maxStalledSeconds", 0) >= 0.5
+            else "."
+        ),
+        "",
+    ]
+
+
+def _render_failover(failover: dict[str, Any]) -> list[str]:
+    """Node failure to replacement Running: the setup, the table, the target, and the
+    detection, grace and start that add up to it."""
+    f, cfg = failover, failover["settings"]
+    detect, placed, running = f["notReady"], f["placed"], f["running"]
+    return [
+        f"**Node failure to replacement Running**: a Deployment of {f['replicas']} replicas "
+        f"on {f['agents']} agents; each rep `kill -9`s an agent running one of its pods "
+        "(never n1, which watches), and times until n1's Pod watch shows "
+        f"{f['replicas']} Running+Ready pods, none on the killed node; the killed agent then "
+        "restarts from its data dir and the next rep starts once it is Ready everywhere and "
+        f"exactly {f['replicas']} pods exist. Baseline, the same kills: until n1's Node "
+        "watch reports the killed node NotReady, the failure detector alone and the floor "
+        f"of any replacement. The workload's own scheduler was the victim in "
+        f"{f['leaderKilled']} of {f['reps']} reps.",
+        "",
+        failover_table(f),
+        "",
+        f"**Target** replacement Running within {f['targetSeconds']:g} s of the failure: "
+        f"{yes(f['targetMet'])} (worst {running['max'] / 1000:.2f} s of {f['reps']} kills"
+        + (
+            f"; {f['missed']} kill(s) not replaced within {f['missedAfterSeconds']:g} s, "
+            "left out of the table)."
+            if f.get("missed")
+            else ")."
+        ),
+        "",
+        "**What limits it**: detection. A node is NotReady "
+        f"`membership.node_timeout` = {cfg['nodeTimeout']:g} s after its last heartbeat, "
+        f"and heartbeats go every {cfg['heartbeatInterval']:g} s, so a kill is noticed "
+        f"{cfg['nodeTimeout'] - cfg['heartbeatInterval']:g}-{cfg['nodeTimeout']:g} s "
+        f"later (measured p50 {detect['p50'] / 1000:.2f} s). Then the scheduler waits "
+        f"`scheduler.pod_eviction_grace` = {cfg['podEvictionGrace']:g} s, deletes the lost "
+        "pod and places a replacement in the same pass (when the victim held the lease, "
+        "another node takes it in that pass): "
+        f"+{(placed['p50'] - detect['p50']) / 1000:.2f} s p50 to placed. The new pod "
+        f"starts warm: +{(running['p50'] - placed['p50']) / 1000:.2f} s to Running. "
+        "Restarting the agent took "
+        f"{f['rejoinSeconds']['p50'] / 1000:.1f} s p50 until it was Ready everywhere.",
+        "",
+    ]
+
+
+def _render_throughput(burst: dict[str, Any]) -> list[str]:
+    """Scheduling throughput: the setup, both tables, and what limits the rate."""
+    runs = burst["runs"]
+    reference = ", ".join(f"{k} ~{v:,} pods/s" for k, v in burst["reference"].items())
+    return [
+        f"**Scheduling throughput**: {burst['agents']} agents; per size, one Job with "
+        "completions = parallelism = N pods of `hello.wasm` (exits at once; tiny requests) "
+        "PUT once through n1, timed on n1's Pod watch until every pod has `spec.nodeName`, "
+        "then until every pod Succeeded and the Job is Complete (each within "
+        f"{runs[0]['timeoutSeconds']:g} s of the PUT). Baselines, same run, on the idle "
+        "cluster: the Job controller's whole pass in-process (placement plus building the "
+        "pod objects into a plan) and the bare `placement.place` loop over "
+        f"{burst['agents']} `NodeInfo` (`assume()` after each pod): no document, fsync, "
+        f"replication or kubelets. For scale, published figures (not measured here): "
+        f"{reference}.",
+        "",
+        throughput_table(burst),
+        "",
+        "What each burst did to the cluster (*pods created*: every pod of the Job ever "
+        "seen, more than N when pods on nodes that looked NotReady were evicted and "
+        "replaced; *leases taken*: LeaderElection events recorded for the Job; *worst loop "
+        "stall*: "
+        "the largest event-loop stall time any agent's failure detector forgave over the "
+        "burst; *Ready flips*: liveness transitions seen by all agents together):",
+        "",
+        completion_table(burst),
+        "",
+        "**Target**: none set; the in-process baselines are the ceiling for this Python code.",
+        "",
+        _burst_limits(burst),
+    ]
+
+
+def _burst_limits(burst: dict[str, Any]) -> str:
+    """Why placing and running a burst take what they took, and whether it overloaded the
+    cluster."""
+    runs = burst["runs"]
+    text = "**What limits it**: "
+    first = runs[0]
+    text += (
+        f"the leader places all {first['pods']} pods in its first pass and writes them "
+        f"in one transaction; n1 saw them {first['placedSeconds']:g} s after the PUT "
+        f"({first['podsPerSecond']:g} pods/s), against "
+        f"{first['baseline']['controllerSeconds']:g} s for the same controller pass "
+        "in-process: the rest is the leader's view of the whole document, the "
+        "transaction, its fsync and the replication of every pod object, on a machine "
+        f"where other processes kept {burst['load']['otherCores']:g} of "
+        f"{os.cpu_count()} cores busy. "
+    )
+    for x in runs[1:]:
+        text += (
+            f"With {x['pods']} pods, placing took {x['placedSeconds']:g} s "
+            f"({x['podsPerSecond']:g} pods/s; in-process: "
+            f"{x['baseline']['controllerSeconds']:g} s). "
+        )
+    passes = [sorted(x["passes"].values()) or [0] for x in runs]
+    text += (
+        "Running them is slower than placing them: every pod's status changes about three "
+        "times, each change is a transaction replicated to every agent, and every agent "
+        "runs a scheduling pass after every change ("
+        + "; ".join(
+            f"{x['pods']} pods: {p[0]}-{p[-1]} passes per agent, "
+            f"{sum(x.get('skippedPasses', {}).values()):,} of "
+            f"{sum(x['passes'].values()):,} in all skipped"
+            for x, p in zip(runs, passes, strict=True)
+        )
+        + "; a node that leads nothing decides so from the leases alone and skips the "
+        "view of every pod), and every change is replicated through every agent, whose "
+        "Python WebRTC stack (DTLS, SCTP) and CRDT decoding share the same two cores. "
+    )
+    sick = [
+        x
+        for x in runs
+        if x["podsCreated"] > x["pods"]
+        or len(x["leaderElections"]) > 1
+        or x["health"]["maxStalledSeconds"] >= MembershipSettings().node_timeout
+    ]
+    if sick:
+        text += (
+            "**The bursts overloaded the cluster**: "
+            + "; ".join(
+                f"{x['pods']} pods: an event loop stalled {x['health']['maxStalledSeconds']:g}"
+                f" s ({x['health']['mostStalled']}), {x['health']['livenessTransitions']} "
+                f"Ready flips, {x['podsCreated']} pods created, "
+                f"{len(x['leaderElections'])} lease(s) taken"
+                for x in sick
+            )
+            + ". Stalled agents miss heartbeats and look NotReady to the others"
+            + (
+                ", which evict their pods and create replacements"
+                if any(x["podsCreated"] > x["pods"] for x in sick)
+                else ""
+            )
+            + (
+                " and take over their leases"
+                if any(len(x["leaderElections"]) > 1 for x in sick)
+                else ""
+            )
+            + "."
+            + (
+                " A pod evicted that way is deleted and its replacement runs too, so more "
+                "pods run than the Job needed; the bursts are CPU-bound (10 agents on "
+                f"{os.cpu_count()} cores), not limited by placement."
+                if any(x["podsCreated"] > x["pods"] for x in sick)
+                else ""
+            )
+        )
+    return text.rstrip()
 
 
 def summary_rows(result: dict[str, Any]) -> list[list[str]]:

@@ -549,65 +549,72 @@ def render(r: dict[str, Any]) -> list[str]:
             profile_table(profile),
         ]
 
-    ours, raw, tcp = _find(r, "peerlink"), _find(r, "aiortc"), _find(r, "tcp")
-    top = profile["top"][0] if profile else None
-    limit = [
+    lines += [
         "",
         "**Target**: none set; this is the ceiling for state sync (a full step 2 of a large "
         "document travels at this rate).",
         "",
     ]
-    if ours and raw and tcp:
-        busy = max(ours["senderCpuPercent"], ours["receiverCpuPercent"])
-        text = (
-            f"**What limits it**: TCP moves {tcp['mbPerSecond'] / ours['mbPerSecond']:.0f}x "
-            "more than PeerLink. aiortc implements SCTP (cutting messages into ~1.2 KB DATA "
-            "chunks, SACKs, congestion control, retransmission queues) and DTLS record handling "
-            "in pure Python, per packet. "
-        )
-        if busy >= 80:
-            text += (
-                f"In the median PeerLink run one side is CPU-bound (sender "
-                f"{ours['senderCpuPercent']:g}%, receiver {ours['receiverCpuPercent']:g}% of a "
-                "core): that per-packet Python work is the ceiling."
-            )
-        elif ours.get("otherCores", 0) >= 0.5:
-            text += (
-                f"In the median PeerLink run the sender got {ours['senderCpuPercent']:g}% and "
-                f"the receiver {ours['receiverCpuPercent']:g}% of a core while other "
-                f"processes kept {ours['otherCores']:g} cores busy: on this shared machine "
-                "the pair was short of CPU, not idle."
-            )
-        else:
-            text += (
-                f"Yet in the median PeerLink run neither side is saturated (sender "
-                f"{ours['senderCpuPercent']:g}%, receiver {ours['receiverCpuPercent']:g}% of a "
-                "core): the transfer also waits on SCTP itself (slow start from a small "
-                "congestion window, SACK round trips, retransmission timeouts)."
-            )
-        if top:
-            text += (
-                f" The profiled raw-aiortc sender spends the most own time in "
-                f"`{top['function']}` ({top['share']:g}%)."
-            )
-        dropped = {
-            f"{x['variant']}/{x['loop']}": x["udpDrops"] for x in r["results"] if x.get("udpDrops")
-        }
-        if dropped:
-            text += (
-                " The kernel dropped datagrams for a full UDP receive buffer during "
-                + ", ".join(f"{k} ({v:,})" for k, v in dropped.items())
-                + ": aiortc repairs such a loss only after a retransmission timeout (1 s "
-                "minimum), the slow outliers. That is why PeerLink advertises a 128 KiB SCTP "
-                "receive window instead of aiortc's 1 MiB (more than the kernel's default UDP "
-                "buffer)."
-            )
+    limits = _limits(r, profile)
+    return lines if limits is None else [*lines, limits]
+
+
+def _limits(r: dict[str, Any], profile: dict[str, Any] | None) -> str | None:
+    """What caps PeerLink below TCP, from the median runs and the profile (None when a
+    variant it compares did not run)."""
+    ours, raw, tcp = _find(r, "peerlink"), _find(r, "aiortc"), _find(r, "tcp")
+    if not (ours and raw and tcp):
+        return None
+    top = profile["top"][0] if profile else None
+    busy = max(ours["senderCpuPercent"], ours["receiverCpuPercent"])
+    text = (
+        f"**What limits it**: TCP moves {tcp['mbPerSecond'] / ours['mbPerSecond']:.0f}x "
+        "more than PeerLink. aiortc implements SCTP (cutting messages into ~1.2 KB DATA "
+        "chunks, SACKs, congestion control, retransmission queues) and DTLS record handling "
+        "in pure Python, per packet. "
+    )
+    if busy >= 80:
         text += (
-            " uvloop speeds up only the event-loop part of the work; with both peers in one "
-            "process (1proc) both stacks share one core."
+            f"In the median PeerLink run one side is CPU-bound (sender "
+            f"{ours['senderCpuPercent']:g}%, receiver {ours['receiverCpuPercent']:g}% of a "
+            "core): that per-packet Python work is the ceiling."
         )
-        limit.append(text)
-    return lines + limit
+    elif ours.get("otherCores", 0) >= 0.5:
+        text += (
+            f"In the median PeerLink run the sender got {ours['senderCpuPercent']:g}% and "
+            f"the receiver {ours['receiverCpuPercent']:g}% of a core while other "
+            f"processes kept {ours['otherCores']:g} cores busy: on this shared machine "
+            "the pair was short of CPU, not idle."
+        )
+    else:
+        text += (
+            f"Yet in the median PeerLink run neither side is saturated (sender "
+            f"{ours['senderCpuPercent']:g}%, receiver {ours['receiverCpuPercent']:g}% of a "
+            "core): the transfer also waits on SCTP itself (slow start from a small "
+            "congestion window, SACK round trips, retransmission timeouts)."
+        )
+    if top:
+        text += (
+            f" The profiled raw-aiortc sender spends the most own time in "
+            f"`{top['function']}` ({top['share']:g}%)."
+        )
+    dropped = {
+        f"{x['variant']}/{x['loop']}": x["udpDrops"] for x in r["results"] if x.get("udpDrops")
+    }
+    if dropped:
+        text += (
+            " The kernel dropped datagrams for a full UDP receive buffer during "
+            + ", ".join(f"{k} ({v:,})" for k, v in dropped.items())
+            + ": aiortc repairs such a loss only after a retransmission timeout (1 s "
+            "minimum), the slow outliers. That is why PeerLink advertises a 128 KiB SCTP "
+            "receive window instead of aiortc's 1 MiB (more than the kernel's default UDP "
+            "buffer)."
+        )
+    text += (
+        " uvloop speeds up only the event-loop part of the work; with both peers in one "
+        "process (1proc) both stacks share one core."
+    )
+    return text
 
 
 def summary_rows(result: dict[str, Any]) -> list[list[str]]:
