@@ -9,10 +9,10 @@ nothing but re-hash; the result does not depend on how often it ran):
 * ``yjs.mjs``, ``browser_wasi_shim.mjs`` and ``ed25519.mjs``: the npm libraries, each bundled
   by esbuild into one ES module (``web/esbuild.config.mjs``; ``ed25519.mjs`` is @noble/ed25519
   with @noble/hashes' sha512, which bridge.js imports only where WebCrypto has no Ed25519);
-* ``bridge.js``: ``web/bridge.js`` and its modules (``web/bridge/*.js``, one per concern),
-  bundled by esbuild into one file (one request for the page instead of a chain of imports);
-* the page's other sources as they are (``index.html``, ``app.css``, ``app.js``,
-  ``worker.js``);
+* ``bridge.js`` and ``worker.js``: ``web/bridge.js`` with its modules (``web/bridge/*.js``, one
+  per concern) and ``web/worker.js``, both with ``web/ring.js`` (the output ring's layout they
+  share), each bundled by esbuild into one file (one request instead of a chain of imports);
+* the page's other sources as they are (``index.html``, ``app.css``, ``app.js``);
 * ``pyodide/<version>/``: what ``loadPyodide({indexURL})`` loads from the npm package (the
   runtime, its wasm, the standard library zip, the lock file); the version in the path makes
   these files immutable, so the server lets browsers cache them for a year;
@@ -60,11 +60,11 @@ PACKAGE = REPO / "p2pkube"
 NODE_MODULES = WEB / "node_modules"
 
 #: The page's own files, copied as they are.
-PAGE_FILES = ("index.html", "app.css", "app.js", "worker.js")
-#: What the esbuild config writes: the npm libraries, and the bridge (web/bridge.js with its
-#: modules in web/bridge/).
+PAGE_FILES = ("index.html", "app.css", "app.js")
+#: What the esbuild config writes: the npm libraries, the bridge (web/bridge.js with its
+#: modules in web/bridge/) and the pod worker (web/worker.js), the last two with web/ring.js.
 LIBRARY_BUNDLES = ("yjs.mjs", "browser_wasi_shim.mjs", "ed25519.mjs")
-BUNDLES = (*LIBRARY_BUNDLES, "bridge.js")
+BUNDLES = (*LIBRARY_BUNDLES, "bridge.js", "worker.js")
 #: What loadPyodide() fetches from its indexURL (pyodide.mjs is the module the page imports).
 PYODIDE_FILES = (
     "pyodide.mjs",
@@ -82,7 +82,6 @@ ZIP_NAME = "python/p2pkube.zip"
 #: Files at least this big get a .gz sibling when gzip saves at least a tenth.
 GZIP_MIN_BYTES = 64 * 1024
 GZIP_SUFFIXES = (".wasm", ".mjs", ".js", ".json", ".css", ".html")
-
 
 
 class BuildError(Exception):
@@ -159,7 +158,7 @@ class Builder:
     def bundles(self) -> None:
         config = WEB / "esbuild.config.mjs"
         inputs = [config, WEB / "package-lock.json", NODE_MODULES / ".package-lock.json"]
-        inputs += [WEB / "bridge.js", *(WEB / "bridge").glob("*.js")]
+        inputs += [*WEB.glob("*.js"), *(WEB / "bridge").glob("*.js")]
         newest = max(p.stat().st_mtime for p in inputs if p.exists())
         outputs = [DIST / name for name in BUNDLES]
         if all(p.is_file() and p.stat().st_mtime >= newest for p in outputs):

@@ -1,15 +1,17 @@
 // esbuild config of the browser bundle: the npm libraries the page imports, each bundled into
 // one self-contained ES module (their sources use bare specifiers such as "lib0/encoding", which a
-// browser cannot resolve), and the bridge: bridge.js with its modules (bridge/*.js), bundled into
-// one dist/bridge.js so the page fetches one file, not a waterfall of six imports each revalidated
-// (no-cache). The page's other sources (app.js, worker.js) are plain ES modules copied as they are
-// by ../build.py.
+// browser cannot resolve), and the page's two module graphs: bridge.js with its modules
+// (bridge/*.js, ring.js) and worker.js with ring.js, each bundled into one file so the page (and
+// each pod's Worker) fetches one file, not a chain of imports each revalidated (no-cache). The
+// page's other sources (app.js, index.html, app.css) are copied as they are by ../build.py.
 //
 //   node esbuild.config.mjs OUTDIR      (run by p2pkube/browser/build.py)
 //
-// OUTDIR/bridge.js                bridge.js and bridge/*.js (registered in Pyodide as "p2pjs");
-//                                 whitespace and syntax minified, names kept (readable stack
-//                                 traces); import.meta.url stays the bundle's own URL
+// OUTDIR/bridge.js                bridge.js, bridge/*.js and ring.js (registered in Pyodide as
+//                                 "p2pjs"); import.meta.url stays the bundle's own URL
+// OUTDIR/worker.js                worker.js and ring.js; its import of ./browser_wasi_shim.mjs
+//                                 stays as it is (external)
+// Both: whitespace and syntax minified, names kept (readable stack traces).
 // OUTDIR/yjs.mjs                  everything "yjs" exports (registered in Pyodide as module "yjs")
 // OUTDIR/browser_wasi_shim.mjs    @bjorn3/browser_wasi_shim (imported by worker.js)
 // OUTDIR/ed25519.mjs              @noble/ed25519 with @noble/hashes' sha512 set as its sync and
@@ -56,11 +58,14 @@ for (const [name, contents] of Object.entries(entries)) {
   });
 }
 
-await esbuild.build({
-  ...common,
-  entryPoints: [path.join(common.absWorkingDir, "bridge.js")],
-  outfile: path.join(outdir, "bridge.js"),
-  minify: false,
-  minifyWhitespace: true,
-  minifySyntax: true,
-});
+for (const name of ["bridge.js", "worker.js"]) {
+  await esbuild.build({
+    ...common,
+    entryPoints: [path.join(common.absWorkingDir, name)],
+    outfile: path.join(outdir, name),
+    external: ["./browser_wasi_shim.mjs"],
+    minify: false,
+    minifyWhitespace: true,
+    minifySyntax: true,
+  });
+}

@@ -23,12 +23,16 @@
 // * clock_time_get / clock_res_get: realtime, monotonic, and the process/thread CPU-time clocks
 //   (time since the instance started: the shim returns 0 for them).
 // * stdout/stderr: not terminals (so stdio buffers fully, as under wasmtime), written to the
-//   shared ring: records [stream u8][length u32 LE][bytes], a pipe the main thread drains.
+//   shared ring: records [stream u8][length u32 LE][bytes], a pipe the main thread drains
+//   (layout: ring.js).
+// `make browser` bundles it with ring.js into dist/worker.js (browser_wasi_shim.mjs stays its own
+// file, imported as it is).
 import { WASI, WASIProcExit, File, OpenFile, PreopenDirectory, Fd, wasi as W } from "./browser_wasi_shim.mjs";
+import {
+  H_BELL, H_KILL, H_MODE, H_READ, H_SLEEPS, H_SLEPT_MS, H_WRITE, MODE_ATOMICS, MODE_BUSY, RECORD_HEAD,
+  SLEEP_MODES, STDERR, STDOUT,
+} from "./ring.js";
 
-const H_WRITE = 0, H_READ = 1, H_BELL = 2, H_KILL = 3, H_SLEEPS = 4, H_SLEPT_MS = 5, H_MODE = 6;
-const MODE_ATOMICS = 1, MODE_BUSY = 2;
-const STDOUT = 1, STDERR = 2;
 const SUBSCRIPTION_SIZE = 48;
 const EVENT_SIZE = 32;
 const MAX_SUBSCRIPTIONS = 4096;
@@ -76,7 +80,7 @@ function ringWrite(stream, bytes) {
   const maxRecord = ringBytes >> 2;
   for (let offset = 0; offset < bytes.length; offset += maxRecord) {
     const chunk = bytes.subarray(offset, Math.min(bytes.length, offset + maxRecord));
-    const need = 5 + chunk.length;
+    const need = RECORD_HEAD + chunk.length;
     const write = Atomics.load(hdr, H_WRITE);
     for (;;) {
       stopIfKilled();
@@ -85,11 +89,11 @@ function ringWrite(stream, bytes) {
       ringBell();
       Atomics.wait(hdr, H_READ, read, 100);
     }
-    const head = new Uint8Array(5);
+    const head = new Uint8Array(RECORD_HEAD);
     head[0] = stream;
     new DataView(head.buffer).setUint32(1, chunk.length, true);
     ringPut(write, head);
-    ringPut(write + 5, chunk);
+    ringPut(write + RECORD_HEAD, chunk);
     Atomics.store(hdr, H_WRITE, (write + need) | 0);
     ringBell();
   }
@@ -151,7 +155,7 @@ function noteSleepMode(mode) {
   }
   if (!sleepModeSent) {
     sleepModeSent = true;
-    const name = mode === MODE_ATOMICS ? "atomics" : "busy-wait";
+    const name = SLEEP_MODES[mode];
     postMessage({ type: "sleep-mode", mode: name });
     if (mode === MODE_BUSY) {
       console.warn("p2pkube pod: not crossOriginIsolated, so poll_oneoff sleeps by busy-waiting a core");

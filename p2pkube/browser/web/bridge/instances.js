@@ -43,13 +43,12 @@
 // terminals (so C stdio buffers fully, as under wasmtime).
 
 import { errorText, fromPython, invoke, pick, release, toBytes } from "./interop.js";
+import {
+  H_BELL, H_KILL, H_MODE, H_READ, H_SLEEPS, H_SLEPT_MS, H_WRITE, HEADER_BYTES, RECORD_HEAD, RING_BYTES,
+  SLEEP_MODES, STDERR,
+} from "../ring.js";
 
 const WASI_MODULE = "wasi_snapshot_preview1";
-const RING_BYTES = 1 << 20;
-// Int32 slots of the ring header shared with worker.js (keep both in sync).
-const H_WRITE = 0, H_READ = 1, H_BELL = 2, H_KILL = 3, H_SLEEPS = 4, H_SLEPT_MS = 5, H_MODE = 6;
-const HEADER_BYTES = 64;
-const SLEEP_MODES = [null, "atomics", "busy-wait"];
 
 // The WASI preview 1 functions worker.js provides (the shim's, plus its own overrides).
 const WASI_FUNCTIONS = new Set([
@@ -239,7 +238,7 @@ class Instance {
     invoke(this._onOutput, "onOutput", stream, data);
   }
 
-  /** Read every record from the shared output ring (main thread side; see worker.js). */
+  /** Read every record from the shared output ring (main thread side; see ../ring.js). */
   _drain() {
     const hdr = this._hdr;
     if (!hdr) return;
@@ -259,18 +258,18 @@ class Instance {
     };
     const chunks = [];
     while (read !== write) {
-      const head = take(read, 5);
-      const stream = head[0] === 2 ? "stderr" : "stdout";
+      const head = take(read, RECORD_HEAD);
+      const stream = head[0] === STDERR ? "stderr" : "stdout";
       const length = head[1] | (head[2] << 8) | (head[3] << 16) | (head[4] << 24);
       const last = chunks[chunks.length - 1];
-      const payload = take(read + 5, length);
+      const payload = take(read + RECORD_HEAD, length);
       if (last && last.stream === stream && last.size + length <= RING_BYTES) {
         last.parts.push(payload);
         last.size += length;
       } else {
         chunks.push({ stream, parts: [payload], size: length });
       }
-      read = (read + 5 + length) | 0;
+      read = (read + RECORD_HEAD + length) | 0;
     }
     Atomics.store(hdr, H_READ, read);
     Atomics.notify(hdr, H_READ);
