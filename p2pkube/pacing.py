@@ -4,7 +4,9 @@ A peer that sends thousands of bad messages must not fill the log (nor the disk)
 message is worth counting: a :class:`LogPacer` lets one report through per interval and folds
 the ones in between into the next report's count. A :class:`TokenBucket` meters bytes: the
 update bytes each link may deliver (state admission) and the output a pod may write
-(``runtime/budget.py``). Dependency-free, so the browser node's Python runs it too.
+(``runtime/budget.py``); and messages: what one signaling socket may send, and the failed
+joins of one address (``signaling/admission.py``). Dependency-free, so the browser node's
+Python runs it too.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class TokenBucket:
             self.tokens -= amount
             return True
         return False
+
+    def has(self, amount: float, now: float) -> bool:
+        """Whether `amount` tokens are there to take now (nothing is taken)."""
+        self._refill(now)
+        return self.tokens >= amount
 
     def spend(self, amount: float, now: float) -> bool:
         """Take `amount` tokens whatever is left; False once the bucket is overdrawn."""

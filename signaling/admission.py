@@ -1,7 +1,7 @@
 """Admission control of the signaling server: how much one socket and one address may ask.
 
-* :class:`TokenBucket`: the per-socket message rate limit, and each address's
-  failed-join budget;
+* the per-socket message rate limit and each address's failed-join budget are
+  :class:`p2pkube.pacing.TokenBucket` s of one token per message or failure;
 * :func:`throttle_key` and :class:`JoinThrottle`: failed joins per client
   address (an IPv6 host per /64), in a table of bounded size;
 * :func:`signature_valid`: the synchronous Ed25519 check of a join's signature.
@@ -18,36 +18,11 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from p2pkube.pacing import TokenBucket
+
 from .settings import SignalingSettings
 
-__all__ = ["JoinThrottle", "TokenBucket", "signature_valid", "throttle_key"]
-
-
-class TokenBucket:
-    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._clock = clock
-        self._tokens = float(burst)
-        self._stamp = clock()
-
-    def take(self) -> bool:
-        """Spend one token if there is one; False means "over the limit"."""
-        if self.ready():
-            self._tokens -= 1.0
-            return True
-        return False
-
-    def ready(self) -> bool:
-        """True if a token is there to spend (nothing is spent)."""
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        return self._tokens >= 1.0
+__all__ = ["JoinThrottle", "signature_valid", "throttle_key"]
 
 
 def throttle_key(remote: str) -> str:
@@ -99,7 +74,7 @@ class JoinThrottle:
     def allows(self, remote: str) -> bool:
         """True if a join from ``remote`` may be checked now."""
         entry = self._entries.get(throttle_key(remote))
-        return entry is None or entry.bucket.ready()
+        return entry is None or entry.bucket.has(1.0, self._clock())
 
     def failed(self, remote: str) -> None:
         """Count one failed join from ``remote``."""
@@ -107,14 +82,12 @@ class JoinThrottle:
         entry = self._entries.get(key)
         if entry is None:
             settings = self._settings
-            bucket = TokenBucket(
-                settings.join_failures_per_second, settings.join_failure_burst, self._clock
-            )
+            bucket = TokenBucket(settings.join_failures_per_second, settings.join_failure_burst)
             entry = self._entries[key] = _Failures(bucket)
             while len(self._entries) > settings.join_failure_addresses:
                 self._entries.popitem(last=False)
         self._entries.move_to_end(key)
-        entry.bucket.take()
+        entry.bucket.take(1.0, self._clock())
 
     def refused(self, remote: str) -> int:
         """Count a join refused unchecked; return how many to log now (0: not yet)."""

@@ -14,9 +14,9 @@ own when they reconnect; a running cluster keeps its WebRTC links meanwhile.
 Structure (one object per concern, aiortc style), one module each:
 
 * :class:`~signaling.settings.SignalingSettings`: every limit and timing, with its default;
-* :mod:`signaling.admission`: :class:`~signaling.admission.TokenBucket` (the per-socket
-  rate limit), :class:`~signaling.admission.JoinThrottle` (failed joins per client
-  address) and the join's signature check;
+* :mod:`signaling.admission`: :class:`~signaling.admission.JoinThrottle` (failed joins
+  per client address, a :class:`~p2pkube.pacing.TokenBucket` each) and the join's
+  signature check; a session's rate limit is a token bucket too;
 * :mod:`signaling.session`: :class:`~signaling.session.Session` (one WebSocket with its
   bounded outbox and writer task) and :class:`~signaling.session.Room` (the live
   sessions of one cluster);

@@ -24,8 +24,8 @@ from p2pkube.net.signaling_wire import (
     encode,
     error_message,
 )
+from p2pkube.pacing import TokenBucket
 
-from .admission import TokenBucket
 from .settings import SignalingSettings
 
 __all__ = ["Room", "Session"]
@@ -122,7 +122,7 @@ class Session:
         been queued if due), None when the socket has been closed for
         sustained abuse.
         """
-        if self.bucket.take():
+        if self.bucket.take(1.0, time.monotonic()):
             return True
         now = time.monotonic()
         if now - self._drop_window_start > self.settings.rate_limit_window:
