@@ -137,13 +137,8 @@ def run_topology(topology: str, args: argparse.Namespace, root: Path) -> dict[st
         for name in names
     }
     row = {"topology": topology, **_spread(runs), "cpuPercent": cpu, "chunks": runs[0]["chunks"]}
-    rates = ", ".join(f"{r['mbPerSecond']:.2f}" for r in runs)
-    print(
-        f"  blob {topology:<7} {row['mbPerSecond']:8.2f} MB/s ({rates}), CPU {cpu}, "
-        f"UDP drops {row['udpDrops']}, other load {row['otherCores']} cores",
-        flush=True,
-    )
-    return row
+    cpu_text = f"{cpu}, UDP drops {row['udpDrops']}, other load {row['otherCores']} cores"
+    return _printed(f"blob {topology:<7}", row, runs, cpu_text)
 
 
 def _spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -173,12 +168,16 @@ def run_baseline(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         "senderCpuPercent": round(statistics.median(r["senderCpuPercent"] for r in runs), 1),
         "receiverCpuPercent": round(statistics.median(r["receiverCpuPercent"] for r in runs), 1),
     }
+    cpu_text = f"sender {row['senderCpuPercent']}% receiver {row['receiverCpuPercent']}%"
+    return _printed(f"raw  {variant:<8}", row, runs, cpu_text)
+
+
+def _printed(
+    label: str, row: dict[str, Any], runs: list[dict[str, Any]], cpu: str
+) -> dict[str, Any]:
+    """``row``, once printed as it is measured: its median rate beside each run's, and the CPU."""
     rates = ", ".join(f"{r['mbPerSecond']:.2f}" for r in runs)
-    print(
-        f"  raw  {variant:<8} {row['mbPerSecond']:8.2f} MB/s ({rates}), CPU sender "
-        f"{row['senderCpuPercent']}% receiver {row['receiverCpuPercent']}%",
-        flush=True,
-    )
+    print(f"  {label} {row['mbPerSecond']:8.2f} MB/s ({rates}), CPU {cpu}", flush=True)
     return row
 
 
