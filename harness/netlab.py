@@ -595,7 +595,8 @@ class NetLab:
     def not_ready_spells(self, host: Host | str) -> list[tuple[str, str, float]]:
         """Every time ``host``'s agent saw a node NotReady and then Ready again, from its log:
         (node, reason, seconds NotReady)."""
-        spells, since = [], {}
+        spells: list[tuple[str, str, float]] = []
+        since: dict[str, tuple[float, str]] = {}  # node -> (NotReady at, reason)
         path = self._host(host).log_path
         text = path.read_text(errors="replace") if path.exists() else ""
         for match in _LIVENESS.finditer(text):
