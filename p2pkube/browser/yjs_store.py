@@ -19,7 +19,7 @@ from typing import Any
 import yjs  # type: ignore[import-not-found]  # registered by the page (app.js)
 from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
 
-from p2pkube.state.store import MAP_NAMES, DocumentStore, _check_map, new_client_id
+from p2pkube.state.store import MAP_NAMES, DocumentStore, check_map, new_client_id
 
 _DELETED = None
 
@@ -105,13 +105,13 @@ class YjsStore(DocumentStore):
 
     # -- reads -----------------------------------------------------------------------------------
     def get_raw(self, map_name: str, key: str) -> bytes | None:
-        _check_map(map_name)
+        check_map(map_name)
         if self._buffer is not None and (map_name, key) in self._buffer:
             return self._buffer[(map_name, key)]
         return _blob(self._maps[map_name].get(key))
 
     def raw_items(self, map_name: str) -> list[tuple[str, bytes]]:
-        _check_map(map_name)
+        check_map(map_name)
         items: dict[str, bytes | None] = {}
         for pair in self._maps[map_name].entries():
             key, value = pair[0], pair[1]

@@ -44,7 +44,8 @@ from .store import (
     ChangeCallback,
     StateStore,
     StoreFactory,
-    UnknownMapError,
+    check_key,
+    check_map,
     encode_value,
     new_client_id,
 )
@@ -79,25 +80,15 @@ class WriteBatch:
 
     def put(self, map_name: str, key: str, value: Any) -> None:
         """Queue `map_name[key] = value` (ValueTooLarge over the size cap)."""
-        _check_map(map_name)
-        _check_key(key)
+        check_map(map_name)
+        check_key(key)
         check_size(map_name, key, len(encode_value(value)), self._max_value_bytes)
         self.ops.append((map_name, key, value, False))
 
     def delete(self, map_name: str, key: str) -> None:
         """Queue the removal of `map_name[key]`."""
-        _check_map(map_name)
+        check_map(map_name)
         self.ops.append((map_name, key, None, True))
-
-
-def _check_map(map_name: str) -> None:
-    if map_name not in MAP_NAMES:
-        raise UnknownMapError(map_name)
-
-
-def _check_key(key: object) -> None:
-    if not isinstance(key, str) or not key:
-        raise ValueError("key must be a non-empty str")
 
 
 def _always() -> bool:
@@ -313,8 +304,8 @@ class ClusterState:
         """Write `map_name[key] = value`; returns once it is durable. ValueTooLarge (nothing
         written) when the encoded value exceeds `max_object_bytes`."""
         store = self._require()
-        _check_map(map_name)
-        _check_key(key)
+        check_map(map_name)
+        check_key(key)
         stamp = self._stamp_for(store, map_name, key)
         blob = encode_version(stamp, value)
         size = len(blob) - header_size(blob)  # the value without its stamp header
@@ -355,8 +346,8 @@ class ClusterState:
         store = self._require()
         ops = list(ops)
         for map_name, key, value, is_delete in ops:
-            _check_map(map_name)
-            _check_key(key)
+            check_map(map_name)
+            check_key(key)
             if not is_delete:
                 size = len(encode_value(value))
                 check_size(map_name, key, size, self.settings.max_object_bytes)
@@ -412,7 +403,7 @@ class ClusterState:
 
     def _delete(self, store: StateStore, map_name: str, key: str) -> bool:
         """Write a tombstone over a value; False (nothing written) if there is none."""
-        _check_map(map_name)
+        check_map(map_name)
         current = read_stamp(store.get_raw(map_name, key))
         if current is None or current[1]:
             return False

@@ -9,7 +9,7 @@ from typing import Any
 
 from pycrdt import Doc, Map, MapEvent, TransactionEvent
 
-from .store import MAP_NAMES, DocumentStore, _check_map, new_client_id
+from .store import MAP_NAMES, DocumentStore, check_map, new_client_id
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class PycrdtStore(DocumentStore):
 
     # -- reads -------------------------------------------------------------
     def _map(self, map_name: str) -> Map[Any]:
-        _check_map(map_name)
+        check_map(map_name)
         return self._maps[map_name]
 
     def get_raw(self, map_name: str, key: str) -> bytes | None:

@@ -51,6 +51,8 @@ __all__ = [
     "StoreFactory",
     "UnknownMapError",
     "UpdateCallback",
+    "check_key",
+    "check_map",
     "decode_value",
     "encode_value",
     "new_client_id",
@@ -233,9 +235,16 @@ class StateStore(Protocol):
         ...
 
 
-def _check_map(map_name: str) -> None:
+def check_map(map_name: str) -> None:
+    """UnknownMapError unless `map_name` is one of `MAP_NAMES`."""
     if map_name not in MAP_NAMES:
         raise UnknownMapError(map_name)
+
+
+def check_key(key: object) -> None:
+    """ValueError unless `key` is a non-empty str."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("key must be a non-empty str")
 
 
 def _discard(callbacks: list[Any], callback: Any) -> None:
@@ -397,17 +406,16 @@ class DocumentStore(ABC):
 
     def put_raw(self, map_name: str, key: str, blob: bytes) -> None:
         """Set `key` to an already encoded blob."""
-        if not isinstance(key, str) or not key:
-            raise ValueError("key must be a non-empty str")
+        check_key(key)
         if not isinstance(blob, bytes):
             raise TypeError("blob must be bytes")
-        _check_map(map_name)
+        check_map(map_name)
         with self._current():
             self._set(map_name, key, blob)
 
     def delete(self, map_name: str, key: str) -> bool:
         """Remove `key`; return whether it was present."""
-        _check_map(map_name)
+        check_map(map_name)
         with self._current():
             return self._remove(map_name, key)
 
