@@ -27,6 +27,7 @@ from p2pkube.model.schema import validate_object
 from p2pkube.net import ice
 from p2pkube.net.aiohttp_websocket import aiohttp_connect
 from p2pkube.net.identity import NodeIdentity, verify_signature
+from p2pkube.net.jointoken import cluster_id
 from p2pkube.net.link import peer_link_factory
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.signaling_client import SignalingRejected
@@ -104,7 +105,6 @@ class Agent(Node):
         self.options = options
         settings = settings_for(options)
         self.identity = NodeIdentity.load_or_create(options.data_dir)
-        from p2pkube.net.jointoken import cluster_id
 
         mesh = Mesh(
             identity=self.identity,
