@@ -37,8 +37,12 @@ test: $(STAMP) lint examples browser
 test-fast: $(STAMP) lint examples
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
+## Style (ruff), the layers (import-linter contracts in pyproject.toml) and the types (mypy on
+## p2pkube/ and signaling/, zero errors).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check p2pkube signaling tests bench harness examples
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 ## Every benchmark; rewrites docs/benchmarks.md.
 bench: $(STAMP) examples browser

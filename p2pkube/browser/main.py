@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import js  # type: ignore[import-not-found]
-import p2pjs  # type: ignore[import-not-found]
-from pyodide.ffi import create_proxy  # type: ignore[import-not-found]
+import js  # type: ignore[import-not-found]  # Pyodide's JS globals, only in a tab
+import p2pjs  # type: ignore[import-not-found]  # bridge.js, registered by the page
+from pyodide.ffi import create_proxy  # type: ignore[import-not-found]  # Pyodide only
 
 from p2pkube.browser import platform
 from p2pkube.browser.identity import BrowserIdentity, check_signature
@@ -222,7 +222,7 @@ class BrowserNode:
             status = node.state.get(STATUS, key) or {}
             containers = status.get("containerStatuses") or [{}]
             state = containers[0].get("state") or {}
-            detail = next(iter(state.values()), {}) if state else {}
+            detail: dict[str, Any] = next(iter(state.values()), {}) if state else {}
             pods.append(
                 {
                     "namespace": obj["metadata"].get("namespace", ""),

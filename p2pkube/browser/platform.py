@@ -17,9 +17,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import js  # type: ignore[import-not-found]
-import pyodide_js  # type: ignore[import-not-found]
-from pyodide.ffi import create_once_callable, create_proxy  # type: ignore[import-not-found]
+import js  # type: ignore[import-not-found]  # Pyodide's JS globals, only in a tab
+import pyodide_js  # type: ignore[import-not-found]  # Pyodide's JS API, in a tab only
+from pyodide.ffi import create_once_callable, create_proxy  # type: ignore[import-not-found]  # Pyodide only
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ async def _inline(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 
 def install() -> None:
     """Make the shared code's thread offloading run inline (idempotent)."""
-    asyncio.to_thread = _inline  # type: ignore[assignment]
+    asyncio.to_thread = _inline
 
 
 SYNC_TIMEOUT = 30.0

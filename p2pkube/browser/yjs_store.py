@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import yjs  # type: ignore[import-not-found]  # registered by the page (app.js)
-from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
+from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]  # Pyodide only
 
 from p2pkube.state.store import MAP_NAMES, DocumentStore, check_map, new_client_id
 
