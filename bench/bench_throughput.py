@@ -754,12 +754,15 @@ def main() -> None:
     }
     print()
     print(table(result))
-    if profile:
+    if profile and "top" in profile:
         print(
             f"\ncProfile of one aiortc sender ({profile['mbPerSecondUnderProfiler']} MB/s "
             "under the profiler), top functions by own time:"
         )
         print(profile_table(profile))
+    elif profile:
+        failed = "; ".join(profile["failedAttempts"])
+        print(f"\nno cProfile: the profiled aiortc sender failed twice ({failed})")
     emit(result)
 
 
