@@ -256,6 +256,15 @@ async def test_a_member_flooding_updates_is_throttled_while_others_keep_syncing(
                 f"bytes from peer {hostile}: over the link's budget" in cluster.log_tail("n1", 300)
             ),
         )
+        # The refusal is logged at the first drop; on a loaded machine later updates are still
+        # in flight then. Once n1 has read them all, each one was either taken or dropped.
+        await wait_for(
+            "n1 to take or drop every flooded update",
+            lambda: (
+                len(names_on(cluster, "n1", "flood-")) + state_stats(cluster, "n1")["budgetDrops"]
+                >= count
+            ),
+        )
         await asyncio.sleep(1)  # what n1 took has reached n2 by now
         elapsed = time.monotonic() - started
         allowed = (burst + rate * elapsed) // size + 1  # what the budget lets through so far
