@@ -32,10 +32,10 @@ demo: $(STAMP) examples browser
 test: $(STAMP) lint examples browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
-## The inner loop (about a minute): lint and every test that starts no agent process, browser or
-## network namespace (tests/conftest.py marks those slow).
+## The inner loop (under a minute): lint and every test that starts no agent process, browser or
+## network namespace (tests/conftest.py marks those slow), spread over two processes (pytest-xdist).
 test-fast: $(STAMP) lint examples
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" -n 2
 
 ## Style (ruff), the layers (import-linter contracts in pyproject.toml) and the types (mypy on
 ## p2pkube/ and signaling/, zero errors).
