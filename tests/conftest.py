@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from p2pkube.devcluster import LocalCluster
+from p2pkube.runtime.native import NativeRuntime
+from p2pkube.runtime.settings import RuntimeSettings
 from tests.statenet import Mesh
 
 SLOW_MODULES = frozenset(
@@ -64,6 +66,16 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalClu
         if report is not None and report.failed:
             for name in ["signaling", *local.agents]:
                 print(f"--- {name} log ---\n{local.log_tail(name, 60)}")
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[NativeRuntime]:
+    """A wasmtime pod runtime with its data dir under tmp_path, closed afterwards."""
+    native = NativeRuntime(tmp_path / "data", RuntimeSettings())
+    try:
+        yield native
+    finally:
+        await native.close()
 
 
 @pytest.fixture

@@ -12,14 +12,12 @@ import itertools
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.native import NativeRuntime
-from p2pkube.runtime.settings import RuntimeSettings
 
 REPO = Path(__file__).resolve().parent.parent
 ECHO = REPO / "examples" / "build" / "echo.wasm"
@@ -31,15 +29,6 @@ def echo_module() -> tuple[str, Path]:
     """(digest, path) of echo.wasm, built (incrementally) first."""
     subprocess.run([sys.executable, str(REPO / "examples" / "build.py")], check=True)
     return "sha256:" + hashlib.sha256(ECHO.read_bytes()).hexdigest(), ECHO
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path) -> AsyncIterator[NativeRuntime]:
-    native = NativeRuntime(tmp_path / "data", RuntimeSettings())
-    try:
-        yield native
-    finally:
-        await native.close()
 
 
 async def handle(

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,15 +37,6 @@ def modules() -> dict[str, tuple[str, Path]]:
     for path in sorted(BUILD.glob("*.wasm")):
         found[path.stem] = ("sha256:" + hashlib.sha256(path.read_bytes()).hexdigest(), path)
     return found
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path) -> AsyncIterator[NativeRuntime]:
-    native = NativeRuntime(tmp_path / "data", RuntimeSettings())
-    try:
-        yield native
-    finally:
-        await native.close()
 
 
 def launch(
