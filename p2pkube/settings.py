@@ -19,6 +19,7 @@ from p2pkube.membership.settings import MembershipSettings
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.sched.settings import EventSettings, SchedulerSettings
+from p2pkube.services.settings import ServiceSettings
 from p2pkube.state.settings import StateSettings
 
 RPC_FRAMING_BYTES = 1024
@@ -36,6 +37,8 @@ class AgentSettings:
     kubelet: KubeletSettings = field(default_factory=KubeletSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     events: EventSettings = field(default_factory=EventSettings)
+    services: ServiceSettings = field(default_factory=ServiceSettings)
+    """Handler pods and the request path to them (issue 12)."""
     browser: BrowserSettings = field(default_factory=BrowserSettings)
     """Browser nodes only (a native agent ignores them)."""
 
@@ -58,6 +61,7 @@ class AgentSettings:
             raise ValueError("blobs.max_concurrent_fetches must be at least 1")
         self.runtime.check()
         self.kubelet.check()
+        self.services.check()
 
     def override(self, assignment: str) -> None:
         """Apply one ``section.field=value``; ValueError naming the setting when it is wrong."""
