@@ -66,6 +66,30 @@ class ServiceTarget:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """One ready handler of a Service (or pod): which pod, on which node, on which port.
+
+    Computed by every node from the replicated pods and their statuses
+    (``services/endpoints.py``); never stored."""
+
+    namespace: str
+    pod: str
+    node: str
+    """The node's name (``spec.nodeName``)."""
+    node_id: str
+    """The node's id on the mesh (where the request rpc goes); "" if not known yet."""
+    port: int
+    """The containerPort the target resolves to on this pod."""
+    ready: bool = True
+    """False: listed in ``notReadyAddresses``, never routed to."""
+
+    @property
+    def key(self) -> str:
+        """``node/pod`` as logs and the X-P2pkube-Endpoint header show it."""
+        return f"{self.node}/{self.pod}"
+
+
+@dataclass(frozen=True)
 class ServiceRequest:
     """One HTTP request for a target, its body fully received (at most
     ``services.max_request_body_bytes``)."""
