@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -94,6 +94,11 @@ class Launch:
     The runtime removes the files of instances before the previous one."""
     stdin: bytes | None = None
     mounts: list[Mount] = field(default_factory=list)
+    stdout: Callable[[bytes], None] | None = None
+    """Set for the instance of one HTTP request to a handler pod (``runtime/handler.py``):
+    every stdout write goes to this callback, in order, instead of the log (stderr still goes
+    to the log). Natively it is called on the instance's worker thread, in a tab on the event
+    loop: the receiver must be thread-safe (``loop.call_soon_threadsafe``)."""
 
 
 @dataclass(frozen=True)
