@@ -11,128 +11,42 @@ returns it normalised (defaults filled, ``apiVersion`` checked) or raises
 
 from __future__ import annotations
 
-import posixpath
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from p2pkube.model.errors import ValidationFailed
-from p2pkube.model.names import (
-    dns_label_error,
-    dns_subdomain_error,
-    label_key_error,
-    label_value_error,
+from p2pkube.model.fields import (
+    AbsolutePath,
+    DnsLabel,
+    DnsSubdomain,
+    Model,
+    ResourceList,
+    annotation_map,
+    env_name,
+    header_name,
+    http_only,
+    label_map,
+    module_image,
+    port_name,
+    port_ref,
+    probe_path,
+    tcp_only,
 )
 from p2pkube.model.quantity import parse_quantity
-
-API_GROUP_VERSION = "p2pkube.io/v1"
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-RESOURCE_NAMES = ("cpu", "memory")
-
-
-# -- field checks (each returns the value or raises ValueError with the reason) --------------------
-def _check(problem: str | None, value: Any) -> Any:
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _dns_label(value: str) -> str:
-    return _check(dns_label_error(value), value)
-
-
-def _dns_subdomain(value: str) -> str:
-    return _check(dns_subdomain_error(value), value)
-
-
-def _labels(value: dict[str, str]) -> dict[str, str]:
-    for key, val in value.items():
-        _check(label_key_error(key) and f"key {key!r}: {label_key_error(key)}", key)
-        _check(label_value_error(val) and f"value of {key!r}: {label_value_error(val)}", val)
-    return value
-
-
-def _annotation_keys(value: dict[str, str]) -> dict[str, str]:
-    for key in value:
-        _check(label_key_error(key) and f"key {key!r}: {label_key_error(key)}", key)
-    return value
-
-
-def _env_name(value: str) -> str:
-    if not _ENV_NAME.match(value) or len(value) > 256:
-        raise ValueError(
-            "must consist of letters, digits, '_', '-' or '.', and must not start with a digit"
-        )
-    return value
-
-
-def _quantity(value: str | int | float) -> str:
-    parsed = parse_quantity(value)  # ValueError with the reason
-    if parsed < 0:
-        raise ValueError("must not be negative")
-    return str(value)
-
-
-def _resources(value: dict[str, str]) -> dict[str, str]:
-    unknown = sorted(set(value) - set(RESOURCE_NAMES))
-    if unknown:
-        raise ValueError(f"unsupported resource {unknown[0]!r} (supported: cpu, memory)")
-    return value
-
-
-def _absolute_path(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError("must be an absolute path")
-    if posixpath.normpath(value) != value.rstrip("/") and value != "/":
-        raise ValueError("must be a normalised path (no '..', '.', or '//')")
-    return value
-
-
-def _image(value: str) -> str:
-    if DIGEST.match(value):
-        return value
-    if value.startswith(("http://", "https://")):
-        raise ValueError(
-            "a URL: p2pkube apply -f downloads and publishes it (the API takes digests only)"
-        )
-    if value.endswith(".wasm"):
-        raise ValueError(
-            "a local .wasm path: publish it first (p2pkube publish FILE) or use p2pkube apply "
-            "-f, which publishes it (the API takes digests only)"
-        )
-    raise ValueError("must be a module digest sha256:<64 hex digits>")
-
-
-DnsLabel = Annotated[str, AfterValidator(_dns_label)]
-DnsSubdomain = Annotated[str, AfterValidator(_dns_subdomain)]
-Quantity = Annotated[str | int | float, AfterValidator(_quantity)]
-ResourceList = Annotated[dict[str, Quantity], AfterValidator(_resources)]
-AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
-
-
-class Model(BaseModel):
-    """camelCase on the wire, unknown fields rejected."""
-
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
-    )
 
 
 class ObjectMeta(Model):
     name: DnsSubdomain
     namespace: DnsLabel | None = None
-    labels: Annotated[dict[str, str], AfterValidator(_labels)] = Field(default_factory=dict)
-    annotations: Annotated[dict[str, str], AfterValidator(_annotation_keys)] = Field(
+    labels: Annotated[dict[str, str], AfterValidator(label_map)] = Field(default_factory=dict)
+    annotations: Annotated[dict[str, str], AfterValidator(annotation_map)] = Field(
         default_factory=dict
     )
     # Set by the agent and its controllers; accepted (the agent keeps its own values) so
@@ -145,7 +59,7 @@ class ObjectMeta(Model):
 
 
 class EnvVar(Model):
-    name: Annotated[str, AfterValidator(_env_name)]
+    name: Annotated[str, AfterValidator(env_name)]
     value: str = ""
 
 
@@ -170,9 +84,66 @@ class VolumeMount(Model):
     module gets nothing of the host it was not explicitly granted)."""
 
 
+class ContainerPort(Model):
+    """A port a handler container answers HTTP on (issue 12): a wasm module cannot listen,
+    so the port names what requests are for (a Service's targetPort), nothing is bound."""
+
+    container_port: int = Field(ge=1, le=65535)
+    name: Annotated[str, AfterValidator(port_name)] | None = None
+    protocol: Annotated[str, AfterValidator(tcp_only)] = "TCP"
+
+
+class HttpHeader(Model):
+    name: Annotated[str, AfterValidator(header_name)]
+    value: str = ""
+
+
+class HttpGetAction(Model):
+    path: Annotated[str, AfterValidator(probe_path)] = "/"
+    port: Annotated[int | str, AfterValidator(port_ref)]
+    http_headers: list[HttpHeader] = Field(default_factory=list)
+    scheme: Annotated[str, AfterValidator(http_only)] = "HTTP"
+
+
+class Probe(Model):
+    """Kubernetes' Probe, httpGet only: a handler pod answers HTTP and nothing else.
+
+    ``periodSeconds`` and ``timeoutSeconds`` stay unset unless written: the kubelet then uses
+    ``services.probe_period`` and ``services.probe_timeout`` (Kubernetes' 10 s and 1 s by
+    default), so an operator's setting applies to every probe that did not choose."""
+
+    http_get: HttpGetAction | None = None
+    exec: Any = None
+    tcp_socket: Any = None
+    grpc: Any = None
+    initial_delay_seconds: int = Field(default=0, ge=0)
+    period_seconds: int | None = Field(default=None, ge=1)
+    timeout_seconds: int | None = Field(default=None, ge=1)
+    success_threshold: int = Field(default=1, ge=1)
+    failure_threshold: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _http_get_only(self) -> Probe:
+        problems = [
+            f"{name}: not supported: a handler pod is probed over HTTP only (httpGet); a "
+            f"wasm module {why}"
+            for name, value, why in (
+                ("exec", self.exec, "has no shell to run a command in"),
+                ("tcpSocket", self.tcp_socket, "opens no socket a TCP probe could connect to"),
+                ("grpc", self.grpc, "answers HTTP/1.1 requests as CGI, not gRPC"),
+            )
+            if value is not None
+        ]
+        if not problems and self.http_get is None:
+            problems.append("httpGet: Required value: the probe must say what to GET")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
 class Container(Model):
     name: DnsLabel
-    image: Annotated[str, AfterValidator(_image)]
+    image: Annotated[str, AfterValidator(module_image)]
     command: list[str] | None = None
     """argv[0] and any leading arguments; default ``[name]`` (a wasm module has one entry
     point, so this only sets what the module sees as its program name and first arguments)."""
@@ -183,6 +154,33 @@ class Container(Model):
     instead; a batch module reading its input from stdin is the common wasm case)."""
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     volume_mounts: list[VolumeMount] = Field(default_factory=list)
+    ports: list[ContainerPort] | None = None
+    """Declaring one makes the container an HTTP handler (issue 12): one instance of its
+    module runs per request, as a CGI script."""
+    readiness_probe: Probe | None = None
+
+    @model_validator(mode="after")
+    def _probe_port(self) -> Container:
+        probe = self.readiness_probe
+        if probe is None or probe.http_get is None:
+            return self
+        port = probe.http_get.port
+        ports = self.ports or []
+        if not ports:
+            raise ValueError(
+                "readinessProbe: a container without ports answers no HTTP request to probe "
+                "(declare ports: [{containerPort: N}])"
+            )
+        names = {p.name for p in ports if p.name}
+        numbers = {p.container_port for p in ports}
+        if isinstance(port, str) and port not in names:
+            raise ValueError(f"readinessProbe.httpGet.port: no port named {port!r} in ports")
+        if isinstance(port, int) and port not in numbers:
+            raise ValueError(
+                f"readinessProbe.httpGet.port: {port} is not one of the container's ports "
+                f"({', '.join(str(n) for n in sorted(numbers))})"
+            )
+        return self
 
 
 class HostPathVolume(Model):
@@ -209,7 +207,9 @@ class PodSpec(Model):
     containers: list[Container] = Field(min_length=1)
     restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
     node_name: DnsSubdomain | None = None
-    node_selector: Annotated[dict[str, str], AfterValidator(_labels)] = Field(default_factory=dict)
+    node_selector: Annotated[dict[str, str], AfterValidator(label_map)] = Field(
+        default_factory=dict
+    )
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     termination_grace_period_seconds: int = Field(default=30, ge=0)
     volumes: list[Volume] = Field(default_factory=list)
@@ -218,6 +218,7 @@ class PodSpec(Model):
     def _references(self) -> PodSpec:
         problems = _duplicates("containers", [c.name for c in self.containers])
         problems += _duplicates("volumes", [v.name for v in self.volumes])
+        problems += _port_duplicates(self.containers)
         volumes = {v.name for v in self.volumes}
         for i, container in enumerate(self.containers):
             for j, mount in enumerate(container.volume_mounts):
@@ -240,6 +241,25 @@ def _duplicates(field: str, names: list[str]) -> list[str]:
     return problems
 
 
+def _port_duplicates(containers: list[Container]) -> list[str]:
+    """containerPort numbers and port names are unique within a pod, so that a Service's
+    targetPort (number or name) names one handler of each pod."""
+    numbers: set[int] = set()
+    names: set[str] = set()
+    problems = []
+    for i, container in enumerate(containers):
+        for j, port in enumerate(container.ports or []):
+            path = f"containers[{i}].ports[{j}]"
+            if port.container_port in numbers:
+                problems.append(f"{path}.containerPort: Duplicate value: {port.container_port}")
+            if port.name is not None and port.name in names:
+                problems.append(f"{path}.name: Duplicate value: {port.name!r}")
+            numbers.add(port.container_port)
+            if port.name is not None:
+                names.add(port.name)
+    return problems
+
+
 class Pod(Model):
     api_version: Literal["p2pkube.io/v1"]
     kind: Literal["Pod"]
@@ -248,7 +268,7 @@ class Pod(Model):
 
 
 class LabelSelector(Model):
-    match_labels: Annotated[dict[str, str], AfterValidator(_labels)] = Field(default_factory=dict)
+    match_labels: Annotated[dict[str, str], AfterValidator(label_map)] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _not_empty(self) -> LabelSelector:
@@ -258,8 +278,8 @@ class LabelSelector(Model):
 
 
 class TemplateMeta(Model):
-    labels: Annotated[dict[str, str], AfterValidator(_labels)] = Field(default_factory=dict)
-    annotations: Annotated[dict[str, str], AfterValidator(_annotation_keys)] = Field(
+    labels: Annotated[dict[str, str], AfterValidator(label_map)] = Field(default_factory=dict)
+    annotations: Annotated[dict[str, str], AfterValidator(annotation_map)] = Field(
         default_factory=dict
     )
 
@@ -423,6 +443,90 @@ class ConfigMap(Model):
         return self
 
 
+_UNSUPPORTED_SERVICE_TYPES = {
+    "LoadBalancer": "p2pkube provisions no external load balancer; use NodePort, which every "
+    "native node listens on",
+    "ExternalName": "p2pkube has no cluster DNS to publish a CNAME in (pods cannot open sockets)",
+}
+
+
+def _service_type(value: str) -> str:
+    if value in _UNSUPPORTED_SERVICE_TYPES:
+        raise ValueError(f"{value!r} is not supported: {_UNSUPPORTED_SERVICE_TYPES[value]}")
+    if value not in ("ClusterIP", "NodePort"):
+        raise ValueError(f"{value!r} is not a Service type (supported: ClusterIP, NodePort)")
+    return value
+
+
+class ServicePort(Model):
+    name: DnsLabel | None = None
+    protocol: Annotated[str, AfterValidator(tcp_only)] = "TCP"
+    port: int = Field(ge=1, le=65535)
+    target_port: Annotated[int | str, AfterValidator(port_ref)] | None = None
+    """A containerPort number or name on each selected pod; defaults to ``port``."""
+    node_port: int | None = Field(default=None, ge=1, le=65535)
+    """Type NodePort only; allocated from ``services.node_port_range`` when unset, and the
+    range and conflicts with other Services are checked when the object is written
+    (``p2pkube.model.nodeports``), where the agent's setting is known."""
+
+    @model_validator(mode="after")
+    def _default_target(self) -> ServicePort:
+        if self.target_port is None:
+            object.__setattr__(self, "target_port", self.port)
+        return self
+
+
+class ServiceSpec(Model):
+    selector: Annotated[dict[str, str], AfterValidator(label_map)] = Field(default_factory=dict)
+    """Pods in the Service's namespace whose labels hold all of these are its endpoints (an
+    empty selector selects none: p2pkube has no manually managed Endpoints)."""
+    type: Annotated[str, AfterValidator(_service_type)] = "ClusterIP"
+    ports: list[ServicePort] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ports(self) -> ServiceSpec:
+        problems = []
+        many = len(self.ports) > 1
+        names: set[str] = set()
+        numbers: set[int] = set()
+        for i, port in enumerate(self.ports):
+            path = f"ports[{i}]"
+            if many and port.name is None:
+                problems.append(
+                    f"{path}.name: Required value: a Service with several ports names each"
+                )
+            if port.name is not None and port.name in names:
+                problems.append(f"{path}.name: Duplicate value: {port.name!r}")
+            if port.port in numbers:
+                problems.append(f"{path}.port: Duplicate value: {port.port}")
+            if port.node_port is not None and self.type != "NodePort":
+                problems.append(
+                    f"{path}.nodePort: may only be set when type is NodePort (type is {self.type})"
+                )
+            names.add(port.name or "")
+            numbers.add(port.port)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class Service(Model):
+    """Kubernetes' Service (ClusterIP and NodePort). ``apiVersion`` may be ``v1``, as in
+    Kubernetes, or ``p2pkube.io/v1`` like the other kinds; it is stored as written."""
+
+    api_version: Literal["v1", "p2pkube.io/v1"]
+    kind: Literal["Service"]
+    metadata: ObjectMeta
+    spec: ServiceSpec
+
+
+READ_ONLY_KINDS = {
+    "Endpoints": "Endpoints are computed by every node from the Services and the pods "
+    "(p2pkube get endpoints shows them); they cannot be written",
+}
+"""Kinds the API shows but nobody writes, with why."""
+
+
 MODELS: dict[str, type[Model]] = {
     "Pod": Pod,
     "Deployment": Deployment,
@@ -430,6 +534,7 @@ MODELS: dict[str, type[Model]] = {
     "Job": Job,
     "DaemonSet": DaemonSet,
     "ConfigMap": ConfigMap,
+    "Service": Service,
 }
 """The kinds a user may write, by kind."""
 
@@ -474,6 +579,8 @@ def validate_object(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValidationFailed(["an object must be a mapping"])
     kind = obj.get("kind")
+    if isinstance(kind, str) and kind in READ_ONLY_KINDS:
+        raise ValidationFailed([f"kind: {READ_ONLY_KINDS[kind]}"])
     model = MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
         raise ValidationFailed([f"kind: {kind!r} is not supported (supported: {sorted(MODELS)})"])
