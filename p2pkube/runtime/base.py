@@ -66,6 +66,9 @@ class BaseRuntime(Generic[InstanceT]):
         settings.check()
         self.settings = settings
         self._notifier = logs.LogNotifier(asyncio.get_running_loop())
+        self._log_files = logs.LogFiles()
+        """Log files open now, one per path however many instances write to it (the request
+        instances of a handler container all log to the container's one file)."""
         self._instances: set[InstanceT] = set()
         self.started = 0
         self.finished = 0
@@ -89,7 +92,11 @@ class BaseRuntime(Generic[InstanceT]):
 
     def _log_writer(self, launch: rt.Launch) -> logs.LogWriter:
         """The writer of ``launch``'s log file (its directory already made), rotated and
-        capped as the settings say; each write wakes the followers (:meth:`output_waiter`)."""
+        capped as the settings say; each write wakes the followers (:meth:`output_waiter`).
+
+        Instances logging to the same path share the open file (so concurrent requests of a
+        handler append whole lines to one rotated log); a request instance's over-long lines
+        are wrapped, since another request's line may come between their parts."""
         settings = self.settings
         return logs.LogWriter(
             launch.log_path,
@@ -97,6 +104,8 @@ class BaseRuntime(Generic[InstanceT]):
             max_files=settings.log_max_files,
             max_line_bytes=settings.log_max_line_bytes,
             on_write=self._notifier.notify,
+            files=self._log_files,
+            wrap_long_lines=launch.stdout is not None,
         )
 
     # -- pod files (the same for both runtimes) --------------------------------------------------

@@ -5,7 +5,9 @@ containerd use (``<RFC 3339 nano time> <stream> <F|P> <text>``; ``P`` marks a pa
 longer than ``max_line_bytes``, ``F`` the full line or its last part). When the file reaches
 ``max_bytes`` it is renamed to ``<restart>.log.1`` (older parts shift to ``.2`` ...) and only
 ``max_files`` files are kept, so a pod that prints gigabytes costs at most
-``max_bytes * max_files`` of disk and a few line buffers of memory.
+``max_bytes * max_files`` of disk and a few line buffers of memory. The request instances of a
+handler container (many at once) share the container's one file (:class:`LogFiles`): each
+appends whole lines, and the file is rotated once.
 
 The writer runs on the instance's worker thread (wasm output callbacks); readers run off the
 event loop (``asyncio.to_thread``), and a follower (``logs -f``) waits for the writers'
@@ -81,80 +83,37 @@ def remove_pod_dirs_except(pods_dir: Path, keep: set[str]) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-class LogWriter:
-    """Turns an instance's output bytes into timestamped lines in a rotated file.
+class LogFile:
+    """One log file on disk, rotated at ``max_bytes`` and kept to ``max_files`` files.
 
-    Thread-safe (stdout and stderr callbacks may interleave); never raises into the wasm
-    callback that feeds it: a disk error stops logging for this instance and is reported by
-    :attr:`error`.
+    Shared by every writer that logs to the same path (the request instances of one handler
+    container all log to its one file, :class:`LogFiles`), so the file is rotated once and no
+    two writers append through different file objects. Records are written whole under the
+    lock, so lines of concurrent writers never tear.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        max_bytes: int,
-        max_files: int,
-        max_line_bytes: int,
-        on_write: Callable[[], None] | None = None,
-    ) -> None:
-        if max_files < 1 or max_bytes < 1024 or max_line_bytes < 1:
+    def __init__(self, path: Path, *, max_bytes: int, max_files: int) -> None:
+        if max_files < 1 or max_bytes < 1024:
             raise ValueError("log limits too small")
         self.path = path
         self.max_bytes = max_bytes
         self.max_files = max_files
-        self.max_line_bytes = max_line_bytes
-        self.on_write = on_write
         self.error: OSError | None = None
         self.bytes_written = 0
-        self._lock = threading.Lock()
-        self._partial = {stream: bytearray() for stream in STREAMS}
+        self.users = 0
+        """Writers using the file (:class:`LogFiles` closes it when the last one leaves)."""
+        self.lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "ab")
         self._size = self._file.tell()
 
-    def write(self, stream: str, data: bytes) -> None:
-        """Record output ``data`` of ``stream``; complete lines are written at once."""
-        lines: list[tuple[bytes, bytes]] = []
-        with self._lock:
-            if self._file.closed:
-                return
-            buffer = self._partial[stream]
-            buffer += data
-            limit = self.max_line_bytes
-            position = 0  # consumed so far; the buffer is trimmed once, not per line
-            while True:
-                newline = buffer.find(b"\n", position, position + limit + 1)
-                if newline >= 0:
-                    lines.append((b"F", bytes(buffer[position:newline])))
-                    position = newline + 1
-                elif len(buffer) - position > limit:
-                    lines.append((b"P", bytes(buffer[position : position + limit])))
-                    position += limit
-                else:
-                    break
-            del buffer[:position]
-            if lines:
-                self._emit(stream, lines)
-        if lines and self.on_write is not None:
-            self.on_write()
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
 
-    def close(self) -> None:
-        """Write what is left of unterminated lines and close the file."""
-        with self._lock:
-            if self._file.closed:
-                return
-            for stream, buffer in self._partial.items():
-                if buffer:
-                    self._emit(stream, [(b"F", bytes(buffer))])
-                    buffer.clear()
-            with contextlib.suppress(OSError):
-                self._file.close()
-        if self.on_write is not None:
-            self.on_write()
-
-    def _emit(self, stream: str, lines: list[tuple[bytes, bytes]]) -> None:
-        if self.error is not None:
+    def emit(self, stream: str, lines: list[tuple[bytes, bytes]]) -> None:
+        """Append ``(tag, text)`` records of ``stream``; the caller holds :attr:`lock`."""
+        if self.error is not None or self._file.closed:
             return
         prefix = f" {stream} ".encode()
         try:
@@ -169,6 +128,11 @@ class LogWriter:
         except OSError as exc:
             self.error = exc
 
+    def close(self) -> None:
+        """Close the file; the caller holds :attr:`lock`."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+
     def _rotate(self) -> None:
         self._file.close()
         rotated(self.path, self.max_files - 1).unlink(missing_ok=True)
@@ -178,6 +142,129 @@ class LogWriter:
                 os.replace(source, rotated(self.path, index + 1))
         self._file = open(self.path, "ab")
         self._size = 0
+
+
+class LogFiles:
+    """The open log files by path, each shared by the writers that use it (counted).
+
+    A runtime keeps one: a container instance's writer takes its file here and gives it back
+    when it closes; the file is closed when no writer uses it any more. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[Path, LogFile] = {}
+
+    def acquire(self, path: Path, *, max_bytes: int, max_files: int) -> LogFile:
+        with self._lock:
+            file = self._open.get(path)
+            if file is None or file.closed:
+                file = self._open[path] = LogFile(path, max_bytes=max_bytes, max_files=max_files)
+            file.users += 1
+            return file
+
+    def release(self, file: LogFile) -> None:
+        with self._lock:
+            file.users -= 1
+            if file.users > 0:
+                return
+            if self._open.get(file.path) is file:
+                del self._open[file.path]
+        with file.lock:
+            file.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+
+class LogWriter:
+    """Turns one instance's output bytes into timestamped lines in a rotated file.
+
+    Thread-safe (stdout and stderr callbacks may interleave); never raises into the wasm
+    callback that feeds it: a disk error stops logging to the file and is reported by
+    :attr:`error`. Each writer keeps its own unterminated lines, so writers sharing a file
+    (``files``) append whole lines only. With ``wrap_long_lines`` a line over
+    ``max_line_bytes`` becomes several full lines rather than ``P`` parts, which another
+    writer's line could come between (what writers sharing a file want).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        max_files: int,
+        max_line_bytes: int,
+        on_write: Callable[[], None] | None = None,
+        files: LogFiles | None = None,
+        wrap_long_lines: bool = False,
+    ) -> None:
+        if max_files < 1 or max_bytes < 1024 or max_line_bytes < 1:
+            raise ValueError("log limits too small")
+        self.path = path
+        self.max_line_bytes = max_line_bytes
+        self.on_write = on_write
+        self._files = files
+        self._part_tag = b"F" if wrap_long_lines else b"P"
+        self._partial = {stream: bytearray() for stream in STREAMS}
+        self._closed = False
+        if files is None:
+            self._file = LogFile(path, max_bytes=max_bytes, max_files=max_files)
+        else:
+            self._file = files.acquire(path, max_bytes=max_bytes, max_files=max_files)
+
+    @property
+    def error(self) -> OSError | None:
+        return self._file.error
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes written to the file, by every writer sharing it."""
+        return self._file.bytes_written
+
+    def write(self, stream: str, data: bytes) -> None:
+        """Record output ``data`` of ``stream``; complete lines are written at once."""
+        lines: list[tuple[bytes, bytes]] = []
+        with self._file.lock:
+            if self._closed:
+                return
+            buffer = self._partial[stream]
+            buffer += data
+            limit = self.max_line_bytes
+            position = 0  # consumed so far; the buffer is trimmed once, not per line
+            while True:
+                newline = buffer.find(b"\n", position, position + limit + 1)
+                if newline >= 0:
+                    lines.append((b"F", bytes(buffer[position:newline])))
+                    position = newline + 1
+                elif len(buffer) - position > limit:
+                    lines.append((self._part_tag, bytes(buffer[position : position + limit])))
+                    position += limit
+                else:
+                    break
+            del buffer[:position]
+            if lines:
+                self._file.emit(stream, lines)
+        if lines and self.on_write is not None:
+            self.on_write()
+
+    def close(self) -> None:
+        """Write what is left of unterminated lines; give the file back (or close it)."""
+        with self._file.lock:
+            if self._closed:
+                return
+            self._closed = True
+            for stream, buffer in self._partial.items():
+                if buffer:
+                    self._file.emit(stream, [(b"F", bytes(buffer))])
+                    buffer.clear()
+            if self._files is None:
+                self._file.close()
+        if self._files is not None:
+            self._files.release(self._file)
+        if self.on_write is not None:
+            self.on_write()
 
 
 def parse_record(record: bytes) -> tuple[str, str, bool, str] | None:

@@ -14,7 +14,9 @@ What bounds a hostile module:
   :meth:`Control.sleep`, so they end early on a kill and never outlast the deadline.
 * **stack**: the engine's ``max_wasm_stack``; overflow traps with ``STACK_OVERFLOW``.
 * **output**: a token bucket on the bytes written; beyond it the instance is stopped with
-  ``OutputFlood``. Lines go to a rotated, size-bounded log (``logs.py``).
+  ``OutputFlood``. Lines go to a rotated, size-bounded log (``logs.py``). A request
+  instance's stdout (``Launch.stdout``) goes to its receiver instead, bounded by the
+  response's caps; its stderr goes to the log as any instance's.
 * **host access**: WASI preview 1 only, no sockets, no directories except the granted mounts
   (read-only unless the manifest says otherwise), no inherited environment.
 
@@ -154,6 +156,32 @@ def _output_sink(control: Control, logs: LogWriter, stream: str) -> Callable[[by
     return write
 
 
+def _callback_sink(control: Control, receiver: Callable[[bytes], None]) -> Callable[[bytes], int]:
+    """stdout of a request instance: every write goes to ``receiver`` (the handler's response
+    stream, ``Launch.stdout``), not to the log and not against the log's output budget: the
+    response's own caps bound it (``runtime/handler.py``)."""
+
+    def write(data: bytes) -> int:
+        if control.stop_reason is None:
+            try:
+                receiver(bytes(data))
+            except Exception:  # never raise into wasmtime (see the module docstring)
+                log.exception("a response receiver failed; stopping the instance")
+                control.stop(rt.TRAPPED, "the response could not be received")
+        return len(data)
+
+    return write
+
+
+def _stdin_path(launch: rt.Launch) -> Path:
+    """Where ``launch.stdin`` is written for wasmtime to read: ``<restart>.stdin`` beside the
+    log, or for a request instance (many run at once on one log path) a file of its own."""
+    if launch.stdout is None:
+        return launch.log_path.with_suffix(".stdin")
+    unique = f"{threading.get_ident():x}.{time.monotonic_ns():x}"
+    return launch.log_path.with_name(f"{launch.log_path.stem}.request-{unique}.stdin")
+
+
 def _memory_at_limit(store: wasmtime.Store, instance: wasmtime.Instance, cap: int) -> bool:
     """Whether the instance's memory is so close to its cap that a failed grow is the likely
     cause of its failure. Allocators grow in steps (zig's malloc rounds big requests up to a
@@ -175,6 +203,7 @@ def run(
 ) -> rt.Termination:
     """Run ``launch`` to its end on this thread; never raises."""
     started = utc_now()
+    stdin_path = _stdin_path(launch) if launch.stdin is not None else None
     store: wasmtime.Store | None = None
     instance: wasmtime.Instance | None = None
     callback = _deadline_callback(control)  # referenced until the store is gone
@@ -194,7 +223,7 @@ def run(
             store.set_epoch_deadline(1)
             # WASI must be set before instantiation: a WASI import called in a store without
             # it aborts the whole process (a Rust panic), so no code path skips this.
-            store.set_wasi(_wasi_config(launch, control, logs))
+            store.set_wasi(_wasi_config(launch, control, logs, stdin_path))
             instance = loaded.pre.instantiate(store)
             start = instance.exports(store)["_start"]
             assert isinstance(start, wasmtime.Func)
@@ -213,18 +242,24 @@ def run(
             logs.close()
             if store is not None:
                 store.close()
+            if stdin_path is not None and launch.stdout is not None:
+                stdin_path.unlink(missing_ok=True)  # a request's body: nothing reads it again
     return rt.Termination(code, reason, message, started, utc_now())
 
 
-def _wasi_config(launch: rt.Launch, control: Control, logs: LogWriter) -> wasmtime.WasiConfig:
+def _wasi_config(
+    launch: rt.Launch, control: Control, logs: LogWriter, stdin_path: Path | None
+) -> wasmtime.WasiConfig:
     wasi = wasmtime.WasiConfig()
     wasi.argv = launch.argv
     wasi.env = [list(pair) for pair in launch.env]
-    if launch.stdin is not None:
-        stdin_path = launch.log_path.with_suffix(".stdin")
+    if launch.stdin is not None and stdin_path is not None:
         stdin_path.write_bytes(launch.stdin)
         wasi.stdin_file = str(stdin_path)
-    wasi.stdout_custom = _output_sink(control, logs, "stdout")
+    if launch.stdout is not None:
+        wasi.stdout_custom = _callback_sink(control, launch.stdout)
+    else:
+        wasi.stdout_custom = _output_sink(control, logs, "stdout")
     wasi.stderr_custom = _output_sink(control, logs, "stderr")
     for mount in launch.mounts:
         wasi.preopen_dir(str(Path(mount.host_path)), mount.guest_path, not mount.read_only)
