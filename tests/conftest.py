@@ -18,6 +18,7 @@ SLOW_MODULES = frozenset(
         "test_browser_bridge",
         "test_browser_insecure",
         "test_browser_node",
+        "test_browser_services",
         # network namespaces, the chaos schedule, the compose topology, the whole demo
         "test_chaos",
         "test_compose",
