@@ -128,7 +128,12 @@ class Node:
             on_local_change=self._publish_node_status,
         )
         """The pod runtime calls ``agent.blobs.ensure(digest)`` (a verified local Path)."""
-        self.objects = ObjectService(self.state, node_ready=self.node_ready, validate=validate)
+        self.objects = ObjectService(
+            self.state,
+            node_ready=self.node_ready,
+            validate=validate,
+            node_ports=self.settings.services.node_ports(),
+        )
         self.runtime: PodRuntime | None = None
         """Created in start(): the runtime needs the running loop."""
         self.kubelet: Kubelet | None = None

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from p2pkube.model.errors import ValidationFailed
+from p2pkube.model.nodeports import DEFAULT_NODE_PORTS, assign_node_ports
 from p2pkube.model.podspec import containers
 from p2pkube.model.timestamps import utc_now
 from p2pkube.model.watch import Render, WatchHub
@@ -61,11 +62,15 @@ class ObjectService:
         *,
         node_ready: Callable[[str], bool],
         validate: Validator | None = None,
+        node_ports: range = DEFAULT_NODE_PORTS,
     ) -> None:
         self.state = state
         self.node_ready = node_ready
         self.validate = validate
         """None on a node that takes no object writes (a browser tab): :meth:`put` refuses."""
+        self.node_ports = node_ports
+        """``services.node_port_range``: NodePorts are allocated from it and checked against
+        it when a Service is written (:mod:`p2pkube.model.nodeports`)."""
 
     def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
@@ -116,6 +121,9 @@ class ObjectService:
         self._check_images(valid)
         if kind == "Pod":
             self._check_pod(valid, previous)
+        if kind == "Service":
+            others = (o for k, o in self.state.items(OBJECTS, "Service/") if k != key)
+            valid = assign_node_ports(valid, previous, others, node_ports=self.node_ports)
         generation = int(old_meta.get("generation") or 0)
         if not isinstance(previous, dict) or previous.get("spec") != valid.get("spec"):
             generation += 1  # spec changes bump it, as in Kubernetes (controllers observe it)
