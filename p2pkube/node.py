@@ -74,6 +74,9 @@ class NodeConfig:
     host_paths: HostPathPolicy = field(default_factory=HostPathPolicy)
     """Host directories pods may mount here: the operator's grant (none by default, and
     always none in a browser), published in the Node status for placement."""
+    addresses: list[dict[str, str]] = field(default_factory=list)
+    """``status.addresses`` as in Kubernetes (``[{"type": "InternalIP", "address": ...}]``):
+    where this node's NodePorts are reached (``p2pkube join --node-ip``); none in a tab."""
 
 
 class Node:
@@ -386,6 +389,7 @@ class Node:
                 **self.config.node_info,
             },
             "images": self.blobs.images(),
+            **({"addresses": list(self.config.addresses)} if self.config.addresses else {}),
             **self.config.host_paths.with_refused(
                 self.kubelet.refused_host_paths if self.kubelet else ()
             ).to_status(),
