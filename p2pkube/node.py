@@ -46,6 +46,7 @@ from p2pkube.runtime.podlogs import LogReply, LogRequest, LogsUnavailable, PodLo
 from p2pkube.sched.events import EventRecorder
 from p2pkube.sched.manager import NodeState, Scheduler
 from p2pkube.sched.view import involved
+from p2pkube.services.endpoints import ENDPOINTS_KIND, computed_endpoints
 from p2pkube.settings import AgentSettings
 from p2pkube.state import ClusterState, StoreFactory, object_key
 from p2pkube.state.store import OBJECTS, STATUS
@@ -481,10 +482,20 @@ class Node:
         return {**obj, "status": status}
 
     def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        if kind == ENDPOINTS_KIND:  # computed from Services and pods, never stored
+            return self._endpoints(namespace)
         return self.objects.list(kind, namespace)
 
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == ENDPOINTS_KIND:
+            return next(iter(self._endpoints(namespace, name)), None)
         return self.objects.get(kind, namespace, name)
+
+    def _endpoints(self, namespace: str | None, name: str | None = None) -> list[dict[str, Any]]:
+        """The read-only Endpoints kind: each Service's endpoints as this node sees them."""
+        return computed_endpoints(
+            self.objects, namespace, name, node_ready=self.node_ready, node_id_of=self.node_id_of
+        )
 
     async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate and store a user object; returns once it is on disk (acknowledged)."""

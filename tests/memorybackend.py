@@ -24,6 +24,7 @@ from p2pkube.model.schema import validate_object
 from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 from p2pkube.runtime.interface import LogLine
 from p2pkube.runtime.podlogs import LogReply, LogRequest, LogsUnavailable
+from p2pkube.services.endpoints import ENDPOINTS_KIND, computed_endpoints
 from p2pkube.state import ClusterState, object_key
 from p2pkube.state.pycrdt_store import PycrdtStore
 from p2pkube.state.store import OBJECTS, STATUS
@@ -119,10 +120,25 @@ class MemoryBackend:
         return self.objects.list("Node", "")
 
     def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        if kind == ENDPOINTS_KIND:  # computed, as the agent computes them
+            return self._endpoints(namespace)
         return self.objects.list(kind, namespace)
 
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == ENDPOINTS_KIND:
+            return next(iter(self._endpoints(namespace, name)), None)
         return self.objects.get(kind, namespace, name)
+
+    def _endpoints(self, namespace: str | None, name: str | None = None) -> list[dict[str, Any]]:
+        return computed_endpoints(
+            self.objects,
+            namespace,
+            name,
+            node_ready=self.node_ready,
+            node_id_of=lambda node: (
+                (self.objects.get("Node", "", node) or {}).get("metadata") or {}
+            ).get("uid"),
+        )
 
     async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.puts.append(copy.deepcopy(obj))

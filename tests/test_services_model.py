@@ -19,6 +19,7 @@ from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.nodeports import assign_node_ports, node_port_owners
 from p2pkube.model.objects import ObjectService
 from p2pkube.model.schema import validate_object
+from p2pkube.services.endpoints import endpoints_object, pod_endpoint, pod_port, service_endpoints
 from p2pkube.state import ClusterState
 from p2pkube.state.pycrdt_store import PycrdtStore
 
@@ -321,3 +322,144 @@ def test_allocation_is_random_and_leaves_other_services_alone() -> None:
     }
     assert len(picks) > 1  # random, as Kubernetes: two nodes allocating at once rarely collide
     assert web["spec"]["ports"][0].get("nodePort") is None  # the input is not changed
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+NODE_IDS = {"n1": "id-1", "n2": "id-2", "n3": "id-3"}
+
+
+def node_ready(name: str) -> bool:
+    return name != "n3"  # n3 is NotReady as this node sees it
+
+
+def running_pod(
+    name: str,
+    node: str | None = "n1",
+    *,
+    ready: bool = True,
+    labels: dict[str, str] | None = None,
+    ports: list[dict[str, Any]] | None = None,
+    namespace: str = "default",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A pod as the object service shows it: spec, metadata and the status its kubelet wrote."""
+    spec: dict[str, Any] = {
+        "containers": [
+            container(ports=ports if ports is not None else [{"containerPort": 8080,
+                                                              "name": "http"}])
+        ]
+    }  # fmt: skip
+    if node:
+        spec["nodeName"] = node
+    meta = {"name": name, "namespace": namespace, "labels": labels or {"app": "web"}}
+    meta.update(extra.pop("metadata", {}))
+    status = {
+        "phase": extra.pop("phase", "Running"),
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+    }
+    return {"apiVersion": "p2pkube.io/v1", "kind": "Pod", "metadata": meta, "spec": spec,
+            "status": status}  # fmt: skip
+
+
+def web_service(*ports: dict[str, Any], selector: dict[str, str] | None = None) -> dict[str, Any]:
+    obj = validate_object(service("web", *(ports or ({"port": 80, "targetPort": "http"},))))
+    obj["spec"]["selector"] = {"app": "web"} if selector is None else selector
+    obj["metadata"].update(namespace="default", creationTimestamp="2026-12-06T10:00:00Z")
+    return obj
+
+
+def compute(svc: dict[str, Any], pods: list[dict[str, Any]], port: int | str = "") -> list[Any]:
+    return service_endpoints(svc, pods, node_ready=node_ready, node_id_of=NODE_IDS.get, port=port)
+
+
+def test_endpoints_are_the_selected_pods_on_nodes_with_their_resolved_port() -> None:
+    pods = [
+        running_pod("web-b", "n2"),
+        running_pod("web-a", "n1"),
+        running_pod("web-c", "n3"),  # its node is NotReady
+        running_pod("web-d", "n1", ready=False),  # its readiness probe has not passed
+        running_pod("other", "n1", labels={"app": "db"}),
+        running_pod("elsewhere", "n1", namespace="prod"),
+        running_pod("pending", None),
+        running_pod("going", "n1", metadata={"deletionTimestamp": "2026-12-06T10:00:00Z"}),
+        running_pod("done", "n1", phase="Succeeded"),
+        running_pod("no-port", "n1", ports=[{"containerPort": 9090, "name": "metrics"}]),
+    ]
+    found = compute(web_service(), pods)
+    assert [(e.pod, e.node, e.node_id, e.port, e.ready) for e in found] == [
+        ("web-a", "n1", "id-1", 8080, True),
+        ("web-b", "n2", "id-2", 8080, True),
+        ("web-c", "n3", "id-3", 8080, False),
+        ("web-d", "n1", "id-1", 8080, False),
+    ]
+    assert found[0].key == "n1/web-a"
+
+
+def test_target_ports_resolve_per_pod_by_number_or_name() -> None:
+    pods = [
+        running_pod("v1", ports=[{"containerPort": 8080, "name": "http"}]),
+        running_pod("v2", ports=[{"containerPort": 9000, "name": "http"}]),
+        running_pod("v3", ports=[{"containerPort": 8080}]),
+    ]
+    svc = web_service(
+        {"name": "web", "port": 80, "targetPort": "http"},
+        {"name": "raw", "port": 81, "targetPort": 8080},
+    )
+    assert [(e.pod, e.port) for e in compute(svc, pods, "web")] == [("v1", 8080), ("v2", 9000)]
+    assert [(e.pod, e.port) for e in compute(svc, pods, 81)] == [("v1", 8080), ("v3", 8080)]
+    assert [e.pod for e in compute(svc, pods)] == ["v1", "v2"]  # "" is the first port
+    assert compute(svc, pods, "nope") == []
+    # an empty selector selects nothing
+    assert compute(web_service(selector={}), pods) == []
+    # the port a targetPort defaults to is the Service port
+    assert [e.pod for e in compute(web_service({"port": 8080}), pods)] == ["v1", "v3"]
+
+
+def test_a_pods_own_port_for_port_forward() -> None:
+    pod_a = running_pod("a", ports=[{"containerPort": 8080, "name": "http"},
+                                    {"containerPort": 9090, "name": "metrics"}])  # fmt: skip
+    assert pod_port(pod_a) == 8080
+    assert pod_port(pod_a, "metrics") == 9090
+    assert pod_port(pod_a, 9090) == 9090 and pod_port(pod_a, "9090") == 9090
+    assert pod_port(pod_a, 7070) is None and pod_port(pod_a, "admin") is None
+    assert pod_port(running_pod("b", ports=[])) is None
+    endpoint = pod_endpoint(pod_a, node_ready=node_ready, node_id_of=NODE_IDS.get, port="metrics")
+    assert endpoint is not None and (endpoint.pod, endpoint.port, endpoint.ready) == (
+        "a",
+        9090,
+        True,
+    )
+    gone = running_pod("c", phase="Failed")
+    assert pod_endpoint(gone, node_ready=node_ready, node_id_of=NODE_IDS.get) is None
+
+
+def test_the_endpoints_object_has_kubernetes_shape_without_ips() -> None:
+    pods = [
+        running_pod("a", "n1"),
+        running_pod("b", "n2", ready=False),
+        running_pod("c", "n2", ports=[{"containerPort": 9000, "name": "http"}]),
+    ]
+    svc = web_service({"name": "web", "port": 80, "targetPort": "http"})
+    obj = endpoints_object(svc, pods, node_ready=node_ready, node_id_of=NODE_IDS.get)
+    ref = {"kind": "Pod", "namespace": "default"}
+    assert obj == {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "web", "namespace": "default",
+                     "creationTimestamp": "2026-12-06T10:00:00Z"},
+        "subsets": [
+            {
+                "addresses": [{"nodeName": "n1", "targetRef": {**ref, "name": "a"}}],
+                "notReadyAddresses": [{"nodeName": "n2", "targetRef": {**ref, "name": "b"}}],
+                "ports": [{"name": "web", "port": 8080, "protocol": "TCP"}],
+            },
+            {
+                "addresses": [{"nodeName": "n2", "targetRef": {**ref, "name": "c"}}],
+                "ports": [{"name": "web", "port": 9000, "protocol": "TCP"}],
+            },
+        ],
+    }  # fmt: skip
+    empty = endpoints_object(web_service(selector={}), pods, node_ready=node_ready,
+                             node_id_of=NODE_IDS.get)  # fmt: skip
+    assert empty["subsets"] == []

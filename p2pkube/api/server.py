@@ -39,6 +39,8 @@ from aiohttp import web
 from p2pkube.api import EMPTY_NAMESPACE, INFO_FILE, TOKEN_FILE
 from p2pkube.api.backend import AgentBackend
 from p2pkube.api.blobroutes import BlobBackend, BlobRoutes, blob_problem
+from p2pkube.api.frontdoor import ServiceOpener
+from p2pkube.api.proxyroutes import proxy_routes
 from p2pkube.api.status import ApiProblem, list_of, problem_response
 from p2pkube.blobs.errors import BlobError
 from p2pkube.fsutil import write_file_atomically
@@ -48,6 +50,7 @@ from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, Watch
 from p2pkube.runtime.interface import LogLine
 from p2pkube.runtime.logs import timestamp_ns
 from p2pkube.runtime.podlogs import LogRequest
+from p2pkube.services.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,8 @@ larger than that encoding. The native agent uses the larger of this and four tim
 def resource_name(kind: str) -> str:
     """Lower-case plural used in messages (``ConfigMap`` -> ``configmaps``), as kubectl says it."""
     lower = kind.lower()
+    if lower == "endpoints":  # Kubernetes' one kind named in the plural
+        return lower
     if lower.endswith(("s", "x", "ch", "sh")):
         return lower + "es"
     if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
@@ -105,6 +110,8 @@ class ApiServer:
         watch_poll_interval: float = 2.0,
         blobs: BlobBackend | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        services: ServiceOpener | None = None,
+        service_settings: ServiceSettings | None = None,
     ) -> None:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -127,6 +134,10 @@ class ApiServer:
         self._blob_routes = BlobRoutes(blobs, write_timeout)
         self.max_body_bytes = max_body_bytes
         """Largest object body read (blob uploads are streamed and have their own cap)."""
+        self.services = services
+        """The router behind ``/api/v1/namespaces/NS/services|pods/NAME/proxy/PATH``
+        (``api.proxyroutes``); those paths answer 404 without it."""
+        self.service_settings = service_settings or ServiceSettings()
         self._watches: set[Watch] = set()
         self._token = ""
         self._url: str | None = None
@@ -149,8 +160,14 @@ class ApiServer:
         if self._runner is not None:
             raise RuntimeError("ApiServer already started")
         self._token = secrets.token_urlsafe(32)
+        limits = self.service_settings  # the proxy routes take what a NodePort takes
         runner = web.AppRunner(
-            self._make_app(), access_log=None, shutdown_timeout=self.shutdown_timeout
+            self._make_app(),
+            access_log=None,
+            shutdown_timeout=self.shutdown_timeout,
+            max_line_size=limits.max_request_header_bytes,
+            max_field_size=limits.max_request_header_bytes,
+            max_headers=limits.max_request_headers,
         )
         await runner.setup()
         try:
@@ -214,6 +231,8 @@ class ApiServer:
                 web.put("/v1/debug/partition", self._partition),
             ]
         )
+        if self.services is not None:
+            app.add_routes(proxy_routes(self.services, self.service_settings))
         return app
 
     @web.middleware
