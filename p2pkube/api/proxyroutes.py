@@ -1,0 +1,57 @@
+"""The local API's proxy routes, kubectl's paths into a Service or a pod:
+
+    /api/v1/namespaces/NS/services/[http:]NAME[:PORT]/proxy/PATH
+    /api/v1/namespaces/NS/pods/[http:]NAME[:PORT]/proxy/PATH
+
+PORT is a Service port's (or for a pod a containerPort's) name or number; without it, the
+only or first port. The handler sees ``/PATH`` as PATH_INFO. They go through the same front
+door as a NodePort (``api/frontdoor.py``) behind the API's bearer token, and are what
+``p2pkube proxy`` and ``p2pkube port-forward`` forward to.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from p2pkube.api.frontdoor import ServiceOpener, error_response, serve
+from p2pkube.services.settings import ServiceSettings
+from p2pkube.services.types import HttpError, ServiceTarget
+
+PROXY_PATH = "/api/v1/namespaces/{namespace}/{resource}/{name}/proxy{path:(/.*)?}"
+RESOURCES = {"services": False, "pods": True}
+"""URL resource -> whether the target is one pod."""
+
+
+def proxy_target(namespace: str, resource: str, spec: str) -> ServiceTarget:
+    """The target of ``[http:]NAME[:PORT]``; HttpError 404/400 for what cannot be one."""
+    if resource not in RESOURCES:
+        raise HttpError(404, f"no proxy for {resource!r}: only services and pods")
+    parts = spec.split(":")
+    if len(parts) == 3:
+        scheme, name, port = parts
+        if scheme not in ("", "http"):
+            raise HttpError(400, f"scheme {scheme!r}: handlers speak plain http")
+    elif len(parts) == 2:
+        name, port = parts
+    elif len(parts) == 1:
+        name, port = parts[0], ""
+    else:
+        raise HttpError(400, f"{spec!r} is not [http:]NAME[:PORT]")
+    if not name:
+        raise HttpError(400, f"{spec!r} names no {resource[:-1]}")
+    return ServiceTarget(namespace, name, port, pod=RESOURCES[resource])
+
+
+def proxy_routes(opener: ServiceOpener, settings: ServiceSettings) -> list[web.RouteDef]:
+    """The proxy routes (every method) for the API's application."""
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        info = request.match_info
+        try:
+            target = proxy_target(info["namespace"], info["resource"], info["name"])
+        except HttpError as exc:
+            return error_response(exc)
+        door = f"api proxy {info['resource']}"
+        return await serve(request, opener, target, info["path"] or "/", settings, door=door)
+
+    return [web.route("*", PROXY_PATH, proxy)]
