@@ -111,7 +111,13 @@ class BrowserNode:
         node = Node(
             config,
             mesh=mesh,
-            runtime_factory=lambda: WorkerRuntime(settings.runtime),
+            runtime_factory=lambda: WorkerRuntime(
+                settings.runtime,
+                worker_pool=(
+                    settings.browser.worker_pool,
+                    settings.browser.worker_pool_refill_delay,
+                ),
+            ),
             store_factory=YjsStore,
         )
         return cls(node, platform.DataDirSync(settings.browser.sync_interval))

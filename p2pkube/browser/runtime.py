@@ -11,7 +11,14 @@ kubelet above is the shared one. How the limits hold in a tab:
   terminate the Worker at once, even mid-loop: an endless loop cannot freeze the node, which
   runs on the page's thread.
 * **output**: the same token bucket as natively (``runtime/budget.py``), then
-  ``OutputFlood``; lines go to the same rotated CRI log files, on the tab's file system.
+  ``OutputFlood``; lines go to the same rotated CRI log files, on the tab's file system. An
+  instance of a handler request (``Launch.stdout`` set) hands its stdout to that callback on
+  the event loop instead, as written: one chunk per WASI ``fd_write`` (C stdio flushes its
+  buffer, or ``fflush``), coalesced with the writes that came before the page drained the
+  output ring (crossOriginIsolated), else batched for at most 2 ms.
+* **start**: instances take a warm, idle Worker from the bridge's pool
+  (``browser.worker_pool``), refilled in the background; a Worker whose instance exited or
+  trapped is reused, one that was stopped mid-run is terminated.
 * **CPU**: not throttled; each instance has its own Worker, so it uses at most one core
   (``resources.limits.cpu`` counts for placement only).
 * **host access**: WASI preview 1 in the Worker (``@bjorn3/browser_wasi_shim``); an
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,8 +132,13 @@ class WorkerInstance(BaseInstance):
 class WorkerRuntime(BaseRuntime[WorkerInstance]):
     """Runs pods in Web Workers; see :class:`p2pkube.runtime.interface.PodRuntime`."""
 
-    def __init__(self, settings: RuntimeSettings) -> None:
+    def __init__(
+        self, settings: RuntimeSettings, *, worker_pool: tuple[int, float] | None = None
+    ) -> None:
         super().__init__(settings)
+        if worker_pool is not None:  # browser.worker_pool and its refill delay (s)
+            size, refill_delay = worker_pool
+            p2pjs.configurePool(size, refill_delay * 1000)
         self._modules: dict[str, bytes] = {}
         """Image -> the module's bytes (prepared, not yet capped)."""
         self._compiled: dict[str, set[str]] = {}
@@ -207,9 +220,13 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
             return failed(reason, message, rt.EXIT_KILLED)
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[dict[str, Any]] = loop.create_future()
+        sink = launch.stdout
 
         def on_output(stream: Any, data: Any) -> None:
             chunk = bytes(data.to_bytes())
+            if sink is not None and str(stream) == "stdout":
+                _to_sink(instance, sink, chunk)
+                return
             if instance.stop_request is None and not instance.budget.spend(len(chunk)):
                 instance.stop(rt.OUTPUT_FLOOD, instance.budget.message())
                 return
@@ -255,6 +272,7 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
             "compiled": sum(len(keys) for keys in self._compiled.values()),
             "sleepMode": info.get("sleepMode"),
             "crossOriginIsolated": info.get("crossOriginIsolated"),
+            "workerPool": info.get("pool"),
         }
 
     async def close(self) -> None:
@@ -266,6 +284,19 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
             for key in keys:
                 p2pjs.forgetModule(key)
         self._compiled.clear()
+
+
+def _to_sink(instance: WorkerInstance, sink: Callable[[bytes], None], chunk: bytes) -> None:
+    """A handler request's stdout, in order, to its ``Launch.stdout`` (on the event loop);
+    not logged and not charged to the log budget (the handler caps a response's size). A sink
+    that raises stops the instance: its response can no longer be delivered."""
+    if instance.stop_request is not None:
+        return
+    try:
+        sink(chunk)
+    except Exception as exc:
+        log.exception("stdout sink of %s/%s failed", instance.launch.pod, instance.launch.container)
+        instance.stop(rt.KILLED, f"response sink failed: {exc}")
 
 
 def _js_message(exc: JsException) -> str:

@@ -25,3 +25,20 @@ class BrowserSettings:
     at most 8 GB; 4 GiB assumed when it says nothing), at most 4Gi."""
     snapshot_interval: float = 0.5
     """How often the page's view (peers, pods, their last log lines, events) is refreshed."""
+    worker_pool: int = 3
+    """Idle Web Workers the tab keeps warm for pod instances: an instance (each HTTP request to
+    a handler pod runs one) takes one at once instead of waiting ~20-30 ms for a Worker to
+    start, and the pool is refilled in the background. A Worker whose instance exited goes back
+    to the pool; one that was stopped mid-run is terminated, never reused. Each idle Worker
+    costs a thread and a few MB. 0: every instance starts its own Worker."""
+    worker_pool_refill_delay: float = 0.05
+    """Seconds after the Worker pool ran short before it is topped up with new Workers. A
+    short instance (most handler requests) gives its Worker back before then, so a steady
+    stream of requests reuses Workers instead of starting new ones."""
+
+    def check(self) -> None:
+        """ValueError for values that cannot work."""
+        if not 0 <= self.worker_pool <= 64:
+            raise ValueError("browser.worker_pool must be 0-64")
+        if not 0 <= self.worker_pool_refill_delay <= 60:
+            raise ValueError("browser.worker_pool_refill_delay must be 0-60 s")

@@ -23,8 +23,9 @@
 //   bridge/peer.js        newPeer: a WebRTC neighbour (RTCPeerConnection + data channel)
 //   bridge/ed25519.js     ed25519Generate/Sign/Verify, cryptoInfo: WebCrypto, else @noble
 //   bridge/idb.js         kvGet/Put/PutMany/Delete/Keys/Clear, acquireNodeLock: IndexedDB
-//   bridge/instances.js   compileModule, forgetModule, hasModule, startInstance, runtimeInfo:
-//                         pod instances in Web Workers (worker.js), output through a ring
+//   bridge/instances.js   compileModule, forgetModule, hasModule, startInstance, runtimeInfo,
+//                         configurePool, poolInfo: pod instances in Web Workers (worker.js)
+//                         from a warm pool, output through a ring
 //   bridge/interop.js     the conventions above (values crossing to and from Python)
 // This file only wires them: it is the exact API Pyodide and app.js see, plus
 //   configure({workerUrl, ed25519Url, ed25519})   app.js points the runtime at the
@@ -41,7 +42,9 @@ export { openSocket } from "./bridge/signaling.js";
 export { newPeer } from "./bridge/peer.js";
 export { cryptoInfo, ed25519Generate, ed25519Sign, ed25519Verify } from "./bridge/ed25519.js";
 export { kvGet, kvPut, kvPutMany, kvDelete, kvKeys, kvClear, acquireNodeLock } from "./bridge/idb.js";
-export { compileModule, forgetModule, hasModule, runtimeInfo, startInstance } from "./bridge/instances.js";
+export {
+  compileModule, configurePool, forgetModule, hasModule, poolInfo, runtimeInfo, startInstance,
+} from "./bridge/instances.js";
 
 /** app.js points at the cache-busted worker.js and ed25519.mjs before the first start. */
 export function configure(options) {

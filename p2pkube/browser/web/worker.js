@@ -1,5 +1,6 @@
-// worker.js — runs ONE WebAssembly pod instance (a WASI preview 1 command), then is terminated.
-// Started by bridge.js (startInstance); it receives one "start" message:
+// worker.js — runs WebAssembly pod instances (WASI preview 1 commands), one at a time. Started
+// by bridge/instances.js, which keeps a few idle in a warm pool; per instance it receives a
+// "start" message:
 //   {type: "start", module: WebAssembly.Module, argv: [str], env: ["K=V"], stdin: Uint8Array|null,
 //    dirs: [guestPath], sab: SharedArrayBuffer|null, ringBytes, headerBytes}
 // and answers with:
@@ -7,7 +8,9 @@
 //   {type: "drain"}                            output waits in the shared ring (doorbell)
 //   {type: "out", stream, data: Uint8Array}    output, when there is no shared ring
 //   {type: "sleep-mode", mode}                 first sleep: "atomics" or "busy-wait"
-//   {type: "exit", result}                     how it ended (shapes: see bridge.js)
+//   {type: "exit", result}                     how it ended (shapes: see bridge.js); then it
+//                                              waits for the next "start" (the page reuses it
+//                                              only after an exit or a trap; others terminate it)
 // A kill or a deadline is bridge.js calling worker.terminate(): nothing here has to cooperate.
 // But Chromium lets a terminated worker that is still running script go on for 2 s (Blink's
 // kForcibleTerminationDelay) before it stops it by force, and the kill's Atomics.notify wakes a
@@ -343,10 +346,30 @@ function classify(e, instance) {
   return { kind: "error", message };
 }
 
+/** Forget the last instance: a Worker that ended one cleanly is reused from the page's pool. */
+function reset() {
+  hdr = null;
+  ring = null;
+  ringMask = 0;
+  ringBytes = 0;
+  startedAt = 0;
+  sleepModeSent = false;
+  pending = [];
+  pendingStream = 0;
+  lastPost = 0;
+}
+
+// One instance at a time. The page's pool hands this Worker a new "start" only after an "exit"
+// whose result was a clean end ({kind: "exit"} or "trap"); after a kill it terminates it.
+let busy = false;
 self.onmessage = (event) => {
   const msg = event.data;
-  if (msg && msg.type === "start") {
-    self.onmessage = null; // one instance per worker
+  if (!msg || msg.type !== "start" || busy) return;
+  busy = true;
+  try {
     run(msg);
+  } finally {
+    reset();
+    busy = false;
   }
 };

@@ -33,8 +33,17 @@
 //   Instance.done -> Promise<result>;  Instance.id;  Instance.digest;  Instance.ended (bool)
 //   Instance.stats() -> {sleepMode: "atomics" | "busy-wait" | null, sleeps, sleptMs,
 //       outputBytes, startMs (ms from startInstance until _start ran, null before)}
-//   runtimeInfo() -> {crossOriginIsolated, sleepMode, modules: [digest], running: n}
-//   configure({workerUrl})   app.js points the runtime at the (cache-busted) worker.js
+//   runtimeInfo() -> {crossOriginIsolated, sleepMode, modules: [digest], running: n, pool}
+//   configure({workerUrl, workerPool})   app.js points the runtime at the (cache-busted)
+//       worker.js; workerPool as configurePool
+//   configurePool(size, refillDelayMs = 50)   idle Workers kept warm (browser.worker_pool and
+//       worker_pool_refill_delay, set by the Python runtime): an instance takes one at once (no
+//       Worker start, ~20-30 ms, on its path); refillDelayMs after the pool ran short it is
+//       refilled in the background; a Worker whose instance exited or trapped goes back to the
+//       pool (when it has room), one that was killed (stop, deadline) or failed is terminated.
+//       0: every instance starts its own Worker.
+//   poolInfo() -> {size, idle, spawned, taken, reused, cold (takes that found it empty),
+//       terminated}
 //
 // WASI in the worker is @bjorn3/browser_wasi_shim with p2pkube's own poll_oneoff (every
 // subscription, clock sleeps with Atomics.wait — never a busy loop — when crossOriginIsolated;
@@ -67,33 +76,110 @@ const modules = new Map(); // digest -> WebAssembly.Module
 const running = new Set();
 // import.meta.url is the bundle's (dist/bridge.js), beside which worker.js is copied.
 let workerUrl = new URL("./worker.js", import.meta.url).href;
-let spare = null;
 let nextInstanceId = 1;
 let warnedBusy = false;
+
+// The warm pool: idle Workers with worker.js loaded, so that an instance (an HTTP request to a
+// handler pod above all) does not wait for a Worker to start. One is taken per instance and the
+// pool is refilled in the background; a Worker whose instance ended cleanly ({kind: "exit"} or
+// "trap": worker.js got back to its message loop) goes back to the pool, one that was killed
+// (stop, deadline), overflowed its stack or failed is terminated, never reused, so an endless
+// loop or a broken worker cannot poison the pool.
+let poolSize = 2;
+let refillMs = 50;
+const idle = []; // [{worker, url}]
+let refillTimer = null;
+const poolStats = { spawned: 0, taken: 0, reused: 0, cold: 0, terminated: 0 };
 
 /** configure()'s runtime part: app.js points at the cache-busted worker.js before the first start. */
 export function configureRuntime(o) {
   if (o.workerUrl) {
-    workerUrl = new URL(String(o.workerUrl), location.href).href;
-    if (spare) {
-      spare.terminate();
-      spare = null;
+    const url = new URL(String(o.workerUrl), location.href).href;
+    if (url !== workerUrl) {
+      workerUrl = url;
+      while (idle.length) retire(idle.pop().worker);
     }
   }
+  if (o.workerPool != null) configurePool(o.workerPool);
+}
+
+/** How many idle Workers to keep warm (0: none, every instance starts its own Worker), and how
+ * long after the pool ran short it is topped up. */
+export function configurePool(size, refillDelayMs = refillMs) {
+  const n = Number(size);
+  if (!Number.isInteger(n) || n < 0 || n > 64) throw new Error(`workerPool: want an integer 0-64, got ${size}`);
+  const delay = Number(refillDelayMs);
+  if (!(delay >= 0 && delay <= 60_000)) throw new Error(`workerPool refill delay: want 0-60000 ms, got ${refillDelayMs}`);
+  poolSize = n;
+  refillMs = delay;
+  while (idle.length > poolSize) retire(idle.pop().worker);
+  refillSoon();
+}
+
+export function poolInfo() {
+  return { size: poolSize, idle: idle.length, ...poolStats };
 }
 
 function spawnWorker() {
+  poolStats.spawned += 1;
   return new Worker(workerUrl, { type: "module", name: "p2pkube pod" });
 }
 
-/** A worker for a new instance; one spare is kept loaded so a start does not wait for it. */
+function retire(worker) {
+  poolStats.terminated += 1;
+  try {
+    worker.terminate();
+  } catch (_) {
+    // already gone
+  }
+}
+
+/**
+ * Top the pool up refillMs after it ran short: a short instance (most requests) gives its Worker
+ * back before then, so a steady trickle of requests reuses Workers instead of starting new ones,
+ * while a long one is replaced in the background.
+ */
+function refillSoon() {
+  if (refillTimer != null || idle.length >= poolSize || modules.size === 0) return;
+  refillTimer = setTimeout(() => {
+    refillTimer = null;
+    while (idle.length < poolSize && modules.size > 0) park({ worker: spawnWorker(), url: workerUrl });
+  }, refillMs);
+}
+
+/** Put a Worker in the pool; one that fails to load meanwhile is dropped when taken. */
+function park(entry) {
+  entry.worker.onerror = (event) => {
+    event.preventDefault();
+    entry.failed = true;
+  };
+  idle.push(entry);
+}
+
+/** A Worker for a new instance: a warm idle one when there is one, else a new one. */
 function takeWorker() {
-  const worker = spare || spawnWorker();
-  spare = null;
-  setTimeout(() => {
-    if (!spare) spare = spawnWorker();
-  }, 50);
-  return worker;
+  poolStats.taken += 1;
+  let entry = idle.pop();
+  while (entry && entry.failed) {
+    retire(entry.worker);
+    entry = idle.pop();
+  }
+  refillSoon();
+  if (entry) return entry;
+  poolStats.cold += 1;
+  return { worker: spawnWorker(), url: workerUrl };
+}
+
+/** An instance's Worker after it ended: back to the pool when it ended cleanly, else gone. */
+function giveBack(entry, clean) {
+  const { worker } = entry;
+  worker.onmessage = worker.onerror = worker.onmessageerror = null;
+  if (clean && entry.url === workerUrl && idle.length < poolSize) {
+    poolStats.reused += 1;
+    park(entry);
+  } else {
+    retire(worker);
+  }
 }
 
 function checkCommandModule(module) {
@@ -124,7 +210,7 @@ export async function compileModule(digest, bytes) {
   }
   checkCommandModule(module);
   modules.set(String(digest), module);
-  if (!spare) setTimeout(() => spare || (spare = spawnWorker()), 0);
+  refillSoon();
   return true;
 }
 
@@ -142,6 +228,7 @@ export function runtimeInfo() {
     sleepMode: globalThis.crossOriginIsolated ? "atomics" : "busy-wait",
     modules: Array.from(modules.keys()),
     running: running.size,
+    pool: poolInfo(),
   };
 }
 
@@ -185,7 +272,8 @@ class Instance {
       }
     }
     this._sleepMode = null;
-    this.worker = takeWorker();
+    this._entry = takeWorker();
+    this.worker = this._entry.worker;
     this.worker.onmessage = (event) => this._message(event.data);
     this.worker.onerror = (event) => {
       event.preventDefault();
@@ -293,11 +381,7 @@ class Instance {
     clearTimeout(this._deadline);
     this._drain();
     running.delete(this);
-    try {
-      this.worker.terminate();
-    } catch (_) {
-      // ignore
-    }
+    giveBack(this._entry, result.kind === "exit" || result.kind === "trap");
     const plain = { ...result };
     invoke(this._onExit, "onExit", plain);
     release(this._onOutput);
@@ -314,7 +398,7 @@ class Instance {
       Atomics.notify(this._hdr, H_READ); // a writer waiting for ring space
     }
     this._drain();
-    this.worker.terminate();
+    this.worker.terminate(); // at once, even mid-loop; _finish does not give it back
     this._finish({ kind: "killed", reason: String(reason) });
   }
 

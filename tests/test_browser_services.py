@@ -1,0 +1,188 @@
+"""Services in a browser tab (issue 12), in a real headless Chromium against the real bundle:
+the warm Worker pool that instances (one per HTTP request to a handler pod) start from, and a
+handler request's stdout reaching its ``Launch.stdout`` callback through the tab's own
+``WorkerRuntime`` (the Python the node runs, in Pyodide).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import pytest
+
+from p2pkube.runtime.interface import COMPLETED
+from signaling.server import SignalingServer
+from tests.browser import *  # noqa: F403  (the fixtures: bundle, browser, page, web_server)
+from tests.browser import open_node_page, wasm_b64
+from tests.test_browser_bridge import run_to_end, runtime_page
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
+
+RUNS = 12
+"""Sequential instances timed per pool size."""
+
+
+async def _pool(page: Any, size: int) -> dict[str, Any]:
+    """Set the pool's size and wait until it holds that many idle Workers."""
+    await page.evaluate("(n) => window.p2pkube.bridge.configurePool(n)", size)
+    await page.wait_for_function(
+        "(n) => window.p2pkube.bridge.poolInfo().idle === n", arg=size, timeout=10_000
+    )
+    await page.wait_for_timeout(300)  # the new Workers have loaded worker.js
+    return await page.evaluate("window.p2pkube.bridge.poolInfo()")
+
+
+async def _start_ms(page: Any, runs: int) -> list[float]:
+    """ms from startInstance until _start ran, for ``runs`` hello instances one after another
+    (each a little after the last ended, as requests come in)."""
+    times = []
+    for _ in range(runs):
+        out = await run_to_end(page, "hello", {"argv": ["hello"]})
+        assert out["result"] == {"kind": "exit", "code": 0}, out
+        times.append(float(out["stats"]["startMs"]))
+        await page.wait_for_timeout(30)
+    return times
+
+
+async def test_warm_pool_starts_instances_without_waiting_for_a_worker(
+    page: Any, web_server: SignalingServer
+) -> None:
+    await runtime_page(page, web_server, "hello", "loop")
+    await run_to_end(page, "hello", {"argv": ["hello"]})  # compiled, shim JIT-warm
+
+    await _pool(page, 0)
+    cold = await _start_ms(page, RUNS)
+    before = await _pool(page, 3)
+    warm = await _start_ms(page, RUNS)
+    after = await page.evaluate("window.p2pkube.bridge.poolInfo()")
+    p50_cold, p50_warm = statistics.median(cold), statistics.median(warm)
+    print(
+        f"\nstart to _start, {RUNS} sequential hello instances: without the pool p50 "
+        f"{p50_cold:.1f} ms (max {max(cold):.1f}), with a pool of 3 p50 {p50_warm:.1f} ms "
+        f"(max {max(warm):.1f}); pool {after}"
+    )
+    assert after["cold"] == before["cold"], "an instance waited for a new Worker"
+    assert after["reused"] > before["reused"], "clean exits go back to the pool"
+    assert p50_warm < p50_cold / 2, (cold, warm)
+
+    # A burst as large as the pool: every instance finds a warm Worker.
+    burst = await page.evaluate(
+        """async () => {
+            const runs = [0, 1, 2].map(() => window.t.start("hello", { argv: ["hello"] }));
+            await Promise.all(runs.map((r) => r.instance.done));
+            return runs.map((r) => r.instance.stats().startMs);
+        }"""
+    )
+    assert (await page.evaluate("window.p2pkube.bridge.poolInfo().cold")) == after["cold"]
+    print(f"burst of 3: start to _start {[round(ms, 1) for ms in burst]} ms")
+
+    # An instance stopped mid-run (an endless loop) leaves no Worker behind to reuse.
+    info = await page.evaluate(
+        """async () => {
+            const before = window.p2pkube.bridge.poolInfo();
+            const { instance, out } = window.t.start("loop", { argv: ["loop"] });
+            while (!out.stdout) await new Promise((r) => setTimeout(r, 10));
+            instance.kill("stopped");
+            const result = await instance.done;
+            return { before, result, after: window.p2pkube.bridge.poolInfo() };
+        }"""
+    )
+    assert info["result"] == {"kind": "killed", "reason": "stopped"}
+    assert info["after"]["reused"] == info["before"]["reused"]
+    assert info["after"]["terminated"] == info["before"]["terminated"] + 1
+    # ...and the pool keeps serving: the next instances run in fresh or reused Workers.
+    await _pool(page, 3)
+    again = await run_to_end(page, "hello", {"argv": ["hello", "again"]})
+    assert again["result"] == {"kind": "exit", "code": 0}
+    assert again["stdout"].splitlines()[:2] == ["hello from hello", "argv[1] = again"]
+
+
+#: In the tab (Pyodide), with the page's Python loaded but no node started: the node's own
+#: WorkerRuntime runs ``py_module`` (base64) with ``Launch.stdout`` set, as the handler pool
+#: does per request. Returns {reason, chunks: [[seconds since start, text]], log: text}.
+RUN_WITH_SINK = """
+import base64, hashlib, json, time
+from pathlib import Path
+from p2pkube.browser.runtime import WorkerRuntime
+from p2pkube.runtime import interface as rt
+from p2pkube.runtime.settings import RuntimeSettings
+
+async def _run():
+    data = base64.b64decode(py_module)
+    image = "sha256:" + hashlib.sha256(data).hexdigest()
+    work = Path("/tmp/sink") / py_name
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "m.wasm").write_bytes(data)
+    runtime = WorkerRuntime(RuntimeSettings(), worker_pool=(2, 0.05))
+    await runtime.prepare(image, work / "m.wasm")
+    chunks = []
+    started = time.monotonic()
+    launch = rt.Launch(
+        pod="default/" + py_name, container="main", image=image, module_path=work / "m.wasm",
+        argv=list(py_argv), env=[tuple(kv) for kv in py_env],
+        limits=rt.Limits(memory_bytes=64 << 20, deadline=time.monotonic() + 10),
+        log_path=work / "0.log", stdin=py_stdin.encode() if py_stdin else None,
+        stdout=lambda chunk: chunks.append([round(time.monotonic() - started, 3), chunk.decode()]),
+    )
+    termination = await runtime.start(launch).done
+    log = (work / "0.log").read_text() if (work / "0.log").exists() else ""
+    await runtime.close()
+    return json.dumps({"reason": termination.reason, "chunks": chunks, "log": log})
+
+await _run()
+"""
+
+
+async def _run_with_sink(
+    page: Any, name: str, argv: list[str], env: list[list[str]], stdin: str
+) -> dict[str, Any]:
+    return await page.evaluate(
+        """async ([code, module, name, argv, env, stdin]) => {
+            const py = window.p2pkube.pyodide;
+            py.globals.set("py_module", module);
+            py.globals.set("py_name", name);
+            py.globals.set("py_argv", py.toPy(argv));
+            py.globals.set("py_env", py.toPy(env));
+            py.globals.set("py_stdin", stdin);
+            return JSON.parse(await py.runPythonAsync(code));
+        }""",
+        [RUN_WITH_SINK, wasm_b64(name), name, argv, env, stdin],
+    )
+
+
+async def test_handler_stdout_reaches_the_launch_callback_as_written(
+    page: Any, web_server: SignalingServer
+) -> None:
+    await open_node_page(page, web_server)
+    env = [
+        ["REQUEST_METHOD", "POST"],
+        ["PATH_INFO", "/hello"],
+        ["QUERY_STRING", "x=1"],
+        ["HTTP_X_ECHO", "tab"],
+        ["CONTENT_LENGTH", "5"],
+        ["POD_NAME", "web-1"],
+        ["NODE_NAME", "tab-node"],
+    ]
+    echo = await _run_with_sink(page, "echo", ["echo"], env, "12345")
+    assert echo["reason"] == COMPLETED, echo
+    response = "".join(text for _, text in echo["chunks"])
+    assert response.startswith("Status: 200 OK\nContent-Type: text/plain\n\n"), response
+    body = response.split("\n\n", 1)[1].splitlines()
+    assert body[:5] == [
+        "method: POST",
+        "path: /hello",
+        "query: x=1",
+        "x-echo: tab",
+        "body: 5 bytes",
+    ]
+    assert "web-1" in response and "tab-node" in response
+    assert "stdout" not in echo["log"], "stdout went to the callback, not to the log"
+
+    # A handler that flushes as it goes: each write reaches the callback when it is written.
+    ticks = await _run_with_sink(page, "ticker", ["ticker", "0.2", "4"], [], "")
+    assert ticks["reason"] == COMPLETED, ticks
+    assert "".join(t for _, t in ticks["chunks"]) == "".join(f"tick {n}\n" for n in range(1, 5))
+    times = [at for at, _ in ticks["chunks"]]
+    print(f"\nticker chunks at {times} s")
+    assert len(times) == 4 and times[-1] - times[0] >= 0.5, times
