@@ -34,6 +34,7 @@ from p2pkube.cli.common import (
 from p2pkube.cli.describe_nodes import describe_configmap, describe_node
 from p2pkube.cli.describe_pods import describe_pod
 from p2pkube.cli.describe_sections import Lookup
+from p2pkube.cli.describe_services import describe_service
 from p2pkube.cli.describe_workloads import (
     describe_daemonset,
     describe_deployment,
@@ -51,6 +52,7 @@ DESCRIBERS: dict[str, Callable[[dict[str, Any], Lookup], str]] = {
     "DaemonSet": describe_daemonset,
     "Node": describe_node,
     "ConfigMap": describe_configmap,
+    "Service": describe_service,
 }
 
 
@@ -143,10 +145,10 @@ def describe(
 ) -> None:
     """Show the details of objects and the events about them, like kubectl describe.
 
-    RESOURCE is pods, deployments, replicasets, jobs, daemonsets, nodes or configmaps (or
-    their short names: po, deploy, rs, ds, no, cm), optionally as TYPE/NAME. A NAME_PREFIX
-    that is no object's exact name describes every object whose name starts with it; no name
-    describes them all (-l narrows them down).
+    RESOURCE is pods, deployments, replicasets, jobs, daemonsets, nodes, configmaps or
+    services (or their short names: po, deploy, rs, ds, no, cm, svc), optionally as
+    TYPE/NAME. A NAME_PREFIX that is no object's exact name describes every object whose
+    name starts with it; no name describes them all (-l narrows them down).
     """
     targets = split_targets(resource_name, names)
     if all_namespaces and any(name is not None for _, name in targets):

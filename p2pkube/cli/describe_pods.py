@@ -18,6 +18,9 @@ from p2pkube.cli.describe_sections import (
 )
 from p2pkube.cli.output import format_age
 from p2pkube.cli.tabwriter import Writer
+from p2pkube.services.settings import ServiceSettings
+
+_SERVICE_DEFAULTS = ServiceSettings()
 
 
 def _state(w: Writer, title: str, state: Any) -> None:
@@ -44,6 +47,32 @@ def _state(w: Writer, title: str, state: Any) -> None:
             w.line(3, "Message:", waiting["message"])
 
 
+def _ports(container: dict[str, Any]) -> str:
+    """kubectl's ``8080/TCP, 9090/TCP`` (``<none>`` for a container that serves nothing)."""
+    ports = [
+        f"{p.get('containerPort')}/{p.get('protocol') or 'TCP'}"
+        for p in container.get("ports") or []
+        if isinstance(p, dict)
+    ]
+    return ", ".join(ports) or "<none>"
+
+
+def probe_text(probe: dict[str, Any]) -> str:
+    """kubectl's probe line: ``http-get http://:8080/healthz delay=0s timeout=1s period=10s
+    #success=1 #failure=3``; an unset period or timeout shows the agent's default
+    (``services.probe_period``, ``services.probe_timeout``) as shipped."""
+    get = probe.get("httpGet")
+    get = get if isinstance(get, dict) else {}
+    target = f"http-get http://:{get.get('port', '')}{get.get('path') or '/'}"
+    period = probe.get("periodSeconds") or _SERVICE_DEFAULTS.probe_period
+    timeout = probe.get("timeoutSeconds") or _SERVICE_DEFAULTS.probe_timeout
+    return (
+        f"{target} delay={probe.get('initialDelaySeconds', 0)}s timeout={timeout:g}s "
+        f"period={period:g}s #success={probe.get('successThreshold', 1)} "
+        f"#failure={probe.get('failureThreshold', 3)}"
+    )
+
+
 def _containers(
     w: Writer,
     containers: Any,
@@ -63,6 +92,8 @@ def _containers(
         w.line(2, "Image:", container.get("image", "<none>"))
         if status is not None and status.get("imageID"):
             w.line(2, "Image ID:", status["imageID"])
+        ports = _ports(container)
+        w.line(2, "Ports:" if "," in ports else "Port:", ports)
         for title in ("command", "args"):
             values = container.get(title)
             if values:
@@ -86,6 +117,8 @@ def _containers(
                 w.line(2, f"{title.capitalize()}:")
                 for key, value in sorted(values.items()):
                     w.line(3, f"{key}:", value)
+        if isinstance(container.get("readinessProbe"), dict):
+            w.line(2, "Readiness:", probe_text(container["readinessProbe"]))
         env = [e for e in container.get("env") or [] if isinstance(e, dict)]
         if env:
             w.line(2, "Environment:")

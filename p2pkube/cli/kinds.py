@@ -100,6 +100,73 @@ CONFIGMAPS = Resource(
 )
 
 
+# --- services -----------------------------------------------------------------------------------
+
+
+def service_ports(svc: dict[str, Any]) -> str:
+    """kubectl's PORT(S): ``80:30080/TCP`` for a NodePort, ``80/TCP`` else."""
+    shown = []
+    for port in field(svc, "spec.ports") or []:
+        if isinstance(port, dict):
+            node_port = f":{port['nodePort']}" if port.get("nodePort") else ""
+            shown.append(f"{port.get('port')}{node_port}/{port.get('protocol') or 'TCP'}")
+    return ",".join(shown) or "<none>"
+
+
+SERVICES = Resource(
+    kind="Service",
+    names=("services", "service", "svc"),
+    namespaced=True,
+    # No CLUSTER-IP or EXTERNAL-IP column: p2pkube gives Services no virtual IP (pods cannot
+    # open sockets; requests enter through a NodePort or the proxy path), so they would
+    # always read <none>.
+    columns=(
+        NAME,
+        Column("TYPE", lambda s: field(s, "spec.type") or "ClusterIP"),
+        Column("PORT(S)", service_ports),
+        AGE,
+        Column("SELECTOR", lambda s: format_selector(field(s, "spec.selector")), wide=True),
+        LABELS,
+    ),
+)
+
+MAX_ENDPOINTS_SHOWN = 3
+"""kubectl lists three endpoints, then ``+ N more...``."""
+
+
+def format_endpoints(endpoints: dict[str, Any], port_name: str | None = None) -> str:
+    """kubectl's ENDPOINTS cell with ``node/pod:port`` for ``ip:port`` (pods have no IP): the
+    ready addresses of every port (only of the port named ``port_name`` when given), three of
+    them, then ``+ N more...``; ``<none>`` when there is none."""
+    shown: list[str] = []
+    count = 0
+    for subset in endpoints.get("subsets") or []:
+        if not isinstance(subset, dict):
+            continue
+        for port in subset.get("ports") or []:
+            if port_name is not None and (port.get("name") or "") != port_name:
+                continue
+            for address in subset.get("addresses") or []:
+                count += 1
+                if len(shown) < MAX_ENDPOINTS_SHOWN:
+                    pod = field(address, "targetRef.name", "")
+                    shown.append(f"{address.get('nodeName')}/{pod}:{port.get('port')}")
+    if not shown:
+        return "<none>"
+    more = count - len(shown)
+    return ",".join(shown) + (f" + {more} more..." if more else "")
+
+
+ENDPOINTS = Resource(
+    kind="Endpoints",
+    names=("endpoints", "ep"),
+    namespaced=True,
+    watchable=False,
+    undeletable="every node computes them from the Services and the pods (delete the Service)",
+    columns=(NAME, Column("ENDPOINTS", format_endpoints), AGE),
+)
+
+
 def pod_status(pod: dict[str, Any]) -> str:
     """The STATUS kubectl shows for a pod: its most telling container reason, else its phase."""
     if field(pod, "metadata.deletionTimestamp"):
@@ -374,6 +441,8 @@ RESOURCES: tuple[Resource, ...] = (
     JOBS,
     DAEMONSETS,
     CONFIGMAPS,
+    SERVICES,
+    ENDPOINTS,
     EVENTS,
     BLOBS,
 )
