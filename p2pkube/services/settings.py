@@ -24,6 +24,11 @@ class ServiceSettings:
     """Largest response body a handler may write; beyond it the response is cut short."""
     max_response_header_bytes: int = 64 * 1024
     """Largest response header block a handler may write (502 beyond)."""
+    response_buffer_bytes: int = 4 * 1024 * 1024
+    """Response body bytes a handler instance may have written that its reader has not read
+    yet. Natively the instance then waits until the reader catches up (backpressure); in a
+    browser tab, where its output arrives on the event loop that must not block, the stream
+    is broken and the instance stopped."""
     max_request_header_bytes: int = 16 * 1024
     """Largest request line or header field a front door accepts (431 beyond)."""
     max_request_headers: int = 100
