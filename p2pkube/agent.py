@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
+from p2pkube.api.frontdoor import LazyOpener, ServiceOpener
+from p2pkube.api.nodeport import NodePorts, node_addresses
 from p2pkube.api.server import MAX_BODY_BYTES, ApiServer
 from p2pkube.fsutil import PRIVATE_UMASK, make_private
 from p2pkube.model.quantity import format_bytes, format_cpu, parse_quantity
@@ -33,6 +35,7 @@ from p2pkube.net.signaling_client import SignalingRejected
 from p2pkube.node import KIND_LABEL, Node, NodeConfig
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.native import NativeRuntime
+from p2pkube.sched.view import involved
 from p2pkube.settings import AgentSettings
 from p2pkube.state.pycrdt_store import PycrdtStore
 
@@ -62,6 +65,9 @@ class JoinOptions:
     allowed_host_paths: list[str] = field(default_factory=list)
     """``PREFIX[:rw]`` host directories pods may mount (``p2pkube join --allow-host-path``),
     added to ``kubelet.allowed_host_paths``."""
+    node_ip: str = "0.0.0.0"
+    """Where this node's NodePorts listen (``p2pkube join --node-ip``, as the kubelet's flag);
+    all interfaces by default. Published as the Node's InternalIP."""
 
 
 def websocket_url(url: str) -> str:
@@ -139,12 +145,20 @@ class Agent(Node):
                 host_paths=HostPathPolicy.for_node(
                     settings.kubelet.allowed_host_paths, options.data_dir
                 ),
+                addresses=node_addresses(options.node_ip, options.name),
             ),
             mesh=mesh,
             runtime_factory=lambda: NativeRuntime(options.data_dir, settings.runtime),
             store_factory=PycrdtStore,
             validate=validate_on_first_use,
         )
+        self.service_opener: ServiceOpener = LazyOpener(
+            # TODO(H3): ``lambda: self.services`` once node.services (the router) is wired.
+            lambda: getattr(self, "services", None),
+            self.settings.services.retry_after,
+        )
+        """The node's router as the front doors (NodePorts, the API's proxy routes) use it:
+        503 with Retry-After until it runs."""
         self.api = ApiServer(
             self,
             options.data_dir,
@@ -152,7 +166,10 @@ class Agent(Node):
             blobs=self.blobs,
             # JSON can be a few times the stored encoding (escapes): room above the object cap.
             max_body_bytes=max(MAX_BODY_BYTES, 4 * self.settings.state.max_object_bytes),
+            services=self.service_opener,
+            service_settings=self.settings.services,
         )
+        self.node_ports: NodePorts | None = None
         self._process = psutil.Process()
 
     async def start(self) -> None:
@@ -167,6 +184,16 @@ class Agent(Node):
         log.info("host paths pods may mount here: %s", self.config.host_paths.describe())
         await super().start()
         await self.api.start()
+        self.node_ports = NodePorts(
+            self.state,
+            self.service_opener,
+            self.options.node_ip,
+            self.settings.services,
+            record=lambda obj, reason, message: self.events.record(
+                involved(obj), reason, message, component="nodeport", warning=True
+            ),
+        )
+        await self.node_ports.start()
         log.info(
             "node %s (%s) joined cluster %s; API at %s",
             self.node_name,
@@ -176,6 +203,9 @@ class Agent(Node):
         )
 
     async def stop(self) -> None:
+        if self.node_ports is not None:
+            with contextlib.suppress(Exception):
+                await self.node_ports.close()
         with contextlib.suppress(Exception):
             await self.api.stop()
         await super().stop()

@@ -149,11 +149,22 @@ class LocalCluster:
         self.signaling = None
 
     # -- agents --------------------------------------------------------------------------------
+    def node_ip(self, name: str) -> str:
+        """Agent ``name``'s own loopback address (``--node-ip``), 127.0.0.2 for the first
+        agent started, 127.0.0.3 for the next...: each serves its NodePorts apart (all of
+        127/8 is loopback on Linux)."""
+        names = list(self.agents)
+        index = names.index(name) if name in names else len(names)
+        return f"127.0.0.{index + 2}"
+
     def start_agent(self, name: str, *extra: str, token: str | None = None) -> AgentProcess:
-        """Start (or restart, with the same data dir) agent ``name``."""
+        """Start (or restart, with the same data dir) agent ``name``, NodePorts on
+        :meth:`node_ip` unless ``extra`` gives a ``--node-ip``."""
         agent = self.agents.get(name)
         if agent is None:
             data_dir = self.root / name
+            given = "--node-ip" in (*extra, *self.extra_agent_args)
+            node_ip = [] if given else ["--node-ip", self.node_ip(name)]
             args = [
                 sys.executable,
                 "-m",
@@ -167,6 +178,7 @@ class LocalCluster:
                 *(arg for address in self.ice_addresses for arg in ("--ice-address", address)),
                 "--max-peers",
                 str(self.max_peers),
+                *node_ip,
                 *self.extra_agent_args,
                 *extra,
             ]

@@ -306,14 +306,16 @@ def test_get_nodes_wide(agent: Agent) -> None:
         "CPU",
         "MEMORY",
         "AGE",
+        "INTERNAL-IP",
         "NODE-ID",
         "VERSION",
         "LABELS",
     ]
     n1 = lines[1].split()
-    assert n1[7] == agent.nodes[0]["status"]["nodeInfo"]["nodeID"][:12]
-    assert n1[8] == "0.1.0"
-    assert n1[9] == "p2pkube.io/kind=native,zone=a"
+    assert n1[7] == "<none>"  # the test nodes publish no status.addresses
+    assert n1[8] == agent.nodes[0]["status"]["nodeInfo"]["nodeID"][:12]
+    assert n1[9] == "0.1.0"
+    assert n1[10] == "p2pkube.io/kind=native,zone=a"
 
 
 def test_get_nodes_json_yaml_name(agent: Agent) -> None:
@@ -501,6 +503,7 @@ def fake_agent_module(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         overrides: list[str]
         allowed_host_paths: list[str]
         log_level: str
+        node_ip: str = "0.0.0.0"
 
     def run_agent(options: JoinOptions) -> int:
         calls.append(options)
@@ -524,7 +527,8 @@ def test_join_builds_options_and_exits_with_the_agents_code(
          "--data-dir", str(tmp_path / "d1"), "--label", "zone=a", "--label", "example.com/tier=",
          "--ice-address", "127.0.0.1", "--cpu", "500m", "--memory", "4Gi", "--max-peers", "4",
          "--api-port", "9000", "--set", "transport.max_peers=5", "--log-level", "DEBUG",
-         "--allow-host-path", "/srv/models", "--allow-host-path", "/var/out:rw"],
+         "--allow-host-path", "/srv/models", "--allow-host-path", "/var/out:rw",
+         "--node-ip", "127.0.0.7"],
     )  # fmt: skip
     assert result.exit_code == 3, result.stderr
     (options,) = fake_agent_module
@@ -538,6 +542,7 @@ def test_join_builds_options_and_exits_with_the_agents_code(
     assert (options.api_port, options.log_level) == (9000, "debug")
     assert options.overrides == ["transport.max_peers=5"]
     assert options.allowed_host_paths == ["/srv/models", "/var/out:rw"]
+    assert options.node_ip == "127.0.0.7"
 
 
 @pytest.mark.parametrize(
@@ -555,6 +560,7 @@ def test_join_builds_options_and_exits_with_the_agents_code(
         (["--name", "n1", "--set", "nosuchsection.x=1"], "--set"),
         (["--name", "n1", "--allow-host-path", "srv/models"], "--allow-host-path"),
         (["--name", "n1", "--set", "kubelet.allowed_host_paths=/srv,data"], "--set"),
+        (["--name", "n1", "--node-ip", "my-host"], "--node-ip"),
     ],
 )
 def test_join_rejects_bad_options_before_starting(

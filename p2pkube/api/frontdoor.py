@@ -92,9 +92,12 @@ class LazyOpener:
 # --- request -> ServiceRequest ----------------------------------------------------------------
 
 
-def cgi_request(request: web.BaseRequest, path: str, body: bytes | None) -> CgiRequest:
+def cgi_request(
+    request: web.BaseRequest, path: str, body: bytes | None, *, strip: frozenset[str] = frozenset()
+) -> CgiRequest:
     """What the handler's CGI env shows of ``request``: ``path`` is PATH_INFO (decoded, below
-    the door's prefix), the query raw, SERVER_NAME/PORT the listener's own address."""
+    the door's prefix), the query raw, SERVER_NAME/PORT the listener's own address; headers
+    named in ``strip`` (lower case) are left out."""
     sockname: Any = None
     if request.transport is not None:
         sockname = request.transport.get_extra_info("sockname")
@@ -105,7 +108,7 @@ def cgi_request(request: web.BaseRequest, path: str, body: bytes | None) -> CgiR
         method=request.method,
         path=path or "/",
         query=request.rel_url.raw_query_string,
-        headers=tuple(request.headers.items()),
+        headers=tuple((k, v) for k, v in request.headers.items() if k.lower() not in strip),
         remote_addr=request.remote or "",
         server_name=host,
         server_port=port,
@@ -149,11 +152,12 @@ async def read_request(
     settings: ServiceSettings,
     *,
     door: str,
+    strip: frozenset[str] = frozenset(),
 ) -> ServiceRequest:
     """``request`` for ``target`` with its body; raises HttpError (413, 408, 400)."""
     body = await read_body(request, settings)
     try:
-        cgi = cgi_request(request, path, body)
+        cgi = cgi_request(request, path, body, strip=strip)
     except ValueError as exc:
         raise HttpError(400, str(exc)) from None
     return ServiceRequest(
@@ -237,10 +241,14 @@ async def serve(
     settings: ServiceSettings,
     *,
     door: str,
+    strip: frozenset[str] = frozenset(),
 ) -> web.StreamResponse:
-    """One request through a front door: read it, open it on the router, answer it."""
+    """One request through a front door: read it, open it on the router, answer it.
+    ``strip``: request headers the handler must not see (the API's token)."""
     try:
-        service_request = await read_request(request, target, path, settings, door=door)
+        service_request = await read_request(
+            request, target, path, settings, door=door, strip=strip
+        )
         stream = await opener.open(service_request)
     except HttpError as exc:
         return error_response(exc)

@@ -18,6 +18,9 @@ from p2pkube.services.settings import ServiceSettings
 from p2pkube.services.types import HttpError, ServiceTarget
 
 PROXY_PATH = "/api/v1/namespaces/{namespace}/{resource}/{name}/proxy{path:(/.*)?}"
+STRIPPED = frozenset({"authorization"})
+"""The API's bearer token never reaches a handler: a pod holding it would own the agent
+(the Kubernetes API server's proxy drops it too)."""
 RESOURCES = {"services": False, "pods": True}
 """URL resource -> whether the target is one pod."""
 
@@ -52,6 +55,8 @@ def proxy_routes(opener: ServiceOpener, settings: ServiceSettings) -> list[web.R
         except HttpError as exc:
             return error_response(exc)
         door = f"api proxy {info['resource']}"
-        return await serve(request, opener, target, info["path"] or "/", settings, door=door)
+        return await serve(
+            request, opener, target, info["path"] or "/", settings, door=door, strip=STRIPPED
+        )
 
     return [web.route("*", PROXY_PATH, proxy)]

@@ -253,6 +253,14 @@ def _check_addresses(
     return list(value)
 
 
+def _check_node_ip(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an IP address") from None
+    return value
+
+
 def join_token(ctx: click.Context, token: str | None, token_file: Path | None) -> str:
     """The join token of ``p2pkube join``: --token-file, else --token or $P2PKUBE_TOKEN
     (a file given on the command line wins over the environment); checked for strength."""
@@ -328,6 +336,14 @@ def read_token_file(path: Path) -> str:
     help="Local API port (0: any free port).",
 )
 @click.option(
+    "--node-ip",
+    default="0.0.0.0",
+    show_default=True,
+    callback=_check_node_ip,
+    help="Address this node's NodePorts listen on (as the kubelet's flag), published as the "
+    "Node's InternalIP; 0.0.0.0: all interfaces.",
+)
+@click.option(
     "--allow-host-path",
     "allowed_host_paths",
     multiple=True,
@@ -357,6 +373,7 @@ def join(
     cpu: str | None,
     memory: str | None,
     api_port: int,
+    node_ip: str,
     allowed_host_paths: list[str],
     overrides: tuple[str, ...],
     log_level: str,
@@ -390,6 +407,7 @@ def join(
         api_port=api_port,
         overrides=list(overrides),
         allowed_host_paths=allowed_host_paths,
+        node_ip=node_ip,
         log_level=log_level.lower(),
     )
     ctx.exit(int(run_agent(options)))

@@ -66,6 +66,13 @@ def _node_id(node: dict[str, Any]) -> str:
     return str(field(node, "status.nodeInfo.nodeID") or field(node, "metadata.uid") or "")[:12]
 
 
+def _internal_ip(node: dict[str, Any]) -> str:
+    addresses = field(node, "status.addresses") or []
+    found = [a.get("address") for a in addresses if isinstance(a, dict)]
+    internal = [a.get("address") for a in addresses if a.get("type") == "InternalIP"]
+    return str((internal or found or ["<none>"])[0])
+
+
 NODES = Resource(
     kind="Node",
     names=("nodes", "node", "no"),
@@ -79,6 +86,7 @@ NODES = Resource(
         Column("CPU", lambda n: field(n, "status.capacity.cpu", "<unknown>")),
         Column("MEMORY", lambda n: field(n, "status.capacity.memory", "<unknown>")),
         AGE,
+        Column("INTERNAL-IP", _internal_ip, wide=True),
         Column("NODE-ID", _node_id, wide=True),
         Column(
             "VERSION", lambda n: field(n, "status.nodeInfo.agentVersion", "<unknown>"), wide=True

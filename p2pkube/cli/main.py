@@ -35,6 +35,7 @@ from p2pkube.cli.common import (
 )
 from p2pkube.cli.daemons import join, signal, token
 from p2pkube.cli.describe import describe
+from p2pkube.cli.forward import port_forward, proxy
 from p2pkube.cli.get import get, lookup_resource, namespace_scope
 from p2pkube.cli.output import (
     Resource,
@@ -195,6 +196,8 @@ cli.add_command(logs)
 cli.add_command(describe)
 cli.add_command(scale)
 cli.add_command(rollout)
+cli.add_command(proxy)
+cli.add_command(port_forward)
 
 
 # --- blobs -----------------------------------------------------------------------------------

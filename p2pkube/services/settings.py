@@ -51,6 +51,10 @@ class ServiceSettings:
     """Retry-After (seconds) of a 503 when a Service has no ready endpoint or all are busy."""
     node_port_range: str = "30000-32767"
     """NodePorts allocated and accepted (Kubernetes' default service-node-port-range)."""
+    node_port_resync: float = 5.0
+    """Seconds between two passes of a node over its NodePort listeners besides those a
+    Service change triggers: when a port it could not bind (taken on this host) is tried
+    again."""
     probe_period: float = 10.0
     """Default seconds between readiness probes (a probe's periodSeconds wins)."""
     probe_timeout: float = 1.0
