@@ -47,6 +47,8 @@ from p2pkube.sched.events import EventRecorder
 from p2pkube.sched.manager import NodeState, Scheduler
 from p2pkube.sched.view import involved
 from p2pkube.services.endpoints import ENDPOINTS_KIND, computed_endpoints
+from p2pkube.services.router import ServiceRouter
+from p2pkube.services.types import RequestHandler
 from p2pkube.settings import AgentSettings
 from p2pkube.state import ClusterState, StoreFactory, object_key
 from p2pkube.state.store import OBJECTS, STATUS
@@ -138,6 +140,18 @@ class Node:
             validate=validate,
             node_ports=self.settings.services.node_ports(),
         )
+        self.services = ServiceRouter(
+            config.name,
+            self.objects,
+            self.rpc,
+            self.settings.services,
+            node_ready=self.node_ready,
+            node_id_of=self.node_id_of,
+            reachable=self.node_reachable,
+            handler_for=self._handler_for,
+        )
+        """Routes HTTP requests for Services and pods (the front doors' ``open``) and serves
+        other nodes' requests for the handler pods here (the request rpc)."""
         self.runtime: PodRuntime | None = None
         """Created in start(): the runtime needs the running loop."""
         self.kubelet: Kubelet | None = None
@@ -184,12 +198,14 @@ class Node:
         await self.events.start()
         await self._await_first_sync()
         await self._start_kubelet()
+        self.services.start()
         await self.scheduler.start()
 
     async def stop(self) -> None:
         """Leave: stop scheduling and pods, say goodbye, flush the state, close the links."""
         self.watches.close()
         await self.scheduler.close()
+        await self.services.close()
         if self.kubelet is not None:
             await self.kubelet.close()
         if self.runtime is not None:
@@ -283,6 +299,20 @@ class Node:
         node_id = self.node_id_of(name)
         liveness = self.membership.get(node_id) if node_id else None
         return liveness is not None and liveness.ready
+
+    def node_reachable(self, node_id: str) -> bool:
+        """Whether this node has a path to ``node_id`` now: a link to it, or to the neighbour
+        its heartbeats come through (what ``send_routed`` needs). False as soon as a link
+        goes that no heartbeat route replaces, before the node times out as NotReady."""
+        if self.mesh.link(node_id) is not None:
+            return True
+        hop = self.membership.route_hint(node_id)
+        return hop is not None and self.mesh.link(hop) is not None
+
+    def _handler_for(self, namespace: str, pod: str, port: int) -> RequestHandler | None:
+        """The kubelet's handler for a pod's containerPort here (None before it runs)."""
+        lookup = getattr(self.kubelet, "handler_for", None)  # until the kubelet has it (H2)
+        return lookup(namespace, pod, port) if lookup is not None else None
 
     def block_nodes(self, names: list[str]) -> list[str]:
         ids = []
@@ -560,6 +590,7 @@ class Node:
             "uptimeSeconds": round(time.monotonic() - self.started, 3),
             "mesh": self.mesh.stats(),
             "rpc": self.rpc.stats_dict(),
+            "services": self.services.stats_dict(),
             "blobs": self.blobs.stats_dict(),
             "scheduler": self.scheduler.stats(),
             "events": {"written": self.events.written, "dropped": self.events.dropped},

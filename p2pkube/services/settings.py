@@ -55,6 +55,24 @@ class ServiceSettings:
     """Seconds between two passes of a node over its NodePort listeners besides those a
     Service change triggers: when a port it could not bind (taken on this host) is tried
     again."""
+    max_open_streams: int = 256
+    """Requests this node serves for other nodes' routers at once (uploading, running or
+    being read); one more is refused with 503 before it reaches a handler."""
+    max_open_streams_per_node: int = 64
+    """Of those, from one node: one router cannot take every slot."""
+    stream_idle_timeout: float = 30.0
+    """Seconds a served request may go without a call from its router (body chunk, read)
+    before it is closed and its handler stopped: a router that vanished leaks nothing."""
+    poll_wait: float = 5.0
+    """Longest a ``svc.read`` waits for the next chunk before answering an empty one (a long
+    poll); below ``read_timeout`` so that a slow handler is not taken for a lost node."""
+    first_chunk_wait: float = 0.05
+    """Seconds the answer carrying a response's head waits for the body's first chunk (or its
+    end), so that a small response crosses the mesh in one round trip."""
+    lost_check_interval: float = 0.1
+    """How often a router checks that the node of a request in flight is still Ready and
+    reachable: a request whose node is lost fails over within this of the link going, not
+    at its deadline."""
     probe_period: float = 10.0
     """Default seconds between readiness probes (a probe's periodSeconds wins)."""
     probe_timeout: float = 1.0
@@ -66,6 +84,10 @@ class ServiceSettings:
             raise ValueError("services.container_concurrency must be at least 1")
         if self.queue_size < 0:
             raise ValueError("services.queue_size must be 0 or more")
+        if not 0 < self.poll_wait < self.read_timeout:
+            raise ValueError("services.poll_wait must be above 0 and below services.read_timeout")
+        if self.max_open_streams < 1 or self.max_open_streams_per_node < 1:
+            raise ValueError("services.max_open_streams(_per_node) must be at least 1")
         if self.stream_chunk_bytes < 1024:
             raise ValueError("services.stream_chunk_bytes must be at least 1024")
         low, _, high = self.node_port_range.partition("-")

@@ -1,0 +1,312 @@
+"""The router: a request for a Service (or a pod) to one ready endpoint, here or over the mesh.
+
+Every node routes with its own view: the Service and the pods come from the replicated state,
+the endpoints from ``services/endpoints.py``, and which nodes can be used from this node's own
+failure detector and links. An endpoint whose node is NotReady, or that this node has no path
+to (its link went and no heartbeat route replaces it), drops out at once, before any timeout.
+
+Choice (as Envoy and Linkerd balance): an endpoint on this node when ``services.prefer_local``
+and there is one (no mesh hop), else the less loaded of two picked at random (power of two
+choices on the requests this router has outstanding per endpoint), which spreads load without
+herding on the momentarily least loaded one.
+
+Retries: a request that failed before any response byte went back is tried on up to
+``services.retry_attempts`` other endpoints when that is safe: it never reached a handler
+(unreachable node, busy node, full queue), or its endpoint's node failed (lost, timed out)
+and its method is idempotent. A handler's own verdict (its 502 or 504) is the answer, and a
+response whose head went out is never retried. The whole request is bounded by
+``services.request_deadline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from p2pkube.net.rpc import Rpc, counters
+from p2pkube.services import remote
+from p2pkube.services.endpoints import pod_endpoint, pod_port, service_endpoints, service_port
+from p2pkube.services.settings import ServiceSettings
+from p2pkube.services.types import (
+    IDEMPOTENT_METHODS,
+    Endpoint,
+    HttpError,
+    ResponseHead,
+    ResponseStream,
+    ServiceRequest,
+    ServiceTarget,
+    StreamBroken,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Objects(Protocol):
+    """How the router reads Services and Pods (the node's ObjectService: objects merged with
+    their status)."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class RouterStats:
+    """Counters shown in ``p2pkube status`` under ``services``."""
+
+    requests: int = 0
+    local: int = 0
+    """Attempts sent to a handler on this node."""
+    remote: int = 0
+    """Attempts sent over the mesh."""
+    retries: int = 0
+    broken: int = 0
+    """Responses cut short after their head went out."""
+    failures: Counter[int] = field(default_factory=Counter)
+    """Requests answered with an HTTP error of the router's own, by status."""
+
+
+class _Tracked:
+    """A response as the router hands it out: counted as outstanding on its endpoint until it
+    ends, breaks or is closed, and cut short at the request's deadline."""
+
+    def __init__(
+        self,
+        inner: ResponseStream,
+        deadline: float,
+        release: Callable[[], None],
+        stats: RouterStats,
+    ) -> None:
+        self.head: ResponseHead = inner.head
+        self.endpoint = inner.endpoint
+        self._inner = inner
+        self._deadline = deadline
+        self._release: Callable[[], None] | None = release
+        self._stats = stats
+
+    async def read(self) -> bytes:
+        try:
+            async with asyncio.timeout(max(0.0, self._deadline - time.monotonic())):
+                chunk = await self._inner.read()
+        except TimeoutError:
+            self._stats.broken += 1
+            await self.aclose()
+            raise StreamBroken("the request deadline passed while the body was read") from None
+        except StreamBroken:
+            self._stats.broken += 1
+            await self.aclose()
+            raise
+        if not chunk:
+            self._done()
+        return chunk
+
+    def _done(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    async def aclose(self) -> None:
+        if self._release is None:
+            return
+        self._done()
+        await self._inner.aclose()
+
+
+class ServiceRouter:
+    """Routes requests (``open``) and serves other nodes' (the request rpc's server side)."""
+
+    def __init__(
+        self,
+        node_name: str,
+        objects: Objects,
+        rpc: Rpc,
+        settings: ServiceSettings,
+        *,
+        node_ready: Callable[[str], bool],
+        node_id_of: Callable[[str], str | None],
+        reachable: Callable[[str], bool],
+        handler_for: remote.HandlerLookup,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``node_ready(name)``: Ready in this node's failure detector; ``reachable(node_id)``:
+        this node has a path to it now; ``handler_for(namespace, pod, port)``: the local
+        kubelet's handler of that pod's containerPort (None when it runs none here)."""
+        self.node_name = node_name
+        self.settings = settings
+        self.stats = RouterStats()
+        self.server = remote.StreamServer(rpc, settings, handler_for)
+        self._objects = objects
+        self._rpc = rpc
+        self._node_ready = node_ready
+        self._node_id_of = node_id_of
+        self._reachable = reachable
+        self._handler_for = handler_for
+        self._rng = rng or random.Random()
+        self._outstanding: Counter[str] = Counter()
+        self._jobs: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        self.server.start()
+
+    async def close(self) -> None:
+        await self.server.close()
+        for job in list(self._jobs):
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+
+    def stats_dict(self) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in counters(self.stats).items() if k != "failures"},
+            "failures": {str(status): n for status, n in sorted(self.stats.failures.items())},
+            "outstanding": {key: n for key, n in sorted(self._outstanding.items()) if n},
+            "served": self.server.stats_dict(),
+        }
+
+    def _spawn(self, job: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def endpoints(self, target: ServiceTarget) -> list[Endpoint]:
+        """The endpoints of ``target`` this node may send to now (ready, on a node that is
+        Ready and reachable from here). Raises HttpError 404 for an unknown Service, pod or
+        port."""
+        return [endpoint for endpoint in self._endpoints(target) if self._usable(endpoint)]
+
+    def _endpoints(self, target: ServiceTarget) -> list[Endpoint]:
+        namespace, name = target.namespace, target.name
+        kind = "Pod" if target.pod else "Service"
+        obj = self._objects.get(kind, namespace, name)
+        if obj is None:
+            raise HttpError(404, f'{kind.lower()} "{name}" not found in namespace {namespace}')
+        ready, ids = self._node_ready, self._node_id_of
+        if target.pod:
+            if pod_port(obj, target.port) is None:
+                raise HttpError(404, f'pod "{name}" has no port {target.port!r}')
+            endpoint = pod_endpoint(obj, port=target.port, node_ready=ready, node_id_of=ids)
+            return [endpoint] if endpoint is not None else []
+        if service_port(obj, target.port) is None:
+            raise HttpError(404, f'service "{name}" has no port {target.port!r}')
+        pods = self._objects.list("Pod", namespace)
+        return service_endpoints(obj, pods, port=target.port, node_ready=ready, node_id_of=ids)
+
+    def _usable(self, endpoint: Endpoint) -> bool:
+        if not endpoint.ready:
+            return False
+        if endpoint.node == self.node_name:
+            return True
+        return (
+            bool(endpoint.node_id)
+            and self._node_ready(endpoint.node)
+            and self._reachable(endpoint.node_id)
+        )
+
+    def _pick(self, candidates: list[Endpoint], tried: set[str]) -> Endpoint | None:
+        pool = [endpoint for endpoint in candidates if endpoint.key not in tried]
+        if self.settings.prefer_local:
+            pool = [e for e in pool if e.node == self.node_name] or pool
+        if len(pool) <= 1:
+            return pool[0] if pool else None
+        first, second = self._rng.sample(pool, 2)
+        return first if self._outstanding[first.key] <= self._outstanding[second.key] else second
+
+    # -- requests ------------------------------------------------------------------------------
+    async def open(self, request: ServiceRequest) -> ResponseStream:
+        """Send ``request`` to a ready endpoint; its response once the head arrived.
+
+        Raises HttpError: 404 (no such Service, pod or port), 503 with Retry-After (no ready
+        endpoint, all busy), 502/504 (the handler or its node failed), 504 at the deadline."""
+        self.stats.requests += 1
+        deadline = time.monotonic() + self.settings.request_deadline
+        try:
+            async with asyncio.timeout(self.settings.request_deadline):
+                return await self._attempts(request, deadline)
+        except TimeoutError:
+            error = HttpError(504, "no response within services.request_deadline")
+            self.stats.failures[error.status] += 1
+            raise error from None
+        except HttpError as exc:
+            self.stats.failures[exc.status] += 1
+            raise
+
+    async def _attempts(self, request: ServiceRequest, deadline: float) -> ResponseStream:
+        target = request.target
+        tried: set[str] = set()
+        last: HttpError | None = None
+        for attempt in range(1 + self.settings.retry_attempts):
+            endpoint = self._pick(self.endpoints(target), tried)
+            if endpoint is None:
+                break
+            if attempt:
+                self.stats.retries += 1
+            tried.add(endpoint.key)
+            self._outstanding[endpoint.key] += 1
+            try:
+                stream = await self._send(endpoint, request, deadline)
+            except HttpError as exc:
+                self._release(endpoint.key)
+                if not self._retryable(request, exc):
+                    raise
+                log.info("%s via %s failed (%s); trying another", _what(target), endpoint.key, exc)
+                last = exc
+                continue
+            return _Tracked(
+                stream, deadline, functools.partial(self._release, endpoint.key), self.stats
+            )
+        if last is not None:
+            if last.status == 503 and last.retry_after is None:
+                last.retry_after = self.settings.retry_after
+            raise last
+        raise HttpError(
+            503, f"no ready endpoints for {_what(target)}", retry_after=self.settings.retry_after
+        )
+
+    @staticmethod
+    def _retryable(request: ServiceRequest, error: HttpError) -> bool:
+        if not error.reached_handler:
+            return True
+        return isinstance(error, remote.NodeFailure) and request.cgi.method in IDEMPOTENT_METHODS
+
+    def _release(self, key: str) -> None:
+        self._outstanding[key] -= 1
+        if self._outstanding[key] <= 0:
+            del self._outstanding[key]
+
+    async def _send(
+        self, endpoint: Endpoint, request: ServiceRequest, deadline: float
+    ) -> ResponseStream:
+        if endpoint.node != self.node_name:
+            self.stats.remote += 1
+            return await remote.open_remote(
+                self._rpc,
+                endpoint,
+                request.cgi,
+                request.body,
+                self.settings,
+                deadline=deadline,
+                spawn=self._spawn,
+                alive=functools.partial(self._usable, endpoint),
+            )
+        self.stats.local += 1
+        handler = self._handler_for(endpoint.namespace, endpoint.pod, endpoint.port)
+        if handler is None:
+            raise HttpError(503, f"pod {endpoint.pod} serves no port {endpoint.port} here yet")
+        try:
+            return await handler.handle(request.cgi, request.body)
+        except HttpError:
+            raise
+        except Exception as exc:
+            log.exception("the handler of %s failed", endpoint.key)
+            raise HttpError(502, f"{type(exc).__name__}: {exc}", reached_handler=True) from None
+
+
+def _what(target: ServiceTarget) -> str:
+    kind = "pod" if target.pod else "service"
+    return f'{kind} "{target.name}" in namespace {target.namespace}'

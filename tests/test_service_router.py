@@ -1,0 +1,502 @@
+"""The router and the request rpc between in-process nodes (issue 12).
+
+Real parts: the router, the request rpc's client and server, the rpc layer (over the fake
+routed transport of tests/test_rpc.py, which msgpack-encodes every message as the wire does),
+the endpoints computation over a real ObjectService and state (tests/memorybackend.py). The
+handler is a small RequestHandler of the test's own, so each test can make an endpoint slow,
+busy or broken; tests/test_services_cluster.py runs echo.wasm through real agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+import pytest
+
+from p2pkube.net.rpc import Rpc, RpcRemoteError
+from p2pkube.runtime.cgi import CgiRequest
+from p2pkube.services import wire
+from p2pkube.services.router import ServiceRouter
+from p2pkube.services.settings import ServiceSettings
+from p2pkube.services.types import (
+    HttpError,
+    ResponseHead,
+    ResponseStream,
+    ServiceRequest,
+    ServiceTarget,
+    StreamBroken,
+)
+from tests.memorybackend import MemoryBackend
+from tests.test_rpc import FakeNetwork
+
+NS = "default"
+
+
+# -- a handler of the test's own ------------------------------------------------------------------
+class FakeResponse:
+    def __init__(self, endpoint: str, chunks: list[bytes], gate: asyncio.Event | None) -> None:
+        self.head = ResponseHead(200, "OK", (("Content-Type", "text/plain"),))
+        self.endpoint = endpoint
+        self.chunks = list(chunks)
+        self.gate = gate
+        self.closed = False
+
+    async def read(self) -> bytes:
+        if not self.chunks:
+            return b""
+        if self.gate is not None and len(self.chunks) == 1:
+            await self.gate.wait()  # the last chunk waits for the test
+        return self.chunks.pop(0)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeHandler:
+    """Answers with the request's method, path and body; or fails, or blocks, as told."""
+
+    name: str
+    fail: HttpError | None = None
+    block: asyncio.Event | None = None
+    gate: asyncio.Event | None = None
+    chunks: list[bytes] | None = None
+    seen: list[tuple[CgiRequest, bytes]] = field(default_factory=list)
+    responses: list[FakeResponse] = field(default_factory=list)
+
+    async def handle(self, request: CgiRequest, body: bytes) -> ResponseStream:
+        self.seen.append((request, body))
+        if self.block is not None:
+            await self.block.wait()
+        if self.fail is not None:
+            raise self.fail
+        chunks = self.chunks or [f"{request.method} {request.path} ".encode(), body]
+        response = FakeResponse(self.name, chunks, self.gate)
+        self.responses.append(response)
+        return response
+
+
+# -- an in-process cluster of routers -------------------------------------------------------------
+def pod(name: str, node: str, ready: bool = True, port: int = 8080) -> dict[str, Any]:
+    uid = f"uid-{name}"
+    return {
+        "apiVersion": "p2pkube.io/v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "uid": uid, "labels": {"app": "web"}},
+        "spec": {
+            "nodeName": node,
+            "containers": [
+                {"name": "main", "image": "sha256:" + "a" * 64, "ports": [{"containerPort": port}]}
+            ],
+        },
+        "status": {
+            "podUID": uid,
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web", "namespace": NS},
+    "spec": {
+        "selector": {"app": "web"},
+        "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+    },
+}
+
+
+class Cluster:
+    """Routers n1..nN over one fake network, reading one shared state."""
+
+    def __init__(self, backend: MemoryBackend, settings: ServiceSettings, nodes: int) -> None:
+        self.network = FakeNetwork()
+        self.ready: dict[str, bool] = {}
+        self.handlers: dict[tuple[str, str], FakeHandler] = {}
+        self.routers: dict[str, ServiceRouter] = {}
+        self.rpcs: dict[str, Rpc] = {}
+        for i in range(1, nodes + 1):
+            name = f"n{i}"
+            self.ready[name] = True
+            transport = self.network.node(name)
+            rpc = Rpc(transport)
+            transport.on_routed = rpc.receive
+            self.rpcs[name] = rpc
+            self.routers[name] = ServiceRouter(
+                name,
+                backend.objects,
+                rpc,
+                settings,
+                node_ready=self.ready.__getitem__,
+                node_id_of=lambda node: node,  # node ids are the names here
+                reachable=lambda node_id: node_id not in self.network.cut,
+                handler_for=lambda ns, pod, port, node=name: self.handlers.get((node, pod)),
+                rng=random.Random(7),
+            )
+            self.routers[name].start()
+
+    def serve(self, pod_name: str, node: str, **kwargs: Any) -> FakeHandler:
+        handler = FakeHandler(f"{node}/{pod_name}", **kwargs)
+        self.handlers[(node, pod_name)] = handler
+        return handler
+
+    async def close(self) -> None:
+        for router in self.routers.values():
+            await router.close()
+        for rpc in self.rpcs.values():
+            await rpc.close()
+
+
+@pytest.fixture
+async def make_cluster() -> AsyncIterator[Any]:
+    opened: list[tuple[Cluster, MemoryBackend]] = []
+
+    async def make(
+        pods: list[dict[str, Any]], nodes: int = 3, **settings: Any
+    ) -> tuple[Cluster, MemoryBackend]:
+        backend = await MemoryBackend().open([SERVICE, *pods])
+        cluster = Cluster(backend, ServiceSettings(**settings), nodes)
+        opened.append((cluster, backend))
+        return cluster, backend
+
+    yield make
+    for cluster, backend in opened:
+        await cluster.close()
+        await backend.close()
+
+
+def request(
+    method: str = "GET", body: bytes = b"", name: str = "web", **target: Any
+) -> ServiceRequest:
+    cgi = CgiRequest(
+        method,
+        "/hello",
+        query="a=1",
+        headers=(("X-Echo", "yes"),),
+        content_length=len(body) if body else None,
+    )
+    return ServiceRequest(ServiceTarget(NS, name, **target), cgi, body)
+
+
+async def fetch(router: ServiceRouter, req: ServiceRequest) -> tuple[str, bytes]:
+    stream = await router.open(req)
+    body = b""
+    while chunk := await stream.read():
+        body += chunk
+    await stream.aclose()
+    return stream.endpoint, body
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until ``condition()`` holds (AssertionError after ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+# -- wire ------------------------------------------------------------------------------------------
+LIMITS = ServiceSettings()
+
+
+def open_body(**changes: Any) -> dict[str, Any]:
+    cgi = CgiRequest("POST", "/p", "q=1", (("X-A", "1"),), "10.0.0.1", "n1", 30080, "HTTP/1.1", 3)
+    body = wire.open_message("s1", NS, "web-a", 8080, cgi, b"abc", more=False, deadline=5.0)
+    body.update(changes)
+    return msgpack.unpackb(msgpack.packb(body, use_bin_type=True), raw=False)
+
+
+def test_an_open_message_reads_back_as_it_was_built() -> None:
+    message = wire.read_open(open_body(), LIMITS)
+    assert (message.stream, message.namespace, message.pod, message.port) == (
+        "s1",
+        NS,
+        "web-a",
+        8080,
+    )
+    assert message.request == CgiRequest(
+        "POST", "/p", "q=1", (("X-A", "1"),), "10.0.0.1", "n1", 30080, "HTTP/1.1", 3
+    )
+    assert (message.chunk, message.more, message.deadline) == (b"abc", False, 5.0)
+    assert wire.read_open(open_body(deadline=999), LIMITS).deadline == LIMITS.request_deadline
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"stream": "../x"}, "stream"),
+        ({"stream": 5}, "stream"),
+        ({"port": 0}, "port"),
+        ({"port": True}, "port"),
+        ({"ns": ""}, "ns"),
+        ({"pod": "p" * 300}, "pod"),
+        ({"body": "text"}, "body"),
+        ({"body": b"x" * (LIMITS.stream_chunk_bytes + 1)}, "body"),
+        ({"more": 1}, "more"),
+        ({"deadline": float("nan")}, "deadline"),
+        ({"deadline": -1}, "deadline"),
+        ({"req": []}, "req"),
+        ({"req": {"method": "GET POST"}}, "req.method"),
+    ],
+)
+def test_a_malformed_open_is_refused_naming_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(wire.WireError) as refused:
+        wire.read_open(open_body(**changes), LIMITS)
+    assert str(refused.value).startswith(field)
+
+
+@pytest.mark.parametrize(
+    "req_changes",
+    [
+        {"headers": [["X", 1]]},
+        {"headers": [["X"]]},
+        {"headers": [["X", "y"]] * (LIMITS.max_request_headers + 1)},
+        {"path": "/" * (LIMITS.max_request_header_bytes + 1)},
+        {"serverPort": 70000},
+        {"contentLength": -1},
+        {"contentLength": LIMITS.max_request_body_bytes + 1},
+    ],
+)
+def test_a_malformed_request_inside_an_open_is_refused(req_changes: dict[str, Any]) -> None:
+    req = {**open_body()["req"], **req_changes}
+    with pytest.raises(wire.WireError, match=r"^req\."):
+        wire.read_open(open_body(req=req), LIMITS)
+
+
+def test_answers_and_http_error_codes_read_back() -> None:
+    head = ResponseHead(201, "Created", (("Location", "/x"),))
+    answer = msgpack.unpackb(msgpack.packb(wire.head_answer(head, b"hi", True)), raw=False)
+    assert wire.read_head_answer(answer, LIMITS) == (head, b"hi", True)
+    assert wire.read_chunk_answer(wire.chunk_answer(b"x", False), LIMITS) == (b"x", False)
+    with pytest.raises(wire.WireError, match="status"):
+        wire.read_head_answer({**answer, "status": 99}, LIMITS)
+    error = HttpError(503, "full", retry_after=2)
+    assert wire.error_code(error) == "http-503;retry-after=2"
+    back = wire.http_error(wire.error_code(error), "full")
+    assert back is not None and (back.status, back.retry_after, back.reached_handler) == (
+        503,
+        2,
+        False,
+    )
+    reached = wire.http_error(wire.error_code(HttpError(504, "late", reached_handler=True)), "")
+    assert reached is not None and reached.reached_handler and reached.retry_after is None
+    assert wire.http_error("busy", "") is None and wire.http_error("http-999", "") is None
+
+
+# -- routing ---------------------------------------------------------------------------------------
+async def test_a_request_crosses_the_mesh_with_its_body_streamed_both_ways(
+    make_cluster: Any,
+) -> None:
+    cluster, _ = await make_cluster([pod("web-a", "n2")], retry_attempts=0)
+    body = bytes(range(256)) * 400  # 100 KiB: the open's chunk plus svc.body chunks
+    big = [b"x" * 70_000, b"y" * 70_000, b"z"]
+    handler = cluster.serve("web-a", "n2", chunks=big)
+    endpoint, answer = await fetch(cluster.routers["n1"], request("POST", body))
+    assert endpoint == "n2/web-a" and answer == b"".join(big)
+    seen_request, seen_body = handler.seen[0]
+    assert seen_body == body and seen_request.path == "/hello" and seen_request.query == "a=1"
+    assert ("X-Echo", "yes") in seen_request.headers
+    served = cluster.routers["n2"].server
+    assert served.stats.completed == 1 and served.stats_dict()["open"] == 0
+    assert handler.responses[0].closed
+    stats = cluster.routers["n1"].stats_dict()
+    assert stats["requests"] == 1 and stats["remote"] == 1 and stats["outstanding"] == {}
+
+
+async def test_a_local_endpoint_is_preferred_unless_told_otherwise(make_cluster: Any) -> None:
+    pods = [pod("web-a", "n1"), pod("web-b", "n2")]
+    cluster, _ = await make_cluster(pods)
+    cluster.serve("web-a", "n1")
+    cluster.serve("web-b", "n2")
+    hits = Counter([(await fetch(cluster.routers["n1"], request()))[0] for _ in range(10)])
+    assert hits == {"n1/web-a": 10}
+    assert (await fetch(cluster.routers["n3"], request()))[0] in ("n1/web-a", "n2/web-b")
+
+    spread, _ = await make_cluster(pods, prefer_local=False)
+    spread.serve("web-a", "n1")
+    spread.serve("web-b", "n2")
+    held = [await spread.routers["n1"].open(request()) for _ in range(10)]
+    assert Counter(s.endpoint for s in held) == {"n1/web-a": 5, "n2/web-b": 5}
+    for stream in held:
+        await stream.aclose()
+
+
+async def test_power_of_two_choices_spreads_outstanding_requests(make_cluster: Any) -> None:
+    pods = [pod(f"web-{n}", n) for n in ("n2", "n3", "n4")]
+    cluster, _ = await make_cluster(pods, nodes=4)
+    for n in ("n2", "n3", "n4"):
+        cluster.serve(f"web-{n}", n)
+    router = cluster.routers["n1"]
+    held = [await router.open(request()) for _ in range(12)]
+    load = Counter(s.endpoint for s in held)
+    assert sorted(load) == ["n2/web-n2", "n3/web-n3", "n4/web-n4"]
+    assert max(load.values()) - min(load.values()) <= 2, load
+    assert router.stats_dict()["outstanding"] == dict(load)
+    for stream in held:
+        await stream.aclose()
+    assert router.stats_dict()["outstanding"] == {}
+
+
+async def test_endpoints_of_not_ready_or_unreachable_nodes_are_never_picked(
+    make_cluster: Any,
+) -> None:
+    pods = [pod("web-a", "n2"), pod("web-b", "n3"), pod("web-c", "n4"), pod("web-d", "n2", False)]
+    cluster, _ = await make_cluster(pods, nodes=4)
+    for name, node in (("web-a", "n2"), ("web-b", "n3"), ("web-c", "n4"), ("web-d", "n2")):
+        cluster.serve(name, node)
+    cluster.ready["n3"] = False
+    cluster.network.cut.add("n4")
+    hits = Counter([(await fetch(cluster.routers["n1"], request()))[0] for _ in range(10)])
+    assert hits == {"n2/web-a": 10}
+
+
+async def test_a_lost_node_fails_over_for_a_get_but_not_for_a_post(make_cluster: Any) -> None:
+    cluster, _ = await make_cluster([pod("web-a", "n2"), pod("web-b", "n3")])
+    cluster.serve("web-a", "n2")
+    stuck = cluster.serve("web-b", "n3", block=asyncio.Event())
+    router = cluster.routers["n1"]
+
+    async def through_n3(method: str) -> tuple[str, bytes]:
+        cluster.ready["n3"] = False
+        hold = await router.open(request())  # n2 now has one outstanding: P2C picks n3
+        assert hold.endpoint == "n2/web-a"
+        cluster.ready["n3"] = True
+        task = asyncio.create_task(fetch(router, request(method, b"data")))
+        await until(lambda: len(stuck.seen) == (1 if method == "GET" else 2))
+        cluster.ready["n3"] = False  # its node is lost while the handler runs
+        try:
+            return await task
+        finally:
+            await hold.aclose()
+
+    started = time.monotonic()
+    assert await through_n3("GET") == ("n2/web-a", b"GET /hello data")
+    assert time.monotonic() - started < 2
+    assert router.stats.retries == 1
+    with pytest.raises(HttpError) as failed:
+        await through_n3("POST")
+    assert failed.value.status == 502 and "n3" in failed.value.message
+    assert router.stats.retries == 1 and router.stats_dict()["failures"] == {"502": 1}
+
+
+async def test_a_request_no_handler_saw_is_retried_whatever_its_method(make_cluster: Any) -> None:
+    cluster, _ = await make_cluster([pod("web-a", "n2"), pod("web-b", "n3")])
+    cluster.serve("web-a", "n2", fail=HttpError(503, "queue full", retry_after=1))
+    ok = cluster.serve("web-b", "n3")
+    for _ in range(4):
+        assert (await fetch(cluster.routers["n1"], request("POST", b"x")))[0] == "n3/web-b"
+    assert len(ok.seen) == 4
+    # a handler's own verdict is the answer: no retry, even for a GET
+    cluster.handlers[("n3", "web-b")] = replace(
+        ok, fail=HttpError(502, "trap", reached_handler=True)
+    )
+    cluster.handlers[("n2", "web-a")] = replace(
+        ok, fail=HttpError(502, "trap", reached_handler=True)
+    )
+    with pytest.raises(HttpError) as failed:
+        await fetch(cluster.routers["n1"], request())
+    assert failed.value.status == 502 and failed.value.message == "trap"
+
+
+async def test_no_ready_endpoint_is_503_with_retry_after_and_unknown_targets_404(
+    make_cluster: Any,
+) -> None:
+    cluster, backend = await make_cluster([pod("web-a", "n2", ready=False)], retry_after=3)
+    router = cluster.routers["n1"]
+    with pytest.raises(HttpError) as none:
+        await router.open(request())
+    assert (none.value.status, none.value.retry_after) == (503, 3)
+    assert 'no ready endpoints for service "web" in namespace default' in none.value.message
+    for target, message in [
+        (request(name="nope"), 'service "nope" not found in namespace default'),
+        (request(port="grpc"), "has no port 'grpc'"),
+        (request(name="ghost", pod=True), 'pod "ghost" not found in namespace default'),
+        (request(name="web-a", pod=True, port="9"), "has no port '9'"),
+    ]:
+        with pytest.raises(HttpError) as missing:
+            await router.open(target)
+        assert missing.value.status == 404 and message in missing.value.message
+    await backend.set(pod("web-a", "n2"))
+    cluster.serve("web-a", "n2")
+    assert (await fetch(router, request(name="web-a", pod=True)))[0] == "n2/web-a"
+    assert (await fetch(router, request(port="80")))[0] == "n2/web-a"
+    assert router.stats_dict()["failures"] == {"404": 4, "503": 1}
+
+
+# -- the serving side ------------------------------------------------------------------------------
+async def test_malformed_messages_are_refused_and_the_server_keeps_serving(
+    make_cluster: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster, _ = await make_cluster([pod("web-a", "n2")])
+    cluster.serve("web-a", "n2")
+    rpc = cluster.rpcs["n1"]
+    for method, body in [
+        (wire.OPEN, "garbage"),
+        (wire.OPEN, {**open_body(), "port": "80"}),
+        (wire.BODY, {"stream": "s", "seq": 0, "chunk": b"", "end": True}),
+        (wire.READ, {"stream": ""}),
+        (wire.CANCEL, []),
+    ]:
+        with pytest.raises(RpcRemoteError) as refused:
+            await rpc.call("n2", method, body)
+        assert refused.value.code == wire.BAD_REQUEST
+    with pytest.raises(RpcRemoteError) as gone:
+        await rpc.call("n2", wire.READ, wire.stream_message("unknown"))
+    assert gone.value.code == wire.GONE
+    assert cluster.routers["n2"].server.stats.malformed == 5
+    assert "malformed request rpc message from n1" in caplog.text
+    assert (await fetch(cluster.routers["n1"], request()))[0] == "n2/web-a"
+
+
+async def test_open_streams_are_bounded_and_an_idle_one_expires(make_cluster: Any) -> None:
+    cluster, _ = await make_cluster(
+        [pod("web-a", "n2")], max_open_streams_per_node=1, stream_idle_timeout=0.3
+    )
+    handler = cluster.serve("web-a", "n2", chunks=[b"a", b"b"], gate=asyncio.Event())
+    router = cluster.routers["n1"]
+    held = await router.open(request())  # its body is not finished: the stream stays open
+    with pytest.raises(HttpError) as full:
+        await router.open(request())
+    assert full.value.status == 503 and full.value.retry_after == 1
+    assert cluster.routers["n2"].server.stats.refused_full == 1
+    await asyncio.sleep(0.8)  # the router never reads: the server gives up on it
+    server = cluster.routers["n2"].server
+    assert server.stats.expired == 1 and server.stats_dict()["open"] == 0
+    assert handler.responses[0].closed
+    with pytest.raises(StreamBroken):
+        while await held.read():
+            pass
+    assert handler.gate is not None
+    handler.gate.set()
+    assert await fetch(router, request()) == ("n2/web-a", b"ab")
+
+
+async def test_a_node_lost_mid_body_breaks_the_stream_and_aclose_cancels(make_cluster: Any) -> None:
+    cluster, _ = await make_cluster([pod("web-a", "n2")], first_chunk_wait=0.0)
+    handler = cluster.serve("web-a", "n2", chunks=[b"first", b"last"], gate=asyncio.Event())
+    router = cluster.routers["n1"]
+    stream = await router.open(request())
+    assert await stream.read() == b"first"
+    cluster.network.cut.add("n2")
+    started = time.monotonic()
+    with pytest.raises(StreamBroken, match="n2/web-a"):
+        await stream.read()
+    assert time.monotonic() - started < 1
+    assert router.stats.broken == 1 and router.stats_dict()["outstanding"] == {}
+    cluster.network.cut.clear()
+
+    second = await router.open(request())
+    await second.aclose()  # the handler is released on the serving node
+    await until(lambda: len(handler.responses) == 2 and handler.responses[1].closed)
+    # both were cancelled: the broken one too, once n2 could be reached again
+    server = cluster.routers["n2"].server
+    assert server.stats.cancelled == 2 and server.stats_dict()["open"] == 0
