@@ -20,7 +20,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
-from p2pkube.api.frontdoor import LazyOpener, ServiceOpener
 from p2pkube.api.nodeport import NodePorts, node_addresses
 from p2pkube.api.server import MAX_BODY_BYTES, ApiServer
 from p2pkube.fsutil import PRIVATE_UMASK, make_private
@@ -152,13 +151,6 @@ class Agent(Node):
             store_factory=PycrdtStore,
             validate=validate_on_first_use,
         )
-        self.service_opener: ServiceOpener = LazyOpener(
-            # TODO(H3): ``lambda: self.services`` once node.services (the router) is wired.
-            lambda: getattr(self, "services", None),
-            self.settings.services.retry_after,
-        )
-        """The node's router as the front doors (NodePorts, the API's proxy routes) use it:
-        503 with Retry-After until it runs."""
         self.api = ApiServer(
             self,
             options.data_dir,
@@ -166,7 +158,7 @@ class Agent(Node):
             blobs=self.blobs,
             # JSON can be a few times the stored encoding (escapes): room above the object cap.
             max_body_bytes=max(MAX_BODY_BYTES, 4 * self.settings.state.max_object_bytes),
-            services=self.service_opener,
+            services=self.services,  # the router behind the proxy routes
             service_settings=self.settings.services,
         )
         self.node_ports: NodePorts | None = None
@@ -186,7 +178,7 @@ class Agent(Node):
         await self.api.start()
         self.node_ports = NodePorts(
             self.state,
-            self.service_opener,
+            self.services,
             self.options.node_ip,
             self.settings.services,
             record=lambda obj, reason, message: self.events.record(

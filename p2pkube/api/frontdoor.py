@@ -72,23 +72,6 @@ class ServiceOpener(Protocol):
         ...
 
 
-class LazyOpener:
-    """A ServiceOpener for a router that may not exist yet (a node still starting): 503
-    with Retry-After until ``get()`` returns one."""
-
-    def __init__(self, get: Callable[[], ServiceOpener | None], retry_after: int) -> None:
-        self._get = get
-        self._retry_after = retry_after
-
-    async def open(self, request: ServiceRequest) -> ResponseStream:
-        opener = self._get()
-        if opener is None:
-            raise HttpError(
-                503, "this node's Service router is not running yet", retry_after=self._retry_after
-            )
-        return await opener.open(request)
-
-
 # --- request -> ServiceRequest ----------------------------------------------------------------
 
 
