@@ -10,23 +10,29 @@ busy or broken; tests/test_services_cluster.py runs echo.wasm through real agent
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
 from p2pkube.net.rpc import Rpc, RpcRemoteError
+from p2pkube.runtime import interface as rt
 from p2pkube.runtime.cgi import CgiRequest
+from p2pkube.runtime.handler import HandlerPool
+from p2pkube.runtime.native import NativeRuntime
 from p2pkube.services import wire
 from p2pkube.services.router import ServiceRouter
 from p2pkube.services.settings import ServiceSettings
 from p2pkube.services.types import (
     HttpError,
+    RequestHandler,
     ResponseHead,
     ResponseStream,
     ServiceRequest,
@@ -121,7 +127,7 @@ class Cluster:
     def __init__(self, backend: MemoryBackend, settings: ServiceSettings, nodes: int) -> None:
         self.network = FakeNetwork()
         self.ready: dict[str, bool] = {}
-        self.handlers: dict[tuple[str, str], FakeHandler] = {}
+        self.handlers: dict[tuple[str, str], RequestHandler] = {}
         self.routers: dict[str, ServiceRouter] = {}
         self.rpcs: dict[str, Rpc] = {}
         for i in range(1, nodes + 1):
@@ -500,3 +506,52 @@ async def test_a_node_lost_mid_body_breaks_the_stream_and_aclose_cancels(make_cl
     # both were cancelled: the broken one too, once n2 could be reached again
     server = cluster.routers["n2"].server
     assert server.stats.cancelled == 2 and server.stats_dict()["open"] == 0
+
+
+# -- a real handler: echo.wasm in wasmtime, one hop away -------------------------------------------
+ECHO = Path(__file__).resolve().parent.parent / "examples" / "build" / "echo.wasm"
+
+
+async def test_echo_wasm_answers_one_hop_away(
+    make_cluster: Any, runtime: NativeRuntime, tmp_path: Path
+) -> None:
+    cluster, _ = await make_cluster([pod("web-a", "n2")])
+    digest = "sha256:" + hashlib.sha256(ECHO.read_bytes()).hexdigest()
+    await runtime.prepare(digest, ECHO)
+    template = rt.Launch(
+        pod=f"{NS}/web-a",
+        container="main",
+        image=digest,
+        module_path=ECHO,
+        argv=["echo"],
+        env=[],
+        limits=rt.Limits(memory_bytes=64 << 20),
+        log_path=tmp_path / "pods" / "web-a" / "main" / "0.log",
+    )
+    pool = HandlerPool(
+        runtime,
+        template,
+        pod_name="web-a",
+        pod_namespace=NS,
+        node_name="n2",
+        settings=ServiceSettings(),
+    )
+    cluster.handlers[("n2", "web-a")] = pool
+    router = cluster.routers["n1"]
+    endpoint, body = await fetch(router, request("POST", b"x" * 100_000))
+    text = body.decode()
+    assert endpoint == "n2/web-a"
+    for line in ("method: POST", "path: /hello", "query: a=1", "x-echo: yes", "body: 100000 bytes"):
+        assert line in text, text
+    assert "web-a" in text and "n2" in text
+
+    for via in ("n2", "n1"):  # the endpoint's own node, then one hop away
+        took = []
+        for _ in range(100):
+            started = time.perf_counter()
+            await fetch(cluster.routers[via], request())
+            took.append(time.perf_counter() - started)
+        took.sort()
+        print(f"via {via}: p50 {took[50] * 1e3:.2f} ms, p99 {took[98] * 1e3:.2f} ms")
+    assert pool.requests == 201 and router.stats.failures == {}
+    await pool.close()

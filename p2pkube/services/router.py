@@ -270,9 +270,13 @@ class ServiceRouter:
 
     @staticmethod
     def _retryable(request: ServiceRequest, error: HttpError) -> bool:
-        if not error.reached_handler:
-            return True
-        return isinstance(error, remote.NodeFailure) and request.cgi.method in IDEMPOTENT_METHODS
+        """Whether another endpoint may get the request after ``error``: its node or the
+        path failed (a handler may have seen it only if the method is idempotent), or it was
+        refused unseen (503: a full queue, a pod no longer there). A handler's verdict (502,
+        504) or a bad request (400) would be the same elsewhere."""
+        if isinstance(error, remote.NodeFailure):
+            return not error.reached_handler or request.cgi.method in IDEMPOTENT_METHODS
+        return error.status == 503 and not error.reached_handler
 
     def _release(self, key: str) -> None:
         self._outstanding[key] -= 1
