@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from p2pkube.model.resources import Resources, pod_requests
 from p2pkube.runtime import interface as rt
+from p2pkube.runtime.handler import HandlerPool
 from p2pkube.runtime.hostpaths import (
     HOST_PATH_NOT_ALLOWED,
     HostPathPolicy,
@@ -32,6 +33,7 @@ from p2pkube.runtime.hostpaths import (
 )
 from p2pkube.runtime.pod import ContainerRecord, PodWorker, pod_dir_name
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
+from p2pkube.services.settings import ServiceSettings
 from p2pkube.state.cluster import ClusterState
 from p2pkube.state.store import OBJECTS, STATUS
 
@@ -66,8 +68,11 @@ class Kubelet:
         record: Callable[..., None] = lambda obj, reason, message, warning=False: None,
         host_paths: HostPathPolicy | None = None,
         on_host_path_refused: Callable[[], None] = lambda: None,
+        services: ServiceSettings | None = None,
     ) -> None:
         self.node_name = node_name
+        self.services = services or ServiceSettings()
+        """Limits of the HTTP handler containers here (deadline, concurrency, probes)."""
         self.host_paths = host_paths or HostPathPolicy()
         """Which host directories pods may mount here (none unless the operator granted)."""
         self.refused_host_paths: dict[str, None] = {}
@@ -353,12 +358,30 @@ class Kubelet:
         )
 
     def running(self, namespace: str, name: str, container: str | None) -> bool:
-        """Whether the container has a running instance (a follower may wait for more)."""
-        worker = self._worker_for(namespace, name)
-        return self._container(worker, container).instance is not None
+        """Whether the container has a running instance or serves requests (a follower may
+        wait for more)."""
+        record = self._container(self._worker_for(namespace, name), container)
+        return record.instance is not None or record.handler is not None
+
+    # -- services --------------------------------------------------------------------------------
+    def handler_for(self, namespace: str, pod: str, port: int) -> HandlerPool | None:
+        """The request handler of the container of pod ``namespace/pod`` that declares
+        containerPort ``port``, if the pod runs on this node and that container serves now
+        (its module is ready and the pod is not stopping); None otherwise."""
+        worker = self.workers.get(f"{POD_PREFIX}{namespace}/{pod}")
+        if worker is None or worker.stopping.is_set():
+            return None
+        handler = worker.handler_on(port)
+        return handler if handler is not None and not handler.closed else None
 
     def stats(self) -> dict[str, Any]:
         phases: dict[str, int] = {}
         for worker in self.workers.values():
             phases[worker.phase] = phases.get(worker.phase, 0) + 1
-        return {"pods": len(self.workers), "phases": phases}
+        handlers = {
+            f"{worker.namespace}/{worker.name}/{record.name}": record.handler.stats()
+            for worker in self.workers.values()
+            for record in worker.containers
+            if record.handler is not None
+        }
+        return {"pods": len(self.workers), "phases": phases, "handlers": handlers}

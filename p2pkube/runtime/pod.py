@@ -31,6 +31,8 @@ from p2pkube.model.resources import cpu_limit, memory_limit
 from p2pkube.model.timestamps import parse_time, utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.base import failed
+from p2pkube.runtime.handler import HandlerPool, container_concurrency
+from p2pkube.runtime.probe import HttpGetProbe, ReadinessProber, container_ports, is_handler
 from p2pkube.state.store import STATUS
 
 if TYPE_CHECKING:  # the worker's owner; it imports this module
@@ -93,6 +95,10 @@ class ContainerRecord:
     """True once it will not run again (its policy says so, the pod is stopping, ...)."""
     instance: rt.Instance | None = None
     last: rt.Termination | None = None
+    handler: HandlerPool | None = None
+    """An HTTP handler container's request pool, while it serves (``runtime/handler.py``)."""
+    probe_ok: bool = True
+    """False while its readiness probe has not passed (or failed ``failureThreshold`` times)."""
 
     @property
     def name(self) -> str:
@@ -111,7 +117,7 @@ class ContainerRecord:
             "name": self.name,
             "image": self.spec["image"],
             "imageID": self.spec["image"],
-            "ready": "running" in self.state,
+            "ready": "running" in self.state and self.probe_ok,
             "started": "running" in self.state,
             "restartCount": self.restart_count,
             "state": self.state,
@@ -167,8 +173,9 @@ class PodWorker:
         self.stopping.set()
         self.halted.set()
         for record in self.containers:
-            if record.instance is not None:
+            if record.instance is not None or record.handler is not None:
                 self._event("Killing", f"Stopping container {record.name}")
+            if record.instance is not None:
                 record.instance.stop(reason, message or "the pod is being deleted")
 
     # -- the pod's life --------------------------------------------------------------------------
@@ -280,6 +287,10 @@ class PodWorker:
             if not await self._back_off(record, restart.current):
                 return
         path = await self._pull(record, image)
+        if is_handler(record.spec):
+            if path is not None and not self._over(record):
+                await self._serve(record, image, path)
+            return
         while path is not None and not self._over(record):
             ran_since = time.monotonic()
             termination = await self._run_once(record, image, path)
@@ -387,6 +398,89 @@ class PodWorker:
             )
         return await instance.done
 
+    async def _serve(self, record: ContainerRecord, image: str, path: Path) -> None:
+        """An HTTP handler container: no long-running instance; running once its module is
+        ready here, serving requests (one instance each) until the pod stops."""
+        kubelet = self.kubelet
+        try:
+            await kubelet.runtime.prepare(image, path)
+        except rt.InvalidModuleError as exc:
+            self._ended_for_good(record, failed(rt.INVALID_MODULE, str(exc)))
+            return
+        services = kubelet.services
+        annotations = self.pod["metadata"].get("annotations")
+        pool = HandlerPool(
+            kubelet.runtime,
+            self._launch(record, image, path),
+            pod_name=self.name,
+            pod_namespace=self.namespace,
+            node_name=kubelet.node_name,
+            settings=services,
+            concurrency=container_concurrency(annotations, services.container_concurrency),
+            stop_timeout=kubelet.runtime_settings.stop_timeout,
+        )
+        started_at = utc_now()
+        record.handler, record.started = pool, True
+        record.state = {"running": {"startedAt": started_at}}
+        probe = HttpGetProbe.of(record.spec, services)
+        record.probe_ok = probe is None
+        self.phase = RUNNING if self.phase == PENDING else self.phase
+        self._event("Started", f"Started container {record.name}")
+        self._changed()
+        prober = self._prober(record, probe) if probe is not None else None
+        try:
+            await self.halted.wait()
+        finally:
+            if prober is not None:
+                await prober.stop()
+            record.handler = None
+            await pool.close()
+        reason = rt.DEADLINE_EXCEEDED if self.expired else rt.KILLED
+        message = "active deadline reached" if self.expired else "the pod is stopping"
+        self._ended_for_good(
+            record, rt.Termination(rt.EXIT_KILLED, reason, message, started_at, utc_now())
+        )
+
+    def _ended_for_good(self, record: ContainerRecord, termination: rt.Termination) -> None:
+        record.ended(termination)
+        record.done = True
+        if not termination.succeeded and termination.reason != rt.KILLED:
+            self._event(
+                termination.reason,
+                f"Container {record.name} ended: {termination.message or termination.reason}",
+                warning=True,
+            )
+        self._changed()
+
+    def _prober(self, record: ContainerRecord, probe: HttpGetProbe) -> ReadinessProber:
+        def on_ready(ready: bool) -> None:
+            record.probe_ok = ready
+            self._changed()
+
+        return ReadinessProber(
+            probe,
+            resolve_port=self.port_number,
+            resolve=self.handler_on,
+            on_ready=on_ready,
+            on_failure=lambda message: self._event("Unhealthy", message, warning=True),
+            name=f"{self.key}/{record.name}",
+        )
+
+    def port_number(self, port: int | str) -> int | None:
+        """The containerPort a probe's ``port`` (a number or a port's name) means here."""
+        for record in self.containers:
+            for number, name in container_ports(record.spec).items():
+                if port in (number, name) or str(port) == str(number):
+                    return number
+        return None
+
+    def handler_on(self, port: int) -> HandlerPool | None:
+        """The pool of the container serving containerPort ``port`` now, if any."""
+        for record in self.containers:
+            if record.handler is not None and port in container_ports(record.spec):
+                return record.handler
+        return None
+
     def _launch(self, record: ContainerRecord, image: str, path: Path) -> rt.Launch:
         spec = record.spec
         settings = self.kubelet.runtime_settings
@@ -442,7 +536,9 @@ class PodWorker:
         self._changed()
 
     def status(self) -> dict[str, Any]:
-        ready = self.phase == RUNNING and all("running" in r.state for r in self.containers)
+        ready = self.phase == RUNNING and all(
+            "running" in r.state and r.probe_ok for r in self.containers
+        )
         return {
             "podUID": self.uid,
             "phase": self.phase,
