@@ -247,6 +247,7 @@ class Node:
             allocatable=self._allocatable,
             settings=self.settings.kubelet,
             runtime_settings=self.settings.runtime,
+            services=self.settings.services,
             host_paths=self.config.host_paths,
             on_host_path_refused=lambda: self._spawn(self._publish_node_status()),
             record=lambda obj, reason, message, warning=False: self.events.record(
@@ -311,8 +312,7 @@ class Node:
 
     def _handler_for(self, namespace: str, pod: str, port: int) -> RequestHandler | None:
         """The kubelet's handler for a pod's containerPort here (None before it runs)."""
-        lookup = getattr(self.kubelet, "handler_for", None)  # until the kubelet has it (H2)
-        return lookup(namespace, pod, port) if lookup is not None else None
+        return self.kubelet.handler_for(namespace, pod, port) if self.kubelet else None
 
     def block_nodes(self, names: list[str]) -> list[str]:
         ids = []
