@@ -240,6 +240,9 @@ def test_endpoints_are_read_only(applied: Agent) -> None:
     assert result.exit_code != 0
     result = run(applied, "get", "ep", "nope")
     assert result.exit_code != 0 and 'endpoints "nope" not found' in result.stderr
+    # deleting the Service is what removes its endpoints
+    assert ok(applied, "delete", "svc", "web").strip() == 'service "web" deleted'
+    assert [r[0] for r in rows(ok(applied, "get", "ep"))] == ["NAME", "internal"]
 
 
 def test_describe_service_shows_each_port_with_its_endpoints(applied: Agent) -> None:

@@ -10,6 +10,10 @@ What the object service calls on every write of a Service (:func:`assign_node_po
 - a ``nodePort`` outside the range, or held by another Service, is refused with the field
   path (``spec.ports[0].nodePort: 30080 is already allocated to Service default/other``).
 
+On one node the check and the write run with no ``await`` between them (the object service
+validates, allocates and puts the object into the document synchronously, then waits for the
+disk), so two applies through the same agent never share a port.
+
 The check reads this node's replica of the state, which is a CRDT: two nodes that accept
 writes at the same instant can both allocate the same NodePort to two Services before either
 sees the other's write. Both writes then stand (nothing is lost, and ``get svc`` shows both),
