@@ -166,7 +166,7 @@ async def test_body_over_the_cap_is_413(door: tuple[HttpListener, StubRouter]) -
     async with aiohttp.ClientSession() as session:
         async with session.post(url(listener), data=b"x" * 1001) as resp:
             assert resp.status == 413
-            assert "1,001 bytes is over the 1,000 allowed" in await resp.text()
+            assert "1,001 bytes is over the 1,000 bytes allowed" in await resp.text()
 
         async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
             for _ in range(5):

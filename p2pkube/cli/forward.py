@@ -54,9 +54,11 @@ def target_path_map(namespace: str, resource: str, name: str, port: str) -> Path
     return path_map
 
 
-async def _serve(forwarder: Forwarder, banner: Callable[[Forwarder], str]) -> None:
-    """Run ``forwarder`` until SIGINT/SIGTERM; its listener and session always closed."""
+async def _serve(make: Callable[[], Forwarder], banner: Callable[[Forwarder], str]) -> None:
+    """Run a forwarder until SIGINT/SIGTERM; its listener and session always closed."""
     from p2pkube.api.client import ApiClientError
+
+    forwarder = make()  # in the loop: aiohttp's server wants one
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,7 +83,7 @@ def _run(
 ) -> None:
     from p2pkube.api.forward import Forwarder
 
-    asyncio.run(_serve(Forwarder(data_dir, path_map, address, port), banner))
+    asyncio.run(_serve(lambda: Forwarder(data_dir, path_map, address, port), banner))
 
 
 @click.command()
