@@ -149,6 +149,7 @@ class Node:
             node_id_of=self.node_id_of,
             reachable=self.node_reachable,
             handler_for=self._handler_for,
+            on_change=self.state.on_change,
         )
         """Routes HTTP requests for Services and pods (the front doors' ``open``) and serves
         other nodes' requests for the handler pods here (the request rpc)."""

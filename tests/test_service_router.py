@@ -146,6 +146,7 @@ class Cluster:
                 node_id_of=lambda node: node,  # node ids are the names here
                 reachable=lambda node_id: node_id not in self.network.cut,
                 handler_for=lambda ns, pod, port, node=name: self.handlers.get((node, pod)),
+                on_change=backend.state.on_change,
                 rng=random.Random(7),
             )
             self.routers[name].start()
@@ -435,7 +436,11 @@ async def test_no_ready_endpoint_is_503_with_retry_after_and_unknown_targets_404
     cluster.serve("web-a", "n2")
     assert (await fetch(router, request(name="web-a", pod=True)))[0] == "n2/web-a"
     assert (await fetch(router, request(port="80")))[0] == "n2/web-a"
-    assert router.stats_dict()["failures"] == {"404": 4, "503": 1}
+    await backend.set(pod("web-a", "n2", ready=False))  # its readiness probe failed
+    with pytest.raises(HttpError) as unready:
+        await router.open(request())
+    assert unready.value.status == 503
+    assert router.stats_dict()["failures"] == {"404": 4, "503": 2}
 
 
 # -- the serving side ------------------------------------------------------------------------------

@@ -44,8 +44,13 @@ from p2pkube.services.types import (
     ServiceTarget,
     StreamBroken,
 )
+from p2pkube.state.store import OBJECTS, STATUS, ChangeCallback
 
 log = logging.getLogger(__name__)
+
+MAX_CACHED_TARGETS = 1024
+"""Targets whose endpoints a router keeps at most (all are forgotten beyond, and at every
+change of a Service, Pod or Node)."""
 
 
 class Objects(Protocol):
@@ -132,11 +137,15 @@ class ServiceRouter:
         node_id_of: Callable[[str], str | None],
         reachable: Callable[[str], bool],
         handler_for: remote.HandlerLookup,
+        on_change: Callable[[ChangeCallback], object] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """``node_ready(name)``: Ready in this node's failure detector; ``reachable(node_id)``:
         this node has a path to it now; ``handler_for(namespace, pod, port)``: the local
-        kubelet's handler of that pod's containerPort (None when it runs none here)."""
+        kubelet's handler of that pod's containerPort (None when it runs none here);
+        ``on_change``: the state's change subscription, which lets the router keep each
+        target's endpoints until a Service, Pod or Node changes (without it, they are
+        computed per request)."""
         self.node_name = node_name
         self.settings = settings
         self.stats = RouterStats()
@@ -149,6 +158,10 @@ class ServiceRouter:
         self._handler_for = handler_for
         self._rng = rng or random.Random()
         self._outstanding: Counter[str] = Counter()
+        self._cache: dict[ServiceTarget, list[Endpoint] | HttpError] | None = None
+        if on_change is not None:
+            self._cache = {}
+            on_change(self._on_change)
         self._jobs: set[asyncio.Task[Any]] = set()
 
     def start(self) -> None:
@@ -180,13 +193,36 @@ class ServiceRouter:
         port."""
         return [endpoint for endpoint in self._endpoints(target) if self._usable(endpoint)]
 
+    def _on_change(self, map_name: str, keys: set[str], origin: object) -> None:
+        """Forget the cached endpoints when a Service, a Pod or a Node changed."""
+        if self._cache and map_name in (OBJECTS, STATUS):
+            if any(key.startswith(("Service/", "Pod/", "Node/")) for key in keys):
+                self._cache.clear()
+
     def _endpoints(self, target: ServiceTarget) -> list[Endpoint]:
+        """The target's endpoints with their pods' readiness (their nodes' is checked per
+        request by ``_usable``: it changes without any change of the state)."""
+        if self._cache is None:
+            return self._compute(target)
+        found = self._cache.get(target)
+        if found is None:
+            if len(self._cache) >= MAX_CACHED_TARGETS:
+                self._cache.clear()
+            try:
+                found = self._cache[target] = self._compute(target)
+            except HttpError as exc:
+                found = self._cache[target] = exc
+        if isinstance(found, HttpError):
+            raise HttpError(found.status, found.message)
+        return found
+
+    def _compute(self, target: ServiceTarget) -> list[Endpoint]:
         namespace, name = target.namespace, target.name
         kind = "Pod" if target.pod else "Service"
         obj = self._objects.get(kind, namespace, name)
         if obj is None:
             raise HttpError(404, f'{kind.lower()} "{name}" not found in namespace {namespace}')
-        ready, ids = self._node_ready, self._node_id_of
+        ready, ids = _any_node, self._node_id_of
         if target.pod:
             if pod_port(obj, target.port) is None:
                 raise HttpError(404, f'pod "{name}" has no port {target.port!r}')
@@ -309,6 +345,12 @@ class ServiceRouter:
         except Exception as exc:
             log.exception("the handler of %s failed", endpoint.key)
             raise HttpError(502, f"{type(exc).__name__}: {exc}", reached_handler=True) from None
+
+
+def _any_node(name: str) -> bool:
+    """Node readiness as the cached endpoints take it: every node ready (``_usable`` checks
+    the node's readiness at each request)."""
+    return True
 
 
 def _what(target: ServiceTarget) -> str:
