@@ -1,0 +1,136 @@
+"""The router on real agents (slow): requests reach echo.wasm replicas from a node that runs
+none, spread over both replicas, and a GET load loses nothing when a replica's node is
+killed (issue 12, "Reliability"). The front doors' own checks are in test_nodeport_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from p2pkube.devcluster import LocalCluster, wait_until
+from tests.clusters import wait_all_ready
+
+ECHO = Path(__file__).resolve().parent.parent / "examples" / "build" / "echo.wasm"
+
+MANIFEST = f"""
+apiVersion: p2pkube.io/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      nodeSelector: {{role: web}}
+      containers:
+        - name: echo
+          image: {ECHO}
+          ports: [{{name: http, containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"""
+
+
+def ready_endpoints(cluster: LocalCluster, viewer: str) -> dict[str, str]:
+    """Pod -> node of web's ready endpoints as ``viewer`` computes them."""
+    found = cluster.cli(viewer, "get", "ep", "web", "-o", "json", check=False)
+    if found.returncode != 0:
+        return {}
+    return {
+        address["targetRef"]["name"]: address["nodeName"]
+        for subset in json.loads(found.stdout).get("subsets", [])
+        for address in subset.get("addresses", [])
+    }
+
+
+def get(url: str) -> tuple[int, str, str]:
+    """(status, X-P2pkube-Endpoint, body) of one GET; status 0 when the connection failed."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=15) as response:
+            body = response.read().decode()
+            return response.status, response.headers.get("X-P2pkube-Endpoint", ""), body
+    except urllib.error.HTTPError as exc:
+        return exc.code, "", exc.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, "", str(exc)
+
+
+def test_gets_spread_over_replicas_and_survive_a_killed_replica_node(
+    cluster: LocalCluster,
+) -> None:
+    if not ECHO.exists():
+        pytest.skip("examples not built (make examples)")
+    cluster.start_signaling()
+    cluster.start_agent("a", "--label", "role=web")
+    cluster.start_agent("b", "--label", "role=web")
+    cluster.start_agent("c")
+    wait_all_ready(cluster, ["a", "b", "c"])
+    manifest = cluster.root / "web.yaml"
+    manifest.write_text(MANIFEST)
+    cluster.cli("c", "apply", "-f", str(manifest))
+    wait_until(
+        lambda: sorted(ready_endpoints(cluster, "c").values()) == ["a", "b"],
+        90,
+        what="a ready replica on a and on b, as c sees them",
+    )
+    service = cluster.api("c", "GET", "/v1/objects/Service/default/web")
+    url = f"http://{cluster.node_ip('c')}:{service['spec']['ports'][0]['nodePort']}/hello?x=1"
+
+    answers = [get(url) for _ in range(20)]  # through c, which runs no replica
+    assert {status for status, _, _ in answers} == {200}, answers[:3]
+    assert sorted({endpoint.split("/")[0] for _, endpoint, _ in answers}) == ["a", "b"]
+    assert "method: GET" in answers[0][2] and "query: x=1" in answers[0][2]
+
+    # 50 GET/s through c; b is killed after 2 s; the load goes on for 6 s more.
+    results: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def timed() -> None:
+        started = time.monotonic()
+        status, endpoint, _ = get(url)
+        results.append((time.monotonic() - started, status, endpoint))
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        sent: list[Future[None]] = []
+
+        def load() -> None:
+            while not stop.is_set():
+                sent.append(pool.submit(timed))
+                time.sleep(0.02)
+
+        loader = threading.Thread(target=load)
+        loader.start()
+        time.sleep(2)
+        cluster.kill("b")
+        time.sleep(6)
+        stop.set()
+        loader.join()
+        for future in sent:
+            future.result()
+    failed = [r for r in results if r[1] != 200]
+    latencies = sorted(r[0] for r in results)
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    print(
+        f"{len(results)} GETs, {len(failed)} failed, p50 {latencies[len(latencies) // 2]:.3f}s, "
+        f"p99 {p99:.3f}s, max {latencies[-1]:.3f}s"
+    )
+    assert len(results) > 250 and failed == [], failed[:5]
+    assert {r[2].split("/")[0] for r in results[-50:]} == {"a"}
+    status = cluster.api("c", "GET", "/v1/status")["services"]
+    assert status["requests"] >= len(results) and status["remote"] >= len(results)
