@@ -162,6 +162,20 @@ def test_port_forward_to_the_service_port(cluster: LocalCluster) -> None:
         assert echoed(text)["path"] == "/fwd"
     finally:
         assert stop(process) == 0
+    pod = next(
+        p["metadata"]["name"]
+        for p in cluster.api("n2", "GET", "/v1/objects/Pod?namespace=default")["items"]
+        if p["metadata"]["name"].startswith("web-")
+    )
+    process, banner = run_cli_server(cluster, "n2", "port-forward", f"pod/{pod}", ":http")
+    try:
+        local = banner.split()[2]
+        _, headers, text = wait_until(
+            lambda: ready(f"http://{local}/to-the-pod"), 90, what="port-forward pod"
+        )
+        assert echoed(text)["pod"] == pod and headers["X-P2pkube-Endpoint"] == f"n1/{pod}"
+    finally:
+        assert stop(process) == 0
     missing = cluster.cli("n2", "port-forward", "svc/nope", "8080:80", check=False)
     assert missing.returncode == 1 and 'services "nope" not found' in missing.stderr
 
