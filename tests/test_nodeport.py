@@ -84,9 +84,12 @@ async def get(port: int) -> tuple[int, str]:
 
 
 async def eventually(check: Any, what: str) -> None:
-    async with asyncio.timeout(5):
-        while not await check():
-            await asyncio.sleep(0.05)
+    """Poll ``check`` for up to 5 s."""
+    for _ in range(100):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def refused(port: int) -> bool:

@@ -108,7 +108,9 @@ async def read_body(request: web.BaseRequest, settings: ServiceSettings) -> byte
     cap = settings.max_request_body_bytes
     declared = request.content_length
     if declared is not None and declared > cap:
-        raise HttpError(413, f"request body of {declared:,} bytes is over the {cap:,} bytes allowed")
+        raise HttpError(
+            413, f"request body of {declared:,} bytes is over the {cap:,} bytes allowed"
+        )
     if request.headers.get("Expect", "").lower() == "100-continue":
         # curl waits a second for this before sending a body over 1 KiB.
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
