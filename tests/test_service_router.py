@@ -319,6 +319,30 @@ async def test_a_request_crosses_the_mesh_with_its_body_streamed_both_ways(
     assert stats["requests"] == 1 and stats["remote"] == 1 and stats["outstanding"] == {}
 
 
+async def test_big_headers_travel_with_the_body_after_them_or_get_431(make_cluster: Any) -> None:
+    cluster, _ = await make_cluster([pod("web-a", "n2"), pod("web-b", "n3")])
+    handler = cluster.serve("web-a", "n2")
+    cluster.serve("web-b", "n3")
+    router = cluster.routers["n1"]
+    cluster.ready["n3"] = False
+    headers = tuple((f"X-Big-{i}", "v" * 9000) for i in range(5))  # 45 kB of headers
+    big = ServiceRequest(
+        ServiceTarget(NS, "web"), CgiRequest("POST", "/", headers=headers), b"b" * 30_000
+    )
+    endpoint, body = await fetch(router, big)
+    assert endpoint == "n2/web-a" and body.endswith(b"b" * 30_000)
+    assert handler.seen[-1][0].headers == headers
+    huge = replace(big, cgi=CgiRequest("GET", "/", headers=headers * 2))  # 90 kB
+    with pytest.raises(HttpError) as refused:
+        await router.open(huge)
+    assert refused.value.status == 431 and router.stats.retries == 0
+    await cluster.routers["n2"].close()  # a closing node refuses unseen: another one answers
+    cluster.ready["n3"] = True
+    for _ in range(4):
+        assert (await fetch(router, request("POST", b"x")))[0] == "n3/web-b"
+    assert router.stats.retries >= 1  # n2 was tried at least once and said closing
+
+
 async def test_a_local_endpoint_is_preferred_unless_told_otherwise(make_cluster: Any) -> None:
     pods = [pod("web-a", "n1"), pod("web-b", "n2")]
     cluster, _ = await make_cluster(pods)

@@ -28,6 +28,7 @@ from typing import Any
 
 from p2pkube.net.rpc import (
     Rpc,
+    RpcBodyTooLarge,
     RpcBusy,
     RpcError,
     RpcRemoteError,
@@ -105,6 +106,7 @@ class StreamServer:
         self._handler_for = handler_for
         self._streams: dict[tuple[str, str], _Served] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
         rpc.register(wire.OPEN, self._on_open)
         rpc.register(wire.BODY, self._on_body)
         rpc.register(wire.READ, self._on_read)
@@ -114,6 +116,9 @@ class StreamServer:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="svc sweep")
 
     async def close(self) -> None:
+        """Refuse new requests (``closing``: the caller tries another node) and stop the
+        handlers of those still open."""
+        self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -138,6 +143,8 @@ class StreamServer:
         message: wire.OpenMessage = self._checked(
             source, lambda: wire.read_open(body, self.settings)
         )
+        if self._closed:
+            raise RpcRemoteError("closing", "the node is shutting down")
         key = (source, message.stream)
         if key in self._streams:
             raise RpcRemoteError(wire.BAD_REQUEST, f"stream {message.stream} is already open")
@@ -372,6 +379,8 @@ def _failure(node: str, exc: RpcError) -> HttpError:
         return NodeFailure(503, f"node {node} is unreachable")
     if isinstance(exc, RpcBusy):
         return NodeFailure(503, f"node {node} is busy")
+    if isinstance(exc, RpcBodyTooLarge):
+        return HttpError(431, f"the request head is too large to forward to node {node}")
     if isinstance(exc, RpcTimeout):
         return NodeFailure(504, f"node {node} did not answer in time", reached_handler=True)
     if isinstance(exc, RpcRemoteError):
@@ -487,6 +496,8 @@ async def _send(
     stream = secrets.token_hex(8)
     size = settings.stream_chunk_bytes
     chunks = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
+    if len(chunks[0]) + wire.head_size(request) > rpc.settings.max_request_bytes:
+        chunks.insert(0, b"")  # big headers: the body follows the open, in svc.body chunks
 
     def left() -> float:
         return max(0.001, deadline - time.monotonic())

@@ -53,6 +53,8 @@ MAX_NAME = 253
 """Longest namespace or pod name (a DNS subdomain)."""
 MAX_SHORT = 256
 """Longest remote address, server name, protocol or reason phrase."""
+OPEN_OVERHEAD = 1024
+"""Bytes of an open message besides its strings and body (keys, ints, names, the stream)."""
 MAX_RESPONSE_HEADERS = 256
 """Most header fields in a head answer."""
 
@@ -119,6 +121,15 @@ def open_message(
         "more": more,
         "deadline": deadline,
     }
+
+
+def head_size(request: CgiRequest) -> int:
+    """A bound on the bytes of an open message without its body chunk (msgpack adds at most
+    5 bytes per string and a few hundred for the keys)."""
+    strings = [request.method, request.path, request.query, request.remote_addr]
+    strings += [request.server_name, request.protocol]
+    strings += [part for header in request.headers for part in header]
+    return OPEN_OVERHEAD + sum(len(text.encode()) + 5 for text in strings)
 
 
 def body_message(stream: str, seq: int, chunk: bytes, end: bool) -> dict[str, Any]:
