@@ -284,8 +284,14 @@ def test_answers_and_http_error_codes_read_back() -> None:
     answer = msgpack.unpackb(msgpack.packb(wire.head_answer(head, b"hi", True)), raw=False)
     assert wire.read_head_answer(answer, LIMITS) == (head, b"hi", True)
     assert wire.read_chunk_answer(wire.chunk_answer(b"x", False), LIMITS) == (b"x", False)
-    with pytest.raises(wire.WireError, match="status"):
-        wire.read_head_answer({**answer, "status": 99}, LIMITS)
+    for bad, what in [
+        ({"status": 99}, "status"),
+        ({"reason": "OK\r\nSet-Cookie: x=1"}, "reason"),
+        ({"headers": [["X-A", "1\r\nSet-Cookie: x=1"]]}, "headers"),
+        ({"headers": [["Bad Name", "1"]]}, "headers"),
+    ]:
+        with pytest.raises(wire.WireError, match=f"^{what}"):
+            wire.read_head_answer({**answer, **bad}, LIMITS)
     error = HttpError(503, "full", retry_after=2)
     assert wire.error_code(error) == "http-503;retry-after=2"
     back = wire.http_error(wire.error_code(error), "full")

@@ -48,6 +48,9 @@ BROKEN = "broken"
 
 _STREAM_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Control characters (tab aside): CR/LF in a response header would split it at the client."""
 _CODE = re.compile(r"http-([1-5][0-9][0-9])((?:;retry-after=[0-9]{1,6})?)((?:;reached)?)")
 MAX_NAME = 253
 """Longest namespace or pod name (a DNS subdomain)."""
@@ -328,6 +331,11 @@ def read_head_answer(body: Any, limits: ServiceSettings) -> tuple[ResponseHead, 
             body.get("headers"), "headers", MAX_RESPONSE_HEADERS, limits.max_response_header_bytes
         ),
     )
+    if _CONTROL.search(head.reason):
+        raise WireError("reason: control character")
+    for name, value in head.headers:
+        if not _FIELD_NAME.fullmatch(name) or _CONTROL.search(value):
+            raise WireError(f"headers: {name[:64]!r} is no valid header field")
     return head, _bin(body, "chunk", limits.stream_chunk_bytes), _bool(body, "end")
 
 
