@@ -130,6 +130,8 @@ async def test_a_handler_pod_runs_serves_and_stops_with_its_pod(
         with pytest.raises(HttpError) as caught:
             await get(node, "web", path)
         assert caught.value.status == 502
+    failed = "Request to container main failed: malformed response header line 'this is not a"
+    assert any(e[1] == "RequestFailed" and e[2].startswith(failed) for e in node.events)
     assert (await get(node, "web", "/stderr", "seen"))[0] == 200
     lines = await node.kubelet.logs("default", "web")
     assert [line.text for line in lines] == ["handler error seen", "done seen"]

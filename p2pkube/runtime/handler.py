@@ -47,7 +47,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from p2pkube.runtime import interface as rt
@@ -157,17 +157,19 @@ class HandlerResponse:
     # -- the instance's side (any thread) ----------------------------------------------------------
     def write(self, data: bytes) -> None:
         """``Launch.stdout``: take one write of the instance's stdout (thread-safe)."""
+        on_loop = threading.get_ident() == self._loop_thread
         with self._lock:
-            if self._unread > self._limit and threading.get_ident() != self._loop_thread:
+            if self._unread > self._limit and not on_loop:
                 self._lock.wait_for(
                     lambda: self._unread <= self._limit or self._discard,
                     timeout=max(0.0, self.deadline - time.monotonic()),
                 )
             if self._discard or self._overflow:
                 return
-            if self._unread > self._limit:  # on the loop (a tab), or the deadline passed
-                self._overflow = True
-                self._incoming.clear()
+            # A thread adds once the reader caught up (limit + one write at most); the loop
+            # (a tab) cannot wait, so it must fit; past the deadline nothing waits any more.
+            if self._unread + (len(data) if on_loop else 0) > self._limit:
+                self._overflow = True  # what was taken before is still delivered
             else:
                 self._unread += len(data)
                 self.peak_unread = max(self.peak_unread, self._unread)
@@ -228,8 +230,12 @@ class HandlerResponse:
             self._error = HttpError(status, message, reached_handler=True)
         else:
             self._broken = message
-        self.pool.count_failure(reason)
+        self.pool.count_failure(reason, message)
         self._stop(message)
+
+    def fail_stopping(self, message: str) -> None:
+        """The pod is stopping: fail the request (502 or a broken stream) and stop it."""
+        self._fail(rt.KILLED, message)
 
     def _stop(self, message: str) -> None:
         with self._lock:
@@ -268,7 +274,7 @@ class HandlerResponse:
         elif termination.reason == rt.ERROR:
             # It answered, then exited non-zero: as with a CGI script the response stands,
             # and the pod's failures count it.
-            self.pool.count_failure(rt.ERROR)
+            self.pool.count_failure(rt.ERROR, f"handler exited with code {termination.exit_code}")
 
     async def wait_head(self) -> None:
         """Until the head is parsed; HttpError when the request failed before it."""
@@ -340,7 +346,8 @@ class HandlerPool:
     ``template`` is the container's Launch as the kubelet builds it (image, module, argv,
     container env, memory and CPU limits, log path; ``limits.deadline`` is the pod's
     ``activeDeadlineSeconds`` instant or None). Each request's Launch is this one with the
-    request's env, body, stdout receiver and deadline.
+    request's env, body, stdout receiver and deadline. ``on_failure(reason, message)`` is
+    told of every failed request (the kubelet makes it a Warning event for ``describe pod``).
     """
 
     def __init__(
@@ -354,6 +361,7 @@ class HandlerPool:
         settings: ServiceSettings,
         concurrency: int | None = None,
         stop_timeout: float = 5.0,
+        on_failure: Callable[[str, str], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.template = template
@@ -363,6 +371,8 @@ class HandlerPool:
         self.settings = settings
         self.concurrency = concurrency or settings.container_concurrency
         self.stop_timeout = stop_timeout
+        self._on_failure = on_failure
+        """``(reason, message)`` of each failed request (the kubelet records an event)."""
         self.endpoint = f"{node_name}/{pod_name}"
         self._container_env = dict(template.env)
         self._active = 0  # slots taken (an instance starting or running)
@@ -388,7 +398,7 @@ class HandlerPool:
                 node_name=self.node_name,
             )
         except ValueError as exc:
-            self.count_failure(BAD_REQUEST)
+            self.count_failure(BAD_REQUEST, "")  # the client's fault, not the handler's
             raise HttpError(400, f"bad request: {exc}") from None
         await self._acquire(deadline)
         response = HandlerResponse(self, deadline)
@@ -441,7 +451,7 @@ class HandlerPool:
             return
         if len(self._waiters) >= self.settings.queue_size:
             self.refused += 1
-            self.count_failure(OVERLOADED)
+            self.count_failure(OVERLOADED, "the pod's concurrency and queue are full (503)")
             raise HttpError(
                 503,
                 f"pod {self.pod_namespace}/{self.pod_name} is busy: {self._active} requests "
@@ -460,7 +470,7 @@ class HandlerPool:
                 self._release()  # a slot was handed over just as we gave up: pass it on
             if not isinstance(exc, TimeoutError):
                 raise
-            self.count_failure(QUEUE_TIMEOUT)
+            self.count_failure(QUEUE_TIMEOUT, "no free slot within the request deadline (504)")
             raise HttpError(
                 504,
                 f"no free slot in pod {self.pod_namespace}/{self.pod_name} within the request "
@@ -481,8 +491,13 @@ class HandlerPool:
         self._running.discard(response)
         self._release()
 
-    def count_failure(self, reason: str) -> None:
+    def count_failure(self, reason: str, message: str) -> None:
+        """Count a failed request; tell ``on_failure`` what failed (empty: nothing to report).
+        Only the message's first clause is passed on (not "body cut short after N bytes"),
+        so that the kubelet's events of one kind of failure aggregate into one."""
         self.failures[reason] += 1
+        if message and self._on_failure is not None and not self._closed:  # not a stop's
+            self._on_failure(reason, message.split(";", 1)[0])
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def close(self, message: str = "the pod is stopping") -> None:
@@ -501,7 +516,7 @@ class HandlerPool:
                 )
         running = [r for r in self._running if r.instance is not None]
         for response in running:
-            response._fail(rt.KILLED, f"handler stopped: {message}")
+            response.fail_stopping(f"handler stopped: {message}")
         instances = [r.instance for r in running if r.instance is not None]
         if instances:
             await asyncio.wait([i.done for i in instances], timeout=self.stop_timeout)

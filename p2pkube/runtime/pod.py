@@ -418,6 +418,9 @@ class PodWorker:
             settings=services,
             concurrency=container_concurrency(annotations, services.container_concurrency),
             stop_timeout=kubelet.runtime_settings.stop_timeout,
+            on_failure=lambda reason, message: self._event(
+                "RequestFailed", f"Request to container {record.name} failed: {message}", True
+            ),
         )
         started_at = utc_now()
         record.handler, record.started = pool, True
