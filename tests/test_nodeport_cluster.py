@@ -4,7 +4,9 @@ through the router, from a node with a replica and from one without."""
 
 from __future__ import annotations
 
+import random
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -178,6 +180,48 @@ def test_port_forward_to_the_service_port(cluster: LocalCluster) -> None:
         assert stop(process) == 0
     missing = cluster.cli("n2", "port-forward", "svc/nope", "8080:80", check=False)
     assert missing.returncode == 1 and 'services "nope" not found' in missing.stderr
+
+
+def blocked_node_port(host: str) -> socket.socket:
+    """A listening socket on ``host`` at a free port of the NodePort range."""
+    for port in random.sample(range(30000, 32768), 50):
+        blocker = socket.socket()
+        try:
+            blocker.bind((host, port))
+        except OSError:
+            blocker.close()
+            continue
+        blocker.listen()
+        return blocker
+    raise RuntimeError("no free NodePort to block")
+
+
+def test_a_nodeport_taken_on_one_host_is_a_warning_there(cluster: LocalCluster) -> None:
+    blocker = blocked_node_port("127.0.0.3")  # n2's --node-ip; n1's 127.0.0.2 stays free
+    port = blocker.getsockname()[1]
+    manifest = cluster.root / "taken.yaml"
+    service = MANIFEST.split("---")[1].replace("name: web}", "name: taken}")
+    manifest.write_text(
+        service.replace("targetPort: http}", f"targetPort: http, nodePort: {port}}}")
+    )
+    try:
+        cluster.cli("n1", "apply", "-f", str(manifest))
+        wait_until(lambda: ready(f"http://127.0.0.2:{port}/"), 90, what="n1's NodePort")
+
+        def warned() -> str | None:
+            out = cluster.cli("n2", "describe", "svc", "taken").stdout
+            return out if "FailedBindNodePort" in out else None
+
+        described = wait_until(warned, 60, what="the FailedBindNodePort event")
+        assert (
+            f"nodeport/n2  cannot listen on NodePort 127.0.0.3:{port}: Address already in use"
+            in described
+        )
+        blocker.close()
+        wait_until(lambda: ready(f"http://127.0.0.3:{port}/"), 30, what="n2's retried NodePort")
+    finally:
+        blocker.close()
+        cluster.cli("n1", "delete", "service", "taken", check=False)
 
 
 def test_nodeport_closes_when_the_service_goes(cluster: LocalCluster) -> None:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -170,7 +171,8 @@ class NodePorts:
         log.info("NodePort %s:%d serves %s", self.address, port, _describe(self._targets[port]))
 
     def _bind_failed(self, port: int, service: dict[str, Any], exc: OSError) -> None:
-        reason = exc.strerror or str(exc)
+        # asyncio's strerror repeats the address; the errno's text says it all.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         message = (
             f"cannot listen on NodePort {self.address}:{port}: {reason}; retrying every "
             f"{self.settings.node_port_resync:g} s"
