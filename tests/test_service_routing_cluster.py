@@ -97,6 +97,17 @@ def test_gets_spread_over_replicas_and_survive_a_killed_replica_node(
     assert sorted({endpoint.split("/")[0] for _, endpoint, _ in answers}) == ["a", "b"]
     assert "method: GET" in answers[0][2] and "query: x=1" in answers[0][2]
 
+    for via in ("a", "c"):  # the endpoint on the node itself, then one hop away
+        port = service["spec"]["ports"][0]["nodePort"]
+        took = []
+        for _ in range(100):
+            started = time.perf_counter()
+            status, endpoint, _ = get(f"http://{cluster.node_ip(via)}:{port}/")
+            took.append(time.perf_counter() - started)
+            assert status == 200 and (via == "c" or endpoint.startswith("a/"))
+        took.sort()
+        print(f"through {via}: p50 {took[50] * 1e3:.1f} ms, p99 {took[98] * 1e3:.1f} ms")
+
     # 50 GET/s through c; b is killed after 2 s; the load goes on for 6 s more.
     results: list[tuple[float, int, str]] = []
     stop = threading.Event()
