@@ -41,8 +41,8 @@ class HandlerNode:
     """(pod, reason, message) of every event the kubelet recorded."""
 
 
-@pytest.fixture
-async def node(tmp_path: Path, images: dict[str, Path]) -> AsyncIterator[HandlerNode]:
+async def start_node(tmp_path: Path, images: dict[str, Path]) -> HandlerNode:
+    """A kubelet on node n1 with its state and runtime under tmp_path/data."""
     digest, path = build("modes")
     state = ClusterState(tmp_path / "data", store_factory=PycrdtStore)
     await state.open()
@@ -64,10 +64,20 @@ async def node(tmp_path: Path, images: dict[str, Path]) -> AsyncIterator[Handler
         services=replace(ServiceSettings(), request_deadline=5.0),
     )
     await kubelet.start()
-    yield HandlerNode(state, kubelet, runtime, events)
-    await kubelet.close()
-    await runtime.close()
-    await state.close()
+    return HandlerNode(state, kubelet, runtime, events)
+
+
+async def stop_node(node: HandlerNode) -> None:
+    await node.kubelet.close()
+    await node.runtime.close()
+    await node.state.close()
+
+
+@pytest.fixture
+async def node(tmp_path: Path, images: dict[str, Path]) -> AsyncIterator[HandlerNode]:
+    started = await start_node(tmp_path, images)
+    yield started
+    await stop_node(started)
 
 
 def handler_pod(images: dict[str, Path], name: str, **spec: Any) -> dict[str, Any]:
@@ -199,3 +209,24 @@ async def test_the_readiness_probe_gates_ready_and_reports_failures(
     status = await wait_status(node, key, lambda s: not ready(s), seconds=6)
     assert time.monotonic() - unready_at > 0.9, "unready after one failure"
     assert status["phase"] == "Running"
+
+
+async def test_a_restarted_agent_serves_its_handler_pods_again_at_once(
+    tmp_path: Path, images: dict[str, Path]
+) -> None:
+    first = await start_node(tmp_path / "a", images)
+    key = await create(first, handler_pod(images, "web"))
+    await wait_status(first, key, ready)
+    assert (await get(first, "web", "/status", "code=200"))[0] == 200
+    await stop_node(first)  # its status still says running and Ready
+
+    again = await start_node(tmp_path / "a", images)
+    try:
+        restarted = time.monotonic()
+        status = await wait_status(again, key, lambda s: container(s)["restartCount"] == 1)
+        status = await wait_status(again, key, ready)
+        assert time.monotonic() - restarted < FAST.backoff_initial, "it backed off"
+        assert container(status)["lastState"]["terminated"]["reason"] == "AgentRestarted"
+        assert (await get(again, "web", "/status", "code=200"))[0] == 200
+    finally:
+        await stop_node(again)

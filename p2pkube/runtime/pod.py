@@ -284,7 +284,9 @@ class PodWorker:
             return
         if record.last is not None:  # resumed after an agent restart: back off first
             record.last_state = record.state
-            if not await self._back_off(record, restart.current):
+            if is_handler(record.spec):  # nothing crashed, no instance ran: serve at once
+                record.restart_count += 1
+            elif not await self._back_off(record, restart.current):
                 return
         path = await self._pull(record, image)
         if is_handler(record.spec):
