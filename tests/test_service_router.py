@@ -521,6 +521,17 @@ async def test_open_streams_are_bounded_and_an_idle_one_expires(make_cluster: An
     assert await fetch(router, request()) == ("n2/web-a", b"ab")
 
 
+async def test_uploads_buffered_for_others_are_bounded(make_cluster: Any) -> None:
+    cluster, _ = await make_cluster([pod("web-a", "n2")], max_upload_bytes=50_000)
+    handler = cluster.serve("web-a", "n2")
+    router = cluster.routers["n1"]
+    with pytest.raises(HttpError) as refused:
+        await router.open(request("POST", b"x" * 60_000))
+    assert refused.value.status == 503 and refused.value.retry_after == 1
+    assert handler.seen == [] and cluster.routers["n2"].server.stats_dict()["open"] == 0
+    assert (await fetch(router, request("POST", b"x" * 40_000)))[1].endswith(b"x" * 40_000)
+
+
 async def test_a_node_lost_mid_body_breaks_the_stream_and_aclose_cancels(make_cluster: Any) -> None:
     cluster, _ = await make_cluster([pod("web-a", "n2")], first_chunk_wait=0.0)
     handler = cluster.serve("web-a", "n2", chunks=[b"first", b"last"], gate=asyncio.Event())

@@ -158,6 +158,7 @@ class StreamServer:
                 503, "too many requests in progress here", retry_after=self.settings.retry_after
             )
             raise RpcRemoteError(wire.error_code(error), error.message)
+        self._check_room(len(message.chunk))
         entry = _Served(source, message)
         self._streams[key] = entry
         self.stats.opened += 1
@@ -179,6 +180,7 @@ class StreamServer:
         if len(entry.body) + len(message.chunk) > self.settings.max_request_body_bytes:
             await self._drop(entry)
             raise RpcRemoteError(wire.BAD_REQUEST, "request body over max_request_body_bytes")
+        self._check_room(len(message.chunk))
         entry.body += message.chunk
         entry.next_seq += 1
         return await self._run(entry) if message.end else {}
@@ -195,6 +197,16 @@ class StreamServer:
             self.stats.cancelled += 1
             await self._drop(entry)
         return {}
+
+    def _check_room(self, more: int) -> None:
+        """Refuse (503) ``more`` body bytes beyond ``services.max_upload_bytes`` in all."""
+        buffered = sum(len(entry.body) for entry in self._streams.values())
+        if buffered + more > self.settings.max_upload_bytes:
+            self.stats.refused_full += 1
+            error = HttpError(
+                503, "too many request bodies buffered here", retry_after=self.settings.retry_after
+            )
+            raise RpcRemoteError(wire.error_code(error), error.message)
 
     def _entry(self, source: str, stream: str) -> _Served:
         entry = self._streams.get((source, stream))

@@ -60,6 +60,10 @@ class ServiceSettings:
     being read); one more is refused with 503 before it reaches a handler."""
     max_open_streams_per_node: int = 64
     """Of those, from one node: one router cannot take every slot."""
+    max_upload_bytes: int = 64 * 1024 * 1024
+    """Request body bytes a node buffers at once for other nodes' requests still uploading;
+    a chunk beyond it is refused (503, no handler saw it): 256 streams of 8 MiB bodies
+    cannot take 2 GiB."""
     stream_idle_timeout: float = 30.0
     """Seconds a served request may go without a call from its router (body chunk, read)
     before it is closed and its handler stopped: a router that vanished leaks nothing."""
