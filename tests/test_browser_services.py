@@ -6,16 +6,20 @@ handler request's stdout reaching its ``Launch.stdout`` callback through the tab
 
 from __future__ import annotations
 
+import asyncio
 import statistics
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from p2pkube.devcluster import LocalCluster
 from p2pkube.runtime.interface import COMPLETED
 from signaling.server import SignalingServer
 from tests.browser import *  # noqa: F403  (the fixtures: bundle, browser, page, web_server)
 from tests.browser import open_node_page, wasm_b64
 from tests.test_browser_bridge import run_to_end, runtime_page
+from tests.test_browser_node import NATIVES, Tab, apply, natives, tab  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
 
@@ -186,3 +190,132 @@ async def test_handler_stdout_reaches_the_launch_callback_as_written(
     times = [at for at, _ in ticks["chunks"]]
     print(f"\nticker chunks at {times} s")
     assert len(times) == 4 and times[-1] - times[0] >= 0.5, times
+
+
+# --- the Service Worker --------------------------------------------------------------------------
+
+#: fetch() from the page; the response's status, headers and text.
+FETCH = """async ([path, init]) => {
+    const response = await fetch(path, init || {});
+    return {
+        status: response.status,
+        headers: Object.fromEntries(response.headers),
+        text: await response.text(),
+    };
+}"""
+
+
+async def test_service_worker_without_a_node_page_answers_503_and_leaves_other_paths(
+    page: Any, web_server: SignalingServer
+) -> None:
+    await open_node_page(page, web_server)  # no token: this page runs no node
+    registered = await page.evaluate("window.p2pkubeServiceWorker")
+    assert registered["controlled"] and registered["scope"].rstrip(
+        "/"
+    ) == web_server.http_url.rstrip("/")
+    answer = await page.evaluate(
+        FETCH, ["/api/v1/namespaces/default/services/web/proxy/hello?x=1", None]
+    )
+    assert answer["status"] == 503, answer
+    assert answer["headers"]["retry-after"] == "1"
+    assert "no p2pkube node page is open on this origin" in answer["text"]
+    assert "this page runs no node" in answer["text"]
+    # Every other request of the origin goes to the server as before.
+    manifest = await page.evaluate(FETCH, ["/manifest.json", None])
+    assert manifest["status"] == 200 and '"pyodide"' in manifest["text"]
+    missing = await page.evaluate(FETCH, ["/api/v1/namespaces/default/pods", None])
+    assert missing["status"] == 404  # not a proxy path: the signaling server's own 404
+
+
+WEB = """
+apiVersion: p2pkube.io/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      nodeSelector: {p2pkube.io/kind: native}
+      containers:
+        - name: echo
+          image: BUILD/echo.wasm
+          ports: [{name: http, containerPort: 8080}]
+          resources: {limits: {memory: 32Mi}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+"""
+
+
+async def _fetch_until(page: Any, path: str, init: Any, status: int, within: float) -> Any:
+    """fetch() from the page until it answers ``status`` (the endpoints get ready meanwhile)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        answer = await page.evaluate(FETCH, [path, init])
+        if answer["status"] == status:
+            return answer
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{path} never answered {status}: last {answer}")
+        await asyncio.sleep(0.5)
+
+
+async def test_fetch_of_a_service_from_the_tab_reaches_echo_handlers_on_native_nodes(
+    natives: LocalCluster,  # noqa: F811  (the fixture imported above)
+    tab: Tab,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    node = await tab.join(natives)
+    apply(natives, tmp_path, WEB)
+    page = tab.page
+    assert (await page.evaluate("window.p2pkubeServiceWorker"))["controlled"]
+    path = "/api/v1/namespaces/default/services/web/proxy/hello?x=1"
+    answer = await _fetch_until(page, path, {"headers": {"X-Echo": "from-the-tab"}}, 200, 60)
+    lines = answer["text"].splitlines()
+    assert lines[:4] == ["method: GET", "path: /hello", "query: x=1", "x-echo: from-the-tab"]
+    assert answer["headers"]["content-type"] == "text/plain"
+    assert answer["headers"]["x-p2pkube-via"] == node["name"]
+    endpoint = answer["headers"]["x-p2pkube-endpoint"]
+    assert endpoint.split("/")[0] in NATIVES, endpoint
+    assert any(line.startswith("pod: web-") for line in lines), lines
+
+    # A POST with a body, the named port, and the pod's own proxy path.
+    post = await page.evaluate(
+        FETCH,
+        [
+            "/api/v1/namespaces/default/services/web:http/proxy/submit",
+            {"method": "POST", "body": "x" * 100_000},
+        ],
+    )
+    assert post["status"] == 200, post
+    assert "method: POST" in post["text"] and "body: 100000 bytes" in post["text"]
+    pod_name = endpoint.split("/")[1]
+    direct = await page.evaluate(
+        FETCH, [f"/api/v1/namespaces/default/pods/{pod_name}:8080/proxy/", None]
+    )
+    assert direct["status"] == 200 and f"pod: {pod_name}" in direct["text"], direct
+
+    # What cannot be served gets the router's status and a clear body.
+    unknown = await page.evaluate(FETCH, ["/api/v1/namespaces/default/services/nope/proxy/", None])
+    assert unknown["status"] == 404, unknown
+    assert "nope" in unknown["text"]
+
+    # Another page of the origin that is no node goes through the node page.
+    other = await tab.context.new_page()
+    await other.goto(natives.url.replace("ws://", "http://") + "/manifest.json")
+    await other.wait_for_function("navigator.serviceWorker.controller !== null", timeout=10_000)
+    via_other = await other.evaluate(FETCH, [path, None])
+    assert via_other["status"] == 200 and "path: /hello" in via_other["text"], via_other
+
+    # The page's own form shows what it got.
+    await page.fill("#svc-path", path)
+    await page.click("#svc-send")
+    await page.wait_for_function(
+        "document.getElementById('svc-status').textContent.startsWith('200')", timeout=10_000
+    )
+    assert "path: /hello" in await page.text_content("#svc-response")

@@ -12,7 +12,8 @@ nothing but re-hash; the result does not depend on how often it ran):
 * ``bridge.js`` and ``worker.js``: ``web/bridge.js`` with its modules (``web/bridge/*.js``, one
   per concern) and ``web/worker.js``, both with ``web/ring.js`` (the output ring's layout they
   share), each bundled by esbuild into one file (one request instead of a chain of imports);
-* the page's other sources as they are (``index.html``, ``app.css``, ``app.js``);
+* the page's other sources as they are (``index.html``, ``app.css``, ``app.js``, and ``sw.js``,
+  the Service Worker, which must sit at the web root to have the whole origin as its scope);
 * ``pyodide/<version>/``: what ``loadPyodide({indexURL})`` loads from the npm package (the
   runtime, its wasm, the standard library zip, the lock file); the version in the path makes
   these files immutable, so the server lets browsers cache them for a year;
@@ -59,8 +60,9 @@ REPO = HERE.parent.parent
 PACKAGE = REPO / "p2pkube"
 NODE_MODULES = WEB / "node_modules"
 
-#: The page's own files, copied as they are.
-PAGE_FILES = ("index.html", "app.css", "app.js")
+#: The page's own files, copied as they are (sw.js at the root: a Service Worker's scope is
+#: at most its script's directory).
+PAGE_FILES = ("index.html", "app.css", "app.js", "sw.js")
 #: What the esbuild config writes: the npm libraries, the bridge (web/bridge.js with its
 #: modules in web/bridge/) and the pod worker (web/worker.js), the last two with web/ring.js.
 LIBRARY_BUNDLES = ("yjs.mjs", "browser_wasi_shim.mjs", "ed25519.mjs")

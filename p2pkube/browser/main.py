@@ -24,6 +24,7 @@ from pyodide.ffi import create_proxy  # type: ignore[import-not-found]  # Pyodid
 from p2pkube.browser import platform
 from p2pkube.browser.identity import BrowserIdentity, check_signature
 from p2pkube.browser.link import browser_link_factory
+from p2pkube.browser.proxy import TabProxy
 from p2pkube.browser.runtime import WorkerRuntime
 from p2pkube.browser.signaling import browser_connect
 from p2pkube.browser.yjs_store import YjsStore
@@ -76,6 +77,13 @@ class BrowserNode:
         self._logs: dict[str, list[str]] = {}
         self._view: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
+        settings = node.settings
+        self.proxy = TabProxy(
+            getattr(node, "services", None),  # the node's ServiceRouter
+            settings.services,
+            node.node_name,
+            settings.browser.proxy_streams,
+        )
         self._visibility = create_proxy(self._on_visibility)
         self._pagehide = create_proxy(self._on_pagehide)
 
@@ -133,6 +141,7 @@ class BrowserNode:
         js.document.addEventListener("visibilitychange", self._visibility)
         js.window.addEventListener("pagehide", self._pagehide)
         self._on_visibility()
+        p2pjs.serveServiceRequests(self.proxy)  # the Service Worker's requests, from now on
         self.status = "running"
         self.ready_ms = round((time.monotonic() - self.started) * 1000, 1)
         await self.sync.flush()  # the identity's Node object and first state, durable now
@@ -149,6 +158,8 @@ class BrowserNode:
             self.node.membership.say_leaving()
 
     async def stop(self) -> None:
+        p2pjs.serveServiceRequests(None)
+        await self.proxy.close_all()
         js.document.removeEventListener("visibilitychange", self._visibility)
         js.window.removeEventListener("pagehide", self._pagehide)
         if self._task is not None:
@@ -266,6 +277,7 @@ class BrowserNode:
                 "syncBytesReceived": node.state.stats.sync_step2_bytes_received,
                 "docSize": node.state.stats.doc_size,
                 "runtime": node.runtime.stats() if node.runtime is not None else {},
+                "serviceWorker": {**p2pjs.serviceWorkerInfo().to_py(), **self.proxy.stats()},
             },
         }
 

@@ -36,9 +36,16 @@ class BrowserSettings:
     short instance (most handler requests) gives its Worker back before then, so a steady
     stream of requests reuses Workers instead of starting new ones."""
 
+    proxy_streams: int = 64
+    """Requests from the tab's Service Worker (``fetch()`` of a Service's proxy path from a page
+    of this origin) the node serves at once; one more gets 503 with Retry-After, so pages of
+    the origin cannot pile up open responses in the tab."""
+
     def check(self) -> None:
         """ValueError for values that cannot work."""
         if not 0 <= self.worker_pool <= 64:
             raise ValueError("browser.worker_pool must be 0-64")
         if not 0 <= self.worker_pool_refill_delay <= 60:
             raise ValueError("browser.worker_pool_refill_delay must be 0-60 s")
+        if self.proxy_streams < 1:
+            raise ValueError("browser.proxy_streams must be at least 1")

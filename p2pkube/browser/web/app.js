@@ -8,7 +8,11 @@
 // 3. Runs `await p2pkube.browser.main.start(token, signaling_ws_url)`, then renders
 //    `p2pkube.browser.main.snapshot()` (a JSON string) every 500 ms.
 //
-// For tests and the curious: window.p2pkubeLoaded (resolves with the start-up timings once
+// 4. Registers the Service Worker (sw.js) that routes fetch() of Services' proxy paths from any
+//    page of this origin through a tab's node, and shows a form to try one (bridge/proxy.js).
+//
+// For tests and the curious: window.p2pkubeServiceWorker (resolves once the Service Worker
+// controls the page; rejects saying why there is none), window.p2pkubeLoaded (resolves with the start-up timings once
 // Python is loaded, before the node starts), window.p2pkubeReady (resolves when start()
 // returned; rejects with the reason the node could not start), window.p2pkubeSnapshot() (the
 // last snapshot, parsed, or null), window.p2pkube = {bridge, Y, pyodide, manifest, timings}.
@@ -277,6 +281,41 @@ function pollSnapshots(module) {
   setInterval(tick, SNAPSHOT_MS);
 }
 
+// -- the Service Worker and the Services section ---------------------------------------------------
+
+const serviceWorker = bridge.registerServiceWorker("sw.js");
+serviceWorker.catch((e) => console.warn(`p2pkube: ${e.message || e}`));
+window.p2pkubeServiceWorker = serviceWorker;
+
+function showServices() {
+  $("services-section").hidden = false;
+  serviceWorker.then(
+    () => ($("sw-state").textContent = "(Service Worker active)"),
+    (e) => ($("sw-state").textContent = `(${e.message || e})`),
+  );
+  $("svc-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const method = $("svc-method").value;
+    const init = { method };
+    if (!["GET", "HEAD"].includes(method)) init.body = $("svc-body").value;
+    const started = performance.now();
+    $("svc-result").hidden = false;
+    $("svc-status").textContent = "sending…";
+    $("svc-headers").textContent = $("svc-response").textContent = $("svc-time").textContent = "";
+    try {
+      const response = await fetch($("svc-path").value.trim(), init);
+      $("svc-status").textContent = `${response.status} ${response.statusText}`;
+      $("svc-status").className = response.ok ? "ok" : "bad";
+      $("svc-headers").textContent = [...response.headers].map(([k, v]) => `${k}: ${v}`).join("\n");
+      $("svc-response").textContent = await response.text();
+    } catch (e) {
+      $("svc-status").textContent = `failed: ${e.message || e}`;
+      $("svc-status").className = "bad";
+    }
+    $("svc-time").textContent = `${Math.round(performance.now() - started)} ms`;
+  });
+}
+
 // -- start ----------------------------------------------------------------------------------------
 
 async function main() {
@@ -326,6 +365,7 @@ async function main() {
         "finally:\n    del _p2pkube_token, _p2pkube_ws",
     );
     step("node started", started);
+    showServices();
     ready.resolve({ ...timings });
     window.addEventListener("hashchange", () => {
       const next = tokenFromHash();

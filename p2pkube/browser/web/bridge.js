@@ -26,6 +26,9 @@
 //   bridge/instances.js   compileModule, forgetModule, hasModule, startInstance, runtimeInfo,
 //                         configurePool, poolInfo: pod instances in Web Workers (worker.js)
 //                         from a warm pool, output through a ring
+//   bridge/proxy.js       registerServiceWorker, serveServiceRequests, serviceWorkerInfo: the
+//                         page's side of the Service Worker (sw.js) that routes fetch() of
+//                         proxy paths into the cluster through this tab's node
 //   bridge/interop.js     the conventions above (values crossing to and from Python)
 // This file only wires them: it is the exact API Pyodide and app.js see, plus
 //   configure({workerUrl, ed25519Url, ed25519})   app.js points the runtime at the
@@ -40,6 +43,7 @@ import { fromPython } from "./bridge/interop.js";
 
 export { openSocket } from "./bridge/signaling.js";
 export { newPeer } from "./bridge/peer.js";
+export { registerServiceWorker, serveServiceRequests, serviceWorkerInfo } from "./bridge/proxy.js";
 export { cryptoInfo, ed25519Generate, ed25519Sign, ed25519Verify } from "./bridge/ed25519.js";
 export { kvGet, kvPut, kvPutMany, kvDelete, kvKeys, kvClear, acquireNodeLock } from "./bridge/idb.js";
 export {

@@ -3,7 +3,7 @@
 // browser cannot resolve), and the page's two module graphs: bridge.js with its modules
 // (bridge/*.js, ring.js) and worker.js with ring.js, each bundled into one file so the page (and
 // each pod's Worker) fetches one file, not a chain of imports each revalidated (no-cache). The
-// page's other sources (app.js, index.html, app.css) are copied as they are by ../build.py.
+// page's other sources (app.js, index.html, app.css, sw.js) are copied as they are by ../build.py.
 //
 //   node esbuild.config.mjs OUTDIR      (run by p2pkube/browser/build.py)
 //
