@@ -328,3 +328,27 @@ async def test_head_requests_get_no_body(door: tuple[HttpListener, StubRouter]) 
         assert resp.status == 200
         assert await resp.read() == b""
     assert router.requests[0].cgi.method == "HEAD"
+
+
+async def test_malformed_chunked_body_gets_an_error_and_no_handler(
+    door: tuple[HttpListener, StubRouter],
+) -> None:
+    listener, router = door
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    bad_chunk = b"5\r\nabc\r\nzz\r\n\r\n"
+    answer = await raw(listener, head + bad_chunk)  # parsed at once: aiohttp's own 400
+    assert answer.startswith(b"HTTP/1.0 400 "), answer[:80]
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(head)  # the head alone first: the handler is reading the body when it breaks
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.write(bad_chunk)
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    writer.close()
+    # aiohttp's Python parser fails the body (400 here); its C parser queues its 400 behind the
+    # request instead, so the body never ends: 408 at services.body_timeout. Either way the
+    # connection closes and no handler sees the request.
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 408 ")), answer[:80]
+    assert b"malformed request body" in answer or b"not received within 0.5 s" in answer
+    assert router.requests == []

@@ -40,7 +40,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from p2pkube.runtime.cgi import CgiRequest
@@ -127,6 +127,10 @@ async def read_body(request: web.BaseRequest, settings: ServiceSettings) -> byte
         raise HttpError(
             408, f"request body not received within {settings.body_timeout:g} s"
         ) from None
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # A bad chunk, as aiohttp's Python parser reports it (its C parser queues a 400 behind
+        # the request instead, so the body never ends: 408 above).
+        raise HttpError(400, "malformed request body: " + " ".join(str(exc).split())) from None
     return b"".join(chunks)
 
 
