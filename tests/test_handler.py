@@ -23,6 +23,7 @@ from p2pkube.runtime import interface as rt
 from p2pkube.runtime.cgi import CgiRequest
 from p2pkube.runtime.handler import HandlerPool, HandlerResponse, container_concurrency
 from p2pkube.runtime.native import NativeRuntime
+from p2pkube.runtime.probe import HttpGetProbe, probe_once
 from p2pkube.services.settings import ServiceSettings
 from p2pkube.services.types import HttpError, StreamBroken
 from tests.handlers import build
@@ -325,3 +326,48 @@ def test_the_concurrency_annotation() -> None:
     assert container_concurrency(None, 8) == 8
     for bad in ("0", "-1", "x", "1001", ""):
         assert container_concurrency({key: bad}, 8) == 8, bad
+
+
+async def test_a_readiness_probe_reads_as_kubernetes_reports_it(
+    runtime: NativeRuntime, tmp_path: Path, modes: tuple[str, Path]
+) -> None:
+    pool = await pool_of(runtime, tmp_path, modes)
+    container = {
+        "ports": [{"containerPort": 8080, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": "/status?code=302", "port": "http"}},
+    }
+    probe = HttpGetProbe.of(container, ServiceSettings(probe_period=7.0))
+    assert probe is not None
+    assert (probe.path, probe.query, probe.port, probe.period, probe.timeout) == (
+        "/status",
+        "code=302",
+        "http",
+        7.0,
+        1.0,
+    )
+    assert (probe.success_threshold, probe.failure_threshold, probe.initial_delay) == (1, 3, 0)
+    assert await probe_once(probe, 8080, pool) == (True, "")  # 200-399 is a success
+
+    def at(path: str, timeout: float = 1.0) -> HttpGetProbe:
+        return replace(probe, path=path, query="code=404", timeout=timeout)
+
+    assert await probe_once(at("/status"), 8080, pool) == (
+        False,
+        "HTTP probe failed with statuscode: 404",
+    )
+    ok, why = await probe_once(at("/trap"), 8080, pool)
+    assert not ok and why.startswith("HTTP probe failed with statuscode: 502 (handler trapped")
+    started = time.monotonic()
+    assert await probe_once(at("/loop", timeout=0.3), 8080, pool) == (
+        False,
+        'Get "http://127.0.0.1:8080/loop?code=404": context deadline exceeded '
+        "(Client.Timeout exceeded while awaiting headers)",
+    )
+    assert time.monotonic() - started < 1.0
+    assert await probe_once(probe, 8080, None) == (
+        False,
+        'Get "http://127.0.0.1:8080/status?code=302": dial tcp 127.0.0.1:8080: connect: '
+        "connection refused",
+    )
+    await asyncio.sleep(0.2)
+    assert pool.stats()["inFlight"] == 0  # the timed-out probe's instance was stopped

@@ -122,7 +122,9 @@ async def get(node: HandlerNode, pod_name: str, path: str, query: str = "") -> t
 async def test_a_handler_pod_runs_serves_and_stops_with_its_pod(
     node: HandlerNode, images: dict[str, Path]
 ) -> None:
-    key = await create(node, handler_pod(images, "web"))
+    obj = handler_pod(images, "web")
+    obj["metadata"]["annotations"] = {"p2pkube.io/container-concurrency": "3"}
+    key = await create(node, obj)
     status = await wait_status(node, key, lambda s: s["phase"] == "Running" and ready(s))
     assert "startedAt" in container(status)["state"]["running"]
     assert container(status)["ready"] and container(status)["restartCount"] == 0
@@ -133,7 +135,8 @@ async def test_a_handler_pod_runs_serves_and_stops_with_its_pod(
     assert b"pod: web\n" in body and b"node: n1\n" in body and b"port: 80\n" in body
     assert node.kubelet.handler_for("default", "web", 9090) is None  # not a declared port
     assert node.kubelet.handler_for("default", "nosuch", 8080) is None
-    assert node.kubelet.stats()["handlers"]["default/web/main"]["requests"] == 1
+    handler_stats = node.kubelet.stats()["handlers"]["default/web/main"]
+    assert handler_stats["requests"] == 1 and handler_stats["concurrency"] == 3
 
     # A failed request leaves the pod as it was (as a failed CGI script), and shows in its log.
     for path in ("/trap", "/garbage"):
