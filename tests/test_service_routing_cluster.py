@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pkube.api.client import ApiClient
 from p2pkube.devcluster import LocalCluster, wait_until
 from tests.clusters import wait_all_ready
 
@@ -58,11 +59,13 @@ def ready_endpoints(cluster: LocalCluster, viewer: str) -> dict[str, str]:
     }
 
 
-def get(url: str) -> tuple[int, str, str]:
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
     """(status, X-P2pkube-Endpoint, body) of one GET; status 0 when the connection failed."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(url, timeout=15) as response:
+        with opener.open(
+            urllib.request.Request(url, headers=headers or {}), timeout=15
+        ) as response:
             body = response.read().decode()
             return response.status, response.headers.get("X-P2pkube-Endpoint", ""), body
     except urllib.error.HTTPError as exc:
@@ -96,6 +99,12 @@ def test_gets_spread_over_replicas_and_survive_a_killed_replica_node(
     assert {status for status, _, _ in answers} == {200}, answers[:3]
     assert sorted({endpoint.split("/")[0] for _, endpoint, _ in answers}) == ["a", "b"]
     assert "method: GET" in answers[0][2] and "query: x=1" in answers[0][2]
+    api = ApiClient.from_data_dir(cluster.root / "c")  # kubectl's proxy path, through c's API
+    bearer = {"Authorization": f"Bearer {api.token}"}
+    proxied = get(f"{api.url}/api/v1/namespaces/default/services/web/proxy/p?x=2", bearer)
+    assert proxied[0] == 200 and "path: /p" in proxied[2] and "query: x=2" in proxied[2]
+    missing = get(f"{api.url}/api/v1/namespaces/default/services/nope/proxy/", bearer)
+    assert missing[0] == 404 and 'service "nope" not found in namespace default' in missing[2]
 
     for via in ("a", "c"):  # the endpoint on the node itself, then one hop away
         port = service["spec"]["ports"][0]["nodePort"]
