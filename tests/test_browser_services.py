@@ -1,13 +1,18 @@
 """Services in a browser tab (issue 12), in a real headless Chromium against the real bundle:
-the warm Worker pool that instances (one per HTTP request to a handler pod) start from, and a
+the warm Worker pool that instances (one per HTTP request to a handler pod) start from, a
 handler request's stdout reaching its ``Launch.stdout`` callback through the tab's own
-``WorkerRuntime`` (the Python the node runs, in Pyodide).
+``WorkerRuntime`` (the Python the node runs, in Pyodide), the Service Worker that routes
+``fetch()`` of a proxy path through the tab's node (with real native agents running echo.wasm
+handlers), and a handler pod in the tab answering through a native node's NodePort.
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,14 @@ from signaling.server import SignalingServer
 from tests.browser import *  # noqa: F403  (the fixtures: bundle, browser, page, web_server)
 from tests.browser import open_node_page, wasm_b64
 from tests.test_browser_bridge import run_to_end, runtime_page
-from tests.test_browser_node import NATIVES, Tab, apply, natives, tab  # noqa: F401  (fixtures)
+from tests.test_browser_node import (  # noqa: F401  (natives and tab are fixtures)
+    NATIVES,
+    Tab,
+    apply,
+    eventually,
+    natives,
+    tab,
+)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
 
@@ -319,3 +331,87 @@ async def test_fetch_of_a_service_from_the_tab_reaches_echo_handlers_on_native_n
         "document.getElementById('svc-status').textContent.startsWith('200')", timeout=10_000
     )
     assert "path: /hello" in await page.text_content("#svc-response")
+
+
+TAB_WEB = """
+apiVersion: p2pkube.io/v1
+kind: Deployment
+metadata: {name: tabweb}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: tabweb}}
+  template:
+    metadata: {labels: {app: tabweb}}
+    spec:
+      nodeSelector: {p2pkube.io/kind: browser}
+      containers:
+        - name: echo
+          image: BUILD/echo.wasm
+          ports: [{name: http, containerPort: 8080}]
+          resources: {limits: {memory: 32Mi}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tabweb}
+spec:
+  type: NodePort
+  selector: {app: tabweb}
+  ports: [{name: http, port: 80, targetPort: http}]
+"""
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    """(status, X-P2pkube-Endpoint, body) of one GET; status 0 when the connection failed."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=15) as response:
+            body = response.read().decode()
+            return response.status, response.headers.get("X-P2pkube-Endpoint", ""), body
+    except urllib.error.HTTPError as exc:
+        return exc.code, "", exc.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, "", str(exc)
+
+
+async def test_a_handler_pod_in_the_tab_answers_through_a_native_nodeport_and_the_tab(
+    natives: LocalCluster,  # noqa: F811  (the fixture imported above)
+    tab: Tab,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    name = (await tab.join(natives))["name"]
+    apply(natives, tmp_path, TAB_WEB)
+    service = await asyncio.to_thread(
+        natives.api, "n1", "GET", "/v1/objects/Service/default/tabweb"
+    )
+    url = f"http://{natives.node_ip('n1')}:{service['spec']['ports'][0]['nodePort']}/hello?x=1"
+
+    def answered() -> tuple[int, str, str] | None:
+        status, endpoint, body = _get(url)
+        return (status, endpoint, body) if status == 200 else None
+
+    status, endpoint, body = await eventually(answered, 90, "tabweb answering through n1")
+    assert endpoint.startswith(f"{name}/tabweb-"), endpoint
+    lines = body.splitlines()
+    assert lines[:3] == ["method: GET", "path: /hello", "query: x=1"], body
+    assert f"node: {name}" in lines and any(line.startswith("pod: tabweb-") for line in lines)
+
+    took = []
+    for _ in range(30):  # one instance per request, each from the tab's warm Worker pool
+        started = time.perf_counter()
+        status, endpoint, _ = await asyncio.to_thread(_get, url)
+        took.append(time.perf_counter() - started)
+        assert status == 200 and endpoint.startswith(f"{name}/"), (status, endpoint)
+    took.sort()
+    pool = await tab.page.evaluate("window.p2pkube.bridge.poolInfo()")
+    print(
+        f"\nn1's NodePort -> the tab's echo handler, 30 sequential GETs: p50 "
+        f"{took[15] * 1e3:.1f} ms, p99 {took[-1] * 1e3:.1f} ms; tab pool {pool}"
+    )
+    assert pool["reused"] >= 25, pool  # a request's Worker goes back to the pool
+
+    # From the tab itself: its Service Worker, its router, its local endpoint.
+    answer = await _fetch_until(
+        tab.page, "/api/v1/namespaces/default/services/tabweb/proxy/local", None, 200, 30
+    )
+    assert answer["headers"]["x-p2pkube-endpoint"].startswith(f"{name}/"), answer
+    assert "path: /local" in answer["text"] and f"node: {name}" in answer["text"]
