@@ -125,6 +125,11 @@ async def test_request_reaches_the_router_as_cgi(door: tuple[HttpListener, StubR
         async with session.post(url(listener, "/up"), data=b"z" * 700) as resp:
             assert resp.status == 200
             posted = await resp.text()
+        async with (  # no body is sent before the 100 Continue: the door must send it
+            asyncio.timeout(5),
+            session.post(url(listener, "/up"), data=b"e" * 900, expect100=True) as resp,
+        ):
+            assert (await resp.text()).endswith("len=900 body=900")
     assert text == (
         f"GET /a b/c ?x=1&y=%26 from=127.0.0.1 server=127.0.0.1:{listener.port} "
         "HTTP/1.1 len=None body=0"

@@ -4,6 +4,7 @@ follows the ServiceOpener Protocol."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -90,6 +91,12 @@ async def test_proxy_forwards_without_a_token(
         assert (status, text.split()[:3]) == (200, ["GET", "/x", "?y=%26"])
         status, text = await fetch(f"{local}{PROXY}/up", method="POST", data=b"b" * 100_000)
         assert status == 200 and text.endswith("len=100000 body=100000")
+        async with (  # aiohttp's client sends no body before the 100 Continue
+            aiohttp.ClientSession() as session,
+            asyncio.timeout(5),
+            session.post(f"{local}{PROXY}/up", data=b"c" * 5000, expect100=True) as resp,
+        ):
+            assert (await resp.text()).endswith("len=5000 body=5000")
         status, text = await fetch(f"{local}/v1/nodes")  # the rest of the API stays private
         assert status == 404 and "serves /api/v1/namespaces/NS/services" in text
         # The agent restarts: a new port and token, found again in its data dir.

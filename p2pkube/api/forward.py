@@ -43,6 +43,7 @@ _HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "authorization",
+        "expect",
     }
 )
 """Request headers the forwarder sets itself or that describe the client's connection."""
@@ -120,6 +121,8 @@ class Forwarder:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         headers.append(("Authorization", f"Bearer {token}"))
         body = request.content if request.body_exists else None
+        if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits 1 s else
         try:
             async with self._session.request(
                 request.method, url + path, headers=headers, data=body, allow_redirects=False
