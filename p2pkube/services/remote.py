@@ -154,10 +154,7 @@ class StreamServer:
             or mine >= self.settings.max_open_streams_per_node
         ):
             self.stats.refused_full += 1
-            error = HttpError(
-                503, "too many requests in progress here", retry_after=self.settings.retry_after
-            )
-            raise RpcRemoteError(wire.error_code(error), error.message)
+            raise self._busy("too many requests in progress here")
         self._check_room(len(message.chunk))
         entry = _Served(source, message)
         self._streams[key] = entry
@@ -203,10 +200,11 @@ class StreamServer:
         buffered = sum(len(entry.body) for entry in self._streams.values())
         if buffered + more > self.settings.max_upload_bytes:
             self.stats.refused_full += 1
-            error = HttpError(
-                503, "too many request bodies buffered here", retry_after=self.settings.retry_after
-            )
-            raise RpcRemoteError(wire.error_code(error), error.message)
+            raise self._busy("too many request bodies buffered here")
+
+    def _busy(self, message: str) -> RpcRemoteError:
+        """A 503 with Retry-After that no handler saw (the router tries another node)."""
+        return _answer(HttpError(503, message, retry_after=self.settings.retry_after))
 
     def _entry(self, source: str, stream: str) -> _Served:
         entry = self._streams.get((source, stream))
@@ -242,20 +240,18 @@ class StreamServer:
         handler = self._handler_for(message.namespace, message.pod, message.port)
         if handler is None:
             self.stats.failed += 1
-            error = HttpError(
-                503, f"pod {message.namespace}/{message.pod} serves no port {message.port} here"
-            )
-            raise RpcRemoteError(wire.error_code(error), error.message)
+            where = f"pod {message.namespace}/{message.pod}"
+            raise _answer(HttpError(503, f"{where} serves no port {message.port} here"))
         try:
             async with asyncio.timeout(message.deadline):
                 entry.response = await handler.handle(request, bytes(entry.body))
         except TimeoutError:
             self.stats.failed += 1
-            error = HttpError(504, "the handler did not answer in time", reached_handler=True)
-            raise RpcRemoteError(wire.error_code(error), error.message) from None
+            late = HttpError(504, "the handler did not answer in time", reached_handler=True)
+            raise _answer(late) from None
         except HttpError as exc:
             self.stats.failed += 1
-            raise RpcRemoteError(wire.error_code(exc), exc.message) from None
+            raise _answer(exc) from None
         entry.body = bytearray()
         head = entry.response.head
         entry.pump = asyncio.get_running_loop().create_task(
@@ -352,6 +348,11 @@ class StreamServer:
                     self.stats.expired += 1
                     log.info("request stream %s of %s expired", entry.open.stream, entry.source)
                     await self._drop(entry)
+
+
+def _answer(error: HttpError) -> RpcRemoteError:
+    """The rpc error that carries ``error`` to the calling router (``wire.error_code``)."""
+    return RpcRemoteError(wire.error_code(error), error.message)
 
 
 # -- the calling side --------------------------------------------------------------------------
