@@ -11,40 +11,19 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from p2pkube.api.client import ApiClient
 from p2pkube.devcluster import LocalCluster, wait_until
 from tests.clusters import wait_all_ready
+from tests.test_nodeport_cluster import ECHO
+from tests.test_nodeport_cluster import MANIFEST as ONE_REPLICA
 
-ECHO = Path(__file__).resolve().parent.parent / "examples" / "build" / "echo.wasm"
-
-MANIFEST = f"""
-apiVersion: p2pkube.io/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      nodeSelector: {{role: web}}
-      containers:
-        - name: echo
-          image: {ECHO}
-          ports: [{{name: http, containerPort: 8080}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec:
-  type: NodePort
-  selector: {{app: web}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
-"""
+MANIFEST = ONE_REPLICA.replace("replicas: 1", "replicas: 2")
+"""The front doors' echo.wasm Deployment (on nodes labelled role=web) and NodePort Service,
+with a replica on each of two nodes."""
+assert MANIFEST != ONE_REPLICA
 
 
 def ready_endpoints(cluster: LocalCluster, viewer: str) -> dict[str, str]:
