@@ -265,6 +265,32 @@ spec:
 """
 
 
+SLOW = """
+apiVersion: p2pkube.io/v1
+kind: Deployment
+metadata: {name: slow}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: slow}}
+  template:
+    metadata: {labels: {app: slow}}
+    spec:
+      nodeSelector: {p2pkube.io/kind: native}
+      containers:
+        - name: primes
+          image: BUILD/primes.wasm
+          args: ["400000000"]
+          ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: slow}
+spec:
+  selector: {app: slow}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
 async def _fetch_until(page: Any, path: str, init: Any, status: int, within: float) -> Any:
     """fetch() from the page until it answers ``status`` (the endpoints get ready meanwhile)."""
     deadline = asyncio.get_running_loop().time() + within
@@ -331,6 +357,26 @@ async def test_fetch_of_a_service_from_the_tab_reaches_echo_handlers_on_native_n
         "document.getElementById('svc-status').textContent.startsWith('200')", timeout=10_000
     )
     assert "path: /hello" in await page.text_content("#svc-response")
+
+    # The node page closes while a request through it waits for a slow handler: the request
+    # fails at once with 502 saying so (not at a timeout); then no page of the origin runs a
+    # node, and the Service Worker says that with 503.
+    apply(natives, tmp_path, SLOW)
+    slow = "/api/v1/namespaces/default/services/slow/proxy/"
+    await eventually(
+        lambda: "slow-" in natives.cli("n1", "get", "ep", "slow").stdout, 60, "slow's endpoints"
+    )
+    pending = asyncio.ensure_future(other.evaluate(FETCH, [slow, None]))
+    await asyncio.sleep(2)  # the request is in the handler (primes counts for ~30 s)
+    assert not pending.done()
+    closed_at = time.monotonic()
+    await page.close()
+    cut = await asyncio.wait_for(pending, 15)
+    waited = time.monotonic() - closed_at
+    assert cut["status"] == 502 and "the node page was closed" in cut["text"], cut
+    assert waited < 5, waited
+    alone = await other.evaluate(FETCH, [path, None])
+    assert alone["status"] == 503 and "no p2pkube node page" in alone["text"], alone
 
 
 TAB_WEB = """

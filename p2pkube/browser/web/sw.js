@@ -16,7 +16,8 @@
 // one chunk per pull of the Response's ReadableStream (protocol: bridge/proxy.js).
 //
 // Answers of its own (text/plain): 503 with Retry-After when no page of the origin runs a node,
-// 504 when the node page gave no head within HEAD_MS, the node's status (404 unknown Service,
+// 504 when the node page gave no head within HEAD_MS, 502 when it was closed first (a body
+// already under way is cut short: the fetch's read rejects), the node's status (404 unknown Service,
 // 503 no ready endpoint, 502/504 handler failures) with its message otherwise.
 
 const PROXY = /^\/api\/v1\/namespaces\/[^/]+\/(services|pods)\/[^/]+\/proxy(\/|$)/;
@@ -26,6 +27,8 @@ const ACCEPT_MS = 1000;
 const HEAD_MS = 40_000;
 /** How long the node page may take to answer one pull of the body. */
 const PULL_MS = 40_000;
+/** How often a request waiting on a node page checks that the page is still open. */
+const CLIENT_CHECK_MS = 1000;
 
 let lastNode = null; // the id of the client that served the last request
 
@@ -45,18 +48,27 @@ function text(status, message, extra = {}) {
   });
 }
 
-/** The next message on `port`, or null after `ms`. */
-function nextMessage(port, ms) {
+/**
+ * The next message on `port`, or null after `ms`, or as soon as the page `clientId` (when given)
+ * is gone: a MessagePort says nothing when the page at its other end closes, so a request whose
+ * node page was closed fails within CLIENT_CHECK_MS instead of at the timeout.
+ */
+function nextMessage(port, ms, clientId = null) {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      port.onmessage = null;
-      resolve(null);
-    }, ms);
-    port.onmessage = (event) => {
+    let check = null;
+    const done = (value) => {
       clearTimeout(timer);
+      clearInterval(check);
       port.onmessage = null;
-      resolve(event.data || {});
+      resolve(value);
     };
+    const timer = setTimeout(() => done(null), ms);
+    if (clientId) {
+      check = setInterval(async () => {
+        if (!(await self.clients.get(clientId))) done({ type: "gone", message: "the node page was closed" });
+      }, CLIENT_CHECK_MS);
+    }
+    port.onmessage = (event) => done(event.data || {});
   });
 }
 
@@ -83,7 +95,7 @@ async function proxy(request) {
       continue;
     }
     lastNode = client.id;
-    return respond(port, method);
+    return respond(port, method, client.id);
   }
   return text(
     503,
@@ -93,12 +105,13 @@ async function proxy(request) {
   );
 }
 
-async function respond(port, method) {
-  const head = await nextMessage(port, HEAD_MS);
+async function respond(port, method, clientId) {
+  const head = await nextMessage(port, HEAD_MS, clientId);
   if (!head) {
     port.close();
     return text(504, "the node page gave no answer in time");
   }
+  if (head.type === "gone") return text(502, `${head.message} before it answered`);
   if (head.type === "error") {
     const extra = head.retryAfter != null ? { "Retry-After": String(head.retryAfter) } : {};
     return text(head.status || 502, head.message || "request failed", extra);
@@ -120,7 +133,7 @@ async function respond(port, method) {
   if (head.endpoint) headers.set("X-P2pkube-Endpoint", head.endpoint);
   if (head.node) headers.set("X-P2pkube-Via", head.node);
   const empty = method === "HEAD" || [204, 205, 304].includes(head.status);
-  const stream = empty ? null : bodyStream(port);
+  const stream = empty ? null : bodyStream(port, clientId);
   if (empty) {
     port.postMessage({ type: "cancel" });
     port.close();
@@ -128,11 +141,11 @@ async function respond(port, method) {
   return new Response(stream, { status: head.status, statusText: head.reason || "", headers });
 }
 
-function bodyStream(port) {
+function bodyStream(port, clientId) {
   return new ReadableStream({
     async pull(controller) {
       port.postMessage({ type: "pull" });
-      const m = await nextMessage(port, PULL_MS);
+      const m = await nextMessage(port, PULL_MS, clientId);
       if (m && m.type === "chunk") {
         controller.enqueue(new Uint8Array(m.data));
       } else if (m && m.type === "end") {
