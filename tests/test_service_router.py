@@ -473,6 +473,21 @@ async def test_no_ready_endpoint_is_503_with_retry_after_and_unknown_targets_404
     assert router.stats_dict()["failures"] == {"404": 4, "503": 2}
 
 
+async def test_the_deadline_bounds_a_request_and_leaves_nothing_outstanding(
+    make_cluster: Any,
+) -> None:
+    cluster, _ = await make_cluster([pod("web-a", "n1"), pod("web-b", "n2")], request_deadline=0.3)
+    cluster.serve("web-a", "n1", block=asyncio.Event())
+    cluster.serve("web-b", "n2", block=asyncio.Event())
+    for via in ("n1", "n3"):  # the handler here, then one hop away
+        router = cluster.routers[via]
+        started = time.monotonic()
+        with pytest.raises(HttpError) as late:
+            await router.open(request())
+        assert late.value.status == 504 and time.monotonic() - started < 1
+        assert router.stats_dict()["outstanding"] == {}
+
+
 # -- the serving side ------------------------------------------------------------------------------
 async def test_malformed_messages_are_refused_and_the_server_keeps_serving(
     make_cluster: Any, caplog: pytest.LogCaptureFixture

@@ -293,6 +293,9 @@ class ServiceRouter:
                 log.info("%s via %s failed (%s); trying another", _what(target), endpoint.key, exc)
                 last = exc
                 continue
+            except BaseException:  # the deadline, or the client went away
+                self._release(endpoint.key)
+                raise
             return _Tracked(
                 stream, deadline, functools.partial(self._release, endpoint.key), self.stats
             )
