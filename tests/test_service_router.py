@@ -564,9 +564,20 @@ async def test_a_node_lost_mid_body_breaks_the_stream_and_aclose_cancels(make_cl
     second = await router.open(request())
     await second.aclose()  # the handler is released on the serving node
     await until(lambda: len(handler.responses) == 2 and handler.responses[1].closed)
-    # both were cancelled: the broken one too, once n2 could be reached again
     server = cluster.routers["n2"].server
-    assert server.stats.cancelled == 2 and server.stats_dict()["open"] == 0
+    # a cancel ends a read waiting on the stream at once, not at the end of its long poll
+    third = await router.open(request())
+    assert await third.read() == b"first"
+    waiting = asyncio.create_task(third.read())
+    await asyncio.sleep(0.1)
+    [(_, stream_id)] = [key for key in server._streams if key[0] == "n1"]
+    started = time.monotonic()
+    await cluster.rpcs["n1"].call("n2", wire.CANCEL, wire.stream_message(stream_id))
+    with pytest.raises(StreamBroken, match="cancelled"):
+        await waiting
+    assert time.monotonic() - started < 1
+    # all three were cancelled: the broken one too, once n2 could be reached again
+    assert server.stats.cancelled == 3 and server.stats_dict()["open"] == 0
 
 
 # -- a real handler: echo.wasm in wasmtime, one hop away -------------------------------------------

@@ -336,6 +336,8 @@ class StreamServer:
                 await response.aclose()
             except Exception:
                 log.exception("closing a handler's response failed")
+        if not entry.ended and entry.broken is None:  # a read waiting on it answers now
+            await self._broken(entry, "the request was cancelled or expired")
 
     async def _sweep(self) -> None:
         """Close the entries whose router has been silent for ``stream_idle_timeout``."""
