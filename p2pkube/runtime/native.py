@@ -20,6 +20,7 @@ from p2pkube.runtime import interface as rt
 from p2pkube.runtime import logs
 from p2pkube.runtime.base import BaseInstance, BaseRuntime, SetupError, failed
 from p2pkube.runtime.settings import RuntimeSettings
+from p2pkube.runtime.workers import WorkerThreads
 
 if TYPE_CHECKING:  # wasmtime is loaded when the first pod needs it (see NativeRuntime.loader)
     from p2pkube.runtime import sandbox
@@ -70,6 +71,9 @@ class NativeRuntime(BaseRuntime[NativeInstance]):
         self._loader: ModuleLoader | None = None
         self._loader_lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
+        self._threads = WorkerThreads(
+            max_idle=settings.idle_threads, idle_timeout=settings.idle_thread_timeout
+        )
 
     @property
     def loader(self) -> ModuleLoader:
@@ -96,19 +100,15 @@ class NativeRuntime(BaseRuntime[NativeInstance]):
             burst=settings.log_burst_bytes,
         )
         instance = NativeInstance(launch, control)
-        thread = threading.Thread(
-            target=self._run,
-            args=(instance,),
-            name=f"pod {launch.pod}/{launch.container}",
-            daemon=True,
-        )
-        instance.thread = thread
         self._started(instance)
-        thread.start()
+        self._threads.submit(
+            lambda thread: self._run(instance, thread), f"pod {launch.pod}/{launch.container}"
+        )
         return instance
 
-    def _run(self, instance: NativeInstance) -> None:
+    def _run(self, instance: NativeInstance, thread: threading.Thread) -> None:
         """The worker thread: load (cached: ~1 ms), run, report back to the loop."""
+        instance.thread = thread
         launch = instance.launch
         writer: logs.LogWriter | None = None
         try:
@@ -142,11 +142,14 @@ class NativeRuntime(BaseRuntime[NativeInstance]):
             "started": self.started,
             "finished": self.finished,
             "threads": threading.active_count(),
+            "idleThreads": self._threads.idle(),
+            "threadsStarted": self._threads.started,
         }
 
     async def close(self) -> None:
         """Stop every instance (each at its next epoch tick) and wait for them, bounded."""
         await self._stop_instances()
+        self._threads.close()
         if self._loader is not None:
             await asyncio.to_thread(self._loader.close)
 

@@ -51,6 +51,12 @@ class RuntimeSettings:
     """...with bursts up to this many bytes. A container that writes faster for longer is
     stopped with reason OutputFlood: its output would otherwise cost the node CPU and disk
     without end (old lines are rotated away anyway)."""
+    idle_threads: int = 16
+    """Threads kept, once their instance has ended, to run the next one (natively): starting
+    a thread waits for it under the GIL and blocked the event loop ~1.3 ms per instance under
+    load, which HTTP handler pods (one instance per request) pay on every request."""
+    idle_thread_timeout: float = 30.0
+    """Seconds a kept thread waits for another instance before it ends."""
     stop_timeout: float = 5.0
     """How long a stop waits for the instance's thread to end. wasm is stopped at its next
     epoch check, so this only matters when it is inside a slow host call."""
