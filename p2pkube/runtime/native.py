@@ -48,7 +48,10 @@ def _prepare_files(launch: rt.Launch) -> None:
     resolve to itself now, just before wasmtime opens it, or a symlink was swapped in since
     (the window left is this check to the preopen, not the fetch and compile before it).
     """
-    logs.prepare_log_dir(launch.log_path)
+    if launch.stdout is None or not launch.log_path.exists():
+        # Request instances of a handler share the container's log: the first prepares its
+        # directory; listing it again on every request would cost each one a directory scan.
+        logs.prepare_log_dir(launch.log_path)
     for mount in launch.mounts:
         if mount.create:
             mount.host_path.mkdir(parents=True, exist_ok=True)
