@@ -338,6 +338,9 @@ async def test_fetch_of_a_service_from_the_tab_reaches_echo_handlers_on_native_n
     )
     assert direct["status"] == 200 and f"pod: {pod_name}" in direct["text"], direct
 
+    head = await page.evaluate(FETCH, [path, {"method": "HEAD"}])
+    assert head["status"] == 200 and head["text"] == "", head
+
     # What cannot be served gets the router's status and a clear body.
     unknown = await page.evaluate(FETCH, ["/api/v1/namespaces/default/services/nope/proxy/", None])
     assert unknown["status"] == 404, unknown
