@@ -338,6 +338,10 @@ async def test_fetch_of_a_service_from_the_tab_reaches_echo_handlers_on_native_n
     )
     assert direct["status"] == 200 and f"pod: {pod_name}" in direct["text"], direct
 
+    big = await page.evaluate(  # over services.max_request_body_bytes (8 MiB)
+        FETCH, [path, {"method": "PUT", "body": "x" * (8 * 1024 * 1024 + 1)}]
+    )
+    assert big["status"] == 413 and "over the 8388608 allowed" in big["text"], big
     head = await page.evaluate(FETCH, [path, {"method": "HEAD"}])
     assert head["status"] == 200 and head["text"] == "", head
 

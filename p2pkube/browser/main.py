@@ -141,7 +141,8 @@ class BrowserNode:
         js.document.addEventListener("visibilitychange", self._visibility)
         js.window.addEventListener("pagehide", self._pagehide)
         self._on_visibility()
-        p2pjs.serveServiceRequests(self.proxy)  # the Service Worker's requests, from now on
+        # The Service Worker's requests, from now on; bodies over the cap refused in JS.
+        p2pjs.serveServiceRequests(self.proxy, self.node.settings.services.max_request_body_bytes)
         self.status = "running"
         self.ready_ms = round((time.monotonic() - self.started) * 1000, 1)
         await self.sync.flush()  # the identity's Node object and first state, durable now

@@ -7,11 +7,12 @@
 //       controls this page (it claims open pages when it activates). Rejects, saying why, where
 //       there is none: an insecure context (plain http from a LAN address; localhost and
 //       127.0.0.1 count as secure) or a browser without Service Workers.
-//   serveServiceRequests(handler | null)
+//   serveServiceRequests(handler | null, maxBodyBytes = Infinity)
 //       handler {open(method, url, headersJson, body: Uint8Array | null) -> Promise<json>,
 //       read(id) -> Promise<Uint8Array | string>, close(id) -> Promise} (p2pkube/browser/proxy.py
 //       TabProxy): this page's node answers the Service Worker's requests; null: it no longer
-//       does (the Service Worker asks another page, or answers 503).
+//       does (the Service Worker asks another page, or answers 503). A body over maxBodyBytes
+//       (services.max_request_body_bytes) is answered 413 here, never copied into Python.
 //   serviceWorkerInfo() -> {supported, registered, controlled, serving, requests}
 //
 // The protocol with sw.js, per request, over a MessageChannel the Service Worker opens
@@ -49,9 +50,12 @@ export async function registerServiceWorker(url = "sw.js") {
   return { scope: registration.scope, controlled: Boolean(navigator.serviceWorker.controller) };
 }
 
-export function serveServiceRequests(next) {
+export function serveServiceRequests(next, maxBodyBytes = Infinity) {
   const old = handler;
-  handler = next == null ? null : { open: pick(next, "open"), read: pick(next, "read"), close: pick(next, "close") };
+  handler =
+    next == null
+      ? null
+      : { open: pick(next, "open"), read: pick(next, "read"), close: pick(next, "close"), maxBody: Number(maxBodyBytes) };
   if (old) for (const fn of Object.values(old)) release(fn);
   listen();
 }
@@ -87,6 +91,12 @@ function onMessage(event) {
 }
 
 async function serve(h, msg, port) {
+  const size = msg.body == null ? 0 : msg.body.byteLength;
+  if (size > h.maxBody) { // refused before it is copied into Python's heap
+    port.postMessage({ type: "error", status: 413, message: `request body of ${size} bytes is over the ${h.maxBody} allowed` });
+    port.close();
+    return;
+  }
   const body = msg.body == null ? undefined : new Uint8Array(msg.body); // undefined: Python's None
   const opened = JSON.parse(String(await h.open(String(msg.method), String(msg.url), JSON.stringify(msg.headers || []), body)));
   if (opened.error) {
