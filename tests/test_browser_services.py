@@ -9,6 +9,7 @@ handlers), and a handler pod in the tab answering through a native node's NodePo
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 import urllib.error
@@ -21,6 +22,7 @@ import pytest
 from p2pkube.devcluster import LocalCluster
 from p2pkube.runtime.interface import COMPLETED
 from signaling.server import SignalingServer
+from tests import handlers
 from tests.browser import *  # noqa: F403  (the fixtures: bundle, browser, page, web_server)
 from tests.browser import open_node_page, wasm_b64
 from tests.test_browser_bridge import run_to_end, runtime_page
@@ -468,3 +470,85 @@ async def test_a_handler_pod_in_the_tab_answers_through_a_native_nodeport_and_th
     )
     assert answer["headers"]["x-p2pkube-endpoint"].startswith(f"{name}/"), answer
     assert "path: /local" in answer["text"] and f"node: {name}" in answer["text"]
+
+
+MODES = """
+apiVersion: p2pkube.io/v1
+kind: Deployment
+metadata: {name: modes}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: modes}}
+  template:
+    metadata: {labels: {app: modes}}
+    spec:
+      nodeSelector: {p2pkube.io/kind: browser}
+      containers:
+        - name: modes
+          image: BUILD/test-handlers/modes.wasm
+          ports: [{containerPort: 8080}]
+          resources: {limits: {memory: 64Mi}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: modes}
+spec:
+  selector: {app: modes}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+#: fetch() read chunk by chunk: when each chunk arrived (ms after the head), and the body.
+FETCH_CHUNKS = """async (path) => {
+    const response = await fetch(path);
+    const t0 = performance.now();
+    const reader = response.body.getReader();
+    const times = [];
+    let text = "";
+    const decoder = new TextDecoder();
+    for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        times.push(Math.round(performance.now() - t0));
+        text += decoder.decode(value, { stream: true });
+    }
+    return { status: response.status, times, text };
+}"""
+
+
+async def test_a_handler_in_the_tab_streams_fails_alone_and_logs_its_stderr(
+    natives: LocalCluster,  # noqa: F811  (the fixture imported above)
+    tab: Tab,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    await asyncio.to_thread(handlers.build, "modes")
+    name = (await tab.join(natives))["name"]
+    apply(natives, tmp_path, MODES)
+    base = "/api/v1/namespaces/default/services/modes/proxy"
+    page = tab.page
+    first = await _fetch_until(page, f"{base}/hello", None, 200, 90)
+    assert f"node: {name}" in first["text"].splitlines(), first
+
+    # Written lines come out of the tab's Worker, its HandlerPool, the router and the Service
+    # Worker as the handler writes them, not at its end.
+    slow = await page.evaluate(FETCH_CHUNKS, f"{base}/slow?n=4&ms=300")
+    assert slow["status"] == 200 and slow["text"].count("\n") >= 4, slow
+    assert len(slow["times"]) >= 3 and slow["times"][-1] - slow["times"][0] >= 500, slow
+    big = await page.evaluate(FETCH_CHUNKS, f"{base}/big?kb=2048")
+    assert big["status"] == 200 and big["text"] == "x" * (2048 * 1024), big["status"]
+    print(f"\nslow: chunks at {slow['times']} ms; big: 2 MiB in {len(big['times'])} chunks")
+
+    # A handler that traps answers 502 with a reason; the pod keeps serving.
+    trap = await page.evaluate(FETCH, [f"{base}/trap", None])
+    assert trap["status"] == 502, trap
+    again = await page.evaluate(FETCH, [f"{base}/hello", None])
+    assert again["status"] == 200
+
+    # A request's stderr goes to the pod's log, which any node reads.
+    assert (await page.evaluate(FETCH, [f"{base}/stderr?tag=tab-42", None]))["status"] == 200
+    pods = json.loads(natives.cli("n1", "get", "pods", "-o", "json").stdout)["items"]
+    pod = next(p["metadata"]["name"] for p in pods if p["metadata"]["name"].startswith("modes-"))
+    await eventually(
+        lambda: "handler error tag=tab-42" in natives.cli("n1", "logs", pod).stdout,
+        30,
+        "the request's stderr in the pod's log",
+    )
