@@ -240,6 +240,13 @@ async def test_service_worker_without_a_node_page_answers_503_and_leaves_other_p
     missing = await page.evaluate(FETCH, ["/api/v1/namespaces/default/pods", None])
     assert missing["status"] == 404  # not a proxy path: the signaling server's own 404
 
+    # A hard reload (shift+reload) leaves the page uncontrolled: the page says so, not hangs.
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Page.reload", {"ignoreCache": True})
+    await page.wait_for_function("window.p2pkubeServiceWorker !== undefined")
+    hard = await asyncio.wait_for(page.evaluate("window.p2pkubeServiceWorker"), 10)
+    assert hard["controlled"] is False, hard
+
 
 WEB = """
 apiVersion: p2pkube.io/v1

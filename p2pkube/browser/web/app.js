@@ -290,7 +290,10 @@ window.p2pkubeServiceWorker = serviceWorker;
 function showServices() {
   $("services-section").hidden = false;
   serviceWorker.then(
-    () => ($("sw-state").textContent = "(Service Worker active)"),
+    (sw) =>
+      ($("sw-state").textContent = sw.controlled
+        ? "(Service Worker active)"
+        : "(this page was hard-reloaded, so the Service Worker does not see its requests: reload it; other pages of this origin still go through this node)"),
     (e) => ($("sw-state").textContent = `(${e.message || e})`),
   );
   $("svc-form").addEventListener("submit", async (event) => {

@@ -4,7 +4,9 @@
 //
 //   registerServiceWorker(url = "sw.js") -> Promise<{scope, controlled}>
 //       registers the Service Worker with the page's directory as scope and waits until it
-//       controls this page (it claims open pages when it activates). Rejects, saying why, where
+//       controls this page (it claims open pages when it activates); controlled: false for a
+//       page loaded with a hard reload, which is never controlled: its own fetch() goes to the
+//       server, while its node still serves the other pages of the origin. Rejects, saying why, where
 //       there is none: an insecure context (plain http from a LAN address; localhost and
 //       127.0.0.1 count as secure) or a browser without Service Workers.
 //   serveServiceRequests(handler | null, maxBodyBytes = Infinity)
@@ -23,6 +25,9 @@
 // data}, then {type: "end"} (or {type: "broken", message}); {type: "cancel"} stops it.
 
 import { errorText, pick, release, toBytes } from "./interop.js";
+
+/** How long a page whose Service Worker is active waits to be claimed by it. */
+const CLAIM_MS = 3000;
 
 let handler = null; // {open, read, close}, kept Python proxies
 let listening = false;
@@ -44,8 +49,14 @@ export async function registerServiceWorker(url = "sw.js") {
   listen();
   const registration = await navigator.serviceWorker.register(String(url), { scope: "./" });
   registered = registration;
+  await navigator.serviceWorker.ready; // active: it claims the open pages as it activates
   if (!navigator.serviceWorker.controller) {
-    await new Promise((resolve) => navigator.serviceWorker.addEventListener("controllerchange", resolve, { once: true }));
+    // A page loaded with a hard reload (shift+reload) is never controlled; give a claim that
+    // is under way its moment, then say so instead of waiting for ever.
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, CLAIM_MS);
+      navigator.serviceWorker.addEventListener("controllerchange", () => resolve(clearTimeout(timer)), { once: true });
+    });
   }
   return { scope: registration.scope, controlled: Boolean(navigator.serviceWorker.controller) };
 }
