@@ -134,6 +134,11 @@ def ready_endpoints(cluster: LocalCluster, viewer: str, service: str) -> int:
     return sum(len(s.get("addresses") or []) for s in subsets)
 
 
+def wait_for(check: Any, seconds: float, what: str) -> None:
+    """``wait_until`` polling every 0.2 s (callable through ``asyncio.to_thread``)."""
+    wait_until(check, seconds, interval=0.2, what=what)
+
+
 def apply(cluster: LocalCluster, work: Path, name: str, text: str) -> None:
     path = work / f"{name}.yaml"
     path.write_text(text)
@@ -320,11 +325,7 @@ async def tab_latency(cluster: LocalCluster, work: Path, url: str, requests: int
                 apply, cluster, work, "tab", manifest("tab", None, "browser", 1)
             )
             await asyncio.to_thread(
-                wait_until,
-                lambda: ready_endpoints(cluster, "n1", "tab") == 1,
-                90,
-                0.2,
-                "tab endpoint",
+                wait_for, lambda: ready_endpoints(cluster, "n1", "tab") == 1, 90, "tab endpoint"
             )
             return await latency(url, requests)
         finally:
@@ -351,10 +352,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.to_thread(apply, cluster, work, name, manifest(name, place, None, 2))
             for name in ("local", "remote"):
                 await asyncio.to_thread(
-                    wait_until,
+                    wait_for,
                     lambda n=name: ready_endpoints(cluster, "n1", n) == 2,
                     90,
-                    0.2,
                     f"{name} endpoints",
                 )
             ip = await asyncio.to_thread(node_ip, cluster, "n1")
@@ -382,14 +382,13 @@ def start_cluster_ready(cluster: LocalCluster) -> None:
     """Wait until every agent answers and sees every node Ready (agents already started)."""
     for name in NATIVES:
         cluster.wait_api(name, timeout=90)
-    wait_until(
+    wait_for(
         lambda: all(
             set(view := cluster.nodes(n)) == set(NATIVES)
             and all(v == "True" for v in view.values())
             for n in NATIVES
         ),
         120,
-        0.25,
         "every node Ready on every agent",
     )
 

@@ -39,6 +39,7 @@ from bench import (
     bench_latency,
     bench_pods,
     bench_sched,
+    bench_services,
     bench_throughput,
 )
 from bench.benchlib import (
@@ -138,6 +139,12 @@ BENCHES = [
         bench_browser,
         ["--opens", "3", "--warm", "20", "--cold", "3", "--primes", "5000000", "--reps", "3"],
         ["--opens", "1", "--warm", "3", "--cold", "1", "--primes", "500000", "--reps", "1"],
+    ),
+    Bench(
+        "services",
+        bench_services,
+        ["--requests", "400", "--seconds", "5", "--browser"],
+        ["--requests", "50", "--seconds", "1"],
     ),
     Bench(
         "chaos",

@@ -11,14 +11,26 @@ standard library's ``time`` in a module that uses both (the kubelet does).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 __all__ = ["parse_datetime", "parse_time", "utc_now"]
 
+_last: tuple[int, str] = (-1, "")
+"""The last second formatted and its text: HTTP handler pods stamp every request's instance
+(start and end), so formatting once per second keeps strftime off that path. A tuple swapped
+whole, so threads (the native runtime's) read a consistent pair."""
+
 
 def utc_now() -> str:
     """Now as an RFC 3339 timestamp like Kubernetes prints (second precision, ``Z``)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _last
+    second = int(time.time())
+    cached_second, text = _last
+    if second != cached_second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+        _last = (second, text)
+    return text
 
 
 def parse_datetime(text: object) -> datetime | None:
