@@ -6,7 +6,8 @@
 PORT is a Service port's (or for a pod a containerPort's) name or number; without it, the
 only or first port. The handler sees ``/PATH`` as PATH_INFO. They go through the same front
 door as a NodePort (``api/frontdoor.py``) behind the API's bearer token, and are what
-``p2pkube proxy`` and ``p2pkube port-forward`` forward to.
+``p2pkube proxy`` and ``p2pkube port-forward`` forward to. What ``[http:]NAME[:PORT]`` names is
+``services/proxypath.proxy_target``, the same rules as the browser tab's front door.
 """
 
 from __future__ import annotations
@@ -14,35 +15,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from p2pkube.api.frontdoor import ServiceOpener, error_response, serve
+from p2pkube.services.proxypath import proxy_target
 from p2pkube.services.settings import ServiceSettings
-from p2pkube.services.types import HttpError, ServiceTarget
+from p2pkube.services.types import HttpError
 
 PROXY_PATH = "/api/v1/namespaces/{namespace}/{resource}/{name}/proxy{path:(/.*)?}"
 STRIPPED = frozenset({"authorization"})
 """The API's bearer token never reaches a handler: a pod holding it would own the agent
 (the Kubernetes API server's proxy drops it too)."""
-RESOURCES = {"services": False, "pods": True}
-"""URL resource -> whether the target is one pod."""
-
-
-def proxy_target(namespace: str, resource: str, spec: str) -> ServiceTarget:
-    """The target of ``[http:]NAME[:PORT]``; HttpError 404/400 for what cannot be one."""
-    if resource not in RESOURCES:
-        raise HttpError(404, f"no proxy for {resource!r}: only services and pods")
-    parts = spec.split(":")
-    if len(parts) == 3:
-        scheme, name, port = parts
-        if scheme not in ("", "http"):
-            raise HttpError(400, f"scheme {scheme!r}: handlers speak plain http")
-    elif len(parts) == 2:
-        name, port = parts
-    elif len(parts) == 1:
-        name, port = parts[0], ""
-    else:
-        raise HttpError(400, f"{spec!r} is not [http:]NAME[:PORT]")
-    if not name:
-        raise HttpError(400, f"{spec!r} names no {resource[:-1]}")
-    return ServiceTarget(namespace, name, port, pod=RESOURCES[resource])
 
 
 def proxy_routes(opener: ServiceOpener, settings: ServiceSettings) -> list[web.RouteDef]:
