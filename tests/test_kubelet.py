@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -59,6 +59,14 @@ class LocalImages:
         if digest in self.missing or digest not in self.paths:
             raise LookupError(f"no holder of {digest}")
         return self.paths[digest]
+
+
+class HasState(Protocol):
+    """A test's node: whatever holds the ClusterState its kubelet reads (Node, and
+    test_kubelet_handlers' HandlerNode)."""
+
+    @property
+    def state(self) -> ClusterState: ...
 
 
 @dataclass
@@ -133,14 +141,14 @@ def pod(
     return obj
 
 
-async def create(node: Node, obj: dict[str, Any]) -> str:
+async def create(node: HasState, obj: dict[str, Any]) -> str:
     key = f"Pod/default/{obj['metadata']['name']}"
     await node.state.put("objects", key, obj)
     return key
 
 
 async def wait_status(
-    node: Node, key: str, check: Callable[[dict[str, Any]], bool], seconds: float = 15
+    node: HasState, key: str, check: Callable[[dict[str, Any]], bool], seconds: float = 15
 ) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     while True:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +27,7 @@ from p2pkube.services.types import HttpError, StreamBroken
 from p2pkube.state.cluster import ClusterState
 from p2pkube.state.pycrdt_store import PycrdtStore
 from tests.handlers import build
-from tests.test_kubelet import FAST, LocalImages, container, images, pod
+from tests.test_kubelet import FAST, LocalImages, container, create, images, pod, wait_status
 
 __all__ = ["images"]  # the module-scoped fixture of test_kubelet, used here too
 
@@ -85,24 +85,6 @@ def handler_pod(images: dict[str, Path], name: str, **spec: Any) -> dict[str, An
     digest, path = build("modes")
     ports = [{"containerPort": 8080, "name": "http"}]
     return pod({**images, digest: path}, name, "modes", ports=ports, **spec)
-
-
-async def create(node: HandlerNode, obj: dict[str, Any]) -> str:
-    key = f"Pod/default/{obj['metadata']['name']}"
-    await node.state.put("objects", key, obj)
-    return key
-
-
-async def wait_status(
-    node: HandlerNode, key: str, check: Callable[[dict[str, Any]], bool], seconds: float = 15
-) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while True:
-        status = node.state.get("status", key)
-        if isinstance(status, dict) and check(status):
-            return status
-        assert time.monotonic() < deadline, f"status of {key} never matched; last: {status}"
-        await asyncio.sleep(0.05)
 
 
 def ready(status: dict[str, Any]) -> bool:
