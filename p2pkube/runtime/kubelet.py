@@ -253,13 +253,17 @@ class Kubelet:
         await self.runtime.remove_pod_files(worker.dir)
 
     async def finalize_delete(self, worker: PodWorker) -> None:
-        """The last step of a delete: the pod has stopped; remove it from the cluster."""
-        if self.owns(worker.key, worker.uid):
-            await self.state.delete(OBJECTS, worker.key)
+        """The last step of a delete: the pod has stopped; remove it from the cluster.
+
+        Its files and status go first and the object last, as a finalizer would: a client
+        that sees the object gone may take the delete as complete (an agent that stops in
+        between finds the object on its next start and finishes the delete)."""
         status = self.state.get(STATUS, worker.key)
         if isinstance(status, dict) and status.get("podUID") == worker.uid:
             await self.state.delete(STATUS, worker.key)
         await self.runtime.remove_pod_files(worker.dir)
+        if self.owns(worker.key, worker.uid):
+            await self.state.delete(OBJECTS, worker.key)
         log.info("pod %s deleted", worker.key)
 
     async def _remove_stale_dirs(self) -> None:
