@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
+import threading
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from p2pkube.api.server import ApiServer
 from p2pkube.blobs.manifest import BLOB_API_VERSION
 from p2pkube.model.objects import BLOB_KIND, ObjectService, Validator, map_of
 from p2pkube.model.schema import validate_object
@@ -181,3 +185,27 @@ class MemoryBackend:
         if names:
             raise LookupError(f"no other node named {names[0]!r}")
         return []
+
+
+@contextmanager
+def serving(
+    backend: MemoryBackend, objects: list[dict[str, Any]], data_dir: Path, **options: Any
+) -> Iterator[tuple[ApiServer, asyncio.AbstractEventLoop]]:
+    """A real ApiServer (``options`` go to it) on 127.0.0.1:0 over ``backend`` opened with
+    ``objects``, on an event loop in a thread of its own: the CLI under test runs in the test's
+    thread and talks to it over HTTP, as it talks to an agent. Yields the server and its loop
+    (where the backend lives); closes both, and the loop, on the way out."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="api-server", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(backend.open(objects), loop).result(timeout=10)
+    server = ApiServer(backend, data_dir, **options)
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
+    try:
+        yield server, loop
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(backend.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

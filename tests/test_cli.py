@@ -16,7 +16,6 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 import types
 import urllib.error
 import urllib.request
@@ -35,7 +34,7 @@ from p2pkube.api.server import ApiServer
 from p2pkube.cli.main import cli
 from p2pkube.cli.output import format_age, human_duration, render_status, table
 from p2pkube.model.selectors import match_labels, parse_selector
-from tests.memorybackend import MemoryBackend
+from tests.memorybackend import MemoryBackend, serving
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,22 +118,10 @@ class Agent:
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     """A real ApiServer on 127.0.0.1:0 in a thread of its own."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="api-server", daemon=True)
-    thread.start()
     backend, nodes = memory_backend(), _nodes()
-    asyncio.run_coroutine_threadsafe(backend.open(nodes), loop).result(timeout=10)
     data_dir = tmp_path / "data"
-    server = ApiServer(backend, data_dir)
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
-    try:
+    with serving(backend, nodes, data_dir) as (server, _loop):
         yield Agent(server, backend, data_dir, nodes)
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=10)
-        asyncio.run_coroutine_threadsafe(backend.close(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
 
 
 def run(agent_or_dir: Agent | Path, *args: str) -> Result:

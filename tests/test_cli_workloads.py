@@ -16,7 +16,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from p2pkube.cli.output import RowPrinter
 from p2pkube.cli.rollout import daemonset_progress, deployment_progress
 from p2pkube.cli.tabwriter import Writer
 from p2pkube.model.schema import validate_object
-from tests.memorybackend import MemoryBackend, blob
+from tests.memorybackend import MemoryBackend, blob, serving
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "sha256:" + "ab" * 32
@@ -452,22 +451,10 @@ class Agent:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="api-server", daemon=True)
-    thread.start()
     backend = MemoryBackend("n1")
-    asyncio.run_coroutine_threadsafe(backend.open(seed()), loop).result(timeout=10)
     data_dir = tmp_path / "data"
-    server = ApiServer(backend, data_dir, watch_poll_interval=0.2)
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
-    try:
+    with serving(backend, seed(), data_dir, watch_poll_interval=0.2) as (server, loop):
         yield Agent(server, backend, data_dir, loop)
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=10)
-        asyncio.run_coroutine_threadsafe(backend.close(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
 
 
 def run(agent: Agent, *args: str) -> Result:

@@ -10,10 +10,8 @@ kubelets and the failure detector would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,10 +22,9 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from p2pkube.api.server import ApiServer
 from p2pkube.cli.kinds import format_endpoints
 from p2pkube.cli.main import cli
-from tests.memorybackend import MemoryBackend, blob
+from tests.memorybackend import MemoryBackend, blob, serving
 
 IMAGE = "sha256:" + "ab" * 32
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -116,9 +113,6 @@ class Agent:
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     """A real ApiServer over the memory backend: three nodes (n3 NotReady), five web pods."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="api-server", daemon=True)
-    thread.start()
     backend = MemoryBackend("n1")
     objects = [
         node("n1"),
@@ -132,18 +126,9 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
         handler_pod("web-e", "n3"),  # its node is NotReady
         handler_pod("web-f", "n1", ready=False),  # its probe has not passed
     ]
-    asyncio.run_coroutine_threadsafe(backend.open(objects), loop).result(timeout=10)
     data_dir = tmp_path / "data"
-    server = ApiServer(backend, data_dir)
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
-    try:
+    with serving(backend, objects, data_dir):
         yield Agent(backend, data_dir, tmp_path)
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=10)
-        asyncio.run_coroutine_threadsafe(backend.close(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
 
 
 def run(agent: Agent, *args: str, stdin: str | None = None) -> Result:
