@@ -12,8 +12,6 @@ import asyncio
 import json
 import statistics
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from tests.test_browser_node import (  # noqa: F401  (natives and tab are fixtur
     natives,
     tab,
 )
+from tests.test_service_routing_cluster import get
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
 
@@ -248,56 +247,54 @@ async def test_service_worker_without_a_node_page_answers_503_and_leaves_other_p
     assert hard["controlled"] is False, hard
 
 
-WEB = """
-apiVersion: p2pkube.io/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      nodeSelector: {p2pkube.io/kind: native}
-      containers:
-        - name: echo
-          image: BUILD/echo.wasm
-          ports: [{name: http, containerPort: 8080}]
-          resources: {limits: {memory: 32Mi}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
-"""
+def handler_app(
+    name: str,
+    image: str,
+    on: str,
+    *,
+    replicas: int = 1,
+    args: str = "",
+    port_name: str = "",
+    memory: str = "",
+    node_port: bool = False,
+) -> str:
+    """The manifest of a Deployment of ``image`` (its containerPort 8080, named ``port_name``
+    if given) on the ``on`` nodes (native or browser), and a Service ``name`` (port 80) in front
+    of it: a NodePort one when ``node_port``."""
+    named = f"name: {port_name}, " if port_name else ""
+    lines = [
+        "apiVersion: p2pkube.io/v1",
+        "kind: Deployment",
+        f"metadata: {{name: {name}}}",
+        "spec:",
+        f"  replicas: {replicas}",
+        f"  selector: {{matchLabels: {{app: {name}}}}}",
+        "  template:",
+        f"    metadata: {{labels: {{app: {name}}}}}",
+        "    spec:",
+        f"      nodeSelector: {{p2pkube.io/kind: {on}}}",
+        "      containers:",
+        f"        - name: {Path(image).stem}",
+        f"          image: BUILD/{image}",
+        *([f"          args: {args}"] if args else []),
+        f"          ports: [{{{named}containerPort: 8080}}]",
+        *([f"          resources: {{limits: {{memory: {memory}}}}}"] if memory else []),
+        "---",
+        "apiVersion: v1",
+        "kind: Service",
+        f"metadata: {{name: {name}}}",
+        "spec:",
+        *(["  type: NodePort"] if node_port else []),
+        f"  selector: {{app: {name}}}",
+        f"  ports: [{{{named}port: 80, targetPort: {port_name or 8080}}}]",
+    ]
+    return "\n".join(lines) + "\n"
 
 
-SLOW = """
-apiVersion: p2pkube.io/v1
-kind: Deployment
-metadata: {name: slow}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: slow}}
-  template:
-    metadata: {labels: {app: slow}}
-    spec:
-      nodeSelector: {p2pkube.io/kind: native}
-      containers:
-        - name: primes
-          image: BUILD/primes.wasm
-          args: ["400000000"]
-          ports: [{containerPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: slow}
-spec:
-  selector: {app: slow}
-  ports: [{port: 80, targetPort: 8080}]
-"""
+WEB = handler_app("web", "echo.wasm", "native", replicas=2, port_name="http", memory="32Mi")
+
+
+SLOW = handler_app("slow", "primes.wasm", "native", args='["400000000"]')
 
 
 async def _fetch_until(page: Any, path: str, init: Any, status: int, within: float) -> Any:
@@ -395,44 +392,9 @@ async def test_fetch_of_a_service_from_the_tab_reaches_echo_handlers_on_native_n
     assert alone["status"] == 503 and "no p2pkube node page" in alone["text"], alone
 
 
-TAB_WEB = """
-apiVersion: p2pkube.io/v1
-kind: Deployment
-metadata: {name: tabweb}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: tabweb}}
-  template:
-    metadata: {labels: {app: tabweb}}
-    spec:
-      nodeSelector: {p2pkube.io/kind: browser}
-      containers:
-        - name: echo
-          image: BUILD/echo.wasm
-          ports: [{name: http, containerPort: 8080}]
-          resources: {limits: {memory: 32Mi}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: tabweb}
-spec:
-  type: NodePort
-  selector: {app: tabweb}
-  ports: [{name: http, port: 80, targetPort: http}]
-"""
-
-
-def _get(url: str) -> tuple[int, str, str]:
-    """(status, X-P2pkube-Endpoint, body) of one GET; status 0 when the connection failed."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=15) as response:
-            body = response.read().decode()
-            return response.status, response.headers.get("X-P2pkube-Endpoint", ""), body
-    except urllib.error.HTTPError as exc:
-        return exc.code, "", exc.read().decode(errors="replace")
-    except OSError as exc:
-        return 0, "", str(exc)
+TAB_WEB = handler_app(
+    "tabweb", "echo.wasm", "browser", port_name="http", memory="32Mi", node_port=True
+)
 
 
 async def test_a_handler_pod_in_the_tab_answers_through_a_native_nodeport_and_the_tab(
@@ -448,7 +410,7 @@ async def test_a_handler_pod_in_the_tab_answers_through_a_native_nodeport_and_th
     url = f"http://{natives.node_ip('n1')}:{service['spec']['ports'][0]['nodePort']}/hello?x=1"
 
     def answered() -> tuple[int, str, str] | None:
-        status, endpoint, body = _get(url)
+        status, endpoint, body = get(url)
         return (status, endpoint, body) if status == 200 else None
 
     status, endpoint, body = await eventually(answered, 90, "tabweb answering through n1")
@@ -460,7 +422,7 @@ async def test_a_handler_pod_in_the_tab_answers_through_a_native_nodeport_and_th
     took = []
     for _ in range(30):  # one instance per request, each from the tab's warm Worker pool
         started = time.perf_counter()
-        status, endpoint, _ = await asyncio.to_thread(_get, url)
+        status, endpoint, _ = await asyncio.to_thread(get, url)
         took.append(time.perf_counter() - started)
         assert status == 200 and endpoint.startswith(f"{name}/"), (status, endpoint)
     took.sort()
@@ -479,30 +441,7 @@ async def test_a_handler_pod_in_the_tab_answers_through_a_native_nodeport_and_th
     assert "path: /local" in answer["text"] and f"node: {name}" in answer["text"]
 
 
-MODES = """
-apiVersion: p2pkube.io/v1
-kind: Deployment
-metadata: {name: modes}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: modes}}
-  template:
-    metadata: {labels: {app: modes}}
-    spec:
-      nodeSelector: {p2pkube.io/kind: browser}
-      containers:
-        - name: modes
-          image: BUILD/test-handlers/modes.wasm
-          ports: [{containerPort: 8080}]
-          resources: {limits: {memory: 64Mi}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: modes}
-spec:
-  selector: {app: modes}
-  ports: [{port: 80, targetPort: 8080}]
-"""
+MODES = handler_app("modes", "test-handlers/modes.wasm", "browser", memory="64Mi")
 
 #: fetch() read chunk by chunk: when each chunk arrived (ms after the head), and the body.
 FETCH_CHUNKS = """async (path) => {
