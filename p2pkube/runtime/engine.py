@@ -69,6 +69,9 @@ class LoadedModule:
     compile_seconds: float
     """0 when it came from the disk cache or memory."""
     from_disk_cache: bool
+    plain_start: bool = False
+    """``_start`` takes no parameters and returns nothing (every WASI command's does): the
+    sandbox then calls it without wasmtime-py's per-call type check, checked here once."""
 
 
 class InstanceHooks:
@@ -321,7 +324,8 @@ class WasmEngine:
         if cached.exists():
             try:
                 module = wasmtime.Module.deserialize_file(self.engine, str(cached))
-                return LoadedModule(self, digest, self._prepare(module), 0.0, from_disk_cache=True)
+                pre, plain = self._prepare(module)
+                return LoadedModule(self, digest, pre, 0.0, True, plain_start=plain)
             except (wasmtime.WasmtimeError, InvalidModuleError) as exc:
                 log.warning("compiled cache entry %s unusable (%s): recompiling", cached, exc)
                 cached.unlink(missing_ok=True)
@@ -332,19 +336,21 @@ class WasmEngine:
             module = wasmtime.Module(self.engine, data)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModuleError(f"does not compile: {_first_line(exc)}") from None
-        pre = self._prepare(module)
+        pre, plain = self._prepare(module)
         compile_seconds = time.perf_counter() - started
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             write_file_atomically(cached, bytes(module.serialize()))
         except OSError as exc:
             log.warning("could not cache the compiled module %s: %s", digest, exc)
-        return LoadedModule(self, digest, pre, compile_seconds, from_disk_cache=False)
+        return LoadedModule(self, digest, pre, compile_seconds, False, plain_start=plain)
 
-    def _prepare(self, module: wasmtime.Module) -> wasmtime.InstancePre:
-        """Check that it is a WASI command and resolve its imports once."""
+    def _prepare(self, module: wasmtime.Module) -> tuple[wasmtime.InstancePre, bool]:
+        """Check that it is a WASI command and resolve its imports once; also whether its
+        ``_start`` is ``() -> ()`` (:attr:`LoadedModule.plain_start`)."""
         exports = {export.name: export.type for export in module.exports}
-        if not isinstance(exports.get("_start"), wasmtime.FuncType):
+        start = exports.get("_start")
+        if not isinstance(start, wasmtime.FuncType):
             raise InvalidModuleError(
                 "not a WASI command: it exports no _start function (a reactor or a library?)"
             )
@@ -358,9 +364,10 @@ class WasmEngine:
                 + (" ..." if len(foreign) > 5 else "")
             )
         try:
-            return self.linker.instantiate_pre(module)
+            pre = self.linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModuleError(f"cannot link: {_first_line(exc)}") from None
+        return pre, not start.params and not start.results
 
     def forget(self, digest: str) -> None:
         """Drop a module from the caches (its blob is gone); blocking."""

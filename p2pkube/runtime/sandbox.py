@@ -36,6 +36,7 @@ from typing import Any
 
 import wasmtime
 from wasmtime import _ffi as ffi
+from wasmtime._func import maybe_raise_last_exn
 
 from p2pkube.model.quantity import format_bytes
 from p2pkube.model.timestamps import utc_now
@@ -195,6 +196,38 @@ def _memory_at_limit(store: wasmtime.Store, instance: wasmtime.Instance, cap: in
     return memory.data_len(store) + max(cap // 16, 2 * _WASM_PAGE) > cap
 
 
+_START = ctypes.create_string_buffer(b"_start", 6)  # read only, shared by every thread
+_NO_VALUES = (ffi.wasmtime_val_t * 0)()
+
+
+def _call_start(store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+    """Call ``_start`` (``() -> ()``, checked once per module at load) as ``Func.__call__``
+    does, raising the same Trap, ExitTrap or WasmtimeError, with fewer ffi calls: the export
+    is looked up by name (wasmtime-py's ``exports()`` wraps every export, one call each) and
+    called without the type check ``Func.__call__`` makes on every call (four calls more).
+    Each ffi call releases and retakes the GIL, which the event loop thread wants too."""
+    context = store._context()
+    item = ffi.wasmtime_extern_t()
+    found = ffi.wasmtime_instance_export_get(
+        context, ctypes.byref(instance._instance), _START, 6, ctypes.byref(item)
+    )
+    if not found:
+        raise KeyError("_start")  # as exports()["_start"] (the loader refuses such a module)
+    assert item.kind == ffi.WASMTIME_EXTERN_FUNC.value
+    trap = ctypes.POINTER(ffi.wasm_trap_t)()
+    error = ffi.wasmtime_func_call(
+        context, ctypes.byref(item.of.func), _NO_VALUES, 0, _NO_VALUES, 0, ctypes.byref(trap)
+    )
+    if error:
+        failure = wasmtime.WasmtimeError._from_ptr(error)
+        maybe_raise_last_exn()  # as enter_wasm: a host function's exception comes first
+        raise failure
+    if trap:
+        trapped = wasmtime.Trap._from_ptr(trap)
+        maybe_raise_last_exn()
+        raise trapped
+
+
 def run(
     loaded: LoadedModule,
     launch: rt.Launch,
@@ -225,9 +258,12 @@ def run(
             # it aborts the whole process (a Rust panic), so no code path skips this.
             store.set_wasi(_wasi_config(launch, control, logs, stdin_path))
             instance = loaded.pre.instantiate(store)
-            start = instance.exports(store)["_start"]
-            assert isinstance(start, wasmtime.Func)
-            start(store)
+            if loaded.plain_start:
+                _call_start(store, instance)
+            else:  # wasmtime-py's checked call gives its own error for a _start with params
+                start = instance.exports(store)["_start"]
+                assert isinstance(start, wasmtime.Func)
+                start(store)
             code, reason, message = 0, rt.COMPLETED, ""
         except wasmtime.ExitTrap as exit_trap:
             code = exit_trap.code
