@@ -9,9 +9,6 @@ and the handler's stderr in the pod's log (``p2pkube logs``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,20 +24,14 @@ from p2pkube.runtime.probe import HttpGetProbe, probe_once
 from p2pkube.services.settings import ServiceSettings
 from p2pkube.services.types import HttpError, StreamBroken
 from tests.handlers import build
+from tests.test_echo_handler import echo_module
 
-REPO = Path(__file__).resolve().parent.parent
-ECHO = REPO / "examples" / "build" / "echo.wasm"
+__all__ = ["echo_module"]  # test_echo_handler's module-scoped fixture, used here too
 
 
 @pytest.fixture(scope="module")
 def modes() -> tuple[str, Path]:
     return build("modes")
-
-
-@pytest.fixture(scope="module")
-def echo() -> tuple[str, Path]:
-    subprocess.run([sys.executable, str(REPO / "examples" / "build.py")], check=True)
-    return "sha256:" + hashlib.sha256(ECHO.read_bytes()).hexdigest(), ECHO
 
 
 async def pool_of(
@@ -49,6 +40,7 @@ async def pool_of(
     module: tuple[str, Path],
     *,
     pod: str = "web-1",
+    node: str = "n1",
     memory: int = 64 << 20,
     concurrency: int | None = None,
     env: list[tuple[str, str]] | None = None,
@@ -71,7 +63,7 @@ async def pool_of(
         template,
         pod_name=pod,
         pod_namespace="default",
-        node_name="n1",
+        node_name=node,
         settings=replace(ServiceSettings(), **settings),
         concurrency=concurrency,
     )
@@ -102,9 +94,9 @@ async def refused(pool: HandlerPool, request: CgiRequest) -> HttpError:
 
 
 async def test_get_and_post_reach_the_echo_example_with_its_env(
-    runtime: NativeRuntime, tmp_path: Path, echo: tuple[str, Path], modes: tuple[str, Path]
+    runtime: NativeRuntime, tmp_path: Path, echo_module: tuple[str, Path], modes: tuple[str, Path]
 ) -> None:
-    pool = await pool_of(runtime, tmp_path, echo, env=[("POD_NAME", "forged")])
+    pool = await pool_of(runtime, tmp_path, echo_module, env=[("POD_NAME", "forged")])
     request = get("/hello/world", "a=1&b=two", headers=[("X-Echo", "ping pong")])
     response = await pool.handle(request, b"")
     assert (response.head.status, response.head.reason) == (200, "OK")

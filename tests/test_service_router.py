@@ -10,7 +10,6 @@ busy or broken; tests/test_services_cluster.py runs echo.wasm through real agent
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import time
 from collections import Counter
@@ -23,9 +22,7 @@ import msgpack
 import pytest
 
 from p2pkube.net.rpc import Rpc, RpcRemoteError
-from p2pkube.runtime import interface as rt
 from p2pkube.runtime.cgi import CgiRequest
-from p2pkube.runtime.handler import HandlerPool
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.services import wire
 from p2pkube.services.router import ServiceRouter
@@ -40,7 +37,11 @@ from p2pkube.services.types import (
     StreamBroken,
 )
 from tests.memorybackend import MemoryBackend
+from tests.test_echo_handler import echo_module
+from tests.test_handler import pool_of
 from tests.test_rpc import FakeNetwork
+
+__all__ = ["echo_module"]  # test_echo_handler's module-scoped fixture, used here too
 
 NS = "default"
 
@@ -581,33 +582,13 @@ async def test_a_node_lost_mid_body_breaks_the_stream_and_aclose_cancels(make_cl
 
 
 # -- a real handler: echo.wasm in wasmtime, one hop away -------------------------------------------
-ECHO = Path(__file__).resolve().parent.parent / "examples" / "build" / "echo.wasm"
 
 
 async def test_echo_wasm_answers_one_hop_away(
-    make_cluster: Any, runtime: NativeRuntime, tmp_path: Path
+    make_cluster: Any, runtime: NativeRuntime, tmp_path: Path, echo_module: tuple[str, Path]
 ) -> None:
     cluster, _ = await make_cluster([pod("web-a", "n2")])
-    digest = "sha256:" + hashlib.sha256(ECHO.read_bytes()).hexdigest()
-    await runtime.prepare(digest, ECHO)
-    template = rt.Launch(
-        pod=f"{NS}/web-a",
-        container="main",
-        image=digest,
-        module_path=ECHO,
-        argv=["echo"],
-        env=[],
-        limits=rt.Limits(memory_bytes=64 << 20),
-        log_path=tmp_path / "pods" / "web-a" / "main" / "0.log",
-    )
-    pool = HandlerPool(
-        runtime,
-        template,
-        pod_name="web-a",
-        pod_namespace=NS,
-        node_name="n2",
-        settings=ServiceSettings(),
-    )
+    pool = await pool_of(runtime, tmp_path, echo_module, pod="web-a", node="n2")
     cluster.handlers[("n2", "web-a")] = pool
     router = cluster.routers["n1"]
     endpoint, body = await fetch(router, request("POST", b"x" * 100_000))
