@@ -7,8 +7,12 @@ examples/batch.yaml (WebAssembly pods, placed across the peers by the node elect
 workload, their module fetched peer to peer), shows them and their logs from a peer that did not
 run them, kills a peer running a replica with SIGKILL, shows the replica replaced on another
 peer, restarts the killed peer with the same data dir and shows the cluster whole again with
-exactly three replicas. Then it keeps the cluster running until Ctrl-C (or --duration seconds)
-so you can try the CLI yourself, and prints the URL that makes any browser tab a fourth node.
+exactly three replicas. Then the HTTP app of examples/web.yaml (echo handlers behind a NodePort
+Service): its Service and endpoints, a curl through the --node-ip of a peer that runs no
+replica, and a steady GET load through that peer while a replica's peer is killed with
+SIGKILL, counting the GETs that failed. Then it keeps the cluster running until Ctrl-C (or
+--duration seconds) so you can try the CLI yourself, and prints the URL that makes any browser
+tab a fourth node.
 
 The cluster gets a fresh random join token and the signaling server listens on 127.0.0.1 only.
 ``--lan`` makes it listen on every interface, and the agents also offer this machine's LAN
@@ -24,9 +28,17 @@ import json
 import shutil
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 import traceback
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +50,13 @@ NAMES = ["n1", "n2", "n3"]
 EXAMPLES = Path(__file__).resolve().parent
 DEPLOYMENT = EXAMPLES / "primes.yaml"
 JOB = EXAMPLES / "batch.yaml"
+WEB = EXAMPLES / "web.yaml"
+LOAD_RATE = 50
+"""GETs per second of the demo's load loop through a NodePort (issue 12's failover promise)."""
+LOAD_BEFORE_KILL = 2.0
+LOAD_AFTER_KILL = 5.0
+"""Seconds of load before the kill, and after it (the failover takes ~3 s: the link's idle
+timeout)."""
 ZONES = {"n1": "a", "n2": "b", "n3": "a"}
 
 
@@ -78,6 +97,165 @@ def job_complete(cluster: LocalCluster, peer: str, name: str) -> bool:
 def all_ready(cluster: LocalCluster, peer: str, names: list[str]) -> bool:
     nodes = cluster.nodes(peer)
     return all(nodes.get(n) == "True" for n in names)
+
+
+def ready_endpoints(cluster: LocalCluster, peer: str, service: str) -> dict[str, str]:
+    """Pod -> node of ``service``'s ready endpoints, as ``peer`` computes them."""
+    found = cluster.cli(peer, "get", "endpoints", service, "-o", "json", check=False)
+    if found.returncode != 0:
+        return {}
+    return {
+        address["targetRef"]["name"]: address["nodeName"]
+        for subset in json.loads(found.stdout).get("subsets", [])
+        for address in subset.get("addresses", [])
+    }
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, X-P2pkube-Endpoint) of one GET, status 0 when the connection failed."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=15) as response:
+            response.read()
+            return response.status, response.headers.get("X-P2pkube-Endpoint", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
+def curl(url: str, *headers: str) -> None:
+    """GET ``url`` as a user would, with curl when this machine has it, and print it."""
+    options = [arg for header in headers for arg in ("-H", header)]
+    print(f"$ curl -sS {' '.join(repr(o) if ' ' in o else o for o in options)} '{url}'", flush=True)
+    if shutil.which("curl"):
+        done = subprocess.run(
+            ["curl", "-sS", "--noproxy", "*", "--max-time", "15", *options, url],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        print((done.stdout + done.stderr).rstrip(), flush=True)
+    else:
+        request = urllib.request.Request(url, headers=dict(h.split(": ", 1) for h in headers))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=15) as response:
+            print(response.read().decode().rstrip(), flush=True)
+
+
+@dataclass
+class Get:
+    """One GET of the load loop."""
+
+    sent: float
+    """When it was sent, in seconds after the kill (negative: before it)."""
+    took: float
+    status: int
+    """The HTTP status; 0 when the connection failed."""
+    node: str
+    """The node of the pod that answered (from X-P2pkube-Endpoint), "" when none did."""
+
+
+def load_while(url: str, action: Callable[[], None]) -> list[Get]:
+    """Every GET of a loop that sends ``LOAD_RATE`` GETs a second to ``url`` (each on a thread
+    of a pool, so a slow answer does not slow the rate), running ``action`` after
+    ``LOAD_BEFORE_KILL`` seconds and going on ``LOAD_AFTER_KILL`` seconds more."""
+    results: list[Get] = []
+    stop = threading.Event()
+    acted = time.monotonic() + LOAD_BEFORE_KILL
+
+    def timed() -> None:
+        began = time.monotonic()
+        status, endpoint = http_get(url)
+        took = time.monotonic() - began
+        results.append(Get(began - acted, took, status, endpoint.split("/")[0]))
+
+    def load() -> None:
+        began = time.monotonic()
+        while not stop.is_set():
+            sent.append(pool.submit(timed))
+            time.sleep(max(0.0, began + len(sent) / LOAD_RATE - time.monotonic()))
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        sent: list[Future[None]] = []
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        time.sleep(max(0.0, acted - time.monotonic()))
+        action()
+        time.sleep(LOAD_AFTER_KILL)
+        stop.set()
+        loader.join(timeout=5)
+        for future in sent:
+            future.result(timeout=30)
+    return results
+
+
+def report_load(results: list[Get]) -> None:
+    """How many GETs were sent and failed, their latency, and which nodes answered them."""
+    failed = [r for r in results if r.status != 200]
+    took = sorted(r.took for r in results)
+    p99 = took[max(0, int(len(took) * 0.99) - 1)]
+    why = f" (statuses {sorted({r.status for r in failed})}; 0: no answer)" if failed else ""
+    print(
+        f"{len(results)} GETs sent, {len(failed)} failed{why}; latency p50 "
+        f"{took[len(took) // 2] * 1e3:.0f} ms, p99 {p99 * 1e3:.0f} ms, max {took[-1] * 1e3:.0f} ms"
+    )
+    for what, chosen in (
+        ("sent before the kill", [r for r in results if r.sent < 0]),
+        ("sent in the last second", [r for r in results if r.sent > LOAD_AFTER_KILL - 1]),
+    ):
+        counts = Counter(r.node for r in chosen if r.node)
+        served = ", ".join(f"{node} {n}" for node, n in sorted(counts.items())) or "none"
+        print(f"  answered by, of the GETs {what}: {served}")
+
+
+def serve_web(cluster: LocalCluster) -> tuple[dict[str, str], int]:
+    """Apply examples/web.yaml, then scale it to 2 replicas: returns where its 2 ready
+    endpoints are (pod -> node) and its NodePort."""
+    step("apply examples/web.yaml on n1: 3 echo handlers (HTTP, CGI) behind a NodePort Service")
+    applied = time.monotonic()
+    show(cluster, "n1", "apply", "-f", str(WEB))
+    wait_until(lambda: len(ready_endpoints(cluster, "n1", "web")) == 3, 60, what="3 endpoints")
+    print(f"3 ready endpoints {time.monotonic() - applied:.1f}s after the apply")
+    step("scale web to 2 replicas, so that one peer runs none")
+    show(cluster, "n1", "scale", "deployment", "web", "--replicas", "2")
+
+    def two_on_two_peers() -> dict[str, str] | None:
+        endpoints = ready_endpoints(cluster, "n1", "web")
+        spread = len(set(endpoints.values())) == 2 and len(pods(cluster, "n1", "web")) == 2
+        return endpoints if spread else None
+
+    placed = wait_until(two_on_two_peers, 60, what="2 ready endpoints on 2 peers")
+    service = cluster.api("n1", "GET", "/v1/objects/Service/default/web")
+    return placed, int(service["spec"]["ports"][0]["nodePort"])
+
+
+def services_story(cluster: LocalCluster) -> tuple[str, int]:
+    """examples/web.yaml: its Service and endpoints, a curl through a peer that runs no
+    replica, then a GET load through that peer while a replica's peer is killed. Returns the
+    peer curled through and the NodePort."""
+    placed, port = serve_web(cluster)
+    holders = set(placed.values())
+    empty = next(n for n in NAMES if n not in holders)
+    url = f"http://{cluster.node_ip(empty)}:{port}/hello?x=1"
+    step(f"the Service and its ready endpoints, as {empty} (which runs no replica) sees them")
+    show(cluster, empty, "get", "svc")
+    show(cluster, empty, "get", "endpoints")
+    step(f"curl the NodePort on {empty}'s --node-ip: a replica on another peer answers")
+    curl(url, "X-Echo: hello")
+
+    victim = sorted(holders - {"n1"})[0]
+    step(
+        f"{LOAD_RATE} GET/s through {empty}'s NodePort; after {LOAD_BEFORE_KILL:.0f}s, kill -9"
+        f" {victim} (it holds a replica), then {LOAD_AFTER_KILL:.0f}s more"
+    )
+    report_load(load_while(url, lambda: cluster.kill(victim)))
+    cluster.start_agent(victim)
+    cluster.wait_api(victim)
+    wait_until(lambda: all_ready(cluster, "n1", NAMES), 30, what=f"{victim} Ready again")
+    step(f"{victim} is back; web's endpoints now (its replacement replica stays where it went)")
+    show(cluster, empty, "get", "endpoints")
+    return empty, port
 
 
 DEMO_PORT = 8787
@@ -184,12 +362,16 @@ def main() -> int:
         show(cluster, "n1", "get", "deployments")
         show(cluster, "n1", "get", "events", tail=8)
 
+        web_peer, web_port = services_story(cluster)
+
         step("make a browser tab a node: open this page (in Chrome or Firefox)")
         print(f"  on this machine:       {cluster.page_url('localhost')}")
         if lan is not None:
             print(f"  on the same network:   {cluster.page_url(lan)}")
         print("  then: p2pkube get nodes lists it (kind browser), and pods with")
-        print("  nodeSelector {p2pkube.io/kind: browser} run in the tab (examples/browser.yaml)")
+        print("  nodeSelector {p2pkube.io/kind: browser} run in the tab (examples/browser.yaml);")
+        print("  its Services section fetch()es web through the tab's Service Worker")
+        print("  (/api/v1/namespaces/default/services/web/proxy/hello?x=1)")
 
         step("the cluster keeps running; try it from another terminal, Ctrl-C to stop:")
         n1 = f".venv/bin/p2pkube --data-dir {cluster.root / 'n1'}"
@@ -201,6 +383,8 @@ def main() -> int:
             f"logs -f {first}",
         ):
             print(f"  {n1} {command}")
+        print(f"  curl 'http://{cluster.node_ip(web_peer)}:{web_port}/hello?x=1'")
+        print(f"  {n1} port-forward svc/web 8080:80    # then: curl http://127.0.0.1:8080/hello")
         stop = False
 
         def on_signal(*_: object) -> None:

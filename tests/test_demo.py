@@ -35,6 +35,16 @@ def test_demo_runs_its_whole_story(tmp_path: Path) -> None:
     replaced = re.search(r"3 replicas Running again ([\d.]+)s after the kill", out)
     assert replaced, out
     assert re.search(r"primes\s+3/3\s+3\s+3", out), out  # exactly 3 after the victim returned
+    # Services (issue 12): web.yaml's NodePort, curled through a peer that runs no replica,
+    # answered by a replica elsewhere; then a GET load loses nothing to a replica's kill -9.
+    assert "service/web created" in out and re.search(r"web\s+NodePort\s+80:30080/TCP", out), out
+    empty = re.search(r"as (n\d) \(which runs no replica\) sees them", out)
+    assert empty, out
+    assert re.search(r"web\s+n\d/web-\S+:8080,n\d/web-\S+:8080\s", out), out
+    answer = re.search(r"x-echo: hello\n.*\npod: (web-\S+)\nnode: (n\d)\n", out)
+    assert answer and answer.group(2) != empty.group(1), out
+    load = re.search(r"(\d+) GETs sent, (\d+) failed", out)
+    assert load and int(load.group(1)) > 250 and load.group(2) == "0", out
     page = re.search(r"http://localhost:(\d+)/#token=(\S+)", out)
     assert page, out
     # A fresh random token (128 bits at least), shown only in the page's URL (not in the
