@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 
 from bench.benchlib import REPO, emit, markdown_table, summary_ms, yes
+from harness import chaos
 from p2pkube.devcluster import LocalCluster, free_port, wait_until
 
 TITLE = "Services: requests through a NodePort to wasm handler pods"
@@ -77,32 +78,17 @@ HELLO_SERVER = textwrap.dedent(
 def manifest(name: str, place: str | None, kind: str | None, replicas: int) -> str:
     """A Deployment of echo.wasm and its NodePort Service, as YAML text."""
     selector = {"place": place} if place else {"p2pkube.io/kind": kind}
-    deployment = {
-        "apiVersion": "p2pkube.io/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": selector,
-                    "containers": [
-                        {
-                            "name": "echo",
-                            "image": str(ECHO),
-                            "ports": [{"name": "http", "containerPort": 8080}],
-                            "resources": {
-                                "requests": {"cpu": "100m", "memory": "16Mi"},
-                                "limits": {"memory": "32Mi"},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
+    echo = {
+        "name": "echo",
+        "image": str(ECHO),
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
     }
+    pod = {
+        "metadata": {"labels": {"app": name}},
+        "spec": {"nodeSelector": selector, "containers": [echo]},
+    }
+    deployment = chaos.deployment(name, replicas, pod)
     service = {
         "apiVersion": "v1",
         "kind": "Service",

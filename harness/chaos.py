@@ -127,7 +127,9 @@ def template(module: str, app: str, *args: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def deployment(name: str, replicas: int) -> dict[str, Any]:
+def deployment(name: str, replicas: int, pod: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Deployment ``name`` of ``replicas`` pods labelled app=name: ``pod``'s (a pod
+    template's) or, without it, ticker's."""
     return {
         "apiVersion": "p2pkube.io/v1",
         "kind": "Deployment",
@@ -135,7 +137,7 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
-            "template": template("ticker", name, "1"),
+            "template": pod or template("ticker", name, "1"),
         },
     }
 
