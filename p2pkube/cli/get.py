@@ -106,12 +106,14 @@ def get(
       deployments (deploy)      replicasets (rs)
       jobs (job)                daemonsets (ds)
       configmaps (cm)           events (ev)
+      services (svc)            endpoints (ep)
       blobs (blob)
     or TYPE/NAME (deployment/web).
 
     -w/--watch lists the objects, then prints a row for every change the agent's watch
     stream reports (a DELETED object's last row too) until Ctrl-C or --request-timeout;
-    --watch-only skips the list. Every kind but blobs can be watched.
+    --watch-only skips the list. Every kind but blobs and endpoints (computed, never
+    stored) can be watched.
     """
     if name is None and "/" in resource_name:
         resource_name, _, name = resource_name.partition("/")
