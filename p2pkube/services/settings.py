@@ -82,6 +82,17 @@ class ServiceSettings:
     probe_timeout: float = 1.0
     """Default seconds one readiness probe may take (a probe's timeoutSeconds wins)."""
 
+    ping_after: float = 0.2
+    """Seconds a request waits on another node's answer before the router pings that node
+    (``services/liveness.py``): a killed node is otherwise noticed only when the failure
+    detector declares it, about two seconds later."""
+    ping_timeout: float = 0.3
+    """Seconds a ping may take; a node that does not answer in time is ejected from routing,
+    and requests waiting on it fail over when that is safe (an idempotent method)."""
+    ejection_period: float = 5.0
+    """Seconds an ejected node gets no new request (unless it turns Ready again after it was
+    NotReady, or no other endpoint is left)."""
+
     def check(self) -> None:
         """ValueError for values that cannot work together."""
         if self.container_concurrency < 1:
