@@ -46,6 +46,10 @@ class StubStream:
     async def aclose(self) -> None:
         self.closed.set()
 
+    def whole_body(self) -> bytes | None:
+        """Whether the body is all here: never, the queue may still get chunks."""
+        return None
+
 
 Behaviour = Callable[[ServiceRequest], Awaitable[StubStream]]
 
@@ -289,6 +293,36 @@ async def test_body_streams_chunk_by_chunk(door: tuple[HttpListener, StubRouter]
         stream.chunks.put_nowait(b"")
         assert await resp.read() == b""
     assert stream.closed.is_set()
+
+
+@dataclass
+class WholeStream(StubStream):
+    """A response that ended before the front door got it: all of its body is here."""
+
+    body: bytes = b""
+
+    def whole_body(self) -> bytes | None:
+        body, self.body = self.body, b""
+        return body
+
+
+async def test_a_body_all_here_goes_in_one_write_with_its_length(
+    door: tuple[HttpListener, StubRouter],
+) -> None:
+    listener, router = door
+    stream = WholeStream(body=b"all of it\n")
+
+    async def whole(request: ServiceRequest) -> StubStream:
+        return stream
+
+    router.behaviour = whole
+    answer = await raw(listener, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"Content-Length: 10" in head and b"Transfer-Encoding" not in head
+    assert ENDPOINT_HEADER.encode() in head
+    assert body == b"all of it\n"
+    assert stream.chunks.empty() and stream.closed.is_set()  # nothing read chunk by chunk
 
 
 async def test_broken_stream_cuts_the_response_short(

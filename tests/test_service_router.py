@@ -65,6 +65,9 @@ class FakeResponse:
     async def aclose(self) -> None:
         self.closed = True
 
+    def whole_body(self) -> bytes | None:
+        return None  # read chunk by chunk, as the tests expect
+
 
 @dataclass
 class FakeHandler:

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
@@ -181,6 +181,13 @@ def error_response(exc: HttpError) -> web.Response:
     return response
 
 
+class _WholeResponse(web.StreamResponse):
+    """A response whose body is all here: its head waits for the body (one socket write,
+    one GIL round trip less per write) instead of being sent at ``prepare``."""
+
+    _send_headers_immediately = False
+
+
 async def stream_response(request: web.BaseRequest, stream: ResponseStream) -> web.StreamResponse:
     """Send ``stream``'s head, then its body chunk by chunk as the handler writes it.
 
@@ -189,12 +196,20 @@ async def stream_response(request: web.BaseRequest, stream: ResponseStream) -> w
     one. The stream is always closed, also when the client went away mid-way.
     """
     head = stream.head
-    response = web.StreamResponse(status=head.status, reason=head.reason or None)
+    whole = stream.whole_body() if request.method != "HEAD" else None
+    kind = web.StreamResponse if whole is None else _WholeResponse
+    response = kind(status=head.status, reason=head.reason or None)
     for name, value in head.headers:
         if name.lower() not in _DROPPED_RESPONSE_HEADERS:
             response.headers.add(name, value)
     response.headers[ENDPOINT_HEADER] = stream.endpoint
     try:
+        if whole is not None:
+            if hdrs.CONTENT_LENGTH not in response.headers:
+                response.content_length = len(whole)
+            await response.prepare(request)
+            await response.write_eof(whole)  # head and body in one write
+            return response
         await response.prepare(request)
         if request.method != "HEAD":
             while chunk := await stream.read():

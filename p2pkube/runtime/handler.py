@@ -247,7 +247,10 @@ class HandlerResponse:
         self._changed.set()
 
     def _on_done(self, done: asyncio.Future[rt.Termination]) -> None:
-        """The instance ended: settle the response, free the slot."""
+        """The instance ended: settle the response, free the slot. Runs once: as the done
+        callback, or earlier from :meth:`whole_body`."""
+        if self._done:
+            return
         self._drain()  # its writes were scheduled before its end: nothing is left behind
         self._done = True
         self.termination = termination = done.result()
@@ -311,6 +314,23 @@ class HandlerResponse:
                 return b""
             self._changed.clear()
             await self._wait_change()
+
+    def whole_body(self) -> bytes | None:
+        """The rest of the body if the instance has ended and all of it is here (the front
+        door then sends head and body in one write); None while more may come. Never waits.
+        The instance's end may be known (its future resolved) before the done callback ran:
+        it is settled here then, so that a small response need not wait a loop turn."""
+        instance = self.instance
+        if not self._done and instance is not None and instance.done.done():
+            self._on_done(instance.done)
+        if not self._done or self._broken is not None or self._closed:
+            return None
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        with self._lock:
+            self._unread -= len(body)
+            self._lock.notify_all()
+        return body
 
     def _take(self) -> bytes:
         """Pop up to one chunk's worth of body bytes (small writes joined, big ones split)."""

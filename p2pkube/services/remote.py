@@ -458,6 +458,13 @@ class RemoteStream:
                 return chunk
         return b""
 
+    def whole_body(self) -> bytes | None:
+        """The body when the first answer carried all of it (a small response)."""
+        if not self._end:
+            return None
+        body, self._pending = self._pending, b""
+        return body
+
     def _abandon(self, *, cancel: bool) -> None:
         if not self._end and cancel:
             self._spawn(_cancel(self._rpc, self._node, self._stream))

@@ -111,6 +111,12 @@ class _Tracked:
             self._done()
         return chunk
 
+    def whole_body(self) -> bytes | None:
+        body = self._inner.whole_body()
+        if body is not None:
+            self._done()
+        return body
+
     def _done(self) -> None:
         release, self._release = self._release, None
         if release is not None:

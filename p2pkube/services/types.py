@@ -127,6 +127,13 @@ class ResponseStream(Protocol):
         """Stop reading: release the handler (stop its instance if it still runs)."""
         ...
 
+    def whole_body(self) -> bytes | None:
+        """Never waits: the rest of the body when the response has ended and all of it is
+        already here (the stream is then at its end), else None (more may come, or it
+        broke). A front door sends a small response's head and body in one write with it,
+        without making a streamed head wait for a chunk that is not there yet."""
+        ...
+
 
 class RequestHandler(Protocol):
     """Serves requests for one handler container of one pod on this node (the kubelet's
