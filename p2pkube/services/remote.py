@@ -495,28 +495,35 @@ async def open_remote(
     lost = NodeFailure(
         502, f"node {endpoint.node} was lost before it answered", reached_handler=True
     )
+    link = _Link(rpc, endpoint, settings, spawn)
     answer = await watched(
-        _send(rpc, endpoint, request, body, settings, deadline, spawn),
-        alive,
-        settings.lost_check_interval,
-        lost,
+        _send(link, request, body, deadline), alive, settings.lost_check_interval, lost
     )
     stream, head = answer
     return RemoteStream(rpc, endpoint, stream, head, settings, spawn, alive)
 
 
+@dataclass(frozen=True)
+class _Link:
+    """The way to one endpoint's node: what sending a request there and cancelling it use."""
+
+    rpc: Rpc
+    endpoint: Endpoint
+    settings: ServiceSettings
+    spawn: Spawn
+
+    def cancel(self, stream: str) -> None:
+        """Tell the node to drop ``stream`` (in the background: the caller is failing)."""
+        self.spawn(_cancel(self.rpc, self.endpoint.node_id, stream))
+
+
 async def _send(
-    rpc: Rpc,
-    endpoint: Endpoint,
-    request: CgiRequest,
-    body: bytes,
-    settings: ServiceSettings,
-    deadline: float,
-    spawn: Spawn,
+    link: _Link, request: CgiRequest, body: bytes, deadline: float
 ) -> tuple[str, tuple[ResponseHead, bytes, bool]]:
     """The request's messages, the stream id and the head answer."""
+    rpc, endpoint = link.rpc, link.endpoint
     stream = secrets.token_hex(8)
-    size = settings.stream_chunk_bytes
+    size = link.settings.stream_chunk_bytes
     chunks = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
     if len(chunks[0]) + wire.head_size(request) > rpc.settings.max_request_bytes:
         chunks.insert(0, b"")  # big headers: the body follows the open, in svc.body chunks
@@ -540,16 +547,16 @@ async def _send(
             wire.read_ack(answer)
             message = wire.body_message(stream, seq, chunk, end=seq == len(chunks) - 1)
             answer = await rpc.call(endpoint.node_id, wire.BODY, message, timeout=left() + 1.0)
-        head = wire.read_head_answer(answer, settings)
+        head = wire.read_head_answer(answer, link.settings)
     except RpcError as exc:
         if not isinstance(exc, (RpcRemoteError, RpcUnreachable)):
-            spawn(_cancel(rpc, endpoint.node_id, stream))  # the server may hold it: free it
+            link.cancel(stream)  # the server may hold it: free it
         raise _failure(endpoint.node_id, exc) from None
     except asyncio.CancelledError:
-        spawn(_cancel(rpc, endpoint.node_id, stream))
+        link.cancel(stream)
         raise
     except wire.WireError as exc:
-        spawn(_cancel(rpc, endpoint.node_id, stream))
+        link.cancel(stream)
         error = HttpError(502, f"bad answer from {endpoint.key}: {exc}", reached_handler=True)
         raise error from None
     return stream, head
