@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
+from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 from wasmtime._func import maybe_raise_last_exn
+from wasmtime._wasi import CUSTOM_OUTPUTS, custom_call, custom_finalize
 
 from p2pkube.model.quantity import format_bytes
 from p2pkube.model.timestamps import utc_now
@@ -49,6 +51,36 @@ log = logging.getLogger(__name__)
 
 _WASM_PAGE = 65536
 _UPDATE_CONTINUE = 0
+
+_HELD = ctypes.PyDLL(ffi.dll._name)
+
+
+def _held(name: str) -> Any:
+    """``ffi.<name>`` called without releasing the GIL (through ``ctypes.PyDLL``).
+
+    wasmtime-py calls every C function through ``ctypes.CDLL``, which releases the GIL before
+    the call and takes it back after. For the short setup calls of an instance that is two
+    GIL transitions for a few microseconds of C, and under load every taking back waits for
+    the event loop thread (and the other instances) to let go: the instances then spend
+    most of their time waiting for the GIL (a py-spy dump at 32 concurrent requests found 9
+    of 16 instance threads waiting). Only calls that run no wasm and wait on nothing use
+    this; instantiation (a start section runs wasm), the call of ``_start`` and the store's
+    deletion still release the GIL."""
+    function = getattr(_HELD, name)
+    declared = getattr(_bindings, f"_{name}")
+    function.argtypes, function.restype = declared.argtypes, declared.restype
+    return function
+
+
+_store_limiter = _held("wasmtime_store_limiter")
+_store_epoch_deadline_callback = _held("wasmtime_store_epoch_deadline_callback")
+_context_set_epoch_deadline = _held("wasmtime_context_set_epoch_deadline")
+_context_set_wasi = _held("wasmtime_context_set_wasi")
+_wasi_config_set_argv = _held("wasi_config_set_argv")
+_wasi_config_set_env = _held("wasi_config_set_env")
+_wasi_config_set_stdout_custom = _held("wasi_config_set_stdout_custom")
+_wasi_config_set_stderr_custom = _held("wasi_config_set_stderr_custom")
+_instance_export_get = _held("wasmtime_instance_export_get")
 
 _DeadlineCallback = ctypes.CFUNCTYPE(
     ctypes.c_size_t,
@@ -208,7 +240,7 @@ def _call_start(store: wasmtime.Store, instance: wasmtime.Instance) -> None:
     Each ffi call releases and retakes the GIL, which the event loop thread wants too."""
     context = store._context()
     item = ffi.wasmtime_extern_t()
-    found = ffi.wasmtime_instance_export_get(
+    found = _instance_export_get(
         context, ctypes.byref(instance._instance), _START, 6, ctypes.byref(item)
     )
     if not found:
@@ -245,18 +277,19 @@ def run(
         try:
             store = wasmtime.Store(engine.engine)
             settings = engine.settings
-            store.set_limits(
-                memory_size=launch.limits.memory_bytes,
-                table_elements=settings.max_table_elements,
-                instances=settings.max_instances,
-                tables=settings.max_tables,
-                memories=settings.max_memories,
+            _store_limiter(  # Store.set_limits
+                store.ptr(),
+                launch.limits.memory_bytes,
+                settings.max_table_elements,
+                settings.max_instances,
+                settings.max_tables,
+                settings.max_memories,
             )
-            ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, None, _NO_FINALIZER)
-            store.set_epoch_deadline(1)
+            _store_epoch_deadline_callback(store.ptr(), callback, None, _NO_FINALIZER)
+            _context_set_epoch_deadline(store._context(), 1)  # Store.set_epoch_deadline(1)
             # WASI must be set before instantiation: a WASI import called in a store without
             # it aborts the whole process (a Rust panic), so no code path skips this.
-            store.set_wasi(_wasi_config(launch, control, logs, stdin_path))
+            _set_wasi(store, _wasi_config(launch, control, logs, stdin_path))
             instance = loaded.pre.instantiate(store)
             if loaded.plain_start:
                 _call_start(store, instance)
@@ -292,16 +325,30 @@ def _wasi_config(
         stdin_path.write_bytes(launch.stdin)
         wasi.stdin_file = str(stdin_path)
     if launch.stdout is not None:
-        wasi.stdout_custom = _callback_sink(control, launch.stdout)
+        stdout = _callback_sink(control, launch.stdout)
     else:
-        wasi.stdout_custom = _output_sink(control, logs, "stdout")
-    wasi.stderr_custom = _output_sink(control, logs, "stderr")
+        stdout = _output_sink(control, logs, "stdout")
+    # WasiConfig.stdout_custom and .stderr_custom, with the GIL held (see _held)
+    _wasi_config_set_stdout_custom(
+        wasi.ptr(), custom_call, CUSTOM_OUTPUTS.allocate(stdout), custom_finalize
+    )
+    stderr = _output_sink(control, logs, "stderr")
+    _wasi_config_set_stderr_custom(
+        wasi.ptr(), custom_call, CUSTOM_OUTPUTS.allocate(stderr), custom_finalize
+    )
     for mount in launch.mounts:
         wasi.preopen_dir(str(Path(mount.host_path)), mount.guest_path, not mount.read_only)
     return wasi
 
 
 _CHAR_PP = ctypes.POINTER(ctypes.POINTER(ctypes.c_char))
+
+
+def _set_wasi(store: wasmtime.Store, wasi: wasmtime.WasiConfig) -> None:
+    """``store.set_wasi(wasi)`` with the GIL held (see :func:`_held`); the same error."""
+    error = _context_set_wasi(store._context(), wasi._consume())
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
 
 
 def _c_strings(strings: list[str]) -> Any:
@@ -315,11 +362,11 @@ def _set_argv_env(
 ) -> None:
     """``wasi.argv = argv; wasi.env = env`` with the same errors, in half the time: wasmtime-py
     builds its arrays one ctypes object per string (a request's env has some 25 entries)."""
-    if not ffi.wasi_config_set_argv(wasi.ptr(), len(argv), _c_strings(argv)):
+    if not _wasi_config_set_argv(wasi.ptr(), len(argv), _c_strings(argv)):
         raise wasmtime.WasmtimeError("failed to configure argv")
     names = _c_strings([name for name, _ in env])
     values = _c_strings([value for _, value in env])
-    if not ffi.wasi_config_set_env(wasi.ptr(), len(env), names, values):
+    if not _wasi_config_set_env(wasi.ptr(), len(env), names, values):
         raise wasmtime.WasmtimeError("failed to configure environment")
 
 
