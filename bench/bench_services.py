@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from bench.benchlib import REPO, emit, markdown_table, summary_ms, yes
 from harness import chaos
@@ -157,8 +158,24 @@ async def latency(url: str, requests: int) -> dict[str, Any]:
     return {**summary_ms([t for t, _ in results]), "failed": failed}
 
 
-async def throughput(url: str, seconds: float, concurrency: int = CONCURRENCY) -> dict[str, Any]:
-    """Requests/s with ``concurrency`` clients looping for ``seconds``."""
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) used so far by each process, and by this one as "client"."""
+    used = {"client": time.process_time()}
+    for name, pid in pids.items():
+        times = psutil.Process(pid).cpu_times()
+        used[name] = times.user + times.system
+    return used
+
+
+async def throughput(
+    url: str,
+    seconds: float,
+    concurrency: int = CONCURRENCY,
+    pids: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Requests/s with ``concurrency`` clients looping for ``seconds``; with ``pids``, also the
+    CPU ms per answered request of each of those processes and of the client (what limits
+    the rate on this 2-core machine)."""
     timeout = aiohttp.ClientTimeout(total=30)
     connector = aiohttp.TCPConnector(limit=concurrency)
     done: list[tuple[float, int]] = []
@@ -172,14 +189,21 @@ async def throughput(url: str, seconds: float, concurrency: int = CONCURRENCY) -
                 done.append(await get_once(session, url))
 
         started = time.monotonic()
+        before = cpu_seconds(pids or {})
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        after = cpu_seconds(pids or {})
         took = time.monotonic() - started
     ok = [t for t, status in done if status == 200]
-    return {
+    result = {
         "rps": round(len(ok) / took, 1),
         "failed": len(done) - len(ok),
         "latency": summary_ms(ok),
     }
+    if pids and ok:
+        result["cpuMsPerRequest"] = {
+            name: round((after[name] - before[name]) / len(ok) * 1000, 2) for name in after
+        }
+    return result
 
 
 async def failover(
@@ -346,13 +370,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             ip = await asyncio.to_thread(node_ip, cluster, "n1")
             url = {name: f"http://{ip}:{port}/hello?x=1" for name, port in PORTS.items()}
             result["nodeIp"] = ip
+            pids = {
+                name: agent.process.pid
+                for name, agent in cluster.agents.items()
+                if agent.process is not None
+            }
             result["local"] = {
                 "latency": await latency(url["local"], args.requests),
-                "throughput": await throughput(url["local"], args.seconds),
+                "throughput": await throughput(url["local"], args.seconds, pids=pids),
             }
             result["remote"] = {
                 "latency": await latency(url["remote"], args.requests),
-                "throughput": await throughput(url["remote"], args.seconds),
+                "throughput": await throughput(url["remote"], args.seconds, pids=pids),
             }
             if args.browser:
                 result["tab"] = {
@@ -400,25 +429,24 @@ def latency_table(result: dict[str, Any]) -> str:
     return markdown_table(["path", "p50 ms", "p99 ms"], rows)
 
 
+def _cpu(run: dict[str, Any]) -> str:
+    """CPU ms per request of each agent and of the client, as measured in ``run``."""
+    cpu = run.get("cpuMsPerRequest")
+    return " / ".join(f"{name} {ms}" for name, ms in cpu.items()) if cpu else "-"
+
+
 def throughput_table(result: dict[str, Any]) -> str:
     rows = [
-        [
-            "NodePort, local endpoints",
-            result["local"]["throughput"]["rps"],
-            result["local"]["throughput"]["failed"],
-        ],
-        [
-            "NodePort, remote endpoints",
-            result["remote"]["throughput"]["rps"],
-            result["remote"]["throughput"]["failed"],
-        ],
-        [
-            "baseline: plain aiohttp hello server",
-            result["aiohttp"]["throughput"]["rps"],
-            result["aiohttp"]["throughput"]["failed"],
-        ],
+        [label, run["rps"], run["failed"], _cpu(run)]
+        for label, run in (
+            ("NodePort, local endpoints", result["local"]["throughput"]),
+            ("NodePort, remote endpoints", result["remote"]["throughput"]),
+            ("baseline: plain aiohttp hello server", result["aiohttp"]["throughput"]),
+        )
     ]
-    return markdown_table(["path (concurrency 32)", "requests/s", "failed"], rows)
+    return markdown_table(
+        ["path (concurrency 32)", "requests/s", "failed", "CPU ms per request"], rows
+    )
 
 
 def render(result: dict[str, Any]) -> list[str]:
