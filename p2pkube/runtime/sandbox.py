@@ -357,9 +357,7 @@ def _c_strings(strings: list[str]) -> Any:
     return ctypes.cast((ctypes.c_char_p * len(encoded))(*encoded), _CHAR_PP)
 
 
-def _set_argv_env(
-    wasi: wasmtime.WasiConfig, argv: list[str], env: list[tuple[str, str]]
-) -> None:
+def _set_argv_env(wasi: wasmtime.WasiConfig, argv: list[str], env: list[tuple[str, str]]) -> None:
     """``wasi.argv = argv; wasi.env = env`` with the same errors, in half the time: wasmtime-py
     builds its arrays one ctypes object per string (a request's env has some 25 entries)."""
     if not _wasi_config_set_argv(wasi.ptr(), len(argv), _c_strings(argv)):
