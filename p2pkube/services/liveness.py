@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -70,8 +71,11 @@ class NodeProbes:
         if waited >= self._settings.ping_after and node_id not in self._probing:
             task = asyncio.get_running_loop().create_task(self._probe(node_id))
             self._probing[node_id] = task
-            task.add_done_callback(lambda _t, n=node_id: self._probing.pop(n, None))
+            task.add_done_callback(functools.partial(self._probe_ended, node_id))
         return True
+
+    def _probe_ended(self, node_id: str, _task: asyncio.Task[None]) -> None:
+        self._probing.pop(node_id, None)
 
     def eject(self, node_id: str, why: str) -> None:
         """Send no request to ``node_id`` for ``services.ejection_period`` seconds."""
