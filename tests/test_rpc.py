@@ -36,6 +36,9 @@ class FakeNetwork:
     def __init__(self) -> None:
         self.nodes: dict[str, FakeTransport] = {}
         self.cut: set[str] = set()
+        self.silent: set[str] = set()
+        """Nodes that look linked but take every message and answer none (killed, not
+        noticed yet)."""
         self.violations: list[tuple[str, str]] = []
 
     def node(self, node_id: str) -> FakeTransport:
@@ -59,6 +62,8 @@ class FakeTransport:
         if target is None or node_id in self.network.cut or self.node_id in self.network.cut:
             return False
         self.sent.append((node_id, data))
+        if node_id in self.network.silent or self.node_id in self.network.silent:
+            return True
         wire = msgpack.packb(data, use_bin_type=True)
         asyncio.get_running_loop().call_soon(target.deliver, self.node_id, wire)
         return True

@@ -429,6 +429,54 @@ async def test_a_lost_node_fails_over_for_a_get_but_not_for_a_post(make_cluster:
     assert router.stats.retries == 1 and router.stats_dict()["failures"] == {"502": 1}
 
 
+async def test_a_silent_node_is_pinged_ejected_and_a_get_fails_over_before_it_is_declared(
+    make_cluster: Any,
+) -> None:
+    """A node killed with SIGKILL stays Ready and linked for about two seconds: a GET waiting
+    on it fails over once it misses a ping, and new requests avoid it; a POST keeps waiting."""
+    cluster, _ = await make_cluster(
+        [pod("web-a", "n2"), pod("web-b", "n3")], ping_after=0.2, ping_timeout=0.3
+    )
+    cluster.serve("web-a", "n2")
+    stuck = cluster.serve("web-b", "n3", block=asyncio.Event())
+    router = cluster.routers["n1"]
+    cluster.ready["n3"] = False
+    hold = await router.open(request())  # n2 has one outstanding now: P2C picks n3 next
+    cluster.ready["n3"] = True
+    task = asyncio.create_task(fetch(router, request()))
+    await until(lambda: len(stuck.seen) == 1)
+    cluster.network.silent.add("n3")  # killed; the failure detector has not noticed yet
+    started = time.monotonic()
+    assert await task == ("n2/web-a", b"GET /hello ")
+    assert time.monotonic() - started < 1.0
+    assert router.stats_dict()["liveness"] == {"probes": 1, "ejections": 1, "ejected": 1}
+    for _ in range(5):  # n3 is ejected: no request waits on it any more
+        began = time.monotonic()
+        assert (await fetch(router, request()))[0] == "n2/web-a"
+        assert time.monotonic() - began < 0.2
+    await hold.aclose()
+
+
+async def test_a_post_waits_on_a_silent_node_until_it_is_declared_lost(make_cluster: Any) -> None:
+    """A POST is never sent twice: a missed ping does not fail it, the failure detector does."""
+    cluster, _ = await make_cluster(
+        [pod("web-a", "n2"), pod("web-b", "n3")], ping_after=0.2, ping_timeout=0.3
+    )
+    stuck = cluster.serve("web-b", "n3", block=asyncio.Event())
+    router = cluster.routers["n1"]
+    cluster.ready["n2"] = False
+    post = asyncio.create_task(fetch(router, request("POST", b"x")))
+    await until(lambda: len(stuck.seen) == 1)
+    cluster.network.silent.add("n3")
+    await asyncio.sleep(1.0)
+    assert not post.done()
+    assert router.stats_dict()["liveness"]["ejections"] == 1  # new requests avoid n3 meanwhile
+    cluster.ready["n3"] = False  # now the failure detector declares it
+    with pytest.raises(HttpError) as failed:
+        await post
+    assert failed.value.status == 502 and "n3" in failed.value.message
+
+
 async def test_a_request_no_handler_saw_is_retried_whatever_its_method(make_cluster: Any) -> None:
     cluster, _ = await make_cluster([pod("web-a", "n2"), pod("web-b", "n3")])
     cluster.serve("web-a", "n2", fail=HttpError(503, "queue full", retry_after=1))

@@ -89,10 +89,6 @@ class NodeProbes:
             )
         self._ejected[node_id] = self._clock() + self._settings.ejection_period
 
-    def readmit(self, node_id: str) -> None:
-        """The node came back (Ready again, or it answered): route to it again at once."""
-        self._ejected.pop(node_id, None)
-
     # -- probing -------------------------------------------------------------------------------
     async def _probe(self, node_id: str) -> None:
         self.probes += 1

@@ -111,6 +111,7 @@ class StreamServer:
         rpc.register(wire.BODY, self._on_body)
         rpc.register(wire.READ, self._on_read)
         rpc.register(wire.CANCEL, self._on_cancel)
+        rpc.register(wire.PING, self._on_ping)
 
     def start(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="svc sweep")
@@ -193,6 +194,11 @@ class StreamServer:
         if entry is not None:
             self.stats.cancelled += 1
             await self._drop(entry)
+        return {}
+
+    @staticmethod
+    async def _on_ping(_source: str, _body: Any) -> dict[str, Any]:
+        """A router waiting on this node asks whether it is still there: yes."""
         return {}
 
     def _check_room(self, more: int) -> None:

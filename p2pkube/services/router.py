@@ -21,6 +21,7 @@ response whose head went out is never retried. The whole request is bounded by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -30,9 +31,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from p2pkube.net.rpc import Rpc, counters
-from p2pkube.services import remote
+from p2pkube.net.rpc import Rpc, RpcRemoteError, counters
+from p2pkube.services import remote, wire
 from p2pkube.services.endpoints import pod_endpoint, pod_port, service_endpoints, service_port
+from p2pkube.services.liveness import NodeProbes
 from p2pkube.services.settings import ServiceSettings
 from p2pkube.services.types import (
     IDEMPOTENT_METHODS,
@@ -169,11 +171,15 @@ class ServiceRouter:
             self._cache = {}
             on_change(self._on_change)
         self._jobs: set[asyncio.Task[Any]] = set()
+        self.probes = NodeProbes(self._ping, settings)
+        """Nodes pinged because a request waits on them, and those ejected for not
+        answering (``services/liveness.py``)."""
 
     def start(self) -> None:
         self.server.start()
 
     async def close(self) -> None:
+        await self.probes.close()
         await self.server.close()
         for job in list(self._jobs):
             job.cancel()
@@ -184,6 +190,7 @@ class ServiceRouter:
             **{k: v for k, v in counters(self.stats).items() if k != "failures"},
             "failures": {str(status): n for status, n in sorted(self.stats.failures.items())},
             "outstanding": {key: n for key, n in sorted(self._outstanding.items()) if n},
+            "liveness": self.probes.stats(),
             "served": self.server.stats_dict(),
         }
 
@@ -197,7 +204,9 @@ class ServiceRouter:
         """The endpoints of ``target`` this node may send to now (ready, on a node that is
         Ready and reachable from here). Raises HttpError 404 for an unknown Service, pod or
         port."""
-        return [endpoint for endpoint in self._endpoints(target) if self._usable(endpoint)]
+        usable = [endpoint for endpoint in self._endpoints(target) if self._usable(endpoint)]
+        # Nodes that did not answer a ping get no request meanwhile, unless none else is left.
+        return [e for e in usable if not self.probes.ejected(e.node_id)] or usable
 
     def _on_change(self, map_name: str, keys: set[str], origin: object) -> None:
         """Forget the cached endpoints when a Service, a Pod or a Node changed."""
@@ -323,6 +332,29 @@ class ServiceRouter:
             return not error.reached_handler or request.cgi.method in IDEMPOTENT_METHODS
         return error.status == 503 and not error.reached_handler
 
+    def _waiting_on(self, endpoint: Endpoint, request: ServiceRequest) -> Callable[[], bool]:
+        """What a request to another node checks while it waits (every
+        ``services.lost_check_interval``): the node is still Ready and reachable, and for an
+        idempotent request, it answered its ping (``services/liveness.py``). A request that
+        may not be sent twice keeps waiting on a node that is only slow to answer a ping: it
+        fails only once the failure detector declares the node lost."""
+        started = time.monotonic()
+        node = endpoint.node_id
+        idempotent = request.cgi.method in IDEMPOTENT_METHODS
+
+        def alive() -> bool:
+            if not self._usable(endpoint):
+                return False
+            answering = self.probes.alive(node, time.monotonic() - started)
+            return answering or not idempotent
+
+        return alive
+
+    async def _ping(self, node_id: str) -> None:
+        """Ask ``node_id`` whether it is there; any answer, even an error, says it is."""
+        with contextlib.suppress(RpcRemoteError):
+            await self._rpc.call(node_id, wire.PING, None, timeout=self.settings.ping_timeout)
+
     def _release(self, key: str) -> None:
         self._outstanding[key] -= 1
         if self._outstanding[key] <= 0:
@@ -341,7 +373,7 @@ class ServiceRouter:
                 self.settings,
                 deadline=deadline,
                 spawn=self._spawn,
-                alive=functools.partial(self._usable, endpoint),
+                alive=self._waiting_on(endpoint, request),
             )
         self.stats.local += 1
         handler = self._handler_for(endpoint.namespace, endpoint.pod, endpoint.port)

@@ -36,7 +36,10 @@ OPEN = "svc.open"
 BODY = "svc.body"
 READ = "svc.read"
 CANCEL = "svc.cancel"
-METHODS = (OPEN, BODY, READ, CANCEL)
+PING = "svc.ping"
+"""Answered at once with ``{}``: a router asks whether a node it waits on is still there
+(``services/liveness.py``); the body is ignored."""
+METHODS = (OPEN, BODY, READ, CANCEL, PING)
 
 BAD_REQUEST = "bad-request"
 """Error code of a malformed message (and of a body that contradicts its contentLength)."""
