@@ -112,15 +112,6 @@ def node_ip(cluster: LocalCluster, name: str) -> str:
     return "127.0.0.1"
 
 
-def ready_endpoints(cluster: LocalCluster, viewer: str, service: str) -> int:
-    """How many ready endpoints ``viewer`` computes for ``service``."""
-    result = cluster.cli(viewer, "get", "endpoints", service, "-o", "json", check=False)
-    if result.returncode != 0:
-        return 0
-    subsets = json.loads(result.stdout).get("subsets") or []
-    return sum(len(s.get("addresses") or []) for s in subsets)
-
-
 def wait_for(check: Any, seconds: float, what: str) -> None:
     """``wait_until`` polling every 0.2 s (callable through ``asyncio.to_thread``)."""
     wait_until(check, seconds, interval=0.2, what=what)
@@ -335,7 +326,7 @@ async def tab_latency(cluster: LocalCluster, work: Path, url: str, requests: int
                 apply, cluster, work, "tab", manifest("tab", None, "browser", 1)
             )
             await asyncio.to_thread(
-                wait_for, lambda: ready_endpoints(cluster, "n1", "tab") == 1, 90, "tab endpoint"
+                wait_for, lambda: len(cluster.ready_endpoints("n1", "tab")) == 1, 90, "tab endpoint"
             )
             return await latency(url, requests)
         finally:
@@ -363,7 +354,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for name in ("local", "remote"):
                 await asyncio.to_thread(
                     wait_for,
-                    lambda n=name: ready_endpoints(cluster, "n1", n) == 2,
+                    lambda n=name: len(cluster.ready_endpoints("n1", n)) == 2,
                     90,
                     f"{name} endpoints",
                 )

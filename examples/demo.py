@@ -99,18 +99,6 @@ def all_ready(cluster: LocalCluster, peer: str, names: list[str]) -> bool:
     return all(nodes.get(n) == "True" for n in names)
 
 
-def ready_endpoints(cluster: LocalCluster, peer: str, service: str) -> dict[str, str]:
-    """Pod -> node of ``service``'s ready endpoints, as ``peer`` computes them."""
-    found = cluster.cli(peer, "get", "endpoints", service, "-o", "json", check=False)
-    if found.returncode != 0:
-        return {}
-    return {
-        address["targetRef"]["name"]: address["nodeName"]
-        for subset in json.loads(found.stdout).get("subsets", [])
-        for address in subset.get("addresses", [])
-    }
-
-
 def http_get(url: str) -> tuple[int, str]:
     """(status, X-P2pkube-Endpoint) of one GET, status 0 when the connection failed."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -215,13 +203,13 @@ def serve_web(cluster: LocalCluster) -> tuple[dict[str, str], int]:
     step("apply examples/web.yaml on n1: 3 echo handlers (HTTP, CGI) behind a NodePort Service")
     applied = time.monotonic()
     show(cluster, "n1", "apply", "-f", str(WEB))
-    wait_until(lambda: len(ready_endpoints(cluster, "n1", "web")) == 3, 60, what="3 endpoints")
+    wait_until(lambda: len(cluster.ready_endpoints("n1", "web")) == 3, 60, what="3 endpoints")
     print(f"3 ready endpoints {time.monotonic() - applied:.1f}s after the apply")
     step("scale web to 2 replicas, so that one peer runs none")
     show(cluster, "n1", "scale", "deployment", "web", "--replicas", "2")
 
     def two_on_two_peers() -> dict[str, str] | None:
-        endpoints = ready_endpoints(cluster, "n1", "web")
+        endpoints = cluster.ready_endpoints("n1", "web")
         spread = len(set(endpoints.values())) == 2 and len(pods(cluster, "n1", "web")) == 2
         return endpoints if spread else None
 

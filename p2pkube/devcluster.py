@@ -231,6 +231,22 @@ class LocalCluster:
         client = ApiClient.from_data_dir(self.root / name)
         return client.request(method, path, body)
 
+    def ready_endpoints(
+        self, viewer: str, service: str, namespace: str = "default"
+    ) -> dict[str, str]:
+        """Pod -> node of ``service``'s ready endpoints as agent ``viewer`` computes them
+        (``p2pkube get endpoints -o json``); empty while the Service is unknown there."""
+        found = self.cli(
+            viewer, "get", "endpoints", service, "-n", namespace, "-o", "json", check=False
+        )
+        if found.returncode != 0:
+            return {}
+        return {
+            address["targetRef"]["name"]: address["nodeName"]
+            for subset in json.loads(found.stdout).get("subsets", [])
+            for address in subset.get("addresses", [])
+        }
+
     def nodes(self, name: str) -> dict[str, str]:
         """Node name -> Ready condition status as agent ``name`` sees it."""
         items = self.api(name, "GET", "/v1/nodes")["items"]

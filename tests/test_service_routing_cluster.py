@@ -5,7 +5,6 @@ killed (issue 12, "Reliability"). The front doors' own checks are in test_nodepo
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import urllib.error
@@ -24,18 +23,6 @@ MANIFEST = ONE_REPLICA.replace("replicas: 1", "replicas: 2")
 """The front doors' echo.wasm Deployment (on nodes labelled role=web) and NodePort Service,
 with a replica on each of two nodes."""
 assert MANIFEST != ONE_REPLICA
-
-
-def ready_endpoints(cluster: LocalCluster, viewer: str) -> dict[str, str]:
-    """Pod -> node of web's ready endpoints as ``viewer`` computes them."""
-    found = cluster.cli(viewer, "get", "ep", "web", "-o", "json", check=False)
-    if found.returncode != 0:
-        return {}
-    return {
-        address["targetRef"]["name"]: address["nodeName"]
-        for subset in json.loads(found.stdout).get("subsets", [])
-        for address in subset.get("addresses", [])
-    }
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -67,7 +54,7 @@ def test_gets_spread_over_replicas_and_survive_a_killed_replica_node(
     manifest.write_text(MANIFEST)
     cluster.cli("c", "apply", "-f", str(manifest))
     wait_until(
-        lambda: sorted(ready_endpoints(cluster, "c").values()) == ["a", "b"],
+        lambda: sorted(cluster.ready_endpoints("c", "web").values()) == ["a", "b"],
         90,
         what="a ready replica on a and on b, as c sees them",
     )
