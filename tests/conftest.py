@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -69,10 +70,15 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalClu
                 print(f"--- {name} log ---\n{local.log_tail(name, 60)}")
 
 
+REQUEST_PROCESSES = int(os.environ.get("P2PKUBE_TEST_REQUEST_PROCESSES", "0"))
+"""``runtime.request_processes`` of the ``runtime`` fixture: run the runtime and handler
+tests with handler requests in worker processes (``runtime/procs.py``) by setting it."""
+
+
 @pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[NativeRuntime]:
     """A wasmtime pod runtime with its data dir under tmp_path, closed afterwards."""
-    native = NativeRuntime(tmp_path / "data", RuntimeSettings())
+    native = NativeRuntime(tmp_path / "data", RuntimeSettings(request_processes=REQUEST_PROCESSES))
     try:
         yield native
     finally:

@@ -51,6 +51,11 @@ class BaseInstance(abc.ABC):
     def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
         """Ask the instance to end soon; ``done`` then resolves with ``reason``."""
 
+    def stdout_read(self, size: int) -> None:
+        """See :meth:`p2pkube.runtime.interface.Instance.stdout_read` (nothing to do when
+        the writer waits in this process)."""
+        return
+
 
 InstanceT = TypeVar("InstanceT", bound=BaseInstance)
 

@@ -217,9 +217,16 @@ class HandlerResponse:
             else:
                 self._chunks.append(event)
                 body += len(event)
+        self._consumed(len(data) - body)  # the header block is not kept
+
+    def _consumed(self, size: int) -> None:
+        """``size`` stdout bytes were read (or parsed as the header block): a writer waiting
+        for room may go on (a thread here, or one in a request worker process)."""
         with self._lock:
-            self._unread -= len(data) - body  # the header block is not kept
+            self._unread -= size
             self._lock.notify_all()
+        if size and self.instance is not None:
+            self.instance.stdout_read(size)
 
     def _fail(self, reason: str, message: str, status: int = 502) -> None:
         """The request failed (before its head: ``status``; after: a broken stream); the
@@ -327,9 +334,7 @@ class HandlerResponse:
             return None
         body = b"".join(self._chunks)
         self._chunks.clear()
-        with self._lock:
-            self._unread -= len(body)
-            self._lock.notify_all()
+        self._consumed(len(body))
         return body
 
     def _take(self) -> bytes:
@@ -344,9 +349,7 @@ class HandlerResponse:
                 chunk = chunk[:room]
             parts.append(chunk)
             size += len(chunk)
-        with self._lock:
-            self._unread -= size
-            self._lock.notify_all()
+        self._consumed(size)
         return b"".join(parts)
 
     async def aclose(self) -> None:
@@ -449,6 +452,7 @@ class HandlerPool:
             env=list(env.items()),
             stdin=body or None,
             stdout=response.write,
+            stdout_buffer=self.settings.response_buffer_bytes,
             limits=dataclasses.replace(limits, deadline=deadline),
         )
 

@@ -99,6 +99,10 @@ class Launch:
     every stdout write goes to this callback, in order, instead of the log (stderr still goes
     to the log). Natively it is called on the instance's worker thread, in a tab on the event
     loop: the receiver must be thread-safe (``loop.call_soon_threadsafe``)."""
+    stdout_buffer: int = 4 * 1024 * 1024
+    """Stdout bytes the receiver holds unread at most (``services.response_buffer_bytes``):
+    a runtime whose instance writes from another process (``runtime/procs.py``) sends no
+    more than that ahead of :meth:`Instance.stdout_read`."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,12 @@ class Instance(Protocol):
 
     def stop(self, reason: str = KILLED, message: str = "") -> None:
         """Ask the instance to end at its next safe point (within one epoch tick)."""
+        ...
+
+    def stdout_read(self, size: int) -> None:
+        """The receiver of ``Launch.stdout`` consumed ``size`` more bytes of it. A runtime
+        whose instance writes from another process (``runtime/procs.py``) lets the writer
+        send that much more (its backpressure); the others need not do anything."""
         ...
 
 

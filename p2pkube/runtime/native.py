@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,8 @@ from p2pkube.runtime.workers import WorkerThreads
 
 if TYPE_CHECKING:  # wasmtime is loaded when the first pod needs it (see NativeRuntime.loader)
     from p2pkube.runtime import sandbox
-    from p2pkube.runtime.engine import ModuleLoader
+    from p2pkube.runtime.engine import LoadedModule, ModuleLoader
+    from p2pkube.runtime.procs import RequestProcesses
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,36 @@ def _prepare_files(launch: rt.Launch) -> None:
             raise SetupError(f"hostPath {mount.host_path} is not a directory on this node")
 
 
-class NativeRuntime(BaseRuntime[NativeInstance]):
+def run_instance(
+    launch: rt.Launch,
+    control: sandbox.Control,
+    load: Callable[[str, Path], LoadedModule],
+    log_sink: Callable[[rt.Launch], sandbox.LogSink],
+) -> rt.Termination:
+    """On the instance's thread: prepare its files, load its module, run it to its end;
+    every failure becomes its Termination (never raises). Shared by the agent's instance
+    threads and the request worker processes (``runtime/procs.py``)."""
+    from p2pkube.runtime import sandbox
+
+    sink: sandbox.LogSink | None = None
+    try:
+        _prepare_files(launch)
+        sink = log_sink(launch)
+        loaded = load(launch.image, launch.module_path)
+        return sandbox.run(loaded, launch, control, sink)
+    except rt.InvalidModuleError as exc:
+        return failed(rt.INVALID_MODULE, str(exc))
+    except SetupError as exc:
+        return failed(rt.CREATE_CONTAINER_ERROR, str(exc))
+    except Exception as exc:  # a disk error creating the log, a bug: fail the pod only
+        log.exception("instance %s/%s could not start", launch.pod, launch.container)
+        return failed(rt.TRAPPED, f"could not start: {exc}")
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+class NativeRuntime(BaseRuntime[BaseInstance]):
     """Runs pods natively with wasmtime; see :class:`p2pkube.runtime.interface.PodRuntime`."""
 
     def __init__(self, data_dir: Path, settings: RuntimeSettings) -> None:
@@ -77,6 +108,11 @@ class NativeRuntime(BaseRuntime[NativeInstance]):
         self._threads = WorkerThreads(
             max_idle=settings.idle_threads, idle_timeout=settings.idle_thread_timeout
         )
+        self._procs: RequestProcesses | None = None
+        if settings.request_processes > 0:
+            from p2pkube.runtime import procs
+
+            self._procs = procs.RequestProcesses(self, self._cache_dir, settings.request_processes)
 
     @property
     def loader(self) -> ModuleLoader:
@@ -91,8 +127,18 @@ class NativeRuntime(BaseRuntime[NativeInstance]):
 
     async def prepare(self, image: str, module_path: Path) -> None:
         await asyncio.to_thread(self.loader.load, image, module_path)
+        if self._procs is not None:  # handler requests may come next: start their workers
+            await self._procs.ensure_started()
 
-    def start(self, launch: rt.Launch) -> NativeInstance:
+    def start(self, launch: rt.Launch) -> rt.Instance:
+        if launch.stdout is not None and self._procs is not None:
+            instance = self._procs.start(launch)
+            if instance is not None:
+                self._started(instance)
+                return instance
+        return self._start_thread(launch)
+
+    def _start_thread(self, launch: rt.Launch) -> NativeInstance:
         from p2pkube.runtime import sandbox
 
         settings = self.settings
@@ -112,25 +158,9 @@ class NativeRuntime(BaseRuntime[NativeInstance]):
     def _run(self, instance: NativeInstance, thread: threading.Thread) -> None:
         """The worker thread: load (cached: ~1 ms), run, report back to the loop."""
         instance.thread = thread
-        launch = instance.launch
-        writer: logs.LogWriter | None = None
-        try:
-            _prepare_files(launch)
-            writer = self._log_writer(launch)
-            from p2pkube.runtime import sandbox
-
-            loaded = self.loader.load(launch.image, launch.module_path)
-            termination = sandbox.run(loaded, launch, instance.control, writer)
-        except rt.InvalidModuleError as exc:
-            termination = failed(rt.INVALID_MODULE, str(exc))
-        except SetupError as exc:
-            termination = failed(rt.CREATE_CONTAINER_ERROR, str(exc))
-        except Exception as exc:  # a disk error creating the log, a bug: fail the pod only
-            log.exception("instance %s/%s could not start", launch.pod, launch.container)
-            termination = failed(rt.TRAPPED, f"could not start: {exc}")
-        finally:
-            if writer is not None:
-                writer.close()
+        termination = run_instance(
+            instance.launch, instance.control, self.loader.load, self._log_writer
+        )
         with contextlib.suppress(RuntimeError):  # loop closed: the agent is gone anyway
             self._loop.call_soon_threadsafe(self._ended, instance, termination)
 
@@ -147,11 +177,14 @@ class NativeRuntime(BaseRuntime[NativeInstance]):
             "threads": threading.active_count(),
             "idleThreads": self._threads.idle(),
             "threadsStarted": self._threads.started,
+            "requestProcesses": self._procs.stats() if self._procs is not None else [],
         }
 
     async def close(self) -> None:
         """Stop every instance (each at its next epoch tick) and wait for them, bounded."""
         await self._stop_instances()
+        if self._procs is not None:
+            await self._procs.close()
         self._threads.close()
         if self._loader is not None:
             await asyncio.to_thread(self._loader.close)

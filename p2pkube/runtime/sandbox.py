@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import wasmtime
 from wasmtime import _bindings
@@ -45,7 +45,6 @@ from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.budget import OutputBudget
 from p2pkube.runtime.engine import InstanceHooks, LoadedModule, hooks_installed
-from p2pkube.runtime.logs import LogWriter
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +90,15 @@ _DeadlineCallback = ctypes.CFUNCTYPE(
 )
 _Finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _NO_FINALIZER = _Finalizer(lambda _data: None)
+
+
+class LogSink(Protocol):
+    """Where an instance's log output goes: a :class:`LogWriter` in the agent, or in a
+    request worker process (``runtime/procs.py``) the pipe back to the agent's writer."""
+
+    def write(self, stream: str, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Control(InstanceHooks):
@@ -180,7 +188,7 @@ def _deadline_callback(control: Control) -> Any:
     return _DeadlineCallback(callback)
 
 
-def _output_sink(control: Control, logs: LogWriter, stream: str) -> Callable[[bytes], int]:
+def _output_sink(control: Control, logs: LogSink, stream: str) -> Callable[[bytes], int]:
     def write(data: bytes) -> int:
         if control.stop_reason is None and control.spend_output(len(data)):
             logs.write(stream, data)
@@ -264,7 +272,7 @@ def run(
     loaded: LoadedModule,
     launch: rt.Launch,
     control: Control,
-    logs: LogWriter,
+    logs: LogSink,
 ) -> rt.Termination:
     """Run ``launch`` to its end on this thread; never raises."""
     started = utc_now()
@@ -317,7 +325,7 @@ def run(
 
 
 def _wasi_config(
-    launch: rt.Launch, control: Control, logs: LogWriter, stdin_path: Path | None
+    launch: rt.Launch, control: Control, logs: LogSink, stdin_path: Path | None
 ) -> wasmtime.WasiConfig:
     wasi = wasmtime.WasiConfig()
     _set_argv_env(wasi, launch.argv, launch.env)

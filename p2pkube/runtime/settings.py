@@ -57,6 +57,14 @@ class RuntimeSettings:
     load, which HTTP handler pods (one instance per request) pay on every request."""
     idle_thread_timeout: float = 30.0
     """Seconds a kept thread waits for another instance before it ends."""
+    request_processes: int = 0
+    """Worker processes that run the instances of HTTP handler requests (natively;
+    ``runtime/procs.py``), each with its own wasmtime engines and GIL, loading the modules the
+    agent compiled from the disk cache; 0 runs them on the agent's threads like every other
+    instance. Pods' own instances always run in the agent. Each idle worker costs ~40 MB."""
+    request_process_start_timeout: float = 10.0
+    """How long the agent waits for a request worker process to start (or to exit when the
+    agent stops) before it gives up on it (and kills it)."""
     stop_timeout: float = 5.0
     """How long a stop waits for the instance's thread to end. wasm is stopped at its next
     epoch check, so this only matters when it is inside a slow host call."""
