@@ -150,11 +150,16 @@ async def latency(url: str, requests: int) -> dict[str, Any]:
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """CPU time (user + system) used so far by each process, and by this one as "client"."""
+    """CPU time (user + system) used so far by each process, and by this one as "client";
+    an agent's request worker processes (``runtime.request_processes``) as "NAME workers"."""
     used = {"client": time.process_time()}
     for name, pid in pids.items():
-        times = psutil.Process(pid).cpu_times()
+        process = psutil.Process(pid)
+        times = process.cpu_times()
         used[name] = times.user + times.system
+        children = process.children()
+        if children:
+            used[f"{name} workers"] = sum(sum(c.cpu_times()[:2]) for c in children)
     return used
 
 
@@ -192,7 +197,7 @@ async def throughput(
     }
     if pids and ok:
         result["cpuMsPerRequest"] = {
-            name: round((after[name] - before[name]) / len(ok) * 1000, 2) for name in after
+            name: round((after[name] - before.get(name, 0.0)) / len(ok) * 1000, 2) for name in after
         }
     return result
 
@@ -347,7 +352,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         try:
             cluster.start_signaling()
             for name in NATIVES:
-                cluster.start_agent(name, "--label", f"place={PLACES[name]}")
+                settings = [word for value in args.set for word in ("--set", value)]
+                cluster.start_agent(name, "--label", f"place={PLACES[name]}", *settings)
             await asyncio.to_thread(start_cluster_ready, cluster)
             for name, place in (("local", "a"), ("remote", "b")):
                 await asyncio.to_thread(apply, cluster, work, name, manifest(name, place, None, 2))
@@ -495,6 +501,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="sequential GETs per latency row")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
     parser.add_argument("--browser", action="store_true", help="also measure an endpoint in a tab")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an agent setting for every agent, e.g. runtime.request_processes=2 (repeatable)",
+    )
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     print("\n".join(render(result)))

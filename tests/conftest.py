@@ -70,15 +70,20 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalClu
                 print(f"--- {name} log ---\n{local.log_tail(name, 60)}")
 
 
-REQUEST_PROCESSES = int(os.environ.get("P2PKUBE_TEST_REQUEST_PROCESSES", "0"))
-"""``runtime.request_processes`` of the ``runtime`` fixture: run the runtime and handler
-tests with handler requests in worker processes (``runtime/procs.py``) by setting it."""
+REQUEST_PROCESSES = os.environ.get("P2PKUBE_TEST_REQUEST_PROCESSES", "")
+"""``runtime.request_processes`` of the ``runtime`` fixture when set (else the default): run
+the runtime and handler tests with handler requests on the agent's threads (0) or in that
+many worker processes (``runtime/procs.py``)."""
 
 
 @pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[NativeRuntime]:
     """A wasmtime pod runtime with its data dir under tmp_path, closed afterwards."""
-    native = NativeRuntime(tmp_path / "data", RuntimeSettings(request_processes=REQUEST_PROCESSES))
+    settings = RuntimeSettings()
+    if REQUEST_PROCESSES:
+        settings.request_processes = int(REQUEST_PROCESSES)
+    native = NativeRuntime(tmp_path / "data", settings)
+    await native.start_request_processes()  # else the first request runs on a thread
     try:
         yield native
     finally:

@@ -33,6 +33,7 @@ WORKERS = 2
 @pytest.fixture
 async def procs(tmp_path: Path) -> AsyncIterator[NativeRuntime]:
     native = NativeRuntime(tmp_path / "data", RuntimeSettings(request_processes=WORKERS))
+    await native.start_request_processes()
     try:
         yield native
     finally:
@@ -59,7 +60,7 @@ async def test_requests_run_in_the_workers_with_the_same_answers(
     procs: NativeRuntime, tmp_path: Path, modes: tuple[str, Path]
 ) -> None:
     pool = await pool_of(procs, tmp_path, modes)
-    assert len(workers(procs)) == WORKERS, "prepare starts the workers"
+    assert len(workers(procs)) == WORKERS
     status, body = await fetch(pool, get("/hello", "a=1"), b"abc")
     assert status == 200 and "path: /hello" in body and "body: 3 bytes" in body
     assert "pod: web-1" in body
@@ -132,9 +133,16 @@ async def test_a_request_killed_before_its_head_gets_502_with_the_reason(
     assert error.status == 502 and "request worker process" in error.message
 
 
-async def test_close_leaves_no_worker_process(tmp_path: Path, modes: tuple[str, Path]) -> None:
+async def test_workers_start_at_the_first_request_and_close_leaves_none(
+    tmp_path: Path, modes: tuple[str, Path]
+) -> None:
     runtime = NativeRuntime(tmp_path / "data", RuntimeSettings(request_processes=WORKERS))
     pool = await pool_of(runtime, tmp_path, modes)
+    assert workers(runtime) == [], "no worker before a handler request"
+    first = await pool.handle(get("/status", "code=200"), b"")
+    assert not isinstance(first.instance, ProcInstance), "the first runs on a thread"
+    await read_all(first)
+    await wait_until(lambda: len(workers(runtime)) == WORKERS, within=15)
     running = await pool.handle(get("/slow", "n=100&ms=500"), b"")  # runs 50 s
     pids = [w["pid"] for w in workers(runtime)]
     started = time.monotonic()

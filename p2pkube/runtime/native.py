@@ -127,8 +127,6 @@ class NativeRuntime(BaseRuntime[BaseInstance]):
 
     async def prepare(self, image: str, module_path: Path) -> None:
         await asyncio.to_thread(self.loader.load, image, module_path)
-        if self._procs is not None:  # handler requests may come next: start their workers
-            await self._procs.ensure_started()
 
     def start(self, launch: rt.Launch) -> rt.Instance:
         if launch.stdout is not None and self._procs is not None:
@@ -136,7 +134,14 @@ class NativeRuntime(BaseRuntime[BaseInstance]):
             if instance is not None:
                 self._started(instance)
                 return instance
+            self._procs.start_soon()  # on threads until the workers are up (first request)
         return self._start_thread(launch)
+
+    async def start_request_processes(self) -> None:
+        """Start the request worker processes now rather than at the first handler request
+        (which runs on a thread while they start); returns once they are up or failed."""
+        if self._procs is not None:
+            await self._procs.ensure_started()
 
     def _start_thread(self, launch: rt.Launch) -> NativeInstance:
         from p2pkube.runtime import sandbox

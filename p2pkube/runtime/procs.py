@@ -225,11 +225,21 @@ class RequestProcesses:
     # -- processes ---------------------------------------------------------------------------------
     async def ensure_started(self) -> None:
         """Start the missing workers (off the loop); returns when they are up (or failed)."""
+        starting = self.start_soon()
+        if starting is not None:
+            await asyncio.shield(starting)
+
+    def start_soon(self) -> asyncio.Task[None] | None:
+        """Start the missing workers in a task (it spawns them off the loop), unless one
+        already does; workers start at the first handler request, not with the agent, so a
+        node that serves none pays nothing."""
         if self._closed:
-            return
+            return None
         if self._starting is None or self._starting.done():
+            if len(self.workers) >= self.count:
+                return None
             self._starting = asyncio.create_task(self._start_missing(), name="request workers")
-        await asyncio.shield(self._starting)
+        return self._starting
 
     async def _start_missing(self) -> None:
         while not self._closed and len(self.workers) < self.count:
@@ -301,7 +311,7 @@ class RequestProcesses:
         self.loop.run_in_executor(None, _reap, worker.process)
         if not self._closed:
             self.replaced += 1
-            self._starting = asyncio.create_task(self._start_missing(), name="request workers")
+            self.start_soon()
 
     # -- instances ---------------------------------------------------------------------------------
     def start(self, launch: rt.Launch) -> ProcInstance | None:
