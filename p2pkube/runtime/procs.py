@@ -11,11 +11,12 @@ The worker loads what the agent compiled from the disk cache (``runtime/compiled
 engine fingerprints); it compiles only a module whose cache entry is missing.
 
 **IPC**: one Unix socket pair per worker, length-prefixed pickles (both ends are this code).
-The agent sends ``run`` (the Launch without its receiver, the deadline as seconds left),
-``stop`` and ``credit``; the worker sends ``out`` (stdout writes, in order), ``err`` (stderr
-after the instance's output budget) and ``end`` (the Termination). The agent reads with
-``loop.add_reader`` (never a thread, never a wait on the loop); writes that do not fit the
-socket wait in a buffer sent by ``add_writer``.
+The agent sends ``run`` (the Launch's fields without its receiver, the deadline as seconds
+left), ``stop`` and ``credit``; the worker sends ``out`` (stdout writes, in order), ``err``
+(stderr after the instance's output budget), ``wait`` (a writer waits for credit) and ``end``
+(the Termination). A request that fits its window costs three messages: run, out, end. The
+agent reads with ``loop.add_reader`` (never a thread, never a wait on the loop); writes that
+do not fit the socket wait in a buffer sent by ``add_writer``.
 
 **Logs**: stderr comes back to the agent and goes through the agent's shared
 :class:`~p2pkube.runtime.logs.LogWriter` of the container (one rotated file per path, whole
@@ -24,7 +25,8 @@ for requests that write to stderr.
 
 **Backpressure**: a credit window per stream. The worker sends at most
 ``services.response_buffer_bytes`` stdout bytes that the agent's reader has not consumed
-(:meth:`~p2pkube.runtime.interface.Instance.stdout_read` gives them back, batched); beyond
+(:meth:`~p2pkube.runtime.interface.Instance.stdout_read` gives them back: per quarter window,
+or at once to a writer that said it waits); beyond
 that the instance's thread in the worker waits (until credit comes, a stop, or its deadline),
 as a native writer thread waits today. So the agent holds at most the window per stream, and
 the socket at most what is in flight.
@@ -113,6 +115,7 @@ class ProcInstance(BaseInstance):
         self.delivered = 0  # stdout bytes handed to the receiver
         self.consumed = 0  # ... that it consumed
         self.acked = 0  # ... that the worker was told of
+        self.waiting = False  # the writer waits for credit (the worker said so)
         self.log: logs.LogWriter | None = None
 
     def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
@@ -121,12 +124,24 @@ class ProcInstance(BaseInstance):
 
     def stdout_read(self, size: int) -> None:
         self.consumed += size
+        self._credit()
+
+    def writer_waits(self) -> None:
+        """The worker said this instance's writer waits for credit."""
+        self.waiting = True
+        self._credit()
+
+    def _credit(self) -> None:
+        """Give the worker back what the reader consumed: a credit per quarter window, or
+        all of it once the reader has caught up with a writer that waits. Most responses
+        fit the window whole and never cost a credit message."""
         pending = self.consumed - self.acked
-        # Batched: a credit per quarter window, or once the reader has caught up.
-        if pending and (pending >= self.window // 4 or self.consumed >= self.delivered):
+        if not pending or self.done.done():
+            return
+        if pending >= self.window // 4 or (self.waiting and self.consumed >= self.delivered):
             self.acked = self.consumed
-            if not self.done.done():
-                self.worker.send(("credit", self.number, pending))
+            self.waiting = False
+            self.worker.send(("credit", self.number, pending))
 
 
 class _Worker:
@@ -325,11 +340,8 @@ class RequestProcesses:
         instance = ProcInstance(launch, worker, number, window)
         deadline = launch.limits.deadline
         remaining = None if deadline is None else deadline - time.monotonic()
-        sent = dataclasses.replace(
-            launch, stdout=None, limits=dataclasses.replace(launch.limits, deadline=None)
-        )
         worker.instances[number] = instance
-        worker.send(("run", number, sent, remaining, window))
+        worker.send(("run", number, *_launch_fields(launch), remaining))
         return instance
 
     def dispatch(self, worker: _Worker, message: tuple[Any, ...]) -> None:
@@ -347,6 +359,8 @@ class RequestProcesses:
             if instance.log is None:
                 instance.log = self.runtime._log_writer(instance.launch)
             instance.log.write("stderr", message[2])
+        elif kind == "wait":
+            instance.writer_waits()
         elif kind == "end":
             del worker.instances[number]
             self._end(instance, message[2])
@@ -380,6 +394,44 @@ class RequestProcesses:
         )
         for worker in workers:
             self.died(worker)
+
+
+def _launch_fields(launch: rt.Launch) -> tuple[Any, ...]:
+    """What a worker needs of ``launch``, as plain values (cheaper to pickle than the
+    dataclasses; the receiver and the deadline instant do not cross)."""
+    limits = launch.limits
+    return (
+        launch.pod,
+        launch.container,
+        launch.image,
+        str(launch.module_path),
+        launch.argv,
+        launch.env,
+        str(launch.log_path),
+        launch.stdin,
+        launch.mounts,
+        launch.stdout_buffer,
+        limits.memory_bytes,
+        limits.cpu_cores,
+    )
+
+
+def _launch_of(fields: tuple[Any, ...], deadline: float | None) -> rt.Launch:
+    """The worker's Launch from :func:`_launch_fields` (its receiver is set afterwards)."""
+    pod, container, image, module, argv, env, log_path, stdin, mounts, buffer, memory, cpu = fields
+    return rt.Launch(
+        pod=pod,
+        container=container,
+        image=image,
+        module_path=Path(module),
+        argv=argv,
+        env=env,
+        limits=rt.Limits(memory_bytes=memory, cpu_cores=cpu, deadline=deadline),
+        log_path=Path(log_path),
+        stdin=stdin,
+        mounts=mounts,
+        stdout_buffer=buffer,
+    )
 
 
 def _reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -427,6 +479,10 @@ class _Stream:
     def _wait_room(self, size: int) -> bool:
         control = self.control
         with self._credit:
+            if self._unacked + size > self.window and not control.must_stop():
+                # Told once per wait: the agent credits a waiting writer as soon as its
+                # reader has caught up (else only per quarter window: few messages).
+                self.server.send(("wait", self.number))
             while self._unacked + size > self.window:
                 if control.must_stop():
                     return False
@@ -500,7 +556,7 @@ class _Server:
     def _handle(self, message: tuple[Any, ...]) -> bool:
         kind = message[0]
         if kind == "run":
-            self._run(*message[1:])
+            self._run(message[1], message[2:-1], message[-1])
         elif kind in ("stop", "credit"):
             with self._lock:
                 stream = self.streams.get(message[1])
@@ -512,20 +568,20 @@ class _Server:
             return False
         return True
 
-    def _run(self, number: int, launch: rt.Launch, remaining: float | None, window: int) -> None:
+    def _run(self, number: int, fields: tuple[Any, ...], remaining: float | None) -> None:
         from p2pkube.runtime import sandbox
 
         settings = self.settings
         deadline = None if remaining is None else time.monotonic() + remaining
-        limits = dataclasses.replace(launch.limits, deadline=deadline)
+        launch = _launch_of(fields, deadline)
         control = sandbox.Control(
-            limits,
+            launch.limits,
             cpu_period=settings.cpu_period,
             rate=settings.log_rate_bytes,
             burst=settings.log_burst_bytes,
         )
-        stream = _Stream(self, number, control, window)
-        launch = dataclasses.replace(launch, limits=limits, stdout=stream.write)
+        stream = _Stream(self, number, control, launch.stdout_buffer)
+        launch = dataclasses.replace(launch, stdout=stream.write)
         with self._lock:
             self.streams[number] = stream
         self.threads.submit(lambda _thread: self._instance(stream, launch), f"request {launch.pod}")
