@@ -95,6 +95,11 @@ class BaseRuntime(Generic[InstanceT]):
         """Stop every instance (the agent is stopping) and wait for them, bounded."""
         await rt.stop_all(self._instances, self.settings.stop_timeout)
 
+    def expect_requests(self) -> None:
+        """See :meth:`p2pkube.runtime.interface.PodRuntime.expect_requests` (nothing to do
+        unless a runtime overrides it)."""
+        return
+
     def _log_writer(self, launch: rt.Launch) -> logs.LogWriter:
         """The writer of ``launch``'s log file (its directory already made), rotated and
         capped as the settings say; each write wakes the followers (:meth:`output_waiter`).

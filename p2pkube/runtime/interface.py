@@ -169,6 +169,11 @@ class PodRuntime(Protocol):
         """Start an instance of a prepared module; returns at once."""
         ...
 
+    def expect_requests(self) -> None:
+        """A handler container is serving here: get ready for its requests now (natively,
+        start the request worker processes, ``runtime.request_processes``); returns at once."""
+        ...
+
     async def read_log(
         self, log_path: Path, *, tail: int | None = None, since: str | None = None
     ) -> list[LogLine]:

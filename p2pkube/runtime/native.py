@@ -137,6 +137,12 @@ class NativeRuntime(BaseRuntime[BaseInstance]):
             self._procs.start_soon()  # on threads until the workers are up (first request)
         return self._start_thread(launch)
 
+    def expect_requests(self) -> None:
+        """A handler pod runs here: start the request workers now (in a task), so that its
+        first requests need not share the CPU with their start."""
+        if self._procs is not None:
+            self._procs.start_soon()
+
     async def start_request_processes(self) -> None:
         """Start the request worker processes now rather than at the first handler request
         (which runs on a thread while they start); returns once they are up or failed."""

@@ -409,6 +409,7 @@ class PodWorker:
         except rt.InvalidModuleError as exc:
             self._ended_for_good(record, failed(rt.INVALID_MODULE, str(exc)))
             return
+        kubelet.runtime.expect_requests()
         services = kubelet.services
         annotations = self.pod["metadata"].get("annotations")
         pool = HandlerPool(

@@ -57,14 +57,17 @@ class RuntimeSettings:
     load, which HTTP handler pods (one instance per request) pay on every request."""
     idle_thread_timeout: float = 30.0
     """Seconds a kept thread waits for another instance before it ends."""
-    request_processes: int = 2
+    request_processes: int = 4
     """Worker processes that run the instances of HTTP handler requests (natively;
     ``runtime/procs.py``), each with its own wasmtime engines and GIL, loading the modules the
     agent compiled from the disk cache; 0 runs them on the agent's threads like every other
-    instance. Pods' own instances always run in the agent. The workers start at the node's
-    first handler request (which runs on a thread meanwhile), so a node that serves none pays
-    nothing; each costs ~40 MB of memory. Through one node's NodePort at concurrency 32
-    (bench_services, this 2-core machine): 0: 466-474 req/s, 1: 511, 2: 856-873, 4: 856."""
+    instance. Pods' own instances always run in the agent. The workers start when a handler
+    pod starts on the node (a request that comes first runs on a thread), so a node that
+    serves none pays nothing; each costs ~40 MB of memory (4: ~160 MB on a node serving
+    handlers; 2 is within the noise below for half of it). Through one node's NodePort at
+    concurrency 32 (bench_services on this shared 2-core machine, alternated runs): 0 (the
+    agent's threads): 417-522 req/s, 1: 511, 2: 744-986, 4: 694-1005 (the last two rounds,
+    with the workers started at the pod's start: 0: 433-467, 2: 789-894, 4: 918-1005)."""
     request_process_start_timeout: float = 10.0
     """How long the agent waits for a request worker process to start (or to exit when the
     agent stops) before it gives up on it (and kills it)."""
