@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -339,7 +340,7 @@ async def tab_latency(cluster: LocalCluster, work: Path, url: str, requests: int
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"bench": "services"}
+    result: dict[str, Any] = {"bench": "services", "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="bench-services-") as tmp:
         work = Path(tmp)
         result["inProcess"] = await in_process(work, args.requests)
@@ -446,6 +447,29 @@ def throughput_table(result: dict[str, Any]) -> str:
     )
 
 
+def cpu_bound(result: dict[str, Any]) -> str:
+    """What bounds the c=32 rows: the CPU every process used per request, times the rate,
+    against this machine's cores (all the agents, their workers and the client share them)."""
+    cores = result.get("cores") or os.cpu_count() or 1
+    parts = []
+    for label in ("local", "remote"):
+        run = result[label]["throughput"]
+        cpu = run.get("cpuMsPerRequest")
+        if not cpu:
+            return ""
+        total = sum(cpu.values())
+        parts.append(f"{label} {total:.2f} ms per request, {total * run['rps'] / 1000:.2f} cores")
+    remote = result["remote"]["throughput"]["cpuMsPerRequest"]
+    endpoint_nodes = [ms for name, ms in remote.items() if name in ("n2", "n3")]
+    return (
+        f"What bounds the concurrency-32 rows is this machine's {cores} cores: all processes "
+        f"together used {'; '.join(parts)} at the rates measured. A remote request adds the "
+        f"mesh hop (the request rpc over aiortc's DTLS and SCTP, in Python, signed): "
+        f"{remote.get('n1', 0):.2f} ms of n1's CPU with no wasm run there, and about "
+        f"{sum(endpoint_nodes):.2f} ms in the endpoint nodes' agents besides their workers."
+    )
+
+
 def render(result: dict[str, Any]) -> list[str]:
     fo = result["failover"]
     after = fo["afterKill"]
@@ -456,6 +480,8 @@ def render(result: dict[str, Any]) -> list[str]:
         latency_table(result),
         "",
         throughput_table(result),
+        "",
+        cpu_bound(result),
         "",
         f"Failover: {fo['rate']} GET/s through n1 to `remote` (replicas on n2 and n3), n3 killed "
         f"with SIGKILL after 5 s: {fo['failed']} of {fo['requests']} GETs failed"
