@@ -214,15 +214,6 @@ def _callback_sink(control: Control, receiver: Callable[[bytes], None]) -> Calla
     return write
 
 
-def _stdin_path(launch: rt.Launch) -> Path:
-    """Where ``launch.stdin`` is written for wasmtime to read: ``<restart>.stdin`` beside the
-    log, or for a request instance (many run at once on one log path) a file of its own."""
-    if launch.stdout is None:
-        return launch.log_path.with_suffix(".stdin")
-    unique = f"{threading.get_ident():x}.{time.monotonic_ns():x}"
-    return launch.log_path.with_name(f"{launch.log_path.stem}.request-{unique}.stdin")
-
-
 def _memory_at_limit(store: wasmtime.Store, instance: wasmtime.Instance, cap: int) -> bool:
     """Whether the instance's memory is so close to its cap that a failed grow is the likely
     cause of its failure. Allocators grow in steps (zig's malloc rounds big requests up to a
@@ -276,7 +267,6 @@ def run(
 ) -> rt.Termination:
     """Run ``launch`` to its end on this thread; never raises."""
     started = utc_now()
-    stdin_path = _stdin_path(launch) if launch.stdin is not None else None
     store: wasmtime.Store | None = None
     instance: wasmtime.Instance | None = None
     callback = _deadline_callback(control)  # referenced until the store is gone
@@ -297,7 +287,7 @@ def run(
             _context_set_epoch_deadline(store._context(), 1)  # Store.set_epoch_deadline(1)
             # WASI must be set before instantiation: a WASI import called in a store without
             # it aborts the whole process (a Rust panic), so no code path skips this.
-            _set_wasi(store, _wasi_config(launch, control, logs, stdin_path))
+            _set_wasi(store, _wasi_config(launch, control, logs))
             instance = loaded.pre.instantiate(store)
             if loaded.plain_start:
                 _call_start(store, instance)
@@ -319,17 +309,17 @@ def run(
             logs.close()
             if store is not None:
                 store.close()
-            if stdin_path is not None and launch.stdout is not None:
-                stdin_path.unlink(missing_ok=True)  # a request's body: nothing reads it again
     return rt.Termination(code, reason, message, started, utc_now())
 
 
-def _wasi_config(
-    launch: rt.Launch, control: Control, logs: LogSink, stdin_path: Path | None
-) -> wasmtime.WasiConfig:
+def _wasi_config(launch: rt.Launch, control: Control, logs: LogSink) -> wasmtime.WasiConfig:
     wasi = wasmtime.WasiConfig()
     _set_argv_env(wasi, launch.argv, launch.env)
-    if launch.stdin is not None and stdin_path is not None:
+    if launch.stdin is not None and launch.stdout is not None:
+        _set_stdin_bytes(wasi, launch.stdin)  # a request's body
+    elif launch.stdin is not None:
+        # A pod's stdinData is kept beside its log (<restart>.stdin), as docs/protocol.md says.
+        stdin_path = launch.log_path.with_suffix(".stdin")
         stdin_path.write_bytes(launch.stdin)
         wasi.stdin_file = str(stdin_path)
     if launch.stdout is not None:
@@ -350,6 +340,16 @@ def _wasi_config(
 
 
 _CHAR_PP = ctypes.POINTER(ctypes.POINTER(ctypes.c_char))
+
+
+def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
+    """A request instance reads its body on stdin from memory: a file per request (written,
+    then removed, under a name of its own since many run at once on one log path) cost every
+    request with a body two file operations on its hot path. wasmtime takes the vector."""
+    vector = ffi.wasm_byte_vec_t()
+    buffer = (ffi.wasm_byte_t * len(data)).from_buffer_copy(data)
+    ffi.wasm_byte_vec_new(ctypes.byref(vector), len(data), buffer)
+    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vector))
 
 
 def _set_wasi(store: wasmtime.Store, wasi: wasmtime.WasiConfig) -> None:
