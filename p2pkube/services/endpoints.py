@@ -31,7 +31,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from p2pkube.model.nodeports import node_port_owners
 from p2pkube.services.types import Endpoint
 
 __all__ = [
@@ -40,7 +39,6 @@ __all__ = [
     "computed_endpoints",
     "container_ports",
     "endpoints_object",
-    "node_port_owners",
     "pod_endpoint",
     "pod_port",
     "selected_pods",
