@@ -21,6 +21,7 @@ from p2pkube.runtime.cgi import CgiRequest
 from p2pkube.runtime.handler import HandlerPool, HandlerResponse, container_concurrency
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.runtime.probe import HttpGetProbe, probe_once
+from p2pkube.runtime.settings import RuntimeSettings
 from p2pkube.services.settings import ServiceSettings
 from p2pkube.services.types import HttpError, StreamBroken
 from tests.handlers import build
@@ -234,6 +235,52 @@ async def test_stderr_of_concurrent_requests_reaches_the_pod_log_whole(
     kinds = ("handler error", "done")
     expected = {f"{kind} {n:03d}{'x' * 200}" for n in range(40) for kind in kinds}
     assert sorted(texts) == sorted(expected)
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "workers"])
+async def test_a_stderr_flood_stops_its_request_within_the_output_budget(
+    tmp_path: Path, modes: tuple[str, Path], processes: int
+) -> None:
+    """A request instance's stderr is read by the agent (from a pipe, whether the instance
+    runs on the agent's thread or in a worker process) against the output budget as any
+    instance's: a handler that floods it is stopped with OutputFlood, a 502 naming it, its
+    log holds about the burst, and the next request is answered."""
+    burst = 256 * 1024
+    settings = RuntimeSettings(
+        log_burst_bytes=burst, log_rate_bytes=64 * 1024, request_processes=processes
+    )
+    runtime = NativeRuntime(tmp_path / "data", settings)
+    await runtime.start_request_processes()
+    try:
+        pool = await pool_of(runtime, tmp_path, modes)
+        error = await refused(pool, get("/stderr-flood"))
+        assert error.status == 502 and "OutputFlood" in error.message, error.message
+        assert pool.stats()["failures"] == {rt.OUTPUT_FLOOD: 1}
+        logged = sum(path.stat().st_size for path in pool.template.log_path.parent.iterdir())
+        assert burst // 2 < logged < 2 * burst + 256 * 1024, logged
+        assert await fetch(pool, get("/status", "code=200")) == (200, "status\n")
+    finally:
+        await runtime.close()
+
+
+async def test_a_writer_blocked_by_an_idle_reader_still_ends_at_its_deadline(
+    runtime: NativeRuntime, tmp_path: Path, modes: tuple[str, Path]
+) -> None:
+    """A client that stops reading holds the handler's writes back (its window, then a
+    full pipe: the write blocks where no epoch check runs); the request deadline still
+    ends the instance, on time."""
+    pool = await pool_of(
+        runtime, tmp_path, modes, request_deadline=1.0, response_buffer_bytes=64 * 1024
+    )
+    started = time.monotonic()
+    response = await pool.handle(get("/big", "kb=8192"), b"")
+    assert response.instance is not None
+    termination = await asyncio.wait_for(response.instance.done, 3)
+    assert termination.reason == rt.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 1.8
+    assert response.peak_unread <= 64 * 1024
+    with pytest.raises(StreamBroken, match="request deadline"):
+        await read_all(response)
 
 
 async def test_aclose_stops_a_running_instance(

@@ -2,9 +2,10 @@
 
 Real worker processes running real wasmtime: a request answers the same as on the agent's
 threads (test_handler's own tests run here against such a runtime), its stdout streams back
-as written and within its window, a worker killed with SIGKILL fails only its own requests
-and is replaced, and closing the runtime leaves no worker behind. The whole of test_handler.py
-and test_runtime.py also runs with workers: ``P2PKUBE_TEST_REQUEST_PROCESSES=2 pytest ...``.
+through its pipe as written and within its window, a worker killed with SIGKILL fails only
+its own requests and is replaced, and closing the runtime leaves no worker behind. The whole
+of test_handler.py and test_runtime.py also runs with workers:
+``P2PKUBE_TEST_REQUEST_PROCESSES=2 pytest ...``.
 """
 
 from __future__ import annotations
@@ -84,17 +85,19 @@ async def test_streaming_failures_deadline_stop_and_logs_as_on_threads(
         test_handler.test_the_request_deadline_gives_504_or_cuts_the_body,
         test_handler.test_aclose_stops_a_running_instance,
         test_handler.test_stderr_of_concurrent_requests_reaches_the_pod_log_whole,
+        test_handler.test_a_writer_blocked_by_an_idle_reader_still_ends_at_its_deadline,
     ):
         directory = tmp_path / test.__name__
         directory.mkdir()
         await test(procs, directory, modes)
 
 
-async def test_a_fast_writer_waits_for_its_credit(
+async def test_a_fast_writer_waits_for_a_slow_reader_across_the_process_boundary(
     procs: NativeRuntime, tmp_path: Path, modes: tuple[str, Path]
 ) -> None:
     """The window holds across the process boundary: 4 MiB through a 256 KiB window, the
-    agent never holding more than the window unread."""
+    agent never holding more than the window unread (the worker's writes block on the
+    pipe the agent stops reading)."""
     await test_handler.test_a_fast_writer_waits_for_a_slow_reader_in_bounded_memory(
         procs, tmp_path, modes
     )

@@ -52,8 +52,8 @@ class BaseInstance(abc.ABC):
         """Ask the instance to end soon; ``done`` then resolves with ``reason``."""
 
     def stdout_read(self, size: int) -> None:
-        """See :meth:`p2pkube.runtime.interface.Instance.stdout_read` (nothing to do when
-        the writer waits in this process)."""
+        """See :meth:`p2pkube.runtime.interface.Instance.stdout_read` (nothing to do unless
+        a runtime holds its instance's writes back)."""
         return
 
 

@@ -21,15 +21,16 @@ one such container. It bounds what a pod may cost:
   the head, a cut-short body after it;
 * **memory and CPU**: the container's limits apply to each request's instance;
 * **response**: the header block (``services.max_response_header_bytes``) and body
-  (``services.max_response_bytes``) are capped by the parser; and the body bytes written but
-  not yet read are at most ``services.response_buffer_bytes`` (plus one write). Natively
-  that is backpressure: a write arrives on the instance's own thread, which waits there until
-  the reader has caught up (or the stream fails, or the deadline passes; CPU throttling and
-  the deadline's stop resume after it). In a browser tab the write arrives on the event loop,
-  where nothing may wait, so there it is a bounded buffer: a handler that writes faster than
-  its client reads, for longer than the buffer, has its stream broken and its instance
-  stopped (``StreamBroken``), as a proxy whose buffer limit is reached would (the tab's
-  runtime may hold its Worker back sooner, at its output ring).
+  (``services.max_response_bytes``) are capped by the parser; and the stdout bytes written
+  but not yet read are at most ``services.response_buffer_bytes`` (the Launch's
+  ``stdout_buffer``). Writes arrive on the event loop. Natively that bound is backpressure:
+  the runtime reads the instance's stdout pipe no further ahead of the reader than that, so
+  the pipe fills and the instance's writes block (``runtime/pipes.py``: also across the
+  process boundary of a request worker). In a browser tab the Worker's output arrives as it
+  is written, so there it is a bounded buffer: a handler that writes faster than its client
+  reads, for longer than the buffer, has its stream broken and its instance stopped
+  (``StreamBroken``), as a proxy whose buffer limit is reached would (the tab's runtime may
+  hold its Worker back sooner, at its output ring).
 
 A request that fails never changes the pod's phase or readiness (a failed CGI script does not
 take the server down); the pool counts it by reason (:meth:`HandlerPool.stats`).
@@ -41,10 +42,8 @@ browser node runs it over its Web Worker runtime unchanged. No wasmtime here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -112,10 +111,10 @@ def _failure_message(termination: rt.Termination, deadline: float) -> tuple[int,
 class HandlerResponse:
     """One request's instance and its response: a :class:`ResponseStream`.
 
-    The instance's stdout arrives through :meth:`write` (natively on its worker thread, in a
-    tab on the loop); it is queued under a lock and parsed on the event loop. Bytes written
-    but not yet read are bounded by ``services.response_buffer_bytes`` (see the module
-    docstring: a writer thread waits, a write on the loop overflows)."""
+    The instance's stdout arrives through :meth:`write`, on the event loop, and is parsed as
+    it comes. Bytes written but not yet read are bounded by ``services.response_buffer_bytes``
+    (see the module docstring: natively the runtime's reader holds back, in a tab a write past
+    the bound breaks the stream)."""
 
     head: ResponseHead
 
@@ -126,24 +125,16 @@ class HandlerResponse:
         self.deadline = deadline
         self.instance: rt.Instance | None = None
         self.termination: rt.Termination | None = None
-        self._loop = asyncio.get_running_loop()
         self._parser = CgiResponseParser(
             max_header_bytes=settings.max_response_header_bytes,
             max_body_bytes=settings.max_response_bytes,
         )
         self._limit = settings.response_buffer_bytes
         self._chunk_bytes = settings.stream_chunk_bytes
-        # Written by the instance's thread, read on the loop: under _lock.
-        self._lock = threading.Condition()
-        self._loop_thread = threading.get_ident()
-        self._incoming: list[bytes] = []
         self._unread = 0  # stdout bytes written, neither consumed as header nor read yet
         self.peak_unread = 0
         """The most bytes ever written and not yet read (a test checks the bound)."""
-        self._overflow = False
-        self._scheduled = False
         self._discard = False  # the stream failed or was closed: drop what comes
-        # The loop's side.
         self._head: CgiHead | None = None
         self._chunks: deque[bytes] = deque()
         self._error: HttpError | None = None
@@ -154,54 +145,25 @@ class HandlerResponse:
         self._closed = False
         self._changed = asyncio.Event()
 
-    # -- the instance's side (any thread) ----------------------------------------------------------
     def write(self, data: bytes) -> None:
-        """``Launch.stdout``: take one write of the instance's stdout (thread-safe)."""
-        on_loop = threading.get_ident() == self._loop_thread
-        with self._lock:
-            if self._unread > self._limit and not on_loop:
-                self._lock.wait_for(
-                    lambda: self._unread <= self._limit or self._discard,
-                    timeout=max(0.0, self.deadline - time.monotonic()),
-                )
-            if self._discard or self._overflow:
-                return
-            # A thread adds once the reader caught up (limit + one write at most); the loop
-            # (a tab) cannot wait, so it must fit; past the deadline nothing waits any more.
-            if self._unread + (len(data) if on_loop else 0) > self._limit:
-                self._overflow = True  # what was taken before is still delivered
-            else:
-                self._unread += len(data)
-                self.peak_unread = max(self.peak_unread, self._unread)
-                self._incoming.append(data)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the agent is gone
-            self._loop.call_soon_threadsafe(self._drain)
-
-    # -- the loop's side ---------------------------------------------------------------------------
-    def started(self, instance: rt.Instance) -> None:
-        self.instance = instance
-        instance.done.add_done_callback(self._on_done)
-
-    def _drain(self) -> None:
-        """Parse what the instance wrote since the last drain."""
-        with self._lock:
-            incoming, self._incoming = self._incoming, []
-            self._scheduled = False
-            overflow = self._overflow
-        for data in incoming:
-            if self._discard:
-                break
-            self._feed(data)
-        if overflow and not self._discard:
+        """``Launch.stdout``, on the loop: take one write of the instance's stdout."""
+        if self._discard:
+            return
+        if self._unread + len(data) > self._limit:
             self._fail(
                 BUFFER_FULL,
                 f"response body over {self._limit} bytes unread: the handler writes faster "
                 "than the client reads",
             )
+            return
+        self._unread += len(data)
+        self.peak_unread = max(self.peak_unread, self._unread)
+        self._feed(data)
         self._changed.set()
+
+    def started(self, instance: rt.Instance) -> None:
+        self.instance = instance
+        instance.done.add_done_callback(self._on_done)
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -220,11 +182,9 @@ class HandlerResponse:
         self._consumed(len(data) - body)  # the header block is not kept
 
     def _consumed(self, size: int) -> None:
-        """``size`` stdout bytes were read (or parsed as the header block): a writer waiting
-        for room may go on (a thread here, or one in a request worker process)."""
-        with self._lock:
-            self._unread -= size
-            self._lock.notify_all()
+        """``size`` stdout bytes were read (or parsed as the header block): the runtime may
+        let the instance write that much more."""
+        self._unread -= size
         if size and self.instance is not None:
             self.instance.stdout_read(size)
 
@@ -245,10 +205,7 @@ class HandlerResponse:
         self._fail(rt.KILLED, message)
 
     def _stop(self, message: str) -> None:
-        with self._lock:
-            self._discard = True
-            self._incoming.clear()
-            self._lock.notify_all()  # a writer waiting for the reader: it is not coming
+        self._discard = True
         if self.instance is not None and not self._done:
             self.instance.stop(rt.KILLED, message)
         self._changed.set()
@@ -258,7 +215,6 @@ class HandlerResponse:
         callback, or earlier from :meth:`whole_body`."""
         if self._done:
             return
-        self._drain()  # its writes were scheduled before its end: nothing is left behind
         self._done = True
         self.termination = termination = done.result()
         if self._error is None and self._broken is None and not self._closed:

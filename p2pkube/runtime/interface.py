@@ -96,13 +96,12 @@ class Launch:
     mounts: list[Mount] = field(default_factory=list)
     stdout: Callable[[bytes], None] | None = None
     """Set for the instance of one HTTP request to a handler pod (``runtime/handler.py``):
-    every stdout write goes to this callback, in order, instead of the log (stderr still goes
-    to the log). Natively it is called on the instance's worker thread, in a tab on the event
-    loop: the receiver must be thread-safe (``loop.call_soon_threadsafe``)."""
+    its stdout goes to this callback, in order, on the event loop, instead of the log (stderr
+    still goes to the log)."""
     stdout_buffer: int = 4 * 1024 * 1024
     """Stdout bytes the receiver holds unread at most (``services.response_buffer_bytes``):
-    a runtime whose instance writes from another process (``runtime/procs.py``) sends no
-    more than that ahead of :meth:`Instance.stdout_read`."""
+    the native runtime reads the instance's stdout pipe no more than that ahead of
+    :meth:`Instance.stdout_read` (``runtime/pipes.py``), so the instance's writes block."""
 
 
 @dataclass(frozen=True)
@@ -143,9 +142,9 @@ class Instance(Protocol):
         ...
 
     def stdout_read(self, size: int) -> None:
-        """The receiver of ``Launch.stdout`` consumed ``size`` more bytes of it. A runtime
-        whose instance writes from another process (``runtime/procs.py``) lets the writer
-        send that much more (its backpressure); the others need not do anything."""
+        """The receiver of ``Launch.stdout`` consumed ``size`` more bytes of it: the native
+        runtime reads that much more of the instance's stdout pipe (its backpressure); the
+        browser's need not do anything."""
         ...
 
 

@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Any
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime import logs
 from p2pkube.runtime.base import BaseInstance, BaseRuntime, SetupError, failed
+from p2pkube.runtime.budget import OutputBudget
+from p2pkube.runtime.pipes import RequestOutput, close_fds
 from p2pkube.runtime.settings import RuntimeSettings
 from p2pkube.runtime.workers import WorkerThreads
 
 if TYPE_CHECKING:  # wasmtime is loaded when the first pod needs it (see NativeRuntime.loader)
     from p2pkube.runtime import sandbox
     from p2pkube.runtime.engine import LoadedModule, ModuleLoader
-    from p2pkube.runtime.procs import RequestProcesses
+    from p2pkube.runtime.procs import ProcInstance, RequestProcesses
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +40,29 @@ class NativeInstance(BaseInstance):
         super().__init__(launch)
         self.control = control
         self.thread: threading.Thread | None = None
+        self.output: RequestOutput | None = None
+        """A request instance's stdout and stderr pipes (``runtime/pipes.py``)."""
 
     def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
         self.control.stop(reason, message or "stopped by the agent")
+        if self.output is not None:
+            self.output.close()
+
+    def stdout_read(self, size: int) -> None:
+        if self.output is not None:
+            self.output.consumed(size)
 
 
-def _prepare_files(launch: rt.Launch) -> None:
-    """On the worker thread: the log directory, emptyDir volumes and hostPath checks.
+def _prepare_files(launch: rt.Launch, *, logged: bool) -> None:
+    """On the worker thread: the log directory (of an instance that logs here: a request
+    instance's stderr is logged by the agent, ``request_log_writer``), emptyDir volumes and
+    hostPath checks.
 
     A hostPath arrives resolved by admission (``runtime/hostpaths.py``); it must still
     resolve to itself now, just before wasmtime opens it, or a symlink was swapped in since
     (the window left is this check to the preopen, not the fetch and compile before it).
     """
-    if launch.stdout is None or not launch.log_path.exists():
-        # Request instances of a handler share the container's log: the first prepares its
-        # directory; listing it again on every request would cost each one a directory scan.
+    if logged:
         logs.prepare_log_dir(launch.log_path)
     for mount in launch.mounts:
         if mount.create:
@@ -71,19 +81,25 @@ def run_instance(
     launch: rt.Launch,
     control: sandbox.Control,
     load: Callable[[str, Path], LoadedModule],
-    log_sink: Callable[[rt.Launch], sandbox.LogSink],
+    output: Callable[[rt.Launch], sandbox.LogSink] | tuple[int, int],
 ) -> rt.Termination:
     """On the instance's thread: prepare its files, load its module, run it to its end;
     every failure becomes its Termination (never raises). Shared by the agent's instance
-    threads and the request worker processes (``runtime/procs.py``)."""
+    threads and the request worker processes (``runtime/procs.py``).
+
+    ``output``: a request instance's pipes (the write ends of its stdout and stderr), closed
+    here once the instance has ended, so the agent reads their end; any other instance's
+    log sink, made here."""
     from p2pkube.runtime import sandbox
 
     sink: sandbox.LogSink | None = None
+    pipes = output if isinstance(output, tuple) else None
     try:
-        _prepare_files(launch)
-        sink = log_sink(launch)
+        _prepare_files(launch, logged=pipes is None)
+        if not isinstance(output, tuple):
+            sink = output(launch)
         loaded = load(launch.image, launch.module_path)
-        return sandbox.run(loaded, launch, control, sink)
+        return sandbox.run(loaded, launch, control, sink, pipes)
     except rt.InvalidModuleError as exc:
         return failed(rt.INVALID_MODULE, str(exc))
     except SetupError as exc:
@@ -94,6 +110,8 @@ def run_instance(
     finally:
         if sink is not None:
             sink.close()
+        if pipes is not None:
+            close_fds(pipes)
 
 
 class NativeRuntime(BaseRuntime[BaseInstance]):
@@ -160,20 +178,61 @@ class NativeRuntime(BaseRuntime[BaseInstance]):
             burst=settings.log_burst_bytes,
         )
         instance = NativeInstance(launch, control)
+        outputs = None
+        if launch.stdout is not None:
+            instance.output = self.request_output(launch, instance.stop)
+            outputs = instance.output.take_write_fds()
         self._started(instance)
-        self._threads.submit(
-            lambda thread: self._run(instance, thread), f"pod {launch.pod}/{launch.container}"
-        )
+        try:
+            self._threads.submit(
+                lambda thread: self._run(instance, thread, outputs),
+                f"pod {launch.pod}/{launch.container}",
+            )
+        except BaseException:
+            close_fds(outputs or ())
+            if instance.output is not None:
+                instance.output.close()
+            raise
         return instance
 
-    def _run(self, instance: NativeInstance, thread: threading.Thread) -> None:
+    def _run(
+        self, instance: NativeInstance, thread: threading.Thread, outputs: tuple[int, int] | None
+    ) -> None:
         """The worker thread: load (cached: ~1 ms), run, report back to the loop."""
         instance.thread = thread
         termination = run_instance(
-            instance.launch, instance.control, self.loader.load, self._log_writer
+            instance.launch, instance.control, self.loader.load, outputs or self._log_writer
         )
         with contextlib.suppress(RuntimeError):  # loop closed: the agent is gone anyway
-            self._loop.call_soon_threadsafe(self._ended, instance, termination)
+            self._loop.call_soon_threadsafe(self.ended, instance, termination)
+
+    def request_output(self, launch: rt.Launch, stop: Callable[[str, str], None]) -> RequestOutput:
+        """The pipes of a request instance's stdout and stderr, read on the loop; stderr goes
+        to the container's log against the instance's output budget."""
+        settings = self.settings
+        return RequestOutput(
+            launch,
+            log_writer=self._request_log_writer,
+            budget=OutputBudget(settings.log_rate_bytes, settings.log_burst_bytes),
+            stop=stop,
+        )
+
+    def _request_log_writer(self, launch: rt.Launch) -> logs.LogWriter:
+        """On the loop, at a request instance's first stderr: the writer of its container's
+        log. Request instances share the container's log: the first prepares its directory
+        (listing it on every request would cost each one a directory scan)."""
+        if not launch.log_path.exists():
+            logs.prepare_log_dir(launch.log_path)
+        return self._log_writer(launch)
+
+    def ended(self, instance: NativeInstance | ProcInstance, termination: rt.Termination) -> None:
+        """On the loop: ``instance``'s runner reported its end; it ends once its output pipes
+        have been read to their end too (or were closed by a stop)."""
+        output = instance.output
+        if output is None:
+            self._ended(instance, termination)
+        else:
+            output.when_drained(lambda: self._ended(instance, termination))
 
     async def forget(self, image: str) -> None:
         if self._loader is not None:

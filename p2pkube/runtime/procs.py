@@ -2,8 +2,8 @@
 
 Why: a handler pod runs one wasm instance per request. On the agent's threads every request
 costs the agent's one GIL about 1.5 ms (the instance's ctypes calls into wasmtime and its
-stdout and epoch callbacks, each taking the GIL back from the event loop), so the loop and
-the instances slow each other down. A worker process has its own GIL, its own wasmtime engines
+epoch callbacks, each taking the GIL back from the event loop), so the loop and the
+instances slow each other down. A worker process has its own GIL, its own wasmtime engines
 and its own threads (one per running instance, as in the agent: a long streaming response
 blocks no other request).
 
@@ -12,24 +12,17 @@ engine fingerprints); it compiles only a module whose cache entry is missing.
 
 **IPC**: one Unix socket pair per worker, length-prefixed pickles (both ends are this code).
 The agent sends ``run`` (the Launch's fields without its receiver, the deadline as seconds
-left), ``stop`` and ``credit``; the worker sends ``out`` (stdout writes, in order), ``err``
-(stderr after the instance's output budget), ``wait`` (a writer waits for credit) and ``end``
-(the Termination). A request that fits its window costs three messages: run, out, end. The
-agent reads with ``loop.add_reader`` (never a thread, never a wait on the loop); writes that
-do not fit the socket wait in a buffer sent by ``add_writer``.
+left) with the write ends of the instance's stdout and stderr pipes attached
+(``SCM_RIGHTS``), ``stop`` and ``exit``; the worker sends ``end`` (the Termination). The
+output never crosses the socket: the agent reads it from the pipes (``runtime/pipes.py``),
+so a request costs two messages and no Python in the worker per write. The agent reads
+with ``loop.add_reader`` (never a thread, never a wait on the loop); writes that do not fit
+the socket wait in a buffer sent by ``add_writer``, with their descriptors.
 
-**Logs**: stderr comes back to the agent and goes through the agent's shared
-:class:`~p2pkube.runtime.logs.LogWriter` of the container (one rotated file per path, whole
-lines), written on the event loop: a few hundred bytes appended to the page cache, and only
-for requests that write to stderr.
-
-**Backpressure**: a credit window per stream. The worker sends at most
-``services.response_buffer_bytes`` stdout bytes that the agent's reader has not consumed
-(:meth:`~p2pkube.runtime.interface.Instance.stdout_read` gives them back: per quarter window,
-or at once to a writer that said it waits); beyond
-that the instance's thread in the worker waits (until credit comes, a stop, or its deadline),
-as a native writer thread waits today. So the agent holds at most the window per stream, and
-the socket at most what is in flight.
+**Logs and backpressure** are the pipes': the agent writes stderr to the container's
+shared :class:`~p2pkube.runtime.logs.LogWriter` against the output budget, and reads
+stdout no further ahead of the response's reader than its window, so the instance's writes
+in the worker block on the full pipe, as they would on the agent's own thread.
 
 **Failures**: a worker that dies fails only its in-flight instances (``Killed``, so a
 request gets 502 with the reason) and is replaced; when no worker is up, requests run on the
@@ -42,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import logging
 import os
@@ -54,16 +46,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.base import BaseInstance, failed
+from p2pkube.runtime.pipes import close_fds
 from p2pkube.runtime.settings import RuntimeSettings
 
 if TYPE_CHECKING:
-    from p2pkube.runtime import logs, sandbox
+    from p2pkube.runtime import sandbox
     from p2pkube.runtime.native import NativeRuntime
+    from p2pkube.runtime.pipes import RequestOutput
 
 log = logging.getLogger(__name__)
 
@@ -105,43 +100,24 @@ class Decoder:
 
 # -- the agent's side ------------------------------------------------------------------------------
 class ProcInstance(BaseInstance):
-    """A request instance running in a worker process."""
+    """A request instance running in a worker process; its output comes through the pipes
+    of ``output``, read here."""
 
-    def __init__(self, launch: rt.Launch, worker: _Worker, number: int, window: int) -> None:
+    def __init__(self, launch: rt.Launch, worker: _Worker, number: int) -> None:
         super().__init__(launch)
         self.worker = worker
         self.number = number
-        self.window = window
-        self.delivered = 0  # stdout bytes handed to the receiver
-        self.consumed = 0  # ... that it consumed
-        self.acked = 0  # ... that the worker was told of
-        self.waiting = False  # the writer waits for credit (the worker said so)
-        self.log: logs.LogWriter | None = None
+        self.output: RequestOutput | None = None
 
     def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
         if not self.done.done():
             self.worker.send(("stop", self.number, reason, message or "stopped by the agent"))
+        if self.output is not None:
+            self.output.close()
 
     def stdout_read(self, size: int) -> None:
-        self.consumed += size
-        self._credit()
-
-    def writer_waits(self) -> None:
-        """The worker said this instance's writer waits for credit."""
-        self.waiting = True
-        self._credit()
-
-    def _credit(self) -> None:
-        """Give the worker back what the reader consumed: a credit per quarter window, or
-        all of it once the reader has caught up with a writer that waits. Most responses
-        fit the window whole and never cost a credit message."""
-        pending = self.consumed - self.acked
-        if not pending or self.done.done():
-            return
-        if pending >= self.window // 4 or (self.waiting and self.consumed >= self.delivered):
-            self.acked = self.consumed
-            self.waiting = False
-            self.worker.send(("credit", self.number, pending))
+        if self.output is not None:
+            self.output.consumed(size)
 
 
 class _Worker:
@@ -156,42 +132,52 @@ class _Worker:
         self.decoder = Decoder()
         self.instances: dict[int, ProcInstance] = {}
         self.alive = True
-        self._outgoing = bytearray()
+        self._outgoing: deque[tuple[bytes, tuple[int, ...]]] = deque()
+        """What did not fit the socket yet: bytes, and the descriptors to send with them."""
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    def send(self, message: tuple[Any, ...]) -> None:
-        """Send now, or buffer what does not fit and flush it when the socket is writable."""
+    def send(self, message: tuple[Any, ...], fds: tuple[int, ...] = ()) -> None:
+        """Send now, or buffer what does not fit and flush it when the socket is writable.
+        ``fds`` go with the message's first byte (``SCM_RIGHTS``); this closes the agent's
+        copies once they are sent (or the worker is gone)."""
         if not self.alive:
+            close_fds(fds)
             return
-        data = encode(message)
         if not self._outgoing:
-            try:
-                sent = self.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self.pool.died(self)
-                return
-            data = data[sent:]
-            if not data:
+            data = encode(message)
+            if not self._send_now(data, fds):
                 return
             self.pool.loop.add_writer(self.sock.fileno(), self._flush)
-        self._outgoing += data
+            return
+        self._outgoing.append((encode(message), fds))
+
+    def _send_now(self, data: bytes, fds: tuple[int, ...]) -> bool:
+        """Send what fits of ``data``; True when a rest is left in the buffer to flush."""
+        try:
+            sent = socket.send_fds(self.sock, [data], fds) if fds else self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            close_fds(fds)
+            self.pool.died(self)
+            return False
+        if sent:
+            close_fds(fds)  # they went with the first byte
+            fds = ()
+        if sent == len(data):
+            return False
+        self._outgoing.appendleft((data[sent:], fds))
+        return True
 
     def _flush(self) -> None:
-        try:
-            sent = self.sock.send(self._outgoing)
-        except BlockingIOError:
-            return
-        except OSError:
-            self.pool.died(self)
-            return
-        del self._outgoing[:sent]
-        if not self._outgoing:
-            self.pool.loop.remove_writer(self.sock.fileno())
+        while self._outgoing:
+            data, fds = self._outgoing.popleft()
+            if self._send_now(data, fds) or not self.alive:
+                return
+        self.pool.loop.remove_writer(self.sock.fileno())
 
     def readable(self) -> None:
         try:
@@ -219,6 +205,8 @@ class _Worker:
             loop.remove_reader(self.sock.fileno())
             loop.remove_writer(self.sock.fileno())
         self.sock.close()
+        while self._outgoing:
+            close_fds(self._outgoing.popleft()[1])
 
 
 class RequestProcesses:
@@ -315,7 +303,9 @@ class RequestProcesses:
         if lost or not self._closed:
             log.warning("request worker %d died; %d requests fail", worker.pid, len(lost))
         for instance in lost:
-            self._end(
+            if instance.output is not None:
+                instance.output.close()
+            self.runtime.ended(
                 instance,
                 failed(
                     rt.KILLED,
@@ -336,39 +326,22 @@ class RequestProcesses:
             return None
         worker = min(alive, key=lambda w: len(w.instances))
         number = next(self._numbers)
-        window = launch.stdout_buffer
-        instance = ProcInstance(launch, worker, number, window)
+        instance = ProcInstance(launch, worker, number)
+        instance.output = output = self.runtime.request_output(launch, instance.stop)
         deadline = launch.limits.deadline
         remaining = None if deadline is None else deadline - time.monotonic()
         worker.instances[number] = instance
-        worker.send(("run", number, *_launch_fields(launch), remaining))
+        worker.send(("run", number, *_launch_fields(launch), remaining), output.take_write_fds())
         return instance
 
     def dispatch(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind, number = message[0], message[1]
         instance = worker.instances.get(number)
         if instance is None:
-            return  # ended already (its worker was taken for dead, or a late credit)
-        if kind == "out":
-            data = message[2]
-            instance.delivered += len(data)
-            receiver = instance.launch.stdout
-            if receiver is not None:
-                receiver(data)
-        elif kind == "err":
-            if instance.log is None:
-                instance.log = self.runtime._log_writer(instance.launch)
-            instance.log.write("stderr", message[2])
-        elif kind == "wait":
-            instance.writer_waits()
-        elif kind == "end":
+            return  # ended already (its worker was taken for dead)
+        if kind == "end":
             del worker.instances[number]
-            self._end(instance, message[2])
-
-    def _end(self, instance: ProcInstance, termination: rt.Termination) -> None:
-        if instance.log is not None:
-            instance.log.close()
-        self.runtime._ended(instance, termination)
+            self.runtime.ended(instance, message[2])
 
     def stats(self) -> list[dict[str, Any]]:
         return [
@@ -454,69 +427,8 @@ def rss_bytes(pid: int) -> int | None:
 
 
 # -- the worker's side -----------------------------------------------------------------------------
-class _Stream:
-    """One instance in the worker: its Control and the credit window of its stdout."""
-
-    def __init__(self, server: _Server, number: int, control: sandbox.Control, window: int):
-        self.server = server
-        self.number = number
-        self.control = control
-        self.window = max(1, window)
-        self._credit = threading.Condition()
-        self._unacked = 0
-
-    def write(self, data: bytes) -> None:
-        """``Launch.stdout`` on the instance's thread: send, in pieces that fit the window,
-        each once the agent's reader has left room for it."""
-        view = memoryview(data)
-        while view:
-            piece = view[: self.window]
-            if not self._wait_room(len(piece)):
-                return  # stopped (a stop, the deadline): the rest is dropped
-            self.server.send(("out", self.number, bytes(piece)))
-            view = view[len(piece) :]
-
-    def _wait_room(self, size: int) -> bool:
-        control = self.control
-        with self._credit:
-            if self._unacked + size > self.window and not control.must_stop():
-                # Told once per wait: the agent credits a waiting writer as soon as its
-                # reader has caught up (else only per quarter window: few messages).
-                self.server.send(("wait", self.number))
-            while self._unacked + size > self.window:
-                if control.must_stop():
-                    return False
-                deadline = control.limits.deadline
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self._credit.wait(wait)
-            if control.must_stop():
-                return False
-            self._unacked += size
-            return True
-
-    def credit(self, size: int) -> None:
-        with self._credit:
-            self._unacked -= size
-            self._credit.notify_all()
-
-    def stop(self, reason: str, message: str) -> None:
-        self.control.stop(reason, message)
-        with self._credit:
-            self._credit.notify_all()
-
-
-class _RemoteLog:
-    """stderr of one instance, sent to the agent's log writer (``sandbox.LogSink``)."""
-
-    def __init__(self, server: _Server, number: int) -> None:
-        self.server = server
-        self.number = number
-
-    def write(self, stream: str, data: bytes) -> None:
-        self.server.send(("err", self.number, bytes(data)))
-
-    def close(self) -> None:
-        pass
+_MAX_FDS: Final = 16
+"""Descriptors one receive takes at most (Linux gives those of one send per receive: 2)."""
 
 
 class _Server:
@@ -533,7 +445,10 @@ class _Server:
         )
         self._send_lock = threading.Lock()
         self._lock = threading.Condition()
-        self.streams: dict[int, _Stream] = {}
+        self.controls: dict[int, sandbox.Control] = {}
+        self._fds: deque[int] = deque()
+        """Received descriptors not yet claimed by their ``run`` message (a run's pair
+        arrives with its first byte, so never after the message itself)."""
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = encode(message)
@@ -544,31 +459,41 @@ class _Server:
         decoder = Decoder()
         while True:
             try:
-                data = self.sock.recv(_READ_SIZE)
+                data, fds, flags, _address = socket.recv_fds(self.sock, _READ_SIZE, _MAX_FDS)
             except OSError:
-                data = b""
+                data, fds, flags = b"", [], 0
+            self._fds.extend(fds)
+            if flags & socket.MSG_CTRUNC:
+                log.error("descriptors from the agent were cut off; exiting")
+                break
             if not data:
                 break
             if not all(self._handle(message) for message in decoder.feed(data)):
                 break
         self._stop_all()
+        close_fds(tuple(self._fds))
 
     def _handle(self, message: tuple[Any, ...]) -> bool:
         kind = message[0]
         if kind == "run":
-            self._run(message[1], message[2:-1], message[-1])
-        elif kind in ("stop", "credit"):
+            outputs = (self._fds.popleft(), self._fds.popleft())
+            self._run(message[1], message[2:-1], message[-1], outputs)
+        elif kind == "stop":
             with self._lock:
-                stream = self.streams.get(message[1])
-            if stream is not None and kind == "stop":
-                stream.stop(message[2], message[3])
-            elif stream is not None:
-                stream.credit(message[2])
+                control = self.controls.get(message[1])
+            if control is not None:
+                control.stop(message[2], message[3])
         elif kind == "exit":
             return False
         return True
 
-    def _run(self, number: int, fields: tuple[Any, ...], remaining: float | None) -> None:
+    def _run(
+        self,
+        number: int,
+        fields: tuple[Any, ...],
+        remaining: float | None,
+        outputs: tuple[int, int],
+    ) -> None:
         from p2pkube.runtime import sandbox
 
         settings = self.settings
@@ -580,36 +505,39 @@ class _Server:
             rate=settings.log_rate_bytes,
             burst=settings.log_burst_bytes,
         )
-        stream = _Stream(self, number, control, launch.stdout_buffer)
-        launch = dataclasses.replace(launch, stdout=stream.write)
         with self._lock:
-            self.streams[number] = stream
-        self.threads.submit(lambda _thread: self._instance(stream, launch), f"request {launch.pod}")
+            self.controls[number] = control
+        try:
+            self.threads.submit(
+                lambda _thread: self._instance(number, control, launch, outputs),
+                f"request {launch.pod}",
+            )
+        except RuntimeError:  # closed: the agent said exit
+            close_fds(outputs)
+            with self._lock:
+                self.controls.pop(number, None)
 
-    def _instance(self, stream: _Stream, launch: rt.Launch) -> None:
+    def _instance(
+        self, number: int, control: sandbox.Control, launch: rt.Launch, outputs: tuple[int, int]
+    ) -> None:
         from p2pkube.runtime.native import run_instance
 
         try:
-            termination = run_instance(
-                launch,
-                stream.control,
-                self.loader.load,
-                lambda _launch: _RemoteLog(self, stream.number),
-            )
+            termination = run_instance(launch, control, self.loader.load, outputs)
         finally:
             with self._lock:
-                self.streams.pop(stream.number, None)
+                self.controls.pop(number, None)
                 self._lock.notify_all()
-        self.send(("end", stream.number, termination))
+        self.send(("end", number, termination))
 
     def _stop_all(self) -> None:
         """The agent is stopping (or gone): stop every instance, wait for them, bounded."""
         with self._lock:
-            streams = list(self.streams.values())
-        for stream in streams:
-            stream.stop(rt.KILLED, "the agent is stopping")
+            controls = list(self.controls.values())
+        for control in controls:
+            control.stop(rt.KILLED, "the agent is stopping")
         with self._lock:
-            self._lock.wait_for(lambda: not self.streams, timeout=self.settings.stop_timeout)
+            self._lock.wait_for(lambda: not self.controls, timeout=self.settings.stop_timeout)
         self.threads.close()
         self.loader.close()
 

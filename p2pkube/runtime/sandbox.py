@@ -15,8 +15,8 @@ What bounds a hostile module:
 * **stack**: the engine's ``max_wasm_stack``; overflow traps with ``STACK_OVERFLOW``.
 * **output**: a token bucket on the bytes written; beyond it the instance is stopped with
   ``OutputFlood``. Lines go to a rotated, size-bounded log (``logs.py``). A request
-  instance's stdout (``Launch.stdout``) goes to its receiver instead, bounded by the
-  response's caps; its stderr goes to the log as any instance's.
+  instance's stdout and stderr go to pipes instead, which the agent reads with the same
+  budget on stderr and its receiver's window on stdout (``pipes.py``).
 * **host access**: WASI preview 1 only, no sockets, no directories except the granted mounts
   (read-only unless the manifest says otherwise), no inherited environment.
 
@@ -45,6 +45,7 @@ from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.budget import OutputBudget
 from p2pkube.runtime.engine import InstanceHooks, LoadedModule, hooks_installed
+from p2pkube.runtime.pipes import fd_path
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ _wasi_config_set_argv = _held("wasi_config_set_argv")
 _wasi_config_set_env = _held("wasi_config_set_env")
 _wasi_config_set_stdout_custom = _held("wasi_config_set_stdout_custom")
 _wasi_config_set_stderr_custom = _held("wasi_config_set_stderr_custom")
+_wasi_config_set_stdout_file = _held("wasi_config_set_stdout_file")
+_wasi_config_set_stderr_file = _held("wasi_config_set_stderr_file")
 _instance_export_get = _held("wasmtime_instance_export_get")
 
 _DeadlineCallback = ctypes.CFUNCTYPE(
@@ -197,23 +200,6 @@ def _output_sink(control: Control, logs: LogSink, stream: str) -> Callable[[byte
     return write
 
 
-def _callback_sink(control: Control, receiver: Callable[[bytes], None]) -> Callable[[bytes], int]:
-    """stdout of a request instance: every write goes to ``receiver`` (the handler's response
-    stream, ``Launch.stdout``), not to the log and not against the log's output budget: the
-    response's own caps bound it (``runtime/handler.py``)."""
-
-    def write(data: bytes) -> int:
-        if control.stop_reason is None:
-            try:
-                receiver(bytes(data))
-            except Exception:  # never raise into wasmtime (see the module docstring)
-                log.exception("a response receiver failed; stopping the instance")
-                control.stop(rt.TRAPPED, "the response could not be received")
-        return len(data)
-
-    return write
-
-
 def _memory_at_limit(store: wasmtime.Store, instance: wasmtime.Instance, cap: int) -> bool:
     """Whether the instance's memory is so close to its cap that a failed grow is the likely
     cause of its failure. Allocators grow in steps (zig's malloc rounds big requests up to a
@@ -263,9 +249,13 @@ def run(
     loaded: LoadedModule,
     launch: rt.Launch,
     control: Control,
-    logs: LogSink,
+    logs: LogSink | None,
+    outputs: tuple[int, int] | None = None,
 ) -> rt.Termination:
-    """Run ``launch`` to its end on this thread; never raises."""
+    """Run ``launch`` to its end on this thread; never raises.
+
+    A request instance's stdout and stderr go to the write ends ``outputs`` (pipes the agent
+    reads, ``runtime/pipes.py``); any other instance's output goes to ``logs``."""
     started = utc_now()
     store: wasmtime.Store | None = None
     instance: wasmtime.Instance | None = None
@@ -287,7 +277,7 @@ def run(
             _context_set_epoch_deadline(store._context(), 1)  # Store.set_epoch_deadline(1)
             # WASI must be set before instantiation: a WASI import called in a store without
             # it aborts the whole process (a Rust panic), so no code path skips this.
-            _set_wasi(store, _wasi_config(launch, control, logs))
+            _set_wasi(store, _wasi_config(launch, control, logs, outputs))
             instance = loaded.pre.instantiate(store)
             if loaded.plain_start:
                 _call_start(store, instance)
@@ -306,40 +296,61 @@ def run(
             log.exception("instance %s/%s failed unexpectedly", launch.pod, launch.container)
             code, reason, message = rt.EXIT_TRAPPED, rt.TRAPPED, f"runtime error: {exc}"
         finally:
-            logs.close()
+            if logs is not None:
+                logs.close()
             if store is not None:
                 store.close()
     return rt.Termination(code, reason, message, started, utc_now())
 
 
-def _wasi_config(launch: rt.Launch, control: Control, logs: LogSink) -> wasmtime.WasiConfig:
+def _wasi_config(
+    launch: rt.Launch, control: Control, logs: LogSink | None, outputs: tuple[int, int] | None
+) -> wasmtime.WasiConfig:
     wasi = wasmtime.WasiConfig()
     _set_argv_env(wasi, launch.argv, launch.env)
-    if launch.stdin is not None and launch.stdout is not None:
-        _set_stdin_bytes(wasi, launch.stdin)  # a request's body
-    elif launch.stdin is not None:
-        # A pod's stdinData is kept beside its log (<restart>.stdin), as docs/protocol.md says.
-        stdin_path = launch.log_path.with_suffix(".stdin")
-        stdin_path.write_bytes(launch.stdin)
-        wasi.stdin_file = str(stdin_path)
-    if launch.stdout is not None:
-        stdout = _callback_sink(control, launch.stdout)
+    if outputs is not None:  # a request instance: its body on stdin, its output to pipes
+        if launch.stdin is not None:
+            _set_stdin_bytes(wasi, launch.stdin)
+        _set_output_fds(wasi, *outputs)
+    elif logs is None or launch.stdout is not None:
+        raise ValueError("a request instance's output goes to pipes, any other's to its log")
     else:
-        stdout = _output_sink(control, logs, "stdout")
-    # WasiConfig.stdout_custom and .stderr_custom, with the GIL held (see _held)
-    _wasi_config_set_stdout_custom(
-        wasi.ptr(), custom_call, CUSTOM_OUTPUTS.allocate(stdout), custom_finalize
-    )
-    stderr = _output_sink(control, logs, "stderr")
-    _wasi_config_set_stderr_custom(
-        wasi.ptr(), custom_call, CUSTOM_OUTPUTS.allocate(stderr), custom_finalize
-    )
+        _set_logged_outputs(wasi, launch, control, logs)
     for mount in launch.mounts:
         wasi.preopen_dir(str(Path(mount.host_path)), mount.guest_path, not mount.read_only)
     return wasi
 
 
+def _set_logged_outputs(
+    wasi: wasmtime.WasiConfig, launch: rt.Launch, control: Control, logs: LogSink
+) -> None:
+    """A pod's stdinData from the file kept beside its log (``<restart>.stdin``, as
+    docs/protocol.md says); its stdout and stderr to its log, against its output budget."""
+    if launch.stdin is not None:
+        stdin_path = launch.log_path.with_suffix(".stdin")
+        stdin_path.write_bytes(launch.stdin)
+        wasi.stdin_file = str(stdin_path)
+    for stream, setter in (
+        ("stdout", _wasi_config_set_stdout_custom),
+        ("stderr", _wasi_config_set_stderr_custom),
+    ):  # WasiConfig.stdout_custom and .stderr_custom, with the GIL held (see _held)
+        sink = _output_sink(control, logs, stream)
+        setter(wasi.ptr(), custom_call, CUSTOM_OUTPUTS.allocate(sink), custom_finalize)
+
+
 _CHAR_PP = ctypes.POINTER(ctypes.POINTER(ctypes.c_char))
+
+
+def _set_output_fds(wasi: wasmtime.WasiConfig, stdout: int, stderr: int) -> None:
+    """stdout and stderr to this process's file descriptors (pipes the agent reads): wasmtime
+    opens each by its ``/proc/self/fd`` path now, as its own blocking file. Not its custom
+    streams, which pay a tokio thread round trip per write (``runtime/pipes.py``)."""
+    for setter, fd in (
+        (_wasi_config_set_stdout_file, stdout),
+        (_wasi_config_set_stderr_file, stderr),
+    ):
+        if not setter(wasi.ptr(), fd_path(fd).encode()):
+            raise wasmtime.WasmtimeError(f"cannot open the output pipe {fd_path(fd)}")
 
 
 def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:

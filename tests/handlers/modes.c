@@ -9,6 +9,7 @@
  *   /slow?n=N&ms=M   writes its head, then N lines, one every M ms (flushed each time)
  *   /big?kb=N        writes its head, then N KiB of 'x' as fast as it can
  *   /stderr?tag=T    writes "handler error T" and "done T" to stderr, then answers 200
+ *   /stderr-flood    writes 1 KiB lines to stderr forever
  *   /mem?mb=N        allocates and touches N MiB, then answers 200
  *   /exit?code=N     writes nothing and exits with code N
  *   /status?code=N   answers with Status N
@@ -94,6 +95,12 @@ int main(void) {
         head(200);
         printf("ok\n");
         return 0;
+    }
+    if (!strcmp(path, "/stderr-flood")) {
+        static char line[1024];
+        memset(line, 'e', sizeof line - 1);
+        line[sizeof line - 1] = '\n';
+        for (;;) fwrite(line, 1, sizeof line, stderr);
     }
     if (!strcmp(path, "/mem")) {
         long mb = query_int("mb", 1);
