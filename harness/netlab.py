@@ -583,6 +583,16 @@ class NetLab:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
+    def log_since(self, host: Host | str, mark: int) -> str:
+        """What ``host``'s log gained after it was ``mark`` bytes long (its size then, from
+        ``log_path.stat().st_size``): all of it, however much the agent logged meanwhile."""
+        path = self._host(host).log_path
+        if not path.exists():
+            return ""
+        with path.open("rb") as log:
+            log.seek(mark)
+            return log.read().decode(errors="replace")
+
     @contextlib.contextmanager
     def reporting(self, lines: int = 60) -> Iterator[None]:
         """Print :meth:`report` if the block raises (inside a test: pytest shows it)."""

@@ -9,6 +9,7 @@ timeline and every log tail are printed then).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -78,6 +79,21 @@ def converged(lab: NetLab, names: list[str]) -> bool:
     return all(v == vectors[0] for v in vectors)
 
 
+def crossing_neighbours(
+    lab: NetLab, name: str, left: list[str], right: list[str]
+) -> dict[str, str]:
+    """``name``'s linked neighbours on the other side of a cut between ``left`` and ``right``:
+    node id -> name."""
+    others = right if name in left else left
+    neighbours = lab.api(name, "GET", "/v1/status")["mesh"]["neighbours"]
+    return {x["node"]: x["name"] for x in neighbours if x["name"] in others}
+
+
+def close_reasons(log: str, node_id: str) -> list[str]:
+    """The reasons of every close of a link to ``node_id`` in an agent's ``log``, in order."""
+    return re.findall(rf" link {re.escape(node_id)} closed: (.*)", log)
+
+
 def not_ready_seen(lab: NetLab, viewer: str, others: list[str]) -> bool:
     view = lab.nodes(viewer, timeout=5)
     return all(view.get(o) == "False" for o in others)
@@ -112,6 +128,11 @@ def test_a_silent_partition_is_seen_by_heartbeats_and_heals_with_new_links(
     lab = healthy
     left, right = ["n1", "n2"], ["n3", "n4", "n5"]
     wait_until(lambda: lab.all_ready(NAMES, NAMES), 30, what="all Ready before the cut")
+    # Each end of each link across the cut, by the neighbour's node id (as its close is logged),
+    # and where each log stands: its close reasons are read from what is logged after the cut.
+    across = {name: crossing_neighbours(lab, name, left, right) for name in NAMES}
+    assert any(across.values()), "no link across the cut to watch"
+    marks = {name: lab.hosts[name].log_path.stat().st_size for name in NAMES}
     lab.partition(left, right)
     cut = time.monotonic()
     seen: dict[str, float] = {}
@@ -147,13 +168,27 @@ def test_a_silent_partition_is_seen_by_heartbeats_and_heals_with_new_links(
     idle_timeout = TransportSettings().link_idle_timeout
     wait_until(lambda: not crossing_links(), idle_timeout + 5, what="the links across closed")
     closed = time.monotonic() - cut
+    # A link leaves the status as its close begins, but its "closed: <reason>" line is logged
+    # when the close ends: after its BYE had close_drain_timeout to drain (across the cut it
+    # may not) and the connection up to 5 s to close (LinkBase.close). So wait that long for
+    # the line of every link end across the cut; each must give the idle timeout as its reason
+    # (only an established link's watchdog logs it, and a link logs one close).
     idle = f"no frame for {idle_timeout:.1f}s"
-    other_reasons = {
-        n: [line for line in lab.log_tail(n, 400).splitlines() if " closed: " in line]
-        for n in NAMES
-        if idle not in lab.log_tail(n, 400)
-    }
-    assert not other_reasons, f"a link closed for another reason: {other_reasons}"
+    deadline = time.monotonic() + TransportSettings().close_drain_timeout + 5 + DETECT_SLACK
+    while True:
+        reasons = {
+            (name, peer): close_reasons(lab.log_since(name, marks[name]), node_id)
+            for name, neighbours in across.items()
+            for node_id, peer in neighbours.items()
+        }
+        not_idle = {end: r for end, r in reasons.items() if idle not in r}
+        if not not_idle or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not not_idle, (
+        "a link across the silent cut did not close by its idle timeout; (node, neighbour): "
+        f"the close reasons it logged for that neighbour since the cut: {not_idle}"
+    )
     lab.note(f"links across the cut closed after {closed:.2f}s")
     time.sleep(2)  # let the failed dials across the cut back off for a while
     lab.heal()
