@@ -121,27 +121,29 @@ class RequestOutput:
     def _room(self) -> int:
         return self.window - (self.delivered - self._consumed)
 
-    def _read_stdout(self) -> None:
+    def _read_stdout(self) -> bool:
+        """Read once (the loop says it is readable); whether that got data or the end."""
         fd = self._stdout
-        if fd is None:
-            return
+        if fd is None or self._paused:
+            return False
         room = self._room()
         if room <= 0:
             self._pause()
-            return
+            return False
         try:
             data = os.read(fd, min(room, READ_SIZE))
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self._close_stdout()
-            return
+            return True
         self.delivered += len(data)
         self._receiver(data)  # may stop the instance, closing the pipes
         if self._stdout is not None and self._room() <= 0:
             self._pause()
+        return True
 
     def consumed(self, size: int) -> None:
         """The receiver consumed ``size`` more stdout bytes: read on when it has room."""
@@ -174,25 +176,27 @@ class RequestOutput:
             self._deadline_timer = None
 
     # -- stderr ------------------------------------------------------------------------------------
-    def _read_stderr(self) -> None:
+    def _read_stderr(self) -> bool:
+        """Read once (the loop says it is readable); whether that got data or the end."""
         fd = self._stderr
         if fd is None:
-            return
+            return False
         try:
             data = os.read(fd, READ_SIZE)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self._close_stderr()
-            return
+            return True
         if not self._budget.spend(len(data)):
             self._stop(rt.OUTPUT_FLOOD, self._budget.message())
-            return
+            return True
         if self._log is None:
             self._log = self._log_writer(self.launch)
         self._log.write("stderr", data)
+        return True
 
     # -- the end -----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -205,12 +209,18 @@ class RequestOutput:
         self._close_stderr()
 
     def when_drained(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once both pipes have reached their end or were closed (the
-        runner has reported the instance's end, so its write ends are closed)."""
+        """Call ``callback`` once both pipes have reached their end or were closed. The
+        runner has reported the instance's end, so its write ends are closed: what is left
+        is read now, to the end (stdout as far as the receiver's window allows; the rest
+        when it consumes), rather than over more turns of the loop."""
         if self._stdout is None and self._stderr is None:
             callback()
-        else:
-            self._on_end = callback
+            return
+        self._on_end = callback
+        while self._read_stderr():
+            pass
+        while self._read_stdout():
+            pass
 
     def _close_stdout(self) -> None:
         fd, self._stdout = self._stdout, None
