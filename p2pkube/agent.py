@@ -102,13 +102,13 @@ def capacity_of(options: JoinOptions) -> dict[str, str]:
     return {"cpu": format_cpu(cpu), "memory": format_bytes(memory)}
 
 
-
 def validate_on_first_use(obj: dict[str, Any]) -> dict[str, Any]:
     """``model.schema.validate_object``, imported at the first write: pydantic and the models
     add ~8 MB to an agent's RSS, which an agent nobody writes through never needs."""
     from p2pkube.model.schema import validate_object
 
     return validate_object(obj)
+
 
 class Agent(Node):
     """A native node; also the backend of the local API (``p2pkube.api.backend``)."""
