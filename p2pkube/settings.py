@@ -62,6 +62,7 @@ class AgentSettings:
         self.runtime.check()
         self.kubelet.check()
         self.services.check()
+        self.scheduler.check()
         self.browser.check()
 
     def override(self, assignment: str) -> None:

@@ -6,7 +6,8 @@ a pass over a converged workload plans nothing, so a pass per state change costs
 
 * ReplicaSet: exactly ``replicas`` active pods; creates them placed (``placement.place``),
   removes the surplus least valuable first (stale-lease pods first, see ``victims``), replaces
-  pods whose node is lost (not Ready for ``pod_eviction_grace``) and pods that ended.
+  pods whose node is lost (not Ready for ``pod_eviction_grace``, and admitted for eviction
+  by the rate limits of ``eviction.py``) and pods that ended.
 * Deployment: one ReplicaSet per pod template (named by its hash, numbered by revision), rolled
   with RollingUpdate (maxSurge / maxUnavailable) or Recreate; keeps ``revisionHistoryLimit``.
 * Job: up to ``parallelism`` pods at a time until ``completions`` succeeded; Failed after
@@ -25,6 +26,7 @@ from typing import Any
 
 from p2pkube.model.timestamps import parse_time
 from p2pkube.sched.election import LEASE_ANNOTATION
+from p2pkube.sched.eviction import DEFERRED_REASON
 from p2pkube.sched.placement import NodeInfo, PodToPlace, host_paths, place
 from p2pkube.sched.view import (
     API_VERSION,
@@ -190,35 +192,32 @@ def delete_pod(ctx: Context, pod: PodView, reason: str, message: str) -> None:
     plan.event(involved(pod.obj), reason, message)
 
 
-def evictions_allowed(view: ClusterView, grace: float) -> bool:
-    """Whether this node may evict at all: not when more than half of the nodes look lost.
-
-    Then the likelier story is that this node is cut off or overloaded (a minority side, a
-    starved machine whose peers all look slow), and evicting would only add work everywhere
-    (Kubernetes' node lifecycle controller stops evicting in a full disruption, too). A 2 + 2
-    split still evicts on both sides; a lone node cut off from three others does not.
-    """
-    lost = sum(
-        1
-        for name, node in view.nodes.items()
-        if not node.ready and view.not_ready_for.get(name, 0.0) >= grace
-    )
-    return lost * 2 <= len(view.nodes)
-
-
-def evict_lost(ctx: Context, pods: list[PodView]) -> list[PodView]:
-    """Delete the pods whose node is lost; returns the others."""
-    if not ctx.view.evictions_allowed:
-        return pods
+def evict_lost(ctx: Context, pods: list[PodView], owner: dict[str, Any]) -> list[PodView]:
+    """Delete ``owner``'s pods whose node is lost and admitted for eviction (``eviction.py``:
+    the rate limits); returns the others. A deferred node gets one ``EvictionDeferred``
+    event on ``owner`` per loss (and per disruption state)."""
+    view = ctx.view
     kept = []
     for pod in pods:
-        if pod.active and ctx.view.node_lost(pod, ctx.eviction_grace):
+        node = pod.node or ""
+        if not (pod.active and view.node_lost(pod, ctx.eviction_grace)):
+            kept.append(pod)
+        elif view.evictions.allows(node, known=node in view.nodes):
             delete_pod(
-                ctx, pod, "NodeNotReady", f"Deleting pod {pod.name}: node {pod.node} is not ready"
+                ctx, pod, "NodeNotReady", f"Deleting pod {pod.name}: node {node} is not ready"
             )
         else:
             kept.append(pod)
+            _deferred(ctx, node, owner)
     return kept
+
+
+def _deferred(ctx: Context, node: str, owner: dict[str, Any]) -> None:
+    gate, plan = ctx.view.evictions, ctx.plan
+    pair = (node, str(owner["metadata"].get("uid", "")))
+    if pair not in gate.reported and pair not in plan.deferred:
+        plan.deferred.add(pair)
+        plan.event(involved(owner), DEFERRED_REASON, gate.deferral(node), warning=True)
 
 
 def hold_failed(ctx: Context, pods: list[PodView]) -> list[PodView]:
@@ -283,7 +282,7 @@ def reconcile_replicaset(ctx: Context, rs: dict[str, Any], desired: int | None =
     replicas = int(rs["spec"].get("replicas", 1) if desired is None else desired)
     pods = [p for p in view.owned(rs) if not p.terminating]
     held = hold_failed(ctx, pods)
-    pods = evict_lost(ctx, [p for p in pods if p.active])
+    pods = evict_lost(ctx, [p for p in pods if p.active], rs)
     for pod in pods:
         if pod.node is None:
             bind_pending(ctx, pod)
@@ -527,7 +526,7 @@ def reconcile_job(ctx: Context, job: dict[str, Any]) -> None:
     }
     conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
     if not finished:
-        active = evict_lost(ctx, active)
+        active = evict_lost(ctx, active, job)
         for pod in active:
             if pod.node is None:
                 bind_pending(ctx, pod)

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from p2pkube.model.timestamps import utc_now
 from p2pkube.sched import controllers as ctl
 from p2pkube.sched.election import Lease, decide
 from p2pkube.sched.events import EventRecorder
+from p2pkube.sched.eviction import EvictionGate, EvictionLimiter, evictable_on
 from p2pkube.sched.settings import SchedulerSettings
 from p2pkube.sched.view import ClusterView, Plan, PodView, controller_of, node_infos
 from p2pkube.state import ClusterState
@@ -68,11 +70,17 @@ class Mirror:
         self.objects: dict[str, dict[str, Any]] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self.requests: dict[str, Resources] = {}
+        self._evictable_at: dict[str, str] = {}
+        """Pod key: its node, for the pods a controller would evict from a lost node."""
+        self._evictable: Counter[str] = Counter()
+        """Node: how many such pods it holds (kept key by key, as the rest)."""
 
     def load(self) -> None:
         self.objects.clear()
         self.status.clear()
         self.requests.clear()
+        self._evictable_at.clear()
+        self._evictable.clear()
         self.changed(OBJECTS, set(self.state.keys(OBJECTS)))
         self.changed(STATUS, set(self.state.keys(STATUS)))
 
@@ -93,6 +101,25 @@ class Mirror:
                 target.pop(key, None)
                 if map_name == OBJECTS:
                     self.requests.pop(key, None)
+            if kind == "Pod":
+                self._index_evictable(key)
+
+    def _index_evictable(self, key: str) -> None:
+        old = self._evictable_at.pop(key, None)
+        if old is not None:
+            self._evictable[old] -= 1
+            if self._evictable[old] <= 0:
+                del self._evictable[old]
+        obj = self.objects.get(key)
+        node = evictable_on(obj, self.status.get(key)) if obj is not None else None
+        if node is not None:
+            self._evictable_at[key] = node
+            self._evictable[node] += 1
+
+    def evictable_nodes(self, names: set[str]) -> set[str]:
+        """Those of ``names`` that hold a pod a controller would evict (the eviction
+        limiter spends tokens on those only)."""
+        return {name for name in names if self._evictable.get(name)}
 
     def workload_keys(self) -> list[tuple[str, str]]:
         """(key, uid) of every workload a scheduler may lead: Deployments, Jobs, DaemonSets,
@@ -162,6 +189,8 @@ class Scheduler:
         self._unsubscribe: Callable[[], None] | None = None
         self._next_deadline: float | None = None
         self._mirror = Mirror(state)
+        self.evictions = EvictionLimiter(settings)
+        """Which lost nodes this node's controllers may evict the pods of (rate limits)."""
         self.passes = 0
         self.skipped_passes = 0
         """Passes that found nothing this node leads and built no view."""
@@ -211,15 +240,34 @@ class Scheduler:
             await asyncio.sleep(settings.min_pass_interval)
 
     # -- one pass ----------------------------------------------------------------------------
-    def _view(self, states: list[NodeState]) -> tuple[ClusterView, dict[str, dict[str, Any]]]:
+    def _view(
+        self, states: list[NodeState], gate: EvictionGate
+    ) -> tuple[ClusterView, dict[str, dict[str, Any]]]:
         """The pass's view, and its objects by key (see ``Mirror.snapshot``)."""
         pods, objects, by_key = self._mirror.snapshot()
         infos = node_infos(((n.obj, n.status, n.ready) for n in states), pods, DEFAULT_MAX_PODS)
         not_ready = {n.obj["metadata"]["name"]: n.not_ready_for for n in states if not n.ready}
-        grace = self.settings.pod_eviction_grace
         view = ClusterView(infos, not_ready, pods, objects, utc_now(), time.time())
-        view.evictions_allowed = ctl.evictions_allowed(view, grace)
+        view.evictions = gate
         return view, by_key
+
+    def _eviction_gate(self, states: list[NodeState]) -> EvictionGate:
+        """Update the eviction limiter (at every pass, one that leads nothing too, so that
+        every node's limiter admits the same nodes at about the same moments) and wake the
+        loop when a waiting node's token is due."""
+        grace = self.settings.pod_eviction_grace
+        lost = {
+            n.obj["metadata"]["name"]: n.not_ready_for
+            for n in states
+            if not n.ready and n.not_ready_for >= grace
+        }
+        gate = self.evictions.update(
+            lost, len(states), time.monotonic(), self._mirror.evictable_nodes
+        )
+        due = self.evictions.next_token_in()
+        if due is not None:
+            self._wake_in(due)
+        return gate
 
     async def run_pass(self) -> Plan:
         """One scheduling pass; returns what it wrote (for tests and benchmarks).
@@ -232,6 +280,7 @@ class Scheduler:
         self.passes += 1
         self._next_deadline = None
         states = self.nodes()
+        gate = self._eviction_gate(states)
         grace = self.settings.pod_eviction_grace
         ready = {_node_uid(n) for n in states if n.ready} | {self.node_id}
         alive = {_node_uid(n) for n in states if n.ready or n.unknown or n.not_ready_for < grace}
@@ -254,7 +303,7 @@ class Scheduler:
             self.skipped_passes += 1
             self._wake_when_grace_ends(states)
             return plan
-        view, by_key = self._view(states)
+        view, by_key = self._view(states, gate)
         for key, lease in led:
             workload = by_key[key]  # the same mirror, read in the same step
             if (LEASES, key) in plan.puts:
@@ -279,10 +328,8 @@ class Scheduler:
             self._collect_leases({key for key, _ in workload_keys}, plan)
         self._wake_when_grace_ends(states)
         if plan.wake is not None:
-            wake = time.monotonic() + plan.wake + 0.01
-            self._next_deadline = (
-                wake if self._next_deadline is None else min(self._next_deadline, wake)
-            )
+            self._wake_in(plan.wake)
+        self.evictions.reported(plan.deferred)
         await self._apply(plan)
         return plan
 
@@ -314,10 +361,14 @@ class Scheduler:
         grace = self.settings.pod_eviction_grace
         due = [grace - n.not_ready_for for n in states if not n.ready and n.not_ready_for < grace]
         if due:
-            wake = time.monotonic() + max(0.0, min(due)) + 0.01
-            self._next_deadline = (
-                wake if self._next_deadline is None else min(self._next_deadline, wake)
-            )
+            self._wake_in(min(due))
+
+    def _wake_in(self, seconds: float) -> None:
+        """Run a pass ``seconds`` from now at the latest (10 ms late: past the moment)."""
+        wake = time.monotonic() + max(0.0, seconds) + 0.01
+        self._next_deadline = (
+            wake if self._next_deadline is None else min(self._next_deadline, wake)
+        )
 
     async def _apply(self, plan: Plan) -> None:
         for event in plan.events:
@@ -344,6 +395,7 @@ class Scheduler:
             "skippedPasses": self.skipped_passes,
             "writes": self.writes,
             "lastPassMs": round(self.last_pass_seconds * 1000, 2),
+            "evictions": self.evictions.stats(),
         }
 
 

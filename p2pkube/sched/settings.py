@@ -31,6 +31,42 @@ class SchedulerSettings:
     """A ReplicaSet's or DaemonSet's pod that ended (failed, or refused by its node's
     kubelet) is replaced only once it is this old, so a node or a module that fails every pod
     costs one attempt per interval and replica instead of one per scheduling pass."""
+    node_eviction_rate: float = 0.1
+    """Lost nodes per second whose pods a scheduler starts to evict, once its burst is spent
+    (a token bucket over nodes, not pods: an admitted node's pods all go). Kubernetes'
+    ``--node-eviction-rate`` (0.1). An overloaded cluster's false alarms come several at a
+    time: the first lost node is evicted at once, the next ones 10 s apart, by which time a
+    node that was only starved is usually back, keeping its pods. A second node that really
+    died is replaced 10 s after the first."""
+    node_eviction_burst: int = 1
+    """Lost nodes a scheduler may admit for eviction at once (Kubernetes: 1): a single lost
+    node's pods are replaced at once, within the ~3 s failover of docs/guarantees.md."""
+    secondary_node_eviction_rate: float = 0.01
+    """The rate, in lost nodes per second, while at least ``unhealthy_zone_threshold`` of
+    the nodes (and ``partial_disruption_min_nodes``) look lost: then overload or a network
+    fault is likelier than that many deaths. Kubernetes' ``--secondary-node-eviction-rate``
+    (0.01: one node per 100 s)."""
+    unhealthy_zone_threshold: float = 0.4
+    """Share of the nodes that must look lost for ``secondary_node_eviction_rate``
+    (Kubernetes' PartialDisruption). Kubernetes uses 0.55 with a full stop only when every
+    node is NotReady; here no node evicts at all while more than half look lost to it (it is
+    likelier the one cut off), so 0.55 would never apply: 0.4 gives the slow band between
+    (4 or 5 lost of 10)."""
+    partial_disruption_min_nodes: int = 3
+    """Lost nodes needed, besides the share, for the secondary rate (Kubernetes: more than
+    2): two lost nodes of four (a 2 + 2 partition) still evict at the normal rate."""
+
+    def check(self) -> None:
+        """ValueError for values that cannot work together."""
+        if self.node_eviction_rate <= 0 or self.secondary_node_eviction_rate < 0:
+            raise ValueError(
+                "scheduler.node_eviction_rate must be above 0 and "
+                "scheduler.secondary_node_eviction_rate 0 or more"
+            )
+        if self.node_eviction_burst < 1:
+            raise ValueError("scheduler.node_eviction_burst must be at least 1")
+        if not 0 < self.unhealthy_zone_threshold <= 1:
+            raise ValueError("scheduler.unhealthy_zone_threshold must be above 0 and at most 1")
 
 
 @dataclass

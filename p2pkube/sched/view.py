@@ -20,6 +20,7 @@ from typing import Any
 from p2pkube.model.resources import Resources, pod_requests
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.sched.election import LEASE_ANNOTATION
+from p2pkube.sched.eviction import EvictionGate
 from p2pkube.sched.placement import NodeInfo
 
 API_VERSION = "p2pkube.io/v1"
@@ -147,8 +148,9 @@ class ClusterView:
     now_seconds: float
     by_owner: dict[str, list[PodView]] = field(default_factory=dict)
     uids: set[str] = field(default_factory=set)
-    evictions_allowed: bool = True
-    """Set by the scheduler (controllers.evictions_allowed): False holds every eviction."""
+    evictions: EvictionGate = field(default_factory=EvictionGate)
+    """Which lost nodes' pods may be evicted in this pass: set by the scheduler from its
+    ``EvictionLimiter``; the default admits every lost node."""
 
     def __post_init__(self) -> None:
         grouped: dict[str, list[PodView]] = defaultdict(list)
@@ -236,6 +238,9 @@ class Plan:
     events: list[EventSpec] = field(default_factory=list)
     wake: float | None = None
     """Seconds after which a controller wants another pass (a deadline, a back-off)."""
+    deferred: set[tuple[str, str]] = field(default_factory=set)
+    """(node, workload uid) whose evictions the gate deferred and that got an event in this
+    pass (the limiter remembers them, so the event is not repeated at every pass)."""
 
     def wake_after(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
