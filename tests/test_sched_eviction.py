@@ -374,3 +374,30 @@ async def test_a_scheduler_defers_its_second_lost_node_and_says_so() -> None:
     finally:
         await scheduler.close()
         await state.close()
+
+
+def test_only_live_replicaset_and_job_pods_hold_a_node_and_garbage_holds_nothing() -> None:
+    def pod(kind: str = "Job", **meta: Any) -> dict[str, Any]:
+        owner = {"kind": kind, "name": "w", "uid": "w", "controller": True}
+        return {
+            "metadata": {"uid": "p", "ownerReferences": [owner], **meta},
+            "spec": {"nodeName": "a"},
+        }
+
+    ended = {"podUID": "p", "phase": "Succeeded"}
+    others = [
+        (pod("DaemonSet"), None),  # DaemonSet pods are not evicted
+        (pod(deletionTimestamp="2026-12-06T00:00:00Z"), None),
+        (pod(), ended),
+        ({"metadata": {"uid": "p"}, "spec": {"nodeName": "a"}}, None),  # a bare pod
+        # What a hostile or buggy peer may have written: skipped, never raised on.
+        ({"metadata": {}, "spec": ["a"]}, None),
+        ({"metadata": "m", "spec": {"nodeName": "a"}}, None),
+        ({"metadata": {"ownerReferences": "Job"}, "spec": {"nodeName": "a"}}, None),
+        ({"metadata": {"ownerReferences": [None, 3]}, "spec": {"nodeName": 7}}, None),
+    ]
+    assert holds_evictable_pods(others, {"a"}) == set()
+    assert holds_evictable_pods(
+        [*others, (pod(), {"podUID": "old", "phase": "Failed"})], {"a"}
+    ) == {"a"}  # a status of an earlier pod under that name is not this one's
+    assert holds_evictable_pods([(pod("ReplicaSet"), None)], {"b"}) == set()

@@ -71,8 +71,10 @@ def disruption_state(lost: int, total: int, settings: SchedulerSettings) -> str:
 def evictable_on(obj: dict[str, Any], status: dict[str, Any] | None) -> str | None:
     """The node of a pod a controller would evict if that node were lost (bound there, not
     being deleted, not ended, controlled by a ReplicaSet or a Job); None for any other."""
-    node = (obj.get("spec") or {}).get("nodeName")
-    meta = obj.get("metadata") or {}
+    spec, meta = obj.get("spec"), obj.get("metadata")
+    if not isinstance(spec, dict) or not isinstance(meta, dict):  # a peer's garbage
+        return None
+    node = spec.get("nodeName")
     if not isinstance(node, str) or not node or meta.get("deletionTimestamp"):
         return None
     if not _evicting_owner(meta):
@@ -92,9 +94,10 @@ def holds_evictable_pods(
 
 
 def _evicting_owner(meta: dict[str, Any]) -> bool:
-    return any(
+    refs = meta.get("ownerReferences")
+    return isinstance(refs, list) and any(
         isinstance(ref, dict) and ref.get("controller") and ref.get("kind") in EVICTED_OWNER_KINDS
-        for ref in meta.get("ownerReferences") or []
+        for ref in refs
     )
 
 
