@@ -279,7 +279,8 @@ def test_eviction_settings_that_cannot_work_are_refused() -> None:
     for assignment, words in (
         ("scheduler.node_eviction_burst=0", "node_eviction_burst must be at least 1"),
         ("scheduler.node_eviction_rate=0", "node_eviction_rate must be above 0"),
-        ("scheduler.unhealthy_zone_threshold=1.5", "unhealthy_zone_threshold must be above 0"),
+        ("scheduler.unhealthy_zone_threshold=0.55", "at most 0.5: with more than half"),
+        ("scheduler.partial_disruption_min_nodes=0", "partial_disruption_min_nodes must be"),
     ):
         settings = AgentSettings()
         settings.override(assignment)

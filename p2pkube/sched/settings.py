@@ -50,8 +50,8 @@ class SchedulerSettings:
     """Share of the nodes that must look lost for ``secondary_node_eviction_rate``
     (Kubernetes' PartialDisruption). Kubernetes uses 0.55 with a full stop only when every
     node is NotReady; here no node evicts at all while more than half look lost to it (it is
-    likelier the one cut off), so 0.55 would never apply: 0.4 gives the slow band between
-    (4 or 5 lost of 10)."""
+    likelier the one cut off), so 0.55 would never apply (at most 0.5 is accepted): 0.4 gives the
+    slow band between (4 or 5 lost of 10)."""
     partial_disruption_min_nodes: int = 3
     """Lost nodes needed, besides the share, for the secondary rate (Kubernetes: more than
     2): two lost nodes of four (a 2 + 2 partition) still evict at the normal rate."""
@@ -65,8 +65,13 @@ class SchedulerSettings:
             )
         if self.node_eviction_burst < 1:
             raise ValueError("scheduler.node_eviction_burst must be at least 1")
-        if not 0 < self.unhealthy_zone_threshold <= 1:
-            raise ValueError("scheduler.unhealthy_zone_threshold must be above 0 and at most 1")
+        if not 0 < self.unhealthy_zone_threshold <= 0.5:
+            raise ValueError(
+                "scheduler.unhealthy_zone_threshold must be above 0 and at most 0.5: with "
+                "more than half of the nodes lost nothing is evicted at all"
+            )
+        if self.partial_disruption_min_nodes < 1:
+            raise ValueError("scheduler.partial_disruption_min_nodes must be at least 1")
 
 
 @dataclass
