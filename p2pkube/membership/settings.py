@@ -1,5 +1,5 @@
 """Settings of membership: heartbeats and the failure detector (the ``membership.*`` section
-of `p2pkube join --set`).
+of `p2pkube join --set`), and SWIM + Lifeguard (`SwimSettings`, not wired into the agent yet).
 
 Only a dataclass, so that `p2pkube.settings` can list every setting without loading the
 detector.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MembershipSettings"]
+__all__ = ["MembershipSettings", "SwimSettings"]
 
 
 @dataclass
@@ -54,3 +54,105 @@ class MembershipSettings:
     """At most one warning per this many seconds per kind of dropped heartbeat (forged,
     implausible, over the table's bound, queue full); the next one says how many were left
     out, so a peer sending thousands of bad heartbeats cannot flood the log."""
+
+
+@dataclass
+class SwimSettings:
+    """Timings and bounds of SWIM with Lifeguard (`p2pkube.membership.swim`): memberlist's
+    ``DefaultLANConfig`` where it fits, with a shorter probe period and a larger suspicion
+    multiplier chosen for two figures of issue 13 that pull in opposite directions: a crash
+    DEAD everywhere within ~3 s, and a node whose loop stalls for 2 s never DEAD. Not a
+    section of `p2pkube.settings` yet: the agent does not run SWIM (the integration adds it).
+
+    The arithmetic, for N <= 10 (memberlist floors log10 N at 1). Slow is not dead: the
+    earliest a stalled member can be DEAD is one probe period (its first missed probe,
+    ``probe_interval`` 0.3 s) plus the suspicion floor (``suspicion_mult`` x
+    ``probe_interval`` = 2.1 s) after the stall began: 2.4 s, while it refutes as soon as it
+    wakes (the pings queued for it carry the suspicion) and gossip spreads that in a few
+    0.1 s rounds; a 2 s stall keeps ~0.3 s of margin. A crash: the wait for the first probe of
+    it (each period each of the N - 1 others probes it with chance 1/(N - 1), so ~e/(e - 1)
+    periods on average, SWIM's figure, with a geometric tail), that probe's period, the floor
+    (confirmations from the others' probes bring the timeout down from the ceiling within
+    about a second), then a gossip round: in tests/test_swim.py at N = 10, DEAD everywhere
+    2.7 s after the crash (median), 3.2 s (p90), 3.4 s at most in 20 runs. The floor grows
+    with log10 N, so at N = 40 it is 3.4 s and DEAD comes ~4 s after the crash: memberlist's
+    trade, a detection time that grows with log N for a false-positive rate that does not."""
+
+    probe_interval: float = 0.3
+    """Seconds between two probes of this node (one member each, round-robin over a shuffled
+    list), scaled by the local health multiplier + 1. memberlist's LAN value is 1 s; 0.3 s
+    shortens the wait for the first probe of a crashed member (~1.6 periods) so that detection
+    stays near 3 s. Idle cost, whatever N: 3.3 pings and 3.3 acks sent per second per node."""
+    probe_timeout: float = 0.15
+    """Seconds to wait for the direct ack before asking ``indirect_checks`` others to probe
+    (scaled by the local health multiplier + 1). A LAN round trip over aiortc is a few ms;
+    the direct ack still counts until the end of the period, so this only decides when the
+    indirect probes start: half the period, as memberlist's 0.5 s of 1 s."""
+    nack_timeout: float = 0.1
+    """Seconds a member asked to probe for another (a PingReq) waits for the target's ack
+    before it sends the asker a Nack (Lifeguard). Less than ``probe_interval`` -
+    ``probe_timeout`` by a round trip, so that the Nack arrives while the asker still counts
+    them: a helper that neither acks nor nacks tells the asker that it is the one in trouble."""
+    indirect_checks: int = 3
+    """Members asked to probe a target that missed its direct ack (SWIM's k, memberlist's
+    value): a member behind one lossy or cut link stays ALIVE."""
+    suspicion_mult: float = 7.0
+    """Suspicion timeout floor: ``suspicion_mult`` x max(1, log10 N) x ``probe_interval``
+    (memberlist's SuspicionMult, 4 there with a 1 s period): 2.1 s at N <= 10, so that with
+    the probe period it exceeds a 2 s stall plus the refutation (see the class)."""
+    suspicion_max_timeout_mult: float = 3.0
+    """Suspicion timeout ceiling as a multiple of the floor: a lone accuser (perhaps the
+    unhealthy one) waits this long; independent confirmations bring it down to the floor
+    (Lifeguard). memberlist uses 6; 3 keeps a crash that few members confirm near 6 s."""
+    suspicion_confirmations: int = 3
+    """Independent confirmations (other members' own suspicions at the same incarnation) that
+    bring the suspicion timeout down to its floor: Lifeguard's K (capped at N - 2, the members
+    that could confirm). memberlist derives it as SuspicionMult - 2."""
+    retransmit_mult: int = 4
+    """Each update is piggybacked on at most ``retransmit_mult`` x ceil(log10(N + 1)) messages
+    by each node (memberlist's value): enough for it to reach everyone with high probability,
+    bounded so that the cost per change does not grow with time."""
+    max_piggyback: int = 16
+    """Most updates carried on one message (fewest-sent, then newest, first). memberlist fills a
+    1400-byte UDP packet, about this many; a data channel message could take more."""
+    gossip_interval: float = 0.1
+    """Seconds between two gossip rounds while there is news (none when there is not):
+    each round sends the pending updates to ``gossip_nodes`` random members. memberlist's LAN
+    value is 0.2 s; 0.1 s spreads a change to 40 nodes in ~0.4 s."""
+    gossip_nodes: int = 3
+    """Members each gossip round goes to (memberlist's value)."""
+    gossip_to_the_dead_time: float = 30.0
+    """Seconds a DEAD member still gets gossip (memberlist's value), so that one that was only
+    cut off hears it is dead and refutes once the path is back."""
+    push_pull_interval: float = 30.0
+    """Seconds between two full state exchanges with one random member (memberlist's value),
+    scaled up with N beyond 32 members as memberlist does (x (ceil(log2 N - 5) + 1)), so the
+    bytes per second stay bounded."""
+    reconnect_interval: float = 10.0
+    """Seconds between two state exchanges with a random DEAD member (as Serf's reconnect):
+    how the halves of a partition healed after ``gossip_to_the_dead_time`` find each other."""
+    reconnect_timeout: float = 3600.0
+    """Seconds after its death a DEAD member is still tried by ``reconnect_interval``."""
+    awareness_max_multiplier: int = 8
+    """Lifeguard's local health multiplier ranges 0..this - 1 (memberlist's value): up on a failed
+    probe that helpers did not nack, on a refutation, on a stall; down on a successful probe.
+    Probe interval and timeout scale by it + 1, so a starved node accuses slowly."""
+    stall_threshold: float = 0.1
+    """A tick later than the earliest pending timeout by more than this is a stall of the
+    host's loop (as is a `SwimNode.note_stall` of more): the time is not counted against
+    anyone (pending timeouts move by it) and the local health multiplier rises by one per
+    ``probe_interval`` of it (at least one). An asyncio loop under load is often 10-50 ms
+    late; 0.1 s is a fifth of a probe period."""
+    join_contacts: int = 1
+    """Seeds a joining node exchanges its whole state with (push/pull); 0 leaves joining to
+    the piggybacked ALIVE of the node itself."""
+    max_members: int = 16384
+    """Most members a node keeps (alive or not); updates about further ones are dropped and
+    counted, so that made-up names cannot grow the table without bound."""
+    max_pending_relays: int = 64
+    """Most indirect probes this node runs for others at once; further PingReqs are dropped
+    and counted (a peer cannot make it ping without bound)."""
+    max_updates_per_message: int = 256
+    """Most piggybacked updates accepted on one received message; more and it is dropped."""
+    max_events: int = 10000
+    """Most undrained member events kept; the oldest are dropped and counted beyond it."""

@@ -1,0 +1,669 @@
+"""SWIM with Lifeguard, sans-IO: one `SwimNode` per member, driven by its host.
+
+The host passes time in (``now``, monotonic seconds) and carries the `Send`s it gets back;
+randomness comes from the ``random.Random`` it gives, so a simulator replays a run from a seed.
+Standard library only: the same code runs in the browser (Pyodide) and in the simulator
+(harness/swimsim.py), and later behind the agent's transport. Not wired into the agent yet:
+the heartbeat flood of detector.py still runs the cluster.
+
+What it does (memberlist's design, docs/architecture.md has the module row):
+
+* **Probes.** Every protocol period one member, round-robin over a shuffled list (new members
+  at random places), gets a `Ping`. No `Ack` within the probe timeout: ``indirect_checks``
+  others get a `PingReq`, ping it for us, forward its ack, or send a `Nack` when they got none.
+  No ack by the end of the period: the target is SUSPECT.
+* **Suspicion.** A suspect that hears of it refutes with a higher incarnation (only a member
+  ever says ALIVE or LEFT of itself); otherwise it is DEAD when its suspicion times out,
+  between a floor and a ceiling that grow with log N, sooner as independent confirmations
+  arrive (Lifeguard).
+* **Local health** (Lifeguard's LHM): failed probes the helpers did not nack, refutations and
+  stalls of the host's loop raise it, successful probes lower it; the probe period and timeout
+  scale by it + 1, so a starved node accuses slowly. A stall's time counts against no one:
+  pending timeouts move by it.
+* **Dissemination.** Updates ride on every message (at most ``retransmit_mult`` x
+  ceil(log10(N + 1)) times each, least-sent first, the recipient's own first), on gossip
+  rounds while there is news, and in periodic push/pull exchanges of the whole table with
+  one member (and one DEAD member, so that a healed partition merges again).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .settings import SwimSettings
+from .swim_gossip import (
+    BroadcastQueue,
+    Suspicion,
+    Timers,
+    push_pull_scale,
+    retransmit_limit,
+    suspicion_bounds,
+)
+from .swim_messages import (
+    MAX_SEQ,
+    Ack,
+    Gossip,
+    Member,
+    MemberEvent,
+    Message,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+    Send,
+    Status,
+    SwimStats,
+    Update,
+    message_size,
+    problem,
+)
+
+__all__ = [
+    "Member",
+    "MemberEvent",
+    "Message",
+    "Send",
+    "Status",
+    "SwimNode",
+    "SwimStats",
+    "Update",
+    "message_size",
+]
+
+_LIVE = (Status.ALIVE, Status.SUSPECT)
+
+
+@dataclass
+class _State:
+    name: str
+    status: Status
+    incarnation: int
+    since: float
+    proof: bytes | None = None
+    """The proof of the member's own last ALIVE or LEFT, passed on in push/pull."""
+
+
+@dataclass
+class _Probe:
+    target: str
+    seq: int
+    helpers: list[str] = field(default_factory=list)
+    nacks: set[str] = field(default_factory=set)
+    acked: bool = False
+
+
+@dataclass
+class _Relay:
+    origin: str
+    seq: int
+    target: str
+
+
+class SwimNode:
+    """One member's SWIM + Lifeguard state machine. Every entry point returns the messages to
+    send; after each call the host asks `next_deadline` again and calls `tick` then (a tick
+    later than that by more than ``stall_threshold`` counts as a stall of the host)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        settings: SwimSettings,
+        rng: random.Random,
+        now: float,
+        incarnation: int = 0,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.stats = SwimStats()
+        self._rng = rng
+        self._members: dict[str, _State] = {
+            name: _State(name, Status.ALIVE, min(max(0, incarnation), MAX_SEQ), now)
+        }
+        self._live = 1
+        """Members ALIVE or SUSPECT, this node included: the N of every formula."""
+        self._dead: dict[str, None] = {}
+        """DEAD members, in order (a dict, so that choices replay from the seed)."""
+        self._ring: list[str] = []
+        self._in_ring: set[str] = set()
+        self._ring_pos = 0
+        self._queue = BroadcastQueue()
+        self._suspicions: dict[str, Suspicion] = {}
+        self._probe: _Probe | None = None
+        self._relays: dict[int, _Relay] = {}
+        self._events: deque[MemberEvent] = deque()
+        self._timeouts = Timers()
+        """Probe periods, ack and nack windows, suspicions: what counts time against
+        someone, so what a stall of the host moves."""
+        self._chores = Timers()
+        """Gossip rounds, push/pull, reconnects: this node's own schedule, not moved."""
+        self._seq = 0
+        self._health = 0
+        self._left = False
+        interval = settings.probe_interval
+        self._timeouts.set(now + rng.random() * interval, "probe")
+        self._chores.set(now + rng.random() * settings.push_pull_interval, "push_pull")
+        self._chores.set(now + (0.5 + rng.random()) * settings.reconnect_interval, "reconnect")
+
+    # ---- the host's interface
+
+    @property
+    def local_health(self) -> int:
+        """Lifeguard's local health multiplier: 0 is healthy; timeouts scale by it + 1."""
+        return self._health
+
+    def members(self) -> dict[str, Member]:
+        """Everyone known, this node included, DEAD and LEFT ones too."""
+        return {
+            name: Member(name, state.status, state.incarnation, state.since)
+            for name, state in self._members.items()
+        }
+
+    def drain_events(self) -> list[MemberEvent]:
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    def next_deadline(self) -> float:
+        """When `tick` has work next (math.inf after `leave`)."""
+        return min(self._timeouts.next(), self._chores.next())
+
+    def join(self, now: float, members: Iterable[str]) -> list[Send]:
+        """Take ``members`` as ALIVE at incarnation 0 (those not known yet), announce this node
+        (its ALIVE is piggybacked from now on) and exchange state with ``join_contacts`` of
+        them."""
+        if self._left:
+            return []
+        seeds = [name for name in dict.fromkeys(members) if isinstance(name, str) and name]
+        for name in seeds:
+            if name != self.name and name not in self._members:
+                self._add(Update(name, Status.ALIVE, 0, name), now)
+        me = self._members[self.name]
+        self._queue.add(Update(self.name, Status.ALIVE, me.incarnation, self.name, me.proof))
+        others = [name for name in seeds if name != self.name]
+        contacts = self._rng.sample(others, min(self.settings.join_contacts, len(others)))
+        self._arm_gossip(now)
+        return self._account([self._push_pull_to(name, now, reply=True) for name in contacts])
+
+    def tick(self, now: float) -> list[Send]:
+        """Run every timer due at ``now``."""
+        if self._left:
+            return []
+        late = now - self._timeouts.next()
+        if late > self.settings.stall_threshold:
+            self.note_stall(late)
+        out: list[Send] = []
+        while (due := self._timeouts.pop_due(now) or self._chores.pop_due(now)) is not None:
+            self._fire(due[0], due[1], now, out)
+        self._arm_gossip(now)
+        return self._account(out)
+
+    def receive(self, now: float, sender: str, message: Message) -> list[Send]:
+        """Handle one message from ``sender``. A malformed one (wrong field types, an unknown
+        kind) is dropped and counted in ``stats.dropped``; nothing a peer sends raises."""
+        if self._left:
+            return self._drop("after-leave")
+        settings = self.settings
+        reason = problem(
+            message,
+            max_updates=settings.max_updates_per_message,
+            max_states=settings.max_members,
+        )
+        if reason is None and (not isinstance(sender, str) or not sender):
+            reason = "sender is not a non-empty string"
+        if reason is not None:
+            self.stats.last_drop = reason
+            return self._drop("unknown-kind" if reason.startswith("unknown kind") else "malformed")
+        if sender == self.name:
+            return self._drop("from-self")
+        kind = type(message).__name__
+        self.stats.received[kind] += 1
+        self.stats.received_bytes[kind] += message_size(message)
+        for update in message.updates:
+            self._on_update(update, now)
+        out: list[Send] = []
+        self._handle(message, sender, now, out)
+        self._arm_gossip(now)
+        return self._account(out)
+
+    def leave(self, now: float) -> list[Send]:
+        """Leave for good: LEFT (not DEAD: nothing of it is replaced as if it had failed) goes
+        at once to as many members as an update is retransmitted to; then nothing more."""
+        if self._left:
+            return []
+        me = self._members[self.name]
+        self._set(me, Status.LEFT, me.incarnation, now)
+        self._left = True
+        update = Update(self.name, Status.LEFT, me.incarnation, self.name, me.proof)
+        count = retransmit_limit(self.settings.retransmit_mult, self._live)
+        targets = self._random_members(count, _is_live, ())
+        self._timeouts.clear()
+        self._chores.clear()
+        return self._account([Send(name, Gossip((update,))) for name in targets])
+
+    def note_stall(self, seconds: float) -> None:
+        """The host's loop was late by ``seconds`` (Lifeguard): pending timeouts move by it, so
+        no probe period, suspicion or helper's ack window loses that time (what waited in the
+        host's queue still counts), and the local health multiplier rises by one per probe
+        interval of it. Gossip rounds are not moved: a refutation goes out at once. At most
+        ``stall_threshold`` is noise and ignored. Call it before the late tick (which
+        would otherwise detect the stall and count it again)."""
+        if not math.isfinite(seconds) or seconds <= self.settings.stall_threshold:
+            return
+        self.stats.stalls += 1
+        self.stats.stalled_seconds += seconds
+        self._timeouts.shift(seconds)
+        for suspicion in self._suspicions.values():
+            suspicion.start += seconds
+        self._adjust_health(max(1, math.ceil(seconds / self.settings.probe_interval)))
+
+    # ---- timers
+
+    def _fire(self, kind: str, key: object, now: float, out: list[Send]) -> None:
+        if kind == "probe":
+            self._end_probe(now)
+            self._start_probe(now, out)
+        elif kind == "indirect" and isinstance(key, int):
+            self._probe_indirectly(key, out)
+        elif kind == "relay" and isinstance(key, int):
+            self._relay_expired(key, out)
+        elif kind == "suspicion" and isinstance(key, str):
+            self._suspicion_expired(key, now)
+        elif kind == "gossip":
+            self._gossip(now, out)
+        elif kind == "push_pull":
+            self._periodic_push_pull(now, out)
+        elif kind == "reconnect":
+            self._reconnect(now, out)
+
+    def _scaled(self, seconds: float) -> float:
+        return seconds * (self._health + 1)
+
+    def _start_probe(self, now: float, out: list[Send]) -> None:
+        settings = self.settings
+        self._timeouts.set(now + self._scaled(settings.probe_interval), "probe")
+        target = self._next_target(now)
+        if target is None:
+            return
+        seq = self._next_seq()
+        self._probe = _Probe(target, seq)
+        self.stats.probes += 1
+        out.append(Send(target, Ping(seq, target, self._piggyback(target))))
+        self._timeouts.set(now + self._scaled(settings.probe_timeout), "indirect", seq)
+
+    def _probe_indirectly(self, seq: int, out: list[Send]) -> None:
+        probe = self._probe
+        if probe is None or probe.seq != seq or probe.acked:
+            return
+        target = probe.target
+        probe.helpers = self._random_members(self.settings.indirect_checks, _is_alive, (target,))
+        for helper in probe.helpers:
+            self.stats.indirect_probes += 1
+            out.append(Send(helper, PingReq(seq, target, self._piggyback(helper))))
+
+    def _end_probe(self, now: float) -> None:
+        probe, self._probe = self._probe, None
+        if probe is None or probe.acked:
+            return
+        self._timeouts.cancel("indirect", probe.seq)
+        self.stats.probes_failed += 1
+        # Lifeguard: helpers that did not nack say the fault may be ours; with no helpers at
+        # all a failed probe is the only clue
+        missed = len(probe.helpers) - len(probe.nacks) if probe.helpers else 1
+        self._adjust_health(missed)
+        state = self._members.get(probe.target)
+        if state is not None and state.status in _LIVE:
+            if state.status is Status.ALIVE:
+                self.stats.suspicions += 1
+            suspect = Update(probe.target, Status.SUSPECT, state.incarnation, self.name)
+            self._on_update(suspect, now)
+
+    def _relay_expired(self, seq: int, out: list[Send]) -> None:
+        relay = self._relays.pop(seq, None)
+        if relay is not None:
+            self.stats.nacks_sent += 1
+            out.append(Send(relay.origin, Nack(relay.seq, self._piggyback(relay.origin))))
+
+    def _suspicion_expired(self, name: str, now: float) -> None:
+        suspicion = self._suspicions.pop(name, None)
+        state = self._members.get(name)
+        if suspicion is None or state is None or state.status is not Status.SUSPECT:
+            return
+        if state.incarnation != suspicion.incarnation:
+            return
+        self.stats.deaths += 1
+        self._on_update(Update(name, Status.DEAD, state.incarnation, self.name), now)
+
+    def _gossip(self, now: float, out: list[Send]) -> None:
+        horizon = now - self.settings.gossip_to_the_dead_time
+
+        def eligible(state: _State) -> bool:
+            return state.status in _LIVE or (state.status is Status.DEAD and state.since >= horizon)
+
+        for name in self._random_members(self.settings.gossip_nodes, eligible, ()):
+            updates = self._piggyback(name)
+            if not updates:
+                break
+            out.append(Send(name, Gossip(updates)))
+
+    def _periodic_push_pull(self, now: float, out: list[Send]) -> None:
+        interval = push_pull_scale(self.settings.push_pull_interval, self._live)
+        self._chores.set(now + interval, "push_pull")
+        for name in self._random_members(1, _is_alive, ()):
+            out.append(self._push_pull_to(name, now, reply=True))
+
+    def _reconnect(self, now: float, out: list[Send]) -> None:
+        settings = self.settings
+        self._chores.set(now + settings.reconnect_interval, "reconnect")
+        horizon = now - settings.reconnect_timeout
+        candidates = [name for name in self._dead if self._members[name].since >= horizon]
+        if candidates:
+            out.append(self._push_pull_to(self._rng.choice(candidates), now, reply=True))
+
+    # ---- messages
+
+    def _handle(self, message: Message, sender: str, now: float, out: list[Send]) -> None:
+        if isinstance(message, Ping):
+            if message.target != self.name:
+                self._drop("misdirected")
+                return
+            out.append(Send(sender, Ack(message.seq, self._piggyback(sender))))
+        elif isinstance(message, Ack):
+            self._on_ack(message.seq, sender, out)
+        elif isinstance(message, PingReq):
+            self._on_ping_req(message, sender, now, out)
+        elif isinstance(message, Nack):
+            probe = self._probe
+            if probe is None or probe.seq != message.seq or sender not in probe.helpers:
+                self._drop("unexpected-nack")
+                return
+            self.stats.nacks_received += 1
+            probe.nacks.add(sender)
+        elif isinstance(message, PushPull):
+            for state in message.states:
+                self._merge(state, sender, now)
+            if message.reply:
+                out.append(self._push_pull_to(sender, now, reply=False))
+
+    def _on_ack(self, seq: int, sender: str, out: list[Send]) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == seq:
+            if sender == probe.target or sender in probe.helpers:
+                if not probe.acked:
+                    probe.acked = True
+                    self._timeouts.cancel("indirect", seq)
+                    self._adjust_health(-1)
+                return
+        relay = self._relays.get(seq)
+        if relay is not None and relay.target == sender:
+            del self._relays[seq]
+            self._timeouts.cancel("relay", seq)
+            out.append(Send(relay.origin, Ack(relay.seq, self._piggyback(relay.origin))))
+            return
+        self._drop("unexpected-ack")
+
+    def _on_ping_req(self, message: PingReq, sender: str, now: float, out: list[Send]) -> None:
+        target = message.target
+        if target in (self.name, sender):
+            self._drop("misdirected")
+            return
+        if len(self._relays) >= self.settings.max_pending_relays:
+            self._drop("relays-full")
+            return
+        seq = self._next_seq()
+        self._relays[seq] = _Relay(sender, message.seq, target)
+        self.stats.relayed += 1
+        out.append(Send(target, Ping(seq, target, self._piggyback(target))))
+        self._timeouts.set(now + self.settings.nack_timeout, "relay", seq)
+
+    def _push_pull_to(self, name: str, now: float, *, reply: bool) -> Send:
+        return Send(name, PushPull(self._states(now), reply, self._piggyback(name)))
+
+    def _states(self, now: float) -> tuple[Update, ...]:
+        """The table for a push/pull: everyone but DEAD and LEFT members past the time we
+        still gossip to them. ALIVE and LEFT go as their members said them (with the proof),
+        suspicions and deaths as this node's opinion."""
+        horizon = now - self.settings.gossip_to_the_dead_time
+        states = []
+        for state in self._members.values():
+            if state.status in (Status.DEAD, Status.LEFT) and state.since < horizon:
+                continue
+            own = state.status in (Status.ALIVE, Status.LEFT)
+            states.append(
+                Update(
+                    state.name,
+                    state.status,
+                    state.incarnation,
+                    state.name if own else self.name,
+                    state.proof if own else None,
+                )
+            )
+        return tuple(states)
+
+    def _merge(self, state: Update, sender: str, now: float) -> None:
+        """One entry of a peer's table (memberlist's mergeState): a peer's DEAD is only a
+        suspicion here (it may be the peer that was cut off), from that peer."""
+        if state.status in (Status.SUSPECT, Status.DEAD):
+            state = Update(state.name, Status.SUSPECT, state.incarnation, sender)
+        self._on_update(state, now)
+
+    # ---- updates
+
+    def _on_update(self, update: Update, now: float) -> None:
+        if update.name == self.name:
+            self._about_me(update, now)
+            return
+        state = self._members.get(update.name)
+        if state is None:
+            if update.status is Status.ALIVE and self._add(update, now):
+                self._queue.add(update)
+            return
+        if update.incarnation < state.incarnation:
+            self.stats.dropped["stale"] += 1
+            return
+        if update.status is Status.ALIVE:
+            if update.incarnation > state.incarnation:
+                state.proof = update.proof
+                self._set(state, Status.ALIVE, update.incarnation, now)
+                self._queue.add(update)
+        elif update.status is Status.SUSPECT:
+            self._suspect(state, update, now)
+        elif state.status not in (Status.DEAD, Status.LEFT) or (
+            update.status is Status.LEFT and state.status is Status.DEAD
+        ):
+            if update.status is Status.LEFT:
+                state.proof = update.proof
+            self._set(state, update.status, update.incarnation, now)
+            self._queue.add(update)
+
+    def _suspect(self, state: _State, update: Update, now: float) -> None:
+        suspicion = self._suspicions.get(state.name)
+        if suspicion is not None and suspicion.incarnation == update.incarnation:
+            if suspicion.confirm(update.origin):
+                self.stats.confirmations += 1
+                self._timeouts.set(suspicion.deadline(), "suspicion", state.name)
+                self._queue.add(update)
+            return
+        newer = state.status is Status.SUSPECT and update.incarnation > state.incarnation
+        if state.status is not Status.ALIVE and not newer:
+            return
+        self._set(state, Status.SUSPECT, update.incarnation, now)
+        settings = self.settings
+        bounds = suspicion_bounds(
+            settings.suspicion_mult,
+            settings.suspicion_max_timeout_mult,
+            self._live,
+            settings.probe_interval,
+        )
+        expected = min(settings.suspicion_confirmations, self._live - 2)
+        suspicion = Suspicion(update.incarnation, now, update.origin, expected, bounds)
+        self._suspicions[state.name] = suspicion
+        self._timeouts.set(suspicion.deadline(), "suspicion", state.name)
+        self._queue.add(update)
+
+    def _about_me(self, update: Update, now: float) -> None:
+        """Refute whatever says this node is not ALIVE at its incarnation or later, and an ALIVE
+        of a newer incarnation than its own (a previous run of it): only it speaks for itself."""
+        me = self._members[self.name]
+        if self._left:
+            return
+        if update.status is Status.ALIVE:
+            if update.incarnation > me.incarnation:
+                self._refute(update.incarnation)
+        elif update.incarnation >= me.incarnation:
+            self._refute(update.incarnation)
+
+    def _refute(self, accused: int) -> None:
+        me = self._members[self.name]
+        me.incarnation = min(max(me.incarnation, accused) + 1, MAX_SEQ)
+        self.stats.refutations += 1
+        self._adjust_health(1)
+        self._queue.add(Update(self.name, Status.ALIVE, me.incarnation, self.name, me.proof))
+
+    # ---- the table
+
+    def _add(self, update: Update, now: float) -> bool:
+        if len(self._members) >= self.settings.max_members:
+            self.stats.dropped["table-full"] += 1
+            return False
+        state = _State(update.name, Status.ALIVE, update.incarnation, now, update.proof)
+        self._members[update.name] = state
+        self._live += 1
+        self._ring_insert(update.name)
+        self._event(state, now)
+        return True
+
+    def _set(self, state: _State, status: Status, incarnation: int, now: float) -> None:
+        """The one place a member's status changes: N, the DEAD list, the probe ring, its
+        suspicion and the events follow."""
+        was = state.status
+        state.incarnation = incarnation
+        if status is was:
+            return
+        state.status = status
+        state.since = now
+        self._live += (status in _LIVE) - (was in _LIVE)
+        if status is Status.DEAD:
+            self._dead[state.name] = None
+        else:
+            self._dead.pop(state.name, None)
+        if was is Status.SUSPECT:
+            self._suspicions.pop(state.name, None)
+            self._timeouts.cancel("suspicion", state.name)
+        if status in _LIVE and state.name != self.name and state.name not in self._in_ring:
+            self._ring_insert(state.name)
+        self._event(state, now)
+
+    def _event(self, state: _State, now: float) -> None:
+        if len(self._events) >= self.settings.max_events:
+            self._events.popleft()
+            self.stats.events_dropped += 1
+        self._events.append(MemberEvent(state.name, state.status, state.incarnation, now))
+
+    def _ring_insert(self, name: str) -> None:
+        """At a random place, so that a new member is not always probed last (memberlist)."""
+        ring = self._ring
+        ring.append(name)
+        self._in_ring.add(name)
+        place = self._rng.randrange(len(ring))
+        ring[place], ring[-1] = ring[-1], ring[place]
+
+    def _next_target(self, now: float) -> str | None:
+        for _ in range(len(self._ring) + 1):
+            if self._ring_pos >= len(self._ring):
+                self._reset_ring(now)
+                if not self._ring:
+                    return None
+            name = self._ring[self._ring_pos]
+            self._ring_pos += 1
+            if self._members[name].status in _LIVE:
+                return name
+        return None
+
+    def _reset_ring(self, now: float) -> None:
+        """At each wrap: drop members DEAD or LEFT for longer than we gossip to them, shuffle."""
+        horizon = now - self.settings.gossip_to_the_dead_time
+        keep = [
+            name
+            for name in self._ring
+            if self._members[name].status in _LIVE or self._members[name].since >= horizon
+        ]
+        self._in_ring = set(keep)
+        self._rng.shuffle(keep)
+        self._ring = keep
+        self._ring_pos = 0
+
+    def _random_members(
+        self, count: int, eligible: Callable[[_State], bool], exclude: Iterable[str]
+    ) -> list[str]:
+        """Up to ``count`` distinct eligible members at random: by random draws from the ring
+        (memberlist's kRandomNodes), by a scan when the ring is small."""
+        excluded = set(exclude)
+        ring, members = self._ring, self._members
+        tries = 4 * count + 16
+        if len(ring) <= tries:
+            found = [n for n in ring if n not in excluded and eligible(members[n])]
+            return self._rng.sample(found, min(count, len(found)))
+        picked: list[str] = []
+        for _ in range(tries):
+            name = ring[self._rng.randrange(len(ring))]
+            if name in excluded or name in picked or not eligible(members[name]):
+                continue
+            picked.append(name)
+            if len(picked) >= count:
+                break
+        return picked
+
+    # ---- helpers
+
+    def _piggyback(self, to: str) -> tuple[Update, ...]:
+        """Updates for a message to ``to``; a member we hold SUSPECT or DEAD is told so (if no
+        queued update says it already), so that it refutes at once if it is alive."""
+        settings = self.settings
+        limit = retransmit_limit(settings.retransmit_mult, self._live)
+        state = self._members.get(to)
+        if (
+            state is not None
+            and state.status in (Status.SUSPECT, Status.DEAD)
+            and self._queue.about(to) is None
+        ):
+            notice = Update(to, state.status, state.incarnation, self.name)
+            return (notice, *self._queue.pick(settings.max_piggyback - 1, limit, None))
+        return tuple(self._queue.pick(settings.max_piggyback, limit, to))
+
+    def _account(self, out: list[Send]) -> list[Send]:
+        for send in out:
+            kind = type(send.message).__name__
+            self.stats.sent[kind] += 1
+            self.stats.sent_bytes[kind] += message_size(send.message)
+        return out
+
+    def _arm_gossip(self, now: float) -> None:
+        """Gossip rounds run while there is news and stop when there is none (an idle node
+        sends its probes and nothing else)."""
+        if len(self._queue) and not self._chores.has("gossip"):
+            self._chores.set(now + self.settings.gossip_interval, "gossip")
+
+    def _drop(self, reason: str) -> list[Send]:
+        self.stats.dropped[reason] += 1
+        return []
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq % MAX_SEQ + 1
+        return self._seq
+
+    def _adjust_health(self, delta: int) -> None:
+        ceiling = max(0, self.settings.awareness_max_multiplier - 1)
+        self._health = min(ceiling, max(0, self._health + delta))
+
+
+def _is_live(state: _State) -> bool:
+    return state.status in _LIVE
+
+
+def _is_alive(state: _State) -> bool:
+    return state.status is Status.ALIVE

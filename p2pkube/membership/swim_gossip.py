@@ -1,0 +1,197 @@
+"""The parts of SWIM + Lifeguard with state of their own, apart from the node that drives them:
+the transmit-limited queue of updates to piggyback, the suspicion timer that shrinks with
+independent confirmations, the node's timers (a heap with lazy deletion), and the formulas
+that scale with the cluster's size (memberlist's ``retransmitLimit``, ``suspicionTimeout``
+and ``pushPullScale``).
+
+Sans-IO and standard library only (runs in Pyodide).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+from .swim_messages import Update
+
+__all__ = [
+    "BroadcastQueue",
+    "Suspicion",
+    "TimerKey",
+    "Timers",
+    "push_pull_scale",
+    "retransmit_limit",
+    "suspicion_bounds",
+]
+
+PUSH_PULL_SCALE_THRESHOLD = 32
+"""Members up to which the push/pull interval is not scaled (memberlist's value)."""
+
+
+def retransmit_limit(retransmit_mult: int, members: int) -> int:
+    """How many messages one node piggybacks an update on: ``mult`` x ceil(log10(N + 1)),
+    enough for an epidemic to reach all N members with high probability."""
+    return retransmit_mult * math.ceil(math.log10(max(1, members) + 1))
+
+
+def suspicion_bounds(
+    suspicion_mult: float, max_timeout_mult: float, members: int, probe_interval: float
+) -> tuple[float, float]:
+    """(floor, ceiling) of the suspicion timeout for a cluster of ``members``: the floor is
+    ``mult`` x max(1, log10 N) x ``probe_interval`` (memberlist floors the log at 1, so small
+    clusters are not faster than ten-node ones), the ceiling ``max_timeout_mult`` times it."""
+    floor = suspicion_mult * max(1.0, math.log10(max(1, members))) * probe_interval
+    return floor, floor * max_timeout_mult
+
+
+def push_pull_scale(interval: float, members: int) -> float:
+    """memberlist's push/pull period: unscaled up to 32 members, then one more interval per
+    doubling, so that full-state exchanges cost bounded bandwidth at any size."""
+    if members <= PUSH_PULL_SCALE_THRESHOLD:
+        return interval
+    return interval * (math.ceil(math.log2(members) - math.log2(PUSH_PULL_SCALE_THRESHOLD)) + 1)
+
+
+class Suspicion:
+    """One member's suspicion at one incarnation (Lifeguard's LHA-Suspicion): it times out after
+    ``ceiling`` with no confirmations, falling towards ``floor`` as members other than the
+    first accuser suspect it too: timeout = max(floor, ceiling - (ceiling - floor) x
+    log(C + 1) / log(K + 1)) for C confirmations of the K expected."""
+
+    def __init__(
+        self,
+        incarnation: int,
+        start: float,
+        accuser: str,
+        expected: int,
+        bounds: tuple[float, float],
+    ) -> None:
+        self.incarnation = incarnation
+        self.start = start
+        self.expected = max(0, expected)
+        self.floor, self.ceiling = bounds
+        self.confirmations = 0
+        self._seen = {accuser}
+
+    def timeout(self) -> float:
+        """Seconds from ``start`` to DEAD with the confirmations so far."""
+        if self.expected < 1:
+            return self.floor
+        fraction = math.log(self.confirmations + 1) / math.log(self.expected + 1)
+        return max(self.floor, self.ceiling - (self.ceiling - self.floor) * fraction)
+
+    def deadline(self) -> float:
+        return self.start + self.timeout()
+
+    def confirm(self, origin: str) -> bool:
+        """Count ``origin``'s suspicion once; True when it was new (then it is worth
+        re-gossiping, so that the others' timers shrink too). Bounded: at most K count."""
+        if self.confirmations >= self.expected or origin in self._seen:
+            return False
+        self._seen.add(origin)
+        self.confirmations += 1
+        return True
+
+
+@dataclass
+class _Pending:
+    update: Update
+    transmits: int
+    order: int
+
+
+class BroadcastQueue:
+    """Updates waiting to be piggybacked, at most one per member (a newer update about a member
+    replaces the older one: it is the only one worth spreading). Each goes out on at most the
+    retransmit limit of messages; the least sent, then the newest, go first."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, _Pending] = {}
+        self._order = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, update: Update) -> None:
+        self._order += 1
+        self._pending[update.name] = _Pending(update, 0, self._order)
+
+    def about(self, name: str) -> Update | None:
+        pending = self._pending.get(name)
+        return pending.update if pending else None
+
+    def pick(self, limit: int, transmit_limit: int, first_about: str | None) -> list[Update]:
+        """Up to ``limit`` updates for one message, each counted as sent once. An update about
+        the recipient goes first (Lifeguard's buddy system: a suspected member learns of its
+        suspicion on the very probe that tests it, and can refute at once)."""
+        if limit < 1 or not self._pending:
+            return []
+        chosen: list[_Pending] = []
+        own = self._pending.get(first_about) if first_about is not None else None
+        if own is not None:
+            chosen.append(own)
+        rest = limit - len(chosen)
+        if rest > 0:
+            candidates = (p for p in self._pending.values() if p is not own)
+            chosen += heapq.nsmallest(rest, candidates, key=lambda p: (p.transmits, -p.order))
+        for pending in chosen:
+            pending.transmits += 1
+            if pending.transmits >= transmit_limit:
+                del self._pending[pending.update.name]
+        return [pending.update for pending in chosen]
+
+
+TimerKey = tuple[str, object]
+
+
+class Timers:
+    """Deadlines by (kind, key), in a heap with lazy deletion: setting a key again or cancelling
+    it leaves the old heap entry behind, skipped when it surfaces."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str, object]] = []
+        self._due: dict[TimerKey, float] = {}
+        self._count = 0
+
+    def set(self, at: float, kind: str, key: object = None) -> None:
+        self._due[(kind, key)] = at
+        self._count += 1
+        heapq.heappush(self._heap, (at, self._count, kind, key))
+        if len(self._heap) > 2 * len(self._due) + 64:
+            self._rebuild(0.0)
+
+    def has(self, kind: str, key: object = None) -> bool:
+        return (kind, key) in self._due
+
+    def cancel(self, kind: str, key: object = None) -> None:
+        self._due.pop((kind, key), None)
+
+    def clear(self) -> None:
+        self._heap.clear()
+        self._due.clear()
+
+    def next(self) -> float:
+        while self._heap:
+            at, _, kind, key = self._heap[0]
+            if self._due.get((kind, key)) == at:
+                return at
+            heapq.heappop(self._heap)
+        return math.inf
+
+    def pop_due(self, now: float) -> TimerKey | None:
+        while self._heap and self._heap[0][0] <= now:
+            at, _, kind, key = heapq.heappop(self._heap)
+            if self._due.get((kind, key)) == at:
+                del self._due[(kind, key)]
+                return kind, key
+        return None
+
+    def shift(self, seconds: float) -> None:
+        self._rebuild(seconds)
+
+    def _rebuild(self, shift: float) -> None:
+        self._due = {key: at + shift for key, at in self._due.items()}
+        self._heap = [(at, i, key[0], key[1]) for i, (key, at) in enumerate(self._due.items())]
+        heapq.heapify(self._heap)
+        self._count = len(self._heap)

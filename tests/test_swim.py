@@ -1,0 +1,406 @@
+"""SWIM + Lifeguard (p2pkube/membership/swim.py), real SwimNodes over a tiny in-test network.
+
+The driver below delivers each node's Sends after a fixed latency on a virtual clock and calls
+`tick` at each node's `next_deadline`; it can crash a node, cut directed links and stall a
+node (hold its messages and timers, then wake it). Everything else is the real core.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+
+import pytest
+
+from p2pkube.membership.settings import SwimSettings
+from p2pkube.membership.swim import (
+    Member,
+    MemberEvent,
+    Message,
+    Send,
+    Status,
+    SwimNode,
+    Update,
+    message_size,
+)
+from p2pkube.membership.swim_gossip import Suspicion, retransmit_limit, suspicion_bounds
+from p2pkube.membership.swim_messages import Ack, Gossip, Nack, Ping, PingReq, PushPull
+
+SETTINGS = SwimSettings()
+LATENCY = 0.002
+SETTLE = 5.0
+DETECTION_BOUND = 3.5
+"""SwimSettings documents it: at N = 10 a crash is DEAD everywhere ~2.7 s after it (median),
+3.4 s at most in 20 runs."""
+
+
+class Net:
+    """N SwimNodes, a virtual clock and a network that delivers after ``LATENCY``."""
+
+    def __init__(self, size: int, *, seed: int = 1, settings: SwimSettings = SETTINGS) -> None:
+        self.names = [f"n{i}" for i in range(size)]
+        self.now = 0.0
+        self.nodes = {
+            name: SwimNode(name, settings=settings, rng=random.Random(f"{seed}/{name}"), now=0.0)
+            for name in self.names
+        }
+        self.queue: list[tuple[float, int, str, str, Message]] = []
+        self.count = 0
+        self.crashed: set[str] = set()
+        self.cut: set[tuple[str, str]] = set()
+        self.stalls: dict[str, tuple[float, float, bool]] = {}
+        """name -> (since, until, tell): held while stalled; told note_stall at wake if tell."""
+        self.held: dict[str, list[tuple[str, Message]]] = {}
+        self.events: list[tuple[str, MemberEvent]] = []
+        self.sent: list[tuple[float, str, Send]] = []
+        for name in self.names:
+            self.send(name, self.nodes[name].join(0.0, self.names))
+
+    def send(self, sender: str, sends: list[Send]) -> None:
+        for out in sends:
+            self.sent.append((self.now, sender, out))
+            if (sender, out.to) in self.cut or out.to in self.crashed:
+                continue
+            self.count += 1
+            heapq.heappush(
+                self.queue, (self.now + LATENCY, self.count, out.to, sender, out.message)
+            )
+
+    def _record(self, name: str) -> None:
+        self.events += [(name, event) for event in self.nodes[name].drain_events()]
+
+    def _next_node(self) -> tuple[float, str]:
+        awake = [n for n in self.names if n not in self.crashed and n not in self.stalls]
+        at, name = min(((self.nodes[n].next_deadline(), n) for n in awake), default=(math.inf, ""))
+        return max(at, self.now), name  # a node that woke from a stall ticks late, now
+
+    def run(self, seconds: float) -> None:
+        until = self.now + seconds
+        while True:
+            at_message = self.queue[0][0] if self.queue else math.inf
+            at_node, name = self._next_node()
+            wake, sleeper = min(((s[1], n) for n, s in self.stalls.items()), default=(math.inf, ""))
+            at = min(at_message, at_node, wake)
+            if at > until:
+                self.now = until
+                return
+            self.now = at
+            if at == wake:
+                self._wake(sleeper)
+            elif at == at_message:
+                _, _, to, sender, message = heapq.heappop(self.queue)
+                if to in self.stalls:
+                    self.held.setdefault(to, []).append((sender, message))
+                elif to not in self.crashed:
+                    self.send(to, self.nodes[to].receive(at, sender, message))
+                    self._record(to)
+            else:
+                self.send(name, self.nodes[name].tick(at))
+                self._record(name)
+
+    def stall(self, name: str, seconds: float, *, tell: bool = True) -> None:
+        self.stalls[name] = (self.now, self.now + seconds, tell)
+
+    def _wake(self, name: str) -> None:
+        since, _, tell = self.stalls.pop(name)
+        node = self.nodes[name]
+        if tell:
+            node.note_stall(self.now - since)
+        for sender, message in self.held.pop(name, []):
+            self.send(name, node.receive(self.now, sender, message))
+        self._record(name)
+
+    def view(self, observer: str, name: str) -> Member:
+        return self.nodes[observer].members()[name]
+
+    def others(self, name: str) -> list[str]:
+        return [n for n in self.names if n != name and n not in self.crashed]
+
+    def events_about(self, name: str, status: Status) -> list[tuple[str, MemberEvent]]:
+        return [(o, e) for o, e in self.events if e.name == name and e.status is status]
+
+
+def settled(size: int, seed: int = 1) -> Net:
+    net = Net(size, seed=seed)
+    net.run(SETTLE)
+    assert all(
+        member.status is Status.ALIVE
+        for node in net.nodes.values()
+        for member in node.members().values()
+    ), "a healthy cluster settles with everyone ALIVE everywhere"
+    net.events.clear()
+    return net
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_crashed_member_is_suspect_then_dead_everywhere_within_the_documented_time(
+    seed: int,
+) -> None:
+    net = settled(10, seed)
+    crash_at = net.now
+    net.crashed.add("n3")
+    net.run(10.0)
+    for observer in net.others("n3"):
+        assert net.view(observer, "n3").status is Status.DEAD, observer
+    suspects = net.events_about("n3", Status.SUSPECT)
+    deaths = net.events_about("n3", Status.DEAD)
+    assert suspects and min(e.at for _, e in suspects) < min(e.at for _, e in deaths)
+    assert sorted(o for o, _ in deaths) == net.others("n3"), "each observer declares it once"
+    last = max(e.at for _, e in deaths) - crash_at
+    assert last <= DETECTION_BOUND, f"DEAD everywhere {last:.2f} s after the crash"
+    # nobody else is harmed, and healthy probers that got their helpers' nacks stay healthy
+    assert {e.name for _, e in net.events} == {"n3"}
+    assert all(net.nodes[n].local_health == 0 for n in net.others("n3"))
+
+
+def test_a_suspected_member_that_is_alive_refutes_and_is_never_dead() -> None:
+    net = settled(8)
+    everyone_else = {(n, "n2") for n in net.others("n2")}
+    net.cut |= everyone_else  # n2 hears nothing: its acks stop, it looks failed
+    net.run(1.5)
+    assert net.events_about("n2", Status.SUSPECT), "n2 was suspected"
+    net.cut -= everyone_else
+    net.run(10.0)
+    assert not net.events_about("n2", Status.DEAD)
+    assert net.nodes["n2"].stats.refutations >= 1
+    incarnation = net.nodes["n2"].members()["n2"].incarnation
+    assert incarnation >= 1
+    for observer in net.others("n2"):
+        assert net.view(observer, "n2").status is Status.ALIVE
+        assert net.view(observer, "n2").incarnation == incarnation
+
+
+def test_an_indirect_probe_keeps_a_member_alive_when_only_the_direct_path_drops() -> None:
+    net = settled(8)
+    net.cut |= {("n0", "n1"), ("n1", "n0")}
+    net.run(30.0)
+    assert net.events == [], "no suspicion anywhere"
+    assert net.view("n0", "n1").status is Status.ALIVE
+    assert net.view("n1", "n0").status is Status.ALIVE
+    assert net.nodes["n0"].stats.indirect_probes >= 3
+    assert sum(node.stats.relayed for node in net.nodes.values()) >= 3
+    assert net.nodes["n0"].local_health == 0
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.1, 0.2, 0.3, 0.4])
+@pytest.mark.parametrize("tell", [True, False], ids=["note_stall", "late-ticks"])
+def test_a_node_whose_loop_stalls_two_seconds_is_not_dead_and_declares_no_one_dead(
+    offset: float, tell: bool
+) -> None:
+    net = settled(10)
+    net.run(offset)
+    net.stall("n4", 2.0, tell=tell)
+    net.run(2.0 + 0.001)
+    assert net.nodes["n4"].local_health >= 1, "the stall raised its local health multiplier"
+    assert net.nodes["n4"].stats.stalls == 1
+    net.run(15.0)
+    assert not [e for _, e in net.events if e.status is Status.DEAD]
+    for observer in net.others("n4"):
+        assert net.view(observer, "n4").status is Status.ALIVE
+
+
+def test_suspicion_timeouts_follow_the_lifeguard_formula() -> None:
+    assert suspicion_bounds(4, 3, 10, 0.5) == (2.0, 6.0)
+    assert suspicion_bounds(4, 3, 5, 0.5) == (2.0, 6.0), "log10 N is floored at 1"
+    assert suspicion_bounds(4, 3, 1000, 0.5) == pytest.approx((6.0, 18.0))
+    suspicion = Suspicion(7, 10.0, "b", 3, (2.0, 6.0))
+    assert suspicion.deadline() == 16.0, "no confirmation: the ceiling"
+    assert not suspicion.confirm("b"), "the accuser does not confirm itself"
+    assert suspicion.confirm("c")
+    assert not suspicion.confirm("c"), "one confirmation per member"
+    assert suspicion.timeout() == pytest.approx(6.0 - 4.0 * math.log(2) / math.log(4))
+    assert suspicion.confirm("d") and suspicion.confirm("e")
+    assert suspicion.timeout() == 2.0, "K confirmations: the floor"
+    assert not suspicion.confirm("f"), "no more than K count"
+    assert Suspicion(7, 0.0, "b", 0, (2.0, 6.0)).timeout() == 2.0, "none expected: the floor"
+
+
+def answered(node: SwimNode, now: float, sends: list[Send]) -> list[Send]:
+    """Every member answers ``node``'s pings at once (so that its own probes fail none); the
+    other sends are returned."""
+    rest = []
+    for out in sends:
+        if isinstance(out.message, Ping):
+            node.receive(now, out.to, Ack(out.message.seq))
+        else:
+            rest.append(out)
+    return rest
+
+
+def drive(node: SwimNode, until: float) -> list[Send]:
+    """Tick ``node`` alone at each of its deadlines up to ``until`` (pings answered)."""
+    sent: list[Send] = []
+    while (at := node.next_deadline()) <= until:
+        sent += answered(node, at, node.tick(at))
+    return sent
+
+
+def test_a_node_declares_dead_when_the_shrinking_suspicion_times_out() -> None:
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(3), now=0.0)
+    names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "x"]
+    answered(node, 0.0, node.join(0.0, names))
+    floor, ceiling = suspicion_bounds(
+        SETTINGS.suspicion_mult, SETTINGS.suspicion_max_timeout_mult, 10, SETTINGS.probe_interval
+    )
+    drive(node, 1.0)
+    node.receive(1.0, "b", Gossip((Update("x", Status.SUSPECT, 0, "b"),)))
+    assert node.members()["x"].status is Status.SUSPECT
+    assert node.next_deadline() <= 1.0 + ceiling
+    drive(node, 1.5)
+    for origin in ("c", "d", "e"):
+        node.receive(1.5, origin, Gossip((Update("x", Status.SUSPECT, 0, origin),)))
+    drive(node, 1.0 + floor - 0.001)
+    assert node.members()["x"].status is Status.SUSPECT
+    node.drain_events()
+    drive(node, 1.0 + floor)
+    assert node.drain_events() == [MemberEvent("x", Status.DEAD, 0, 1.0 + floor)], (
+        "DEAD at the floor after the suspicion began, once K=3 members confirmed"
+    )
+
+
+def test_updates_are_piggybacked_at_most_retransmit_limit_times_each() -> None:
+    net = settled(10)
+    start = len(net.sent)
+    # n1 hears it is suspected (n0's accusation reaches only n1) and refutes: the refutation is
+    # news to everyone, each of whom passes it on
+    net.send("n0", [Send("n1", Gossip((Update("n1", Status.SUSPECT, 0, "n0"),)))])
+    fresh = Update("n1", Status.ALIVE, 1, "n1")
+    net.run(10.0)
+    limit = retransmit_limit(SETTINGS.retransmit_mult, 10)
+    assert limit == 8
+    carried: dict[str, int] = {}
+    for _, sender, out in net.sent[start:]:
+        updates = out.message.updates
+        assert len(updates) <= SETTINGS.max_piggyback
+        carried[sender] = carried.get(sender, 0) + updates.count(fresh)
+    assert {carried.get(n) for n in net.names} == {limit}, carried
+    assert all(net.view(n, "n1").incarnation == 1 for n in net.names)
+    assert net.nodes["n1"].stats.refutations == 1
+
+
+def test_left_is_not_dead() -> None:
+    net = settled(8)
+    net.send("n3", net.nodes["n3"].leave(net.now))
+    net.crashed.add("n3")
+    net.run(10.0)
+    for observer in net.others("n3"):
+        assert net.view(observer, "n3").status is Status.LEFT
+    assert {e.status for _, e in net.events} == {Status.LEFT}
+    assert net.nodes["n3"].next_deadline() == math.inf
+    assert net.nodes["n3"].tick(net.now) == []
+
+
+def test_the_halves_of_a_healed_partition_find_each_other_again() -> None:
+    net = settled(8)
+    left, right = net.names[:4], net.names[4:]
+    cut = {(a, b) for a in left for b in right} | {(b, a) for a in left for b in right}
+    net.cut |= cut
+    net.run(15.0)
+    for a in left:
+        for b in right:
+            assert net.view(a, b).status is Status.DEAD
+            assert net.view(b, a).status is Status.DEAD
+    net.cut -= cut
+    net.run(SETTINGS.reconnect_interval * 2 + 5.0)
+    views = [net.nodes[n].members() for n in net.names]
+    assert all(m.status is Status.ALIVE for view in views for m in view.values())
+
+
+def fed(node: SwimNode, *updates: Update) -> tuple[Status, int]:
+    """b's status and incarnation at ``node`` once it got ``updates`` (from c)."""
+    node.receive(1.0, "c", Gossip(updates))
+    member = node.members()["b"]
+    return member.status, member.incarnation
+
+
+def test_a_stale_update_never_overrides_a_newer_one() -> None:
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0)
+    assert fed(node, Update("b", Status.ALIVE, 3, "b")) == (Status.ALIVE, 3)
+    for stale in (
+        Update("b", Status.SUSPECT, 2, "c"),
+        Update("b", Status.DEAD, 1, "c"),
+        Update("b", Status.ALIVE, 2, "b"),
+        Update("b", Status.LEFT, 0, "b"),
+        Update("b", Status.ALIVE, 3, "b"),
+    ):
+        assert fed(node, stale) == (Status.ALIVE, 3), stale
+    assert node.stats.dropped["stale"] == 4
+    assert fed(node, Update("b", Status.SUSPECT, 3, "c"))[0] is Status.SUSPECT
+    assert fed(node, Update("b", Status.ALIVE, 3, "b"))[0] is Status.SUSPECT
+    assert fed(node, Update("b", Status.DEAD, 3, "c"))[0] is Status.DEAD
+    assert fed(node, Update("b", Status.SUSPECT, 3, "c"))[0] is Status.DEAD
+    assert fed(node, Update("b", Status.ALIVE, 3, "b"))[0] is Status.DEAD
+    assert fed(node, Update("b", Status.ALIVE, 4, "b")) == (Status.ALIVE, 4)
+    # about itself: an old accusation is not refuted, a current one is
+    node.receive(1.0, "c", Gossip((Update("a", Status.SUSPECT, 0, "c"),)))
+    assert node.members()["a"].incarnation == 1 and node.stats.refutations == 1
+    node.receive(1.0, "c", Gossip((Update("a", Status.DEAD, 0, "c"),)))
+    assert node.members()["a"].incarnation == 1 and node.stats.refutations == 1
+
+
+GARBAGE_MALFORMED: list[object] = [
+    Ping("1", "a"),  # type: ignore[arg-type]
+    Ping(-1, "a"),
+    Ping(2**32, "a"),
+    Ping(1, 5),  # type: ignore[arg-type]
+    Ping(1, ""),
+    Ack(True),
+    Nack(None),  # type: ignore[arg-type]
+    PingReq(1, "b" * 300),
+    Gossip([Update("b", Status.ALIVE, 0, "b")]),  # type: ignore[arg-type]
+    Gossip(("not an update",)),  # type: ignore[arg-type]
+    Gossip((Update("b", "alive", 0, "b"),)),  # type: ignore[arg-type]
+    Gossip((Update("b", Status.ALIVE, -1, "b"),)),
+    Gossip((Update("b", Status.ALIVE, 0, "c"),)),
+    Gossip((Update("b", Status.LEFT, 0, "c"),)),
+    Gossip((Update("b", Status.ALIVE, 0, "b", "proof"),)),  # type: ignore[arg-type]
+    Gossip((Update("b", Status.ALIVE, 0, "b"),) * (SETTINGS.max_updates_per_message + 1)),
+    PushPull(None, True),  # type: ignore[arg-type]
+    PushPull((), "yes"),  # type: ignore[arg-type]
+]
+
+
+def test_garbage_messages_are_dropped_with_a_counter_and_never_raise() -> None:
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0)
+    node.join(0.0, ["a", "b"])
+    before = node.members()
+    for message in GARBAGE_MALFORMED:
+        assert node.receive(1.0, "b", message) == [], message  # type: ignore[arg-type]
+    assert node.receive(1.0, None, Ping(1, "a")) == []  # type: ignore[arg-type]
+    assert node.stats.dropped["malformed"] == len(GARBAGE_MALFORMED) + 1
+    for message in (object(), "ping", None, {"kind": "ping", "seq": 1}):
+        assert node.receive(1.0, "b", message) == []  # type: ignore[arg-type]
+    assert node.stats.dropped["unknown-kind"] == 4
+    assert node.stats.last_drop.startswith("unknown kind")
+    assert node.receive(1.0, "a", Ping(1, "a")) == []
+    assert node.receive(1.0, "b", Ping(1, "z")) == []
+    assert node.receive(1.0, "b", Ack(12345)) == []
+    assert node.stats.dropped["from-self"] == 1
+    assert node.stats.dropped["misdirected"] == 1
+    assert node.stats.dropped["unexpected-ack"] == 1
+    assert node.members() == before and sum(node.stats.received.values()) == 2
+    (answer,) = node.receive(1.0, "b", Ping(9, "a"))
+    assert answer.to == "b" and isinstance(answer.message, Ack) and answer.message.seq == 9
+
+
+def test_a_ping_req_is_relayed_and_nacked_when_the_target_stays_silent() -> None:
+    node = SwimNode("h", settings=SETTINGS, rng=random.Random(1), now=0.0)
+    answered(node, 0.0, node.join(0.0, ["p", "t"]))
+    drive(node, 1.0)
+    (ping,) = node.receive(1.0, "p", PingReq(77, "t"))
+    assert ping.to == "t" and isinstance(ping.message, Ping)
+    (ack,) = node.receive(1.01, "t", Ack(ping.message.seq))
+    assert ack.to == "p" and isinstance(ack.message, Ack) and ack.message.seq == 77
+    drive(node, 2.0)
+    (ping,) = node.receive(2.0, "p", PingReq(78, "t"))
+    sent = drive(node, 2.0 + SETTINGS.nack_timeout)
+    nacks = [(s.to, s.message.seq) for s in sent if isinstance(s.message, Nack)]
+    assert nacks == [("p", 78)]
+
+
+def test_message_size_grows_with_the_updates_it_carries() -> None:
+    bare = message_size(Ping(1, "n1"))
+    update = Update("n2", Status.SUSPECT, 3, "n1")
+    assert 10 <= bare < message_size(Ping(1, "n1", (update,))) < bare + 40
+    assert message_size(PushPull((update,) * 10, True)) > 10 * 15
