@@ -36,6 +36,9 @@ from p2pkube.state.store import EVENTS, LEASES, OBJECTS
 from tests.test_sched import World, container, deployment, node, workload
 
 GRACE = SchedulerSettings().pod_eviction_grace
+RATES = SchedulerSettings(node_eviction_rate=0.1)
+"""The rates these tests count in: Kubernetes' --node-eviction-rate (a token every 10 s; the
+default here is faster, see SchedulerSettings.node_eviction_rate) and its secondary rate."""
 TEN = [f"n{i}" for i in range(10)]
 
 
@@ -43,7 +46,7 @@ TEN = [f"n{i}" for i in range(10)]
 class LimitedWorld(World):
     """The simulated cluster, its passes gated by one scheduler's real limiter."""
 
-    limiter: EvictionLimiter = field(default_factory=lambda: EvictionLimiter(SchedulerSettings()))
+    limiter: EvictionLimiter = field(default_factory=lambda: EvictionLimiter(RATES))
     lost_at: dict[str, int] = field(default_factory=dict)
     events: list[tuple[int, str, str]] = field(default_factory=list)
     """(clock, reason, message) of every event the passes planned."""
@@ -136,7 +139,7 @@ def test_three_lost_at_once_are_evicted_one_per_token_after_the_burst() -> None:
 
 
 def test_a_node_admitted_stays_admitted_and_one_that_comes_back_is_forgotten() -> None:
-    limiter = EvictionLimiter(SchedulerSettings())
+    limiter = EvictionLimiter(RATES)
     everything = lambda names: names  # noqa: E731 - every lost node holds evictable pods
     assert limiter.update({"a": 1.0}, 10, 100.0, everything).admitted == {"a"}
     # A second loss waits for the token; "a" needs none for the pods it still has.
@@ -156,7 +159,7 @@ def test_a_node_admitted_stays_admitted_and_one_that_comes_back_is_forgotten() -
 
 
 def test_a_lost_node_with_nothing_to_evict_spends_no_token() -> None:
-    limiter = EvictionLimiter(SchedulerSettings())
+    limiter = EvictionLimiter(RATES)
     gate = limiter.update({"idle": 5.0, "busy": 1.0}, 10, 10.0, lambda names: {"busy"} & names)
     assert gate.admitted == {"busy"} and limiter.waiting == []
     world, key = spread(replicas=9)  # one of the ten nodes runs nothing
@@ -207,7 +210,7 @@ def test_more_than_half_lost_evicts_nothing_and_says_so() -> None:
 
 
 def test_an_admitted_node_is_dropped_when_more_than_half_look_lost() -> None:
-    limiter = EvictionLimiter(SchedulerSettings())
+    limiter = EvictionLimiter(RATES)
     everything = lambda names: names  # noqa: E731
     assert limiter.update({"a": 1.0}, 4, 0.0, everything).admitted == {"a"}
     gate = limiter.update({"a": 2.0, "b": 1.0, "c": 1.0}, 4, 1.0, everything)
@@ -318,7 +321,7 @@ async def test_a_scheduler_defers_its_second_lost_node_and_says_so() -> None:
         nodes=states,
         is_collector=lambda: False,
         events=events,
-        settings=SchedulerSettings(),
+        settings=RATES,
     )
     rs = workload(
         "ReplicaSet",
