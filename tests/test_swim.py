@@ -200,6 +200,47 @@ def test_a_node_whose_loop_stalls_two_seconds_is_not_dead_and_declares_no_one_de
         assert net.view(observer, "n4").status is Status.ALIVE
 
 
+def test_a_member_that_asked_for_grace_survives_a_longer_stall() -> None:
+    net = settled(10)
+    net.nodes["n2"].set_grace(net.now, 10.0)  # a browser tab going hidden
+    net.run(2.0)
+    assert all(net.view(n, "n2").grace == 10.0 for n in net.others("n2"))
+    net.stall("n2", 8.0)
+    net.run(20.0)
+    assert net.events_about("n2", Status.SUSPECT), "it was suspected"
+    assert not [e for _, e in net.events if e.status is Status.DEAD]
+    net.nodes["n2"].set_grace(net.now, 0.0)  # visible again
+    net.run(2.0)
+    assert all(net.view(n, "n2").grace == 0.0 for n in net.others("n2"))
+    net.stall("n2", 8.0)
+    net.run(20.0)
+    assert net.events_about("n2", Status.DEAD), "without grace the same stall is fatal"
+
+
+def test_a_grace_beyond_the_bound_is_capped() -> None:
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0)
+    node.receive(1.0, "b", Gossip((Update("b", Status.ALIVE, 1, "b", None, 1000.0),)))
+    assert node.members()["b"].grace == SETTINGS.max_grace
+
+
+def test_a_member_that_restarts_after_it_was_declared_dead_comes_back_alive() -> None:
+    net = settled(8)
+    net.crashed.add("n5")
+    net.run(10.0)
+    assert all(net.view(n, "n5").status is Status.DEAD for n in net.others("n5"))
+    net.crashed.discard("n5")  # a new process, which remembers nothing: incarnation 0
+    net.nodes["n5"] = SwimNode("n5", settings=SETTINGS, rng=random.Random(5), now=net.now)
+    net.send("n5", net.nodes["n5"].join(net.now, net.names))
+    net.run(5.0)
+    incarnation = net.view("n5", "n5").incarnation
+    assert incarnation >= 1, "it refuted the DEAD it was told of"
+    for observer in net.others("n5"):
+        assert (net.view(observer, "n5").status, net.view(observer, "n5").incarnation) == (
+            Status.ALIVE,
+            incarnation,
+        )
+
+
 def test_suspicion_timeouts_follow_the_lifeguard_formula() -> None:
     assert suspicion_bounds(4, 3, 10, 0.5) == (2.0, 6.0)
     assert suspicion_bounds(4, 3, 5, 0.5) == (2.0, 6.0), "log10 N is floored at 1"
@@ -356,6 +397,10 @@ GARBAGE_MALFORMED: list[object] = [
     Gossip((Update("b", Status.LEFT, 0, "c"),)),
     Gossip((Update("b", Status.ALIVE, 0, "b", "proof"),)),  # type: ignore[arg-type]
     Gossip((Update("b", Status.ALIVE, 0, "b"),) * (SETTINGS.max_updates_per_message + 1)),
+    Gossip((Update("b", Status.ALIVE, 1, "b", None, -1.0),)),
+    Gossip((Update("b", Status.ALIVE, 1, "b", None, math.inf),)),
+    Gossip((Update("b", Status.ALIVE, 1, "b", None, "10"),)),  # type: ignore[arg-type]
+    Gossip((Update("b", Status.SUSPECT, 1, "c", None, 5.0),)),
     PushPull(None, True),  # type: ignore[arg-type]
     PushPull((), "yes"),  # type: ignore[arg-type]
 ]

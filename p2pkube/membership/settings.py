@@ -108,6 +108,10 @@ class SwimSettings:
     """Independent confirmations (other members' own suspicions at the same incarnation) that
     bring the suspicion timeout down to its floor: Lifeguard's K (capped at N - 2, the members
     that could confirm). memberlist derives it as SuspicionMult - 2."""
+    max_grace: float = 30.0
+    """Most extra seconds a member may ask the others to add to its suspicion timeout
+    (`SwimNode.set_grace`, carried on its ALIVE): a hidden browser tab asks for
+    ``browser.hidden_grace``. The same bound as ``membership.max_grace``."""
     retransmit_mult: int = 4
     """Each update is piggybacked on at most ``retransmit_mult`` x ceil(log10(N + 1)) messages
     by each node (memberlist's value): enough for it to reach everyone with high probability,

@@ -85,6 +85,8 @@ class _State:
     since: float
     proof: bytes | None = None
     """The proof of the member's own last ALIVE or LEFT, passed on in push/pull."""
+    grace: float = 0.0
+    """Seconds its last ALIVE asked to be added to its suspicion timeout (capped)."""
 
 
 @dataclass
@@ -159,7 +161,7 @@ class SwimNode:
     def members(self) -> dict[str, Member]:
         """Everyone known, this node included, DEAD and LEFT ones too."""
         return {
-            name: Member(name, state.status, state.incarnation, state.since)
+            name: Member(name, state.status, state.incarnation, state.since, state.grace)
             for name, state in self._members.items()
         }
 
@@ -182,8 +184,7 @@ class SwimNode:
         for name in seeds:
             if name != self.name and name not in self._members:
                 self._add(Update(name, Status.ALIVE, 0, name), now)
-        me = self._members[self.name]
-        self._queue.add(Update(self.name, Status.ALIVE, me.incarnation, self.name, me.proof))
+        self._queue.add(self._own_alive())
         others = [name for name in seeds if name != self.name]
         contacts = self._rng.sample(others, min(self.settings.join_contacts, len(others)))
         self._arm_gossip(now)
@@ -244,6 +245,21 @@ class SwimNode:
         self._timeouts.clear()
         self._chores.clear()
         return self._account([Send(name, Gossip((update,))) for name in targets])
+
+    def set_grace(self, now: float, seconds: float) -> None:
+        """Ask the others to wait ``seconds`` longer before they declare this node DEAD
+        (capped at ``max_grace``): a browser tab while it is hidden. Announced as a new
+        incarnation of its ALIVE, so that it overrides what they hold, suspicions included."""
+        if self._left or not math.isfinite(seconds):
+            return
+        me = self._members[self.name]
+        grace = min(max(0.0, seconds), self.settings.max_grace)
+        if grace == me.grace:
+            return
+        me.grace = grace
+        me.incarnation = min(me.incarnation + 1, MAX_SEQ)
+        self._queue.add(self._own_alive())
+        self._arm_gossip(now)
 
     def note_stall(self, seconds: float) -> None:
         """The host's loop was late by ``seconds`` (Lifeguard): pending timeouts move by it, so
@@ -440,6 +456,7 @@ class SwimNode:
                     state.incarnation,
                     state.name if own else self.name,
                     state.proof if own else None,
+                    state.grace if state.status is Status.ALIVE else 0.0,
                 )
             )
         return tuple(states)
@@ -468,6 +485,7 @@ class SwimNode:
         if update.status is Status.ALIVE:
             if update.incarnation > state.incarnation:
                 state.proof = update.proof
+                state.grace = min(update.grace, self.settings.max_grace)
                 self._set(state, Status.ALIVE, update.incarnation, now)
                 self._queue.add(update)
         elif update.status is Status.SUSPECT:
@@ -499,8 +517,9 @@ class SwimNode:
             self._live,
             settings.probe_interval,
         )
+        floor, ceiling = (bound + state.grace for bound in bounds)
         expected = min(settings.suspicion_confirmations, self._live - 2)
-        suspicion = Suspicion(update.incarnation, now, update.origin, expected, bounds)
+        suspicion = Suspicion(update.incarnation, now, update.origin, expected, (floor, ceiling))
         self._suspicions[state.name] = suspicion
         self._timeouts.set(suspicion.deadline(), "suspicion", state.name)
         self._queue.add(update)
@@ -522,7 +541,11 @@ class SwimNode:
         me.incarnation = min(max(me.incarnation, accused) + 1, MAX_SEQ)
         self.stats.refutations += 1
         self._adjust_health(1)
-        self._queue.add(Update(self.name, Status.ALIVE, me.incarnation, self.name, me.proof))
+        self._queue.add(self._own_alive())
+
+    def _own_alive(self) -> Update:
+        me = self._members[self.name]
+        return Update(self.name, Status.ALIVE, me.incarnation, self.name, me.proof, me.grace)
 
     # ---- the table
 
@@ -530,7 +553,8 @@ class SwimNode:
         if len(self._members) >= self.settings.max_members:
             self.stats.dropped["table-full"] += 1
             return False
-        state = _State(update.name, Status.ALIVE, update.incarnation, now, update.proof)
+        grace = min(update.grace, self.settings.max_grace)
+        state = _State(update.name, Status.ALIVE, update.incarnation, now, update.proof, grace)
         self._members[update.name] = state
         self._live += 1
         self._ring_insert(update.name)

@@ -42,6 +42,9 @@ MAX_NAME = 256
 MAX_PROOF = 1024
 """Longest opaque proof accepted on an update (an Ed25519 signature and its fields fit)."""
 
+MAX_GRACE = 86400.0
+"""Largest grace accepted on the wire (a receiver caps it lower, at its ``max_grace``)."""
+
 
 class Status(enum.Enum):
     """What a node believes of a member. Precedence at one incarnation: ALIVE < SUSPECT < DEAD,
@@ -66,6 +69,9 @@ class Update:
     incarnation: int
     origin: str
     proof: bytes | None = None
+    grace: float = 0.0
+    """On a member's own ALIVE: seconds it asks the others to add to its suspicion timeout
+    (a hidden browser tab, whose timers run at most once a second); 0 on anything else."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,8 @@ class Member:
     status: Status
     incarnation: int
     since: float
+    grace: float = 0.0
+    """Seconds it asked to be added to its suspicion timeout (`SwimNode.set_grace`)."""
 
 
 @dataclass(frozen=True)
@@ -206,9 +214,9 @@ def _str_size(text: str) -> int:
 
 def _update_size(update: Update) -> int:
     proof = 1 if update.proof is None else 3 + len(update.proof)
-    return (
-        _HEADER_BYTES + _str_size(update.name) + 1 + _INT_BYTES + _str_size(update.origin) + proof
-    )
+    grace = 9 if update.grace else 1
+    fixed = _HEADER_BYTES + 1 + _INT_BYTES + proof + grace
+    return fixed + _str_size(update.name) + _str_size(update.origin)
 
 
 def message_size(message: Message) -> int:
@@ -255,6 +263,11 @@ def _update_problem(update: object) -> str | None:
         return f"an update's proof is not bytes of at most {MAX_PROOF}"
     if update.status in (Status.ALIVE, Status.LEFT) and update.origin != update.name:
         return f"{update.status.value} of {update.name!r} said by another member"
+    grace = update.grace
+    if isinstance(grace, bool) or not isinstance(grace, int | float):
+        return "an update's grace is not a number"
+    if not 0.0 <= grace <= MAX_GRACE or (grace and update.status is not Status.ALIVE):
+        return f"an update's grace is not in 0..{MAX_GRACE:.0f} on an ALIVE (0 otherwise)"
     return None
 
 
