@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -346,6 +347,20 @@ def test_the_halves_of_a_healed_partition_find_each_other_again() -> None:
     net.run(SETTINGS.reconnect_interval * 2 + 5.0)
     views = [net.nodes[n].members() for n in net.names]
     assert all(m.status is Status.ALIVE for view in views for m in view.values())
+
+
+def test_dead_and_left_members_are_forgotten_after_the_reconnect_timeout() -> None:
+    settings = replace(SETTINGS, reconnect_timeout=20.0, gossip_to_the_dead_time=5.0)
+    net = Net(6, settings=settings)
+    net.run(SETTLE)
+    net.crashed.add("n1")
+    net.send("n2", net.nodes["n2"].leave(net.now))
+    net.crashed.add("n2")
+    net.run(10.0)
+    assert {net.view("n0", n).status for n in ("n1", "n2")} == {Status.DEAD, Status.LEFT}
+    net.run(settings.reconnect_timeout + settings.reconnect_interval * 2)
+    for observer in net.others("n1"):
+        assert set(net.nodes[observer].members()) == set(net.names) - {"n1", "n2"}
 
 
 def fed(node: SwimNode, *updates: Update) -> tuple[Status, int]:

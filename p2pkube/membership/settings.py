@@ -136,7 +136,10 @@ class SwimSettings:
     """Seconds between two state exchanges with a random DEAD member (as Serf's reconnect):
     how the halves of a partition healed after ``gossip_to_the_dead_time`` find each other."""
     reconnect_timeout: float = 3600.0
-    """Seconds after its death a DEAD member is still tried by ``reconnect_interval``."""
+    """Seconds a DEAD member is still tried by ``reconnect_interval``, and a DEAD or LEFT one
+    remembered at all (its tombstone keeps a stale ALIVE from bringing it back); then it is
+    forgotten, so that churn does not fill the table (Serf keeps them 24 h; an agent's
+    node id outlives its process, so an hour of reconnects is ample here)."""
     awareness_max_multiplier: int = 8
     """Lifeguard's local health multiplier ranges 0..this - 1 (memberlist's value): up on a failed
     probe that helpers did not nack, on a refutation, on a stall; down on a successful probe.

@@ -128,8 +128,8 @@ class SwimNode:
         }
         self._live = 1
         """Members ALIVE or SUSPECT, this node included: the N of every formula."""
-        self._dead: dict[str, None] = {}
-        """DEAD members, in order (a dict, so that choices replay from the seed)."""
+        self._gone: dict[str, None] = {}
+        """DEAD and LEFT members, in order (a dict, so that choices replay from the seed)."""
         self._ring: list[str] = []
         self._in_ring: set[str] = set()
         self._ring_pos = 0
@@ -375,10 +375,19 @@ class SwimNode:
     def _reconnect(self, now: float, out: list[Send]) -> None:
         settings = self.settings
         self._chores.set(now + settings.reconnect_interval, "reconnect")
-        horizon = now - settings.reconnect_timeout
-        candidates = [name for name in self._dead if self._members[name].since >= horizon]
+        self._forget(now - settings.reconnect_timeout)
+        candidates = [name for name in self._gone if self._members[name].status is Status.DEAD]
         if candidates:
             out.append(self._push_pull_to(self._rng.choice(candidates), now, reply=True))
+
+    def _forget(self, horizon: float) -> None:
+        """Drop the tombstones of members DEAD or LEFT since before ``horizon`` (memberlist
+        reaps them too): churn must not fill the table up to ``max_members``. One still in the
+        probe ring waits for the ring's next reset, which drops it from there."""
+        for name in list(self._gone):
+            if self._members[name].since < horizon and name not in self._in_ring | {self.name}:
+                del self._members[name]
+                del self._gone[name]
 
     # ---- messages
 
@@ -571,10 +580,10 @@ class SwimNode:
         state.status = status
         state.since = now
         self._live += (status in _LIVE) - (was in _LIVE)
-        if status is Status.DEAD:
-            self._dead[state.name] = None
+        if status in _LIVE:
+            self._gone.pop(state.name, None)
         else:
-            self._dead.pop(state.name, None)
+            self._gone[state.name] = None
         if was is Status.SUSPECT:
             self._suspicions.pop(state.name, None)
             self._timeouts.cancel("suspicion", state.name)
