@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from .settings import SwimSettings
 from .swim_gossip import (
     BroadcastQueue,
+    ProbeRing,
     Suspicion,
     Timers,
     push_pull_scale,
@@ -130,9 +131,7 @@ class SwimNode:
         """Members ALIVE or SUSPECT, this node included: the N of every formula."""
         self._gone: dict[str, None] = {}
         """DEAD and LEFT members, in order (a dict, so that choices replay from the seed)."""
-        self._ring: list[str] = []
-        self._in_ring: set[str] = set()
-        self._ring_pos = 0
+        self._ring = ProbeRing(rng)
         self._queue = BroadcastQueue()
         self._suspicions: dict[str, Suspicion] = {}
         self._probe: _Probe | None = None
@@ -385,7 +384,7 @@ class SwimNode:
         reaps them too): churn must not fill the table up to ``max_members``. One still in the
         probe ring waits for the ring's next reset, which drops it from there."""
         for name in list(self._gone):
-            if self._members[name].since < horizon and name not in self._in_ring | {self.name}:
+            if self._members[name].since < horizon and name not in self._ring and name != self.name:
                 del self._members[name]
                 del self._gone[name]
 
@@ -566,7 +565,7 @@ class SwimNode:
         state = _State(update.name, Status.ALIVE, update.incarnation, now, update.proof, grace)
         self._members[update.name] = state
         self._live += 1
-        self._ring_insert(update.name)
+        self._ring.insert(update.name)
         self._event(state, now)
         return True
 
@@ -587,8 +586,8 @@ class SwimNode:
         if was is Status.SUSPECT:
             self._suspicions.pop(state.name, None)
             self._timeouts.cancel("suspicion", state.name)
-        if status in _LIVE and state.name != self.name and state.name not in self._in_ring:
-            self._ring_insert(state.name)
+        if status in _LIVE and state.name != self.name and state.name not in self._ring:
+            self._ring.insert(state.name)
         self._event(state, now)
 
     def _event(self, state: _State, now: float) -> None:
@@ -597,59 +596,19 @@ class SwimNode:
             self.stats.events_dropped += 1
         self._events.append(MemberEvent(state.name, state.status, state.incarnation, now))
 
-    def _ring_insert(self, name: str) -> None:
-        """At a random place, so that a new member is not always probed last (memberlist)."""
-        ring = self._ring
-        ring.append(name)
-        self._in_ring.add(name)
-        place = self._rng.randrange(len(ring))
-        ring[place], ring[-1] = ring[-1], ring[place]
-
     def _next_target(self, now: float) -> str | None:
-        for _ in range(len(self._ring) + 1):
-            if self._ring_pos >= len(self._ring):
-                self._reset_ring(now)
-                if not self._ring:
-                    return None
-            name = self._ring[self._ring_pos]
-            self._ring_pos += 1
-            if self._members[name].status in _LIVE:
-                return name
-        return None
-
-    def _reset_ring(self, now: float) -> None:
-        """At each wrap: drop members DEAD or LEFT for longer than we gossip to them, shuffle."""
         horizon = now - self.settings.gossip_to_the_dead_time
-        keep = [
-            name
-            for name in self._ring
-            if self._members[name].status in _LIVE or self._members[name].since >= horizon
-        ]
-        self._in_ring = set(keep)
-        self._rng.shuffle(keep)
-        self._ring = keep
-        self._ring_pos = 0
+        members = self._members
+        return self._ring.next(
+            lambda name: members[name].status in _LIVE,
+            keep=lambda name: members[name].status in _LIVE or members[name].since >= horizon,
+        )
 
     def _random_members(
         self, count: int, eligible: Callable[[_State], bool], exclude: Iterable[str]
     ) -> list[str]:
-        """Up to ``count`` distinct eligible members at random: by random draws from the ring
-        (memberlist's kRandomNodes), by a scan when the ring is small."""
-        excluded = set(exclude)
-        ring, members = self._ring, self._members
-        tries = 4 * count + 16
-        if len(ring) <= tries:
-            found = [n for n in ring if n not in excluded and eligible(members[n])]
-            return self._rng.sample(found, min(count, len(found)))
-        picked: list[str] = []
-        for _ in range(tries):
-            name = ring[self._rng.randrange(len(ring))]
-            if name in excluded or name in picked or not eligible(members[name]):
-                continue
-            picked.append(name)
-            if len(picked) >= count:
-                break
-        return picked
+        members = self._members
+        return self._ring.sample(count, lambda name: eligible(members[name]), exclude)
 
     # ---- helpers
 

@@ -1,8 +1,8 @@
 """The parts of SWIM + Lifeguard with state of their own, apart from the node that drives them:
 the transmit-limited queue of updates to piggyback, the suspicion timer that shrinks with
-independent confirmations, the node's timers (a heap with lazy deletion), and the formulas
-that scale with the cluster's size (memberlist's ``retransmitLimit``, ``suspicionTimeout``
-and ``pushPullScale``).
+independent confirmations, the probe ring, the node's timers (a heap with lazy deletion), and
+the formulas that scale with the cluster's size (memberlist's ``retransmitLimit``,
+``suspicionTimeout`` and ``pushPullScale``).
 
 Sans-IO and standard library only (runs in Pyodide).
 """
@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import heapq
 import math
+import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .swim_messages import Update
 
 __all__ = [
     "BroadcastQueue",
+    "ProbeRing",
     "Suspicion",
     "TimerKey",
     "Timers",
@@ -195,3 +198,67 @@ class Timers:
         self._heap = [(at, i, key[0], key[1]) for i, (key, at) in enumerate(self._due.items())]
         heapq.heapify(self._heap)
         self._count = len(self._heap)
+
+
+class ProbeRing:
+    """The members a node probes, round-robin over a shuffled list (memberlist's ``nodes``):
+    each gets probed once per round, a new one lands at a random place (so it is not always
+    probed last), and each wrap reshuffles and drops what is no longer worth keeping. Random
+    members (helpers, gossip targets) are drawn from it too."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._names: list[str] = []
+        self._in: set[str] = set()
+        self._pos = 0
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._in
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def insert(self, name: str) -> None:
+        names = self._names
+        names.append(name)
+        self._in.add(name)
+        place = self._rng.randrange(len(names))
+        names[place], names[-1] = names[-1], names[place]
+
+    def next(self, probeable: Callable[[str], bool], keep: Callable[[str], bool]) -> str | None:
+        """The next member to probe, or None when none is probeable; at each wrap, only the
+        members ``keep`` holds stay, reshuffled."""
+        for _ in range(len(self._names) + 1):
+            if self._pos >= len(self._names):
+                self._names = [name for name in self._names if keep(name)]
+                self._in = set(self._names)
+                self._rng.shuffle(self._names)
+                self._pos = 0
+                if not self._names:
+                    return None
+            name = self._names[self._pos]
+            self._pos += 1
+            if probeable(name):
+                return name
+        return None
+
+    def sample(
+        self, count: int, eligible: Callable[[str], bool], exclude: Iterable[str]
+    ) -> list[str]:
+        """Up to ``count`` distinct eligible members at random: by random draws (memberlist's
+        kRandomNodes, O(count) in a large cluster), by a scan when the ring is small."""
+        excluded = set(exclude)
+        names = self._names
+        tries = 4 * count + 16
+        if len(names) <= tries:
+            found = [n for n in names if n not in excluded and eligible(n)]
+            return self._rng.sample(found, min(count, len(found)))
+        picked: list[str] = []
+        for _ in range(tries):
+            name = names[self._rng.randrange(len(names))]
+            if name in excluded or name in picked or not eligible(name):
+                continue
+            picked.append(name)
+            if len(picked) >= count:
+                break
+        return picked
