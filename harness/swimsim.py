@@ -18,8 +18,10 @@ The parts:
   A message to a pending or stalled host waits in its receive queue (bounded, as a socket's
   buffer is: past ``NetworkModel.queue_limit`` it is dropped) and is handled when the host
   runs; a stalled host's timers fire late, when it wakes, and it is then told ``note_stall``
-  (as the agent's event-loop lag probe would). A crashed host handles and sends nothing, for
-  good. Counters: messages and bytes sent and received per host, by kind, drops by reason.
+  (as the agent's event-loop lag probe would). A starved host runs, but handles each message
+  and each timer a random 0..lag seconds late (short of CPU: Lifeguard's case). A crashed
+  host handles and sends nothing, for good. Counters: messages and bytes sent and received
+  per host, by kind, drops by reason.
 * :class:`ViewTracker`: who sees whom as what, from the cores' own events, kept sparse (only
   what is not ALIVE), so that detection times, false positives and a partition's heal can be
   read without asking every core about every member.
@@ -157,6 +159,7 @@ class Host:
     """One simulated node: its core, its state, its receive queue and its counters."""
 
     __slots__ = (
+        "lag",
         "name",
         "node",
         "queue",
@@ -177,6 +180,8 @@ class Host:
         self.timer_at = math.inf
         """When the armed timer event fires (inf: none armed)."""
         self.stalled_at = 0.0
+        self.lag = 0.0
+        """While starved: each message and timer is handled up to this many seconds late."""
         self.sent = 0
         self.sent_bytes = 0
         self.received = 0
@@ -287,6 +292,13 @@ class Simulation:
             host.node.note_stall(self.now - host.stalled_at)
             self._fire(host)
 
+    def starve(self, name: str, at: float, seconds: float, lag: float) -> None:
+        """From ``at`` for ``seconds``, the host is short of CPU (Lifeguard's case): it runs,
+        but handles each message and each timer a random 0..``lag`` seconds late (so its
+        probes see acks late, and its core notices its own late ticks)."""
+        self.clock.at(at, setattr, self.hosts[name], "lag", lag)
+        self.clock.at(at + seconds, setattr, self.hosts[name], "lag", 0.0)
+
     def partition(self, groups: Iterable[Iterable[str]], at: float | None = None) -> None:
         """From ``at``, hosts in different groups cannot reach each other (a host in no group
         is in group 0 with every other host in none)."""
@@ -331,9 +343,15 @@ class Simulation:
         if deadline != host.timer_at:
             return  # an earlier timer replaced this one
         host.timer_at = math.inf
-        if host.state is HostState.UP:
+        if host.state is HostState.UP and host.lag:
+            self.clock.after(self.rng.uniform(0.0, host.lag), self._fire_late, host)
+        elif host.state is HostState.UP:
             self._fire(host)
         # A stalled host's timer fires when it wakes; a crashed or pending host has none.
+
+    def _fire_late(self, host: Host) -> None:
+        if host.state is HostState.UP:
+            self._fire(host)
 
     def _fire(self, host: Host) -> None:
         node = host.node
@@ -356,16 +374,26 @@ class Simulation:
             delay = self.network.latency.sample(self.rng)
             self.clock.after(delay, self._deliver, src.name, self.hosts[to], message, size)
 
-    def _deliver(self, src: str, host: Host, message: Any, size: int) -> None:
+    def _deliver(
+        self, src: str, host: Host, message: Any, size: int, arrived: bool = False
+    ) -> None:
+        """A message reaches ``host`` (``arrived``: it had reached a starved host earlier and
+        is handled now)."""
         if host.state is HostState.CRASHED:
             self.drops["crashed"] += 1
-        elif self.groups and self.groups.get(src, 0) != self.groups.get(host.name, 0):
+        elif (
+            not arrived and self.groups and self.groups.get(src, 0) != self.groups.get(host.name, 0)
+        ):
             self.drops["partition"] += 1
         elif host.state is not HostState.UP:
             if len(host.queue) >= self.network.queue_limit:
                 self.drops["queue"] += 1
             else:
                 host.queue.append((src, (message, size)))
+        elif host.lag and not arrived:
+            self.clock.after(
+                self.rng.uniform(0.0, host.lag), self._deliver, src, host, message, size, True
+            )
         else:
             self._receive(host, src, message, size)
 

@@ -2,12 +2,14 @@
 
 These tests drive the engine with a tiny protocol written here (test code: each node pings
 its peers in turn and answers pings), so that what the simulator does to messages and timers
-can be checked exactly, independently of the SWIM core it runs in the benchmark.
+can be checked exactly, independently of the SWIM core it runs in the benchmark; the last
+ones run the real core (p2pkube/membership/swim.py) through the scenarios, at small N.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import random
 import statistics
@@ -17,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from harness import swimscenarios
+from harness.swimscenarios import ClusterConfig
 from harness.swimsim import (
     EventQueue,
     Latency,
@@ -267,6 +271,36 @@ def test_a_stalled_node_queues_what_arrives_and_runs_its_timers_when_it_wakes() 
     assert tracker.status("a", "b") == "ALIVE"
 
 
+def test_a_starved_node_handles_each_message_and_timer_up_to_its_lag_late() -> None:
+    sim = cluster(["a", "b"], tracker=True)
+    sim.starve("b", at=2.0, seconds=3.0, lag=0.5)
+    sim.run_until(10.0)
+    b = pinger(sim, "b")
+    delays = {
+        message.seq: (message.sent_at, when - message.sent_at)
+        for when, _, message in b.log
+        if isinstance(message, Ping)
+    }
+    starved = [delay for sent, delay in delays.values() if 2.05 < sent < 4.85]
+    normal = [delay for sent, delay in delays.values() if sent < 1.95 or sent > 5.05]
+    assert (len(starved), len(normal)) == (28, 68)  # every ping handled, none lost
+    assert max(normal) < 0.01
+    assert max(starved) <= 0.5 + 0.01
+    assert statistics.median(starved) == pytest.approx(0.25, abs=0.1)  # uniform in 0..0.5
+    # b's own pings leave late too: its ping timer fires up to 0.5 s after it is due
+    gaps = [
+        later.sent_at - earlier.sent_at
+        for earlier, later in itertools.pairwise(
+            m for _, _, m in pinger(sim, "a").log if isinstance(m, Ping)
+        )
+    ]
+    assert max(gaps) > 0.3 and min(gaps) == pytest.approx(0.1)
+    tracker = sim.on_event
+    assert isinstance(tracker, ViewTracker)
+    assert tracker.false_suspect["b"] >= 1  # its acks came after a's 0.05 s timeout
+    assert tracker.status("a", "b") == "ALIVE"  # and it answered in time again later
+
+
 def test_a_crashed_node_never_runs_again() -> None:
     sim = cluster(["a", "b"], tracker=True)
     sim.crash("b", at=2.05)
@@ -373,3 +407,54 @@ def _hops(mesh: MeshFlood, source: str) -> dict[str, int]:
                     following.append(other)
         frontier = following
     return hops
+
+
+# -- the real core in the simulator ------------------------------------------------------
+# Small clusters of the real SwimNode (p2pkube/membership/swim.py) with the agents' default
+# settings, through harness/swimscenarios.py: what the benchmark measures at scale, checked
+# where it is cheap.
+
+
+def small(n: int, seed: int = 5, **kw: Any) -> ClusterConfig:
+    return ClusterConfig(n=n, seed=seed, warmup=5.0, **kw)
+
+
+def test_the_real_core_finds_each_crashed_node_dead_everywhere_and_no_one_else() -> None:
+    figures = swimscenarios.crash(small(10), crashes=2, gap=15.1)
+    assert [c["deadEverywhere"] is not None for c in figures["crashes"]] == [True, True]
+    # SwimSettings' arithmetic at N <= 10: DEAD everywhere about 3 s after the crash
+    assert figures["deadEverywhere"]["max"] < 3.5
+    assert figures["suspect"]["max"] < figures["dead"]["max"]
+    assert figures["falseDead"] == 0 and figures["falseSuspect"] == 0
+
+
+def test_the_real_core_sends_one_probe_per_period_whatever_n() -> None:
+    settings = swimscenarios.default_settings()
+    for n in (10, 60):
+        kinds = swimscenarios.steady(small(n), seconds=20.0)["sentByKind"]
+        assert kinds["Ping"] == pytest.approx(1 / settings.probe_interval, rel=0.03)
+        assert kinds["Ack"] == kinds["Ping"]
+
+
+def test_the_real_core_declares_no_node_dead_that_stalled_for_two_seconds() -> None:
+    figures = swimscenarios.stall(small(30), fraction=0.1, seconds=2.0, bound=30.0)
+    assert figures["slowNodes"] == 3
+    assert figures["falseDead"] == 0
+    assert figures["allAliveAfter"] is not None
+
+
+def test_lifeguard_makes_starved_nodes_accuse_less_in_the_simulator() -> None:
+    off, changed = swimscenarios.lifeguard_off(swimscenarios.default_settings())
+    assert set(changed) == set(swimscenarios.LIFEGUARD_OFF)
+    on_figures = swimscenarios.starve(small(20, seed=1), seconds=20.0, bound=30.0)
+    off_figures = swimscenarios.starve(small(20, seed=1, settings=off), seconds=20.0, bound=30.0)
+    assert on_figures["falseDead"] == 0
+    assert off_figures["suspicions"] > 1.5 * on_figures["suspicions"]
+    assert off_figures["falseSuspectNodes"] > on_figures["falseSuspectNodes"]
+
+
+def test_the_real_core_splits_and_heals_with_a_partition_in_the_simulator() -> None:
+    figures = swimscenarios.partition(small(10), split_bound=30.0, heal_bound=60.0)
+    assert figures["deadPairsAtHeal"] == figures["crossPairs"] == 2 * 5 * 5
+    assert figures["splitSeconds"] is not None and figures["healSeconds"] is not None
+    assert figures["notAliveLeft"] == 0
