@@ -242,6 +242,17 @@ def test_a_member_that_restarts_after_it_was_declared_dead_comes_back_alive() ->
         )
 
 
+def test_a_node_that_hears_nothing_raises_its_health_and_its_accusations_harm_no_one() -> None:
+    net = settled(8)
+    deaf = {(n, "n0") for n in net.others("n0")}
+    net.cut |= deaf  # n0 still sends, but no ack, nack or refutation reaches it
+    net.run(20.0)
+    assert net.nodes["n0"].local_health == SETTINGS.awareness_max_multiplier - 1
+    assert all(net.nodes[n].local_health == 0 for n in net.others("n0"))
+    wrongly_dead = [(o, e.name) for o, e in net.events if e.status is Status.DEAD and o != "n0"]
+    assert {name for _, name in wrongly_dead} <= {"n0"}, "only n0 itself looks dead to others"
+
+
 def test_suspicion_timeouts_follow_the_lifeguard_formula() -> None:
     assert suspicion_bounds(4, 3, 10, 0.5) == (2.0, 6.0)
     assert suspicion_bounds(4, 3, 5, 0.5) == (2.0, 6.0), "log10 N is floored at 1"
@@ -428,7 +439,8 @@ def test_garbage_messages_are_dropped_with_a_counter_and_never_raise() -> None:
     for message in GARBAGE_MALFORMED:
         assert node.receive(1.0, "b", message) == [], message  # type: ignore[arg-type]
     assert node.receive(1.0, None, Ping(1, "a")) == []  # type: ignore[arg-type]
-    assert node.stats.dropped["malformed"] == len(GARBAGE_MALFORMED) + 1
+    assert node.receive(1.0, "s" * 1000, Ping(1, "a")) == []
+    assert node.stats.dropped["malformed"] == len(GARBAGE_MALFORMED) + 2
     for message in (object(), "ping", None, {"kind": "ping", "seq": 1}):
         assert node.receive(1.0, "b", message) == []  # type: ignore[arg-type]
     assert node.stats.dropped["unknown-kind"] == 4

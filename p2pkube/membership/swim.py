@@ -60,6 +60,7 @@ from .swim_messages import (
     SwimStats,
     Update,
     message_size,
+    name_problem,
     problem,
 )
 
@@ -213,8 +214,7 @@ class SwimNode:
             max_updates=settings.max_updates_per_message,
             max_states=settings.max_members,
         )
-        if reason is None and (not isinstance(sender, str) or not sender):
-            reason = "sender is not a non-empty string"
+        reason = reason or name_problem(sender, "sender")
         if reason is not None:
             self.stats.last_drop = reason
             return self._drop("unknown-kind" if reason.startswith("unknown kind") else "malformed")

@@ -30,6 +30,7 @@ __all__ = [
     "SwimStats",
     "Update",
     "message_size",
+    "name_problem",
     "problem",
 ]
 
@@ -231,7 +232,8 @@ def message_size(message: Message) -> int:
     return size
 
 
-def _name_problem(value: object, what: str) -> str | None:
+def name_problem(value: object, what: str) -> str | None:
+    """Why ``value`` is not a member name (a non-empty string of at most ``MAX_NAME``)."""
     if not isinstance(value, str) or not value:
         return f"{what} is not a non-empty string"
     if len(value) > MAX_NAME:
@@ -251,8 +253,8 @@ def _update_problem(update: object) -> str | None:
     if not isinstance(update.status, Status):
         return "an update's status is not a Status"
     for problem_ in (
-        _name_problem(update.name, "an update's name"),
-        _name_problem(update.origin, "an update's origin"),
+        name_problem(update.name, "an update's name"),
+        name_problem(update.origin, "an update's origin"),
         _uint_problem(update.incarnation, "an update's incarnation"),
     ):
         if problem_:
@@ -294,7 +296,7 @@ def problem(message: object, *, max_updates: int, max_states: int) -> str | None
     if isinstance(message, Ping | PingReq | Ack | Nack):
         reason = _uint_problem(message.seq, "seq")
     if not reason and isinstance(message, Ping | PingReq):
-        reason = _name_problem(message.target, "target")
+        reason = name_problem(message.target, "target")
     if not reason and isinstance(message, PushPull):
         reason = _updates_problem(message.states, max_states, "states")
         if not reason and not isinstance(message.reply, bool):
