@@ -456,6 +456,63 @@ def test_garbage_messages_are_dropped_with_a_counter_and_never_raise() -> None:
     assert answer.to == "b" and isinstance(answer.message, Ack) and answer.message.seq == 9
 
 
+def random_value(rng: random.Random) -> object:
+    """A field value a hostile or broken peer might send: often plausible, often not."""
+    return rng.choice(
+        [
+            rng.randrange(-2, 2**33),
+            rng.choice(["a", "b", "c", "x", "", "é" * 300]),
+            rng.choice(list(Status)),
+            rng.random() * 1e5,
+            None,
+            b"\x00" * rng.randrange(0, 2000),
+            True,
+            (),
+            float("nan"),
+        ]
+    )
+
+
+def random_update(rng: random.Random) -> Update:
+    if rng.random() < 0.5:  # well formed, about members that exist or not
+        status = rng.choice(list(Status))
+        name = rng.choice(["a", "b", "c", "x"])
+        origin = name if status in (Status.ALIVE, Status.LEFT) else rng.choice(["b", "c"])
+        return Update(name, status, rng.randrange(0, 4), origin)
+    return Update(*(random_value(rng) for _ in range(6)))  # type: ignore[arg-type]
+
+
+def random_message(rng: random.Random) -> Message:
+    updates = tuple(random_update(rng) for _ in range(rng.randrange(0, 4)))
+    kind = rng.choice([Ping, Ack, PingReq, Nack, Gossip, PushPull])
+    if kind is Gossip:
+        return Gossip(updates)
+    if kind is PushPull:
+        return PushPull(updates, rng.choice([True, False, None]))  # type: ignore[arg-type]
+    seq = rng.choice([rng.randrange(0, 10), random_value(rng)])
+    if kind in (Ping, PingReq):
+        target = rng.choice(["a", "b", "x", random_value(rng)])
+        return kind(seq, target, updates)  # type: ignore[arg-type]
+    return kind(seq, updates)
+
+
+def test_random_and_hostile_messages_never_raise_and_never_make_a_node_doubt_itself() -> None:
+    rng = random.Random(13)
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0)
+    node.join(0.0, ["a", "b", "c"])
+    now = 0.0
+    for _ in range(5000):
+        now += rng.random() * 0.05
+        if now >= node.next_deadline():
+            node.tick(now)
+        sender = rng.choice(["b", "c", "x", "a", random_value(rng)])
+        for out in node.receive(now, sender, random_message(rng)):  # type: ignore[arg-type]
+            assert isinstance(out.to, str) and out.to != "a"
+    me = node.members()["a"]
+    assert me.status is Status.ALIVE and 0 <= me.incarnation <= 2**32 - 1
+    assert node.stats.dropped["malformed"] > 0 and sum(node.stats.received.values()) > 0
+
+
 def test_a_ping_req_is_relayed_and_nacked_when_the_target_stays_silent() -> None:
     node = SwimNode("h", settings=SETTINGS, rng=random.Random(1), now=0.0)
     answered(node, 0.0, node.join(0.0, ["p", "t"]))
