@@ -133,8 +133,10 @@ class SwimSettings:
     scaled up with N beyond 32 members as memberlist does (x (ceil(log2 N - 5) + 1)), so the
     bytes per second stay bounded."""
     reconnect_interval: float = 10.0
-    """Seconds between two state exchanges with a random DEAD member (as Serf's reconnect):
-    how the halves of a partition healed after ``gossip_to_the_dead_time`` find each other."""
+    """Seconds between two tries of a state exchange with a random DEAD member (as Serf's
+    reconnect, and like it made with probability DEAD / alive members, so that one crashed
+    node among thousands costs nearly nothing): how the halves of a partition healed after
+    ``gossip_to_the_dead_time`` find each other."""
     reconnect_timeout: float = 3600.0
     """Seconds a DEAD member is still tried by ``reconnect_interval``, and a DEAD or LEFT one
     remembered at all (its tombstone keeps a stale ALIVE from bringing it back); then it is

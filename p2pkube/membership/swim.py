@@ -376,7 +376,9 @@ class SwimNode:
         self._chores.set(now + settings.reconnect_interval, "reconnect")
         self._forget(now - settings.reconnect_timeout)
         candidates = [name for name in self._gone if self._members[name].status is Status.DEAD]
-        if candidates:
+        # Serf's rule: try with probability DEAD / alive, so a few crashed members among many
+        # cost almost nothing, and a partition in halves tries every round
+        if candidates and self._rng.random() <= len(candidates) / self._live:
             out.append(self._push_pull_to(self._rng.choice(candidates), now, reply=True))
 
     def _forget(self, horizon: float) -> None:
