@@ -61,6 +61,10 @@ suspicion: Lifeguard's local health (the multiplier stays 0), its dynamic suspic
 timers). Nacks stay: the core has no switch for them."""
 
 
+FAULT_WARMUP = 5.0
+"""Default seconds between the joins and a fault: every core has probed a dozen times."""
+
+
 @dataclass
 class ClusterConfig:
     """What a scenario's cluster is made of."""
@@ -71,10 +75,12 @@ class ClusterConfig:
     """A ``SwimSettings``; None: the defaults the agents run."""
     network: NetworkModel = field(default_factory=NetworkModel)
     warmup: float | None = None
-    """Virtual seconds between the first join and the fault. None: ``push_pull_interval`` +
-    ``stagger``: every core starts its first push/pull at a random time within one interval
-    (and the joins exchange whole tables), so that first wave is over before anything is
-    measured."""
+    """Virtual seconds between the first join and the fault or the window; what happens in
+    them is not counted. None: :data:`FAULT_WARMUP` after the last join, and for ``steady``
+    one ``push_pull_interval`` more: every core starts its first push/pull at a random time
+    within one interval, and that wave must be over for the window to hold exactly one
+    push/pull per node. The fault scenarios do not wait for it (their faults meet it as
+    background, as they would meet the periodic ones)."""
     stagger: float = 0.0
     """Joins are spread uniformly over this many seconds. 0: all at once, as in a formed
     cluster (each core draws the phase of its own probe rounds at random anyway); more, and
@@ -135,11 +141,7 @@ class SimCluster:
         swim = _swim()
         self.config = config
         self.settings = config.settings if config.settings is not None else swim.SwimSettings()
-        self.warmup = (
-            config.warmup
-            if config.warmup is not None
-            else self.settings.push_pull_interval + config.stagger
-        )
+        self.warmup = config.warmup if config.warmup is not None else FAULT_WARMUP + config.stagger
         self.started = time.perf_counter()
         # Bytes come from the cores' own counts (each sizes what it sends and receives with
         # swim.message_size): sizing every message a third time here would cost ~10% of a run.
@@ -236,6 +238,8 @@ def steady(config: ClusterConfig, seconds: float | None = None) -> dict[str, Any
     long-run push/pull period, which then holds exactly one push/pull of each node) starts
     after the warm-up."""
     cluster = SimCluster(config)
+    if config.warmup is None:
+        cluster.warmup += cluster.settings.push_pull_interval
     cluster.settle()
     seconds = seconds or push_pull_period(cluster.settings, config.n)
     before, kinds_before, bytes_before = cluster.traffic()
