@@ -33,6 +33,7 @@ import dataclasses
 import math
 import resource
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -62,38 +63,49 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KiB on Linux
 
 
-def measure_size(n: int, args: argparse.Namespace, wanted: set[str]) -> dict[str, Any]:
-    """Every wanted scenario at size ``n``."""
+def measure_size(
+    n: int, args: argparse.Namespace, wanted: set[str], deadline: float
+) -> dict[str, Any]:
+    """Every wanted scenario at size ``n``; those that would start after ``deadline``
+    (``time.monotonic()``) are left out and listed under ``leftOut``."""
     started = time.perf_counter()
     out: dict[str, Any] = {"n": n}
 
     def config(**kw: Any) -> scenarios.ClusterConfig:
         return scenarios.ClusterConfig(n=n, seed=args.seed, **kw)
 
-    if "steady" in wanted:
-        out["steady"] = scenarios.steady(config(), args.steady_seconds or None)
-        print_row("steady", out["steady"])
-    if "crash" in wanted:
-        out["crash"] = scenarios.crash(config(), crashes=args.crashes)
-        print_row("crash", out["crash"])
     off, changed = scenarios.lifeguard_off(scenarios.default_settings())
-    for name, run in (("stall", scenarios.stall), ("starve", scenarios.starve)):
-        if name in wanted:
-            out[name] = run(config())
-            print_row(name, out[name])
-            out[name + "LifeguardOff"] = {**run(config(settings=off)), "changed": changed}
-            print_row(name + ", Lifeguard off", out[name + "LifeguardOff"])
-    if "loss" in wanted:
-        out["loss"] = scenarios.loss(config(), args.loss, args.loss_seconds)
-        print_row("loss", out["loss"])
-    if "partition" in wanted:
-        if n <= args.partition_max:
-            out["partition"] = scenarios.partition(config())
-            print_row("partition", out["partition"])
+    runs: list[tuple[str, Callable[[], Any]]] = [
+        ("steady", lambda: scenarios.steady(config(), args.steady_seconds or None)),
+        ("crash", lambda: scenarios.crash(config(), crashes=args.crashes)),
+        ("stall", lambda: scenarios.stall(config())),
+        (
+            "stallLifeguardOff",
+            lambda: {**scenarios.stall(config(settings=off)), "changed": changed},
+        ),
+        ("starve", lambda: scenarios.starve(config())),
+        (
+            "starveLifeguardOff",
+            lambda: {**scenarios.starve(config(settings=off)), "changed": changed},
+        ),
+        ("loss", lambda: scenarios.loss(config(), args.loss, args.loss_seconds)),
+        ("partition", lambda: scenarios.partition(config())),
+        ("flood", lambda: flood(n, args)),
+    ]
+    left_out = []
+    for key, run in runs:
+        if key.removesuffix("LifeguardOff") not in wanted:
+            continue
+        if key == "partition" and n > args.partition_max:
+            out[key] = {"skipped": f"N > --partition-max {args.partition_max}"}
+        elif time.monotonic() > deadline:
+            left_out.append(key)
         else:
-            out["partition"] = {"skipped": f"N > --partition-max {args.partition_max}"}
-    if "flood" in wanted:
-        out["flood"] = flood(n, args)
+            out[key] = run()
+            if key != "flood":
+                print_row(key, out[key])
+    if left_out:
+        out["leftOut"] = left_out
     out["wallSeconds"] = round(time.perf_counter() - started, 1)
     out["peakRssMB"] = round(peak_rss_mb(), 1)
     return out
@@ -157,6 +169,12 @@ def main() -> None:
     parser.add_argument(
         "--partition-max", type=int, default=2000, help="largest N to split (N² pairs tracked)"
     )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=0.0,
+        help="start no scenario after this many seconds (0: no limit); those left are listed",
+    )
     args = parser.parse_args()
     wanted = {s for s in args.scenarios.split(",") if s}
     unknown = wanted - set(SCENARIOS)
@@ -175,6 +193,7 @@ def main() -> None:
         "sizes": [],
     }
     previous: dict[str, Any] | None = None
+    deadline = time.monotonic() + args.time_limit if args.time_limit > 0 else math.inf
     for n in (int(s) for s in args.sizes.split(",") if s):
         reason = projection(n, previous, baseline)
         if reason:
@@ -182,7 +201,7 @@ def main() -> None:
             result["sizes"].append({"n": n, "skipped": reason})
             continue
         print(f"N = {n:,}", flush=True)
-        previous = measure_size(n, args, wanted)
+        previous = measure_size(n, args, wanted, deadline)
         result["sizes"].append(previous)
         print(f"  {previous['wallSeconds']} s, peak RSS {previous['peakRssMB']} MB", flush=True)
     print()
@@ -398,6 +417,14 @@ def render(r: dict[str, Any]) -> list[str]:
         flood_table(r),
         "",
     ]
+    left = [s for s in _ran(r) if s.get("leftOut")]
+    if left:
+        lines += [
+            "Left out for the run's `--time-limit`: "
+            + "; ".join(f"N = {s['n']:,}: {', '.join(s['leftOut'])}" for s in left)
+            + ".",
+            "",
+        ]
     if skipped:
         lines += [
             "Not run: " + "; ".join(f"N = {s['n']:,}: {s['skipped']}" for s in skipped) + ".",

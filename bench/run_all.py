@@ -40,6 +40,7 @@ from bench import (
     bench_pods,
     bench_sched,
     bench_services,
+    bench_swim_sim,
     bench_throughput,
 )
 from bench.benchlib import (
@@ -116,6 +117,14 @@ BENCHES = [
         attach_to=("idle", bench_idle.DIAGNOSTIC),
     ),
     Bench("doc_growth", bench_doc_growth, ["--cycles", "10000"], ["--cycles", "1000"]),
+    Bench(
+        "swim_sim",
+        bench_swim_sim,
+        # 10,000 is projected from 1,000 and reported as skipped when its N² entries would
+        # not fit in memory; --time-limit keeps the whole run inside BENCH_TIMEOUT
+        ["--sizes", "40,100,1000,10000", "--time-limit", "720"],
+        ["--sizes", "40", "--crashes", "1", "--loss-seconds", "20"],
+    ),
     Bench(
         "blobs",
         bench_blobs,
