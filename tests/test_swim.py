@@ -25,7 +25,12 @@ from p2pkube.membership.swim import (
     Update,
     message_size,
 )
-from p2pkube.membership.swim_gossip import Suspicion, retransmit_limit, suspicion_bounds
+from p2pkube.membership.swim_gossip import (
+    BroadcastQueue,
+    Suspicion,
+    retransmit_limit,
+    suspicion_bounds,
+)
 from p2pkube.membership.swim_messages import Ack, Gossip, Nack, Ping, PingReq, PushPull
 
 SETTINGS = SwimSettings()
@@ -332,6 +337,23 @@ def test_updates_are_piggybacked_at_most_retransmit_limit_times_each() -> None:
     assert net.nodes["n1"].stats.refutations == 1
 
 
+def test_the_broadcast_queue_sends_the_least_sent_and_newest_first_one_per_member() -> None:
+    queue = BroadcastQueue()
+    a, b, c = (Update(n, Status.SUSPECT, 0, "z") for n in "abc")
+    for update in (a, b, c):
+        queue.add(update)
+    assert queue.pick(2, 3, None) == [c, b], "never sent: newest first"
+    assert queue.pick(2, 3, None) == [a, b], "a was sent least"
+    newer_a = Update("a", Status.DEAD, 0, "z")
+    queue.add(newer_a)  # replaces a, at zero transmits
+    assert len(queue) == 3 and queue.about("a") == newer_a
+    assert queue.pick(1, 3, "b") == [b], "the recipient's own news first"
+    assert len(queue) == 2, "b reached its 3 transmits and left"
+    assert queue.pick(5, 3, None) == [newer_a, c]
+    assert queue.pick(5, 3, None) == [newer_a, c]
+    assert queue.pick(5, 3, None) == [newer_a] and len(queue) == 0
+
+
 def test_left_is_not_dead() -> None:
     net = settled(8)
     net.send("n3", net.nodes["n3"].leave(net.now))
@@ -358,6 +380,24 @@ def test_the_halves_of_a_healed_partition_find_each_other_again() -> None:
     net.run(SETTINGS.reconnect_interval * 2 + 5.0)
     views = [net.nodes[n].members() for n in net.names]
     assert all(m.status is Status.ALIVE for view in views for m in view.values())
+
+
+def test_a_member_that_missed_a_refutation_is_corrected_by_the_next_message_between_them() -> None:
+    o = SwimNode("o", settings=SETTINGS, rng=random.Random(1), now=0.0)
+    x = SwimNode("x", settings=SETTINGS, rng=random.Random(2), now=0.0)
+    o.join(0.0, ["b", "x"])
+    x.join(0.0, ["b", "o"])
+    x.receive(0.5, "b", Gossip((Update("x", Status.SUSPECT, 0, "b"),)))  # x refutes: 1
+    o.receive(0.5, "b", Gossip((Update("x", Status.DEAD, 0, "b"),)))  # o never hears it
+    assert o.members()["x"].status is Status.DEAD
+    # x sends o anything (here a gossip round)
+    answers = o.receive(9.0, "x", Gossip((Update("b", Status.ALIVE, 0, "b"),)))
+    told = [(a.to, u.name, u.status, u.incarnation) for a in answers for u in a.message.updates]
+    assert ("x", "x", Status.DEAD, 0) in told, "o tells x what it holds"
+    (correction,) = x.receive(9.01, "o", answers[0].message)
+    assert correction.to == "o" and x.stats.corrections == 1
+    o.receive(9.02, "x", correction.message)
+    assert (o.members()["x"].status, o.members()["x"].incarnation) == (Status.ALIVE, 1)
 
 
 def test_dead_and_left_members_are_forgotten_after_the_reconnect_timeout() -> None:

@@ -146,6 +146,8 @@ class SwimNode:
         self._seq = 0
         self._health = 0
         self._left = False
+        self._outdated = False
+        """Set while a message is handled when it accused this node of an old incarnation."""
         interval = settings.probe_interval
         self._timeouts.set(now + rng.random() * interval, "probe")
         self._chores.set(now + rng.random() * settings.push_pull_interval, "push_pull")
@@ -223,10 +225,12 @@ class SwimNode:
         kind = type(message).__name__
         self.stats.received[kind] += 1
         self.stats.received_bytes[kind] += message_size(message)
+        self._outdated = False
         for update in message.updates:
             self._on_update(update, now)
         out: list[Send] = []
         self._handle(message, sender, now, out)
+        self._answer_doubts(sender, out)
         self._arm_gossip(now)
         return self._account(out)
 
@@ -415,6 +419,21 @@ class SwimNode:
             if message.reply:
                 out.append(self._push_pull_to(sender, now, reply=False))
 
+    def _answer_doubts(self, sender: str, out: list[Send]) -> None:
+        """Whoever holds a stale view of the other gets told at once, since retransmit-limited
+        gossip may have missed it for good and the round-robin probe between the two may be
+        minutes away in a large cluster: a member that accuses this node of an incarnation it
+        already refuted gets its current ALIVE, and a member this node holds SUSPECT or DEAD
+        that messages it gets that news (with which it refutes or corrects us in turn)."""
+        if self._outdated:
+            self.stats.corrections += 1
+            out.append(Send(sender, Gossip((self._own_alive(),))))
+            return
+        state = self._members.get(sender)
+        doubted = state is not None and state.status in (Status.SUSPECT, Status.DEAD)
+        if doubted and not any(send.to == sender for send in out):
+            out.append(Send(sender, Gossip(self._piggyback(sender))))
+
     def _on_ack(self, seq: int, sender: str, out: list[Send]) -> None:
         probe = self._probe
         if probe is not None and probe.seq == seq:
@@ -545,6 +564,8 @@ class SwimNode:
                 self._refute(update.incarnation)
         elif update.incarnation >= me.incarnation:
             self._refute(update.incarnation)
+        else:
+            self._outdated = True
 
     def _refute(self, accused: int) -> None:
         me = self._members[self.name]

@@ -13,7 +13,6 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from .swim_messages import Update
 
@@ -97,52 +96,71 @@ class Suspicion:
         return True
 
 
-@dataclass
-class _Pending:
-    update: Update
-    transmits: int
-    order: int
-
-
 class BroadcastQueue:
     """Updates waiting to be piggybacked, at most one per member (a newer update about a member
     replaces the older one: it is the only one worth spreading). Each goes out on at most the
-    retransmit limit of messages; the least sent, then the newest, go first."""
+    retransmit limit of messages; the least sent go first, and among those sent as often, the
+    last added or sent (memberlist orders by transmits, then newest). Kept in buckets by
+    transmit count, so that picking costs O(limit), not O(queue): after a partition a node
+    may hold an update about each member of the other half."""
 
     def __init__(self) -> None:
-        self._pending: dict[str, _Pending] = {}
-        self._order = 0
+        self._pending: dict[str, Update] = {}
+        self._sent: dict[str, int] = {}
+        self._buckets: dict[int, dict[str, None]] = {}
+        """Transmit count -> names, in the order they entered the bucket."""
 
     def __len__(self) -> int:
         return len(self._pending)
 
     def add(self, update: Update) -> None:
-        self._order += 1
-        self._pending[update.name] = _Pending(update, 0, self._order)
+        self._discard(update.name)
+        self._pending[update.name] = update
+        self._move(update.name, 0)
 
     def about(self, name: str) -> Update | None:
-        pending = self._pending.get(name)
-        return pending.update if pending else None
+        return self._pending.get(name)
 
     def pick(self, limit: int, transmit_limit: int, first_about: str | None) -> list[Update]:
         """Up to ``limit`` updates for one message, each counted as sent once. An update about
         the recipient goes first (Lifeguard's buddy system: a suspected member learns of its
         suspicion on the very probe that tests it, and can refute at once)."""
+        chosen: list[str] = []
         if limit < 1 or not self._pending:
             return []
-        chosen: list[_Pending] = []
-        own = self._pending.get(first_about) if first_about is not None else None
-        if own is not None:
-            chosen.append(own)
-        rest = limit - len(chosen)
-        if rest > 0:
-            candidates = (p for p in self._pending.values() if p is not own)
-            chosen += heapq.nsmallest(rest, candidates, key=lambda p: (p.transmits, -p.order))
-        for pending in chosen:
-            pending.transmits += 1
-            if pending.transmits >= transmit_limit:
-                del self._pending[pending.update.name]
-        return [pending.update for pending in chosen]
+        if first_about is not None and first_about in self._pending:
+            chosen.append(first_about)
+        for sent in sorted(self._buckets):
+            for name in reversed(self._buckets[sent]):
+                if len(chosen) >= limit:
+                    break
+                if name != first_about:
+                    chosen.append(name)
+        updates = [self._pending[name] for name in chosen]
+        for name in chosen:
+            sent = self._sent[name] + 1
+            if sent >= transmit_limit:
+                self._discard(name)
+            else:
+                self._move(name, sent)
+        return updates
+
+    def _move(self, name: str, sent: int) -> None:
+        before = self._sent.get(name)
+        if before is not None:
+            self._leave_bucket(name, before)
+        self._sent[name] = sent
+        self._buckets.setdefault(sent, {})[name] = None
+
+    def _discard(self, name: str) -> None:
+        if self._pending.pop(name, None) is not None:
+            self._leave_bucket(name, self._sent.pop(name))
+
+    def _leave_bucket(self, name: str, sent: int) -> None:
+        bucket = self._buckets[sent]
+        del bucket[name]
+        if not bucket:
+            del self._buckets[sent]
 
 
 TimerKey = tuple[str, object]

@@ -196,6 +196,8 @@ class SwimStats:
     """Members this node suspected after its own failed probe."""
     confirmations: int = 0
     refutations: int = 0
+    corrections: int = 0
+    """Current ALIVEs sent straight back to a member that accused an old incarnation."""
     deaths: int = 0
     """Members this node declared DEAD when their suspicion timed out."""
     stalls: int = 0
