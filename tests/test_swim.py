@@ -38,7 +38,7 @@ LATENCY = 0.002
 SETTLE = 5.0
 DETECTION_BOUND = 3.5
 """SwimSettings documents it: at N = 10 a crash is DEAD everywhere ~2.7 s after it (median),
-3.4 s at most in 20 runs."""
+3.3 s at most in 20 runs."""
 
 
 class Net:

@@ -74,7 +74,7 @@ class SwimSettings:
     periods on average, SWIM's figure, with a geometric tail), that probe's period, the floor
     (confirmations from the others' probes bring the timeout down from the ceiling within
     about a second), then a gossip round: in tests/test_swim.py at N = 10, DEAD everywhere
-    2.7 s after the crash (median), 3.2 s (p90), 3.4 s at most in 20 runs. The floor grows
+    2.7 s after the crash (median), 3.2 s (p90), 3.3 s at most in 20 runs. The floor grows
     with log10 N, so at N = 40 it is 3.4 s and DEAD comes ~4 s after the crash: memberlist's
     trade, a detection time that grows with log N for a false-positive rate that does not."""
 
