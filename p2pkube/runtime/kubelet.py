@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from p2pkube.model.resources import Resources, pod_requests
+from p2pkube.model.resources import Resources
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.handler import HandlerPool
 from p2pkube.runtime.hostpaths import (
@@ -287,11 +287,9 @@ class Kubelet:
                 "OutOfpods",
                 f"Node didn't have enough capacity: pods, max {self.settings.max_pods}",
             )
-        used = Resources()
-        for other in active:
-            used = used + pod_requests(other.spec)
+        used = sum((other.requests for other in active), Resources())
         available = self.allocatable() - used
-        wanted = pod_requests(worker.spec)
+        wanted = worker.requests
         if wanted.cpu > available.cpu:
             return "OutOfcpu", "Node didn't have enough resource: cpu"
         if wanted.memory > available.memory:
