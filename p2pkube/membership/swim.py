@@ -24,6 +24,11 @@ What it does (memberlist's design, docs/architecture.md has the module row):
   ceil(log10(N + 1)) times each, least-sent first, the recipient's own first), on gossip
   rounds while there is news, and in periodic push/pull exchanges of the whole table with
   one member (and one DEAD member, so that a healed partition merges again).
+
+Trust is the integration's: nothing here authenticates an update. ``Update.proof`` is passed on
+untouched for the member's signature on its own ALIVE and LEFT; a member may still accuse
+another at any incarnation up to 2^32 - 1, which no refutation can beat, so the signed
+integration must drop accusations above the highest incarnation its target ever signed.
 """
 
 from __future__ import annotations
