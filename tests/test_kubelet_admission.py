@@ -5,7 +5,9 @@ the requests of every active pod on the node for each new one; parsing those qua
 at every admission made the burst cost N² parses, the largest CPU cost of the agents in
 ``bench.bench_sched --part throughput --pods 1000`` (py-spy: Kubelet.admit 26% of all samples
 of the 10 agents), starving their event loops into missed heartbeats. In-process: no wasm runs,
-only the admission decision is exercised.
+only the admission decision is exercised. The same burst made every node's kubelet decode
+every pod of the document at every change to find its own (``Kubelet.desired`` now reads
+only the keys that changed); that is checked on a real ClusterState.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from p2pkube.runtime.kubelet import Kubelet
 from p2pkube.runtime.pod import PodWorker
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.state.cluster import ClusterState
+from p2pkube.state.pycrdt_store import PycrdtStore
 
 NODE = "n1"
 
@@ -105,3 +108,44 @@ async def test_a_malformed_request_refuses_that_pod_only(tmp_path: Path) -> None
     good = PodWorker(k, "Pod/default/good", job_pod(100))
     k.workers[good.key] = good
     assert k.admit(good) is None
+
+
+async def test_the_pods_assigned_here_are_read_again_only_where_they_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = ClusterState(tmp_path / "data", store_factory=PycrdtStore)
+    await state.open()
+    try:
+        k = kubelet(tmp_path, Fraction(2))
+        k.state = state
+        unsubscribe = state.on_change(k._on_change)  # what Kubelet.start subscribes
+        async with state.batch() as batch:  # a burst: 500 pods, 50 of them for this node
+            for i in range(500):
+                obj = job_pod(i)
+                obj["spec"]["nodeName"] = NODE if i % 10 == 0 else "n2"
+                batch.put("objects", f"Pod/default/burst-{i}", obj)
+        assert len(k.desired()) == 50  # the first read reads them all
+
+        decoded = 0
+        real = ClusterState._decode
+
+        def counting(map_name: str, key: str, blob: bytes) -> Any:
+            nonlocal decoded
+            decoded += 1
+            return real(map_name, key, blob)
+
+        monkeypatch.setattr(ClusterState, "_decode", staticmethod(counting))
+        moved = job_pod(0)
+        moved["spec"]["nodeName"] = "n2"  # one pod leaves, one arrives, one is deleted
+        await state.put("objects", "Pod/default/burst-0", moved)
+        await state.put("objects", "Pod/default/burst-1", job_pod(1))
+        await state.delete("objects", "Pod/default/burst-10")
+        desired = k.desired()
+        assert "Pod/default/burst-0" not in desired
+        assert desired["Pod/default/burst-1"]["metadata"]["uid"] == "uid-1"
+        assert "Pod/default/burst-10" not in desired
+        assert len(desired) == 49
+        assert decoded <= 10, decoded  # the 3 changed keys, not the 500 pods
+        unsubscribe()
+    finally:
+        await state.close()
