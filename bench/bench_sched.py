@@ -75,6 +75,7 @@ from bench.benchlib import (
 from p2pkube.api.client import ApiClient, ApiClientError
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.membership.settings import MembershipSettings
+from p2pkube.sched.election import LEASE_ANNOTATION
 
 TITLE = "Scheduling without a control plane"
 """The heading of this benchmark's section in docs/benchmarks.md."""
@@ -90,6 +91,9 @@ REFERENCE_PODS_PER_S = {"Kubernetes (kube-scheduler)": 100, "Nomad": 1500}
 REQUESTS = {"cpu": "10m", "memory": "8Mi"}
 JOB_REQUESTS = {"cpu": "1m", "memory": "1Mi"}
 WAIT = 60.0
+LEASE_FLAG = "lease:"
+"""pod_flags' prefix of the lease a pod was created under (``p2pkube.io/lease``): more than
+one per Job means two schedulers created its pods (a LeaderElection event can be pruned)."""
 """Longest wait for one step (a rep that takes longer is a failure, not a slow figure)."""
 MISSED = 20.0
 """A kill not replaced within this many seconds counts as missed (target not met)."""
@@ -120,6 +124,9 @@ def pod_flags(pod: dict[str, Any]) -> tuple[str, set[str]]:
         flags.add("runningReady")
     if (pod.get("status") or {}).get("phase") == "Succeeded":
         flags.add("succeeded")
+    lease = (pod["metadata"].get("annotations") or {}).get(LEASE_ANNOTATION)
+    if isinstance(lease, str):
+        flags.add(LEASE_FLAG + lease)  # which lease (epoch/holder) created it
     return app, flags
 
 
@@ -804,6 +811,13 @@ def measure_burst(
     created = sum(
         1 for (pod, flag) in pods.first_seen if flag == "total" and pod.startswith(f"{name}-")
     )
+    leases = sorted(
+        {
+            flag.removeprefix(LEASE_FLAG)
+            for (pod, flag) in pods.first_seen
+            if flag.startswith(LEASE_FLAG) and pod.startswith(f"{name}-")
+        }
+    )
     first_placed = min(
         at
         for (pod, flag), at in pods.first_seen.items()
@@ -840,12 +854,14 @@ def measure_burst(
         "podsCreated": created,
         "podsFailed": sum(1 for p in mine if (p.get("status") or {}).get("phase") == "Failed"),
         "leaderElections": elections(bed, name),
+        "creatingLeases": leases,
         "health": sick,
         "load": cpu,
     }
     print(
         f"  Succeeded: {result['succeededSeconds']}s, Complete: {result['completeSeconds']}s; "
         f"{created} pods created, {len(result['leaderElections'])} lease(s) taken, "
+        f"pods created under {len(leases)} lease(s) {leases}, "
         f"event-loop lateness {sick['maxStalledSeconds']}s summed over the burst "
         f"({sick['mostStalled']}, the worst agent), scheduling "
         f"passes per agent {sorted(passes.values())}",
@@ -1193,6 +1209,7 @@ def _burst_limits(burst: dict[str, Any]) -> str:
         for x in runs
         if x["podsCreated"] > x["pods"]
         or len(x["leaderElections"]) > 1
+        or len(x.get("creatingLeases", [])) > 1
         or x["health"]["maxStalledSeconds"] >= MembershipSettings().node_timeout
     ]
     if sick:
@@ -1202,7 +1219,8 @@ def _burst_limits(burst: dict[str, Any]) -> str:
                 f"{x['pods']} pods: an event loop ran late by {x['health']['maxStalledSeconds']:g}"
                 f" s in all ({x['health']['mostStalled']}), {x['health']['livenessTransitions']} "
                 f"Ready flips, {x['podsCreated']} pods created, "
-                f"{len(x['leaderElections'])} lease(s) taken"
+                f"{len(x['leaderElections'])} lease(s) taken, pods created under "
+                f"{len(x.get('creatingLeases', []))}"
                 for x in sick
             )
             + ". Stalled agents miss heartbeats and look NotReady to the others"
