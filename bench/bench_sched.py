@@ -93,7 +93,8 @@ JOB_REQUESTS = {"cpu": "1m", "memory": "1Mi"}
 WAIT = 60.0
 LEASE_FLAG = "lease:"
 """pod_flags' prefix of the lease a pod was created under (``p2pkube.io/lease``): more than
-one per Job means two schedulers created its pods (a LeaderElection event can be pruned)."""
+one per Job means two schedulers created its pods (n1 can list none of the LeaderElection
+events of a burst: under load they had not reached it, or were gone)."""
 """Longest wait for one step (a rep that takes longer is a failure, not a slow figure)."""
 MISSED = 20.0
 """A kill not replaced within this many seconds counts as missed (target not met)."""
