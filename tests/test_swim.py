@@ -568,6 +568,19 @@ def test_a_ping_req_is_relayed_and_nacked_when_the_target_stays_silent() -> None
     assert nacks == [("p", 78)]
 
 
+def test_push_pull_requests_beyond_the_rate_are_merged_but_not_answered() -> None:
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0)
+    node.join(0.0, ["a", "b"])
+    table = (Update("c", Status.ALIVE, 0, "c"),)
+    answers = [node.receive(1.0, "b", PushPull(table, True)) for _ in range(20)]
+    replies = [a for a in answers if any(isinstance(s.message, PushPull) for s in a)]
+    assert len(replies) == int(SETTINGS.push_pull_replies_per_second)
+    assert node.stats.dropped["push-pull-busy"] == 20 - len(replies)
+    assert "c" in node.members(), "what the unanswered requests carried was merged"
+    (later,) = node.receive(2.0, "b", PushPull(table, True))
+    assert isinstance(later.message, PushPull) and not later.message.reply
+
+
 def test_message_size_grows_with_the_updates_it_carries() -> None:
     bare = message_size(Ping(1, "n1"))
     update = Update("n2", Status.SUSPECT, 3, "n1")

@@ -132,6 +132,11 @@ class SwimSettings:
     """Seconds between two full state exchanges with one random member (memberlist's value),
     scaled up with N beyond 32 members as memberlist does (x (ceil(log2 N - 5) + 1)), so the
     bytes per second stay bounded."""
+    push_pull_replies_per_second: float = 8.0
+    """Most push/pull requests answered per second (with a burst of as many): each answer is
+    the whole table, so a member asking in a loop must not make this node send N entries per
+    request. Every member asks about once per push/pull interval, and a forming cluster's
+    joins spread over the seeds; requests beyond it are merged unanswered and counted."""
     reconnect_interval: float = 10.0
     """Seconds between two tries of a state exchange with a random DEAD member (as Serf's
     reconnect, and like it made with probability DEAD / alive members, so that one crashed

@@ -45,6 +45,7 @@ from .swim_gossip import (
     ProbeRing,
     Suspicion,
     Timers,
+    TokenBucket,
     push_pull_scale,
     retransmit_limit,
     suspicion_bounds,
@@ -153,6 +154,7 @@ class SwimNode:
         self._left = False
         self._outdated = False
         """Set while a message is handled when it accused this node of an old incarnation."""
+        self._replies = TokenBucket(settings.push_pull_replies_per_second, now)
         interval = settings.probe_interval
         self._timeouts.set(now + rng.random() * interval, "probe")
         self._chores.set(now + rng.random() * settings.push_pull_interval, "push_pull")
@@ -421,8 +423,14 @@ class SwimNode:
         elif isinstance(message, PushPull):
             for state in message.states:
                 self._merge(state, sender, now)
-            if message.reply:
+            if not message.reply:
+                return
+            # a whole table for a small request is amplification a peer could abuse: beyond
+            # the rate the request is merged unanswered (memberlist caps push/pulls too)
+            if self._replies.take(now):
                 out.append(self._push_pull_to(sender, now, reply=False))
+            else:
+                self._drop("push-pull-busy")
 
     def _answer_doubts(self, sender: str, out: list[Send]) -> None:
         """Whoever holds a stale view of the other gets told at once, since retransmit-limited

@@ -22,6 +22,7 @@ __all__ = [
     "Suspicion",
     "TimerKey",
     "Timers",
+    "TokenBucket",
     "push_pull_scale",
     "retransmit_limit",
     "suspicion_bounds",
@@ -280,3 +281,21 @@ class ProbeRing:
             if len(picked) >= count:
                 break
         return picked
+
+
+class TokenBucket:
+    """``rate`` per second, with a burst of as many (one second's worth)."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self._rate = rate
+        self._tokens = rate
+        self._at = now
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one."""
+        self._tokens = min(self._rate, self._tokens + max(0.0, now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True

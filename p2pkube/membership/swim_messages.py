@@ -181,7 +181,7 @@ class SwimStats:
     dropped: Counter[str] = field(default_factory=Counter)
     """Messages or updates ignored, by reason: ``malformed``, ``unknown-kind``, ``from-self``,
     ``misdirected``, ``unexpected-ack``, ``unexpected-nack``, ``relays-full``, ``table-full``,
-    ``stale``, ``after-leave``."""
+    ``stale``, ``after-leave``, ``push-pull-busy`` (a push/pull request left unanswered)."""
     last_drop: str = ""
     """Why the last malformed message was dropped (for the host's paced log line)."""
     probes: int = 0
