@@ -1,6 +1,6 @@
 """Eviction rate limits on real agents (issue 13): two nodes killed at once, one replaced at
-once, the other one token later (scheduler.node_eviction_rate set to Kubernetes' 0.1: 10 s), and the wait shown
-to the user as an EvictionDeferred event and in the scheduler's status."""
+once, the other one token later (scheduler.node_eviction_rate set to Kubernetes' 0.1: 10 s),
+and the wait shown to the user as an EvictionDeferred event and in the scheduler's status."""
 
 from __future__ import annotations
 
