@@ -333,6 +333,10 @@ def slow_table(result: dict[str, Any]) -> str:
     )
 
 
+def _of(count: int, nodes: int) -> str:
+    return f"{count} (of {nodes} nodes)" if count else "0"
+
+
 def network_table(result: dict[str, Any]) -> str:
     rows = []
     for size in _ran(result):
@@ -340,8 +344,9 @@ def network_table(result: dict[str, Any]) -> str:
         rows.append(
             [
                 size["n"],
-                f"{loss['falseDead']} of {loss['falseDeadNodes']} nodes" if loss else "-",
-                f"{loss['falseSuspectNodes']} nodes" if loss else "-",
+                loss["sentPerNode"] if loss else "-",
+                _of(loss["falseDead"], loss["falseDeadNodes"]) if loss else "-",
+                loss["falseSuspectNodes"] if loss else "-",
                 _span(loss["deadEverywhere"]) if loss else "-",
                 part.get("skipped") or _split(part),
                 part.get("skipped") or _heal(part),
@@ -350,7 +355,8 @@ def network_table(result: dict[str, Any]) -> str:
     return markdown_table(
         [
             "N",
-            "5% loss: false DEAD",
+            "5% loss: msgs sent/node/s",
+            "false DEAD",
             "nodes ever SUSPECT",
             "crash → DEAD everywhere s",
             "halves: each sees the other DEAD after s",

@@ -416,16 +416,20 @@ def loss(config: ClusterConfig, rate: float = 0.05, seconds: float = 60.0) -> di
     cluster.settle()
     cluster.sim.set_loss(rate)
     before = sum(sent for sent, _, _, _ in cluster.sim.counters().values())
+    _, kinds_before, _ = cluster.traffic()
     cluster.sim.run_until(cluster.warmup + seconds / 2)
     detections = _Detections(cluster)
     detections.crash(cluster.pick(1)[0])
     cluster.sim.run_until(cluster.warmup + seconds)
     sent = sum(sent for sent, _, _, _ in cluster.sim.counters().values()) - before
+    _, kinds_after, _ = cluster.traffic()
+    per_node = seconds * config.n
     return {
         "n": config.n,
         "loss": rate,
         "seconds": seconds,
-        "sentPerNode": round(sent / seconds / config.n, 3),
+        "sentPerNode": round(sent / per_node, 3),
+        "sentByKind": {k: round(v / per_node, 3) for k, v in (kinds_after - kinds_before).items()},
         **detections.figures(),
         **cluster.false_positives(),
         **cluster.cost(),
