@@ -21,36 +21,29 @@ from p2pkube.runtime import interface as rt
 from p2pkube.runtime import logs
 from p2pkube.runtime.base import BaseInstance, BaseRuntime, SetupError, failed
 from p2pkube.runtime.budget import OutputBudget
-from p2pkube.runtime.pipes import RequestOutput, close_fds
+from p2pkube.runtime.pipes import PipedInstance, RequestOutput, close_fds
 from p2pkube.runtime.settings import RuntimeSettings
 from p2pkube.runtime.workers import WorkerThreads
 
 if TYPE_CHECKING:  # wasmtime is loaded when the first pod needs it (see NativeRuntime.loader)
     from p2pkube.runtime import sandbox
     from p2pkube.runtime.engine import LoadedModule, ModuleLoader
-    from p2pkube.runtime.procs import ProcInstance, RequestProcesses
+    from p2pkube.runtime.procs import RequestProcesses
 
 log = logging.getLogger(__name__)
 
 
-class NativeInstance(BaseInstance):
+class NativeInstance(PipedInstance):
     """One container instance on its worker thread."""
 
     def __init__(self, launch: rt.Launch, control: sandbox.Control) -> None:
         super().__init__(launch)
         self.control = control
         self.thread: threading.Thread | None = None
-        self.output: RequestOutput | None = None
-        """A request instance's stdout and stderr pipes (``runtime/pipes.py``)."""
 
     def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
         self.control.stop(reason, message or "stopped by the agent")
-        if self.output is not None:
-            self.output.close()
-
-    def stdout_read(self, size: int) -> None:
-        if self.output is not None:
-            self.output.consumed(size)
+        self.stop_output()
 
 
 def _prepare_files(launch: rt.Launch, *, logged: bool) -> None:
@@ -225,7 +218,7 @@ class NativeRuntime(BaseRuntime[BaseInstance]):
             logs.prepare_log_dir(launch.log_path)
         return self._log_writer(launch)
 
-    def ended(self, instance: NativeInstance | ProcInstance, termination: rt.Termination) -> None:
+    def ended(self, instance: PipedInstance, termination: rt.Termination) -> None:
         """On the loop: ``instance``'s runner reported its end; it ends once its output pipes
         have been read to their end too (or were closed by a stop)."""
         output = instance.output

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from p2pkube.runtime import interface as rt
+from p2pkube.runtime.base import BaseInstance
 from p2pkube.runtime.budget import OutputBudget
 
 if TYPE_CHECKING:
@@ -60,6 +61,24 @@ def close_fds(fds: tuple[int, ...]) -> None:
 def fd_path(fd: int) -> str:
     """The path by which wasmtime opens this process's file descriptor ``fd``."""
     return f"/proc/self/fd/{fd}"
+
+
+class PipedInstance(BaseInstance):
+    """A native instance, whose output, if it serves a request, comes through the pipes of
+    ``output`` (the agent's threads' and the request workers' instances alike)."""
+
+    def __init__(self, launch: rt.Launch) -> None:
+        super().__init__(launch)
+        self.output: RequestOutput | None = None
+
+    def stop_output(self) -> None:
+        """A stop: stop reading the pipes (a writer blocked on a full one gets EPIPE)."""
+        if self.output is not None:
+            self.output.close()
+
+    def stdout_read(self, size: int) -> None:
+        if self.output is not None:
+            self.output.consumed(size)
 
 
 class RequestOutput:

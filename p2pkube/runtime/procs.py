@@ -51,14 +51,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from p2pkube.runtime import interface as rt
-from p2pkube.runtime.base import BaseInstance, failed
-from p2pkube.runtime.pipes import close_fds
+from p2pkube.runtime.base import failed
+from p2pkube.runtime.pipes import PipedInstance, close_fds
 from p2pkube.runtime.settings import RuntimeSettings
 
 if TYPE_CHECKING:
     from p2pkube.runtime import sandbox
     from p2pkube.runtime.native import NativeRuntime
-    from p2pkube.runtime.pipes import RequestOutput
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class Decoder:
 
 
 # -- the agent's side ------------------------------------------------------------------------------
-class ProcInstance(BaseInstance):
+class ProcInstance(PipedInstance):
     """A request instance running in a worker process; its output comes through the pipes
     of ``output``, read here."""
 
@@ -107,17 +106,11 @@ class ProcInstance(BaseInstance):
         super().__init__(launch)
         self.worker = worker
         self.number = number
-        self.output: RequestOutput | None = None
 
     def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
         if not self.done.done():
             self.worker.send(("stop", self.number, reason, message or "stopped by the agent"))
-        if self.output is not None:
-            self.output.close()
-
-    def stdout_read(self, size: int) -> None:
-        if self.output is not None:
-            self.output.consumed(size)
+        self.stop_output()
 
 
 class _Worker:
