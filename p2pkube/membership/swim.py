@@ -37,15 +37,20 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from .settings import SwimSettings
 from .swim_gossip import (
+    LIVE,
     BroadcastQueue,
+    MemberState,
+    Probe,
     ProbeRing,
+    Relay,
     Suspicion,
     Timers,
     TokenBucket,
+    is_alive,
+    is_live,
     push_pull_scale,
     retransmit_limit,
     suspicion_bounds,
@@ -82,36 +87,6 @@ __all__ = [
     "message_size",
 ]
 
-_LIVE = (Status.ALIVE, Status.SUSPECT)
-
-
-@dataclass
-class _State:
-    name: str
-    status: Status
-    incarnation: int
-    since: float
-    proof: bytes | None = None
-    """The proof of the member's own last ALIVE or LEFT, passed on in push/pull."""
-    grace: float = 0.0
-    """Seconds its last ALIVE asked to be added to its suspicion timeout (capped)."""
-
-
-@dataclass
-class _Probe:
-    target: str
-    seq: int
-    helpers: list[str] = field(default_factory=list)
-    nacks: set[str] = field(default_factory=set)
-    acked: bool = False
-
-
-@dataclass
-class _Relay:
-    origin: str
-    seq: int
-    target: str
-
 
 class SwimNode:
     """One member's SWIM + Lifeguard state machine. Every entry point returns the messages to
@@ -131,8 +106,8 @@ class SwimNode:
         self.settings = settings
         self.stats = SwimStats()
         self._rng = rng
-        self._members: dict[str, _State] = {
-            name: _State(name, Status.ALIVE, min(max(0, incarnation), MAX_SEQ), now)
+        self._members: dict[str, MemberState] = {
+            name: MemberState(name, Status.ALIVE, min(max(0, incarnation), MAX_SEQ), now)
         }
         self._live = 1
         """Members ALIVE or SUSPECT, this node included: the N of every formula."""
@@ -141,8 +116,8 @@ class SwimNode:
         self._ring = ProbeRing(rng)
         self._queue = BroadcastQueue()
         self._suspicions: dict[str, Suspicion] = {}
-        self._probe: _Probe | None = None
-        self._relays: dict[int, _Relay] = {}
+        self._probe: Probe | None = None
+        self._relays: dict[int, Relay] = {}
         self._events: deque[MemberEvent] = deque()
         self._timeouts = Timers()
         """Probe periods, ack and nack windows, suspicions: what counts time against
@@ -251,7 +226,7 @@ class SwimNode:
         self._left = True
         update = Update(self.name, Status.LEFT, me.incarnation, self.name, me.proof)
         count = retransmit_limit(self.settings.retransmit_mult, self._live)
-        targets = self._random_members(count, _is_live, ())
+        targets = self._random_members(count, is_live, ())
         self._timeouts.clear()
         self._chores.clear()
         return self._account([Send(name, Gossip((update,))) for name in targets])
@@ -316,7 +291,7 @@ class SwimNode:
         if target is None:
             return
         seq = self._next_seq()
-        self._probe = _Probe(target, seq)
+        self._probe = Probe(target, seq)
         self.stats.probes += 1
         out.append(Send(target, Ping(seq, target, self._piggyback(target))))
         self._timeouts.set(now + self._scaled(settings.probe_timeout), "indirect", seq)
@@ -326,7 +301,7 @@ class SwimNode:
         if probe is None or probe.seq != seq or probe.acked:
             return
         target = probe.target
-        probe.helpers = self._random_members(self.settings.indirect_checks, _is_alive, (target,))
+        probe.helpers = self._random_members(self.settings.indirect_checks, is_alive, (target,))
         for helper in probe.helpers:
             self.stats.indirect_probes += 1
             out.append(Send(helper, PingReq(seq, target, self._piggyback(helper))))
@@ -342,7 +317,7 @@ class SwimNode:
         missed = len(probe.helpers) - len(probe.nacks) if probe.helpers else 1
         self._adjust_health(missed)
         state = self._members.get(probe.target)
-        if state is not None and state.status in _LIVE:
+        if state is not None and state.status in LIVE:
             if state.status is Status.ALIVE:
                 self.stats.suspicions += 1
             suspect = Update(probe.target, Status.SUSPECT, state.incarnation, self.name)
@@ -367,8 +342,8 @@ class SwimNode:
     def _gossip(self, now: float, out: list[Send]) -> None:
         horizon = now - self.settings.gossip_to_the_dead_time
 
-        def eligible(state: _State) -> bool:
-            return state.status in _LIVE or (state.status is Status.DEAD and state.since >= horizon)
+        def eligible(state: MemberState) -> bool:
+            return state.status in LIVE or (state.status is Status.DEAD and state.since >= horizon)
 
         for name in self._random_members(self.settings.gossip_nodes, eligible, ()):
             updates = self._piggyback(name)
@@ -379,7 +354,7 @@ class SwimNode:
     def _periodic_push_pull(self, now: float, out: list[Send]) -> None:
         interval = push_pull_scale(self.settings.push_pull_interval, self._live)
         self._chores.set(now + interval, "push_pull")
-        for name in self._random_members(1, _is_alive, ()):
+        for name in self._random_members(1, is_alive, ()):
             out.append(self._push_pull_to(name, now, reply=True))
 
     def _reconnect(self, now: float, out: list[Send]) -> None:
@@ -473,7 +448,7 @@ class SwimNode:
             self._drop("relays-full")
             return
         seq = self._next_seq()
-        self._relays[seq] = _Relay(sender, message.seq, target)
+        self._relays[seq] = Relay(sender, message.seq, target)
         self.stats.relayed += 1
         out.append(Send(target, Ping(seq, target, self._piggyback(target))))
         self._timeouts.set(now + self.settings.nack_timeout, "relay", seq)
@@ -540,7 +515,7 @@ class SwimNode:
             self._set(state, update.status, update.incarnation, now)
             self._queue.add(update)
 
-    def _suspect(self, state: _State, update: Update, now: float) -> None:
+    def _suspect(self, state: MemberState, update: Update, now: float) -> None:
         suspicion = self._suspicions.get(state.name)
         if suspicion is not None and suspicion.incarnation == update.incarnation:
             if suspicion.confirm(update.origin):
@@ -598,14 +573,14 @@ class SwimNode:
             self.stats.dropped["table-full"] += 1
             return False
         grace = min(update.grace, self.settings.max_grace)
-        state = _State(update.name, Status.ALIVE, update.incarnation, now, update.proof, grace)
+        state = MemberState(update.name, Status.ALIVE, update.incarnation, now, update.proof, grace)
         self._members[update.name] = state
         self._live += 1
         self._ring.insert(update.name)
         self._event(state, now)
         return True
 
-    def _set(self, state: _State, status: Status, incarnation: int, now: float) -> None:
+    def _set(self, state: MemberState, status: Status, incarnation: int, now: float) -> None:
         """The one place a member's status changes: N, the DEAD list, the probe ring, its
         suspicion and the events follow."""
         was = state.status
@@ -614,19 +589,19 @@ class SwimNode:
             return
         state.status = status
         state.since = now
-        self._live += (status in _LIVE) - (was in _LIVE)
-        if status in _LIVE:
+        self._live += (status in LIVE) - (was in LIVE)
+        if status in LIVE:
             self._gone.pop(state.name, None)
         else:
             self._gone[state.name] = None
         if was is Status.SUSPECT:
             self._suspicions.pop(state.name, None)
             self._timeouts.cancel("suspicion", state.name)
-        if status in _LIVE and state.name != self.name and state.name not in self._ring:
+        if status in LIVE and state.name != self.name and state.name not in self._ring:
             self._ring.insert(state.name)
         self._event(state, now)
 
-    def _event(self, state: _State, now: float) -> None:
+    def _event(self, state: MemberState, now: float) -> None:
         if len(self._events) >= self.settings.max_events:
             self._events.popleft()
             self.stats.events_dropped += 1
@@ -636,12 +611,12 @@ class SwimNode:
         horizon = now - self.settings.gossip_to_the_dead_time
         members = self._members
         return self._ring.next(
-            lambda name: members[name].status in _LIVE,
-            keep=lambda name: members[name].status in _LIVE or members[name].since >= horizon,
+            lambda name: members[name].status in LIVE,
+            keep=lambda name: members[name].status in LIVE or members[name].since >= horizon,
         )
 
     def _random_members(
-        self, count: int, eligible: Callable[[_State], bool], exclude: Iterable[str]
+        self, count: int, eligible: Callable[[MemberState], bool], exclude: Iterable[str]
     ) -> list[str]:
         members = self._members
         return self._ring.sample(count, lambda name: eligible(members[name]), exclude)
@@ -687,11 +662,3 @@ class SwimNode:
     def _adjust_health(self, delta: int) -> None:
         ceiling = max(0, self.settings.awareness_max_multiplier - 1)
         self._health = min(ceiling, max(0, self._health + delta))
-
-
-def _is_live(state: _State) -> bool:
-    return state.status in _LIVE
-
-
-def _is_alive(state: _State) -> bool:
-    return state.status is Status.ALIVE

@@ -2,7 +2,8 @@
 the transmit-limited queue of updates to piggyback, the suspicion timer that shrinks with
 independent confirmations, the probe ring, the node's timers (a heap with lazy deletion), and
 the formulas that scale with the cluster's size (memberlist's ``retransmitLimit``,
-``suspicionTimeout`` and ``pushPullScale``).
+``suspicionTimeout`` and ``pushPullScale``); and the node's records of members, probes and
+relays.
 
 Sans-IO and standard library only (runs in Pyodide).
 """
@@ -13,20 +14,30 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
-from .swim_messages import Update
+from .swim_messages import Status, Update
 
 __all__ = [
+    "LIVE",
     "BroadcastQueue",
+    "MemberState",
+    "Probe",
     "ProbeRing",
+    "Relay",
     "Suspicion",
     "TimerKey",
     "Timers",
     "TokenBucket",
+    "is_alive",
+    "is_live",
     "push_pull_scale",
     "retransmit_limit",
     "suspicion_bounds",
 ]
+
+LIVE = (Status.ALIVE, Status.SUSPECT)
+"""The statuses of a member that counts: probed, and one of the N of every formula."""
 
 PUSH_PULL_SCALE_THRESHOLD = 32
 """Members up to which the push/pull interval is not scaled (memberlist's value)."""
@@ -299,3 +310,45 @@ class TokenBucket:
             return False
         self._tokens -= 1.0
         return True
+
+
+@dataclass
+class MemberState:
+    """What a node holds of one member (`SwimNode.members` hands out frozen `Member` copies)."""
+
+    name: str
+    status: Status
+    incarnation: int
+    since: float
+    proof: bytes | None = None
+    """The proof of the member's own last ALIVE or LEFT, passed on in push/pull."""
+    grace: float = 0.0
+    """Seconds its last ALIVE asked to be added to its suspicion timeout (capped)."""
+
+
+def is_live(state: MemberState) -> bool:
+    return state.status in LIVE
+
+
+def is_alive(state: MemberState) -> bool:
+    return state.status is Status.ALIVE
+
+
+@dataclass
+class Probe:
+    """This node's probe of the current protocol period."""
+
+    target: str
+    seq: int
+    helpers: list[str] = field(default_factory=list)
+    nacks: set[str] = field(default_factory=set)
+    acked: bool = False
+
+
+@dataclass
+class Relay:
+    """A PingReq this node serves: ping ``target`` under our own seq, answer ``origin``'s."""
+
+    origin: str
+    seq: int
+    target: str
