@@ -1,0 +1,528 @@
+"""Membership and state as the cluster grows: real agents at N = 5, 10, 20 and 40 on this machine.
+
+One size at a time (``--sizes``), a fresh ``LocalCluster`` of N ``p2pkube join`` processes on
+loopback, the way bench_idle.py and bench_latency.py start theirs. For each N:
+
+* **join**: seconds from starting the signaling server and all N agents until every agent sees
+  every node Ready (``benchlib.start_cluster``, polled every 0.25 s);
+* **idle**: after ``--settle`` s, a quiet window of ``--seconds`` s in which psutil reads each
+  agent's CPU time from outside (bench_idle's ``sample``), then RSS (``memory``); no API call
+  happens inside the window. ``/v1/status`` is read right before and right after it, for:
+
+  - membership messages per second per agent, from the counters under ``membership`` in the
+    status (and ``membership.swim`` / ``swim`` when the agent runs SWIM). The reader is
+    tolerant: it flattens whatever numeric counters are there (a dict of counters by kind,
+    such as SWIM's ``sent``, also counts as its total) and reports the first present of
+    :data:`MESSAGE_COUNTERS`, naming it, plus the rate of every counter that moved;
+  - data-channel bytes (and frames, when the links count them) sent and received per agent
+    per second, summed over the links in ``mesh.neighbours``;
+  - links per agent (median, max);
+
+* **write visible everywhere**: bench_latency's harness, imported, not copied: a ConfigMap
+  watch on every agent (``watch_agent``, one reader thread each), warm-up writes through every
+  agent, then ``--writes`` PUTs ``--interval`` apart on a rotating writer (``run_writes``);
+  p50/p99 from the start of a PUT until the last agent's watch delivers it. Next to it the
+  same run on bench_latency's TCP relay baseline at the same N (``measure_baseline``), started
+  after the cluster is gone;
+* **kill -9 detection**: a Node watch on every other agent (bench_sched's ``Tracker``: a
+  reader thread per watch stamps each event as it arrives), then ``SIGKILL`` of one agent;
+  per observer, the time from the kill until its watch first shows the victim not Ready.
+  Median over the observers and the max. A Node watch is pushed by the agent on a liveness
+  transition, so it is exact to the event's arrival; polling 39 agents every 50 ms instead
+  would be ~800 HTTP requests a second on a 2-core machine, starving the very failure
+  detectors being timed.
+
+The 1-minute load average is printed and kept at each size (other engineers' test runs share
+this machine), with the cores other processes used during the idle window.
+
+Run: ``.venv/bin/python -m bench.bench_scale [--sizes 5,10,20,40] [--seconds 20] [--settle 5]
+[--writes 50]``; ``--quick`` is ``--sizes 3,5 --seconds 5 --settle 2 --writes 10``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bench.bench_idle import memory, sample
+from bench.bench_latency import (
+    NAMESPACE,
+    Arrivals,
+    measure_baseline,
+    reader_thread,
+    run_writes,
+    watch_agent,
+)
+from bench.bench_sched import Tracker, node_ready
+from bench.benchlib import emit, machine_busy_seconds, markdown_table, start_cluster, yes
+from p2pkube.api.client import ApiClient
+from p2pkube.devcluster import LocalCluster, wait_until
+from p2pkube.membership.settings import MembershipSettings
+
+TITLE = "Membership and state as the cluster grows"
+"""The heading of this benchmark's section in docs/benchmarks.md."""
+TARGET_CPU_RATIO = 1.5
+"""Idle CPU per agent at the largest size at most this many times the smallest (issue 13)."""
+MB = 1_000_000
+MESSAGE_COUNTERS = (
+    "swim.sent",
+    "heartbeatsSent",
+    "swim.received",
+    "heartbeatsAccepted",
+)
+"""Membership counters that count messages, in order of preference (a suffix of the flattened
+name): what SWIM sends, else what the heartbeat detector sends, else what either received.
+Today's detector counts only heartbeats accepted (new ones, relayed included)."""
+LINK_COUNTERS = ("bytesSent", "bytesReceived", "framesSent", "framesReceived")
+"""Per-link counters of ``mesh.neighbours`` summed per agent, when present."""
+READY_TIMEOUT = 300.0
+"""Longest wait for N agents to be Ready everywhere (40 on 2 cores take a while)."""
+DETECT_TIMEOUT = 30.0
+"""Longest wait after the kill for every observer to see the victim not Ready."""
+QUICK = {"sizes": "3,5", "seconds": 5.0, "settle": 2.0, "writes": 10}
+
+
+# --- status counters ------------------------------------------------------------------------
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, float]:
+    """Every numeric counter under ``value`` as dotted name -> number. A dict whose values are
+    all numbers (counters by kind, like SWIM's ``sent``) also counts as its total under its
+    own name; lists (the node table) and booleans are skipped."""
+    if isinstance(value, bool):
+        return {}
+    if isinstance(value, int | float):
+        return {prefix: float(value)}
+    if not isinstance(value, dict):
+        return {}
+    if (
+        prefix
+        and value
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values())
+    ):
+        return {prefix: float(sum(value.values()))}
+    out: dict[str, float] = {}
+    for key, item in value.items():
+        out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def membership_counters(status: dict[str, Any]) -> dict[str, float]:
+    """The membership counters of one ``/v1/status`` (``membership``, and ``swim`` if a
+    future status puts SWIM's at the top level)."""
+    return flatten(
+        {k: status[k] for k in ("membership", "swim") if isinstance(status.get(k), dict)}
+    )
+
+
+def link_counters(status: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per link (neighbour node id): the counters of :data:`LINK_COUNTERS` it has."""
+    links = status.get("mesh", {}).get("neighbours", [])
+    return {
+        link["node"]: {k: float(link[k]) for k in LINK_COUNTERS if isinstance(link.get(k), int)}
+        for link in links
+        if isinstance(link, dict) and "node" in link
+    }
+
+
+def link_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """Counters summed over an agent's links, after minus before (a link set up inside the
+    window counts from zero, one closed inside it is lost: links are stable when idle)."""
+    old, new = link_counters(before), link_counters(after)
+    total: dict[str, float] = {}
+    for node, counters in new.items():
+        for key, value in counters.items():
+            total[key] = total.get(key, 0.0) + value - old.get(node, {}).get(key, 0.0)
+    return total
+
+
+def rates(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Per-second change of every counter present at both ends."""
+    return {k: (after[k] - before[k]) / seconds for k in after if k in before}
+
+
+def headline(names: Iterable[str]) -> str | None:
+    """The first of :data:`MESSAGE_COUNTERS` present among ``names`` (matched as a suffix)."""
+    present = list(names)
+    for wanted in MESSAGE_COUNTERS:
+        for name in present:
+            if name == wanted or name.endswith("." + wanted):
+                return name
+    return None
+
+
+def spread(values: list[float], digits: int = 2) -> dict[str, float]:
+    """Median and max of a per-agent figure."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "max": round(max(values), digits),
+    }
+
+
+# --- the parts of one size ------------------------------------------------------------------
+
+
+def statuses(cluster: LocalCluster, names: list[str]) -> dict[str, tuple[float, dict[str, Any]]]:
+    """(monotonic time, ``/v1/status``) of every agent."""
+    return {n: (time.monotonic(), cluster.api(n, "GET", "/v1/status")) for n in names}
+
+
+def idle_window(cluster: LocalCluster, names: list[str], seconds: float) -> dict[str, Any]:
+    """CPU and RSS per agent measured from outside, and the status counters around it."""
+    before = statuses(cluster, names)
+    pids = {n: int(status["process"]["pid"]) for n, (_, status) in before.items()}
+    busy, own = machine_busy_seconds(), time.process_time()
+    start = sample(pids)
+    time.sleep(seconds)
+    end = sample(pids)
+    busy, own = machine_busy_seconds() - busy, time.process_time() - own
+    after = statuses(cluster, names)
+    cpu = [100 * (end[n][1] - start[n][1]) / (end[n][0] - start[n][0]) for n in names]
+    rss = [memory(pids[n])[0] / MB for n in names]
+    per_agent_rates: list[dict[str, float]] = []
+    per_agent_links: list[dict[str, float]] = []
+    for n in names:
+        (t0, s0), (t1, s1) = before[n], after[n]
+        per_agent_rates.append(rates(membership_counters(s0), membership_counters(s1), t1 - t0))
+        per_agent_links.append({k: v / (t1 - t0) for k, v in link_delta(s0, s1).items()})
+    counter = headline(per_agent_rates[0])
+    moved = sorted({k for r in per_agent_rates for k, v in r.items() if v > 0})
+    degrees = [float(len(after[n][1]["mesh"]["neighbours"])) for n in names]
+    own_cores = sum(cpu) / 100
+    return {
+        "cpuPercent": spread(cpu),
+        "rssMB": spread(rss, 1),
+        "otherCores": round(max(0.0, busy / seconds - own_cores - own / seconds), 2),
+        "membershipCounter": counter,
+        "membershipPerSecond": (
+            spread([r.get(counter, 0.0) for r in per_agent_rates], 1) if counter else None
+        ),
+        "membershipRates": {
+            k: round(statistics.median(r.get(k, 0.0) for r in per_agent_rates), 2) for k in moved
+        },
+        "linkPerSecond": {
+            k: spread([r.get(k, 0.0) for r in per_agent_links], 0)
+            for k in LINK_COUNTERS
+            if any(k in r for r in per_agent_links)
+        },
+        "links": spread(degrees, 0),
+        "loadAverage": round(os.getloadavg()[0], 2),
+    }
+
+
+def write_visibility(
+    cluster: LocalCluster, names: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """bench_latency's write-to-visible-everywhere run on this cluster (its harness, its
+    ConfigMaps, a watch on every agent)."""
+    clients = [ApiClient.from_data_dir(cluster.root / n) for n in names]
+    arrivals = Arrivals(len(names))
+    for i, client in enumerate(clients):
+        reader_thread(lambda c=client, i=i: watch_agent(c, i, arrivals), f"watch-{i}")
+
+    def write(writer: int, name: str) -> None:
+        clients[writer].put_object(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "data": {"written-by": names[writer]},
+            }
+        )
+
+    result = run_writes(arrivals, write, len(names), args.writes, args.interval, "")
+    return {k: result[k] for k in ("visible", "ack", "lost", "seconds")}
+
+
+def ready_flags(node: dict[str, Any]) -> tuple[str, set[str]]:
+    """Tracker flags of a Node: ``ready`` or ``notReady``, first-seen times kept per node."""
+    return node["metadata"]["name"], {"ready" if node_ready(node) else "notReady"}
+
+
+def kill_detection(cluster: LocalCluster, names: list[str]) -> dict[str, Any]:
+    """``kill -9`` the last agent; per other agent, seconds until its Node watch shows it
+    not Ready (see the module docstring)."""
+    victim, observers = names[-1], names[:-1]
+    trackers = {
+        n: Tracker(ApiClient.from_data_dir(cluster.root / n), "Node", flags=ready_flags)
+        for n in observers
+    }
+    try:
+        wait_until(
+            lambda: all((victim, "ready") in t.first_seen for t in trackers.values()),
+            60,
+            what=f"every observer's Node watch to list {victim} Ready",
+        )
+        early = [n for n, t in trackers.items() if (victim, "notReady") in t.first_seen]
+        killed = time.monotonic()
+        cluster.kill(victim)
+        late = [n for n in observers if n not in early]
+
+        def all_seen() -> bool:
+            return all((victim, "notReady") in trackers[n].first_seen for n in late)
+
+        try:
+            wait_until(all_seen, DETECT_TIMEOUT, interval=0.1, what=f"{victim} NotReady")
+        except TimeoutError:
+            pass  # reported as missed
+        seen = [
+            trackers[n].first_seen[(victim, "notReady")] - killed
+            for n in late
+            if (victim, "notReady") in trackers[n].first_seen
+        ]
+    finally:
+        for tracker in trackers.values():
+            tracker.close()
+    return {
+        "victim": victim,
+        "observers": len(observers),
+        "seconds": spread(seen) if seen else None,
+        "missed": len(late) - len(seen),
+        "flappedBefore": len(early),
+        "errors": sorted({t.error for t in trackers.values() if t.error}),
+    }
+
+
+def measure_size(size: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Every figure of one cluster size (the cluster is gone when it returns)."""
+    load = os.getloadavg()[0]
+    print(f"\n{size} agents: load average (1 min) {load:.2f}; starting...", flush=True)
+    cluster = LocalCluster(root / f"scale-{size}")
+    names = [f"n{i}" for i in range(1, size + 1)]
+    try:
+        ready = start_cluster(cluster, names, timeout=READY_TIMEOUT)
+        print(f"  Ready everywhere after {ready:.1f}s; settling {args.settle:g}s", flush=True)
+        time.sleep(args.settle)
+        idle = idle_window(cluster, names, args.seconds)
+        print_idle(idle)
+        visible = write_visibility(cluster, names, args)
+        print(
+            f"  write visible everywhere p50 {visible['visible']['p50']} ms, "
+            f"p99 {visible['visible']['p99']} ms, lost {visible['lost']}",
+            flush=True,
+        )
+        time.sleep(2)  # the writes' relaying and anti-entropy settle before the kill
+        detection = kill_detection(cluster, names)
+        print_detection(detection)
+    finally:
+        cluster.close()
+    baseline = measure_baseline(
+        size, argparse.Namespace(writes=args.writes, interval=args.interval)
+    )
+    print(
+        f"  TCP relay baseline p50 {baseline['visible']['p50']} ms, "
+        f"p99 {baseline['visible']['p99']} ms",
+        flush=True,
+    )
+    return {
+        "agents": size,
+        "loadAverage": round(load, 2),
+        "loadAverageAfterIdle": idle["loadAverage"],
+        "readySeconds": round(ready, 1),
+        "idle": idle,
+        "visible": visible,
+        "tcpBaseline": {k: baseline[k] for k in ("visible", "ack", "lost")},
+        "detection": detection,
+    }
+
+
+def print_idle(idle: dict[str, Any]) -> None:
+    cpu, rss = idle["cpuPercent"], idle["rssMB"]
+    counter = idle["membershipCounter"]
+    membership = (
+        f"{idle['membershipPerSecond']['median']}/s ({counter})" if counter else "no counter"
+    )
+    print(
+        f"  idle: CPU {cpu['median']}% (max {cpu['max']}%) of a core per agent, RSS "
+        f"{rss['median']} MB (max {rss['max']}); membership {membership}; links "
+        f"{idle['links']['median']:g} (max {idle['links']['max']:g}); other processes "
+        f"{idle['otherCores']} cores; load average now {idle['loadAverage']:.2f}",
+        flush=True,
+    )
+
+
+def print_detection(d: dict[str, Any]) -> None:
+    s = d["seconds"]
+    seen = f"median {s['median']}s, max {s['max']}s" if s else "by nobody"
+    print(
+        f"  kill -9 {d['victim']}: NotReady on {d['observers'] - d['missed']}/{d['observers']} "
+        f"observers, {seen}" + (f"; errors {d['errors']}" if d["errors"] else ""),
+        flush=True,
+    )
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def _dash(value: Any) -> Any:
+    return "-" if value is None else value
+
+
+def table(result: dict[str, Any]) -> str:
+    """One row per cluster size (also rendered into docs/benchmarks.md)."""
+    rows = []
+    for r in result["results"]:
+        idle, d = r["idle"], r["detection"]
+        link = idle["linkPerSecond"]
+        membership = idle["membershipPerSecond"] or {}
+        rows.append(
+            [
+                r["agents"],
+                r["loadAverage"],
+                r["readySeconds"],
+                idle["cpuPercent"]["median"],
+                idle["cpuPercent"]["max"],
+                idle["rssMB"]["median"],
+                idle["rssMB"]["max"],
+                _dash(membership.get("median")),
+                _dash(link.get("bytesSent", {}).get("median")),
+                _dash(link.get("framesSent", {}).get("median")),
+                f"{idle['links']['median']:g} / {idle['links']['max']:g}",
+                _dash((d["seconds"] or {}).get("median")),
+                _dash((d["seconds"] or {}).get("max")),
+                d["missed"],
+                r["visible"]["visible"]["p50"],
+                r["visible"]["visible"]["p99"],
+                r["tcpBaseline"]["visible"]["p50"],
+                r["tcpBaseline"]["visible"]["p99"],
+            ]
+        )
+    headers = [
+        "agents",
+        "load 1 min",
+        "Ready s",
+        "idle CPU % median",
+        "max",
+        "RSS MB median",
+        "max",
+        "membership msg/s",
+        "link bytes/s sent",
+        "frames/s sent",
+        "links median / max",
+        "kill -9 detect s median",
+        "max",
+        "missed",
+        "visible p50 ms",
+        "p99",
+        "TCP p50 ms",
+        "TCP p99",
+    ]
+    return markdown_table(headers, rows)
+
+
+def cpu_ratio(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """(smallest size, largest size, idle CPU per agent of the largest / the smallest)."""
+    ordered = sorted(result["results"], key=lambda r: r["agents"])
+    low, high = ordered[0], ordered[-1]
+    base = max(low["idle"]["cpuPercent"]["median"], 1e-9)
+    return low, high, high["idle"]["cpuPercent"]["median"] / base
+
+
+def render(r: dict[str, Any]) -> list[str]:
+    """The setup, the per-size table, the CPU target and what limits the figures."""
+    low, high, ratio = cpu_ratio(r)
+    counters = sorted({x["idle"]["membershipCounter"] or "none" for x in r["results"]})
+    moved = sorted({k for x in r["results"] for k in x["idle"]["membershipRates"]})
+    settings = MembershipSettings()
+    return [
+        f"Real agents (`p2pkube join`) on this machine, one cluster size at a time, each with "
+        f"at most {r['maxPeers']} links per agent. *Ready s*: from starting the signaling "
+        "server and all N agents until every agent sees every node Ready. Idle: after "
+        f"{r['settleSeconds']:g} s of settling, CPU (% of one core) and RSS of each agent read "
+        f"from outside with psutil over {r['seconds']:g} s, no API call in that window; "
+        "membership messages per second per agent from the status counter "
+        f"{', '.join(f'`{c}`' for c in counters)} (counters that moved: "
+        f"{', '.join(f'`{m}`' for m in moved) or 'none'}); link bytes and frames from the "
+        "links' counters in `/v1/status` (`-` when the links do not count frames). "
+        f"*kill -9*: one agent killed; per other agent, until its Node watch shows it not "
+        f"Ready (failure detector timeout {settings.node_timeout:g} s, heartbeats every "
+        f"{settings.heartbeat_interval:g} s); *missed*: observers that did not within "
+        f"{DETECT_TIMEOUT:g} s. *visible*: bench_latency's harness on the same cluster, "
+        f"{r['writes']} ConfigMap writes {r['intervalSeconds'] * 1000:g} ms apart through "
+        "rotating writers, PUT start until the last agent's watch has it; *TCP*: "
+        "bench_latency's TCP relay baseline at the same N.",
+        "",
+        table(r),
+        "",
+        f"**Target** idle CPU per agent at {high['agents']} agents at most "
+        f"{TARGET_CPU_RATIO:g}x the {low['agents']}-agent figure: "
+        f"{yes(ratio <= TARGET_CPU_RATIO)} ({high['idle']['cpuPercent']['median']:g}% vs "
+        f"{low['idle']['cpuPercent']['median']:g}% of a core, {ratio:.2f}x).",
+        "",
+        "**What limits it**: every agent and the bench share this machine's "
+        f"{os.cpu_count()} cores (the load average is in the table; other processes used "
+        + ", ".join(f"{x['idle']['otherCores']:g}" for x in r["results"])
+        + " cores during the idle windows). With heartbeats every agent sends one per "
+        "second on every link and relays everyone else's, so the membership messages per "
+        "agent grow with N and the cluster's with N²; each is a DTLS record and an SCTP chunk "
+        "through aiortc's pure-Python stack. At the largest sizes the agents' idle load alone "
+        "is a large share of the machine, which slows joining, the writes and detection.",
+    ]
+
+
+def summary_rows(result: dict[str, Any]) -> list[list[str]]:
+    """This benchmark's row of the summary table: idle CPU per agent, largest vs smallest N."""
+    low, high, ratio = cpu_ratio(result)
+    return [
+        [
+            f"idle CPU per agent, {high['agents']} vs {low['agents']} agents",
+            f"{ratio:.2f}x ({high['idle']['cpuPercent']['median']:g}% vs "
+            f"{low['idle']['cpuPercent']['median']:g}% of a core, medians)",
+            f"<= {TARGET_CPU_RATIO:g}x",
+            yes(ratio <= TARGET_CPU_RATIO),
+        ]
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="5,10,20,40", help="cluster sizes, comma-separated")
+    parser.add_argument("--seconds", type=float, default=20.0, help="idle measurement window")
+    parser.add_argument("--settle", type=float, default=5.0, help="quiet time before it")
+    parser.add_argument("--writes", type=int, default=50, help="measured writes per size")
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between writes")
+    parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
+    parser.add_argument("--keep", action="store_true", help="keep the clusters' data dirs")
+    args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="p2pkube-bench-scale-"))
+    started = time.monotonic()
+    try:
+        results = [measure_size(size, args, root) for size in sizes]
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    result = {
+        "bench": "scale",
+        "sizes": sizes,
+        "seconds": args.seconds,
+        "settleSeconds": args.settle,
+        "writes": args.writes,
+        "intervalSeconds": args.interval,
+        "maxPeers": LocalCluster.max_peers,
+        "totalSeconds": round(time.monotonic() - started, 1),
+        "results": results,
+    }
+    low, high, ratio = cpu_ratio(result)
+    print()
+    print(table(result))
+    print(
+        f"\nidle CPU per agent at {high['agents']} vs {low['agents']} agents: {ratio:.2f}x "
+        f"(target <= {TARGET_CPU_RATIO:g}x: {'met' if ratio <= TARGET_CPU_RATIO else 'MISSED'});"
+        f" whole run {result['totalSeconds']:.0f}s"
+    )
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
