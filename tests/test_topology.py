@@ -191,6 +191,11 @@ def test_bounds_and_malformed_claims() -> None:
     assert stats["truncated_records"] == 1 and stats["pending_claims"] == 2  # x0, x1
     assert topo.next_hop("c") == "b"  # the claims kept before the bound still route
     assert topo.neighbours_of("b") == {"a", "c"}
+    # So is an endless run of junk or repeats: the record keeps what came before it.
+    topo.set_links("c", itertools.chain([short_id("b")], itertools.repeat(b"junk")))
+    topo.set_links("d", itertools.chain([short_id("b")], itertools.repeat(short_id("a"))))
+    assert topo.stats()["truncated_records"] == 3
+    assert topo.neighbours_of("c") == {"b"}
     with pytest.raises(ValueError):
         Topology("a", max_nodes=0)
 

@@ -25,7 +25,8 @@ sharing one view, each hop is one step closer to the destination, so following `
 from any node reaches it in `hops` steps.
 
 Bounds: at most ``max_nodes`` members with a claim (a new one beyond is refused) and
-``max_links_per_node`` distinct well-formed short ids per claim (the rest is not even read):
+``max_links_per_node`` distinct well-formed short ids per claim, reading at most four times
+that many entries (the rest is not even read):
 a hostile record costs bounded memory and BFS time, and each case is counted in `stats`.
 
 Pure standard library, no asyncio: it runs in Pyodide as well.
@@ -43,6 +44,10 @@ SHORT_ID_BYTES = 8
 at about 2^-41 for the whole cluster."""
 
 _M64 = (1 << 64) - 1
+
+_READ_FACTOR = 4
+"""A claim is read up to this many times ``max_links_per_node`` entries, duplicates and
+malformed ones included, so that no list, however long, costs more than that."""
 
 
 def short_id(node_id: str) -> bytes:
@@ -84,7 +89,8 @@ class Topology:
 
         Our own record is ignored: `set_own_links` is the authority on our links. Entries that
         are not 8-byte ids are dropped and counted; reading stops after ``max_links_per_node``
-        distinct ones (counted as a truncated record), however long the list.
+        distinct ones, or four times as many entries (counted as a truncated record), however
+        long the list.
         """
         if node == self.me:
             return
@@ -101,7 +107,10 @@ class Topology:
     def _clean(self, node: str, short_peers: Iterable[bytes]) -> frozenset[bytes]:
         own = self._short.get(node) or short_id(node)
         kept: set[bytes] = set()
-        for peer in short_peers:
+        for read, peer in enumerate(short_peers):
+            if read == _READ_FACTOR * self.max_links_per_node:
+                self._counts["truncated_records"] += 1  # mostly junk or duplicates: enough
+                break
             if not isinstance(peer, bytes) or len(peer) != SHORT_ID_BYTES:
                 self._counts["malformed_claims"] += 1
             elif peer != own and peer not in kept:
