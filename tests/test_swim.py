@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -31,7 +32,16 @@ from p2pkube.membership.swim_gossip import (
     retransmit_limit,
     suspicion_bounds,
 )
-from p2pkube.membership.swim_messages import Ack, Gossip, Nack, Ping, PingReq, PushPull
+from p2pkube.membership.swim_messages import (
+    MAX_PROOF,
+    MAX_SEQ,
+    Ack,
+    Gossip,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+)
 
 SETTINGS = SwimSettings()
 LATENCY = 0.002
@@ -60,6 +70,8 @@ class Net:
         self.held: dict[str, list[tuple[str, Message]]] = {}
         self.events: list[tuple[str, MemberEvent]] = []
         self.sent: list[tuple[float, str, Send]] = []
+        self.keep: Callable[[str, Update], bool] | None = None
+        """The receiving host's filter: (receiver, update) -> pass it to the core or strip it."""
         for name in self.names:
             self.send(name, self.nodes[name].join(0.0, self.names))
 
@@ -99,11 +111,21 @@ class Net:
                 if to in self.stalls:
                     self.held.setdefault(to, []).append((sender, message))
                 elif to not in self.crashed:
+                    message = self._filtered(to, message)
                     self.send(to, self.nodes[to].receive(at, sender, message))
                     self._record(to)
             else:
                 self.send(name, self.nodes[name].tick(at))
                 self._record(name)
+
+    def _filtered(self, to: str, message: Message) -> Message:
+        keep = self.keep
+        if keep is None:
+            return message
+        message = replace(message, updates=tuple(u for u in message.updates if keep(to, u)))
+        if isinstance(message, PushPull):
+            message = replace(message, states=tuple(u for u in message.states if keep(to, u)))
+        return message
 
     def stall(self, name: str, seconds: float, *, tell: bool = True) -> None:
         self.stalls[name] = (self.now, self.now + seconds, tell)
@@ -114,7 +136,7 @@ class Net:
         if tell:
             node.note_stall(self.now - since)
         for sender, message in self.held.pop(name, []):
-            self.send(name, node.receive(self.now, sender, message))
+            self.send(name, node.receive(self.now, sender, self._filtered(name, message)))
         self._record(name)
 
     def view(self, observer: str, name: str) -> Member:
@@ -586,3 +608,159 @@ def test_message_size_grows_with_the_updates_it_carries() -> None:
     update = Update("n2", Status.SUSPECT, 3, "n1")
     assert 10 <= bare < message_size(Ping(1, "n1", (update,))) < bare + 40
     assert message_size(PushPull((update,) * 10, True)) > 10 * 15
+
+
+def proof_for(incarnation: int, grace: float, left: bool) -> bytes:
+    """What the test's host signs: one distinct proof per record."""
+    return f"{incarnation}/{grace}/{'left' if left else 'alive'}".encode()
+
+
+class Prover:
+    """The host's ``prove``: every call kept; while ``ready`` is False it has nothing signed
+    (a browser's WebCrypto signature still on its way) and answers None."""
+
+    def __init__(self, *, ready: bool = True) -> None:
+        self.ready = ready
+        self.calls: list[tuple[int, float, bool]] = []
+
+    def __call__(self, incarnation: int, grace: float, left: bool) -> bytes | None:
+        self.calls.append((incarnation, grace, left))
+        return proof_for(incarnation, grace, left) if self.ready else None
+
+
+def proven_node(prover: Prover) -> SwimNode:
+    """Node a, joined to b and c, its join's news sent out (every ping answered)."""
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0, prove=prover)
+    answered(node, 0.0, node.join(0.0, ["a", "b", "c"]))
+    drive(node, 2.0)
+    return node
+
+
+def carried(sends: list[Send], name: str = "a") -> list[Update]:
+    """Updates about ``name`` piggybacked on ``sends`` (push/pull tables apart)."""
+    return [u for send in sends for u in send.message.updates if u.name == name]
+
+
+def own_alive(incarnation: int, proof: bytes | None, grace: float = 0.0) -> Update:
+    return Update("a", Status.ALIVE, incarnation, "a", proof, grace)
+
+
+def test_join_and_a_refutation_carry_the_proof_prove_gave_for_the_incarnation() -> None:
+    prover = Prover()
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0, prove=prover)
+    (push_pull,) = node.join(0.0, ["a", "b", "c"])
+    assert prover.calls == [(0, 0.0, False)]
+    assert isinstance(push_pull.message, PushPull)
+    assert own_alive(0, proof_for(0, 0.0, False)) in push_pull.message.states
+    assert carried([push_pull]) == [own_alive(0, proof_for(0, 0.0, False))]
+    answered(node, 0.0, [push_pull])
+    drive(node, 2.0)
+    assert node.receive(2.0, "b", Gossip((Update("a", Status.SUSPECT, 0, "b"),))) == []
+    assert node.own_incarnation == 1 and prover.calls[-1] == (1, 0.0, False)
+    (ack,) = node.receive(2.01, "c", Ping(5, "a"))
+    assert ack.to == "c" and carried([ack]) == [own_alive(1, proof_for(1, 0.0, False))]
+    (reply,) = node.receive(2.02, "c", PushPull((), True))
+    assert isinstance(reply.message, PushPull)
+    (mine,) = [u for u in reply.message.states if u.name == "a"]
+    assert mine == own_alive(1, proof_for(1, 0.0, False))
+
+
+def test_announce_takes_a_new_incarnation_that_the_next_messages_carry_with_its_proof() -> None:
+    prover = Prover()
+    node = proven_node(prover)
+    assert carried(drive(node, 4.0)) == [], "the join's ALIVE was sent its limit and done"
+    node.announce(4.0)
+    assert node.own_incarnation == 1 and prover.calls[-1] == (1, 0.0, False)
+    assert node.next_deadline() <= 4.0 + SETTINGS.gossip_interval, "a gossip round is armed"
+    sent = drive(node, 4.0 + SETTINGS.gossip_interval)
+    assert sent and carried(sent) == [own_alive(1, proof_for(1, 0.0, False))] * len(sent)
+    node.set_grace(5.0, 4.0)  # the same path: a new incarnation, with the grace in its proof
+    assert node.own_incarnation == 2 and prover.calls[-1] == (2, 4.0, False)
+    (ack,) = node.receive(5.0, "b", Ping(9, "a"))
+    assert carried([ack]) == [own_alive(2, proof_for(2, 4.0, False), 4.0)]
+
+
+def test_a_late_proof_is_spread_afresh_for_the_current_incarnation_not_for_an_old_one() -> None:
+    prover = Prover(ready=False)
+    node = proven_node(prover)
+    node.announce(2.0)
+    node.announce(2.0)
+    assert node.own_incarnation == 2
+    unproven = carried(drive(node, 6.0))
+    assert unproven and set(unproven) == {own_alive(2, None)}, "sent as it is, without proof"
+    assert carried(drive(node, 8.0)) == [], "and done: its retransmit limit was reached"
+    node.set_proof(8.0, 1, proof_for(1, 0.0, False))
+    assert carried(drive(node, 10.0)) == [], "a proof of an old incarnation is ignored"
+    node.set_proof(10.0, 2, proof_for(2, 0.0, False))
+    resent = drive(node, 10.0 + SETTINGS.gossip_interval)
+    assert resent and carried(resent) == [own_alive(2, proof_for(2, 0.0, False))] * len(resent)
+    (reply,) = node.receive(10.2, "b", PushPull((), True))
+    assert isinstance(reply.message, PushPull)
+    assert own_alive(2, proof_for(2, 0.0, False)) in reply.message.states
+
+
+def test_a_member_holding_an_unproven_alive_takes_the_proof_of_the_same_incarnation() -> None:
+    b = SwimNode("b", settings=SETTINGS, rng=random.Random(2), now=0.0)
+    b.join(0.0, ["b", "c"])
+    b.receive(1.0, "c", Gossip((own_alive(1, None),)))
+    b.receive(1.1, "c", Gossip((own_alive(1, b"signed"),)))
+    (reply,) = b.receive(1.2, "c", PushPull((), True))
+    assert isinstance(reply.message, PushPull)
+    assert own_alive(1, b"signed") in reply.message.states
+    assert carried([reply]) == [own_alive(1, b"signed")], "and passes it on"
+    b.receive(1.3, "c", Gossip((own_alive(1, b"other"),)))
+    (reply,) = b.receive(1.4, "c", PushPull((), True))
+    assert own_alive(1, b"signed") in reply.message.states, "the first proof stays"
+
+
+def test_leave_sends_left_with_the_proof_of_left_and_ignores_later_proofs() -> None:
+    prover = Prover()
+    node = proven_node(prover)
+    node.set_grace(2.0, 4.0)
+    sends = node.leave(2.5)
+    assert prover.calls[-1] == (1, 4.0, True)
+    left = Update("a", Status.LEFT, 1, "a", proof_for(1, 4.0, True))
+    assert sends and all(carried([s]) == [left] for s in sends)
+    node.set_proof(3.0, 1, b"late")
+    node.announce(3.0)
+    assert node.own_incarnation == 1 and not node.is_live("a")
+    assert node.members()["a"].status is Status.LEFT and node.next_deadline() == math.inf
+
+
+def test_is_live_says_alive_or_suspect() -> None:
+    node = proven_node(Prover())
+    assert node.is_live("a") and node.is_live("b") and not node.is_live("nobody")
+    node.receive(2.0, "c", Gossip((Update("b", Status.SUSPECT, 0, "c"),)))
+    assert node.is_live("b")
+    node.receive(2.0, "c", Gossip((Update("b", Status.DEAD, 0, "c"),)))
+    assert not node.is_live("b")
+
+
+@pytest.mark.parametrize("bad", ["text", b"x" * (MAX_PROOF + 1)])
+def test_a_proof_the_others_would_reject_is_the_hosts_error(bad: object) -> None:
+    def prove(incarnation: int, grace: float, left: bool) -> bytes | None:
+        return bad  # type: ignore[return-value]  # what a broken host might return
+
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0, prove=prove)
+    with pytest.raises(ValueError, match="proof"):
+        node.join(0.0, ["a", "b"])
+    with pytest.raises(ValueError, match="proof"):
+        proven_node(Prover()).set_proof(2.0, 0, bad)  # type: ignore[arg-type]
+
+
+def test_a_host_that_strips_accusations_beyond_what_a_member_signed_keeps_it_alive() -> None:
+    """The host's incarnation bound (issue 13's trust): an accusation above the highest
+    incarnation its target signed is stripped before the core sees it; the cores run on
+    with the filtered messages, and a member accused at 2^32 - 1 is not made to jump there."""
+    net = settled(8)
+
+    def keep(to: str, update: Update) -> bool:
+        return update.incarnation <= net.nodes[update.name].own_incarnation
+
+    net.keep = keep
+    forged = Gossip((Update("n2", Status.DEAD, MAX_SEQ, "n0"),))
+    net.send("n0", [Send(name, forged) for name in net.others("n0")])
+    net.run(10.0)
+    assert net.events == []
+    assert net.nodes["n2"].own_incarnation == 0
+    assert all(net.view(n, "n2").status is Status.ALIVE for n in net.names)

@@ -29,6 +29,11 @@ Trust is the integration's: nothing here authenticates an update. ``Update.proof
 untouched for the member's signature on its own ALIVE and LEFT; a member may still accuse
 another at any incarnation up to 2^32 - 1, which no refutation can beat, so the signed
 integration must drop accusations above the highest incarnation its target ever signed.
+The host makes this node's own proofs: ``prove(incarnation, grace, left)``, asked whenever
+that record changes (join, refutation, `SwimNode.set_grace`, `SwimNode.announce`,
+`SwimNode.leave`), returns the proof at once or None; one the host could only sign later
+(WebCrypto is async) comes back through `SwimNode.set_proof`. The host may filter a message's
+updates (unsigned or unprovable ones) before `SwimNode.receive`: each update stands alone.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from .swim_gossip import (
     is_alive,
     is_live,
     push_pull_scale,
+    push_pull_table,
     retransmit_limit,
     suspicion_bounds,
 )
@@ -65,13 +71,16 @@ from .swim_messages import (
     Nack,
     Ping,
     PingReq,
+    Prove,
     PushPull,
     Send,
     Status,
     SwimStats,
     Update,
+    checked_proof,
     message_size,
     name_problem,
+    no_proof,
     problem,
 )
 
@@ -101,8 +110,10 @@ class SwimNode:
         rng: random.Random,
         now: float,
         incarnation: int = 0,
+        prove: Prove | None = None,
     ) -> None:
         self.name = name
+        self._prove: Prove = prove or no_proof
         self.settings = settings
         self.stats = SwimStats()
         self._rng = rng
@@ -138,6 +149,16 @@ class SwimNode:
     # ---- the host's interface
 
     @property
+    def own_incarnation(self) -> int:
+        """This node's incarnation: what its current ALIVE (or LEFT) says, and its proof signs."""
+        return self._members[self.name].incarnation
+
+    def is_live(self, name: str) -> bool:
+        """Whether ``name`` is ALIVE or SUSPECT here (this node: until it leaves)."""
+        state = self._members.get(name)
+        return state is not None and state.status in LIVE
+
+    @property
     def local_health(self) -> int:
         """Lifeguard's local health multiplier: 0 is healthy; timeouts scale by it + 1."""
         return self._health
@@ -168,6 +189,7 @@ class SwimNode:
         for name in seeds:
             if name != self.name and name not in self._members:
                 self._add(Update(name, Status.ALIVE, 0, name), now)
+        self._reprove()
         self._queue.add(self._own_alive())
         others = [name for name in seeds if name != self.name]
         contacts = self._rng.sample(others, min(self.settings.join_contacts, len(others)))
@@ -224,6 +246,7 @@ class SwimNode:
         me = self._members[self.name]
         self._set(me, Status.LEFT, me.incarnation, now)
         self._left = True
+        self._reprove()
         update = Update(self.name, Status.LEFT, me.incarnation, self.name, me.proof)
         count = retransmit_limit(self.settings.retransmit_mult, self._live)
         targets = self._random_members(count, is_live, ())
@@ -242,7 +265,27 @@ class SwimNode:
         if grace == me.grace:
             return
         me.grace = grace
+        self.announce(now)
+
+    def announce(self, now: float) -> None:
+        """The host's record of this node changed (its neighbours, say): a new incarnation
+        (capped at 2^32 - 1) with a proof from ``prove``, spread like a refutation."""
+        if self._left:
+            return
+        me = self._members[self.name]
         me.incarnation = min(me.incarnation + 1, MAX_SEQ)
+        self._reprove()
+        self._queue.add(self._own_alive())
+        self._arm_gossip(now)
+
+    def set_proof(self, now: float, incarnation: int, proof: bytes) -> None:
+        """The proof ``prove`` had no answer for, signed since: taken if this node is still at
+        ``incarnation`` (and has not left), and its ALIVE spread afresh with it (the members
+        that dropped the unproven one learn it now); for an older incarnation, ignored."""
+        me = self._members[self.name]
+        if self._left or incarnation != me.incarnation or proof == me.proof:
+            return
+        me.proof = checked_proof(proof)
         self._queue.add(self._own_alive())
         self._arm_gossip(now)
 
@@ -454,29 +497,9 @@ class SwimNode:
         self._timeouts.set(now + self.settings.nack_timeout, "relay", seq)
 
     def _push_pull_to(self, name: str, now: float, *, reply: bool) -> Send:
-        return Send(name, PushPull(self._states(now), reply, self._piggyback(name)))
-
-    def _states(self, now: float) -> tuple[Update, ...]:
-        """The table for a push/pull: everyone but DEAD and LEFT members past the time we
-        still gossip to them. ALIVE and LEFT go as their members said them (with the proof),
-        suspicions and deaths as this node's opinion."""
         horizon = now - self.settings.gossip_to_the_dead_time
-        states = []
-        for state in self._members.values():
-            if state.status in (Status.DEAD, Status.LEFT) and state.since < horizon:
-                continue
-            own = state.status in (Status.ALIVE, Status.LEFT)
-            states.append(
-                Update(
-                    state.name,
-                    state.status,
-                    state.incarnation,
-                    state.name if own else self.name,
-                    state.proof if own else None,
-                    state.grace if state.status is Status.ALIVE else 0.0,
-                )
-            )
-        return tuple(states)
+        table = push_pull_table(self._members.values(), self.name, horizon)
+        return Send(name, PushPull(table, reply, self._piggyback(name)))
 
     def _merge(self, state: Update, sender: str, now: float) -> None:
         """One entry of a peer's table (memberlist's mergeState): a peer's DEAD is only a
@@ -504,6 +527,9 @@ class SwimNode:
                 state.proof = update.proof
                 state.grace = min(update.grace, self.settings.max_grace)
                 self._set(state, Status.ALIVE, update.incarnation, now)
+                self._queue.add(update)
+            elif state.status is Status.ALIVE and state.proof is None and update.proof:
+                state.proof = update.proof  # signed after it went out (SwimNode.set_proof)
                 self._queue.add(update)
         elif update.status is Status.SUSPECT:
             self._suspect(state, update, now)
@@ -560,7 +586,14 @@ class SwimNode:
         me.incarnation = min(max(me.incarnation, accused) + 1, MAX_SEQ)
         self.stats.refutations += 1
         self._adjust_health(1)
+        self._reprove()
         self._queue.add(self._own_alive())
+
+    def _reprove(self) -> None:
+        """Ask the host for the proof of this node's record as it is now (None: not yet)."""
+        me = self._members[self.name]
+        proof = self._prove(me.incarnation, me.grace, me.status is Status.LEFT)
+        me.proof = None if proof is None else checked_proof(proof)
 
     def _own_alive(self) -> Update:
         me = self._members[self.name]

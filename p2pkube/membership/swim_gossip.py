@@ -32,6 +32,7 @@ __all__ = [
     "is_alive",
     "is_live",
     "push_pull_scale",
+    "push_pull_table",
     "retransmit_limit",
     "suspicion_bounds",
 ]
@@ -332,6 +333,28 @@ def is_live(state: MemberState) -> bool:
 
 def is_alive(state: MemberState) -> bool:
     return state.status is Status.ALIVE
+
+
+def push_pull_table(members: Iterable[MemberState], me: str, horizon: float) -> tuple[Update, ...]:
+    """The table ``me`` sends in a push/pull: everyone but DEAD and LEFT members since before
+    ``horizon`` (no longer gossiped to). ALIVE and LEFT go as their members said them (with
+    the proof), suspicions and deaths as ``me``'s opinion."""
+    states = []
+    for state in members:
+        if state.status in (Status.DEAD, Status.LEFT) and state.since < horizon:
+            continue
+        own = state.status in (Status.ALIVE, Status.LEFT)
+        states.append(
+            Update(
+                state.name,
+                state.status,
+                state.incarnation,
+                state.name if own else me,
+                state.proof if own else None,
+                state.grace if state.status is Status.ALIVE else 0.0,
+            )
+        )
+    return tuple(states)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -24,13 +25,16 @@ __all__ = [
     "Nack",
     "Ping",
     "PingReq",
+    "Prove",
     "PushPull",
     "Send",
     "Status",
     "SwimStats",
     "Update",
+    "checked_proof",
     "message_size",
     "name_problem",
+    "no_proof",
     "problem",
 ]
 
@@ -73,6 +77,25 @@ class Update:
     grace: float = 0.0
     """On a member's own ALIVE: seconds it asks the others to add to its suspicion timeout
     (a hidden browser tab, whose timers run at most once a second); 0 on anything else."""
+
+
+Prove = Callable[[int, float, bool], bytes | None]
+"""The host's ``prove(incarnation, grace, left)``: the proof of a node's own ALIVE (or, with
+``left``, LEFT) at that incarnation and grace, or None when it has none ready yet (it gives
+it later to `SwimNode.set_proof`)."""
+
+
+def no_proof(incarnation: int, grace: float, left: bool) -> bytes | None:
+    """The `Prove` of a host that signs nothing (the simulator, the tests)."""
+    return None
+
+
+def checked_proof(proof: object) -> bytes:
+    """``proof`` from the host, if the others would accept it: one they reject as malformed
+    would drop every message that carries the node's ALIVE, so it is the host's error."""
+    if not isinstance(proof, bytes) or len(proof) > MAX_PROOF:
+        raise ValueError(f"a proof must be bytes of at most {MAX_PROOF}: {proof!r:.40}")
+    return proof
 
 
 @dataclass(frozen=True)
