@@ -1,7 +1,7 @@
 """All agent settings in one place, each a named field with a documented default.
 
-Sections are the settings dataclasses of the layers (transport, membership, state, rpc,
-blobs). Any field
+Sections are the settings dataclasses of the layers (transport, membership, swim, state,
+rpc, blobs, ...). Any field
 can be overridden at start with ``p2pkube join --set SECTION.FIELD=VALUE`` (repeatable), e.g.
 ``--set membership.node_timeout=1.5``; docs/settings.md lists them all with their defaults.
 """
@@ -15,7 +15,7 @@ from typing import Any, get_type_hints
 
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.browser.settings import BrowserSettings
-from p2pkube.membership.settings import MembershipSettings
+from p2pkube.membership.settings import MembershipSettings, SwimSettings
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.sched.settings import EventSettings, SchedulerSettings
@@ -30,6 +30,8 @@ RPC_FRAMING_BYTES = 1024
 class AgentSettings:
     transport: TransportSettings = field(default_factory=TransportSettings)
     membership: MembershipSettings = field(default_factory=MembershipSettings)
+    swim: SwimSettings = field(default_factory=SwimSettings)
+    """SWIM + Lifeguard: the core (`p2pkube.membership.swim`) and the agent's host of it."""
     state: StateSettings = field(default_factory=StateSettings)
     rpc: RpcSettings = field(default_factory=RpcSettings)
     blobs: BlobSettings = field(default_factory=BlobSettings)
@@ -59,6 +61,7 @@ class AgentSettings:
             raise ValueError("blobs.window must be at least 1")
         if blobs.max_concurrent_fetches < 1:
             raise ValueError("blobs.max_concurrent_fetches must be at least 1")
+        self.swim.check()
         self.runtime.check()
         self.kubelet.check()
         self.services.check()

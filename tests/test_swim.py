@@ -12,9 +12,14 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from harness.swimscenarios import lifeguard_off
+from p2pkube.agent import JoinOptions, settings_for
+from p2pkube.cli.main import cli
 from p2pkube.membership.settings import SwimSettings
 from p2pkube.membership.swim import (
     Member,
@@ -42,6 +47,7 @@ from p2pkube.membership.swim_messages import (
     PingReq,
     PushPull,
 )
+from p2pkube.settings import AgentSettings
 
 SETTINGS = SwimSettings()
 LATENCY = 0.002
@@ -764,3 +770,47 @@ def test_a_host_that_strips_accusations_beyond_what_a_member_signed_keeps_it_ali
     assert net.events == []
     assert net.nodes["n2"].own_incarnation == 0
     assert all(net.view(n, "n2").status is Status.ALIVE for n in net.names)
+
+
+def test_join_set_overrides_swim_settings_into_the_agent_settings(tmp_path: Path) -> None:
+    options = JoinOptions(
+        "ws://127.0.0.1:8787",
+        "token",
+        "n1",
+        tmp_path,
+        overrides=["swim.probe_interval=0.5", "swim.indirect_checks=5", "swim.max_grace=10"],
+    )
+    swim = settings_for(options).swim
+    assert (swim.probe_interval, swim.indirect_checks, swim.max_grace) == (0.5, 5, 10.0)
+    assert AgentSettings().swim == SwimSettings(), "the defaults are SwimSettings' own"
+
+
+@pytest.mark.parametrize(
+    ("assignment", "reason"),
+    [
+        ("swim.probe_interval=0", "swim.probe_interval must be a number of seconds above 0"),
+        ("swim.gossip_interval=nan", "swim.gossip_interval must be a number of seconds above 0"),
+        ("swim.probe_interval=0.2", "probe_timeout + swim.nack_timeout must be below"),
+        ("swim.suspicion_max_timeout_mult=0.5", "swim.suspicion_max_timeout_mult must be at least"),
+        ("swim.max_piggyback=0", "swim.max_piggyback must be at least 1"),
+        ("swim.max_updates_per_message=8", "swim.max_updates_per_message must be at least"),
+        ("swim.max_grace=100000", "swim.max_grace must be 0..86400"),
+        ("swim.stall_threshold=-1", "swim.stall_threshold must be above 0"),
+        ("swim.announce_delay=-1", "swim.announce_delay must be 0 or more"),
+        ("swim.probe_interval=fast", "--set swim.probe_interval=fast"),
+        ("swim.probe_period=1", "swim has no setting 'probe_period'"),
+    ],
+)
+def test_p2pkube_join_rejects_a_bad_swim_setting_naming_it(assignment: str, reason: str) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["join", "ws://127.0.0.1:8787", "--name", "n1", "--set", assignment],
+        env={"P2PKUBE_TOKEN": "s3cret-s3cret-s3cret-0123456789"},
+    )
+    assert result.exit_code == 2, result.output
+    assert reason in " ".join(result.stderr.split()), result.stderr
+
+
+def test_the_simulators_lifeguard_off_settings_are_valid() -> None:
+    settings, _ = lifeguard_off(SwimSettings())
+    settings.check()

@@ -1,5 +1,6 @@
 """Settings of membership: heartbeats and the failure detector (the ``membership.*`` section
-of `p2pkube join --set`), and SWIM + Lifeguard (`SwimSettings`, not wired into the agent yet).
+of `p2pkube join --set`), and SWIM + Lifeguard (`SwimSettings`, the ``swim.*`` section, read by
+the core and by the agent's membership host, p2pkube/membership/swim_host.py).
 
 Only a dataclass, so that `p2pkube.settings` can list every setting without loading the
 detector.
@@ -7,9 +8,14 @@ detector.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-__all__ = ["MembershipSettings", "SwimSettings"]
+__all__ = ["MAX_GRACE", "MembershipSettings", "SwimSettings"]
+
+MAX_GRACE = 86400.0
+"""Largest grace a SWIM update may carry on the wire (a receiver caps it lower, at its
+``swim.max_grace``)."""
 
 
 @dataclass
@@ -61,8 +67,9 @@ class SwimSettings:
     """Timings and bounds of SWIM with Lifeguard (`p2pkube.membership.swim`): memberlist's
     ``DefaultLANConfig`` where it fits, with a shorter probe period and a larger suspicion
     multiplier chosen for two figures of issue 13 that pull in opposite directions: a crash
-    DEAD everywhere within ~3 s, and a node whose loop stalls for 2 s never DEAD. Not a
-    section of `p2pkube.settings` yet: the agent does not run SWIM (the integration adds it).
+    DEAD everywhere within ~3 s, and a node whose loop stalls for 2 s never DEAD. The
+    ``swim.*`` section of `p2pkube join --set`: the agent's membership host
+    (p2pkube/membership/swim_host.py, being written) reads them and gives them to its core.
 
     The arithmetic, for N <= 10 (memberlist floors log10 N at 1). Slow is not dead: the
     earliest a stalled member can be DEAD is one probe period (its first missed probe,
@@ -170,3 +177,65 @@ class SwimSettings:
     """Most piggybacked updates accepted on one received message; more and it is dropped."""
     max_events: int = 10000
     """Most undrained member events kept; the oldest are dropped and counted beyond it."""
+    announce_delay: float = 0.5
+    """Shortest time between two announcements of this node's record (`SwimNode.announce`: a
+    new incarnation, signed, with its current neighbours, from which the others compute
+    routes). A burst of link changes (a cluster forming, a peer restarting) becomes one
+    announcement, one signature and one update spread, instead of one per change; a route
+    through a link that just closed is fixed after at most this plus a gossip round."""
+
+    def check(self) -> None:
+        """ValueError for values the core cannot work with (before the agent starts)."""
+        for name in _PERIODS:
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"swim.{name} must be a number of seconds above 0")
+        for name in ("reconnect_timeout", "stall_threshold", "suspicion_mult"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"swim.{name} must be above 0")
+        for name, least in _MINIMUMS.items():
+            if not getattr(self, name) >= least:  # NaN too
+                raise ValueError(f"swim.{name} must be at least {least}")
+        if not self.probe_timeout + self.nack_timeout < self.probe_interval:
+            raise ValueError(
+                "swim.probe_timeout + swim.nack_timeout must be below swim.probe_interval: a "
+                "helper's Nack must reach the prober before its probe period ends"
+            )
+        if not 1 <= self.suspicion_max_timeout_mult < math.inf:
+            raise ValueError("swim.suspicion_max_timeout_mult must be at least 1 (the floor)")
+        if not 0 <= self.max_grace <= MAX_GRACE:
+            raise ValueError(f"swim.max_grace must be 0..{MAX_GRACE:.0f} (the wire's bound)")
+        if not 0 <= self.announce_delay < math.inf:
+            raise ValueError("swim.announce_delay must be 0 or more seconds")
+        if self.max_updates_per_message < self.max_piggyback:
+            raise ValueError(
+                "swim.max_updates_per_message must be at least swim.max_piggyback, or the "
+                "others drop what this node sends"
+            )
+
+
+_PERIODS = (
+    "probe_interval",
+    "probe_timeout",
+    "nack_timeout",
+    "gossip_interval",
+    "push_pull_interval",
+    "reconnect_interval",
+)
+"""`SwimSettings` fields that are periods the core schedules: finite and above 0."""
+
+_MINIMUMS = {
+    "indirect_checks": 0,
+    "suspicion_confirmations": 0,
+    "retransmit_mult": 1,
+    "max_piggyback": 1,
+    "gossip_nodes": 0,
+    "gossip_to_the_dead_time": 0,
+    "push_pull_replies_per_second": 1,
+    "awareness_max_multiplier": 1,
+    "join_contacts": 0,
+    "max_members": 2,
+    "max_pending_relays": 0,
+    "max_updates_per_message": 1,
+    "max_events": 1,
+}
+"""The least value of each counted `SwimSettings` field (0: the feature is off)."""

@@ -3,8 +3,8 @@
 The host passes time in (``now``, monotonic seconds) and carries the `Send`s it gets back;
 randomness comes from the ``random.Random`` it gives, so a simulator replays a run from a seed.
 Standard library only: the same code runs in the browser (Pyodide) and in the simulator
-(harness/swimsim.py), and later behind the agent's transport. Not wired into the agent yet:
-the heartbeat flood of detector.py still runs the cluster.
+(harness/swimsim.py), and in the agent behind its membership host (swim_host.py, being
+written), which carries the messages and signs this node's own records.
 
 What it does (memberlist's design, docs/architecture.md has the module row):
 

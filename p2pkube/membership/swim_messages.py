@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .settings import MAX_GRACE
+
 __all__ = [
     "MAX_SEQ",
     "Ack",
@@ -46,9 +48,6 @@ MAX_NAME = 256
 
 MAX_PROOF = 1024
 """Longest opaque proof accepted on an update (an Ed25519 signature and its fields fit)."""
-
-MAX_GRACE = 86400.0
-"""Largest grace accepted on the wire (a receiver caps it lower, at its ``max_grace``)."""
 
 
 class Status(enum.Enum):
