@@ -661,6 +661,10 @@ def test_join_and_a_refutation_carry_the_proof_prove_gave_for_the_incarnation() 
     assert carried([push_pull]) == [own_alive(0, proof_for(0, 0.0, False))]
     answered(node, 0.0, [push_pull])
     drive(node, 2.0)
+    prover.ready = False  # e.g. the host is signing a record for its new links
+    (again,) = node.join(2.0, ["d"])
+    assert carried([again]) == [own_alive(0, proof_for(0, 0.0, False))], "a join keeps the proof"
+    prover.ready = True
     assert node.receive(2.0, "b", Gossip((Update("a", Status.SUSPECT, 0, "b"),))) == []
     assert node.own_incarnation == 1 and prover.calls[-1] == (1, 0.0, False)
     (ack,) = node.receive(2.01, "c", Ping(5, "a"))

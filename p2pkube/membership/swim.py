@@ -189,7 +189,8 @@ class SwimNode:
         for name in seeds:
             if name != self.name and name not in self._members:
                 self._add(Update(name, Status.ALIVE, 0, name), now)
-        self._reprove()
+        if self._members[self.name].proof is None:  # a host may join again, at each new link
+            self._reprove()
         self._queue.add(self._own_alive())
         others = [name for name in seeds if name != self.name]
         contacts = self._rng.sample(others, min(self.settings.join_contacts, len(others)))
