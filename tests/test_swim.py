@@ -720,6 +720,7 @@ def test_a_member_holding_an_unproven_alive_takes_the_proof_of_the_same_incarnat
     assert carried([reply]) == [own_alive(1, b"signed")], "and passes it on"
     b.receive(1.3, "c", Gossip((own_alive(1, b"other"),)))
     (reply,) = b.receive(1.4, "c", PushPull((), True))
+    assert isinstance(reply.message, PushPull)
     assert own_alive(1, b"signed") in reply.message.states, "the first proof stays"
 
 
