@@ -30,6 +30,8 @@ from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
 from p2pkube.blobs.manifest import is_digest, referenced_digests
 from p2pkube.blobs.service import BlobService
 from p2pkube.membership.detector import Membership, NodeLiveness
+from p2pkube.membership.swim_host import ROUTED_KIND as SWIM_ROUTED_KIND
+from p2pkube.membership.swim_host import SwimMembership
 from p2pkube.model.objects import ObjectService, Validator
 from p2pkube.model.quantity import parse_quantity
 from p2pkube.model.resources import Resources
@@ -113,14 +115,26 @@ class Node:
             relay_exclude=lambda peer: self.membership.relay_exclude(peer),
             store_factory=store_factory,
         )
-        self.membership = Membership(
-            self.mesh.signatures,
-            config.name,
-            self.mesh,
-            self.settings.membership,
-            on_change=self._on_liveness,
-            on_violation=self.mesh.drop_neighbour,
-        )
+        self.membership: Membership | SwimMembership
+        if self.settings.membership.protocol == "swim":
+            self.membership = SwimMembership(
+                self.mesh.signatures,
+                config.name,
+                self.mesh,
+                self.settings.membership,
+                self.settings.swim,
+                on_change=self._on_liveness,
+                on_violation=self.mesh.drop_neighbour,
+            )
+        else:
+            self.membership = Membership(
+                self.mesh.signatures,
+                config.name,
+                self.mesh,
+                self.settings.membership,
+                on_change=self._on_liveness,
+                on_violation=self.mesh.drop_neighbour,
+            )
         self.rpc = Rpc(self.mesh, self.settings.rpc)
         self.blobs = BlobService(
             config.data_dir / "blobs",
@@ -172,9 +186,9 @@ class Node:
         self._not_ready_since: dict[str, float] = {}
         """Node id -> when this agent saw it become NotReady (monotonic)."""
         self.mesh.on_link_up = self._on_link_up
-        self.mesh.on_link_down = self.state.detach_peer
+        self.mesh.on_link_down = self._on_link_down
         self.mesh.on_frame = self._on_frame
-        self.mesh.on_routed = self.rpc.receive
+        self.mesh.on_routed = self._on_routed
         self.mesh.route_hint = self.membership.route_hint
         self.mesh.reachable = self.membership.is_reachable
         self.mesh.public_key_of = self.membership.public_key
@@ -350,6 +364,17 @@ class Node:
 
         self.state.attach_peer(node, send)
 
+    def _on_link_down(self, node: str) -> None:
+        self.membership.link_down(node)
+        self.state.detach_peer(node)
+
+    def _on_routed(self, src: str, data: dict[str, Any]) -> None:
+        """A routed message for this node: membership's (SWIM) or an rpc."""
+        if data.get("kind") == SWIM_ROUTED_KIND and isinstance(self.membership, SwimMembership):
+            self.membership.handle_routed(src, data)
+        else:
+            self.rpc.receive(src, data)
+
     def _on_frame(self, node: str, frame: Frame) -> None:
         if frame.type is FrameType.SYNC:
             try:
@@ -360,8 +385,10 @@ class Node:
                 if link is not None:
                     link.violation = True
                     link.close_soon(f"protocol violation: {exc}", notify=False)
-        elif frame.type is FrameType.HEARTBEAT:
+        elif frame.type is FrameType.HEARTBEAT and isinstance(self.membership, Membership):
             self.membership.handle_heartbeat(node, frame.body)
+        elif frame.type is FrameType.SWIM and isinstance(self.membership, SwimMembership):
+            self.membership.handle_frame(node, frame.body)
         else:
             log.warning("unexpected %s frame from %s ignored", frame.type.name, node)
 

@@ -235,6 +235,9 @@ class Membership:
                 self._transport.send(neighbour, FrameType.HEARTBEAT, _hop(body))
         self._beat_now.set()
 
+    def link_down(self, neighbour: str) -> None:
+        """A link closed: nothing to do (the neighbour's heartbeats say who it links to)."""
+
     # -- receiving -----------------------------------------------------------------------------
     def handle_heartbeat(self, neighbour: str, body: dict[str, Any]) -> None:
         """A heartbeat that arrived from ``neighbour``: drop it unless it is news, check its

@@ -23,6 +23,11 @@ class MembershipSettings:
     """Heartbeat timing and the failure detector's bounds (mutable, so that
     `p2pkube join --set membership.FIELD=VALUE` can override any of them)."""
 
+    protocol: str = "heartbeat"
+    """How members learn who is alive: ``swim`` (SWIM with Lifeguard, the ``swim.*``
+    settings; a constant cost per node whatever the cluster's size) or ``heartbeat`` (every
+    node floods a signed heartbeat every ``heartbeat_interval``; its cost per node grows with
+    the cluster). All nodes of a cluster must use the same one."""
     heartbeat_interval: float = 1.0
     """Seconds between two heartbeats of this agent (each crosses every link). Each data-channel
     message costs aiortc ~0.5 ms of CPU (DTLS and SCTP in Python, plus a SACK); at 1 s an idle

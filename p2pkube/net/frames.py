@@ -34,6 +34,7 @@ class FrameType(IntEnum):
     BYE = 6
     FRAGMENT = 7
     PING = 8
+    SWIM = 9
 
 
 class FrameError(ValueError):
@@ -72,6 +73,12 @@ def _bytes(body: Any) -> bytes:
     return body
 
 
+def _list(body: Any) -> list[Any]:
+    if not isinstance(body, list):
+        raise FrameError(f"body must be an array, got {type(body).__name__}")
+    return body
+
+
 def _fragment(body: Any) -> list[Any]:
     if (
         not isinstance(body, list)
@@ -96,6 +103,7 @@ _VALIDATORS: dict[FrameType, Callable[[Any], Any]] = {
     FrameType.BYE: lambda b: require_fields(b, {"reason": str}),
     FrameType.FRAGMENT: _fragment,
     FrameType.PING: lambda b: require_fields(b, {}),
+    FrameType.SWIM: _list,
 }
 
 

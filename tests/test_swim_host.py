@@ -1,0 +1,270 @@
+"""The SWIM host (`p2pkube.membership.swim_host`) with real keys, real signatures and the
+real core, several members in one process over an in-memory fabric instead of WebRTC: who
+becomes Ready, how a crash becomes DEAD, what is believed from whom, and routes through a
+partial mesh. The same protocol between real agents is in tests/test_swim_cluster.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+import pytest
+
+from p2pkube.membership.settings import MembershipSettings, SwimSettings
+from p2pkube.membership.swim_host import ROUTED_KIND, SwimMembership
+from p2pkube.membership.swim_messages import Gossip, Status, Update
+from p2pkube.membership.swim_wire import encode, proof_of, record_bytes
+from p2pkube.membership.topology import short_id
+from p2pkube.net.frames import FrameType
+from p2pkube.net.identity import NodeIdentity, verify_signature
+from p2pkube.net.signed import Signatures
+
+CLUSTER = "c" * 16
+SWIM = SwimSettings()
+
+
+class Fabric:
+    """Links between members (undirected), delivered on the loop like a data channel."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, SwimMembership] = {}
+        self.links: set[frozenset[str]] = set()
+        self.down: set[str] = set()
+        """Crashed members: nothing reaches them or leaves them."""
+
+    def link(self, a: str, b: str) -> None:
+        self.links.add(frozenset((a, b)))
+
+    def neighbours(self, node: str) -> list[str]:
+        return [next(iter(pair - {node})) for pair in self.links if node in pair]
+
+    def deliver(self, src: str, dst: str, call: Callable[[], None]) -> bool:
+        if src in self.down or dst in self.down or dst not in self.members:
+            return src not in self.down
+        asyncio.get_running_loop().call_soon(call)
+        return True
+
+
+class FabricTransport:
+    """One member's side of the fabric: direct frames to neighbours; routed messages follow
+    the member's own routes hop by hop, like the mesh's."""
+
+    def __init__(self, fabric: Fabric, node: str) -> None:
+        self.fabric, self.node_id = fabric, node
+        self.routed = 0
+
+    def neighbours(self) -> list[str]:
+        return self.fabric.neighbours(self.node_id)
+
+    def send(self, node: str, frame_type: FrameType, body: Any) -> bool:
+        assert frame_type is FrameType.SWIM
+        if node not in self.neighbours():
+            return False
+        dst = self.fabric.members.get(node)
+        return self.fabric.deliver(
+            self.node_id, node, lambda: dst.handle_frame(self.node_id, body) if dst else None
+        )
+
+    def broadcast(self, frame_type: FrameType, body: Any, exclude: Collection[str] = ()) -> int:
+        return sum(self.send(n, frame_type, body) for n in self.neighbours() if n not in exclude)
+
+    def send_routed(self, node: str, data: dict[str, Any]) -> bool:
+        return self._forward(self.node_id, node, data, ttl=16)
+
+    def _forward(self, src: str, dst: str, data: dict[str, Any], ttl: int) -> bool:
+        here = self.fabric.members[self.node_id]
+        hop = here.topology.next_hop(dst)
+        if hop is None or ttl == 0:
+            return False
+        self.routed += 1
+        target = self.fabric.members.get(hop)
+        if hop == dst:
+            return self.fabric.deliver(
+                self.node_id, dst, lambda: target.handle_routed(src, data) if target else None
+            )
+        relay: FabricTransport = target._transport if target else None  # type: ignore[assignment]
+        return self.fabric.deliver(
+            self.node_id, hop, lambda: relay._forward(src, dst, data, ttl - 1) if relay else None
+        )
+
+
+def member(fabric: Fabric, name: str, swim: SwimSettings = SWIM) -> SwimMembership:
+    identity = NodeIdentity.generate()
+    signatures = Signatures(identity, CLUSTER, verify_signature)
+    host = SwimMembership(
+        signatures,
+        name,
+        FabricTransport(fabric, identity.node_id),  # type: ignore[arg-type]
+        MembershipSettings(protocol="swim"),
+        swim,
+    )
+    host.identity = identity  # type: ignore[attr-defined]
+    fabric.members[identity.node_id] = host
+    return host
+
+
+async def cluster(
+    size: int, *, edges: list[tuple[int, int]] | None = None
+) -> tuple[Fabric, list[SwimMembership]]:
+    """``size`` started members, fully linked unless ``edges`` (index pairs) say otherwise."""
+    fabric = Fabric()
+    hosts = [member(fabric, f"n{i}") for i in range(size)]
+    pairs = edges or [(i, j) for i in range(size) for j in range(i + 1, size)]
+    for host in hosts:
+        await host.start()
+    for i, j in pairs:
+        fabric.link(hosts[i].node_id, hosts[j].node_id)
+        hosts[i].link_up(hosts[j].node_id)
+        hosts[j].link_up(hosts[i].node_id)
+    return fabric, hosts
+
+
+async def until(condition: Callable[[], bool], within: float, what: str) -> float:
+    """Seconds until ``condition`` holds (polled every 20 ms); fails after ``within``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > within:
+            raise AssertionError(f"not within {within}s: {what}")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def all_ready(hosts: list[SwimMembership], within: float = 3.0) -> None:
+    await until(
+        lambda: all(sees(a, b, "AgentReady") for a in hosts for b in hosts if a is not b),
+        within,
+        "every member Ready everywhere",
+    )
+
+
+def sees(host: SwimMembership, other: SwimMembership, reason: str) -> bool:
+    liveness = host.get(other.node_id)
+    return liveness is not None and liveness.reason == reason
+
+
+async def close(hosts: list[SwimMembership]) -> None:
+    for host in hosts:
+        await host.close(leaving=False)
+        await host._signatures.close()
+
+
+@pytest.mark.asyncio
+async def test_members_become_ready_with_their_names_and_keys() -> None:
+    _fabric, hosts = await cluster(5)
+    try:
+        await all_ready(hosts)
+        first = hosts[0].get(hosts[3].node_id)
+        assert first is not None and first.name == "n3" and first.ready
+        assert hosts[0].public_key(hosts[3].node_id) == hosts[3].identity.public_key  # type: ignore[attr-defined]
+        assert hosts[0].stats.records_forged == 0
+    finally:
+        await close(hosts)
+
+
+@pytest.mark.asyncio
+async def test_a_crashed_member_is_suspected_then_dead_everywhere_within_3_s() -> None:
+    fabric, hosts = await cluster(6)
+    try:
+        await all_ready(hosts)
+        victim, others = hosts[-1], hosts[:-1]
+        fabric.down.add(victim.node_id)
+        await victim.close(leaving=False)
+        took = await until(
+            lambda: all(sees(o, victim, "AgentDead") for o in others), 5.0, "victim DEAD"
+        )
+        assert took < 3.0, f"DEAD everywhere {took:.2f}s after the crash"
+        assert all(not o.is_reachable(victim.node_id) for o in others)
+        assert sum(o.core.stats.suspicions for o in others) >= 1
+    finally:
+        await close(hosts[:-1])
+
+
+@pytest.mark.asyncio
+async def test_routes_follow_the_neighbour_lists_of_a_line() -> None:
+    # n0 - n1 - n2 - n3: n0 reaches n3 only through n1, and probes it through the routes
+    _fabric, hosts = await cluster(4, edges=[(0, 1), (1, 2), (2, 3)])
+    try:
+        await all_ready(hosts, within=4.0)
+        first, last = hosts[0], hosts[3]
+        await until(lambda: first.route_hint(last.node_id) == hosts[1].node_id, 2.0, "route")
+        linked_to_n1 = {hosts[0].node_id, hosts[1].node_id, hosts[2].node_id}
+        assert first.relay_exclude(hosts[1].node_id) == linked_to_n1
+        await asyncio.sleep(1.0)
+        assert first._transport.routed > 0  # type: ignore[attr-defined]
+        assert all(sees(a, b, "AgentReady") for a in hosts for b in hosts if a is not b)
+    finally:
+        await close(hosts)
+
+
+@pytest.mark.asyncio
+async def test_forged_records_and_unproven_accusations_are_dropped() -> None:
+    _fabric, hosts = await cluster(3)
+    try:
+        await all_ready(hosts)
+        honest, liar, victim = hosts
+        inc = victim.core.own_incarnation
+        # an accusation above every incarnation the victim signed: nobody could refute it
+        far = Update(victim.node_id, Status.DEAD, inc + 1000, liar.node_id)
+        honest.handle_frame(liar.node_id, encode(Gossip((far,))))
+        assert honest.stats.accusations_unproven == 1
+        # an ALIVE of the victim that the liar signed: the record names the victim's key
+        record = record_bytes(
+            victim.node_id,
+            victim.identity.public_key,
+            "n2",
+            inc + 5,
+            0.0,
+            False,
+            [],  # type: ignore[attr-defined]
+        )
+        forged = proof_of(record, await liar._signatures.sign("p2pkube-member-v1", record))
+        alive = Update(victim.node_id, Status.ALIVE, inc + 5, victim.node_id, forged)
+        honest.handle_frame(liar.node_id, encode(Gossip((alive,))))
+        await until(lambda: honest.stats.records_forged == 1, 2.0, "forgery found")
+        assert honest.core.members()[victim.node_id].incarnation < inc + 5
+        await asyncio.sleep(0.5)
+        assert sees(honest, victim, "AgentReady")
+    finally:
+        await close(hosts)
+
+
+@pytest.mark.asyncio
+async def test_an_accused_member_refutes_with_a_signed_higher_incarnation() -> None:
+    _fabric, hosts = await cluster(3)
+    try:
+        await all_ready(hosts)
+        accuser, victim, third = hosts
+        inc = victim.core.own_incarnation
+        accusation = Update(victim.node_id, Status.SUSPECT, inc, accuser.node_id)
+        victim.handle_frame(accuser.node_id, encode(Gossip((accusation,))))
+        assert victim.core.own_incarnation == inc + 1
+        await until(
+            lambda: third.core.members()[victim.node_id].incarnation == inc + 1,
+            2.0,
+            "the refutation reaches the others",
+        )
+        record = third._records[victim.node_id]
+        assert record.incarnation == inc + 1 and not record.left
+        assert sees(third, victim, "AgentReady") and victim.core.stats.refutations == 1
+    finally:
+        await close(hosts)
+
+
+@pytest.mark.asyncio
+async def test_a_leaving_member_is_left_at_once_not_dead() -> None:
+    _fabric, hosts = await cluster(4)
+    try:
+        await all_ready(hosts)
+        leaver, others = hosts[0], hosts[1:]
+        await leaver.close(leaving=True)
+        took = await until(lambda: all(sees(o, leaver, "AgentLeft") for o in others), 2.0, "LEFT")
+        assert took < 0.5
+        assert others[0]._records[leaver.node_id].left  # the signed LEFT record
+    finally:
+        await close(hosts[1:])
+
+
+def test_short_ids_are_eight_bytes() -> None:
+    assert len(short_id("x")) == 8 and ROUTED_KIND == "swim"
