@@ -360,7 +360,9 @@ def test_updates_are_piggybacked_at_most_retransmit_limit_times_each() -> None:
         updates = out.message.updates
         assert len(updates) <= SETTINGS.max_piggyback
         carried[sender] = carried.get(sender, 0) + updates.count(fresh)
-    assert {carried.get(n) for n in net.names} == {limit}, carried
+    # n1 also sends it once straight to its accuser n0 (Accusers), beyond the piggyback limit
+    assert carried.pop("n1") == limit + 1, carried
+    assert {carried.get(n) for n in net.names if n != "n1"} == {limit}, carried
     assert all(net.view(n, "n1").incarnation == 1 for n in net.names)
     assert net.nodes["n1"].stats.refutations == 1
 
@@ -410,6 +412,40 @@ def test_the_halves_of_a_healed_partition_find_each_other_again() -> None:
     assert all(m.status is Status.ALIVE for view in views for m in view.values())
 
 
+def test_a_refutation_goes_straight_to_the_accusers_once_each_and_bounded() -> None:
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0)
+    names = [f"m{i}" for i in range(8)]
+    node.join(0.0, names)
+    forged = Update("a", Status.SUSPECT, 0, "nobody")  # an origin it does not know: not told
+    accusations = (forged, *(Update("a", Status.SUSPECT, 0, m) for m in names[:6]))
+    sends = node.receive(1.0, "m7", Gossip(accusations))
+    alive = Update("a", Status.ALIVE, 1, "a")
+    limit = SETTINGS.suspicion_confirmations + 1
+    assert [s.to for s in sends] == ["m7", *names[:limit]], "the sender, then K + 1 origins"
+    assert all(s.message == Gossip((alive,)) for s in sends)
+    assert node.stats.accusers_told == limit and node.stats.refutations == 1
+    # late copies of the refuted accusation: the sender is corrected, origins told are not
+    # told again, and no further origin is told at this incarnation (the bound)
+    late = Gossip(tuple(Update("a", Status.DEAD, 0, m) for m in names[:6]))
+    assert [s.to for s in node.receive(1.1, "m6", late)] == ["m6"]
+    assert node.stats.accusers_told == limit and node.stats.corrections == 1
+    # accused again at the new incarnation: a new refutation, its accusers told afresh
+    again = Gossip((Update("a", Status.SUSPECT, 1, "m0"),))
+    sends = node.receive(2.0, "m5", again)
+    assert [s.to for s in sends] == ["m5", "m0"]
+    assert all(s.message == Gossip((Update("a", Status.ALIVE, 2, "a"),)) for s in sends)
+
+
+def test_a_refutation_to_a_ping_rides_on_the_ack_and_reaches_the_other_accusers() -> None:
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0)
+    node.join(0.0, ["b", "c", "d"])
+    accusations = (Update("a", Status.SUSPECT, 0, "c"), Update("a", Status.SUSPECT, 0, "b"))
+    ack, to_c = node.receive(1.0, "b", Ping(7, "a", accusations))
+    alive = Update("a", Status.ALIVE, 1, "a")
+    assert ack.to == "b" and isinstance(ack.message, Ack) and alive in ack.message.updates
+    assert to_c == Send("c", Gossip((alive,))), "b has it on the ack; c gets it alone"
+
+
 def test_a_member_that_missed_a_refutation_is_corrected_by_the_next_message_between_them() -> None:
     o = SwimNode("o", settings=SETTINGS, rng=random.Random(1), now=0.0)
     x = SwimNode("x", settings=SETTINGS, rng=random.Random(2), now=0.0)
@@ -422,8 +458,10 @@ def test_a_member_that_missed_a_refutation_is_corrected_by_the_next_message_betw
     answers = o.receive(9.0, "x", Gossip((Update("b", Status.ALIVE, 0, "b"),)))
     told = [(a.to, u.name, u.status, u.incarnation) for a in answers for u in a.message.updates]
     assert ("x", "x", Status.DEAD, 0) in told, "o tells x what it holds"
-    (correction,) = x.receive(9.01, "o", answers[0].message)
+    # o's notice came with b's DEAD (which o passes on): x corrects o, and b, the origin
+    correction, to_origin = x.receive(9.01, "o", answers[0].message)
     assert correction.to == "o" and x.stats.corrections == 1
+    assert to_origin.to == "b" and to_origin.message == correction.message
     o.receive(9.02, "x", correction.message)
     assert (o.members()["x"].status, o.members()["x"].incarnation) == (Status.ALIVE, 1)
 
@@ -665,8 +703,10 @@ def test_join_and_a_refutation_carry_the_proof_prove_gave_for_the_incarnation() 
     (again,) = node.join(2.0, ["d"])
     assert carried([again]) == [own_alive(0, proof_for(0, 0.0, False))], "a join keeps the proof"
     prover.ready = True
-    assert node.receive(2.0, "b", Gossip((Update("a", Status.SUSPECT, 0, "b"),))) == []
+    (refutation,) = node.receive(2.0, "b", Gossip((Update("a", Status.SUSPECT, 0, "b"),)))
     assert node.own_incarnation == 1 and prover.calls[-1] == (1, 0.0, False)
+    assert refutation.to == "b", "the accuser is told at once"
+    assert carried([refutation]) == [own_alive(1, proof_for(1, 0.0, False))]
     (ack,) = node.receive(2.01, "c", Ping(5, "a"))
     assert ack.to == "c" and carried([ack]) == [own_alive(1, proof_for(1, 0.0, False))]
     (reply,) = node.receive(2.02, "c", PushPull((), True))

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable
 from .settings import SwimSettings
 from .swim_gossip import (
     LIVE,
+    Accusers,
     BroadcastQueue,
     MemberState,
     Probe,
@@ -54,6 +55,7 @@ from .swim_gossip import (
     Suspicion,
     Timers,
     TokenBucket,
+    forget,
     is_alive,
     is_live,
     push_pull_scale,
@@ -140,6 +142,9 @@ class SwimNode:
         self._left = False
         self._outdated = False
         """Set while a message is handled when it accused this node of an old incarnation."""
+        self._refuted = False
+        """Set while a message is handled when this node refuted an accusation in it."""
+        self._accusers = Accusers(settings.suspicion_confirmations + 1)
         self._replies = TokenBucket(settings.push_pull_replies_per_second, now)
         interval = settings.probe_interval
         self._timeouts.set(now + rng.random() * interval, "probe")
@@ -195,7 +200,8 @@ class SwimNode:
         others = [name for name in seeds if name != self.name]
         contacts = self._rng.sample(others, min(self.settings.join_contacts, len(others)))
         self._arm_gossip(now)
-        return self._account([self._push_pull_to(name, now, reply=True) for name in contacts])
+        sends = [self._push_pull_to(name, now, reply=True) for name in contacts]
+        return self.stats.count_sent(sends)
 
     def tick(self, now: float) -> list[Send]:
         """Run every timer due at ``now``."""
@@ -208,7 +214,7 @@ class SwimNode:
         while (due := self._timeouts.pop_due(now) or self._chores.pop_due(now)) is not None:
             self._fire(due[0], due[1], now, out)
         self._arm_gossip(now)
-        return self._account(out)
+        return self.stats.count_sent(out)
 
     def receive(self, now: float, sender: str, message: Message) -> list[Send]:
         """Handle one message from ``sender``. A malformed one (wrong field types, an unknown
@@ -227,17 +233,15 @@ class SwimNode:
             return self._drop("unknown-kind" if reason.startswith("unknown kind") else "malformed")
         if sender == self.name:
             return self._drop("from-self")
-        kind = type(message).__name__
-        self.stats.received[kind] += 1
-        self.stats.received_bytes[kind] += message_size(message)
-        self._outdated = False
+        self.stats.count_received(message)
+        self._outdated = self._refuted = False
         for update in message.updates:
             self._on_update(update, now)
         out: list[Send] = []
         self._handle(message, sender, now, out)
         self._answer_doubts(sender, out)
         self._arm_gossip(now)
-        return self._account(out)
+        return self.stats.count_sent(out)
 
     def leave(self, now: float) -> list[Send]:
         """Leave for good: LEFT (not DEAD: nothing of it is replaced as if it had failed) goes
@@ -253,7 +257,7 @@ class SwimNode:
         targets = self._random_members(count, is_live, ())
         self._timeouts.clear()
         self._chores.clear()
-        return self._account([Send(name, Gossip((update,))) for name in targets])
+        return self.stats.count_sent([Send(name, Gossip((update,))) for name in targets])
 
     def set_grace(self, now: float, seconds: float) -> None:
         """Ask the others to wait ``seconds`` longer before they declare this node DEAD
@@ -404,21 +408,12 @@ class SwimNode:
     def _reconnect(self, now: float, out: list[Send]) -> None:
         settings = self.settings
         self._chores.set(now + settings.reconnect_interval, "reconnect")
-        self._forget(now - settings.reconnect_timeout)
+        forget(self._members, self._gone, self._ring, now - settings.reconnect_timeout)
         candidates = [name for name in self._gone if self._members[name].status is Status.DEAD]
         # Serf's rule: try with probability DEAD / alive, so a few crashed members among many
         # cost almost nothing, and a partition in halves tries every round
         if candidates and self._rng.random() <= len(candidates) / self._live:
             out.append(self._push_pull_to(self._rng.choice(candidates), now, reply=True))
-
-    def _forget(self, horizon: float) -> None:
-        """Drop the tombstones of members DEAD or LEFT since before ``horizon`` (memberlist
-        reaps them too): churn must not fill the table up to ``max_members``. One still in the
-        probe ring waits for the ring's next reset, which drops it from there."""
-        for name in list(self._gone):
-            if self._members[name].since < horizon and name not in self._ring and name != self.name:
-                del self._members[name]
-                del self._gone[name]
 
     # ---- messages
 
@@ -454,13 +449,19 @@ class SwimNode:
     def _answer_doubts(self, sender: str, out: list[Send]) -> None:
         """Whoever holds a stale view of the other gets told at once, since retransmit-limited
         gossip may have missed it for good and the round-robin probe between the two may be
-        minutes away in a large cluster: a member that accuses this node of an incarnation it
-        already refuted gets its current ALIVE, and a member this node holds SUSPECT or DEAD
-        that messages it gets that news (with which it refutes or corrects us in turn)."""
-        if self._outdated:
-            self.stats.corrections += 1
-            out.append(Send(sender, Gossip((self._own_alive(),))))
+        minutes away in a large cluster: a member that accused this node (refuted now, or an
+        incarnation already refuted) gets its current ALIVE, and so do the accusations'
+        origins (`Accusers`: one hop from the news when their timers fire); a member this node
+        holds SUSPECT or DEAD that messages it gets that news (to refute or correct us)."""
+        if self._outdated or self._refuted:
+            self.stats.corrections += self._outdated and not self._refuted
+            alive = self._own_alive()
+            for name in self._accusers.take(alive.incarnation, sender):
+                if not any(send.to == name and alive in send.message.updates for send in out):
+                    self.stats.accusers_told += name != sender
+                    out.append(Send(name, Gossip((alive,))))
             return
+        self._accusers.clear()
         state = self._members.get(sender)
         doubted = state is not None and state.status in (Status.SUSPECT, Status.DEAD)
         if doubted and not any(send.to == sender for send in out):
@@ -577,8 +578,12 @@ class SwimNode:
         if update.status is Status.ALIVE:
             if update.incarnation > me.incarnation:
                 self._refute(update.incarnation)
-        elif update.incarnation >= me.incarnation:
+            return
+        if update.origin != self.name and update.origin in self._members:
+            self._accusers.heard(update.origin)
+        if update.incarnation >= me.incarnation:
             self._refute(update.incarnation)
+            self._refuted = True
         else:
             self._outdated = True
 
@@ -671,13 +676,6 @@ class SwimNode:
             notice = Update(to, state.status, state.incarnation, self.name)
             return (notice, *self._queue.pick(settings.max_piggyback - 1, limit, None))
         return tuple(self._queue.pick(settings.max_piggyback, limit, to))
-
-    def _account(self, out: list[Send]) -> list[Send]:
-        for send in out:
-            kind = type(send.message).__name__
-            self.stats.sent[kind] += 1
-            self.stats.sent_bytes[kind] += message_size(send.message)
-        return out
 
     def _arm_gossip(self, now: float) -> None:
         """Gossip rounds run while there is news and stop when there is none (an idle node

@@ -109,6 +109,46 @@ class Suspicion:
         return True
 
 
+class Accusers:
+    """The members that accused this node (a SUSPECT or DEAD about it), told its refutation
+    directly: the accuser whose suspicion timer fires first is then one hop from the news,
+    however long the gossip would take to find it. The sender of the message that carried the
+    accusation is told too. Bounded: at most ``limit`` origins per incarnation of this node
+    (the first accuser and its K confirmations), however many accusations arrive, so that
+    forged origins cannot make it send without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(0, limit)
+        self._heard: dict[str, None] = {}
+        """Origins heard in the message being handled, in order."""
+        self._told: dict[str, None] = {}
+        """Origins told at ``_incarnation``: each once."""
+        self._incarnation = -1
+
+    def heard(self, origin: str) -> None:
+        """An accusation from ``origin`` in the message being handled."""
+        if len(self._heard) < self.limit:
+            self._heard[origin] = None
+
+    def take(self, incarnation: int, sender: str) -> list[str]:
+        """Whom to send this node's ALIVE at ``incarnation`` after a message from ``sender``
+        that accused it: the sender and the origins heard not told yet at this incarnation."""
+        if incarnation != self._incarnation:
+            self._incarnation = incarnation
+            self._told.clear()
+        names = [sender]
+        for origin in self._heard:
+            if origin != sender and origin not in self._told and len(self._told) < self.limit:
+                self._told[origin] = None
+                names.append(origin)
+        self._heard.clear()
+        return names
+
+    def clear(self) -> None:
+        """The message is handled and had no accusation worth answering."""
+        self._heard.clear()
+
+
 class BroadcastQueue:
     """Updates waiting to be piggybacked, at most one per member (a newer update about a member
     replaces the older one: it is the only one worth spreading). Each goes out on at most the
@@ -333,6 +373,20 @@ def is_live(state: MemberState) -> bool:
 
 def is_alive(state: MemberState) -> bool:
     return state.status is Status.ALIVE
+
+
+def forget(
+    members: dict[str, MemberState], gone: dict[str, None], ring: ProbeRing, horizon: float
+) -> None:
+    """Drop the tombstones (``gone``: DEAD and LEFT members) of those gone since before
+    ``horizon`` (memberlist reaps them too): churn must not fill the table up to
+    ``max_members``. One still in the probe ring waits for the ring's next reset, which drops
+    it from there. This node itself is never in ``gone`` (it is not DEAD, and after it leaves
+    nothing runs)."""
+    for name in list(gone):
+        if members[name].since < horizon and name not in ring:
+            del members[name]
+            del gone[name]
 
 
 def push_pull_table(members: Iterable[MemberState], me: str, horizon: float) -> tuple[Update, ...]:

@@ -220,11 +220,27 @@ class SwimStats:
     refutations: int = 0
     corrections: int = 0
     """Current ALIVEs sent straight back to a member that accused an old incarnation."""
+    accusers_told: int = 0
+    """ALIVEs sent straight to the origins of accusations this node refuted or corrected
+    (`swim_gossip.Accusers`), besides the sender of the accusation."""
     deaths: int = 0
     """Members this node declared DEAD when their suspicion timed out."""
     stalls: int = 0
     stalled_seconds: float = 0.0
     events_dropped: int = 0
+
+    def count_sent(self, out: list[Send]) -> list[Send]:
+        """Count ``out`` (by kind, and its estimated bytes) and hand it back."""
+        for send in out:
+            kind = type(send.message).__name__
+            self.sent[kind] += 1
+            self.sent_bytes[kind] += message_size(send.message)
+        return out
+
+    def count_received(self, message: Message) -> None:
+        kind = type(message).__name__
+        self.received[kind] += 1
+        self.received_bytes[kind] += message_size(message)
 
 
 _HEADER_BYTES = 2
