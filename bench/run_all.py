@@ -38,6 +38,7 @@ from bench import (
     bench_idle,
     bench_latency,
     bench_pods,
+    bench_scale,
     bench_sched,
     bench_services,
     bench_swim_sim,
@@ -115,6 +116,13 @@ BENCHES = [
         ["--agents", "5", "--seconds", "30", *HEARTBEAT_DOUBLED],
         ["--seconds", "5", *HEARTBEAT_DOUBLED],
         attach_to=("idle", bench_idle.DIAGNOSTIC),
+    ),
+    Bench(
+        "scale",
+        bench_scale,
+        # one size at a time; 40 agents on 2 cores take minutes to join (see its section)
+        ["--sizes", "5,10,20,40", "--seconds", "20", "--settle", "5", "--writes", "50"],
+        ["--quick"],
     ),
     Bench("doc_growth", bench_doc_growth, ["--cycles", "10000"], ["--cycles", "1000"]),
     Bench(
