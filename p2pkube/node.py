@@ -340,6 +340,16 @@ class Node:
         log.warning("fault injection: links to %s blocked", ", ".join(names) or "nobody")
         return sorted(names)
 
+    def stall_loop(self, seconds: float) -> float:
+        """Fault injection: block this agent's event loop for ``seconds`` with a synchronous
+        sleep, on purpose, as a long blocking call or a starved process would; the seconds it
+        took. What the tests of "slow is not dead" (Lifeguard) need from a real agent: nothing
+        runs meanwhile, not membership, not the links' timers."""
+        log.warning("fault injection: blocking the event loop for %.1f s", seconds)
+        started = time.monotonic()
+        time.sleep(seconds)
+        return time.monotonic() - started
+
     def node_id_of(self, name: str) -> str | None:
         """The id of the node called ``name`` (from its Node object), None if unknown."""
         if name == self.node_name:

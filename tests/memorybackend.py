@@ -67,6 +67,8 @@ class MemoryBackend:
         self.objects = ObjectService(self.state, node_ready=self.node_ready, validate=validate)
         self.watches = self.objects.watch_hub()
         self.puts: list[dict[str, Any]] = []
+        self.stalled: list[float] = []
+        """The seconds of every ``stall_loop`` asked (it does not block: nothing to starve)."""
         self.on_watch: Callable[[MemoryBackend, str], None] | None = None
         self._status = status if status is not None else {"node": node_name}
         self._jobs: set[asyncio.Task[Any]] = set()
@@ -185,6 +187,10 @@ class MemoryBackend:
         if names:
             raise LookupError(f"no other node named {names[0]!r}")
         return []
+
+    def stall_loop(self, seconds: float) -> float:
+        self.stalled.append(seconds)
+        return seconds
 
 
 @contextmanager

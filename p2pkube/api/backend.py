@@ -90,3 +90,8 @@ class AgentBackend(Protocol):
         """Fault injection: refuse links to these nodes (a partition when done on both
         sides); returns the names now blocked; LookupError for an unknown name."""
         ...
+
+    def stall_loop(self, seconds: float) -> float:
+        """Fault injection: block the agent's event loop for ``seconds`` (the caller bounds
+        them); returns the seconds it was blocked."""
+        ...

@@ -65,6 +65,10 @@ MAX_WATCH_SECONDS = 24 * 3600
 """Upper bound on a watch's ``timeoutSeconds``: every stream ends on its own eventually."""
 
 
+MAX_STALL_SECONDS = 30.0
+"""Longest event-loop block ``POST /v1/debug/stall`` makes: enough for any stall a test
+needs (Lifeguard's are seconds), short of one that looks like a hung agent to its user."""
+
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Default largest JSON body of an object write, refused (413, naming both sizes) before it
 is parsed. Above the object cap on purpose: ``state.max_object_bytes`` (1 MiB by default) is
@@ -229,6 +233,7 @@ class ApiServer:
                 *self._blob_routes.routes(),
                 web.get("/v1/pods/{namespace}/{name}/log", self._pod_log),
                 web.put("/v1/debug/partition", self._partition),
+                web.post("/v1/debug/stall", self._stall),
             ]
         )
         if self.services is not None:
@@ -419,6 +424,21 @@ class ApiServer:
         except LookupError as exc:
             raise ApiProblem(422, str(exc).strip("'\"")) from None
         return web.json_response({"blocked": blocked})
+
+    async def _stall(self, request: web.Request) -> web.Response:
+        """Fault injection: ``{"seconds": S}`` blocks the agent's event loop for S seconds
+        (0 < S <= ``MAX_STALL_SECONDS``), answered once it runs again with the seconds it
+        was blocked: a starved agent, without signals, for the tests of Lifeguard."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiProblem(400, "request body is not valid JSON") from None
+        seconds = body.get("seconds") if isinstance(body, dict) else None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ApiProblem(400, 'body must be {"seconds": number}')
+        if not 0 < seconds <= MAX_STALL_SECONDS:
+            raise ApiProblem(422, f"seconds must be above 0 and at most {MAX_STALL_SECONDS:g}")
+        return web.json_response({"stalledSeconds": round(self.backend.stall_loop(seconds), 3)})
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.status())
