@@ -248,18 +248,20 @@ def starve_briefly(
 ) -> dict[str, Any]:
     """Run ``starve`` (it keeps ``victim`` from running for ``STALL`` s and returns how long
     it did) in a thread, while every other agent's view is polled and watched, for the stall
-    and ``SETTLE`` s after it: no one may list the victim not Ready, ever. Returns how long
-    the victim was held and how the counters grew (the victim's, each observer's)."""
+    and ``SETTLE`` s after it: no one may list the victim not Ready, ever, nor the victim
+    (its watch) any other once it runs again. Returns how long the victim was held and how
+    the counters grew (the victim's, each observer's)."""
     observers = others(victim)
     before = {n: membership(cluster, n) for n in NAMES}
     held: list[float] = []
-    with watching(cluster, observers) as watches:
+    with watching(cluster, NAMES) as watches:
         started, wall = time.monotonic(), time.time()
         thread = threading.Thread(target=lambda: held.append(starve()), name="starve")
         thread.start()
         sightings = poll_not_ready(cluster, {v: [victim] for v in observers}, STALL + SETTLE)
         thread.join(30)
-        flips = {v: w.not_ready(victim, started) for v, w in watches.items()}
+        flips = {v: watches[v].not_ready(victim, started) for v in observers}
+        blamed = [f for n in observers for f in watches[victim].not_ready(n, started)]
     after = {n: membership(cluster, n) for n in NAMES}
     result: dict[str, Any] = {
         "held": held[0] if held else None,
@@ -270,6 +272,7 @@ def starve_briefly(
     assert held and STALL <= held[0] < STALL + 0.5, f"held {held}, not {STALL} s"
     assert not sightings, sightings
     assert not any(flips.values()), flips
+    assert not blamed and result[victim]["deaths"] == 0, (blamed, result)
     assert all_ready_now(cluster)
     if any(result[v]["suspicions"] for v in observers):  # then it refuted them
         assert result[victim]["refutations"] > 0 and result[victim]["incarnation"] > 0, result
@@ -368,7 +371,8 @@ def test_a_cut_link_keeps_both_ends_ready_through_the_third_node(cluster: LocalC
             cluster.api("n0", "PUT", "/v1/debug/partition", {"nodes": ["n1"]})
             cluster.api("n1", "PUT", "/v1/debug/partition", {"nodes": ["n0"]})
             wait_until(lambda: "n1" not in neighbours(cluster, "n0"), 10, what="the cut")
-            sightings = poll_not_ready(cluster, {"n0": ["n1"], "n1": ["n0"]}, SETTLE + 2.0)
+            views = {"n0": ["n1"], "n1": ["n0"], "n2": ["n0", "n1"]}
+            sightings = poll_not_ready(cluster, views, SETTLE + 2.0)
             flips = watches["n0"].not_ready("n1", cut) + watches["n1"].not_ready("n0", cut)
             routes = {
                 "n0": member(cluster, "n0", "n1")["via"],
@@ -386,10 +390,8 @@ def test_a_cut_link_keeps_both_ends_ready_through_the_third_node(cluster: LocalC
     indirect = grew("n0", "membership", "indirectProbes") + grew(
         "n1", "membership", "indirectProbes"
     )
-    print(
-        f"cut for {SETTLE + 2:.1f} s: n2 relayed {relayed} routed messages; "
-        f"indirect probes {indirect}"
-    )
+    counters = {n: grown(before[n]["membership"], after[n]["membership"]) for n in NAMES}
+    print(f"cut {SETTLE + 2:.1f} s: n2 relayed {relayed}, indirect probes {indirect}, {counters}")
     assert not sightings and not flips, (sightings, flips)
     assert routes == {"n0": node_id["n2"], "n1": node_id["n2"]}, routes
     assert grew("n0", "membership", "probes") > 0 and grew("n1", "membership", "probes") > 0
