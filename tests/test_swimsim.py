@@ -428,6 +428,32 @@ def test_the_real_core_finds_each_crashed_node_dead_everywhere_and_no_one_else()
     assert figures["falseDead"] == 0 and figures["falseSuspect"] == 0
 
 
+def test_a_crash_is_dead_everywhere_within_three_seconds_at_ten_nodes_over_seeds() -> None:
+    # issue 13's figure with the default settings (SwimSettings' arithmetic): 60 crashes
+    took = []
+    for seed in range(20):
+        figures = swimscenarios.crash(ClusterConfig(n=10, seed=seed), crashes=3, gap=15.0)
+        took += [crash["deadEverywhere"] for crash in figures["crashes"]]
+        assert figures["falseDead"] == 0
+    assert None not in took
+    took.sort()
+    assert took[len(took) // 2] < 2.7 and took[int(0.95 * len(took))] < 3.0, took
+
+
+@pytest.mark.parametrize(("n", "fraction", "seeds"), [(10, 0.0, 8), (40, 0.1, 3)])
+def test_a_member_stalled_for_two_seconds_and_a_margin_is_never_dead(
+    n: int, fraction: float, seeds: int
+) -> None:
+    # a stall must not send, receive or tick (the engine queues and fires late); 2.2 s: the
+    # margin SwimSettings' arithmetic leaves (probe_interval + the suspicion floor = 2.25 s)
+    for seed in range(seeds):
+        config = ClusterConfig(n=n, seed=seed)
+        figures = swimscenarios.stall(config, fraction=fraction, seconds=2.2, bound=30.0)
+        assert figures["falseDead"] == 0, (seed, figures)
+        assert figures["refutations"] >= figures["slowNodes"]
+        assert figures["allAliveAfter"] is not None
+
+
 def test_the_real_core_sends_one_probe_per_period_whatever_n() -> None:
     settings = swimscenarios.default_settings()
     for n in (10, 60):

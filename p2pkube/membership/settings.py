@@ -70,37 +70,62 @@ class MembershipSettings:
 @dataclass
 class SwimSettings:
     """Timings and bounds of SWIM with Lifeguard (`p2pkube.membership.swim`): memberlist's
-    ``DefaultLANConfig`` where it fits, with a shorter probe period and a larger suspicion
-    multiplier chosen for two figures of issue 13 that pull in opposite directions: a crash
-    DEAD everywhere within ~3 s, and a node whose loop stalls for 2 s never DEAD. The
-    ``swim.*`` section of `p2pkube join --set`: the agent's membership host
-    (p2pkube/membership/swim_host.py, being written) reads them and gives them to its core.
+    ``DefaultLANConfig`` where it fits, with a much shorter probe period and a larger
+    suspicion multiplier, chosen for two figures of issue 13 that pull in opposite
+    directions: a crash DEAD everywhere within 3 s on a LAN, and a node whose loop stalls for
+    2 s never DEAD. The ``swim.*`` section of `p2pkube join --set`, read by the agent's
+    membership host (p2pkube/membership/swim_host.py).
 
-    The arithmetic, for N <= 10 (memberlist floors log10 N at 1). Slow is not dead: the
-    earliest a stalled member can be DEAD is one probe period (its first missed probe,
-    ``probe_interval`` 0.3 s) plus the suspicion floor (``suspicion_mult`` x
-    ``probe_interval`` = 2.1 s) after the stall began: 2.4 s, while it refutes as soon as it
-    wakes (the pings queued for it carry the suspicion) and gossip spreads that in a few
-    0.1 s rounds; a 2 s stall keeps ~0.3 s of margin. A crash: the wait for the first probe of
-    it (each period each of the N - 1 others probes it with chance 1/(N - 1), so ~e/(e - 1)
-    periods on average, SWIM's figure, with a geometric tail), that probe's period, the floor
-    (confirmations from the others' probes bring the timeout down from the ceiling within
-    about a second), then a gossip round: in tests/test_swim.py at N = 10, DEAD everywhere
-    2.7 s after the crash (median), 3.2 s (p90), 3.3 s at most in 20 runs. The floor grows
-    with log10 N, so at N = 40 it is 3.4 s and DEAD comes ~4 s after the crash: memberlist's
-    trade, a detection time that grows with log N for a false-positive rate that does not."""
+    The arithmetic, for N <= 10 (memberlist floors log10 N at 1). P = ``probe_interval``
+    (0.15 s), floor = ``suspicion_mult`` x P (2.1 s).
 
-    probe_interval: float = 0.3
+    * Slow is not dead. A member whose loop stalls at t is suspected at the earliest at
+      t + P (a probe sent just as the stall began, unanswered by the end of its period), and
+      its suspicion is confirmed by the others' probes within the stall, so the earliest DEAD
+      is at t + P + floor = t + 2.25 s. It refutes as soon as it wakes (the suspicion rides on
+      the pings and gossip queued for it; else the first member that holds it SUSPECT and
+      hears from it says so) and sends its new ALIVE straight to the accusers it heard of
+      (`swim_gossip.Accusers`): one hop, so the accuser whose timer fires first hears it in
+      time for any stall under ~2.2 s. The bound is P + floor; the earlier defaults
+      (P 0.3, floor 2.1) had 0.4 s of margin, a candidate with P 0.25 and floor 1.9 had
+      0.15 s and lost a 2.2 s-stalled member in 7 of 30 simulated runs.
+    * A crash. DEAD everywhere = the wait for the first probe of it (each of the N - 1 others
+      probes each member once per N - 1 periods, in its own shuffled order: the first of
+      them comes ~1 P after the crash on average, 3.6 P at the 99th percentile) + that probe's
+      period P + the floor (K = ``suspicion_confirmations`` others' probes confirm it within
+      ~4 P, long before the floor ends, so the timeout is at the floor) + the spread of the
+      DEAD (gossip rounds of 0.1 s; ``retransmit_mult`` 6, as 4 let one member in a few
+      hundred miss every copy at N < 10 and wait for its own, later timer). So the stall
+      margin (P + floor - 2 s) and the probe period are all that sit above 2 s: p99 ~ 2 s +
+      margin + 4.6 P + 0.15 s. P = 0.15 s keeps that under 3 s with a 0.25 s margin; P
+      0.2 s gave p99 2.98-3.36 s.
+
+    Measured in the simulator (harness/swimscenarios.py: real cores, virtual time, 0.5 ms
+    LAN latency; 3 crashes per run, 100 seeds at N <= 10, 30 beyond; the commands are
+    ``crash(ClusterConfig(n=N, seed=S), crashes=3, gap=15.0)`` and ``stall(ClusterConfig(n=N,
+    seed=S), fraction=F, seconds=T)``), crash -> DEAD everywhere, median / p99 / max:
+    N = 6: 2.42 / 2.85 / 2.92 s; N = 10: 2.45 / 2.80 / 3.11 s; N = 20: 3.10 / 3.75 s;
+    N = 40: 3.77 / 4.64 s (the floor grows with log10 N, memberlist's trade: a detection
+    time that grows with log N for a false-positive rate that does not; N = 40 has a 3.4 s
+    floor). Stalls of 2.0 s and 2.2 s (one member, and 10% of members): no false DEAD in 60
+    runs each at N = 10 and 40, 15 runs at N = 100. With the real membership host, real
+    signatures and an in-memory fabric (/work/notes/dist_host.py), see docs/scale.md.
+    Idle cost: 1/P pings and 1/P acks sent per node per second (6.7 each, whatever N), as
+    many received: ~27 messages a second, ~13 ms of CPU at ~0.5 ms per data-channel
+    message, ~0.4 kB/s sent."""
+
+    probe_interval: float = 0.15
     """Seconds between two probes of this node (one member each, round-robin over a shuffled
-    list), scaled by the local health multiplier + 1. memberlist's LAN value is 1 s; 0.3 s
-    shortens the wait for the first probe of a crashed member (~1.6 periods) so that detection
-    stays near 3 s. Idle cost, whatever N: 3.3 pings and 3.3 acks sent per second per node."""
-    probe_timeout: float = 0.15
+    list), scaled by the local health multiplier + 1. memberlist's LAN value is 1 s; 0.15 s
+    shortens the wait for the first probe of a crashed member (~1 period on average, 3.6 at
+    p99) so that, with the floor, detection stays under 3 s (see the class). Idle cost,
+    whatever N: 6.7 pings and 6.7 acks sent per second per node."""
+    probe_timeout: float = 0.075
     """Seconds to wait for the direct ack before asking ``indirect_checks`` others to probe
     (scaled by the local health multiplier + 1). A LAN round trip over aiortc is a few ms;
     the direct ack still counts until the end of the period, so this only decides when the
     indirect probes start: half the period, as memberlist's 0.5 s of 1 s."""
-    nack_timeout: float = 0.1
+    nack_timeout: float = 0.05
     """Seconds a member asked to probe for another (a PingReq) waits for the target's ack
     before it sends the asker a Nack (Lifeguard). Less than ``probe_interval`` -
     ``probe_timeout`` by a round trip, so that the Nack arrives while the asker still counts
@@ -108,14 +133,17 @@ class SwimSettings:
     indirect_checks: int = 3
     """Members asked to probe a target that missed its direct ack (SWIM's k, memberlist's
     value): a member behind one lossy or cut link stays ALIVE."""
-    suspicion_mult: float = 7.0
+    suspicion_mult: float = 14.0
     """Suspicion timeout floor: ``suspicion_mult`` x max(1, log10 N) x ``probe_interval``
-    (memberlist's SuspicionMult, 4 there with a 1 s period): 2.1 s at N <= 10, so that with
-    the probe period it exceeds a 2 s stall plus the refutation (see the class)."""
-    suspicion_max_timeout_mult: float = 3.0
+    (memberlist's SuspicionMult, 4 there with a 1 s period): 2.1 s at N <= 10, 3.4 s at
+    N = 40, 4.2 s at N = 100, so that with the probe period it exceeds a 2 s stall plus the
+    one hop its refutation takes to the accuser (see the class)."""
+    suspicion_max_timeout_mult: float = 2.0
     """Suspicion timeout ceiling as a multiple of the floor: a lone accuser (perhaps the
     unhealthy one) waits this long; independent confirmations bring it down to the floor
-    (Lifeguard). memberlist uses 6; 3 keeps a crash that few members confirm near 6 s."""
+    (Lifeguard). memberlist uses 6; 2 keeps a crash that few members confirm (a small
+    cluster, a lossy network) near 4 s; at N >= 5 the others' probes confirm a crash long
+    before the floor ends, so it does not set the usual detection time."""
     suspicion_confirmations: int = 3
     """Independent confirmations (other members' own suspicions at the same incarnation) that
     bring the suspicion timeout down to its floor: Lifeguard's K (capped at N - 2, the members
@@ -124,10 +152,13 @@ class SwimSettings:
     """Most extra seconds a member may ask the others to add to its suspicion timeout
     (`SwimNode.set_grace`, carried on its ALIVE): a hidden browser tab asks for
     ``browser.hidden_grace``. The same bound as ``membership.max_grace``."""
-    retransmit_mult: int = 4
+    retransmit_mult: int = 6
     """Each update is piggybacked on at most ``retransmit_mult`` x ceil(log10(N + 1)) messages
-    by each node (memberlist's value): enough for it to reach everyone with high probability,
-    bounded so that the cost per change does not grow with time."""
+    by each node (memberlist uses 4): enough for it to reach everyone with high probability,
+    bounded so that the cost per change does not grow with time. Below 10 members the limit
+    is ``retransmit_mult`` itself, and with 4 a member now and then missed every copy of a
+    DEAD and waited for its own, later timer: in the simulator at N = 10 (with a 0.2 s
+    period) crash -> DEAD everywhere had p99 3.36, 3.22 and 2.98 s with 4, 6 and 8."""
     max_piggyback: int = 16
     """Most updates carried on one message (fewest-sent, then newest, first). memberlist fills a
     1400-byte UDP packet, about this many; a data channel message could take more."""
@@ -168,7 +199,7 @@ class SwimSettings:
     host's loop (as is a `SwimNode.note_stall` of more): the time is not counted against
     anyone (pending timeouts move by it) and the local health multiplier rises by one per
     ``probe_interval`` of it (at least one). An asyncio loop under load is often 10-50 ms
-    late; 0.1 s is a fifth of a probe period."""
+    late; 0.1 s is two thirds of a probe period (a longer lag already costs its probes)."""
     join_contacts: int = 1
     """Seeds a joining node exchanges its whole state with (push/pull); 0 leaves joining to
     the piggybacked ALIVE of the node itself."""
