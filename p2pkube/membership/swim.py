@@ -13,9 +13,9 @@ What it does (memberlist's design, docs/architecture.md has the module row):
   others get a `PingReq`, ping it for us, forward its ack, or send a `Nack` when they got none.
   No ack by the end of the period: the target is SUSPECT.
 * **Suspicion.** A suspect that hears of it refutes with a higher incarnation (only a member
-  ever says ALIVE or LEFT of itself); otherwise it is DEAD when its suspicion times out,
-  between a floor and a ceiling that grow with log N, sooner as independent confirmations
-  arrive (Lifeguard).
+  ever says ALIVE or LEFT of itself), sent straight to its accusers too; otherwise it is
+  DEAD when its suspicion times out, between a floor and a ceiling that grow with log N,
+  sooner as independent confirmations arrive (Lifeguard).
 * **Local health** (Lifeguard's LHM): failed probes the helpers did not nack, refutations and
   stalls of the host's loop raise it, successful probes lower it; the probe period and timeout
   scale by it + 1, so a starved node accuses slowly. A stall's time counts against no one:
