@@ -512,3 +512,87 @@ def _ms_stats(seconds: list[float]) -> dict[str, float | None]:
         "max": round(max(finite), 2) if finite else None,
         "missed": len(seconds) - len(finite),
     }
+
+
+# -- sweeps over seeds: how SwimSettings' defaults were chosen ------------------------------
+
+
+def crash_sweep(n: int, seeds: int, settings: Any = None) -> dict[str, Any]:
+    """:func:`crash` (3 crashes 15 s apart) over seeds 0..``seeds`` - 1: crash -> DEAD
+    everywhere, median, p90, p99 and max over every crash, and the false DEADs seen."""
+    took: list[float] = []
+    missed = false_dead = 0
+    for seed in range(seeds):
+        figures = crash(ClusterConfig(n=n, seed=seed, settings=settings), crashes=3, gap=15.0)
+        for row in figures["crashes"]:
+            if row["deadEverywhere"] is None:
+                missed += 1
+            else:
+                took.append(row["deadEverywhere"])
+        false_dead += figures["falseDead"]
+    counts = {"n": n, "crashes": len(took) + missed, "missed": missed, "falseDead": false_dead}
+    return {**counts, **_percentiles(took)}
+
+
+def stall_sweep(
+    n: int, seeds: int, seconds: float, fraction: float, settings: Any = None
+) -> dict[str, Any]:
+    """:func:`stall` over seeds 0..``seeds`` - 1 (``fraction`` 0: a single member): the runs
+    with a false DEAD, and the false DEADs in all."""
+    runs_with = false_dead = 0
+    for seed in range(seeds):
+        config = ClusterConfig(n=n, seed=seed, settings=settings)
+        figures = stall(config, fraction=fraction, seconds=seconds, bound=60.0)
+        runs_with += figures["falseDead"] > 0
+        false_dead += figures["falseDead"]
+    return {
+        "n": n,
+        "seconds": seconds,
+        "fraction": fraction,
+        "runs": seeds,
+        "runsWithFalseDead": runs_with,
+        "falseDead": false_dead,
+    }
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "p90": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"median": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(ordered[-1], 3)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m harness.swimscenarios crash|stall --n 10 --seeds 100 [--seconds 2.2]
+    [--fraction 0.1] [--set field=value ...]``: one JSON line per N, with the default
+    ``SwimSettings`` or those overrides."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m harness.swimscenarios")
+    parser.add_argument("what", choices=("crash", "stall"))
+    parser.add_argument("--n", type=int, action="append", required=True)
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--fraction", type=float, default=0.0)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    args = parser.parse_args(argv)
+    settings = default_settings()
+    for assignment in args.set:
+        name, _, value = assignment.partition("=")
+        kind = type(getattr(settings, name))
+        settings = dataclasses.replace(settings, **{name: kind(value)})
+    for n in args.n:
+        if args.what == "crash":
+            figures = crash_sweep(n, args.seeds, settings)
+        else:
+            figures = stall_sweep(n, args.seeds, args.seconds, args.fraction, settings)
+        print(json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()

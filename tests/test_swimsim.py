@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import json
 import math
 import random
 import statistics
@@ -430,14 +431,9 @@ def test_the_real_core_finds_each_crashed_node_dead_everywhere_and_no_one_else()
 
 def test_a_crash_is_dead_everywhere_within_three_seconds_at_ten_nodes_over_seeds() -> None:
     # issue 13's figure with the default settings (SwimSettings' arithmetic): 60 crashes
-    took = []
-    for seed in range(20):
-        figures = swimscenarios.crash(ClusterConfig(n=10, seed=seed), crashes=3, gap=15.0)
-        took += [crash["deadEverywhere"] for crash in figures["crashes"]]
-        assert figures["falseDead"] == 0
-    assert None not in took
-    took.sort()
-    assert took[len(took) // 2] < 2.7 and took[int(0.95 * len(took))] < 3.0, took
+    figures = swimscenarios.crash_sweep(10, seeds=20)
+    assert figures["crashes"] == 60 and figures["missed"] == figures["falseDead"] == 0
+    assert figures["median"] < 2.7 and figures["p90"] < 3.0, figures
 
 
 @pytest.mark.parametrize(("n", "fraction", "seeds"), [(10, 0.0, 8), (40, 0.1, 3)])
@@ -446,12 +442,21 @@ def test_a_member_stalled_for_two_seconds_and_a_margin_is_never_dead(
 ) -> None:
     # a stall must not send, receive or tick (the engine queues and fires late); 2.2 s: the
     # margin SwimSettings' arithmetic leaves (probe_interval + the suspicion floor = 2.25 s)
-    for seed in range(seeds):
-        config = ClusterConfig(n=n, seed=seed)
-        figures = swimscenarios.stall(config, fraction=fraction, seconds=2.2, bound=30.0)
-        assert figures["falseDead"] == 0, (seed, figures)
-        assert figures["refutations"] >= figures["slowNodes"]
-        assert figures["allAliveAfter"] is not None
+    figures = swimscenarios.stall_sweep(n, seeds, seconds=2.2, fraction=fraction)
+    assert figures["runs"] == seeds and figures["falseDead"] == 0, figures
+
+
+def test_the_sweeps_command_line_prints_one_json_line_per_size(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # probe 0.25 s and floor 1.9 s: a member stalled 2.4 s can be DEAD after 2.15 s
+    tight = ["--set", "probe_interval=0.25", "--set", "probe_timeout=0.125"]
+    tight += ["--set", "nack_timeout=0.08", "--set", "suspicion_mult=7.6"]
+    swimscenarios.main(["stall", "--n", "10", "--seeds", "8", "--seconds", "2.4", *tight])
+    (line,) = capsys.readouterr().out.splitlines()
+    figures = json.loads(line)
+    assert (figures["n"], figures["runs"], figures["seconds"]) == (10, 8, 2.4)
+    assert figures["runsWithFalseDead"] >= 1, figures
 
 
 def test_the_real_core_sends_one_probe_per_period_whatever_n() -> None:

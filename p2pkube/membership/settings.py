@@ -85,31 +85,36 @@ class SwimSettings:
       is at t + P + floor = t + 2.25 s. It refutes as soon as it wakes (the suspicion rides on
       the pings and gossip queued for it; else the first member that holds it SUSPECT and
       hears from it says so) and sends its new ALIVE straight to the accusers it heard of
-      (`swim_gossip.Accusers`): one hop, so the accuser whose timer fires first hears it in
-      time for any stall under ~2.2 s. The bound is P + floor; the earlier defaults
-      (P 0.3, floor 2.1) had 0.4 s of margin, a candidate with P 0.25 and floor 1.9 had
-      0.15 s and lost a 2.2 s-stalled member in 7 of 30 simulated runs.
+      (`swim_gossip.Accusers`), so the refutation is one hop from the accuser whose timer
+      fires first even when that accuser never wrote to it (in the simulator it made no
+      measurable difference: stalls up to 2.24 s pass with it and without it, the accusers
+      being mostly among the senders it corrects anyway). The bound is P + floor: the
+      earlier defaults (P 0.3, floor 2.1) had 0.4 s of margin; a candidate with P 0.25 and
+      floor 1.9 had 0.15 s and lost a 2.2 s-stalled member in 7 of 30 simulated runs.
     * A crash. DEAD everywhere = the wait for the first probe of it (each of the N - 1 others
       probes each member once per N - 1 periods, in its own shuffled order: the first of
-      them comes ~1 P after the crash on average, 3.6 P at the 99th percentile) + that probe's
-      period P + the floor (K = ``suspicion_confirmations`` others' probes confirm it within
-      ~4 P, long before the floor ends, so the timeout is at the floor) + the spread of the
-      DEAD (gossip rounds of 0.1 s; ``retransmit_mult`` 6, as 4 let one member in a few
-      hundred miss every copy at N < 10 and wait for its own, later timer). So the stall
+      them comes 0.9 P after the crash on average, 3.6 P at the 99th percentile at N = 10)
+      + that probe's period P + the floor (K = ``suspicion_confirmations`` others' probes
+      confirm it within ~4 P, long before the floor ends, so the timeout is at the floor)
+      + the spread of the DEAD (gossip rounds of 0.1 s; see ``retransmit_mult``). So the stall
       margin (P + floor - 2 s) and the probe period are all that sit above 2 s: p99 ~ 2 s +
       margin + 4.6 P + 0.15 s. P = 0.15 s keeps that under 3 s with a 0.25 s margin; P
       0.2 s gave p99 2.98-3.36 s.
 
     Measured in the simulator (harness/swimscenarios.py: real cores, virtual time, 0.5 ms
-    LAN latency; 3 crashes per run, 100 seeds at N <= 10, 30 beyond; the commands are
-    ``crash(ClusterConfig(n=N, seed=S), crashes=3, gap=15.0)`` and ``stall(ClusterConfig(n=N,
-    seed=S), fraction=F, seconds=T)``), crash -> DEAD everywhere, median / p99 / max:
+    LAN latency; 3 crashes per run, 100 seeds at N <= 10, 30 beyond: ``.venv/bin/python -m
+    harness.swimscenarios crash --n 10 --seeds 100``, and ``stall --n 40 --seeds 60
+    --seconds 2.2 --fraction 0.1``; ``--set field=value`` tries other values), crash -> DEAD
+    everywhere, median / p99 / max:
     N = 6: 2.42 / 2.85 / 2.92 s; N = 10: 2.45 / 2.80 / 3.11 s; N = 20: 3.10 / 3.75 s;
     N = 40: 3.77 / 4.64 s (the floor grows with log10 N, memberlist's trade: a detection
     time that grows with log N for a false-positive rate that does not; N = 40 has a 3.4 s
     floor). Stalls of 2.0 s and 2.2 s (one member, and 10% of members): no false DEAD in 60
-    runs each at N = 10 and 40, 15 runs at N = 100. With the real membership host, real
-    signatures and an in-memory fabric (/work/notes/dist_host.py), see docs/scale.md.
+    runs each at N = 10 and 40, 15 runs at N = 100; 2.3 s ones are DEAD in 16 of 60 runs at
+    N = 10 (beyond the 2.25 s bound). With the real membership host, real signatures and an
+    in-memory fabric on a loaded machine (load 40), crash -> DEAD everywhere in 20 runs:
+    N = 6 2.32-2.68 s (median 2.43), N = 10 2.34-2.88 s (2.45); N = 20 (8 runs) 3.0-4.9 s.
+    Three real agents (tests/test_swim_cluster.py): kill -9 NotReady everywhere after 2.3 s.
     Idle cost: 1/P pings and 1/P acks sent per node per second (6.7 each, whatever N), as
     many received: ~27 messages a second, ~13 ms of CPU at ~0.5 ms per data-channel
     message, ~0.4 kB/s sent."""
