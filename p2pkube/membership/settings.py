@@ -110,7 +110,7 @@ class SwimSettings:
     N = 40: 3.77 / 4.64 s (the floor grows with log10 N, memberlist's trade: a detection
     time that grows with log N for a false-positive rate that does not; N = 40 has a 3.4 s
     floor). Stalls of 2.0 s and 2.2 s (one member, and 10% of members): no false DEAD in 60
-    runs each at N = 10 and 40, 15 runs at N = 100; 2.3 s ones are DEAD in 16 of 60 runs at
+    runs each at N = 10 and 40, 30 at N = 100; 2.3 s ones are DEAD in 16 of 60 runs at
     N = 10 (beyond the 2.25 s bound). With the real membership host, real signatures and an
     in-memory fabric on a loaded machine (load 40), crash -> DEAD everywhere in 20 runs:
     N = 6 2.32-2.68 s (median 2.43), N = 10 2.34-2.88 s (2.45); N = 20 (8 runs) 3.0-4.9 s.
