@@ -10,7 +10,9 @@ agent (``get nodes -w``: it shows a flip too short for any poll).
   ceiling is AgentDead, then Ready again without a restart, and the woken node blames no one;
 * a cut link (``PUT /v1/debug/partition`` on both ends) leaves both ends Ready to each other:
   their probes go through the third node;
-* a graceful stop (SIGTERM) is NotReady with reason AgentLeft at once, not after a timeout.
+* a graceful stop (SIGTERM) is NotReady with reason AgentLeft at once, not after a timeout;
+* (strict xfail, a mesh bug) a node woken while the others' dials to it wait on its lost
+  signaling session is linked again at once, and blames no one meanwhile.
 
 The bounds come from the SWIM settings the agents run with (their defaults are being tuned),
 plus a stated margin for this loaded 2-core machine.
@@ -24,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +36,7 @@ from p2pkube.api.client import ApiClient, ApiError
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.membership.settings import SwimSettings
 from p2pkube.membership.swim_gossip import suspicion_bounds
+from signaling.settings import SignalingSettings
 from tests.clusters import module_cluster, wait_all_ready
 
 NAMES = ["n0", "n1", "n2"]
@@ -59,9 +63,10 @@ STALL = 2.0
 SETTLE = SWIM.probe_interval + CEILING
 """How long the views are still watched after a stall ends: any suspicion begun during the
 stall has either been refuted or has ended in DEAD by then."""
-LONG_STOP = SWIM.probe_interval + CEILING + 1.0
-"""A stop well beyond the suspicion ceiling: DEAD everywhere however few confirmed it, and
-longer than the links' idle timeout (they close and form again when it wakes)."""
+LONG_STOP = max(10.0, SWIM.probe_interval + CEILING + LOAD_MARGIN)
+"""A stop well beyond the suspicion ceiling (DEAD everywhere however few confirmed it) and
+the links' idle timeout (the others close their links to it; fresh ones form when it
+wakes)."""
 POLL = 0.05
 
 
@@ -318,6 +323,11 @@ def test_a_stop_beyond_the_ceiling_is_dead_then_ready_again_and_blames_no_one(
         stopped = time.monotonic()
         cluster.kill(victim, signal.SIGSTOP)
         try:
+            # Its signaling session ends now, not at a ping of the server's while the others
+            # dial it again (test_a_woken_node_is_linked_again_at_once): they do not dial it
+            # while it is off the server, and dial it afresh when it joins again.
+            cluster.stop_signaling()
+            cluster.start_signaling()  # the same port: the others join again at once
             seen = wait_not_ready(cluster, observers, victim, stopped, DETECTION_BOUND)
             time.sleep(max(0.0, stopped + LONG_STOP - time.monotonic()))
         finally:
@@ -343,6 +353,69 @@ def test_a_stop_beyond_the_ceiling_is_dead_then_ready_again_and_blames_no_one(
     assert after["stalls"] > before["stalls"]  # and knew it had been stalled
     assert not sightings and not flips, (sightings, flips)
     assert blamed == dict.fromkeys(observers, 0), blamed
+
+
+PATIENT_DIAL = 30.0
+"""``transport.connect_timeout`` of the agents of test_a_woken_node_is_linked_again_at_once:
+their dials to the frozen node are still pending when it wakes, whatever the signaling
+server's ping phase (the default 10 s gives that only for stops of about 5-13 s)."""
+SESSION_LOST = 2 * SignalingSettings().heartbeat
+"""A stop after which the signaling server has surely dropped the frozen node's socket: it
+pings after ``heartbeat`` s of silence and waits half of that for the pong."""
+
+
+@pytest.mark.slow  # its own cluster (other settings), not the `cluster` fixture
+@pytest.mark.xfail(
+    strict=True,
+    reason="mesh: a dial in progress to a node whose signaling session was replaced is not "
+    "given up: the woken node stays without links until transport.connect_timeout and, cut "
+    "off, its SWIM declares the others DEAD (see the test's docstring)",
+)
+def test_a_woken_node_is_linked_again_at_once(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A node frozen long enough that the others closed their links to it (idle timeout)
+    and the signaling server dropped its socket (its ping went unanswered), while the others'
+    new dials to it are still pending: once it runs again it must be linked again at once,
+    and must not, cut off meanwhile, declare the others DEAD.
+
+    Seen first as a flake of the long-stop test with its stop at 5.4 s (when the server's
+    ping fell in the stop): n0 and n1 close their links 3 s into the stop ("no frame for
+    3.0s") and dial n2 at once; the server drops n2 ("No PONG received after 5.0 seconds")
+    just before it wakes; n2 joins again 0.5 s later ("reconnected"), but the dials on both
+    sides wait out connect_timeout ("closed: handshake timed out" 10.8 s after they began),
+    so n2 has no link for 11 s: it suspects n1 and n0 1.2 and 2.4 s after waking and
+    declares them DEAD at the suspicion ceiling (a lone accuser), its scheduler logs "2 of 3
+    nodes look lost, now in state FullDisruption", and the links form 1 s after the dials
+    expired. Here connect_timeout is long so that this happens on every run. The mesh could
+    give up a dial pending to a peer that joined the signaling server again (peer-joined)
+    and dial afresh."""
+    victim, observers = "n2", others("n2")
+    with module_cluster(tmp_path / "cluster", request, 80) as local:
+        local.extra_agent_args = [*SWIM_ARGS, "--set", f"transport.connect_timeout={PATIENT_DIAL}"]
+        local.start_signaling()
+        for name in NAMES:
+            local.start_agent(name)
+        wait_all_ready(local, NAMES, 60)
+        with watching(local, [victim]) as watches:
+            stopped = time.monotonic()
+            local.kill(victim, signal.SIGSTOP)
+            try:
+                time.sleep(SESSION_LOST)
+            finally:
+                local.kill(victim, signal.SIGCONT)
+            woke = time.monotonic()
+            # Linked again (as the others say: its own list may still hold the dead links)
+            # before a suspicion of its own could end (its probes need a path).
+            wait_until(
+                lambda: all(victim in neighbours(local, n) for n in observers),
+                SWIM.probe_interval + FLOOR,
+                what="the woken node's links",
+            )
+            wait_all_ready(local, NAMES, DETECTION_BOUND)
+            print(f"held {woke - stopped:.1f} s; Ready {time.monotonic() - woke:.2f} s after")
+            blamed = [f for n in observers for f in watches[victim].not_ready(n, stopped)]
+        assert not blamed, blamed
 
 
 def test_a_loop_blocked_2s_in_python_is_never_notready(cluster: LocalCluster) -> None:
