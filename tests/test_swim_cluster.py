@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from harness.links import neighbours
-from p2pkube.api.client import ApiClient, ApiError
+from p2pkube.api.client import ApiClient, ApiClientError, ApiError
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.membership.settings import SwimSettings
 from p2pkube.membership.swim_gossip import suspicion_bounds
@@ -45,8 +45,9 @@ SWIM = SwimSettings()
 FLOOR, CEILING = suspicion_bounds(
     SWIM.suspicion_mult, SWIM.suspicion_max_timeout_mult, len(NAMES), SWIM.probe_interval
 )
-"""The suspicion timeout at this size: the floor (enough confirmations) and the ceiling (a
-lone accuser). With the defaults of this writing: 2.1 s and 6.3 s."""
+"""The suspicion timeout at this size: the floor (enough confirmations; memberlist floors
+log10 N at 1, so here it is ``suspicion_mult`` x ``probe_interval``) and the ceiling (a lone
+accuser). The tests print the bounds they derive from them."""
 LOAD_MARGIN = 2.0
 """Seconds added to every bound for this machine: 2 cores shared with other engineers'
 clusters and benchmarks (load averages of 10-40), where an agent's loop can be late by a
@@ -424,6 +425,9 @@ def test_a_loop_blocked_2s_in_python_is_never_notready(cluster: LocalCluster) ->
         with pytest.raises(ApiError) as refused:
             cluster.api(victim, "POST", "/v1/debug/stall", body)
         assert refused.value.code == code, refused.value
+    stranger = ApiClient(ApiClient.from_data_dir(cluster.root / victim).url, "not-the-token")
+    with pytest.raises(ApiClientError, match="401"):  # only the data dir's owner may stall it
+        stranger.request("POST", "/v1/debug/stall", {"seconds": STALL})
 
     def block() -> float:
         answer = cluster.api(victim, "POST", "/v1/debug/stall", {"seconds": STALL})
