@@ -11,7 +11,7 @@ agent (``get nodes -w``: it shows a flip too short for any poll).
 * a cut link (``PUT /v1/debug/partition`` on both ends) leaves both ends Ready to each other:
   their probes go through the third node;
 * a graceful stop (SIGTERM) is NotReady with reason AgentLeft at once, not after a timeout;
-* (strict xfail, a mesh bug) a node woken while the others' dials to it wait on its lost
+* a node woken while the others' dials to it wait on its lost
   signaling session is linked again at once, and blames no one meanwhile.
 
 The bounds come from the SWIM settings the agents run with (their defaults are being tuned),
@@ -366,12 +366,6 @@ pings after ``heartbeat`` s of silence and waits half of that for the pong."""
 
 
 @pytest.mark.slow  # its own cluster (other settings), not the `cluster` fixture
-@pytest.mark.xfail(
-    strict=True,
-    reason="mesh: a dial in progress to a node whose signaling session was replaced is not "
-    "given up: the woken node stays without links until transport.connect_timeout and, cut "
-    "off, its SWIM declares the others DEAD (see the test's docstring)",
-)
 def test_a_woken_node_is_linked_again_at_once(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -414,7 +414,21 @@ class Mesh:
 
     # -- incoming signals ----------------------------------------------------------------------
     def _on_signaling_peer(self, peer: PeerInfo) -> None:
+        """A node (re)joined signaling. A dial of ours still waiting for its answer sent its
+        offer to the node's old session, or to none: it will never be answered, and while
+        it waits it refuses the node's own offers (glare). Give it up and dial again at the
+        next maintenance round, so a node woken from a long freeze is linked again at once."""
+        stale = self._pending.get(peer.peer)
+        if stale is not None and stale.initiator:
+            self._spawn(self._give_up_dial(peer.peer, stale))
         self.add_candidate(peer.peer)
+
+    async def _give_up_dial(self, node: str, link: LinkBase) -> None:
+        if self._pending.get(node) is not link:
+            return  # answered or closed meanwhile
+        reason = "the node joined signaling again: our offer went to its old session"
+        await link.close(reason, notify=False)
+        self._redials.pop(node, None)
 
     def _on_signaling_signal(self, sender: str, data: dict[str, Any]) -> None:
         self._handle_signal(sender, data)
