@@ -8,34 +8,24 @@ loopback, the way bench_idle.py and bench_latency.py start theirs. For each N:
   every 0.25 s), and until one sweep finds them all Ready at once (:func:`join_cluster`);
 * **idle**: after ``--settle`` s, a quiet window of ``--seconds`` s in which psutil reads each
   agent's CPU time from outside (bench_idle's ``sample``), then RSS (``memory``); no API call
-  happens inside the window. ``/v1/status`` is read right before and right after it, for:
+  inside it. ``/v1/status`` is read right before and after it, for membership messages per
+  second per agent (the tolerant reader flattens whatever counters ``membership``, and
+  ``swim`` when agents run SWIM, hold, and reports the first of :data:`MESSAGE_COUNTERS`
+  present, naming it, plus every counter that moved), data-channel bytes (and frames, when
+  links count them) per agent per second over ``mesh.neighbours``, links per agent, and the
+  Ready flips every agent saw in the window;
+* **write visible everywhere**: bench_latency's harness, imported: a ConfigMap watch on every
+  agent (``watch_agent``), warm-up writes, then ``--writes`` PUTs ``--interval`` apart on
+  :data:`WRITERS` rotating writers (``run_writes``); p50/p99 from the start of a PUT until the
+  last agent's watch has it. Next to it bench_latency's TCP relay baseline at the same N
+  (``measure_baseline``), run after the cluster is gone;
+* **kill -9 detection**: a Node watch on every other agent (bench_sched's ``Tracker`` stamps
+  each event as it arrives), then ``SIGKILL`` of one agent; per observer, the time until its
+  watch first shows the victim not Ready; median and max. The agent pushes a Node event on a
+  liveness transition, so this is exact to the arrival; polling 39 agents every 50 ms would
+  be ~800 HTTP requests a second on 2 cores, starving the failure detectors being timed.
 
-  - membership messages per second per agent, from the counters under ``membership`` in the
-    status (and ``membership.swim`` / ``swim`` when the agent runs SWIM). The reader is
-    tolerant: it flattens whatever numeric counters are there (a dict of counters by kind,
-    such as SWIM's ``sent``, also counts as its total) and reports the first present of
-    :data:`MESSAGE_COUNTERS`, naming it, plus the rate of every counter that moved;
-  - data-channel bytes (and frames, when the links count them) sent and received per agent
-    per second, summed over the links in ``mesh.neighbours``;
-  - links per agent (median, max);
-
-* **write visible everywhere**: bench_latency's harness, imported, not copied: a ConfigMap
-  watch on every agent (``watch_agent``, one reader thread each), warm-up writes through every
-  agent, then ``--writes`` PUTs ``--interval`` apart on a rotating writer (``run_writes``);
-  p50/p99 from the start of a PUT until the last agent's watch delivers it. Next to it the
-  same run on bench_latency's TCP relay baseline at the same N (``measure_baseline``), started
-  after the cluster is gone;
-* **kill -9 detection**: a Node watch on every other agent (bench_sched's ``Tracker``: a
-  reader thread per watch stamps each event as it arrives), then ``SIGKILL`` of one agent;
-  per observer, the time from the kill until its watch first shows the victim not Ready.
-  Median over the observers and the max. A Node watch is pushed by the agent on a liveness
-  transition, so it is exact to the event's arrival; polling 39 agents every 50 ms instead
-  would be ~800 HTTP requests a second on a 2-core machine, starving the very failure
-  detectors being timed.
-
-The 1-minute load average is printed and kept at each size (other engineers' test runs share
-this machine), with the cores other processes used during the idle window.
-
+The 1-min load average (the machine is shared) is printed and kept at each size.
 Run: ``.venv/bin/python -m bench.bench_scale [--sizes 5,10,20,40] [--seconds 20] [--settle 5]
 [--writes 50]``; ``--quick`` is ``--sizes 3,5 --seconds 5 --settle 2 --writes 10``.
 """
@@ -63,10 +53,10 @@ from bench.bench_latency import (
     watch_agent,
 )
 from bench.bench_sched import Tracker, node_ready
-from bench.benchlib import emit, machine_busy_seconds, markdown_table, yes
+from bench.benchlib import emit, flatten, machine_busy_seconds, markdown_table, spread, yes
 from p2pkube.api.client import ApiClient, ApiClientError
 from p2pkube.devcluster import LocalCluster, wait_until
-from p2pkube.membership.settings import MembershipSettings
+from p2pkube.membership.settings import MembershipSettings, SwimSettings
 
 TITLE = "Membership and state as the cluster grows"
 """The heading of this benchmark's section in docs/benchmarks.md."""
@@ -74,14 +64,16 @@ TARGET_CPU_RATIO = 1.5
 """Idle CPU per agent at the largest size at most this many times the smallest (issue 13)."""
 MB = 1_000_000
 MESSAGE_COUNTERS = (
+    "messagesSent",
     "swim.sent",
     "heartbeatsSent",
+    "messagesReceived",
     "swim.received",
     "heartbeatsAccepted",
 )
 """Membership counters that count messages, in order of preference (a suffix of the flattened
-name): what SWIM sends, else what the heartbeat detector sends, else what either received.
-Today's detector counts only heartbeats accepted (new ones, relayed included)."""
+name): what the agent sends (SWIM's host counts ``messagesSent``), else what it received;
+the heartbeat detector counts only heartbeats accepted (new ones, relayed included)."""
 LINK_COUNTERS = ("bytesSent", "bytesReceived", "framesSent", "framesReceived")
 """Per-link counters of ``mesh.neighbours`` summed per agent, when present."""
 READY_TIMEOUT = 200.0
@@ -97,6 +89,8 @@ WRITERS = 5
 """Agents the writes rotate over (visibility is still awaited on all N): every writer gets a
 warm-up write first (its first write loads the validation models), and 40 of them on a
 saturated machine took longer than the benchmark's whole budget."""
+STALL_NOTE = 0.05
+"""Event-loop stall (s per s) at the largest size above which the section explains it."""
 QUICK = {"sizes": "3,5", "seconds": 5.0, "settle": 2.0, "writes": 10}
 
 
@@ -107,30 +101,6 @@ def ready_flips(status: dict[str, Any]) -> int:
     """Ready/NotReady transitions this agent has seen, summed over the nodes it knows."""
     nodes = status.get("membership", {}).get("nodes", [])
     return sum(int(n.get("transitions", 0)) for n in nodes if isinstance(n, dict))
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, float]:
-    """Every numeric counter under ``value`` as dotted name -> number. A dict whose values are
-    all numbers (counters by kind, like SWIM's ``sent``) also counts as its total under its
-    own name (``swim.sent`` and ``swim.sent.Ping``...); lists (the node table) and booleans
-    are skipped."""
-    if isinstance(value, bool):
-        return {}
-    if isinstance(value, int | float):
-        return {prefix: float(value)}
-    if not isinstance(value, dict):
-        return {}
-    if (
-        prefix
-        and value
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values())
-    ):
-        kinds = {f"{prefix}.{key}": float(v) for key, v in value.items()}
-        return {prefix: sum(kinds.values()), **kinds}
-    out: dict[str, float] = {}
-    for key, item in value.items():
-        out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def membership_counters(status: dict[str, Any]) -> dict[str, float]:
@@ -175,14 +145,6 @@ def headline(names: Iterable[str]) -> str | None:
             if name == wanted or name.endswith("." + wanted):
                 return name
     return None
-
-
-def spread(values: list[float], digits: int = 2) -> dict[str, float]:
-    """Median and max of a per-agent figure."""
-    return {
-        "median": round(statistics.median(values), digits),
-        "max": round(max(values), digits),
-    }
 
 
 # --- the parts of one size ------------------------------------------------------------------
@@ -234,6 +196,7 @@ def idle_window(cluster: LocalCluster, names: list[str], seconds: float) -> dict
         },
         "links": spread(degrees, 0),
         "readyFlips": flips,
+        "protocol": str(after[names[0]][1].get("membership", {}).get("protocol", "heartbeat")),
         "loadAverage": round(os.getloadavg()[0], 2),
     }
 
@@ -287,7 +250,7 @@ def join_cluster(cluster: LocalCluster, names: list[str]) -> dict[str, Any]:
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+    return value if value is None else round(value, 1)
 
 
 def ready_pairs(cluster: LocalCluster, names: list[str]) -> set[tuple[str, str]]:
@@ -462,6 +425,7 @@ def print_detection(d: dict[str, Any]) -> None:
 
 
 def _dash(value: Any) -> Any:
+    """A figure, or ``-`` for none (as benchlib renders NaN)."""
     return "-" if value is None else value
 
 
@@ -515,13 +479,14 @@ def timing_table(result: dict[str, Any]) -> str:
                 _dash(d.get("missed")),
                 _dash(v.get("p50")),
                 _dash(v.get("p99")),
+                _dash(r["visible"].get("lost")),
                 r["tcpBaseline"]["visible"]["p50"],
                 r["tcpBaseline"]["visible"]["p99"],
             ]
         )
     headers = ["agents", "APIs up s", "every pair Ready s", "all at once s"]
     headers += ["kill -9 to NotReady s median", "max", "missed"]
-    headers += ["visible p50 ms", "p99", "TCP relay p50 ms", "TCP relay p99"]
+    headers += ["visible p50 ms", "p99", "lost", "TCP relay p50 ms", "TCP relay p99"]
     return markdown_table(headers, rows)
 
 
@@ -538,7 +503,6 @@ def render(r: dict[str, Any]) -> list[str]:
     low, high, ratio = cpu_ratio(r)
     counters = sorted({x["idle"]["membershipCounter"] or "none" for x in r["results"]})
     moved = sorted({k for x in r["results"] for k in x["idle"]["membershipRates"]})
-    settings = MembershipSettings()
     return [
         "Real agents (`p2pkube join`) on this machine, one cluster size at a time, each "
         f"started with `--max-peers {r['maxPeers']}` (a target degree: a random jitter and "
@@ -554,13 +518,13 @@ def render(r: dict[str, Any]) -> list[str]:
         f"{', '.join(f'`{m}`' for m in moved) or 'none'}); link bytes and frames from the "
         "links' counters in `/v1/status` (`-` when the links do not count frames). "
         f"*kill -9*: one agent killed; per other agent, until its Node watch shows it not "
-        f"Ready (failure detector timeout {settings.node_timeout:g} s, heartbeats every "
-        f"{settings.heartbeat_interval:g} s); *missed*: observers that did not within "
+        f"Ready ({_detector(r)}); *missed*: observers that did not within "
         f"{DETECT_TIMEOUT:g} s. *Ready flips*: Ready/NotReady transitions all agents saw "
         "during the idle window (a false alarm is one). *visible*: bench_latency's harness on "
         f"the same cluster, {r['writes']} ConfigMap writes {r['intervalSeconds'] * 1000:g} ms "
         f"apart through {WRITERS} rotating writers, PUT start until the last of the N agents' "
-        "watches has it; *TCP*: bench_latency's TCP relay baseline at the same N.",
+        "watches has it (*lost*: writes not everywhere 15 s after the last); *TCP*: "
+        "bench_latency's TCP relay baseline at the same N.",
         "",
         table(r),
         "",
@@ -574,12 +538,29 @@ def render(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _detector(r: dict[str, Any]) -> str:
+    """The membership protocol the agents ran and its detection timing (default settings)."""
+    protocols = sorted({x["idle"].get("protocol", "heartbeat") for x in r["results"]})
+    if protocols == ["swim"]:
+        swim = SwimSettings()
+        return (
+            f"SWIM with Lifeguard, a probe every {swim.probe_interval:g} s, suspicion "
+            f"{swim.suspicion_mult:g} probe periods x log10 N at least"
+        )
+    m = MembershipSettings()
+    return (
+        f"protocol {'/'.join(protocols)}; heartbeats every {m.heartbeat_interval:g} s, "
+        f"NotReady after {m.node_timeout:g} s without one"
+    )
+
+
 def _limits(r: dict[str, Any]) -> str:
     """What limits the figures: the shared cores (how busy the largest cluster kept them) and
     how the membership protocol measured scales its messages."""
     ordered = sorted(r["results"], key=lambda x: x["agents"])
     low, high = ordered[0], ordered[-1]
     cluster_cores = high["idle"]["cpuPercent"]["median"] * high["agents"] / 100
+    others, cores = high["idle"]["otherCores"], os.cpu_count() or 1
     counter = high["idle"]["membershipCounter"] or ""
     rate = (high["idle"]["membershipPerSecond"] or {}).get("median")
     low_rate = (low["idle"]["membershipPerSecond"] or {}).get("median")
@@ -592,7 +573,7 @@ def _limits(r: dict[str, Any]) -> str:
     protocol = (
         "SWIM probes a constant number of members per period and piggybacks changes on those "
         "messages, so its membership messages per agent should stay flat as N grows"
-        if "swim" in counter
+        if high["idle"].get("protocol") == "swim"
         else "With heartbeats every agent sends one per second on every link and relays "
         "everyone else's, so the membership messages each agent handles grow with N and the "
         "cluster's with N²"
@@ -606,6 +587,30 @@ def _limits(r: dict[str, Any]) -> str:
         "a DTLS record and an SCTP chunk through aiortc's pure-Python stack. Once the agents "
         "saturate the cores, joining, write visibility and detection all queue behind them: "
         "that, not the network, is what the largest sizes measure."
+        + (_SATURATED.format(n=high["agents"]) if cluster_cores + others >= 0.8 * cores else "")
+        + _stalls(high)
+    )
+
+
+_SATURATED = (
+    " At {n} agents the cluster and the other processes used nearly every core, so the CPU "
+    "per agent is what the machine could give, not what the agents asked for: it understates "
+    "their demand, and heartbeats that starved loops never sent make the message rate lower."
+)
+
+
+def _stalls(x: dict[str, Any]) -> str:
+    """The largest size's event-loop stalls, when they were large enough to matter."""
+    stalled = x["idle"]["membershipRates"].get("membership.stalledSeconds", 0.0)
+    if stalled < STALL_NOTE:
+        return ""
+    detect = (x["detection"].get("seconds") or {}).get("median")
+    return (
+        f" At {x['agents']} agents each agent's event loop was stalled {stalled:g} s per "
+        "second while idle (median, `membership.stalledSeconds`): time its failure detector "
+        "does not count against others (Lifeguard's local health), so a kill was seen "
+        f"after {_dash(detect)} s (median) instead of the timeout, and "
+        f"{x['idle']['readyFlips']} Ready flips happened in the idle window."
     )
 
 

@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import select
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -257,3 +258,34 @@ def start_cluster(cluster: LocalCluster, names: list[str], timeout: float = 120)
             print(f"--- {name} log ---\n{cluster.log_tail(name, 20)}", file=sys.stderr)
         raise
     return time.monotonic() - started
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, float]:
+    """Every numeric counter under ``value`` (a ``/v1/status`` section) as dotted name ->
+    number, so a benchmark can read counters whose layout changes between versions. A dict
+    whose values are all numbers (counters by kind, like SWIM's ``sent``) also counts as its
+    total under its own name (``sent`` and ``sent.Ping``...); lists (the node table) and
+    booleans are skipped."""
+    if isinstance(value, bool):
+        return {}
+    if isinstance(value, int | float):
+        return {prefix: float(value)}
+    if not isinstance(value, dict):
+        return {}
+    counts = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values())
+    if prefix and value and counts:
+        kinds = {f"{prefix}.{key}": float(v) for key, v in value.items()}
+        return {prefix: sum(kinds.values()), **kinds}
+    out: dict[str, float] = {}
+    for key, item in value.items():
+        out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def spread(values: Sequence[float], digits: int = 2) -> dict[str, float]:
+    """Median and max of a per-agent figure (the busiest agent matters as much as the
+    typical one)."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "max": round(max(values), digits),
+    }
