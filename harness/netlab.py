@@ -69,11 +69,11 @@ NETNS_ETC = Path("/etc/netns")
 _NAME = re.compile(rf"^{LAB_PREFIX}-(\d+)-[0-9a-f]{{4}}-[a-z0-9-]+$")
 _LIVENESS = re.compile(
     r"^(?P<restart>=== start .*)$|"
-    r"^(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO p2pkube\.membership\.detector: "
+    r"^(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO p2pkube\.membership\.swim_host: "
     r"node (?P<node>\S+) \(\w+\) is (?P<state>NotReady|Ready): (?P<reason>\w+)",
     re.MULTILINE,
 )
-"""The failure detector's log line for a liveness change."""
+"""The membership host's log line for a liveness change (swim_host.SwimMembership._set)."""
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 

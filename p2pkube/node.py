@@ -29,7 +29,7 @@ from p2pkube import __version__
 from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
 from p2pkube.blobs.manifest import is_digest, referenced_digests
 from p2pkube.blobs.service import BlobService
-from p2pkube.membership.detector import Membership, NodeLiveness
+from p2pkube.membership.liveness import NodeLiveness, detection_bound
 from p2pkube.membership.swim_host import ROUTED_KIND as SWIM_ROUTED_KIND
 from p2pkube.membership.swim_host import SwimMembership
 from p2pkube.model.objects import ObjectService, Validator
@@ -115,26 +115,15 @@ class Node:
             relay_exclude=lambda peer: self.membership.relay_exclude(peer),
             store_factory=store_factory,
         )
-        self.membership: Membership | SwimMembership
-        if self.settings.membership.protocol == "swim":
-            self.membership = SwimMembership(
-                self.mesh.signatures,
-                config.name,
-                self.mesh,
-                self.settings.membership,
-                self.settings.swim,
-                on_change=self._on_liveness,
-                on_violation=self.mesh.drop_neighbour,
-            )
-        else:
-            self.membership = Membership(
-                self.mesh.signatures,
-                config.name,
-                self.mesh,
-                self.settings.membership,
-                on_change=self._on_liveness,
-                on_violation=self.mesh.drop_neighbour,
-            )
+        self.membership = SwimMembership(
+            self.mesh.signatures,
+            config.name,
+            self.mesh,
+            self.settings.membership,
+            self.settings.swim,
+            on_change=self._on_liveness,
+            on_violation=self.mesh.drop_neighbour,
+        )
         self.rpc = Rpc(self.mesh, self.settings.rpc)
         self.blobs = BlobService(
             config.data_dir / "blobs",
@@ -283,7 +272,7 @@ class Node:
     def _node_states(self) -> list[NodeState]:
         """Every Node object with its status and how this agent sees its liveness."""
         now = time.monotonic()
-        never_seen = max(0.0, now - self.started - self.membership.settings.node_timeout)
+        never_seen = max(0.0, now - self.started - self._unheard_timeout())
         states = []
         for key, obj in self.state.items(OBJECTS, "Node//"):
             if not isinstance(obj, dict):
@@ -304,6 +293,13 @@ class Node:
             )
         return states
 
+    def _unheard_timeout(self) -> float:
+        """Seconds after this agent's start when a node it never heard from stops being
+        Unknown (``Starting``) and is NotReady (``AgentNeverHeard``): the time SWIM takes to
+        declare a member that stopped DEAD, at the cluster's size (`detection_bound`)."""
+        members = max(len(self.membership.core.members()), len(self.mesh.neighbours()) + 1)
+        return detection_bound(self.settings.swim, members)
+
     def _allocatable(self) -> Resources:
         capacity = self._node_status()["allocatable"]
         return Resources(parse_quantity(capacity["cpu"]), int(parse_quantity(capacity["memory"])))
@@ -317,9 +313,10 @@ class Node:
         return liveness is not None and liveness.ready
 
     def node_reachable(self, node_id: str) -> bool:
-        """Whether this node has a path to ``node_id`` now: a link to it, or to the neighbour
-        its heartbeats come through (what ``send_routed`` needs). False as soon as a link
-        goes that no heartbeat route replaces, before the node times out as NotReady."""
+        """Whether this node has a path to ``node_id`` now: a link to it, or to the next hop
+        of a route toward it (from the members' signed neighbour lists: what ``send_routed``
+        needs). False as soon as a link goes that no route replaces, before SWIM declares the
+        node DEAD."""
         if self.mesh.link(node_id) is not None:
             return True
         hop = self.membership.route_hint(node_id)
@@ -380,7 +377,7 @@ class Node:
 
     def _on_routed(self, src: str, data: dict[str, Any]) -> None:
         """A routed message for this node: membership's (SWIM) or an rpc."""
-        if data.get("kind") == SWIM_ROUTED_KIND and isinstance(self.membership, SwimMembership):
+        if data.get("kind") == SWIM_ROUTED_KIND:
             self.membership.handle_routed(src, data)
         else:
             self.rpc.receive(src, data)
@@ -395,9 +392,7 @@ class Node:
                 if link is not None:
                     link.violation = True
                     link.close_soon(f"protocol violation: {exc}", notify=False)
-        elif frame.type is FrameType.HEARTBEAT and isinstance(self.membership, Membership):
-            self.membership.handle_heartbeat(node, frame.body)
-        elif frame.type is FrameType.SWIM and isinstance(self.membership, SwimMembership):
+        elif frame.type is FrameType.SWIM:
             self.membership.handle_frame(node, frame.body)
         else:
             log.warning("unexpected %s frame from %s ignored", frame.type.name, node)
@@ -472,7 +467,7 @@ class Node:
     # -- blobs ---------------------------------------------------------------------------------
     def _blob_holders(self) -> dict[str, list[Holder]]:
         """Digest -> the Ready nodes (not us) whose own Node status lists it in ``images``,
-        with their distance in links (from the neighbour lists heartbeats carry)."""
+        with their distance in links (from the neighbour lists in the members' signed records)."""
         known = self.membership.nodes()
         peers = {n.node: n.peers for n in known}
         hops = hop_counts(self.node_id, self.mesh.neighbours(), lambda n: peers.get(n, ()))
@@ -512,12 +507,12 @@ class Node:
             )
         liveness = self.membership.get(node_id)
         if liveness is None:
-            waited = time.monotonic() - self.started > self.membership.settings.node_timeout
+            waited = time.monotonic() - self.started > self._unheard_timeout()
             return (
                 {
                     "type": "Ready",
                     "status": "False" if waited else "Unknown",
-                    "reason": "NoHeartbeat" if waited else "Starting",
+                    "reason": "AgentNeverHeard" if waited else "Starting",
                     "lastHeartbeatTime": None,
                     "lastTransitionTime": self.started_wall,
                 },
@@ -528,7 +523,7 @@ class Node:
                 "type": "Ready",
                 "status": "True" if liveness.ready else "False",
                 "reason": liveness.reason,
-                "lastHeartbeatTime": liveness.last_heartbeat,
+                "lastHeartbeatTime": liveness.last_heard,
                 "lastTransitionTime": liveness.last_transition,
             },
             len(liveness.peers),

@@ -3,7 +3,7 @@
 Sections are the settings dataclasses of the layers (transport, membership, swim, state,
 rpc, blobs, ...). Any field
 can be overridden at start with ``p2pkube join --set SECTION.FIELD=VALUE`` (repeatable), e.g.
-``--set membership.node_timeout=1.5``; docs/settings.md lists them all with their defaults.
+``--set swim.probe_interval=0.2``; docs/settings.md lists them all with their defaults.
 """
 
 from __future__ import annotations

@@ -32,8 +32,12 @@ def test_frame_roundtrip() -> None:
     [
         (b"\xc1\xff garbage", "not msgpack"),
         (msgpack.packb({"a": 1}), "envelope"),
-        # Version 1 is the frames of agents before signed heartbeats and routes.
+        # Version 1 is the frames of agents before signed heartbeats and routes; version 2
+        # the last with heartbeats (type 4), before SWIM.
         (msgpack.packb([1, 3, b""]), "version"),
+        (msgpack.packb([2, 3, b""]), "version"),
+        # Type 4 was HEARTBEAT: reserved, now unknown, so a peer that sends it is dropped.
+        (msgpack.packb([V, 4, {"ttl": 1, "hb": b"", "sig": b""}]), "unknown frame type"),
         (msgpack.packb([V, 99, {}]), "unknown frame type"),
         (msgpack.packb([V, int(FrameType.SYNC), "text"]), "bytes"),
         (msgpack.packb([V, int(FrameType.BYE), {}]), "missing field 'reason'"),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from p2pkube.devcluster import LocalCluster, wait_until
-from p2pkube.membership.detector import Membership
+from p2pkube.membership.settings import MembershipSettings, SwimSettings
+from p2pkube.membership.swim_host import ROUTED_KIND, SwimMembership
 from p2pkube.net import ice
 from p2pkube.net.aiohttp_websocket import aiohttp_connect
 from p2pkube.net.frames import Frame, FrameType
@@ -54,18 +56,27 @@ async def test_offer_and_answer_travel_through_the_mesh(cluster: LocalCluster) -
         connect=aiohttp_connect,
         check_signature=verify_signature,
     )
-    # With heartbeats: they carry its key to the nodes it is not linked to, which check
-    # the signature of the offer it routes to them.
-    membership = Membership(mesh.signatures, "relay-test", mesh)
+    # With SWIM membership: its signed member record carries its key to the nodes it is not
+    # linked to, which check the signature of the offer it routes to them.
+    membership = SwimMembership(
+        mesh.signatures, "relay-test", mesh, MembershipSettings(), SwimSettings()
+    )
     mesh.on_link_up = membership.link_up
+    mesh.on_link_down = membership.link_down
     mesh.route_hint = membership.route_hint
+    mesh.reachable = membership.is_reachable
     mesh.public_key_of = membership.public_key
 
     def on_frame(node: str, frame: Frame) -> None:
-        if frame.type is FrameType.HEARTBEAT:
-            membership.handle_heartbeat(node, frame.body)
+        if frame.type is FrameType.SWIM:
+            membership.handle_frame(node, frame.body)
+
+    def on_routed(src: str, data: dict[str, Any]) -> None:
+        if data.get("kind") == ROUTED_KIND:
+            membership.handle_routed(src, data)
 
     mesh.on_frame = on_frame
+    mesh.on_routed = on_routed
     await mesh.start()
     await membership.start()
     try:

@@ -1,5 +1,5 @@
-"""SWIM + Lifeguard between real agents (issue 13): three `p2pkube join` processes with
-``membership.protocol=swim`` on loopback, checked the way a user would check them, with
+"""SWIM + Lifeguard between real agents (issue 13): three `p2pkube join` processes on
+loopback, checked the way a user would check them, with
 ``p2pkube get nodes`` (the Ready condition and its reason) and a Node watch on every other
 agent (``get nodes -w``: it shows a flip too short for any poll).
 
@@ -40,7 +40,8 @@ from signaling.settings import SignalingSettings
 from tests.clusters import module_cluster, wait_all_ready
 
 NAMES = ["n0", "n1", "n2"]
-SWIM_ARGS = ["--set", "membership.protocol=swim"]
+SWIM_ARGS: list[str] = []
+"""Extra ``p2pkube join`` arguments of every agent here (none: SWIM is the only protocol)."""
 SWIM = SwimSettings()
 FLOOR, CEILING = suspicion_bounds(
     SWIM.suspicion_mult, SWIM.suspicion_max_timeout_mult, len(NAMES), SWIM.probe_interval

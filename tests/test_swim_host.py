@@ -97,7 +97,7 @@ def member(fabric: Fabric, name: str, swim: SwimSettings = SWIM) -> SwimMembersh
         signatures,
         name,
         FabricTransport(fabric, identity.node_id),  # type: ignore[arg-type]
-        MembershipSettings(protocol="swim"),
+        MembershipSettings(),
         swim,
     )
     host.identity = identity  # type: ignore[attr-defined]

@@ -154,7 +154,7 @@ class BrowserNode:
     def _on_pagehide(self, event: Any = None) -> None:
         """The tab closes or reloads: no await will run any more, but a data channel send is
         synchronous, so the neighbours still hear that this node leaves (NotReady at once,
-        instead of after membership.node_timeout)."""
+        instead of after SWIM's suspicion timeout)."""
         if not getattr(event, "persisted", False):
             self.node.membership.say_leaving()
 

@@ -14,9 +14,9 @@ class BrowserSettings:
     with the diff). Each copy writes only the files that changed."""
     hidden_grace: float = 10.0
     """While the tab is hidden the browser runs its timers at most once a second, so its
-    heartbeats may come late: the node then asks the others (in its heartbeats) to wait this
-    much longer than their ``membership.node_timeout`` before calling it NotReady (at most
-    their ``membership.max_grace``)."""
+    acks may come late: the node then asks the others (on its signed ALIVE) to add this much
+    to their suspicion timeout before they declare it DEAD and NotReady (at most their
+    ``swim.max_grace``)."""
     cpu: str = ""
     """CPU the tab offers to pods; empty: ``navigator.hardwareConcurrency`` less one core for
     the page (at least 1)."""

@@ -357,7 +357,7 @@ def read_token_file(path: Path) -> str:
     "overrides",
     multiple=True,
     metavar="SECTION.FIELD=VALUE",
-    help="Override an agent setting, e.g. membership.node_timeout=1.5 (repeat).",
+    help="Override an agent setting, e.g. swim.probe_interval=0.2 (repeat).",
 )
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
 @click.pass_context

@@ -1,1 +1,1 @@
-"""Membership: who is in the cluster and who is alive, from ephemeral heartbeats."""
+"""Membership: who is in the cluster and who is alive, by SWIM + Lifeguard over the mesh."""

@@ -1,9 +1,9 @@
-"""Settings of membership: heartbeats and the failure detector (the ``membership.*`` section
-of `p2pkube join --set`), and SWIM + Lifeguard (`SwimSettings`, the ``swim.*`` section, read by
-the core and by the agent's membership host, p2pkube/membership/swim_host.py).
+"""Settings of membership: SWIM + Lifeguard (`SwimSettings`, the ``swim.*`` section of
+`p2pkube join --set`, read by the core and by the agent's membership host,
+p2pkube/membership/swim_host.py) and the host's own (`MembershipSettings`, ``membership.*``).
 
-Only a dataclass, so that `p2pkube.settings` can list every setting without loading the
-detector.
+Only dataclasses, so that `p2pkube.settings` can list every setting without loading
+membership.
 """
 
 from __future__ import annotations
@@ -20,51 +20,14 @@ MAX_GRACE = 86400.0
 
 @dataclass
 class MembershipSettings:
-    """Heartbeat timing and the failure detector's bounds (mutable, so that
-    `p2pkube join --set membership.FIELD=VALUE` can override any of them)."""
+    """What the agent's membership host does around SWIM (mutable, so that
+    `p2pkube join --set membership.FIELD=VALUE` can override any of them). The protocol's own
+    timings are the ``swim.*`` section (`SwimSettings`)."""
 
-    protocol: str = "heartbeat"
-    """How members learn who is alive: ``swim`` (SWIM with Lifeguard, the ``swim.*``
-    settings; a constant cost per node whatever the cluster's size) or ``heartbeat`` (every
-    node floods a signed heartbeat every ``heartbeat_interval``; its cost per node grows with
-    the cluster). All nodes of a cluster must use the same one."""
-    heartbeat_interval: float = 1.0
-    """Seconds between two heartbeats of this agent (each crosses every link). Each data-channel
-    message costs aiortc ~0.5 ms of CPU (DTLS and SCTP in Python, plus a SACK); at 1 s an idle
-    agent with 4 links stays under 1 % of a core, at 0.5 s it used 1.5 % (bench/bench_idle.py).
-    With ``node_timeout`` 2.5 s a live node may still lose one beat and be late with the next.
-    Each beat is signed once (~0.06 ms natively) and each receiver checks each new one once
-    (~0.16 ms)."""
-    node_timeout: float = 2.5
-    """A node whose heartbeats stopped for this long is NotReady (target: under 3 s on a LAN)."""
-    heartbeat_ttl: int = 16
-    """Hops a heartbeat may be relayed; larger than any path in a partial mesh of this size."""
-    check_interval: float = 0.25
-    """How often the local event-loop lag is measured (Lifeguard: a check that wakes up late
-    by more than ``stall_threshold`` does not count that time against anyone). A timeout is
-    evaluated when it falls due, not on this period, so NotReady comes ``node_timeout`` after
-    the last heartbeat whatever this is; an idle agent wakes for it 4 times a second (at
-    0.1 s it woke 10 times, ~0.05 % of a core more, which heartbeat signing now uses)."""
-    stall_threshold: float = 0.05
-    """Event-loop stalls longer than this are not counted against other nodes (Lifeguard)."""
-    max_grace: float = 30.0
-    """Most extra seconds a node may ask for in its heartbeats (``grace``): a hidden browser
-    tab asks for ``browser.hidden_grace``; nothing makes a node wait longer for anyone."""
-    max_clock_skew: float = 60.0
-    """Seconds a heartbeat's clock may be off from ours. One whose incarnation (its sender's
-    start time) is further ahead of our clock, or that was signed further from our now either
-    way, is dropped and logged (``heartbeatsImplausible`` in status): nobody can push a node's
-    incarnation so high that its own next start looks older (a jump to 2^62 used to make a
-    node NotReady for good), and a recorded heartbeat cannot be replayed once this has
-    passed. The same bound as ``state.max_clock_skew``: nodes' clocks must agree within it."""
-    max_nodes: int = 4096
-    """Most nodes this agent keeps liveness for; heartbeats of further nodes are dropped and
-    logged. Node ids are cheap to make, so a member that floods heartbeats of made-up nodes
-    must not grow the table (and the signature checks) without bound."""
     drop_log_interval: float = 10.0
-    """At most one warning per this many seconds per kind of dropped heartbeat (forged,
-    implausible, over the table's bound, queue full); the next one says how many were left
-    out, so a peer sending thousands of bad heartbeats cannot flood the log."""
+    """At most one warning per this many seconds per kind of dropped membership message
+    (malformed, forged record, unproven accusation, ...); the next one says how many were left
+    out, so a peer sending thousands of bad messages cannot flood the log."""
 
 
 @dataclass
@@ -156,7 +119,7 @@ class SwimSettings:
     max_grace: float = 30.0
     """Most extra seconds a member may ask the others to add to its suspicion timeout
     (`SwimNode.set_grace`, carried on its ALIVE): a hidden browser tab asks for
-    ``browser.hidden_grace``. The same bound as ``membership.max_grace``."""
+    ``browser.hidden_grace``."""
     retransmit_mult: int = 6
     """Each update is piggybacked on at most ``retransmit_mult`` x ceil(log10(N + 1)) messages
     by each node (memberlist uses 4): enough for it to reach everyone with high probability,

@@ -20,7 +20,7 @@ messages and decides what it may believe:
   incarnations are signed ahead. A change of neighbours is announced as a new incarnation
   (at most every ``announce_delay``), so the routes follow the links.
 
-The rest of the agent sees the same interface as before: `NodeLiveness` per member, Ready
+The rest of the agent sees a `NodeLiveness` per member (p2pkube/membership/liveness.py), Ready
 while ALIVE or SUSPECT (a suspicion is not a failure: nothing is replaced for it), NotReady
 once DEAD or LEFT.
 """
@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from p2pkube.membership.detector import NodeLiveness
+from p2pkube.membership.liveness import NodeLiveness
 from p2pkube.membership.settings import MembershipSettings, SwimSettings
 from p2pkube.membership.swim import SwimNode
 from p2pkube.membership.swim_messages import Gossip, Message, PushPull, Send, Status, Update
@@ -318,7 +318,7 @@ class SwimMembership:
         """Let through what may be believed now; hold what waits for a record's check."""
         liveness = self._nodes.get(sender)
         if liveness is not None:
-            liveness.last_seen = time.monotonic()
+            liveness.last_seen, liveness.last_heard = time.monotonic(), utc_now()
         updates = tuple(u for u in message.updates if self._admit(sender, u))
         if isinstance(message, PushPull):
             states = tuple(s for s in message.states if self._admit(sender, s, state=True))
@@ -462,9 +462,8 @@ class SwimMembership:
             node=record.node,
             name=record.name,
             incarnation=record.incarnation,
-            seq=0,
             last_seen=time.monotonic(),
-            last_heartbeat=stamp,
+            last_heard=stamp,
             via=None,
             last_transition=stamp,
             pub=record.pub,

@@ -18,7 +18,10 @@ from typing import Any
 
 import msgpack
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
+"""The link protocol's version, the first element of every frame; a frame of another version
+is a violation, so a link to an agent of another version never forms. 3: SWIM frames, and
+the flooded HEARTBEAT frame (type 4) of version 2 is gone."""
 FRAGMENT_BYTES = 60 * 1024
 """Largest single data-channel message we send (below the 64 KiB every WebRTC stack accepts)."""
 MAX_FRAME_BYTES = 32 * 1024 * 1024
@@ -29,7 +32,8 @@ class FrameType(IntEnum):
     HELLO = 1
     AUTH = 2
     SYNC = 3
-    HEARTBEAT = 4
+    # 4 was HEARTBEAT (version 2's flooded heartbeats): reserved, never reused; a peer that
+    # sends it commits a violation (unknown frame type).
     ROUTE = 5
     BYE = 6
     FRAGMENT = 7
@@ -96,7 +100,6 @@ _VALIDATORS: dict[FrameType, Callable[[Any], Any]] = {
     ),
     FrameType.AUTH: lambda b: require_fields(b, {"sig": bytes, "mac": bytes}),
     FrameType.SYNC: _bytes,
-    FrameType.HEARTBEAT: lambda b: require_fields(b, {"ttl": int, "hb": bytes, "sig": bytes}),
     FrameType.ROUTE: lambda b: require_fields(
         b, {"id": str, "src": str, "dst": str, "ttl": int, "data": bytes, "sig": bytes}
     ),
@@ -135,7 +138,7 @@ def decode_frame(data: bytes | str, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
 def unpack(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     """One msgpack value from a peer, under the limits every frame is decoded with (no value
     longer than ``max_bytes``, no ext types, string map keys); FrameError on anything else.
-    Also for msgpack carried inside a frame as ``bin`` (signed heartbeats, routed data)."""
+    Also for msgpack carried inside a frame as ``bin`` (SWIM messages, routed data)."""
     try:
         return msgpack.unpackb(
             data,

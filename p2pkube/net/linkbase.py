@@ -315,7 +315,8 @@ class LinkBase(ABC):
                     self.close_soon(f"no frame for {settings.link_idle_timeout:.1f}s")
                 elif now - self.last_sent > settings.link_idle_timeout / 2:
                     # Keep the neighbour's idle check quiet. Half the timeout, not a third: at
-                    # 1 s, PINGs raced the 1 s heartbeats and doubled an idle link's messages.
+                    # 1 s, PINGs raced the old 1 s heartbeats and doubled an idle link's
+                    # messages (SWIM traffic on a link now often resets this wait).
                     self._send(FrameType.PING, {})
         except asyncio.CancelledError:
             pass

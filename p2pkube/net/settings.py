@@ -40,8 +40,9 @@ class TransportSettings:
     connect_timeout: float = 10.0
     """Seconds from creating a link to a completed handshake before the attempt is abandoned."""
     link_idle_timeout: float = 3.0
-    """A link that delivered no frame for this long is closed. Heartbeats cross every link every
-    ``heartbeat_interval``; aiortc itself notices a silently cut path only after ~30 s."""
+    """A link that delivered no frame for this long is closed. A side that sent nothing for half
+    of it sends a PING (SWIM probes a given neighbour only every N - 1 probe periods); aiortc
+    itself notices a silently cut path only after ~30 s."""
     send_buffer_limit: int = 64 * 1024 * 1024
     """Bytes queued on one data channel beyond which the link is closed as too slow (it is rebuilt
     and resynced by state vector, so nothing is lost and no queue grows without bound)."""

@@ -19,7 +19,7 @@ class SchedulerSettings:
     override any of them)."""
 
     pod_eviction_grace: float = 0.25
-    """Seconds a node must have been NotReady (after ``membership.node_timeout``) before the
+    """Seconds a node must have been NotReady (declared DEAD by SWIM) before the
     scheduler of a workload deletes that node's pods and places replacements elsewhere.
     Kubernetes waits 40 s + 300 s by default; p2pkube's failure detector already tolerates a
     slow peer (Lifeguard), so this is only a margin against a node that flaps."""
