@@ -102,8 +102,10 @@ def _decode_update(item: Any) -> Update:
     status = _STATUSES.get(code) if isinstance(code, int) and not isinstance(code, bool) else None
     if status is None:
         raise FrameError(f"swim update status {code!r} is unknown")
-    if proof is not None and not isinstance(proof, bytes):
-        raise FrameError("swim update proof must be bytes or nil")
+    if proof is not None and (not isinstance(proof, bytes) or len(proof) > MAX_PROOF):
+        # no honest member sends a longer one (its own proof is checked before it goes), and
+        # a relay passes on only what it decoded: the sender made it up
+        raise FrameError(f"swim update proof must be nil or bytes of at most {MAX_PROOF}")
     if isinstance(grace, bool) or not isinstance(grace, int | float) or not math.isfinite(grace):
         raise FrameError("swim update grace must be a finite number")
     return Update(
