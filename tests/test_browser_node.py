@@ -419,8 +419,9 @@ async def test_a_hidden_tab_stalled_for_a_while_is_not_declared_dead_and_blames_
           document.dispatchEvent(new Event("visibilitychange"));
         }"""
     )
-    await asyncio.sleep(1.5)  # a heartbeat carrying the grace reaches both native nodes
-    # Block the page's thread (the agent's event loop) for 5 s: twice membership.node_timeout.
+    await asyncio.sleep(1.5)  # the signed ALIVE carrying the grace reaches both native nodes
+    # Block the page's thread (the agent's event loop) for 5 s: beyond SWIM's detection bound
+    # without the grace (probe period + suspicion ceiling, 4.35 s at the defaults).
     await tab.page.evaluate(
         "setTimeout(() => { const t = performance.now(); while (performance.now() - t < 5000); })"
     )

@@ -49,7 +49,7 @@ def _node(
     node_id = (name.encode().hex() * 16)[:64]
     conditions = []
     if ready is not None:
-        reason = {"True": "AgentReady", "False": "HeartbeatTimeout"}.get(ready, "AgentLeft")
+        reason = {"True": "AgentReady", "False": "AgentDead"}.get(ready, "Starting")
         conditions.append(
             {
                 "type": "Ready",

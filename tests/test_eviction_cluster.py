@@ -82,7 +82,7 @@ def test_two_nodes_killed_at_once_are_evicted_one_token_apart(
     second = time.monotonic() - killed
     apart = second - first
     # A token every 10 s: the second goes ~10 s after the first (the two losses were seen
-    # up to a heartbeat apart, and the replacement has to start).
+    # up to a probe round apart, and the replacement has to start).
     assert TOKEN_SECONDS - 1.5 <= apart <= TOKEN_SECONDS + 4, f"{first:.1f}s, then {second:.1f}s"
     assert not [n for n in on_victims() if n in victims]
     evictions = cluster.api(scheduler, "GET", "/v1/status")["scheduler"]["evictions"]

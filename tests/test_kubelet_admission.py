@@ -4,7 +4,7 @@ A 1,000-pod Job puts about a hundred pods on each of 10 nodes within seconds. Ad
 the requests of every active pod on the node for each new one; parsing those quantities again
 at every admission made the burst cost N² parses, the largest CPU cost of the agents in
 ``bench.bench_sched --part throughput --pods 1000`` (py-spy: Kubelet.admit 26% of all samples
-of the 10 agents), starving their event loops into missed heartbeats. In-process: no wasm runs,
+of the 10 agents), starving their event loops into missed probes. In-process: no wasm runs,
 only the admission decision is exercised. The same burst made every node's kubelet decode
 every pod of the document at every change to find its own (``Kubelet.desired`` now reads
 only the keys that changed); that is checked on a real ClusterState.

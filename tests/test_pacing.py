@@ -23,14 +23,14 @@ def test_log_throttle_paces_each_kind_apart(caplog: pytest.LogCaptureFixture) ->
     throttle = LogThrottle(logger, interval=3600.0)
     with caplog.at_level(logging.WARNING, logger="test.pacing"):
         for i in range(5):
-            throttle.warning("forged", "forged heartbeat %d", i)
-        throttle.warning("late", "late heartbeat")
-    assert [r.getMessage() for r in caplog.records] == ["forged heartbeat 0", "late heartbeat"]
+            throttle.warning("forged", "forged record %d", i)
+        throttle.warning("late", "late record")
+    assert [r.getMessage() for r in caplog.records] == ["forged record 0", "late record"]
     throttle.interval = 0.0
     with caplog.at_level(logging.WARNING, logger="test.pacing"):
-        throttle.warning("forged", "forged heartbeat %d", 5)
+        throttle.warning("forged", "forged record %d", 5)
     assert (
         caplog.records[-1]
         .getMessage()
-        .startswith("forged heartbeat 5 (and 4 more like it in the last")
+        .startswith("forged record 5 (and 4 more like it in the last")
     )

@@ -23,10 +23,13 @@ import pytest
 from p2pkube.api.client import ApiClient, ApiClientError
 from p2pkube.api.server import ApiServer
 from p2pkube.devcluster import LocalCluster, wait_until
+from p2pkube.membership.liveness import detection_bound
+from p2pkube.membership.settings import SwimSettings
 from p2pkube.model.watch import Watch
 from tests.memorybackend import MemoryBackend
 
-NODE_TIMEOUT = 2.5  # MembershipSettings.node_timeout, the documented default
+DETECTION = detection_bound(SwimSettings(), 2)
+"""SWIM's bound on a killed member of a pair declared DEAD by the other (the default settings)."""
 
 
 def configmap(
@@ -265,14 +268,14 @@ def test_node_watch_reports_a_killed_agent_notready(cluster: LocalCluster) -> No
     assert ready_status(initial["object"]) == "True"
 
     cluster.kill("n2")
-    # Pushed when the failure detector flips n2, i.e. about NODE_TIMEOUT after the kill (no
-    # document change is involved: Ready is not stored in the document).
+    # Pushed when SWIM declares n2 DEAD, within DETECTION of the kill (no document change is
+    # involved: Ready is not stored in the document).
     event = watch.expect(
         "n2 NotReady",
         lambda e: is_event("MODIFIED", "n2")(e) and ready_status(e["object"]) == "False",
-        NODE_TIMEOUT + 4,
+        DETECTION + 4,
     )
-    assert event["object"]["status"]["conditions"][0]["reason"] == "HeartbeatTimeout"
+    assert event["object"]["status"]["conditions"][0]["reason"] == "AgentDead"
 
 
 def test_watch_of_an_empty_namespace_waits_for_its_first_object(cluster: LocalCluster) -> None:

@@ -25,8 +25,9 @@ from tests.test_pods_cluster import write_manifest
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["n1", "n2", "n3", "n4"]
 FAILOVER_SECONDS = 4.0
-"""Kill to replacement Running, as asserted (docs/guarantees.md: node_timeout 2.5 s +
-scheduler.pod_eviction_grace 0.25 s + placement and start; measured in docs/benchmarks.md)."""
+"""Kill to replacement Running, as asserted (docs/guarantees.md: SWIM's crash -> DEAD, 2.3-2.9 s
+between real agents, + scheduler.pod_eviction_grace 0.25 s + placement and start; measured in
+docs/benchmarks.md)."""
 HEAL_SECONDS = 20.0
 """Heal to exactly the desired pods on every node, as asserted (docs/guarantees.md)."""
 
