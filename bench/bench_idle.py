@@ -21,13 +21,14 @@ same time as this tree's, so both see the same load on the machine (run one afte
 the load of a shared machine drifted by more than the difference measured); the two clusters
 never link (each has its own signaling server and token) and each costs the other ~0.05 of a
 core. The worktree is removed afterwards. ``run_all.py`` passes the last commit before
-heartbeats were signed (issue 10), so the table shows what signing costs an idle agent.
+membership messages were signed (issue 10; it flooded unsigned heartbeats, before SWIM), so
+the table shows today's idle agent next to that one.
 
-``--microbench N`` times, in this process, what signing costs per heartbeat with the real
-code: encoding and signing one (``heartbeat.seal``), parsing and checking one
-(``heartbeat.parse`` and the native ``verify_signature``), and taking one through the failure
-detector (``Membership.handle_heartbeat``: the queue, the check, the record), against a plain
-msgpack encode of the unsigned heartbeat an agent sent before.
+``--microbench N`` times, in this process, what a signed member record costs with the real
+code (`p2pkube.membership.swim_wire`): encoding and Ed25519-signing one (as the membership
+host does for each new incarnation of its own), parsing and checking one (``parse_proof`` and
+the native ``verify_signature``: once per member and incarnation), against encoding a SWIM
+ping frame (what most membership messages cost, unsigned).
 
 Run: ``.venv/bin/python -m bench.bench_idle [--agents 5] [--seconds 30]
 [--baseline-commit c7e244c] [--microbench 2000]``.
@@ -49,7 +50,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import psutil
 
 from bench.benchlib import (
@@ -62,7 +62,7 @@ from bench.benchlib import (
     yes,
 )
 from p2pkube.devcluster import LocalCluster
-from p2pkube.membership.settings import MembershipSettings
+from p2pkube.membership.settings import SwimSettings
 
 TITLE = "Idle CPU and memory per agent"
 """The heading of this benchmark's section in docs/benchmarks.md."""
@@ -261,86 +261,65 @@ def baseline_summary(commit: str, run: dict[str, Any]) -> dict[str, Any]:
 
 
 def microbench(count: int) -> dict[str, Any]:
-    """Microseconds per heartbeat of signing and checking (see the module docstring)."""
+    """Microseconds per member record of signing and checking (see the module docstring)."""
     return asyncio.run(_microbench(count))
 
 
 async def _microbench(count: int) -> dict[str, Any]:
-    from p2pkube.membership import heartbeat
-    from p2pkube.membership.detector import Membership
+    from p2pkube.membership.swim_messages import Gossip, Ping, Status, Update
+    from p2pkube.membership.swim_wire import (
+        DOMAIN,
+        parse_proof,
+        proof_of,
+        record_bytes,
+        signed_transcript,
+    )
+    from p2pkube.membership.swim_wire import encode as encode_swim
+    from p2pkube.membership.topology import short_id
+    from p2pkube.net.frames import FrameType, encode_frame
     from p2pkube.net.identity import NodeIdentity, verify_signature
     from p2pkube.net.signed import Signatures
 
     cluster = "0" * 16
     sender = Signatures(NodeIdentity.generate(), cluster, verify_signature)
-    receiver = Signatures(NodeIdentity.generate(), cluster, verify_signature)
-    peers = [NodeIdentity.generate().node_id for _ in range(4)]
-    now = int(time.time() * 1000)
+    peers = [short_id(NodeIdentity.generate().node_id) for _ in range(4)]
+    target = NodeIdentity.generate().node_id
 
-    def fields(seq: int) -> dict[str, Any]:
-        return heartbeat.payload(sender.node_id, sender.public_key, "n1", now, seq, now, peers)
+    def record(incarnation: int) -> bytes:
+        return record_bytes(sender.node_id, sender.public_key, "n1", incarnation, 0.0, False, peers)
 
-    unsigned = {
-        "node": sender.node_id,
-        "name": "n1",
-        "inc": now,
-        "seq": 1,
-        "ttl": 16,
-        "peers": peers,
-    }
+    ping = Ping(1, target, ())
     started = time.perf_counter()
     for _ in range(count):
-        msgpack.packb(unsigned, use_bin_type=True)
+        encode_frame(FrameType.SWIM, encode_swim(ping))
     pack = time.perf_counter() - started
 
     started = time.perf_counter()
-    bodies = [await heartbeat.seal(sender, fields(seq), 16) for seq in range(1, count + 1)]
+    proofs = []
+    for incarnation in range(count):
+        signed = record(incarnation)
+        proofs.append(proof_of(signed, await sender.sign(DOMAIN, signed)))
     seal = time.perf_counter() - started
 
     started = time.perf_counter()
-    for body in bodies:
-        beat = heartbeat.parse(body)
-        assert await verify_signature(beat.pub, body["sig"], heartbeat.signed_bytes(cluster, body))
+    for proof in proofs:
+        member = parse_proof(proof)
+        signed = signed_transcript(cluster, member.signed)
+        assert await verify_signature(member.pub, member.signature, signed)
     check = time.perf_counter() - started
+    await sender.close()
 
-    class Quiet:
-        """A transport with one neighbour that drops what it is given."""
-
-        def neighbours(self) -> list[str]:
-            return peers[:1]
-
-        def broadcast(self, *_: Any, **__: Any) -> int:
-            return 0
-
-        def send(self, *_: Any) -> bool:
-            return False
-
-    relayed = await _receive(Membership(receiver, "n2", Quiet()), peers[0], bodies)  # type: ignore[arg-type]
-    direct = await _receive(Membership(receiver, "n2", Quiet()), sender.node_id, bodies)  # type: ignore[arg-type]
-    await receiver.close()
+    alive = Update(sender.node_id, Status.ALIVE, 1, sender.node_id, proofs[0], 0.0)
     us = 1e6 / count
     return {
         "count": count,
         "packUs": round(pack * us, 1),
         "sealUs": round(seal * us, 1),
         "checkUs": round(check * us, 1),
-        "receiveRelayedUs": round(relayed * us, 1),
-        "receiveDirectUs": round(direct * us, 1),
-        "heartbeatBytes": len(msgpack.packb([1, 4, bodies[0]], use_bin_type=True)),
-        "unsignedBytes": len(msgpack.packb([1, 4, unsigned], use_bin_type=True)),
+        "recordBytes": len(proofs[0]),
+        "pingBytes": len(encode_frame(FrameType.SWIM, encode_swim(ping))),
+        "aliveBytes": len(encode_frame(FrameType.SWIM, encode_swim(Gossip((alive,))))),
     }
-
-
-async def _receive(membership: Any, neighbour: str, bodies: list[dict[str, Any]]) -> float:
-    """Seconds to take ``bodies`` (new heartbeats) from ``neighbour`` through ``membership``."""
-    started = time.perf_counter()
-    for first in range(0, len(bodies), 64):  # in batches, well within a neighbour's share
-        for body in bodies[first : first + 64]:
-            membership.handle_heartbeat(neighbour, body)
-        batch_end = min(len(bodies), first + 64)
-        while membership.stats.heartbeats_accepted < batch_end:  # noqa: ASYNC110 - its queue runs here
-            await asyncio.sleep(0)
-    return time.perf_counter() - started
 
 
 def signing_table(result: dict[str, Any]) -> str:
@@ -368,24 +347,19 @@ def signing_table(result: dict[str, Any]) -> str:
 def micro_table(micro: dict[str, Any]) -> str:
     """The microbenchmark's figures (also rendered by run_all.py)."""
     return markdown_table(
-        ["per heartbeat", "µs"],
+        ["per message", "µs"],
         [
             [
-                "msgpack encode of the unsigned heartbeat (the baseline: all a beat cost before)",
+                "encode a SWIM ping frame (the baseline: what most membership messages cost)",
                 micro["packUs"],
             ],
-            ["sign: encode the payload and Ed25519-sign it (heartbeat.seal)", micro["sealUs"]],
             [
-                "check: parse and Ed25519-verify (heartbeat.parse, verify_signature)",
+                "sign: encode a member record and Ed25519-sign it (as swim_host._prove)",
+                micro["sealUs"],
+            ],
+            [
+                "check: parse a record and Ed25519-verify it (parse_proof, verify_signature)",
                 micro["checkUs"],
-            ],
-            [
-                "receive one relayed through the failure detector (queue, check, record)",
-                micro["receiveRelayedUs"],
-            ],
-            [
-                "receive a neighbour's own (the link authenticates it: no check unless relayed)",
-                micro["receiveDirectUs"],
             ],
         ],
     )
@@ -393,16 +367,26 @@ def micro_table(micro: dict[str, Any]) -> str:
 
 # --- docs/benchmarks.md ---------------------------------------------------------------------------
 
-HEARTBEAT_DEFAULT = MembershipSettings().heartbeat_interval
-"""The agents' heartbeat interval; run_all.py's diagnostic run halves it."""
-DIAGNOSTIC = "heartbeatDoubled"
+SWIM_DEFAULT = SwimSettings()
+"""The agents' SWIM timings; run_all.py's diagnostic run halves the probe period."""
+PROBES_DOUBLED = [
+    "--set",
+    f"swim.probe_interval={SWIM_DEFAULT.probe_interval / 2:g}",
+    "--set",
+    f"swim.probe_timeout={SWIM_DEFAULT.probe_timeout / 2:g}",
+    "--set",
+    f"swim.nack_timeout={SWIM_DEFAULT.nack_timeout / 2:g}",
+]
+"""The idle diagnostic's settings: every agent probes twice as often (the timeouts halved with
+the period, as `SwimSettings.check` requires), to show membership's share of idle CPU."""
+DIAGNOSTIC = "probesDoubled"
 """Where run_all.py attaches that diagnostic run to this benchmark's result, as
 ``{"command": ..., "result": ...}``: the section shows both runs."""
 
 
 def render(r: dict[str, Any]) -> list[str]:
-    """The idle cluster's table, the targets, the heartbeat diagnostic and signing figures when they
-    ran, and where the CPU and memory go."""
+    """The idle cluster's table, the targets, the probe-rate diagnostic and signing figures
+    when they ran, and where the CPU and memory go."""
     s = r["summary"]
 
     imports = next((x for x in r["rows"] if x["process"] == "python + agent imports"), None)
@@ -422,23 +406,23 @@ def render(r: dict[str, Any]) -> list[str]:
         f"< {r['targetRssMB']:g} MB RSS: {yes(s['rssTargetMet'])} (max {s['rssMBMax']:g} MB).",
         "",
     ]
+    period = SWIM_DEFAULT.probe_interval
     diagnostic = r.get(DIAGNOSTIC)
     if diagnostic:
         d = diagnostic["result"]["summary"]
         lines += [
-            f"Diagnostic run, same cluster with heartbeats every {HEARTBEAT_DEFAULT / 2:g} s "
-            f"instead of {HEARTBEAT_DEFAULT:g} s "
-            f"(`{diagnostic['command']}`):",
+            f"Diagnostic run, same cluster probing every {period / 2:g} s instead of "
+            f"{period:g} s (`{diagnostic['command']}`):",
             "",
             table(diagnostic["result"]),
             "",
         ]
-        heartbeat_note = (
-            f" Doubling the heartbeat rate takes an agent from {s['cpuPercentMedian']:g}% to "
-            f"{d['cpuPercentMedian']:g}%: that difference is what the heartbeats cost."
+        probe_note = (
+            f" Doubling the probe rate takes an agent from {s['cpuPercentMedian']:g}% to "
+            f"{d['cpuPercentMedian']:g}%: that difference is what SWIM's probes cost."
         )
     else:
-        heartbeat_note = ""
+        probe_note = ""
     lines += render_signing(r)
     memory_note = (
         f" Memory is mostly the imports: an idle interpreter that only imported the agent's "
@@ -447,56 +431,53 @@ def render(r: dict[str, Any]) -> list[str]:
         else ""
     )
     lines.append(
-        f"**What limits it**: heartbeats. Each agent sends one every {HEARTBEAT_DEFAULT:g} s on "
-        "every link and "
-        "relays other nodes' heartbeats to neighbours that may not have them yet; every frame "
-        "is a DTLS record plus an SCTP DATA chunk and its SACK through aiortc's pure-Python "
-        "stack, and keeps the event loop waking up. The links' idle PINGs, the failure "
-        f"detector's event-loop lag probe every {MembershipSettings().check_interval:g} s and "
-        "anti-entropy every 5 s add a little." + heartbeat_note + memory_note
+        f"**What limits it**: membership's probes. Each agent probes one member every "
+        f"{period:g} s (SWIM: a ping and its ack, {1 / period:.1f} of each sent per second "
+        "whatever the cluster's size, as many received); every frame is a DTLS record plus an "
+        "SCTP DATA chunk and its SACK through aiortc's pure-Python stack, and keeps the event "
+        "loop waking up. The links' idle PINGs and anti-entropy every 5 s add a little."
+        + probe_note
+        + memory_note
     )
     return lines
 
 
 def render_signing(r: dict[str, Any]) -> list[str]:
-    """Signed heartbeats (issue 10): the same cluster at the last unsigned commit, same run."""
+    """The same cluster at an older commit, same run, and the member-record microbenchmark."""
     baseline, micro = r.get("baseline"), r.get("microbench")
     if not baseline:
         return []
     s = r["summary"]
     lines = [
-        f"**Signed heartbeats** (issue 10). The same {r['agents']}-agent cluster at "
-        f"{baseline['commit']}, the last commit before heartbeats and routed messages were "
-        "signed, measured in the same window by that commit's own `bench_idle.py` from a "
-        "temporary git worktree (its agents and signaling server import that tree), so both "
-        "see the same load; the two clusters never link, and each counts the other's ~0.05 "
-        "of a core among the other processes:",
+        f"**Against {baseline['commit']}**, the last commit before membership and routed "
+        "messages were signed (issue 10; it flooded unsigned heartbeats, before SWIM): the "
+        f"same {r['agents']}-agent cluster, measured in the same window by that commit's own "
+        "`bench_idle.py` from a temporary git worktree (its agents and signaling server import "
+        "that tree), so both see the same load; the two clusters never link, and each counts "
+        "the other's ~0.05 of a core among the other processes:",
         "",
         signing_table(r),
         "",
     ]
-    if micro:
-        agents = r["agents"]
-        expected = micro["sealUs"] / 1e4 / HEARTBEAT_DEFAULT  # % of a core
+    if micro and "recordBytes" in micro:  # results saved before SWIM timed heartbeats
         lines += [
-            f"Per heartbeat, in one process, {micro['count']:,} of them "
-            f"(`--microbench {micro['count']}`; {micro['heartbeatBytes']} bytes on the wire "
-            f"signed, {micro['unsignedBytes']} before):",
+            f"Per member record, in one process, {micro['count']:,} of them "
+            f"(`--microbench {micro['count']}`; a signed record is {micro['recordBytes']} "
+            f"bytes, a SWIM ping frame {micro['pingBytes']}, one carrying a signed ALIVE "
+            f"{micro['aliveBytes']}):",
             "",
             micro_table(micro),
             "",
-            f"An agent signs one heartbeat per {HEARTBEAT_DEFAULT:g} s (and its pre-signed "
-            "farewell every 15 s), about "
-            f"{expected:.3f}% of a core. It checks only heartbeats relayed to it or by it: in "
-            f"this full mesh of {agents} none (a neighbour's own heartbeat arrives over a link "
-            f"whose handshake proved who sent it); in a partial mesh, up to {agents - 1} checks "
-            f"per second would add {(agents - 1) * micro['checkUs'] / 1e4:.2f}%. The failure "
-            "detector pays for it: it checks each timeout when it falls due and probes its own "
-            f"event-loop lag every {MembershipSettings().check_interval:g} s (it polled "
-            "every 0.1 s before). Idle CPU per agent: "
-            f"{baseline['cpuPercentMedian']:g}% before, {s['cpuPercentMedian']:g}% "
-            f"after (medians); the target of < {r['targetCpuPercent']:g}% is "
-            f"{yes(s['cpuTargetMet'])} (busiest agent {s['cpuPercentMax']:g}%).",
+            "An agent signs a record only for a new incarnation of its own (a refutation, a "
+            "change of neighbours at most every "
+            f"{SWIM_DEFAULT.announce_delay:g} s, a grace) and checks each other member's once "
+            "per incarnation, so an idle cluster signs and checks almost nothing; the probes "
+            "themselves are not signed (a link's handshake proves its neighbour, a routed "
+            "message is signed by the mesh). Idle CPU per agent: "
+            f"{baseline['cpuPercentMedian']:g}% at {baseline['commit']}, "
+            f"{s['cpuPercentMedian']:g}% now (medians); the target of < "
+            f"{r['targetCpuPercent']:g}% is {yes(s['cpuTargetMet'])} (busiest agent "
+            f"{s['cpuPercentMax']:g}%).",
             "",
         ]
     return lines
@@ -517,7 +498,7 @@ def summary_rows(result: dict[str, Any]) -> list[list[str]]:
     if baseline:
         rows.append(
             [
-                "signed heartbeats: idle agent CPU",
+                "idle agent CPU against the unsigned heartbeats of issue 10",
                 f"{s['cpuPercentMedian']:g}% of a core (median of {result['agents']}; "
                 f"{baseline['cpuPercentMedian']:g}% unsigned, at {baseline['commit']}, "
                 "same run)",
@@ -546,7 +527,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="SECTION.FIELD=VALUE",
-        help="agent setting override (p2pkube join --set), e.g. membership.heartbeat_interval=1",
+        help="agent setting override (p2pkube join --set), e.g. swim.probe_interval=0.3",
     )
     parser.add_argument(
         "--baseline-commit",
@@ -559,7 +540,7 @@ def main() -> None:
         type=int,
         default=0,
         metavar="N",
-        help="also time signing and checking N heartbeats in this process",
+        help="also time signing and checking N member records in this process",
     )
     args = parser.parse_args()
 

@@ -506,7 +506,7 @@ def _limits(r: dict[str, Any]) -> str:
             else f"The machine was not saturated while writing (agents plus other processes "
             f"below 80% of its {os.cpu_count()} cores), so this is mostly per-hop cost; it "
             "grows with the number of agents because every agent's share of relaying, "
-            "heartbeats and watch delivery competes for the same cores. "
+            "membership probes and watch delivery competes for the same cores. "
         )
         + (
             "Visibility does not wait for the fsync: the median write is visible everywhere "

@@ -18,8 +18,8 @@ without a control plane.
 **failover** (the same 5 agents): a Deployment of 3 replicas; each rep ``kill -9``s an agent
 that runs one of its pods (never n1, which is watched), and times until n1's Pod watch shows 3
 Running+Ready pods, none on the killed node. Baseline, the same kill, measured side by side:
-until n1's Node watch reports the killed node NotReady (the failure detector alone,
-``membership.node_timeout`` after the last heartbeat: the floor of any replacement). The
+until n1's Node watch reports the killed node NotReady (SWIM alone: the probes that miss it
+and the suspicion timeout, the floor of any replacement). The
 killed agent is then restarted from its data dir, and the next rep waits until it is Ready
 everywhere and exactly 3 pods exist.
 
@@ -30,7 +30,7 @@ until every pod Succeeded and until the Job's Complete condition (each within
 ``--burst-timeout`` of the PUT, else reported as not reached); how the pods spread over the
 nodes, and what the burst did to the cluster: pods created (more than asked when pods on nodes
 that looked NotReady were evicted and replaced), leases taken, the worst event-loop stall of
-any agent (its failure detector's own stall accounting), Ready/NotReady flips, scheduling
+any agent (its membership core's own stall accounting), Ready/NotReady flips, scheduling
 passes per agent. Baselines, same run, on the idle cluster before the bursts:
 ``placement.place`` over 10 ``NodeInfo`` in a plain Python loop (``assume()`` after each pod),
 and the Job controller's whole pass (``reconcile_job`` into a Plan) in-process: pods/s without
@@ -74,7 +74,9 @@ from bench.benchlib import (
 )
 from p2pkube.api.client import ApiClient, ApiClientError
 from p2pkube.devcluster import LocalCluster, wait_until
-from p2pkube.membership.settings import MembershipSettings
+from p2pkube.membership.liveness import detection_bound
+from p2pkube.membership.settings import SwimSettings
+from p2pkube.membership.swim_gossip import suspicion_bounds
 from p2pkube.sched.election import LEASE_ANNOTATION
 
 TITLE = "Scheduling without a control plane"
@@ -676,18 +678,33 @@ def settings_of(bed: Bed) -> dict[str, float]:
     """The defaults that bound a replacement (the bench passes no overrides)."""
     from p2pkube.sched.manager import SchedulerSettings
 
-    m, s = MembershipSettings(), SchedulerSettings()
+    swim, s = SwimSettings(), SchedulerSettings()
+    floor, ceiling = suspicion_bounds(
+        swim.suspicion_mult, swim.suspicion_max_timeout_mult, bed.size, swim.probe_interval
+    )
     return {
-        "heartbeatInterval": m.heartbeat_interval,
-        "nodeTimeout": m.node_timeout,
+        "probeInterval": swim.probe_interval,
+        "suspicionFloor": round(floor, 3),
+        "suspicionCeiling": round(ceiling, 3),
+        "detectionBound": round(detection_bound(swim, bed.size), 3),
         "podEvictionGrace": s.pod_eviction_grace,
     }
 
 
+def stall_bound(agents: int) -> float:
+    """Seconds of stall beyond which SWIM may declare an agent DEAD: the probe period plus the
+    suspicion timeout's floor at this size (see `SwimSettings`)."""
+    swim = SwimSettings()
+    floor, _ = suspicion_bounds(
+        swim.suspicion_mult, swim.suspicion_max_timeout_mult, agents, swim.probe_interval
+    )
+    return swim.probe_interval + floor
+
+
 def health(bed: Bed) -> dict[str, dict[str, float]]:
-    """Per agent: the sum so far of how late its failure detector's checks woke up (each late
-    wake-up beyond 50 ms counted; a saturated loop adds up, no single stall need be long) and
-    the Ready/NotReady transitions it saw."""
+    """Per agent: the sum so far of how late its membership core's ticks came (each one later
+    than ``swim.stall_threshold`` counted; a saturated loop adds up, no single stall need be
+    long) and the Ready/NotReady transitions it saw."""
     out = {}
     for name in bed.names:
         with contextlib.suppress(ApiClientError):
@@ -930,7 +947,7 @@ def apply_table(r: dict[str, Any]) -> str:
 def failover_table(r: dict[str, Any]) -> str:
     rows = [
         [
-            "baseline: failure detector, kill to NotReady on the watcher",
+            "baseline: SWIM alone, kill to NotReady on the watcher",
             *_ms_as_s(r["notReady"]),
         ],
         ["p2pkube: kill to replacement placed", *_ms_as_s(r["placed"])],
@@ -1102,7 +1119,7 @@ def _render_failover(failover: dict[str, Any]) -> list[str]:
         f"{f['replicas']} Running+Ready pods, none on the killed node; the killed agent then "
         "restarts from its data dir and the next rep starts once it is Ready everywhere and "
         f"exactly {f['replicas']} pods exist. Baseline, the same kills: until n1's Node "
-        "watch reports the killed node NotReady, the failure detector alone and the floor "
+        "watch reports the killed node NotReady, SWIM alone and the floor "
         f"of any replacement. The workload's own scheduler was the victim in "
         f"{f['leaderKilled']} of {f['reps']} reps.",
         "",
@@ -1117,11 +1134,14 @@ def _render_failover(failover: dict[str, Any]) -> list[str]:
             else ")."
         ),
         "",
-        "**What limits it**: detection. A node is NotReady "
-        f"`membership.node_timeout` = {cfg['nodeTimeout']:g} s after its last heartbeat, "
-        f"and heartbeats go every {cfg['heartbeatInterval']:g} s, so a kill is noticed "
-        f"{cfg['nodeTimeout'] - cfg['heartbeatInterval']:g}-{cfg['nodeTimeout']:g} s "
-        f"later (measured p50 {detect['p50'] / 1000:.2f} s). Then the scheduler waits "
+        "**What limits it**: detection. A killed node is missed by the next probe of it "
+        f"(each agent probes one member every `swim.probe_interval` = "
+        f"{cfg.get('probeInterval', 0):g} s), suspected, and NotReady (DEAD) when the "
+        "suspicion times out: after its floor "
+        f"({cfg.get('suspicionFloor', 0):g} s) once others confirm it, at most its ceiling "
+        f"({cfg.get('suspicionCeiling', 0):g} s), so within "
+        f"{cfg.get('detectionBound', 0):g} s at {f['agents']} agents "
+        f"(measured p50 {detect['p50'] / 1000:.2f} s). Then the scheduler waits "
         f"`scheduler.pod_eviction_grace` = {cfg['podEvictionGrace']:g} s, deletes the lost "
         "pod and places a replacement in the same pass (when the victim held the lease, "
         "another node takes it in that pass): "
@@ -1155,9 +1175,10 @@ def _render_throughput(burst: dict[str, Any]) -> list[str]:
         "seen, more than N when pods on nodes that looked NotReady were evicted and "
         "replaced; *leases taken*: LeaderElection events recorded for the Job; *loop "
         "lateness*: "
-        "for the worst agent, the sum over the burst of how late its failure detector's "
-        "checks woke up (a saturated loop, not one long stall: each check is due every "
-        f"{MembershipSettings().check_interval:g} s); *Ready flips*: liveness transitions "
+        "for the worst agent, the sum over the burst of how late its membership core's "
+        "ticks came (a saturated loop, not one long stall: a tick is due at least every "
+        f"{SwimSettings().probe_interval:g} s, the probe period); *Ready flips*: liveness "
+        "transitions "
         "seen by all agents together):",
         "",
         completion_table(burst),
@@ -1211,7 +1232,7 @@ def _burst_limits(burst: dict[str, Any]) -> str:
         if x["podsCreated"] > x["pods"]
         or len(x["leaderElections"]) > 1
         or len(x.get("creatingLeases", [])) > 1
-        or x["health"]["maxStalledSeconds"] >= MembershipSettings().node_timeout
+        or x["health"]["maxStalledSeconds"] >= stall_bound(x.get("agents", 10))
     ]
     if sick:
         text += (
@@ -1224,7 +1245,8 @@ def _burst_limits(burst: dict[str, Any]) -> str:
                 f"{len(x.get('creatingLeases', []))}"
                 for x in sick
             )
-            + ". Stalled agents miss heartbeats and look NotReady to the others"
+            + ". Stalled agents miss probes; one stalled longer than the probe period plus "
+            "the suspicion floor may be declared DEAD (NotReady) by the others"
             + (
                 ", which evict their pods and create replacements"
                 if any(x["podsCreated"] > x["pods"] for x in sick)

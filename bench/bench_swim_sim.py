@@ -49,7 +49,7 @@ TARGET_DETECTION_S = 3.0
 """Issue 13: a crash is detected (DEAD) in under 3 s on a LAN."""
 AIORTC_SEND_COST = 0.0005
 """CPU seconds aiortc spends per data-channel message sent (DTLS + SCTP in Python, plus its
-SACK), as measured for the heartbeats (membership.heartbeat_interval's docstring)."""
+SACK), as measured for the flooded heartbeats SWIM replaced (bench/bench_idle.py, issue 10)."""
 SWIM_FIRST_DETECTION_PERIODS = math.e / (math.e - 1)
 """SWIM (Das, Gupta, Motivala 2002): with each member probing one random member per period,
 a crashed member is first probed, in expectation, after e/(e-1) ≈ 1.58 periods, whatever N."""
