@@ -56,7 +56,8 @@ from bench.bench_sched import Tracker, node_ready
 from bench.benchlib import emit, flatten, machine_busy_seconds, markdown_table, spread, yes
 from p2pkube.api.client import ApiClient, ApiClientError
 from p2pkube.devcluster import LocalCluster, wait_until
-from p2pkube.membership.settings import MembershipSettings, SwimSettings
+from p2pkube.membership.liveness import detection_bound
+from p2pkube.membership.settings import SwimSettings
 
 TITLE = "Membership and state as the cluster grows"
 """The heading of this benchmark's section in docs/benchmarks.md."""
@@ -92,9 +93,6 @@ saturated machine took longer than the benchmark's whole budget."""
 STALL_NOTE = 0.05
 """Event-loop stall (s per s) at the largest size above which the section explains it."""
 QUICK = {"sizes": "3,5", "seconds": 5.0, "settle": 2.0, "writes": 10}
-
-
-# --- status counters ------------------------------------------------------------------------
 
 
 def ready_flips(status: dict[str, Any]) -> int:
@@ -243,10 +241,22 @@ def join_cluster(cluster: LocalCluster, names: list[str]) -> dict[str, Any]:
     print(
         f"  APIs up after {api:.1f}s; every pair seen Ready after {_dash(figures['readySeconds'])}"
         f"s, all at once after {_dash(figures['allAtOnceSeconds'])}s"
-        + (f"; {len(pending)} pairs never Ready, e.g. {sorted(pending)[:3]}" if pending else ""),
+        + (
+            f"; {len(pending)} pairs never Ready; {_view(cluster, min(pending)[0])}"
+            if pending
+            else ""
+        ),
         flush=True,
     )
     return figures
+
+
+def _view(cluster: LocalCluster, viewer: str) -> str:
+    """What one agent's ``/v1/nodes`` says now, or why it cannot say (for the log)."""
+    try:
+        return f"{viewer} sees {cluster.nodes(viewer)}"
+    except Exception as exc:  # any answer that is not a node list is the news here
+        return f"{viewer}'s /v1/nodes: {exc!r}"
 
 
 def _round(value: float | None) -> float | None:
@@ -385,32 +395,29 @@ def attempt(what: str, part: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_visible(label: str, r: dict[str, Any]) -> None:
-    if "error" in r:
-        return
-    v = r["visible"]
-    print(f"  {label}: p50 {v['p50']} ms, p99 {v['p99']} ms, lost {r['lost']}", flush=True)
+    if "error" not in r:
+        v = r["visible"]
+        print(f"  {label}: p50 {v['p50']} ms, p99 {v['p99']} ms, lost {r['lost']}", flush=True)
 
 
 def print_idle(idle: dict[str, Any]) -> None:
     cpu, rss = idle["cpuPercent"], idle["rssMB"]
-    counter = idle["membershipCounter"]
-    membership = (
-        f"{idle['membershipPerSecond']['median']}/s ({counter})" if counter else "no counter"
-    )
+    counter, rate = idle["membershipCounter"], idle["membershipPerSecond"] or {}
+    membership = f"{rate['median']}/s ({counter})" if counter else "no counter"
     print(
         f"  idle: CPU {cpu['median']}% (max {cpu['max']}%) of a core per agent, RSS "
         f"{rss['median']} MB (max {rss['max']}); membership {membership}; links "
         f"{idle['links']['median']:g} (max {idle['links']['max']:g}); Ready flips "
-        f"{idle['readyFlips']}; other processes "
-        f"{idle['otherCores']} cores; load average now {idle['loadAverage']:.2f}",
+        f"{idle['readyFlips']}; other processes {idle['otherCores']} cores; load average now "
+        f"{idle['loadAverage']:.2f}",
         flush=True,
     )
 
 
 def print_detection(d: dict[str, Any]) -> None:
+    s = d.get("seconds")
     if "error" in d:
         return
-    s = d["seconds"]
     seen = f"median {s['median']}s, max {s['max']}s" if s else "by nobody"
     print(
         f"  kill -9 {d['victim']}: NotReady on {d['observers'] - d['missed']}/{d['observers']} "
@@ -540,17 +547,15 @@ def render(r: dict[str, Any]) -> list[str]:
 
 def _detector(r: dict[str, Any]) -> str:
     """The membership protocol the agents ran and its detection timing (default settings)."""
-    protocols = sorted({x["idle"].get("protocol", "heartbeat") for x in r["results"]})
-    if protocols == ["swim"]:
-        swim = SwimSettings()
-        return (
-            f"SWIM with Lifeguard, a probe every {swim.probe_interval:g} s, suspicion "
-            f"{swim.suspicion_mult:g} probe periods x log10 N at least"
-        )
-    m = MembershipSettings()
+    if {x["idle"].get("protocol") for x in r["results"]} != {"swim"}:
+        return "the heartbeat failure detector of the commit measured"
+    swim = SwimSettings()
+    bounds = ", ".join(
+        f"{detection_bound(swim, x['agents']):.2f} s at {x['agents']}" for x in r["results"]
+    )
     return (
-        f"protocol {'/'.join(protocols)}; heartbeats every {m.heartbeat_interval:g} s, "
-        f"NotReady after {m.node_timeout:g} s without one"
+        f"SWIM with Lifeguard, a probe every {swim.probe_interval:g} s; DEAD everywhere "
+        f"without load within `detection_bound`: {bounds}"
     )
 
 
