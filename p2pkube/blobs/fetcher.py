@@ -145,7 +145,7 @@ class FetchStats:
 def hop_counts(
     origin: str, neighbours: Iterable[str], peers_of: Callable[[str], Iterable[str]]
 ) -> dict[str, int]:
-    """Links from ``origin`` to every node reachable over the neighbour lists heartbeats
+    """Links from ``origin`` to every node reachable over the neighbour lists member records
     carry (breadth first)."""
     hops = {origin: 0}
     frontier = [n for n in neighbours if n != origin]

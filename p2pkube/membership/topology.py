@@ -4,8 +4,9 @@ Every member's signed ALIVE record carries its neighbour list as short ids (`sho
 node knows, for every live member, whom it claims to be linked to. `Topology` turns those claims
 into next hops: one BFS from this node, redone lazily on the first query after a change, with
 the next hop of every destination cached (a query is O(1) in steady state, a change one
-O(N + E) pass). It replaces the heartbeat flood's ``route_hint`` (the neighbour a node's
-freshest heartbeat came through) and feeds ``relay_exclude`` (``neighbours_of``).
+O(N + E) pass). It gives membership's ``route_hint`` (the next hop toward a node; the
+heartbeat flood it replaced used the neighbour a node's freshest heartbeat came through) and
+feeds ``relay_exclude`` (``neighbours_of``).
 
 Which links count, so that a member cannot attract traffic by lying:
 

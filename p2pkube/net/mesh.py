@@ -4,18 +4,20 @@ A node keeps about ``max_peers`` (+ jitter) direct links. New links are negotiat
 offer/answer exchange carried either by the signaling server (when both ends are present there)
 or, when it is not, as ROUTE frames through links already open: so the cluster keeps linking up
 while the signaling server is down. Glare (both ends dialing each other at once) is settled by
-node id: the dial from the smaller id wins. A node that is known (from signaling or heartbeats)
-but not reachable through the mesh is dialed even at full degree, which heals split meshes.
+node id: the dial from the smaller id wins. A node that is known (from signaling or
+membership) but not reachable through the mesh is dialed even at full degree, which heals split
+meshes.
 
 ROUTE frames also carry messages for other layers (rpc): ``send_routed`` hands one to the
-neighbour on the path toward any node (the node itself when linked, else the next hop from
-membership's heartbeats) and never floods; with no path it fails at once. Routed messages
+neighbour on the path toward any node (the node itself when linked, else the next hop of a
+shortest path over the neighbour lists in the members' signed records: membership's
+``route_hint``) and never floods; with no path it fails at once. Routed messages
 addressed to this node that are not signals go to ``on_routed``.
 
 Every ROUTE is signed end to end by its source (``src``) with its node key
 (:mod:`p2pkube.net.route`: the envelope and what its signature covers). Relays forward
 without checking; the destination checks before anything else looks at the message, with
-the source's key from the link handshake (a neighbour) or from its verified heartbeats
+the source's key from the link handshake (a neighbour) or from its verified member record
 (``public_key_of``), and drops messages from sources it has no key for.
 So a member cannot speak for another node, nor make up sources to get around the per-source
 limits of rpc. Duplicates are recognised by id *and* signature, so a forged copy that arrives
@@ -100,8 +102,8 @@ class Mesh:
             max_queued=self.settings.max_signature_checks,
             max_queued_per_neighbour=self.settings.max_signature_checks_per_neighbour,
         )
-        """Signs this node's ROUTEs (and, shared with membership, its heartbeats) and checks
-        others', bounded."""
+        """Signs this node's ROUTEs (and, shared with membership, its member records) and
+        checks others', bounded."""
         self.target_degree = self.settings.max_peers + random.randint(
             0, max(0, self.settings.max_peers_jitter)
         )
@@ -149,9 +151,9 @@ class Mesh:
         self.on_routed: Callable[[str, dict[str, Any]], None] = lambda node, data: None
         self.route_hint: Callable[[str], str | None] = lambda node: None
         self.public_key_of: Callable[[str], bytes | None] = lambda node: None
-        """Set by membership: a node's public key from its verified heartbeats."""
+        """Set by membership: a node's public key from its verified member record."""
         self.reachable: Callable[[str], bool] = lambda node: node in self._links
-        """Set by membership: True when the node's heartbeats arrive (through any path)."""
+        """Set by membership: True when the node is live and a route toward it is known."""
         self.signaling: SignalingClient | None = None
         if signaling_url:
             self.signaling = SignalingClient(
@@ -272,7 +274,7 @@ class Mesh:
         return False if link is None else await link.wait_buffered(limit)
 
     def add_candidate(self, node_id: str) -> None:
-        """Note a node that exists (heard in heartbeats or seen on signaling): a dial target."""
+        """Note a node that exists (a member, or seen on signaling): a dial target."""
         if node_id != self.node_id:
             self._candidates[node_id] = time.monotonic()
 
@@ -296,8 +298,9 @@ class Mesh:
         return redial is None or redial.next_try <= now
 
     def _path_exists(self, node_id: str) -> bool:
-        """Whether an offer can reach ``node_id``: it is on signaling, or its heartbeats reach
-        us through some neighbour (then ROUTE frames can follow the same path back)."""
+        """Whether an offer can reach ``node_id``: it is on signaling, or membership knows a
+        route toward it through some neighbour (then ROUTE frames can follow it there and
+        back)."""
         signaling = self.signaling
         if signaling is not None and signaling.connected and node_id in signaling.peers:
             return True
@@ -383,8 +386,8 @@ class Mesh:
         return True
 
     def _next_hop(self, dst: str, came_from: str | None) -> LinkBase | None:
-        """The link toward ``dst``: to it directly, else to the neighbour its freshest
-        heartbeat came through (never back to where the message came from)."""
+        """The link toward ``dst``: to it directly, else to the next hop membership's routes
+        give (never back to where the message came from)."""
         link = self._links.get(dst)
         if link is not None:
             return link
@@ -581,7 +584,7 @@ class Mesh:
 
     def _public_key(self, node: str) -> bytes | None:
         """A node's key: from the link handshake if it is a neighbour, else from its
-        verified heartbeats."""
+        verified member record."""
         link = self._links.get(node)
         remote = link.remote if link is not None else None
         return remote.pub if remote is not None else self.public_key_of(node)

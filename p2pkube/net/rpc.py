@@ -2,7 +2,7 @@
 
 ``Rpc`` turns the transport's one-way routed messages (``RoutedTransport.send_routed`` and the
 ``on_routed`` callback) into calls: ``await rpc.call(node, "blob.chunk", {...})`` sends a
-request toward ``node`` (directly, or hop by hop along the heartbeat routes) and waits for the
+request toward ``node`` (directly, or hop by hop along membership's routes) and waits for the
 answer its handler returned. Everything is bounded: calls in flight, requests being handled per
 source and in total (the excess is answered ``busy`` at once), body sizes, and every call and
 handler has a timeout. Before sending, a request or answer waits (bounded) until the first link
@@ -74,7 +74,7 @@ class RpcError(Exception):
 
 
 class RpcUnreachable(RpcError):
-    """No path toward the node (not linked, no heartbeat route): failed without waiting."""
+    """No path toward the node (not linked, no route known): failed without waiting."""
 
 
 class RpcTimeout(RpcError):

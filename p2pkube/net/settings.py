@@ -67,7 +67,7 @@ class TransportSettings:
     max_frame_bytes: int = MAX_FRAME_BYTES
     """Largest reassembled frame accepted from a peer."""
     max_signature_checks: int = 1024
-    """End-to-end signatures (heartbeats, routed messages) waiting to be checked; one more
+    """End-to-end signatures (member records, routed messages) waiting to be checked; one more
     is dropped (``signatures.dropped`` in status). Natively a check takes ~0.16 ms, so the
     queue is nearly always empty; it bounds what a flood of forged messages can queue."""
     max_signature_checks_per_neighbour: int = 256

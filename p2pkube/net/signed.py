@@ -1,9 +1,10 @@
-"""End-to-end signatures on what travels through other nodes: heartbeats and routed messages.
+"""End-to-end signatures on what travels through other nodes: member records and routed
+messages.
 
-A link's handshake proves who the *neighbour* is, but heartbeats are flooded and ROUTE frames
-relayed, so the node a message speaks for is usually not the neighbour that handed it over.
-Without a signature of their own, any member could speak for any other: declare it gone with
-a forged heartbeat, or fill a node's rpc slots with requests from sources it made up. So the
+A link's handshake proves who the *neighbour* is, but SWIM's updates are gossiped and ROUTE
+frames relayed, so the node a message speaks for is usually not the neighbour that handed it
+over. Without a signature of their own, any member could speak for any other: declare it gone
+with a forged LEFT, or fill a node's rpc slots with requests from sources it made up. So the
 originator signs with its node key (the Ed25519 key its id is derived from) and the receiver
 checks, whatever path the message took.
 
@@ -19,7 +20,8 @@ The hop count (``ttl``) is left out: relays decrement it.
 Checking is asynchronous (WebCrypto is, in a browser tab), so :class:`Signatures` runs checks
 one after another in a task of its own, behind a bounded queue with a share per neighbour:
 beyond it a message is dropped (counted), so a neighbour that floods with messages to check
-delays only its own. Natively a check is ~0.16 ms and signing ~0.06 ms (``cryptography``).
+delays only its own. Natively a check is ~0.14 ms and signing ~0.05 ms (``cryptography``;
+``bench.bench_idle --microbench``).
 
 This module imports no crypto library: the platform's :class:`~p2pkube.net.keys.NodeKey` and
 :data:`~p2pkube.net.keys.SignatureCheck` do the work, so it runs in Pyodide as well.

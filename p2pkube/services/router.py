@@ -3,7 +3,7 @@
 Every node routes with its own view: the Service and the pods come from the replicated state,
 the endpoints from ``services/endpoints.py``, and which nodes can be used from this node's own
 failure detector and links. An endpoint whose node is NotReady, or that this node has no path
-to (its link went and no heartbeat route replaces it), drops out at once, before any timeout.
+to (its link went and no route replaces it), drops out at once, before any timeout.
 
 Choice (as Envoy and Linkerd balance): an endpoint on this node when ``services.prefer_local``
 and there is one (no mesh hop), else the less loaded of two picked at random (power of two
