@@ -268,3 +268,103 @@ async def test_a_leaving_member_is_left_at_once_not_dead() -> None:
 
 def test_short_ids_are_eight_bytes() -> None:
     assert len(short_id("x")) == 8 and ROUTED_KIND == "swim"
+
+
+# -- what the heartbeat detector's unit tests covered, for SWIM (issue 13) ---------------------
+
+
+async def linked(fabric: Fabric, hosts: list[SwimMembership]) -> list[SwimMembership]:
+    """Start ``hosts`` (made with `member` on ``fabric``) and link every pair."""
+    for host in hosts:
+        await host.start()
+    for i, a in enumerate(hosts):
+        for b in hosts[i + 1 :]:
+            fabric.link(a.node_id, b.node_id)
+            a.link_up(b.node_id)
+            b.link_up(a.node_id)
+    return hosts
+
+
+@pytest.mark.asyncio
+async def test_a_members_grace_reaches_the_others_signed_and_capped_at_their_bound() -> None:
+    """A hidden browser tab asks for grace: it travels on its signed ALIVE, and each receiver
+    caps it at its own ``swim.max_grace`` (nothing makes a node wait longer for anyone)."""
+    fabric = Fabric()
+    generous = SwimSettings(max_grace=100.0)
+    tab = member(fabric, "tab", generous)
+    hosts = await linked(fabric, [tab, member(fabric, "n1"), member(fabric, "n2")])
+    others = hosts[1:]
+    try:
+        await all_ready(hosts)
+        tab.grace = 50.0
+        await until(
+            lambda: all(o._records[tab.node_id].grace == 50.0 for o in others),
+            3.0,
+            "the signed record with the grace",
+        )
+        for other in others:
+            seen = other.get(tab.node_id)
+            assert seen is not None and seen.grace == SWIM.max_grace == 30.0
+            assert other.core.members()[tab.node_id].grace == SWIM.max_grace
+        tab.grace = 0.0  # visible again
+        await until(
+            lambda: all(o.get(tab.node_id).grace == 0.0 for o in others),  # type: ignore[union-attr]
+            3.0,
+            "the grace withdrawn",
+        )
+        assert all(sees(o, tab, "AgentReady") for o in others)
+    finally:
+        await close(hosts)
+
+
+@pytest.mark.asyncio
+async def test_the_member_table_is_bounded_against_made_up_members() -> None:
+    """Node ids are cheap: a member gossiping validly signed ALIVEs of made-up members cannot
+    grow another's table beyond ``swim.max_members``; the excess is dropped and counted."""
+    fabric = Fabric()
+    small = SwimSettings(max_members=4)
+    hosts = await linked(fabric, [member(fabric, f"n{i}", small) for i in range(3)])
+    honest, liar = hosts[0], hosts[1]
+    try:
+        await all_ready(hosts)
+        made_up = []
+        for i in range(10):
+            key = Signatures(NodeIdentity.generate(), CLUSTER, verify_signature)
+            record = record_bytes(key.node_id, key.public_key, f"fake{i}", 1, 0.0, False, [])
+            proof = proof_of(record, await key.sign("p2pkube-member-v1", record))
+            made_up.append(Update(key.node_id, Status.ALIVE, 1, key.node_id, proof))
+            await key.close()
+        honest.handle_frame(liar.node_id, encode(Gossip(tuple(made_up))))
+        await until(lambda: honest.core.stats.dropped["table-full"] >= 9, 3.0, "the table full")
+        assert len(honest.core.members()) == small.max_members
+        assert len(honest.nodes()) <= small.max_members - 1
+        assert all(sees(honest, h, "AgentReady") for h in hosts[1:])
+    finally:
+        await close(hosts)
+
+
+@pytest.mark.asyncio
+async def test_dropped_updates_are_counted_each_and_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer sending thousands of bad updates cannot flood the log: each is counted, one
+    warning per ``membership.drop_log_interval``, and the next says how many were left out."""
+    _fabric, hosts = await cluster(3)
+    honest, liar, victim = hosts
+    try:
+        await all_ready(hosts)
+        inc = victim.core.own_incarnation
+        bad = Update(victim.node_id, Status.ALIVE, inc + 1, victim.node_id, b"not a record")
+        before = honest.stats.updates_unproven
+        caplog.set_level("WARNING", logger="p2pkube.membership.swim_host")
+        for _ in range(30):
+            honest.handle_frame(liar.node_id, encode(Gossip((bad,))))
+        assert honest.stats.updates_unproven - before == 30
+        dropped = [r for r in caplog.records if "update of" in r.getMessage()]
+        assert len(dropped) == 1, [r.getMessage() for r in dropped]
+        honest._warn.interval = 0.0  # the interval is over
+        honest.handle_frame(liar.node_id, encode(Gossip((bad,))))
+        assert "(and 29 more like it in the last" in caplog.records[-1].getMessage()
+        assert sees(honest, victim, "AgentReady")
+    finally:
+        await close(hosts)
