@@ -1,20 +1,18 @@
 """Hostile members against a real cluster: a member that misbehaves on its data channel is
-dropped and logged while the agent keeps serving; a member cannot declare another node gone
-or alive with SWIM updates it cannot prove (issue 13: the signed member record), and what a
-member *can* do with a true accusation is a refuted blip, not an eviction; routed messages
-under made-up sources are refused.
+dropped and logged while the agent keeps serving; it cannot declare another node gone or
+alive with SWIM updates it cannot prove (issue 13: the signed member record); a true
+accusation is a refuted blip; routed messages under made-up sources are refused.
 
-The hostile `Member` is this test process: it holds the join token and a node key of its
-own, opens one real WebRTC link to an agent and speaks the wire protocol with the real
-encoders (`swim_wire.encode`, `record_bytes`, `proof_of`). It behaves as an honest SWIM
-member unless told otherwise: it announces itself with a signed ALIVE record (so the agents
-know its key), acks the pings meant for it (direct, or routed by agents it has no link to)
-and refutes a suspicion of itself. So it stays ALIVE everywhere, and whatever the agents do
-to it follows from what it sent, not from its silence."""
+The hostile `Member` is this test process with the join token, a node key of its own and one
+real WebRTC link, speaking the wire protocol with the real encoders (`swim_wire`). Unless
+told otherwise it is an honest SWIM member: it announces a signed ALIVE record (the agents
+learn its key), acks the pings meant for it (direct or routed) and refutes suspicions of
+itself, so it stays ALIVE and what the agents do follows from what it sent."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 import time
@@ -28,10 +26,11 @@ import pytest
 import yaml
 
 from p2pkube.devcluster import LocalCluster, wait_until
-from p2pkube.membership.settings import MembershipSettings, SwimSettings
+from p2pkube.membership.settings import MembershipSettings
 from p2pkube.membership.swim_host import ROUTED_KIND
 from p2pkube.membership.swim_messages import (
     MAX_PROOF,
+    MAX_SEQ,
     Ack,
     Gossip,
     Message,
@@ -97,11 +96,8 @@ SWIM_ARGS = (
     else ["--set", "membership.protocol=swim"]
 )
 """The agents run SWIM (the only protocol once the heartbeat protocol is gone)."""
-SWIM = SwimSettings()
 POLL = 0.05
 """Seconds between two looks at every agent's ``get nodes`` while a forgery is tried."""
-MAX_INCARNATION = 2**32 - 1
-"""The highest incarnation the wire allows (32-bit, as in memberlist)."""
 
 
 REFUTED_WITHIN = 1.5
@@ -135,10 +131,6 @@ class Member:
     @property
     def id(self) -> str:
         return self.identity.node_id
-
-    @property
-    def cluster(self) -> str:
-        return self.signatures.cluster
 
     def on_frame(self, _: object, frame: Frame) -> None:
         if frame.type is FrameType.SWIM:
@@ -211,10 +203,6 @@ class Member:
         if incarnation > self.inc:
             self.inc = incarnation
             await self.announce()
-
-    def victim_key(self, node: str) -> bytes:
-        """``node``'s public key, from its record as the gossip brought it to us."""
-        return parse_proof(self.records[node].proof or b"").pub
 
     async def heartbeat(self) -> None:
         """What callers written for the heartbeat protocol ask for: be heard as a member."""
@@ -388,11 +376,13 @@ def entry(view: dict[str, Any], node_id: str) -> dict[str, Any] | None:
     return next((n for n in view["nodes"] if n["node"] == node_id), None)
 
 
-def ready_condition(cluster: LocalCluster, viewer: str, name: str) -> tuple[str, str]:
-    """(status, reason) of node ``name``'s Ready condition as ``viewer`` lists it."""
-    node = cluster.api(viewer, "GET", f"/v1/nodes/{name}")
-    condition = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
-    return condition["status"], condition["reason"]
+def conditions(cluster: LocalCluster, viewer: str) -> dict[str, tuple[str, str]]:
+    """Node name -> (status, reason) of its Ready condition, as ``viewer`` lists the nodes."""
+    seen = {}
+    for node in cluster.api(viewer, "GET", "/v1/nodes")["items"]:
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        seen[node["metadata"]["name"]] = (ready["status"], ready["reason"])
+    return seen
 
 
 @dataclass
@@ -408,11 +398,10 @@ class Sightings:
         end = time.monotonic() + seconds
         while (now := time.monotonic()) < end:
             for viewer in NAMES:
-                nodes = cluster.nodes(viewer)
+                nodes = conditions(cluster, viewer)
                 self.listed |= set(nodes)
-                if nodes.get(self.name) != "True":
-                    reason = ready_condition(cluster, viewer, self.name)[1]
-                    self.not_ready.append((now, viewer, reason))
+                if nodes[self.name][0] != "True":
+                    self.not_ready.append((now, viewer, nodes[self.name][1]))
             time.sleep(POLL)
         return self
 
@@ -427,7 +416,7 @@ async def hear_record(members: Sequence[Member], node: str) -> None:
 async def forge(member: Member, victim: str, inc: int) -> None:
     """Everything a member could try to declare ``victim`` gone (or alive at an incarnation
     of the member's choosing) without the victim's key: as gossip and as push/pull state."""
-    pub = member.victim_key(victim)
+    pub = parse_proof(member.records[victim].proof or b"").pub  # as the gossip brought it
     # (a) a LEFT whose record is signed with the member's own key (and names that key)
     own_key = await member.proof(victim, member.identity.public_key, inc, left=True)
     # (b) a LEFT, and an ALIVE ahead, whose records name the victim's key: bad signatures
@@ -437,8 +426,8 @@ async def forge(member: Member, victim: str, inc: int) -> None:
     left_forged = Update(victim, Status.LEFT, inc, victim, wrong_signer)
     alive_forged = Update(victim, Status.ALIVE, inc + 1, victim, ahead)
     # (c) accusations above every incarnation the victim signed: nobody could refute them
-    dead_far = Update(victim, Status.DEAD, MAX_INCARNATION, member.id)
-    suspect_far = Update(victim, Status.SUSPECT, MAX_INCARNATION - 1, member.id)
+    dead_far = Update(victim, Status.DEAD, MAX_SEQ, member.id)
+    suspect_far = Update(victim, Status.SUSPECT, MAX_SEQ - 1, member.id)
     for update in (left_own_key, left_forged, alive_forged, dead_far, suspect_far):
         member.send(Gossip((update,)))
     member.send(PushPull((left_forged, dead_far), False, ()))
@@ -497,7 +486,7 @@ async def test_a_made_up_node_is_a_member_nobody_answers_for_not_a_node(
     ids = await start_agents(cluster)
     member = await join_as_member(cluster, ids["n1"])
     phantom = NodeIdentity.generate()
-    signer = Signatures(phantom, member.cluster, verify_signature)
+    signer = Signatures(phantom, member.signatures.cluster, verify_signature)
     try:
         proof = await member.proof(
             phantom.node_id, phantom.public_key, 1, signer=signer, peers=[member.id]
@@ -527,21 +516,38 @@ async def test_a_made_up_node_is_a_member_nobody_answers_for_not_a_node(
         assert sightings.listed == set(NAMES), sightings.listed  # never a Node
         assert sightings.not_ready == [], sightings.not_ready  # nothing else disturbed
         print(f"made-up node DEAD everywhere {dead_after:.2f}s after its ALIVE")
-        for viewer in NAMES:
-            assert sorted(await asyncio.to_thread(cluster.nodes, viewer)) == NAMES
         assert member.link.state is LinkState.ESTABLISHED
     finally:
         await signer.close()
         await member.close()
 
 
+REPEATED = pytest.mark.xfail(
+    strict=True,
+    reason="a member that accuses again at each incarnation the victim refutes with keeps it "
+    "NotReady for longer than scheduler.pod_eviction_grace: its pod is evicted (issue 13)",
+)
+
+
+async def refuted(member: Member, victim: str, inc: int) -> int:
+    """The incarnation ``victim`` refuted ``inc`` with, once the member hears it (the
+    refutation goes to the accusers too), or ``inc`` after a second without it."""
+    async with asyncio.timeout(1.0):
+        while member.records[victim].incarnation <= inc:  # noqa: ASYNC110 - filled by frames
+            await asyncio.sleep(0.01)
+    return member.records[victim].incarnation
+
+
+@pytest.mark.parametrize("accusations", [1, pytest.param(30, marks=REPEATED)])
 async def test_a_true_accusation_is_a_refuted_blip_not_an_eviction(
-    cluster: LocalCluster, tmp_path: Path
+    cluster: LocalCluster, tmp_path: Path, accusations: int
 ) -> None:
     """(e) The remaining limit: SWIM trusts its members' accusations, so a DEAD of n3 at the
     incarnation n3 signed last is believed. n3 hears it and refutes it with a higher
     incarnation; every agent lists n3 Ready again within a fraction of a second, and no pod
-    of n3 is evicted (one replica of a Deployment on each node keeps its uid)."""
+    of n3 is evicted (one replica of a Deployment on each node keeps its uid). Not yet: the
+    same accusation repeated at each new incarnation (30 times, ~0.1 s apart) keeps n3
+    NotReady on n1 for seconds and its pod is evicted (a strict xfail)."""
     ids = await start_agents(cluster, "--memory", "1Gi")
     victim = ids["n3"]
     manifest = write_manifest(tmp_path, deployment("steady", 3, "600"))
@@ -559,26 +565,30 @@ async def test_a_true_accusation_is_a_refuted_blip_not_an_eviction(
         before = await asyncio.to_thread(membership, cluster, "n3")
         believed = entry(await asyncio.to_thread(membership, cluster, "n1"), victim)
         assert believed is not None
-        inc = believed["incarnation"]  # what n1 holds n3 signed last
-        watch = asyncio.create_task(asyncio.to_thread(Sightings("n3").poll, cluster, 4.0))
-        member.send(Gossip((Update(victim, Status.DEAD, inc, member.id),)))
+        first = inc = believed["incarnation"]  # what n1 holds n3 signed last
+        seconds = 4.0 + 0.2 * accusations
+        watch = asyncio.create_task(asyncio.to_thread(Sightings("n3").poll, cluster, seconds))
+        for _ in range(accusations):
+            member.send(Gossip((Update(victim, Status.DEAD, inc, member.id),)))
+            with contextlib.suppress(TimeoutError):
+                inc = await refuted(member, victim, inc)
         sightings = await watch
         after = await asyncio.to_thread(membership, cluster, "n3")
         assert after["refutations"] > before["refutations"], (before, after)
-        assert after["incarnation"] > inc
+        assert after["incarnation"] > first
         log = await asyncio.to_thread(cluster.log_tail, "n1", 400)
         assert f"({victim}) is NotReady: AgentDead" in log  # believed, for a moment
-        if sightings.not_ready:
-            first, last = sightings.not_ready[0][0], sightings.not_ready[-1][0]
-            print(f"n3 seen NotReady for {last - first:.2f}s: {sightings.not_ready}")
-            assert last - first < REFUTED_WITHIN, sightings.not_ready
-        for viewer in NAMES:
-            assert (await asyncio.to_thread(cluster.nodes, viewer))["n3"] == "True"
-            seen = entry(await asyncio.to_thread(membership, cluster, viewer), victim)
-            assert viewer == "n3" or (seen is not None and seen["incarnation"] > inc), seen
         await asyncio.sleep(2.0)  # well past scheduler.pod_eviction_grace
         now = await asyncio.to_thread(items, cluster, "n1", "Pod", "app=steady")
         assert {p["metadata"]["uid"] for p in now} == uids, now  # none evicted or added
+        if sightings.not_ready:
+            began, ended = sightings.not_ready[0][0], sightings.not_ready[-1][0]
+            print(f"n3 seen NotReady for {ended - began:.2f}s: {sightings.not_ready}")
+            assert ended - began < REFUTED_WITHIN, sightings.not_ready
+        for viewer in NAMES:
+            assert (await asyncio.to_thread(cluster.nodes, viewer))["n3"] == "True"
+            seen = entry(await asyncio.to_thread(membership, cluster, viewer), victim)
+            assert viewer == "n3" or (seen is not None and seen["incarnation"] > first), seen
         assert all(cluster.agents[name].running for name in NAMES)
     finally:
         await member.close()
@@ -599,7 +609,6 @@ async def test_well_shaped_but_wrong_swim_values_are_counted_not_punished(
         before = (await asyncio.to_thread(membership, cluster, "n1"))["dropped"]
         member.send(Ping(1, "x" * 300, ()))  # a target name over MAX_NAME
         member.send([1, 2**40, n1, []])  # a seq beyond 32 bits
-        await asyncio.sleep(1.0)
 
         def malformed() -> int:
             dropped = membership(cluster, "n1")["dropped"]
