@@ -174,7 +174,7 @@ async def _hostile_session(
     """Link to b as a member and send it rpc requests, fair and foul; b's answers by case."""
     member = await join_as_member(chain, ids["b"])
     answers, link = member.answers, member.link
-    await member.heartbeat()  # beats like any node: a, behind b, learns its key from it
+    await member.announce()  # its signed ALIVE record: a, behind b, learns its key from it
     await asyncio.to_thread(
         wait_until,
         lambda: any(
@@ -182,7 +182,7 @@ async def _hostile_session(
             for n in chain.api("a", "GET", "/v1/status")["membership"]["nodes"]
         ),
         10,
-        what="a to hear the member's heartbeat",
+        what="a to hear of the member (its signed record)",
     )
     route = member.route
 
