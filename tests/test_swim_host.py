@@ -368,3 +368,19 @@ async def test_dropped_updates_are_counted_each_and_logged_once_per_interval(
         assert sees(honest, victim, "AgentReady")
     finally:
         await close(hosts)
+
+
+@pytest.mark.asyncio
+async def test_a_first_sighting_is_not_a_flip_and_a_departure_is_one() -> None:
+    """``transitions`` counts Ready flips (what `p2pkube status` shows and bench_sched sums):
+    a member seen Ready from the start has 0; one that leaves has 1."""
+    _fabric, hosts = await cluster(3)
+    try:
+        await all_ready(hosts)
+        assert [n.transitions for h in hosts for n in h.nodes()] == [0] * 6
+        leaver, others = hosts[0], hosts[1:]
+        await leaver.close(leaving=True)
+        await until(lambda: all(sees(o, leaver, "AgentLeft") for o in others), 2.0, "LEFT")
+        assert [o.get(leaver.node_id).transitions for o in others] == [1, 1]  # type: ignore[union-attr]
+    finally:
+        await close(others)

@@ -69,6 +69,9 @@ _SIGNER_IDLE = 30.0
 """Seconds the signer sleeps when nothing asks for a record (a safety net: every change
 that needs one wakes it)."""
 
+_JOINING = "Joining"
+"""The reason of a member whose record is known but not yet its status (never shown: it is
+set and left in the same call)."""
 _REASONS = {
     Status.ALIVE: (True, "AgentReady"),
     Status.SUSPECT: (True, "AgentSuspected"),
@@ -469,15 +472,19 @@ class SwimMembership:
             pub=record.pub,
             grace=min(record.grace, self.swim.max_grace),
             ready=False,
-            reason="Joining",
+            reason=_JOINING,
         )
         self._nodes[record.node] = liveness
         return liveness
 
     def _set(self, liveness: NodeLiveness, ready: bool, reason: str) -> None:
+        """Set a member's Ready and reason; a change of Ready is logged, told to the agent and
+        counted in ``transitions``, except the first sighting of a member (``Joining`` to
+        Ready): that is no flip, so a member that never failed shows 0."""
         if liveness.ready == ready and liveness.reason == reason:
             return
         changed = liveness.ready != ready
+        first = liveness.reason == _JOINING
         liveness.ready, liveness.reason = ready, reason
         log.info(
             "node %s (%s) is %s: %s",
@@ -487,7 +494,8 @@ class SwimMembership:
             reason,
         )
         if changed:
-            liveness.transitions += 1
+            if not first:
+                liveness.transitions += 1
             liveness.last_transition = utc_now()
             self._on_change(liveness)
 
