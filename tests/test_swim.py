@@ -452,7 +452,8 @@ def test_a_member_that_missed_a_refutation_is_corrected_by_the_next_message_betw
     o.join(0.0, ["b", "x"])
     x.join(0.0, ["b", "o"])
     x.receive(0.5, "b", Gossip((Update("x", Status.SUSPECT, 0, "b"),)))  # x refutes: 1
-    o.receive(0.5, "b", Gossip((Update("x", Status.DEAD, 0, "b"),)))  # o never hears it
+    o.receive(0.5, "b", Gossip((Update("x", Status.SUSPECT, 0, "b"),)))
+    o.receive(3.0, "b", Gossip((Update("x", Status.DEAD, 0, "b"),)))  # o never hears the refutation
     assert o.members()["x"].status is Status.DEAD
     # x sends o anything (here a gossip round)
     answers = o.receive(9.0, "x", Gossip((Update("b", Status.ALIVE, 0, "b"),)))
@@ -480,9 +481,9 @@ def test_dead_and_left_members_are_forgotten_after_the_reconnect_timeout() -> No
         assert set(net.nodes[observer].members()) == set(net.names) - {"n1", "n2"}
 
 
-def fed(node: SwimNode, *updates: Update) -> tuple[Status, int]:
-    """b's status and incarnation at ``node`` once it got ``updates`` (from c)."""
-    node.receive(1.0, "c", Gossip(updates))
+def fed(node: SwimNode, *updates: Update, at: float = 1.0) -> tuple[Status, int]:
+    """b's status and incarnation at ``node`` once it got ``updates`` (from c) at ``at``."""
+    node.receive(at, "c", Gossip(updates))
     member = node.members()["b"]
     return member.status, member.incarnation
 
@@ -501,7 +502,8 @@ def test_a_stale_update_never_overrides_a_newer_one() -> None:
     assert node.stats.dropped["stale"] == 4
     assert fed(node, Update("b", Status.SUSPECT, 3, "c"))[0] is Status.SUSPECT
     assert fed(node, Update("b", Status.ALIVE, 3, "b"))[0] is Status.SUSPECT
-    assert fed(node, Update("b", Status.DEAD, 3, "c"))[0] is Status.DEAD
+    # another's DEAD is taken once this node suspected b long enough (believe_dead_after)
+    assert fed(node, Update("b", Status.DEAD, 3, "c"), at=9.0)[0] is Status.DEAD
     assert fed(node, Update("b", Status.SUSPECT, 3, "c"))[0] is Status.DEAD
     assert fed(node, Update("b", Status.ALIVE, 3, "b"))[0] is Status.DEAD
     assert fed(node, Update("b", Status.ALIVE, 4, "b")) == (Status.ALIVE, 4)
@@ -783,7 +785,7 @@ def test_is_live_says_alive_or_suspect() -> None:
     assert node.is_live("a") and node.is_live("b") and not node.is_live("nobody")
     node.receive(2.0, "c", Gossip((Update("b", Status.SUSPECT, 0, "c"),)))
     assert node.is_live("b")
-    node.receive(2.0, "c", Gossip((Update("b", Status.DEAD, 0, "c"),)))
+    node.receive(9.0, "c", Gossip((Update("b", Status.DEAD, 0, "c"),)))  # suspected long enough
     assert not node.is_live("b")
 
 
@@ -859,3 +861,24 @@ def test_p2pkube_join_rejects_a_bad_swim_setting_naming_it(assignment: str, reas
 def test_the_simulators_lifeguard_off_settings_are_valid() -> None:
     settings, _ = lifeguard_off(SwimSettings())
     settings.check()
+
+
+def test_a_lone_members_dead_is_only_a_suspicion_until_this_node_suspected_long_enough() -> None:
+    """A member that answers each refutation with a DEAD of the new incarnation never makes a
+    live member DEAD (believe_dead_after): each DEAD is one more suspicion, refuted at once."""
+    node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0)
+    node.join(0.0, ["a", "b", "c"])
+    floor = suspicion_bounds(
+        SETTINGS.suspicion_mult, SETTINGS.suspicion_max_timeout_mult, 3, SETTINGS.probe_interval
+    )[0]
+    for incarnation in range(5):  # c accuses, b refutes at once, c accuses the new incarnation
+        node.receive(1.0 + incarnation, "c", Gossip((Update("b", Status.DEAD, incarnation, "c"),)))
+        assert node.members()["b"].status is Status.SUSPECT
+        refutation = Update("b", Status.ALIVE, incarnation + 1, "b")
+        node.receive(1.01 + incarnation, "b", Gossip((refutation,)))
+        assert node.members()["b"].status is Status.ALIVE
+    # a DEAD after this node itself suspected b for long enough is taken as it is
+    node.receive(10.0, "c", Gossip((Update("b", Status.SUSPECT, 5, "c"),)))
+    late = 10.0 + SETTINGS.believe_dead_after * floor + 0.01
+    node.receive(late, "c", Gossip((Update("b", Status.DEAD, 5, "c"),)))
+    assert node.members()["b"].status is Status.DEAD

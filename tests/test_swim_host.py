@@ -6,6 +6,7 @@ partial mesh. The same protocol between real agents is in tests/test_swim_cluste
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Collection
 from typing import Any
@@ -268,6 +269,37 @@ async def test_a_leaving_member_is_left_at_once_not_dead() -> None:
 
 def test_short_ids_are_eight_bytes() -> None:
     assert len(short_id("x")) == 8 and ROUTED_KIND == "swim"
+
+
+@pytest.mark.asyncio
+async def test_members_dead_past_the_reconnect_timeout_are_forgotten_with_their_records() -> None:
+    quick = dataclasses.replace(
+        SWIM, reconnect_interval=0.2, reconnect_timeout=0.6, gossip_to_the_dead_time=0.3
+    )
+    fabric = Fabric()
+    hosts = [member(fabric, f"n{i}", quick) for i in range(4)]
+    for host in hosts:
+        await host.start()
+    for i, a in enumerate(hosts):
+        for b in hosts[i + 1 :]:
+            fabric.link(a.node_id, b.node_id)
+            a.link_up(b.node_id)
+            b.link_up(a.node_id)
+    try:
+        await all_ready(hosts)
+        victim, others = hosts[-1], hosts[:-1]
+        await victim.close(leaving=True)
+        fabric.down.add(victim.node_id)
+        await until(lambda: all(sees(o, victim, "AgentLeft") for o in others), 2.0, "LEFT")
+        await until(
+            lambda: all(o.get(victim.node_id) is None for o in others),
+            quick.reconnect_timeout + 2 * quick.reconnect_interval + 2.0,
+            "the victim forgotten",
+        )
+        assert all(victim.node_id not in o._records for o in others)
+        assert all(o.public_key(victim.node_id) is None for o in others)
+    finally:
+        await close(others)
 
 
 # -- what the heartbeat detector's unit tests covered, for SWIM (issue 13) ---------------------

@@ -112,6 +112,14 @@ class SwimSettings:
     (Lifeguard). memberlist uses 6; 2 keeps a crash that few members confirm (a small
     cluster, a lossy network) near 4 s; at N >= 5 the others' probes confirm a crash long
     before the floor ends, so it does not set the usual detection time."""
+    believe_dead_after: float = 0.5
+    """Another member's DEAD of a member is taken only once this node has itself suspected it
+    (at that incarnation) for this fraction of the suspicion floor; sooner, the DEAD counts as
+    one more suspicion. A member that accuses a live one over and over (each refutation
+    answered with a DEAD of the new incarnation) then never makes it DEAD: it is refuted
+    within a round trip each time. A real failure is suspected everywhere within the gossip
+    of the first suspicion (~0.1-0.5 s), well before its first DEAD (the floor, 2.1 s), so
+    this costs detection nothing; 0 takes every DEAD at once (memberlist)."""
     suspicion_confirmations: int = 3
     """Independent confirmations (other members' own suspicions at the same incarnation) that
     bring the suspicion timeout down to its floor: Lifeguard's K (capped at N - 2, the members
@@ -204,6 +212,8 @@ class SwimSettings:
                 "swim.probe_timeout + swim.nack_timeout must be below swim.probe_interval: a "
                 "helper's Nack must reach the prober before its probe period ends"
             )
+        if not 0 <= self.believe_dead_after <= 1:
+            raise ValueError("swim.believe_dead_after must be between 0 and 1 (of the floor)")
         if not 1 <= self.suspicion_max_timeout_mult < math.inf:
             raise ValueError("swim.suspicion_max_timeout_mult must be at least 1 (the floor)")
         if not 0 <= self.max_grace <= MAX_GRACE:

@@ -2,9 +2,8 @@
 
 The host passes time in (``now``, monotonic seconds) and carries the `Send`s it gets back;
 randomness comes from the ``random.Random`` it gives, so a simulator replays a run from a seed.
-Standard library only: the same code runs in the browser (Pyodide) and in the simulator
-(harness/swimsim.py), and in the agent behind its membership host (swim_host.py, being
-written), which carries the messages and signs this node's own records.
+Standard library only: the same code runs in the browser (Pyodide), in the simulator
+(harness/swimsim.py) and in the agent behind swim_host.py, which carries the messages.
 
 What it does (memberlist's design, docs/architecture.md has the module row):
 
@@ -25,15 +24,15 @@ What it does (memberlist's design, docs/architecture.md has the module row):
   rounds while there is news, and in periodic push/pull exchanges of the whole table with
   one member (and one DEAD member, so that a healed partition merges again).
 
-Trust is the integration's: nothing here authenticates an update. ``Update.proof`` is passed on
-untouched for the member's signature on its own ALIVE and LEFT; a member may still accuse
-another at any incarnation up to 2^32 - 1, which no refutation can beat, so the signed
-integration must drop accusations above the highest incarnation its target ever signed.
-The host makes this node's own proofs: ``prove(incarnation, grace, left)``, asked whenever
-that record changes (join, refutation, `SwimNode.set_grace`, `SwimNode.announce`,
-`SwimNode.leave`), returns the proof at once or None; one the host could only sign later
-(WebCrypto is async) comes back through `SwimNode.set_proof`. The host may filter a message's
-updates (unsigned or unprovable ones) before `SwimNode.receive`: each update stands alone.
+* **DEAD.** Another member's DEAD is taken once this node has itself suspected the member
+  for ``believe_dead_after`` of the floor; sooner it is one more suspicion (one member alone
+  cannot make a live member DEAD).
+
+Trust is the host's (swim_host.py checks each member's signed ALIVE and LEFT, ``Update.proof``,
+and drops accusations above what the member signed). The host makes this node's own proofs:
+``prove(incarnation, grace, left)`` returns one at once or None; one signed later (WebCrypto
+is async) comes back through `SwimNode.set_proof`. Each update stands alone: the host may
+filter a message's updates before `SwimNode.receive`.
 """
 
 from __future__ import annotations
@@ -55,6 +54,7 @@ from .swim_gossip import (
     Suspicion,
     Timers,
     TokenBucket,
+    dead_is_due,
     forget,
     is_alive,
     is_live,
@@ -535,6 +535,9 @@ class SwimNode:
                 self._queue.add(update)
         elif update.status is Status.SUSPECT:
             self._suspect(state, update, now)
+        elif update.status is Status.DEAD and not self._believes_dead(state, update, now):
+            suspicion = Update(state.name, Status.SUSPECT, update.incarnation, update.origin)
+            self._suspect(state, suspicion, now)
         elif state.status not in (Status.DEAD, Status.LEFT) or (
             update.status is Status.LEFT and state.status is Status.DEAD
         ):
@@ -542,6 +545,13 @@ class SwimNode:
                 state.proof = update.proof
             self._set(state, update.status, update.incarnation, now)
             self._queue.add(update)
+
+    def _believes_dead(self, state: MemberState, update: Update, now: float) -> bool:
+        """A DEAD is taken as it is when it is ours, or after `swim_gossip.dead_is_due`."""
+        if update.origin == self.name or state.status in (Status.DEAD, Status.LEFT):
+            return True
+        suspicion = self._suspicions.get(state.name)
+        return dead_is_due(suspicion, update.incarnation, now, self.settings.believe_dead_after)
 
     def _suspect(self, state: MemberState, update: Update, now: float) -> None:
         suspicion = self._suspicions.get(state.name)

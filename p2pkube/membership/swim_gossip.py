@@ -271,6 +271,18 @@ class Timers:
         self._count = len(self._heap)
 
 
+def dead_is_due(suspicion: Suspicion | None, incarnation: int, now: float, ratio: float) -> bool:
+    """Whether another member's DEAD at ``incarnation`` is taken as it is: only once this node
+    has itself suspected the member at that incarnation for ``ratio`` of its suspicion floor
+    (``swim.believe_dead_after``). Sooner it is one more suspicion, so one member alone
+    (hostile, or the cut-off one) cannot make a live member DEAD: it would have to keep it
+    suspected, unrefuted, that long. A real failure is suspected everywhere about as early as
+    by its first accuser, so its DEAD is taken at once."""
+    if suspicion is None or suspicion.incarnation != incarnation:
+        return False
+    return now - suspicion.start >= ratio * suspicion.floor
+
+
 class ProbeRing:
     """The members a node probes, round-robin over a shuffled list (memberlist's ``nodes``):
     each gets probed once per round, a new one lands at a random place (so it is not always

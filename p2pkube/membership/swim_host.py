@@ -152,6 +152,9 @@ class SwimMembership:
         self._wake = asyncio.Event()
         self._resign = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._next_reap = 0.0
+        """When `_forget_gone` runs next (every ``swim.reconnect_interval``, as the core's
+        own reaping)."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -262,6 +265,15 @@ class SwimMembership:
                 log.exception("signing this node's member record failed")
             await asyncio.sleep(self.swim.announce_delay)
 
+    def _forget_gone(self) -> None:
+        """Drop the record, liveness and routes of members the core forgot (DEAD or LEFT for
+        longer than ``swim.reconnect_timeout``), so that churn does not fill memory."""
+        known = self.core.members()
+        for node in [n for n in self._records if n not in known and n != self.node_id]:
+            del self._records[node]
+            self._nodes.pop(node, None)
+            self.topology.remove(node)
+
     # -- the core's clock ----------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
@@ -273,6 +285,9 @@ class SwimMembership:
             now = time.monotonic()
             if now >= self.core.next_deadline():
                 self._dispatch(self.core.tick(now))
+            if now >= self._next_reap:
+                self._next_reap = now + self.swim.reconnect_interval
+                self._forget_gone()
 
     # -- carrying messages ---------------------------------------------------------------------
     def _dispatch(self, sends: list[Send]) -> None:
