@@ -80,7 +80,8 @@ LINK_COUNTERS = ("bytesSent", "bytesReceived", "framesSent", "framesReceived")
 READY_TIMEOUT = 200.0
 """Longest wait, from the start, for every agent to have seen every node Ready (40 agents on
 2 cores took 153 s to be all Ready at once in one run; in others, some agent saw some node
-NotReady at every sweep for 300 s: heartbeats missed by starved event loops)."""
+NotReady at every sweep for 300 s: heartbeats, before SWIM, missed by starved event
+loops)."""
 ALL_AT_ONCE_GRACE = 20.0
 """Once every pair has been seen Ready, how much longer to wait for a sweep in which all
 are Ready at once (a flapping cluster may never have one)."""
@@ -600,7 +601,7 @@ def _limits(r: dict[str, Any]) -> str:
 _SATURATED = (
     " At {n} agents the cluster and the other processes used nearly every core, so the CPU "
     "per agent is what the machine could give, not what the agents asked for: it understates "
-    "their demand, and heartbeats that starved loops never sent make the message rate lower."
+    "their demand, and the probes that starved loops never sent make the message rate lower."
 )
 
 
