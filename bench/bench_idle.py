@@ -93,7 +93,7 @@ def memory(pid: int) -> tuple[int, int]:
 
 
 def link_bytes(cluster: LocalCluster, name: str) -> int:
-    """Bytes this agent has sent over all its links (heartbeats, pings, anti-entropy)."""
+    """Bytes this agent has sent over all its links (SWIM messages, pings, anti-entropy)."""
     mesh = cluster.api(name, "GET", "/v1/status")["mesh"]
     return sum(n["bytesSent"] for n in mesh["neighbours"])
 
