@@ -11,7 +11,7 @@
     entrypoint.py COMMAND [ARGS...] anything else is run as is (e.g. `p2pkube get nodes`)
 
 ARGS are appended to the `p2pkube signal` / `p2pkube join` command line (e.g.
-``--set membership.node_timeout=1.5``). The tests start the agents of their network-namespace
+``--set swim.probe_interval=0.2``). The tests start the agents of their network-namespace
 hosts with this same file (harness/netlab.py), so the commands the image runs are the ones the
 tests run.
 
