@@ -1,13 +1,12 @@
 """Hostile members against a real cluster: a member that misbehaves on its data channel is
 dropped and logged while the agent keeps serving; it cannot declare another node gone or
 alive with SWIM updates it cannot prove (issue 13: the signed member record); a true
-accusation is a refuted blip; routed messages under made-up sources are refused.
+accusation is only a suspicion, refuted; routed messages under made-up sources are refused.
 
 The hostile `Member` is this test process with the join token, a node key of its own and one
-real WebRTC link, speaking the wire protocol with the real encoders (`swim_wire`). Unless
-told otherwise it is an honest SWIM member: it announces a signed ALIVE record (the agents
-learn its key), acks the pings meant for it (direct or routed) and refutes suspicions of
-itself, so it stays ALIVE and what the agents do follows from what it sent."""
+real WebRTC link, speaking the wire protocol with the real encoders (`swim_wire`). Beside its
+lies it is an honest SWIM member: it announces a signed ALIVE record (the agents learn its
+key), acks the pings meant for it (direct or routed) and refutes suspicions of itself."""
 
 from __future__ import annotations
 
@@ -100,28 +99,19 @@ POLL = 0.05
 """Seconds between two looks at every agent's ``get nodes`` while a forgery is tried."""
 
 
-REFUTED_WITHIN = 1.5
-"""Seconds within which a refuted accusation is over everywhere: the DEAD's gossip to the
-victim and its refutation back, a signature check each way, on a loaded 2-core machine."""
-
-
 @dataclass
 class Member:
-    """The hostile test peer: a member of the cluster (it holds the token and a node key of
-    its own) with one real link, speaking the wire protocol from this process. It records the
-    members' signed ALIVE records and the rpc answers that reach it, acks the pings meant for
-    it, and sends what a member can: SWIM messages and routed messages signed with its own
-    key, truthful or not."""
+    """The hostile test peer (see the module's docstring). It records the members' signed
+    ALIVE records and the rpc answers that reach it, acks the pings meant for it, and sends
+    what a member can: SWIM and routed messages signed with its own key, truthful or not."""
 
     identity: NodeIdentity
     link: PeerLink
     client: SignalingClient
     signatures: Signatures
     inc: int = field(default_factory=lambda: int(time.time()) % 2**31)
-    answer_pings: bool = True
     records: dict[str, Update] = field(default_factory=dict)
     """Node id -> the newest ALIVE (with its signed record) heard of that node."""
-    pings_answered: int = 0
     answers: asyncio.Queue[dict[str, Any]] = field(
         default_factory=lambda: asyncio.Queue(maxsize=4096)
     )
@@ -152,8 +142,7 @@ class Member:
                     self.records[update.name] = update
             elif update.name == self.id and update.incarnation >= self.inc:
                 self._spawn(self.refute(update.incarnation + 1))  # a suspicion of us
-        if isinstance(message, Ping) and message.target == self.id and self.answer_pings:
-            self.pings_answered += 1
+        if isinstance(message, Ping) and message.target == self.id:
             ack = Ack(message.seq, ())
             if routed_from is None:
                 self.send(ack)
@@ -522,32 +511,32 @@ async def test_a_made_up_node_is_a_member_nobody_answers_for_not_a_node(
         await member.close()
 
 
-REPEATED = pytest.mark.xfail(
-    strict=True,
-    reason="a member that accuses again at each incarnation the victim refutes with keeps it "
-    "NotReady for longer than scheduler.pod_eviction_grace: its pod is evicted (issue 13)",
-)
-
-
 async def refuted(member: Member, victim: str, inc: int) -> int:
     """The incarnation ``victim`` refuted ``inc`` with, once the member hears it (the
     refutation goes to the accusers too), or ``inc`` after a second without it."""
-    async with asyncio.timeout(1.0):
-        while member.records[victim].incarnation <= inc:  # noqa: ASYNC110 - filled by frames
-            await asyncio.sleep(0.01)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(1.0):
+            while member.records[victim].incarnation <= inc:  # noqa: ASYNC110 - frames fill it
+                await asyncio.sleep(0.01)
     return member.records[victim].incarnation
 
 
-@pytest.mark.parametrize("accusations", [1, pytest.param(30, marks=REPEATED)])
-async def test_a_true_accusation_is_a_refuted_blip_not_an_eviction(
+def grown(cluster: LocalCluster, viewer: str, key: str, before: dict[str, Any]) -> int:
+    return int(membership(cluster, viewer)[key]) - int(before[key])
+
+
+@pytest.mark.parametrize("accusations", [1, 30])
+async def test_a_true_accusation_is_refuted_never_notready_nor_an_eviction(
     cluster: LocalCluster, tmp_path: Path, accusations: int
 ) -> None:
-    """(e) The remaining limit: SWIM trusts its members' accusations, so a DEAD of n3 at the
-    incarnation n3 signed last is believed. n3 hears it and refutes it with a higher
-    incarnation; every agent lists n3 Ready again within a fraction of a second, and no pod
-    of n3 is evicted (one replica of a Deployment on each node keeps its uid). Not yet: the
-    same accusation repeated at each new incarnation (30 times, ~0.1 s apart) keeps n3
-    NotReady on n1 for seconds and its pod is evicted (a strict xfail)."""
+    """(e) A DEAD of n3 at an incarnation n3 signed (its last, and the next in case a
+    refutation is on its way) from one member alone is taken by n1 as one more suspicion
+    (``swim.believe_dead_after``: a DEAD is taken only once n1 has suspected n3 that long
+    itself). n3 refutes it with a higher incarnation and is never listed NotReady anywhere,
+    and no pod of it is evicted (one replica of a Deployment on each node keeps its uid);
+    also when the member repeats the accusation at each incarnation n3 refutes with (30
+    times, ~0.1 s apart), which before that setting kept n3 NotReady on n1 for seconds and
+    got its pod evicted (3 runs of 3)."""
     ids = await start_agents(cluster, "--memory", "1Gi")
     victim = ids["n3"]
     manifest = write_manifest(tmp_path, deployment("steady", 3, "600"))
@@ -562,33 +551,38 @@ async def test_a_true_accusation_is_a_refuted_blip_not_an_eviction(
     member = await join_as_member(cluster, ids["n1"])
     try:
         await hear_record([member], victim)
-        before = await asyncio.to_thread(membership, cluster, "n3")
-        believed = entry(await asyncio.to_thread(membership, cluster, "n1"), victim)
-        assert believed is not None
-        first = inc = believed["incarnation"]  # what n1 holds n3 signed last
-        seconds = 4.0 + 0.2 * accusations
-        watch = asyncio.create_task(asyncio.to_thread(Sightings("n3").poll, cluster, seconds))
-        for _ in range(accusations):
-            member.send(Gossip((Update(victim, Status.DEAD, inc, member.id),)))
+        before = {"n3": await asyncio.to_thread(membership, cluster, "n3")}
+        watch = asyncio.create_task(
+            asyncio.to_thread(Sightings("n3").poll, cluster, 4.0 + 0.2 * accusations)
+        )
+        inc = 0
+        for _ in range(3):  # under load n3 refutes suspicions of its own: inc moves on
+            view = entry(await asyncio.to_thread(membership, cluster, "n1"), victim) or {}
+            inc = max(inc, member.records[victim].incarnation, view.get("incarnation", 0))
+            member.send(
+                Gossip(tuple(Update(victim, Status.DEAD, i, member.id) for i in (inc, inc + 1)))
+            )
             with contextlib.suppress(TimeoutError):
-                inc = await refuted(member, victim, inc)
+                await asyncio.to_thread(
+                    wait_until, lambda: grown(cluster, "n3", "refutations", before["n3"]), 2
+                )
+                break
+        first = inc
+        for _ in range(accusations - 1):
+            inc = await refuted(member, victim, inc)
+            member.send(Gossip((Update(victim, Status.DEAD, inc, member.id),)))
         sightings = await watch
-        after = await asyncio.to_thread(membership, cluster, "n3")
-        assert after["refutations"] > before["refutations"], (before, after)
-        assert after["incarnation"] > first
-        log = await asyncio.to_thread(cluster.log_tail, "n1", 400)
-        assert f"({victim}) is NotReady: AgentDead" in log  # believed, for a moment
+        assert sightings.not_ready == [], sightings.not_ready
+        assert await asyncio.to_thread(grown, cluster, "n3", "refutations", before["n3"]) >= 1
+        suspected = f"({victim}) is Ready: AgentSuspected"  # what n1 made of the DEAD
+        assert suspected in await asyncio.to_thread(cluster.log_tail, "n1", 400)
+        assert (await asyncio.to_thread(membership, cluster, "n3"))["incarnation"] > first
         await asyncio.sleep(2.0)  # well past scheduler.pod_eviction_grace
         now = await asyncio.to_thread(items, cluster, "n1", "Pod", "app=steady")
         assert {p["metadata"]["uid"] for p in now} == uids, now  # none evicted or added
-        if sightings.not_ready:
-            began, ended = sightings.not_ready[0][0], sightings.not_ready[-1][0]
-            print(f"n3 seen NotReady for {ended - began:.2f}s: {sightings.not_ready}")
-            assert ended - began < REFUTED_WITHIN, sightings.not_ready
-        for viewer in NAMES:
-            assert (await asyncio.to_thread(cluster.nodes, viewer))["n3"] == "True"
+        for viewer in ("n1", "n2"):
             seen = entry(await asyncio.to_thread(membership, cluster, viewer), victim)
-            assert viewer == "n3" or (seen is not None and seen["incarnation"] > first), seen
+            assert seen is not None and seen["ready"] and seen["incarnation"] > first, seen
         assert all(cluster.agents[name].running for name in NAMES)
     finally:
         await member.close()
