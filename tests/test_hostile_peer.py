@@ -25,7 +25,6 @@ import pytest
 import yaml
 
 from p2pkube.devcluster import LocalCluster, wait_until
-from p2pkube.membership.settings import MembershipSettings
 from p2pkube.membership.swim_host import ROUTED_KIND
 from p2pkube.membership.swim_messages import (
     MAX_PROOF,
@@ -89,12 +88,6 @@ SWIM_HOSTILE: dict[str, Any] = {
 """SWIM frame bodies no honest member sends (sent as SWIM frames): each drops the sender."""
 
 
-SWIM_ARGS = (
-    []
-    if getattr(MembershipSettings(), "protocol", "swim") == "swim"
-    else ["--set", "membership.protocol=swim"]
-)
-"""The agents run SWIM (the only protocol once the heartbeat protocol is gone)."""
 POLL = 0.05
 """Seconds between two looks at every agent's ``get nodes`` while a forgery is tried."""
 
@@ -192,10 +185,6 @@ class Member:
         if incarnation > self.inc:
             self.inc = incarnation
             await self.announce()
-
-    async def heartbeat(self) -> None:
-        """What callers written for the heartbeat protocol ask for: be heard as a member."""
-        await self.announce()
 
     async def route(self, dst: str, data: dict[str, Any], *, src: str | None = None) -> None:
         """A routed message signed with our key, claiming to come from ``src`` if given
@@ -295,7 +284,6 @@ async def test_hostile_frames_drop_the_sender_not_the_agent(
     cluster: LocalCluster, kind: str
 ) -> None:
     cluster.start_signaling()
-    cluster.extra_agent_args = list(SWIM_ARGS)
     for name in ["n1", "n2"]:
         cluster.start_agent(name)
     for name in ["n1", "n2"]:
@@ -344,7 +332,7 @@ COUNTERS = ("recordsForged", "updatesUnproven", "accusationsUnproven")
 async def start_agents(cluster: LocalCluster, *extra: str) -> dict[str, str]:
     """n1, n2 and n3 running SWIM, each listing all three Ready; name -> node id."""
     cluster.start_signaling()
-    cluster.extra_agent_args = [*SWIM_ARGS, *extra]
+    cluster.extra_agent_args = list(extra)
     for name in NAMES:
         cluster.start_agent(name)
     await asyncio.to_thread(wait_all_ready, cluster, NAMES, 60)
@@ -594,7 +582,6 @@ async def test_well_shaped_but_wrong_swim_values_are_counted_not_punished(
     """Values of the right types but wrong (a name too long, a seq beyond 32 bits) could be
     an honest newer peer's; the core drops the message and counts it, the link stays."""
     cluster.start_signaling()
-    cluster.extra_agent_args = list(SWIM_ARGS)
     cluster.start_agent("n1")
     await asyncio.to_thread(cluster.wait_api, "n1")
     n1 = (await asyncio.to_thread(status, cluster, "n1"))["nodeID"]
@@ -629,7 +616,6 @@ async def test_routed_requests_from_made_up_sources_are_refused(
     source now: made-up sources are dropped, and the per-source limit holds for the member's
     real id (the agents know its key from the signed ALIVE it announced when it joined)."""
     cluster.start_signaling()
-    cluster.extra_agent_args = list(SWIM_ARGS)
     for name in ["n1", "n2"]:
         cluster.start_agent(name)
     for name in ["n1", "n2"]:
