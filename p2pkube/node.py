@@ -358,7 +358,17 @@ class Node:
     def _is_compactor(self) -> bool:
         """Only the Ready node with the smallest id compacts the document (others could, and
         would converge, but the work would be done N times when all cross the threshold)."""
-        return all(self.node_id <= n.node for n in self.membership.nodes() if n.ready)
+        return all(
+            self.node_id <= n.node for n in self.membership.nodes() if n.ready and self._is_node(n)
+        )
+
+    def _is_node(self, liveness: NodeLiveness) -> bool:
+        """Whether a member is a node of the cluster: its Node object names its id. Anyone
+        with the token can make a key and keep a member of it alive (it signs its own
+        records and answers probes), but only an agent publishes a Node: a made-up member
+        with a small id must not take a duty (compaction, collection) and then neglect it."""
+        node = self.state.get(OBJECTS, object_key("Node", "", liveness.name))
+        return isinstance(node, dict) and node.get("metadata", {}).get("uid") == liveness.node
 
     # -- wiring --------------------------------------------------------------------------------
     def _on_link_up(self, node: str) -> None:
