@@ -28,9 +28,12 @@ browser: $(STAMP)
 demo: $(STAMP) examples browser
 	$(PY) examples/demo.py $(DEMO_ARGS)
 
-## Lint, then the whole test suite (real processes, real aiortc, real pycrdt).
+## Lint, then the whole test suite (real processes, real aiortc, real pycrdt): the tests that
+## start no agent, browser or namespace spread over two processes (as test-fast), then the
+## others one at a time (their timings assume the machine is theirs).
 test: $(STAMP) lint examples browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" -n 2
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
 ## The inner loop (under a minute): lint and every test that starts no agent process, browser or
 ## network namespace (tests/conftest.py marks those slow), spread over two processes (pytest-xdist).
