@@ -206,26 +206,36 @@ def degrees(cluster: LocalCluster, names: list[str]) -> list[int]:
     return [len(cluster.api(n, "GET", "/v1/status")["mesh"]["neighbours"]) for n in names]
 
 
+def watched_writes(
+    cluster: LocalCluster, names: list[str]
+) -> tuple[Arrivals, Callable[[int, str], None]]:
+    """A watch on every agent feeding ``Arrivals``, and ``write(writer, name)``: a ConfigMap
+    ``name`` written through agent ``names[writer]``'s API."""
+    clients = [ApiClient.from_data_dir(cluster.root / n) for n in names]
+    arrivals = Arrivals(len(names))
+    for i, client in enumerate(clients):
+        reader_thread(lambda c=client, i=i: watch_agent(c, i, arrivals), f"watch-{i}")
+
+    def write(writer: int, name: str) -> None:
+        clients[writer].put_object(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "data": {"written-by": names[writer]},
+            }
+        )
+
+    return arrivals, write
+
+
 def measure_p2pkube(size: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     cluster = LocalCluster(root / f"p2pkube-{size}")
     names = [f"n{i}" for i in range(1, size + 1)]
     try:
         ready_after = start_cluster(cluster, names)
         time.sleep(2)  # let link setup and the first anti-entropy round finish
-        clients = [ApiClient.from_data_dir(cluster.root / n) for n in names]
-        arrivals = Arrivals(size)
-        for i, client in enumerate(clients):
-            reader_thread(lambda c=client, i=i: watch_agent(c, i, arrivals), f"watch-{i}")
-
-        def write(writer: int, name: str) -> None:
-            clients[writer].put_object(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {"name": name, "namespace": NAMESPACE},
-                    "data": {"written-by": names[writer]},
-                }
-            )
+        arrivals, write = watched_writes(cluster, names)
 
         processes = [
             psutil.Process(cluster.api(n, "GET", "/v1/status")["process"]["pid"]) for n in names

@@ -39,21 +39,21 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bench.bench_idle import memory, sample
-from bench.bench_latency import (
-    NAMESPACE,
-    Arrivals,
-    measure_baseline,
-    reader_thread,
-    run_writes,
-    watch_agent,
-)
+from bench.bench_latency import measure_baseline, run_writes, watched_writes
 from bench.bench_sched import Tracker, node_ready
-from bench.benchlib import emit, flatten, machine_busy_seconds, markdown_table, spread, yes
+from bench.benchlib import (
+    emit,
+    flatten,
+    launch,
+    machine_busy_seconds,
+    markdown_table,
+    spread,
+    yes,
+)
 from p2pkube.api.client import ApiClient, ApiClientError
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.membership.liveness import detection_bound
@@ -205,11 +205,7 @@ def join_cluster(cluster: LocalCluster, names: list[str]) -> dict[str, Any]:
     and the size is measured anyway: an overloaded cluster's figures are a result too.
     """
     started = time.monotonic()
-    cluster.start_signaling()
-    for name in names:
-        cluster.start_agent(name)
-    for name in names:
-        cluster.wait_api(name, timeout=90)
+    launch(cluster, names)
     api = time.monotonic() - started
     pending = {(viewer, node) for viewer in names for node in names}
     ready: float | None = None
@@ -275,21 +271,7 @@ def write_visibility(
 ) -> dict[str, Any]:
     """bench_latency's write-to-visible-everywhere run on this cluster (its harness, its
     ConfigMaps, a watch on every agent)."""
-    clients = [ApiClient.from_data_dir(cluster.root / n) for n in names]
-    arrivals = Arrivals(len(names))
-    for i, client in enumerate(clients):
-        reader_thread(partial(watch_agent, client, i, arrivals), f"watch-{i}")
-
-    def write(writer: int, name: str) -> None:
-        clients[writer].put_object(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": NAMESPACE},
-                "data": {"written-by": names[writer]},
-            }
-        )
-
+    arrivals, write = watched_writes(cluster, names)
     writers = min(WRITERS, len(names))
     result = run_writes(arrivals, write, writers, args.writes, args.interval, "")
     return {k: result[k] for k in ("visible", "ack", "lost", "seconds")}

@@ -230,17 +230,22 @@ def uvloop_available() -> bool:
     return True
 
 
+def launch(cluster: LocalCluster, names: list[str]) -> None:
+    """Start signaling and agents ``names``, and wait until each one's API answers."""
+    cluster.start_signaling()
+    for name in names:
+        cluster.start_agent(name)
+    for name in names:
+        cluster.wait_api(name, timeout=90)
+
+
 def start_cluster(cluster: LocalCluster, names: list[str], timeout: float = 120) -> float:
     """Start signaling and agents ``names``; return the seconds until every agent saw every
     node Ready. On timeout, print who sees what and each log's tail before raising."""
     from p2pkube.devcluster import wait_until
 
     started = time.monotonic()
-    cluster.start_signaling()
-    for name in names:
-        cluster.start_agent(name)
-    for name in names:
-        cluster.wait_api(name, timeout=90)
+    launch(cluster, names)
 
     def all_ready() -> bool:
         for name in names:

@@ -6,9 +6,10 @@ partial mesh. The same protocol between real agents is in tests/test_swim_cluste
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import pytest
@@ -122,6 +123,20 @@ async def cluster(
     return fabric, hosts
 
 
+@contextlib.asynccontextmanager
+async def ready_cluster(
+    size: int, *, edges: list[tuple[int, int]] | None = None, within: float = 3.0
+) -> AsyncIterator[tuple[Fabric, list[SwimMembership]]]:
+    """A started cluster (see `cluster`) once every member is Ready everywhere; every member
+    is closed afterwards (closing one twice is harmless)."""
+    fabric, hosts = await cluster(size, edges=edges)
+    try:
+        await all_ready(hosts, within=within)
+        yield fabric, hosts
+    finally:
+        await close(hosts)
+
+
 async def until(condition: Callable[[], bool], within: float, what: str) -> float:
     """Seconds until ``condition`` holds (polled every 20 ms); fails after ``within``."""
     started = time.monotonic()
@@ -153,22 +168,16 @@ async def close(hosts: list[SwimMembership]) -> None:
 
 @pytest.mark.asyncio
 async def test_members_become_ready_with_their_names_and_keys() -> None:
-    _fabric, hosts = await cluster(5)
-    try:
-        await all_ready(hosts)
+    async with ready_cluster(5) as (_fabric, hosts):
         first = hosts[0].get(hosts[3].node_id)
         assert first is not None and first.name == "n3" and first.ready
         assert hosts[0].public_key(hosts[3].node_id) == hosts[3].identity.public_key  # type: ignore[attr-defined]
         assert hosts[0].stats.records_forged == 0
-    finally:
-        await close(hosts)
 
 
 @pytest.mark.asyncio
 async def test_a_crashed_member_is_suspected_then_dead_everywhere_within_3_s() -> None:
-    fabric, hosts = await cluster(6)
-    try:
-        await all_ready(hosts)
+    async with ready_cluster(6) as (fabric, hosts):
         victim, others = hosts[-1], hosts[:-1]
         fabric.down.add(victim.node_id)
         await victim.close(leaving=False)
@@ -178,16 +187,12 @@ async def test_a_crashed_member_is_suspected_then_dead_everywhere_within_3_s() -
         assert took < 3.0, f"DEAD everywhere {took:.2f}s after the crash"
         assert all(not o.is_reachable(victim.node_id) for o in others)
         assert sum(o.core.stats.suspicions for o in others) >= 1
-    finally:
-        await close(hosts[:-1])
 
 
 @pytest.mark.asyncio
 async def test_routes_follow_the_neighbour_lists_of_a_line() -> None:
     # n0 - n1 - n2 - n3: n0 reaches n3 only through n1, and probes it through the routes
-    _fabric, hosts = await cluster(4, edges=[(0, 1), (1, 2), (2, 3)])
-    try:
-        await all_ready(hosts, within=4.0)
+    async with ready_cluster(4, edges=[(0, 1), (1, 2), (2, 3)], within=4.0) as (_fabric, hosts):
         first, last = hosts[0], hosts[3]
         await until(lambda: first.route_hint(last.node_id) == hosts[1].node_id, 2.0, "route")
         linked_to_n1 = {hosts[0].node_id, hosts[1].node_id, hosts[2].node_id}
@@ -195,15 +200,11 @@ async def test_routes_follow_the_neighbour_lists_of_a_line() -> None:
         await asyncio.sleep(1.0)
         assert first._transport.routed > 0  # type: ignore[attr-defined]
         assert all(sees(a, b, "AgentReady") for a in hosts for b in hosts if a is not b)
-    finally:
-        await close(hosts)
 
 
 @pytest.mark.asyncio
 async def test_forged_records_and_unproven_accusations_are_dropped() -> None:
-    _fabric, hosts = await cluster(3)
-    try:
-        await all_ready(hosts)
+    async with ready_cluster(3) as (_fabric, hosts):
         honest, liar, victim = hosts
         inc = victim.core.own_incarnation
         # an accusation above every incarnation the victim signed: nobody could refute it
@@ -211,15 +212,8 @@ async def test_forged_records_and_unproven_accusations_are_dropped() -> None:
         honest.handle_frame(liar.node_id, encode(Gossip((far,))))
         assert honest.stats.accusations_unproven == 1
         # an ALIVE of the victim that the liar signed: the record names the victim's key
-        record = record_bytes(
-            victim.node_id,
-            victim.identity.public_key,
-            "n2",
-            inc + 5,
-            0.0,
-            False,
-            [],  # type: ignore[attr-defined]
-        )
+        key = victim.identity.public_key  # type: ignore[attr-defined]
+        record = record_bytes(victim.node_id, key, "n2", inc + 5, 0.0, False, [])
         forged = proof_of(record, await liar._signatures.sign("p2pkube-member-v1", record))
         alive = Update(victim.node_id, Status.ALIVE, inc + 5, victim.node_id, forged)
         honest.handle_frame(liar.node_id, encode(Gossip((alive,))))
@@ -227,15 +221,11 @@ async def test_forged_records_and_unproven_accusations_are_dropped() -> None:
         assert honest.core.members()[victim.node_id].incarnation < inc + 5
         await asyncio.sleep(0.5)
         assert sees(honest, victim, "AgentReady")
-    finally:
-        await close(hosts)
 
 
 @pytest.mark.asyncio
 async def test_an_accused_member_refutes_with_a_signed_higher_incarnation() -> None:
-    _fabric, hosts = await cluster(3)
-    try:
-        await all_ready(hosts)
+    async with ready_cluster(3) as (_fabric, hosts):
         accuser, victim, third = hosts
         inc = victim.core.own_incarnation
         accusation = Update(victim.node_id, Status.SUSPECT, inc, accuser.node_id)
@@ -249,22 +239,16 @@ async def test_an_accused_member_refutes_with_a_signed_higher_incarnation() -> N
         record = third._records[victim.node_id]
         assert record.incarnation == inc + 1 and not record.left
         assert sees(third, victim, "AgentReady") and victim.core.stats.refutations == 1
-    finally:
-        await close(hosts)
 
 
 @pytest.mark.asyncio
 async def test_a_leaving_member_is_left_at_once_not_dead() -> None:
-    _fabric, hosts = await cluster(4)
-    try:
-        await all_ready(hosts)
+    async with ready_cluster(4) as (_fabric, hosts):
         leaver, others = hosts[0], hosts[1:]
         await leaver.close(leaving=True)
         took = await until(lambda: all(sees(o, leaver, "AgentLeft") for o in others), 2.0, "LEFT")
         assert took < 0.5
         assert others[0]._records[leaver.node_id].left  # the signed LEFT record
-    finally:
-        await close(hosts[1:])
 
 
 def test_short_ids_are_eight_bytes() -> None:
@@ -406,13 +390,9 @@ async def test_dropped_updates_are_counted_each_and_logged_once_per_interval(
 async def test_a_first_sighting_is_not_a_flip_and_a_departure_is_one() -> None:
     """``transitions`` counts Ready flips (what `p2pkube status` shows and bench_sched sums):
     a member seen Ready from the start has 0; one that leaves has 1."""
-    _fabric, hosts = await cluster(3)
-    try:
-        await all_ready(hosts)
+    async with ready_cluster(3) as (_fabric, hosts):
         assert [n.transitions for h in hosts for n in h.nodes()] == [0] * 6
         leaver, others = hosts[0], hosts[1:]
         await leaver.close(leaving=True)
         await until(lambda: all(sees(o, leaver, "AgentLeft") for o in others), 2.0, "LEFT")
         assert [o.get(leaver.node_id).transitions for o in others] == [1, 1]  # type: ignore[union-attr]
-    finally:
-        await close(others)
