@@ -536,18 +536,20 @@ class SwimMembership:
         return self.route_hint(node) is not None
 
     def get(self, node: str) -> NodeLiveness | None:
-        liveness = self._nodes.get(node)
-        if liveness is not None:
-            liveness.via = self.topology.next_hop(node)
-            liveness.peers = sorted(self.topology.neighbours_of(node))
-        return liveness
+        """``node``'s liveness (its ``via`` and ``peers`` as of the last `nodes`: this is the
+        hot path, asked per pod and per request)."""
+        return self._nodes.get(node)
 
     def public_key(self, node: str) -> bytes | None:
         record = self._records.get(node)
         return record.pub if record is not None else None
 
     def nodes(self) -> list[NodeLiveness]:
-        return [liveness for node in list(self._nodes) if (liveness := self.get(node))]
+        """Every member's liveness, with its next hop and neighbours brought up to date."""
+        for node, liveness in self._nodes.items():
+            liveness.via = self.topology.next_hop(node)
+            liveness.peers = sorted(self.topology.neighbours_of(node))
+        return list(self._nodes.values())
 
     def stats_dict(self) -> dict[str, Any]:
         core = self.core.stats
