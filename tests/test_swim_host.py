@@ -261,14 +261,7 @@ async def test_members_dead_past_the_reconnect_timeout_are_forgotten_with_their_
         SWIM, reconnect_interval=0.2, reconnect_timeout=0.6, gossip_to_the_dead_time=0.3
     )
     fabric = Fabric()
-    hosts = [member(fabric, f"n{i}", quick) for i in range(4)]
-    for host in hosts:
-        await host.start()
-    for i, a in enumerate(hosts):
-        for b in hosts[i + 1 :]:
-            fabric.link(a.node_id, b.node_id)
-            a.link_up(b.node_id)
-            b.link_up(a.node_id)
+    hosts = await linked(fabric, [member(fabric, f"n{i}", quick) for i in range(4)])
     try:
         await all_ready(hosts)
         victim, others = hosts[-1], hosts[:-1]
