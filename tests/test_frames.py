@@ -74,6 +74,25 @@ def test_fragmentation_roundtrip_and_limits() -> None:
         out_of_order.feed(pieces[1])
 
 
+def test_urgent_frames_may_come_between_fragments_others_may_not() -> None:
+    """A sender puts SWIM, PING and small ROUTE frames ahead of its queued bulk frames, so
+    they can arrive between the pieces of a fragmented SYNC; a SYNC there is a violation."""
+    payload = bytes(range(256)) * 1000
+    pieces = list(fragment(encode_frame(FrameType.SYNC, payload)))
+    reassembler = Reassembler()
+    assert reassembler.feed(pieces[0]) is None
+    swim = reassembler.feed(encode_frame(FrameType.SWIM, [1, "probe"]))
+    assert swim is not None and swim.type is FrameType.SWIM
+    assert reassembler.feed(encode_frame(FrameType.PING, {})) is not None
+    frames = [reassembler.feed(p) for p in pieces[1:]]
+    assert frames[-1] is not None and frames[-1].body == payload
+
+    strict = Reassembler()
+    strict.feed(pieces[0])
+    with pytest.raises(FrameError, match="SYNC interleaved"):
+        strict.feed(encode_frame(FrameType.SYNC, b"x"))
+
+
 def _pair() -> tuple[Handshake, Handshake, NodeIdentity, NodeIdentity]:
     a, b = NodeIdentity.generate(), NodeIdentity.generate()
     return (

@@ -54,8 +54,7 @@ class BrowserLink(LinkBase):
         if not self._peer.send(message):
             raise ConnectionError("the data channel refused the message")
 
-    @property
-    def buffered_amount(self) -> int:
+    def _channel_buffered(self) -> int:
         return int(self._peer.bufferedAmount())
 
     def _set_low_threshold(self, limit: int) -> None:

@@ -18,10 +18,11 @@ from typing import Any
 
 import msgpack
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """The link protocol's version, the first element of every frame; a frame of another version
 is a violation, so a link to an agent of another version never forms. 3: SWIM frames, and
-the flooded HEARTBEAT frame (type 4) of version 2 is gone."""
+the flooded HEARTBEAT frame (type 4) of version 2 is gone. 4: an urgent frame may come
+between the FRAGMENTs of another frame."""
 FRAGMENT_BYTES = 60 * 1024
 """Largest single data-channel message we send (below the 64 KiB every WebRTC stack accepts)."""
 MAX_FRAME_BYTES = 32 * 1024 * 1024
@@ -39,6 +40,14 @@ class FrameType(IntEnum):
     FRAGMENT = 7
     PING = 8
     SWIM = 9
+
+
+URGENT_FRAMES = frozenset({FrameType.SWIM, FrameType.PING, FrameType.ROUTE})
+"""Frame types a sender puts on the channel ahead of queued bulk frames when they fit one
+message (``FRAGMENT_BYTES``): membership's probes and answers, the link's keepalive, and
+routed messages (a SWIM message to a member further away, rpc calls). A receiver may see
+one between the FRAGMENTs of a bulk frame. Routed messages are independent of each other,
+so their order does not matter; SYNC, BYE and the handshake keep theirs."""
 
 
 class FrameError(ValueError):
@@ -166,9 +175,10 @@ def fragment(data: bytes, size: int = FRAGMENT_BYTES) -> Iterator[bytes]:
 class Reassembler:
     """Joins FRAGMENT frames back into the frame they carry.
 
-    The channel is ordered and a sender writes a fragmented frame's pieces back to back, so at
-    most one frame is in flight per channel; anything else (a gap, a size mismatch, a total above
-    the limit) is a protocol violation.
+    The channel is ordered and a sender writes a fragmented frame's pieces in order, so at
+    most one fragmented frame is in flight per channel; whole frames (urgent ones,
+    ``URGENT_FRAMES``) may come between its pieces and are returned at once. Anything else
+    (a gap, a size mismatch, a total above the limit) is a protocol violation.
     """
 
     def __init__(self, max_bytes: int = MAX_FRAME_BYTES) -> None:
@@ -182,8 +192,10 @@ class Reassembler:
         complete frame or None while one is partial."""
         frame = decode_frame(data, self._max_bytes)
         if frame.type is not FrameType.FRAGMENT:
-            if self._parts:
-                raise FrameError("frame interleaved with an unfinished fragmented frame")
+            if self._parts and frame.type not in URGENT_FRAMES:
+                raise FrameError(
+                    f"{frame.type.name} interleaved with an unfinished fragmented frame"
+                )
             return frame
         index, total, chunk = frame.body
         if index != len(self._parts) or (self._parts and total != self._total):

@@ -60,8 +60,7 @@ class PeerLink(LinkBase):
     def _channel_send(self, message: bytes) -> None:
         self._channel.send(message)
 
-    @property
-    def buffered_amount(self) -> int:
+    def _channel_buffered(self) -> int:
         return int(self._channel.bufferedAmount)
 
     def _set_low_threshold(self, limit: int) -> None:

@@ -15,6 +15,13 @@ lives here, once:
   mesh bans the neighbour for a while).
 * A watchdog abandons a link that does not finish its handshake within ``connect_timeout``,
   or that sends nothing for ``link_idle_timeout``, and PINGs when this side has been quiet.
+* Liveness before bulk: a burst of state (a 1,000-pod transaction is ~1 MB per neighbour)
+  waits in the link's own queue and is fed to the channel only while the channel holds less
+  than ``send_window`` bytes; the small frames liveness lives on (SWIM, PING, small ROUTEs,
+  ``URGENT_FRAMES``) go to the channel at once, so they wait behind at most that window, not
+  behind the burst. Without it a leader's probe answers queued behind megabytes for seconds
+  and its peers declared it dead under load. Urgent frames may land between the fragments of
+  a bulk frame; the receiver's :class:`Reassembler` expects that.
 """
 
 from __future__ import annotations
@@ -29,7 +36,16 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, Protocol
 
-from p2pkube.net.frames import Frame, FrameError, FrameType, Reassembler, encode_frame, fragment
+from p2pkube.net.frames import (
+    FRAGMENT_BYTES,
+    URGENT_FRAMES,
+    Frame,
+    FrameError,
+    FrameType,
+    Reassembler,
+    encode_frame,
+    fragment,
+)
 from p2pkube.net.handshake import Handshake, Hello, sdp_fingerprint
 from p2pkube.net.settings import TransportSettings
 from p2pkube.ticker import Ticker
@@ -86,6 +102,11 @@ class LinkBase(ABC):
         self._closing: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         """Set when the channel's queue fell to its low threshold (see :meth:`wait_buffered`)."""
+        self._paced: deque[bytes] = deque()
+        """Messages of bulk frames not yet handed to the channel (see the module's docstring)."""
+        self._paced_bytes = 0
+        self._drain_limits: list[int] = []
+        """The limits of the :meth:`wait_buffered` calls waiting now."""
         self._sdps = ("", "")
         """The local and the remote SDP as sent and received: the handshake binds their DTLS
         fingerprints. Not the connection's own descriptions: a browser re-serializes the
@@ -112,9 +133,8 @@ class LinkBase(ABC):
     def _channel_send(self, message: bytes) -> None:
         """Queue one message on the channel; may raise when the transport is dying."""
 
-    @property
     @abstractmethod
-    def buffered_amount(self) -> int:
+    def _channel_buffered(self) -> int:
         """Bytes queued on the data channel that the transport has not taken yet."""
 
     @abstractmethod
@@ -173,13 +193,23 @@ class LinkBase(ABC):
             return False
         return self._send(frame_type, body)
 
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued toward the neighbour: in this link's own queue and on the channel."""
+        return self._paced_bytes + self._channel_buffered()
+
     def _send(self, frame_type: FrameType, body: Any) -> bool:
         if not self._channel_open():
             return False
         data = encode_frame(frame_type, body)
         try:
-            for message in fragment(data):
-                self._channel_send(message)
+            if frame_type in URGENT_FRAMES and len(data) <= FRAGMENT_BYTES:
+                self._channel_send(data)
+            else:
+                for message in fragment(data):
+                    self._paced.append(message)
+                    self._paced_bytes += len(message)
+                self._pump()
         except Exception as exc:  # InvalidStateError etc. on a dying transport
             self.close_soon(f"send failed: {exc}")
             return False
@@ -189,6 +219,26 @@ class LinkBase(ABC):
             self.close_soon("send buffer overflow (neighbour too slow)")
         return True
 
+    def _pump(self) -> None:
+        """Hand queued bulk messages to the channel while it holds less than ``send_window``,
+        then have the carrier call back once it drained to half of that."""
+        window = self._settings.send_window
+        while self._paced and self._channel_buffered() < window:
+            message = self._paced.popleft()
+            self._paced_bytes -= len(message)
+            self._channel_send(message)
+        self._arm_low_threshold()
+
+    def _arm_low_threshold(self) -> None:
+        """The channel's low threshold: the lowest of what the pump (half the window, while
+        it has a queue) and each :meth:`wait_buffered` caller (its limit, less what still
+        waits in the link's queue) need to be woken at."""
+        wanted = [limit - self._paced_bytes for limit in self._drain_limits]
+        if self._paced:
+            wanted.append(self._settings.send_window // 2)
+        if wanted:
+            self._set_low_threshold(max(0, min(wanted)))
+
     async def wait_buffered(self, limit: int) -> bool:
         """Wait until at most ``limit`` bytes are queued; False when the link closes first.
         The caller bounds the wait (``asyncio.timeout``)."""
@@ -196,22 +246,30 @@ class LinkBase(ABC):
         return self.state is not LinkState.CLOSED and self.buffered_amount <= limit
 
     async def _drain_to(self, limit: int, *, closing: bool) -> None:
-        """Event driven: the carrier calls :meth:`_on_buffered_low` when the queue falls to
-        the threshold, which each waiter sets to its own limit before waiting. With waiters of
-        different limits the last one set wins; the others wake later or earlier and re-check
-        their own condition, so none returns too early. Unless ``closing``, a close ends the
-        wait (close() sets the event)."""
+        """Event driven: the carrier calls :meth:`_on_buffered_low` when the channel falls to
+        the threshold, the lowest any waiter (or the pump) needs; every waiter wakes and
+        re-checks its own condition, so none returns too early. Unless ``closing``, a close
+        ends the wait (close() sets the event)."""
         while (
             self.buffered_amount > limit
             and self._channel_open()
             and (closing or self.state is not LinkState.CLOSED)
         ):
             self._drained.clear()
-            self._set_low_threshold(max(0, limit))
-            await self._drained.wait()
+            self._drain_limits.append(limit)
+            try:
+                self._arm_low_threshold()
+                await self._drained.wait()
+            finally:
+                self._drain_limits.remove(limit)
 
     # -- carrier events ------------------------------------------------------------------------
     def _on_buffered_low(self) -> None:
+        if self._paced and self._channel_open():
+            try:
+                self._pump()
+            except Exception as exc:  # InvalidStateError etc. on a dying transport
+                self.close_soon(f"send failed: {exc}")
         self._drained.set()
 
     def _on_open(self) -> None:
@@ -345,6 +403,8 @@ class LinkBase(ABC):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.close_drain_timeout):
                     await self._drain_to(0, closing=True)
+        self._paced.clear()
+        self._paced_bytes = 0
         self._drained.set()  # wake wait_buffered() callers: they see CLOSED and give up
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):  # not wait_for: on 3.11 it can drop a cancel

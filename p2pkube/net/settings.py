@@ -46,6 +46,12 @@ class TransportSettings:
     send_buffer_limit: int = 64 * 1024 * 1024
     """Bytes queued on one data channel beyond which the link is closed as too slow (it is rebuilt
     and resynced by state vector, so nothing is lost and no queue grows without bound)."""
+    send_window: int = 128 * 1024
+    """Bytes of bulk frames (state sync, large routed messages) a link keeps on its data
+    channel; the rest waits in the link's own queue. Urgent frames (SWIM, PING, small
+    ROUTEs) skip that queue, so under a burst they wait behind at most this much (a few ms at
+    loopback speed) instead of behind the whole burst. Large enough to keep the channel busy
+    while the carrier's low-water callback refills it."""
     sctp_receive_window: int = 128 * 1024
     """SCTP receive window advertised to the neighbour (aiortc's default is 1 MiB). A window
     larger than the kernel's UDP receive buffer (212 KiB by default) lets a burst overflow it,
