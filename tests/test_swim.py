@@ -234,6 +234,30 @@ def test_a_node_whose_loop_stalls_two_seconds_is_not_dead_and_declares_no_one_de
         assert net.view(observer, "n4").status is Status.ALIVE
 
 
+def test_a_starved_node_holds_its_own_verdicts_but_not_the_others() -> None:
+    """n1 holds its verdicts (its host knows it is starved): its own suspicion of a crashed
+    member does not end in DEAD while it holds them, but the DEAD the others declare still
+    reaches it; once the hold ends, its own timers fire again."""
+    net = settled(10)
+    holder = net.nodes["n1"]
+    holder.hold_verdicts(net.now + 30.0)
+    net.crashed.add("n3")
+    net.run(10.0)
+    assert net.view("n1", "n3").status is Status.DEAD  # the others' verdict reached it
+    assert holder.stats.deaths == 0  # not its own
+    assert sum(net.nodes[n].stats.deaths for n in net.others("n3")) >= 1
+
+    alone = settled(3)
+    held = alone.nodes["n0"]
+    held.hold_verdicts(alone.now + 6.0)
+    alone.crashed |= {"n1", "n2"}  # no one else can declare anything
+    alone.run(5.0)
+    assert held.stats.deaths == 0 and held.stats.verdicts_held >= 1
+    assert {m.status for n, m in held.members().items() if n != "n0"} == {Status.SUSPECT}
+    alone.run(2.0)  # the hold is over: its timers fire
+    assert {m.status for n, m in held.members().items() if n != "n0"} == {Status.DEAD}
+
+
 def test_a_member_that_asked_for_grace_survives_a_longer_stall() -> None:
     net = settled(10)
     net.nodes["n2"].set_grace(net.now, 10.0)  # a browser tab going hidden

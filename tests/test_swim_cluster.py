@@ -172,7 +172,15 @@ def wait_not_ready(
 
 def grown(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """What a node's Lifeguard counters grew by between two of its membership statuses."""
-    keys = ("suspicions", "refutations", "deaths", "stalls", "incarnation", "localHealth")
+    keys = (
+        "suspicions",
+        "refutations",
+        "deaths",
+        "stalls",
+        "starvedSpells",
+        "incarnation",
+        "localHealth",
+    )
     return {k: after[k] - before[k] for k in keys}
 
 
@@ -281,8 +289,11 @@ def starve_briefly(
     assert not any(flips.values()), flips
     assert not blamed and result[victim]["deaths"] == 0, (blamed, result)
     assert all_ready_now(cluster)
-    if any(result[v]["suspicions"] for v in observers):  # then it refuted them
-        assert result[victim]["refutations"] > 0 and result[victim]["incarnation"] > 0, result
+    # It knew it had been starved and asked for grace: a new incarnation, which also
+    # overrides any suspicion of it (a refutation may still come first, if one reached it).
+    assert result[victim]["starvedSpells"] > 0, result
+    if any(result[v]["suspicions"] for v in observers):  # then it overrode them
+        assert result[victim]["incarnation"] > 0, result
         for viewer in observers:
             entry = member(cluster, viewer, victim)
             assert entry["reason"] == "AgentReady", entry
@@ -317,6 +328,9 @@ def test_a_stop_beyond_the_ceiling_is_dead_then_ready_again_and_blames_no_one(
     cluster: LocalCluster,
 ) -> None:
     victim, observers = "n2", others("n2")
+    # Calm first: a node starved less than swim.starved_calm ago (an earlier test stalled
+    # it) still holds its grace, and would be DEAD only that much later.
+    wait_until(lambda: membership(cluster, victim)["grace"] == 0, 15, what="n2 calm")
     before = membership(cluster, victim)
     blamed_before = {n: member(cluster, victim, n)["transitions"] for n in observers}
     process = cluster.agents[victim].process
@@ -350,9 +364,11 @@ def test_a_stop_beyond_the_ceiling_is_dead_then_ready_again_and_blames_no_one(
         f"{grown(before, after)}, stalledSeconds {after['stalledSeconds']}"
     )
     assert cluster.agents[victim].process is process and process.poll() is None  # no restart
-    assert after["refutations"] > before["refutations"], after  # it refuted its DEAD
+    # It knew it had been stalled, asked for grace while starved, and overrode its DEAD with
+    # a newer incarnation (that announcement, or a refutation if its DEAD reached it first).
+    assert after["stalls"] > before["stalls"]
+    assert after["starvedSpells"] > before["starvedSpells"], after
     assert after["incarnation"] > before["incarnation"], after
-    assert after["stalls"] > before["stalls"]  # and knew it had been stalled
     assert not sightings and not flips, (sightings, flips)
     assert blamed == dict.fromkeys(observers, 0), blamed
 

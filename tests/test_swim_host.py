@@ -56,9 +56,14 @@ class FabricTransport:
     def __init__(self, fabric: Fabric, node: str) -> None:
         self.fabric, self.node_id = fabric, node
         self.routed = 0
+        self.queued = 0
+        """What ``queued_bytes`` says: a burst of state being sent (a test sets it)."""
 
     def neighbours(self) -> list[str]:
         return self.fabric.neighbours(self.node_id)
+
+    def queued_bytes(self) -> int:
+        return self.queued
 
     def send(self, node: str, frame_type: FrameType, body: Any) -> bool:
         assert frame_type is FrameType.SWIM
@@ -324,6 +329,38 @@ async def test_a_members_grace_reaches_the_others_signed_and_capped_at_their_bou
         assert all(sees(o, tab, "AgentReady") for o in others)
     finally:
         await close(hosts)
+
+
+@pytest.mark.asyncio
+async def test_a_member_sending_a_burst_is_starved_asks_for_grace_and_blames_no_one() -> None:
+    """A member with ``swim.starved_backlog`` bytes queued on its links (a scheduler writing
+    a big Job) asks the others for ``swim.starved_grace`` at once, declares no one DEAD while
+    it is starved (a member that crashes meanwhile stays SUSPECT in its view), and withdraws
+    the grace ``swim.starved_calm`` after the backlog is gone."""
+    swim = SwimSettings(starved_calm=1.0)
+    async with ready_cluster(4) as (fabric, hosts):
+        busy, crashed = hosts[0], hosts[3]
+        transport = busy._transport
+        transport.queued = swim.starved_backlog  # type: ignore[attr-defined]
+        busy.swim = swim
+        await until(
+            lambda: all(o.get(busy.node_id).grace == swim.starved_grace for o in hosts[1:3]),  # type: ignore[union-attr]
+            2.0,
+            "the grace on its signed ALIVE",
+        )
+        assert busy.starved and busy.stats.starved_spells == 1
+        fabric.down.add(crashed.node_id)
+        await crashed.close(leaving=False)
+        await until(lambda: all(sees(o, crashed, "AgentDead") for o in hosts[1:3]), 5.0, "DEAD")
+        assert busy.core.stats.deaths == 0  # its own timer held (the others' verdict may come)
+        transport.queued = 0  # type: ignore[attr-defined]
+        await until(lambda: not busy.starved, 3.0, "calm again")
+        await until(
+            lambda: all(o.get(busy.node_id).grace == 0.0 for o in hosts[1:3]),  # type: ignore[union-attr]
+            2.0,
+            "the grace withdrawn",
+        )
+        assert busy.stats.starved_spells == 1
 
 
 @pytest.mark.asyncio

@@ -129,6 +129,7 @@ class SwimNode:
         self._ring = ProbeRing(rng)
         self._queue = BroadcastQueue()
         self._suspicions: dict[str, Suspicion] = {}
+        self._verdicts_held_until = float("-inf")
         self._probe: Probe | None = None
         self._relays: dict[int, Relay] = {}
         self._events: deque[MemberEvent] = deque()
@@ -377,13 +378,29 @@ class SwimNode:
             self.stats.nacks_sent += 1
             out.append(Send(relay.origin, Nack(relay.seq, self._piggyback(relay.origin))))
 
+    def hold_verdicts(self, until: float) -> None:
+        """Declare no one DEAD before ``until`` (monotonic seconds): the host knows this node
+        is starved (its loop late, its links backed up), so its missed acks say more about
+        itself than about the members it suspects (Lifeguard: an unhealthy node accuses
+        slowly). Suspicions still start and spread, others confirm or refute them, and a
+        member that others declare DEAD is DEAD here too; this node's own timers that expire
+        meanwhile fire at ``until``."""
+        self._verdicts_held_until = until
+
     def _suspicion_expired(self, name: str, now: float) -> None:
-        suspicion = self._suspicions.pop(name, None)
+        suspicion = self._suspicions.get(name)
         state = self._members.get(name)
         if suspicion is None or state is None or state.status is not Status.SUSPECT:
+            self._suspicions.pop(name, None)
             return
         if state.incarnation != suspicion.incarnation:
+            self._suspicions.pop(name, None)
             return
+        if now < self._verdicts_held_until:
+            self.stats.verdicts_held += 1
+            self._timeouts.set(self._verdicts_held_until, "suspicion", name)
+            return
+        del self._suspicions[name]
         self.stats.deaths += 1
         self._on_update(Update(name, Status.DEAD, state.incarnation, self.name), now)
 

@@ -94,6 +94,8 @@ class HostStats:
     """Records dropped because the signature queue was full."""
     no_path: int = 0
     """Messages the core sent to a member no route leads to."""
+    starved_spells: int = 0
+    """Times this node became starved (``swim.starved_stall``, ``swim.starved_backlog``)."""
     malformed: int = 0
 
 
@@ -149,6 +151,9 @@ class SwimMembership:
             prove=self._prove,
         )
         self._grace = 0.0
+        """What the embedder asks for (a hidden browser tab)."""
+        self._starved_until = float("-inf")
+        """While now is before this, this node is starved and asks for ``starved_grace``."""
         self._wake = asyncio.Event()
         self._resign = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -187,12 +192,49 @@ class SwimMembership:
 
     @grace.setter
     def grace(self, seconds: float) -> None:
-        """Seconds this node asks the others to add to its suspicion timeout (a hidden tab)."""
-        if seconds != self._grace:
-            self._grace = seconds
-            self.core.set_grace(time.monotonic(), seconds)
+        """Seconds this node asks the others to add to its suspicion timeout (a hidden tab);
+        while it is starved it asks for at least ``starved_grace``."""
+        self._grace = seconds
+        self._ask_grace(time.monotonic())
+
+    @property
+    def starved(self) -> bool:
+        return time.monotonic() < self._starved_until
+
+    def _ask_grace(self, now: float) -> None:
+        """Announce the grace this node needs now, if it changed: the embedder's, or while
+        starved at least ``starved_grace`` (signed with the next incarnation)."""
+        starved = self.swim.starved_grace if now < self._starved_until else 0.0
+        seconds = max(self._grace, starved)
+        if seconds != self.core_grace:
+            self.core.set_grace(now, seconds)
             self._resign.set()
             self._wake.set()
+
+    def _note_load(self, late: float, now: float) -> None:
+        """This node's membership clock woke ``late`` seconds after it was due: a stall of
+        ``starved_stall`` or more, or ``starved_backlog`` bytes queued on its links, starts
+        (or prolongs) its starved spell; the spell ends ``starved_calm`` after the last.
+        While starved, it asks the others for grace and declares no one DEAD itself
+        (`SwimNode.hold_verdicts`): both sides of a missed ack are suspect then."""
+        backlog = self._transport.queued_bytes()
+        if late >= self.swim.starved_stall or backlog >= self.swim.starved_backlog:
+            if now >= self._starved_until:
+                self.stats.starved_spells += 1
+                log.warning(
+                    "starved (event loop %.1fs late, %d KiB queued on the links): asking the "
+                    "others for %.0fs more before they declare this node dead",
+                    max(0.0, late),
+                    backlog // 1024,
+                    self.swim.starved_grace,
+                )
+            self._starved_until = now + self.swim.starved_calm
+            self.core.hold_verdicts(self._starved_until)
+            self._ask_grace(now)
+        elif self._starved_until != float("-inf") and now >= self._starved_until:
+            self._starved_until = float("-inf")
+            log.info("event loop calm again: grace withdrawn")
+            self._ask_grace(now)
 
     # -- own records ---------------------------------------------------------------------------
     def _prove(self, incarnation: int, grace: float, left: bool) -> bytes | None:
@@ -277,12 +319,16 @@ class SwimMembership:
     # -- the core's clock ----------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            delay = max(0.0, self.core.next_deadline() - time.monotonic())
+            started = time.monotonic()
+            due = started + min(
+                max(0.0, self.core.next_deadline() - started), self.swim.probe_interval
+            )
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(delay, self.swim.probe_interval)):
+                async with asyncio.timeout_at(due):
                     await self._wake.wait()
             now = time.monotonic()
+            self._note_load(now - due, now)
             if now >= self.core.next_deadline():
                 self._dispatch(self.core.tick(now))
             if now >= self._next_reap:
@@ -557,6 +603,8 @@ class SwimMembership:
             "protocol": "swim",
             "incarnation": self.core.own_incarnation,
             "localHealth": self.core.local_health,
+            "starved": self.starved,
+            "grace": self.core_grace,
             "messagesSent": sum(core.sent.values()),
             "messagesReceived": sum(core.received.values()),
             "sent": dict(core.sent),
@@ -568,6 +616,7 @@ class SwimMembership:
             "refutations": core.refutations,
             "deaths": core.deaths,
             "stalls": core.stalls,
+            "verdictsHeld": core.verdicts_held,
             "dropped": dict(core.dropped),
             **{_camel(f.name): getattr(self.stats, f.name) for f in dataclasses.fields(self.stats)},
             "checking": len(self._checking),

@@ -225,6 +225,8 @@ class SwimStats:
     (`swim_gossip.Accusers`), besides the sender of the accusation."""
     deaths: int = 0
     """Members this node declared DEAD when their suspicion timed out."""
+    verdicts_held: int = 0
+    """Suspicion timeouts that expired while the host held verdicts (`hold_verdicts`)."""
     stalls: int = 0
     stalled_seconds: float = 0.0
     events_dropped: int = 0

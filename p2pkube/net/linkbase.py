@@ -14,7 +14,10 @@ lives here, once:
 * Any protocol violation closes the link with a reason (``violation`` is then set, so the
   mesh bans the neighbour for a while).
 * A watchdog abandons a link that does not finish its handshake within ``connect_timeout``,
-  or that sends nothing for ``link_idle_timeout``, and PINGs when this side has been quiet.
+  or that sends nothing for ``link_idle_timeout`` while what we send it does not drain
+  either, and PINGs when this side has been quiet. A neighbour busy with a burst we send it
+  (a 1,000-pod Job: megabytes, its loop saturated for seconds) may send nothing back for
+  longer than that, but its transport keeps acknowledging our data: that link works.
 * Liveness before bulk: a burst of state (a 1,000-pod transaction is ~1 MB per neighbour)
   waits in the link's own queue and is fed to the channel only while the channel holds less
   than ``send_window`` bytes; the small frames liveness lives on (SWIM, PING, small ROUTEs,
@@ -87,6 +90,10 @@ class LinkBase(ABC):
         self.created = time.monotonic()
         self.last_received = self.created
         self.last_sent = self.created
+        self.last_drained = float("-inf")
+        """When the channel last drained to its low threshold: the neighbour acknowledged
+        what we sent, so the path works even if it has sent nothing back for a while (a
+        receiver busy with a burst from us; see the watchdog)."""
         self.bytes_sent = 0
         self.bytes_received = 0
         self._handshake = handshake
@@ -265,6 +272,7 @@ class LinkBase(ABC):
 
     # -- carrier events ------------------------------------------------------------------------
     def _on_buffered_low(self) -> None:
+        self.last_drained = time.monotonic()
         if self._paced and self._channel_open():
             try:
                 self._pump()
@@ -365,11 +373,12 @@ class LinkBase(ABC):
                 if stall:
                     # We were not running (frozen, starved): that silence is ours, not theirs.
                     self.last_received = min(now, self.last_received + stall)
+                    self.last_drained = min(now, self.last_drained + stall)
                     self.created = min(now, self.created + stall)
                 if self.state is LinkState.CONNECTING:
                     if now - self.created > settings.connect_timeout:
                         self.close_soon("handshake timed out")
-                elif now - self.last_received > settings.link_idle_timeout:
+                elif now - max(self.last_received, self.last_drained) > settings.link_idle_timeout:
                     self.close_soon(f"no frame for {settings.link_idle_timeout:.1f}s")
                 elif now - self.last_sent > settings.link_idle_timeout / 2:
                     # Keep the neighbour's idle check quiet. Half the timeout, not a third: at

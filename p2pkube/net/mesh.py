@@ -199,6 +199,9 @@ class Mesh:
     def neighbours(self) -> list[str]:
         return list(self._links)
 
+    def queued_bytes(self) -> int:
+        return sum(link.buffered_amount for link in self._links.values())
+
     def block(self, node_ids: Collection[str]) -> None:
         """Cut this node off from ``node_ids``: close the links to them, refuse theirs, dial
         none. Done on both sides of a set of nodes, it is a partition (tests, chaos runs, a

@@ -40,7 +40,9 @@ class TransportSettings:
     connect_timeout: float = 10.0
     """Seconds from creating a link to a completed handshake before the attempt is abandoned."""
     link_idle_timeout: float = 3.0
-    """A link that delivered no frame for this long is closed. A side that sent nothing for half
+    """A link that delivered no frame for this long, and whose queued data did not drain
+    either (a neighbour busy with a burst we send it acknowledges it but may say nothing),
+    is closed. A side that sent nothing for half
     of it sends a PING (SWIM probes a given neighbour only every N - 1 probe periods); aiortc
     itself notices a silently cut path only after ~30 s."""
     send_buffer_limit: int = 64 * 1024 * 1024

@@ -237,7 +237,8 @@ class Scheduler:
             except Exception:
                 log.exception("scheduling pass failed")
             self.last_pass_seconds = time.monotonic() - started
-            await asyncio.sleep(settings.min_pass_interval)
+            rest = settings.pass_rest * self.last_pass_seconds
+            await asyncio.sleep(max(settings.min_pass_interval, rest))
 
     # -- one pass ----------------------------------------------------------------------------
     def _view(

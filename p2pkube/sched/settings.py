@@ -25,6 +25,12 @@ class SchedulerSettings:
     slow peer (Lifeguard), so this is only a margin against a node that flaps."""
     min_pass_interval: float = 0.02
     """Passes are at least this far apart: a burst of changes is handled by one pass."""
+    pass_rest: float = 1.0
+    """After a pass that took T seconds the scheduler waits at least ``pass_rest`` x T before
+    the next, so that passes take at most 1 / (1 + ``pass_rest``) of the agent's loop (half)
+    and the rest goes to membership, links and the API. A pass is one synchronous step: at
+    1,000 pods the leader's first one takes ~0.4 s, and under a burst every status change
+    asks for another; back to back they starved the loop until peers declared it dead."""
     resync_interval: float = 5.0
     """A pass runs at least this often even when nothing changed (a safety net)."""
     failed_pod_backoff: float = 5.0
