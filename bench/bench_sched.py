@@ -23,7 +23,8 @@ and the suspicion timeout, the floor of any replacement). The
 killed agent is then restarted from its data dir, and the next rep waits until it is Ready
 everywhere and exactly 3 pods exist.
 
-**throughput** (10 agents): per size in ``--pods`` (default 100, then 300), one Job with
+**throughput** (10 agents): per size in ``--pods`` (default 100, then 300; ``make bench``
+also runs 1,000 three times: a size given n times runs n times), one Job with
 completions = parallelism = that many pods of ``hello.wasm`` (exits at once; tiny requests),
 PUT once through n1; timed until n1's Pod watch has seen every pod with ``spec.nodeName``,
 until every pod Succeeded and until the Job's Complete condition (each within
@@ -792,12 +793,13 @@ def baseline_placement(size: int, pods: int, image: str) -> dict[str, Any]:
 
 
 def measure_burst(
-    bed: Bed, pods: Tracker, jobs: Tracker, n: int, image: str, timeout: float
+    bed: Bed, pods: Tracker, jobs: Tracker, n: int, image: str, timeout: float, rep: int
 ) -> dict[str, Any]:
-    """One Job of ``n`` pods: PUT to all placed, to all Succeeded, to Complete (all within
-    ``timeout`` s of the PUT, else reported as not reached); then delete it."""
+    """One Job of ``n`` pods (the ``rep``-th of that size): PUT to all placed, to all
+    Succeeded, to Complete (all within ``timeout`` s of the PUT, else reported as not
+    reached); then delete it."""
     client = bed.client("n1")
-    name = f"burst-{n}"
+    name = f"burst-{n}-{rep}"
     before = {m: bed.client(m).status()["scheduler"] for m in bed.names}
     healthy = health(bed)
     load = Load(bed)
@@ -906,12 +908,13 @@ def measure_throughput(bed: Bed, args: argparse.Namespace) -> dict[str, Any]:
         pods.wait(lambda t: t.count(warm, "total") == 0, WAIT, "the warm-up pods gone")
         settle_modules(bed)
         # The baselines first, while the cluster idles (a burst leaves it busy for a while).
-        baselines = {n: baseline_placement(bed.size, n, image) for n in sorted(args.pods)}
+        baselines = {n: baseline_placement(bed.size, n, image) for n in sorted(set(args.pods))}
         runs = []
-        for n in sorted(args.pods):
+        for n in sorted(args.pods):  # a size given more than once runs that many times
             time.sleep(2)  # quiet between bursts
-            run = measure_burst(bed, pods, jobs, n, image, args.burst_timeout)
-            runs.append({**run, "baseline": baselines[n]})
+            rep = sum(1 for r in runs if r["pods"] == n) + 1
+            run = measure_burst(bed, pods, jobs, n, image, args.burst_timeout, rep)
+            runs.append({**run, "rep": rep, "baseline": baselines[n]})
         return {
             "agents": bed.size,
             "runs": runs,
@@ -1329,7 +1332,7 @@ def main() -> None:
         "--pods",
         type=lambda v: [int(x) for x in v.split(",")],
         default=[100, 300],
-        help="pods of each throughput Job, comma-separated",
+        help="pods of each throughput Job, comma-separated (a size given twice runs twice)",
     )
     parser.add_argument(
         "--burst-timeout", type=float, default=90.0, help="longest wait for one throughput step"

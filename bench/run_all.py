@@ -145,7 +145,8 @@ BENCHES = [
     Bench(
         "sched",
         bench_sched,
-        ["--reps", "20", "--failover-reps", "8", "--pods", "100,300"],
+        # issue 13: the 1,000-pod Job on 10 agents, several times (exactly 1,000 pods?)
+        ["--reps", "20", "--failover-reps", "8", "--pods", "100,300,1000,1000,1000"],
         ["--reps", "5", "--failover-reps", "2", "--pods", "50", "--throughput-agents", "5"],
     ),
     Bench(

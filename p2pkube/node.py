@@ -37,7 +37,7 @@ from p2pkube.model.quantity import parse_quantity
 from p2pkube.model.resources import Resources
 from p2pkube.model.timestamps import utc_now
 from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
-from p2pkube.net.frames import Frame, FrameType
+from p2pkube.net.frames import Frame, FrameType, deflate, inflate
 from p2pkube.net.jointoken import cluster_id
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.rpc import Rpc
@@ -107,6 +107,8 @@ class Node:
         self.started = time.monotonic()
         self.settings = config.settings
         self.mesh = mesh
+        self._deflated: tuple[bytes, bytes] = (b"", b"")
+        """The last state message deflated, and its deflated bytes (``_sync_frame``)."""
         self._runtime_factory = runtime_factory
         self.state = ClusterState(
             config.data_dir,
@@ -377,9 +379,23 @@ class Node:
         self.membership.link_up(node)
 
         def send(data: bytes) -> None:
-            self.mesh.send(node, FrameType.SYNC, data)
+            self.mesh.send(node, *self._sync_frame(data))
 
         self.state.attach_peer(node, send)
+
+    def _sync_frame(self, data: bytes) -> tuple[FrameType, bytes]:
+        """How a state message travels: deflated from ``transport.sync_deflate_bytes`` on
+        (when that makes it smaller). A transaction goes to every neighbour in a row, the
+        same bytes each time, so it is deflated once."""
+        threshold = self.settings.transport.sync_deflate_bytes
+        if not threshold or len(data) < threshold:
+            return FrameType.SYNC, data
+        if self._deflated[0] is not data:
+            self._deflated = (data, deflate(data))
+        packed = self._deflated[1]
+        return (
+            (FrameType.SYNC_DEFLATE, packed) if len(packed) < len(data) else (FrameType.SYNC, data)
+        )
 
     def _on_link_down(self, node: str) -> None:
         self.membership.link_down(node)
@@ -393,9 +409,12 @@ class Node:
             self.rpc.receive(src, data)
 
     def _on_frame(self, node: str, frame: Frame) -> None:
-        if frame.type is FrameType.SYNC:
+        if frame.type in (FrameType.SYNC, FrameType.SYNC_DEFLATE):
+            body = frame.body
+            if frame.type is FrameType.SYNC_DEFLATE:  # FrameError: the link drops the peer
+                body = inflate(body, self.settings.transport.max_frame_bytes)
             try:
-                self.state.receive(node, frame.body)
+                self.state.receive(node, body)
             except SyncProtocolError as exc:
                 log.warning("dropping peer %s: bad sync message: %s", node, exc)
                 link = self.mesh.link(node)

@@ -12,8 +12,10 @@ from p2pkube.net.frames import (
     FrameType,
     Reassembler,
     decode_frame,
+    deflate,
     encode_frame,
     fragment,
+    inflate,
 )
 from p2pkube.net.handshake import Handshake
 from p2pkube.net.identity import NodeIdentity, verify_signature
@@ -72,6 +74,18 @@ def test_fragmentation_roundtrip_and_limits() -> None:
     out_of_order = Reassembler()
     with pytest.raises(FrameError, match="out of sequence"):
         out_of_order.feed(pieces[1])
+
+
+def test_inflate_bounds_what_a_peer_can_make_us_expand() -> None:
+    state = b"pod " * 50_000
+    packed = deflate(state)
+    assert len(packed) * 20 < len(state) and inflate(packed) == state
+    with pytest.raises(FrameError, match="beyond"):
+        inflate(deflate(b"\0" * 2_000_000), max_bytes=1_000_000)  # a bomb: refused unexpanded
+    with pytest.raises(FrameError, match="zlib"):
+        inflate(b"not zlib at all")
+    with pytest.raises(FrameError, match="truncated"):
+        inflate(packed[:-8])
 
 
 def test_urgent_frames_may_come_between_fragments_others_may_not() -> None:
