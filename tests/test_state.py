@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgpack
 import pytest
 from pycrdt import (
     Doc,
@@ -36,6 +37,12 @@ from p2pkube.state.sync import (
     encode_sync_step2,
     encode_update,
     write_var_uint,
+)
+from p2pkube.state.versioned import (
+    Stamp,
+    decode_version,
+    encode_packed_version,
+    encode_version,
 )
 
 from .statenet import QUIET, Mesh, contents, sv
@@ -509,3 +516,19 @@ async def test_growth_measure_and_late_frames_after_close() -> None:
     # The transport may still deliver or link up while the agent shuts down.
     a.receive("B", b"anything")
     a.attach_peer("B", lambda frame: None)
+
+
+def test_a_value_packed_once_encodes_to_the_same_version_bytes() -> None:
+    """The commit path packs a value once (for its size check) and prefixes the stamp; the
+    bytes must be exactly what encoding the whole version at once gives, for every size of
+    stamp field (msgpack picks the shortest int encoding) and any value."""
+    values = [None, 0, "x" * 300, {"spec": {"nodeName": "n1"}, "n": [1, 2.5, True]}, b"\x00" * 70]
+    stamps = [Stamp(0, 0, 0), Stamp(127, 128, 255), Stamp(2**32, 65_535, 2**53 - 1)]
+    for stamp in stamps:
+        for value in values:
+            packed = encode_packed_version(stamp, msgpack.packb(value, use_bin_type=True))
+            assert packed == encode_version(stamp, value)
+            assert packed == msgpack.packb(
+                [stamp.wall, stamp.counter, stamp.writer, value], use_bin_type=True
+            )
+            assert decode_version(packed) == Version(stamp, False, value)

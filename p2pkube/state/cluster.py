@@ -55,6 +55,7 @@ from .versioned import (
     Stamp,
     Version,
     decode_version,
+    encode_packed_version,
     encode_tombstone,
     encode_version,
     header_size,
@@ -344,20 +345,23 @@ class ClusterState:
 
         Every op is validated first: Yjs has no rollback."""
         store = self._require()
-        ops = list(ops)
+        packed: list[tuple[str, str, bytes | None]] = []
         for map_name, key, value, is_delete in ops:
             check_map(map_name)
             check_key(key)
-            if not is_delete:
-                size = len(encode_value(value))
-                check_size(map_name, key, size, self.settings.max_object_bytes)
+            if is_delete:
+                packed.append((map_name, key, None))
+            else:
+                blob = encode_value(value)
+                check_size(map_name, key, len(blob), self.settings.max_object_bytes)
+                packed.append((map_name, key, blob))
         with store.transaction(LOCAL):
-            for map_name, key, value, is_delete in ops:
-                if is_delete:
+            for map_name, key, blob in packed:
+                if blob is None:
                     self._delete(store, map_name, key)
                 else:
                     stamp = self._stamp_for(store, map_name, key)
-                    store.put_raw(map_name, key, encode_version(stamp, value))
+                    store.put_raw(map_name, key, encode_packed_version(stamp, blob))
 
     def _stamp_for(self, store: StateStore, map_name: str, key: str) -> Stamp:
         """A stamp for a new write of `key`: from the hybrid clock, and in any case

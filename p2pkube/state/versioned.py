@@ -104,8 +104,19 @@ def _check_stamp(stamp: Stamp) -> None:
 
 def encode_version(stamp: Stamp, value: Any) -> bytes:
     """Encode a live value: fixarray(4) [wall, counter, writer, value]."""
+    return encode_packed_version(stamp, msgpack.packb(value, use_bin_type=True))
+
+
+def encode_packed_version(stamp: Stamp, packed_value: bytes) -> bytes:
+    """`encode_version` of a value already packed (its size checked on the way): a msgpack
+    array is its header followed by its elements' encodings, so the bytes are the same and
+    the value is not encoded twice (a 1,000-pod commit did it twice)."""
     _check_stamp(stamp)
-    return msgpack.packb([stamp.wall, stamp.counter, stamp.writer, value], use_bin_type=True)
+    return b"\x94" + _pack_stamp(stamp) + packed_value
+
+
+def _pack_stamp(stamp: Stamp) -> bytes:
+    return b"".join(msgpack.packb(x) for x in (stamp.wall, stamp.counter, stamp.writer))
 
 
 def encode_tombstone(stamp: Stamp) -> bytes:
