@@ -33,7 +33,7 @@ demo: $(STAMP) examples browser
 ## others one at a time (their timings assume the machine is theirs).
 test: $(STAMP) lint examples browser
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" -n 2
-	$(PY) -m pytest -q -p no:cacheprovider -m slow
+	$(PY) -m pytest -q -p no:cacheprovider -m slow --durations=30
 
 ## The inner loop (under a minute): lint and every test that starts no agent process, browser or
 ## network namespace (tests/conftest.py marks those slow), spread over two processes (pytest-xdist).

@@ -2,8 +2,10 @@
 
 Kubernetes' Event objects, kept in the document's ``events`` map. Each node writes only the
 events it is the source of, under keys that include its name, so writers never collide.
-Repeats aggregate: the same (object, reason, source) bumps ``count`` and ``lastTimestamp`` of
-one entry instead of adding another. Writes are buffered and flushed together every
+Repeats aggregate: the same (object, reason, message, source) bumps ``count`` and
+``lastTimestamp`` of one entry instead of adding another; beyond ``max_similar`` events of one
+object and reason with different messages, the rest go into one combined event, as
+Kubernetes' EventCorrelator does. Writes are buffered and flushed together every
 ``flush_interval`` (one transaction for a burst), and bounded twice: each node deletes its own
 events older than ``ttl`` and keeps at most ``max_per_node`` of them (the oldest go first).
 """
@@ -15,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +29,10 @@ from p2pkube.state.store import EVENTS
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 1024
+COMBINED = "(combined from similar events): "
+"""Prefix of an aggregated event's message (as Kubernetes writes it)."""
+MAX_SIMILAR_KEYS = 4096
+"""Groups of similar events remembered (the oldest is forgotten first)."""
 
 
 def event_key(involved: dict[str, Any], reason: str, message: str, source: str) -> str:
@@ -54,6 +61,8 @@ class EventRecorder:
         """The collector also prunes other nodes' events past their ttl (a node that left
         the cluster for good never prunes its own)."""
         self._pending: dict[str, dict[str, Any]] = {}
+        self._similar: OrderedDict[tuple[Any, ...], tuple[float, set[str]]] = OrderedDict()
+        """(object, reason, type) -> when its window began and the messages seen in it."""
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
@@ -86,6 +95,9 @@ class EventRecorder:
         """Note an event (never blocks; written within ``flush_interval``)."""
         message = message[:MAX_MESSAGE]
         key = event_key(involved, reason, message, self.node_name)
+        if self._too_many_similar(involved, reason, warning, message):
+            key = event_key(involved, reason, COMBINED, self.node_name)
+            message = (COMBINED + message)[:MAX_MESSAGE]
         now = utc_now()
         pending = self._pending.get(key)
         if pending is None:
@@ -106,6 +118,26 @@ class EventRecorder:
         pending["message"] = message
         pending["last"] = now
         self._wake.set()
+
+    def _too_many_similar(
+        self, involved: dict[str, Any], reason: str, warning: bool, message: str
+    ) -> bool:
+        """Whether this event joins its object's combined event: ``max_similar`` others of
+        the same reason and type, with other messages, came within ``similar_window``."""
+        group = (involved.get("kind"), involved.get("uid"), involved.get("name"), reason, warning)
+        now = time.monotonic()
+        began, messages = self._similar.pop(group, (now, set()))
+        if now - began > self.settings.similar_window:
+            began, messages = now, set()
+        self._similar[group] = (began, messages)
+        while len(self._similar) > MAX_SIMILAR_KEYS:
+            self._similar.popitem(last=False)
+        if message in messages:
+            return False
+        if len(messages) >= self.settings.max_similar:
+            return True
+        messages.add(message)
+        return False
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
