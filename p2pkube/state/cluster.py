@@ -356,12 +356,12 @@ class ClusterState:
                 check_size(map_name, key, len(blob), self.settings.max_object_bytes)
                 packed.append((map_name, key, blob))
         with store.transaction(LOCAL):
-            for map_name, key, blob in packed:
-                if blob is None:
+            for map_name, key, packed_value in packed:
+                if packed_value is None:
                     self._delete(store, map_name, key)
                 else:
                     stamp = self._stamp_for(store, map_name, key)
-                    store.put_raw(map_name, key, encode_packed_version(stamp, blob))
+                    store.put_raw(map_name, key, encode_packed_version(stamp, packed_value))
 
     def _stamp_for(self, store: StateStore, map_name: str, key: str) -> Stamp:
         """A stamp for a new write of `key`: from the hybrid clock, and in any case
