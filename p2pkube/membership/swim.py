@@ -159,6 +159,11 @@ class SwimNode:
         """This node's incarnation: what its current ALIVE (or LEFT) says, and its proof signs."""
         return self._members[self.name].incarnation
 
+    @property
+    def own_grace(self) -> float:
+        """The grace this node's current ALIVE asks the others for (`set_grace`)."""
+        return self._members[self.name].grace
+
     def is_live(self, name: str) -> bool:
         """Whether ``name`` is ALIVE or SUSPECT here (this node: until it leaves)."""
         state = self._members.get(name)
@@ -390,10 +395,12 @@ class SwimNode:
     def _suspicion_expired(self, name: str, now: float) -> None:
         suspicion = self._suspicions.get(name)
         state = self._members.get(name)
-        if suspicion is None or state is None or state.status is not Status.SUSPECT:
-            self._suspicions.pop(name, None)
-            return
-        if state.incarnation != suspicion.incarnation:
+        if (
+            suspicion is None
+            or state is None
+            or state.status is not Status.SUSPECT
+            or state.incarnation != suspicion.incarnation
+        ):
             self._suspicions.pop(name, None)
             return
         if now < self._verdicts_held_until:

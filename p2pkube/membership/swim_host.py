@@ -283,8 +283,7 @@ class SwimMembership:
 
     @property
     def core_grace(self) -> float:
-        own = self.core.members().get(self.node_id)
-        return own.grace if own is not None else 0.0
+        return self.core.own_grace
 
     async def _signer(self) -> None:
         """Keep own proofs signed ahead, and announce a new incarnation when the neighbours

@@ -57,8 +57,6 @@ from .versioned import (
     decode_version,
     encode_packed_version,
     encode_tombstone,
-    encode_version,
-    header_size,
     inspect_blob,
     read_stamp,
 )
@@ -308,10 +306,9 @@ class ClusterState:
         check_map(map_name)
         check_key(key)
         stamp = self._stamp_for(store, map_name, key)
-        blob = encode_version(stamp, value)
-        size = len(blob) - header_size(blob)  # the value without its stamp header
-        check_size(map_name, key, size, self.settings.max_object_bytes)
-        store.put_raw(map_name, key, blob)
+        packed_value = encode_value(value)
+        check_size(map_name, key, len(packed_value), self.settings.max_object_bytes)
+        store.put_raw(map_name, key, encode_packed_version(stamp, packed_value))
         await self.flush()
 
     async def delete(self, map_name: str, key: str) -> bool:
