@@ -34,7 +34,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from enum import Enum
 from typing import Any, Protocol
@@ -96,6 +96,12 @@ class LinkBase(ABC):
         receiver busy with a burst from us; see the watchdog)."""
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.frames_sent = 0
+        self.frames_received = 0
+        self.sent_by_type: Counter[str] = Counter()
+        """Bytes sent per frame type (``SWIM``, ``SYNC``...): what a link's traffic is made of."""
+        self.frames_sent_by_type: Counter[str] = Counter()
+        self.frames_received_by_type: Counter[str] = Counter()
         self._handshake = handshake
         self._settings = settings
         self._on_established = on_established
@@ -221,6 +227,9 @@ class LinkBase(ABC):
             self.close_soon(f"send failed: {exc}")
             return False
         self.bytes_sent += len(data)
+        self.frames_sent += 1
+        self.sent_by_type[frame_type.name] += len(data)
+        self.frames_sent_by_type[frame_type.name] += 1
         self.last_sent = time.monotonic()
         if self.buffered_amount > self._settings.send_buffer_limit:
             self.close_soon("send buffer overflow (neighbour too slow)")
@@ -301,6 +310,8 @@ class LinkBase(ABC):
         self.close_soon(f"protocol violation: {exc}", notify=False)
 
     def _dispatch(self, frame: Frame) -> None:
+        self.frames_received += 1
+        self.frames_received_by_type[frame.type.name] += 1
         if frame.type is FrameType.PING:
             return
         if frame.type is FrameType.BYE:

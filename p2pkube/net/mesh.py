@@ -683,6 +683,13 @@ class Mesh:
                     "kind": link.remote.kind if link.remote else "",
                     "bytesSent": link.bytes_sent,
                     "bytesReceived": link.bytes_received,
+                    "framesSent": link.frames_sent,
+                    "framesReceived": link.frames_received,
+                    "byType": {
+                        "bytesSent": dict(link.sent_by_type),
+                        "framesSent": dict(link.frames_sent_by_type),
+                        "framesReceived": dict(link.frames_received_by_type),
+                    },
                     "initiator": link.initiator,
                     "candidatePair": link.selected_pair(),
                 }
