@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -421,6 +422,31 @@ async def test_anti_entropy_repairs_dropped_updates(mesh: Mesh) -> None:
     assert b.get("objects", "lost-in-transit") == 42
     for s in (a, b):
         await s.close()
+
+
+async def test_anti_entropy_rounds_reach_a_few_peers_each_in_turn() -> None:
+    """A round sends step 1 to ``anti_entropy_fanout`` peers, round-robin: the cost per
+    round does not grow with the node's degree, and every peer is still reached."""
+    settings = StateSettings(anti_entropy_interval=0.05, anti_entropy_fanout=2)
+    (node,) = await open_states(1, settings)
+    step1s: dict[str, list[float]] = {p: [] for p in "ABCDE"}
+
+    def recorder(peer: str) -> Callable[[bytes], None]:
+        def send(frame: bytes) -> None:
+            if decode_state_message(frame).kind is SyncMessageKind.STEP1:
+                step1s[peer].append(asyncio.get_running_loop().time())
+
+        return send
+
+    for peer in step1s:
+        node.attach_peer(peer, recorder(peer))
+    for times in step1s.values():
+        times.clear()  # the step 1 every attach sends
+    await asyncio.sleep(0.05 * 10 + 0.02)  # ten rounds: twenty step 1s
+    counts = sorted(len(times) for times in step1s.values())
+    assert sum(counts) in (18, 20, 22)  # two per round, give or take a round of timing
+    assert counts[0] >= 3 and counts[-1] <= 5  # in turn: each peer about every 2.5 rounds
+    await node.close()
 
 
 async def test_out_of_order_update_is_kept_pending_not_lost() -> None:

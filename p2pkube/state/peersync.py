@@ -231,12 +231,23 @@ class PeerSync:
             self._send_step1(peer_id, send)
 
     async def anti_entropy_loop(self) -> None:
-        """Every `anti_entropy_interval`, a step 1 to every peer (until closed)."""
+        """Every `anti_entropy_interval`, a step 1 to the next `anti_entropy_fanout` peers,
+        round-robin (until closed)."""
+        turn = 0
         while True:
             await asyncio.sleep(self.settings.anti_entropy_interval)
             if self._closed:
                 return
-            self.advertise()
+            peers = list(self._peers.items())
+            fanout = self.settings.anti_entropy_fanout
+            if fanout <= 0 or fanout >= len(peers):
+                chosen = peers
+            else:
+                turn %= len(peers)
+                chosen = (peers + peers)[turn : turn + fanout]
+                turn += fanout
+            for peer_id, send in chosen:
+                self._send_step1(peer_id, send)
 
     # -- generations -----------------------------------------------------------
     @property
