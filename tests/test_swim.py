@@ -60,11 +60,27 @@ DETECTION_BOUND = 3.5
 class Net:
     """N SwimNodes, a virtual clock and a network that delivers after ``LATENCY``."""
 
-    def __init__(self, size: int, *, seed: int = 1, settings: SwimSettings = SETTINGS) -> None:
+    def __init__(
+        self,
+        size: int,
+        *,
+        seed: int = 1,
+        settings: SwimSettings = SETTINGS,
+        links: dict[str, set[str]] | None = None,
+    ) -> None:
+        """``links``: a partial mesh; each node then watches (probes) only its neighbours,
+        as swim_host does, though any node still reaches any other."""
         self.names = [f"n{i}" for i in range(size)]
         self.now = 0.0
         self.nodes = {
-            name: SwimNode(name, settings=settings, rng=random.Random(f"{seed}/{name}"), now=0.0)
+            name: SwimNode(
+                name,
+                settings=settings,
+                rng=random.Random(f"{seed}/{name}"),
+                now=0.0,
+                watches=None if links is None else links[name].__contains__,
+                neighbours=None if links is None else links[name].copy,
+            )
             for name in self.names
         }
         self.queue: list[tuple[float, int, str, str, Message]] = []
@@ -155,8 +171,8 @@ class Net:
         return [(o, e) for o, e in self.events if e.name == name and e.status is status]
 
 
-def settled(size: int, seed: int = 1) -> Net:
-    net = Net(size, seed=seed)
+def settled(size: int, seed: int = 1, links: dict[str, set[str]] | None = None) -> Net:
+    net = Net(size, seed=seed, links=links)
     net.run(SETTLE)
     assert all(
         member.status is Status.ALIVE
@@ -186,6 +202,32 @@ def test_a_crashed_member_is_suspect_then_dead_everywhere_within_the_documented_
     # nobody else is harmed, and healthy probers that got their helpers' nacks stay healthy
     assert {e.name for _, e in net.events} == {"n3"}
     assert all(net.nodes[n].local_health == 0 for n in net.others("n3"))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_on_a_partial_mesh_each_node_probes_only_its_neighbours_and_a_crash_is_still_found(
+    seed: int,
+) -> None:
+    """12 nodes in a ring, each linked to the two before and the two after it: nobody probes
+    across the ring, yet a crashed member is DEAD everywhere within the same bound as with
+    probes of everyone (its four neighbours' suspicions confirm each other; with only two
+    neighbours each, Lifeguard's ceiling applies: ~3.8 s)."""
+    names = [f"n{i}" for i in range(12)]
+    links = {n: {names[(i + d) % 12] for d in (-2, -1, 1, 2)} for i, n in enumerate(names)}
+    net = settled(12, seed, links)
+    pinged = {(sender, out.to) for _, sender, out in net.sent if isinstance(out.message, Ping)}
+    assert pinged == {(a, b) for a in names for b in links[a]}
+    gossiped = {(sender, out.to) for _, sender, out in net.sent if isinstance(out.message, Gossip)}
+    assert gossiped and gossiped <= {(a, b) for a in names for b in links[a]}
+    crash_at = net.now
+    net.crashed.add("n3")
+    net.run(10.0)
+    deaths = net.events_about("n3", Status.DEAD)
+    assert sorted(o for o, _ in deaths) == sorted(net.others("n3"))
+    assert max(e.at for _, e in deaths) - crash_at <= DETECTION_BOUND
+    assert {e.name for _, e in net.events} == {"n3"}
+    asked = {(sender, out.to) for _, sender, out in net.sent if isinstance(out.message, PingReq)}
+    assert asked and asked <= {(a, b) for a in names for b in links[a]}  # helpers: neighbours
 
 
 def test_a_suspected_member_that_is_alive_refutes_and_is_never_dead() -> None:

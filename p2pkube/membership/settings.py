@@ -141,7 +141,8 @@ class SwimSettings:
     gossip_interval: float = 0.1
     """Seconds between two gossip rounds while there is news (none when there is not):
     each round sends the pending updates to ``gossip_nodes`` random members. memberlist's LAN
-    value is 0.2 s; 0.1 s spreads a change to 40 nodes in ~0.4 s."""
+    value is 0.2 s; 0.1 s spreads a change to 40 nodes in ~0.4 s. Scaled by the local health
+    multiplier + 1, as the probe period (an unhealthy node gossips less)."""
     gossip_nodes: int = 3
     """Members each gossip round goes to (memberlist's value)."""
     gossip_to_the_dead_time: float = 30.0

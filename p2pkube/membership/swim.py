@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from .settings import SwimSettings
 from .swim_gossip import (
@@ -113,8 +113,16 @@ class SwimNode:
         now: float,
         incarnation: int = 0,
         prove: Prove | None = None,
+        watches: Callable[[str], bool] | None = None,
+        neighbours: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.name = name
+        self._watches = watches
+        """Whether this node probes a given live member (None: all, as in SWIM). A host on a
+        partial mesh leaves a member linked to others to them (see `_next_target`)."""
+        self._neighbours = neighbours
+        """The members this node reaches over a direct link (None: every member, as over
+        UDP): gossip and indirect probes go to them first (`_nearby_members`)."""
         self._prove: Prove = prove or no_proof
         self.settings = settings
         self.stats = SwimStats()
@@ -355,7 +363,7 @@ class SwimNode:
         if probe is None or probe.seq != seq or probe.acked:
             return
         target = probe.target
-        probe.helpers = self._random_members(self.settings.indirect_checks, is_alive, (target,))
+        probe.helpers = self._nearby_members(self.settings.indirect_checks, is_alive, (target,))
         for helper in probe.helpers:
             self.stats.indirect_probes += 1
             out.append(Send(helper, PingReq(seq, target, self._piggyback(helper))))
@@ -417,7 +425,7 @@ class SwimNode:
         def eligible(state: MemberState) -> bool:
             return state.status in LIVE or (state.status is Status.DEAD and state.since >= horizon)
 
-        for name in self._random_members(self.settings.gossip_nodes, eligible, ()):
+        for name in self._nearby_members(self.settings.gossip_nodes, eligible, ()):
             updates = self._piggyback(name)
             if not updates:
                 break
@@ -681,10 +689,16 @@ class SwimNode:
         self._events.append(MemberEvent(state.name, state.status, state.incarnation, now))
 
     def _next_target(self, now: float) -> str | None:
+        """The next live member of the ring this node watches. On a partial mesh the host
+        makes each node probe its own neighbours and the members no live member is linked
+        to: every member is still probed about once per period (by its neighbours, each
+        of which probes it every few periods), but over one link instead of a routed path
+        through relays, each hop of which costs a message and a signature check."""
         horizon = now - self.settings.gossip_to_the_dead_time
         members = self._members
+        watches = self._watches
         return self._ring.next(
-            lambda name: members[name].status in LIVE,
+            lambda name: members[name].status in LIVE and (watches is None or watches(name)),
             keep=lambda name: members[name].status in LIVE or members[name].since >= horizon,
         )
 
@@ -693,6 +707,27 @@ class SwimNode:
     ) -> list[str]:
         members = self._members
         return self._ring.sample(count, lambda name: eligible(members[name]), exclude)
+
+    def _nearby_members(
+        self, count: int, eligible: Callable[[MemberState], bool], exclude: Iterable[str]
+    ) -> list[str]:
+        """Up to ``count`` eligible members at random, neighbours first: on a partial mesh
+        a message to a neighbour is one frame, to anyone else a signed message relayed hop
+        by hop. Gossip still spreads epidemically (the neighbours' neighbours are random
+        too), and an indirect probe's helpers still reach the target by other paths."""
+        if self._neighbours is None:
+            return self._random_members(count, eligible, exclude)
+        excluded = set(exclude)
+        members = self._members
+        near = [
+            name
+            for name in sorted(self._neighbours())
+            if name not in excluded and name in members and eligible(members[name])
+        ]
+        picked = self._rng.sample(near, min(count, len(near)))
+        if len(picked) < count:
+            picked += self._random_members(count - len(picked), eligible, (*excluded, *picked))
+        return picked
 
     # ---- helpers
 
@@ -713,9 +748,13 @@ class SwimNode:
 
     def _arm_gossip(self, now: float) -> None:
         """Gossip rounds run while there is news and stop when there is none (an idle node
-        sends its probes and nothing else)."""
+        sends its probes and nothing else). Like probes, they slow down with the local
+        health multiplier: a node whose probes fail unnacked or whose loop stalls is likely
+        short of CPU, and on a machine saturated by its agents gossip was most of what they
+        sent (21 of 27 messages per second each, with 40 agents on 2 cores), each message a
+        further cost that kept them saturated."""
         if len(self._queue) and not self._chores.has("gossip"):
-            self._chores.set(now + self.settings.gossip_interval, "gossip")
+            self._chores.set(now + self._scaled(self.settings.gossip_interval), "gossip")
 
     def _drop(self, reason: str) -> list[Send]:
         self.stats.dropped[reason] += 1

@@ -149,6 +149,8 @@ class SwimMembership:
             now=time.monotonic(),
             incarnation=int(clock()) % 2**31,
             prove=self._prove,
+            watches=self._watches,
+            neighbours=self._transport.neighbours,
         )
         self._grace = 0.0
         """What the embedder asks for (a hidden browser tab)."""
@@ -333,6 +335,20 @@ class SwimMembership:
             if now >= self._next_reap:
                 self._next_reap = now + self.swim.reconnect_interval
                 self._forget_gone()
+
+    def _watches(self, member: str) -> bool:
+        """Whether this node probes ``member``: a neighbour, or a member no other live member
+        is linked to (one that just joined and is not in the routes yet, or whose links all
+        closed: its last neighbours' records no longer list it, so everyone probes it and
+        finds it gone). A member linked to others is theirs to probe: a probe over a link
+        costs one message each way, a routed one a message per hop and signatures."""
+        if member in self._transport.neighbours():
+            return True
+        core = self.core
+        return not any(
+            peer != self.node_id and core.is_live(peer)
+            for peer in self.topology.neighbours_of(member)
+        )
 
     # -- carrying messages ---------------------------------------------------------------------
     def _dispatch(self, sends: list[Send]) -> None:
