@@ -166,6 +166,7 @@ class Agent(Node):
 
     async def start(self) -> None:
         ice.use_host_addresses(self.mesh.settings.ice_host_addresses)
+        ice.use_consent_timeout(self.mesh.settings.ice_consent_timeout)
         tightened = await asyncio.to_thread(make_private, self.options.data_dir)
         if tightened:
             log.warning(

@@ -13,6 +13,7 @@ ignore) at every link.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import aioice.ice
@@ -35,6 +36,21 @@ def use_host_addresses(addresses: list[str]) -> None:
         return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = host_addresses
+
+
+def use_consent_timeout(seconds: float) -> None:
+    """Let aioice close a connection only after ``seconds`` of failed consent checks.
+
+    aioice checks consent (RFC 7675) every ~5 s with one STUN request that must be answered
+    within 0.5 s, no retransmission, and closes the connection after six failures in a row.
+    On a loaded machine an answer often takes longer than 0.5 s (the peer's loop or the
+    scheduler is busy): with 40 agents on 2 cores nearly every check failed, so every link
+    died ~30 s after it was made, and re-linking (a DTLS handshake each) kept the machine
+    loaded: 2,000 links rebuilt in three minutes, and a live node declared dead over and
+    over. The link's own watchdog (``link_idle_timeout``) already closes a link whose peer
+    went silent, on authenticated frames rather than on a STUN answer's timing, so aioice's
+    check is only a backstop here."""
+    aioice.ice.CONSENT_FAILURES = max(1, math.ceil(seconds / aioice.ice.CONSENT_INTERVAL))
 
 
 def ice_servers(settings: TransportSettings) -> list[RTCIceServer]:

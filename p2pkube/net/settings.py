@@ -45,6 +45,12 @@ class TransportSettings:
     is closed. A side that sent nothing for half
     of it sends a PING (SWIM probes a given neighbour only every N - 1 probe periods); aiortc
     itself notices a silently cut path only after ~30 s."""
+    ice_consent_timeout: float = 120.0
+    """Seconds of failed ICE consent checks (RFC 7675) before aioice closes a connection
+    (its own rule is six checks ~5 s apart, each answered within 0.5 s: ~30 s). Under load a
+    STUN answer often takes longer than 0.5 s, and with aioice's value every link of a
+    40-agent cluster on 2 cores died ~30 s after it was made, again and again. A silent peer
+    is found by ``link_idle_timeout`` anyway; this is the backstop (``net/ice.py``)."""
     send_buffer_limit: int = 64 * 1024 * 1024
     """Bytes queued on one data channel beyond which the link is closed as too slow (it is rebuilt
     and resynced by state vector, so nothing is lost and no queue grows without bound)."""
