@@ -338,6 +338,11 @@ def test_both_sides_of_a_partition_schedule_and_converge_after_the_heal(
     cluster.cli("n1", "apply", "-f", str(manifest))
     wait_until(lambda: len(running(cluster, "n1", "split")) == 2, 30, what="2 replicas")
     left, right = ["n1", "n2"], ["n3", "n4"]
+    # Each side needs the module to run it: both replicas may have landed on the left (n1
+    # published it), and then the right had no holder once cut off (as a Kubernetes node
+    # cut off from every registry that has the image).
+    image = running(cluster, "n1", "split")[0]["spec"]["containers"][0]["image"]
+    cluster.cli("n3", "pull", image)
     for name in left:
         cluster.api(name, "PUT", "/v1/debug/partition", {"nodes": right})
     for name in right:
