@@ -690,10 +690,10 @@ class SwimNode:
 
     def _next_target(self, now: float) -> str | None:
         """The next live member of the ring this node watches. On a partial mesh the host
-        makes each node probe its own neighbours and the members no live member is linked
-        to: every member is still probed about once per period (by its neighbours, each
-        of which probes it every few periods), but over one link instead of a routed path
-        through relays, each hop of which costs a message and a signature check."""
+        makes each node probe its own neighbours and the members it has no route to: every
+        member is still probed about once per period (by its neighbours, each of which
+        probes it every few periods), but over one link instead of a routed path through
+        relays, each hop of which costs a message and a signature check."""
         horizon = now - self.settings.gossip_to_the_dead_time
         members = self._members
         watches = self._watches

@@ -337,18 +337,13 @@ class SwimMembership:
                 self._forget_gone()
 
     def _watches(self, member: str) -> bool:
-        """Whether this node probes ``member``: a neighbour, or a member no other live member
-        is linked to (one that just joined and is not in the routes yet, or whose links all
-        closed: its last neighbours' records no longer list it, so everyone probes it and
-        finds it gone). A member linked to others is theirs to probe: a probe over a link
-        costs one message each way, a routed one a message per hop and signatures."""
-        if member in self._transport.neighbours():
-            return True
-        core = self.core
-        return not any(
-            peer != self.node_id and core.is_live(peer)
-            for peer in self.topology.neighbours_of(member)
-        )
+        """Whether this node probes ``member``: a neighbour, or a member it has no route to.
+        A member it reaches through others has a neighbour on this side (the last hop of
+        the route) who probes it over one link; a probe from here would be a signed message
+        relayed hop by hop. One without a route (the other side of a partition; a crashed
+        member whose last neighbours closed their links; a newcomer not in the routes yet)
+        is probed by everyone, as in SWIM: the probe finds no path and fails at once."""
+        return member in self._transport.neighbours() or self.topology.next_hop(member) is None
 
     # -- carrying messages ---------------------------------------------------------------------
     def _dispatch(self, sends: list[Send]) -> None:
