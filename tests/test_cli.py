@@ -359,6 +359,7 @@ def test_configmap_create_get_delete_round_trip(agent: Agent) -> None:
     assert lines[0].split() == ["NAME", "DATA", "AGE"]
     assert lines[1].split()[:2] == ["web", "2"]
     assert lines[1].split()[2].endswith("s")  # just created: "0s", "1s"...
+
     # The aliases reach the same table (AGE left out: a second may tick between the calls).
     def without_age(table: str) -> list[list[str]]:
         return [line.split()[:2] for line in table.splitlines()]

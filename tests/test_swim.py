@@ -46,6 +46,7 @@ from p2pkube.membership.swim_messages import (
     Ping,
     PingReq,
     PushPull,
+    update_size,
 )
 from p2pkube.settings import AgentSettings
 
@@ -448,6 +449,21 @@ def test_the_broadcast_queue_sends_the_least_sent_and_newest_first_one_per_membe
     assert queue.pick(5, 3, None) == [newer_a, c]
     assert queue.pick(5, 3, None) == [newer_a, c]
     assert queue.pick(5, 3, None) == [newer_a] and len(queue) == 0
+
+
+def test_a_message_carries_updates_up_to_its_byte_budget_and_at_least_one() -> None:
+    """Signed ALIVEs are ~300 bytes: a message takes as many as fit ``max_piggyback_bytes``
+    (one SCTP chunk), the smaller ones that still fit, and always one, however big."""
+    queue = BroadcastQueue()
+    signed = [Update(f"m{i}", Status.ALIVE, 1, f"m{i}", b"p" * 300) for i in range(5)]
+    accusation = Update("x", Status.SUSPECT, 1, "z")
+    for update in (accusation, *signed):
+        queue.add(update)
+    first = queue.pick(16, 10, None, 1000)
+    assert first[:3] == [signed[4], signed[3], signed[2]]  # newest first, three fit
+    assert first[3:] == [accusation]  # a small one still fits after the big one that did not
+    assert sum(update_size(u) for u in first) <= 1000
+    assert queue.pick(16, 10, None, 100) == [signed[1]], "one goes whatever its size"
 
 
 def test_left_is_not_dead() -> None:

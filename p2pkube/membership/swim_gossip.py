@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .swim_messages import Status, Update
+from .swim_messages import Status, Update, update_size
 
 __all__ = [
     "LIVE",
@@ -174,21 +174,30 @@ class BroadcastQueue:
     def about(self, name: str) -> Update | None:
         return self._pending.get(name)
 
-    def pick(self, limit: int, transmit_limit: int, first_about: str | None) -> list[Update]:
-        """Up to ``limit`` updates for one message, each counted as sent once. An update about
-        the recipient goes first (Lifeguard's buddy system: a suspected member learns of its
-        suspicion on the very probe that tests it, and can refute at once)."""
+    def pick(
+        self, limit: int, transmit_limit: int, first_about: str | None, budget: float = math.inf
+    ) -> list[Update]:
+        """Up to ``limit`` updates of at most ``budget`` bytes in all (`update_size`; the
+        first goes whatever its size) for one message, each counted as sent once. An update
+        about the recipient goes first (Lifeguard's buddy system: a suspected member learns
+        of its suspicion on the very probe that tests it, and can refute at once)."""
         chosen: list[str] = []
         if limit < 1 or not self._pending:
             return []
         if first_about is not None and first_about in self._pending:
             chosen.append(first_about)
+            budget -= update_size(self._pending[first_about])
         for sent in sorted(self._buckets):
             for name in reversed(self._buckets[sent]):
                 if len(chosen) >= limit:
                     break
-                if name != first_about:
-                    chosen.append(name)
+                if name == first_about:
+                    continue
+                size = update_size(self._pending[name])
+                if chosen and size > budget:
+                    continue  # a smaller one may still fit
+                chosen.append(name)
+                budget -= size
         updates = [self._pending[name] for name in chosen]
         for name in chosen:
             sent = self._sent[name] + 1

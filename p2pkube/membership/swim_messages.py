@@ -255,7 +255,8 @@ def _str_size(text: str) -> int:
     return 2 + len(text.encode("utf-8", "replace"))
 
 
-def _update_size(update: Update) -> int:
+def update_size(update: Update) -> int:
+    """An estimate of one update's encoded size in bytes (its proof included)."""
     proof = 1 if update.proof is None else 3 + len(update.proof)
     grace = 9 if update.grace else 1
     fixed = _HEADER_BYTES + 1 + _INT_BYTES + proof + grace
@@ -264,13 +265,13 @@ def _update_size(update: Update) -> int:
 
 def message_size(message: Message) -> int:
     """An estimate of the encoded size in bytes (msgpack-like), computed from the fields."""
-    size = _HEADER_BYTES + sum(_update_size(update) for update in message.updates) + 3
+    size = _HEADER_BYTES + sum(update_size(update) for update in message.updates) + 3
     if isinstance(message, Ping | PingReq):
         size += _INT_BYTES + _str_size(message.target)
     elif isinstance(message, Ack | Nack):
         size += _INT_BYTES
     elif isinstance(message, PushPull):
-        size += 1 + 3 + sum(_update_size(state) for state in message.states)
+        size += 1 + 3 + sum(update_size(state) for state in message.states)
     return size
 
 
