@@ -54,11 +54,13 @@ LIFEGUARD_OFF: dict[str, float] = {
     "awareness_max_multiplier": 1,
     "suspicion_max_timeout_mult": 1,
     "stall_threshold": math.inf,
+    "rtt_timeout_max": 0,
 }
 """Settings that turn off, for the comparison run, what the core does beyond SWIM with
 suspicion: Lifeguard's local health (the multiplier stays 0), its dynamic suspicion timeout
-(ceiling = floor), and the core's stall compensation (a late tick no longer moves pending
-timers). Nacks stay: the core has no switch for them."""
+(ceiling = floor), the core's stall compensation (a late tick no longer moves pending
+timers) and its round-trip timing (probe timeouts stretched by measured acks). Nacks stay:
+the core has no switch for them."""
 
 
 FAULT_WARMUP = 5.0

@@ -93,6 +93,13 @@ class SwimSettings:
     (scaled by the local health multiplier + 1). A LAN round trip over aiortc is a few ms;
     the direct ack still counts until the end of the period, so this only decides when the
     indirect probes start: half the period, as memberlist's 0.5 s of 1 s."""
+    rtt_timeout_max: float = 0.5
+    """Most a measured round trip may stretch probe timing (``SwimNode.round_trip_timeout``,
+    RFC 6298's SRTT + 4 RTTVAR of the direct acks): the wait before indirect probes, a
+    helper's wait before its Nack, and half the probe period. On a LAN it stays at a few ms
+    and the settings above decide; on a machine whose agents are short of CPU it keeps slow
+    answers from being taken for failures (slow is not dead), at most doubling a probe
+    period to 1 s. 0 turns it off."""
     nack_timeout: float = 0.05
     """Seconds a member asked to probe for another (a PingReq) waits for the target's ack
     before it sends the asker a Nack (Lifeguard). Less than ``probe_interval`` -
@@ -136,8 +143,15 @@ class SwimSettings:
     DEAD and waited for its own, later timer: in the simulator at N = 10 (with a 0.2 s
     period) crash -> DEAD everywhere had p99 3.36, 3.22 and 2.98 s with 4, 6 and 8."""
     max_piggyback: int = 16
-    """Most updates carried on one message (fewest-sent, then newest, first). memberlist fills a
-    1400-byte UDP packet, about this many; a data channel message could take more."""
+    """Most updates carried on one message (fewest-sent, then newest, first), within
+    ``max_piggyback_bytes``."""
+    max_piggyback_bytes: int = 1000
+    """Most bytes of updates one message carries (estimated; the first always goes).
+    memberlist fills one 1,400-byte UDP packet. Here a data channel message longer than
+    ~1,200 bytes is cut into several SCTP chunks, each its own packet, DTLS record and SACK:
+    a signed ALIVE is ~300 bytes (its record lists the member's neighbours), and 16 of them
+    made 2.7 KB gossip messages, three packets each, when 40 agents on 2 cores gossiped
+    through a storm of suspicions."""
     gossip_interval: float = 0.1
     """Seconds between two gossip rounds while there is news (none when there is not):
     each round sends the pending updates to ``gossip_nodes`` random members. memberlist's LAN
@@ -243,6 +257,8 @@ class SwimSettings:
             raise ValueError("swim.suspicion_max_timeout_mult must be at least 1 (the floor)")
         if not 0 <= self.max_grace <= MAX_GRACE:
             raise ValueError(f"swim.max_grace must be 0..{MAX_GRACE:.0f} (the wire's bound)")
+        if not 0 <= self.rtt_timeout_max < math.inf:
+            raise ValueError("swim.rtt_timeout_max must be 0 (off) or more seconds")
         if not 0 <= self.announce_delay < math.inf:
             raise ValueError("swim.announce_delay must be 0 or more seconds")
         if self.max_updates_per_message < self.max_piggyback:
@@ -267,6 +283,7 @@ _MINIMUMS = {
     "suspicion_confirmations": 0,
     "retransmit_mult": 1,
     "max_piggyback": 1,
+    "max_piggyback_bytes": 1,
     "gossip_nodes": 0,
     "gossip_to_the_dead_time": 0,
     "push_pull_replies_per_second": 1,

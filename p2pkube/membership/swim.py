@@ -84,6 +84,7 @@ from .swim_messages import (
     name_problem,
     no_proof,
     problem,
+    update_size,
 )
 
 __all__ = [
@@ -97,6 +98,10 @@ __all__ = [
     "Update",
     "message_size",
 ]
+
+
+_PINGS_KEPT = 8
+"""Probes whose late acks still count as round-trip samples."""
 
 
 class SwimNode:
@@ -148,6 +153,11 @@ class SwimNode:
         """Gossip rounds, push/pull, reconnects: this node's own schedule, not moved."""
         self._seq = 0
         self._health = 0
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._pings: dict[int, tuple[str, float]] = {}
+        """The last few probes' seq -> (target, when the Ping went): an Ack from the target,
+        even one too late for its period, is a round-trip sample (`_sample_rtt`)."""
         self._left = False
         self._outdated = False
         """Set while a message is handled when it accused this node of an old incarnation."""
@@ -319,6 +329,7 @@ class SwimNode:
             return
         self.stats.stalls += 1
         self.stats.stalled_seconds += seconds
+        self._pings.clear()  # their round trips include this node's own stall
         self._timeouts.shift(seconds)
         for suspicion in self._suspicions.values():
             suspicion.start += seconds
@@ -348,15 +359,38 @@ class SwimNode:
 
     def _start_probe(self, now: float, out: list[Send]) -> None:
         settings = self.settings
-        self._timeouts.set(now + self._scaled(settings.probe_interval), "probe")
+        rto = self.round_trip_timeout
+        self._timeouts.set(now + max(self._scaled(settings.probe_interval), 2 * rto), "probe")
         target = self._next_target(now)
         if target is None:
             return
         seq = self._next_seq()
         self._probe = Probe(target, seq)
         self.stats.probes += 1
+        self._pings[seq] = (target, now)
+        if len(self._pings) > _PINGS_KEPT:
+            del self._pings[next(iter(self._pings))]
         out.append(Send(target, Ping(seq, target, self._piggyback(target))))
-        self._timeouts.set(now + self._scaled(settings.probe_timeout), "indirect", seq)
+        self._timeouts.set(now + max(self._scaled(settings.probe_timeout), rto), "indirect", seq)
+
+    @property
+    def round_trip_timeout(self) -> float:
+        """How long an ack may take here (RFC 6298's SRTT + 4 RTTVAR over direct probes,
+        at most ``rtt_timeout_max``): the probe waits at least this before it asks helpers,
+        and its period lasts at least twice this. On a LAN it is a few ms and the settings
+        decide; when every agent of a machine is short of CPU the round trip grows past the
+        probe period, and fixed timeouts then make false suspicions, whose refutations and
+        gossip cost more CPU still (40 agents on 2 cores never recovered from it)."""
+        if self._srtt is None:
+            return 0.0
+        return min(self.settings.rtt_timeout_max, self._srtt + 4 * self._rttvar)
+
+    def _sample_rtt(self, seconds: float) -> None:
+        if self._srtt is None:
+            self._srtt, self._rttvar = seconds, seconds / 2
+            return
+        self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - seconds)
+        self._srtt = 0.875 * self._srtt + 0.125 * seconds
 
     def _probe_indirectly(self, seq: int, out: list[Send]) -> None:
         probe = self._probe
@@ -456,7 +490,7 @@ class SwimNode:
                 return
             out.append(Send(sender, Ack(message.seq, self._piggyback(sender))))
         elif isinstance(message, Ack):
-            self._on_ack(message.seq, sender, out)
+            self._on_ack(message.seq, sender, now, out)
         elif isinstance(message, PingReq):
             self._on_ping_req(message, sender, now, out)
         elif isinstance(message, Nack):
@@ -499,7 +533,11 @@ class SwimNode:
         if doubted and not any(send.to == sender for send in out):
             out.append(Send(sender, Gossip(self._piggyback(sender))))
 
-    def _on_ack(self, seq: int, sender: str, out: list[Send]) -> None:
+    def _on_ack(self, seq: int, sender: str, now: float, out: list[Send]) -> None:
+        ping = self._pings.get(seq)
+        if ping is not None and ping[0] == sender:
+            del self._pings[seq]
+            self._sample_rtt(now - ping[1])
         probe = self._probe
         if probe is not None and probe.seq == seq:
             if sender == probe.target or sender in probe.helpers:
@@ -528,7 +566,9 @@ class SwimNode:
         self._relays[seq] = Relay(sender, message.seq, target)
         self.stats.relayed += 1
         out.append(Send(target, Ping(seq, target, self._piggyback(target))))
-        self._timeouts.set(now + self.settings.nack_timeout, "relay", seq)
+        self._timeouts.set(
+            now + max(self.settings.nack_timeout, self.round_trip_timeout), "relay", seq
+        )
 
     def _push_pull_to(self, name: str, now: float, *, reply: bool) -> Send:
         horizon = now - self.settings.gossip_to_the_dead_time
@@ -743,8 +783,11 @@ class SwimNode:
             and self._queue.about(to) is None
         ):
             notice = Update(to, state.status, state.incarnation, self.name)
-            return (notice, *self._queue.pick(settings.max_piggyback - 1, limit, None))
-        return tuple(self._queue.pick(settings.max_piggyback, limit, to))
+            budget = settings.max_piggyback_bytes - update_size(notice)
+            return (notice, *self._queue.pick(settings.max_piggyback - 1, limit, None, budget))
+        return tuple(
+            self._queue.pick(settings.max_piggyback, limit, to, settings.max_piggyback_bytes)
+        )
 
     def _arm_gossip(self, now: float) -> None:
         """Gossip rounds run while there is news and stop when there is none (an idle node
