@@ -93,13 +93,14 @@ class SwimSettings:
     (scaled by the local health multiplier + 1). A LAN round trip over aiortc is a few ms;
     the direct ack still counts until the end of the period, so this only decides when the
     indirect probes start: half the period, as memberlist's 0.5 s of 1 s."""
-    rtt_timeout_max: float = 0.5
+    rtt_timeout_max: float = 0.3
     """Most a measured round trip may stretch probe timing (``SwimNode.round_trip_timeout``,
     RFC 6298's SRTT + 4 RTTVAR of the direct acks): the wait before indirect probes, a
     helper's wait before its Nack, and half the probe period. On a LAN it stays at a few ms
     and the settings above decide; on a machine whose agents are short of CPU it keeps slow
-    answers from being taken for failures (slow is not dead), at most doubling a probe
-    period to 1 s. 0 turns it off."""
+    answers from being taken for failures (slow is not dead), with a probe period of at most
+    0.6 s, so that a crash is still found within a few seconds while the machine is busy.
+    0 turns it off."""
     nack_timeout: float = 0.05
     """Seconds a member asked to probe for another (a PingReq) waits for the target's ack
     before it sends the asker a Nack (Lifeguard). Less than ``probe_interval`` -
