@@ -96,9 +96,7 @@ class LinkBase(ABC):
         receiver busy with a burst from us; see the watchdog)."""
         self.bytes_sent = 0
         self.bytes_received = 0
-        self.frames_sent = 0
-        self.frames_received = 0
-        self.sent_by_type: Counter[str] = Counter()
+        self.bytes_sent_by_type: Counter[str] = Counter()
         """Bytes sent per frame type (``SWIM``, ``SYNC``...): what a link's traffic is made of."""
         self.frames_sent_by_type: Counter[str] = Counter()
         self.frames_received_by_type: Counter[str] = Counter()
@@ -207,6 +205,14 @@ class LinkBase(ABC):
         return self._send(frame_type, body)
 
     @property
+    def frames_sent(self) -> int:
+        return self.frames_sent_by_type.total()
+
+    @property
+    def frames_received(self) -> int:
+        return self.frames_received_by_type.total()
+
+    @property
     def buffered_amount(self) -> int:
         """Bytes queued toward the neighbour: in this link's own queue and on the channel."""
         return self._paced_bytes + self._channel_buffered()
@@ -227,8 +233,7 @@ class LinkBase(ABC):
             self.close_soon(f"send failed: {exc}")
             return False
         self.bytes_sent += len(data)
-        self.frames_sent += 1
-        self.sent_by_type[frame_type.name] += len(data)
+        self.bytes_sent_by_type[frame_type.name] += len(data)
         self.frames_sent_by_type[frame_type.name] += 1
         self.last_sent = time.monotonic()
         if self.buffered_amount > self._settings.send_buffer_limit:
@@ -310,7 +315,6 @@ class LinkBase(ABC):
         self.close_soon(f"protocol violation: {exc}", notify=False)
 
     def _dispatch(self, frame: Frame) -> None:
-        self.frames_received += 1
         self.frames_received_by_type[frame.type.name] += 1
         if frame.type is FrameType.PING:
             return

@@ -686,7 +686,7 @@ class Mesh:
                     "framesSent": link.frames_sent,
                     "framesReceived": link.frames_received,
                     "byType": {
-                        "bytesSent": dict(link.sent_by_type),
+                        "bytesSent": dict(link.bytes_sent_by_type),
                         "framesSent": dict(link.frames_sent_by_type),
                         "framesReceived": dict(link.frames_received_by_type),
                     },
