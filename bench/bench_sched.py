@@ -747,7 +747,6 @@ def elections(bed: Bed, name: str) -> list[str]:
 
 def baseline_placement(size: int, pods: int, image: str) -> dict[str, Any]:
     """pods/s of ``placement.place`` alone, and of the Job controller's pass, in-process."""
-    from fractions import Fraction
 
     from p2pkube.model.resources import Resources
     from p2pkube.sched import controllers as ctl
@@ -758,7 +757,7 @@ def baseline_placement(size: int, pods: int, image: str) -> dict[str, Any]:
 
     def infos() -> dict[str, NodeInfo]:
         return {
-            f"n{i}": NodeInfo(f"n{i}", f"id{i}", {}, True, Resources(Fraction(2), memory))
+            f"n{i}": NodeInfo(f"n{i}", f"id{i}", {}, True, Resources(2000, memory))
             for i in range(1, size + 1)
         }
 

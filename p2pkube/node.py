@@ -304,7 +304,7 @@ class Node:
 
     def _allocatable(self) -> Resources:
         capacity = self._node_status()["allocatable"]
-        return Resources(parse_quantity(capacity["cpu"]), int(parse_quantity(capacity["memory"])))
+        return Resources.of(parse_quantity(capacity["cpu"]), parse_quantity(capacity["memory"]))
 
     def node_ready(self, name: str) -> bool:
         """Whether node ``name`` is Ready as this agent sees it (itself always is)."""

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -94,7 +93,7 @@ async def start_node(tmp_path: Path, images: dict[str, Path]) -> AsyncIterator[C
             runtime,
             source,
             tmp_path / "data" / "pods",
-            allocatable=lambda: Resources(Fraction(2), 1 << 30),
+            allocatable=lambda: Resources(2000, 1 << 30),
             settings=replace(settings, **kwargs),
             runtime_settings=runtime.settings,
             host_paths=host_paths,

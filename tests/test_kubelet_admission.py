@@ -37,7 +37,7 @@ def kubelet(tmp_path: Path, cpu: Fraction, max_pods: int = 500) -> Kubelet:
         cast(Any, None),
         cast(Any, None),
         tmp_path / "pods",
-        allocatable=lambda: Resources(cpu, 1 << 30),
+        allocatable=lambda: Resources.of(cpu, 1 << 30),
         settings=KubeletSettings(max_pods=max_pods),
         runtime_settings=RuntimeSettings(),
     )

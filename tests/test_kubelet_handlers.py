@@ -9,7 +9,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ async def start_node(tmp_path: Path, images: dict[str, Path]) -> HandlerNode:
         runtime,
         LocalImages({**images, digest: path}, set()),
         tmp_path / "data" / "pods",
-        allocatable=lambda: Resources(Fraction(2), 1 << 30),
+        allocatable=lambda: Resources(2000, 1 << 30),
         settings=FAST,
         runtime_settings=runtime.settings,
         host_paths=HostPathPolicy.for_node([str(tmp_path / "shared")], tmp_path / "data"),

@@ -11,7 +11,6 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from fractions import Fraction
 from typing import Any
 
 from p2pkube.model.resources import Resources
@@ -220,7 +219,7 @@ def test_placement_filters_explain_why_nothing_fits() -> None:
 def test_placement_spreads_a_workload_and_honours_node_kind() -> None:
     infos = {
         name: NodeInfo(
-            name, f"id-{name}", {"p2pkube.io/kind": kind}, True, Resources(Fraction(2), 1 << 30)
+            name, f"id-{name}", {"p2pkube.io/kind": kind}, True, Resources(2000, 1 << 30)
         )
         for name, kind in (("a", "native"), ("b", "native"), ("c", "browser"))
     }
@@ -503,3 +502,14 @@ def test_a_node_that_refuses_daemon_pods_gets_one_attempt_per_back_off() -> None
         created += sum(1 for (m, k) in plan.puts if m == "objects" and k.startswith("Pod/"))
         world.kubelets()
     assert 4 <= created <= 8, created  # 2 nodes x (the first try + one per 5 s), not 24
+
+
+def test_requests_count_whole_millicores_rounded_up_as_kube_scheduler_does() -> None:
+    """CPU is summed in integer millicores (kube-scheduler's MilliValue rounds up), so a
+    sub-millicore request still costs a millicore and fractions never pile up."""
+    from p2pkube.model.resources import container_requests, pod_requests
+
+    tiny = {"resources": {"requests": {"cpu": "0.0001", "memory": "1.5"}}}
+    assert container_requests(tiny) == Resources(1, 2)
+    two = {"containers": [{"resources": {"limits": {"cpu": "1.5", "memory": "1Mi"}}}, tiny]}
+    assert pod_requests(two) == Resources(1501, (1 << 20) + 2)

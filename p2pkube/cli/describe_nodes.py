@@ -147,7 +147,7 @@ def _node_conditions(w: Writer, found: list[dict[str, Any]]) -> None:
 def _pod_amounts(pod: dict[str, Any]) -> tuple[Fraction, Fraction, Fraction, Fraction]:
     """A pod's CPU requests, CPU limits, memory requests, memory limits."""
     containers = [c for c in field(pod, "spec.containers") or [] if isinstance(c, dict)]
-    cpu_req = sum((container_requests(c).cpu for c in containers), Fraction(0))
+    cpu_req = Fraction(sum(container_requests(c).milli_cpu for c in containers), 1000)
     mem_req = Fraction(sum(container_requests(c).memory for c in containers))
     cpu_lim = sum((_limits(c)[0] for c in containers), Fraction(0))
     mem_lim = sum((_limits(c)[1] for c in containers), Fraction(0))

@@ -320,7 +320,7 @@ class Kubelet:
         used = sum((other.requests for other in active), Resources())
         available = self.allocatable() - used
         wanted = worker.requests
-        if wanted.cpu > available.cpu:
+        if wanted.milli_cpu > available.milli_cpu:
             return "OutOfcpu", "Node didn't have enough resource: cpu"
         if wanted.memory > available.memory:
             return "OutOfmemory", "Node didn't have enough resource: memory"

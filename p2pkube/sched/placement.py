@@ -110,7 +110,7 @@ def fits_resources(pod: PodToPlace, node: NodeInfo) -> str | None:
     """Requests against allocatable minus what the node's pods already request."""
     wanted = pod.requests
     free = node.allocatable - node.requested
-    if wanted.cpu > free.cpu:
+    if wanted.milli_cpu > free.milli_cpu:
         return "Insufficient cpu"
     if wanted.memory > free.memory:
         return "Insufficient memory"
@@ -121,8 +121,8 @@ def least_allocated(pod: PodToPlace, node: NodeInfo) -> float:
     """Prefer the node with the most room left after the pod (kube-scheduler's default)."""
     after = node.requested + pod.requests
     shares = []
-    if node.allocatable.cpu > 0:
-        shares.append(1 - float(after.cpu / node.allocatable.cpu))
+    if node.allocatable.milli_cpu > 0:
+        shares.append(1 - after.milli_cpu / node.allocatable.milli_cpu)
     if node.allocatable.memory > 0:
         shares.append(1 - after.memory / node.allocatable.memory)
     return 100 * max(0.0, sum(shares) / len(shares)) if shares else 0.0

@@ -189,9 +189,9 @@ def node_infos(
         meta = obj.get("metadata", {})
         allocatable = status.get("allocatable") or {}
         try:
-            resources = Resources(
+            resources = Resources.of(
                 parse_quantity(allocatable.get("cpu", 0)),
-                int(parse_quantity(allocatable.get("memory", 0))),
+                parse_quantity(allocatable.get("memory", 0)),
             )
         except ValueError:
             resources = Resources()
