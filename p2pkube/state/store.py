@@ -174,8 +174,9 @@ class StateStore(Protocol):
         """Return the stored blob at `key`, or None (cheap equality checks, copies)."""
         ...
 
-    def raw_items(self, map_name: str) -> list[tuple[str, bytes]]:
-        """Return all (key, blob) pairs of a map without decoding."""
+    def raw_items(self, map_name: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        """Return the (key, blob) pairs of a map whose key starts with ``prefix``, without
+        decoding; keys are matched before blobs are read (the ten Nodes among 3,000 pods)."""
         ...
 
     def put_raw(self, map_name: str, key: str, blob: bytes) -> None:
@@ -306,7 +307,7 @@ class DocumentStore(ABC):
     def get_raw(self, map_name: str, key: str) -> bytes | None: ...
 
     @abstractmethod
-    def raw_items(self, map_name: str) -> list[tuple[str, bytes]]: ...
+    def raw_items(self, map_name: str, prefix: str = "") -> list[tuple[str, bytes]]: ...
 
     @abstractmethod
     def keys(self, map_name: str) -> list[str]: ...
