@@ -449,6 +449,51 @@ async def test_anti_entropy_rounds_reach_a_few_peers_each_in_turn() -> None:
     await node.close()
 
 
+async def test_anti_entropy_waits_while_updates_keep_arriving() -> None:
+    """While a peer's updates keep arriving, rounds are postponed (a step 1 sent then is
+    answered with what is still in flight), but at most ``anti_entropy_max_postponed`` in a
+    row; once the updates stop, every interval has its round again."""
+    settings = StateSettings(
+        anti_entropy_interval=0.05,
+        anti_entropy_quiet=0.2,
+        anti_entropy_max_postponed=3,
+        anti_entropy_fanout=0,
+    )
+    (writer,) = await open_states(1, QUIET)
+    (node,) = await open_states(1, settings)
+    updates: list[bytes] = []
+    writer.attach_peer("N", updates.append)
+    node.attach_peer("W", lambda frame: None)
+    step1s: list[float] = []
+
+    def observer(frame: bytes) -> None:
+        if decode_state_message(frame).kind is SyncMessageKind.STEP1:
+            step1s.append(asyncio.get_running_loop().time())
+
+    node.attach_peer("O", observer)
+    step1s.clear()
+    updates.clear()
+    loop = asyncio.get_running_loop()
+    busy_until = loop.time() + 1.0  # twenty intervals of updates every 10 ms
+    i = 0
+    while loop.time() < busy_until:
+        await writer.put("objects", f"k{i}", i)
+        for frame in updates:
+            node.receive("W", frame)
+        updates.clear()
+        i += 1
+        await asyncio.sleep(0.01)
+    busy = len(step1s)
+    assert 3 <= busy <= 7  # a round every fourth interval (not twenty)
+    assert node.stats.anti_entropy_postponed >= 3 * (busy - 1)
+    step1s.clear()
+    await asyncio.sleep(0.2 + 0.05 * 8)  # quiet again: a round at every interval
+    assert len(step1s) >= 6
+    assert node.get("objects", f"k{i - 1}") == i - 1
+    for s in (writer, node):
+        await s.close()
+
+
 async def test_out_of_order_update_is_kept_pending_not_lost() -> None:
     a, b, c = await open_states(3)
     sent: list[bytes] = []

@@ -129,6 +129,8 @@ class PeerSync:
         self._nudged: dict[str, float] = {}
         self.caught_up = False
         """Whether a peer's step 2 was applied at least once."""
+        self._last_applied = float("-inf")
+        """`time.monotonic()` when an update or step 2 from a peer was last applied."""
         self._closed = False
 
     def close(self) -> None:
@@ -204,6 +206,7 @@ class PeerSync:
             if not self._admit(peer_id, decoded.kind, decoded.payload):
                 return
             guarded(store.apply_update, decoded.payload, peer_id)
+            self._last_applied = time.monotonic()
             if decoded.kind is SyncMessageKind.STEP2:
                 self.caught_up = True
             self._applied()
@@ -232,12 +235,19 @@ class PeerSync:
 
     async def anti_entropy_loop(self) -> None:
         """Every `anti_entropy_interval`, a step 1 to the next `anti_entropy_fanout` peers,
-        round-robin (until closed)."""
+        round-robin (until closed); postponed while updates keep arriving (see
+        `StateSettings.anti_entropy_quiet`)."""
         turn = 0
+        postponed = 0
         while True:
             await asyncio.sleep(self.settings.anti_entropy_interval)
             if self._closed:
                 return
+            if self._busy() and postponed < self.settings.anti_entropy_max_postponed:
+                postponed += 1
+                self._stats.anti_entropy_postponed += 1
+                continue
+            postponed = 0
             peers = list(self._peers.items())
             fanout = self.settings.anti_entropy_fanout
             if fanout <= 0 or fanout >= len(peers):
@@ -248,6 +258,12 @@ class PeerSync:
                 turn += fanout
             for peer_id, send in chosen:
                 self._send_step1(peer_id, send)
+
+    def _busy(self) -> bool:
+        """Whether updates from peers are arriving now (one applied within
+        `anti_entropy_quiet` seconds)."""
+        quiet = self.settings.anti_entropy_quiet
+        return quiet > 0 and time.monotonic() - self._last_applied < quiet
 
     # -- generations -----------------------------------------------------------
     @property

@@ -56,6 +56,15 @@ class StateSettings:
     ``anti_entropy_fanout`` attached peers, round-robin, paid with one state vector + one
     (usually tiny) diff each. Updates are flooded over reliable links, so this only repairs
     what a refused or cut-off message left out (and a peer's own rounds repair it too)."""
+    anti_entropy_quiet: float = 1.0
+    """A round is postponed (to the next interval) while updates keep arriving: one was
+    applied from a peer within this many seconds. Flooding is delivering then, and a step 1
+    sent in the middle of a burst is answered with everything still in flight toward us: a
+    1,000-pod Job on 10 agents made 20-65 MB of step 2 answers, several times the Job's own
+    updates, queued on the same links as the probes (0: never postponed)."""
+    anti_entropy_max_postponed: int = 3
+    """Rounds postponed in a row at most: under endless churn the repair still runs every
+    ``anti_entropy_interval`` times one more than this."""
     anti_entropy_fanout: int = 3
     """Peers one anti-entropy round sends step 1 to (0: all). A constant number keeps the
     cost per node independent of its degree: with 13 links, a round to every peer made 5

@@ -47,6 +47,8 @@ class StateStats:
     updates_sent: int = 0
     updates_received: int = 0
     sync_step1_sent: int = 0
+    anti_entropy_postponed: int = 0
+    """Anti-entropy rounds postponed because updates were arriving (`anti_entropy_quiet`)."""
     sync_step1_received: int = 0
     sync_step2_bytes_sent: int = 0
     sync_step2_bytes_received: int = 0
