@@ -38,3 +38,50 @@ async def test_a_thousand_creates_on_one_job_are_ten_events_and_one_combined() -
     finally:
         await recorder.close()
         await state.close()
+
+
+def _pod(i: int) -> dict[str, str]:
+    return {"kind": "Pod", "namespace": "default", "name": f"p{i}", "uid": f"u-p{i}"}
+
+
+async def test_pruning_keeps_each_nodes_newest_and_the_collector_ends_the_expired() -> None:
+    """Each node keeps at most ``max_per_node`` of its own events (the newest) and deletes
+    its own past ``ttl``; the collector also deletes anyone's past ``ttl``, which a node
+    that left for good never does; a node that is not the collector leaves others' alone."""
+    import time
+
+    state = ClusterState(None, store_factory=PycrdtStore)
+    await state.open()
+    settings = EventSettings(max_per_node=3, ttl=60.0)
+    n1 = EventRecorder(state, "n1", settings)
+    gone = EventRecorder(state, "gone", settings)
+    collector = EventRecorder(state, "n2", settings, is_collector=lambda: True)
+    try:
+        await n1.start()
+        for i in range(5):
+            n1.record(_pod(i), "Started", "Started container main", component="kubelet")
+            await n1.flush()  # one write each: p0 is the oldest
+        gone.record(_pod(9), "Started", "Started container main", component="kubelet")
+        await gone.flush()
+
+        def names(host: str) -> set[str]:
+            return {
+                e["involvedObject"]["name"]
+                for _, e in state.items(EVENTS)
+                if e["source"]["host"] == host
+            }
+
+        assert await n1.prune() == 2
+        assert names("n1") == {"p2", "p3", "p4"}
+        assert await n1.prune() == 0 and names("gone") == {"p9"}  # not its own, not collector
+        later = time.time() + 61
+        restarted = EventRecorder(state, "n1", settings)
+        await restarted.start()  # knows its events from before the restart
+        assert await restarted.prune(now=later) == 3 and names("n1") == set()
+        await restarted.close()
+        assert await n1.prune(now=later) == 0 and names("gone") == {"p9"}
+        assert await collector.prune(now=later) == 1 and names("gone") == set()
+    finally:
+        for recorder in (n1, gone, collector):
+            await recorder.close()
+        await state.close()

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from p2pkube.model.timestamps import parse_time, utc_now
+from p2pkube.model.timestamps import utc_now
 from p2pkube.sched.settings import EventSettings
 from p2pkube.state import ClusterState
 from p2pkube.state.store import EVENTS
@@ -63,12 +63,20 @@ class EventRecorder:
         self._pending: dict[str, dict[str, Any]] = {}
         self._similar: OrderedDict[tuple[Any, ...], tuple[float, set[str]]] = OrderedDict()
         """(object, reason, type) -> when its window began and the messages seen in it."""
+        self._mine: set[str] = set()
+        """Keys of the events this node wrote (still in the document, as far as it knows):
+        pruning tells its own events from the others' without decoding every event."""
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
         self.written = 0
 
     async def start(self) -> None:
+        self._mine = {  # once: those written before a restart
+            key
+            for key, event in self.state.items(EVENTS)
+            if isinstance(event, dict) and (event.get("source") or {}).get("host") == self.node_name
+        }
         self._tasks = [
             asyncio.create_task(self._flusher(), name="events flush"),
             asyncio.create_task(self._collector(), name="events gc"),
@@ -170,6 +178,7 @@ class EventRecorder:
                         "source": {"component": item["component"], "host": self.node_name},
                     },
                 )
+        self._mine.update(pending)
         self.written += len(pending)
 
     async def _flusher(self) -> None:
@@ -192,23 +201,24 @@ class EventRecorder:
 
     async def prune(self, now: float | None = None) -> int:
         """Delete this node's events past ``ttl`` and beyond ``max_per_node`` (and, on the
-        collector, anyone's past ``ttl``); how many."""
+        collector, anyone's past ``ttl``); how many. An event's age is that of its last
+        write (its ``lastTimestamp``, within ``flush_interval``), read from the version
+        stamps: decoding every event made this a second-long stall on every node at once."""
         now = time.time() if now is None else now
-        collector = self.is_collector()
-        mine, expired = [], []
-        for key, event in self.state.items(EVENTS):
-            if not isinstance(event, dict):
-                continue
-            when = parse_time(event.get("lastTimestamp")) or 0.0
-            if (event.get("source") or {}).get("host") == self.node_name:
-                mine.append((when, key))
-            elif collector and now - when > self.settings.ttl:
-                expired.append(key)
-        mine.sort(reverse=True)
-        doomed = expired + [key for when, key in mine if now - when > self.settings.ttl]
-        doomed += [key for _, key in mine[self.settings.max_per_node :] if key not in doomed]
+        written = self.state.write_times(EVENTS)
+        self._mine.intersection_update(written)  # (the collector may have pruned some)
+        mine = sorted(((written[key], key) for key in self._mine), reverse=True)
+        expired = []
+        if self.is_collector():
+            ttl = self.settings.ttl
+            expired = [k for k, when in written.items() if k not in self._mine and now - when > ttl]
+        old = [key for when, key in mine if now - when > self.settings.ttl]
+        doomed = list(
+            dict.fromkeys(expired + old + [k for _, k in mine[self.settings.max_per_node :]])
+        )
         if doomed:
             async with self.state.batch() as batch:
                 for key in doomed:
                     batch.delete(EVENTS, key)
+            self._mine.difference_update(doomed)
         return len(doomed)

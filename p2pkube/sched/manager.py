@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2pkube.model.resources import Resources, pod_requests
+from p2pkube.model.resources import pod_requests
 from p2pkube.model.timestamps import utc_now
 from p2pkube.sched import controllers as ctl
 from p2pkube.sched.election import Lease, decide
@@ -75,11 +75,15 @@ class Mirror:
         self.state = state
         self.objects: dict[str, dict[str, Any]] = {}
         self.status: dict[str, dict[str, Any]] = {}
-        self.requests: dict[str, Resources] = {}
         self._dirty: dict[str, set[str]] = {OBJECTS: set(), STATUS: set()}
         """Per map: keys changed since they were last decoded."""
+        self._workloads: dict[str, str] = {}
+        """Key: uid, of every workload a scheduler may lead (see ``workload_keys``), kept as
+        the objects are decoded: a pass does not look at every pod to find the few."""
         self._reindex: set[str] = set()
-        """Pod keys whose requests and eviction index are due (object or status changed)."""
+        """Pod keys whose view and eviction index are due (object or status changed)."""
+        self._views: dict[str, PodView] = {}
+        """Pod key: its view, rebuilt only when its object or status changed."""
         self._evictable_at: dict[str, str] = {}
         """Pod key: its node, for the pods a controller would evict from a lost node."""
         self._evictable: Counter[str] = Counter()
@@ -88,8 +92,9 @@ class Mirror:
     def load(self) -> None:
         self.objects.clear()
         self.status.clear()
-        self.requests.clear()
+        self._workloads.clear()
         self._reindex.clear()
+        self._views.clear()
         self._evictable_at.clear()
         self._evictable.clear()
         self.changed(OBJECTS, set(self.state.keys(OBJECTS)))
@@ -106,31 +111,44 @@ class Mirror:
                 dirty.add(key)
 
     def _decode(self, map_name: str) -> None:
-        """Decode the changed keys of one map."""
+        """Decode the changed keys of one map (and, for objects, index the workloads)."""
         dirty = self._dirty[map_name]
         if not dirty:
             return
-        target = self.objects if map_name == OBJECTS else self.status
+        objects = map_name == OBJECTS
+        target = self.objects if objects else self.status
         for key in dirty:
             value = self.state.get(map_name, key)
             if isinstance(value, dict):
                 target[key] = value
             else:
                 target.pop(key, None)
+                value = None
+            if objects:
+                uid = _workload_uid(key, value)
+                if uid is None:
+                    self._workloads.pop(key, None)
+                else:
+                    self._workloads[key] = uid
             if key.startswith("Pod/"):
                 self._reindex.add(key)
         dirty.clear()
 
     def _refresh(self) -> None:
-        """Decode everything changed, then the requests and eviction index of changed pods."""
+        """Decode everything changed, then the views and eviction index of changed pods."""
         self._decode(OBJECTS)
         self._decode(STATUS)
         for key in self._reindex:
             obj = self.objects.get(key)
             if obj is None:
-                self.requests.pop(key, None)
+                self._views.pop(key, None)
             else:
-                self.requests[key] = pod_requests(obj.get("spec") or {})
+                status = self.status.get(key)
+                if not isinstance(status, dict) or status.get("podUID") != obj["metadata"].get(
+                    "uid"
+                ):
+                    status = {}  # (a previous pod's of the same name, or none yet)
+                self._views[key] = PodView(key, obj, status, pod_requests(obj.get("spec") or {}))
             self._index_evictable(key)
         self._reindex.clear()
 
@@ -157,43 +175,46 @@ class Mirror:
         ReplicaSets without an owner and Pods without a node or an owner (not being deleted),
         found without building a view."""
         self._decode(OBJECTS)
-        found = []
-        for key, obj in self.objects.items():
-            kind = key.split("/", 1)[0]
-            meta = obj.get("metadata") or {}
-            if kind == "Pod":
-                spec = obj.get("spec") or {}
-                if spec.get("nodeName") or controller_of(obj) or meta.get("deletionTimestamp"):
-                    continue
-            elif kind == "ReplicaSet" and controller_of(obj):
-                continue  # run by its Deployment's scheduler
-            found.append((key, str(meta.get("uid", key))))
-        return found
+        return list(self._workloads.items())
 
     def snapshot(
         self,
     ) -> tuple[list[PodView], dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
-        """The view's pods and objects by kind, and by key each object as the view holds it
-        (a workload with its status merged, a pod's object)."""
+        """The view's pods and objects by kind, and by key each workload as the view holds it
+        (with its status merged; a pod's object)."""
         self._refresh()
-        pods: list[PodView] = []
         objects: dict[str, list[dict[str, Any]]] = {kind: [] for kind in WORKLOAD_KINDS}
         by_key: dict[str, dict[str, Any]] = {}
         for key, obj in self.objects.items():
             kind = key.split("/", 1)[0]
-            status = self.status.get(key)
             if kind == "Pod":
-                if not isinstance(status, dict) or status.get("podUID") != obj["metadata"].get(
-                    "uid"
-                ):
-                    status = {}
-                pods.append(PodView(key, obj, status, self.requests.get(key)))
-                by_key[key] = obj
-            else:
-                merged = {**obj, "status": status} if status is not None else obj
-                objects[kind].append(merged)
-                by_key[key] = merged
-        return pods, objects, by_key
+                continue
+            status = self.status.get(key)
+            merged = {**obj, "status": status} if status is not None else obj
+            objects[kind].append(merged)
+            by_key[key] = merged
+        for key in self._workloads:
+            if key.startswith("Pod/"):
+                by_key[key] = self.objects[key]
+        return list(self._views.values()), objects, by_key
+
+
+def _workload_uid(key: str, obj: dict[str, Any] | None) -> str | None:
+    """The uid a workload is elected by, when ``obj`` (under ``key``) is one a scheduler may
+    lead (see ``Mirror.workload_keys``); None for any other object."""
+    if obj is None:
+        return None
+    kind = key.split("/", 1)[0]
+    meta = obj.get("metadata") or {}
+    if kind == "Pod":
+        spec = obj.get("spec") or {}
+        if spec.get("nodeName") or controller_of(obj) or meta.get("deletionTimestamp"):
+            return None
+    elif kind == "ReplicaSet" and controller_of(obj):
+        return None  # run by its Deployment's scheduler
+    elif kind not in WORKLOAD_KINDS:
+        return None
+    return str(meta.get("uid", key))
 
 
 class Scheduler:
@@ -337,9 +358,16 @@ class Scheduler:
             self.skipped_passes += 1
             self._wake_when_grace_ends(states)
             return plan
+        # A pass at 1,000 pods is long (a leader's first: ~0.3 s alone, over a second on a
+        # loaded machine): between its steps, let what arrived meanwhile (probes above all)
+        # through, instead of holding the loop for the whole pass.
+        await asyncio.sleep(0)
         view, by_key = self._view(states, gate)
         for key, lease in led:
-            workload = by_key[key]  # the same mirror, read in the same step
+            workload = by_key.get(key)
+            if workload is None:
+                continue  # deleted while this pass let others run
+            await asyncio.sleep(0)
             if (LEASES, key) in plan.puts:
                 plan.event(
                     ctl.involved(workload),
@@ -357,6 +385,7 @@ class Scheduler:
             )
             self._reconcile(ctx, workload)
         if collector:
+            await asyncio.sleep(0)
             ctx = ctl.Context(view, plan, "", grace, _new_uid)
             ctl.collect_orphans(ctx)
             self._collect_leases({key for key, _ in workload_keys}, plan)
