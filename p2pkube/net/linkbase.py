@@ -22,9 +22,10 @@ lives here, once:
   waits in the link's own queue and is fed to the channel only while the channel holds less
   than ``send_window`` bytes; the small frames liveness lives on (SWIM, PING, small ROUTEs,
   ``URGENT_FRAMES``) go to the channel at once, so they wait behind at most that window, not
-  behind the burst. Without it a leader's probe answers queued behind megabytes for seconds
-  and its peers declared it dead under load. Urgent frames may land between the fragments of
-  a bulk frame; the receiver's :class:`Reassembler` expects that.
+  behind the burst; and a carrier that can (the aiortc one) puts them ahead of that window
+  too, behind the one message being sent. Without it a leader's probe answers queued behind
+  megabytes for seconds and its peers declared it dead under load. Urgent frames may land
+  between the fragments of a bulk frame; the receiver's :class:`Reassembler` expects that.
 """
 
 from __future__ import annotations
@@ -144,6 +145,11 @@ class LinkBase(ABC):
     def _channel_send(self, message: bytes) -> None:
         """Queue one message on the channel; may raise when the transport is dying."""
 
+    def _channel_send_urgent(self, message: bytes) -> None:
+        """Hand an urgent message to the channel, ahead of the bulk messages the carrier
+        still queues when it can (by default, after them: at most ``send_window`` bytes)."""
+        self._channel_send(message)
+
     @abstractmethod
     def _channel_buffered(self) -> int:
         """Bytes queued on the data channel that the transport has not taken yet."""
@@ -223,7 +229,7 @@ class LinkBase(ABC):
         data = encode_frame(frame_type, body)
         try:
             if frame_type in URGENT_FRAMES and len(data) <= FRAGMENT_BYTES:
-                self._channel_send(data)
+                self._channel_send_urgent(data)
             else:
                 for message in fragment(data):
                     self._paced.append(message)
