@@ -148,7 +148,13 @@ class Mirror:
                     "uid"
                 ):
                     status = {}  # (a previous pod's of the same name, or none yet)
-                self._views[key] = PodView(key, obj, status, pod_requests(obj.get("spec") or {}))
+                old = self._views.get(key)
+                requests = (
+                    old.requests
+                    if old is not None and old.obj is obj
+                    else pod_requests(obj.get("spec") or {})
+                )  # (most changes are the status's: the object and its requests stay)
+                self._views[key] = PodView(key, obj, status, requests)
             self._index_evictable(key)
         self._reindex.clear()
 

@@ -15,6 +15,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from p2pkube.model.resources import Resources, pod_requests
@@ -62,7 +63,11 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class PodView:
-    """One pod as a controller sees it: its object and (this uid's) status, digested."""
+    """One pod as a controller sees it: its object and (this uid's) status, digested.
+
+    Read-only: what it derives is computed once (a leader's passes read every pod's node,
+    owner and phase many times each, and the scheduler keeps a view until its pod changes).
+    """
 
     key: str
     obj: dict[str, Any]
@@ -76,58 +81,58 @@ class PodView:
             self.cached_requests = pod_requests(self.obj.get("spec") or {})
         return self.cached_requests
 
-    @property
+    @cached_property
     def meta(self) -> dict[str, Any]:
         return self.obj["metadata"]
 
-    @property
+    @cached_property
     def name(self) -> str:
         return str(self.meta["name"])
 
-    @property
+    @cached_property
     def uid(self) -> str:
         return str(self.meta.get("uid", ""))
 
-    @property
+    @cached_property
     def node(self) -> str | None:
         node = self.obj.get("spec", {}).get("nodeName")
         return str(node) if node else None
 
-    @property
+    @cached_property
     def owner(self) -> str | None:
         return controller_of(self.obj)
 
-    @property
+    @cached_property
     def phase(self) -> str:
         return str(self.status.get("phase") or "Pending")
 
-    @property
+    @cached_property
     def ready(self) -> bool:
         return any(
             c.get("type") == "Ready" and c.get("status") == "True"
             for c in self.status.get("conditions") or []
         )
 
-    @property
+    @cached_property
     def terminating(self) -> bool:
         return bool(self.meta.get("deletionTimestamp"))
 
-    @property
+    @cached_property
     def active(self) -> bool:
         """Counts towards a workload's replicas: not being deleted, not ended."""
         return not self.terminating and self.phase not in TERMINAL
 
-    @property
+    @cached_property
     def lease(self) -> str | None:
         return (self.meta.get("annotations") or {}).get(LEASE_ANNOTATION)
 
-    @property
+    @cached_property
     def restarts(self) -> int:
         return sum(
             int(c.get("restartCount") or 0) for c in self.status.get("containerStatuses") or []
         )
 
-    @property
+    @cached_property
     def created(self) -> str:
         return str(self.meta.get("creationTimestamp", ""))
 
