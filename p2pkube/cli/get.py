@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from p2pkube.cli.common import (
     State,
     all_namespaces_option,
     data_dir_option,
+    interruptible,
     namespace_option,
     selector_option,
 )
@@ -203,23 +205,22 @@ def _watch(
     table skips a MODIFIED object whose row would read as the last one printed for it (its
     change is in a field no column shows); -o json|yaml|name print every event.
     """
-    items = _list(client, resource, ns, name, selector)
-    listed = {_object_key(o): _comparable(o) for o in items}
-    out = _WatchOutput(shown_columns(columns, output), output, with_events, items)
-    if list_first:
-        out.print_list(items, _nothing(resource, ns))
-    events = client.watch(resource.kind, ns, selector, timeout_seconds=_watch_seconds(timeout))
-    try:
-        for event in events:
-            event_type, obj = _read_event(event)
-            if name is not None and field(obj, "metadata.name") != name:
-                continue
-            if not _listed_as_is(listed, event_type, obj):
-                out.show(event_type, obj)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how a watch ends
-    finally:
-        events.close()
+    with contextlib.suppress(KeyboardInterrupt), interruptible():  # Ctrl-C ends a watch
+        items = _list(client, resource, ns, name, selector)
+        listed = {_object_key(o): _comparable(o) for o in items}
+        out = _WatchOutput(shown_columns(columns, output), output, with_events, items)
+        if list_first:
+            out.print_list(items, _nothing(resource, ns))
+        seconds = _watch_seconds(timeout)
+        with contextlib.closing(
+            client.watch(resource.kind, ns, selector, timeout_seconds=seconds)
+        ) as events:
+            for event in events:
+                event_type, obj = _read_event(event)
+                if name is not None and field(obj, "metadata.name") != name:
+                    continue
+                if not _listed_as_is(listed, event_type, obj):
+                    out.show(event_type, obj)
 
 
 def _watch_seconds(timeout: float) -> int:

@@ -33,6 +33,7 @@ from p2pkube.cli.common import (
     ServerError,
     State,
     data_dir_option,
+    interruptible,
     namespace_option,
 )
 from p2pkube.cli.kinds import find_resource
@@ -325,5 +326,6 @@ def logs(
             err=True,
         ),
     )
-    for line in lines:
-        click.echo(line)
+    with interruptible():
+        for line in lines:
+            click.echo(line)
