@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -19,33 +16,6 @@ from p2pkube.model.names import dns_label_error
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_NAMESPACE = "default"
-SIGNAL_CHECK_SECONDS = 0.25
-"""How often a blocking stream read is interrupted so that a pending Ctrl-C is acted upon."""
-
-
-@contextlib.contextmanager
-def interruptible(period: float = SIGNAL_CHECK_SECONDS) -> Iterator[None]:
-    """Let Ctrl-C end a blocking stream read (a watch, ``logs -f``) within ``period``.
-
-    CPython runs a Python-level signal handler between bytecodes, and a blocking call is cut
-    short only by a signal that arrives while it blocks. A SIGINT that lands just before the
-    read starts (the process preempted right there: a loaded machine) is left pending until
-    the read returns, which an idle stream never does: `get -w` was seen still reading 15 s
-    after SIGINT in make test (its stack: socket.readinto). A no-op SIGALRM every ``period``
-    interrupts the read, CPython then runs the pending handlers, and the KeyboardInterrupt is
-    raised. Only in the main thread (the only one signals reach); a no-op elsewhere."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "setitimer"
-    ):
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, lambda _signum, _frame: None)
-    signal.setitimer(signal.ITIMER_REAL, period, period)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class CliError(click.ClickException):

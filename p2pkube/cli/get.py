@@ -19,7 +19,6 @@ from p2pkube.cli.common import (
     State,
     all_namespaces_option,
     data_dir_option,
-    interruptible,
     namespace_option,
     selector_option,
 )
@@ -205,7 +204,7 @@ def _watch(
     table skips a MODIFIED object whose row would read as the last one printed for it (its
     change is in a field no column shows); -o json|yaml|name print every event.
     """
-    with contextlib.suppress(KeyboardInterrupt), interruptible():  # Ctrl-C ends a watch
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
         items = _list(client, resource, ns, name, selector)
         listed = {_object_key(o): _comparable(o) for o in items}
         out = _WatchOutput(shown_columns(columns, output), output, with_events, items)

@@ -33,7 +33,6 @@ from p2pkube.cli.common import (
     ServerError,
     State,
     data_dir_option,
-    interruptible,
     namespace_option,
 )
 from p2pkube.cli.kinds import find_resource
@@ -326,6 +325,5 @@ def logs(
             err=True,
         ),
     )
-    with interruptible():
-        for line in lines:
-            click.echo(line)
+    for line in lines:
+        click.echo(line)
