@@ -449,14 +449,15 @@ async def test_anti_entropy_rounds_reach_a_few_peers_each_in_turn() -> None:
     await node.close()
 
 
-async def test_anti_entropy_waits_while_updates_keep_arriving() -> None:
-    """While a peer's updates keep arriving, rounds are postponed (a step 1 sent then is
+async def test_anti_entropy_waits_while_a_burst_arrives_not_for_small_updates() -> None:
+    """While large updates keep arriving, rounds are postponed (a step 1 sent then is
     answered with what is still in flight), but at most ``anti_entropy_max_postponed`` in a
-    row; once the updates stop, every interval has its round again."""
+    row; small updates (statuses, leases) flowing all the time postpone nothing."""
     settings = StateSettings(
         anti_entropy_interval=0.05,
         anti_entropy_quiet=0.2,
         anti_entropy_max_postponed=3,
+        anti_entropy_burst_bytes=1000,
         anti_entropy_fanout=0,
     )
     (writer,) = await open_states(1, QUIET)
@@ -471,25 +472,27 @@ async def test_anti_entropy_waits_while_updates_keep_arriving() -> None:
             step1s.append(asyncio.get_running_loop().time())
 
     node.attach_peer("O", observer)
-    step1s.clear()
-    updates.clear()
     loop = asyncio.get_running_loop()
-    busy_until = loop.time() + 1.0  # twenty intervals of updates every 10 ms
-    i = 0
-    while loop.time() < busy_until:
-        await writer.put("objects", f"k{i}", i)
-        for frame in updates:
-            node.receive("W", frame)
-        updates.clear()
-        i += 1
-        await asyncio.sleep(0.01)
-    busy = len(step1s)
-    assert 3 <= busy <= 7  # a round every fourth interval (not twenty)
-    assert node.stats.anti_entropy_postponed >= 3 * (busy - 1)
-    step1s.clear()
-    await asyncio.sleep(0.2 + 0.05 * 8)  # quiet again: a round at every interval
-    assert len(step1s) >= 6
-    assert node.get("objects", f"k{i - 1}") == i - 1
+
+    async def feed(seconds: float, size: int) -> int:
+        """Updates of ``size`` bytes every 10 ms for ``seconds``; the step 1s meanwhile."""
+        step1s.clear()
+        until, i = loop.time() + seconds, 0
+        while loop.time() < until:
+            await writer.put("objects", f"k{size}-{i}", "x" * size)
+            for frame in updates:
+                node.receive("W", frame)
+            updates.clear()
+            i += 1
+            await asyncio.sleep(0.01)
+        assert node.get("objects", f"k{size}-{i - 1}") == "x" * size
+        return len(step1s)
+
+    updates.clear()
+    assert 3 <= await feed(1.0, 2000) <= 7  # twenty intervals: a round every fourth
+    assert node.stats.anti_entropy_postponed >= 9
+    await asyncio.sleep(0.25)  # the burst is over
+    assert await feed(1.0, 10) >= 15  # small updates: a round at every interval
     for s in (writer, node):
         await s.close()
 

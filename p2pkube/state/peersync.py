@@ -129,8 +129,8 @@ class PeerSync:
         self._nudged: dict[str, float] = {}
         self.caught_up = False
         """Whether a peer's step 2 was applied at least once."""
-        self._last_applied = float("-inf")
-        """`time.monotonic()` when an update or step 2 from a peer was last applied."""
+        self._last_burst = float("-inf")
+        """`time.monotonic()` when a large update or step 2 from a peer was last applied."""
         self._closed = False
 
     def close(self) -> None:
@@ -206,7 +206,8 @@ class PeerSync:
             if not self._admit(peer_id, decoded.kind, decoded.payload):
                 return
             guarded(store.apply_update, decoded.payload, peer_id)
-            self._last_applied = time.monotonic()
+            if len(decoded.payload) >= self.settings.anti_entropy_burst_bytes:
+                self._last_burst = time.monotonic()
             if decoded.kind is SyncMessageKind.STEP2:
                 self.caught_up = True
             self._applied()
@@ -235,7 +236,7 @@ class PeerSync:
 
     async def anti_entropy_loop(self) -> None:
         """Every `anti_entropy_interval`, a step 1 to the next `anti_entropy_fanout` peers,
-        round-robin (until closed); postponed while updates keep arriving (see
+        round-robin (until closed); postponed while a burst is arriving (see
         `StateSettings.anti_entropy_quiet`)."""
         turn = 0
         postponed = 0
@@ -260,10 +261,10 @@ class PeerSync:
                 self._send_step1(peer_id, send)
 
     def _busy(self) -> bool:
-        """Whether updates from peers are arriving now (one applied within
+        """Whether a burst from peers is arriving now (a large update applied within
         `anti_entropy_quiet` seconds)."""
         quiet = self.settings.anti_entropy_quiet
-        return quiet > 0 and time.monotonic() - self._last_applied < quiet
+        return quiet > 0 and time.monotonic() - self._last_burst < quiet
 
     # -- generations -----------------------------------------------------------
     @property

@@ -57,11 +57,18 @@ class StateSettings:
     (usually tiny) diff each. Updates are flooded over reliable links, so this only repairs
     what a refused or cut-off message left out (and a peer's own rounds repair it too)."""
     anti_entropy_quiet: float = 1.0
-    """A round is postponed (to the next interval) while updates keep arriving: one was
-    applied from a peer within this many seconds. Flooding is delivering then, and a step 1
-    sent in the middle of a burst is answered with everything still in flight toward us: a
-    1,000-pod Job on 10 agents made 20-65 MB of step 2 answers, several times the Job's own
-    updates, queued on the same links as the probes (0: never postponed)."""
+    """A round is postponed (to the next interval) while a burst is arriving: an update or
+    step 2 of at least ``anti_entropy_burst_bytes`` was applied from a peer within this many
+    seconds. Flooding is delivering then, and a step 1 sent in the middle of a burst is
+    answered with everything still in flight toward us: a 1,000-pod Job on 10 agents made
+    20-65 MB of step 2 answers, several times the Job's own updates, queued on the same links
+    as the probes (0: never postponed)."""
+    anti_entropy_burst_bytes: int = 16 * 1024
+    """Smallest update that counts as a burst for ``anti_entropy_quiet``: a 1,000-pod Job's
+    transactions are 40-780 KB, a node's status writes a few KB. Small updates flow all
+    the time (statuses, leases, events) and must not hold back the repair they need when
+    one went missing (with every update counted, a partial mesh of 6 waited 40 s for a Node
+    object a stale neighbour list had not relayed)."""
     anti_entropy_max_postponed: int = 3
     """Rounds postponed in a row at most: under endless churn the repair still runs every
     ``anti_entropy_interval`` times one more than this."""
