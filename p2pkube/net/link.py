@@ -87,7 +87,7 @@ class PeerLink(LinkBase):
             position += 1
         if position < len(queue) - 1:
             queue.insert(position, queue.pop())
-        self._urgent_queued = [item[2] for item in list(queue)[: position + 1]]
+        self._urgent_queued = [queue[i][2] for i in range(position + 1)]
 
     def _channel_buffered(self) -> int:
         return int(self._channel.bufferedAmount)

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2pkube.model.resources import pod_requests
 from p2pkube.model.timestamps import utc_now
 from p2pkube.sched import controllers as ctl
 from p2pkube.sched.election import Lease, decide
@@ -149,11 +148,9 @@ class Mirror:
                 ):
                     status = {}  # (a previous pod's of the same name, or none yet)
                 old = self._views.get(key)
-                requests = (
-                    old.requests
-                    if old is not None and old.obj is obj
-                    else pod_requests(obj.get("spec") or {})
-                )  # (most changes are the status's: the object and its requests stay)
+                # Most changes are the status's: the object, and the requests the view
+                # computed from it (if any pass asked), stay; else the view computes them.
+                requests = old.cached_requests if old is not None and old.obj is obj else None
                 self._views[key] = PodView(key, obj, status, requests)
             self._index_evictable(key)
         self._reindex.clear()
