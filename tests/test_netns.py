@@ -25,13 +25,29 @@ from p2pkube.net.settings import TransportSettings
 NAMES = ["n1", "n2", "n3", "n4", "n5"]
 DETECTION = detection_bound(SwimSettings(), len(NAMES))
 """SWIM's bound on a stopped member DEAD everywhere at this size: a probe period plus the
-suspicion ceiling (the two-node side of a cut has a single confirmer, so its timeout stays
-near the ceiling)."""
+suspicion ceiling."""
 DETECT_SLACK = 2.0
-"""Asserted: a silent cut is seen within DETECTION + this. Beyond polling and a busy 2-core
-machine, a cut slows the prober itself (Lifeguard): the indirect probes it sends through
-members across the cut neither ack nor nack, so its local health multiplier rises and its
-probe period grows. Measured here, 5 agents cut 2 + 3: 3.05-5.57 s (DETECTION is 4.35 s)."""
+"""Slack for polling the agents' APIs and for a busy 2-core machine."""
+
+
+def cut_detection_bound(swim: SwimSettings, members: int) -> float:
+    """Seconds until both sides of a silent cut see every member across it DEAD, by the
+    protocol's design. A cut slows the probers themselves (Lifeguard): the indirect probes they
+    send through members across it neither ack nor nack, so each failed probe raises their
+    local health multiplier, up to ``awareness_max_multiplier`` times the probe period. A
+    member across is first suspected when a node of its own side's view probes it; with probes
+    round-robin over a list shuffled anew each round, that is at most 2 (N - 1) - 1 periods
+    after the cut, each at most the slowest period. Then the suspicion times out, at most its
+    ceiling (detection_bound's). The simulator (`harness.swimscenarios.partition`, 1,000 seeds
+    of 5 members cut 2 + 3, no CPU load) saw 3.69-6.51 s, p99 6.18 s: above DETECTION + 2
+    (6.35 s), the bound this test used to assert and failed once (6.59 s)."""
+    slowest_period = swim.probe_interval * swim.awareness_max_multiplier
+    return (2 * (members - 1) - 1) * slowest_period + detection_bound(swim, members)
+
+
+CUT_DETECTION = cut_detection_bound(SwimSettings(), len(NAMES))
+
+
 LOSS_SECONDS = 15.0
 """How long the loss test writes under 5% loss."""
 HEAL_SECONDS = 30.0
@@ -150,7 +166,9 @@ def test_a_silent_partition_is_seen_by_swim_and_heals_with_new_links(
     lab.note("NotReady seen after " + ", ".join(f"{n} {t:.2f}s" for n, t in seen.items()))
     assert len(seen) == len(NAMES), f"not every side saw the other NotReady: {seen}"
     worst = max(seen.values())
-    assert worst < DETECTION + DETECT_SLACK, f"the cut was seen after {worst:.2f}s"
+    assert worst < CUT_DETECTION + DETECT_SLACK, (
+        f"the cut was seen after {worst:.2f}s (bound {CUT_DETECTION:.2f}s)"
+    )
     # Each side still sees its own nodes Ready, and keeps taking writes.
     assert all(lab.nodes("n1")[n] == "True" for n in left)
     assert all(lab.nodes("n4")[n] == "True" for n in right)
