@@ -139,11 +139,24 @@ class Node:
             on_local_change=self._publish_node_status,
         )
         """The pod runtime calls ``agent.blobs.ensure(digest)`` (a verified local Path)."""
+        self.events = EventRecorder(
+            self.state, config.name, self.settings.events, is_collector=self._is_compactor
+        )
+        self.scheduler = Scheduler(
+            self.node_id,
+            config.name,
+            self.state,
+            nodes=self._node_states,
+            is_collector=self._is_compactor,
+            events=self.events,
+            settings=self.settings.scheduler,
+        )
         self.objects = ObjectService(
             self.state,
             node_ready=self.node_ready,
             validate=validate,
             node_ports=self.settings.services.node_ports(),
+            creation_writes=self.scheduler.creation_writes,
         )
         self.services = ServiceRouter(
             config.name,
@@ -162,18 +175,6 @@ class Node:
         """Created in start(): the runtime needs the running loop."""
         self.kubelet: Kubelet | None = None
         self.logs: PodLogs | None = None
-        self.events = EventRecorder(
-            self.state, config.name, self.settings.events, is_collector=self._is_compactor
-        )
-        self.scheduler = Scheduler(
-            self.node_id,
-            config.name,
-            self.state,
-            nodes=self._node_states,
-            is_collector=self._is_compactor,
-            events=self.events,
-            settings=self.settings.scheduler,
-        )
         self._not_ready_since: dict[str, float] = {}
         """Node id -> when this agent saw it become NotReady (monotonic)."""
         self.mesh.on_link_up = self._on_link_up

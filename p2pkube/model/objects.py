@@ -36,6 +36,9 @@ BLOB_KIND = "Blob"
 Validator = Callable[[dict[str, Any]], dict[str, Any]]
 """An object as a client sent it (without status) -> the object normalised (defaults filled);
 raises ValidationFailed listing every problem."""
+CreationWrites = Callable[[str, dict[str, Any]], dict[tuple[str, str], Any]]
+"""A new object's key and stored form -> other (map, key): value entries to store in the
+same transaction."""
 
 
 def merged(obj: dict[str, Any], status: Any) -> dict[str, Any]:
@@ -63,6 +66,7 @@ class ObjectService:
         node_ready: Callable[[str], bool],
         validate: Validator | None = None,
         node_ports: range = DEFAULT_NODE_PORTS,
+        creation_writes: CreationWrites | None = None,
     ) -> None:
         self.state = state
         self.node_ready = node_ready
@@ -71,6 +75,9 @@ class ObjectService:
         self.node_ports = node_ports
         """``services.node_port_range``: NodePorts are allocated from it and checked against
         it when a Service is written (:mod:`p2pkube.model.nodeports`)."""
+        self.creation_writes = creation_writes
+        """Other entries stored in the transaction that creates an object (the node's
+        scheduler claims the lease of a workload created here)."""
 
     def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
@@ -151,8 +158,14 @@ class ObjectService:
                 ),
             },
         }
+        extra: dict[tuple[str, str], Any] = {}
+        if self.creation_writes is not None and not isinstance(previous, dict):
+            extra = self.creation_writes(key, stored)
         try:
-            await self.state.put(OBJECTS, key, stored)
+            async with self.state.batch() as batch:
+                batch.put(OBJECTS, key, stored)
+                for (map_name, extra_key), value in extra.items():
+                    batch.put(map_name, extra_key, value)
         except ValueTooLarge as exc:
             # Kubernetes' wording for a ConfigMap over 1 MiB; the size is the stored encoding.
             raise ValidationFailed(

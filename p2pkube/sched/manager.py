@@ -253,6 +253,9 @@ class Scheduler:
         """Passes that found nothing this node leads and built no view."""
         self.writes = 0
         self.leading: set[str] = set()
+        self._claimed: set[str] = set()
+        """Workloads whose lease this node stored with them at their creation
+        (``creation_writes``): their LeaderElection event is due at the next pass."""
         self.last_pass_seconds = 0.0
 
     async def start(self) -> None:
@@ -296,6 +299,22 @@ class Scheduler:
             self.last_pass_seconds = time.monotonic() - started
             rest = settings.pass_rest * self.last_pass_seconds
             await asyncio.sleep(max(settings.min_pass_interval, rest))
+
+    def creation_writes(self, key: str, obj: dict[str, Any]) -> dict[tuple[str, str], Any]:
+        """What to store with a workload created through this node's API, in its transaction:
+        this node's lease on it (epoch 1), when it is one a scheduler leads and has no lease.
+
+        Why: the node a user applies to places the workload's pods itself, with no election
+        and no hop. Elected by rendezvous, a 1,000-pod Job was placed at 417-546 pods/s as
+        seen from the node it was applied to (its leader nine times in ten another node: the
+        pods reach the watcher over the mesh while ten agents share two cores), against
+        1,270-2,270 pods/s when that node led it. The lease is then an ordinary one: kept while
+        its holder is alive, taken over by rendezvous when it is not (``election.decide``)."""
+        if _workload_uid(key, obj) is None or self.state.get(LEASES, key) is not None:
+            return {}
+        lease = Lease(self.node_id, self.node_name, 1, utc_now())
+        self._claimed.add(key)
+        return {(LEASES, key): lease.to_value()}
 
     # -- one pass ----------------------------------------------------------------------------
     def _view(
@@ -346,6 +365,7 @@ class Scheduler:
         now = utc_now()
         led: list[tuple[str, Lease]] = []
         workload_keys = self._mirror.workload_keys()
+        self._claimed.intersection_update(self._mirror.objects)  # (those deleted since)
         for key, uid in workload_keys:
             lease = Lease.from_value(self.state.get(LEASES, key))
             decision = decide(self.node_id, uid, lease, ready, alive)
@@ -371,7 +391,8 @@ class Scheduler:
             if workload is None:
                 continue  # deleted while this pass let others run
             await asyncio.sleep(0)
-            if (LEASES, key) in plan.puts:
+            if (LEASES, key) in plan.puts or key in self._claimed:
+                self._claimed.discard(key)
                 plan.event(
                     ctl.involved(workload),
                     "LeaderElection",
