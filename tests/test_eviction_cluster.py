@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from p2pkube.devcluster import LocalCluster, wait_until
+from p2pkube.membership.liveness import detection_bound
+from p2pkube.membership.settings import SwimSettings
+from p2pkube.sched.settings import SchedulerSettings
 from tests.clusters import module_cluster, wait_all_ready
 from tests.test_pods_cluster import write_manifest
-from tests.test_workloads_cluster import FAILOVER_SECONDS, deployment, items, running
+from tests.test_workloads_cluster import deployment, items, running
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["n1", "n2", "n3", "n4"]
@@ -23,6 +26,19 @@ RATE = 0.1
 """Kubernetes' --node-eviction-rate, set on these agents (the default is faster): a token
 every 10 s, a gap no detection jitter can blur."""
 TOKEN_SECONDS = 1 / RATE
+START_SECONDS = 1.0
+"""Placement, the kubelet's start and the watch's polling, on a busy 2-core machine."""
+FIRST_REPLACED_SECONDS = (
+    detection_bound(SwimSettings(), len(NAMES))
+    + SchedulerSettings().pod_eviction_grace
+    + START_SECONDS
+)
+"""Kill to the first replacement Running, as asserted: with two of four members gone at once,
+each survivor has one other member to confirm its suspicions, so its suspicion timeout stays
+near the ceiling (a lone accuser's: detection_bound, 4.35 s), and its probes through the other
+dead member get no nack, which slows them (Lifeguard). The simulator (4 members, 2 crashed at
+once, 300 seeds) has a survivor see the first of them DEAD after 3.02-3.40 s; the single-kill
+bound (test_workloads_cluster's 4 s) failed here once at 4.46 s."""
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +78,10 @@ def test_two_nodes_killed_at_once_are_evicted_one_token_apart(
 
     wait_until(lambda: replaced(1), 20, interval=0.05, what="the first replacement")
     first = time.monotonic() - killed
-    assert first < FAILOVER_SECONDS, f"first replacement Running {first:.1f}s after the kill"
+    assert first < FIRST_REPLACED_SECONDS, (
+        f"first replacement Running {first:.1f}s after the kill "
+        f"(bound {FIRST_REPLACED_SECONDS:.1f}s)"
+    )
     # The second killed node keeps its pod (not deleted) until its token comes.
     assert len([n for n in on_victims() if n in victims]) == 1
     deferred = wait_until(
