@@ -354,9 +354,20 @@ def test_a_node_that_hears_nothing_raises_its_health_and_its_accusations_harm_no
 
 
 def test_suspicion_timeouts_follow_the_lifeguard_formula() -> None:
-    assert suspicion_bounds(4, 3, 10, 0.5) == (2.0, 6.0)
-    assert suspicion_bounds(4, 3, 5, 0.5) == (2.0, 6.0), "log10 N is floored at 1"
-    assert suspicion_bounds(4, 3, 1000, 0.5) == pytest.approx((6.0, 18.0))
+    memberlist = SwimSettings(
+        suspicion_mult=4,
+        suspicion_max_timeout_mult=3,
+        probe_interval=0.5,
+        suspicion_flat_members=10,
+        suspicion_log_growth=1,
+    )
+    assert suspicion_bounds(memberlist, 10) == (2.0, 6.0)
+    assert suspicion_bounds(memberlist, 5) == (2.0, 6.0), "log10 N is floored at 1"
+    assert suspicion_bounds(memberlist, 1000) == pytest.approx((6.0, 18.0))
+    defaults = replace(memberlist, suspicion_flat_members=100, suspicion_log_growth=2)
+    assert suspicion_bounds(defaults, 100) == (2.0, 6.0), "flat up to 100 members"
+    assert suspicion_bounds(defaults, 1000) == pytest.approx((6.0, 18.0)), "memberlist's"
+    assert suspicion_bounds(defaults, 10_000) == pytest.approx((10.0, 30.0))
     suspicion = Suspicion(7, 10.0, "b", 3, (2.0, 6.0))
     assert suspicion.deadline() == 16.0, "no confirmation: the ceiling"
     assert not suspicion.confirm("b"), "the accuser does not confirm itself"
@@ -393,9 +404,7 @@ def test_a_node_declares_dead_when_the_shrinking_suspicion_times_out() -> None:
     node = SwimNode("a", settings=SETTINGS, rng=random.Random(3), now=0.0)
     names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "x"]
     answered(node, 0.0, node.join(0.0, names))
-    floor, ceiling = suspicion_bounds(
-        SETTINGS.suspicion_mult, SETTINGS.suspicion_max_timeout_mult, 10, SETTINGS.probe_interval
-    )
+    floor, ceiling = suspicion_bounds(SETTINGS, 10)
     drive(node, 1.0)
     node.receive(1.0, "b", Gossip((Update("x", Status.SUSPECT, 0, "b"),)))
     assert node.members()["x"].status is Status.SUSPECT
@@ -950,9 +959,7 @@ def test_a_lone_members_dead_is_only_a_suspicion_until_this_node_suspected_long_
     live member DEAD (believe_dead_after): each DEAD is one more suspicion, refuted at once."""
     node = SwimNode("a", settings=SETTINGS, rng=random.Random(1), now=0.0)
     node.join(0.0, ["a", "b", "c"])
-    floor = suspicion_bounds(
-        SETTINGS.suspicion_mult, SETTINGS.suspicion_max_timeout_mult, 3, SETTINGS.probe_interval
-    )[0]
+    floor = suspicion_bounds(SETTINGS, 3)[0]
     for incarnation in range(5):  # c accuses, b refutes at once, c accuses the new incarnation
         node.receive(1.0 + incarnation, "c", Gossip((Update("b", Status.DEAD, incarnation, "c"),)))
         assert node.members()["b"].status is Status.SUSPECT

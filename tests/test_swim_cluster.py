@@ -43,9 +43,7 @@ NAMES = ["n0", "n1", "n2"]
 SWIM_ARGS: list[str] = []
 """Extra ``p2pkube join`` arguments of every agent here (none: SWIM is the only protocol)."""
 SWIM = SwimSettings()
-FLOOR, CEILING = suspicion_bounds(
-    SWIM.suspicion_mult, SWIM.suspicion_max_timeout_mult, len(NAMES), SWIM.probe_interval
-)
+FLOOR, CEILING = suspicion_bounds(SWIM, len(NAMES))
 """The suspicion timeout at this size: the floor (enough confirmations; memberlist floors
 log10 N at 1, so here it is ``suspicion_mult`` x ``probe_interval``) and the ceiling (a lone
 accuser). The tests print the bounds they derive from them."""

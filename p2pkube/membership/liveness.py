@@ -20,9 +20,7 @@ def detection_bound(swim: SwimSettings, members: int) -> float:
     it (see `SwimSettings`). Also how long a node this agent never heard from since it
     started counts as Unknown rather than NotReady: a node that died just before this agent
     joined is declared no sooner than one that died just after."""
-    _, ceiling = suspicion_bounds(
-        swim.suspicion_mult, swim.suspicion_max_timeout_mult, members, swim.probe_interval
-    )
+    _, ceiling = suspicion_bounds(swim, members)
     return swim.probe_interval + ceiling
 
 

@@ -638,12 +638,7 @@ class SwimNode:
             return
         self._set(state, Status.SUSPECT, update.incarnation, now)
         settings = self.settings
-        bounds = suspicion_bounds(
-            settings.suspicion_mult,
-            settings.suspicion_max_timeout_mult,
-            self._live,
-            settings.probe_interval,
-        )
+        bounds = suspicion_bounds(settings, self._live)
         floor, ceiling = (bound + state.grace for bound in bounds)
         expected = min(settings.suspicion_confirmations, self._live - 2)
         suspicion = Suspicion(update.incarnation, now, update.origin, expected, (floor, ceiling))

@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .settings import SwimSettings
 from .swim_messages import Status, Update, update_size
 
 __all__ = [
@@ -50,14 +51,17 @@ def retransmit_limit(retransmit_mult: int, members: int) -> int:
     return retransmit_mult * math.ceil(math.log10(max(1, members) + 1))
 
 
-def suspicion_bounds(
-    suspicion_mult: float, max_timeout_mult: float, members: int, probe_interval: float
-) -> tuple[float, float]:
+def suspicion_bounds(settings: SwimSettings, members: int) -> tuple[float, float]:
     """(floor, ceiling) of the suspicion timeout for a cluster of ``members``: the floor is
-    ``mult`` x max(1, log10 N) x ``probe_interval`` (memberlist floors the log at 1, so small
-    clusters are not faster than ten-node ones), the ceiling ``max_timeout_mult`` times it."""
-    floor = suspicion_mult * max(1.0, math.log10(max(1, members))) * probe_interval
-    return floor, floor * max_timeout_mult
+    ``suspicion_mult`` x ``probe_interval`` x max(1, 1 + ``suspicion_log_growth`` x
+    log10(N / ``suspicion_flat_members``)), the ceiling ``suspicion_max_timeout_mult`` times
+    it. With 10 members flat and a growth of 1 this is memberlist's ``mult`` x
+    max(1, log10 N) x interval."""
+    flat = max(1, settings.suspicion_flat_members)
+    decades = math.log10(max(1, members) / flat)
+    growth = max(1.0, 1.0 + settings.suspicion_log_growth * decades)
+    floor = settings.suspicion_mult * settings.probe_interval * growth
+    return floor, floor * settings.suspicion_max_timeout_mult
 
 
 def push_pull_scale(interval: float, members: int) -> float:

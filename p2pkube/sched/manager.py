@@ -252,7 +252,8 @@ class Scheduler:
         self.skipped_passes = 0
         """Passes that found nothing this node leads and built no view."""
         self.writes = 0
-        self.leading: set[str] = set()
+        self.leading: dict[str, int] = {}
+        """The workloads this node led at its last pass, with the epoch of its lease."""
         self._claimed: set[str] = set()
         """Workloads whose lease this node stored with them at their creation
         (``creation_writes``): their LeaderElection event is due at the next pass."""
@@ -375,7 +376,7 @@ class Scheduler:
                 lease = Lease(self.node_id, self.node_name, decision.epoch, now)
                 plan.put(LEASES, key, lease.to_value())
             led.append((key, lease))
-        self.leading = {key for key, _ in led}
+        self.leading = {key: lease.epoch for key, lease in led}
         collector = self.is_collector()
         if not led and not collector:
             self.skipped_passes += 1
@@ -478,6 +479,7 @@ class Scheduler:
     def stats(self) -> dict[str, Any]:
         return {
             "leading": sorted(self.leading),
+            "leaseEpochs": dict(sorted(self.leading.items())),
             "passes": self.passes,
             "skippedPasses": self.skipped_passes,
             "writes": self.writes,
