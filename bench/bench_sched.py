@@ -706,9 +706,7 @@ def stall_bound(agents: int) -> float:
     """Seconds of stall beyond which SWIM may declare an agent DEAD: the probe period plus the
     suspicion timeout's floor at this size (see `SwimSettings`)."""
     swim = SwimSettings()
-    floor, _ = suspicion_bounds(
-        swim.suspicion_mult, swim.suspicion_max_timeout_mult, agents, swim.probe_interval
-    )
+    floor, _ = suspicion_bounds(swim, agents)
     return swim.probe_interval + floor
 
 
