@@ -28,12 +28,13 @@ browser: $(STAMP)
 demo: $(STAMP) examples browser
 	$(PY) examples/demo.py $(DEMO_ARGS)
 
-## Lint, then the whole test suite (real processes, real aiortc, real pycrdt): the tests that
-## start no agent, browser or namespace spread over two processes (as test-fast), then the
-## others one at a time (their timings assume the machine is theirs).
+## Lint, then the whole test suite (real processes, real aiortc, real pycrdt): first every test
+## but the serial ones, spread over two processes (each module's tests on one of them, the
+## NodePort modules on the same one: tests/conftest.py), then the serial ones one at a time
+## (they time liveness, failover or stalls, or need the network lab: the machine is theirs).
 test: $(STAMP) lint examples browser
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" -n 2
-	$(PY) -m pytest -q -p no:cacheprovider -m slow --durations=30
+	$(PY) -m pytest -q -p no:cacheprovider -m "not serial" -n 2 --dist loadgroup --durations=15
+	$(PY) -m pytest -q -p no:cacheprovider -m serial --durations=15
 
 ## The inner loop (under a minute): lint and every test that starts no agent process, browser or
 ## network namespace (tests/conftest.py marks those slow), spread over two processes (pytest-xdist).

@@ -8,6 +8,7 @@ a command line, where ``ps`` would show it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -257,11 +258,27 @@ class LocalCluster:
             for n in items
         }
 
+    def log_path(self, name: str) -> Path:
+        """The log of agent ``name`` (or of the signaling server: ``signaling``)."""
+        return self.root / ("signaling.log" if name == "signaling" else f"{name}.log")
+
     def log_tail(self, name: str, lines: int = 40) -> str:
-        path = self.root / ("signaling.log" if name == "signaling" else f"{name}.log")
+        path = self.log_path(name)
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_since(self, name: str, offset: int) -> str:
+        """What ``name`` logged after its log was ``offset`` bytes long (``log_size``)."""
+        with contextlib.suppress(FileNotFoundError), self.log_path(name).open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+        return ""
+
+    def log_size(self, name: str) -> int:
+        """How long the log of ``name`` is now, in bytes (0 before it starts)."""
+        path = self.log_path(name)
+        return path.stat().st_size if path.exists() else 0
 
 
 def dump_json(value: Any) -> str:

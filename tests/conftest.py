@@ -45,8 +45,47 @@ SLOW_MODULES = frozenset(
 (``-m "not slow"``) leaves them out while ``make test`` runs everything."""
 
 
+SERIAL_MODULES = frozenset(
+    {
+        # network namespaces: fixed names and subnets, one lab at a time
+        "test_chaos",
+        "test_compose",
+        "test_netns",
+        "test_turn",
+        # time detection, failover and refutation against SWIM's bounds
+        "test_cluster",
+        "test_eviction_cluster",
+        "test_service_routing_cluster",
+        "test_swim_cluster",
+        "test_workloads_cluster",
+        # the demo's load loop counts failed GETs across a kill -9
+        "test_demo",
+    }
+)
+"""Test modules that ``make test`` runs one at a time, after the rest, with the machine to
+themselves: their assertions time liveness, failover or a stall against the protocol's
+bounds (which assume the agents get the CPU they ask for), or they need the one network lab.
+Single tests elsewhere that do the same carry ``@pytest.mark.serial``. The rest of the suite
+runs over two processes (pytest-xdist), each module's tests on one of them (its module-scoped
+cluster is started once), and the modules that open NodePorts on 127.0.0.x on one process."""
+
+NODEPORT_MODULES = frozenset(
+    {
+        "test_browser_services",
+        "test_cli_workloads_cluster",
+        "test_nodeport_cluster",
+        "test_services_cluster",
+    }
+)
+"""Slow modules whose agents listen on NodePorts: every LocalCluster gives its first agents
+127.0.0.2, 127.0.0.3..., so two of them at once could ask for the same address and port."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: left out by make test-fast (see SLOW_MODULES)")
+    config.addinivalue_line(
+        "markers", "serial: run by make test alone, after the rest (see SERIAL_MODULES)"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,6 +93,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module is not None else ""
         if module in SLOW_MODULES or "cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+        if module in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("serial"):
+            group = "nodeports" if module in NODEPORT_MODULES else module
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture

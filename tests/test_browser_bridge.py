@@ -807,6 +807,7 @@ async def _page_lateness(page: Any, action_js: str, arg: Any) -> dict[str, Any]:
     )
 
 
+@pytest.mark.serial  # times a deadline
 async def test_worker_runtime_loop_killed_at_deadline_page_responsive(
     page: Any, web_server: SignalingServer
 ) -> None:
@@ -843,6 +844,7 @@ def _browser_cpu_seconds() -> float:
     return total
 
 
+@pytest.mark.serial  # times a sleeping module's wake-ups
 async def test_worker_runtime_ticker_sleeps_without_spinning(
     page: Any, web_server: SignalingServer
 ) -> None:

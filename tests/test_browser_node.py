@@ -315,6 +315,7 @@ async def test_endless_loop_is_stopped_at_its_deadline_and_the_tab_stays_healthy
     assert snapshot["stats"]["runtime"]["running"] == 0  # the Worker is gone
 
 
+@pytest.mark.serial  # times NotReady and the pods' move
 async def test_closing_the_tab_makes_it_notready_and_its_pods_move_to_native_nodes(
     natives: LocalCluster, tab: Tab, tmp_path: Path
 ) -> None:
@@ -406,6 +407,7 @@ async def test_reloading_the_page_keeps_identity_and_state(
     assert names.count(name) == 1 and len(names) == 3, names
 
 
+@pytest.mark.serial  # a stall against SWIM's bound
 async def test_a_hidden_tab_stalled_for_a_while_is_not_declared_dead_and_blames_nobody(
     natives: LocalCluster, tab: Tab
 ) -> None:

@@ -15,7 +15,7 @@ import contextlib
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from p2pkube.net.route import seal_route
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.net.signaling_client import SignalingClient
 from p2pkube.net.signed import Signatures
-from tests.clusters import wait_all_ready
+from tests.clusters import module_cluster, wait_all_ready
 from tests.test_pods_cluster import write_manifest
 from tests.test_workloads_cluster import deployment, items, running
 
@@ -279,18 +279,29 @@ async def link_to(
     return member.link, member.client
 
 
-@pytest.mark.parametrize("kind", [*HOSTILE_MESSAGES, *SWIM_HOSTILE])
-async def test_hostile_frames_drop_the_sender_not_the_agent(
-    cluster: LocalCluster, kind: str
-) -> None:
-    cluster.start_signaling()
-    for name in ["n1", "n2"]:
-        cluster.start_agent(name)
-    for name in ["n1", "n2"]:
-        await asyncio.to_thread(cluster.wait_api, name)
-    n1 = (await asyncio.to_thread(cluster.api, "n1", "GET", "/v1/status"))["nodeID"]
+@pytest.fixture(scope="module")
+def pair(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LocalCluster]:
+    """n1 and n2, shared by the hostile-frame cases: each case joins as a member of its own
+    (a new identity), so the cases do not see each other's drops (each reads n1's log from
+    where it stood when the case began)."""
+    root = tmp_path_factory.mktemp("hostile-frames") / "cluster"
+    with module_cluster(root, request) as cluster:
+        cluster.start_signaling()
+        for name in ["n1", "n2"]:
+            cluster.start_agent(name)
+        for name in ["n1", "n2"]:
+            cluster.wait_api(name)
+        yield cluster
 
+
+@pytest.mark.parametrize("kind", [*HOSTILE_MESSAGES, *SWIM_HOSTILE])
+async def test_hostile_frames_drop_the_sender_not_the_agent(pair: LocalCluster, kind: str) -> None:
+    cluster = pair
+    n1 = (await asyncio.to_thread(cluster.api, "n1", "GET", "/v1/status"))["nodeID"]
     link, client = await link_to(cluster, n1)
+    mark = cluster.log_size("n1")
     try:
         # what a broken or malicious peer would do
         if kind in HOSTILE_MESSAGES:
@@ -299,23 +310,24 @@ async def test_hostile_frames_drop_the_sender_not_the_agent(
             assert link.send(FrameType.SWIM, SWIM_HOSTILE[kind])
 
         def dropped() -> bool:
-            return "dropping peer" in cluster.log_tail("n1", 200)
+            return "dropping peer" in cluster.log_since("n1", mark)
 
         await asyncio.to_thread(wait_until, dropped, 10, what="n1 to drop the hostile peer")
         await asyncio.to_thread(
             wait_until, lambda: link.state is LinkState.CLOSED, 10, what="the link to close"
         )
         # n1 keeps serving the others: a write on n2 still reaches it.
+        after = f"after-{kind}"
         await asyncio.to_thread(
             cluster.api,
             "n2",
             "PUT",
             "/v1/objects",
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after"}, "data": {}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": after}, "data": {}},
         )
         await asyncio.to_thread(
             wait_until,
-            lambda: cluster.api("n1", "GET", "/v1/objects/ConfigMap/default/after"),
+            lambda: cluster.api("n1", "GET", f"/v1/objects/ConfigMap/default/{after}"),
             10,
             what="n1 to keep syncing",
         )
@@ -410,6 +422,7 @@ async def forge(member: Member, victim: str, inc: int) -> None:
     member.send(PushPull((left_forged, dead_far), False, ()))
 
 
+@pytest.mark.serial  # times liveness against SWIM's bound
 async def test_forged_records_cannot_declare_a_node_gone_or_alive(cluster: LocalCluster) -> None:
     """Issue 10: one member's forged heartbeat marked a victim NotReady everywhere, for good.
     With SWIM, ALIVE and LEFT are believed only with a record the member signed itself, and
@@ -452,6 +465,7 @@ async def test_forged_records_cannot_declare_a_node_gone_or_alive(cluster: Local
             await member.close()
 
 
+@pytest.mark.serial  # times liveness against SWIM's bound
 async def test_a_made_up_node_is_a_member_nobody_answers_for_not_a_node(
     cluster: LocalCluster,
 ) -> None:
@@ -513,6 +527,7 @@ def grown(cluster: LocalCluster, viewer: str, key: str, before: dict[str, Any]) 
     return int(membership(cluster, viewer)[key]) - int(before[key])
 
 
+@pytest.mark.serial  # a refutation must beat the suspicion timeout
 @pytest.mark.parametrize("accusations", [1, 30])
 async def test_a_true_accusation_is_refuted_never_notready_nor_an_eviction(
     cluster: LocalCluster, tmp_path: Path, accusations: int

@@ -273,6 +273,7 @@ async def test_a_member_cannot_take_a_nodes_peer_id_and_a_replaced_node_comes_ba
     assert await asyncio.to_thread(all_ready, cluster, "n2", ["n1", "n2"])
 
 
+@pytest.mark.serial  # counts tries per second
 async def test_guessing_the_token_gets_a_few_tries_a_second_each_logged_and_agents_still_join(
     logs_on_failure: LocalCluster,
 ) -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from p2pkube.devcluster import LocalCluster, wait_until
@@ -222,6 +223,7 @@ async def test_a_member_cannot_write_values_nobody_can_replace_or_that_are_too_l
         await client.close()
 
 
+@pytest.mark.serial  # times throttling against others' sync
 async def test_a_member_flooding_updates_is_throttled_while_others_keep_syncing(
     cluster: LocalCluster,
 ) -> None:

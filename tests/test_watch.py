@@ -260,6 +260,7 @@ def test_configmap_written_on_one_agent_is_watched_on_the_other(cluster: LocalCl
     assert not [e for e in watch.seen if e["type"] == "ERROR"]
 
 
+@pytest.mark.serial  # times detection
 def test_node_watch_reports_a_killed_agent_notready(cluster: LocalCluster) -> None:
     start_pair(cluster)
     n1 = ApiClient.from_data_dir(cluster.root / "n1")
