@@ -264,7 +264,9 @@ def results_of(benches: dict[str, Bench]) -> dict[str, dict[str, Any]]:
     return results
 
 
-def render(benches: dict[str, Bench], quick: bool, total_seconds: float) -> str:
+def render(
+    benches: dict[str, Bench], quick: bool, total_seconds: float, origins: list[str] | None = None
+) -> str:
     """The whole document: the machine, the summary, then each benchmark's own section."""
     sections = [b for b in benches.values() if b.attach_to is None]
     results = results_of(benches)
@@ -286,6 +288,14 @@ def render(benches: dict[str, Bench], quick: bool, total_seconds: float) -> str:
         out += ["> **Quick run** (`--quick`): sizes too small for the figures to mean much.", ""]
     out += [
         f"* Date: {now}; commit {git_revision()}; whole run {total_seconds / 60:.1f} min",
+        *(
+            [
+                "* Sections from separate runs, each section's figures and baselines from one: "
+                + "; ".join(origins)
+            ]
+            if origins and len(origins) > 1
+            else []
+        ),
         f"* CPU: {m['cpu']}, {m['cores']} cores; RAM {m['ramGiB']:g} GiB; "
         f"kernel {m['kernel']}; temp/data dirs on {m['tmpFilesystem']}",
         f"* Python {m['python']}; aiortc {m['aiortc']}, aioice {m['aioice']}, "
@@ -322,20 +332,32 @@ def save_results(path: Path, benches: dict[str, Bench], quick: bool, total: floa
     path.write_text(json.dumps({"quick": quick, "totalSeconds": total, "runs": runs}, indent=1))
 
 
-def load_results(path: Path) -> tuple[dict[str, Bench], bool, float]:
-    """The runs ``--save-results`` wrote, on the benchmarks of :data:`BENCHES`."""
-    saved = json.loads(path.read_text())
+def load_results(paths: list[Path]) -> tuple[dict[str, Bench], bool, float, list[str]]:
+    """The runs ``--save-results`` wrote, on the benchmarks of :data:`BENCHES`; with several
+    files, a benchmark's run from a later file replaces an earlier one (a section run again).
+    Also: what each file contributed, for the document's header."""
     known = {b.key: b for b in BENCHES}
-    benches = {}
-    for key, outcome in saved["runs"].items():
-        bench = known.get(key)
-        if bench is None:  # a benchmark since removed (idle-heartbeat-doubled: issue 13)
-            print(f"skipping saved run {key!r}: no such benchmark now", file=sys.stderr)
-            continue
-        for name in SAVED:
-            setattr(bench, name, outcome[name])
-        benches[key] = bench
-    return benches, saved["quick"], saved["totalSeconds"]
+    benches: dict[str, Bench] = {}
+    quick, total, origins = False, 0.0, []
+    for path in paths:
+        saved = json.loads(path.read_text())
+        quick = quick or saved["quick"]
+        taken = []
+        for key, outcome in saved["runs"].items():
+            bench = known.get(key)
+            if bench is None:  # a benchmark since removed (idle-heartbeat-doubled: issue 13)
+                print(f"skipping saved run {key!r}: no such benchmark now", file=sys.stderr)
+                continue
+            for name in SAVED:
+                setattr(bench, name, outcome[name])
+            benches[key] = bench
+            taken.append(key)
+        total += saved["totalSeconds"]
+        when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).strftime("%H:%M UTC")
+        origins.append(
+            f"{', '.join(taken)} (run saved {when}, {saved['totalSeconds'] / 60:.1f} min)"
+        )
+    return benches, quick, total, origins
 
 
 def main() -> None:
@@ -348,15 +370,20 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only, keep the document")
     parser.add_argument("--save-results", type=Path, help="also write every result to this file")
     parser.add_argument(
-        "--from-results", type=Path, help="run nothing: render the results saved in this file"
+        "--from-results",
+        type=Path,
+        nargs="+",
+        help="run nothing: render the results saved in these files (a later file's run of a "
+        "benchmark replaces an earlier one's)",
     )
     args = parser.parse_args()
     only = {k for k in args.only.split(",") if k}
     unknown = only - {b.key for b in BENCHES}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    origins: list[str] = []
     if args.from_results:
-        benches, quick, total = load_results(args.from_results)
+        benches, quick, total, origins = load_results(args.from_results)
     else:
         quick, started, benches = args.quick, time.monotonic(), {}
         for bench in BENCHES:
@@ -367,7 +394,7 @@ def main() -> None:
         total = time.monotonic() - started
         if args.save_results:
             save_results(args.save_results, benches, quick, total)
-    document = render(benches, quick, total)
+    document = render(benches, quick, total, origins)
     print("\n" + "=" * 80)
     print(document)
     if not args.no_write:
