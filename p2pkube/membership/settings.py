@@ -125,11 +125,12 @@ class SwimSettings:
     On a LAN whose members each have their own CPU, 100 keeps detection under 3 s up to 100
     members: flat, the simulator gives 2.51 / 3.16 s at 20, 2.56 / 3.09 s at 40 and 2.59 /
     2.98 s at 100, and 10% of the members stalled for 2 s at once were never DEAD (20 runs
-    each at 40 and 100). It is not the default because the growth is also what keeps an
-    overloaded cluster formed: 40 agents sharing this machine's 2 cores (each ~5% of a core,
-    the machine saturated) made 3,919 Ready flips in 20 idle seconds with 100 (a 2.1 s floor
-    at 40) and 1,808 with 20 (2.7 s), and never had every pair Ready at once; with the
-    default (3.4 s), none (bench_scale, 2026-12-07)."""
+    each at 40 and 100); kill -9 to NotReady on 20 real agents took 2.47 s (3.45 s with the
+    default, same hour). It is not the default yet: at 40 agents sharing this machine's 2
+    cores both melted (3,919 Ready flips in 20 idle seconds flat, 3,405 with the default,
+    2026-12-07 06:10-07:12, the machine then ~2x slower than earlier that day: the agents'
+    idle CPU was 4.8% of a core each, the cores saturated), so what the growth does for an
+    overloaded cluster is not measured yet (bench_scale on a quieter machine)."""
     suspicion_log_growth: float = 1.0
     """How fast the suspicion floor grows beyond ``suspicion_flat_members``: x (1 + this x
     log10(N / flat)); 1 is memberlist's, 6.3 s at 1,000 members. At scale the refutations
