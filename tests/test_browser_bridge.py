@@ -286,6 +286,13 @@ async def test_page_with_a_wrong_token_says_the_server_refused_it(
         page.evaluate("window.p2pkubeReady.then(() => null, (e) => String(e))"), 60
     )
     assert error is not None and "bad-token" in error, error
+    # The page writes its message after the promise settles: wait for it rather than read
+    # it at once (under load the test read the status line that came before it).
+    with contextlib.suppress(Exception):
+        await page.wait_for_function(
+            "document.querySelector('#message').innerText.includes('could not start')",
+            timeout=10_000,
+        )
     message = await page.inner_text("#message")
     assert "could not start" in message and "bad-token" in message, message
 

@@ -130,6 +130,7 @@ def test_a_pod_applied_on_a_runs_on_c_and_its_logs_reach_a(
     assert again.stdout.strip() == "pod/hello unchanged"
 
 
+@pytest.mark.serial  # bounds the hostile pods' whole story in time
 def test_hostile_pods_fail_with_reasons_and_spare_the_node(
     chain: LocalCluster, tmp_path: Path
 ) -> None:
