@@ -199,10 +199,13 @@ function stateClass(state) {
 }
 
 let messageFromSnapshot = false;
+let startFailed = false; // the start's own message stays: the snapshot poller must not replace it
 
 function render(snap) {
   setStatus(snap.status || "unknown", snap.status === "running" ? "running" : snap.status === "error" ? "error" : "starting");
-  if (snap.error) {
+  if (startFailed) {
+    // keep "The node could not start: ..." (the snapshot's error is the same, said less)
+  } else if (snap.error) {
     showMessage(String(snap.error), true);
     messageFromSnapshot = true;
   } else if (messageFromSnapshot) {
@@ -376,6 +379,7 @@ async function main() {
     });
   } catch (e) {
     console.error("p2pkube: start failed:", e);
+    startFailed = true;
     setStatus("error", "error");
     showMessage(`The node could not start: ${e.message || e}`, true);
     ready.reject(e);
