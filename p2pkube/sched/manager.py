@@ -366,7 +366,8 @@ class Scheduler:
         now = utc_now()
         led: list[tuple[str, Lease]] = []
         workload_keys = self._mirror.workload_keys()
-        self._claimed.intersection_update(self._mirror.objects)  # (those deleted since)
+        if self._claimed:  # forget those deleted since (a loop over the few, not every object)
+            self._claimed = {key for key in self._claimed if key in self._mirror.objects}
         for key, uid in workload_keys:
             lease = Lease.from_value(self.state.get(LEASES, key))
             decision = decide(self.node_id, uid, lease, ready, alive)
