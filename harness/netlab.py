@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from p2pkube.devcluster import wait_until
+from p2pkube.devcluster import read_since, wait_until
 
 T = TypeVar("T")
 
@@ -586,12 +586,7 @@ class NetLab:
     def log_since(self, host: Host | str, mark: int) -> str:
         """What ``host``'s log gained after it was ``mark`` bytes long (its size then, from
         ``log_path.stat().st_size``): all of it, however much the agent logged meanwhile."""
-        path = self._host(host).log_path
-        if not path.exists():
-            return ""
-        with path.open("rb") as log:
-            log.seek(mark)
-            return log.read().decode(errors="replace")
+        return read_since(self._host(host).log_path, mark)
 
     @contextlib.contextmanager
     def reporting(self, lines: int = 60) -> Iterator[None]:

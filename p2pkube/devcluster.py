@@ -270,15 +270,21 @@ class LocalCluster:
 
     def log_since(self, name: str, offset: int) -> str:
         """What ``name`` logged after its log was ``offset`` bytes long (``log_size``)."""
-        with contextlib.suppress(FileNotFoundError), self.log_path(name).open("rb") as log:
-            log.seek(offset)
-            return log.read().decode(errors="replace")
-        return ""
+        return read_since(self.log_path(name), offset)
 
     def log_size(self, name: str) -> int:
         """How long the log of ``name`` is now, in bytes (0 before it starts)."""
         path = self.log_path(name)
         return path.stat().st_size if path.exists() else 0
+
+
+def read_since(path: Path, offset: int) -> str:
+    """What a log file gained after it was ``offset`` bytes long: all of it, however much was
+    written meanwhile ("" when there is no file yet)."""
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+    return ""
 
 
 def dump_json(value: Any) -> str:

@@ -6,9 +6,6 @@ converged), a real ObjectService wired as the agent wires it, and the real Job c
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 from p2pkube.model.objects import ObjectService
@@ -23,6 +20,7 @@ from p2pkube.state.pycrdt_store import PycrdtStore
 from p2pkube.state.store import EVENTS, LEASES, OBJECTS
 from tests.memorybackend import blob
 from tests.test_sched import DIGEST, node
+from tests.test_sched_eviction import wait_for
 
 NAMES = ["n1", "n2"]
 
@@ -43,13 +41,6 @@ def job(name: str, completions: int) -> dict[str, Any]:
             },
         },
     }
-
-
-async def wait_for(check: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"no {what} within {within} s"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_workload_created_through_a_node_is_led_by_that_node() -> None:
