@@ -12,7 +12,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from p2pkube.net import ice
+from p2pkube.net import ice, sctp
 from p2pkube.net.linkbase import LinkBase, LinkFactory, LinkState
 from p2pkube.net.settings import TransportSettings
 
@@ -30,8 +30,11 @@ class PeerLink(LinkBase):
         settings: TransportSettings = link["settings"]
         if ice_servers is None:
             ice_servers = ice.ice_servers(settings)
+        sctp.install()
         self._pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=ice_servers))
         self._channel = self._pc.createDataChannel("p2pkube", negotiated=True, id=0, ordered=True)
+        if isinstance(self._pc.sctp, sctp.DelayedSackTransport):
+            self._pc.sctp.sack_delay = settings.sctp_sack_delay
         self._urgent_queued: list[bytes] = []
         """Urgent messages moved to the front of aiortc's queue, maybe still waiting there."""
         if settings.sctp_receive_window and self._pc.sctp is not None:

@@ -68,6 +68,11 @@ class TransportSettings:
     """SCTP receive window advertised to the neighbour (aiortc's default is 1 MiB). A window
     larger than the kernel's UDP receive buffer (212 KiB by default) lets a burst overflow it,
     and each overflow costs a 1 s retransmission stall; 0 keeps aiortc's default."""
+    sctp_sack_delay: float = 0.2
+    """Most seconds a link's SCTP association waits to acknowledge a lone small packet, so
+    that the SACK rides on the answer it is about to send (RFC 4960's delayed SACK, 200 ms at
+    most; ``p2pkube/net/sctp.py``). A second packet, a gap or a full-size chunk is
+    acknowledged at once. 0 acknowledges every packet at once, as aiortc does."""
     close_drain_timeout: float = 1.0
     """On a graceful close, how long to let queued frames (BYE, last updates) drain first:
     aiortc drops data still queued when the connection closes."""
