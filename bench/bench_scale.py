@@ -38,7 +38,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +193,9 @@ def idle_window(cluster: LocalCluster, names: list[str], seconds: float) -> dict
     }
 
 
-def join_cluster(cluster: LocalCluster, names: list[str]) -> dict[str, Any]:
+def join_cluster(
+    cluster: LocalCluster, names: list[str], settings: Sequence[str] = ()
+) -> dict[str, Any]:
     """Start the signaling server and the N agents; then sweep every agent's ``/v1/nodes``
     (every 0.25 s) until each (viewer, node) pair has been seen Ready.
 
@@ -205,7 +207,7 @@ def join_cluster(cluster: LocalCluster, names: list[str]) -> dict[str, Any]:
     and the size is measured anyway: an overloaded cluster's figures are a result too.
     """
     started = time.monotonic()
-    launch(cluster, names)
+    launch(cluster, names, settings)
     api = time.monotonic() - started
     pending = {(viewer, node) for viewer in names for node in names}
     ready: float | None = None
@@ -333,7 +335,7 @@ def measure_size(size: int, args: argparse.Namespace, root: Path) -> dict[str, A
     cluster = LocalCluster(root / f"scale-{size}")
     names = [f"n{i}" for i in range(1, size + 1)]
     try:
-        join = join_cluster(cluster, names)
+        join = join_cluster(cluster, names, args.set)
         time.sleep(args.settle)
         idle = idle_window(cluster, names, args.seconds)
         print_idle(idle)
@@ -488,7 +490,9 @@ def render(r: dict[str, Any]) -> list[str]:
     moved = sorted({k for x in r["results"] for k in x["idle"]["membershipRates"]})
     return [
         "Real agents (`p2pkube join`) on this machine, one cluster size at a time, each "
-        f"started with `--max-peers {r['maxPeers']}` (a target degree: a random jitter and "
+        f"started with `--max-peers {r['maxPeers']}`"
+        + "".join(f" `--set {setting}`" for setting in r.get("settings") or [])
+        + " (a target degree: a random jitter and "
         "accepted inbound offers may add a few). Joining, from starting the signaling server "
         "and all N agents: until every agent's API answers (*APIs up*), until every agent has "
         "seen every node Ready (*every pair Ready*), and until one sweep of every agent's "
@@ -642,6 +646,13 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between writes")
     parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
     parser.add_argument("--keep", action="store_true", help="keep the clusters' data dirs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an agent setting for every agent, e.g. swim.suspicion_flat_members=100 (repeatable)",
+    )
     args = parser.parse_args()
     if args.quick:
         for key, value in QUICK.items():
@@ -662,6 +673,7 @@ def main() -> None:
         "writes": args.writes,
         "intervalSeconds": args.interval,
         "maxPeers": LocalCluster.max_peers,
+        "settings": args.set,
         "totalSeconds": round(time.monotonic() - started, 1),
         "results": results,
     }

@@ -230,11 +230,13 @@ def uvloop_available() -> bool:
     return True
 
 
-def launch(cluster: LocalCluster, names: list[str]) -> None:
-    """Start signaling and agents ``names``, and wait until each one's API answers."""
+def launch(cluster: LocalCluster, names: list[str], settings: Sequence[str] = ()) -> None:
+    """Start signaling and agents ``names``, and wait until each one's API answers.
+    ``settings``: ``KEY=VALUE`` agent settings given to every agent (``--set``)."""
     cluster.start_signaling()
+    flags = [word for setting in settings for word in ("--set", setting)]
     for name in names:
-        cluster.start_agent(name)
+        cluster.start_agent(name, *flags)
     for name in names:
         cluster.wait_api(name, timeout=90)
 
