@@ -368,9 +368,11 @@ def test_suspicion_timeouts_follow_the_lifeguard_formula() -> None:
     assert suspicion_bounds(lan, 100) == (2.0, 6.0), "flat up to 100 members"
     assert suspicion_bounds(lan, 1000) == pytest.approx((6.0, 18.0)), "memberlist's"
     assert suspicion_bounds(lan, 10_000) == pytest.approx((10.0, 30.0))
-    assert suspicion_bounds(SwimSettings(), 1000) == suspicion_bounds(
-        replace(SwimSettings(), suspicion_flat_members=10, suspicion_log_growth=1), 1000
-    ), "the defaults are memberlist's growth"
+    defaults = SwimSettings()
+    assert suspicion_bounds(defaults, 100) == suspicion_bounds(defaults, 5), "flat to 100"
+    assert suspicion_bounds(defaults, 1000) == suspicion_bounds(
+        replace(defaults, suspicion_flat_members=10, suspicion_log_growth=1), 1000
+    ), "memberlist's floor at 1,000 members"
     suspicion = Suspicion(7, 10.0, "b", 3, (2.0, 6.0))
     assert suspicion.deadline() == 16.0, "no confirmation: the ceiling"
     assert not suspicion.confirm("b"), "the accuser does not confirm itself"

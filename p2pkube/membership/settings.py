@@ -39,7 +39,7 @@ class SwimSettings:
     2 s never DEAD. The ``swim.*`` section of `p2pkube join --set`, read by the agent's
     membership host (p2pkube/membership/swim_host.py).
 
-    The arithmetic, for N <= ``suspicion_flat_members`` (10). P = ``probe_interval``
+    The arithmetic, for N <= ``suspicion_flat_members`` (100). P = ``probe_interval``
     (0.15 s), floor = ``suspicion_mult`` x P (2.1 s).
 
     * Slow is not dead. A member whose loop stalls at t is suspected at the earliest at
@@ -69,15 +69,16 @@ class SwimSettings:
     harness.swimscenarios crash --n 10 --seeds 100``, and ``stall --n 40 --seeds 60
     --seconds 2.2 --fraction 0.1``; ``--set field=value`` tries other values), crash -> DEAD
     everywhere, median / p99 / max:
-    N = 6: 2.42 / 2.85 / 2.92 s; N = 10: 2.45 / 2.80 / 3.11 s; N = 20: 3.10 / 3.75 s;
-    N = 40: 3.77 / 4.64 s (the floor grows with log10 N from ``suspicion_flat_members``,
-    memberlist's trade: a detection time that grows with log N for a false-positive rate
-    that does not; a flat floor on a LAN: see that setting). Stalls of 2.0 s and 2.2 s (one
-    member, and 10% of members): no false DEAD in 60 runs each at N = 10 and 40, 30 at
-    N = 100; 2.3 s ones are DEAD in 16 of 60 runs at
-    N = 10 (beyond the 2.25 s bound). With the real membership host, real signatures and an
+    N = 6: 2.42 / 2.85 / 2.92 s; N = 10: 2.45 / 2.80 / 3.11 s; with the floor flat to 100
+    members (``suspicion_flat_members``) N = 20: 2.51 / 3.16 s, N = 40: 2.56 / 3.09 s,
+    N = 100: 2.59 / 2.98 s; beyond, the floor grows with log10 N (memberlist's trade: a
+    detection time that grows with log N for a false-positive rate that does not). Stalls
+    of 2.0 s and 2.2 s (one member, and 10% of members): no false DEAD in 60 runs each at
+    N = 10 and 40, 30 at N = 100; 2.3 s ones are DEAD in 16 of 60 runs at N = 10 (beyond
+    the 2.25 s bound). With the real membership host, real signatures and an
     in-memory fabric on a loaded machine (load 40), crash -> DEAD everywhere in 20 runs:
-    N = 6 2.32-2.68 s (median 2.43), N = 10 2.34-2.88 s (2.45); N = 20 (8 runs) 3.0-4.9 s.
+    N = 6 2.32-2.68 s (median 2.43), N = 10 2.34-2.88 s (2.45); N = 20 (8 runs, with
+    memberlist's growth from 10 then) 3.0-4.9 s.
     Three real agents (tests/test_swim_cluster.py): kill -9 NotReady everywhere after 2.3 s.
     Idle cost: 1/P pings and 1/P acks sent per node per second (6.7 each, whatever N), as
     many received: ~27 messages a second, ~13 ms of CPU at ~0.5 ms per data-channel
@@ -115,28 +116,25 @@ class SwimSettings:
     ``probe_interval`` (2.1 s; memberlist's SuspicionMult, 4 there with a 1 s period), so
     that with the probe period it exceeds a 2 s stall plus the one hop its refutation takes
     to the accuser (see the class). Beyond, it grows with log10 N (``suspicion_log_growth``)."""
-    suspicion_flat_members: int = 10
+    suspicion_flat_members: int = 100
     """Up to this many members the suspicion floor is ``suspicion_mult`` x
     ``probe_interval`` (2.1 s); beyond, it grows with log10 N by ``suspicion_log_growth``.
-    The default is memberlist's (max(1, log10 N)): 2.7 s at 20 members, 3.4 s at 40, 4.2 s
-    at 100, and crash detection past 3 s from 20 members on (simulator, crash to DEAD
-    everywhere, median / p99 over 120 crashes: 3.07 / 3.75 s at 20, 3.79 / 4.64 s at 40).
-
-    On a LAN whose members each have their own CPU, 100 keeps detection under 3 s up to 100
-    members: flat, the simulator gives 2.51 / 3.16 s at 20, 2.56 / 3.09 s at 40 and 2.59 /
-    2.98 s at 100, and 10% of the members stalled for 2 s at once were never DEAD (20 runs
-    each at 40 and 100); kill -9 to NotReady on 20 real agents took 2.47 s (3.45 s with the
-    default, same hour). It is not the default yet: at 40 agents sharing this machine's 2
-    cores both melted (3,919 Ready flips in 20 idle seconds flat, 3,405 with the default,
-    2026-12-07 06:10-07:12, the machine then ~2x slower than earlier that day: the agents'
-    idle CPU was 4.8% of a core each, the cores saturated), so what the growth does for an
-    overloaded cluster is not measured yet (bench_scale on a quieter machine)."""
-    suspicion_log_growth: float = 1.0
+    memberlist grows it from 10 members (max(1, log10 N)); here that put crash detection past
+    3 s from 20 members on (simulator, crash to DEAD everywhere, median / p99 over 120
+    crashes: 3.07 / 3.75 s at 20, 3.79 / 4.64 s at 40), and flat to 100 keeps it under 3 s
+    on a LAN: 2.51 / 3.16 s at 20, 2.56 / 3.09 s at 40 and 2.59 / 2.98 s at 100, with 10% of
+    the members stalled for 2 s at once never DEAD (20 runs each at 40 and 100). On real
+    agents (bench_scale, 20 and 40 agents sharing this machine's 2 cores, same hour,
+    2026-12-07 08:07-08:12), kill -9 to NotReady took 2.56 / 3.28 s flat and 2.97 / 8.17 s
+    with memberlist's growth, with no Ready flip in either idle window. Set 10 (and
+    ``suspicion_log_growth`` 1) for memberlist's exact floor."""
+    suspicion_log_growth: float = 2.0
     """How fast the suspicion floor grows beyond ``suspicion_flat_members``: x (1 + this x
-    log10(N / flat)); 1 is memberlist's, 6.3 s at 1,000 members. At scale the refutations
-    need the time: when 10% of 1,000 members stall for 2 s at once, 100 signed ALIVEs (~300
-    bytes, three to a gossip message) must each reach 1,000 members. Simulator, 2 runs each:
-    a 2.5 s floor at 1,000 let 1,593 DEADs through, 3.4 s 58, 4.2 s 3, and 6.3 s none."""
+    log10(N / flat)). 2 from 100 members gives memberlist's own floor at 1,000 (6.3 s) and
+    10.5 s at 10,000. At scale the refutations need the time: when 10% of 1,000 members
+    stall for 2 s at once, 100 signed ALIVEs (~300 bytes, three to a gossip message) must
+    each reach 1,000 members. Simulator, 2 runs each: a 2.5 s floor at 1,000 let 1,593
+    DEADs through, 3.4 s 58, 4.2 s 3, and 6.3 s none."""
     suspicion_max_timeout_mult: float = 2.0
     """Suspicion timeout ceiling as a multiple of the floor: a lone accuser (perhaps the
     unhealthy one) waits this long; independent confirmations bring it down to the floor
