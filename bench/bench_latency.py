@@ -497,9 +497,9 @@ def _limits(r: dict[str, Any]) -> str:
     return (
         f"**What limits it**: p2pkube's median is {span(ratios)}x the TCP relay's. On the "
         "path: an HTTP request on a new connection, a Yjs transaction and msgpack encoding on "
-        "the writer, one aiortc hop per link (DTLS and SCTP in pure Python, each message also "
-        "SACKed), the same again on every relaying agent in a partial mesh, and JSON on each "
-        "watch stream. "
+        "the writer, one aiortc hop per link (DTLS and SCTP in pure Python, each message "
+        "acknowledged by a SACK), the same again on every relaying agent in a partial mesh, "
+        "and JSON on each watch stream. "
         + (
             f"With {busiest['agents']} agents the machine is saturated: while writing, the "
             f"agents used {busiest['p2pkube']['agentCpuCores']:g} and other processes "
