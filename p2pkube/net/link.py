@@ -105,6 +105,16 @@ class PeerLink(LinkBase):
         if self._pc.connectionState in ("failed", "closed"):
             self.close_soon(f"connection {self._pc.connectionState}")
 
+    def carrier_counters(self) -> dict[str, int]:
+        """SACKs that rode on DATA and SACKs sent alone after the delay (net/sctp.py)."""
+        association = self._pc.sctp
+        if not isinstance(association, sctp.DelayedSackTransport):
+            return {}
+        return {
+            "sacksBundled": association.sacks_bundled,
+            "sacksDelayed": association.sacks_delayed,
+        }
+
     def selected_pair(self) -> dict[str, str] | None:
         """Each end's candidate type (``host``, ``srflx``, ``relay``: through a TURN server)
         and address, once ICE nominated a pair. None before that, or if aiortc/aioice

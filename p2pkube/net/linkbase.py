@@ -166,6 +166,10 @@ class LinkBase(ABC):
         """The ICE candidate pair the link runs over, when the carrier can tell."""
         return None
 
+    def carrier_counters(self) -> dict[str, int]:
+        """The carrier's own counters, when it keeps any (empty by default)."""
+        return {}
+
     # -- identity ------------------------------------------------------------------------------
     @property
     def remote(self) -> Hello | None:

@@ -692,6 +692,7 @@ class Mesh:
                     },
                     "initiator": link.initiator,
                     "candidatePair": link.selected_pair(),
+                    "carrier": link.carrier_counters(),
                 }
                 for node, link in self._links.items()
                 if link.state is LinkState.ESTABLISHED
