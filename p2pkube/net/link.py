@@ -106,13 +106,15 @@ class PeerLink(LinkBase):
             self.close_soon(f"connection {self._pc.connectionState}")
 
     def carrier_counters(self) -> dict[str, int]:
-        """SACKs that rode on DATA and SACKs sent alone after the delay (net/sctp.py)."""
+        """How this link's SACKs went (net/sctp.py): riding on DATA, alone after the delay,
+        alone at once."""
         association = self._pc.sctp
         if not isinstance(association, sctp.DelayedSackTransport):
             return {}
         return {
             "sacksBundled": association.sacks_bundled,
             "sacksDelayed": association.sacks_delayed,
+            "sacksAtOnce": association.sacks_at_once,
         }
 
     def selected_pair(self) -> dict[str, str] | None:

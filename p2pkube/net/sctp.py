@@ -67,6 +67,8 @@ class DelayedSackTransport(RTCSctpTransport):
         """SACKs that went out with DATA instead of in a packet of their own."""
         self.sacks_delayed = 0
         """SACKs sent alone after waiting ``sack_delay``."""
+        self.sacks_at_once = 0
+        """SACKs sent at once (a second packet, a gap, a duplicate, a full-size chunk)."""
 
     # -- receiving ---------------------------------------------------------------------------------
     async def _handle_data(self, data: bytes) -> None:
@@ -98,6 +100,7 @@ class DelayedSackTransport(RTCSctpTransport):
             or self._sack_duplicates
             or self._association_state != self.State.ESTABLISHED
         ):
+            self.sacks_at_once += 1
             await self._sack_now()
         elif self._sack_timer is None:
             self._sack_timer = asyncio.get_running_loop().call_later(
