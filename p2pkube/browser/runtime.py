@@ -146,15 +146,18 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
         self._tasks: set[asyncio.Task[None]] = set()
         self.compile_ms: list[float] = []
 
-    async def prepare(self, image: str, module_path: Path) -> None:
+    async def prepare(self, image: str, module_path: Path) -> rt.ModuleInfo:
+        """The tab instantiates with WASI preview 1 only: a module importing anything else
+        fails to instantiate here (trapping unknown imports is native only so far)."""
         if image in self._modules:
-            return
+            return rt.ModuleInfo()
         data = await asyncio.to_thread(module_path.read_bytes)  # inline: an in-memory file
         try:
             wasmbin.memories(data)
         except wasmbin.WasmFormatError as exc:
             raise rt.InvalidModuleError(str(exc)) from None
         self._modules[image] = data
+        return rt.ModuleInfo()
 
     def start(self, launch: rt.Launch) -> WorkerInstance:
         settings = self.settings

@@ -72,6 +72,12 @@ class LoadedModule:
     plain_start: bool = False
     """``_start`` takes no parameters and returns nothing (every WASI command's does): the
     sandbox then calls it without wasmtime-py's per-call type check, checked here once."""
+    trapped_imports: tuple[str, ...] = ()
+    """Function imports outside WASI preview 1 (``module.name``), linked as traps."""
+
+
+class CompileError(InvalidModuleError):
+    """This engine's compiler refused the module (another compiler may take it)."""
 
 
 class InstanceHooks:
@@ -233,24 +239,7 @@ class WasmEngine:
         self.engine = wasmtime.Engine(config)
         self.fingerprint = engine_fingerprint(compiler, settings)
         self.cache_dir = cache_dir / self.fingerprint
-        self.linker = wasmtime.Linker(self.engine)
-        self.linker.define_wasi()
-        self.linker.allow_shadowing = True
-        i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
-        self.linker.define_func(
-            WASI_MODULE,
-            "poll_oneoff",
-            wasmtime.FuncType([i32, i32, i32, i32], [i32]),
-            wasi_poll_oneoff,
-            access_caller=True,
-        )
-        self.linker.define_func(
-            WASI_MODULE,
-            "clock_time_get",
-            wasmtime.FuncType([i32, i64, i32], [i32]),
-            wasi_clock_time_get,
-            access_caller=True,
-        )
+        self.linker = self._wasi_linker()
         self._modules: OrderedDict[str, LoadedModule] = OrderedDict()
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
@@ -259,6 +248,28 @@ class WasmEngine:
         self._closed = False
         self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
         self._ticker.start()
+
+    def _wasi_linker(self) -> wasmtime.Linker:
+        """A linker with WASI preview 1, our sleeps and clocks replacing wasmtime's."""
+        linker = wasmtime.Linker(self.engine)
+        linker.define_wasi()
+        linker.allow_shadowing = True
+        i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
+        linker.define_func(
+            WASI_MODULE,
+            "poll_oneoff",
+            wasmtime.FuncType([i32, i32, i32, i32], [i32]),
+            wasi_poll_oneoff,
+            access_caller=True,
+        )
+        linker.define_func(
+            WASI_MODULE,
+            "clock_time_get",
+            wasmtime.FuncType([i32, i64, i32], [i32]),
+            wasi_clock_time_get,
+            access_caller=True,
+        )
+        return linker
 
     # -- the epoch clock -------------------------------------------------------------------------
     def _tick(self) -> None:
@@ -324,8 +335,10 @@ class WasmEngine:
         if cached.exists():
             try:
                 module = wasmtime.Module.deserialize_file(self.engine, str(cached))
-                pre, plain = self._prepare(module)
-                return LoadedModule(self, digest, pre, 0.0, True, plain_start=plain)
+                pre, plain, trapped = self._prepare(module)
+                return LoadedModule(
+                    self, digest, pre, 0.0, True, plain_start=plain, trapped_imports=trapped
+                )
             except (wasmtime.WasmtimeError, InvalidModuleError) as exc:
                 log.warning("compiled cache entry %s unusable (%s): recompiling", cached, exc)
                 cached.unlink(missing_ok=True)
@@ -335,39 +348,60 @@ class WasmEngine:
         try:
             module = wasmtime.Module(self.engine, data)
         except wasmtime.WasmtimeError as exc:
-            raise InvalidModuleError(f"does not compile: {_first_line(exc)}") from None
-        pre, plain = self._prepare(module)
+            raise CompileError(f"does not compile: {_first_line(exc)}") from None
+        pre, plain, trapped = self._prepare(module)
         compile_seconds = time.perf_counter() - started
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             write_file_atomically(cached, bytes(module.serialize()))
         except OSError as exc:
             log.warning("could not cache the compiled module %s: %s", digest, exc)
-        return LoadedModule(self, digest, pre, compile_seconds, False, plain_start=plain)
+        return LoadedModule(
+            self, digest, pre, compile_seconds, False, plain_start=plain, trapped_imports=trapped
+        )
 
-    def _prepare(self, module: wasmtime.Module) -> tuple[wasmtime.InstancePre, bool]:
+    def _prepare(
+        self, module: wasmtime.Module
+    ) -> tuple[wasmtime.InstancePre, bool, tuple[str, ...]]:
         """Check that it is a WASI command and resolve its imports once; also whether its
-        ``_start`` is ``() -> ()`` (:attr:`LoadedModule.plain_start`)."""
+        ``_start`` is ``() -> ()`` (:attr:`LoadedModule.plain_start`) and which function
+        imports outside WASI preview 1 are linked as traps.
+
+        Toolchains leave such imports in modules that never call them on the paths a WASI
+        host takes (micropython-wasi imports its embedder's ``host_call``): as wasmtime's
+        ``--trap-unknown-imports``, each becomes a function that traps when called, naming
+        itself. A non-function import (a memory, table or global) has no such stand-in and is
+        refused. Such a module gets a linker of its own, so that two modules importing one
+        name with different types never meet."""
         exports = {export.name: export.type for export in module.exports}
         start = exports.get("_start")
         if not isinstance(start, wasmtime.FuncType):
             raise InvalidModuleError(
                 "not a WASI command: it exports no _start function (a reactor or a library?)"
             )
-        foreign = sorted(
-            {f"{imp.module}.{imp.name}" for imp in module.imports if imp.module != WASI_MODULE}
+        foreign = [imp for imp in module.imports if imp.module != WASI_MODULE]
+        unlinkable = sorted(
+            f"{imp.module}.{imp.name}"
+            for imp in foreign
+            if not isinstance(imp.type, wasmtime.FuncType)
         )
-        if foreign:
+        if unlinkable:
             raise InvalidModuleError(
-                f"imports what this node does not offer (only {WASI_MODULE}): "
-                + ", ".join(foreign[:5])
-                + (" ..." if len(foreign) > 5 else "")
+                f"imports what this node does not offer (only {WASI_MODULE}, and functions "
+                "from elsewhere as traps): "
+                + ", ".join(unlinkable[:5])
+                + (" ..." if len(unlinkable) > 5 else "")
             )
+        linker = self.linker
+        if foreign:
+            linker = self._wasi_linker()
+            linker.define_unknown_imports_as_traps(module)
         try:
-            pre = self.linker.instantiate_pre(module)
+            pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModuleError(f"cannot link: {_first_line(exc)}") from None
-        return pre, not start.params and not start.results
+        trapped = tuple(sorted({f"{imp.module}.{imp.name}" for imp in foreign}))
+        return pre, not start.params and not start.results, trapped
 
     def forget(self, digest: str) -> None:
         """Drop a module from the caches (its blob is gone); blocking."""
@@ -441,7 +475,15 @@ class ModuleLoader:
         baseline = self.baseline
         if baseline is None or self.optimizing.has(digest):
             return self.optimizing.load(digest, module_path)
-        loaded = baseline.load(digest, module_path)
+        try:
+            loaded = baseline.load(digest, module_path)
+        except CompileError as exc:
+            # Winch implements fewer proposals than Cranelift (exceptions, for one): a module
+            # it refuses is compiled by Cranelift now, and is InvalidModule only if that fails.
+            log.info(
+                "%s: the baseline compiler refused it (%s); compiling with Cranelift", digest, exc
+            )
+            return self.optimizing.load(digest, module_path)
         with self._lock:
             if digest not in self._queued:
                 with contextlib.suppress(queue.Full):  # queued again at its next start

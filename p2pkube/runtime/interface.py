@@ -53,6 +53,15 @@ class InvalidModuleError(ValueError):
 
 
 @dataclass(frozen=True)
+class ModuleInfo:
+    """What preparing a module found that its pods' events should say."""
+
+    trapped_imports: tuple[str, ...] = ()
+    """``module.name`` of each function import outside WASI preview 1, defined as a trap
+    (wasmtime's ``--trap-unknown-imports``): the module runs, and fails only if it calls one."""
+
+
+@dataclass(frozen=True)
 class Mount:
     """A host directory the module may see (a WASI preopen); nothing else of the host is."""
 
@@ -160,7 +169,7 @@ async def stop_all(instances: Iterable[Instance], within: float) -> None:
 class PodRuntime(Protocol):
     """Runs WebAssembly container instances on this node."""
 
-    async def prepare(self, image: str, module_path: Path) -> None:
+    async def prepare(self, image: str, module_path: Path) -> ModuleInfo:
         """Compile (or load from the cache) the module; InvalidModuleError if it cannot run."""
         ...
 

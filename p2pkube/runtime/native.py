@@ -136,8 +136,9 @@ class NativeRuntime(BaseRuntime[BaseInstance]):
                 self._loader = ModuleLoader(self._cache_dir, self.settings)
             return self._loader
 
-    async def prepare(self, image: str, module_path: Path) -> None:
-        await asyncio.to_thread(self.loader.load, image, module_path)
+    async def prepare(self, image: str, module_path: Path) -> rt.ModuleInfo:
+        loaded = await asyncio.to_thread(self.loader.load, image, module_path)
+        return rt.ModuleInfo(trapped_imports=loaded.trapped_imports)
 
     def start(self, launch: rt.Launch) -> rt.Instance:
         if launch.stdout is not None and self._procs is not None:

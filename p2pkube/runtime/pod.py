@@ -100,6 +100,8 @@ class ContainerRecord:
     """An HTTP handler container's request pool, while it serves (``runtime/handler.py``)."""
     probe_ok: bool = True
     """False while its readiness probe has not passed (or failed ``failureThreshold`` times)."""
+    imports_told: bool = False
+    """Its module's trapped imports have been named in an event (once per container)."""
 
     @property
     def name(self) -> str:
@@ -389,10 +391,23 @@ class PodWorker:
         record.done = True
         return None
 
+    async def _prepare(self, record: ContainerRecord, image: str, path: Path) -> None:
+        """The runtime's prepare; the first time, a Normal event names the imports that it
+        linked as traps (what ``--trap-unknown-imports`` would say nothing about)."""
+        info = await self.kubelet.runtime.prepare(image, path)
+        if info.trapped_imports and not record.imports_told:
+            record.imports_told = True
+            names = ", ".join(info.trapped_imports)
+            self._event(
+                "ImportsTrapped",
+                f"Container {record.name}: imports outside WASI preview 1 are traps "
+                f"(the container fails if it calls one): {names}",
+            )
+
     async def _run_once(self, record: ContainerRecord, image: str, path: Path) -> rt.Termination:
         kubelet = self.kubelet
         try:
-            await kubelet.runtime.prepare(image, path)
+            await self._prepare(record, image, path)
             launch = self._launch(record, image, path)
         except rt.InvalidModuleError as exc:
             return failed(rt.INVALID_MODULE, str(exc))
@@ -415,7 +430,7 @@ class PodWorker:
         ready here, serving requests (one instance each) until the pod stops."""
         kubelet = self.kubelet
         try:
-            await kubelet.runtime.prepare(image, path)
+            await self._prepare(record, image, path)
         except rt.InvalidModuleError as exc:
             self._ended_for_good(record, failed(rt.INVALID_MODULE, str(exc)))
             return
