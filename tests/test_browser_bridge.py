@@ -758,12 +758,13 @@ async def test_worker_runtime_refuses_invalid_modules(
     page: Any, web_server: SignalingServer
 ) -> None:
     await runtime_page(page, web_server)
+    # A global from outside WASI has no stand-in (a function from there would be a trap).
     imports_env = _module(
         _section(1, b"\x01\x60\x00\x00"),  # type 0: () -> ()
-        _section(2, b"\x01" + _name("env") + _name("missing_fn") + b"\x00\x00"),
+        _section(2, b"\x01" + _name("env") + _name("missing_global") + b"\x03\x7f\x00"),
         _section(3, b"\x01\x00"),  # one function of type 0
         _section(5, b"\x01\x00\x01"),  # one memory, 1 page
-        _section(7, b"\x02" + _name("_start") + b"\x00\x01" + _name("memory") + b"\x02\x00"),
+        _section(7, b"\x02" + _name("_start") + b"\x00\x00" + _name("memory") + b"\x02\x00"),
         _section(10, b"\x01\x02\x00\x0b"),
     )
     no_start = _module(
@@ -786,7 +787,7 @@ async def test_worker_runtime_refuses_invalid_modules(
         }""",
         {"env": b64(imports_env), "nostart": b64(no_start), "junk": b64(b"not wasm at all")},
     )
-    assert "env.missing_fn" in errors["env"]
+    assert "env.missing_global" in errors["env"]
     assert "_start" in errors["nostart"]
     assert "cannot compile junk" in errors["junk"]
     assert "not compiled" in errors["start"]

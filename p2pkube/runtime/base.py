@@ -16,6 +16,7 @@ import abc
 import asyncio
 import contextlib
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -35,6 +36,26 @@ def failed(reason: str, message: str, exit_code: int = rt.EXIT_TRAPPED) -> rt.Te
     """The Termination of an instance that ended before it ran (started and finished now)."""
     now = utc_now()
     return rt.Termination(exit_code, reason, message, now, now)
+
+
+WASI_MODULE = "wasi_snapshot_preview1"
+
+
+def trapped_imports(imports: Iterable[tuple[str, str, bool]]) -> tuple[str, ...]:
+    """``module.name`` of each function import from outside WASI preview 1, sorted: what a
+    runtime links as a trap (wasmtime's ``--trap-unknown-imports``). ``imports``: (module,
+    name, is a function). InvalidModuleError when a memory, table, global or tag comes from
+    outside: no stand-in can take its place."""
+    foreign = [(module, name, func) for module, name, func in imports if module != WASI_MODULE]
+    unlinkable = sorted(f"{module}.{name}" for module, name, func in foreign if not func)
+    if unlinkable:
+        raise rt.InvalidModuleError(
+            f"imports what this node does not offer (only {WASI_MODULE}, and functions "
+            "from elsewhere as traps): "
+            + ", ".join(unlinkable[:5])
+            + (" ..." if len(unlinkable) > 5 else "")
+        )
+    return tuple(sorted({f"{module}.{name}" for module, name, _ in foreign}))
 
 
 class BaseInstance(abc.ABC):

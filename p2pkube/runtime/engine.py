@@ -37,12 +37,12 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from p2pkube.fsutil import write_file_atomically
+from p2pkube.runtime.base import WASI_MODULE, trapped_imports
 from p2pkube.runtime.interface import InvalidModuleError
 from p2pkube.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
-WASI_MODULE = "wasi_snapshot_preview1"
 _WASM_MAGIC = b"\0asm"
 _CORE_VERSION = b"\x01\x00\x00\x00"
 
@@ -379,28 +379,18 @@ class WasmEngine:
             raise InvalidModuleError(
                 "not a WASI command: it exports no _start function (a reactor or a library?)"
             )
-        foreign = [imp for imp in module.imports if imp.module != WASI_MODULE]
-        unlinkable = sorted(
-            f"{imp.module}.{imp.name}"
-            for imp in foreign
-            if not isinstance(imp.type, wasmtime.FuncType)
+        trapped = trapped_imports(
+            (imp.module, imp.name or "", isinstance(imp.type, wasmtime.FuncType))
+            for imp in module.imports
         )
-        if unlinkable:
-            raise InvalidModuleError(
-                f"imports what this node does not offer (only {WASI_MODULE}, and functions "
-                "from elsewhere as traps): "
-                + ", ".join(unlinkable[:5])
-                + (" ..." if len(unlinkable) > 5 else "")
-            )
         linker = self.linker
-        if foreign:
+        if trapped:
             linker = self._wasi_linker()
             linker.define_unknown_imports_as_traps(module)
         try:
             pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModuleError(f"cannot link: {_first_line(exc)}") from None
-        trapped = tuple(sorted({f"{imp.module}.{imp.name}" for imp in foreign}))
         return pre, not start.params and not start.results, trapped
 
     def forget(self, digest: str) -> None:

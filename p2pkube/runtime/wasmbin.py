@@ -1,9 +1,11 @@
-"""Just enough of the WebAssembly binary format to cap a module's memory.
+"""Just enough of the WebAssembly binary format to cap a module's memory and list its imports.
 
 The browser has no ``Store.set_limits``: an instance's memory may grow to the maximum its
 module declares (4 GiB when it declares none). So the browser runtime rewrites the maximum of
 every memory the module defines to the pod's limit before compiling; ``memory.grow`` past it
-then fails (returns -1) exactly as under wasmtime's limiter. Pure Python, no dependencies.
+then fails (returns -1) exactly as under wasmtime's limiter. It also reads the imports, to
+tell the function imports from outside WASI that it links as traps. Pure Python, no
+dependencies.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from dataclasses import dataclass
 
 PAGE_BYTES = 65536
 _MAGIC = b"\x00asm\x01\x00\x00\x00"
+_IMPORT_SECTION = 2
 _MEMORY_SECTION = 5
 _MEMORY64 = 0x04
+IMPORT_KINDS = ("func", "table", "memory", "global", "tag")
+"""Import kinds by their byte in the import section."""
 
 
 class WasmFormatError(ValueError):
@@ -92,6 +97,67 @@ def _parse_memories(payload: bytes) -> list[tuple[int, MemoryLimits]]:
     if pos != len(payload):
         raise WasmFormatError("memory section has trailing bytes")
     return memories
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str
+    name: str
+    kind: str
+    """One of :data:`IMPORT_KINDS`."""
+
+
+def _read_name(payload: bytes, pos: int) -> tuple[str, int]:
+    size, pos = _read_uleb(payload, pos)
+    if pos + size > len(payload):
+        raise WasmFormatError("truncated name in the import section")
+    try:
+        return payload[pos : pos + size].decode(), pos + size
+    except UnicodeDecodeError:
+        raise WasmFormatError("an import name is not UTF-8") from None
+
+
+def _skip_limits(payload: bytes, pos: int) -> int:
+    flags = payload[pos]
+    _, pos = _read_uleb(payload, pos + 1)
+    if flags & 0x01:
+        _, pos = _read_uleb(payload, pos)
+    return pos
+
+
+def imports(data: bytes) -> list[Import]:
+    """The module's imports, in order."""
+    for section_id, _, start, end in _sections(data):
+        if section_id != _IMPORT_SECTION:
+            continue
+        payload = data[start:end]
+        count, pos = _read_uleb(payload, 0)
+        found = []
+        try:
+            for _ in range(count):
+                module, pos = _read_name(payload, pos)
+                name, pos = _read_name(payload, pos)
+                kind = payload[pos]
+                if kind >= len(IMPORT_KINDS):
+                    raise WasmFormatError(f"unknown import kind {kind} for {module}.{name}")
+                pos += 1
+                if kind == 0:  # a function: its type index
+                    _, pos = _read_uleb(payload, pos)
+                elif kind == 1:  # a table: its element type, then its limits
+                    pos = _skip_limits(payload, pos + 1)
+                elif kind == 2:  # a memory: its limits
+                    pos = _skip_limits(payload, pos)
+                elif kind == 3:  # a global: its value type and mutability
+                    pos += 2
+                else:  # a tag: its attribute and type index
+                    _, pos = _read_uleb(payload, pos + 1)
+                found.append(Import(module, name, IMPORT_KINDS[kind]))
+        except IndexError:
+            raise WasmFormatError("truncated import section") from None
+        if pos != len(payload):
+            raise WasmFormatError("import section has trailing bytes")
+        return found
+    return []
 
 
 def memories(data: bytes) -> list[MemoryLimits]:

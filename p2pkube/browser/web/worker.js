@@ -313,7 +313,10 @@ function run(msg) {
   let instance = null;
   let result;
   try {
-    instance = new WebAssembly.Instance(module, { wasi_snapshot_preview1: imports });
+    instance = new WebAssembly.Instance(module, {
+      ...trappedImports(module),
+      wasi_snapshot_preview1: imports,
+    });
     startedAt = performance.now();
     postMessage({ type: "started" });
     const code = wasi.start(instance);
@@ -324,6 +327,24 @@ function run(msg) {
   }
   if (!hdr) postPending();
   postMessage({ type: "exit", result });
+}
+
+/**
+ * Every function the module imports from outside WASI preview 1, as a function that traps
+ * naming itself when called (wasmtime's --trap-unknown-imports; the native runtime does the
+ * same): toolchains leave such imports in modules that never call them on a WASI host.
+ * Other kinds of foreign import were refused by the runtime's prepare before this.
+ */
+function trappedImports(module) {
+  const namespaces = {};
+  for (const { module: name, name: field, kind } of WebAssembly.Module.imports(module)) {
+    if (name === "wasi_snapshot_preview1" || kind !== "function") continue;
+    namespaces[name] ??= {};
+    namespaces[name][field] = () => {
+      throw new WebAssembly.RuntimeError(`unknown import: \`${name}::${field}\` has not been defined`);
+    };
+  }
+  return namespaces;
 }
 
 function classify(e, instance) {
