@@ -110,6 +110,7 @@ class _WasiConfig(wasmtime.WasiConfig):
     def __init__(self) -> None:  # no super(): it would call ffi
         self._set_ptr(_wasi_config_new())
 
+
 _DeadlineCallback = ctypes.CFUNCTYPE(
     ctypes.c_size_t,
     ctypes.POINTER(ffi.wasmtime_context_t),
