@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.resources import Resources
 from p2pkube.model.schema import validate_object
 from p2pkube.model.timestamps import utc_now
@@ -121,6 +122,7 @@ def pod(
     *args: str,
     policy: str = "Always",
     deadline: int | None = None,
+    volumes: list[dict[str, Any]] | None = None,
     **container: Any,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
@@ -129,6 +131,7 @@ def pod(
         "containers": [
             {"name": "main", "image": digest_of(images, module), "args": list(args), **container}
         ],
+        "volumes": volumes or [],
     }
     if deadline is not None:
         spec["activeDeadlineSeconds"] = deadline
@@ -415,3 +418,140 @@ async def test_a_micropython_pod_runs_its_script_and_an_event_names_its_trapped_
             False,
         )
     ]
+
+
+async def put_config_map(node: HasState, name: str, data: dict[str, str]) -> None:
+    obj = validate_object(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+    )
+    obj["metadata"].update(namespace="default", uid=f"uid-{name}")
+    await node.state.put("objects", f"ConfigMap/default/{name}", obj)
+
+
+WATCH_VALUE = """
+import time
+last = None
+for i in range(150):
+    value = open("/cfg/value").read()
+    if value != last:
+        print("value", value)
+        last = value
+        if value == "two":
+            break
+    time.sleep(0.1)
+"""
+
+
+async def test_a_config_map_volume_holds_the_pod_until_it_exists_and_updates_reach_it(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node(config_volume_interval=0.2)
+    events: list[tuple[str, str]] = []
+    node.kubelet.record = lambda obj, reason, message, warning=False: events.append(
+        (reason, message)
+    )
+    volume = {"name": "cfg", "configMap": {"name": "settings"}}
+    mount = [{"name": "cfg", "mountPath": "/cfg"}]
+    obj = pod(
+        images,
+        "watcher",
+        "micropython",
+        "/cfg/watch.py",
+        policy="Never",
+        volumes=[volume],
+        volumeMounts=mount,
+    )
+    key = await create(node, obj)
+    # No ConfigMap yet: Pending, the reason on the container and in a FailedMount event.
+    waiting = await wait_status(
+        node, key, lambda s: "waiting" in container(s)["state"] and s["phase"] == "Pending"
+    )
+    reason = 'MountVolume.SetUp failed: configmap "settings" not found'
+    assert container(waiting)["state"]["waiting"] == {
+        "reason": "ContainerCreating",
+        "message": reason,
+    }
+    assert ("FailedMount", reason) in events
+    await put_config_map(node, "settings", {"watch.py": WATCH_VALUE, "value": "one"})
+    await wait_status(node, key, lambda s: s["phase"] == "Running")
+
+    async def logged() -> list[str]:
+        return [line.text for line in await node.kubelet.logs("default", "watcher")]
+
+    deadline = time.monotonic() + 10
+    while await logged() != ["value one"]:
+        assert time.monotonic() < deadline, await logged()
+        await asyncio.sleep(0.05)
+    # The running instance reads the file again and sees the new value.
+    await put_config_map(node, "settings", {"watch.py": WATCH_VALUE, "value": "two"})
+    await wait_status(node, key, lambda s: s["phase"] == "Succeeded", seconds=10)
+    assert await logged() == ["value one", "value two"]
+
+
+async def test_config_map_volume_items_and_optional(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    node = await start_node(config_volume_interval=0.2)
+    await put_config_map(
+        node, "code", {"main": 'import os\nprint(sorted(os.listdir("/code")), os.listdir("/none"))'}
+    )
+    volumes = [
+        {
+            "name": "code",
+            "configMap": {"name": "code", "items": [{"key": "main", "path": "run.py"}]},
+        },
+        {"name": "none", "configMap": {"name": "absent", "optional": True}},
+    ]
+    mounts = [{"name": "code", "mountPath": "/code"}, {"name": "none", "mountPath": "/none"}]
+    key = await create(
+        node,
+        pod(
+            images,
+            "items",
+            "micropython",
+            "/code/run.py",
+            policy="Never",
+            volumes=volumes,
+            volumeMounts=mounts,
+        ),
+    )
+    await wait_status(node, key, lambda s: s["phase"] == "Succeeded", seconds=20)
+    lines = await node.kubelet.logs("default", "items")
+    assert [line.text for line in lines] == ["['run.py'] []"]
+
+
+@pytest.mark.parametrize(
+    ("volume", "error"),
+    [
+        (
+            {"name": "v", "configMap": {"name": "c"}, "emptyDir": {}},
+            "spec.volumes[0]: exactly one of hostPath, emptyDir, configMap must be set",
+        ),
+        (
+            {"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": "../x"}]}},
+            "spec.volumes[0].configMap.items[0].path: must be a normalised relative path (no "
+            "'..', '.', or '//')",
+        ),
+        (
+            {"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": "/etc/x"}]}},
+            "spec.volumes[0].configMap.items[0].path: must be a relative path",
+        ),
+        (
+            {"name": "v", "configMap": {"name": "c", "sizeLimit": 1}},
+            "spec.volumes[0].configMap.sizeLimit: unknown field",
+        ),
+    ],
+)
+def test_bad_config_map_volumes_name_the_field(volume: dict[str, Any], error: str) -> None:
+    obj = {
+        "apiVersion": "p2pkube.io/v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [{"name": "c", "image": "sha256:" + "ab" * 32}],
+            "volumes": [volume],
+        },
+    }
+    with pytest.raises(ValidationFailed) as caught:
+        validate_object(obj)
+    assert caught.value.errors == [error]

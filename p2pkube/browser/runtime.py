@@ -195,6 +195,11 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
         writer: logs.LogWriter | None = None
         try:
             for mount in launch.mounts:
+                if mount.projected:
+                    raise SetupError(
+                        f"the configMap volume at {mount.guest_path} is not available on a "
+                        "browser node yet"
+                    )
                 if not mount.create:
                     raise SetupError(
                         f"hostPath {mount.host_path} is not available on a browser node"

@@ -85,6 +85,17 @@ def absolute_path(value: str) -> str:
     return value
 
 
+def relative_path(value: str) -> str:
+    """A path inside a volume: relative, normalised, never leaving it (Kubernetes'
+    ``items[].path``)."""
+    if not value or value.startswith("/"):
+        raise ValueError("must be a relative path")
+    parts = value.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError("must be a normalised relative path (no '..', '.', or '//')")
+    return value
+
+
 def module_image(value: str) -> str:
     if DIGEST.match(value):
         return value
@@ -157,6 +168,7 @@ DnsSubdomain = Annotated[str, AfterValidator(dns_subdomain)]
 Quantity = Annotated[str | int | float, AfterValidator(quantity)]
 ResourceList = Annotated[dict[str, Quantity], AfterValidator(resources)]
 AbsolutePath = Annotated[str, AfterValidator(absolute_path)]
+RelativePath = Annotated[str, AfterValidator(relative_path)]
 
 
 class Model(BaseModel):

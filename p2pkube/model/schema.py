@@ -27,6 +27,7 @@ from p2pkube.model.fields import (
     DnsLabel,
     DnsSubdomain,
     Model,
+    RelativePath,
     ResourceList,
     annotation_map,
     env_name,
@@ -191,15 +192,39 @@ class EmptyDirVolume(Model):
     pass
 
 
+class KeyToPath(Model):
+    key: str = Field(min_length=1, max_length=253)
+    path: RelativePath
+    mode: int | None = Field(default=None, ge=0, le=0o777)
+    """Accepted as in Kubernetes; WASI preview 1 has no file modes, so it changes nothing."""
+
+
+class ConfigMapVolume(Model):
+    """A ConfigMap's keys as files (Kubernetes' ``configMap`` volume): every key, or
+    ``items`` only; always read-only; kept up to date while the pod runs."""
+
+    name: DnsSubdomain
+    items: list[KeyToPath] | None = None
+    optional: bool = False
+    """A missing ConfigMap (or key) leaves an empty directory instead of holding the pod."""
+    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+    """Accepted as in Kubernetes; WASI preview 1 has no file modes."""
+
+
+_VOLUME_SOURCES = ("hostPath", "emptyDir", "configMap")
+
+
 class Volume(Model):
     name: DnsLabel
     host_path: HostPathVolume | None = None
     empty_dir: EmptyDirVolume | None = None
+    config_map: ConfigMapVolume | None = None
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> Volume:
-        if (self.host_path is None) == (self.empty_dir is None):
-            raise ValueError("exactly one of hostPath or emptyDir must be set")
+        sources = [self.host_path, self.empty_dir, self.config_map]
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError(f"exactly one of {', '.join(_VOLUME_SOURCES)} must be set")
         return self
 
 

@@ -70,6 +70,9 @@ class Mount:
     read_only: bool = True
     create: bool = False
     """The runtime creates the directory (an emptyDir); otherwise it must exist (hostPath)."""
+    projected: bool = False
+    """A directory the kubelet fills and keeps up to date (a configMap volume): it exists
+    before the start, and is not a host path to check."""
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def _prepare_files(launch: rt.Launch, *, logged: bool) -> None:
     if logged:
         logs.prepare_log_dir(launch.log_path)
     for mount in launch.mounts:
-        if mount.create:
+        if mount.create or mount.projected:
             mount.host_path.mkdir(parents=True, exist_ok=True)
             continue
         real = os.path.realpath(mount.host_path)

@@ -30,11 +30,12 @@ from p2pkube.backoff import Backoff
 from p2pkube.model.quantity import parse_quantity
 from p2pkube.model.resources import Resources, cpu_limit, memory_limit, pod_requests
 from p2pkube.model.timestamps import parse_time, utc_now
+from p2pkube.runtime import configvolumes
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.base import failed
 from p2pkube.runtime.handler import HandlerPool, container_concurrency
 from p2pkube.runtime.probe import HttpGetProbe, ReadinessProber, container_ports, is_handler
-from p2pkube.state.store import STATUS
+from p2pkube.state.store import OBJECTS, STATUS
 
 if TYPE_CHECKING:  # the worker's owner; it imports this module
     from p2pkube.runtime.kubelet import Kubelet
@@ -260,13 +261,20 @@ class PodWorker:
             expiry = asyncio.create_task(self._expire(remaining), name=f"deadline {self.key}")
         self.phase = RUNNING if any(r.started for r in self.containers) else PENDING
         self._changed()
+        refresher: asyncio.Task[None] | None = None
         try:
-            await asyncio.gather(*(self._run_container(r) for r in self.containers))
+            if self._config_volumes() and await self._wait_config_volumes():
+                refresher = asyncio.create_task(
+                    self._refresh_config_volumes(), name=f"configMap volumes {self.key}"
+                )
+            if not self.halted.is_set():
+                await asyncio.gather(*(self._run_container(r) for r in self.containers))
         finally:
-            if expiry is not None:
-                expiry.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await expiry
+            for task in (expiry, refresher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         if self.expired:
             self._finish_pod(
                 FAILED,
@@ -275,6 +283,60 @@ class PodWorker:
             )
         elif not self.terminal and not self.stopping.is_set():
             self._finish_pod(self._phase_when_done(), "", "")
+
+    # -- configMap volumes (runtime/configvolumes.py) ---------------------------------------------
+    def _config_volumes(self) -> list[dict[str, Any]]:
+        return [v for v in self.spec.get("volumes", []) if "configMap" in v]
+
+    async def _project_config_volumes(self) -> None:
+        """Project every configMap volume from the replicated ConfigMaps; NotReady when one
+        cannot be (and nothing of the others changed meanwhile matters: retried whole)."""
+        state = self.kubelet.state
+        for volume in self._config_volumes():
+            source = volume["configMap"]
+            config_map = state.get(
+                OBJECTS, configvolumes.config_map_key(self.namespace, source["name"])
+            )
+            wanted = configvolumes.files(
+                source, config_map if isinstance(config_map, dict) else None
+            )
+            target = self.dir / "volumes" / volume["name"]
+            await asyncio.to_thread(configvolumes.project, target, wanted)
+
+    async def _wait_config_volumes(self) -> bool:
+        """Before the containers start: project the configMap volumes, holding the pod
+        Pending (its containers ContainerCreating, a FailedMount event per new reason) while
+        a ConfigMap or key is missing, as Kubernetes does. False if the pod stops first."""
+        told = ""
+        while not self.halted.is_set():
+            try:
+                await self._project_config_volumes()
+                return True
+            except configvolumes.NotReady as exc:
+                message = f"MountVolume.SetUp failed: {exc}"
+                if message != told:
+                    told = message
+                    for record in self.containers:
+                        record.waiting("ContainerCreating", message)
+                    self._changed()
+                    self._event("FailedMount", message, warning=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.kubelet.settings.config_volume_interval):
+                    await self.halted.wait()
+        return False
+
+    async def _refresh_config_volumes(self) -> None:
+        """While the pod runs: a changed ConfigMap reaches its files. One that has gone away
+        (or lost a key) leaves the last files in place, as in Kubernetes."""
+        interval = self.kubelet.settings.config_volume_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._project_config_volumes()
+            except configvolumes.NotReady:
+                continue
+            except OSError as exc:
+                log.warning("pod %s: could not update its configMap volumes: %s", self.key, exc)
 
     async def _expire(self, remaining: float) -> None:
         """activeDeadlineSeconds: stop every container; the pod fails once they have ended."""
@@ -540,15 +602,18 @@ class PodWorker:
         mounts = []
         for mount in spec.get("volumeMounts", []):
             volume = volumes[mount["name"]]
+            guest = mount["mountPath"]
+            if "configMap" in volume:  # projected by the kubelet; always read-only
+                host = self.dir / "volumes" / volume["name"]
+                mounts.append(rt.Mount(host, guest, read_only=True, projected=True))
+                continue
             empty_dir = "emptyDir" in volume
             host = (
                 self.dir / "volumes" / volume["name"]
                 if empty_dir
                 else self.host_paths[volume["name"]]  # admitted and resolved
             )
-            mounts.append(
-                rt.Mount(host, mount["mountPath"], bool(mount.get("readOnly", True)), empty_dir)
-            )
+            mounts.append(rt.Mount(host, guest, bool(mount.get("readOnly", True)), empty_dir))
         return mounts
 
     def log_path(self, container: str, restart: int) -> Path:
