@@ -5,8 +5,9 @@ Starts `p2pkube signal` and three `p2pkube join` agents as separate processes (d
 reads it on another, applies the Deployment of examples/primes.yaml and the Job of
 examples/batch.yaml (WebAssembly pods, placed across the peers by the node elected for each
 workload, their module fetched peer to peer), shows them and their logs from a peer that did not
-run them, kills a peer running a replica with SIGKILL, shows the replica replaced on another
-peer, restarts the killed peer with the same data dir and shows the cluster whole again with
+run them, runs the Python script of examples/python.yaml (a ConfigMap volume, MicroPython),
+kills a peer running a replica with SIGKILL, shows the replica replaced on another peer,
+restarts the killed peer with the same data dir and shows the cluster whole again with
 exactly three replicas. Then the HTTP app of examples/web.yaml (echo handlers behind a NodePort
 Service): its Service and endpoints, a curl through the --node-ip of a peer that runs no
 replica, and a steady GET load through that peer while a replica's peer is killed with
@@ -51,6 +52,7 @@ EXAMPLES = Path(__file__).resolve().parent
 DEPLOYMENT = EXAMPLES / "primes.yaml"
 JOB = EXAMPLES / "batch.yaml"
 WEB = EXAMPLES / "web.yaml"
+PYTHON = EXAMPLES / "python.yaml"
 LOAD_RATE = 50
 """GETs per second of the demo's load loop through a NodePort (issue 12's failover promise)."""
 LOAD_BEFORE_KILL = 2.0
@@ -329,6 +331,12 @@ def main() -> int:
         wait_until(lambda: job_complete(cluster, "n1", "primes-batch"), 120, what="the Job")
         show(cluster, "n1", "get", "jobs")
         show(cluster, "n1", "get", "pods", "-l", "app=primes-batch", "-o", "wide")
+
+        step("apply a Python pod on n3: a script from a ConfigMap, run by MicroPython (wasm)")
+        show(cluster, "n3", "apply", "-f", str(PYTHON))
+        wait_until(lambda: job_complete(cluster, "n3", "python-hello"), 60, what="the Python Job")
+        listed = cluster.cli("n3", "get", "pods", "-l", "app=python-hello", "-o", "json").stdout
+        show(cluster, "n3", "logs", json.loads(listed)["items"][0]["metadata"]["name"])
 
         victim = next(p["spec"]["nodeName"] for p in replicas if p["spec"]["nodeName"] != "n1")
         step(f"kill -9 {victim}: its replica is replaced on another peer")

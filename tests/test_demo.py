@@ -32,6 +32,8 @@ def test_demo_runs_its_whole_story(tmp_path: Path) -> None:
     assert "configmap/greeting created" in out and "hello: world" in out
     assert "deployment/primes created" in out
     assert re.search(r"primes-batch\s+Complete\s+4/4", out), out
+    assert "hello from MicroPython 1.27.0 on linux" in out, out
+    assert "46 primes below 200; the last is 199" in out, out
     replaced = re.search(r"3 replicas Running again ([\d.]+)s after the kill", out)
     assert replaced, out
     assert re.search(r"primes\s+3/3\s+3\s+3", out), out  # exactly 3 after the victim returned
