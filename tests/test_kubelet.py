@@ -445,7 +445,7 @@ for i in range(150):
 async def test_a_config_map_volume_holds_the_pod_until_it_exists_and_updates_reach_it(
     start_node: Callable[..., Any], images: dict[str, Path]
 ) -> None:
-    node = await start_node(config_volume_interval=0.2)
+    node = await start_node(config_map_interval=0.2)
     events: list[tuple[str, str]] = []
     node.kubelet.record = lambda obj, reason, message, warning=False: events.append(
         (reason, message)
@@ -491,7 +491,7 @@ async def test_a_config_map_volume_holds_the_pod_until_it_exists_and_updates_rea
 async def test_config_map_volume_items_and_optional(
     start_node: Callable[..., Any], images: dict[str, Path]
 ) -> None:
-    node = await start_node(config_volume_interval=0.2)
+    node = await start_node(config_map_interval=0.2)
     await put_config_map(
         node, "code", {"main": 'import os\nprint(sorted(os.listdir("/code")), os.listdir("/none"))'}
     )
@@ -551,6 +551,110 @@ def test_bad_config_map_volumes_name_the_field(volume: dict[str, Any], error: st
             "containers": [{"name": "c", "image": "sha256:" + "ab" * 32}],
             "volumes": [volume],
         },
+    }
+    with pytest.raises(ValidationFailed) as caught:
+        validate_object(obj)
+    assert caught.value.errors == [error]
+
+
+PRINT_ENV = (
+    "import os\nfor name in os.getenv('NAMES').split():\n    print(name, '=', os.getenv(name))"
+)
+
+
+async def test_env_from_config_maps_and_the_downward_api(
+    start_node: Callable[..., Any], images: dict[str, Path]
+) -> None:
+    """envFrom then env (which overrides), configMapKeyRef (optional honoured), fieldRef;
+    the container waits CreateContainerConfigError until its ConfigMap exists."""
+    node = await start_node(config_map_interval=0.2)
+    events: list[tuple[str, str]] = []
+    node.kubelet.record = lambda obj, reason, message, warning=False: events.append(
+        (reason, message)
+    )
+    names = "NAMES APP_MODE APP_LEVEL APP_9lives MODE 9lives LEVEL GONE POD NS ZONE NODE"
+    env = [
+        {"name": "NAMES", "value": names},
+        {"name": "APP_MODE", "value": "from env"},
+        {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "LEVEL"}}},
+        {
+            "name": "GONE",
+            "valueFrom": {"configMapKeyRef": {"name": "app", "key": "nope", "optional": True}},
+        },
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "ZONE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['zone']"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    env_from = [
+        {"prefix": "APP_", "configMapRef": {"name": "app"}},
+        {"configMapRef": {"name": "app"}},
+    ]
+    obj = pod(
+        images, "envs", "micropython", "-c", PRINT_ENV, policy="Never", env=env, envFrom=env_from
+    )
+    obj["metadata"]["labels"] = {"zone": "a"}
+    key = await create(node, obj)
+    waiting = await wait_status(
+        node,
+        key,
+        lambda s: (
+            "waiting" in container(s)["state"]
+            and container(s)["state"]["waiting"]["reason"] != "ContainerCreating"
+        ),
+    )
+    assert container(waiting)["state"]["waiting"] == {
+        "reason": "CreateContainerConfigError",
+        "message": 'configmap "app" not found',
+    }
+    assert ("Failed", 'Error: configmap "app" not found') in events
+    await put_config_map(node, "app", {"MODE": "fast", "LEVEL": "3", "9lives": "nine"})
+    await wait_status(node, key, lambda s: s["phase"] == "Succeeded", seconds=20)
+    lines = [line.text for line in await node.kubelet.logs("default", "envs")]
+    assert lines == [
+        f"NAMES = {names}",
+        "APP_MODE = from env",
+        "APP_LEVEL = 3",
+        "APP_9lives = nine",
+        "MODE = fast",
+        "9lives = None",
+        "LEVEL = 3",
+        "GONE = None",
+        "POD = envs",
+        "NS = default",
+        "ZONE = a",
+        f"NODE = {NODE}",
+    ]
+    skipped = "Container main: keys 9lives from envFrom were skipped: not valid environment"
+    assert ("InvalidEnvironmentVariableNames", skipped + " variable names") in events
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        (
+            {"name": "A", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            "spec.containers[0].env[0]: value and valueFrom are exclusive",
+        ),
+        (
+            {"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: must be metadata.name, "
+            "metadata.namespace, spec.nodeName, metadata.labels['KEY'] or "
+            "metadata.annotations['KEY'] (the fields p2pkube fills in)",
+        ),
+        (
+            {"name": "A", "valueFrom": {}},
+            "spec.containers[0].env[0].valueFrom: exactly one of configMapKeyRef, fieldRef must "
+            "be set",
+        ),
+    ],
+)
+def test_bad_env_sources_name_the_field(env: dict[str, Any], error: str) -> None:
+    obj = {
+        "apiVersion": "p2pkube.io/v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "sha256:" + "ab" * 32, "env": [env]}]},
     }
     with pytest.raises(ValidationFailed) as caught:
         validate_object(obj)

@@ -57,6 +57,20 @@ def _ports(container: dict[str, Any]) -> str:
     return ", ".join(ports) or "<none>"
 
 
+def env_text(var: dict[str, Any]) -> str:
+    """One variable as kubectl describe shows it: its value, or where it comes from."""
+    source = var.get("valueFrom")
+    if not isinstance(source, dict):
+        return str(var.get("value", ""))
+    ref = source.get("configMapKeyRef")
+    if isinstance(ref, dict):
+        optional = "true" if ref.get("optional") else "false"
+        where = f"<set to the key '{ref.get('key')}' of config map '{ref.get('name')}'>"
+        return f"{where}  Optional: {optional}"
+    field = source.get("fieldRef") or {}
+    return f"({field.get('apiVersion', 'v1')}:{field.get('fieldPath')})"
+
+
 def probe_text(probe: dict[str, Any]) -> str:
     """kubectl's probe line: ``http-get http://:8080/healthz delay=0s timeout=1s period=10s
     #success=1 #failure=3``; an unset period or timeout shows the agent's default
@@ -120,10 +134,17 @@ def _containers(
         if isinstance(container.get("readinessProbe"), dict):
             w.line(2, "Readiness:", probe_text(container["readinessProbe"]))
         env = [e for e in container.get("env") or [] if isinstance(e, dict)]
+        env_from = [e for e in container.get("envFrom") or [] if isinstance(e, dict)]
+        if env_from:
+            w.line(2, "Environment Variables from:")
+            for source in env_from:
+                ref = source.get("configMapRef") or {}
+                optional = "true" if ref.get("optional") else "false"
+                w.line(3, f"{ref.get('name')}", f"ConfigMap  Optional: {optional}")
         if env:
             w.line(2, "Environment:")
             for var in env:
-                w.line(3, f"{var.get('name')}:", var.get("value", ""))
+                w.line(3, f"{var.get('name')}:", env_text(var))
         else:
             w.line(2, "Environment:", "<none>")
         mounts = [m for m in container.get("volumeMounts") or [] if isinstance(m, dict)]

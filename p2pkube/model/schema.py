@@ -59,9 +59,64 @@ class ObjectMeta(Model):
     owner_references: list[dict[str, Any]] | None = None
 
 
+_FIELD_PATHS = ("metadata.name", "metadata.namespace", "spec.nodeName")
+_FIELD_PATH_MAPS = re.compile(r"metadata\.(labels|annotations)\['([^'\]]+)'\]")
+
+
+def field_path(value: str) -> str:
+    """A Downward API ``fieldRef.fieldPath`` p2pkube fills in."""
+    if value in _FIELD_PATHS or _FIELD_PATH_MAPS.fullmatch(value):
+        return value
+    raise ValueError(
+        "must be " + ", ".join(_FIELD_PATHS) + ", metadata.labels['KEY'] or "
+        "metadata.annotations['KEY'] (the fields p2pkube fills in)"
+    )
+
+
+class ConfigMapKeySelector(Model):
+    name: DnsSubdomain
+    key: str = Field(min_length=1, max_length=253)
+    optional: bool = False
+
+
+class ObjectFieldSelector(Model):
+    field_path: Annotated[str, AfterValidator(field_path)]
+    api_version: Literal["v1"] | None = None
+
+
+class EnvVarSource(Model):
+    config_map_key_ref: ConfigMapKeySelector | None = None
+    field_ref: ObjectFieldSelector | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvVarSource:
+        if (self.config_map_key_ref is None) == (self.field_ref is None):
+            raise ValueError("exactly one of configMapKeyRef, fieldRef must be set")
+        return self
+
+
 class EnvVar(Model):
     name: Annotated[str, AfterValidator(env_name)]
-    value: str = ""
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+
+    @model_validator(mode="after")
+    def _value_or_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("value and valueFrom are exclusive")
+        return self
+
+
+class ConfigMapEnvSource(Model):
+    name: DnsSubdomain
+    optional: bool = False
+
+
+class EnvFromSource(Model):
+    """Every key of a ConfigMap as an environment variable (``prefix`` + key)."""
+
+    prefix: str = ""
+    config_map_ref: ConfigMapEnvSource
 
 
 class ResourceRequirements(Model):
@@ -150,6 +205,7 @@ class Container(Model):
     point, so this only sets what the module sees as its program name and first arguments)."""
     args: list[str] = Field(default_factory=list)
     env: list[EnvVar] = Field(default_factory=list)
+    env_from: list[EnvFromSource] = Field(default_factory=list)
     stdin_data: str | None = Field(default=None, max_length=1024 * 1024)
     """p2pkube extension: text the module reads on stdin (Kubernetes attaches a terminal
     instead; a batch module reading its input from stdin is the common wasm case)."""

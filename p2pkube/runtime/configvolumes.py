@@ -2,7 +2,7 @@
 
 The kubelet projects each ``configMap`` volume into ``<pod dir>/volumes/<volume>/`` before
 the pod's containers start, and again whenever the ConfigMap changes while the pod runs
-(``kubelet.config_volume_interval``; Kubernetes' kubelet takes up to about a minute). A
+(``kubelet.config_map_interval``; Kubernetes' kubelet takes up to about a minute). A
 running instance keeps its preopened directory, so a projection changes files in place:
 each changed file is written beside its name and renamed over it (a reader sees the old
 content or the new, never half of it), and files of keys that are gone are removed. Only

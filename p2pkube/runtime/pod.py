@@ -30,7 +30,7 @@ from p2pkube.backoff import Backoff
 from p2pkube.model.quantity import parse_quantity
 from p2pkube.model.resources import Resources, cpu_limit, memory_limit, pod_requests
 from p2pkube.model.timestamps import parse_time, utc_now
-from p2pkube.runtime import configvolumes
+from p2pkube.runtime import configvolumes, podenv
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.base import failed
 from p2pkube.runtime.handler import HandlerPool, container_concurrency
@@ -291,15 +291,9 @@ class PodWorker:
     async def _project_config_volumes(self) -> None:
         """Project every configMap volume from the replicated ConfigMaps; NotReady when one
         cannot be (and nothing of the others changed meanwhile matters: retried whole)."""
-        state = self.kubelet.state
         for volume in self._config_volumes():
             source = volume["configMap"]
-            config_map = state.get(
-                OBJECTS, configvolumes.config_map_key(self.namespace, source["name"])
-            )
-            wanted = configvolumes.files(
-                source, config_map if isinstance(config_map, dict) else None
-            )
+            wanted = configvolumes.files(source, self._config_map(self.namespace, source["name"]))
             target = self.dir / "volumes" / volume["name"]
             await asyncio.to_thread(configvolumes.project, target, wanted)
 
@@ -321,14 +315,14 @@ class PodWorker:
                     self._changed()
                     self._event("FailedMount", message, warning=True)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.kubelet.settings.config_volume_interval):
+                async with asyncio.timeout(self.kubelet.settings.config_map_interval):
                     await self.halted.wait()
         return False
 
     async def _refresh_config_volumes(self) -> None:
         """While the pod runs: a changed ConfigMap reaches its files. One that has gone away
         (or lost a key) leaves the last files in place, as in Kubernetes."""
-        interval = self.kubelet.settings.config_volume_interval
+        interval = self.kubelet.settings.config_map_interval
         while True:
             await asyncio.sleep(interval)
             try:
@@ -337,6 +331,42 @@ class PodWorker:
                 continue
             except OSError as exc:
                 log.warning("pod %s: could not update its configMap volumes: %s", self.key, exc)
+
+    def _config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.kubelet.state.get(OBJECTS, configvolumes.config_map_key(namespace, name))
+        return found if isinstance(found, dict) else None
+
+    async def _wait_environment(self, record: ContainerRecord) -> list[tuple[str, str]] | None:
+        """The container's environment (``runtime/podenv.py``), once its ConfigMaps have what
+        it needs: meanwhile it waits ``CreateContainerConfigError`` with the reason, and a
+        Failed event says it once per new reason, as Kubernetes does. None if the pod stops
+        first."""
+        told = ""
+        while not self.halted.is_set():
+            try:
+                env, skipped = podenv.container_env(
+                    self.pod, record.spec, self.kubelet.node_name, self._config_map
+                )
+            except podenv.ConfigError as exc:
+                message = str(exc)
+                if message != told:
+                    told = message
+                    record.waiting("CreateContainerConfigError", message)
+                    self._changed()
+                    self._event("Failed", f"Error: {message}", warning=True)
+            else:
+                if skipped:
+                    self._event(
+                        "InvalidEnvironmentVariableNames",
+                        f"Container {record.name}: keys {', '.join(skipped)} from envFrom "
+                        "were skipped: not valid environment variable names",
+                        warning=True,
+                    )
+                return env
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.kubelet.settings.config_map_interval):
+                    await self.halted.wait()
+        return None
 
     async def _expire(self, remaining: float) -> None:
         """activeDeadlineSeconds: stop every container; the pod fails once they have ended."""
@@ -368,8 +398,13 @@ class PodWorker:
                 await self._serve(record, image, path)
             return
         while path is not None and not self._over(record):
+            env = await self._wait_environment(record)
+            if env is None:  # the pod stopped while its ConfigMap was missing
+                record.done = True
+                self._changed()
+                return
             ran_since = time.monotonic()
-            termination = await self._run_once(record, image, path)
+            termination = await self._run_once(record, image, path, env)
             record.last_state = {}
             record.ended(termination)
             self._changed()
@@ -466,11 +501,13 @@ class PodWorker:
                 f"(the container fails if it calls one): {names}",
             )
 
-    async def _run_once(self, record: ContainerRecord, image: str, path: Path) -> rt.Termination:
+    async def _run_once(
+        self, record: ContainerRecord, image: str, path: Path, env: list[tuple[str, str]]
+    ) -> rt.Termination:
         kubelet = self.kubelet
         try:
             await self._prepare(record, image, path)
-            launch = self._launch(record, image, path)
+            launch = self._launch(record, image, path, env)
         except rt.InvalidModuleError as exc:
             return failed(rt.INVALID_MODULE, str(exc))
         instance = kubelet.runtime.start(launch)
@@ -496,12 +533,15 @@ class PodWorker:
         except rt.InvalidModuleError as exc:
             self._ended_for_good(record, failed(rt.INVALID_MODULE, str(exc)))
             return
+        env = await self._wait_environment(record)
+        if env is None:
+            return
         kubelet.runtime.expect_requests()
         services = kubelet.services
         annotations = self.pod["metadata"].get("annotations")
         pool = HandlerPool(
             kubelet.runtime,
-            self._launch(record, image, path),
+            self._launch(record, image, path, env),
             pod_name=self.name,
             pod_namespace=self.namespace,
             node_name=kubelet.node_name,
@@ -574,7 +614,9 @@ class PodWorker:
                 return record.handler
         return None
 
-    def _launch(self, record: ContainerRecord, image: str, path: Path) -> rt.Launch:
+    def _launch(
+        self, record: ContainerRecord, image: str, path: Path, env: list[tuple[str, str]]
+    ) -> rt.Launch:
         spec = record.spec
         settings = self.kubelet.runtime_settings
         log_path = self.log_path(record.name, record.restart_count)
@@ -586,7 +628,7 @@ class PodWorker:
             image=image,
             module_path=path,
             argv=[*command, *spec.get("args", [])],
-            env=[(e["name"], e.get("value", "")) for e in spec.get("env", [])],
+            env=env,
             limits=rt.Limits(
                 memory_bytes=memory_limit(spec, int(parse_quantity(settings.default_memory_limit))),
                 cpu_cores=cpu_limit(spec),

@@ -103,10 +103,12 @@ class KubeletSettings:
     resync_interval: float = 10.0
     """The kubelet re-reads all pods assigned to it at least this often, besides reacting to
     every state change at once (a safety net, not the normal path)."""
-    config_volume_interval: float = 1.0
-    """Seconds between two looks at the ConfigMaps of a pod's configMap volumes: while the
-    pod waits for a missing one, and while it runs (a changed ConfigMap reaches its files
-    within about this long; Kubernetes' kubelet takes up to a minute)."""
+    config_map_interval: float = 1.0
+    """Seconds between two looks at the ConfigMaps a pod uses: while it waits for a missing
+    one (a configMap volume, an env ``configMapKeyRef`` or ``envFrom``), and while it runs
+    (a changed ConfigMap reaches its configMap volumes' files within about this long;
+    Kubernetes' kubelet takes up to a minute). Environment variables are read once, at each
+    start of a container, as in Kubernetes."""
     max_pods: int = 110
     """Pods this node runs at most (kubelet's maxPods); beyond it new pods fail ``OutOfpods``."""
     initial_sync_timeout: float = 3.0
