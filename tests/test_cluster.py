@@ -111,8 +111,19 @@ def test_kill9_notready_then_restart_syncs_only_the_diff(cluster: LocalCluster) 
     for name in names:
         wait_until(lambda name=name: all_ready(cluster, name, names), 30, what=f"{name} view")
     big = {f"k{i}": "x" * 1000 for i in range(300)}  # ~300 kB of state
+    persisted = cluster.api("n4", "GET", "/v1/status")["state"]["bytesPersisted"]
     put_configmap(cluster, "n1", "big", big)
     wait_until(lambda: configmap_value(cluster, "n4", "big", "k299"), 15, what="big on n4")
+    # An update is visible on n4 as soon as it is applied, and durable there a group commit
+    # later: a kill -9 in between loses it from n4's disk (peers send it again, which this
+    # test would count as more than the diff). Kill once n4 has written it.
+    wait_until(
+        lambda: (
+            cluster.api("n4", "GET", "/v1/status")["state"]["bytesPersisted"] >= persisted + 300_000
+        ),
+        10,
+        what="big durable on n4",
+    )
 
     killed = time.monotonic()
     cluster.kill("n4")
