@@ -135,13 +135,19 @@ async def _run():
     (work / "m.wasm").write_bytes(data)
     runtime = WorkerRuntime(RuntimeSettings(), worker_pool=(2, 0.05))
     info = await runtime.prepare(image, work / "m.wasm")
+    mounts = []
+    if py_files:  # a projected configMap volume, as the kubelet leaves it, at /app
+        for relative, text in py_files.items():
+            (work / "vol" / relative).parent.mkdir(parents=True, exist_ok=True)
+            (work / "vol" / relative).write_text(text)
+        mounts.append(rt.Mount(work / "vol", "/app", projected=True))
     chunks = []
     started = time.monotonic()
     launch = rt.Launch(
         pod="default/" + py_name, container="main", image=image, module_path=work / "m.wasm",
         argv=list(py_argv), env=[tuple(kv) for kv in py_env],
         limits=rt.Limits(memory_bytes=64 << 20, deadline=time.monotonic() + 10),
-        log_path=work / "0.log", stdin=py_stdin.encode() if py_stdin else None,
+        log_path=work / "0.log", stdin=py_stdin.encode() if py_stdin else None, mounts=mounts,
         stdout=lambda chunk: chunks.append([round(time.monotonic() - started, 3), chunk.decode()]),
     )
     termination = await runtime.start(launch).done
@@ -163,11 +169,14 @@ async def _run_with_sink(
     env: list[list[str]],
     stdin: str,
     module: bytes | None = None,
+    files: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``module`` (else examples/build/NAME.wasm) run in the tab by RUN_WITH_SINK."""
+    """``module`` (else examples/build/NAME.wasm) run in the tab by RUN_WITH_SINK, with
+    ``files`` (relative path -> text) as a projected configMap volume at /app."""
     return await page.evaluate(
-        """async ([code, module, name, argv, env, stdin]) => {
+        """async ([code, module, name, argv, env, stdin, files]) => {
             const py = window.p2pkube.pyodide;
+            py.globals.set("py_files", py.toPy(files));
             py.globals.set("py_module", module);
             py.globals.set("py_name", name);
             py.globals.set("py_argv", py.toPy(argv));
@@ -182,6 +191,7 @@ async def _run_with_sink(
             argv,
             env,
             stdin,
+            files or {},
         ],
     )
 
@@ -558,3 +568,17 @@ async def test_micropython_runs_in_the_tab_and_foreign_imports_are_traps(
     assert called["reason"] == "Trapped", called
     assert "unknown import: `env::host_call` has not been defined" in called["message"]
     assert called["trapped"] == ["env.host_call"]
+
+
+async def test_a_config_map_volume_reaches_a_tab_instance_as_read_only_files(
+    page: Any, web_server: SignalingServer
+) -> None:
+    """The tab's runtime copies a projected configMap volume into the instance's Worker:
+    files.wasm reads it and cannot write there."""
+    await open_node_page(page, web_server)
+    files = {"input.txt": "hello from a ConfigMap\n"}
+    run = await _run_with_sink(page, "files", ["files", "/app", "/app"], [], "", files=files)
+    out = "".join(text for _, text in run["chunks"])
+    assert "read /app/input.txt: hello from a ConfigMap" in out, out
+    write = next(line for line in out.splitlines() if line.startswith("write /app/output.txt:"))
+    assert not write.endswith("ok"), out

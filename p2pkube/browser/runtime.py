@@ -135,6 +135,16 @@ class WorkerInstance(BaseInstance):
             self.handle.kill(reason)
 
 
+def _tree(top: Path) -> list[tuple[str, bytes]]:
+    """Every file under ``top`` (a configMap volume the kubelet projected into this tab's
+    in-memory file system), by path relative to it: the Worker gets a copy at each start."""
+    return [
+        (path.relative_to(top).as_posix(), path.read_bytes())
+        for path in sorted(top.rglob("*"))
+        if path.is_file() and not (path.name.startswith(".") and path.name.endswith(".tmp"))
+    ]
+
+
 class WorkerRuntime(BaseRuntime[WorkerInstance]):
     """Runs pods in Web Workers; see :class:`p2pkube.runtime.interface.PodRuntime`."""
 
@@ -195,12 +205,7 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
         writer: logs.LogWriter | None = None
         try:
             for mount in launch.mounts:
-                if mount.projected:
-                    raise SetupError(
-                        f"the configMap volume at {mount.guest_path} is not available on a "
-                        "browser node yet"
-                    )
-                if not mount.create:
+                if not mount.create and not mount.projected:
                     raise SetupError(
                         f"hostPath {mount.host_path} is not available on a browser node"
                     )
@@ -261,6 +266,11 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
             "stdin": to_js(launch.stdin) if launch.stdin is not None else None,
             "deadlineMs": deadline_ms,
             "dirs": [m.guest_path for m in launch.mounts if m.create],
+            "files": {
+                m.guest_path: [[path, to_js(data)] for path, data in _tree(m.host_path)]
+                for m in launch.mounts
+                if m.projected
+            },
         }
         instance.handle = p2pjs.startInstance(
             key,

@@ -30,7 +30,16 @@
 //   (layout: ring.js).
 // `make browser` bundles it with ring.js into dist/worker.js (browser_wasi_shim.mjs stays its own
 // file, imported as it is).
-import { WASI, WASIProcExit, File, OpenFile, PreopenDirectory, Fd, wasi as W } from "./browser_wasi_shim.mjs";
+import {
+  WASI,
+  WASIProcExit,
+  Directory,
+  File,
+  OpenFile,
+  PreopenDirectory,
+  Fd,
+  wasi as W,
+} from "./browser_wasi_shim.mjs";
 import {
   H_BELL, H_KILL, H_MODE, H_READ, H_SLEEPS, H_SLEPT_MS, H_WRITE, MODE_ATOMICS, MODE_BUSY, RECORD_HEAD,
   SLEEP_MODES, STDERR, STDOUT,
@@ -200,7 +209,7 @@ function sleep(ms) {
 }
 
 function run(msg) {
-  const { module, argv, env, stdin, dirs } = msg;
+  const { module, argv, env, stdin, dirs, files } = msg;
   if (msg.sab) {
     hdr = new Int32Array(msg.sab, 0, msg.headerBytes / 4);
     ring = new Uint8Array(msg.sab, msg.headerBytes, msg.ringBytes);
@@ -213,6 +222,9 @@ function run(msg) {
     new OutputFd(STDERR),
   ];
   for (const dir of dirs || []) fds.push(new PreopenDirectory(dir, new Map()));
+  for (const [dir, entries] of Object.entries(files || {})) {
+    fds.push(new ReadonlyPreopen(dir, readonlyTree(entries)));
+  }
   const wasi = new WASI(argv, env, fds, { debug: false }); // the shim logs every call by default
   const memory = () => wasi.inst.exports.memory;
   const imports = wasi.wasiImport;
@@ -327,6 +339,40 @@ function run(msg) {
   }
   if (!hdr) postPending();
   postMessage({ type: "exit", result });
+}
+
+/** A preopened directory nothing may be created in, written to, renamed or removed from. */
+class ReadonlyPreopen extends PreopenDirectory {
+  path_open(dirflags, path, oflags, rightsBase, rightsInheriting, fdFlags) {
+    const writes = (oflags & (W.OFLAGS_CREAT | W.OFLAGS_TRUNC)) !== 0;
+    if (writes || (BigInt(rightsBase) & BigInt(W.RIGHTS_FD_WRITE)) !== 0n) {
+      return { ret: W.ERRNO_ROFS, fd_obj: null };
+    }
+    return super.path_open(dirflags, path, oflags, rightsBase, rightsInheriting, fdFlags);
+  }
+  path_create_directory() { return W.ERRNO_ROFS; }
+  path_link() { return W.ERRNO_ROFS; }
+  path_unlink() { return { ret: W.ERRNO_ROFS, inode_obj: null }; }
+  path_unlink_file() { return W.ERRNO_ROFS; }
+  path_remove_directory() { return W.ERRNO_ROFS; }
+}
+
+/**
+ * A read-only directory tree (a configMap volume the kubelet projected) from
+ * [[relative path, bytes], ...]: copied into this Worker at the instance's start.
+ */
+function readonlyTree(entries) {
+  const root = new Map();
+  for (const [path, data] of entries) {
+    const parts = path.split("/");
+    let level = root;
+    for (const part of parts.slice(0, -1)) {
+      if (!level.has(part)) level.set(part, new Directory(new Map()));
+      level = level.get(part).contents;
+    }
+    level.set(parts[parts.length - 1], new File(data, { readonly: true }));
+  }
+  return root;
 }
 
 /**

@@ -12,7 +12,9 @@
 //   startInstance(digest, options, handlers) -> Instance     throws if digest is not compiled
 //       options: {argv: [str], env: [[k, v]] or {k: v}, stdin: bytes | null,
 //                 deadlineMs: number | null (ms from now), dirs: [guestPath] (optional: empty
-//                 writable in-memory directories, like an emptyDir)}
+//                 writable in-memory directories, like an emptyDir), files: {guestPath:
+//                 [[relativePath, bytes]]} (optional: read-only directories of those files,
+//                 like a configMap volume)}
 //       handlers: {onOutput(stream, Uint8Array), onExit(result)}; stream is "stdout" or
 //       "stderr". Output is handed up as written: through a shared ring buffer when
 //       crossOriginIsolated (a doorbell message per batch; a writer blocks while the ring, 1
@@ -243,7 +245,11 @@ function normalizeOptions(options) {
   const stdin = o.stdin == null ? null : toBytes(o.stdin, "stdin");
   const deadlineMs = o.deadlineMs == null ? null : Number(o.deadlineMs);
   const dirs = Array.from(o.dirs || [], String);
-  return { argv, env, stdin, deadlineMs, dirs };
+  const files = {};
+  for (const [dir, entries] of Object.entries(o.files || {})) {
+    files[String(dir)] = Array.from(entries, ([path, data]) => [String(path), toBytes(data, path)]);
+  }
+  return { argv, env, stdin, deadlineMs, dirs, files };
 }
 
 class Instance {
@@ -290,6 +296,7 @@ class Instance {
       env: opts.env,
       stdin: opts.stdin,
       dirs: opts.dirs,
+      files: opts.files,
       sab: this._sab,
       ringBytes: RING_BYTES,
       headerBytes: HEADER_BYTES,
