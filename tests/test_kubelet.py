@@ -543,18 +543,23 @@ async def test_config_map_volume_items_and_optional(
     ],
 )
 def test_bad_config_map_volumes_name_the_field(volume: dict[str, Any], error: str) -> None:
+    assert pod_errors({}, volumes=[volume]) == [error]
+
+
+def pod_errors(container: dict[str, Any], **spec: Any) -> list[str]:
+    """What validation says of a pod with one container (``container``'s fields added)."""
     obj = {
         "apiVersion": "p2pkube.io/v1",
         "kind": "Pod",
         "metadata": {"name": "p"},
         "spec": {
-            "containers": [{"name": "c", "image": "sha256:" + "ab" * 32}],
-            "volumes": [volume],
+            "containers": [{"name": "c", "image": "sha256:" + "ab" * 32, **container}],
+            **spec,
         },
     }
     with pytest.raises(ValidationFailed) as caught:
         validate_object(obj)
-    assert caught.value.errors == [error]
+    return caught.value.errors
 
 
 PRINT_ENV = (
@@ -650,12 +655,4 @@ async def test_env_from_config_maps_and_the_downward_api(
     ],
 )
 def test_bad_env_sources_name_the_field(env: dict[str, Any], error: str) -> None:
-    obj = {
-        "apiVersion": "p2pkube.io/v1",
-        "kind": "Pod",
-        "metadata": {"name": "p"},
-        "spec": {"containers": [{"name": "c", "image": "sha256:" + "ab" * 32, "env": [env]}]},
-    }
-    with pytest.raises(ValidationFailed) as caught:
-        validate_object(obj)
-    assert caught.value.errors == [error]
+    assert pod_errors({"env": [env]}) == [error]
