@@ -21,10 +21,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from p2pkube.backoff import Backoff
 from p2pkube.model.quantity import parse_quantity
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # the worker's owner; it imports this module
     from p2pkube.runtime.kubelet import Kubelet
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 TERMINAL_PHASES = (SUCCEEDED, FAILED)
@@ -294,30 +296,47 @@ class PodWorker:
         for volume in self._config_volumes():
             source = volume["configMap"]
             wanted = configvolumes.files(source, self._config_map(self.namespace, source["name"]))
-            target = self.dir / "volumes" / volume["name"]
-            await asyncio.to_thread(configvolumes.project, target, wanted)
+            await asyncio.to_thread(configvolumes.project, self._volume_dir(volume), wanted)
+
+    async def _until_configured(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        missing: type[Exception],
+        tell: Callable[[str], None],
+    ) -> T | None:
+        """``attempt()``'s result once no ConfigMap or key it needs is ``missing``, looked at
+        again every ``kubelet.config_map_interval``; ``tell(reason)`` once per new reason
+        meanwhile. None if the pod stops first."""
+        told = ""
+        while not self.halted.is_set():
+            try:
+                return await attempt()
+            except missing as exc:
+                if str(exc) != told:
+                    told = str(exc)
+                    tell(told)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.kubelet.settings.config_map_interval):
+                    await self.halted.wait()
+        return None
 
     async def _wait_config_volumes(self) -> bool:
         """Before the containers start: project the configMap volumes, holding the pod
         Pending (its containers ContainerCreating, a FailedMount event per new reason) while
         a ConfigMap or key is missing, as Kubernetes does. False if the pod stops first."""
-        told = ""
-        while not self.halted.is_set():
-            try:
-                await self._project_config_volumes()
-                return True
-            except configvolumes.NotReady as exc:
-                message = f"MountVolume.SetUp failed: {exc}"
-                if message != told:
-                    told = message
-                    for record in self.containers:
-                        record.waiting("ContainerCreating", message)
-                    self._changed()
-                    self._event("FailedMount", message, warning=True)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.kubelet.settings.config_map_interval):
-                    await self.halted.wait()
-        return False
+
+        async def project() -> bool:
+            await self._project_config_volumes()
+            return True
+
+        def tell(reason: str) -> None:
+            message = f"MountVolume.SetUp failed: {reason}"
+            for record in self.containers:
+                record.waiting("ContainerCreating", message)
+            self._changed()
+            self._event("FailedMount", message, warning=True)
+
+        return bool(await self._until_configured(project, configvolumes.NotReady, tell))
 
     async def _refresh_config_volumes(self) -> None:
         """While the pod runs: a changed ConfigMap reaches its files. One that has gone away
@@ -341,32 +360,26 @@ class PodWorker:
         it needs: meanwhile it waits ``CreateContainerConfigError`` with the reason, and a
         Failed event says it once per new reason, as Kubernetes does. None if the pod stops
         first."""
-        told = ""
-        while not self.halted.is_set():
-            try:
-                env, skipped = podenv.container_env(
-                    self.pod, record.spec, self.kubelet.node_name, self._config_map
+
+        async def resolve() -> list[tuple[str, str]]:
+            env, skipped = podenv.container_env(
+                self.pod, record.spec, self.kubelet.node_name, self._config_map
+            )
+            if skipped:
+                self._event(
+                    "InvalidEnvironmentVariableNames",
+                    f"Container {record.name}: keys {', '.join(skipped)} from envFrom "
+                    "were skipped: not valid environment variable names",
+                    warning=True,
                 )
-            except podenv.ConfigError as exc:
-                message = str(exc)
-                if message != told:
-                    told = message
-                    record.waiting("CreateContainerConfigError", message)
-                    self._changed()
-                    self._event("Failed", f"Error: {message}", warning=True)
-            else:
-                if skipped:
-                    self._event(
-                        "InvalidEnvironmentVariableNames",
-                        f"Container {record.name}: keys {', '.join(skipped)} from envFrom "
-                        "were skipped: not valid environment variable names",
-                        warning=True,
-                    )
-                return env
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.kubelet.settings.config_map_interval):
-                    await self.halted.wait()
-        return None
+            return env
+
+        def tell(reason: str) -> None:
+            record.waiting("CreateContainerConfigError", reason)
+            self._changed()
+            self._event("Failed", f"Error: {reason}", warning=True)
+
+        return await self._until_configured(resolve, podenv.ConfigError, tell)
 
     async def _expire(self, remaining: float) -> None:
         """activeDeadlineSeconds: stop every container; the pod fails once they have ended."""
@@ -646,17 +659,21 @@ class PodWorker:
             volume = volumes[mount["name"]]
             guest = mount["mountPath"]
             if "configMap" in volume:  # projected by the kubelet; always read-only
-                host = self.dir / "volumes" / volume["name"]
+                host = self._volume_dir(volume)
                 mounts.append(rt.Mount(host, guest, read_only=True, projected=True))
                 continue
             empty_dir = "emptyDir" in volume
             host = (
-                self.dir / "volumes" / volume["name"]
+                self._volume_dir(volume)
                 if empty_dir
                 else self.host_paths[volume["name"]]  # admitted and resolved
             )
             mounts.append(rt.Mount(host, guest, bool(mount.get("readOnly", True)), empty_dir))
         return mounts
+
+    def _volume_dir(self, volume: dict[str, Any]) -> Path:
+        """Where an emptyDir or a projected configMap volume lives on this node."""
+        return self.dir / "volumes" / volume["name"]
 
     def log_path(self, container: str, restart: int) -> Path:
         return self.dir / container / f"{restart}.log"
