@@ -424,6 +424,27 @@ class WasmEngine:
         }
 
 
+def load_or_fall_back(
+    engine: WasmEngine, fallback: WasmEngine | None, digest: str, module_path: Path
+) -> LoadedModule:
+    """``engine``'s load of the module; when its compiler refuses it, ``fallback``'s. Winch
+    implements fewer proposals than Cranelift (exceptions, for one): a module Winch refuses
+    is compiled by Cranelift, and is InvalidModule only if that fails too. Blocking."""
+    try:
+        return engine.load(digest, module_path)
+    except CompileError as exc:
+        if fallback is None:
+            raise
+        log.info(
+            "%s: %s refused it (%s); compiling with %s",
+            digest,
+            engine.compiler,
+            exc,
+            fallback.compiler,
+        )
+        return fallback.load(digest, module_path)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -465,15 +486,9 @@ class ModuleLoader:
         baseline = self.baseline
         if baseline is None or self.optimizing.has(digest):
             return self.optimizing.load(digest, module_path)
-        try:
-            loaded = baseline.load(digest, module_path)
-        except CompileError as exc:
-            # Winch implements fewer proposals than Cranelift (exceptions, for one): a module
-            # it refuses is compiled by Cranelift now, and is InvalidModule only if that fails.
-            log.info(
-                "%s: the baseline compiler refused it (%s); compiling with Cranelift", digest, exc
-            )
-            return self.optimizing.load(digest, module_path)
+        loaded = load_or_fall_back(baseline, self.optimizing, digest, module_path)
+        if loaded.engine is self.optimizing:  # Winch refused it: nothing left to optimise
+            return loaded
         with self._lock:
             if digest not in self._queued:
                 with contextlib.suppress(queue.Full):  # queued again at its next start

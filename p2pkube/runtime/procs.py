@@ -551,17 +551,13 @@ class _CachedLoader:
             self.engines.append(WasmEngine(cache_dir, settings, "winch"))
 
     def load(self, digest: str, module_path: Path) -> Any:
-        from p2pkube.runtime.engine import CompileError
+        from p2pkube.runtime.engine import load_or_fall_back
 
         for engine in self.engines:
             if engine.has(digest):
                 return engine.load(digest, module_path)
-        try:
-            return self.engines[-1].load(digest, module_path)
-        except CompileError:
-            if len(self.engines) == 1:
-                raise
-            return self.engines[0].load(digest, module_path)  # as ModuleLoader: Cranelift
+        fallback = self.engines[0] if len(self.engines) > 1 else None
+        return load_or_fall_back(self.engines[-1], fallback, digest, module_path)
 
     def close(self) -> None:
         for engine in self.engines:
