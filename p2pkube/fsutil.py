@@ -17,13 +17,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_PARTIAL_SUFFIX = ".tmp"
+
+
+def is_partial_write(path: Path) -> bool:
+    """Whether ``path`` is the temp file of a :func:`write_file_atomically` in progress (or
+    left by a crash): a reader listing a directory skips it."""
+    return path.name.startswith(".") and path.name.endswith(_PARTIAL_SUFFIX)
+
+
 def write_file_atomically(path: Path, data: bytes) -> None:
     """Write ``path`` via a 0600 temp file + fsync + rename, so readers never see half a file.
 
     mkstemp creates the file with mode 0600 whatever the umask, so a secret (a key, a token) is
     never readable by others, not even for an instant. Blocking: call it off the event loop.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_PARTIAL_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

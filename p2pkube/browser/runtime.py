@@ -42,6 +42,7 @@ import js  # type: ignore[import-not-found]  # Pyodide's JS globals, only in a t
 import p2pjs  # type: ignore[import-not-found]  # bridge.js, registered by the page
 from pyodide.ffi import JsException, to_js  # type: ignore[import-not-found]  # Pyodide only
 
+from p2pkube.fsutil import is_partial_write
 from p2pkube.model.quantity import format_bytes
 from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
@@ -141,7 +142,7 @@ def _tree(top: Path) -> list[tuple[str, bytes]]:
     return [
         (path.relative_to(top).as_posix(), path.read_bytes())
         for path in sorted(top.rglob("*"))
-        if path.is_file() and not (path.name.startswith(".") and path.name.endswith(".tmp"))
+        if path.is_file() and not is_partial_write(path)
     ]
 
 
@@ -157,6 +158,8 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
             p2pjs.configurePool(size, refill_delay * 1000)
         self._modules: dict[str, bytes] = {}
         """Image -> the module's bytes (prepared, not yet capped)."""
+        self._infos: dict[str, rt.ModuleInfo] = {}
+        """Image -> what its prepare found (each image is parsed once)."""
         self._compiled: dict[str, set[str]] = {}
         """Image -> keys (image@pages) of its compiled, capped versions in the bridge."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,9 +168,10 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
     async def prepare(self, image: str, module_path: Path) -> rt.ModuleInfo:
         """Check the module's memories and imports; its function imports from outside WASI
         are traps in the Worker (worker.js), as natively."""
-        data = self._modules.get(image)
-        if data is None:
-            data = await asyncio.to_thread(module_path.read_bytes)  # inline: an in-memory file
+        info = self._infos.get(image)
+        if info is not None:
+            return info
+        data = await asyncio.to_thread(module_path.read_bytes)  # inline: an in-memory file
         try:
             wasmbin.memories(data)
             imports = wasmbin.imports(data)
@@ -175,7 +179,8 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
             raise rt.InvalidModuleError(str(exc)) from None
         trapped = trapped_imports((i.module, i.name, i.kind == "func") for i in imports)
         self._modules[image] = data
-        return rt.ModuleInfo(trapped_imports=trapped)
+        info = self._infos[image] = rt.ModuleInfo(trapped_imports=trapped)
+        return info
 
     def start(self, launch: rt.Launch) -> WorkerInstance:
         settings = self.settings
