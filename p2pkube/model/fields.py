@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 from p2pkube.model.names import (
     dns_label_error,
     dns_subdomain_error,
+    env_name_error,
     label_key_error,
     label_value_error,
 )
@@ -23,7 +24,6 @@ from p2pkube.model.quantity import parse_quantity
 
 API_GROUP_VERSION = "p2pkube.io/v1"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 RESOURCE_NAMES = ("cpu", "memory")
 
 
@@ -56,10 +56,9 @@ def annotation_map(value: dict[str, str]) -> dict[str, str]:
 
 
 def env_name(value: str) -> str:
-    if not _ENV_NAME.match(value) or len(value) > 256:
-        raise ValueError(
-            "must consist of letters, digits, '_', '-' or '.', and must not start with a digit"
-        )
+    error = env_name_error(value)
+    if error is not None:
+        raise ValueError(error)
     return value
 
 

@@ -12,6 +12,15 @@ import re
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+
+
+def env_name_error(name: str) -> str | None:
+    """Why ``name`` is not an environment variable name (``env[].name``, an ``envFrom`` key
+    with its prefix), or None if it is one."""
+    if not _ENV_NAME.fullmatch(name) or len(name) > 256:
+        return "must consist of letters, digits, '_', '-' or '.', and must not start with a digit"
+    return None
 
 
 def dns_label_error(name: str) -> str | None:

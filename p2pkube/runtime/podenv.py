@@ -21,7 +21,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-_ENV_NAME: Final = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+from p2pkube.model.names import env_name_error
+
 _MAP_FIELD: Final = re.compile(r"metadata\.(labels|annotations)\['([^'\]]+)'\]")
 
 ConfigMapLookup = Callable[[str, str], dict[str, Any] | None]
@@ -46,7 +47,7 @@ def container_env(
         prefix = str(source.get("prefix") or "")
         for key, value in (data or {}).items():
             name = prefix + key
-            if _ENV_NAME.fullmatch(name):
+            if env_name_error(name) is None:
                 values[name] = str(value)
             else:
                 skipped.append(name)
