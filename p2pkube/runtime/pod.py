@@ -161,6 +161,8 @@ class PodWorker:
         self.host_paths: dict[str, Path] = {}
         """Volume name -> the resolved host directory admission checked, which is what is
         mounted (not the path as written, which a symlink swapped in since could redirect)."""
+        self._projected: dict[str, dict[str, bytes]] = {}
+        """configMap volume -> the files its last projection wrote (this life of the agent)."""
         self.delete_when_stopped = False
         self.written: dict[str, Any] | None = None
         """The last status this worker wrote (the kubelet's writer skips unchanged ones)."""
@@ -296,7 +298,10 @@ class PodWorker:
         for volume in self._config_volumes():
             source = volume["configMap"]
             wanted = configvolumes.files(source, self._config_map(self.namespace, source["name"]))
+            if self._projected.get(volume["name"]) == wanted:
+                continue  # unchanged: no thread hop, no file read each interval
             await asyncio.to_thread(configvolumes.project, self._volume_dir(volume), wanted)
+            self._projected[volume["name"]] = wanted
 
     async def _until_configured(
         self,
