@@ -908,6 +908,7 @@ async def test_worker_runtime_ticker_sleeps_without_spinning(
     assert cpu < 0.35, f"the browser used {cpu:.2f} of a core while the pod slept"
 
 
+@pytest.mark.serial  # times the page's timers under a flood, as its two siblings do
 async def test_worker_runtime_flood_streams_output_and_is_killed(
     page: Any, web_server: SignalingServer
 ) -> None:
