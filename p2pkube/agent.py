@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -102,12 +103,14 @@ def capacity_of(options: JoinOptions) -> dict[str, str]:
     return {"cpu": format_cpu(cpu), "memory": format_bytes(memory)}
 
 
-def validate_on_first_use(obj: dict[str, Any]) -> dict[str, Any]:
+def validate_on_first_use(
+    obj: dict[str, Any], warn: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """``model.schema.validate_object``, imported at the first write: pydantic and the models
     add ~8 MB to an agent's RSS, which an agent nobody writes through never needs."""
     from p2pkube.model.schema import validate_object
 
-    return validate_object(obj)
+    return validate_object(obj, warn)
 
 
 class Agent(Node):

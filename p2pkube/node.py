@@ -590,9 +590,11 @@ class Node:
             self.objects, namespace, name, node_ready=self.node_ready, node_id_of=self.node_id_of
         )
 
-    async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def put_object(
+        self, obj: dict[str, Any], warn: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
         """Validate and store a user object; returns once it is on disk (acknowledged)."""
-        return await self.objects.put(obj)
+        return await self.objects.put(obj, warn)
 
     async def delete_object(
         self, kind: str, namespace: str, name: str, *, force: bool = False

@@ -22,7 +22,6 @@ from p2pkube.model.names import (
 )
 from p2pkube.model.quantity import parse_quantity
 
-API_GROUP_VERSION = "p2pkube.io/v1"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 RESOURCE_NAMES = ("cpu", "memory")
 

@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from p2pkube.model.apiversions import standardised
 from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.nodeports import DEFAULT_NODE_PORTS, assign_node_ports
 from p2pkube.model.podspec import containers
@@ -33,16 +34,22 @@ from p2pkube.state.store import EVENTS, OBJECTS, STATUS
 
 BLOB_KIND = "Blob"
 
-Validator = Callable[[dict[str, Any]], dict[str, Any]]
-"""An object as a client sent it (without status) -> the object normalised (defaults filled);
-raises ValidationFailed listing every problem."""
+Warn = Callable[[str], None]
+"""Hears each warning about an object written (a field Kubernetes defines that is ignored)."""
+Validator = Callable[[dict[str, Any], Warn | None], dict[str, Any]]
+"""An object as a client sent it (without status), and who hears the warnings -> the object
+normalised (defaults filled, Kubernetes' apiVersion); raises ValidationFailed listing every
+problem."""
 CreationWrites = Callable[[str, dict[str, Any]], dict[tuple[str, str], Any]]
 """A new object's key and stored form -> other (map, key): value entries to store in the
 same transaction."""
 
 
 def merged(obj: dict[str, Any], status: Any) -> dict[str, Any]:
-    """``obj`` with its status, unless the status belongs to an older object of that name."""
+    """``obj`` with its status, unless the status belongs to an older object of that name;
+    with its kind's standard apiVersion (objects stored by earlier p2pkube versions said
+    ``p2pkube.io/v1``)."""
+    obj = standardised(obj)
     if not isinstance(status, dict):
         return obj
     uid = status.get("podUID")
@@ -114,11 +121,12 @@ class ObjectService:
         self.state.on_change(publish)
         return hub
 
-    async def put(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Validate and store (create or replace); ValidationFailed lists every problem."""
+    async def put(self, obj: dict[str, Any], warn: Warn | None = None) -> dict[str, Any]:
+        """Validate and store (create or replace); ValidationFailed lists every problem,
+        ``warn`` hears every warning."""
         if self.validate is None:
             raise RuntimeError("this node takes no object writes (no validator was injected)")
-        valid = self.validate({k: v for k, v in obj.items() if k != "status"})
+        valid = self.validate({k: v for k, v in obj.items() if k != "status"}, warn)
         kind = valid["kind"]
         metadata = valid["metadata"]
         namespace = metadata.get("namespace") or "default"

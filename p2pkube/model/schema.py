@@ -12,6 +12,8 @@ returns it normalised (defaults filled, ``apiVersion`` checked) or raises
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from copy import deepcopy
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from p2pkube.model.apiversions import accepted_api_versions, api_version_of
 from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.fields import (
     AbsolutePath,
@@ -40,6 +43,7 @@ from p2pkube.model.fields import (
     probe_path,
     tcp_only,
 )
+from p2pkube.model.k8sschema import Path, defines
 from p2pkube.model.quantity import parse_quantity
 
 
@@ -342,7 +346,7 @@ def _port_duplicates(containers: list[Container]) -> list[str]:
 
 
 class Pod(Model):
-    api_version: Literal["p2pkube.io/v1"]
+    api_version: str
     kind: Literal["Pod"]
     metadata: ObjectMeta
     spec: PodSpec
@@ -483,35 +487,35 @@ class DaemonSetSpec(Model):
 
 
 class Deployment(Model):
-    api_version: Literal["p2pkube.io/v1"]
+    api_version: str
     kind: Literal["Deployment"]
     metadata: ObjectMeta
     spec: DeploymentSpec
 
 
 class ReplicaSet(Model):
-    api_version: Literal["p2pkube.io/v1"]
+    api_version: str
     kind: Literal["ReplicaSet"]
     metadata: ObjectMeta
     spec: ReplicaSetSpec
 
 
 class Job(Model):
-    api_version: Literal["p2pkube.io/v1"]
+    api_version: str
     kind: Literal["Job"]
     metadata: ObjectMeta
     spec: JobSpec
 
 
 class DaemonSet(Model):
-    api_version: Literal["p2pkube.io/v1"]
+    api_version: str
     kind: Literal["DaemonSet"]
     metadata: ObjectMeta
     spec: DaemonSetSpec
 
 
 class ConfigMap(Model):
-    api_version: Literal["v1"]
+    api_version: str
     kind: Literal["ConfigMap"]
     metadata: ObjectMeta
     data: dict[str, str] = Field(default_factory=dict)
@@ -592,10 +596,9 @@ class ServiceSpec(Model):
 
 
 class Service(Model):
-    """Kubernetes' Service (ClusterIP and NodePort). ``apiVersion`` may be ``v1``, as in
-    Kubernetes, or ``p2pkube.io/v1`` like the other kinds; it is stored as written."""
+    """Kubernetes' Service (ClusterIP and NodePort)."""
 
-    api_version: Literal["v1", "p2pkube.io/v1"]
+    api_version: str
     kind: Literal["Service"]
     metadata: ObjectMeta
     spec: ServiceSpec
@@ -620,30 +623,37 @@ MODELS: dict[str, type[Model]] = {
 """The kinds a user may write, by kind."""
 
 
+_VALIDATOR_LAYERS = ("str", "int", "float")
+
+
+def _fields(loc: tuple[int | str, ...]) -> Path:
+    """A pydantic error location as the document's path (its validator layers left out)."""
+    return tuple(
+        part
+        for part in loc
+        if isinstance(part, int)
+        or not (part.startswith(("function-after", "function-before")) or part in _VALIDATOR_LAYERS)
+    )
+
+
 def _path(loc: tuple[int | str, ...]) -> str:
     text = ""
-    for part in loc:
+    for part in _fields(loc):
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part.startswith(("function-after", "function-before")) or part in (
-            "str",
-            "int",
-            "float",
-        ):
-            continue  # pydantic's names for validator layers, not fields
         else:
             text += f".{part}" if text else part
     return text
 
 
-def _messages(error: ValidationError) -> list[str]:
+def _messages(errors: list[Any]) -> list[str]:
     problems = []
-    for item in error.errors(include_url=False):
+    for item in errors:
         path = _path(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
-        elif item["type"] == "literal_error" and path in ("apiVersion", "kind"):
+        elif item["type"] == "literal_error" and path == "kind":
             message = f"must be {item['ctx']['expected']}"
         for part in message.split("\n"):
             # cross-field errors name their own sub-path ("containers[1].name: ...")
@@ -655,18 +665,75 @@ def _messages(error: ValidationError) -> list[str]:
     return problems
 
 
-def validate_object(obj: Any) -> dict[str, Any]:
-    """The object normalised (defaults filled), or ValidationFailed with every problem."""
+_WHY_IGNORED = {
+    "imagePullPolicy": "a module is a content-addressed blob that nodes fetch from each other",
+    "securityContext": "a wasm module has no Linux user, capabilities or privileges to set",
+    "livenessProbe": "not implemented (readinessProbe is)",
+    "startupProbe": "not implemented (readinessProbe is)",
+    "resourceVersion": "p2pkube has no optimistic concurrency on writes yet",
+}
+"""Why p2pkube ignores some fields people often write, shown in their warning. Which fields
+are ignored rather than rejected comes from Kubernetes' schemas (``k8sschema``), not from
+this table."""
+
+
+def _ignored_warning(path: Path) -> str:
+    name = next((part for part in reversed(path) if isinstance(part, str)), "")
+    why = _WHY_IGNORED.get(name, "p2pkube does not implement this Kubernetes field")
+    return f"{_path(path)}: ignored: {why}"
+
+
+def _without(document: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
+    """A copy of ``document`` without the fields at ``paths``."""
+    copy = deepcopy(document)
+    for path in paths:
+        parent: Any = copy
+        for part in path[:-1]:
+            parent = parent[part]
+        del parent[path[-1]]
+    return copy
+
+
+def validate_object(obj: Any, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The object normalised (defaults filled, Kubernetes' apiVersion), or ValidationFailed
+    with every problem.
+
+    A field Kubernetes defines that p2pkube does not implement is dropped and ``warn`` hears
+    why (``path: ignored: reason``), as a Kubernetes API server warns of fields it does not
+    know; a field Kubernetes does not define either is an error."""
     if not isinstance(obj, dict):
         raise ValidationFailed(["an object must be a mapping"])
     kind = obj.get("kind")
     if isinstance(kind, str) and kind in READ_ONLY_KINDS:
         raise ValidationFailed([f"kind: {READ_ONLY_KINDS[kind]}"])
     model = MODELS.get(kind) if isinstance(kind, str) else None
-    if model is None:
+    if model is None or not isinstance(kind, str):
         raise ValidationFailed([f"kind: {kind!r} is not supported (supported: {sorted(MODELS)})"])
+    accepted = accepted_api_versions(kind)
+    if obj.get("apiVersion") not in accepted:
+        wrote = obj.get("apiVersion")
+        raise ValidationFailed(
+            [f"apiVersion: must be {' or '.join(accepted)} for a {kind} (got {wrote!r})"]
+        )
+    document = {**obj, "apiVersion": api_version_of(kind)}
     try:
-        parsed = model.model_validate(obj)
+        parsed = model.model_validate(document)
     except ValidationError as exc:
-        raise ValidationFailed(_messages(exc)) from None
+        errors = exc.errors(include_url=False)
+        ignored = [
+            _fields(e["loc"])
+            for e in errors
+            if e["type"] == "extra_forbidden"
+            and defines(document["apiVersion"], kind, _fields(e["loc"]))
+        ]
+        if not ignored:
+            raise ValidationFailed(_messages(errors)) from None
+        document = _without(document, ignored)
+        try:
+            parsed = model.model_validate(document)
+        except ValidationError as again:
+            raise ValidationFailed(_messages(again.errors(include_url=False))) from None
+        for path in ignored:
+            if warn is not None:
+                warn(_ignored_warning(path))
     return parsed.model_dump(by_alias=True, exclude_none=True)

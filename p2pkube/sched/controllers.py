@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from p2pkube.model.apiversions import api_version_of
 from p2pkube.model.timestamps import parse_time
 from p2pkube.sched.election import LEASE_ANNOTATION
 from p2pkube.sched.eviction import DEFERRED_REASON
 from p2pkube.sched.placement import NodeInfo, PodToPlace, host_paths, place
 from p2pkube.sched.view import (
-    API_VERSION,
     TEMPLATE_HASH_LABEL,
     ClusterView,
     Plan,
@@ -81,7 +81,7 @@ def pod_from_template(
     if node is not None:
         spec["nodeName"] = node.name
     return {
-        "apiVersion": API_VERSION,
+        "apiVersion": api_version_of("Pod"),
         "kind": "Pod",
         "metadata": {
             "name": f"{prefix}-{name_suffix()}",
@@ -458,7 +458,7 @@ def _new_replicaset(
     template = clone(spec["template"])
     template.setdefault("metadata", {}).setdefault("labels", {})[TEMPLATE_HASH_LABEL] = digest
     rs = {
-        "apiVersion": API_VERSION,
+        "apiVersion": api_version_of("ReplicaSet"),
         "kind": "ReplicaSet",
         "metadata": {
             "name": f"{meta['name']}-{digest}",
