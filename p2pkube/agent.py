@@ -28,7 +28,7 @@ from p2pkube.model.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.net import ice
 from p2pkube.net.aiohttp_websocket import aiohttp_connect
 from p2pkube.net.identity import NodeIdentity, verify_signature
-from p2pkube.net.jointoken import cluster_id
+from p2pkube.net.jointoken import cluster_id, secrets_key
 from p2pkube.net.link import peer_link_factory
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.signaling_client import SignalingRejected
@@ -36,6 +36,7 @@ from p2pkube.node import KIND_LABEL, Node, NodeConfig
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.sched.view import involved
+from p2pkube.sealing import AesGcmSealer
 from p2pkube.settings import AgentSettings
 from p2pkube.state.pycrdt_store import PycrdtStore
 
@@ -153,6 +154,7 @@ class Agent(Node):
             runtime_factory=lambda: NativeRuntime(options.data_dir, settings.runtime),
             store_factory=PycrdtStore,
             validate=validate_on_first_use,
+            sealer=AesGcmSealer(secrets_key(options.token)),
         )
         self.api = ApiServer(
             self,

@@ -46,7 +46,8 @@ from p2pkube.api.warningheader import HEADER as WARNING_HEADER
 from p2pkube.api.warningheader import warning_header
 from p2pkube.blobs.errors import BlobError
 from p2pkube.fsutil import write_file_atomically
-from p2pkube.model.errors import ValidationFailed
+from p2pkube.model.apiversions import CLUSTER_SCOPED_KINDS
+from p2pkube.model.errors import ObjectRefused, ValidationFailed
 from p2pkube.model.selectors import Requirement, match_labels, parse_selector
 from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, Watch
 from p2pkube.runtime.interface import LogLine
@@ -56,8 +57,6 @@ from p2pkube.services.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-CLUSTER_SCOPED = frozenset({"Node", "Blob"})
-"""Kinds without a namespace; every other kind defaults to ``default``."""
 OMITTED_HEADER = "X-P2pkube-Omitted-Lines"
 """Set on a log answer that left out older lines (its size is bounded): how many."""
 
@@ -257,6 +256,8 @@ class ApiServer:
             return await handler(request)
         except ApiProblem as exc:
             return problem_response(exc.code, exc.message, exc.reason, exc.causes)
+        except ObjectRefused as exc:
+            return problem_response(exc.code, exc.message)
         except BlobError as exc:
             problem = blob_problem(exc)
             return problem_response(problem.code, problem.message, problem.reason)
@@ -334,7 +335,7 @@ class ApiServer:
         kind: str = obj["kind"]
         meta: dict[str, Any] = obj["metadata"]
         name: str = meta["name"]
-        namespace = meta.get("namespace") or ("" if kind in CLUSTER_SCOPED else "default")
+        namespace = meta.get("namespace") or ("" if kind in CLUSTER_SCOPED_KINDS else "default")
         if create_only and self.backend.get_object(kind, namespace, name) is not None:
             raise ApiProblem(409, f'{resource_name(kind)} "{name}" already exists')
         # uid and creationTimestamp are the backend's to set (and to keep on replace).

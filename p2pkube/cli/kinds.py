@@ -95,6 +95,26 @@ NODES = Resource(
     ),
 )
 
+SECRETS = Resource(
+    kind="Secret",
+    names=("secrets", "secret"),
+    namespaced=True,
+    columns=(
+        NAME,
+        Column("TYPE", lambda s: s.get("type") or "Opaque"),
+        Column("DATA", lambda s: len(s.get("data") or {})),
+        AGE,
+        LABELS,
+    ),
+)
+
+NAMESPACES = Resource(
+    kind="Namespace",
+    names=("namespaces", "namespace", "ns"),
+    namespaced=False,
+    columns=(NAME, Column("STATUS", lambda n: field(n, "status.phase", "Active")), AGE, LABELS),
+)
+
 CONFIGMAPS = Resource(
     kind="ConfigMap",
     names=("configmaps", "configmap", "cm"),
@@ -449,6 +469,8 @@ RESOURCES: tuple[Resource, ...] = (
     JOBS,
     DAEMONSETS,
     CONFIGMAPS,
+    SECRETS,
+    NAMESPACES,
     SERVICES,
     ENDPOINTS,
     EVENTS,

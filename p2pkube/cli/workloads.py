@@ -37,6 +37,7 @@ from p2pkube.cli.common import (
 )
 from p2pkube.cli.kinds import find_resource
 from p2pkube.cli.output import dump
+from p2pkube.model.apiversions import CLUSTER_SCOPED_KINDS
 from p2pkube.model.podspec import containers
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
@@ -129,7 +130,13 @@ def validate(documents: list[Document], namespace: str | None) -> list[str]:
     for doc in documents:
         candidate = json.loads(json.dumps(doc.obj))
         meta = candidate.get("metadata")
-        if namespace and isinstance(meta, dict) and not meta.get("namespace"):
+        cluster_scoped = doc.obj.get("kind") in CLUSTER_SCOPED_KINDS
+        if (
+            namespace
+            and isinstance(meta, dict)
+            and not meta.get("namespace")
+            and not cluster_scoped
+        ):
             meta["namespace"] = namespace
         for path, container in containers(candidate):
             problem = _image_problem(container.get("image"), doc.base)
@@ -242,9 +249,12 @@ def apply(
     for doc in documents:
         obj = doc.obj
         meta = obj.setdefault("metadata", {})
-        meta.setdefault("namespace", namespace or DEFAULT_NAMESPACE)
+        if obj.get("kind") in CLUSTER_SCOPED_KINDS:
+            meta.pop("namespace", None)  # as Kubernetes ignores it on a cluster-scoped kind
+        else:
+            meta.setdefault("namespace", namespace or DEFAULT_NAMESPACE)
         try:
-            previous = client.get_object(obj["kind"], meta["namespace"], meta["name"])
+            previous = client.get_object(obj["kind"], meta.get("namespace", ""), meta["name"])
         except ApiError as exc:
             if exc.code != 404:
                 raise

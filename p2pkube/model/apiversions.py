@@ -35,6 +35,11 @@ STANDARD_API_VERSIONS: dict[str, str] = {
 """Kubernetes' apiVersion of every kind p2pkube shares with it."""
 
 
+CLUSTER_SCOPED_KINDS = frozenset({"Node", "Blob", "Namespace"})
+"""Kinds without a namespace (stored under ``Kind//name``); every other kind has one, by
+default ``default``."""
+
+
 def api_version_of(kind: str) -> str:
     """The apiVersion objects of ``kind`` are stored and shown with."""
     return STANDARD_API_VERSIONS.get(kind, P2PKUBE_API_VERSION)

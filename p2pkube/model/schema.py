@@ -11,8 +11,9 @@ returns it normalised (defaults filled, ``apiVersion`` checked) or raises
 
 from __future__ import annotations
 
+import base64
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from copy import deepcopy
 from typing import Annotated, Any, Literal
 
@@ -83,6 +84,12 @@ class ConfigMapKeySelector(Model):
     optional: bool = False
 
 
+class SecretKeySelector(Model):
+    name: DnsSubdomain
+    key: str = Field(min_length=1, max_length=253)
+    optional: bool = False
+
+
 class ObjectFieldSelector(Model):
     field_path: Annotated[str, AfterValidator(field_path)]
     api_version: Literal["v1"] | None = None
@@ -90,12 +97,14 @@ class ObjectFieldSelector(Model):
 
 class EnvVarSource(Model):
     config_map_key_ref: ConfigMapKeySelector | None = None
+    secret_key_ref: SecretKeySelector | None = None
     field_ref: ObjectFieldSelector | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> EnvVarSource:
-        if (self.config_map_key_ref is None) == (self.field_ref is None):
-            raise ValueError("exactly one of configMapKeyRef, fieldRef must be set")
+        sources = (self.config_map_key_ref, self.secret_key_ref, self.field_ref)
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("exactly one of configMapKeyRef, secretKeyRef, fieldRef must be set")
         return self
 
 
@@ -116,11 +125,23 @@ class ConfigMapEnvSource(Model):
     optional: bool = False
 
 
+class SecretEnvSource(Model):
+    name: DnsSubdomain
+    optional: bool = False
+
+
 class EnvFromSource(Model):
-    """Every key of a ConfigMap as an environment variable (``prefix`` + key)."""
+    """Every key of a ConfigMap or a Secret as an environment variable (``prefix`` + key)."""
 
     prefix: str = ""
-    config_map_ref: ConfigMapEnvSource
+    config_map_ref: ConfigMapEnvSource | None = None
+    secret_ref: SecretEnvSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvFromSource:
+        if (self.config_map_ref is None) == (self.secret_ref is None):
+            raise ValueError("exactly one of configMapRef, secretRef must be set")
+        return self
 
 
 class ResourceRequirements(Model):
@@ -271,7 +292,18 @@ class ConfigMapVolume(Model):
     """Accepted as in Kubernetes; WASI preview 1 has no file modes."""
 
 
-_VOLUME_SOURCES = ("hostPath", "emptyDir", "configMap")
+class SecretVolume(Model):
+    """A Secret's keys as files (Kubernetes' ``secret`` volume), like a configMap volume;
+    projected into memory (``kubelet.secret_volume_dir``), never into the data dir."""
+
+    secret_name: DnsSubdomain
+    items: list[KeyToPath] | None = None
+    optional: bool = False
+    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+    """Accepted as in Kubernetes; WASI preview 1 has no file modes."""
+
+
+_VOLUME_SOURCES = ("hostPath", "emptyDir", "configMap", "secret")
 
 
 class Volume(Model):
@@ -279,10 +311,11 @@ class Volume(Model):
     host_path: HostPathVolume | None = None
     empty_dir: EmptyDirVolume | None = None
     config_map: ConfigMapVolume | None = None
+    secret: SecretVolume | None = None
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> Volume:
-        sources = [self.host_path, self.empty_dir, self.config_map]
+        sources = [self.host_path, self.empty_dir, self.config_map, self.secret]
         if sum(source is not None for source in sources) != 1:
             raise ValueError(f"exactly one of {', '.join(_VOLUME_SOURCES)} must be set")
         return self
@@ -514,6 +547,15 @@ class DaemonSet(Model):
     spec: DaemonSetSpec
 
 
+def _config_keys(field: str, keys: Iterable[str]) -> list[str]:
+    """Kubernetes' rule for ConfigMap and Secret keys (they become file names)."""
+    return [
+        f"{field}: invalid key {key!r} (letters, digits, '-', '_', '.')"
+        for key in keys
+        if not re.fullmatch(r"[-._a-zA-Z0-9]+", key) or len(key) > 253 or key in (".", "..")
+    ][:1]
+
+
 class ConfigMap(Model):
     api_version: str
     kind: Literal["ConfigMap"]
@@ -522,10 +564,59 @@ class ConfigMap(Model):
 
     @model_validator(mode="after")
     def _keys(self) -> ConfigMap:
-        bad = [k for k in self.data if not re.fullmatch(r"[-._a-zA-Z0-9]+", k) or len(k) > 253]
-        if bad:
-            raise ValueError(f"data: invalid key {bad[0]!r} (letters, digits, '-', '_', '.')")
+        problems = _config_keys("data", self.data)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
+
+
+class Secret(Model):
+    """Kubernetes' Secret: ``data`` in base64, ``stringData`` as text (written into ``data``
+    and never stored, as in Kubernetes). Its values are sealed in the replicated state
+    (:mod:`p2pkube.model.secrets`); errors never quote them."""
+
+    api_version: str
+    kind: Literal["Secret"]
+    metadata: ObjectMeta
+    type: str = Field(default="Opaque", min_length=1, max_length=253)
+    data: dict[str, str] = Field(default_factory=dict)
+    string_data: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """Folded into ``data`` by validation; never stored."""
+
+    @model_validator(mode="after")
+    def _keys_and_values(self) -> Secret:
+        problems = _config_keys("data", self.data) + _config_keys("stringData", self.string_data)
+        for key, value in self.data.items():
+            try:
+                base64.b64decode(value, validate=True)
+            except ValueError:
+                problems.append(f"data[{key}]: must be base64 (use stringData for plain text)")
+        if problems:
+            raise ValueError("\n".join(problems))
+        data = dict(self.data)
+        for key, text in self.string_data.items():  # stringData wins, as in Kubernetes
+            data[key] = base64.b64encode(text.encode()).decode()
+        object.__setattr__(self, "data", data)
+        return self
+
+
+class NamespaceSpec(Model):
+    finalizers: list[str] = Field(default_factory=list)
+
+
+class NamespaceMeta(ObjectMeta):
+    name: DnsLabel  # a namespace's name is a DNS label (it is part of other names)
+
+
+class Namespace(Model):
+    """A namespace (cluster-scoped: a ``metadata.namespace`` is ignored, as in Kubernetes):
+    objects are created only in one that exists; deleting it deletes them
+    (:class:`p2pkube.model.objects.ObjectService`)."""
+
+    api_version: str
+    kind: Literal["Namespace"]
+    metadata: NamespaceMeta
+    spec: NamespaceSpec = Field(default_factory=NamespaceSpec)
 
 
 _UNSUPPORTED_SERVICE_TYPES = {
@@ -618,7 +709,9 @@ MODELS: dict[str, type[Model]] = {
     "Job": Job,
     "DaemonSet": DaemonSet,
     "ConfigMap": ConfigMap,
+    "Secret": Secret,
     "Service": Service,
+    "Namespace": Namespace,
 }
 """The kinds a user may write, by kind."""
 

@@ -653,3 +653,26 @@ def collect_orphans(ctx: Context) -> None:
     for pod in view.pods:
         if pod.owner and pod.owner not in view.uids and not pod.terminating:
             delete_pod(ctx, pod, "Killing", f"Owner of pod {pod.name} was deleted")
+
+
+def finalize_namespaces(ctx: Context, terminating: list[str]) -> None:
+    """Finish deleting the ``terminating`` namespaces (``model.objects`` deleted what was in
+    them and marked their pods): a pod or workload created in one since (written on another
+    node before it saw the deletion) is deleted too, and a namespace left with no pod is
+    removed, as Kubernetes' namespace controller does."""
+    view, plan = ctx.view, ctx.plan
+    for namespace in terminating:
+        for kind, objects in view.objects.items():
+            for obj in objects:
+                if obj["metadata"].get("namespace") == namespace:
+                    key = object_key(kind, namespace, obj["metadata"]["name"])
+                    plan.delete(OBJECTS, key)
+                    plan.delete(STATUS, key)
+        pods = [p for p in view.pods if p.meta.get("namespace", "default") == namespace]
+        for pod in pods:
+            if not pod.terminating:
+                delete_pod(ctx, pod, "Killing", f"Namespace {namespace} is being deleted")
+        if not pods:
+            key = object_key("Namespace", "", namespace)
+            plan.delete(OBJECTS, key)
+            plan.delete(STATUS, key)
