@@ -20,11 +20,12 @@ import yaml
 
 from p2pkube.devcluster import LocalCluster, free_port, wait_until
 from tests.clusters import module_cluster, wait_all_ready
-from tests.registry import WASM_LAYER, LocalRegistry, sha256
+from tests.registry import WASM_LAYER, LocalRegistry, TokenService, sha256
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "examples" / "build"
 USER, PASSWORD = "alice", "wonderland-7"
+IDENTITY_TOKEN = "refresh-token-of-alice"
 API_VERSION = "p2pkube.io/v1"
 
 
@@ -53,6 +54,30 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry
 def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
     """A registry that lets only alice pull (htpasswd: HTTP Basic with bcrypt entries)."""
     local = LocalRegistry(tmp_path_factory.mktemp("private"), users={USER: PASSWORD})
+    try:
+        local.start()
+        yield local
+    finally:
+        local.close()
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenService]:
+    """The token service of ``bearer``: alice's basic credentials or an identity token."""
+    service = TokenService(
+        tmp_path_factory.mktemp("tokens"), {USER: PASSWORD}, identity_token=IDENTITY_TOKEN
+    )
+    service.start()
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+@pytest.fixture(scope="module")
+def bearer(tmp_path_factory: pytest.TempPathFactory, tokens: TokenService) -> Iterator:
+    """A registry with token auth (as Docker Hub, ghcr.io...): 401 with a Bearer challenge."""
+    local = LocalRegistry(tmp_path_factory.mktemp("bearer"), tokens=tokens)
     try:
         local.start()
         yield local
@@ -98,10 +123,14 @@ def blobs(cluster: LocalCluster) -> list[str]:
 
 def docker_config(directory: Path, host: str, user: str, password: str) -> Path:
     """A docker config as ``docker login HOST`` writes it."""
-    directory.mkdir(parents=True, exist_ok=True)
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return write_config(directory, {"auths": {host: {"auth": auth}}})
+
+
+def write_config(directory: Path, config: dict[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.json"
-    path.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    path.write_text(json.dumps(config))
     return path
 
 
@@ -249,3 +278,41 @@ def test_what_is_not_a_runnable_module_is_refused_before_anything_is_written(
     )
     assert unreachable.returncode == 1
     assert f"{closed}: cannot reach the registry" in unreachable.stderr
+
+
+def test_a_token_registry_gives_a_bearer_token_for_basic_credentials_or_an_identity_token(
+    cluster: LocalCluster, bearer: LocalRegistry, tokens: TokenService, tmp_path: Path
+) -> None:
+    module = (BUILD / "primes.wasm").read_bytes()
+    bearer.push_wasm("team/primes", "2", module)
+    ref = f"{bearer.host}/team/primes:2"
+    path = manifest(tmp_path, pod("bearer", ref, "1000"))
+
+    # Anonymous: the registry's challenge sends us to the token service, which refuses.
+    denied = cluster.cli("a", "apply", "-f", path, check=False)
+    assert denied.returncode == 1
+    assert f"{ref}: the token service {tokens.realm} refused a pull token (401" in denied.stderr
+    assert f"anonymously: no credentials for {bearer.host}" in denied.stderr
+    assert get(cluster, "pod", "bearer") is None
+
+    # User and password (docker login's auth): a token for them, then the pull.
+    basic = docker_config(tmp_path / "basic", bearer.host, USER, PASSWORD)
+    tokens.issued.clear()
+    applied = cluster.cli("a", "apply", "-f", path, "--registry-config", str(basic))
+    assert applied.stdout.strip() == "pod/bearer created"
+    assert applied.stderr.splitlines() == [f"blob/{sha256(module)} published ({ref})"]
+    assert tokens.issued == ["basic alice"]  # one token for the manifest and the layer
+    succeeded(cluster, "bearer")
+    assert cluster.cli("a", "logs", "bearer").stdout.splitlines() == ["primes below 1000: 168"]
+
+    # An identity token (what docker login writes for an OAuth2 registry): the refresh grant.
+    identity = write_config(
+        tmp_path / "identity",
+        {"auths": {f"https://{bearer.host}/v2/": {"identitytoken": IDENTITY_TOKEN}}},
+    )
+    tokens.issued.clear()
+    path = manifest(tmp_path, pod("bearer-again", ref, "1000"))
+    again = cluster.cli("a", "apply", "-f", path, "--registry-config", str(identity))
+    assert again.stdout.strip() == "pod/bearer-again created"
+    assert again.stderr.splitlines() == [f"blob/{sha256(module)} unchanged ({ref})"]
+    assert tokens.issued == ["refresh"]

@@ -488,10 +488,15 @@ class Registry:
             reason = getattr(exc, "reason", exc)
             raise OciError(f"{ref}: cannot reach the token service {realm}: {reason}") from None
         if status != 200:
-            who = "with the docker config's credentials" if creds is not None else "anonymously"
+            who = (
+                f"with the credentials of {self._config_name()}"
+                if creds is not None
+                else f"anonymously: no credentials for {ref.registry} in {self._config_name()} "
+                "(docker login, or --registry-config)"
+            )
             raise OciError(
-                f"{ref}: the token service {realm} refused a pull token {who} "
-                f"({status}: {_registry_error(body) or 'no reason given'})"
+                f"{ref}: the token service {realm} refused a pull token "
+                f"({status}: {_registry_error(body) or 'no reason given'}) {who}"
             )
         try:
             answer = json.loads(body)
