@@ -180,6 +180,19 @@ def test_a_pod_runs_a_module_pulled_by_tag_then_by_digest(
     )
 
 
+def test_publish_takes_a_reference_too(cluster: LocalCluster, registry: LocalRegistry) -> None:
+    module = (BUILD / "crash.wasm").read_bytes()
+    registry.push_wasm("demo/crash", "latest", module)
+    published = cluster.cli("a", "publish", f"{registry.host}/demo/crash")  # tag: latest
+    size = f"{len(module) / 1000:.3g} kB"
+    assert published.stdout.strip() == f"blob/{sha256(module)} published ({size}, 1 chunk)"
+    source = get(cluster, "blob", sha256(module))
+    assert source is not None
+    assert source["metadata"]["annotations"]["p2pkube.io/source"] == "crash:latest"
+    missing = cluster.cli("a", "publish", "crash.wasm", check=False)
+    assert missing.returncode == 1 and "no such file crash.wasm" in missing.stderr
+
+
 def test_a_private_registry_takes_the_credentials_of_a_docker_config(
     cluster: LocalCluster, private: LocalRegistry, tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,6 +269,44 @@ def _publish(client: ApiClient, path: Path, shown: str | None = None) -> str:
     return digest
 
 
+@contextmanager
+def downloaded(registry: Registry, resolved: Resolved) -> Iterator[Path]:
+    """The module layer of an OCI artifact in a temporary file named after the reference
+    (the blob's source), with progress on stderr; removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="p2pkube-image-"))
+    try:
+        target = directory / resolved.reference.source_name
+        with progress(f"pulling {resolved.reference}", resolved.size) as step:
+            registry.download(resolved, target, MAX_DOWNLOAD_BYTES, step)
+        yield target
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def module_source(source: str, registry_config: Path | None = None) -> Iterator[Path]:
+    """The file ``p2pkube publish SOURCE`` uploads: SOURCE itself, or the module layer of
+    the OCI artifact it names (pulled into a temporary file). A SOURCE without '/' is a file:
+    publish names an artifact with its registry or repository path (``docker.io/library/x``),
+    so a mistyped file name never sends the CLI to Docker Hub."""
+    if looks_like_path(source, Path.cwd()) or "/" not in source:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise CliError(f"no such file {source}")
+        yield path
+        return
+    try:
+        ref = parse_reference(source)
+    except ValueError as exc:
+        raise CliError(
+            f"{source!r} is neither a file nor an OCI reference ({exc}); give a .wasm file or "
+            "REGISTRY/REPOSITORY:TAG (or @sha256:<hex>)"
+        ) from None
+    registry = Registry(registry_config)
+    with downloaded(registry, registry.resolve(ref)) as path:
+        yield path
+
+
 def _publish_layer(client: ApiClient, registry: Registry, resolved: Resolved) -> str:
     """The module layer of an OCI artifact, published (downloaded only when no Ready node
     of the cluster holds that digest already: a module layer's digest is the blob's)."""
@@ -281,14 +320,8 @@ def _publish_layer(client: ApiClient, registry: Registry, resolved: Resolved) ->
         if (held.get("status") or {}).get("holders"):
             click.echo(f"blob/{resolved.digest} unchanged ({ref})", err=True)
             return resolved.digest
-    directory = Path(tempfile.mkdtemp(prefix="p2pkube-image-"))
-    try:
-        target = directory / ref.source_name
-        with progress(f"pulling {ref}", resolved.size) as step:
-            registry.download(resolved, target, MAX_DOWNLOAD_BYTES, step)
+    with downloaded(registry, resolved) as target:
         digest = _publish(client, target, str(ref))
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
     if digest != resolved.digest:  # the agent hashes what it stored: it cannot differ
         raise CliError(f"{ref}: the agent stored {digest}, the registry named {resolved.digest}")
     return digest
