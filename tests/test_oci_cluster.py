@@ -214,7 +214,10 @@ def test_a_private_registry_takes_the_credentials_of_a_docker_config(
     wrong = docker_config(tmp_path / "wrong", private.host, USER, "guess")
     refused = cluster.cli("a", "apply", "-f", path, "--registry-config", str(wrong), check=False)
     assert refused.returncode == 1
-    assert "the credentials of the docker config were refused" in refused.stderr
+    assert f"{ref}: unauthorized (UNAUTHORIZED: authentication required): the credentials for " in (
+        refused.stderr
+    )
+    assert f"{private.host} in {wrong} were refused" in refused.stderr
     assert get(cluster, "pod", "ticker") is None and blobs(cluster) == before
 
     # The right ones, from $DOCKER_CONFIG as docker reads it.

@@ -423,16 +423,19 @@ class Registry:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise OciError(f"{ref}: cannot reach the registry {ref.endpoint}: {reason}") from None
-        if response.status == 401:
+        if response.status in (401, 403):
             detail = _registry_error(response.read(4096))
             creds = self._creds(ref.registry)
+            denied = response.status == 403
             hint = (
-                "the credentials of the docker config were refused"
+                f"the credentials for {ref.registry} in {self._config_name()} "
+                + ("do not allow pulling it" if denied else "were refused")
                 if creds is not None
                 else f"no credentials for {ref.registry} in {self._config_name()} "
                 "(docker login, or --registry-config)"
             )
-            raise OciError(f"{ref}: unauthorized ({detail or '401'}): {hint}")
+            what = "denied" if denied else "unauthorized"
+            raise OciError(f"{ref}: {what} ({detail or response.status}): {hint}")
         return response
 
     def _authorize(self, ref: Reference, header: str) -> str:
