@@ -6,12 +6,14 @@ from a real registry."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from p2pkube.cli import oci
 from p2pkube.cli.common import CliError
 from p2pkube.cli.oci import (
     DOCKER_HUB,
@@ -21,7 +23,9 @@ from p2pkube.cli.oci import (
     Registry,
     _challenge,
     looks_like_path,
+    module_problem,
     parse_reference,
+    progress,
 )
 from p2pkube.model.fields import module_image
 
@@ -154,6 +158,9 @@ def test_a_credential_helper_is_asked_as_docker_asks_it(
     assert config.credentials("ghcr.io") == Credentials("carol", "s3")
     assert config.credentials(DOCKER_HUB) == Credentials(identity_token="id")
     assert config.credentials("quay.io") is None
+    config = DockerConfig.load(write(tmp_path, {"credHelpers": {"https://ghcr.io": "test"}}))
+    assert config.credentials("ghcr.io") == Credentials("carol", "s3")
+    assert config.credentials("quay.io") is None  # no helper for it, no credsStore
     config = DockerConfig.load(write(tmp_path, {"credHelpers": {"quay.io": "missing"}}))
     with pytest.raises(CliError, match="docker-credential-missing, which is not on PATH"):
         config.credentials("quay.io")
@@ -188,3 +195,33 @@ def test_challenges_are_parsed() -> None:
         },
     )
     assert _challenge('Basic realm="registry"') == ("basic", {"realm": "registry"})
+
+
+def test_components_and_non_wasm_are_told_apart() -> None:
+    assert module_problem(b"\0asm\x01\0\0\0") is None
+    component = module_problem(b"\0asm\x0d\0\x01\0")
+    assert component is not None and "a WebAssembly component" in component
+    elf = module_problem(b"\x7fELF\x02\x01\x01\0")
+    assert elf is not None and elf.startswith("not a WebAssembly module: it starts with 7f 45")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_download_shows_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bar on a terminal (click's, as ``pull`` draws it); elsewhere a line now and then."""
+    terminal = Terminal()
+    with progress("pulling ghcr.io/a/b:1", 2_000_000, terminal) as step:
+        step(1_000_000)
+        step(2_000_000)
+    assert "pulling ghcr.io/a/b:1" in terminal.getvalue()
+    assert "100%" in terminal.getvalue()
+
+    monkeypatch.setattr(oci, "PROGRESS_EVERY", 0.0)
+    log = io.StringIO()
+    with progress("pulling ghcr.io/a/b:1", 2_000_000, log) as step:
+        step(1_000_000)
+        step(2_000_000)  # the end: the published line says it
+    assert log.getvalue().splitlines() == ["pulling ghcr.io/a/b:1: 1 MB of 2 MB"]

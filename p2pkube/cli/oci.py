@@ -241,9 +241,9 @@ class DockerConfig:
     def credentials(self, registry: str) -> Credentials | None:
         """Credentials for ``registry`` (as a Reference names it), or None."""
         helpers = self.data.get("credHelpers")
-        helper = helpers.get(registry) if isinstance(helpers, dict) else None
-        if not helper and registry == DOCKER_HUB and isinstance(helpers, dict):
-            helper = helpers.get("index.docker.io")
+        helper = None
+        if isinstance(helpers, dict):
+            helper = next((v for k, v in helpers.items() if _config_host(str(k)) == registry), None)
         auths = self.data.get("auths")
         entry = None
         if isinstance(auths, dict):
@@ -415,13 +415,13 @@ class Registry:
                 response.close()
                 self._auth[key] = self._authorize(ref, challenge)
                 response = self._send(url, headers, self._auth[key])
-        except ssl.SSLError as exc:
-            raise OciError(
-                f"{ref}: TLS with {ref.endpoint} failed ({exc.reason or exc}); for a registry "
-                f"that speaks plain HTTP, list it in ${INSECURE_ENV}"
-            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLError):  # urllib wraps it in a URLError
+                raise OciError(
+                    f"{ref}: TLS with {ref.endpoint} failed ({reason}); for a registry that "
+                    f"speaks plain HTTP, list it in ${INSECURE_ENV}"
+                ) from None
             raise OciError(f"{ref}: cannot reach the registry {ref.endpoint}: {reason}") from None
         if response.status in (401, 403):
             detail = _registry_error(response.read(4096))
@@ -567,6 +567,8 @@ class Registry:
                 what = (
                     "a container image, not a WebAssembly module"
                     if config_type in CONTAINER_CONFIG_TYPES
+                    else "a WebAssembly component (WASI 0.2), not a core module"
+                    if any("component" in kind for kind in kinds)
                     else "not a WebAssembly artifact"
                 )
                 raise OciError(
@@ -629,9 +631,25 @@ class Registry:
                 f"manifest names ({resolved.size} bytes, {resolved.digest})"
             )
         with target.open("rb") as fh:
-            problem = wasm_magic_problem(fh.read(len(WASM_MAGIC)), complete=True)
+            problem = module_problem(fh.read(len(WASM_MAGIC) + 4))
         if problem:
             raise OciError(f"{ref}: the layer is {problem}")
+
+
+CORE_VERSION = b"\x01\x00\x00\x00"
+"""The version field of a core WebAssembly module; a component has another (layer 1)."""
+
+
+def module_problem(head: bytes) -> str | None:
+    """Why a file starting with ``head`` (its first 8 bytes, or all of it) is not a module
+    p2pkube runs: not WebAssembly, or a component rather than a core module."""
+    problem = wasm_magic_problem(head[: len(WASM_MAGIC)], complete=True)
+    if problem is None and len(head) >= 8 and head[4:8] != CORE_VERSION:
+        return (
+            "a WebAssembly component (the component model, WASI 0.2), not a core module: p2pkube "
+            "runs core modules that are WASI preview 1 commands"
+        )
+    return problem
 
 
 def _is_wasm_platform(platform: Any) -> bool:

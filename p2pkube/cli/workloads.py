@@ -45,6 +45,7 @@ from p2pkube.cli.oci import (
     Registry,
     Resolved,
     looks_like_path,
+    module_problem,
     parse_reference,
     progress,
 )
@@ -137,7 +138,7 @@ def _image_problem(image: Any, base: Path) -> str | None:
     if not path.is_file():
         return f"no such file {path}"
     with path.open("rb") as fh:
-        return wasm_magic_problem(fh.read(len(WASM_MAGIC)), complete=True)
+        return module_problem(fh.read(len(WASM_MAGIC) + 4))
 
 
 def _reference(image: str, base: Path) -> Reference | None:
