@@ -324,6 +324,8 @@ class ApiServer:
         namespace = meta.get("namespace") or ("" if kind in CLUSTER_SCOPED else "default")
         if create_only and self.backend.get_object(kind, namespace, name) is not None:
             raise ApiProblem(409, f'{resource_name(kind)} "{name}" already exists')
+        if kind == "Node" and self.backend.get_object(kind, "", name) is None:
+            raise ApiProblem(404, f'nodes "{name}" not found')  # agents create Nodes
         # uid and creationTimestamp are the backend's to set (and to keep on replace).
         try:
             async with asyncio.timeout(self.write_timeout):
