@@ -13,6 +13,7 @@ import click
 import pytest
 
 from p2pkube.cli.common import CliError
+from p2pkube.cli.describe_pods import toleration_text
 from p2pkube.cli.nodes import parse_taint, retaint
 from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.objects import ObjectService
@@ -291,6 +292,61 @@ def test_noexecute_evicts_at_once_or_after_toleration_seconds_and_replaces() -> 
     assert not any(e.reason == "TaintManagerEviction" for e in world.pass_(key).events)
 
 
+def test_a_lost_nodes_pods_honour_an_unreachable_toleration() -> None:
+    """A lost node is Kubernetes' unreachable taint: pods that tolerate it for 30 s go 30 s
+    after the node went NotReady (not after scheduler.pod_eviction_grace), pods that
+    tolerate it for good stay, the others go after the grace as before."""
+    world = World({name: node(name) for name in ("a", "b", "c", "d")})
+    keys = {}
+    for app, toleration in (
+        ("grace", None),
+        (
+            "thirty",
+            {
+                "key": "node.kubernetes.io/unreachable",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 30,
+            },
+        ),
+        (
+            "forever",
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+        ),
+    ):
+        spec = deployment(1, ["1"])
+        spec["metadata"]["name"] = app
+        template = spec["spec"]["template"]
+        template["metadata"]["labels"] = spec["spec"]["selector"]["matchLabels"] = {"app": app}
+        if toleration:
+            template["spec"]["tolerations"] = [toleration]
+        template["spec"]["nodeSelector"] = {"p2pkube.io/kind": "native", "zone": "x"}
+        keys[app] = world.add(spec)
+    world.nodes["a"] = node("a", zone="x")
+    world.nodes["b"] = node("b", zone="x")
+    for key in keys.values():
+        settle(world, key)
+
+    def where(app: str) -> list[str]:
+        return [
+            p["spec"]["nodeName"] for p in world.pods() if p["metadata"]["labels"]["app"] == app
+        ]
+
+    assert [where(app) for app in keys] == [["a"], ["a"], ["a"]]
+    world.ready.discard("a")
+    world.not_ready_for["a"] = 0.3  # past the grace
+    plans = {app: world.pass_(key) for app, key in keys.items()}
+    assert where("grace") == ["b"]
+    assert where("thirty") == ["a"] and 29 < (plans["thirty"].wake or 0) <= 29.7
+    assert where("forever") == ["a"] and plans["forever"].wake is None
+    world.not_ready_for["a"] = 30.0
+    world.pass_(keys["thirty"])
+    assert where("thirty") == ["b"]
+    world.not_ready_for["a"] = 3600.0
+    world.pass_(keys["forever"])
+    assert where("forever") == ["a"]
+
+
 def test_a_job_pod_is_evicted_and_run_again_elsewhere() -> None:
     world = World({name: node(name) for name in ("a", "b")})
     job = workload(
@@ -460,3 +516,17 @@ def test_taint_specs_parse_and_combine_as_kubectl_does() -> None:
     assert retaint("n1", [gpu], [], [{"key": "dedicated"}], False) == ("untainted", [])
     with pytest.raises(CliError, match='taint "dedicated:NoExecute" not found'):
         retaint("n1", [gpu], [], [{"key": "dedicated", "effect": "NoExecute"}], False)
+
+
+def test_describe_pod_writes_tolerations_as_kubectl_does() -> None:
+    unreachable = {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    }
+    assert toleration_text(unreachable) == (
+        "node.kubernetes.io/unreachable:NoExecute op=Exists for 300s"
+    )
+    assert toleration_text({"operator": "Exists"}) == "op=Exists"
+    assert toleration_text({"key": "k", "value": "v", "effect": "NoSchedule"}) == "k=v:NoSchedule"

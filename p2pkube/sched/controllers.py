@@ -24,7 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2pkube.model.taints import with_daemon_tolerations
+from p2pkube.model.taints import (
+    NO_EXECUTE,
+    UNREACHABLE_KEY,
+    tolerating,
+    with_daemon_tolerations,
+)
 from p2pkube.model.timestamps import parse_time
 from p2pkube.sched.election import LEASE_ANNOTATION
 from p2pkube.sched.eviction import DEFERRED_REASON
@@ -202,7 +207,9 @@ def delete_pod(ctx: Context, pod: PodView, reason: str, message: str) -> None:
 
 def evict_lost(ctx: Context, pods: list[PodView], owner: dict[str, Any]) -> list[PodView]:
     """Delete ``owner``'s pods whose node is lost and admitted for eviction (``eviction.py``:
-    the rate limits); returns the others. A deferred node gets one ``EvictionDeferred``
+    the rate limits), unless they tolerate the node's loss for longer (a toleration of
+    ``node.kubernetes.io/unreachable:NoExecute``, ``_unreachable_tolerated``); returns the
+    others. A deferred node gets one ``EvictionDeferred``
     event on ``owner`` per loss (and per disruption state)."""
     view = ctx.view
     kept = []
@@ -210,6 +217,12 @@ def evict_lost(ctx: Context, pods: list[PodView], owner: dict[str, Any]) -> list
         node = pod.node or ""
         if not (pod.active and view.node_lost(pod, ctx.eviction_grace)):
             kept.append(pod)
+            continue
+        wait = _unreachable_tolerated(ctx, pod)
+        if wait is None or wait > 0:  # the pod asked to stay on a lost node for longer
+            kept.append(pod)
+            if wait is not None:
+                ctx.plan.wake_after(wait)
         elif view.evictions.allows(node, known=node in view.nodes):
             delete_pod(
                 ctx, pod, "NodeNotReady", f"Deleting pod {pod.name}: node {node} is not ready"
@@ -218,6 +231,32 @@ def evict_lost(ctx: Context, pods: list[PodView], owner: dict[str, Any]) -> list
             kept.append(pod)
             _deferred(ctx, node, owner)
     return kept
+
+
+_UNREACHABLE = {"key": UNREACHABLE_KEY, "effect": NO_EXECUTE}
+
+
+def _unreachable_tolerated(ctx: Context, pod: PodView) -> float | None:
+    """Seconds ``pod`` still stays on its lost node for a toleration of Kubernetes'
+    ``node.kubernetes.io/unreachable:NoExecute`` taint (0: none, go now; None: tolerated
+    for good).
+
+    A lost node is what Kubernetes taints unreachable (its agent stopped answering). A pod
+    that does not tolerate that taint goes after ``scheduler.pod_eviction_grace`` (where
+    Kubernetes gives every pod a default toleration of 300 s); one that tolerates it goes
+    after its ``tolerationSeconds`` counted from when the node went NotReady, and never
+    before the grace; one that tolerates it without seconds stays. A node that has no Node
+    object any more takes its pods with it at once, as before."""
+    view = ctx.view
+    if pod.node not in view.nodes:
+        return 0.0
+    toleration = tolerating(pod.tolerations, _UNREACHABLE)
+    if toleration is None:
+        return 0.0
+    seconds = toleration.get("tolerationSeconds")
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return None
+    return max(0.0, float(seconds) - view.not_ready_for.get(pod.node or "", 0.0))
 
 
 TAINT_EVICTION_REASON = "TaintManagerEviction"
