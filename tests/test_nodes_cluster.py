@@ -144,6 +144,34 @@ def test_a_noexecute_taint_evicts_the_pods_there_and_they_come_back_elsewhere(
     wait_until(lambda: not items(cluster, "n1", "Pod", "app=evict"), 20, what="pods gone")
 
 
+def test_a_node_manifest_applies_its_spec_and_nothing_else(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """`apply -f` of a Node written as Kubernetes' docs write one: its taints (and labels
+    when given) are applied, the agent's part is kept, and another change is refused."""
+    manifest = tmp_path / "node.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  taints:\n"
+        "  - key: dedicated\n    value: batch\n    effect: NoSchedule\n"
+    )
+    assert cli_out(cluster, "n2", "apply", "-f", str(manifest)) == "node/n1 configured"
+    assert cli_out(cluster, "n2", "apply", "-f", str(manifest)) == "node/n1 unchanged"
+    node = json.loads(cluster.cli("n3", "get", "node", "n1", "-o", "json").stdout)
+    assert node["spec"]["taints"] == [
+        {"key": "dedicated", "value": "batch", "effect": "NoSchedule"}
+    ]
+    assert node["metadata"]["labels"] == {"p2pkube.io/kind": "native", "zone": "n1"}
+    manifest.write_text(manifest.read_text().replace("spec:", "spec:\n  podCIDR: 10.0.0.0/24"))
+    refused = cluster.cli("n2", "apply", "-f", str(manifest), check=False)
+    assert refused.returncode == 1
+    assert "spec.podCIDR: unknown field" in refused.stderr
+    missing = cluster.cli("n2", "cordon", "n9", check=False)
+    assert missing.stderr.strip() == 'Error from server (NotFound): nodes "n9" not found'
+    assert cli_out(cluster, "n1", "taint", "nodes", "n1", "dedicated:NoSchedule-") == (
+        "node/n1 untainted"
+    )
+
+
 def test_a_node_cordoned_while_it_was_down_is_still_cordoned_after_its_restart(
     cluster: LocalCluster,
 ) -> None:

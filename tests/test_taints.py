@@ -144,9 +144,6 @@ def test_a_node_spec_is_validated_and_nothing_else_of_it_is_writable() -> None:
         {"taints": [{"key": "a", "effect": "NoSchedule"}, {"key": "a", "effect": "NoSchedule"}]}
     ) == ["spec.taints[1]: Duplicate value: 'a': taints must be unique by key and effect pair"]
     assert errors({"podCIDR": "10.0.0.0/24"}) == ["spec.podCIDR: unknown field"]
-    assert errors({}, namespace="default") == [
-        "metadata.namespace: Forbidden: nodes are not namespaced"
-    ]
 
 
 def test_toleration_matching_is_kubernetes() -> None:
@@ -470,6 +467,8 @@ async def test_a_node_write_keeps_the_agents_part_and_mirrors_the_cordon(
     assert "unschedulable" not in again["spec"]
     assert again["spec"]["taints"] == taints[:1]  # the same timeAdded, the cordon's taint gone
     assert again["metadata"]["labels"] == stored["metadata"]["labels"]  # labels not given: kept
+    applied = await objects.put(node_write({}, namespace="default"))  # as `apply` sends it
+    assert "namespace" not in applied["metadata"] and applied["spec"] == {}
 
 
 async def test_a_node_write_refuses_what_is_the_agents(objects: ObjectService) -> None:

@@ -302,6 +302,8 @@ class ApiServer:
 
     async def _get_object(self, request: web.Request) -> web.Response:
         kind, namespace, name = _key(request)
+        if kind in CLUSTER_SCOPED:
+            namespace = ""  # as Kubernetes ignores one (apply -n gives every object one)
         obj = self.backend.get_object(kind, namespace, name)
         if obj is None:
             raise ApiProblem(404, f'{resource_name(kind)} "{name}" not found')
@@ -321,7 +323,7 @@ class ApiServer:
         kind: str = obj["kind"]
         meta: dict[str, Any] = obj["metadata"]
         name: str = meta["name"]
-        namespace = meta.get("namespace") or ("" if kind in CLUSTER_SCOPED else "default")
+        namespace = "" if kind in CLUSTER_SCOPED else meta.get("namespace") or "default"
         if create_only and self.backend.get_object(kind, namespace, name) is not None:
             raise ApiProblem(409, f'{resource_name(kind)} "{name}" already exists')
         if kind == "Node" and self.backend.get_object(kind, "", name) is None:

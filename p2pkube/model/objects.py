@@ -230,7 +230,7 @@ class ObjectService:
         taints get a ``timeAdded`` (their ``tolerationSeconds`` count from it), the one they
         had when the same taint was there before.
         """
-        meta = valid["metadata"]
+        meta = valid["metadata"]  # (its namespace, if any, is dropped: Nodes have none)
         name = meta["name"]
         key = object_key(NODE_KIND, "", name)
         previous = self.state.get(OBJECTS, key)

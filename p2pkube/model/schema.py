@@ -720,13 +720,9 @@ class Node(Model):
     api_version: Literal["v1"]
     kind: Literal["Node"]
     metadata: ObjectMeta
+    """(A ``namespace`` is dropped when it is stored, as Kubernetes drops it from a
+    cluster-scoped object: ``apply -n`` gives every document one.)"""
     spec: NodeSpec = Field(default_factory=NodeSpec)
-
-    @model_validator(mode="after")
-    def _cluster_scoped(self) -> Node:
-        if self.metadata.namespace:
-            raise ValueError("metadata.namespace: Forbidden: nodes are not namespaced")
-        return self
 
 
 READ_ONLY_KINDS = {
