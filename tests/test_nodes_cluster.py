@@ -21,7 +21,7 @@ import pytest
 from p2pkube.devcluster import LocalCluster, wait_until
 from tests.clusters import all_ready, module_cluster, wait_all_ready
 from tests.test_pods_cluster import write_manifest
-from tests.test_workloads_cluster import active, deployment, items, remove, running
+from tests.test_workloads_cluster import active, deployment, items, remove, running, template
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["n1", "n2", "n3"]
@@ -75,6 +75,25 @@ def test_a_cordoned_node_keeps_its_pods_and_gets_no_new_ones_until_uncordoned(
     assert "Unschedulable:      true" in described
     assert "Taints:             node.kubernetes.io/unschedulable:NoSchedule" in described
 
+    pinned = {  # a pod only n3 would take: Pending, with kubectl's diagnosis
+        "apiVersion": "p2pkube.io/v1",
+        "kind": "Pod",
+        "metadata": {"name": "pinned", "labels": {"app": "pinned"}},
+        "spec": template("ticker", "1", app="pinned")["spec"],
+    }
+    pinned["spec"]["nodeSelector"] = {"zone": "n3"}
+    cluster.cli("n1", "apply", "-f", str(write_manifest(tmp_path, pinned)))
+
+    def pending_reason() -> str | None:
+        pod = cluster.api("n2", "GET", "/v1/objects/Pod/default/pinned")
+        conditions = (pod.get("status") or {}).get("conditions") or [{}]
+        return conditions[0].get("message")
+
+    assert wait_until(pending_reason, 10, what="pinned Pending") == (
+        "0/3 nodes are available: 2 node(s) didn't match Pod's node selector, "
+        "1 node(s) were unschedulable."
+    )
+
     assert cli_out(cluster, "n2", "scale", "deployment", "web", "--replicas", "6")
     wait_until(lambda: len(running(cluster, "n1", "web")) == 6, 30, what="6 replicas")
     placed = per_node(running(cluster, "n1", "web"))
@@ -84,6 +103,9 @@ def test_a_cordoned_node_keeps_its_pods_and_gets_no_new_ones_until_uncordoned(
     assert cli_out(cluster, "n3", "uncordon", "n3") == "node/n3 uncordoned"
     wait_until(lambda: status_column(cluster, "n1").get("n3") == "Ready", 10, what="uncordon")
     assert "Taints:             <none>" in cli_out(cluster, "n1", "describe", "node", "n3")
+    wait_until(lambda: len(running(cluster, "n1", "pinned")) == 1, 20, what="pinned placed")
+    assert running(cluster, "n1", "pinned")[0]["spec"]["nodeName"] == "n3"
+    cluster.cli("n1", "delete", "pod", "pinned")
     cluster.cli("n2", "scale", "deployment", "web", "--replicas", "8")
     wait_until(lambda: len(running(cluster, "n1", "web")) == 8, 30, what="8 replicas")
     placed = per_node(running(cluster, "n1", "web"))
