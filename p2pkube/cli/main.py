@@ -37,6 +37,7 @@ from p2pkube.cli.daemons import join, signal, token
 from p2pkube.cli.describe import describe
 from p2pkube.cli.forward import port_forward, proxy
 from p2pkube.cli.get import get, lookup_resource, namespace_scope
+from p2pkube.cli.nodes import COMMANDS as NODE_COMMANDS
 from p2pkube.cli.output import (
     Resource,
     dump,
@@ -198,6 +199,8 @@ cli.add_command(scale)
 cli.add_command(rollout)
 cli.add_command(proxy)
 cli.add_command(port_forward)
+for _command in NODE_COMMANDS:  # cordon, uncordon, taint
+    cli.add_command(_command)
 
 
 # --- blobs -----------------------------------------------------------------------------------
