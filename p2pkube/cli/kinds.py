@@ -107,6 +107,19 @@ CONFIGMAPS = Resource(
     ),
 )
 
+SECRETS = Resource(
+    kind="Secret",
+    names=("secrets", "secret"),
+    namespaced=True,
+    columns=(
+        NAME,
+        Column("TYPE", lambda s: s.get("type") or "Opaque"),
+        Column("DATA", lambda s: len(s.get("data") or {})),
+        AGE,
+        LABELS,
+    ),
+)
+
 
 # --- services -----------------------------------------------------------------------------------
 
@@ -449,6 +462,7 @@ RESOURCES: tuple[Resource, ...] = (
     JOBS,
     DAEMONSETS,
     CONFIGMAPS,
+    SECRETS,
     SERVICES,
     ENDPOINTS,
     EVENTS,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,29 +27,34 @@ from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
 from p2pkube.cli.common import (
     DEFAULT_NAMESPACE,
     CliError,
+    KubectlCommand,
     ServerError,
     State,
+    all_namespaces_option,
     data_dir_option,
     namespace_option,
+    selector_option,
 )
+from p2pkube.cli.completion import complete_names, complete_resources, completion
+from p2pkube.cli.create import create
 from p2pkube.cli.daemons import join, signal, token
 from p2pkube.cli.describe import describe
 from p2pkube.cli.forward import port_forward, proxy
-from p2pkube.cli.get import get, lookup_resource, namespace_scope
+from p2pkube.cli.get import get, lookup_resource, lookup_resources, namespace_scope
+from p2pkube.cli.logs import logs
 from p2pkube.cli.output import (
     Resource,
-    dump,
     field,
     format_size,
+    name_of,
     render_status,
     short_digest,
 )
+from p2pkube.cli.printers import OutputFormat, print_objects
 from p2pkube.cli.rollout import rollout, scale
-from p2pkube.cli.workloads import apply, delete_targets, logs
-from p2pkube.model.names import dns_subdomain_error
+from p2pkube.cli.workloads import apply, delete_targets
 
 DEFAULT_DATA_DIR = "~/.p2pkube"
-_CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 
 class _Group(click.Group):
@@ -82,66 +86,20 @@ def cli(ctx: click.Context, data_dir: Path) -> None:
     ctx.obj = State(data_dir.expanduser())
 
 
-# --- create / delete -------------------------------------------------------------------------
+# --- delete ----------------------------------------------------------------------------------
 
 
-@cli.group()
-def create() -> None:
-    """Create an object."""
-
-
-@create.command("configmap")
-@click.argument("name")
-@namespace_option
-@click.option(
-    "--from-literal", "literals", multiple=True, metavar="KEY=VALUE", help="A data entry."
+@cli.command(cls=KubectlCommand)
+@click.argument(
+    "resource_name", metavar="RESOURCE", required=False, shell_complete=complete_resources
 )
-@click.option("-o", "--output", type=click.Choice(("json", "yaml", "name")), default=None)
-@data_dir_option
-@click.pass_obj
-def create_configmap(
-    state: State, name: str, namespace: str | None, literals: tuple[str, ...], output: str | None
-) -> None:
-    """Create a ConfigMap; every agent in the cluster will see it."""
-    if problem := dns_subdomain_error(name):
-        raise click.BadParameter(f"{name!r} {problem}", param_hint="'NAME'")
-    data: dict[str, str] = {}
-    for literal in literals:
-        key, eq, value = literal.partition("=")
-        if not eq or not key:
-            raise click.BadParameter(f"{literal!r} is not KEY=VALUE", param_hint="'--from-literal'")
-        if len(key) > 253 or not _CONFIGMAP_KEY.fullmatch(key):
-            raise click.BadParameter(
-                f"key {key!r} must consist of alphanumeric characters, '-', '_' or '.'",
-                param_hint="'--from-literal'",
-            )
-        if key in data:
-            raise click.BadParameter(
-                f"cannot add key {key!r}, another key by that name already exists",
-                param_hint="'--from-literal'",
-            )
-        data[key] = value
-    obj = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace or DEFAULT_NAMESPACE},
-        "data": data,
-    }
-    stored = state.client().create_object(obj)
-    if output in ("json", "yaml"):
-        click.echo(dump(stored, output))
-    elif output == "name":
-        click.echo(f"configmap/{name}")
-    else:
-        click.echo(f"configmap/{name} created")
-
-
-@cli.command()
-@click.argument("resource_name", metavar="RESOURCE", required=False)
-@click.argument("names", nargs=-1, metavar="NAME...")
+@click.argument("names", nargs=-1, metavar="NAME...", shell_complete=complete_names)
 @click.option("-f", "--filename", "files", multiple=True, help="Delete what these manifests name.")
+@selector_option
+@click.option("--all", "delete_all", is_flag=True, help="Every object of RESOURCE (in -n).")
 @click.option("--force", is_flag=True, help="Remove running pods at once, without waiting.")
 @namespace_option
+@all_namespaces_option
 @data_dir_option
 @click.pass_obj
 def delete(
@@ -149,25 +107,50 @@ def delete(
     resource_name: str | None,
     names: tuple[str, ...],
     files: tuple[str, ...],
+    selector: str | None,
+    delete_all: bool,
     force: bool,
     namespace: str | None,
+    all_namespaces: bool,
 ) -> None:
-    """Delete objects by name or by manifest (on every agent).
+    """Delete objects by name, label selector (-l), --all or manifest (on every agent).
+
+    RESOURCE may name several kinds (pods,services). -l and --all delete in the namespace
+    (-n, default "default"), or in every namespace with -A.
 
     A pod running on a Ready node is stopped by that node, which then removes it (kubectl
     shows it Terminating meanwhile); --force removes it at once.
     """
     targets: list[tuple[Resource, str, str]] = []
     if files:
-        if resource_name or names:
-            raise click.UsageError("give either -f FILE or RESOURCE NAME..., not both")
+        if resource_name or names or selector is not None or delete_all:
+            raise click.UsageError("give either -f FILE or RESOURCE NAME|-l|--all, not both")
         for kind, ns, name in delete_targets(files):
             resource = lookup_resource(kind)
             scope = namespace_scope(resource, ns or namespace, all_namespaces=False)
             targets.append((resource, scope or "", name))
+    elif selector is not None or delete_all:
+        if not resource_name:
+            raise click.UsageError("give the RESOURCE to delete with -l/--all (e.g. pods)")
+        if names:
+            raise click.UsageError("names cannot be given with -l/--selector or --all")
+        if selector is not None and delete_all:
+            raise click.UsageError("cannot set --all and -l/--selector at the same time")
+        targets = _matching(state, resource_name, namespace, all_namespaces, selector)
+        if not targets:
+            where = "" if all_namespaces else f" in {namespace or DEFAULT_NAMESPACE} namespace"
+            click.echo(f"No resources found{where}.", err=True)
+            return
     else:
-        if not resource_name or not names:
-            raise click.UsageError("give RESOURCE NAME... or -f FILE")
+        if all_namespaces:
+            raise click.UsageError("-A/--all-namespaces goes with -l/--selector or --all")
+        if not resource_name:
+            raise click.UsageError("give RESOURCE NAME..., RESOURCE -l SELECTOR or -f FILE")
+        if "/" in resource_name:  # kubectl's TYPE/NAME form
+            resource_name, _, first = resource_name.partition("/")
+            names = (first, *names)
+        if not names:
+            raise click.UsageError("give RESOURCE NAME..., RESOURCE -l SELECTOR or -f FILE")
         resource = lookup_resource(resource_name)
         ns = namespace_scope(resource, namespace, all_namespaces=False) or ""
         targets = [(resource, ns, name) for name in names]
@@ -187,6 +170,28 @@ def delete(
         sys.exit(1)
 
 
+def _matching(
+    state: State,
+    resource_names: str,
+    namespace: str | None,
+    all_namespaces: bool,
+    selector: str | None,
+) -> list[tuple[Resource, str, str]]:
+    """(kind, namespace, name) of every object ``delete -l|--all`` deletes, kind by kind in
+    the order given, each kind's objects in ``get``'s order. A kind that cannot be deleted
+    is refused before anything is."""
+    client = state.client()
+    targets = []
+    for resource in lookup_resources(resource_names):
+        if resource.undeletable:
+            raise CliError(f"{resource.plural} cannot be deleted: {resource.undeletable}")
+        ns = namespace_scope(resource, namespace, all_namespaces)
+        items = client.list_objects(resource.kind, ns, selector)
+        resource.sort(items)
+        targets += [(resource, field(o, "metadata.namespace", ""), name_of(o)) for o in items]
+    return targets
+
+
 cli.add_command(signal)
 cli.add_command(token)
 cli.add_command(join)
@@ -198,6 +203,8 @@ cli.add_command(scale)
 cli.add_command(rollout)
 cli.add_command(proxy)
 cli.add_command(port_forward)
+cli.add_command(create)
+cli.add_command(completion)
 
 
 # --- blobs -----------------------------------------------------------------------------------
@@ -205,7 +212,7 @@ cli.add_command(port_forward)
 
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Choice(("json", "yaml", "name")), default=None)
+@click.option("-o", "--output", type=OutputFormat(("json", "yaml", "name")), default=None)
 @data_dir_option
 @click.pass_obj
 def publish(state: State, file: Path, output: str | None) -> None:
@@ -220,11 +227,7 @@ def publish(state: State, file: Path, output: str | None) -> None:
         raise CliError(f"{file}: {problem}")
     obj, created = state.client().publish_blob(file)
     digest = field(obj, "metadata.name", "")
-    if output in ("json", "yaml"):
-        click.echo(dump(obj, output))
-    elif output == "name":
-        click.echo(f"blob/{digest}")
-    else:
+    if not print_objects([obj], output, single=True):
         size = format_size(field(obj, "spec.size"), " ")
         chunks = len(field(obj, "spec.chunks") or [])
         verb = "published" if created else "unchanged"
@@ -308,13 +311,14 @@ def _pulled(obj: dict[str, Any], progress: dict[str, Any] | None) -> str:
 
 
 @cli.command()
-@click.option("-o", "--output", type=click.Choice(("json", "yaml")), default=None)
+@click.option("-o", "--output", type=OutputFormat(("json", "yaml")), default=None)
 @data_dir_option
 @click.pass_obj
 def status(state: State, output: str | None) -> None:
     """Show the local agent's own view of itself and its neighbours."""
     info = state.client().status()
-    click.echo(dump(info, output) if output else render_status(info))
+    if not print_objects([info], output, single=True):
+        click.echo(render_status(info))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
