@@ -183,6 +183,16 @@ def test_custom_columns_with_none_and_from_a_file(data_dir: Path, tmp_path: Path
     assert "unexpected custom-columns spec: NAME, expected <header>:<json-path-expr>" in bad.stderr
 
 
+def test_watch_with_a_template_or_custom_columns(data_dir: Path) -> None:
+    """get -w applies a jsonpath template to each object, and custom columns as its table."""
+    names = ok(data_dir, "get", "pods", "-w", "--request-timeout", "1s", "-o",
+               'jsonpath={.metadata.name}{"\\n"}')  # fmt: skip
+    assert names.splitlines() == PODS
+    table = ok(data_dir, "get", "deploy", "-w", "--request-timeout", "1s", "-o",
+               "custom-columns=NAME:.metadata.name,WANTED:.spec.replicas")  # fmt: skip
+    assert rows(table) == [["NAME", "WANTED"], ["web", "3"]]
+
+
 # --- get a,b ----------------------------------------------------------------------------------
 
 
@@ -197,6 +207,8 @@ def test_get_several_kinds(data_dir: Path) -> None:
         "replicaset/web-6f7d9c8b5a",
     ]
     assert rows(tables[2])[1][:2] == ["configmap/greeting", "2"]
+    wide = ok(data_dir, "get", "pods,deploy", "-o", "wide").split("\n\n")
+    assert rows(wide[0])[0][-1] == "LABELS" and rows(wide[1])[0][-1] == "SELECTOR"
     # A kind without objects prints no table; -o name and -o json see them all.
     assert ok(data_dir, "get", "svc,deploy,cm", "-o", "name").split() == [
         "deployment/web",
@@ -390,6 +402,7 @@ def test_completion_of_kinds_and_names_from_the_agent(data_dir: Path, tmp_path: 
     assert complete(data_dir, "get", "pods", "web-58b4f7c9d2-t") == [PODS[1]]
     assert complete(data_dir, "get", "deploy/") == ["deploy/web"]
     assert complete(data_dir, "get", "nodes", "") == ["n1", "n2"]
+    assert complete(None, "get", "cm", "--data-dir", str(data_dir), "") == ["greeting"]
     assert complete(data_dir, "get", "cm", "-n", "other", "") == []
     assert complete(data_dir, "delete", "pods", PODS[0], "") == PODS[1:]
     assert complete(data_dir, "logs", "web-58b4f7c9d2-z") == [PODS[2]]

@@ -64,11 +64,6 @@ class Output:
         """A table: the kind's (``""``, ``wide``) or ``custom-columns``."""
         return self.format in ("", "wide") or self.columns is not None
 
-    def table_format(self) -> str:
-        """The ``output`` to give :func:`~p2pkube.cli.output.render` and
-        ``shown_columns`` for this table ("" for custom columns: every one is shown)."""
-        return "" if self.columns is not None else self.format
-
     def execute(self, data: Any, *, allow_missing: bool = True) -> str:
         """A jsonpath template's text for ``data`` (an object or a List)."""
         assert self.template is not None
