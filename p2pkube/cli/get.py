@@ -117,9 +117,9 @@ def get(
       nodes (node, no)          pods (pod, po)
       deployments (deploy)      replicasets (rs)
       jobs (job)                daemonsets (ds)
-      configmaps (cm)           events (ev)
+      configmaps (cm)           secrets (secret)
       services (svc)            endpoints (ep)
-      blobs (blob)
+      events (ev)               blobs (blob)
     or several, comma-separated (deploy,svc), or TYPE/NAME (deployment/web).
 
     -o jsonpath=TEMPLATE and -o custom-columns=HEADER:PATH,... take kubectl's syntax

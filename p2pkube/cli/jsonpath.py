@@ -26,11 +26,10 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonpath_ng import JSONPath
-from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
-from jsonpath_ng.ext import parse as jsonpath_parse
+if TYPE_CHECKING:
+    from jsonpath_ng import JSONPath
 
 __all__ = [
     "JsonPathError",
@@ -104,9 +103,12 @@ _Node = _Text | _Path | _Range
 
 
 def _compile(text: str) -> JSONPath:
+    # Imported here: its parser tables take ~75 ms to load, which every other command spares.
+    from jsonpath_ng.ext import parse
+
     try:
-        return jsonpath_parse(text)
-    except (JsonPathLexerError, JsonPathParserError, Exception) as exc:  # ply raises plain ones
+        return parse(text)
+    except Exception as exc:  # its lexer and parser errors, and plain ones from ply
         raise JsonPathError(str(exc).strip() or type(exc).__name__) from None
 
 

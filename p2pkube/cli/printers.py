@@ -177,8 +177,8 @@ def allow_missing_keys_option(func: Any) -> Any:
     return click.option(
         "--allow-missing-template-keys/--no-allow-missing-template-keys",
         default=True,
-        show_default=True,
-        help="With -o jsonpath: print nothing for a missing key (false: fail naming it).",
+        help="With -o jsonpath: print nothing for a missing key (the default; =false: fail "
+        "naming the key).",
     )(func)
 
 
