@@ -174,7 +174,7 @@ def _create(
         "metadata": {"name": name, "namespace": namespace or DEFAULT_NAMESPACE},
         **body(_entries(literals, files)),
     }
-    size = sum(len(k) + len(str(v)) for k, v in (obj.get("data") or {}).items())
+    size = sum(len(k) + len(str(v).encode()) for k, v in (obj.get("data") or {}).items())
     if size > MAX_OBJECT_BYTES:
         raise CliError(
             f"the data of {kind} {name!r} is {size:,} bytes, over the {MAX_OBJECT_BYTES:,} "
