@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +28,7 @@ from p2pkube.model.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.net import ice
 from p2pkube.net.aiohttp_websocket import aiohttp_connect
 from p2pkube.net.identity import NodeIdentity, verify_signature
-from p2pkube.net.jointoken import cluster_id
+from p2pkube.net.jointoken import cluster_id, secrets_key
 from p2pkube.net.link import peer_link_factory
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.signaling_client import SignalingRejected
@@ -35,6 +36,7 @@ from p2pkube.node import KIND_LABEL, Node, NodeConfig
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.sched.view import involved
+from p2pkube.sealing import AesGcmSealer
 from p2pkube.settings import AgentSettings
 from p2pkube.state.pycrdt_store import PycrdtStore
 
@@ -102,12 +104,14 @@ def capacity_of(options: JoinOptions) -> dict[str, str]:
     return {"cpu": format_cpu(cpu), "memory": format_bytes(memory)}
 
 
-def validate_on_first_use(obj: dict[str, Any]) -> dict[str, Any]:
+def validate_on_first_use(
+    obj: dict[str, Any], warn: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """``model.schema.validate_object``, imported at the first write: pydantic and the models
     add ~8 MB to an agent's RSS, which an agent nobody writes through never needs."""
     from p2pkube.model.schema import validate_object
 
-    return validate_object(obj)
+    return validate_object(obj, warn)
 
 
 class Agent(Node):
@@ -150,6 +154,7 @@ class Agent(Node):
             runtime_factory=lambda: NativeRuntime(options.data_dir, settings.runtime),
             store_factory=PycrdtStore,
             validate=validate_on_first_use,
+            sealer=AesGcmSealer(secrets_key(options.token)),
         )
         self.api = ApiServer(
             self,

@@ -35,6 +35,7 @@ from p2pkube.membership.swim_host import SwimMembership
 from p2pkube.model.objects import ObjectService, Validator
 from p2pkube.model.quantity import parse_quantity
 from p2pkube.model.resources import Resources
+from p2pkube.model.secrets import Sealer
 from p2pkube.model.timestamps import utc_now
 from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 from p2pkube.net.frames import Frame, FrameType, deflate, inflate
@@ -95,9 +96,12 @@ class Node:
         runtime_factory: Callable[[], PodRuntime],
         store_factory: StoreFactory,
         validate: Validator | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         """``validate`` checks the objects users write (the native agent passes the pydantic
-        models' ``validate_object``); a node without one takes no object writes."""
+        models' ``validate_object``); a node without one takes no object writes. ``sealer``
+        seals and opens Secret values (:mod:`p2pkube.model.secrets`); a node without one
+        cannot read them."""
         self.config = config
         self.node_name = config.name
         self.data_dir = config.data_dir
@@ -157,6 +161,7 @@ class Node:
             validate=validate,
             node_ports=self.settings.services.node_ports(),
             creation_writes=self.scheduler.creation_writes,
+            sealer=sealer,
         )
         self.services = ServiceRouter(
             config.name,
@@ -257,6 +262,8 @@ class Node:
             services=self.settings.services,
             host_paths=self.config.host_paths,
             on_host_path_refused=lambda: self._spawn(self._publish_node_status()),
+            read_object=self.objects.get,
+            secret_dir=self._secret_volume_dir(),
             record=lambda obj, reason, message, warning=False: self.events.record(
                 involved(obj), reason, message, component="kubelet", warning=warning
             ),
@@ -437,6 +444,21 @@ class Node:
         # Node watches: Ready lives here, not in the document.
         self.watches.publish([object_key("Node", "", liveness.name)])
 
+    def _secret_volume_dir(self) -> Path:
+        """This agent's directory for secret volumes, under ``kubelet.secret_volume_dir``
+        (memory); named by node id, so agents sharing a machine keep apart, and an agent
+        restarted on its data dir finds (and cleans) its own."""
+        root = Path(self.settings.kubelet.secret_volume_dir)
+        if root.is_dir():
+            return root / f"p2pkube-{self.node_id[:16]}"
+        fallback = self.data_dir / "secret-volumes"
+        log.warning(
+            "kubelet.secret_volume_dir %s is not a directory: secret volumes go to %s, on disk",
+            root,
+            fallback,
+        )
+        return fallback
+
     # -- this node's Node object ---------------------------------------------------------------
     async def _publish_node(self) -> None:
         """Write this node's spec and status; keep its creation time across restarts."""
@@ -590,9 +612,11 @@ class Node:
             self.objects, namespace, name, node_ready=self.node_ready, node_id_of=self.node_id_of
         )
 
-    async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def put_object(
+        self, obj: dict[str, Any], warn: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
         """Validate and store a user object; returns once it is on disk (acknowledged)."""
-        return await self.objects.put(obj)
+        return await self.objects.put(obj, warn)
 
     async def delete_object(
         self, kind: str, namespace: str, name: str, *, force: bool = False

@@ -34,6 +34,7 @@ SLOW_MODULES = frozenset(
         "test_hostile_peer",
         "test_hostpaths_cluster",
         "test_mesh_relay",
+        "test_oci_cluster",
         "test_pods_cluster",
         "test_signaling_trust",
         "test_state_trust_cluster",

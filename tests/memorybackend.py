@@ -146,9 +146,11 @@ class MemoryBackend:
             ).get("uid"),
         )
 
-    async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def put_object(
+        self, obj: dict[str, Any], warn: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
         self.puts.append(copy.deepcopy(obj))
-        return await self.objects.put(obj)
+        return await self.objects.put(obj, warn)
 
     async def delete_object(
         self, kind: str, namespace: str, name: str, *, force: bool = False

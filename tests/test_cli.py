@@ -391,6 +391,12 @@ def test_configmap_create_get_delete_round_trip(agent: Agent) -> None:
 
 
 def test_configmaps_across_namespaces(agent: Agent) -> None:
+    missing = run(agent, "create", "configmap", "a", "-n", "team-1")
+    assert missing.exit_code == 1
+    assert missing.stderr == 'Error from server (NotFound): namespaces "team-1" not found\n'
+    for name in ("team-1", "team-2"):
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        agent.client().put_object(namespace)
     ok(agent, "create", "configmap", "a", "-n", "team-1")
     ok(agent, "create", "configmap", "b", "-n", "team-2", "--from-literal", "k=v")
     ok(agent, "create", "configmap", "c")

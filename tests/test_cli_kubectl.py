@@ -349,13 +349,17 @@ def test_create_secret_generic_dry_run(data_dir: Path, tmp_path: Path) -> None:
     }
 
 
-def test_create_secret_generic_on_the_agent(data_dir: Path) -> None:
-    """Needs the agent's Secret kind (issue 14 item 4)."""
-    out = ok(data_dir, "create", "secret", "generic", "creds", "--from-literal=password=s3cr3t")
-    assert out == "secret/creds created\n"
-    stored = json.loads(ok(data_dir, "get", "secret", "creds", "-o", "json"))
-    assert base64.b64decode(stored["data"]["password"]) == b"s3cr3t"
-    assert ok(data_dir, "delete", "secret", "--all") == 'secret "creds" deleted\n'
+def test_create_namespace(data_dir: Path) -> None:
+    assert ok(data_dir, "create", "namespace", "team-1") == "namespace/team-1 created\n"
+    assert ok(data_dir, "create", "configmap", "c", "-n", "team-1") == "configmap/c created\n"
+    assert ok(data_dir, "get", "ns", "-o", "jsonpath={.items[*].metadata.name}").split() == [
+        "default",
+        "team-1",
+    ]
+    dry = json.loads(ok(data_dir, "create", "namespace", "x", "--dry-run", "-o", "json"))
+    assert dry == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}
+    assert run(data_dir, "get", "namespace", "x").exit_code == 1
+    assert run(data_dir, "create", "namespace", "Team_1").exit_code == 2
 
 
 # --- logs -l (what needs no pod to run; tests/test_cli_kubectl_cluster.py reads real logs) -----

@@ -2,11 +2,13 @@
 wasmtime), each command run as a user runs it (``python -m p2pkube --data-dir ...``):
 ``logs -l`` over the pods of a Deployment (``--prefix``, ``--all-containers``, ``-f``),
 ``-o jsonpath``/``custom-columns`` of what the agent placed, shell completion of the pods'
-names, and ``delete -l``.
+names, ``delete -l``, and ``create secret generic`` (the agent seals Secrets, which the
+in-memory backend of test_cli_kubectl.py cannot).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -126,3 +128,27 @@ def test_logs_by_selector_templates_and_completion_on_an_agent(
         30,
         what="the tick pods gone",
     )
+
+
+def test_create_secret_generic_on_an_agent(cluster: LocalCluster, tmp_path: Path) -> None:
+    cluster.start_signaling()
+    cluster.start_agent("a")
+    wait_all_ready(cluster, ["a"])
+    key = tmp_path / "tls.key"
+    key.write_bytes(b"\x00\x01not text\xff")
+    created = cluster.cli("a", "create", "secret", "generic", "creds",
+                          "--from-literal=password=s3cr3t", f"--from-file={key}")  # fmt: skip
+    assert created.stdout == "secret/creds created\n"
+    table = cluster.cli("a", "get", "secrets").stdout.splitlines()
+    assert table[0].split() == ["NAME", "TYPE", "DATA", "AGE"]
+    assert table[1].split()[:3] == ["creds", "Opaque", "2"]
+    password = cluster.cli("a", "get", "secret", "creds", "-o", "jsonpath={.data.password}")
+    assert base64.b64decode(password.stdout) == b"s3cr3t"
+    tls = cluster.cli("a", "get", "secret", "creds", "-o", "jsonpath={.data.tls\\.key}")
+    assert base64.b64decode(tls.stdout) == b"\x00\x01not text\xff"
+    again = cluster.cli("a", "create", "secret", "generic", "creds", "--from-literal=a=b",
+                        check=False)  # fmt: skip
+    assert again.returncode == 1
+    assert again.stderr == 'Error from server (AlreadyExists): secrets "creds" already exists\n'
+    assert "s3cr3t" not in again.stderr
+    assert cluster.cli("a", "delete", "secrets", "--all").stdout == 'secret "creds" deleted\n'

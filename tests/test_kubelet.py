@@ -525,7 +525,7 @@ async def test_config_map_volume_items_and_optional(
     [
         (
             {"name": "v", "configMap": {"name": "c"}, "emptyDir": {}},
-            "spec.volumes[0]: exactly one of hostPath, emptyDir, configMap must be set",
+            "spec.volumes[0]: exactly one of hostPath, emptyDir, configMap, secret must be set",
         ),
         (
             {"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": "../x"}]}},
@@ -649,8 +649,8 @@ async def test_env_from_config_maps_and_the_downward_api(
         ),
         (
             {"name": "A", "valueFrom": {}},
-            "spec.containers[0].env[0].valueFrom: exactly one of configMapKeyRef, fieldRef must "
-            "be set",
+            "spec.containers[0].env[0].valueFrom: exactly one of configMapKeyRef, secretKeyRef, "
+            "fieldRef must be set",
         ),
     ],
 )

@@ -288,5 +288,6 @@ def test_watch_of_an_empty_namespace_waits_for_its_first_object(cluster: LocalCl
     watch = EventCollector(n1, "ConfigMap", namespace="empty")
     time.sleep(0.3)
     assert watch.events.empty()
+    n1.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "empty"}})
     n1.put_object({**configmap("late", {}), "metadata": {"name": "late", "namespace": "empty"}})
     watch.expect("ADDED in namespace empty", is_event("ADDED", "late"), 10)

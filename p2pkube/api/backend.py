@@ -42,8 +42,11 @@ class AgentBackend(Protocol):
         """One object, or None if it does not exist (or was deleted)."""
         ...
 
-    async def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Validate and store ``obj``; return the stored object once it is fsynced.
+    async def put_object(
+        self, obj: dict[str, Any], warn: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """Validate and store ``obj``; return the stored object once it is fsynced. ``warn``
+        hears each warning (a Kubernetes field that p2pkube ignores).
 
         Raises ValueError with a user-facing message when the object is invalid (the API turns
         it into a 422 ``Invalid``).

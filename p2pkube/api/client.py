@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from p2pkube.api import EMPTY_NAMESPACE, INFO_FILE, TOKEN_FILE
+from p2pkube.api.warningheader import HEADER as WARNING_HEADER
+from p2pkube.api.warningheader import parse_warning_header
 
 WATCH_SECONDS = 1800
 """Lifetime the client asks for when the caller names none (the server's default, too)."""
@@ -41,18 +43,33 @@ class ApiError(ApiClientError):
 class ApiClient:
     """Talks to one agent's local API with its bearer token."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = 40.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 40.0,
+        on_warning: Callable[[str], None] = lambda text: None,
+    ) -> None:
         # 40 s: longer than the server's own 30 s write timeout, so a slow write comes back
         # as the server's Timeout Status rather than as a client-side socket error.
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.on_warning = on_warning
+        """Hears each warning the agent sent with an answer (``Warning`` headers)."""
         # No proxies: the agent is on loopback, and an http_proxy in the environment would
         # otherwise receive the bearer token.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     @classmethod
-    def from_data_dir(cls, data_dir: Path, *, timeout: float = 40.0) -> ApiClient:
+    def from_data_dir(
+        cls,
+        data_dir: Path,
+        *,
+        timeout: float = 40.0,
+        on_warning: Callable[[str], None] = lambda text: None,
+    ) -> ApiClient:
         """Find the agent that owns ``data_dir`` through the api.json/api.token it wrote."""
         data_dir = Path(data_dir).expanduser()
         info_path = data_dir / INFO_FILE
@@ -77,7 +94,7 @@ class ApiClient:
             ) from None
         except OSError as exc:
             raise ApiClientError(f"cannot read {token_path}: {exc}") from None
-        return cls(url, token, timeout=timeout)
+        return cls(url, token, timeout=timeout, on_warning=on_warning)
 
     # --- endpoints -----------------------------------------------------------------------
 
@@ -321,6 +338,8 @@ class ApiClient:
         request = urllib.request.Request(url, data=payload, method=method, headers=headers)
         try:
             response: HTTPResponse = self._opener.open(request, timeout=timeout)
+            for value in response.headers.get_all(WARNING_HEADER) or []:
+                self.on_warning(parse_warning_header(value))
             return response
         except urllib.error.HTTPError as exc:
             raise self._http_error(exc) from None

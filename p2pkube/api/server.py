@@ -42,9 +42,12 @@ from p2pkube.api.blobroutes import BlobBackend, BlobRoutes, blob_problem
 from p2pkube.api.frontdoor import ServiceOpener
 from p2pkube.api.proxyroutes import proxy_routes
 from p2pkube.api.status import ApiProblem, list_of, problem_response
+from p2pkube.api.warningheader import HEADER as WARNING_HEADER
+from p2pkube.api.warningheader import warning_header
 from p2pkube.blobs.errors import BlobError
 from p2pkube.fsutil import write_file_atomically
-from p2pkube.model.errors import ValidationFailed
+from p2pkube.model.apiversions import CLUSTER_SCOPED_KINDS
+from p2pkube.model.errors import ObjectRefused, ValidationFailed
 from p2pkube.model.selectors import Requirement, match_labels, parse_selector
 from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, Watch
 from p2pkube.runtime.interface import LogLine
@@ -54,8 +57,6 @@ from p2pkube.services.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-CLUSTER_SCOPED = frozenset({"Node", "Blob"})
-"""Kinds without a namespace; every other kind defaults to ``default``."""
 OMITTED_HEADER = "X-P2pkube-Omitted-Lines"
 """Set on a log answer that left out older lines (its size is bounded): how many."""
 
@@ -255,6 +256,8 @@ class ApiServer:
             return await handler(request)
         except ApiProblem as exc:
             return problem_response(exc.code, exc.message, exc.reason, exc.causes)
+        except ObjectRefused as exc:
+            return problem_response(exc.code, exc.message)
         except BlobError as exc:
             problem = blob_problem(exc)
             return problem_response(problem.code, problem.message, problem.reason)
@@ -310,24 +313,35 @@ class ApiServer:
     async def _put_object(self, request: web.Request) -> web.Response:
         """Create or replace (kubectl apply semantics)."""
         body = await _body(request, self.max_body_bytes)
-        return web.json_response(await self._store(body, create_only=False))
+        return await self._store(body, create_only=False)
 
     async def _create_object(self, request: web.Request) -> web.Response:
         """Create only; 409 AlreadyExists otherwise (kubectl create semantics)."""
-        stored = await self._store(await _body(request, self.max_body_bytes), create_only=True)
-        return web.json_response(stored, status=201)
+        return await self._store(await _body(request, self.max_body_bytes), create_only=True)
 
-    async def _store(self, obj: dict[str, Any], *, create_only: bool) -> dict[str, Any]:
+    async def _store(self, obj: dict[str, Any], *, create_only: bool) -> web.Response:
+        """The stored object (201 when ``create_only``), with a ``Warning`` header per
+        warning, as a Kubernetes API server sends them (kubectl prints each)."""
+        warnings: list[str] = []
+        stored = await self._validated_store(obj, create_only=create_only, warn=warnings.append)
+        response = web.json_response(stored, status=201 if create_only else 200)
+        for warning in warnings:
+            response.headers.add(WARNING_HEADER, warning_header(warning))
+        return response
+
+    async def _validated_store(
+        self, obj: dict[str, Any], *, create_only: bool, warn: Callable[[str], None]
+    ) -> dict[str, Any]:
         kind: str = obj["kind"]
         meta: dict[str, Any] = obj["metadata"]
         name: str = meta["name"]
-        namespace = meta.get("namespace") or ("" if kind in CLUSTER_SCOPED else "default")
+        namespace = meta.get("namespace") or ("" if kind in CLUSTER_SCOPED_KINDS else "default")
         if create_only and self.backend.get_object(kind, namespace, name) is not None:
             raise ApiProblem(409, f'{resource_name(kind)} "{name}" already exists')
         # uid and creationTimestamp are the backend's to set (and to keep on replace).
         try:
             async with asyncio.timeout(self.write_timeout):
-                return await self.backend.put_object(obj)
+                return await self.backend.put_object(obj, warn)
         except ValidationFailed as exc:
             raise ApiProblem(
                 422,

@@ -34,6 +34,11 @@ class ServerError(CliError):
         click.echo(self.format_message(), err=True, file=file)
 
 
+def show_warning(text: str) -> None:
+    """An agent's warning, on stderr as kubectl prints a server's."""
+    click.echo(f"Warning: {text}", err=True)
+
+
 @dataclass
 class State:
     """Options shared by every command."""
@@ -42,7 +47,7 @@ class State:
 
     def client(self) -> ApiClient:
         """A client for the agent that owns this data dir."""
-        return ApiClient.from_data_dir(self.data_dir)
+        return ApiClient.from_data_dir(self.data_dir, on_warning=show_warning)
 
 
 def _set_data_dir(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:

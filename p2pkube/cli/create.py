@@ -1,4 +1,5 @@
-"""``p2pkube create configmap`` and ``create secret generic``, as kubectl's.
+"""``p2pkube create configmap``, ``create secret generic`` and ``create namespace``, as
+kubectl's.
 
 Both take ``--from-literal KEY=VALUE`` and ``--from-file [KEY=]PATH`` (a file, or a directory:
 each regular file in it, keyed by its name), check keys as Kubernetes does and refuse
@@ -26,7 +27,7 @@ from p2pkube.cli.common import (
     namespace_option,
 )
 from p2pkube.cli.printers import OutputFormat, allow_missing_keys_option, print_objects
-from p2pkube.model.names import dns_subdomain_error
+from p2pkube.model.names import dns_label_error, dns_subdomain_error
 
 __all__ = ["MAX_OBJECT_BYTES", "create"]
 
@@ -164,10 +165,6 @@ def _create(
     """Build the object, check its size, then create it (or only print it)."""
     if problem := dns_subdomain_error(name):
         raise click.BadParameter(f"{name!r} {problem}", param_hint="'NAME'")
-    if dry_run == "server":
-        raise click.BadParameter(
-            "the agent has no server-side dry run; use --dry-run=client", param_hint="--dry-run"
-        )
     obj = {
         "apiVersion": "v1",
         "kind": kind,
@@ -180,10 +177,22 @@ def _create(
             f"the data of {kind} {name!r} is {size:,} bytes, over the {MAX_OBJECT_BYTES:,} "
             "bytes (1 MiB) an object may hold (the agent's state.max_object_bytes)"
         )
+    _finish(state, obj, output, dry_run, allow_missing)
+
+
+def _finish(
+    state: State, obj: dict[str, Any], output: str | None, dry_run: str, allow_missing: bool
+) -> None:
+    """Create ``obj`` (unless a client dry run) and print it as ``-o`` asks, else
+    ``kind/name created``."""
+    if dry_run == "server":
+        raise click.BadParameter(
+            "the agent has no server-side dry run; use --dry-run=client", param_hint="--dry-run"
+        )
     stored = obj if dry_run == "client" else state.client().create_object(obj)
     if not print_objects([stored], output, single=True, allow_missing=allow_missing):
         suffix = " (dry run)" if dry_run == "client" else ""
-        click.echo(f"{kind.lower()}/{name} created{suffix}")
+        click.echo(f"{str(obj['kind']).lower()}/{obj['metadata']['name']} created{suffix}")
 
 
 def _create_options(func: Any) -> Any:
@@ -202,14 +211,7 @@ def _create_options(func: Any) -> Any:
                 metavar="[KEY=]PATH",
                 help="A file's content (key: its name), or each file of a directory.",
             ),
-            click.option(
-                "--dry-run",
-                type=click.Choice(("none", "client", "server")),
-                default="none",
-                is_flag=False,
-                flag_value="client",
-                help="client: print the object without creating it.",
-            ),
+            _dry_run_option,
             click.option(
                 "-o", "--output", type=OutputFormat(("json", "yaml", "name")), default=None
             ),
@@ -222,9 +224,37 @@ def _create_options(func: Any) -> Any:
     return func
 
 
+def _dry_run_option(func: Any) -> Any:
+    return click.option(
+        "--dry-run",
+        type=click.Choice(("none", "client", "server")),
+        default="none",
+        is_flag=False,
+        flag_value="client",
+        help="client: print the object without creating it.",
+    )(func)
+
+
 @click.group()
 def create() -> None:
     """Create an object."""
+
+
+@create.command("namespace", cls=KubectlCommand)
+@click.argument("name")
+@_dry_run_option
+@click.option("-o", "--output", type=OutputFormat(("json", "yaml", "name")), default=None)
+@allow_missing_keys_option
+@data_dir_option
+@click.pass_obj
+def create_namespace(
+    state: State, name: str, dry_run: str, output: str | None, allow_missing_template_keys: bool
+) -> None:
+    """Create a namespace (objects need theirs to exist; "default" always does)."""
+    if problem := dns_label_error(name):
+        raise click.BadParameter(f"{name!r} {problem}", param_hint="'NAME'")
+    obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    _finish(state, obj, output, dry_run, allow_missing_template_keys)
 
 
 @create.command("configmap", cls=KubectlCommand)

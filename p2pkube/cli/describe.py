@@ -32,7 +32,7 @@ from p2pkube.cli.common import (
     selector_option,
 )
 from p2pkube.cli.completion import complete_names, complete_resources
-from p2pkube.cli.describe_nodes import describe_configmap, describe_node
+from p2pkube.cli.describe_nodes import describe_configmap, describe_node, describe_secret
 from p2pkube.cli.describe_pods import describe_pod
 from p2pkube.cli.describe_sections import Lookup
 from p2pkube.cli.describe_services import describe_service
@@ -53,6 +53,7 @@ DESCRIBERS: dict[str, Callable[[dict[str, Any], Lookup], str]] = {
     "DaemonSet": describe_daemonset,
     "Node": describe_node,
     "ConfigMap": describe_configmap,
+    "Secret": describe_secret,
     "Service": describe_service,
 }
 

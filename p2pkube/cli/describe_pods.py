@@ -62,11 +62,12 @@ def env_text(var: dict[str, Any]) -> str:
     source = var.get("valueFrom")
     if not isinstance(source, dict):
         return str(var.get("value", ""))
-    ref = source.get("configMapKeyRef")
-    if isinstance(ref, dict):
-        optional = "true" if ref.get("optional") else "false"
-        where = f"<set to the key '{ref.get('key')}' of config map '{ref.get('name')}'>"
-        return f"{where}  Optional: {optional}"
+    for field_name, what in (("configMapKeyRef", "of config map"), ("secretKeyRef", "in secret")):
+        ref = source.get(field_name)
+        if isinstance(ref, dict):
+            optional = "true" if ref.get("optional") else "false"
+            where = f"<set to the key '{ref.get('key')}' {what} '{ref.get('name')}'>"
+            return f"{where}  Optional: {optional}"
     field = source.get("fieldRef") or {}
     return f"({field.get('apiVersion', 'v1')}:{field.get('fieldPath')})"
 
@@ -138,9 +139,10 @@ def _containers(
         if env_from:
             w.line(2, "Environment Variables from:")
             for source in env_from:
-                ref = source.get("configMapRef") or {}
+                kind = "Secret" if "secretRef" in source else "ConfigMap"
+                ref = source.get("secretRef") or source.get("configMapRef") or {}
                 optional = "true" if ref.get("optional") else "false"
-                w.line(3, f"{ref.get('name')}", f"ConfigMap  Optional: {optional}")
+                w.line(3, f"{ref.get('name')}", f"{kind}  Optional: {optional}")
         if env:
             w.line(2, "Environment:")
             for var in env:
@@ -170,6 +172,14 @@ def _volumes(w: Writer, volumes: Any, space: str = "") -> None:
             w.line(2, "Path:", volume["hostPath"].get("path", ""))
         elif "emptyDir" in volume:
             w.line(2, "Type:", "EmptyDir (a temporary directory that shares a pod's lifetime)")
+        elif isinstance(volume.get("configMap"), dict):
+            w.line(2, "Type:", "ConfigMap (a volume populated by a ConfigMap)")
+            w.line(2, "Name:", volume["configMap"].get("name", ""))
+            w.line(2, "Optional:", "true" if volume["configMap"].get("optional") else "false")
+        elif isinstance(volume.get("secret"), dict):
+            w.line(2, "Type:", "Secret (a volume populated by a Secret)")
+            w.line(2, "SecretName:", volume["secret"].get("secretName", ""))
+            w.line(2, "Optional:", "true" if volume["secret"].get("optional") else "false")
         else:
             w.line(2, "Type:", "<unknown>")
 

@@ -118,8 +118,9 @@ def get(
       deployments (deploy)      replicasets (rs)
       jobs (job)                daemonsets (ds)
       configmaps (cm)           secrets (secret)
-      services (svc)            endpoints (ep)
-      events (ev)               blobs (blob)
+      namespaces (ns)           services (svc)
+      endpoints (ep)            events (ev)
+      blobs (blob)
     or several, comma-separated (deploy,svc), or TYPE/NAME (deployment/web).
 
     -o jsonpath=TEMPLATE and -o custom-columns=HEADER:PATH,... take kubectl's syntax

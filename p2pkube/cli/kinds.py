@@ -95,18 +95,6 @@ NODES = Resource(
     ),
 )
 
-CONFIGMAPS = Resource(
-    kind="ConfigMap",
-    names=("configmaps", "configmap", "cm"),
-    namespaced=True,
-    columns=(
-        NAME,
-        Column("DATA", lambda c: len(c.get("data") or {}) + len(c.get("binaryData") or {})),
-        AGE,
-        LABELS,
-    ),
-)
-
 SECRETS = Resource(
     kind="Secret",
     names=("secrets", "secret"),
@@ -115,6 +103,25 @@ SECRETS = Resource(
         NAME,
         Column("TYPE", lambda s: s.get("type") or "Opaque"),
         Column("DATA", lambda s: len(s.get("data") or {})),
+        AGE,
+        LABELS,
+    ),
+)
+
+NAMESPACES = Resource(
+    kind="Namespace",
+    names=("namespaces", "namespace", "ns"),
+    namespaced=False,
+    columns=(NAME, Column("STATUS", lambda n: field(n, "status.phase", "Active")), AGE, LABELS),
+)
+
+CONFIGMAPS = Resource(
+    kind="ConfigMap",
+    names=("configmaps", "configmap", "cm"),
+    namespaced=True,
+    columns=(
+        NAME,
+        Column("DATA", lambda c: len(c.get("data") or {}) + len(c.get("binaryData") or {})),
         AGE,
         LABELS,
     ),
@@ -463,6 +470,7 @@ RESOURCES: tuple[Resource, ...] = (
     DAEMONSETS,
     CONFIGMAPS,
     SECRETS,
+    NAMESPACES,
     SERVICES,
     ENDPOINTS,
     EVENTS,

@@ -47,7 +47,7 @@ from p2pkube.cli.output import (
 )
 from p2pkube.cli.printers import OutputFormat, print_objects
 from p2pkube.cli.rollout import rollout, scale
-from p2pkube.cli.workloads import apply
+from p2pkube.cli.workloads import apply, module_source
 
 DEFAULT_DATA_DIR = "~/.p2pkube"
 
@@ -101,16 +101,29 @@ cli.add_command(port_forward)
 
 
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("source", metavar="FILE|REF")
 @click.option("-o", "--output", type=OutputFormat(("json", "yaml", "name")), default=None)
+@click.option(
+    "--registry-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Docker config with registry credentials (for a REF).",
+)
 @data_dir_option
 @click.pass_obj
-def publish(state: State, file: Path, output: str | None) -> None:
+def publish(state: State, source: str, output: str | None, registry_config: Path | None) -> None:
     """Share a WebAssembly module with the cluster; prints its digest.
 
     The local agent stores the file, computes its sha256 digest and publishes its manifest;
-    any node can then pull it. Publishing the same bytes again changes nothing.
+    any node can then pull it. Publishing the same bytes again changes nothing. REF is an
+    OCI reference to a WebAssembly artifact (REGISTRY/REPO:TAG or @sha256:...): the CLI
+    pulls its module layer and publishes that.
     """
+    with module_source(source, registry_config) as file:
+        _publish_file(state, file, output)
+
+
+def _publish_file(state: State, file: Path, output: str | None) -> None:
     with file.open("rb") as fh:
         problem = wasm_magic_problem(fh.read(len(WASM_MAGIC)), complete=True)
     if problem is not None:  # the agent checks too; this spares uploading a wrong file

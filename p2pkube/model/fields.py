@@ -22,7 +22,6 @@ from p2pkube.model.names import (
 )
 from p2pkube.model.quantity import parse_quantity
 
-API_GROUP_VERSION = "p2pkube.io/v1"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 RESOURCE_NAMES = ("cpu", "memory")
 
@@ -95,6 +94,15 @@ def relative_path(value: str) -> str:
     return value
 
 
+IMAGE_SOURCES = (
+    "a .wasm path, an http(s) URL of a .wasm file, or an OCI reference to a WebAssembly "
+    "artifact (REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:<hex>)"
+)
+"""What ``p2pkube apply -f`` publishes for a container's ``image`` (storing the digest)."""
+IMAGE_FORMS = f"a module digest (sha256:<64 hex digits>), {IMAGE_SOURCES}"
+"""Every form a container's ``image`` may take in a manifest given to ``p2pkube apply -f``."""
+
+
 def module_image(value: str) -> str:
     if DIGEST.match(value):
         return value
@@ -107,7 +115,10 @@ def module_image(value: str) -> str:
             "a local .wasm path: publish it first (p2pkube publish FILE) or use p2pkube apply "
             "-f, which publishes it (the API takes digests only)"
         )
-    raise ValueError("must be a module digest sha256:<64 hex digits>")
+    raise ValueError(
+        "must be a module digest sha256:<64 hex digits> (the API takes digests only; "
+        f"p2pkube apply -f also takes {IMAGE_SOURCES}, and publishes it)"
+    )
 
 
 def port_name(value: str) -> str:

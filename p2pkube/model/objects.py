@@ -19,30 +19,41 @@ injects none.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from collections.abc import Callable
 from typing import Any
 
-from p2pkube.model.errors import ValidationFailed
+from p2pkube.model.apiversions import CLUSTER_SCOPED_KINDS, standardised
+from p2pkube.model.errors import ObjectRefused, ValidationFailed
 from p2pkube.model.nodeports import DEFAULT_NODE_PORTS, assign_node_ports
 from p2pkube.model.podspec import containers
+from p2pkube.model.secrets import SECRET_KIND, Sealer, opened, sealed
 from p2pkube.model.timestamps import utc_now
 from p2pkube.model.watch import Render, WatchHub
 from p2pkube.state import ClusterState, ValueTooLarge, object_key
 from p2pkube.state.store import EVENTS, OBJECTS, STATUS
 
 BLOB_KIND = "Blob"
+NAMESPACE_KIND = "Namespace"
+DEFAULT_NAMESPACE = "default"
 
-Validator = Callable[[dict[str, Any]], dict[str, Any]]
-"""An object as a client sent it (without status) -> the object normalised (defaults filled);
-raises ValidationFailed listing every problem."""
+Warn = Callable[[str], None]
+"""Hears each warning about an object written (a field Kubernetes defines that is ignored)."""
+Validator = Callable[[dict[str, Any], Warn | None], dict[str, Any]]
+"""An object as a client sent it (without status), and who hears the warnings -> the object
+normalised (defaults filled, Kubernetes' apiVersion); raises ValidationFailed listing every
+problem."""
 CreationWrites = Callable[[str, dict[str, Any]], dict[tuple[str, str], Any]]
 """A new object's key and stored form -> other (map, key): value entries to store in the
 same transaction."""
 
 
 def merged(obj: dict[str, Any], status: Any) -> dict[str, Any]:
-    """``obj`` with its status, unless the status belongs to an older object of that name."""
+    """``obj`` with its status, unless the status belongs to an older object of that name;
+    with its kind's standard apiVersion (objects stored by earlier p2pkube versions said
+    ``p2pkube.io/v1``)."""
+    obj = standardised(obj)
     if not isinstance(status, dict):
         return obj
     uid = status.get("podUID")
@@ -67,6 +78,7 @@ class ObjectService:
         validate: Validator | None = None,
         node_ports: range = DEFAULT_NODE_PORTS,
         creation_writes: CreationWrites | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.state = state
         self.node_ready = node_ready
@@ -78,11 +90,16 @@ class ObjectService:
         self.creation_writes = creation_writes
         """Other entries stored in the transaction that creates an object (the node's
         scheduler claims the lease of a workload created here)."""
+        self.sealer = sealer
+        """Seals Secret values as they are written and opens them as they are read
+        (:mod:`p2pkube.model.secrets`); None on a node that cannot (a browser tab)."""
 
     def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        if kind == NAMESPACE_KIND:
+            return self._namespaces()
         prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
         objects = [
-            merged(obj, self.state.get(STATUS, key))
+            self._shown(key, obj)
             for key, obj in self.state.items(map_of(kind), prefix)
             if isinstance(obj, dict)
         ]
@@ -91,9 +108,90 @@ class ObjectService:
         )
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == NAMESPACE_KIND and name == DEFAULT_NAMESPACE:
+            return next(ns for ns in self._namespaces() if ns["metadata"]["name"] == name)
         key = object_key(kind, namespace, name)
         obj = self.state.get(map_of(kind), key)
-        return merged(obj, self.state.get(STATUS, key)) if isinstance(obj, dict) else None
+        return self._shown(key, obj) if isinstance(obj, dict) else None
+
+    def _shown(self, key: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """A stored object as readers see it: with its status, a Secret opened."""
+        if obj.get("kind") == SECRET_KIND:
+            obj = opened(key, obj, self.sealer)
+        status = self.state.get(STATUS, key)
+        if obj.get("kind") == NAMESPACE_KIND and not isinstance(status, dict):
+            status = {"phase": "Active"}
+        return merged(obj, status)
+
+    # -- namespaces ----------------------------------------------------------------------------
+    def _namespaces(self) -> builtins.list[dict[str, Any]]:
+        """Every Namespace, ``default`` included: it always exists, written or not."""
+        found = [
+            self._shown(key, obj)
+            for key, obj in self.state.items(OBJECTS, f"{NAMESPACE_KIND}//")
+            if isinstance(obj, dict)
+        ]
+        if not any(ns["metadata"]["name"] == DEFAULT_NAMESPACE for ns in found):
+            found.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": NAMESPACE_KIND,
+                    "metadata": {"name": DEFAULT_NAMESPACE},
+                    "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Active"},
+                }
+            )
+        return sorted(found, key=lambda ns: ns["metadata"]["name"])
+
+    def _check_namespace_takes_new(self, namespace: str) -> None:
+        """ObjectRefused unless ``namespace`` exists and is not being deleted."""
+        if namespace == DEFAULT_NAMESPACE:
+            return
+        found = self.state.get(OBJECTS, object_key(NAMESPACE_KIND, "", namespace))
+        if not isinstance(found, dict):
+            raise ObjectRefused(404, f'namespaces "{namespace}" not found')
+        if found.get("metadata", {}).get("deletionTimestamp"):
+            raise ObjectRefused(
+                403,
+                f"unable to create new content in namespace {namespace} because it is being "
+                "terminated",
+            )
+
+    async def _delete_namespace(self, name: str, obj: dict[str, Any], force: bool) -> None:
+        """Kubernetes' namespace deletion: the namespace turns Terminating (it takes no new
+        objects), everything in it is deleted in one transaction (running pods gracefully),
+        and the namespace goes once nothing is left in it: at once, or when the node elected
+        to collect (``sched.controllers.finalize_namespaces``) sees its last pod gone."""
+        key = object_key(NAMESPACE_KIND, "", name)
+        now = utc_now()
+        marked = {**obj, "metadata": {"deletionTimestamp": now, **obj["metadata"]}}
+        left = 0
+        async with self.state.batch() as batch:
+            batch.put(OBJECTS, key, marked)
+            batch.put(STATUS, key, {"phase": "Terminating"})
+            for map_name in (OBJECTS, EVENTS):
+                for item_key, item in self.state.items(map_name, ""):
+                    parts = item_key.split("/", 2)
+                    if len(parts) != 3 or parts[1] != name or not isinstance(item, dict):
+                        continue
+                    if self._graceful(parts[0], item, force):
+                        left += 1
+                        if not item["metadata"].get("deletionTimestamp"):
+                            meta = {**item["metadata"], "deletionTimestamp": now}
+                            batch.put(OBJECTS, item_key, {**item, "metadata": meta})
+                        continue
+                    batch.delete(map_name, item_key)
+                    if map_name == OBJECTS and self.state.get(STATUS, item_key) is not None:
+                        batch.delete(STATUS, item_key)
+            if not left:
+                batch.delete(OBJECTS, key)
+                batch.delete(STATUS, key)
+
+    def _graceful(self, kind: str, obj: dict[str, Any], force: bool) -> bool:
+        """Whether deleting ``obj`` only marks it: a Pod on a Ready node, whose kubelet stops
+        it and then removes it (unless ``force``)."""
+        node = obj.get("spec", {}).get("nodeName") if kind == "Pod" else None
+        return bool(node) and not force and self.node_ready(str(node))
 
     def render(self, key: str) -> dict[str, Any] | None:
         """The object under a document key (``Kind/namespace/name``) as :meth:`get` shows it."""
@@ -114,16 +212,19 @@ class ObjectService:
         self.state.on_change(publish)
         return hub
 
-    async def put(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Validate and store (create or replace); ValidationFailed lists every problem."""
+    async def put(self, obj: dict[str, Any], warn: Warn | None = None) -> dict[str, Any]:
+        """Validate and store (create or replace); ValidationFailed lists every problem,
+        ``warn`` hears every warning."""
         if self.validate is None:
             raise RuntimeError("this node takes no object writes (no validator was injected)")
-        valid = self.validate({k: v for k, v in obj.items() if k != "status"})
+        valid = self.validate({k: v for k, v in obj.items() if k != "status"}, warn)
         kind = valid["kind"]
         metadata = valid["metadata"]
-        namespace = metadata.get("namespace") or "default"
+        namespace = "" if kind in CLUSTER_SCOPED_KINDS else metadata.get("namespace") or "default"
         key = object_key(kind, namespace, metadata["name"])
         previous = self.state.get(OBJECTS, key)
+        if namespace and not isinstance(previous, dict):
+            self._check_namespace_takes_new(namespace)
         old_meta = previous.get("metadata", {}) if isinstance(previous, dict) else {}
         self._check_images(valid)
         if kind == "Pod":
@@ -140,14 +241,14 @@ class ObjectService:
                 **{
                     k: v
                     for k, v in metadata.items()
-                    if k not in ("deletionTimestamp", "generation")
+                    if k not in ("deletionTimestamp", "generation", "namespace")
                 },
                 **(
                     {"ownerReferences": old_meta["ownerReferences"]}
                     if old_meta.get("ownerReferences")
                     else {}
                 ),
-                "namespace": namespace,
+                **({"namespace": namespace} if namespace else {}),
                 "uid": old_meta.get("uid") or secrets.token_hex(16),
                 "creationTimestamp": old_meta.get("creationTimestamp") or utc_now(),
                 "generation": generation,
@@ -161,9 +262,14 @@ class ObjectService:
         extra: dict[tuple[str, str], Any] = {}
         if self.creation_writes is not None and not isinstance(previous, dict):
             extra = self.creation_writes(key, stored)
+        written = stored
+        if kind == SECRET_KIND:
+            if self.sealer is None:
+                raise RuntimeError("this node cannot seal Secrets (no sealer was injected)")
+            written = sealed(key, stored, self.sealer)
         try:
             async with self.state.batch() as batch:
-                batch.put(OBJECTS, key, stored)
+                batch.put(OBJECTS, key, written)
                 for (map_name, extra_key), value in extra.items():
                     batch.put(map_name, extra_key, value)
         except ValueTooLarge as exc:
@@ -206,13 +312,19 @@ class ObjectService:
         """Delete an object (a running Pod: mark it, its node finishes); False if absent."""
         key = object_key(kind, namespace, name)
         obj = self.state.get(map_of(kind), key)
+        if kind == NAMESPACE_KIND and name == DEFAULT_NAMESPACE:
+            raise ObjectRefused(
+                403, f'namespaces "{name}" is forbidden: this namespace may not be deleted'
+            )
         if not isinstance(obj, dict):
             return False
         if map_of(kind) != OBJECTS:
             await self.state.delete(map_of(kind), key)
             return True
-        node = obj.get("spec", {}).get("nodeName") if kind == "Pod" else None
-        if node and not force and self.node_ready(node):
+        if kind == NAMESPACE_KIND:
+            await self._delete_namespace(name, obj, force)
+            return True
+        if self._graceful(kind, obj, force):
             if not obj["metadata"].get("deletionTimestamp"):
                 marked = {**obj, "metadata": {**obj["metadata"], "deletionTimestamp": utc_now()}}
                 await self.state.put(OBJECTS, key, marked)

@@ -11,7 +11,10 @@ returns it normalised (defaults filled, ``apiVersion`` checked) or raises
 
 from __future__ import annotations
 
+import base64
 import re
+from collections.abc import Callable, Iterable
+from copy import deepcopy
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from p2pkube.model.apiversions import accepted_api_versions, api_version_of
 from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.fields import (
     AbsolutePath,
@@ -40,6 +44,7 @@ from p2pkube.model.fields import (
     probe_path,
     tcp_only,
 )
+from p2pkube.model.k8sschema import Path, defines
 from p2pkube.model.quantity import parse_quantity
 
 
@@ -79,6 +84,12 @@ class ConfigMapKeySelector(Model):
     optional: bool = False
 
 
+class SecretKeySelector(Model):
+    name: DnsSubdomain
+    key: str = Field(min_length=1, max_length=253)
+    optional: bool = False
+
+
 class ObjectFieldSelector(Model):
     field_path: Annotated[str, AfterValidator(field_path)]
     api_version: Literal["v1"] | None = None
@@ -86,12 +97,14 @@ class ObjectFieldSelector(Model):
 
 class EnvVarSource(Model):
     config_map_key_ref: ConfigMapKeySelector | None = None
+    secret_key_ref: SecretKeySelector | None = None
     field_ref: ObjectFieldSelector | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> EnvVarSource:
-        if (self.config_map_key_ref is None) == (self.field_ref is None):
-            raise ValueError("exactly one of configMapKeyRef, fieldRef must be set")
+        sources = (self.config_map_key_ref, self.secret_key_ref, self.field_ref)
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("exactly one of configMapKeyRef, secretKeyRef, fieldRef must be set")
         return self
 
 
@@ -112,11 +125,23 @@ class ConfigMapEnvSource(Model):
     optional: bool = False
 
 
+class SecretEnvSource(Model):
+    name: DnsSubdomain
+    optional: bool = False
+
+
 class EnvFromSource(Model):
-    """Every key of a ConfigMap as an environment variable (``prefix`` + key)."""
+    """Every key of a ConfigMap or a Secret as an environment variable (``prefix`` + key)."""
 
     prefix: str = ""
-    config_map_ref: ConfigMapEnvSource
+    config_map_ref: ConfigMapEnvSource | None = None
+    secret_ref: SecretEnvSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvFromSource:
+        if (self.config_map_ref is None) == (self.secret_ref is None):
+            raise ValueError("exactly one of configMapRef, secretRef must be set")
+        return self
 
 
 class ResourceRequirements(Model):
@@ -267,7 +292,18 @@ class ConfigMapVolume(Model):
     """Accepted as in Kubernetes; WASI preview 1 has no file modes."""
 
 
-_VOLUME_SOURCES = ("hostPath", "emptyDir", "configMap")
+class SecretVolume(Model):
+    """A Secret's keys as files (Kubernetes' ``secret`` volume), like a configMap volume;
+    projected into memory (``kubelet.secret_volume_dir``), never into the data dir."""
+
+    secret_name: DnsSubdomain
+    items: list[KeyToPath] | None = None
+    optional: bool = False
+    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+    """Accepted as in Kubernetes; WASI preview 1 has no file modes."""
+
+
+_VOLUME_SOURCES = ("hostPath", "emptyDir", "configMap", "secret")
 
 
 class Volume(Model):
@@ -275,10 +311,11 @@ class Volume(Model):
     host_path: HostPathVolume | None = None
     empty_dir: EmptyDirVolume | None = None
     config_map: ConfigMapVolume | None = None
+    secret: SecretVolume | None = None
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> Volume:
-        sources = [self.host_path, self.empty_dir, self.config_map]
+        sources = [self.host_path, self.empty_dir, self.config_map, self.secret]
         if sum(source is not None for source in sources) != 1:
             raise ValueError(f"exactly one of {', '.join(_VOLUME_SOURCES)} must be set")
         return self
@@ -342,7 +379,7 @@ def _port_duplicates(containers: list[Container]) -> list[str]:
 
 
 class Pod(Model):
-    api_version: Literal["p2pkube.io/v1"]
+    api_version: str
     kind: Literal["Pod"]
     metadata: ObjectMeta
     spec: PodSpec
@@ -483,45 +520,103 @@ class DaemonSetSpec(Model):
 
 
 class Deployment(Model):
-    api_version: Literal["p2pkube.io/v1"]
+    api_version: str
     kind: Literal["Deployment"]
     metadata: ObjectMeta
     spec: DeploymentSpec
 
 
 class ReplicaSet(Model):
-    api_version: Literal["p2pkube.io/v1"]
+    api_version: str
     kind: Literal["ReplicaSet"]
     metadata: ObjectMeta
     spec: ReplicaSetSpec
 
 
 class Job(Model):
-    api_version: Literal["p2pkube.io/v1"]
+    api_version: str
     kind: Literal["Job"]
     metadata: ObjectMeta
     spec: JobSpec
 
 
 class DaemonSet(Model):
-    api_version: Literal["p2pkube.io/v1"]
+    api_version: str
     kind: Literal["DaemonSet"]
     metadata: ObjectMeta
     spec: DaemonSetSpec
 
 
+def _config_keys(field: str, keys: Iterable[str]) -> list[str]:
+    """Kubernetes' rule for ConfigMap and Secret keys (they become file names)."""
+    return [
+        f"{field}: invalid key {key!r} (letters, digits, '-', '_', '.')"
+        for key in keys
+        if not re.fullmatch(r"[-._a-zA-Z0-9]+", key) or len(key) > 253 or key in (".", "..")
+    ][:1]
+
+
 class ConfigMap(Model):
-    api_version: Literal["v1"]
+    api_version: str
     kind: Literal["ConfigMap"]
     metadata: ObjectMeta
     data: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _keys(self) -> ConfigMap:
-        bad = [k for k in self.data if not re.fullmatch(r"[-._a-zA-Z0-9]+", k) or len(k) > 253]
-        if bad:
-            raise ValueError(f"data: invalid key {bad[0]!r} (letters, digits, '-', '_', '.')")
+        problems = _config_keys("data", self.data)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
+
+
+class Secret(Model):
+    """Kubernetes' Secret: ``data`` in base64, ``stringData`` as text (written into ``data``
+    and never stored, as in Kubernetes). Its values are sealed in the replicated state
+    (:mod:`p2pkube.model.secrets`); errors never quote them."""
+
+    api_version: str
+    kind: Literal["Secret"]
+    metadata: ObjectMeta
+    type: str = Field(default="Opaque", min_length=1, max_length=253)
+    data: dict[str, str] = Field(default_factory=dict)
+    string_data: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """Folded into ``data`` by validation; never stored."""
+
+    @model_validator(mode="after")
+    def _keys_and_values(self) -> Secret:
+        problems = _config_keys("data", self.data) + _config_keys("stringData", self.string_data)
+        for key, value in self.data.items():
+            try:
+                base64.b64decode(value, validate=True)
+            except ValueError:
+                problems.append(f"data[{key}]: must be base64 (use stringData for plain text)")
+        if problems:
+            raise ValueError("\n".join(problems))
+        data = dict(self.data)
+        for key, text in self.string_data.items():  # stringData wins, as in Kubernetes
+            data[key] = base64.b64encode(text.encode()).decode()
+        object.__setattr__(self, "data", data)
+        return self
+
+
+class NamespaceSpec(Model):
+    finalizers: list[str] = Field(default_factory=list)
+
+
+class NamespaceMeta(ObjectMeta):
+    name: DnsLabel  # a namespace's name is a DNS label (it is part of other names)
+
+
+class Namespace(Model):
+    """A namespace (cluster-scoped: a ``metadata.namespace`` is ignored, as in Kubernetes):
+    objects are created only in one that exists; deleting it deletes them
+    (:class:`p2pkube.model.objects.ObjectService`)."""
+
+    api_version: str
+    kind: Literal["Namespace"]
+    metadata: NamespaceMeta
+    spec: NamespaceSpec = Field(default_factory=NamespaceSpec)
 
 
 _UNSUPPORTED_SERVICE_TYPES = {
@@ -592,10 +687,9 @@ class ServiceSpec(Model):
 
 
 class Service(Model):
-    """Kubernetes' Service (ClusterIP and NodePort). ``apiVersion`` may be ``v1``, as in
-    Kubernetes, or ``p2pkube.io/v1`` like the other kinds; it is stored as written."""
+    """Kubernetes' Service (ClusterIP and NodePort)."""
 
-    api_version: Literal["v1", "p2pkube.io/v1"]
+    api_version: str
     kind: Literal["Service"]
     metadata: ObjectMeta
     spec: ServiceSpec
@@ -615,35 +709,44 @@ MODELS: dict[str, type[Model]] = {
     "Job": Job,
     "DaemonSet": DaemonSet,
     "ConfigMap": ConfigMap,
+    "Secret": Secret,
     "Service": Service,
+    "Namespace": Namespace,
 }
 """The kinds a user may write, by kind."""
 
 
+_VALIDATOR_LAYERS = ("str", "int", "float")
+
+
+def _fields(loc: tuple[int | str, ...]) -> Path:
+    """A pydantic error location as the document's path (its validator layers left out)."""
+    return tuple(
+        part
+        for part in loc
+        if isinstance(part, int)
+        or not (part.startswith(("function-after", "function-before")) or part in _VALIDATOR_LAYERS)
+    )
+
+
 def _path(loc: tuple[int | str, ...]) -> str:
     text = ""
-    for part in loc:
+    for part in _fields(loc):
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part.startswith(("function-after", "function-before")) or part in (
-            "str",
-            "int",
-            "float",
-        ):
-            continue  # pydantic's names for validator layers, not fields
         else:
             text += f".{part}" if text else part
     return text
 
 
-def _messages(error: ValidationError) -> list[str]:
+def _messages(errors: list[Any]) -> list[str]:
     problems = []
-    for item in error.errors(include_url=False):
+    for item in errors:
         path = _path(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
-        elif item["type"] == "literal_error" and path in ("apiVersion", "kind"):
+        elif item["type"] == "literal_error" and path == "kind":
             message = f"must be {item['ctx']['expected']}"
         for part in message.split("\n"):
             # cross-field errors name their own sub-path ("containers[1].name: ...")
@@ -655,18 +758,75 @@ def _messages(error: ValidationError) -> list[str]:
     return problems
 
 
-def validate_object(obj: Any) -> dict[str, Any]:
-    """The object normalised (defaults filled), or ValidationFailed with every problem."""
+_WHY_IGNORED = {
+    "imagePullPolicy": "a module is a content-addressed blob that nodes fetch from each other",
+    "securityContext": "a wasm module has no Linux user, capabilities or privileges to set",
+    "livenessProbe": "not implemented (readinessProbe is)",
+    "startupProbe": "not implemented (readinessProbe is)",
+    "resourceVersion": "p2pkube has no optimistic concurrency on writes yet",
+}
+"""Why p2pkube ignores some fields people often write, shown in their warning. Which fields
+are ignored rather than rejected comes from Kubernetes' schemas (``k8sschema``), not from
+this table."""
+
+
+def _ignored_warning(path: Path) -> str:
+    name = next((part for part in reversed(path) if isinstance(part, str)), "")
+    why = _WHY_IGNORED.get(name, "p2pkube does not implement this Kubernetes field")
+    return f"{_path(path)}: ignored: {why}"
+
+
+def _without(document: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
+    """A copy of ``document`` without the fields at ``paths``."""
+    copy = deepcopy(document)
+    for path in paths:
+        parent: Any = copy
+        for part in path[:-1]:
+            parent = parent[part]
+        del parent[path[-1]]
+    return copy
+
+
+def validate_object(obj: Any, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The object normalised (defaults filled, Kubernetes' apiVersion), or ValidationFailed
+    with every problem.
+
+    A field Kubernetes defines that p2pkube does not implement is dropped and ``warn`` hears
+    why (``path: ignored: reason``), as a Kubernetes API server warns of fields it does not
+    know; a field Kubernetes does not define either is an error."""
     if not isinstance(obj, dict):
         raise ValidationFailed(["an object must be a mapping"])
     kind = obj.get("kind")
     if isinstance(kind, str) and kind in READ_ONLY_KINDS:
         raise ValidationFailed([f"kind: {READ_ONLY_KINDS[kind]}"])
     model = MODELS.get(kind) if isinstance(kind, str) else None
-    if model is None:
+    if model is None or not isinstance(kind, str):
         raise ValidationFailed([f"kind: {kind!r} is not supported (supported: {sorted(MODELS)})"])
+    accepted = accepted_api_versions(kind)
+    if obj.get("apiVersion") not in accepted:
+        wrote = obj.get("apiVersion")
+        raise ValidationFailed(
+            [f"apiVersion: must be {' or '.join(accepted)} for a {kind} (got {wrote!r})"]
+        )
+    document = {**obj, "apiVersion": api_version_of(kind)}
     try:
-        parsed = model.model_validate(obj)
+        parsed = model.model_validate(document)
     except ValidationError as exc:
-        raise ValidationFailed(_messages(exc)) from None
+        errors = exc.errors(include_url=False)
+        ignored = [
+            _fields(e["loc"])
+            for e in errors
+            if e["type"] == "extra_forbidden"
+            and defines(document["apiVersion"], kind, _fields(e["loc"]))
+        ]
+        if not ignored:
+            raise ValidationFailed(_messages(errors)) from None
+        document = _without(document, ignored)
+        try:
+            parsed = model.model_validate(document)
+        except ValidationError as again:
+            raise ValidationFailed(_messages(again.errors(include_url=False))) from None
+        for path in ignored:
+            if warn is not None:
+                warn(_ignored_warning(path))
     return parsed.model_dump(by_alias=True, exclude_none=True)

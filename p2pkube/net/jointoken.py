@@ -49,6 +49,7 @@ __all__ = [
     "join_transcript",
     "link_key",
     "node_id_from_public_key",
+    "secrets_key",
     "signaling_key",
     "token_problem",
 ]
@@ -85,6 +86,7 @@ _NODE_ID_PREFIX: Final = b"p2pkube-node:"
 _HKDF_SALT: Final = b"p2pkube-token-v1"
 _SIGNALING_INFO: Final = b"p2pkube signaling join v1"
 _LINK_INFO: Final = b"p2pkube link auth v1"
+_SECRETS_INFO: Final = b"p2pkube secrets v1"
 
 #: First element of every join transcript (:func:`join_transcript`).
 JOIN_DOMAIN: Final = "p2pkube-signaling-join-v1"
@@ -177,6 +179,16 @@ def link_key(token: str) -> bytes:
     server never sees it.
     """
     return _derive(token, _LINK_INFO)
+
+
+def secrets_key(token: str) -> bytes:
+    """The key Secret values are sealed with in the replicated state (and so on disk).
+
+    ``HKDF-SHA256(token, salt="p2pkube-token-v1", info="p2pkube secrets v1")``. Every
+    member holds the token and so this key; a data dir copied without the token holds only
+    ciphertext (docs/guarantees.md says what this does and does not protect).
+    """
+    return _derive(token, _SECRETS_INFO)
 
 
 def cluster_id(token: str) -> str:

@@ -1,4 +1,8 @@
-"""ConfigMap volumes: a ConfigMap's keys as files in a directory the pod's containers mount.
+"""ConfigMap and Secret volumes: their keys as files in a directory the pod's containers mount.
+
+A secret volume is projected like a configMap volume, into the kubelet's in-memory directory
+(``kubelet.secret_volume_dir``) instead of the pod's directory, so Secret values never reach
+the data dir.
 
 The kubelet projects each ``configMap`` volume into ``<pod dir>/volumes/<volume>/`` before
 the pod's containers start, and again whenever the ConfigMap changes while the pod runs
@@ -21,44 +25,51 @@ from pathlib import Path
 from typing import Any, Final
 
 from p2pkube.fsutil import write_file_atomically
+from p2pkube.runtime.configsources import (
+    CONFIG_MAP_KIND,
+    SECRET_KIND,
+    ObjectLookup,
+    SourceMissing,
+    source_data,
+    what,
+)
 
-OBJECTS_PREFIX: Final = "ConfigMap"
 MANIFEST_SUFFIX: Final = ".projected"
 """``<volumes>/.<volume>.projected`` lists what the last projection wrote, one relative path
 per line; beside the directory, so the containers never see it."""
+VOLUME_KINDS: Final = {"configMap": CONFIG_MAP_KIND, "secret": SECRET_KIND}
+"""The volume sources projected from an object, and that object's kind."""
 
 
-class NotReady(Exception):
-    """The volume cannot be projected yet (its ConfigMap or a key is missing); the message is
-    what the pod's event and waiting state say, as Kubernetes words it."""
+def projected_source(volume: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(kind, source) of a pod volume projected from a ConfigMap or Secret; None otherwise."""
+    for field, kind in VOLUME_KINDS.items():
+        if field in volume:
+            return kind, volume[field]
+    return None
 
 
-def config_map_key(namespace: str, name: str) -> str:
-    """The ConfigMap's key in the replicated ``objects`` map."""
-    return f"{OBJECTS_PREFIX}/{namespace}/{name}"
-
-
-def files(volume: dict[str, Any], config_map: dict[str, Any] | None) -> dict[str, bytes]:
-    """The files ``volume`` (a pod's ``configMap`` volume source) holds, by relative path;
-    NotReady when they cannot be made and the volume is not optional."""
-    name = volume["name"]
-    optional = bool(volume.get("optional", False))
-    if config_map is None:
-        if optional:
-            return {}
-        raise NotReady(f'configmap "{name}" not found')
-    data = config_map.get("data") or {}
-    items = volume.get("items")
+def files(
+    kind: str, source: dict[str, Any], namespace: str, lookup: ObjectLookup
+) -> dict[str, bytes]:
+    """The files a ``configMap`` or ``secret`` volume ``source`` holds, by relative path;
+    SourceMissing when they cannot be made and the volume is not optional."""
+    name = source["secretName"] if kind == SECRET_KIND else source["name"]
+    optional = bool(source.get("optional", False))
+    data = source_data(lookup, kind, namespace, name, optional=optional)
+    if data is None:
+        return {}
+    items = source.get("items")
     if items is None:
-        return {key: str(value).encode() for key, value in data.items()}
+        return dict(data)
     out = {}
     for item in items:
         key = item["key"]
         if key not in data:
             if optional:
                 continue
-            raise NotReady(f'configmap "{name}": key "{key}" not found')
-        out[item["path"]] = str(data[key]).encode()
+            raise SourceMissing(f'{what(kind, name)}: key "{key}" not found')
+        out[item["path"]] = data[key]
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeGuard
 
 from p2pkube.model.resources import Resources
 from p2pkube.runtime import interface as rt
+from p2pkube.runtime.configsources import ObjectLookup
 from p2pkube.runtime.handler import HandlerPool
 from p2pkube.runtime.hostpaths import (
     HOST_PATH_NOT_ALLOWED,
@@ -34,6 +35,7 @@ from p2pkube.runtime.hostpaths import (
 from p2pkube.runtime.pod import ContainerRecord, PodWorker, pod_dir_name
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.services.settings import ServiceSettings
+from p2pkube.state import object_key
 from p2pkube.state.cluster import ClusterState
 from p2pkube.state.store import OBJECTS, STATUS
 
@@ -69,8 +71,16 @@ class Kubelet:
         host_paths: HostPathPolicy | None = None,
         on_host_path_refused: Callable[[], None] = lambda: None,
         services: ServiceSettings | None = None,
+        read_object: ObjectLookup | None = None,
+        secret_dir: Path | None = None,
     ) -> None:
         self.node_name = node_name
+        self.read_object: ObjectLookup = read_object or self._stored_object
+        """``(kind, namespace, name)`` -> a ConfigMap or Secret as the node's object service
+        shows it (a Secret opened); what env and projected volumes are made from."""
+        self.secret_dir = secret_dir or pods_dir.parent / "secret-volumes"
+        """Where secret volumes are projected, one directory per pod: in memory
+        (``kubelet.secret_volume_dir``), so Secret values never reach the data dir."""
         self.services = services or ServiceSettings()
         """Limits of the HTTP handler containers here (deadline, concurrency, probes)."""
         self.host_paths = host_paths or HostPathPolicy()
@@ -280,7 +290,16 @@ class Kubelet:
         if isinstance(status, dict) and status.get("podUID") == worker.uid:
             if self.state.get(OBJECTS, worker.key) is None:
                 await self.state.delete(STATUS, worker.key)
+        await self._remove_files(worker)
+
+    async def _remove_files(self, worker: PodWorker) -> None:
         await self.runtime.remove_pod_files(worker.dir)
+        await self.runtime.remove_pod_files(worker.secret_dir)
+
+    def _stored_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """An object as stored (a Secret sealed): for a kubelet given no object service."""
+        found = self.state.get(OBJECTS, object_key(kind, namespace, name))
+        return found if isinstance(found, dict) else None
 
     async def finalize_delete(self, worker: PodWorker) -> None:
         """The last step of a delete: the pod has stopped; remove it from the cluster.
@@ -291,7 +310,7 @@ class Kubelet:
         status = self.state.get(STATUS, worker.key)
         if isinstance(status, dict) and status.get("podUID") == worker.uid:
             await self.state.delete(STATUS, worker.key)
-        await self.runtime.remove_pod_files(worker.dir)
+        await self._remove_files(worker)
         if self.owns(worker.key, worker.uid):
             await self.state.delete(OBJECTS, worker.key)
         log.info("pod %s deleted", worker.key)
@@ -307,6 +326,7 @@ class Kubelet:
             for p in self.assigned().values()
         }
         await self.runtime.remove_stale_pod_files(self.pods_dir, live)
+        await self.runtime.remove_stale_pod_files(self.secret_dir, live)
 
     # -- admission -------------------------------------------------------------------------------
     def admit(self, worker: PodWorker) -> tuple[str, str] | None:

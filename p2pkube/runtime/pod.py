@@ -34,9 +34,10 @@ from p2pkube.model.timestamps import parse_time, utc_now
 from p2pkube.runtime import configvolumes, podenv
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.base import failed
+from p2pkube.runtime.configsources import SourceMissing
 from p2pkube.runtime.handler import HandlerPool, container_concurrency
 from p2pkube.runtime.probe import HttpGetProbe, ReadinessProber, container_ports, is_handler
-from p2pkube.state.store import OBJECTS, STATUS
+from p2pkube.state.store import STATUS
 
 if TYPE_CHECKING:  # the worker's owner; it imports this module
     from p2pkube.runtime.kubelet import Kubelet
@@ -145,6 +146,8 @@ class PodWorker:
         self.spec: dict[str, Any] = pod["spec"]
         self.policy: str = self.spec.get("restartPolicy", "Always")
         self.dir = kubelet.pods_dir / pod_dir_name(self.namespace, self.name, self.uid)
+        self.secret_dir = kubelet.secret_dir / pod_dir_name(self.namespace, self.name, self.uid)
+        """Where its secret volumes are projected (``kubelet.secret_volume_dir``)."""
         self.containers = [ContainerRecord(dict(c)) for c in self.spec["containers"]]
         self.phase = PENDING
         self.reason = ""
@@ -288,16 +291,16 @@ class PodWorker:
         elif not self.terminal and not self.stopping.is_set():
             self._finish_pod(self._phase_when_done(), "", "")
 
-    # -- configMap volumes (runtime/configvolumes.py) ---------------------------------------------
+    # -- configMap and secret volumes (runtime/configvolumes.py) ----------------------------------
     def _config_volumes(self) -> list[dict[str, Any]]:
-        return [v for v in self.spec.get("volumes", []) if "configMap" in v]
+        return [v for v in self.spec.get("volumes", []) if configvolumes.projected_source(v)]
 
     async def _project_config_volumes(self) -> None:
-        """Project every configMap volume from the replicated ConfigMaps; NotReady when one
-        cannot be (and nothing of the others changed meanwhile matters: retried whole)."""
+        """Project every configMap and secret volume from the replicated objects;
+        SourceMissing when one cannot be (retried whole: nothing of the others matters)."""
         for volume in self._config_volumes():
-            source = volume["configMap"]
-            wanted = configvolumes.files(source, self._config_map(self.namespace, source["name"]))
+            kind, source = configvolumes.projected_source(volume) or ("", {})
+            wanted = configvolumes.files(kind, source, self.namespace, self.kubelet.read_object)
             if self._projected.get(volume["name"]) == wanted:
                 continue  # unchanged: no thread hop, no file read each interval
             await asyncio.to_thread(configvolumes.project, self._volume_dir(volume), wanted)
@@ -341,7 +344,7 @@ class PodWorker:
             self._changed()
             self._event("FailedMount", message, warning=True)
 
-        return bool(await self._until_configured(project, configvolumes.NotReady, tell))
+        return bool(await self._until_configured(project, SourceMissing, tell))
 
     async def _refresh_config_volumes(self) -> None:
         """While the pod runs: a changed ConfigMap reaches its files. One that has gone away
@@ -351,14 +354,10 @@ class PodWorker:
             await asyncio.sleep(interval)
             try:
                 await self._project_config_volumes()
-            except configvolumes.NotReady:
+            except SourceMissing:
                 continue
             except OSError as exc:
                 log.warning("pod %s: could not update its configMap volumes: %s", self.key, exc)
-
-    def _config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found = self.kubelet.state.get(OBJECTS, configvolumes.config_map_key(namespace, name))
-        return found if isinstance(found, dict) else None
 
     async def _wait_environment(self, record: ContainerRecord) -> list[tuple[str, str]] | None:
         """The container's environment (``runtime/podenv.py``), once its ConfigMaps have what
@@ -368,7 +367,7 @@ class PodWorker:
 
         async def resolve() -> list[tuple[str, str]]:
             env, skipped = podenv.container_env(
-                self.pod, record.spec, self.kubelet.node_name, self._config_map
+                self.pod, record.spec, self.kubelet.node_name, self.kubelet.read_object
             )
             if skipped:
                 self._event(
@@ -663,7 +662,7 @@ class PodWorker:
         for mount in spec.get("volumeMounts", []):
             volume = volumes[mount["name"]]
             guest = mount["mountPath"]
-            if "configMap" in volume:  # projected by the kubelet; always read-only
+            if configvolumes.projected_source(volume):  # by the kubelet; always read-only
                 host = self._volume_dir(volume)
                 mounts.append(rt.Mount(host, guest, read_only=True, projected=True))
                 continue
@@ -677,7 +676,10 @@ class PodWorker:
         return mounts
 
     def _volume_dir(self, volume: dict[str, Any]) -> Path:
-        """Where an emptyDir or a projected configMap volume lives on this node."""
+        """Where an emptyDir or a projected volume lives on this node: a secret volume in
+        the kubelet's in-memory directory, never in the data dir."""
+        if "secret" in volume:
+            return self.secret_dir / volume["name"]
         return self.dir / "volumes" / volume["name"]
 
     def log_path(self, container: str, restart: int) -> Path:

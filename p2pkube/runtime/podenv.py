@@ -1,13 +1,13 @@
 """A container's environment: ``env`` (``value``, ``valueFrom``) and ``envFrom``, resolved as
-Kubernetes' kubelet does, from the pod object and the replicated ConfigMaps.
+Kubernetes' kubelet does, from the pod object and the replicated ConfigMaps and Secrets.
 
-Order: every ``envFrom`` source in turn (its ConfigMap's keys, each with the source's
+Order: every ``envFrom`` source in turn (its ConfigMap's or Secret's keys, each with the source's
 ``prefix``; a key that is not a valid variable name is skipped and named), then ``env``, whose
 entries override what ``envFrom`` gave. A ``valueFrom``:
 
-* ``configMapKeyRef``: the key's value; a missing ConfigMap or key stops the container from
-  starting (:class:`ConfigError`, which the pod shows as ``CreateContainerConfigError``)
-  unless ``optional``, in which case the variable is left out;
+* ``configMapKeyRef``, ``secretKeyRef``: the key's value; a missing source or key stops the
+  container from starting (:class:`ConfigError`, which the pod shows as
+  ``CreateContainerConfigError``) unless ``optional``, in which case the variable is left out;
 * ``fieldRef``: the Downward API fields p2pkube fills in: ``metadata.name``,
   ``metadata.namespace``, ``metadata.labels['KEY']``, ``metadata.annotations['KEY']``
   (empty when absent, as in Kubernetes) and ``spec.nodeName``.
@@ -18,15 +18,20 @@ Shared Python: the browser node's kubelet runs it too.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any, Final
 
 from p2pkube.model.names import env_name_error
+from p2pkube.runtime.configsources import (
+    CONFIG_MAP_KIND,
+    SECRET_KIND,
+    ObjectLookup,
+    SourceMissing,
+    source_data,
+)
 
 _MAP_FIELD: Final = re.compile(r"metadata\.(labels|annotations)\['([^'\]]+)'\]")
-
-ConfigMapLookup = Callable[[str, str], dict[str, Any] | None]
-"""``(namespace, name)`` -> the ConfigMap object, or None when there is none."""
+_FROM_KINDS: Final = {"configMapRef": CONFIG_MAP_KIND, "secretRef": SECRET_KIND}
+_KEY_REF_KINDS: Final = {"configMapKeyRef": CONFIG_MAP_KIND, "secretKeyRef": SECRET_KIND}
 
 
 class ConfigError(Exception):
@@ -34,7 +39,7 @@ class ConfigError(Exception):
 
 
 def container_env(
-    pod: dict[str, Any], container: dict[str, Any], node_name: str, config_map: ConfigMapLookup
+    pod: dict[str, Any], container: dict[str, Any], node_name: str, lookup: ObjectLookup
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """(the environment, in order, and the ``envFrom`` keys skipped as invalid names)."""
     metadata = pod.get("metadata") or {}
@@ -42,13 +47,13 @@ def container_env(
     values: dict[str, str] = {}
     skipped: list[str] = []
     for source in container.get("envFrom") or []:
-        ref = source["configMapRef"]
-        data = _config_map_data(config_map, namespace, ref["name"], bool(ref.get("optional")))
+        field, ref = next((f, source[f]) for f in _FROM_KINDS if source.get(f) is not None)
+        data = _data(lookup, _FROM_KINDS[field], namespace, ref["name"], bool(ref.get("optional")))
         prefix = str(source.get("prefix") or "")
         for key, value in (data or {}).items():
             name = prefix + key
             if env_name_error(name) is None:
-                values[name] = str(value)
+                values[name] = value.decode(errors="replace")
             else:
                 skipped.append(name)
     for entry in container.get("env") or []:
@@ -56,10 +61,19 @@ def container_env(
         if source is None:
             values[entry["name"]] = str(entry.get("value") or "")
             continue
-        value = _value_from(source, pod, node_name, namespace, config_map)
-        if value is not None:
-            values[entry["name"]] = value
+        resolved = _value_from(source, pod, node_name, namespace, lookup)
+        if resolved is not None:
+            values[entry["name"]] = resolved
     return list(values.items()), skipped
+
+
+def _data(
+    lookup: ObjectLookup, kind: str, namespace: str, name: str, optional: bool
+) -> dict[str, bytes] | None:
+    try:
+        return source_data(lookup, kind, namespace, name, optional=optional)
+    except SourceMissing as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _value_from(
@@ -67,21 +81,21 @@ def _value_from(
     pod: dict[str, Any],
     node_name: str,
     namespace: str,
-    config_map: ConfigMapLookup,
+    lookup: ObjectLookup,
 ) -> str | None:
-    ref = source.get("configMapKeyRef")
-    if ref is not None:
+    for field, kind in _KEY_REF_KINDS.items():
+        ref = source.get(field)
+        if ref is None:
+            continue
         optional = bool(ref.get("optional"))
-        data = _config_map_data(config_map, namespace, ref["name"], optional)
+        data = _data(lookup, kind, namespace, ref["name"], optional)
         if data is None:
             return None
         if ref["key"] not in data:
             if optional:
                 return None
-            raise ConfigError(
-                f"couldn't find key {ref['key']} in ConfigMap {namespace}/{ref['name']}"
-            )
-        return str(data[ref["key"]])
+            raise ConfigError(f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}")
+        return data[ref["key"]].decode(errors="replace")
     path = source["fieldRef"]["fieldPath"]
     metadata = pod.get("metadata") or {}
     if path == "metadata.name":
@@ -94,15 +108,3 @@ def _value_from(
     if match is None:  # validation admits no other path
         raise ConfigError(f"unsupported fieldRef {path}")
     return str((metadata.get(match.group(1)) or {}).get(match.group(2), ""))
-
-
-def _config_map_data(
-    config_map: ConfigMapLookup, namespace: str, name: str, optional: bool
-) -> dict[str, Any] | None:
-    found = config_map(namespace, name)
-    if found is None:
-        if optional:
-            return None
-        raise ConfigError(f'configmap "{name}" not found')
-    data = found.get("data")
-    return data if isinstance(data, dict) else {}

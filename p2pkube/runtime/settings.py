@@ -106,9 +106,14 @@ class KubeletSettings:
     config_map_interval: float = 1.0
     """Seconds between two looks at the ConfigMaps a pod uses: while it waits for a missing
     one (a configMap volume, an env ``configMapKeyRef`` or ``envFrom``), and while it runs
-    (a changed ConfigMap reaches its configMap volumes' files within about this long;
+    (a changed ConfigMap or Secret reaches its volumes' files within about this long;
     Kubernetes' kubelet takes up to a minute). Environment variables are read once, at each
     start of a container, as in Kubernetes."""
+    secret_volume_dir: str = "/dev/shm"
+    """A memory-backed directory (tmpfs) secret volumes are projected under, one directory
+    per agent and pod, as Kubernetes' kubelet mounts a tmpfs per secret volume: Secret values
+    never reach the data dir, which keeps them sealed. When it is not a directory, the agent
+    logs a warning and uses ``<data dir>/secret-volumes`` (on disk) instead."""
     max_pods: int = 110
     """Pods this node runs at most (kubelet's maxPods); beyond it new pods fail ``OutOfpods``."""
     initial_sync_timeout: float = 3.0

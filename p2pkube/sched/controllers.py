@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from p2pkube.model.apiversions import api_version_of
 from p2pkube.model.timestamps import parse_time
 from p2pkube.sched.election import LEASE_ANNOTATION
 from p2pkube.sched.eviction import DEFERRED_REASON
 from p2pkube.sched.placement import NodeInfo, PodToPlace, host_paths, place
 from p2pkube.sched.view import (
-    API_VERSION,
     TEMPLATE_HASH_LABEL,
     ClusterView,
     Plan,
@@ -81,7 +81,7 @@ def pod_from_template(
     if node is not None:
         spec["nodeName"] = node.name
     return {
-        "apiVersion": API_VERSION,
+        "apiVersion": api_version_of("Pod"),
         "kind": "Pod",
         "metadata": {
             "name": f"{prefix}-{name_suffix()}",
@@ -458,7 +458,7 @@ def _new_replicaset(
     template = clone(spec["template"])
     template.setdefault("metadata", {}).setdefault("labels", {})[TEMPLATE_HASH_LABEL] = digest
     rs = {
-        "apiVersion": API_VERSION,
+        "apiVersion": api_version_of("ReplicaSet"),
         "kind": "ReplicaSet",
         "metadata": {
             "name": f"{meta['name']}-{digest}",
@@ -653,3 +653,26 @@ def collect_orphans(ctx: Context) -> None:
     for pod in view.pods:
         if pod.owner and pod.owner not in view.uids and not pod.terminating:
             delete_pod(ctx, pod, "Killing", f"Owner of pod {pod.name} was deleted")
+
+
+def finalize_namespaces(ctx: Context, terminating: list[str]) -> None:
+    """Finish deleting the ``terminating`` namespaces (``model.objects`` deleted what was in
+    them and marked their pods): a pod or workload created in one since (written on another
+    node before it saw the deletion) is deleted too, and a namespace left with no pod is
+    removed, as Kubernetes' namespace controller does."""
+    view, plan = ctx.view, ctx.plan
+    for namespace in terminating:
+        for kind, objects in view.objects.items():
+            for obj in objects:
+                if obj["metadata"].get("namespace") == namespace:
+                    key = object_key(kind, namespace, obj["metadata"]["name"])
+                    plan.delete(OBJECTS, key)
+                    plan.delete(STATUS, key)
+        pods = [p for p in view.pods if p.meta.get("namespace", "default") == namespace]
+        for pod in pods:
+            if not pod.terminating:
+                delete_pod(ctx, pod, "Killing", f"Namespace {namespace} is being deleted")
+        if not pods:
+            key = object_key("Namespace", "", namespace)
+            plan.delete(OBJECTS, key)
+            plan.delete(STATUS, key)

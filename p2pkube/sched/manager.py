@@ -414,6 +414,7 @@ class Scheduler:
             await asyncio.sleep(0)
             ctx = ctl.Context(view, plan, "", grace, _new_uid)
             ctl.collect_orphans(ctx)
+            ctl.finalize_namespaces(ctx, self._terminating_namespaces())
             self._collect_leases({key for key, _ in workload_keys}, plan)
         self._wake_when_grace_ends(states)
         if plan.wake is not None:
@@ -421,6 +422,14 @@ class Scheduler:
         self.evictions.reported(plan.deferred)
         await self._apply(plan)
         return plan
+
+    def _terminating_namespaces(self) -> list[str]:
+        """Namespaces being deleted (a few objects: read from the state, not mirrored)."""
+        return [
+            str(obj["metadata"]["name"])
+            for _key, obj in self.state.items(OBJECTS, "Namespace//")
+            if isinstance(obj, dict) and obj.get("metadata", {}).get("deletionTimestamp")
+        ]
 
     def _reconcile(self, ctx: ctl.Context, workload: dict[str, Any]) -> None:
         kind = workload["kind"]

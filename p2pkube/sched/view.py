@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from p2pkube.model.apiversions import api_version_of
 from p2pkube.model.resources import Resources, pod_requests
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.sched.election import LEASE_ANNOTATION
 from p2pkube.sched.eviction import EvictionGate
 from p2pkube.sched.placement import NodeInfo
 
-API_VERSION = "p2pkube.io/v1"
 TERMINAL = ("Succeeded", "Failed")
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -53,7 +53,7 @@ def controller_of(obj: dict[str, Any]) -> str | None:
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     meta = owner["metadata"]
     return {
-        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "apiVersion": api_version_of(owner["kind"]),
         "kind": owner["kind"],
         "name": meta["name"],
         "uid": meta["uid"],
