@@ -32,7 +32,7 @@ from p2pkube.blobs.service import BlobService
 from p2pkube.membership.liveness import NodeLiveness, detection_bound
 from p2pkube.membership.swim_host import ROUTED_KIND as SWIM_ROUTED_KIND
 from p2pkube.membership.swim_host import SwimMembership
-from p2pkube.model.objects import ObjectService, Validator
+from p2pkube.model.objects import KIND_LABEL, ObjectService, Validator
 from p2pkube.model.quantity import parse_quantity
 from p2pkube.model.resources import Resources
 from p2pkube.model.secrets import Sealer
@@ -59,7 +59,9 @@ from p2pkube.state.sync import SyncProtocolError
 
 log = logging.getLogger("p2pkube.node")
 
-KIND_LABEL = "p2pkube.io/kind"
+AGENT_LABELS_ANNOTATION = "p2pkube.io/agent-labels"
+"""On a Node: the keys of the labels its agent set (``--label``, the kind), so that a label
+dropped from ``join --label`` goes at the next start while labels users wrote stay."""
 
 
 @dataclass
@@ -209,6 +211,7 @@ class Node:
         await self.membership.start()
         await self.events.start()
         await self._await_first_sync()
+        await self._reconcile_node_object()
         await self._start_kubelet()
         self.services.start()
         await self.scheduler.start()
@@ -461,29 +464,58 @@ class Node:
 
     # -- this node's Node object ---------------------------------------------------------------
     async def _publish_node(self) -> None:
-        """Write this node's spec and status; keep its creation time across restarts."""
+        """Write this node's status, and its Node object if it has none of its own yet.
+
+        The object is not rewritten at every start: its spec is the users' (``p2pkube
+        cordon``, ``taint``), written through any node's API, maybe while this one was
+        down, and a value is replaced whole (last writer wins). A node back from a restart
+        rewrites it only after its first sync, and only if its own part (identity, the
+        labels it was started with) changed (``_reconcile_node_object``)."""
         key = object_key("Node", "", self.node_name)
         previous = self.state.get(OBJECTS, key)
-        created = self.started_wall
-        if isinstance(previous, dict) and previous.get("metadata", {}).get("uid") == self.node_id:
-            created = previous["metadata"].get("creationTimestamp", created)
-        labels = {**self.config.labels, KIND_LABEL: self.config.kind}
-        await self.state.put(
-            OBJECTS,
-            key,
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": self.node_name,
-                    "uid": self.node_id,
-                    "labels": labels,
-                    "creationTimestamp": created,
-                },
-                "spec": {},
-            },
-        )
+        if not self._is_own(previous):
+            await self.state.put(OBJECTS, key, self._own_node_object(previous))
         await self._publish_node_status()
+
+    async def _reconcile_node_object(self) -> None:
+        """After the first sync: this node's identity and labels in its Node object, the
+        spec and the labels users wrote kept; no write when nothing of its own changed (so
+        a cordon made elsewhere meanwhile is not overwritten by a restart)."""
+        key = object_key("Node", "", self.node_name)
+        current = self.state.get(OBJECTS, key)
+        wanted = self._own_node_object(current)
+        if wanted != current:
+            await self.state.put(OBJECTS, key, wanted)
+
+    def _is_own(self, obj: Any) -> bool:
+        return isinstance(obj, dict) and obj.get("metadata", {}).get("uid") == self.node_id
+
+    def _own_node_object(self, current: Any) -> dict[str, Any]:
+        """The Node object this node wants, from the one there is (or None): its identity,
+        its creation time (kept across restarts), the labels it was started with over the
+        labels users wrote (those its agent set before and no longer sets are dropped), and
+        the spec as users wrote it."""
+        current = current if isinstance(current, dict) else {}
+        meta = current.get("metadata") if isinstance(current.get("metadata"), dict) else {}
+        created = meta.get("creationTimestamp") if self._is_own(current) else None
+        own = {**self.config.labels, KIND_LABEL: self.config.kind}
+        annotations = dict(meta.get("annotations") or {})
+        before = set(str(annotations.get(AGENT_LABELS_ANNOTATION, "")).split(","))
+        labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in before}
+        annotations[AGENT_LABELS_ANNOTATION] = ",".join(sorted(own))
+        spec = current.get("spec")
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node_name,
+                "uid": self.node_id,
+                "labels": {**labels, **own},
+                "annotations": annotations,
+                "creationTimestamp": created or self.started_wall,
+            },
+            "spec": spec if isinstance(spec, dict) else {},
+        }
 
     def _node_status(self) -> dict[str, Any]:
         """This node's status as only this node writes it: capacity, node info, the blobs it

@@ -206,9 +206,11 @@ def test_errors_are_kubernetes_status_objects(agent: Agent) -> None:
     assert (code, body["reason"]) == (400, "BadRequest")
     assert "not supported" in body["message"]
     with pytest.raises(ApiError) as info:
-        agent.client().put_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}})
+        agent.client().put_object(
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "s"}}
+        )
     assert (info.value.code, info.value.reason) == (422, "Invalid")
-    assert 'Secret "s" is invalid' in info.value.message
+    assert 'PersistentVolumeClaim "s" is invalid' in info.value.message
     with pytest.raises(ApiError) as info:
         agent.client().put_object({"kind": "ConfigMap", "metadata": {"name": "x"}})
     assert (info.value.code, info.value.reason) == (400, "BadRequest")

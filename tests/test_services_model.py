@@ -257,6 +257,7 @@ async def test_nodeports_are_allocated_in_the_range_and_kept_on_reapply(
 
 async def test_a_nodeport_held_by_another_service_is_refused(objects: ObjectService) -> None:
     await objects.put(service("other", {"port": 80, "nodePort": 30080}, type="NodePort"))
+    await objects.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}})
     errors = await put_errors(
         objects,
         service("web", {"port": 80, "nodePort": 30080}, type="NodePort", namespace="prod"),

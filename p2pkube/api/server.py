@@ -305,6 +305,8 @@ class ApiServer:
 
     async def _get_object(self, request: web.Request) -> web.Response:
         kind, namespace, name = _key(request)
+        if kind in CLUSTER_SCOPED_KINDS:
+            namespace = ""  # as Kubernetes ignores one (apply -n gives every object one)
         obj = self.backend.get_object(kind, namespace, name)
         if obj is None:
             raise ApiProblem(404, f'{resource_name(kind)} "{name}" not found')
@@ -335,9 +337,11 @@ class ApiServer:
         kind: str = obj["kind"]
         meta: dict[str, Any] = obj["metadata"]
         name: str = meta["name"]
-        namespace = meta.get("namespace") or ("" if kind in CLUSTER_SCOPED_KINDS else "default")
+        namespace = "" if kind in CLUSTER_SCOPED_KINDS else meta.get("namespace") or "default"
         if create_only and self.backend.get_object(kind, namespace, name) is not None:
             raise ApiProblem(409, f'{resource_name(kind)} "{name}" already exists')
+        if kind == "Node" and self.backend.get_object(kind, "", name) is None:
+            raise ApiProblem(404, f'nodes "{name}" not found')  # agents create Nodes
         # uid and creationTimestamp are the backend's to set (and to keep on replace).
         try:
             async with asyncio.timeout(self.write_timeout):

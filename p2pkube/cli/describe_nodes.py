@@ -21,6 +21,7 @@ from p2pkube.cli.output import field, format_age
 from p2pkube.cli.tabwriter import Writer
 from p2pkube.model.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.model.resources import container_requests
+from p2pkube.model.taints import node_taints, taint_text
 
 _NODE_INFO = {
     "kind": "Kind",
@@ -53,6 +54,10 @@ def describe_node(node: dict[str, Any], lookup: Lookup) -> str:
     name = meta.get("name")
     header(w, node, namespaced=False)
     w.line(0, "CreationTimestamp:", format_time(meta.get("creationTimestamp")))
+    taints = [taint_text(t) for t in node_taints(node)]
+    for i, text in enumerate(taints or ["<none>"]):
+        w.line(0, "Taints:" if i == 0 else "", text)
+    w.line(0, "Unschedulable:", str(bool((node.get("spec") or {}).get("unschedulable"))).lower())
     if "peers" in status:
         w.line(0, "Peers:", status["peers"])
     _node_conditions(w, conditions_of(node))

@@ -18,6 +18,7 @@ from p2pkube.cli.describe_sections import (
 )
 from p2pkube.cli.output import format_age
 from p2pkube.cli.tabwriter import Writer
+from p2pkube.model.taints import pod_tolerations
 from p2pkube.services.settings import ServiceSettings
 
 _SERVICE_DEFAULTS = ServiceSettings()
@@ -184,6 +185,19 @@ def _volumes(w: Writer, volumes: Any, space: str = "") -> None:
             w.line(2, "Type:", "<unknown>")
 
 
+def toleration_text(toleration: dict[str, Any]) -> str:
+    """kubectl's way of writing a toleration: ``key=value:Effect``, `` op=Exists`` when it
+    matches any value, `` for 300s`` with its ``tolerationSeconds``."""
+    key, value = toleration.get("key") or "", toleration.get("value") or ""
+    effect = toleration.get("effect") or ""
+    text = key + (f"={value}" if value else "") + (f":{effect}" if effect else "")
+    if toleration.get("operator") == "Exists" and not value:
+        text += " op=Exists" if key or effect else "op=Exists"
+    if toleration.get("tolerationSeconds") is not None:
+        text += f" for {toleration['tolerationSeconds']}s"
+    return text
+
+
 def pod_template(w: Writer, template: Any) -> None:
     """kubectl's DescribePodTemplate."""
     w.line(0, "Pod Template:")
@@ -232,5 +246,8 @@ def describe_pod(pod: dict[str, Any], lookup: Lookup) -> str:
         w.line(0, "Active Deadline Seconds:", f"{spec['activeDeadlineSeconds']}s")
     w.line(0, "Restart Policy:", spec.get("restartPolicy", "Always"))
     mapping(w, "Node-Selectors", spec.get("nodeSelector"))
+    shown = [toleration_text(t) for t in pod_tolerations(spec)]
+    for i, text in enumerate(shown or ["<none>"]):
+        w.line(0, "Tolerations:" if i == 0 else "", text)
     events(w, lookup.events(pod))
     return w.text()

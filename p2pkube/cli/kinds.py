@@ -47,12 +47,15 @@ NAMESPACE_COLUMN = Column("NAMESPACE", lambda o: field(o, "metadata.namespace", 
 
 
 def _node_status(node: dict[str, Any]) -> str:
-    """Ready/NotReady/Unknown from the Ready condition, as kubectl shows it."""
+    """Ready/NotReady/Unknown from the Ready condition, then ``,SchedulingDisabled`` for a
+    cordoned node, as kubectl shows it."""
+    shown = "Unknown"
     for condition in field(node, "status.conditions") or []:
         if isinstance(condition, dict) and condition.get("type") == "Ready":
             status = condition.get("status")
-            return "Ready" if status == "True" else "NotReady" if status == "False" else "Unknown"
-    return "Unknown"
+            shown = "Ready" if status == "True" else "NotReady" if status == "False" else "Unknown"
+            break
+    return shown + (",SchedulingDisabled" if field(node, "spec.unschedulable") else "")
 
 
 def _node_kind(node: dict[str, Any]) -> str:

@@ -39,6 +39,7 @@ from p2pkube.cli.describe import describe
 from p2pkube.cli.forward import port_forward, proxy
 from p2pkube.cli.get import get
 from p2pkube.cli.logs import logs
+from p2pkube.cli.nodes import COMMANDS as NODE_COMMANDS
 from p2pkube.cli.output import (
     field,
     format_size,
@@ -95,6 +96,8 @@ cli.add_command(scale)
 cli.add_command(rollout)
 cli.add_command(proxy)
 cli.add_command(port_forward)
+for _command in NODE_COMMANDS:  # cordon, uncordon, taint
+    cli.add_command(_command)
 
 
 # --- blobs -----------------------------------------------------------------------------------

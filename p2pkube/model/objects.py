@@ -29,6 +29,13 @@ from p2pkube.model.errors import ObjectRefused, ValidationFailed
 from p2pkube.model.nodeports import DEFAULT_NODE_PORTS, assign_node_ports
 from p2pkube.model.podspec import containers
 from p2pkube.model.secrets import SECRET_KIND, Sealer, opened, sealed
+from p2pkube.model.taints import (
+    NO_EXECUTE,
+    NO_SCHEDULE,
+    UNSCHEDULABLE_KEY,
+    node_taints,
+    unschedulable_taint,
+)
 from p2pkube.model.timestamps import utc_now
 from p2pkube.model.watch import Render, WatchHub
 from p2pkube.state import ClusterState, ValueTooLarge, object_key
@@ -37,6 +44,39 @@ from p2pkube.state.store import EVENTS, OBJECTS, STATUS
 BLOB_KIND = "Blob"
 NAMESPACE_KIND = "Namespace"
 DEFAULT_NAMESPACE = "default"
+NODE_KIND = "Node"
+KIND_LABEL = "p2pkube.io/kind"
+"""The label every agent gives its Node (``native`` or ``browser``); only the agent sets it."""
+
+
+def node_spec(spec: dict[str, Any], previous: dict[str, Any], now: str) -> dict[str, Any]:
+    """A Node's spec as stored: ``unschedulable`` only when true, the unschedulable taint
+    present exactly when it is (with the time it was added), and every NoExecute taint with
+    a ``timeAdded`` (kept from ``previous`` for a taint that was there already, else
+    ``now``)."""
+    before = {
+        (t.get("key"), t.get("value") or "", t.get("effect")): t.get("timeAdded")
+        for t in node_taints({"spec": previous})
+    }
+    cordoned = spec.get("unschedulable") is True
+    taints = []
+    for taint in node_taints({"spec": spec}):
+        if taint["key"] == UNSCHEDULABLE_KEY and taint["effect"] == NO_SCHEDULE:
+            continue  # mirrors spec.unschedulable, added below
+        if taint["effect"] == NO_EXECUTE and not taint.get("timeAdded"):
+            ident = (taint["key"], taint.get("value") or "", taint["effect"])
+            taint["timeAdded"] = before.get(ident) or now
+        taints.append(taint)
+    if cordoned:
+        since = before.get((UNSCHEDULABLE_KEY, "", NO_SCHEDULE)) or now
+        taints.append(unschedulable_taint(since))
+    stored = {k: v for k, v in spec.items() if k not in ("unschedulable", "taints")}
+    if cordoned:
+        stored["unschedulable"] = True
+    if taints:
+        stored["taints"] = taints
+    return stored
+
 
 Warn = Callable[[str], None]
 """Hears each warning about an object written (a field Kubernetes defines that is ignored)."""
@@ -219,6 +259,8 @@ class ObjectService:
             raise RuntimeError("this node takes no object writes (no validator was injected)")
         valid = self.validate({k: v for k, v in obj.items() if k != "status"}, warn)
         kind = valid["kind"]
+        if kind == NODE_KIND:
+            return await self._put_node(valid, labels_given="labels" in obj["metadata"])
         metadata = valid["metadata"]
         namespace = "" if kind in CLUSTER_SCOPED_KINDS else metadata.get("namespace") or "default"
         key = object_key(kind, namespace, metadata["name"])
@@ -281,6 +323,58 @@ class ObjectService:
                     "(state.max_object_bytes)"
                 ]
             ) from None
+        return stored
+
+    async def _put_node(self, valid: dict[str, Any], *, labels_given: bool) -> dict[str, Any]:
+        """A user's write of a Node: its spec (cordon, taints) and labels, nothing else.
+
+        The Node object is its agent's (uid, creation time, the labels it was started with,
+        its annotations), so a Node is never created here, its annotations and its kind label
+        cannot change, and what the write leaves out of its metadata is kept. A cordon is
+        also the ``node.kubernetes.io/unschedulable:NoSchedule`` taint, kept in step with
+        ``spec.unschedulable`` as Kubernetes' node lifecycle controller keeps it; NoExecute
+        taints get a ``timeAdded`` (their ``tolerationSeconds`` count from it), the one they
+        had when the same taint was there before.
+        """
+        meta = valid["metadata"]  # (its namespace, if any, is dropped: Nodes have none)
+        name = meta["name"]
+        key = object_key(NODE_KIND, "", name)
+        previous = self.state.get(OBJECTS, key)
+        if not isinstance(previous, dict):
+            raise ValidationFailed(
+                [
+                    f"metadata.name: Not found: {name!r}: nodes are created by their agents "
+                    "(p2pkube join), not written"
+                ]
+            )
+        old_meta = dict(previous.get("metadata") or {})
+        problems = []
+        old_annotations = old_meta.get("annotations") or {}
+        if meta.get("annotations") and meta["annotations"] != old_annotations:
+            problems.append(
+                "metadata.annotations: Forbidden: a node's annotations are its agent's "
+                "(write spec.unschedulable, spec.taints or metadata.labels)"
+            )
+        old_labels = dict(old_meta.get("labels") or {})
+        labels = dict(meta.get("labels") or {}) if labels_given else dict(old_labels)
+        kind_label = old_labels.get(KIND_LABEL)
+        if kind_label is not None:
+            if labels.get(KIND_LABEL, kind_label) != kind_label:
+                problems.append(
+                    f"metadata.labels: Forbidden: {KIND_LABEL} is set by the node's agent "
+                    f"({kind_label})"
+                )
+            labels[KIND_LABEL] = kind_label
+        if problems:
+            raise ValidationFailed(problems)
+        spec = node_spec(valid.get("spec") or {}, previous.get("spec") or {}, utc_now())
+        stored = {
+            "apiVersion": "v1",
+            "kind": NODE_KIND,
+            "metadata": {**old_meta, "labels": labels},
+            "spec": spec,
+        }
+        await self.state.put(OBJECTS, key, stored)
         return stored
 
     def _check_images(self, obj: dict[str, Any]) -> None:

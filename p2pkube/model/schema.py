@@ -34,6 +34,7 @@ from p2pkube.model.fields import (
     RelativePath,
     ResourceList,
     annotation_map,
+    check,
     env_name,
     header_name,
     http_only,
@@ -45,7 +46,9 @@ from p2pkube.model.fields import (
     tcp_only,
 )
 from p2pkube.model.k8sschema import Path, defines
+from p2pkube.model.names import label_key_error, label_value_error
 from p2pkube.model.quantity import parse_quantity
+from p2pkube.model.timestamps import parse_datetime
 
 
 class ObjectMeta(Model):
@@ -321,6 +324,91 @@ class Volume(Model):
         return self
 
 
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+_SUPPORTED_EFFECTS = ", ".join(f'"{e}"' for e in _TAINT_EFFECTS)
+
+
+def _qualified_key(value: str) -> str:
+    return check(label_key_error(value), value)
+
+
+def _label_value(value: str) -> str:
+    return check(label_value_error(value), value)
+
+
+def _rfc3339(value: str) -> str:
+    return check(None if parse_datetime(value) else "must be an RFC 3339 time", value)
+
+
+class Toleration(Model):
+    """Kubernetes' Toleration: lets a pod go to (NoSchedule, PreferNoSchedule) or stay on
+    (NoExecute, for ``tolerationSeconds`` or for good) a node with a matching taint;
+    validated as Kubernetes' ``ValidateTolerations``."""
+
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+    toleration_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        problems = []
+        key, operator = self.key or "", self.operator or ""
+        value, effect = self.value or "", self.effect or ""
+        if key and (problem := label_key_error(key)):
+            problems.append(f"key: Invalid value: {key!r}: {problem}")
+        if not key and operator != "Exists":
+            problems.append(
+                f"operator: Invalid value: {operator!r}: operator must be Exists when "
+                '`key` is empty, which means "match all values and all keys"'
+            )
+        if self.toleration_seconds is not None and effect != "NoExecute":
+            problems.append(
+                f"effect: Invalid value: {effect!r}: effect must be 'NoExecute' when "
+                "`tolerationSeconds` is set"
+            )
+        if operator in ("", "Equal"):
+            if problem := label_value_error(value):
+                problems.append(f"value: Invalid value: {value!r}: {problem}")
+        elif operator == "Exists":
+            if value:
+                problems.append(
+                    f"value: Invalid value: {value!r}: value must be empty when "
+                    "`operator` is 'Exists'"
+                )
+        else:
+            problems.append(
+                f'operator: Unsupported value: {operator!r}: supported values: "Equal", "Exists"'
+            )
+        if effect and effect not in _TAINT_EFFECTS:
+            problems.append(
+                f"effect: Unsupported value: {effect!r}: supported values: {_SUPPORTED_EFFECTS}"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class Taint(Model):
+    """Kubernetes' Taint on a Node's spec; ``timeAdded`` is set by the API for NoExecute
+    taints written without one (NoExecute's ``tolerationSeconds`` count from it)."""
+
+    key: Annotated[str, AfterValidator(_qualified_key)]
+    value: Annotated[str, AfterValidator(_label_value)] | None = None
+    effect: str
+    time_added: Annotated[str, AfterValidator(_rfc3339)] | None = None
+
+    @model_validator(mode="after")
+    def _effect(self) -> Taint:
+        if self.effect not in _TAINT_EFFECTS:
+            raise ValueError(
+                f"effect: Unsupported value: {self.effect!r}: supported values: "
+                f"{_SUPPORTED_EFFECTS}"
+            )
+        return self
+
+
 class PodSpec(Model):
     containers: list[Container] = Field(min_length=1)
     restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
@@ -331,6 +419,7 @@ class PodSpec(Model):
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     termination_grace_period_seconds: int = Field(default=30, ge=0)
     volumes: list[Volume] = Field(default_factory=list)
+    tolerations: list[Toleration] | None = None
 
     @model_validator(mode="after")
     def _references(self) -> PodSpec:
@@ -695,6 +784,41 @@ class Service(Model):
     spec: ServiceSpec
 
 
+class NodeSpec(Model):
+    """What a user may write of a Node (``p2pkube cordon``, ``taint``, or ``apply`` of it):
+    the rest of a Node is its agent's (labels it was started with, its status)."""
+
+    unschedulable: bool = False
+    taints: list[Taint] | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> NodeSpec:
+        seen: set[tuple[str, str]] = set()
+        problems = []
+        for i, taint in enumerate(self.taints or []):
+            if (taint.key, taint.effect) in seen:
+                problems.append(
+                    f"taints[{i}]: Duplicate value: {taint.key!r}: taints must be unique by "
+                    "key and effect pair"
+                )
+            seen.add((taint.key, taint.effect))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class Node(Model):
+    """A Node as a user may write it: its spec and labels (the object service keeps its
+    agent's uid, annotations and status, and creates no Node: agents do)."""
+
+    api_version: Literal["v1"]
+    kind: Literal["Node"]
+    metadata: ObjectMeta
+    """(A ``namespace`` is dropped when it is stored, as Kubernetes drops it from a
+    cluster-scoped object: ``apply -n`` gives every document one.)"""
+    spec: NodeSpec = Field(default_factory=NodeSpec)
+
+
 READ_ONLY_KINDS = {
     "Endpoints": "Endpoints are computed by every node from the Services and the pods "
     "(p2pkube get endpoints shows them); they cannot be written",
@@ -712,6 +836,7 @@ MODELS: dict[str, type[Model]] = {
     "Secret": Secret,
     "Service": Service,
     "Namespace": Namespace,
+    "Node": Node,
 }
 """The kinds a user may write, by kind."""
 

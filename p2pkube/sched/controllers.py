@@ -25,10 +25,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pkube.model.apiversions import api_version_of
+from p2pkube.model.taints import (
+    NO_EXECUTE,
+    UNREACHABLE_KEY,
+    tolerating,
+    with_daemon_tolerations,
+)
 from p2pkube.model.timestamps import parse_time
 from p2pkube.sched.election import LEASE_ANNOTATION
 from p2pkube.sched.eviction import DEFERRED_REASON
-from p2pkube.sched.placement import NodeInfo, PodToPlace, host_paths, place
+from p2pkube.sched.placement import (
+    NodeInfo,
+    PodToPlace,
+    host_paths,
+    node_unschedulable,
+    place,
+    taint_toleration,
+)
 from p2pkube.sched.view import (
     TEMPLATE_HASH_LABEL,
     ClusterView,
@@ -194,7 +207,9 @@ def delete_pod(ctx: Context, pod: PodView, reason: str, message: str) -> None:
 
 def evict_lost(ctx: Context, pods: list[PodView], owner: dict[str, Any]) -> list[PodView]:
     """Delete ``owner``'s pods whose node is lost and admitted for eviction (``eviction.py``:
-    the rate limits); returns the others. A deferred node gets one ``EvictionDeferred``
+    the rate limits), unless they tolerate the node's loss for longer (a toleration of
+    ``node.kubernetes.io/unreachable:NoExecute``, ``_unreachable_tolerated``); returns the
+    others. A deferred node gets one ``EvictionDeferred``
     event on ``owner`` per loss (and per disruption state)."""
     view = ctx.view
     kept = []
@@ -202,6 +217,12 @@ def evict_lost(ctx: Context, pods: list[PodView], owner: dict[str, Any]) -> list
         node = pod.node or ""
         if not (pod.active and view.node_lost(pod, ctx.eviction_grace)):
             kept.append(pod)
+            continue
+        wait = _unreachable_tolerated(ctx, pod)
+        if wait is None or wait > 0:  # the pod asked to stay on a lost node for longer
+            kept.append(pod)
+            if wait is not None:
+                ctx.plan.wake_after(wait)
         elif view.evictions.allows(node, known=node in view.nodes):
             delete_pod(
                 ctx, pod, "NodeNotReady", f"Deleting pod {pod.name}: node {node} is not ready"
@@ -210,6 +231,72 @@ def evict_lost(ctx: Context, pods: list[PodView], owner: dict[str, Any]) -> list
             kept.append(pod)
             _deferred(ctx, node, owner)
     return kept
+
+
+_UNREACHABLE = {"key": UNREACHABLE_KEY, "effect": NO_EXECUTE}
+
+
+def _unreachable_tolerated(ctx: Context, pod: PodView) -> float | None:
+    """Seconds ``pod`` still stays on its lost node for a toleration of Kubernetes'
+    ``node.kubernetes.io/unreachable:NoExecute`` taint (0: none, go now; None: tolerated
+    for good).
+
+    A lost node is what Kubernetes taints unreachable (its agent stopped answering). A pod
+    that does not tolerate that taint goes after ``scheduler.pod_eviction_grace`` (where
+    Kubernetes gives every pod a default toleration of 300 s); one that tolerates it goes
+    after its ``tolerationSeconds`` counted from when the node went NotReady, and never
+    before the grace; one that tolerates it without seconds stays. A node that has no Node
+    object any more takes its pods with it at once, as before."""
+    view = ctx.view
+    if pod.node not in view.nodes:
+        return 0.0
+    toleration = tolerating(pod.tolerations, _UNREACHABLE)
+    if toleration is None:
+        return 0.0
+    seconds = toleration.get("tolerationSeconds")
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return None
+    return max(0.0, float(seconds) - view.not_ready_for.get(pod.node or "", 0.0))
+
+
+TAINT_EVICTION_REASON = "TaintManagerEviction"
+
+
+def evict_tainted(ctx: Context, pods: list[PodView]) -> list[PodView]:
+    """Delete the pods whose Ready node has a NoExecute taint they do not tolerate, or
+    tolerate for ``tolerationSeconds`` that have run out (Kubernetes' taint manager);
+    return the others, asking for a pass when the next one is due.
+
+    Done by whoever deletes and replaces the pod anyway: a workload's elected scheduler
+    (its controller creates the replacement in the same pass, placed where the taint is
+    not, as for a lost node's pods), the collector for pods no controller owns. The node is
+    alive, so the deletion is graceful (its kubelet stops the pod) and not rate limited:
+    a user asked for it. Pods of a node that is not Ready are left to the lost-node
+    eviction and its limits.
+    """
+    view, plan = ctx.view, ctx.plan
+    kept = []
+    for pod in pods:
+        due = view.noexecute_due(pod) if pod.active else None
+        if due is None or due > 0:
+            kept.append(pod)
+            if due is not None:
+                plan.wake_after(due)
+            continue
+        meta = pod.meta
+        delete_pod(
+            ctx,
+            pod,
+            TAINT_EVICTION_REASON,
+            f"Marking for deletion Pod {meta.get('namespace', 'default')}/{pod.name}",
+        )
+    return kept
+
+
+def evict_tainted_unowned(ctx: Context) -> None:
+    """The collector's part of NoExecute: bound pods that no controller owns (a pod applied
+    with or without a node; a workload's pods are its scheduler's)."""
+    evict_tainted(ctx, [p for p in ctx.view.pods if p.owner is None and p.node is not None])
 
 
 def _deferred(ctx: Context, node: str, owner: dict[str, Any]) -> None:
@@ -284,7 +371,7 @@ def reconcile_replicaset(ctx: Context, rs: dict[str, Any], desired: int | None =
     replicas = int(rs["spec"].get("replicas", 1) if desired is None else desired)
     pods = [p for p in view.owned(rs) if not p.terminating]
     held = hold_failed(ctx, pods)
-    pods = evict_lost(ctx, [p for p in pods if p.active], rs)
+    pods = evict_tainted(ctx, evict_lost(ctx, [p for p in pods if p.active], rs))
     for pod in pods:
         if pod.node is None:
             bind_pending(ctx, pod)
@@ -528,7 +615,7 @@ def reconcile_job(ctx: Context, job: dict[str, Any]) -> None:
     }
     conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
     if not finished:
-        active = evict_lost(ctx, active, job)
+        active = evict_tainted(ctx, evict_lost(ctx, active, job))
         for pod in active:
             if pod.node is None:
                 bind_pending(ctx, pod)
@@ -583,8 +670,11 @@ def _job_condition(kind: str, why: tuple[str, str], now: str) -> dict[str, Any]:
 def reconcile_daemonset(ctx: Context, ds: dict[str, Any]) -> None:
     view, plan = ctx.view, ctx.plan
     meta, spec = ds["metadata"], ds["spec"]
-    template = spec["template"]
-    digest = template_hash(template)
+    digest = template_hash(spec["template"])
+    # Daemon pods tolerate what Kubernetes' DaemonSet controller makes them tolerate (a
+    # cordoned node among others): the template as written names the revision (digest),
+    # the pods get the tolerations.
+    template = {**spec["template"], "spec": with_daemon_tolerations(spec["template"]["spec"])}
     selector = template["spec"].get("nodeSelector") or {}
     daemon = PodToPlace(template["spec"])
     eligible = {  # a node whose operator did not grant its hostPaths would refuse the pod
@@ -593,9 +683,13 @@ def reconcile_daemonset(ctx: Context, ds: dict[str, Any]) -> None:
         if node.ready
         and all(node.labels.get(k) == v for k, v in selector.items())
         and host_paths(daemon, node) is None
+        and node_unschedulable(daemon, node) is None
+        and taint_toleration(daemon, node) is None
     }
     held = hold_failed(ctx, [p for p in view.owned(ds) if not p.terminating])
-    pods = [p for p in view.owned(ds) if p.active]
+    # A NoExecute taint evicts a daemon pod too (and its node is no longer eligible); a
+    # NoSchedule one only keeps new daemon pods off the node, as in Kubernetes.
+    pods = evict_tainted(ctx, [p for p in view.owned(ds) if p.active])
     by_node: dict[str, list[PodView]] = {}
     for pod in pods:
         by_node.setdefault(pod.node or "", []).append(pod)

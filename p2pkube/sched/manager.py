@@ -10,7 +10,8 @@ Passes are debounced (``min_pass_interval``): a burst of changes costs one pass.
 Workloads: Deployments, Jobs, DaemonSets, ReplicaSets without an owner, and standalone Pods
 that have no node yet. The node that is the collector (the Ready node with the smallest id,
 as for compaction) also deletes what deleted owners left behind and leases of deleted
-workloads.
+workloads, and evicts the pods no controller owns from nodes with a NoExecute taint they do
+not tolerate (a workload's pods are evicted by its own scheduler, which replaces them).
 """
 
 from __future__ import annotations
@@ -415,6 +416,7 @@ class Scheduler:
             ctx = ctl.Context(view, plan, "", grace, _new_uid)
             ctl.collect_orphans(ctx)
             ctl.finalize_namespaces(ctx, self._terminating_namespaces())
+            ctl.evict_tainted_unowned(ctx)
             self._collect_leases({key for key, _ in workload_keys}, plan)
         self._wake_when_grace_ends(states)
         if plan.wake is not None:

@@ -19,6 +19,17 @@ from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from p2pkube.model.resources import Resources, pod_requests
+from p2pkube.model.taints import (
+    NO_EXECUTE,
+    NO_SCHEDULE,
+    PREFER_NO_SCHEDULE,
+    count_untolerated,
+    first_untolerated,
+    pod_tolerations,
+    taint_brace,
+    tolerating,
+    unschedulable_taint,
+)
 from p2pkube.runtime.hostpaths import (
     HostPathPolicy,
     HostPathRequest,
@@ -44,6 +55,11 @@ class NodeInfo:
     """Active pods per owner uid (for spreading a workload's replicas)."""
     host_paths: HostPathPolicy = field(default_factory=HostPathPolicy)
     """The host directories its pods may mount, as its Node status publishes them."""
+    unschedulable: bool = False
+    """Cordoned (``spec.unschedulable``): no new pod goes there unless it tolerates the
+    ``node.kubernetes.io/unschedulable:NoSchedule`` taint (DaemonSet pods do)."""
+    taints: tuple[dict[str, Any], ...] = ()
+    """Its ``spec.taints``."""
 
     def assume(self, pod: PodToPlace) -> None:
         """Account for a pod placed here in this pass."""
@@ -64,11 +80,14 @@ class PodToPlace:
     """Its requests, parsed once (every filter and score of every node needs them)."""
     host_paths: tuple[HostPathRequest, ...] = field(init=False)
     """Its ``hostPath`` volumes, parsed once."""
+    tolerations: tuple[dict[str, Any], ...] = field(init=False)
+    """Its ``tolerations``, parsed once."""
 
     def __post_init__(self, known_requests: Resources | None) -> None:
         requests = pod_requests(self.spec) if known_requests is None else known_requests
         object.__setattr__(self, "requests", requests)
         object.__setattr__(self, "host_paths", requested_host_paths(self.spec))
+        object.__setattr__(self, "tolerations", tuple(pod_tolerations(self.spec)))
 
 
 Filter = Callable[[PodToPlace, NodeInfo], str | None]
@@ -79,6 +98,24 @@ Score = Callable[[PodToPlace, NodeInfo], float]
 
 def node_ready(_pod: PodToPlace, node: NodeInfo) -> str | None:
     return None if node.ready else "node(s) were not ready"
+
+
+_UNSCHEDULABLE = unschedulable_taint()
+
+
+def node_unschedulable(pod: PodToPlace, node: NodeInfo) -> str | None:
+    """A cordoned node takes only pods that tolerate its unschedulable taint
+    (kube-scheduler's NodeUnschedulable)."""
+    if not node.unschedulable or tolerating(pod.tolerations, _UNSCHEDULABLE) is not None:
+        return None
+    return "node(s) were unschedulable"
+
+
+def taint_toleration(pod: PodToPlace, node: NodeInfo) -> str | None:
+    """Every NoSchedule and NoExecute taint of the node must be tolerated by the pod
+    (kube-scheduler's TaintToleration filter)."""
+    taint = first_untolerated(node.taints, pod.tolerations, (NO_SCHEDULE, NO_EXECUTE))
+    return None if taint is None else f"node(s) had untolerated taint {taint_brace(taint)}"
 
 
 def node_selector(pod: PodToPlace, node: NodeInfo) -> str | None:
@@ -128,6 +165,13 @@ def least_allocated(pod: PodToPlace, node: NodeInfo) -> float:
     return 100 * max(0.0, sum(shares) / len(shares)) if shares else 0.0
 
 
+def prefer_no_schedule(pod: PodToPlace, node: NodeInfo) -> float:
+    """Prefer nodes with fewer PreferNoSchedule taints the pod does not tolerate
+    (kube-scheduler's TaintToleration score; it normalises over the nodes, this is per
+    node: 100 with none, 50 with one, ...)."""
+    return 100.0 / (1 + count_untolerated(node.taints, pod.tolerations, PREFER_NO_SCHEDULE))
+
+
 def spread(pod: PodToPlace, node: NodeInfo) -> float:
     """Prefer nodes with fewer replicas of the same workload (replicas on distinct nodes)."""
     if pod.owner is None:
@@ -135,9 +179,25 @@ def spread(pod: PodToPlace, node: NodeInfo) -> float:
     return 100.0 / (1 + node.workload_pods[pod.owner])
 
 
-FILTERS: tuple[Filter, ...] = (node_ready, node_selector, host_paths, fits_pods, fits_resources)
-SCORES: tuple[tuple[Score, float], ...] = ((spread, 2.0), (least_allocated, 1.0))
-"""Spread first: a replica on a node of its own is worth more than an emptier node."""
+FILTERS: tuple[Filter, ...] = (
+    node_ready,
+    node_unschedulable,
+    taint_toleration,
+    node_selector,
+    host_paths,
+    fits_pods,
+    fits_resources,
+)
+"""kube-scheduler's order: NodeUnschedulable, TaintToleration, then the node's labels and
+what it can hold (the first filter that refuses a node names the reason)."""
+SCORES: tuple[tuple[Score, float], ...] = (
+    (prefer_no_schedule, 3.0),
+    (spread, 2.0),
+    (least_allocated, 1.0),
+)
+"""kube-scheduler's weights: an untolerated PreferNoSchedule taint (3) outweighs spreading
+(2), which outweighs an emptier node (1): a replica on a node of its own is worth more than
+an emptier node, and a node asking to be avoided is avoided unless nothing else fits."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from typing import Any
 
 from p2pkube.model.apiversions import api_version_of
 from p2pkube.model.resources import Resources, pod_requests
+from p2pkube.model.taints import node_taints, noexecute_deadline, pod_tolerations
+from p2pkube.model.timestamps import parse_time
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.sched.election import LEASE_ANNOTATION
 from p2pkube.sched.eviction import EvictionGate
@@ -136,6 +138,10 @@ class PodView:
     def created(self) -> str:
         return str(self.meta.get("creationTimestamp", ""))
 
+    @cached_property
+    def tolerations(self) -> list[dict[str, Any]]:
+        return pod_tolerations(self.obj.get("spec") or {})
+
 
 @dataclass
 class ClusterView:
@@ -169,6 +175,16 @@ class ClusterView:
 
     def owned(self, owner: dict[str, Any]) -> list[PodView]:
         return self.by_owner.get(owner["metadata"].get("uid", ""), [])
+
+    def noexecute_due(self, pod: PodView) -> float | None:
+        """Seconds until ``pod`` must leave its Ready node for that node's NoExecute taints
+        (0: now), None when it may stay (no such taint, tolerated for good, or the node is
+        not Ready: a lost node's pods go through ``node_lost`` and the eviction limits)."""
+        node = self.nodes.get(pod.node or "")
+        if node is None or not node.ready or not node.taints:
+            return None
+        deadline = noexecute_deadline(node.taints, pod.tolerations, parse_time(pod.created))
+        return None if deadline is None else max(0.0, deadline - self.now_seconds)
 
     def node_lost(self, pod: PodView, grace: float) -> bool:
         """The pod's node has not been Ready for at least ``grace`` seconds (or is unknown)."""
@@ -212,6 +228,8 @@ def node_infos(
             resources,
             max_pods=pods_allowed,
             host_paths=HostPathPolicy.from_status(status),
+            unschedulable=(obj.get("spec") or {}).get("unschedulable") is True,
+            taints=tuple(node_taints(obj)),
         )
     for pod in pods:
         info = infos.get(pod.node or "")
