@@ -365,13 +365,19 @@ def test_create_namespace(data_dir: Path) -> None:
 # --- logs -l (what needs no pod to run; tests/test_cli_kubectl_cluster.py reads real logs) -----
 
 
-def test_logs_selector_refusals(data_dir: Path) -> None:
+def test_logs_selector_refusals_and_failures(data_dir: Path) -> None:
     many = run(data_dir, "logs", "-l", "app=web", "-f", "--max-log-requests", "2")
     assert many.exit_code == 1
     assert many.stderr == (
         "error: you are attempting to follow 3 log streams, but maximum allowed concurrency "
         "is 2, use --max-log-requests to increase the limit\n"
     )
+    # The in-memory agent runs no pod: each pod's failure is reported, none hides the others.
+    failed = run(data_dir, "logs", "-l", "app=web")
+    assert failed.exit_code == 1
+    assert [line.rsplit("(", 1)[1] for line in failed.stderr.splitlines()] == [
+        f"pod/{pod} container main)" for pod in PODS
+    ]
     none = run(data_dir, "logs", "-l", "app=nothing")
     assert (none.exit_code, none.stderr) == (0, "No resources found in default namespace.\n")
     assert run(data_dir, "logs").exit_code == 2
