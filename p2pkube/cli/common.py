@@ -51,8 +51,13 @@ class State:
 
 
 def _set_data_dir(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
-    if value is not None:
-        ctx.ensure_object(State).data_dir = value.expanduser()
+    if value is None:
+        return
+    state = ctx.find_object(State)
+    if state is None:  # shell completion: the group's callback, which makes the State, never ran
+        ctx.obj = State(value.expanduser())
+    else:
+        state.data_dir = value.expanduser()
 
 
 def data_dir_option(func: F) -> F:

@@ -31,6 +31,7 @@ from p2pkube.cli.common import (
     namespace_option,
     selector_option,
 )
+from p2pkube.cli.completion import complete_names, complete_resources
 from p2pkube.cli.describe_nodes import describe_configmap, describe_node, describe_secret
 from p2pkube.cli.describe_pods import describe_pod
 from p2pkube.cli.describe_sections import Lookup
@@ -123,8 +124,8 @@ def split_targets(resource_name: str, names: Sequence[str]) -> list[tuple[str, s
 
 
 @click.command(cls=KubectlCommand)
-@click.argument("resource_name", metavar="RESOURCE")
-@click.argument("names", nargs=-1, metavar="[NAME_PREFIX...]")
+@click.argument("resource_name", metavar="RESOURCE", shell_complete=complete_resources)
+@click.argument("names", nargs=-1, metavar="[NAME_PREFIX...]", shell_complete=complete_names)
 @namespace_option
 @all_namespaces_option
 @selector_option

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import click
 
-from p2pkube.api.client import ApiClient
+from p2pkube.api.client import ApiClient, ApiError
 from p2pkube.cli.common import (
     DEFAULT_NAMESPACE,
     CliError,
@@ -22,6 +23,7 @@ from p2pkube.cli.common import (
     namespace_option,
     selector_option,
 )
+from p2pkube.cli.completion import complete_names, complete_resources
 from p2pkube.cli.kinds import NAMESPACE_COLUMN, RESOURCES, find_resource
 from p2pkube.cli.output import (
     OUTPUT_FORMATS,
@@ -34,6 +36,13 @@ from p2pkube.cli.output import (
     render,
     shown_columns,
     table,
+    to_list,
+)
+from p2pkube.cli.printers import (
+    Output,
+    OutputFormat,
+    allow_missing_keys_option,
+    parse_output_or_fail,
 )
 
 MAX_WATCH_SECONDS = 24 * 3600
@@ -60,14 +69,15 @@ def namespace_scope(resource: Resource, namespace: str | None, all_namespaces: b
 
 
 @click.command(cls=KubectlCommand)
-@click.argument("resource_name", metavar="RESOURCE")
-@click.argument("name", required=False)
+@click.argument("resource_name", metavar="RESOURCE", shell_complete=complete_resources)
+@click.argument("name", required=False, shell_complete=complete_names)
 @namespace_option
 @all_namespaces_option
 @selector_option
 @click.option(
-    "-o", "--output", type=click.Choice(OUTPUT_FORMATS), default=None, help="Output format."
+    "-o", "--output", type=OutputFormat(OUTPUT_FORMATS), default=None, help="Output format."
 )
+@allow_missing_keys_option
 @click.option(
     "-w", "--watch", is_flag=True, help="After the list, print each change as it happens."
 )
@@ -94,6 +104,7 @@ def get(
     all_namespaces: bool,
     selector: str | None,
     output: str | None,
+    allow_missing_template_keys: bool,
     watch: bool,
     watch_only: bool,
     output_watch_events: bool,
@@ -106,10 +117,14 @@ def get(
       nodes (node, no)          pods (pod, po)
       deployments (deploy)      replicasets (rs)
       jobs (job)                daemonsets (ds)
-      configmaps (cm)           events (ev)
-      services (svc)            endpoints (ep)
+      configmaps (cm)           secrets (secret)
+      namespaces (ns)           services (svc)
+      endpoints (ep)            events (ev)
       blobs (blob)
-    or TYPE/NAME (deployment/web).
+    or several, comma-separated (deploy,svc), or TYPE/NAME (deployment/web).
+
+    -o jsonpath=TEMPLATE and -o custom-columns=HEADER:PATH,... take kubectl's syntax
+    (e.g. -o jsonpath='{range .items[*]}{.metadata.name}{"\\n"}{end}').
 
     -w/--watch lists the objects, then prints a row for every change the agent's watch
     stream reports (a DELETED object's last row too) until Ctrl-C or --request-timeout;
@@ -120,47 +135,144 @@ def get(
         resource_name, _, name = resource_name.partition("/")
         if not name:
             raise click.UsageError(f"{resource_name}/ names no object")
-    resource = lookup_resource(resource_name)
-    if resource.kind == "Blob" and selector is not None:
+    resources = lookup_resources(resource_name)
+    if selector is not None and any(r.kind == "Blob" for r in resources):
         raise click.UsageError("blobs have no labels: -l/--selector does not apply")
     if name is not None and selector is not None:
         raise click.UsageError("a NAME and -l/--selector cannot be used together")
     if name is not None and all_namespaces:
         raise click.UsageError("a resource cannot be retrieved by name across all namespaces")
     watching = watch or watch_only
-    if watching and not resource.watchable:
-        raise click.UsageError(f"{resource.plural} cannot be watched (-w/--watch)")
+    if watching and len(resources) > 1:
+        raise click.UsageError("-w/--watch follows one kind at a time")
+    if watching and not resources[0].watchable:
+        raise click.UsageError(f"{resources[0].plural} cannot be watched (-w/--watch)")
     if not watching and (output_watch_events or request_timeout is not None):
         raise click.UsageError("--output-watch-events and --request-timeout go with -w/--watch")
+    spec = parse_output_or_fail(output)
     client = state.client()
-    ns = namespace_scope(resource, namespace, all_namespaces)
-    columns = resource.columns
-    if resource.namespaced and ns is None:
-        columns = (NAMESPACE_COLUMN, *columns)
     if watching:
+        resource = resources[0]
+        ns = namespace_scope(resource, namespace, all_namespaces)
         _watch(
             client,
             resource,
             ns,
             name,
             selector,
-            columns,
-            output or "",
+            _table_columns(resource, ns, spec),
+            spec,
             list_first=not watch_only,
             with_events=output_watch_events,
             timeout=request_timeout or 0,
+            allow_missing=allow_missing_template_keys,
         )
         return
-    items = _list(client, resource, ns, name, selector)
-    text = render(items, columns, output or "", single=name is not None)
-    if text:
-        click.echo(text)
+    listed: list[tuple[Resource, str | None, list[dict[str, Any]]]] = []
+    failed = False
+    for resource in resources:
+        ns = namespace_scope(resource, namespace, all_namespaces)
+        try:
+            listed.append((resource, ns, _list(client, resource, ns, name, selector)))
+        except ApiError as exc:
+            if len(resources) == 1:
+                raise
+            click.echo(str(exc), err=True)  # kubectl shows what it found of the other kinds
+            failed = True
+    if len(resources) == 1:
+        nothing = _nothing(resources[0], listed[0][1])
+    else:  # kubectl names the namespace asked for, whatever the kinds
+        nothing = _nothing(None, None if all_namespaces else namespace or DEFAULT_NAMESPACE)
+    _print(
+        listed,
+        spec,
+        nothing,
+        single=name is not None and len(resources) == 1,
+        allow_missing=allow_missing_template_keys,
+    )
+    if failed:
+        sys.exit(1)
+
+
+def lookup_resources(names: str) -> list[Resource]:
+    """The kinds of ``get``'s or ``delete``'s RESOURCE: one, or several comma-separated
+    (``deploy,svc``), each once."""
+    resources: list[Resource] = []
+    for part in names.split(","):
+        if not part:
+            raise click.UsageError(f"{names!r}: an empty resource type between commas")
+        resource = lookup_resource(part)
+        if resource not in resources:
+            resources.append(resource)
+    return resources
+
+
+def _table_columns(resource: Resource, ns: str | None, spec: Output) -> tuple[Column, ...]:
+    """The columns of ``resource``'s table: custom columns as given; else its own, with
+    NAMESPACE first across namespaces, those ``-o wide`` (or not) shows."""
+    if spec.columns is not None:
+        return spec.columns
+    columns = resource.columns
+    if resource.namespaced and ns is None:
+        columns = (NAMESPACE_COLUMN, *columns)
+    return tuple(shown_columns(columns, spec.format if spec.is_table else ""))
+
+
+def _kind_named(resource: Resource, columns: Sequence[Column]) -> list[Column]:
+    """``columns`` with NAME cells written ``kind/name``, as kubectl shows several kinds."""
+
+    def prefixed(column: Column) -> Column:
+        def cell(obj: dict[str, Any]) -> str:
+            return f"{resource.singular}/{column.value(obj)}"
+
+        return Column(column.header, cell, column.wide, column.narrow)
+
+    return [prefixed(c) if c.header == "NAME" else c for c in columns]
+
+
+def _print(
+    listed: Sequence[tuple[Resource, str | None, list[dict[str, Any]]]],
+    spec: Output,
+    nothing: str,
+    *,
+    single: bool,
+    allow_missing: bool,
+) -> None:
+    """What ``get`` prints for the objects of one or several kinds.
+
+    A table per kind (kubectl's: separated by a blank line, names as ``kind/name`` when
+    several kinds were asked for), or one custom-columns table; every other format sees one
+    List of them all (or the object itself when one was named), as kubectl's do.
+    """
+    items = [obj for _resource, _ns, objs in listed for obj in objs]
+    if spec.format in ("", "wide"):
+        tables = []
+        for resource, ns, objs in listed:
+            columns = _table_columns(resource, ns, spec)
+            if len(listed) > 1:
+                columns = tuple(_kind_named(resource, columns))
+            if objs:
+                tables.append(table([c.header for c in columns], [_row(columns, o) for o in objs]))
+        click.echo("\n\n".join(tables) if tables else nothing, err=not tables)
+    elif spec.columns is not None:  # kubectl prints the header even when nothing matched
+        rows = [_row(spec.columns, o) for o in items]
+        click.echo(table([c.header for c in spec.columns], rows))
+    elif spec.is_template:
+        data = items[0] if single and len(items) == 1 else to_list(items)
+        click.echo(spec.execute(data, allow_missing=allow_missing), nl=False)
     else:
-        click.echo(_nothing(resource, ns), err=True)
+        text = render(items, (), spec.format, single=single)
+        click.echo(text or nothing, err=not text)
 
 
-def _nothing(resource: Resource, ns: str | None) -> str:
-    where = f" in {ns} namespace" if resource.namespaced and ns else ""
+def _row(columns: Sequence[Column], obj: dict[str, Any]) -> list[Any]:
+    return [c.value(obj) for c in columns]
+
+
+def _nothing(resource: Resource | None, ns: str | None) -> str:
+    """kubectl's message for an empty list (``resource`` None: several kinds)."""
+    namespaced = resource is None or resource.namespaced
+    where = f" in {ns} namespace" if namespaced and ns else ""
     return f"No resources found{where}."
 
 
@@ -190,11 +302,12 @@ def _watch(
     name: str | None,
     selector: str | None,
     columns: Sequence[Column],
-    output: str,
+    spec: Output,
     *,
     list_first: bool,
     with_events: bool,
     timeout: float,
+    allow_missing: bool,
 ) -> None:
     """``get -w``: the list (unless --watch-only), then one row (or object, or name) per
     watch event, until Ctrl-C (exit 0), the timeout (exit 0) or a failed watch (exit 1).
@@ -207,7 +320,7 @@ def _watch(
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
         items = _list(client, resource, ns, name, selector)
         listed = {_object_key(o): _comparable(o) for o in items}
-        out = _WatchOutput(shown_columns(columns, output), output, with_events, items)
+        out = _WatchOutput(columns, spec, with_events, items, allow_missing=allow_missing)
         if list_first:
             out.print_list(items, _nothing(resource, ns))
         seconds = _watch_seconds(timeout)
@@ -264,19 +377,23 @@ def _object_key(obj: dict[str, Any]) -> tuple[str, str]:
 class _WatchOutput:
     """How ``get -w`` prints: a table whose later rows line up with the first ones (with an
     EVENT column for --output-watch-events), or each object (``---`` between YAML documents),
-    or each name."""
+    or each name, or a jsonpath template applied to each object."""
 
     def __init__(
         self,
         columns: Sequence[Column],
-        output: str,
+        spec: Output,
         with_events: bool,
         listed: Sequence[dict[str, Any]],
+        *,
+        allow_missing: bool,
     ) -> None:
         self.columns = columns
-        self.output = output
+        self.spec = spec
+        self.output = spec.format
+        self.allow_missing = allow_missing
         self.with_events = with_events
-        self.is_table = output in ("", "wide")
+        self.is_table = spec.is_table
         headers = [c.header for c in columns]
         self.headers = ["EVENT", *headers] if with_events else headers
         self.printer = RowPrinter(self.headers)
@@ -316,7 +433,10 @@ class _WatchOutput:
         self._emit(event_type, obj)
 
     def _emit(self, event_type: str, obj: dict[str, Any]) -> None:
-        if self.output in ("json", "yaml"):
+        if self.spec.is_template:
+            value = {"type": event_type, "object": obj} if self.with_events else obj
+            click.echo(self.spec.execute(value, allow_missing=self.allow_missing), nl=False)
+        elif self.output in ("json", "yaml"):
             value = {"type": event_type, "object": obj} if self.with_events else obj
             if self.output == "yaml" and self.count:
                 click.echo("---")

@@ -2,8 +2,9 @@
 
 ``signal`` and ``join`` start long-running processes (the rendezvous server, an agent;
 cli/daemons.py); every other command is a short kubectl-like client of the local agent found
-through the data dir (``get`` in cli/get.py, ``describe``, ``apply``/``logs``, ``rollout``/
-``scale`` in their own modules, the small verbs here). Heavy or concurrently written modules
+through the data dir (``get`` in cli/get.py, ``create``, ``delete``, ``describe``, ``apply``,
+``logs``, ``rollout``/``scale``, ``completion`` in their own modules, the small verbs here;
+``-o`` templates in cli/printers.py). Heavy or concurrently written modules
 (the agent, the signaling server) are imported inside their commands, so ``p2pkube get`` stays
 fast and works whatever state those modules are in.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,32 +26,31 @@ import click
 from p2pkube.api.client import ApiClientError, ApiError
 from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
 from p2pkube.cli.common import (
-    DEFAULT_NAMESPACE,
     CliError,
     ServerError,
     State,
     data_dir_option,
-    namespace_option,
 )
+from p2pkube.cli.completion import completion
+from p2pkube.cli.create import create
 from p2pkube.cli.daemons import join, signal, token
+from p2pkube.cli.delete import delete
 from p2pkube.cli.describe import describe
 from p2pkube.cli.forward import port_forward, proxy
-from p2pkube.cli.get import get, lookup_resource, namespace_scope
+from p2pkube.cli.get import get
+from p2pkube.cli.logs import logs
 from p2pkube.cli.nodes import COMMANDS as NODE_COMMANDS
 from p2pkube.cli.output import (
-    Resource,
-    dump,
     field,
     format_size,
     render_status,
     short_digest,
 )
+from p2pkube.cli.printers import OutputFormat, print_objects
 from p2pkube.cli.rollout import rollout, scale
-from p2pkube.cli.workloads import apply, delete_targets, logs, module_source
-from p2pkube.model.names import dns_subdomain_error
+from p2pkube.cli.workloads import apply, module_source
 
 DEFAULT_DATA_DIR = "~/.p2pkube"
-_CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 
 class _Group(click.Group):
@@ -83,115 +82,13 @@ def cli(ctx: click.Context, data_dir: Path) -> None:
     ctx.obj = State(data_dir.expanduser())
 
 
-# --- create / delete -------------------------------------------------------------------------
-
-
-@cli.group()
-def create() -> None:
-    """Create an object."""
-
-
-@create.command("configmap")
-@click.argument("name")
-@namespace_option
-@click.option(
-    "--from-literal", "literals", multiple=True, metavar="KEY=VALUE", help="A data entry."
-)
-@click.option("-o", "--output", type=click.Choice(("json", "yaml", "name")), default=None)
-@data_dir_option
-@click.pass_obj
-def create_configmap(
-    state: State, name: str, namespace: str | None, literals: tuple[str, ...], output: str | None
-) -> None:
-    """Create a ConfigMap; every agent in the cluster will see it."""
-    if problem := dns_subdomain_error(name):
-        raise click.BadParameter(f"{name!r} {problem}", param_hint="'NAME'")
-    data: dict[str, str] = {}
-    for literal in literals:
-        key, eq, value = literal.partition("=")
-        if not eq or not key:
-            raise click.BadParameter(f"{literal!r} is not KEY=VALUE", param_hint="'--from-literal'")
-        if len(key) > 253 or not _CONFIGMAP_KEY.fullmatch(key):
-            raise click.BadParameter(
-                f"key {key!r} must consist of alphanumeric characters, '-', '_' or '.'",
-                param_hint="'--from-literal'",
-            )
-        if key in data:
-            raise click.BadParameter(
-                f"cannot add key {key!r}, another key by that name already exists",
-                param_hint="'--from-literal'",
-            )
-        data[key] = value
-    obj = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace or DEFAULT_NAMESPACE},
-        "data": data,
-    }
-    stored = state.client().create_object(obj)
-    if output in ("json", "yaml"):
-        click.echo(dump(stored, output))
-    elif output == "name":
-        click.echo(f"configmap/{name}")
-    else:
-        click.echo(f"configmap/{name} created")
-
-
-@cli.command()
-@click.argument("resource_name", metavar="RESOURCE", required=False)
-@click.argument("names", nargs=-1, metavar="NAME...")
-@click.option("-f", "--filename", "files", multiple=True, help="Delete what these manifests name.")
-@click.option("--force", is_flag=True, help="Remove running pods at once, without waiting.")
-@namespace_option
-@data_dir_option
-@click.pass_obj
-def delete(
-    state: State,
-    resource_name: str | None,
-    names: tuple[str, ...],
-    files: tuple[str, ...],
-    force: bool,
-    namespace: str | None,
-) -> None:
-    """Delete objects by name or by manifest (on every agent).
-
-    A pod running on a Ready node is stopped by that node, which then removes it (kubectl
-    shows it Terminating meanwhile); --force removes it at once.
-    """
-    targets: list[tuple[Resource, str, str]] = []
-    if files:
-        if resource_name or names:
-            raise click.UsageError("give either -f FILE or RESOURCE NAME..., not both")
-        for kind, ns, name in delete_targets(files):
-            resource = lookup_resource(kind)
-            scope = namespace_scope(resource, ns or namespace, all_namespaces=False)
-            targets.append((resource, scope or "", name))
-    else:
-        if not resource_name or not names:
-            raise click.UsageError("give RESOURCE NAME... or -f FILE")
-        resource = lookup_resource(resource_name)
-        ns = namespace_scope(resource, namespace, all_namespaces=False) or ""
-        targets = [(resource, ns, name) for name in names]
-    client = state.client()
-    failed = False
-    for resource, ns, name in targets:
-        if resource.undeletable:
-            raise CliError(f"{resource.plural} cannot be deleted: {resource.undeletable}")
-        try:
-            client.delete_object(resource.kind, ns, name, force=force)
-        except ApiError as exc:
-            click.echo(str(exc), err=True)  # go on with the other names, like kubectl
-            failed = True
-            continue
-        click.echo(f'{resource.singular} "{name}" deleted')
-    if failed:
-        sys.exit(1)
-
-
 cli.add_command(signal)
 cli.add_command(token)
 cli.add_command(join)
 cli.add_command(get)
+cli.add_command(create)
+cli.add_command(delete)
+cli.add_command(completion)
 cli.add_command(apply)
 cli.add_command(logs)
 cli.add_command(describe)
@@ -208,7 +105,7 @@ for _command in NODE_COMMANDS:  # cordon, uncordon, taint
 
 @cli.command()
 @click.argument("source", metavar="FILE|REF")
-@click.option("-o", "--output", type=click.Choice(("json", "yaml", "name")), default=None)
+@click.option("-o", "--output", type=OutputFormat(("json", "yaml", "name")), default=None)
 @click.option(
     "--registry-config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -236,11 +133,7 @@ def _publish_file(state: State, file: Path, output: str | None) -> None:
         raise CliError(f"{file}: {problem}")
     obj, created = state.client().publish_blob(file)
     digest = field(obj, "metadata.name", "")
-    if output in ("json", "yaml"):
-        click.echo(dump(obj, output))
-    elif output == "name":
-        click.echo(f"blob/{digest}")
-    else:
+    if not print_objects([obj], output, single=True):
         size = format_size(field(obj, "spec.size"), " ")
         chunks = len(field(obj, "spec.chunks") or [])
         verb = "published" if created else "unchanged"
@@ -324,13 +217,14 @@ def _pulled(obj: dict[str, Any], progress: dict[str, Any] | None) -> str:
 
 
 @cli.command()
-@click.option("-o", "--output", type=click.Choice(("json", "yaml")), default=None)
+@click.option("-o", "--output", type=OutputFormat(("json", "yaml")), default=None)
 @data_dir_option
 @click.pass_obj
 def status(state: State, output: str | None) -> None:
     """Show the local agent's own view of itself and its neighbours."""
     info = state.client().status()
-    click.echo(dump(info, output) if output else render_status(info))
+    if not print_objects([info], output, single=True):
+        click.echo(render_status(info))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -32,6 +32,7 @@ from p2pkube.cli.common import (
     data_dir_option,
     namespace_option,
 )
+from p2pkube.cli.completion import complete_names, complete_resources
 from p2pkube.cli.describe_pods import pod_template
 from p2pkube.cli.describe_sections import controller_ref
 from p2pkube.cli.describe_workloads import (
@@ -80,8 +81,8 @@ def _ref(resource: Resource, name: str) -> str:
 
 
 @click.command()
-@click.argument("resource_name", metavar="RESOURCE")
-@click.argument("names", nargs=-1, metavar="NAME...")
+@click.argument("resource_name", metavar="RESOURCE", shell_complete=complete_resources)
+@click.argument("names", nargs=-1, metavar="NAME...", shell_complete=complete_names)
 @click.option(
     "--replicas", type=click.IntRange(0, 10_000), required=True, help="The new number of pods."
 )
@@ -259,8 +260,8 @@ def wait_for_rollout(
 
 
 @rollout.command("status", cls=KubectlCommand)
-@click.argument("resource_name", metavar="RESOURCE")
-@click.argument("name", required=False)
+@click.argument("resource_name", metavar="RESOURCE", shell_complete=complete_resources)
+@click.argument("name", required=False, shell_complete=complete_names)
 @click.option(
     "--timeout",
     type=Duration(),
@@ -326,8 +327,8 @@ def _change_cause(rs: dict[str, Any], deployment: dict[str, Any], current: bool)
 
 
 @rollout.command("history")
-@click.argument("resource_name", metavar="RESOURCE")
-@click.argument("name", required=False)
+@click.argument("resource_name", metavar="RESOURCE", shell_complete=complete_resources)
+@click.argument("name", required=False, shell_complete=complete_names)
 @click.option(
     "--revision",
     "wanted",
@@ -371,8 +372,8 @@ def rollout_history(
 
 
 @rollout.command("undo")
-@click.argument("resource_name", metavar="RESOURCE")
-@click.argument("name", required=False)
+@click.argument("resource_name", metavar="RESOURCE", shell_complete=complete_resources)
+@click.argument("name", required=False, shell_complete=complete_names)
 @click.option(
     "--to-revision",
     type=click.IntRange(min=0),
@@ -424,8 +425,8 @@ def rollout_undo(
 
 
 @rollout.command("restart")
-@click.argument("resource_name", metavar="RESOURCE")
-@click.argument("name", required=False)
+@click.argument("resource_name", metavar="RESOURCE", shell_complete=complete_resources)
+@click.argument("name", required=False, shell_complete=complete_names)
 @namespace_option
 @data_dir_option
 @click.pass_obj

@@ -1,4 +1,4 @@
-"""``p2pkube apply`` and ``p2pkube logs``: manifests in, log lines out, like kubectl.
+"""``p2pkube apply``: manifests in, like kubectl (``logs`` is in cli/logs.py).
 
 ``apply -f`` reads YAML or JSON files (several documents each, ``---``), a directory of them,
 or ``-`` (stdin). A container ``image`` may be a module digest (``sha256:...``), a ``.wasm``
@@ -49,7 +49,7 @@ from p2pkube.cli.oci import (
     parse_reference,
     progress,
 )
-from p2pkube.cli.output import dump
+from p2pkube.cli.printers import OutputFormat, print_objects
 from p2pkube.model.apiversions import CLUSTER_SCOPED_KINDS
 from p2pkube.model.fields import IMAGE_FORMS
 from p2pkube.model.podspec import containers
@@ -348,7 +348,7 @@ def _comparable(obj: dict[str, Any] | None) -> Any:
     "-f", "--filename", "files", multiple=True, required=True, help="File, directory or '-'."
 )
 @namespace_option
-@click.option("-o", "--output", type=click.Choice(("json", "yaml", "name")), default=None)
+@click.option("-o", "--output", type=OutputFormat(("json", "yaml", "name")), default=None)
 @click.option("--dry-run", is_flag=True, help="Validate only: publish and write nothing.")
 @click.option(
     "--registry-config",
@@ -414,8 +414,8 @@ def apply(
             click.echo(_ref(stored))
         elif output is None:
             click.echo(f"{_ref(stored)} {verb}")
-    if output in ("json", "yaml"):
-        click.echo(dump(results[0] if len(results) == 1 else _list(results), output))
+    if output not in (None, "name"):  # json, yaml or a template: what was stored, at once
+        print_objects(results, output, single=len(results) == 1)
     if failed:
         raise ServerError("some objects were not applied (see above)")
 
@@ -426,55 +426,8 @@ def _ref(obj: dict[str, Any]) -> str:
     return f"{kind}/{(obj.get('metadata') or {}).get('name', '?')}"
 
 
-def _list(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "List", "items": items}
-
-
 def delete_targets(files: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
     """(kind, namespace, name) of every object in the manifests (``delete -f``)."""
     for doc in load_documents(files):
         meta = doc.obj.get("metadata") or {}
         yield str(doc.obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name"))
-
-
-@click.command()
-@click.argument("pod", metavar="POD")
-@click.option("-c", "--container", default=None, help="Container (needed when there are several).")
-@click.option("-f", "--follow", is_flag=True, help="Stream new lines until the container ends.")
-@click.option("-p", "--previous", is_flag=True, help="The previous instance (after a restart).")
-@click.option("--tail", type=int, default=-1, show_default=True, help="Last N lines (-1: all).")
-@click.option("--since-time", default=None, help="Lines at or after an RFC 3339 time.")
-@click.option("--timestamps", is_flag=True, help="Prefix each line with its time.")
-@namespace_option
-@data_dir_option
-@click.pass_obj
-def logs(
-    state: State,
-    pod: str,
-    container: str | None,
-    follow: bool,
-    previous: bool,
-    tail: int,
-    since_time: str | None,
-    timestamps: bool,
-    namespace: str | None,
-) -> None:
-    """Print a pod's logs, served by the node that ran it (through the mesh)."""
-    name = pod.removeprefix("pod/").removeprefix("pods/")
-    lines = state.client().pod_logs(
-        namespace or DEFAULT_NAMESPACE,
-        name,
-        container=container,
-        previous=previous,
-        tail=None if tail < 0 else tail,
-        since_time=since_time,
-        timestamps=timestamps,
-        follow=follow,
-        on_omitted=lambda count: click.echo(
-            f"warning: {count} older lines left out (a reply is limited to 4 MiB); "
-            "use --tail or --since-time",
-            err=True,
-        ),
-    )
-    for line in lines:
-        click.echo(line)
