@@ -33,6 +33,7 @@ from p2pkube.cli.common import (
     data_dir_option,
     namespace_option,
 )
+from p2pkube.cli.createjob import create_job
 from p2pkube.cli.daemons import join, signal, token
 from p2pkube.cli.describe import describe
 from p2pkube.cli.forward import port_forward, proxy
@@ -88,6 +89,9 @@ def cli(ctx: click.Context, data_dir: Path) -> None:
 @cli.group()
 def create() -> None:
     """Create an object."""
+
+
+create.add_command(create_job)
 
 
 @create.command("configmap")
