@@ -7,6 +7,9 @@ a failover. Jobs are finished by writing their status, as their own controller w
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,17 @@ from p2pkube.model.schema import validate_object
 from p2pkube.sched import controllers as ctl
 from p2pkube.sched.cronjob import SCHEDULED_ANNOTATION, job_uid, reconcile_cronjob
 from p2pkube.sched.election import LEASE_ANNOTATION
+from p2pkube.sched.events import EventRecorder
+from p2pkube.sched.manager import NodeState, Scheduler
+from p2pkube.sched.settings import EventSettings, SchedulerSettings
 from p2pkube.sched.view import Plan
-from tests.test_sched import DIGEST, World, cluster, container, new_uid
+from p2pkube.state import ClusterState, object_key
+from p2pkube.state.pycrdt_store import PycrdtStore
+from p2pkube.state.store import OBJECTS
+from tests.memorybackend import blob
+from tests.statenet import Mesh, contents
+from tests.test_sched import DIGEST, World, cluster, container, new_uid, node
+from tests.test_sched_eviction import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = 1_800_000_000
@@ -384,3 +396,105 @@ def test_the_example_cronjob_is_kubernetes_documentations() -> None:
         "* * * * *",
         "Allow",
     )
+
+
+async def test_both_sides_of_a_partition_fire_a_time_and_the_heal_leaves_one_job(
+    mesh: Mesh,
+) -> None:
+    """Two real Schedulers over two real pycrdt states that cannot talk: each holds the
+    CronJob's lease as it sees it (the other is NotReady to it) and fires the same minute.
+    Once linked, the states converge to one Job for that minute, with the uid both wrote, and
+    both sides' pods are that Job's (none orphaned); with each other Ready again, the Job's
+    one scheduler keeps a single pod."""
+    if time.time() % 60 > 57:  # both sides must fire within one minute: not across its end
+        await asyncio.sleep(60.1 - time.time() % 60)
+    now = time.time()
+    cj = cronjob(schedule="* * * * *")
+    cj["metadata"]["creationTimestamp"] = stamp(now - 150)  # a minute is due at once
+    key = "CronJob/default/tick"
+    records = {name: node(name) for name in ("n1", "n2")}
+    states: dict[str, ClusterState] = {}
+    healed = False
+
+    def view_of(me: str) -> Callable[[], list[NodeState]]:
+        def nodes() -> list[NodeState]:
+            return [
+                NodeState(
+                    r["obj"], r["status"], healed or n == me, 0.0 if healed or n == me else 10.0
+                )
+                for n, r in records.items()
+            ]
+
+        return nodes
+
+    for name in records:
+        states[name] = ClusterState(None, store_factory=PycrdtStore)
+        await states[name].open()
+        await states[name].put(OBJECTS, object_key("Blob", "", DIGEST), blob(DIGEST))
+        await states[name].put(OBJECTS, key, cj)  # applied before the partition
+    schedulers = {
+        name: Scheduler(
+            f"id-{name}",
+            name,
+            state,
+            nodes=view_of(name),
+            is_collector=lambda: False,
+            events=EventRecorder(state, name, EventSettings()),
+            settings=SchedulerSettings(),
+        )
+        for name, state in states.items()
+    }
+    minute = int(now) // 60
+    name = f"tick-{minute}"
+    try:
+        for scheduler in schedulers.values():
+            await scheduler.start()
+        for state in states.values():
+            await wait_for(lambda s=state: s.get(OBJECTS, f"Job/default/{name}"), 5, "the job")
+            await wait_for(lambda s=state: s.keys(OBJECTS, "Pod/"), 5, "its pod")
+        for scheduler in schedulers.values():
+            await scheduler.close()
+            await scheduler.events.flush()
+        tags = {s.get(OBJECTS, f"Job/default/{name}")["metadata"]["annotations"][LEASE_ANNOTATION]
+                for s in states.values()}  # fmt: skip
+        assert tags == {"1/id-n1", "1/id-n2"}  # each side fired it, under its own lease
+        mesh.link(states["n1"], "n1", states["n2"], "n2")
+        await mesh.settle()
+        one, two = (contents(s) for s in states.values())
+        assert one == two
+        jobs = [k for k in one["objects"] if k.startswith("Job/")]
+        assert jobs == [f"Job/default/{name}"]
+        job = one["objects"][jobs[0]]
+        assert job["metadata"]["uid"] == job_uid(cj["metadata"]["uid"], minute)
+        pods = [v for k, v in one["objects"].items() if k.startswith("Pod/")]
+        assert len(pods) == 2  # one per side
+        assert {p["metadata"]["ownerReferences"][0]["uid"] for p in pods} == {
+            job["metadata"]["uid"]
+        }
+        created = sorted(
+            e["source"]["host"] for e in one["events"].values() if e["reason"] == "SuccessfulCreate"
+            and e["involvedObject"]["kind"] == "CronJob"
+        )  # fmt: skip
+        assert created == ["n1", "n2"]
+        assert one["status"][key]["lastScheduleTime"] == stamp(minute * 60)
+        # Healed: both Ready to each other, one lease, one scheduler for the Job.
+        healed = True
+        for scheduler in schedulers.values():
+            await scheduler.start()
+
+        def active_pods() -> int:  # (a pod marked for deletion waits for its kubelet)
+            pods = [p for _, p in states["n1"].items(OBJECTS, "Pod/")]
+            return len([p for p in pods if not p["metadata"].get("deletionTimestamp")])
+
+        await wait_for(lambda: active_pods() == 1, 5, "one pod")
+        await mesh.settle()
+        assert [k for k in states["n2"].keys(OBJECTS, "Job/")] == [f"Job/default/{name}"]
+        assert states["n2"].get(OBJECTS, f"Job/default/{name}")["metadata"]["uid"] == job_uid(
+            cj["metadata"]["uid"], minute
+        )
+    finally:
+        for scheduler in schedulers.values():
+            await scheduler.close()
+        await mesh.close()
+        for state in states.values():
+            await state.close()
