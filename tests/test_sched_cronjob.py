@@ -498,3 +498,10 @@ async def test_both_sides_of_a_partition_fire_a_time_and_the_heal_leaves_one_job
         await mesh.close()
         for state in states.values():
             await state.close()
+
+
+def test_missed_times_are_counted_within_the_starting_deadline() -> None:
+    world = cluster("a")
+    key = world.add(cronjob(schedule="* * * * *", startingDeadlineSeconds=3600))
+    plan = at(world, BASE + 200 * MINUTE + 5, key)  # 200 missed, 60 within the deadline
+    assert reasons(plan) == ["SuccessfulCreate"]

@@ -179,8 +179,10 @@ def _fire(
                 warning=True,
             )
         return None
+    # Missed times are counted within startingDeadlineSeconds, as Kubernetes counts them.
+    window = earliest if deadline is None else max(earliest, now - timedelta(seconds=deadline))
     missed = 1
-    moment = first
+    moment = schedule.next_after(window)
     while moment < latest and missed <= MANY_MISSED:
         moment = schedule.next_after(moment)
         missed += 1
