@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from p2pkube.model.cron import Schedule, rfc3339
 from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.schema import validate_object
 from p2pkube.sched import controllers as ctl
@@ -505,3 +506,39 @@ def test_missed_times_are_counted_within_the_starting_deadline() -> None:
     key = world.add(cronjob(schedule="* * * * *", startingDeadlineSeconds=3600))
     plan = at(world, BASE + 200 * MINUTE + 5, key)  # 200 missed, 60 within the deadline
     assert reasons(plan) == ["SuccessfulCreate"]
+
+
+def test_schedules_read_as_kubernetes_reads_them() -> None:
+    def times(expr: str, start: str, count: int, zone: str | None = None) -> list[str]:
+        schedule = Schedule(expr, zone)
+        moment = datetime.fromisoformat(start)
+        found = []
+        for _ in range(count):
+            moment = schedule.next_after(moment)
+            found.append(rfc3339(moment.astimezone(schedule.zone)))
+        return found
+
+    # robfig/cron: both day fields restricted (a step on * restricts) fire on either.
+    assert times("0 0 */10 * MON", "2027-01-01T00:00:00+00:00", 4) == [
+        "2027-01-04T00:00:00Z",  # a Monday
+        "2027-01-11T00:00:00Z",  # the 11th, and a Monday
+        "2027-01-18T00:00:00Z",
+        "2027-01-21T00:00:00Z",  # the 21st
+    ]
+    # ? is *, names in either case.
+    assert times("30 9 ? * mon-fri", "2027-01-15T10:00:00+00:00", 2) == [
+        "2027-01-18T09:30:00Z",
+        "2027-01-19T09:30:00Z",
+    ]
+    # DST as Debian's cron: a time a spring-forward skips runs right after the jump; one a
+    # fall-back repeats runs once.
+    assert times("30 2 * * *", "2027-03-27T12:00:00+00:00", 2, "Europe/Berlin") == [
+        "2027-03-28T03:00:00+02:00",
+        "2027-03-29T02:30:00+02:00",
+    ]
+    assert times("30 2 * * *", "2026-10-24T12:00:00+00:00", 2, "Europe/Berlin") == [
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-26T02:30:00+01:00",
+    ]
+    latest = Schedule("@hourly").latest_until(datetime(2027, 1, 15, 8, 0, tzinfo=UTC))
+    assert latest == datetime(2027, 1, 15, 8, 0, tzinfo=UTC)  # at or before
