@@ -16,6 +16,7 @@ from typing import Any
 from p2pkube.model.resources import Resources
 from p2pkube.model.schema import validate_object
 from p2pkube.sched import controllers as ctl
+from p2pkube.sched.cronjob import reconcile_cronjob
 from p2pkube.sched.election import LEASE_ANNOTATION, Lease, decide, rendezvous_rank
 from p2pkube.sched.placement import NodeInfo, PodToPlace, place
 from p2pkube.sched.view import ClusterView, Plan, PodView, node_infos
@@ -92,7 +93,8 @@ class World:
 
     def view(self) -> ClusterView:
         self.clock += 1
-        pods, objects = [], {k: [] for k in ("Deployment", "ReplicaSet", "Job", "DaemonSet")}
+        kinds = ("Deployment", "ReplicaSet", "Job", "CronJob", "DaemonSet")
+        pods, objects = [], {k: [] for k in kinds}
         for key, obj in sorted(self.objects.items()):
             status = self.status.get(key)
             if obj["kind"] == "Pod":
@@ -164,6 +166,7 @@ class World:
             "Job": ctl.reconcile_job,
             "DaemonSet": ctl.reconcile_daemonset,
             "ReplicaSet": ctl.reconcile_replicaset,
+            "CronJob": reconcile_cronjob,
         }[obj["kind"]](ctx, obj)
         ctl.collect_orphans(ctx)
         self.apply(plan)

@@ -116,9 +116,7 @@ async def test_a_lone_message_is_acknowledged_within_the_delay(
         assert await b.received.get() == b"one way"
     # b has nothing to say: its SACK goes alone once the delay is over, and a's sent
     # queue empties (no retransmission, which would take aiortc's 1 s minimum RTO).
-    await wait_for(
-        lambda: not a.association._sent_queue, sctp.DEFAULT_SACK_DELAY + 0.5, "the SACK"
-    )
+    await wait_for(lambda: not a.association._sent_queue, sctp.DEFAULT_SACK_DELAY + 0.5, "the SACK")
     assert b.association.sacks_delayed == 1
     assert a.association._t3_handle is None
 

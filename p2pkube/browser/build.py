@@ -17,8 +17,9 @@ nothing but re-hash; the result does not depend on how often it ran):
 * ``pyodide/<version>/``: what ``loadPyodide({indexURL})`` loads from the npm package (the
   runtime, its wasm, the standard library zip, the lock file); the version in the path makes
   these files immutable, so the server lets browsers cache them for a year;
-* ``wheels/``: the msgpack wheel for Pyodide's platform (the npm package has no package wheels),
-  the same msgpack version as this interpreter has, fetched once with ``pip download`` into
+* ``wheels/``: the msgpack wheel for Pyodide's platform (the npm package has no package wheels)
+  and the pure-Python cronsim and tzdata wheels, the same versions as this interpreter has,
+  fetched once with ``pip download`` into
   ``p2pkube/browser/.cache/wheels`` (so rebuilding ``dist`` needs no network);
 * ``python/p2pkube.zip``: the Python sources the browser node imports: the ``p2pkube`` package
   (without ``browser/dist``, ``browser/web``, ``browser/.cache``, ``__pycache__``; the
@@ -76,14 +77,28 @@ PYODIDE_FILES = (
     "pyodide-lock.json",
 )
 #: Python distributions the browser node needs beyond Pyodide's standard library, as wheels
-#: for Pyodide's platform, each at the version this interpreter has installed.
-WHEELS = ("msgpack",)
+#: for Pyodide's platform (or pure-Python ones), each at the version this interpreter has
+#: installed: msgpack (the state's values), cronsim (CronJob schedules: a tab may lead a
+#: CronJob like any workload) and tzdata (the zones of their ``timeZone``: Pyodide has no
+#: system time zone database).
+WHEELS = ("msgpack", "cronsim", "tzdata")
 #: Directories of the p2pkube package that are not Python sources for the browser.
 EXCLUDED_DIRS = ("browser/dist", "browser/web", "browser/.cache")
 ZIP_NAME = "python/p2pkube.zip"
 #: Files at least this big get a .gz sibling when gzip saves at least a tenth.
 GZIP_MIN_BYTES = 64 * 1024
 GZIP_SUFFIXES = (".wasm", ".mjs", ".js", ".json", ".css", ".html")
+
+
+def _wheels_for(cache: Path, stem: str, platform: str) -> list[Path]:
+    """The cached wheels named ``stem*`` for ``platform``, or pure-Python ones."""
+    if not cache.is_dir():
+        return []
+    return sorted(
+        p
+        for p in cache.glob(f"{stem}*.whl")
+        if p.name.endswith((f"{platform}.whl", "-none-any.whl"))
+    )
 
 
 class BuildError(Exception):
@@ -215,7 +230,7 @@ class Builder:
                     "project's venv (.venv/bin/python), whose version is the one shipped"
                 ) from None
             stem = f"{dist_name.replace('-', '_')}-{version}-"
-            found = sorted(cache.glob(f"{stem}*{platform}.whl")) if cache.is_dir() else []
+            found = _wheels_for(cache, stem, platform)
             if not found:
                 self.say(f"pip download {dist_name}=={version} for {platform}")
                 cache.mkdir(parents=True, exist_ok=True)
@@ -229,7 +244,7 @@ class Builder:
                     cwd=REPO,
                     what=f"pip download {dist_name}=={version}",
                 )  # fmt: skip
-                found = sorted(cache.glob(f"{stem}*{platform}.whl"))
+                found = _wheels_for(cache, stem, platform)
                 if not found:
                     raise BuildError(
                         f"pip download found no {platform} wheel of {dist_name}=={version}"

@@ -37,6 +37,7 @@ from p2pkube.cli.describe_pods import describe_pod
 from p2pkube.cli.describe_sections import Lookup
 from p2pkube.cli.describe_services import describe_service
 from p2pkube.cli.describe_workloads import (
+    describe_cronjob,
     describe_daemonset,
     describe_deployment,
     describe_job,
@@ -50,6 +51,7 @@ DESCRIBERS: dict[str, Callable[[dict[str, Any], Lookup], str]] = {
     "Deployment": describe_deployment,
     "ReplicaSet": describe_replicaset,
     "Job": describe_job,
+    "CronJob": describe_cronjob,
     "DaemonSet": describe_daemonset,
     "Node": describe_node,
     "ConfigMap": describe_configmap,

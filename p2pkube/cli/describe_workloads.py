@@ -1,5 +1,6 @@
 """``describe`` of the workloads: Deployments (with their ReplicaSets old and new, as kubectl
-finds them), ReplicaSets, Jobs and DaemonSets; and the revision helpers ``rollout`` shares."""
+finds them), ReplicaSets, Jobs, CronJobs and DaemonSets; and the revision helpers ``rollout``
+shares."""
 
 from __future__ import annotations
 
@@ -193,4 +194,36 @@ def describe_daemonset(ds: dict[str, Any], lookup: Lookup) -> str:
     w.line(0, "Pods Status:", pods_status(lookup.owned("Pod", ds)))
     pod_template(w, spec.get("template"))
     events(w, lookup.events(ds))
+    return w.text()
+
+
+def describe_cronjob(cronjob: dict[str, Any], lookup: Lookup) -> str:
+    """kubectl's CronJobDescriber (with its job template, as describeJobTemplate shows it)."""
+    w = Writer()
+    spec, status = cronjob.get("spec") or {}, cronjob.get("status") or {}
+    header(w, cronjob)
+    w.line(0, "Schedule:", spec.get("schedule", ""))
+    if spec.get("timeZone"):
+        w.line(0, "Time Zone:", spec["timeZone"])
+    w.line(0, "Concurrency Policy:", spec.get("concurrencyPolicy", "Allow"))
+    w.line(0, "Suspend:", "True" if spec.get("suspend") else "False")
+    for title, key in (
+        ("Successful Job History Limit", "successfulJobsHistoryLimit"),
+        ("Failed Job History Limit", "failedJobsHistoryLimit"),
+    ):
+        w.line(0, f"{title}:", spec.get(key, "<unset>"))
+    deadline = spec.get("startingDeadlineSeconds")
+    w.line(0, "Starting Deadline Seconds:", "<unset>" if deadline is None else f"{deadline}s")
+    job = field(spec, "jobTemplate.spec") or {}
+    w.line(0, "Selector:", "<unset>")
+    w.line(0, "Parallelism:", job.get("parallelism", "<unset>"))
+    w.line(0, "Completions:", job.get("completions", "<unset>"))
+    if job.get("activeDeadlineSeconds"):
+        w.line(0, "Active Deadline Seconds:", f"{job['activeDeadlineSeconds']}s")
+    pod_template(w, job.get("template"))
+    last = status.get("lastScheduleTime")
+    w.line(0, "Last Schedule Time:", format_time(last) if last else "<unset>")
+    names = [str(r.get("name")) for r in status.get("active") or [] if isinstance(r, dict)]
+    w.line(0, "Active Jobs:", ", ".join(names) or "<none>")
+    events(w, lookup.events(cronjob))
     return w.text()

@@ -400,6 +400,47 @@ JOBS = Resource(
     ),
 )
 
+
+def _cronjob_containers(cronjob: dict[str, Any]) -> list[dict[str, Any]]:
+    containers = field(cronjob, "spec.jobTemplate.spec.template.spec.containers") or []
+    return [c for c in containers if isinstance(c, dict)]
+
+
+def _last_schedule(cronjob: dict[str, Any]) -> str:
+    """kubectl's LAST SCHEDULE: how long ago the last Job was scheduled, ``<none>`` before."""
+    last = field(cronjob, "status.lastScheduleTime")
+    return format_age(last) if last else "<none>"
+
+
+CRONJOBS = Resource(
+    kind="CronJob",
+    names=("cronjobs", "cronjob", "cj"),
+    namespaced=True,
+    columns=(
+        NAME,
+        Column("SCHEDULE", lambda c: field(c, "spec.schedule", "")),
+        Column("TIMEZONE", lambda c: field(c, "spec.timeZone") or "<none>"),
+        Column("SUSPEND", lambda c: "True" if field(c, "spec.suspend") else "False"),
+        Column("ACTIVE", lambda c: len(field(c, "status.active") or [])),
+        Column("LAST SCHEDULE", _last_schedule),
+        AGE,
+        Column(
+            "CONTAINERS",
+            lambda c: ",".join(str(x.get("name", "")) for x in _cronjob_containers(c)) or "<none>",
+            wide=True,
+        ),
+        Column(
+            "IMAGES",
+            lambda c: (
+                ",".join(short_digest(str(x.get("image", ""))) for x in _cronjob_containers(c))
+                or "<none>"
+            ),
+            wide=True,
+        ),
+        Column("SELECTOR", lambda c: "<none>", wide=True),  # a jobTemplate has no selector
+    ),
+)
+
 DAEMONSETS = Resource(
     kind="DaemonSet",
     names=("daemonsets", "daemonset", "ds"),
@@ -470,6 +511,7 @@ RESOURCES: tuple[Resource, ...] = (
     DEPLOYMENTS,
     REPLICASETS,
     JOBS,
+    CRONJOBS,
     DAEMONSETS,
     CONFIGMAPS,
     SECRETS,

@@ -33,6 +33,7 @@ from p2pkube.cli.common import (
 )
 from p2pkube.cli.completion import completion
 from p2pkube.cli.create import create
+from p2pkube.cli.createjob import create_job
 from p2pkube.cli.daemons import join, signal, token
 from p2pkube.cli.delete import delete
 from p2pkube.cli.describe import describe
@@ -86,6 +87,7 @@ cli.add_command(signal)
 cli.add_command(token)
 cli.add_command(join)
 cli.add_command(get)
+create.add_command(create_job)
 cli.add_command(create)
 cli.add_command(delete)
 cli.add_command(completion)

@@ -25,6 +25,8 @@ from pydantic import (
 )
 
 from p2pkube.model.apiversions import accepted_api_versions, api_version_of
+from p2pkube.model.cron import ScheduleError, schedule_error
+from p2pkube.model.cron import zone as cron_zone
 from p2pkube.model.errors import ValidationFailed
 from p2pkube.model.fields import (
     AbsolutePath,
@@ -645,6 +647,57 @@ def _config_keys(field: str, keys: Iterable[str]) -> list[str]:
     ][:1]
 
 
+class JobTemplate(Model):
+    """A CronJob's ``jobTemplate``: the labels and annotations of the Jobs it creates, and
+    their spec."""
+
+    metadata: TemplateMeta = Field(default_factory=TemplateMeta)
+    spec: JobSpec
+
+
+def _cron_schedule(value: str) -> str:
+    problem = schedule_error(value)
+    if problem is not None:
+        raise ValueError(f'Invalid value: "{value}": {problem}')
+    return value
+
+
+def _time_zone(value: str) -> str:
+    try:
+        cron_zone(value)
+    except ScheduleError as exc:
+        raise ValueError(f'Invalid value: "{value}": {exc}') from None
+    return value
+
+
+class CronJobSpec(Model):
+    schedule: Annotated[str, AfterValidator(_cron_schedule)]
+    """Five cron fields or a macro (``@hourly``...), read in ``timeZone`` (UTC if unset)."""
+    time_zone: Annotated[str, AfterValidator(_time_zone)] | None = None
+    starting_deadline_seconds: int | None = Field(default=None, ge=0)
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    suspend: bool = False
+    job_template: JobTemplate
+    successful_jobs_history_limit: int = Field(default=3, ge=0)
+    failed_jobs_history_limit: int = Field(default=1, ge=0)
+
+
+class CronJob(Model):
+    """Kubernetes' CronJob (batch/v1): Jobs made from ``jobTemplate`` on a cron schedule."""
+
+    api_version: Literal["batch/v1", "p2pkube.io/v1"]
+    kind: Literal["CronJob"]
+    metadata: ObjectMeta
+    spec: CronJobSpec
+
+    @model_validator(mode="after")
+    def _name_leaves_room(self) -> CronJob:
+        # Its Jobs are named <name>-<minutes since the epoch> (11 more characters).
+        if len(self.metadata.name) > 52:
+            raise ValueError("metadata.name: must be no more than 52 characters")
+        return self
+
+
 class ConfigMap(Model):
     api_version: str
     kind: Literal["ConfigMap"]
@@ -831,6 +884,7 @@ MODELS: dict[str, type[Model]] = {
     "Deployment": Deployment,
     "ReplicaSet": ReplicaSet,
     "Job": Job,
+    "CronJob": CronJob,
     "DaemonSet": DaemonSet,
     "ConfigMap": ConfigMap,
     "Secret": Secret,

@@ -15,6 +15,7 @@ a pass over a converged workload plans nothing, so a pass per state change costs
 * DaemonSet: one pod per Ready node that matches its node selector; rolls template changes
   one node at a time.
 * Standalone pods without a node: placed by the node elected for them.
+* CronJob: in ``cronjob.py``.
 """
 
 from __future__ import annotations
@@ -737,13 +738,22 @@ def reconcile_daemonset(ctx: Context, ds: dict[str, Any]) -> None:
 
 # -- garbage collection --------------------------------------------------------------------------
 def collect_orphans(ctx: Context) -> None:
-    """Delete what a deleted owner left behind (Kubernetes' background cascading deletion)."""
+    """Delete what a deleted owner left behind (Kubernetes' background cascading deletion):
+    a Deployment's ReplicaSets, a CronJob's Jobs, then (at the next pass) their pods."""
     view, plan = ctx.view, ctx.plan
     for rs in view.objects.get("ReplicaSet", []):
         owner = controller_of(rs)
         if owner and owner not in view.uids:
             plan.delete(OBJECTS, _rs_key(rs))
             plan.delete(STATUS, _rs_key(rs))
+    for job in view.objects.get("Job", []):  # a deleted CronJob's
+        owner = controller_of(job)
+        if owner and owner not in view.uids:
+            key = object_key(
+                "Job", job["metadata"].get("namespace", "default"), job["metadata"]["name"]
+            )
+            plan.delete(OBJECTS, key)
+            plan.delete(STATUS, key)
     for pod in view.pods:
         if pod.owner and pod.owner not in view.uids and not pod.terminating:
             delete_pod(ctx, pod, "Killing", f"Owner of pod {pod.name} was deleted")

@@ -7,11 +7,12 @@ builds a :class:`~p2pkube.sched.view.ClusterView`, runs the controllers of the w
 leads, and applies what they planned as one transaction.
 Passes are debounced (``min_pass_interval``): a burst of changes costs one pass.
 
-Workloads: Deployments, Jobs, DaemonSets, ReplicaSets without an owner, and standalone Pods
-that have no node yet. The node that is the collector (the Ready node with the smallest id,
-as for compaction) also deletes what deleted owners left behind and leases of deleted
-workloads, and evicts the pods no controller owns from nodes with a NoExecute taint they do
-not tolerate (a workload's pods are evicted by its own scheduler, which replaces them).
+Workloads: Deployments, Jobs, CronJobs, DaemonSets, ReplicaSets without an owner, and
+standalone Pods that have no node yet. The node that is the collector (the Ready node with the
+smallest id, as for compaction) also deletes what deleted owners left behind and leases of
+deleted workloads, finishes deleting namespaces, and evicts the pods no controller owns from
+nodes with a NoExecute taint they do not tolerate (a workload's pods are evicted by its own
+scheduler, which replaces them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from p2pkube.model.timestamps import utc_now
 from p2pkube.sched import controllers as ctl
+from p2pkube.sched.cronjob import reconcile_cronjob
 from p2pkube.sched.election import Lease, decide
 from p2pkube.sched.events import EventRecorder
 from p2pkube.sched.eviction import EvictionGate, EvictionLimiter, evictable_on
@@ -38,7 +40,7 @@ from p2pkube.state.store import LEASES, OBJECTS, STATUS
 
 log = logging.getLogger(__name__)
 
-WORKLOAD_KINDS = ("Deployment", "Job", "DaemonSet", "ReplicaSet")
+WORKLOAD_KINDS = ("Deployment", "Job", "CronJob", "DaemonSet", "ReplicaSet")
 DEFAULT_MAX_PODS = 110
 """Pods placed on a node that does not publish ``allocatable.pods`` (kubelet's maxPods)."""
 
@@ -175,9 +177,9 @@ class Mirror:
         return {name for name in names if self._evictable.get(name)}
 
     def workload_keys(self) -> list[tuple[str, str]]:
-        """(key, uid) of every workload a scheduler may lead: Deployments, Jobs, DaemonSets,
-        ReplicaSets without an owner and Pods without a node or an owner (not being deleted),
-        found without building a view."""
+        """(key, uid) of every workload a scheduler may lead: Deployments, Jobs, CronJobs,
+        DaemonSets, ReplicaSets without an owner and Pods without a node or an owner (not being
+        deleted), found without building a view."""
         self._decode(OBJECTS)
         return list(self._workloads.items())
 
@@ -445,6 +447,8 @@ class Scheduler:
             ctl.reconcile_job(ctx, workload)
         elif kind == "DaemonSet":
             ctl.reconcile_daemonset(ctx, workload)
+        elif kind == "CronJob":
+            reconcile_cronjob(ctx, workload)
         elif kind == "Pod":
             pod = next(p for p in ctx.view.pods if p.uid == workload["metadata"].get("uid"))
             ctl.bind_pending(ctx, pod)
