@@ -1,7 +1,7 @@
 """The native agent's :class:`~p2pkube.model.secrets.Sealer`: AES-256-GCM from ``cryptography``.
 
-AES-GCM because it is the AEAD every platform has (``cryptography`` natively, WebCrypto in a
-browser, should a tab open Secrets one day) and needs a 96-bit nonce only, drawn at random per
+AES-GCM because it is the AEAD every platform has (``cryptography`` natively, @noble/ciphers
+in a tab, which opens what this seals) and needs a 96-bit nonce only, drawn at random per
 seal: a cluster seals few values, far below GCM's 2^32 random-nonce bound per key.
 """
 
@@ -12,11 +12,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from p2pkube.model.secrets import SealError
-
-FORMAT_VERSION = b"\x01"
-"""First byte of every sealed value: the format (AES-256-GCM, 12-byte nonce, 16-byte tag)."""
-NONCE_BYTES = 12
+from p2pkube.model.secrets import NONCE_BYTES, SEALED_FORMAT, SealError, sealed_parts
 
 
 class AesGcmSealer:
@@ -27,13 +23,11 @@ class AesGcmSealer:
 
     def seal(self, plaintext: bytes, context: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return FORMAT_VERSION + nonce + self._aead.encrypt(nonce, plaintext, context)
+        return SEALED_FORMAT + nonce + self._aead.encrypt(nonce, plaintext, context)
 
     def open(self, sealed: bytes, context: bytes) -> bytes:
-        if not sealed.startswith(FORMAT_VERSION) or len(sealed) < 1 + NONCE_BYTES + 16:
-            raise SealError("not a sealed value of this format")
-        nonce = sealed[1 : 1 + NONCE_BYTES]
+        nonce, body = sealed_parts(sealed)
         try:
-            return self._aead.decrypt(nonce, sealed[1 + NONCE_BYTES :], context)
+            return self._aead.decrypt(nonce, body, context)
         except InvalidTag:
             raise SealError("sealed with another key (another cluster's token?)") from None

@@ -208,6 +208,46 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
     logs = natives.cli("n1", "logs", "crash-tab").stdout
     assert "about to fail" in logs and "fatal: simulated failure" in logs
 
+    # A Secret (sealed in the replicated state) opened by the tab for its pod: an env value
+    # through secretKeyRef, and a secret volume's files.
+    apply(
+        natives,
+        tmp_path,
+        """
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: tab-secret}
+        stringData: {input.txt: "hello from a Secret", token: s3cr3t-for-the-tab}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: secret-tab}
+        spec:
+          nodeSelector: {p2pkube.io/kind: browser}
+          restartPolicy: Never
+          containers:
+            - name: hello
+              image: BUILD/hello.wasm
+              env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: tab-secret, key: token}}}]
+            - name: files
+              image: BUILD/files.wasm
+              args: ["/app"]
+              volumeMounts: [{name: secret, mountPath: /app}]
+          volumes: [{name: secret, secret: {secretName: tab-secret}}]
+        """,
+    )
+    opened = await eventually(
+        lambda: (p := pod(natives, "n2", "secret-tab"))["status"].get("phase") == "Succeeded" and p,
+        60,
+        "secret-tab to succeed",
+    )
+    assert opened["spec"]["nodeName"] == name
+    assert (
+        "TOKEN=s3cr3t-for-the-tab" in natives.cli("n2", "logs", "secret-tab", "-c", "hello").stdout
+    )
+    files = natives.cli("n1", "logs", "secret-tab", "-c", "files").stdout
+    assert "read /app/input.txt: hello from a Secret" in files, files
+
     # The same hostPath rule as natively: bound to the tab, which grants none, it fails there.
     apply(
         natives,

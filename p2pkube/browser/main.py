@@ -26,10 +26,11 @@ from p2pkube.browser.identity import BrowserIdentity, check_signature
 from p2pkube.browser.link import browser_link_factory
 from p2pkube.browser.proxy import TabProxy
 from p2pkube.browser.runtime import WorkerRuntime
+from p2pkube.browser.sealer import BridgeSealer
 from p2pkube.browser.signaling import browser_connect
 from p2pkube.browser.yjs_store import YjsStore
 from p2pkube.model.quantity import format_bytes
-from p2pkube.net.jointoken import check_token, cluster_id
+from p2pkube.net.jointoken import check_token, cluster_id, secrets_key
 from p2pkube.net.mesh import Mesh
 from p2pkube.node import Node, NodeConfig
 from p2pkube.settings import AgentSettings
@@ -127,6 +128,7 @@ class BrowserNode:
                 ),
             ),
             store_factory=YjsStore,
+            sealer=BridgeSealer(secrets_key(token)),
         )
         return cls(node, platform.DataDirSync(settings.browser.sync_interval))
 

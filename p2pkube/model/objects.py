@@ -132,7 +132,8 @@ class ObjectService:
         scheduler claims the lease of a workload created here)."""
         self.sealer = sealer
         """Seals Secret values as they are written and opens them as they are read
-        (:mod:`p2pkube.model.secrets`); None on a node that cannot (a browser tab)."""
+        (:mod:`p2pkube.model.secrets`); None on a node that cannot (it then shows Secrets
+        without their data)."""
 
     def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         if kind == NAMESPACE_KIND:

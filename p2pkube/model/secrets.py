@@ -4,11 +4,12 @@ A Secret is stored with its ``data`` replaced by ``sealedData``: the JSON of ``d
 encrypted with an AEAD under a key derived from the join token
 (:func:`p2pkube.net.jointoken.secrets_key`), bound to the Secret's document key, so a
 sealed value cannot be moved to another Secret. Every member holds the token, so every
-member's object service opens it again when a client or a kubelet reads the Secret. A node
-without a :class:`Sealer` (a browser tab: its Python has no AES) shows the Secret without
+member's object service opens it again when a client or a kubelet reads the Secret. A Secret
+a node cannot open (no :class:`Sealer`, or one sealed under another key) is shown without
 ``data`` and its kubelet says it cannot read it.
 
-No platform library here: the sealer is injected (:mod:`p2pkube.sealing` natively).
+No platform library here: the sealer is injected (:mod:`p2pkube.sealing` natively,
+:mod:`p2pkube.browser.sealer` in a tab).
 """
 
 from __future__ import annotations
@@ -24,6 +25,22 @@ log = logging.getLogger(__name__)
 SECRET_KIND = "Secret"
 SEALED_FIELD = "sealedData"
 """Where a stored Secret keeps its sealed ``data`` (never shown by a node that can open it)."""
+
+
+SEALED_FORMAT = b"\x01"
+"""First byte of every sealed value: its format, AES-256-GCM with a random 12-byte nonce
+(then the nonce, then the ciphertext with its 16-byte tag). Every node's sealer reads it:
+``p2pkube.sealing`` natively (``cryptography``), ``p2pkube.browser.sealer`` in a tab
+(@noble/ciphers)."""
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+
+def sealed_parts(blob: bytes) -> tuple[bytes, bytes]:
+    """(nonce, ciphertext with tag) of a sealed value; SealError if it is not one."""
+    if not blob.startswith(SEALED_FORMAT) or len(blob) < 1 + NONCE_BYTES + TAG_BYTES:
+        raise SealError("not a sealed value of this format")
+    return blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
 
 
 class SealError(Exception):

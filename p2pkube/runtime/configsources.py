@@ -3,7 +3,7 @@
 Env (:mod:`p2pkube.runtime.podenv`) and volumes (:mod:`p2pkube.runtime.configvolumes`) read a
 source's keys here, as bytes: a ConfigMap's text values encoded, a Secret's base64 values
 decoded. Messages are Kubernetes' (``secret "db" not found``). A Secret this node cannot open
-(a browser tab has no AES: :mod:`p2pkube.model.secrets`) is an error of its own, never taken
+(no sealer, or another cluster's key: :mod:`p2pkube.model.secrets`) is an error of its own, never taken
 for a missing or empty one. No message ever quotes a value.
 
 Shared Python: the browser node's kubelet runs it too.
@@ -47,8 +47,8 @@ def source_data(
         raise SourceMissing(f"{what(kind, name)} not found")
     if kind == SECRET_KIND and not readable(found):
         raise SourceMissing(
-            f"{what(kind, name)} cannot be read on this node (its values are sealed with "
-            "AES-GCM, which this node's Python lacks; run the pod on a native node)"
+            f"{what(kind, name)} cannot be read on this node (its values are sealed under a "
+            "key this node does not have; see the agent's log)"
         )
     data = found.get("data")
     if not isinstance(data, dict):

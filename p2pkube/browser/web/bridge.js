@@ -22,6 +22,7 @@
 //   bridge/signaling.js   openSocket: the WebSocket to the signaling server
 //   bridge/peer.js        newPeer: a WebRTC neighbour (RTCPeerConnection + data channel)
 //   bridge/ed25519.js     ed25519Generate/Sign/Verify, cryptoInfo: WebCrypto, else @noble
+//   bridge/aesgcm.js      aesGcmOpen: opens sealed Secret values (@noble/ciphers)
 //   bridge/idb.js         kvGet/Put/PutMany/Delete/Keys/Clear, acquireNodeLock: IndexedDB
 //   bridge/instances.js   compileModule, forgetModule, hasModule, startInstance, runtimeInfo,
 //                         configurePool, poolInfo: pod instances in Web Workers (worker.js)
@@ -45,6 +46,7 @@ export { openSocket } from "./bridge/signaling.js";
 export { newPeer } from "./bridge/peer.js";
 export { registerServiceWorker, serveServiceRequests, serviceWorkerInfo } from "./bridge/proxy.js";
 export { cryptoInfo, ed25519Generate, ed25519Sign, ed25519Verify } from "./bridge/ed25519.js";
+export { aesGcmOpen } from "./bridge/aesgcm.js";
 export { kvGet, kvPut, kvPutMany, kvDelete, kvKeys, kvClear, acquireNodeLock } from "./bridge/idb.js";
 export {
   compileModule, configurePool, forgetModule, hasModule, poolInfo, runtimeInfo, startInstance,
