@@ -2,9 +2,9 @@
 
 Env (:mod:`p2pkube.runtime.podenv`) and volumes (:mod:`p2pkube.runtime.configvolumes`) read a
 source's keys here, as bytes: a ConfigMap's text values encoded, a Secret's base64 values
-decoded. Messages are Kubernetes' (``secret "db" not found``). A Secret this node cannot open
-(no sealer, or another cluster's key: :mod:`p2pkube.model.secrets`) is an error of its own, never taken
-for a missing or empty one. No message ever quotes a value.
+decoded. Messages are Kubernetes' (``secret "db" not found``). A Secret this node cannot
+open (no sealer, or another cluster's key: :mod:`p2pkube.model.secrets`) is an error of its
+own, never taken for a missing or empty one. No message ever quotes a value.
 
 Shared Python: the browser node's kubelet runs it too.
 """
