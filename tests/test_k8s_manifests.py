@@ -13,11 +13,13 @@ import base64
 import json
 import re
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from p2pkube.api import INFO_FILE, TOKEN_FILE
 from p2pkube.devcluster import LocalCluster, wait_until
 from tests.clusters import module_cluster, wait_all_ready
 
@@ -232,3 +234,64 @@ def test_a_secret_reaches_a_pod_as_env_and_files_and_nowhere_else(
     assert 'namespaces "default" is forbidden: this namespace may not be deleted' in (
         refused.stderr
     )
+
+
+SERVICE = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: myapp
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: MyApp
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: MyApp
+    spec:
+      containers:
+      - name: myapp
+        image: echo.wasm
+        ports:
+        - containerPort: 9376
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: my-service
+spec:
+  selector:
+    app.kubernetes.io/name: MyApp
+  ports:
+    - protocol: TCP
+      port: 80
+      targetPort: 9376
+"""
+
+
+def test_the_service_of_the_kubernetes_docs_reaches_its_pods(
+    mesh: LocalCluster, tmp_path: Path
+) -> None:
+    shutil.copy(BUILD / "echo.wasm", tmp_path / "echo.wasm")
+    out, err = apply(mesh, "a", tmp_path, SERVICE)
+    assert "deployment/myapp created" in out and "service/my-service created" in out, out
+    assert "Warning" not in err, err
+
+    def endpoints() -> list[str] | None:
+        listed = json.loads(mesh.cli("b", "get", "endpoints", "my-service", "-o", "json").stdout)
+        addresses = [a for s in listed.get("subsets") or [] for a in s.get("addresses") or []]
+        return addresses if len(addresses) == 2 else None
+
+    wait_until(endpoints, 60, what="two ready endpoints of my-service")
+    info = json.loads((mesh.root / "b" / INFO_FILE).read_text())
+    token = (mesh.root / "b" / TOKEN_FILE).read_text().strip()
+    request = urllib.request.Request(
+        info["url"] + "/api/v1/namespaces/default/services/my-service/proxy/hello?x=1",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        body = answer.read().decode()
+    assert answer.status == 200
+    assert "path: /hello" in body and "query: x=1" in body, body

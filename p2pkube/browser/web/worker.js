@@ -221,7 +221,7 @@ function run(msg) {
     new OutputFd(STDOUT),
     new OutputFd(STDERR),
   ];
-  for (const dir of dirs || []) fds.push(new PreopenDirectory(dir, new Map()));
+  for (const dir of dirs || []) fds.push(new Preopen(dir, new Map()));
   for (const [dir, entries] of Object.entries(files || {})) {
     fds.push(new ReadonlyPreopen(dir, readonlyTree(entries)));
   }
@@ -342,7 +342,21 @@ function run(msg) {
 }
 
 /** A preopened directory nothing may be created in, written to, renamed or removed from. */
-class ReadonlyPreopen extends PreopenDirectory {
+/**
+ * A preopened directory as wasmtime serves one, where the shim differs in a way modules see:
+ * readlink of a path that exists but is no symlink (the shim has none) is EINVAL, not ENOTSUP.
+ * musl's realpath() reads every component as a link and takes EINVAL for "not one"; with
+ * ENOTSUP it fails, and MicroPython, which resolves a script's path first, could not run a
+ * script file ("[Errno 58] Not supported").
+ */
+class Preopen extends PreopenDirectory {
+  path_readlink(path) {
+    const { ret, inode_obj } = this.path_lookup(path, 0);
+    return { ret: inode_obj == null ? ret : W.ERRNO_INVAL, data: null };
+  }
+}
+
+class ReadonlyPreopen extends Preopen {
   path_open(dirflags, path, oflags, rightsBase, rightsInheriting, fdFlags) {
     const writes = (oflags & (W.OFLAGS_CREAT | W.OFLAGS_TRUNC)) !== 0;
     if (writes || (BigInt(rightsBase) & BigInt(W.RIGHTS_FD_WRITE)) !== 0n) {
