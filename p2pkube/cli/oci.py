@@ -48,7 +48,7 @@ import click
 from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
 from p2pkube.cli.common import CliError
 from p2pkube.cli.output import format_size
-from p2pkube.model.fields import IMAGE_FORMS
+from p2pkube.model.images import IMAGE_FORMS
 
 WASM_LAYER_TYPES = (
     # wasm-to-oci's layer: what Spin, wasmCloud and runwasi push and pull.

@@ -51,7 +51,7 @@ from p2pkube.cli.oci import (
 )
 from p2pkube.cli.printers import OutputFormat, print_objects
 from p2pkube.model.apiversions import CLUSTER_SCOPED_KINDS
-from p2pkube.model.fields import IMAGE_FORMS
+from p2pkube.model.images import IMAGE_FORMS
 from p2pkube.model.podspec import containers
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from p2pkube.model.images import DIGEST, IMAGE_SOURCES
 from p2pkube.model.names import (
     dns_label_error,
     dns_subdomain_error,
@@ -22,7 +23,6 @@ from p2pkube.model.names import (
 )
 from p2pkube.model.quantity import parse_quantity
 
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 RESOURCE_NAMES = ("cpu", "memory")
 
 
@@ -92,15 +92,6 @@ def relative_path(value: str) -> str:
     if any(part in ("", ".", "..") for part in parts):
         raise ValueError("must be a normalised relative path (no '..', '.', or '//')")
     return value
-
-
-IMAGE_SOURCES = (
-    "a .wasm path, an http(s) URL of a .wasm file, or an OCI reference to a WebAssembly "
-    "artifact (REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:<hex>)"
-)
-"""What ``p2pkube apply -f`` publishes for a container's ``image`` (storing the digest)."""
-IMAGE_FORMS = f"a module digest (sha256:<64 hex digits>), {IMAGE_SOURCES}"
-"""Every form a container's ``image`` may take in a manifest given to ``p2pkube apply -f``."""
 
 
 def module_image(value: str) -> str:
