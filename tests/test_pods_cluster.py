@@ -193,7 +193,14 @@ def test_restart_policy_back_off_and_previous_logs(chain: LocalCluster, tmp_path
     obj = wait_until(restarted, 30, what="two restarts")
     last = container(obj)["lastState"]["terminated"]
     assert (last["exitCode"], last["reason"]) == (3, "Error")
-    assert table(chain, "a")["crashy"][1] in ("CrashLoopBackOff", "Error")
+    # Between two crashes the container runs for a moment, and `get pods` then says Running
+    # (as kubectl does): about 2.5% of the time here (20 of 850 samples from another node,
+    # before and after this session's changes). What a user sees otherwise is the back-off.
+    wait_until(
+        lambda: table(chain, "a")["crashy"][1] in ("CrashLoopBackOff", "Error"),
+        10,
+        what="crashy shown CrashLoopBackOff",
+    )
     previous = chain.cli("a", "logs", "crashy", "--previous").stdout.splitlines()
     assert previous == ["about to fail", "fatal: simulated failure"]
     chain.cli("a", "delete", "-f", str(manifest))
