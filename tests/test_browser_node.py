@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
+import yaml
 
 from p2pkube.devcluster import LocalCluster
 from p2pkube.model.timestamps import parse_time
@@ -247,6 +248,60 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
     )
     files = natives.cli("n1", "logs", "secret-tab", "-c", "files").stdout
     assert "read /app/input.txt: hello from a Secret" in files, files
+
+    # A ConfigMap change reaches the files of a pod running in the tab, while it runs.
+    watcher = """
+        import time
+        last = None
+        for i in range(300):
+            value = open("/cfg/value").read()
+            if value != last:
+                print("value", value)
+                last = value
+                if value == "two":
+                    break
+            time.sleep(0.1)
+        """
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "live"}}
+    watched = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "live-tab"},
+        "spec": {
+            "nodeSelector": {"p2pkube.io/kind": "browser"},
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "python",
+                    "image": str(EXAMPLES / "micropython.wasm"),
+                    "args": ["/cfg/watch.py"],
+                    "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}],
+                }
+            ],
+            "volumes": [{"name": "cfg", "configMap": {"name": "live"}}],
+        },
+    }
+    script = textwrap.dedent(watcher)
+    manifest = tmp_path / "live.yaml"
+    manifest.write_text(
+        yaml.safe_dump_all([{**config, "data": {"watch.py": script, "value": "one"}}, watched])
+    )
+    natives.cli("n1", "apply", "-f", str(manifest))
+    await eventually(
+        lambda: natives.cli("n2", "logs", "live-tab").stdout == "value one\n",
+        60,
+        "live-tab to read value one",
+    )
+    manifest.write_text(yaml.safe_dump({**config, "data": {"watch.py": script, "value": "two"}}))
+    natives.cli("n2", "apply", "-f", str(manifest))
+    live = await eventually(
+        lambda: (p := pod(natives, "n1", "live-tab"))["status"].get("phase") == "Succeeded" and p,
+        30,
+        "live-tab to see value two while it runs",
+    )
+    assert live["spec"]["nodeName"] == name
+    assert terminated(live)["reason"] == "Completed"  # type: ignore[index]
+    assert natives.cli("n1", "logs", "live-tab").stdout == "value one\nvalue two\n"
 
     # The same hostPath rule as natively: bound to the tab, which grants none, it fails there.
     apply(

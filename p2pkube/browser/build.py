@@ -10,7 +10,8 @@ nothing but re-hash; the result does not depend on how often it ran):
   by esbuild into one ES module (``web/esbuild.config.mjs``; ``ed25519.mjs`` is @noble/ed25519
   with @noble/hashes' sha512, which bridge.js imports only where WebCrypto has no Ed25519);
 * ``bridge.js`` and ``worker.js``: ``web/bridge.js`` with its modules (``web/bridge/*.js``, one
-  per concern) and ``web/worker.js``, both with ``web/ring.js`` (the output ring's layout they
+  per concern) and ``web/worker.js``, both with ``web/ring.js`` and ``web/files.js`` (the
+  output ring's and the live files' layouts they
   share), each bundled by esbuild into one file (one request instead of a chain of imports);
 * the page's other sources as they are (``index.html``, ``app.css``, ``app.js``, and ``sw.js``,
   the Service Worker, which must sit at the web root to have the whole origin as its scope);
@@ -65,7 +66,8 @@ NODE_MODULES = WEB / "node_modules"
 #: at most its script's directory).
 PAGE_FILES = ("index.html", "app.css", "app.js", "sw.js")
 #: What the esbuild config writes: the npm libraries, the bridge (web/bridge.js with its
-#: modules in web/bridge/) and the pod worker (web/worker.js), the last two with web/ring.js.
+#: modules in web/bridge/) and the pod worker (web/worker.js), the last two with web/ring.js
+#: and web/files.js.
 LIBRARY_BUNDLES = ("yjs.mjs", "browser_wasi_shim.mjs", "ed25519.mjs")
 BUNDLES = (*LIBRARY_BUNDLES, "bridge.js", "worker.js")
 #: What loadPyodide() fetches from its indexURL (pyodide.mjs is the module the page imports).

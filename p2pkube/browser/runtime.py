@@ -128,6 +128,8 @@ class WorkerInstance(BaseInstance):
         self.stop_request: tuple[str, str] | None = None
         self.handle: Any = None
         """The bridge's Instance, once the Worker started."""
+        self.told_stale = False
+        """Whether the log said once that new files cannot reach it while it runs."""
 
     def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
         if self.stop_request is None:
@@ -135,15 +137,42 @@ class WorkerInstance(BaseInstance):
         if self.handle is not None:
             self.handle.kill(reason)
 
+    def files_changed(self) -> None:
+        """Hand the running module the new files of its configMap and secret volumes: the
+        bridge puts them in the instance's shared buffer, and the Worker takes them at the
+        module's next file lookup (web/files.js)."""
+        if self.handle is None or self.stop_request is not None:
+            return
+        files = to_js(_projected_files(self.launch), dict_converter=js.Object.fromEntries)
+        if not self.handle.updateFiles(files) and not self.told_stale:
+            self.told_stale = True
+            log.warning(
+                "instance %s/%s keeps the files it started with: new ones cannot reach it "
+                "while it runs (no cross-origin isolation, or they outgrew its buffer); "
+                "they reach its next start",
+                self.launch.pod,
+                self.launch.container,
+            )
+
 
 def _tree(top: Path) -> list[tuple[str, bytes]]:
-    """Every file under ``top`` (a configMap volume the kubelet projected into this tab's
-    in-memory file system), by path relative to it: the Worker gets a copy at each start."""
+    """Every file under ``top`` (a volume the kubelet projected into this tab's in-memory
+    file system), by path relative to it: what the Worker gets a copy of."""
     return [
         (path.relative_to(top).as_posix(), path.read_bytes())
         for path in sorted(top.rglob("*"))
         if path.is_file() and not is_partial_write(path)
     ]
+
+
+def _projected_files(launch: rt.Launch) -> dict[str, list[list[Any]]]:
+    """Guest path -> [[relative path, bytes]] of every projected mount (the bridge's
+    ``files``), at the instance's start and at each change."""
+    return {
+        m.guest_path: [[path, to_js(data)] for path, data in _tree(m.host_path)]
+        for m in launch.mounts
+        if m.projected
+    }
 
 
 class WorkerRuntime(BaseRuntime[WorkerInstance]):
@@ -271,11 +300,7 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
             "stdin": to_js(launch.stdin) if launch.stdin is not None else None,
             "deadlineMs": deadline_ms,
             "dirs": [m.guest_path for m in launch.mounts if m.create],
-            "files": {
-                m.guest_path: [[path, to_js(data)] for path, data in _tree(m.host_path)]
-                for m in launch.mounts
-                if m.projected
-            },
+            "files": _projected_files(launch),
         }
         instance.handle = p2pjs.startInstance(
             key,

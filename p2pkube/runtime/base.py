@@ -72,6 +72,11 @@ class BaseInstance(abc.ABC):
     def stop(self, reason: str = rt.KILLED, message: str = "") -> None:
         """Ask the instance to end soon; ``done`` then resolves with ``reason``."""
 
+    def files_changed(self) -> None:
+        """See :meth:`p2pkube.runtime.interface.Instance.files_changed` (nothing to do for a
+        runtime that mounts a projected directory itself)."""
+        return
+
     def stdout_read(self, size: int) -> None:
         """See :meth:`p2pkube.runtime.interface.Instance.stdout_read` (nothing to do unless
         a runtime holds its instance's writes back)."""

@@ -153,6 +153,13 @@ class Instance(Protocol):
         """Ask the instance to end at its next safe point (within one epoch tick)."""
         ...
 
+    def files_changed(self) -> None:
+        """The kubelet projected new files into a ``projected`` mount of this instance (a
+        ConfigMap or Secret changed): a runtime that copied them at the start (a browser
+        tab's) hands the running instance the new ones; one that mounts the directory itself
+        (native) has nothing to do."""
+        ...
+
     def stdout_read(self, size: int) -> None:
         """The receiver of ``Launch.stdout`` consumed ``size`` more bytes of it: the native
         runtime reads that much more of the instance's stdout pipe (its backpressure); the

@@ -298,6 +298,7 @@ class PodWorker:
     async def _project_config_volumes(self) -> None:
         """Project every configMap and secret volume from the replicated objects;
         SourceMissing when one cannot be (retried whole: nothing of the others matters)."""
+        changed = False
         for volume in self._config_volumes():
             kind, source = configvolumes.projected_source(volume) or ("", {})
             wanted = configvolumes.files(kind, source, self.namespace, self.kubelet.read_object)
@@ -305,6 +306,11 @@ class PodWorker:
                 continue  # unchanged: no thread hop, no file read each interval
             await asyncio.to_thread(configvolumes.project, self._volume_dir(volume), wanted)
             self._projected[volume["name"]] = wanted
+            changed = True
+        if changed:  # running instances of a runtime that copies the files take the new ones
+            for record in self.containers:
+                if record.instance is not None:
+                    record.instance.files_changed()
 
     async def _until_configured(
         self,

@@ -1,7 +1,7 @@
 // esbuild config of the browser bundle: the npm libraries the page imports, each bundled into
 // one self-contained ES module (their sources use bare specifiers such as "lib0/encoding", which a
 // browser cannot resolve), and the page's two module graphs: bridge.js with its modules
-// (bridge/*.js, ring.js) and worker.js with ring.js, each bundled into one file so the page (and
+// (bridge/*.js, ring.js, files.js) and worker.js with ring.js and files.js, each bundled into one file so the page (and
 // each pod's Worker) fetches one file, not a chain of imports each revalidated (no-cache). The
 // page's other sources (app.js, index.html, app.css, sw.js) are copied as they are by ../build.py.
 //

@@ -44,6 +44,7 @@ import {
   H_BELL, H_KILL, H_MODE, H_READ, H_SLEEPS, H_SLEPT_MS, H_WRITE, MODE_ATOMICS, MODE_BUSY, RECORD_HEAD,
   SLEEP_MODES, STDERR, STDOUT,
 } from "./ring.js";
+import { readFiles } from "./files.js";
 
 const SUBSCRIPTION_SIZE = 48;
 const EVENT_SIZE = 32;
@@ -210,6 +211,7 @@ function sleep(ms) {
 
 function run(msg) {
   const { module, argv, env, stdin, dirs, files } = msg;
+  live = msg.filesSab ? { sab: msg.filesSab, taken: null } : null;
   if (msg.sab) {
     hdr = new Int32Array(msg.sab, 0, msg.headerBytes / 4);
     ring = new Uint8Array(msg.sab, msg.headerBytes, msg.ringBytes);
@@ -356,8 +358,49 @@ class Preopen extends PreopenDirectory {
   }
 }
 
+/** The instance's live files (files.js): the buffer, and the newest version taken from it. */
+let live = null;
+
+/** The newest complete version of the instance's read-only directories, or null when it has
+ * no live files (it keeps those it started with). */
+function latestFiles() {
+  if (live == null) return null;
+  const got = readFiles(live.sab, live.taken ? live.taken.version : 0);
+  if (got != null) live.taken = got;
+  return live.taken;
+}
+
 class ReadonlyPreopen extends Preopen {
+  constructor(name, contents) {
+    super(name, contents);
+    this.version = 0;
+  }
+
+  /** Take a newer version of this directory's files, if the page published one: a lookup
+   * after a ConfigMap changed sees the new files (a descriptor opened before keeps what it
+   * read, as a renamed-over file on a native node). */
+  refresh() {
+    const latest = latestFiles();
+    if (latest == null || latest.version === this.version) return;
+    this.version = latest.version;
+    this.dir.contents.clear();
+    for (const [name, entry] of readonlyTree(latest.files[this.prestat_name] || [])) {
+      this.dir.contents.set(name, entry);
+    }
+  }
+
+  path_filestat_get(flags, path) {
+    this.refresh();
+    return super.path_filestat_get(flags, path);
+  }
+
+  fd_readdir_single(cookie) {
+    if (cookie === 0n) this.refresh();
+    return super.fd_readdir_single(cookie);
+  }
+
   path_open(dirflags, path, oflags, rightsBase, rightsInheriting, fdFlags) {
+    this.refresh();
     const writes = (oflags & (W.OFLAGS_CREAT | W.OFLAGS_TRUNC)) !== 0;
     if (writes || (BigInt(rightsBase) & BigInt(W.RIGHTS_FD_WRITE)) !== 0n) {
       return { ret: W.ERRNO_ROFS, fd_obj: null };

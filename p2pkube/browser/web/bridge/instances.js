@@ -32,6 +32,10 @@
 //                                              an exception of the WASI layer, a worker that
 //                                              could not start)
 //   Instance.kill(reason = "killed")  terminates the worker at once (even mid-loop or asleep)
+//   Instance.updateFiles(files) -> bool   new contents of its read-only directories (the
+//       options' files, same shape), taken by the running module at its next file lookup
+//       (files.js); false when they cannot reach it while it runs (the page is not
+//       crossOriginIsolated, it started without files, they outgrew their buffer, or it ended)
 //   Instance.done -> Promise<result>;  Instance.id;  Instance.digest;  Instance.ended (bool)
 //   Instance.stats() -> {sleepMode: "atomics" | "busy-wait" | null, sleeps, sleptMs,
 //       outputBytes, startMs (ms from startInstance until _start ran, null before)}
@@ -58,6 +62,7 @@ import {
   H_BELL, H_KILL, H_MODE, H_READ, H_SLEEPS, H_SLEPT_MS, H_WRITE, HEADER_BYTES, RECORD_HEAD, RING_BYTES,
   SLEEP_MODES, STDERR,
 } from "../ring.js";
+import { allocateFiles, encodeFiles, publishFiles } from "../files.js";
 
 const WASI_MODULE = "wasi_snapshot_preview1";
 
@@ -245,11 +250,16 @@ function normalizeOptions(options) {
   const stdin = o.stdin == null ? null : toBytes(o.stdin, "stdin");
   const deadlineMs = o.deadlineMs == null ? null : Number(o.deadlineMs);
   const dirs = Array.from(o.dirs || [], String);
+  return { argv, env, stdin, deadlineMs, dirs, files: normalizeFiles(o.files) };
+}
+
+/** {guestPath: [[relativePath, bytes]]} from Python, as Uint8Arrays. */
+function normalizeFiles(given) {
   const files = {};
-  for (const [dir, entries] of Object.entries(o.files || {})) {
+  for (const [dir, entries] of Object.entries(given || {})) {
     files[String(dir)] = Array.from(entries, ([path, data]) => [String(path), toBytes(data, path)]);
   }
-  return { argv, env, stdin, deadlineMs, dirs, files };
+  return files;
 }
 
 class Instance {
@@ -279,6 +289,8 @@ class Instance {
         );
       }
     }
+    this._filesSab =
+      shared && Object.keys(opts.files).length ? allocateFiles(encodeFiles(opts.files)) : null;
     this._sleepMode = null;
     this._entry = takeWorker();
     this.worker = this._entry.worker;
@@ -297,6 +309,7 @@ class Instance {
       stdin: opts.stdin,
       dirs: opts.dirs,
       files: opts.files,
+      filesSab: this._filesSab,
       sab: this._sab,
       ringBytes: RING_BYTES,
       headerBytes: HEADER_BYTES,
@@ -397,6 +410,11 @@ class Instance {
     release(this._onExit);
     this._onOutput = this._onExit = null;
     this._resolve(plain);
+  }
+
+  updateFiles(files) {
+    if (this.ended || this._filesSab == null) return false;
+    return publishFiles(this._filesSab, encodeFiles(normalizeFiles(fromPython(files))));
   }
 
   kill(reason = "killed") {
