@@ -53,12 +53,11 @@ SERIAL_MODULES = frozenset(
         "test_compose",
         "test_netns",
         "test_turn",
-        # time detection, failover and refutation against SWIM's bounds
-        "test_cluster",
+        # time detection, failover and refutation against SWIM's bounds (test_cluster and
+        # test_workloads_cluster mark only their tests that do)
         "test_eviction_cluster",
         "test_service_routing_cluster",
         "test_swim_cluster",
-        "test_workloads_cluster",
         # the demo's load loop counts failed GETs across a kill -9
         "test_demo",
     }

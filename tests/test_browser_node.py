@@ -25,6 +25,7 @@ from p2pkube.model.timestamps import parse_time
 from p2pkube.net.linkbase import LinkState
 from tests.browser import *  # noqa: F403  (the fixtures: bundle, browser)
 from tests.browser import EXAMPLES, LOAD_TIMEOUT
+from tests.test_kubelet import WATCH_VALUE
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
 
@@ -250,18 +251,6 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
     assert "read /app/input.txt: hello from a Secret" in files, files
 
     # A ConfigMap change reaches the files of a pod running in the tab, while it runs.
-    watcher = """
-        import time
-        last = None
-        for i in range(300):
-            value = open("/cfg/value").read()
-            if value != last:
-                print("value", value)
-                last = value
-                if value == "two":
-                    break
-            time.sleep(0.1)
-        """
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "live"}}
     watched = {
         "apiVersion": "v1",
@@ -281,7 +270,7 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
             "volumes": [{"name": "cfg", "configMap": {"name": "live"}}],
         },
     }
-    script = textwrap.dedent(watcher)
+    script = WATCH_VALUE  # test_kubelet's: prints each new value of /cfg/value until "two"
     manifest = tmp_path / "live.yaml"
     manifest.write_text(
         yaml.safe_dump_all([{**config, "data": {"watch.py": script, "value": "one"}}, watched])

@@ -6,6 +6,8 @@ import json
 import signal
 import time
 
+import pytest
+
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.membership.liveness import detection_bound
 from p2pkube.membership.settings import SwimSettings
@@ -105,6 +107,7 @@ def test_partial_mesh_relays_state(cluster: LocalCluster) -> None:
     assert sum(degrees.values()) / 2 < 15
 
 
+@pytest.mark.serial  # times detection of a kill -9
 def test_kill9_notready_then_restart_syncs_only_the_diff(cluster: LocalCluster) -> None:
     names = ["n1", "n2", "n3", "n4"]
     start(cluster, names)
@@ -149,6 +152,7 @@ def test_kill9_notready_then_restart_syncs_only_the_diff(cluster: LocalCluster) 
     assert state["syncStep2BytesReceived"] < 30_000, state
 
 
+@pytest.mark.serial  # asserts no node is declared dead within SWIM's bound
 def test_signaling_outage_does_not_stop_the_cluster(cluster: LocalCluster) -> None:
     names = ["n1", "n2", "n3"]
     start(cluster, names)
@@ -184,6 +188,7 @@ def test_join_with_wrong_token_fails_clearly(cluster: LocalCluster) -> None:
     assert "Traceback" not in log
 
 
+@pytest.mark.serial  # times a SIGSTOP against SWIM's bound
 def test_a_frozen_peer_does_not_blame_the_others(cluster: LocalCluster) -> None:
     """SIGSTOP one agent until the others see it NotReady (AgentDead): it is Ready again once
     it runs, never declares the others dead, and the healthy ones never flap."""

@@ -296,6 +296,7 @@ def test_an_invalid_workload_manifest_changes_nothing(
     assert items(cluster, "n1", "Deployment") == before
 
 
+@pytest.mark.serial  # times a failover (detection and eviction grace)
 def test_a_killed_node_is_replaced_and_does_not_come_back_as_a_fourth(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
@@ -330,6 +331,7 @@ def test_a_killed_node_is_replaced_and_does_not_come_back_as_a_fourth(
     wait_until(lambda: not items(cluster, "n1", "Pod", "app=ha"), 20)
 
 
+@pytest.mark.serial  # a partition seen through SWIM's detection
 def test_both_sides_of_a_partition_schedule_and_converge_after_the_heal(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
