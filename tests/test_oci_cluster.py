@@ -356,3 +356,14 @@ def test_a_token_registry_gives_a_bearer_token_for_basic_credentials_or_an_ident
     assert again.stdout.strip() == "pod/bearer-again created"
     assert again.stderr.splitlines() == [f"blob/{sha256(module)} unchanged ({ref})"]
     assert tokens.issued == ["refresh"]
+
+    # A registry token in the config is sent as it is: the token service is not asked.
+    given = tokens.token("repository:team/primes:pull", "ci")
+    registrytoken = write_config(
+        tmp_path / "registrytoken", {"auths": {bearer.host: {"registrytoken": given}}}
+    )
+    tokens.issued.clear()
+    path = manifest(tmp_path, pod("bearer-given", ref, "1000"))
+    third = cluster.cli("a", "apply", "-f", path, "--registry-config", str(registrytoken))
+    assert third.stdout.strip() == "pod/bearer-given created"
+    assert tokens.issued == []
