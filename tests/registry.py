@@ -33,6 +33,7 @@ from p2pkube.devcluster import free_port
 
 BINARY = "docker-registry"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 WASM_CONFIG = "application/vnd.wasm.config.v0+json"
 WASM_LAYER = "application/vnd.wasm.content.layer.v1+wasm"
 
@@ -323,6 +324,26 @@ class LocalRegistry:
             "layers": descriptors[1:],
         }
         return self.push_manifest(repo, tag, manifest)
+
+    def push_index(self, repo: str, tag: str, entries: list[tuple[str, str, str]]) -> str:
+        """An OCI image index of (os, architecture, manifest digest) entries, the manifests
+        pushed to ``repo`` already; its digest."""
+        manifests = []
+        for os_name, architecture, digest in entries:
+            status, headers, body = self._call(
+                "HEAD", f"/v2/{repo}/manifests/{digest}", headers={"Accept": OCI_MANIFEST}
+            )
+            assert status == 200, (status, body)
+            manifests.append(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": digest,
+                    "size": int(headers["Content-Length"]),
+                    "platform": {"os": os_name, "architecture": architecture},
+                }
+            )
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+        return self.push_manifest(repo, tag, index)
 
     def push_wasm(self, repo: str, tag: str, module: bytes) -> str:
         """A WebAssembly module as wasm-to-oci pushes it (one wasm layer); the manifest's digest."""

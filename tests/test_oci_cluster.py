@@ -189,6 +189,17 @@ def test_publish_takes_a_reference_too(cluster: LocalCluster, registry: LocalReg
     source = get(cluster, "blob", sha256(module))
     assert source is not None
     assert source["metadata"]["annotations"]["p2pkube.io/source"] == "crash:latest"
+    # An image index: its wasi/wasm entry is the module, whatever else it lists.
+    linux = registry.push_artifact(
+        "demo/multi",
+        "linux",
+        [("application/vnd.oci.image.layer.v1.tar+gzip", b"rootfs")],
+        config=("application/vnd.oci.image.config.v1+json", b'{"os": "linux"}'),
+    )
+    wasm = registry.push_wasm("demo/multi", "wasm", (BUILD / "loop.wasm").read_bytes())
+    registry.push_index("demo/multi", "1", [("linux", "amd64", linux), ("wasi", "wasm", wasm)])
+    indexed = cluster.cli("a", "publish", f"{registry.host}/demo/multi:1", "-o", "name")
+    assert indexed.stdout.strip() == f"blob/{sha256((BUILD / 'loop.wasm').read_bytes())}"
     missing = cluster.cli("a", "publish", "crash.wasm", check=False)
     assert missing.returncode == 1 and "no such file crash.wasm" in missing.stderr
 
@@ -247,8 +258,17 @@ def test_what_is_not_a_runnable_module_is_refused_before_anything_is_written(
     registry.push_artifact(
         "demo/app", "1", [(WASM_LAYER, b"\0asm\1\0\0\0"), (WASM_LAYER, b"\0asm\1\0\0\0\0")]
     )
+    # ... and a multi-platform image of Linux builds only.
+    amd64 = registry.push_artifact(
+        "library/nginx",
+        "amd64",
+        [("application/vnd.oci.image.layer.v1.tar+gzip", b"y")],
+        config=("application/vnd.oci.image.config.v1+json", b'{"os": "linux"}'),
+    )
+    registry.push_index("library/nginx", "multi", [("linux", "amd64", amd64)])
     objects = [
         pod("linux", f"{registry.host}/library/nginx:1.27"),
+        pod("multi", f"{registry.host}/library/nginx:multi"),
         pod("unknown-tag", f"{registry.host}/demo/hello:no-such-tag"),
         pod("spin", f"{registry.host}/demo/app:1"),
         pod("hello-ok", str(BUILD / "hello.wasm")),
@@ -257,8 +277,8 @@ def test_what_is_not_a_runnable_module_is_refused_before_anything_is_written(
     result = cluster.cli("a", "apply", "-f", manifest(tmp_path, *objects), check=False)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert lines[0] == "error: 3 problems, nothing was applied:", lines
-    linux, unknown, spin = lines[1:]
+    assert lines[0] == "error: 4 problems, nothing was applied:", lines
+    linux, multi, unknown, spin = lines[1:]
     assert linux.startswith(
         f"* {tmp_path}/manifest.yaml (document 1, Pod linux): spec.containers[0].image: "
         f"{registry.host}/library/nginx:1.27: a container image, not a WebAssembly module "
@@ -269,12 +289,16 @@ def test_what_is_not_a_runnable_module_is_refused_before_anything_is_written(
         linux
     )
     assert "application/vnd.wasm.content.layer.v1+wasm" in linux
+    assert (
+        f"{registry.host}/library/nginx:multi: a multi-platform image for linux/amd64, not a "
+        "WebAssembly module (no wasi/wasm entry). An image is"
+    ) in multi
     assert unknown.endswith(
         f"{registry.host}/demo/hello:no-such-tag: not found: no tag 'no-such-tag' in "
         f"{registry.host}/demo/hello (MANIFEST_UNKNOWN: manifest unknown)"
     ), unknown
     assert "2 WebAssembly layers" in spin and "push that module alone" in spin
-    for name in ("linux", "unknown-tag", "spin", "hello-ok"):
+    for name in ("linux", "multi", "unknown-tag", "spin", "hello-ok"):
         assert get(cluster, "pod", name) is None
     assert blobs(cluster) == before
 
@@ -332,3 +356,14 @@ def test_a_token_registry_gives_a_bearer_token_for_basic_credentials_or_an_ident
     assert again.stdout.strip() == "pod/bearer-again created"
     assert again.stderr.splitlines() == [f"blob/{sha256(module)} unchanged ({ref})"]
     assert tokens.issued == ["refresh"]
+
+    # A registry token in the config is sent as it is: the token service is not asked.
+    given = tokens.token("repository:team/primes:pull", "ci")
+    registrytoken = write_config(
+        tmp_path / "registrytoken", {"auths": {bearer.host: {"registrytoken": given}}}
+    )
+    tokens.issued.clear()
+    path = manifest(tmp_path, pod("bearer-given", ref, "1000"))
+    third = cluster.cli("a", "apply", "-f", path, "--registry-config", str(registrytoken))
+    assert third.stdout.strip() == "pod/bearer-given created"
+    assert tokens.issued == []
