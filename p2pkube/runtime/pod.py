@@ -292,15 +292,19 @@ class PodWorker:
             self._finish_pod(self._phase_when_done(), "", "")
 
     # -- configMap and secret volumes (runtime/configvolumes.py) ----------------------------------
-    def _config_volumes(self) -> list[dict[str, Any]]:
-        return [v for v in self.spec.get("volumes", []) if configvolumes.projected_source(v)]
+    def _config_volumes(self) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
+        """(volume, kind, source) of every volume projected from a ConfigMap or Secret."""
+        return [
+            (volume, *found)
+            for volume in self.spec.get("volumes", [])
+            if (found := configvolumes.projected_source(volume))
+        ]
 
     async def _project_config_volumes(self) -> None:
         """Project every configMap and secret volume from the replicated objects;
         SourceMissing when one cannot be (retried whole: nothing of the others matters)."""
         changed = False
-        for volume in self._config_volumes():
-            kind, source = configvolumes.projected_source(volume) or ("", {})
+        for volume, kind, source in self._config_volumes():
             wanted = configvolumes.files(kind, source, self.namespace, self.kubelet.read_object)
             if self._projected.get(volume["name"]) == wanted:
                 continue  # unchanged: no thread hop, no file read each interval
@@ -389,7 +393,7 @@ class PodWorker:
             self._changed()
             self._event("Failed", f"Error: {reason}", warning=True)
 
-        return await self._until_configured(resolve, podenv.ConfigError, tell)
+        return await self._until_configured(resolve, SourceMissing, tell)
 
     async def _expire(self, remaining: float) -> None:
         """activeDeadlineSeconds: stop every container; the pod fails once they have ended."""

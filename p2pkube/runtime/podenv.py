@@ -6,7 +6,8 @@ Order: every ``envFrom`` source in turn (its ConfigMap's or Secret's keys, each 
 entries override what ``envFrom`` gave. A ``valueFrom``:
 
 * ``configMapKeyRef``, ``secretKeyRef``: the key's value; a missing source or key stops the
-  container from starting (:class:`ConfigError`, which the pod shows as
+  container from starting (:class:`~p2pkube.runtime.configsources.SourceMissing`, which the
+  pod shows as
   ``CreateContainerConfigError``) unless ``optional``, in which case the variable is left out;
 * ``fieldRef``: the Downward API fields p2pkube fills in: ``metadata.name``,
   ``metadata.namespace``, ``metadata.labels['KEY']``, ``metadata.annotations['KEY']``
@@ -34,10 +35,6 @@ _FROM_KINDS: Final = {"configMapRef": CONFIG_MAP_KIND, "secretRef": SECRET_KIND}
 _KEY_REF_KINDS: Final = {"configMapKeyRef": CONFIG_MAP_KIND, "secretKeyRef": SECRET_KIND}
 
 
-class ConfigError(Exception):
-    """The container cannot start yet; the message is what Kubernetes would say."""
-
-
 def container_env(
     pod: dict[str, Any], container: dict[str, Any], node_name: str, lookup: ObjectLookup
 ) -> tuple[list[tuple[str, str]], list[str]]:
@@ -48,7 +45,8 @@ def container_env(
     skipped: list[str] = []
     for source in container.get("envFrom") or []:
         field, ref = next((f, source[f]) for f in _FROM_KINDS if source.get(f) is not None)
-        data = _data(lookup, _FROM_KINDS[field], namespace, ref["name"], bool(ref.get("optional")))
+        optional = bool(ref.get("optional"))
+        data = source_data(lookup, _FROM_KINDS[field], namespace, ref["name"], optional=optional)
         prefix = str(source.get("prefix") or "")
         for key, value in (data or {}).items():
             name = prefix + key
@@ -67,15 +65,6 @@ def container_env(
     return list(values.items()), skipped
 
 
-def _data(
-    lookup: ObjectLookup, kind: str, namespace: str, name: str, optional: bool
-) -> dict[str, bytes] | None:
-    try:
-        return source_data(lookup, kind, namespace, name, optional=optional)
-    except SourceMissing as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def _value_from(
     source: dict[str, Any],
     pod: dict[str, Any],
@@ -88,13 +77,15 @@ def _value_from(
         if ref is None:
             continue
         optional = bool(ref.get("optional"))
-        data = _data(lookup, kind, namespace, ref["name"], optional)
+        data = source_data(lookup, kind, namespace, ref["name"], optional=optional)
         if data is None:
             return None
         if ref["key"] not in data:
             if optional:
                 return None
-            raise ConfigError(f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}")
+            raise SourceMissing(
+                f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}"
+            )
         return data[ref["key"]].decode(errors="replace")
     path = source["fieldRef"]["fieldPath"]
     metadata = pod.get("metadata") or {}
@@ -106,5 +97,5 @@ def _value_from(
         return str((pod.get("spec") or {}).get("nodeName") or node_name)
     match = _MAP_FIELD.fullmatch(path)
     if match is None:  # validation admits no other path
-        raise ConfigError(f"unsupported fieldRef {path}")
+        raise SourceMissing(f"unsupported fieldRef {path}")
     return str((metadata.get(match.group(1)) or {}).get(match.group(2), ""))
