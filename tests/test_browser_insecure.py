@@ -44,8 +44,8 @@ from tests.test_browser_node import (
     apply,
     eventually,
     get_json,
+    in_phase,
     node_row,
-    pod,
     ready,
     terminated,
 )
@@ -270,24 +270,12 @@ async def test_tab_on_an_insecure_origin_is_a_whole_node(
               args: ["0.2", "5"]
         """,
     )
-    hello = await eventually(
-        lambda: (
-            (p := pod(natives, "n2", "hello-insecure"))["status"].get("phase") == "Succeeded" and p
-        ),
-        60,
-        "hello-insecure to succeed",
-    )
+    hello = await in_phase(natives, "n2", "hello-insecure", "Succeeded", 60)
     assert hello["spec"]["nodeName"] == name
     assert terminated(hello)["exitCode"] == 0  # type: ignore[index]
     assert "argv[2] = an insecure origin" in natives.cli("n2", "logs", "hello-insecure").stdout
 
-    ticker = await eventually(
-        lambda: (
-            (p := pod(natives, "n1", "ticker-insecure"))["status"].get("phase") == "Succeeded" and p
-        ),
-        60,
-        "ticker-insecure to succeed",
-    )
+    ticker = await in_phase(natives, "n1", "ticker-insecure", "Succeeded", 60)
     assert ticker["spec"]["nodeName"] == name
     ticks = natives.cli("n1", "logs", "ticker-insecure").stdout
     assert [line for line in ticks.splitlines() if line.startswith("tick")] == [

@@ -77,6 +77,17 @@ def pod(cluster: LocalCluster, viewer: str, name: str) -> dict[str, Any]:
     return get_json(cluster, viewer, "pod", name)  # type: ignore[no-any-return]
 
 
+async def in_phase(
+    cluster: LocalCluster, viewer: str, name: str, phase: str, within: float
+) -> dict[str, Any]:
+    """Pod ``name`` as ``viewer`` shows it, once it is in ``phase`` (waiting up to ``within`` s)."""
+    return await eventually(
+        lambda: (p := pod(cluster, viewer, name))["status"].get("phase") == phase and p,
+        within,
+        f"{name} to be {phase} on {viewer}",
+    )
+
+
 def terminated(obj: dict[str, Any]) -> dict[str, Any] | None:
     statuses = obj.get("status", {}).get("containerStatuses") or [{}]
     return (statuses[0].get("state") or {}).get("terminated")
@@ -188,22 +199,14 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
             - {name: crash, image: BUILD/crash.wasm}
         """,
     )
-    hello = await eventually(
-        lambda: (p := pod(natives, "n2", "hello-tab"))["status"].get("phase") == "Succeeded" and p,
-        60,
-        "hello-tab to succeed",
-    )
+    hello = await in_phase(natives, "n2", "hello-tab", "Succeeded", 60)
     assert hello["spec"]["nodeName"] == name
     assert terminated(hello)["exitCode"] == 0  # type: ignore[index]
     assert terminated(hello)["reason"] == "Completed"  # type: ignore[index]
     logs = natives.cli("n2", "logs", "hello-tab").stdout
     assert "argv[2] = a browser tab" in logs and "GREETING=hi" in logs
 
-    crash = await eventually(
-        lambda: (p := pod(natives, "n1", "crash-tab"))["status"].get("phase") == "Failed" and p,
-        60,
-        "crash-tab to fail",
-    )
+    crash = await in_phase(natives, "n1", "crash-tab", "Failed", 60)
     assert crash["spec"]["nodeName"] == name
     assert terminated(crash)["exitCode"] == 3  # type: ignore[index]
     assert terminated(crash)["reason"] == "Error"  # type: ignore[index]
@@ -238,11 +241,7 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
           volumes: [{name: secret, secret: {secretName: tab-secret}}]
         """,
     )
-    opened = await eventually(
-        lambda: (p := pod(natives, "n2", "secret-tab"))["status"].get("phase") == "Succeeded" and p,
-        60,
-        "secret-tab to succeed",
-    )
+    opened = await in_phase(natives, "n2", "secret-tab", "Succeeded", 60)
     assert opened["spec"]["nodeName"] == name
     assert (
         "TOKEN=s3cr3t-for-the-tab" in natives.cli("n2", "logs", "secret-tab", "-c", "hello").stdout
@@ -283,11 +282,7 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
     )
     manifest.write_text(yaml.safe_dump({**config, "data": {"watch.py": script, "value": "two"}}))
     natives.cli("n2", "apply", "-f", str(manifest))
-    live = await eventually(
-        lambda: (p := pod(natives, "n1", "live-tab"))["status"].get("phase") == "Succeeded" and p,
-        30,
-        "live-tab to see value two while it runs",
-    )
+    live = await in_phase(natives, "n1", "live-tab", "Succeeded", 30)
     assert live["spec"]["nodeName"] == name
     assert terminated(live)["reason"] == "Completed"  # type: ignore[index]
     assert natives.cli("n1", "logs", "live-tab").stdout == "value one\nvalue two\n"
@@ -310,11 +305,7 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
           volumes: [{name: host, hostPath: {path: /}}]
         """.replace("TAB", name),
     )
-    refused = await eventually(
-        lambda: (p := pod(natives, "n2", "host-tab"))["status"].get("phase") == "Failed" and p,
-        60,
-        "host-tab to be refused",
-    )
+    refused = await in_phase(natives, "n2", "host-tab", "Failed", 60)
     assert refused["status"]["reason"] == "HostPathNotAllowed"
     assert f"node {name} allows none" in refused["status"]["message"]
 
@@ -346,11 +337,7 @@ async def test_endless_loop_is_stopped_at_its_deadline_and_the_tab_stays_healthy
             - {name: loop, image: BUILD/loop.wasm}
         """,
     )
-    await eventually(
-        lambda: pod(natives, "n1", "loop-tab")["status"].get("phase") == "Running",
-        60,
-        "loop-tab to run",
-    )
+    await in_phase(natives, "n1", "loop-tab", "Running", 60)
     # While it spins, the tab's agent keeps beating and running other pods.
     apply(
         natives,
@@ -366,17 +353,9 @@ async def test_endless_loop_is_stopped_at_its_deadline_and_the_tab_stays_healthy
             - {name: hello, image: BUILD/hello.wasm}
         """,
     )
-    await eventually(
-        lambda: pod(natives, "n2", "hello-beside")["status"].get("phase") == "Succeeded",
-        30,
-        "a pod beside the loop to complete",
-    )
+    await in_phase(natives, "n2", "hello-beside", "Succeeded", 30)
     assert ready(node_row(natives, "n2", name))
-    loop = await eventually(
-        lambda: (p := pod(natives, "n2", "loop-tab"))["status"].get("phase") == "Failed" and p,
-        30,
-        "loop-tab to be stopped",
-    )
+    loop = await in_phase(natives, "n2", "loop-tab", "Failed", 30)
     assert terminated(loop)["reason"] == "DeadlineExceeded"  # type: ignore[index]
     assert terminated(loop)["exitCode"] == 137  # type: ignore[index]
     # The pod beside ran while the loop spun: it finished before the loop was stopped. (Read
