@@ -59,6 +59,8 @@ class JoinOptions:
     cpu: str | None = None
     memory: str | None = None
     api_port: int = 0
+    kube_api_port: int = 0
+    """The Kubernetes API's port (HTTPS on 127.0.0.1; 0: any free port)."""
     log_level: str = "info"
     kind: str = "native"
     overrides: list[str] = field(default_factory=list)
@@ -160,6 +162,7 @@ class Agent(Node):
             self,
             options.data_dir,
             port=options.api_port,
+            kube_port=options.kube_api_port,
             blobs=self.blobs,
             # JSON can be a few times the stored encoding (escapes): room above the object cap.
             max_body_bytes=max(MAX_BODY_BYTES, 4 * self.settings.state.max_object_bytes),

@@ -645,10 +645,14 @@ class Node:
         )
 
     async def put_object(
-        self, obj: dict[str, Any], warn: Callable[[str], None] | None = None
+        self,
+        obj: dict[str, Any],
+        warn: Callable[[str], None] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         """Validate and store a user object; returns once it is on disk (acknowledged)."""
-        return await self.objects.put(obj, warn)
+        return await self.objects.put(obj, warn, dry_run=dry_run)
 
     async def delete_object(
         self, kind: str, namespace: str, name: str, *, force: bool = False
@@ -676,6 +680,8 @@ class Node:
         match: Callable[[dict[str, Any]], bool] | None = None,
         timeout: float = DEFAULT_WATCH_SECONDS,
         max_queue: int = WATCH_QUEUE_SIZE,
+        since: int | None = None,
+        gone: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> Watch:
         """Watch ``kind`` in ``namespace`` (None: all, "": cluster-scoped); a started Watch.
 
@@ -684,8 +690,18 @@ class Node:
         by liveness transitions, never by polling (see :attr:`watches`).
         """
         return self.watches.subscribe(
-            kind, namespace, match=match, timeout=timeout, max_queue=max_queue
+            kind,
+            namespace,
+            match=match,
+            timeout=timeout,
+            max_queue=max_queue,
+            since=since,
+            gone=gone,
         )
+
+    def revision(self, key: str | None = None) -> int:
+        """This node's resourceVersions (see :class:`~p2pkube.model.watch.WatchHub`)."""
+        return self.watches.revision if key is None else self.watches.revision_of(key)
 
     def _render(self, key: str) -> dict[str, Any] | None:
         """The object under a document key as a watch shows it (as list/get show it)."""

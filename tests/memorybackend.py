@@ -147,10 +147,14 @@ class MemoryBackend:
         )
 
     async def put_object(
-        self, obj: dict[str, Any], warn: Callable[[str], None] | None = None
+        self,
+        obj: dict[str, Any],
+        warn: Callable[[str], None] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         self.puts.append(copy.deepcopy(obj))
-        return await self.objects.put(obj, warn)
+        return await self.objects.put(obj, warn, dry_run=dry_run)
 
     async def delete_object(
         self, kind: str, namespace: str, name: str, *, force: bool = False
@@ -174,13 +178,24 @@ class MemoryBackend:
         match: Callable[[dict[str, Any]], bool] | None = None,
         timeout: float = DEFAULT_WATCH_SECONDS,
         max_queue: int = WATCH_QUEUE_SIZE,
+        since: int | None = None,
+        gone: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> Watch:
         watch = self.watches.subscribe(
-            kind, namespace, match=match, timeout=timeout, max_queue=max_queue
+            kind,
+            namespace,
+            match=match,
+            timeout=timeout,
+            max_queue=max_queue,
+            since=since,
+            gone=gone,
         )
         if self.on_watch is not None:
             self.on_watch(self, kind)
         return watch
+
+    def revision(self, key: str | None = None) -> int:
+        return self.watches.revision if key is None else self.watches.revision_of(key)
 
     def status(self) -> dict[str, Any]:
         return copy.deepcopy(self._status)

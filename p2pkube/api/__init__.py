@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 __all__ = [
     "EMPTY_NAMESPACE",
     "INFO_FILE",
+    "KUBE_CERT_FILE",
+    "KUBE_KEY_FILE",
     "TOKEN_FILE",
     "ApiClient",
     "ApiClientError",
@@ -29,6 +31,9 @@ __all__ = [
 # What the server publishes in the data dir and how URLs spell namespace "" (cluster-scoped).
 TOKEN_FILE = "api.token"
 INFO_FILE = "api.json"
+KUBE_CERT_FILE = "kube-apiserver.crt"
+"""The Kubernetes API's certificate (``api.kube.tls``), which a kubeconfig trusts."""
+KUBE_KEY_FILE = "kube-apiserver.key"
 EMPTY_NAMESPACE = "_"
 
 _LAZY = {

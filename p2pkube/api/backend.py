@@ -43,10 +43,15 @@ class AgentBackend(Protocol):
         ...
 
     async def put_object(
-        self, obj: dict[str, Any], warn: Callable[[str], None] | None = None
+        self,
+        obj: dict[str, Any],
+        warn: Callable[[str], None] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         """Validate and store ``obj``; return the stored object once it is fsynced. ``warn``
-        hears each warning (a Kubernetes field that p2pkube ignores).
+        hears each warning (a Kubernetes field that p2pkube ignores). ``dry_run`` checks
+        everything and writes nothing.
 
         Raises ValueError with a user-facing message when the object is invalid (the API turns
         it into a 422 ``Invalid``).
@@ -77,12 +82,21 @@ class AgentBackend(Protocol):
         match: Callable[[dict[str, Any]], bool] | None = None,
         timeout: float = DEFAULT_WATCH_SECONDS,
         max_queue: int = WATCH_QUEUE_SIZE,
+        since: int | None = None,
+        gone: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> Watch:
         """A started :class:`Watch` on ``kind`` in ``namespace`` (None: all, "": cluster-scoped).
 
         The label selector is passed as ``match`` (unlike lists) because it decides event
-        types: an object that stops matching must be reported DELETED.
+        types: an object that stops matching must be reported DELETED. ``since`` resumes
+        from a revision (ResourceVersionTooOld when it is too old); ``gone`` shows a deleted
+        object whose last state is unknown (see :meth:`WatchHub.subscribe`).
         """
+        ...
+
+    def revision(self, key: str | None = None) -> int:
+        """The node's current revision, or the one ``key`` (``Kind/namespace/name``) last
+        changed at: the resourceVersions of the Kubernetes API (model/watch.WatchHub)."""
         ...
 
     def status(self) -> dict[str, Any]:

@@ -40,6 +40,35 @@ class ApiError(ApiClientError):
         self.message = message
 
 
+def agent_info(data_dir: Path) -> tuple[dict[str, Any], str]:
+    """What the agent owning ``data_dir`` published (api.json: its ``url``, ``node``, pid
+    and ``kubeUrl``) and its token; ApiClientError saying what to do when there is none."""
+    data_dir = Path(data_dir).expanduser()
+    info_path = data_dir / INFO_FILE
+    try:
+        info = json.loads(info_path.read_text())
+    except FileNotFoundError:
+        raise ApiClientError(
+            f"no agent is running with data dir {data_dir} (no {INFO_FILE}); "
+            "start one with `p2pkube join`"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ApiClientError(f"cannot read {info_path}: {exc}") from None
+    url = info.get("url") if isinstance(info, dict) else None
+    if not isinstance(url, str) or not url.startswith("http"):
+        raise ApiClientError(f"{info_path} has no usable url")
+    token_path = data_dir / TOKEN_FILE
+    try:
+        token = token_path.read_text().strip()
+    except FileNotFoundError:
+        raise ApiClientError(
+            f"{info_path} exists but {token_path} does not; restart the agent"
+        ) from None
+    except OSError as exc:
+        raise ApiClientError(f"cannot read {token_path}: {exc}") from None
+    return info, token
+
+
 class ApiClient:
     """Talks to one agent's local API with its bearer token."""
 
@@ -71,29 +100,8 @@ class ApiClient:
         on_warning: Callable[[str], None] = lambda text: None,
     ) -> ApiClient:
         """Find the agent that owns ``data_dir`` through the api.json/api.token it wrote."""
-        data_dir = Path(data_dir).expanduser()
-        info_path = data_dir / INFO_FILE
-        try:
-            info = json.loads(info_path.read_text())
-        except FileNotFoundError:
-            raise ApiClientError(
-                f"no agent is running with data dir {data_dir} (no {INFO_FILE}); "
-                "start one with `p2pkube join`"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise ApiClientError(f"cannot read {info_path}: {exc}") from None
-        url = info.get("url") if isinstance(info, dict) else None
-        if not isinstance(url, str) or not url.startswith("http"):
-            raise ApiClientError(f"{info_path} has no usable url")
-        token_path = data_dir / TOKEN_FILE
-        try:
-            token = token_path.read_text().strip()
-        except FileNotFoundError:
-            raise ApiClientError(
-                f"{info_path} exists but {token_path} does not; restart the agent"
-            ) from None
-        except OSError as exc:
-            raise ApiClientError(f"cannot read {token_path}: {exc}") from None
+        info, token = agent_info(data_dir)
+        url = info["url"]
         return cls(url, token, timeout=timeout, on_warning=on_warning)
 
     # --- endpoints -----------------------------------------------------------------------

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from p2pkube.api import EMPTY_NAMESPACE, INFO_FILE, TOKEN_FILE
 from p2pkube.api.backend import AgentBackend
 from p2pkube.api.blobroutes import BlobBackend, BlobRoutes, blob_problem
 from p2pkube.api.frontdoor import ServiceOpener
+from p2pkube.api.kube.face import KubeApi
+from p2pkube.api.kube.tls import server_context
 from p2pkube.api.proxyroutes import proxy_routes
 from p2pkube.api.status import ApiProblem, list_of, problem_response
 from p2pkube.api.warningheader import HEADER as WARNING_HEADER
@@ -65,6 +68,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_WATCH_SECONDS = 24 * 3600
 """Upper bound on a watch's ``timeoutSeconds``: every stream ends on its own eventually."""
 
+
+_PER_NODE_FIELDS = frozenset({"resourceVersion", "managedFields", "selfLink"})
+"""Metadata a client reads and sends back that is never stored (see ``ApiServer.store``)."""
 
 MAX_STALL_SECONDS = 30.0
 """Longest event-loop block ``POST /v1/debug/stall`` makes: enough for any stall a test
@@ -117,6 +123,7 @@ class ApiServer:
         max_body_bytes: int = MAX_BODY_BYTES,
         services: ServiceOpener | None = None,
         service_settings: ServiceSettings | None = None,
+        kube_port: int | None = 0,
     ) -> None:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -143,6 +150,11 @@ class ApiServer:
         """The router behind ``/api/v1/namespaces/NS/services|pods/NAME/proxy/PATH``
         (``api.proxyroutes``); those paths answer 404 without it."""
         self.service_settings = service_settings or ServiceSettings()
+        self.kube_port = kube_port
+        """Where the Kubernetes API (the same app, over HTTPS: ``api.kube.tls``) listens;
+        0 picks a free port, None serves none."""
+        self.kube_url: str | None = None
+        """``https://127.0.0.1:PORT`` once started (None without a Kubernetes API)."""
         self._watches: set[Watch] = set()
         self._token = ""
         self._url: str | None = None
@@ -182,7 +194,18 @@ class ApiServer:
             host = f"[{self.host}]" if ":" in self.host else self.host
             self._url = f"http://{host}:{port}"
             self.port = port
-            info = {"url": self._url, "pid": os.getpid(), "node": self.backend.node_name}
+            info: dict[str, Any] = {
+                "url": self._url,
+                "pid": os.getpid(),
+                "node": self.backend.node_name,
+            }
+            if self.kube_port is not None:
+                async with asyncio.timeout(10):
+                    context = await asyncio.to_thread(server_context, self.data_dir, self.host)
+                kube_site = web.TCPSite(runner, self.host, self.kube_port, ssl_context=context)
+                await kube_site.start()
+                self.kube_port = runner.addresses[-1][1]
+                self.kube_url = info["kubeUrl"] = f"https://{host}:{self.kube_port}"
             async with asyncio.timeout(10):
                 await asyncio.to_thread(self._publish, info)
         except BaseException:
@@ -191,6 +214,8 @@ class ApiServer:
             raise
         self._runner = runner
         log.info("local API listening on %s (data dir %s)", self._url, self.data_dir)
+        if self.kube_url is not None:
+            log.info("Kubernetes API listening on %s (p2pkube kubeconfig)", self.kube_url)
 
     def _publish(self, info: dict[str, Any]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -239,6 +264,7 @@ class ApiServer:
         )
         if self.services is not None:
             app.add_routes(proxy_routes(self.services, self.service_settings))
+        app.add_routes(KubeApi(self).routes())  # after the fixed Kubernetes paths above
         return app
 
     @web.middleware
@@ -325,15 +351,28 @@ class ApiServer:
         """The stored object (201 when ``create_only``), with a ``Warning`` header per
         warning, as a Kubernetes API server sends them (kubectl prints each)."""
         warnings: list[str] = []
-        stored = await self._validated_store(obj, create_only=create_only, warn=warnings.append)
+        stored = await self.store(obj, create_only=create_only, warn=warnings.append)
         response = web.json_response(stored, status=201 if create_only else 200)
         for warning in warnings:
             response.headers.add(WARNING_HEADER, warning_header(warning))
         return response
 
-    async def _validated_store(
-        self, obj: dict[str, Any], *, create_only: bool, warn: Callable[[str], None]
+    async def store(
+        self,
+        obj: dict[str, Any],
+        *,
+        create_only: bool,
+        warn: Callable[[str], None] | None,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
+        """Validate and store ``obj`` (both APIs write through here): 409 AlreadyExists when
+        ``create_only`` finds one, 422 Invalid with every problem as a cause. Fields that are
+        the server's to fill per node (``resourceVersion``, ``managedFields``, ``selfLink``)
+        are dropped: a client sends back what it read. ``dry_run`` writes nothing."""
+        given = obj.get("metadata")
+        if isinstance(given, dict) and _PER_NODE_FIELDS & given.keys():
+            given = {k: v for k, v in given.items() if k not in _PER_NODE_FIELDS}
+            obj = {**obj, "metadata": given}
         kind: str = obj["kind"]
         meta: dict[str, Any] = obj["metadata"]
         name: str = meta["name"]
@@ -345,7 +384,7 @@ class ApiServer:
         # uid and creationTimestamp are the backend's to set (and to keep on replace).
         try:
             async with asyncio.timeout(self.write_timeout):
-                return await self.backend.put_object(obj, warn)
+                return await self.backend.put_object(obj, warn, dry_run=dry_run)
         except ValidationFailed as exc:
             raise ApiProblem(
                 422,
@@ -374,16 +413,25 @@ class ApiServer:
         )
 
     async def _pod_log(self, request: web.Request) -> web.StreamResponse:
-        """A container's log as text, like ``kubectl logs``; ``follow=true`` streams new
-        lines until the container ends (or ``timeoutSeconds`` pass)."""
-        namespace = request.match_info["namespace"]
+        return await self.pod_log(
+            request, request.match_info["namespace"], request.match_info["name"]
+        )
+
+    async def pod_log(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+        """A container's log as text, like ``kubectl logs`` (the parameters are those of
+        Kubernetes' ``pods/log``); ``follow=true`` streams new lines until the container ends
+        (or ``timeoutSeconds`` pass)."""
+        since = request.query.get("sinceTime") or None
+        since_seconds = _int_query(request, "sinceSeconds")
+        if since is None and since_seconds is not None:
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - since_seconds))
         log_request = LogRequest(
             namespace=namespace,
-            name=request.match_info["name"],
+            name=name,
             container=request.query.get("container") or None,
             previous=_flag(request, "previous"),
             tail=_int_query(request, "tailLines"),
-            since=request.query.get("sinceTime") or None,
+            since=since,
         )
         timestamps = _flag(request, "timestamps")
         follow = _flag(request, "follow")
@@ -408,7 +456,7 @@ class ApiServer:
                     charset="utf-8",
                     headers={OMITTED_HEADER: str(reply.omitted)} if reply.omitted else None,
                 )
-            lines_iter = self.backend.follow_logs(log_request, _watch_seconds(request))
+            lines_iter = self.backend.follow_logs(log_request, self.watch_seconds(request))
             first = await anext(lines_iter, None)
         except LookupError as exc:
             raise ApiProblem(getattr(exc, "status", 404), str(exc).strip("'\"")) from None
@@ -458,6 +506,22 @@ class ApiServer:
             raise ApiProblem(422, f"seconds must be above 0 and at most {MAX_STALL_SECONDS:g}")
         return web.json_response({"stalledSeconds": round(self.backend.stall_loop(seconds), 3)})
 
+    # The Kubernetes face's watches and long requests share this server's bookkeeping.
+    @staticmethod
+    def watch_seconds(request: web.Request) -> float:
+        return watch_seconds(request)
+
+    @staticmethod
+    def client_gone(request: web.Request) -> bool:
+        return client_gone(request)
+
+    def watch_opened(self, watch: Watch) -> None:
+        """Track a watch another face opened, so :meth:`stop` ends it too."""
+        self._watches.add(watch)
+
+    def watch_closed(self, watch: Watch) -> None:
+        self._watches.discard(watch)
+
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.status())
 
@@ -472,7 +536,7 @@ class ApiServer:
         namespace = request.query.get("namespace")
         if namespace == EMPTY_NAMESPACE:
             namespace = ""
-        timeout = _watch_seconds(request)
+        timeout = self.watch_seconds(request)
         watch = self.backend.watch(
             kind, namespace, match=lambda obj: _matches(selector, obj), timeout=timeout
         )
@@ -501,7 +565,7 @@ class ApiServer:
                     async with asyncio.timeout(self.watch_poll_interval):
                         first = await watch.get()
                 except TimeoutError:
-                    if _client_gone(request):
+                    if client_gone(request):
                         return
                     continue
                 events = [first, *watch.ready_events()]
@@ -535,7 +599,7 @@ def _matches(selector: tuple[Requirement, ...], obj: dict[str, Any]) -> bool:
     return match_labels(selector, (obj.get("metadata") or {}).get("labels"))
 
 
-def _watch_seconds(request: web.Request) -> float:
+def watch_seconds(request: web.Request) -> float:
     """The ``timeoutSeconds`` query parameter (Kubernetes' name), bounded."""
     raw = request.query.get("timeoutSeconds")
     if raw is None:
@@ -566,7 +630,8 @@ def _int_query(request: web.Request, name: str) -> int | None:
     return value
 
 
-def _client_gone(request: web.Request) -> bool:
+def client_gone(request: web.Request) -> bool:
+    """Whether the client of a long request (a watch) has gone away."""
     transport = request.transport
     return transport is None or transport.is_closing()
 

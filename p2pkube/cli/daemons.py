@@ -336,6 +336,15 @@ def read_token_file(path: Path) -> str:
     help="Local API port (0: any free port).",
 )
 @click.option(
+    "--kube-api-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port of the Kubernetes API on 127.0.0.1, over HTTPS (0: any free port; fix it, "
+    "e.g. 6443, to keep a kubeconfig valid across restarts but the token). See p2pkube "
+    "kubeconfig.",
+)
+@click.option(
     "--node-ip",
     default="0.0.0.0",
     show_default=True,
@@ -373,6 +382,7 @@ def join(
     cpu: str | None,
     memory: str | None,
     api_port: int,
+    kube_api_port: int,
     node_ip: str,
     allowed_host_paths: list[str],
     overrides: tuple[str, ...],
@@ -405,6 +415,7 @@ def join(
         cpu=cpu,
         memory=memory,
         api_port=api_port,
+        kube_api_port=kube_api_port,
         overrides=list(overrides),
         allowed_host_paths=allowed_host_paths,
         node_ip=node_ip,

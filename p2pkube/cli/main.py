@@ -39,6 +39,7 @@ from p2pkube.cli.delete import delete
 from p2pkube.cli.describe import describe
 from p2pkube.cli.forward import port_forward, proxy
 from p2pkube.cli.get import get
+from p2pkube.cli.kubeconfig import kubeconfig
 from p2pkube.cli.logs import logs
 from p2pkube.cli.nodes import COMMANDS as NODE_COMMANDS
 from p2pkube.cli.output import (
@@ -98,6 +99,7 @@ cli.add_command(scale)
 cli.add_command(rollout)
 cli.add_command(proxy)
 cli.add_command(port_forward)
+cli.add_command(kubeconfig)
 for _command in NODE_COMMANDS:  # cordon, uncordon, taint
     cli.add_command(_command)
 

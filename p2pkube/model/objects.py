@@ -244,7 +244,11 @@ class ObjectService:
         and peer updates alike, never polling). ``render`` shows an object as clients see it
         (default :meth:`render`; the node shows Nodes with their liveness). The hub lives as
         long as the state."""
-        hub = WatchHub(render or self.render, lambda kind: self.state.keys(map_of(kind)))
+        hub = WatchHub(
+            render or self.render,
+            lambda kind: self.state.keys(map_of(kind)),
+            exists=lambda key: self.state.get(map_of(key.split("/", 1)[0]), key) is not None,
+        )
 
         def publish(map_name: str, keys: set[str], origin: object) -> None:
             if map_name in (OBJECTS, STATUS, EVENTS):
@@ -253,15 +257,20 @@ class ObjectService:
         self.state.on_change(publish)
         return hub
 
-    async def put(self, obj: dict[str, Any], warn: Warn | None = None) -> dict[str, Any]:
+    async def put(
+        self, obj: dict[str, Any], warn: Warn | None = None, *, dry_run: bool = False
+    ) -> dict[str, Any]:
         """Validate and store (create or replace); ValidationFailed lists every problem,
-        ``warn`` hears every warning."""
+        ``warn`` hears every warning. ``dry_run`` does every check and returns what would be
+        stored, writing nothing (Kubernetes' ``dryRun=All``)."""
         if self.validate is None:
             raise RuntimeError("this node takes no object writes (no validator was injected)")
         valid = self.validate({k: v for k, v in obj.items() if k != "status"}, warn)
         kind = valid["kind"]
         if kind == NODE_KIND:
-            return await self._put_node(valid, labels_given="labels" in obj["metadata"])
+            return await self._put_node(
+                valid, labels_given="labels" in obj["metadata"], dry_run=dry_run
+            )
         metadata = valid["metadata"]
         namespace = "" if kind in CLUSTER_SCOPED_KINDS else metadata.get("namespace") or "default"
         key = object_key(kind, namespace, metadata["name"])
@@ -302,6 +311,8 @@ class ObjectService:
                 ),
             },
         }
+        if dry_run:
+            return stored
         extra: dict[tuple[str, str], Any] = {}
         if self.creation_writes is not None and not isinstance(previous, dict):
             extra = self.creation_writes(key, stored)
@@ -326,7 +337,9 @@ class ObjectService:
             ) from None
         return stored
 
-    async def _put_node(self, valid: dict[str, Any], *, labels_given: bool) -> dict[str, Any]:
+    async def _put_node(
+        self, valid: dict[str, Any], *, labels_given: bool, dry_run: bool = False
+    ) -> dict[str, Any]:
         """A user's write of a Node: its spec (cordon, taints) and labels, nothing else.
 
         The Node object is its agent's (uid, creation time, the labels it was started with,
@@ -375,7 +388,8 @@ class ObjectService:
             "metadata": {**old_meta, "labels": labels},
             "spec": spec,
         }
-        await self.state.put(OBJECTS, key, stored)
+        if not dry_run:
+            await self.state.put(OBJECTS, key, stored)
         return stored
 
     def _check_images(self, obj: dict[str, Any]) -> None:

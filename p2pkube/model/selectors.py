@@ -1,4 +1,5 @@
-"""Equality-based label selectors (``app=x,tier!=db,debug,!canary``), as kubectl's ``-l``."""
+"""Equality-based label selectors (``app=x,tier!=db,debug,!canary``), as kubectl's ``-l``, and
+field selectors (``status.phase=Running``), as its ``--field-selector``."""
 
 from __future__ import annotations
 
@@ -82,3 +83,54 @@ def match_labels(selector: str | Sequence[Requirement], labels: Mapping[str, str
     requirements = parse_selector(selector) if isinstance(selector, str) else selector
     present = labels or {}
     return all(req.matches(present) for req in requirements)
+
+
+@dataclass(frozen=True)
+class FieldRequirement:
+    """One clause of a field selector (``status.phase=Running``, ``spec.nodeName!=n1``)."""
+
+    path: str
+    equal: bool
+    value: str
+
+    def matches(self, obj: Mapping[str, object]) -> bool:
+        return (field_text(obj, self.path) == self.value) == self.equal
+
+
+def parse_field_selector(text: str) -> tuple[FieldRequirement, ...]:
+    """Parse kubectl's ``--field-selector`` (``a=b``, ``a==b``, ``a!=b``, comma-separated);
+    ValueError names a clause without an operator. Any dotted path of the object may be
+    used (Kubernetes allows a few per kind; p2pkube allows more rather than fewer)."""
+    requirements: list[FieldRequirement] = []
+    for raw in text.split(","):
+        clause = raw.strip()
+        if not clause:
+            continue
+        for operator, equal in (("!=", False), ("==", True), ("=", True)):
+            path, sep, value = clause.partition(operator)
+            if sep:
+                requirements.append(FieldRequirement(path.strip(), equal, value.strip()))
+                break
+        else:
+            raise ValueError(f"invalid field selector {clause!r}: use field=value or field!=value")
+    return tuple(requirements)
+
+
+def field_text(obj: Mapping[str, object], path: str) -> str:
+    """The value at a dotted path as a field selector compares it: booleans as
+    ``true``/``false``, a missing field as the empty string."""
+    value: object = obj
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return ""
+        value = value.get(part)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def match_fields(selector: Sequence[FieldRequirement], obj: Mapping[str, object]) -> bool:
+    """True if ``obj`` satisfies every clause (an empty selector matches all)."""
+    return all(requirement.matches(obj) for requirement in selector)

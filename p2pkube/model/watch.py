@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_WATCH_SECONDS",
+    "HISTORY_SIZE",
     "WATCH_QUEUE_SIZE",
+    "ResourceVersionTooOld",
     "Watch",
     "WatchEvent",
     "WatchHub",
@@ -45,6 +48,17 @@ this is sized above the bursts of a few thousand pods that the scheduler writes 
 DEFAULT_WATCH_SECONDS = 1800.0
 """How long a watch lives unless the client asks otherwise (Kubernetes' minimum request
 timeout): every stream ends eventually, so a forgotten client cannot pin resources forever."""
+
+
+HISTORY_SIZE = 10_000
+"""Changes a hub remembers (revision and keys, not objects) so that a watch can resume from a
+resourceVersion: a client that was away for fewer changes than this catches up without a new
+list; an older resourceVersion is answered ``410 Gone`` and the client lists again, as with
+Kubernetes' watch cache. About 100 bytes each."""
+
+
+class ResourceVersionTooOld(LookupError):
+    """A watch asked to resume from a resourceVersion the hub no longer remembers."""
 
 
 class Watch:
@@ -68,15 +82,18 @@ class Watch:
         match: Callable[[dict[str, Any]], bool] | None = None,
         max_queue: int = WATCH_QUEUE_SIZE,
         timeout: float = DEFAULT_WATCH_SECONDS,
+        gone: Render | None = None,
     ) -> None:
         """``render(key)`` is the object as a client sees it (None: absent); ``selects(key)``
         says whether a document key is in scope (kind, namespace); ``match(obj)`` is the label
-        selector. ``timeout`` is the watch's lifetime in seconds."""
+        selector. ``timeout`` is the watch's lifetime in seconds. ``gone(key)`` is what a
+        DELETED event shows of an object whose last state is unknown (resumed watches)."""
         if max_queue < 2:
             raise ValueError("max_queue must leave room for an ERROR event and the end marker")
         self._render = render
         self._selects = selects
         self._match = match or (lambda obj: True)
+        self._gone = gone
         self._queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue(max_queue)
         self._initial: deque[WatchEvent] = deque()
         self._known: dict[str, dict[str, Any]] = {}
@@ -101,6 +118,22 @@ class Watch:
                 if obj is not None:
                     self._known[key] = obj
                     self._initial.append({"type": "ADDED", "object": obj})
+
+    def resume(self, keys: Iterable[str]) -> None:
+        """Start from a resourceVersion instead of a listing: the client already has the
+        objects as they were then, so only ``keys`` (those changed since) yield events. An
+        object the client may not have had is reported as MODIFIED (informers treat an
+        update of an unknown object as an add), a deleted one as DELETED with only its
+        identity, since its last state is no longer known."""
+        for key in sorted(set(keys)):
+            if not self._selects(key):
+                continue
+            obj = self._visible(key)
+            if obj is not None:
+                self._known[key] = obj
+                self._initial.append({"type": "MODIFIED", "object": obj})
+            elif self._gone is not None:
+                self._initial.append({"type": "DELETED", "object": self._gone(key)})
 
     def add_cleanup(self, cleanup: Callable[[], None]) -> None:
         """Run ``cleanup`` (an unsubscribe) exactly once when the watch closes."""
@@ -256,12 +289,48 @@ class WatchHub:
     ``render(key)`` is the object under a key as clients see it, ``keys(kind)`` the document
     keys that may hold objects of ``kind`` now (the initial listing). Both are called
     synchronously, from :meth:`subscribe` and :meth:`publish`.
+
+    The hub also numbers changes: its *revision* grows by one at every :meth:`publish` (one
+    transaction, or one liveness transition), and each key remembers the revision it last
+    changed at. These are the node's resourceVersions (docs/kubectl.md): ordered on this
+    node, stable while an object does not change, never reused across the node's restarts
+    (the first revision of a run is the wall clock in microseconds), and not comparable
+    between nodes, which apply the same changes in different orders.
     """
 
-    def __init__(self, render: Render, keys: Callable[[str], Iterable[str]]) -> None:
+    def __init__(
+        self,
+        render: Render,
+        keys: Callable[[str], Iterable[str]],
+        *,
+        exists: Callable[[str], bool] | None = None,
+        history_size: int = HISTORY_SIZE,
+    ) -> None:
+        """``exists(key)``, when given, lets the hub forget the revisions of deleted keys
+        once they leave the history (memory stays bounded under churn)."""
         self._render = render
         self._keys = keys
+        self._exists = exists
         self._watches: list[Watch] = []
+        self.started_revision = time.time_ns() // 1000
+        """Every object unchanged since this run began has this revision."""
+        self.revision = self.started_revision
+        self._history: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=history_size)
+        self._key_revisions: dict[str, int] = {}
+
+    def revision_of(self, key: str) -> int:
+        """The revision ``key`` last changed at, as this node saw it."""
+        return self._key_revisions.get(key, self.started_revision)
+
+    def changed_since(self, revision: int) -> list[str]:
+        """Keys changed after ``revision``, oldest change first; ResourceVersionTooOld when
+        the history no longer reaches back that far (or the revision is not of this run)."""
+        first_kept = self._history[0][0] if self._history else self.revision + 1
+        if not self.started_revision <= revision <= self.revision or revision < first_kept - 1:
+            raise ResourceVersionTooOld(
+                f"too old resource version: {revision} ({max(first_kept - 1, self.revision)})"
+            )
+        return [key for rev, keys in self._history if rev > revision for key in keys]
 
     def subscribe(
         self,
@@ -271,14 +340,19 @@ class WatchHub:
         match: Callable[[dict[str, Any]], bool] | None = None,
         timeout: float = DEFAULT_WATCH_SECONDS,
         max_queue: int = WATCH_QUEUE_SIZE,
+        since: int | None = None,
+        gone: Render | None = None,
     ) -> Watch:
         """A started :class:`Watch` on ``kind`` in ``namespace`` (None: all namespaces, "":
         cluster-scoped); ``match`` is the label selector (it decides event types: an object
         that stops matching is reported DELETED). Closing the watch unsubscribes it.
 
-        The initial listing is taken in the same tick as the subscription, so no change can
-        fall in between.
+        Without ``since`` the watch first lists the current objects (as ADDED); with a
+        revision it resumes from there (:meth:`Watch.resume`), or raises
+        ResourceVersionTooOld. Either is taken in the same tick as the subscription, so no
+        change can fall in between.
         """
+        changed = None if since is None else self.changed_since(since)
         prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
         watch = Watch(
             self._render,
@@ -286,10 +360,14 @@ class WatchHub:
             match=match,
             timeout=timeout,
             max_queue=max_queue,
+            gone=gone,
         )
         self._watches.append(watch)
         watch.add_cleanup(lambda: self._forget(watch))
-        watch.start(self._keys(kind))
+        if changed is None:
+            watch.start(self._keys(kind))
+        else:
+            watch.resume(changed)
         return watch
 
     def unsubscribe(self, watch: Watch) -> None:
@@ -299,9 +377,15 @@ class WatchHub:
     def publish(self, keys: Iterable[str]) -> None:
         """Tell every open watch that the objects under ``keys`` may have changed. Synchronous
         and cheap (never awaits): called from the state's change callback."""
+        changed = tuple(keys)
+        self.revision += 1
+        if len(self._history) == self._history.maxlen:
+            self._forget_revisions(*self._history[0])
+        self._history.append((self.revision, changed))
+        for key in changed:
+            self._key_revisions[key] = self.revision
         if not self._watches:
             return
-        changed = list(keys)
         for watch in list(self._watches):
             watch.changed(changed)
 
@@ -317,6 +401,15 @@ class WatchHub:
     def __iter__(self) -> Iterator[Watch]:
         """The open watches, as they are now."""
         return iter(tuple(self._watches))
+
+    def _forget_revisions(self, revision: int, keys: tuple[str, ...]) -> None:
+        """A change leaves the history: deleted keys it was the last change of are dropped
+        (a live key keeps its revision for as long as it lives)."""
+        if self._exists is None:
+            return
+        for key in keys:
+            if self._key_revisions.get(key) == revision and not self._exists(key):
+                del self._key_revisions[key]
 
     def _forget(self, watch: Watch) -> None:
         if watch in self._watches:
