@@ -41,7 +41,7 @@ from p2pkube.api import EMPTY_NAMESPACE, INFO_FILE, TOKEN_FILE
 from p2pkube.api.backend import AgentBackend
 from p2pkube.api.blobroutes import BlobBackend, BlobRoutes, blob_problem
 from p2pkube.api.frontdoor import ServiceOpener
-from p2pkube.api.kube.face import KubeApi
+from p2pkube.api.kube.face import BOOKMARK_SECONDS, KubeApi
 from p2pkube.api.kube.tls import server_context
 from p2pkube.api.proxyroutes import proxy_routes
 from p2pkube.api.status import ApiProblem, list_of, problem_response
@@ -124,6 +124,7 @@ class ApiServer:
         services: ServiceOpener | None = None,
         service_settings: ServiceSettings | None = None,
         kube_port: int | None = 0,
+        kube_bookmark_seconds: float = BOOKMARK_SECONDS,
     ) -> None:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -153,6 +154,7 @@ class ApiServer:
         self.kube_port = kube_port
         """Where the Kubernetes API (the same app, over HTTPS: ``api.kube.tls``) listens;
         0 picks a free port, None serves none."""
+        self.kube_bookmark_seconds = kube_bookmark_seconds
         self.kube_url: str | None = None
         """``https://127.0.0.1:PORT`` once started (None without a Kubernetes API)."""
         self._watches: set[Watch] = set()
@@ -264,7 +266,9 @@ class ApiServer:
         )
         if self.services is not None:
             app.add_routes(proxy_routes(self.services, self.service_settings))
-        app.add_routes(KubeApi(self).routes())  # after the fixed Kubernetes paths above
+        app.add_routes(
+            KubeApi(self, bookmark_seconds=self.kube_bookmark_seconds).routes()
+        )  # after the fixed Kubernetes paths above
         return app
 
     @web.middleware

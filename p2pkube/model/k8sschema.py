@@ -79,3 +79,13 @@ def defines(api_version: str, kind: str, path: Path) -> bool:
             continue
         return False
     return True
+
+
+def definition(name: str) -> dict[str, Any] | None:
+    """One of Kubernetes' definitions by its name (``io.k8s.api.core.v1.Pod``), or None."""
+    return _definitions()[1].get(name)
+
+
+def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$ref`` (if any) followed to the definition it names."""
+    return _resolve(schema, _definitions()[1])

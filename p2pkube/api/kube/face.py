@@ -33,6 +33,7 @@ from aiohttp import web
 from p2pkube.api.kube.patch import PatchError, apply_patch
 from p2pkube.api.kube.paths import Target, parse_path
 from p2pkube.api.kube.resources import KubeResource
+from p2pkube.api.kube.shape import shaped
 from p2pkube.api.kube.tables import accepts_table, include_object, table_of
 from p2pkube.api.status import ApiProblem
 from p2pkube.api.warningheader import HEADER as WARNING_HEADER
@@ -153,7 +154,8 @@ class KubeApi:
         """``obj`` as the API shows it: its resourceVersion on this node, its apiVersion."""
         meta = dict(obj.get("metadata") or {})
         meta["resourceVersion"] = str(self.backend.revision(self._key(resource, obj)))
-        return {**obj, "apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta}
+        shown = {**obj, "apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta}
+        return shaped(resource.api_version, resource.kind, shown)
 
     def _find(self, target: Target) -> dict[str, Any] | None:
         resource, name = target.resource, target.name or ""

@@ -46,7 +46,7 @@ def _columns(resource: KubeResource) -> list[Column]:
 
 def _definition(column: Column, first: bool) -> dict[str, Any]:
     return {
-        "name": column.header.title() if first else column.header,
+        "name": column.header,
         "type": "string",
         "format": "name" if first and column.header == "NAME" else "",
         "description": f"{column.header} as p2pkube get shows it",
