@@ -156,6 +156,17 @@ class MemoryBackend:
         self.puts.append(copy.deepcopy(obj))
         return await self.objects.put(obj, warn, dry_run=dry_run)
 
+    async def put_status(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        return await self.objects.put_status(kind, namespace, name, status, dry_run=dry_run)
+
     async def delete_object(
         self, kind: str, namespace: str, name: str, *, force: bool = False
     ) -> bool:

@@ -270,3 +270,20 @@ def test_scale_subresource_and_patch(kube: Kube) -> None:
     )
     assert patched.metadata.labels == {"tier": "x"} and patched.data["extra"] == "1"
     assert patched.data["hello"] == "world"
+
+
+def test_the_status_subresource_changes_only_the_status(kube: Kube) -> None:
+    job = kube.raw("/apis/batch/v1/namespaces/default/jobs")[2]
+    name = json.loads(job)["items"][0]["metadata"]["name"]
+    patched = kube.raw(
+        f"/apis/batch/v1/namespaces/default/jobs/{name}/status",
+        method="PATCH",
+        body={"status": {"active": 7}, "spec": {"parallelism": 9}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert patched[0] == 200, patched
+    shown = json.loads(kube.raw(f"/apis/batch/v1/namespaces/default/jobs/{name}")[2])
+    assert shown["status"]["active"] == 7
+    assert shown["spec"].get("parallelism") != 9
+    code, _, body = kube.raw("/apis/batch/v1/namespaces/default/jobs/nope/status")
+    assert code == 404 and status_of(body)["reason"] == "NotFound"

@@ -58,6 +58,19 @@ class AgentBackend(Protocol):
         """
         ...
 
+    async def put_status(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Replace an object's status (the status subresource); returns the object with it.
+        LookupError when the object does not exist."""
+        ...
+
     async def delete_object(
         self, kind: str, namespace: str, name: str, *, force: bool = False
     ) -> bool:

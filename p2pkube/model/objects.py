@@ -417,6 +417,21 @@ class ObjectService:
                 ]
             )
 
+    async def put_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Replace an object's status (Kubernetes' status subresource), as its controller or
+        kubelet does; LookupError when there is no such object. A status is free-form to the
+        object service: whoever owns it next overwrites it, as in Kubernetes."""
+        key = object_key(kind, namespace, name)
+        if not isinstance(self.state.get(map_of(kind), key), dict) or map_of(kind) != OBJECTS:
+            raise LookupError(key)
+        if not dry_run:
+            await self.state.put(STATUS, key, status)
+        found = self.get(kind, namespace, name)
+        assert found is not None
+        return found if not dry_run else {**found, "status": status}
+
     async def delete(self, kind: str, namespace: str, name: str, *, force: bool = False) -> bool:
         """Delete an object (a running Pod: mark it, its node finishes); False if absent."""
         key = object_key(kind, namespace, name)

@@ -127,8 +127,11 @@ class KubeApi:
 
     async def _subresource(self, request: web.Request, target: Target) -> web.StreamResponse:
         sub, method = target.subresource, request.method
-        if sub == "status" and method == "GET":
-            return self._json(request, target, self._read(target))
+        if sub == "status":
+            if method == "GET":
+                return self._json(request, target, self._read(target))
+            if method in ("PUT", "PATCH"):
+                return await self._write_status(request, target)
         if sub == "scale":
             if method == "GET":
                 return web.json_response(self._scale_of(target.resource, self._read(target)))
@@ -300,10 +303,7 @@ class KubeApi:
         if found is None and not applying:
             raise _not_found(target.resource, target.name or "")
         current = self._shown(target.resource, found) if found is not None else {}
-        try:
-            patched = apply_patch(current, raw, content_type, target.resource.api_version)
-        except PatchError as exc:
-            raise ApiProblem(exc.code, str(exc)) from None
+        patched = self._patched(current, raw, request, target)
         obj = self._checked(target, patched)
         if found is not None:
             self._check_version(target, patched, current)
@@ -403,6 +403,47 @@ class KubeApi:
         return web.json_response(
             self._scale_of(target.resource, self._shown(target.resource, stored))
         )
+
+    async def _write_status(self, request: web.Request, target: Target) -> web.Response:
+        """PUT or PATCH of ``.../status``: only the status changes, as in Kubernetes (the rest
+        of the body is ignored)."""
+        current = self._read(target)
+        if request.method == "PUT":
+            wanted = self._checked(target, await self._body(request))
+        else:
+            wanted = self._patched(current, await request.read(), request, target)
+        self._check_version(target, wanted, current)
+        status = wanted.get("status")
+        if not isinstance(status, dict):
+            raise ApiProblem(
+                422, f'{target.resource.plural} "{target.name}": status must be an object'
+            )
+        meta = current["metadata"]
+        try:
+            async with asyncio.timeout(self.server.write_timeout):
+                stored = await self.backend.put_status(
+                    target.resource.kind,
+                    meta.get("namespace") or "",
+                    meta["name"],
+                    status,
+                    dry_run=_dry_run(request),
+                )
+        except LookupError:
+            raise _not_found(target.resource, target.name or "") from None
+        return self._json(request, target, self._shown(target.resource, stored))
+
+    def _patched(
+        self, current: dict[str, Any], raw: bytes, request: web.Request, target: Target
+    ) -> dict[str, Any]:
+        try:
+            return apply_patch(
+                current,
+                raw,
+                request.headers.get("Content-Type", ""),
+                target.resource.api_version,
+            )
+        except PatchError as exc:
+            raise ApiProblem(exc.code, str(exc)) from None
 
     async def _evict(self, request: web.Request, target: Target) -> web.Response:
         """``pods/NAME/eviction`` (kubectl drain): a graceful delete of the pod. p2pkube has
