@@ -325,6 +325,7 @@ def test_values_new_to_the_object_lose_their_nulls_and_directives() -> None:
             "merging lists cannot yet be specified",
         ),
         ({"spec": {"$setElementOrder/": []}}, "names no field"),
+        ({"metadata": {"$setElementOrder/finalizers": [], "finalizers": None}}, "not a list"),
         ({"spec": {"$retainKeys": "type"}}, "retainKeys"),
         ({"metadata": {"$deleteFromPrimitiveList/finalizers": "a"}}, "primitive list"),
         ({"spec": {"$sortMe": 1}}, "unknown directive"),

@@ -383,10 +383,10 @@ def _set_element_orders(original: Document, patch: Document, schema: Schema | No
         if not isinstance(order, list):
             raise PatchError(400, f"invalid patch format of setElementOrder list: {directive}")
         field = _field(schema, name)
-        present, patch_list = original.get(name), patch.pop(name, None)
+        in_patch, present, patch_list = name in patch, original.get(name), patch.pop(name, None)
         if present is not None and not isinstance(present, list):
             raise PatchError(422, f"{directive}: {name} is not a list in the object")
-        if patch_list is not None and not isinstance(patch_list, list):
+        if in_patch and not isinstance(patch_list, list):
             raise PatchError(400, f"{directive}: {name} is not a list in the patch")
         _check_order(patch_list or [], order, field.merge_key)
         if present is None and patch_list is None:
