@@ -8,7 +8,9 @@ package ships (generated from Kubernetes' OpenAPI document, one set per release)
 hand-written list.
 
 Only the field *names* are used, by walking the schema along a field's path; p2pkube's own
-models (:mod:`p2pkube.model.schema`) do the validation of what it implements.
+models (:mod:`p2pkube.model.schema`) do the validation of what it implements. The same schemas
+carry how Kubernetes merges each field in a strategic merge patch (the ``x-kubernetes-patch-*``
+extensions), which the PATCH verb reads through :func:`kind_schema` and :func:`resolve`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ SCHEMA_FILE = "_definitions.json"
 
 Path = tuple[str | int, ...]
 """A field's path in a document, as pydantic reports it: keys and list indexes."""
+
+Schema = dict[str, Any]
+"""One schema of Kubernetes' OpenAPI document as JSON Schema: ``properties``, ``items``,
+``additionalProperties``, ``$ref`` and the ``x-kubernetes-*`` extensions."""
 
 
 @cache
@@ -49,7 +55,15 @@ def _definition_name(api_version: str, kind: str) -> str:
     return f"io.k8s.api.{group or 'core'}.{version}.{kind}"
 
 
-def _resolve(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+def kind_schema(api_version: str, kind: str) -> Schema | None:
+    """Kubernetes' definition of ``kind`` in ``api_version`` (None: not a Kubernetes kind)."""
+    return definition(_definition_name(api_version, kind))
+
+
+def resolve(schema: Schema) -> Schema:
+    """``schema``, or the definition its ``$ref`` names: a field's schema often only points to
+    its type's (``#/$defs/io.k8s.api.core.v1.Container``)."""
+    definitions = _definitions()[1]
     while "$ref" in schema:
         schema = definitions[schema["$ref"].rsplit("/", 1)[-1]]
     return schema
@@ -57,12 +71,11 @@ def _resolve(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, A
 
 def defines(api_version: str, kind: str, path: Path) -> bool:
     """Whether Kubernetes' ``kind`` (in ``api_version``) has a field at ``path``."""
-    definitions = _definitions()[1]
-    schema = definitions.get(_definition_name(api_version, kind))
+    schema = kind_schema(api_version, kind)
     if schema is None:
         return False
     for part in path:
-        schema = _resolve(schema, definitions)
+        schema = resolve(schema)
         if isinstance(part, int):
             items = schema.get("items")
             if not isinstance(items, dict):
@@ -81,11 +94,6 @@ def defines(api_version: str, kind: str, path: Path) -> bool:
     return True
 
 
-def definition(name: str) -> dict[str, Any] | None:
+def definition(name: str) -> Schema | None:
     """One of Kubernetes' definitions by its name (``io.k8s.api.core.v1.Pod``), or None."""
     return _definitions()[1].get(name)
-
-
-def resolve(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with its ``$ref`` (if any) followed to the definition it names."""
-    return _resolve(schema, _definitions()[1])

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from p2pkube.api.kube.patch import PatchError, apply_patch
+from p2pkube.api.kube.patch import APPLY_PATCH, apply_patch
 from p2pkube.api.kube.paths import Target, parse_path
 from p2pkube.api.kube.resources import KubeResource
 from p2pkube.api.kube.shape import shaped
@@ -296,14 +296,24 @@ class KubeApi:
         return await self._store(request, target, obj, create=False)
 
     async def _patch(self, request: web.Request, target: Target) -> web.Response:
-        content_type = request.headers.get("Content-Type", "")
         raw = await request.read()
         found = self._find(target)
-        applying = content_type.startswith("application/apply-patch")
-        if found is None and not applying:
+        if found is None and not request.headers.get("Content-Type", "").startswith(APPLY_PATCH):
             raise _not_found(target.resource, target.name or "")
-        current = self._shown(target.resource, found) if found is not None else {}
-        patched = self._patched(current, raw, request, target)
+        # Server-side apply creates what does not exist yet: it applies onto an empty object.
+        current = (
+            self._shown(target.resource, found)
+            if found is not None
+            else {
+                "apiVersion": target.resource.api_version,
+                "kind": target.resource.kind,
+                "metadata": {
+                    "name": target.name,
+                    **({"namespace": target.namespace} if target.namespace else {}),
+                },
+            }
+        )
+        patched = self._patched(current, raw, request)
         obj = self._checked(target, patched)
         if found is not None:
             self._check_version(target, patched, current)
@@ -381,12 +391,7 @@ class KubeApi:
         if request.method == "PUT":
             wanted = await self._body(request)
         else:
-            try:
-                wanted = apply_patch(
-                    scale, await request.read(), request.headers.get("Content-Type", ""), ""
-                )
-            except PatchError as exc:
-                raise ApiProblem(exc.code, str(exc)) from None
+            wanted = self._patched(scale, await request.read(), request)
         self._check_version(target, wanted, current)
         replicas = (wanted.get("spec") or {}).get("replicas")
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
@@ -411,7 +416,7 @@ class KubeApi:
         if request.method == "PUT":
             wanted = self._checked(target, await self._body(request))
         else:
-            wanted = self._patched(current, await request.read(), request, target)
+            wanted = self._patched(current, await request.read(), request)
         self._check_version(target, wanted, current)
         status = wanted.get("status")
         if not isinstance(status, dict):
@@ -432,18 +437,10 @@ class KubeApi:
             raise _not_found(target.resource, target.name or "") from None
         return self._json(request, target, self._shown(target.resource, stored))
 
-    def _patched(
-        self, current: dict[str, Any], raw: bytes, request: web.Request, target: Target
-    ) -> dict[str, Any]:
-        try:
-            return apply_patch(
-                current,
-                raw,
-                request.headers.get("Content-Type", ""),
-                target.resource.api_version,
-            )
-        except PatchError as exc:
-            raise ApiProblem(exc.code, str(exc)) from None
+    def _patched(self, current: dict[str, Any], raw: bytes, request: web.Request) -> dict[str, Any]:
+        """``current`` with the request's patch applied (PatchError, a Status, when it cannot
+        be: the content type decides how, as on an API server)."""
+        return apply_patch(current, raw, request.headers.get("Content-Type", ""))
 
     async def _evict(self, request: web.Request, target: Target) -> web.Response:
         """``pods/NAME/eviction`` (kubectl drain): a graceful delete of the pod. p2pkube has

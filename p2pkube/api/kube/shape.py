@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from p2pkube.model.k8sschema import definition, resolve
+from p2pkube.model.k8sschema import definition, kind_schema, resolve
 
 __all__ = ["node_info", "shaped"]
 
@@ -102,10 +102,5 @@ def shaped(api_version: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     if kind == "Node":
         status = obj.get("status") or {}
         obj = {**obj, "status": {**status, "nodeInfo": node_info(status.get("nodeInfo") or {})}}
-    schema = definition_of(api_version, kind)
+    schema = kind_schema(api_version, kind)
     return obj if schema is None else _fill(obj, schema)
-
-
-def definition_of(api_version: str, kind: str) -> dict[str, Any] | None:
-    group, _, version = api_version.rpartition("/")
-    return definition(f"io.k8s.api.{group or 'core'}.{version}.{kind}")
