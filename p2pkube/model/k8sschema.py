@@ -44,7 +44,16 @@ def kubernetes_release() -> str:
     return _definitions()[0]
 
 
-def _definition_name(api_version: str, kind: str) -> str:
+def definitions() -> dict[str, Any]:
+    """Every definition of :func:`kubernetes_release`, by name (``io.k8s.api.core.v1.Pod``),
+    as JSON Schema (``$ref: "#/$defs/NAME"``; loaded once). The API face's OpenAPI documents
+    are built from them (``api/kube/openapi.py``). Never modify the result."""
+    return _definitions()[1]
+
+
+def definition_name(api_version: str, kind: str) -> str:
+    """The name Kubernetes' schemas give ``kind`` of ``api_version`` (``apps/v1`` Deployment:
+    ``io.k8s.api.apps.v1.Deployment``; the core group is ``core``)."""
     group, _, version = api_version.rpartition("/")
     return f"io.k8s.api.{group or 'core'}.{version}.{kind}"
 
@@ -58,7 +67,7 @@ def _resolve(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, A
 def defines(api_version: str, kind: str, path: Path) -> bool:
     """Whether Kubernetes' ``kind`` (in ``api_version``) has a field at ``path``."""
     definitions = _definitions()[1]
-    schema = definitions.get(_definition_name(api_version, kind))
+    schema = definitions.get(definition_name(api_version, kind))
     if schema is None:
         return False
     for part in path:
