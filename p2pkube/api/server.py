@@ -41,7 +41,9 @@ from p2pkube.api import EMPTY_NAMESPACE, INFO_FILE, TOKEN_FILE
 from p2pkube.api.backend import AgentBackend
 from p2pkube.api.blobroutes import BlobBackend, BlobRoutes, blob_problem
 from p2pkube.api.frontdoor import ServiceOpener
+from p2pkube.api.kube.discovery import discovery_routes
 from p2pkube.api.kube.face import BOOKMARK_SECONDS, KubeApi
+from p2pkube.api.kube.openapi import openapi_routes
 from p2pkube.api.kube.tls import server_context
 from p2pkube.api.proxyroutes import proxy_routes
 from p2pkube.api.status import ApiProblem, list_of, problem_response
@@ -266,9 +268,9 @@ class ApiServer:
         )
         if self.services is not None:
             app.add_routes(proxy_routes(self.services, self.service_settings))
-        app.add_routes(
-            KubeApi(self, bookmark_seconds=self.kube_bookmark_seconds).routes()
-        )  # after the fixed Kubernetes paths above
+        # Kubernetes' fixed paths (discovery, OpenAPI) before the object routes' catch-alls.
+        app.add_routes([*discovery_routes(), *openapi_routes()])
+        app.add_routes(KubeApi(self, bookmark_seconds=self.kube_bookmark_seconds).routes())
         return app
 
     @web.middleware

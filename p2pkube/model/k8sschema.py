@@ -50,22 +50,30 @@ def kubernetes_release() -> str:
     return _definitions()[0]
 
 
-def _definition_name(api_version: str, kind: str) -> str:
+def definitions() -> dict[str, Any]:
+    """Every definition of :func:`kubernetes_release`, by name (``io.k8s.api.core.v1.Pod``),
+    as JSON Schema (``$ref: "#/$defs/NAME"``; loaded once). The API face's OpenAPI documents
+    are built from them (``api/kube/openapi.py``). Never modify the result."""
+    return _definitions()[1]
+
+
+def definition_name(api_version: str, kind: str) -> str:
+    """The name Kubernetes' schemas give ``kind`` of ``api_version`` (``apps/v1`` Deployment:
+    ``io.k8s.api.apps.v1.Deployment``; the core group is ``core``)."""
     group, _, version = api_version.rpartition("/")
     return f"io.k8s.api.{group or 'core'}.{version}.{kind}"
 
 
 def kind_schema(api_version: str, kind: str) -> Schema | None:
     """Kubernetes' definition of ``kind`` in ``api_version`` (None: not a Kubernetes kind)."""
-    return definition(_definition_name(api_version, kind))
+    return definition(definition_name(api_version, kind))
 
 
 def resolve(schema: Schema) -> Schema:
     """``schema``, or the definition its ``$ref`` names: a field's schema often only points to
     its type's (``#/$defs/io.k8s.api.core.v1.Container``)."""
-    definitions = _definitions()[1]
     while "$ref" in schema:
-        schema = definitions[schema["$ref"].rsplit("/", 1)[-1]]
+        schema = definitions()[schema["$ref"].rsplit("/", 1)[-1]]
     return schema
 
 
@@ -96,4 +104,4 @@ def defines(api_version: str, kind: str, path: Path) -> bool:
 
 def definition(name: str) -> Schema | None:
     """One of Kubernetes' definitions by its name (``io.k8s.api.core.v1.Pod``), or None."""
-    return _definitions()[1].get(name)
+    return definitions().get(name)

@@ -28,6 +28,7 @@ import string
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from aiohttp import web
 
 from p2pkube.api.kube.patch import APPLY_PATCH, apply_patch
@@ -58,6 +59,9 @@ __all__ = ["BOOKMARK_SECONDS", "KubeApi"]
 BOOKMARK_SECONDS = 60.0
 """How often a watch that allows bookmarks gets one while nothing changes (Kubernetes sends
 them about once a minute): a client that resumes later starts from a recent revision."""
+
+_BODY_TYPES = frozenset({"application/json", "application/yaml", ""})
+"""Media types of object bodies (create, replace, eviction); PATCH has its own."""
 
 _GENERATED_SUFFIX = 5
 """Random characters after a ``generateName`` prefix, as Kubernetes appends."""
@@ -214,16 +218,26 @@ class KubeApi:
     # --- writes ------------------------------------------------------------------------------
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
+        """The request's object, in JSON or YAML. Protobuf and CBOR bodies are answered 415,
+        on which kubectl's typed clients (``create configmap``...) send JSON instead."""
+        media_type = request.headers.get("Content-Type", "application/json").split(";")[0]
+        media_type = media_type.strip().lower()
+        if media_type not in _BODY_TYPES:
+            raise ApiProblem(
+                415,
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: {', '.join(sorted(_BODY_TYPES - {''}))}",
+            )
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiProblem(413, "the request body is too large") from None
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise ApiProblem(400, f"the request body is not valid JSON: {exc}") from None
+            body = yaml.safe_load(raw) if media_type == "application/yaml" else json.loads(raw)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise ApiProblem(400, f"the request body cannot be decoded: {exc}") from None
         if not isinstance(body, dict):
-            raise ApiProblem(400, "the request body must be a JSON object")
+            raise ApiProblem(400, "the request body must be an object")
         return body
 
     def _checked(self, target: Target, obj: dict[str, Any]) -> dict[str, Any]:
@@ -446,7 +460,9 @@ class KubeApi:
         """``pods/NAME/eviction`` (kubectl drain): a graceful delete of the pod. p2pkube has
         no PodDisruptionBudgets, so an eviction is never refused for one."""
         current = self._read(target)
-        await self._body(request)  # an Eviction; its deleteOptions are those of a delete
+        # The body is an Eviction naming the pod the path names (kubectl sends it as
+        # protobuf); without PodDisruptionBudgets nothing in it changes the answer.
+        await request.read()
         if not _dry_run(request):
             meta = current["metadata"]
             async with asyncio.timeout(self.server.write_timeout):

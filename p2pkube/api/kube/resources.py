@@ -24,6 +24,7 @@ __all__ = [
     "by_kind",
     "find",
     "group_versions",
+    "served_in",
 ]
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -43,6 +44,8 @@ class Subresource:
     verbs: tuple[str, ...] = ("get",)
 
 
+PROXY_VERBS = ("create", "delete", "get", "patch", "update")
+"""A proxy passes every method through (``api/proxyroutes.py``); Kubernetes lists these."""
 STATUS = ("status",)
 SCALE = ("scale",)
 
@@ -70,9 +73,13 @@ class KubeResource:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
+    def group_version(self) -> GroupVersion:
+        return GroupVersion(self.group, self.version)
+
+    @property
     def base_path(self) -> str:
         """``/api/v1`` or ``/apis/GROUP/VERSION``."""
-        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        return self.group_version.base_path
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,14 @@ class GroupVersion:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    @property
+    def base_path(self) -> str:
+        """``/api/v1`` or ``/apis/GROUP/VERSION``."""
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
-def _subresources(kind: str) -> tuple[Subresource, ...]:
-    status = Subresource("status", kind, verbs=("get", "patch", "update"))
+
+def _subresources(kind: str, group: str, version: str) -> tuple[Subresource, ...]:
+    status = Subresource("status", kind, group, version, ("get", "patch", "update"))
     scale = Subresource("scale", "Scale", "autoscaling", "v1", ("get", "patch", "update"))
     if kind == "Pod":
         return (
@@ -94,11 +106,10 @@ def _subresources(kind: str) -> tuple[Subresource, ...]:
             Subresource("log", "Pod"),
             Subresource("eviction", "Eviction", "policy", "v1", ("create",)),
             Subresource("portforward", "PodPortForwardOptions", verbs=("create", "get")),
-            Subresource("proxy", "PodProxyOptions", verbs=("create", "delete", "get", "patch")),
+            Subresource("proxy", "PodProxyOptions", verbs=PROXY_VERBS),
         )
     if kind == "Service":
-        proxy = Subresource("proxy", "ServiceProxyOptions", verbs=("create", "delete", "get"))
-        return (status, proxy)
+        return (status, Subresource("proxy", "ServiceProxyOptions", verbs=PROXY_VERBS))
     if kind in ("Deployment", "ReplicaSet"):
         return (status, scale)
     if kind in ("Namespace", "Node", "DaemonSet", "Job", "CronJob"):
@@ -136,7 +147,7 @@ def _from_cli(resource: CliResource) -> KubeResource:
         short_names=short,
         namespaced=resource.namespaced,
         verbs=_verbs(resource.kind),
-        subresources=_subresources(resource.kind),
+        subresources=_subresources(resource.kind, group, version),
         cli=resource,
         categories=("all",) if resource.kind in _ALL_CATEGORY else (),
     )
@@ -164,7 +175,14 @@ def find(group: str, version: str, plural: str) -> KubeResource | None:
 def group_versions() -> list[GroupVersion]:
     """Every group/version served, the core group first, then by group name. Groups that
     only carry subresource kinds (``policy/v1`` Eviction, ``autoscaling/v1`` Scale) are
-    listed too: kubectl drain looks for ``policy`` before it evicts."""
+    listed too: a request body names them. Discovery lists only those with resources
+    (``discovery.discovered``); kubectl drain finds ``policy/v1`` in ``pods/eviction``."""
     seen = {(r.group, r.version) for r in RESOURCES}
     seen |= {(s.group, s.version) for r in RESOURCES for s in r.subresources}
     return [GroupVersion(g, v) for g, v in sorted(seen, key=lambda gv: (gv[0] != "", gv))]
+
+
+def served_in(group_version: GroupVersion) -> list[KubeResource]:
+    """The resources of one group/version, in table order (none for ``policy/v1``, whose
+    Eviction is only a subresource of pods)."""
+    return [r for r in RESOURCES if r.group_version == group_version]
