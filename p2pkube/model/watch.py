@@ -119,13 +119,21 @@ class Watch:
                     self._known[key] = obj
                     self._initial.append({"type": "ADDED", "object": obj})
 
-    def resume(self, keys: Iterable[str]) -> None:
+    def resume(self, present: Iterable[str], changed: Iterable[str]) -> None:
         """Start from a resourceVersion instead of a listing: the client already has the
-        objects as they were then, so only ``keys`` (those changed since) yield events. An
-        object the client may not have had is reported as MODIFIED (informers treat an
-        update of an unknown object as an add), a deleted one as DELETED with only its
-        identity, since its last state is no longer known."""
-        for key in sorted(set(keys)):
+        objects as they were then, so only ``changed`` keys (changed since) yield events;
+        ``present`` are the keys in the document now, whose objects the client is taken to
+        have (so that their later deletion is reported). A changed object the client may not
+        have had is reported as MODIFIED (informers treat an update of an unknown object as
+        an add), a deleted one as DELETED with only its identity, since its last state is no
+        longer known."""
+        changed = set(changed)
+        for key in present:
+            if key not in changed and self._selects(key):
+                obj = self._visible(key)
+                if obj is not None:
+                    self._known[key] = obj
+        for key in sorted(changed):
             if not self._selects(key):
                 continue
             obj = self._visible(key)
@@ -367,7 +375,7 @@ class WatchHub:
         if changed is None:
             watch.start(self._keys(kind))
         else:
-            watch.resume(changed)
+            watch.resume(self._keys(kind), changed)
         return watch
 
     def unsubscribe(self, watch: Watch) -> None:
