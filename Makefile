@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: demo test test-fast lint bench clean venv examples browser
+.PHONY: demo test test-fast lint bench clean venv examples browser node-client
+
+NODE_CLIENT := tests/node/node_modules/.package-lock.json
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,13 @@ examples: $(STAMP)
 browser: $(STAMP)
 	$(PY) p2pkube/browser/build.py
 
+## The official Kubernetes JavaScript client (@kubernetes/client-node), pinned in
+## tests/node/package-lock.json, for the test that drives an agent's Kubernetes API from Node.js.
+$(NODE_CLIENT): tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund
+
+node-client: $(NODE_CLIENT)
+
 ## A local 3-peer cluster on loopback doing real work; Ctrl-C stops it (DEMO_ARGS="--duration 30").
 demo: $(STAMP) examples browser
 	$(PY) examples/demo.py $(DEMO_ARGS)
@@ -32,7 +41,7 @@ demo: $(STAMP) examples browser
 ## but the serial ones, spread over two processes (each module's tests on one of them, the
 ## NodePort modules on the same one: tests/conftest.py), then the serial ones one at a time
 ## (they time liveness, failover or stalls, or need the network lab: the machine is theirs).
-test: $(STAMP) lint examples browser
+test: $(STAMP) lint examples browser node-client
 	$(PY) -m pytest -q -p no:cacheprovider -m "not serial" -n 2 --dist loadgroup --durations=15
 	$(PY) -m pytest -q -p no:cacheprovider -m serial --durations=15
 
@@ -53,4 +62,4 @@ bench: $(STAMP) examples browser
 	$(PY) -m bench.run_all
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache examples/build p2pkube/browser/dist p2pkube/browser/.cache p2pkube/browser/web/node_modules
+	rm -rf $(VENV) demo-data .pytest_cache examples/build p2pkube/browser/dist p2pkube/browser/.cache p2pkube/browser/web/node_modules tests/node/node_modules
