@@ -48,11 +48,9 @@ SLOW_MODULES = frozenset(
 
 SERIAL_MODULES = frozenset(
     {
-        # network namespaces: fixed names and subnets, one lab at a time
+        # network namespaces whose assertions time SWIM or convergence under loss
         "test_chaos",
-        "test_compose",
         "test_netns",
-        "test_turn",
         # time detection, failover and refutation against SWIM's bounds (test_cluster and
         # test_workloads_cluster mark only their tests that do)
         "test_eviction_cluster",
@@ -69,6 +67,11 @@ Single tests elsewhere that do the same carry ``@pytest.mark.serial``. The rest 
 runs over two processes (pytest-xdist), each module's tests on one of them (its module-scoped
 cluster is started once), and the modules that open NodePorts on 127.0.0.x on one process."""
 
+NETLAB_MODULES = frozenset({"test_compose", "test_turn"})
+"""Modules whose network lab (harness/netlab.py: fixed namespace names and subnets) times
+nothing against a protocol bound: they run with the rest, on one process, one lab at a time
+(the serial netlab modules run after them, so two labs never exist at once)."""
+
 NODEPORT_MODULES = frozenset(
     {
         "test_browser_services",
@@ -79,6 +82,14 @@ NODEPORT_MODULES = frozenset(
 )
 """Slow modules whose agents listen on NodePorts: every LocalCluster gives its first agents
 127.0.0.2, 127.0.0.3..., so two of them at once could ask for the same address and port."""
+
+
+SHARED_GROUPS = {
+    **dict.fromkeys(NODEPORT_MODULES, "nodeports"),
+    **dict.fromkeys(NETLAB_MODULES, "netlab"),
+}
+"""The xdist group of modules that must not run at the same time (any other slow module is a
+group of its own, so its module-scoped fixtures are set up once)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -96,8 +107,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if module in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
         if item.get_closest_marker("slow") and not item.get_closest_marker("serial"):
-            group = "nodeports" if module in NODEPORT_MODULES else module
-            item.add_marker(pytest.mark.xdist_group(group))
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module, module)))
 
 
 @pytest.fixture
