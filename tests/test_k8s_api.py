@@ -203,7 +203,7 @@ def test_a_watch_resumes_from_a_list_and_sees_only_what_changed_after(kube: Kube
         seen.append((event["type"], event["object"].metadata.name))
         if len(seen) == 2:
             stream.stop()
-    assert sorted(seen) == [("DELETED", "greeting"), ("MODIFIED", "after")]
+    assert sorted(seen) == [("ADDED", "after"), ("DELETED", "greeting")]
 
 
 def test_a_watch_without_a_version_lists_first_then_streams_changes(kube: Kube) -> None:

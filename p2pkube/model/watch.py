@@ -20,7 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +119,13 @@ class Watch:
                     self._known[key] = obj
                     self._initial.append({"type": "ADDED", "object": obj})
 
-    def resume(self, present: Iterable[str], changed: Iterable[str]) -> None:
+    def resume(self, present: Iterable[str], changed: Iterable[str], created: set[str]) -> None:
         """Start from a resourceVersion instead of a listing: the client already has the
-        objects as they were then, so only ``changed`` keys (changed since) yield events;
-        ``present`` are the keys in the document now, whose objects the client is taken to
-        have (so that their later deletion is reported). A changed object the client may not
-        have had is reported as MODIFIED (informers treat an update of an unknown object as
-        an add), a deleted one as DELETED with only its identity, since its last state is no
-        longer known."""
+        objects as they were then, so only ``changed`` keys (changed since; ``created`` are
+        those that did not exist then) yield events; ``present`` are the keys in the
+        document now, whose objects the client is taken to have, so their later deletion is
+        reported. A deleted object is reported with only its identity, since its last state
+        is no longer known."""
         changed = set(changed)
         for key in present:
             if key not in changed and self._selects(key):
@@ -139,8 +138,9 @@ class Watch:
             obj = self._visible(key)
             if obj is not None:
                 self._known[key] = obj
-                self._initial.append({"type": "MODIFIED", "object": obj})
-            elif self._gone is not None:
+                kind = "ADDED" if key in created else "MODIFIED"
+                self._initial.append({"type": kind, "object": obj})
+            elif self._gone is not None and key not in created:
                 self._initial.append({"type": "DELETED", "object": self._gone(key)})
 
     def add_cleanup(self, cleanup: Callable[[], None]) -> None:
@@ -291,6 +291,15 @@ class Watch:
         self.close()
 
 
+class _Change(NamedTuple):
+    """One published change in a hub's history."""
+
+    revision: int
+    keys: tuple[str, ...]
+    created: frozenset[str]
+    """Those of ``keys`` that did not exist before this change."""
+
+
 class WatchHub:
     """Every open watch of one node, fed from one place.
 
@@ -323,22 +332,30 @@ class WatchHub:
         self.started_revision = time.time_ns() // 1000
         """Every object unchanged since this run began has this revision."""
         self.revision = self.started_revision
-        self._history: deque[tuple[int, tuple[str, ...]]] = deque(maxlen=history_size)
+        self._history: deque[_Change] = deque(maxlen=history_size)
+        self._live: set[str] = set()
+        """Keys that exist, as far as changes told (with ``exists``): tells a creation from an
+        update, so a resumed watch reports ADDED for what was created after its version."""
         self._key_revisions: dict[str, int] = {}
 
     def revision_of(self, key: str) -> int:
         """The revision ``key`` last changed at, as this node saw it."""
         return self._key_revisions.get(key, self.started_revision)
 
-    def changed_since(self, revision: int) -> list[str]:
-        """Keys changed after ``revision``, oldest change first; ResourceVersionTooOld when
-        the history no longer reaches back that far (or the revision is not of this run)."""
+    def changed_since(self, revision: int) -> tuple[list[str], set[str]]:
+        """Keys changed after ``revision``, oldest change first, and those of them created
+        since; ResourceVersionTooOld when the history no longer reaches back that far (or the
+        revision is not of this run)."""
         first_kept = self._history[0][0] if self._history else self.revision + 1
         if not self.started_revision <= revision <= self.revision or revision < first_kept - 1:
             raise ResourceVersionTooOld(
                 f"too old resource version: {revision} ({max(first_kept - 1, self.revision)})"
             )
-        return [key for rev, keys in self._history if rev > revision for key in keys]
+        later = [change for change in self._history if change.revision > revision]
+        return (
+            [key for change in later for key in change.keys],
+            {key for change in later for key in change.created},
+        )
 
     def subscribe(
         self,
@@ -360,7 +377,7 @@ class WatchHub:
         ResourceVersionTooOld. Either is taken in the same tick as the subscription, so no
         change can fall in between.
         """
-        changed = None if since is None else self.changed_since(since)
+        changes = None if since is None else self.changed_since(since)
         prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
         watch = Watch(
             self._render,
@@ -372,10 +389,10 @@ class WatchHub:
         )
         self._watches.append(watch)
         watch.add_cleanup(lambda: self._forget(watch))
-        if changed is None:
+        if changes is None:
             watch.start(self._keys(kind))
         else:
-            watch.resume(self._keys(kind), changed)
+            watch.resume(self._keys(kind), *changes)
         return watch
 
     def unsubscribe(self, watch: Watch) -> None:
@@ -388,8 +405,15 @@ class WatchHub:
         changed = tuple(keys)
         self.revision += 1
         if len(self._history) == self._history.maxlen:
-            self._forget_revisions(*self._history[0])
-        self._history.append((self.revision, changed))
+            self._forget_revisions(self._history[0])
+        created: frozenset[str] = frozenset()
+        if self._exists is not None:
+            created = frozenset(k for k in changed if k not in self._live and self._exists(k))
+            self._live.update(created)
+            self._live.difference_update(
+                [k for k in changed if k not in created and not self._exists(k)]
+            )
+        self._history.append(_Change(self.revision, changed, created))
         for key in changed:
             self._key_revisions[key] = self.revision
         if not self._watches:
@@ -410,13 +434,11 @@ class WatchHub:
         """The open watches, as they are now."""
         return iter(tuple(self._watches))
 
-    def _forget_revisions(self, revision: int, keys: tuple[str, ...]) -> None:
+    def _forget_revisions(self, change: _Change) -> None:
         """A change leaves the history: deleted keys it was the last change of are dropped
         (a live key keeps its revision for as long as it lives)."""
-        if self._exists is None:
-            return
-        for key in keys:
-            if self._key_revisions.get(key) == revision and not self._exists(key):
+        for key in change.keys:
+            if self._key_revisions.get(key) == change.revision and key not in self._live:
                 del self._key_revisions[key]
 
     def _forget(self, watch: Watch) -> None:

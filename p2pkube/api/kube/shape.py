@@ -102,5 +102,9 @@ def shaped(api_version: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     if kind == "Node":
         status = obj.get("status") or {}
         obj = {**obj, "status": {**status, "nodeInfo": node_info(status.get("nodeInfo") or {})}}
+    elif kind == "Pod" and not (obj.get("status") or {}).get("phase"):
+        # An API server creates every pod Pending; p2pkube's first status comes from the
+        # scheduler or the kubelet a moment later.
+        obj = {**obj, "status": {**(obj.get("status") or {}), "phase": "Pending"}}
     schema = kind_schema(api_version, kind)
     return obj if schema is None else _fill(obj, schema)
