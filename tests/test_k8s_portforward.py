@@ -39,14 +39,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from p2pkube.api.kube import spdy
-from p2pkube.api.kube.httpbridge import HttpBridge, service_port_server
+from p2pkube.api.kube.httpbridge import HttpBridge, router_check, service_port_server
 from p2pkube.api.kube.portforward import (
+    TUNNEL_PROTOCOL,
     BytePipe,
     ForwardedPort,
     PortForwarder,
     PortForwardSettings,
 )
-from p2pkube.services.types import HttpError, ResponseHead, ServiceRequest
+from p2pkube.services.types import Endpoint, HttpError, ResponseHead, ServiceRequest, ServiceTarget
 
 KUBECTL = "/usr/bin/kubectl"
 TOKEN = "test-token-3c1f"
@@ -546,13 +547,17 @@ class FakeRouter:
             return FakeStream(200, [hashlib.sha256(request.body).hexdigest().encode()])
         return FakeStream(200, [f"hello from {path}".encode()])
 
+    def endpoints(self, target: ServiceTarget) -> list[Endpoint]:
+        """As ``ServiceRouter.endpoints`` answers for a pod target."""
+        if target.name != "web-1":
+            raise HttpError(404, f'pod "{target.name}" not found in namespace default')
+        if target.port != "8080":
+            raise HttpError(404, f'pod "{target.name}" has no port {target.port!r}')
+        return [Endpoint("default", "web-1", "n1", "id1", 8080)]
+
 
 async def check_pod(namespace: str, pod: str) -> str | None:
     return None if (namespace, pod) == ("default", "web-1") else f'pods "{pod}" not found'
-
-
-async def check_port(port: ForwardedPort) -> str | None:
-    return None if port.port == 8080 else f"pod {port.pod} has no port {port.port}"
 
 
 @dataclass
@@ -639,7 +644,7 @@ def make_app(forwarder: PortForwarder, upgrades: list[str]) -> web.Application:
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     router = FakeRouter()
     forwarder = PortForwarder(
-        service_port_server(router, check=check_port),
+        service_port_server(router, check=router_check(router)),
         check_pod=check_pod,
         settings=PortForwardSettings(),
     )
@@ -852,12 +857,13 @@ async def test_a_port_the_pod_lacks_is_reported_by_kubectl(
     async with asyncio.timeout(15):  # kubectl ends the whole port-forward by itself
         code = await forward.process.wait()
     err = await forward.stderr()
-    assert "error forwarding port 9999 to pod default/web-1: pod web-1 has no port 9999" in err
+    # klog prints the message quoted: the pod's name in it comes out as \"web-1\".
+    message = "error forwarding port 9999 to pod default/web-1: pod \"web-1\" has no port '9999'"
+    assert message.replace('"', '\\"') in err
     assert code == 1 and "lost connection to pod" in err
     await wait_until_idle(cluster.forwarder, baseline)
 
 
-@needs_kubectl
 async def test_an_unknown_pod_is_404_before_any_upgrade(cluster: Cluster) -> None:
     async with aiohttp.ClientSession() as http:
         response = await http.post(
@@ -867,6 +873,24 @@ async def test_an_unknown_pod_is_404_before_any_upgrade(cluster: Cluster) -> Non
         )
         assert response.status == 404
         assert (await response.json())["message"] == 'pods "nope" not found'
+
+
+async def test_an_upgrade_without_the_tunnel_subprotocol_is_refused(cluster: Cluster) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    url = cluster.url + "/api/v1/namespaces/default/pods/web-1/portforward"
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url, protocols=("v4.channel.k8s.io",), headers=headers, ssl=False)
+        assert refused.value.status == 400
+        response = await http.get(url, headers=headers, ssl=False)  # no upgrade at all
+        assert response.status == 400
+        async with http.ws_connect(
+            url, protocols=(TUNNEL_PROTOCOL,), headers=headers, ssl=False
+        ) as ws:
+            assert ws.protocol == TUNNEL_PROTOCOL
+            await ws.send_str("not SPDY")  # text in the tunnel ends the session: GOAWAY, close
+            messages = [message async for message in ws]
+        assert [m.data for m in messages] == [spdy.FrameEncoder().encode(spdy.GoAwayFrame(0))]
 
 
 @needs_kubectl

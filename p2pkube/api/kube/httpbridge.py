@@ -22,14 +22,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from p2pkube.api.frontdoor import FrontDoorServer, Handler, ServiceOpener, serve
 from p2pkube.api.kube.portforward import BytePipe, ForwardedPort, PortRefused, PortServer
 from p2pkube.services.settings import ServiceSettings
-from p2pkube.services.types import ServiceTarget
+from p2pkube.services.types import Endpoint, HttpError, ServiceTarget
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ class PipeTransport(asyncio.Transport):
     Owns two tasks: one reads the pipe into ``protocol.data_received`` (stopped while the
     protocol has paused reading), one moves written bytes to the pipe. ``close`` flushes,
     then closes the pipe's sending side; ``abort`` resets it. Either way
-    ``protocol.connection_lost`` is called once, and :meth:`wait_closed` returns.
+    ``protocol.connection_lost`` is called once, and :meth:`wait_closed` returns. The tasks
+    wait without timeouts of their own: the protocol's (aiohttp's header, body and keep-alive
+    timers) and the pipe's (the SPDY session's) bound every wait, and end them by closing.
     """
 
     def __init__(
@@ -254,6 +256,29 @@ def pod_handler_for(opener: ServiceOpener, settings: ServiceSettings) -> Handler
         return handle
 
     return handler_for
+
+
+class EndpointTable(Protocol):
+    """The router's endpoint lookup (``ServiceRouter.endpoints``)."""
+
+    def endpoints(self, target: ServiceTarget) -> list[Endpoint]:
+        """The target's usable endpoints; HttpError 404 for an unknown pod or port."""
+        ...
+
+
+def router_check(router: EndpointTable) -> PortCheck:
+    """Refuse a port the pod does not declare (or a pod that is gone), as a TCP connection
+    to it would be refused; a pod that exists but is not ready yet is let through (its
+    requests then get the router's 503, as through any door)."""
+
+    async def check(port: ForwardedPort) -> str | None:
+        try:
+            router.endpoints(ServiceTarget(port.namespace, port.pod, str(port.port), pod=True))
+        except HttpError as exc:
+            return exc.message
+        return None
+
+    return check
 
 
 def service_port_server(

@@ -161,7 +161,10 @@ class PortForwarder:
             autoclose=True,
             autoping=True,
         )
-        if ws.can_prepare(request).protocol != TUNNEL_PROTOCOL:
+        ready = ws.can_prepare(request)
+        if not ready.ok:
+            return problem_response(400, "unable to upgrade: not a valid WebSocket handshake")
+        if ready.protocol != TUNNEL_PROTOCOL:
             offered = request.headers.get("Sec-WebSocket-Protocol", "")
             return problem_response(
                 400, f"unable to upgrade: no {TUNNEL_PROTOCOL} among the subprotocols {offered!r}"
