@@ -14,7 +14,6 @@ test sees this server's documents, never another's.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 import subprocess
@@ -22,13 +21,13 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from p2pkube.cli.main import cli
+from tests.kubectl import Kubectl
 from tests.memorybackend import MemoryBackend, serving
 from tests.test_cli_workloads import IMAGE, seed
 
@@ -40,49 +39,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class Kubectl:
-    """Runs kubectl with the agent's kubeconfig and a cache dir of its own."""
+class Agent(Kubectl):
+    """kubectl for the served agent, whose data dir the p2pkube CLI uses too."""
 
     def __init__(self, tmp: Path, data_dir: Path) -> None:
         result = CliRunner().invoke(cli, ["kubeconfig", "--data-dir", str(data_dir)])
         assert result.exit_code == 0, result.output
-        self.kubeconfig = tmp / "kubeconfig"
-        self.kubeconfig.write_text(result.stdout)
-        self.cache = tmp / "kube-cache"
-        self.tmp = tmp
+        (tmp / "kubeconfig").write_text(result.stdout)
+        super().__init__(tmp / "kubeconfig")
         self.data_dir = data_dir
-
-    def run(
-        self,
-        *args: str,
-        stdin: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float = 30,
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **(env or {})},
-            check=False,
-        )
-
-    def ok(self, *args: str, **kwargs: Any) -> str:
-        result = self.run(*args, **kwargs)
-        assert result.returncode == 0, (args, result.stdout, result.stderr)
-        return result.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "-o", "json"))
 
 
 @pytest.fixture
-def kubectl(tmp_path: Path) -> Iterator[Kubectl]:
+def kubectl(tmp_path: Path) -> Iterator[Agent]:
     data_dir = tmp_path / "data"
     with serving(MemoryBackend("n1"), seed(), data_dir):
-        yield Kubectl(tmp_path, data_dir)
+        yield Agent(tmp_path, data_dir)
 
 
 def rows(text: str) -> list[list[str]]:
@@ -92,7 +64,7 @@ def rows(text: str) -> list[list[str]]:
 # --- reading -------------------------------------------------------------------------------
 
 
-def test_get_prints_the_same_tables_as_p2pkube(kubectl: Kubectl) -> None:
+def test_get_prints_the_same_tables_as_p2pkube(kubectl: Agent) -> None:
     nodes = rows(kubectl.ok("get", "nodes"))
     assert nodes[0][0] == "NAME" and "STATUS" in nodes[0]
     assert [r[0] for r in nodes[1:]] == ["n1", "n2"]
@@ -117,7 +89,7 @@ def test_get_prints_the_same_tables_as_p2pkube(kubectl: Kubectl) -> None:
     assert "deployment.apps/web" in both and any(n.startswith("replicaset.apps/") for n in both)
 
 
-def test_describe_shows_the_objects_events(kubectl: Kubectl) -> None:
+def test_describe_shows_the_objects_events(kubectl: Agent) -> None:
     text = kubectl.ok("describe", "deployment", "web")
     assert "Name:" in text and "web" in text
     assert "Events:" in text
@@ -125,19 +97,9 @@ def test_describe_shows_the_objects_events(kubectl: Kubectl) -> None:
     assert "<none>" not in events.splitlines()[0]
 
 
-def test_get_watch_prints_a_row_per_change(kubectl: Kubectl) -> None:
+def test_get_watch_prints_a_row_per_change(kubectl: Agent) -> None:
     process = subprocess.Popen(
-        [
-            KUBECTL,
-            "--kubeconfig",
-            str(kubectl.kubeconfig),
-            "--cache-dir",
-            str(kubectl.cache),
-            "get",
-            "cm",
-            "-w",
-            "--output-watch-events",
-        ],
+        kubectl.argv("get", "cm", "-w", "--output-watch-events"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -171,7 +133,7 @@ def manifest(data: dict[str, str], name: str = "settings") -> str:
     )
 
 
-def test_apply_client_side_keeps_the_last_applied_configuration(kubectl: Kubectl) -> None:
+def test_apply_client_side_keeps_the_last_applied_configuration(kubectl: Agent) -> None:
     assert "configmap/settings created" in kubectl.ok(
         "apply", "-f", "-", stdin=manifest({"a": "1", "b": "2"})
     )
@@ -189,14 +151,14 @@ def test_apply_client_side_keeps_the_last_applied_configuration(kubectl: Kubectl
     assert "unchanged" in kubectl.ok("apply", "-f", "-", stdin=manifest({"a": "9"}))
 
 
-def test_apply_server_side(kubectl: Kubectl) -> None:
+def test_apply_server_side(kubectl: Agent) -> None:
     out = kubectl.ok("apply", "--server-side", "-f", "-", stdin=manifest({"a": "1"}))
     assert "serverside-applied" in out
     out = kubectl.ok("apply", "--server-side", "-f", "-", stdin=manifest({"a": "2", "c": "3"}))
     assert kubectl.json("get", "cm", "settings")["data"] == {"a": "2", "c": "3"}
 
 
-def test_create_replace_delete_and_dry_run(kubectl: Kubectl, tmp_path: Path) -> None:
+def test_create_replace_delete_and_dry_run(kubectl: Agent, tmp_path: Path) -> None:
     assert "created" in kubectl.ok("create", "configmap", "one", "--from-literal=k=v")
     already = kubectl.run("create", "configmap", "one", "--from-literal=k=v")
     assert already.returncode == 1
@@ -222,7 +184,7 @@ def test_create_replace_delete_and_dry_run(kubectl: Kubectl, tmp_path: Path) -> 
     assert invalid.returncode == 1 and "Invalid" in invalid.stderr
 
 
-def test_patch_in_three_types_label_and_annotate(kubectl: Kubectl) -> None:
+def test_patch_in_three_types_label_and_annotate(kubectl: Agent) -> None:
     kubectl.ok(
         "patch",
         "deploy",
@@ -264,7 +226,7 @@ def test_patch_in_three_types_label_and_annotate(kubectl: Kubectl) -> None:
     assert "tier" not in kubectl.json("get", "deploy", "web")["metadata"]["labels"]
 
 
-def test_edit_saves_through_a_patch(kubectl: Kubectl, tmp_path: Path) -> None:
+def test_edit_saves_through_a_patch(kubectl: Agent, tmp_path: Path) -> None:
     editor = tmp_path / "editor.py"
     editor.write_text(
         textwrap.dedent(
@@ -282,7 +244,7 @@ def test_edit_saves_through_a_patch(kubectl: Kubectl, tmp_path: Path) -> None:
     assert kubectl.json("get", "cm", "greeting")["data"]["hello"] == "edited"
 
 
-def test_scale_and_the_rollout_verbs(kubectl: Kubectl) -> None:
+def test_scale_and_the_rollout_verbs(kubectl: Agent) -> None:
     assert "scaled" in kubectl.ok("scale", "deploy", "web", "--replicas=5")
     assert kubectl.json("get", "deploy", "web")["spec"]["replicas"] == 5
     history = kubectl.ok("rollout", "history", "deploy/web")
@@ -295,24 +257,14 @@ def test_scale_and_the_rollout_verbs(kubectl: Kubectl) -> None:
     assert "rolled back" in undone
 
 
-def test_wait_for_a_condition_a_jsonpath_and_a_deletion(kubectl: Kubectl) -> None:
+def test_wait_for_a_condition_a_jsonpath_and_a_deletion(kubectl: Agent) -> None:
     out = kubectl.ok("wait", "--for=condition=Available", "deploy/web", "--timeout=10s")
     assert "condition met" in out
     out = kubectl.ok("wait", "--for=jsonpath={.spec.replicas}=3", "deploy/web", "--timeout=10s")
     assert "condition met" in out
     kubectl.ok("apply", "-f", "-", stdin=manifest({"k": "v"}, name="short"))
     waiter = subprocess.Popen(
-        [
-            KUBECTL,
-            "--kubeconfig",
-            str(kubectl.kubeconfig),
-            "--cache-dir",
-            str(kubectl.cache),
-            "wait",
-            "--for=delete",
-            "cm/short",
-            "--timeout=20s",
-        ],
+        kubectl.argv("wait", "--for=delete", "cm/short", "--timeout=20s"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -325,7 +277,7 @@ def test_wait_for_a_condition_a_jsonpath_and_a_deletion(kubectl: Kubectl) -> Non
     assert missing.returncode == 1 and "NotFound" in missing.stderr
 
 
-def test_cordon_uncordon_and_taint_nodes(kubectl: Kubectl) -> None:
+def test_cordon_uncordon_and_taint_nodes(kubectl: Agent) -> None:
     assert "cordoned" in kubectl.ok("cordon", "n2")
     table = rows(kubectl.ok("get", "nodes"))
     n2 = next(r for r in table if r[0] == "n2")
@@ -338,7 +290,7 @@ def test_cordon_uncordon_and_taint_nodes(kubectl: Kubectl) -> None:
     assert not kubectl.json("get", "node", "n1")["spec"].get("taints")
 
 
-def test_logs_of_a_pod_that_runs_nowhere_say_why(kubectl: Kubectl) -> None:
+def test_logs_of_a_pod_that_runs_nowhere_say_why(kubectl: Agent) -> None:
     pod = kubectl.ok("get", "pods", "-o", "name").split()[0]
     result = kubectl.run("logs", pod)
     assert result.returncode == 1 and "runs nowhere here" in result.stderr

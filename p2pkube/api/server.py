@@ -33,7 +33,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -43,7 +43,9 @@ from p2pkube.api.blobroutes import BlobBackend, BlobRoutes, blob_problem
 from p2pkube.api.frontdoor import ServiceOpener
 from p2pkube.api.kube.discovery import discovery_routes
 from p2pkube.api.kube.face import BOOKMARK_SECONDS, KubeApi
+from p2pkube.api.kube.httpbridge import EndpointTable, router_check, service_port_server
 from p2pkube.api.kube.openapi import openapi_routes
+from p2pkube.api.kube.portforward import PortForwarder
 from p2pkube.api.kube.tls import server_context
 from p2pkube.api.proxyroutes import proxy_routes
 from p2pkube.api.status import ApiProblem, list_of, problem_response
@@ -160,6 +162,7 @@ class ApiServer:
         self.kube_url: str | None = None
         """``https://127.0.0.1:PORT`` once started (None without a Kubernetes API)."""
         self._watches: set[Watch] = set()
+        self._forwarder: PortForwarder | None = None
         self._token = ""
         self._url: str | None = None
         self._runner: web.AppRunner | None = None
@@ -237,6 +240,9 @@ class ApiServer:
         self._runner = None
         for watch in list(self._watches):
             watch.close()  # their handlers finish the streams; cleanup need not wait them out
+        if self._forwarder is not None:
+            async with asyncio.timeout(self.shutdown_timeout + 5):
+                await self._forwarder.close()
         try:
             async with asyncio.timeout(10):
                 await asyncio.to_thread(_remove_info_if_ours, self.data_dir / INFO_FILE, url)
@@ -268,10 +274,28 @@ class ApiServer:
         )
         if self.services is not None:
             app.add_routes(proxy_routes(self.services, self.service_settings))
+            app.add_routes(self._port_forwarding(self.services).routes())
         # Kubernetes' fixed paths (discovery, OpenAPI) before the object routes' catch-alls.
         app.add_routes([*discovery_routes(), *openapi_routes()])
         app.add_routes(KubeApi(self, bookmark_seconds=self.kube_bookmark_seconds).routes())
         return app
+
+    def _port_forwarding(self, services: ServiceOpener) -> PortForwarder:
+        """``pods/NAME/portforward`` (kubectl port-forward pod/NAME or svc/NAME): HTTP on each
+        forwarded connection, to the pod's handler through the Services path."""
+        check = (
+            router_check(cast(EndpointTable, services)) if hasattr(services, "endpoints") else None
+        )
+        self._forwarder = PortForwarder(
+            service_port_server(services, self.service_settings, check=check),
+            check_pod=self._pod_missing,
+        )
+        return self._forwarder
+
+    async def _pod_missing(self, namespace: str, name: str) -> str | None:
+        if self.backend.get_object("Pod", namespace, name) is None:
+            return f'pods "{name}" not found'
+        return None
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -1,0 +1,65 @@
+"""Running the real kubectl in tests: with an agent's kubeconfig and a cache dir of its own
+(kubectl caches discovery and OpenAPI documents per server; a fresh dir per test keeps one
+test's server from answering for another's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+
+requires_kubectl = pytest.mark.skipif(
+    not Path(KUBECTL).exists(), reason="no kubectl (apt-get install kubernetes-client)"
+)
+
+
+class Kubectl:
+    """kubectl for one kubeconfig."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.cache = kubeconfig.parent / "kube-cache"
+
+    def argv(self, *args: str) -> list[str]:
+        """kubectl ARGS with the kubeconfig and the cache (for Popen)."""
+        return [
+            KUBECTL,
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--cache-dir",
+            str(self.cache),
+            *args,
+        ]
+
+    def run(
+        self,
+        *args: str,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+
+    def ok(self, *args: str, **kwargs: Any) -> str:
+        """kubectl's stdout; the test fails (with both outputs) unless it exits 0."""
+        result = self.run(*args, **kwargs)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "-o", "json"))
