@@ -353,7 +353,9 @@ def _row_literal(row: Row) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description="Write the protobuf table from Kubernetes sources."
+    )
     parser.add_argument("roots", nargs="+", type=Path, help="kubernetes/api, apimachinery trees")
     parser.add_argument("--source", required=True, help="which release, for the docstring")
     parser.add_argument("--out", type=Path, default=TABLE_PATH)
