@@ -177,10 +177,8 @@ def test_kubectl_logs_follow_tail_and_previous(mesh: Mesh) -> None:
     result = mesh.run("logs", pod, "-p")
     previous = result.stdout + result.stderr
     assert (
-        (result.returncode == 1
-        and "previous terminated container" in previous)
-        or "not found" in previous
-    )
+        result.returncode == 1 and "previous terminated container" in previous
+    ) or "not found" in previous
     mesh.apps.delete_namespaced_deployment("logs", "default")
 
 

@@ -552,6 +552,10 @@ class ApiServer:
     def watch_closed(self, watch: Watch) -> None:
         self._watches.discard(watch)
 
+    def open_watches(self) -> int:
+        """Watches being streamed now, on either API."""
+        return len(self._watches)
+
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.status())
 

@@ -33,6 +33,8 @@ from aiohttp import web
 
 from p2pkube.api.kube.patch import APPLY_PATCH, apply_patch
 from p2pkube.api.kube.paths import Target, parse_path
+from p2pkube.api.kube.protobuf import CONTENT_TYPE as PROTOBUF
+from p2pkube.api.kube.protobuf import UnknownKindError, decode_body, is_protobuf
 from p2pkube.api.kube.resources import KubeResource
 from p2pkube.api.kube.shape import shaped
 from p2pkube.api.kube.tables import accepts_table, include_object, table_of
@@ -61,7 +63,7 @@ BOOKMARK_SECONDS = 60.0
 them about once a minute): a client that resumes later starts from a recent revision."""
 
 _BODY_TYPES = frozenset({"application/json", "application/yaml", ""})
-"""Media types of object bodies (create, replace, eviction); PATCH has its own."""
+"""Media types of object bodies besides protobuf (create, replace); PATCH has its own."""
 
 _GENERATED_SUFFIX = 5
 """Random characters after a ``generateName`` prefix, as Kubernetes appends."""
@@ -218,23 +220,31 @@ class KubeApi:
     # --- writes ------------------------------------------------------------------------------
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        """The request's object, in JSON or YAML. Protobuf and CBOR bodies are answered 415,
-        on which kubectl's typed clients (``create configmap``...) send JSON instead."""
-        media_type = request.headers.get("Content-Type", "application/json").split(";")[0]
-        media_type = media_type.strip().lower()
-        if media_type not in _BODY_TYPES:
+        """The request's object, in JSON, YAML or Kubernetes' protobuf (which kubectl's typed
+        commands send: ``create configmap``...); anything else is a 415."""
+        content_type = request.headers.get("Content-Type", "application/json")
+        media_type = content_type.split(";")[0].strip().lower()
+        protobuf = is_protobuf(content_type)
+        if media_type not in _BODY_TYPES and not protobuf:
             raise ApiProblem(
                 415,
-                f"the body of the request was in an unknown format - accepted media types "
-                f"include: {', '.join(sorted(_BODY_TYPES - {''}))}",
+                "the body of the request was in an unknown format - accepted media types "
+                f"include: application/json, application/yaml, {PROTOBUF}",
             )
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiProblem(413, "the request body is too large") from None
         try:
-            body = yaml.safe_load(raw) if media_type == "application/yaml" else json.loads(raw)
-        except (ValueError, yaml.YAMLError) as exc:
+            if protobuf:
+                body = decode_body(raw)
+            elif media_type == "application/yaml":
+                body = yaml.safe_load(raw)
+            else:
+                body = json.loads(raw)
+        except UnknownKindError as exc:
+            raise ApiProblem(415, str(exc)) from None
+        except (ValueError, yaml.YAMLError) as exc:  # ProtobufError is a ValueError
             raise ApiProblem(400, f"the request body cannot be decoded: {exc}") from None
         if not isinstance(body, dict):
             raise ApiProblem(400, "the request body must be an object")
