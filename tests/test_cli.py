@@ -159,7 +159,13 @@ def test_start_publishes_token_0600_and_api_json_and_stop_removes_it(tmp_path: P
         assert token_path.read_text().strip() == server.token
         assert len(server.token) >= 43  # token_urlsafe(32)
         info = json.loads((tmp_path / "d" / "api.json").read_text())
-        assert info == {"url": server.url, "pid": os.getpid(), "node": "n1"}
+        assert info == {
+            "url": server.url,
+            "pid": os.getpid(),
+            "node": "n1",
+            "kubeUrl": server.kube_url,
+        }
+        assert server.kube_url != server.url.replace("http:", "https:")
         assert server.url.startswith("http://127.0.0.1:")
         assert not list((tmp_path / "d").glob(".*.tmp"))
         first_token = server.token
@@ -501,6 +507,7 @@ def fake_agent_module(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         cpu: str | None
         memory: str | None
         api_port: int
+        kube_api_port: int
         overrides: list[str]
         allowed_host_paths: list[str]
         log_level: str
@@ -527,7 +534,8 @@ def test_join_builds_options_and_exits_with_the_agents_code(
         ["join", "ws://127.0.0.1:8787", "--token-file", str(token_file), "--name", "n1",
          "--data-dir", str(tmp_path / "d1"), "--label", "zone=a", "--label", "example.com/tier=",
          "--ice-address", "127.0.0.1", "--cpu", "500m", "--memory", "4Gi", "--max-peers", "4",
-         "--api-port", "9000", "--set", "transport.max_peers=5", "--log-level", "DEBUG",
+         "--api-port", "9000", "--kube-api-port", "6443", "--set", "transport.max_peers=5",
+         "--log-level", "DEBUG",
          "--allow-host-path", "/srv/models", "--allow-host-path", "/var/out:rw",
          "--node-ip", "127.0.0.7"],
     )  # fmt: skip
@@ -540,7 +548,7 @@ def test_join_builds_options_and_exits_with_the_agents_code(
     assert options.labels == {"zone": "a", "example.com/tier": ""}
     assert options.ice_addresses == ["127.0.0.1"]
     assert (options.cpu, options.memory, options.max_peers) == ("500m", "4Gi", 4)
-    assert (options.api_port, options.log_level) == (9000, "debug")
+    assert (options.api_port, options.kube_api_port, options.log_level) == (9000, 6443, "debug")
     assert options.overrides == ["transport.max_peers=5"]
     assert options.allowed_host_paths == ["/srv/models", "/var/out:rw"]
     assert options.node_ip == "127.0.0.7"

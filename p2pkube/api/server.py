@@ -210,8 +210,10 @@ class ApiServer:
                 async with asyncio.timeout(10):
                     context = await asyncio.to_thread(server_context, self.data_dir, self.host)
                 kube_site = web.TCPSite(runner, self.host, self.kube_port, ssl_context=context)
+                before = set(runner.addresses)
                 await kube_site.start()
-                self.kube_port = runner.addresses[-1][1]
+                (kube_address,) = [a for a in runner.addresses if a not in before]
+                self.kube_port = kube_address[1]
                 self.kube_url = info["kubeUrl"] = f"https://{host}:{self.kube_port}"
             async with asyncio.timeout(10):
                 await asyncio.to_thread(self._publish, info)
