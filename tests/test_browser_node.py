@@ -316,6 +316,9 @@ async def test_tab_joins_runs_a_selected_pod_and_its_logs_reach_native_nodes(
     text = await tab.page.inner_text("body")
     for expected in ("n1", "n2", "hello-tab", "crash-tab", "about to fail", "Scheduled"):
         assert expected in text
+    # A tab is no API server: the page says which native nodes kubectl can go through.
+    hint = await tab.page.inner_text("#kubectl-hint")
+    assert "one of n1, n2" in hint and "kubectl --kubeconfig <(p2pkube kubeconfig)" in hint
 
 
 async def test_endless_loop_is_stopped_at_its_deadline_and_the_tab_stays_healthy(

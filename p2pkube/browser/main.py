@@ -29,6 +29,7 @@ from p2pkube.browser.runtime import WorkerRuntime
 from p2pkube.browser.sealer import BridgeSealer
 from p2pkube.browser.signaling import browser_connect
 from p2pkube.browser.yjs_store import YjsStore
+from p2pkube.model.objects import KIND_LABEL
 from p2pkube.model.quantity import format_bytes
 from p2pkube.net.jointoken import check_token, cluster_id, secrets_key
 from p2pkube.net.mesh import Mesh
@@ -225,6 +226,13 @@ class BrowserNode:
             fresh[key] = [line.text for line in lines]
         self._logs = fresh
 
+    def _kind_of(self, name: str) -> str:
+        """``native`` or ``browser``, from the node's Node object (the page names the native
+        ones: a tab is no API server, kubectl reaches the cluster through those)."""
+        obj = self.node.state.get(OBJECTS, f"Node//{name}")
+        labels = (obj.get("metadata") or {}).get("labels") or {} if isinstance(obj, dict) else {}
+        return str(labels.get(KIND_LABEL, ""))
+
     def _build_view(self, my_pods: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         node = self.node
         linked = set(node.mesh.neighbours())
@@ -232,6 +240,7 @@ class BrowserNode:
             {
                 "name": liveness.name,
                 "id": liveness.node,
+                "kind": self._kind_of(liveness.name),
                 "state": ("Ready" if liveness.ready else "NotReady")
                 + (" · linked" if liveness.node in linked else ""),
             }

@@ -234,6 +234,9 @@ function render(snap) {
     );
     if (!rows.length) rows.push(el("tr", {}, el("td", { class: "empty", colspan: "3" }, "no peers yet")));
     $("peers").tBodies[0].replaceChildren(...rows);
+    const natives = peers.filter((p) => p.kind === "native").map((p) => p.name);
+    $("kubectl-hint").hidden = !natives.length;
+    $("kubectl-nodes").textContent = natives.length === 1 ? natives[0] : `one of ${natives.join(", ")}`;
   }
 
   const pods = snap.pods || [];
