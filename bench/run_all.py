@@ -36,6 +36,7 @@ from bench import (
     bench_chaos,
     bench_doc_growth,
     bench_idle,
+    bench_kubectl,
     bench_latency,
     bench_pods,
     bench_scale,
@@ -160,6 +161,12 @@ BENCHES = [
         bench_services,
         ["--requests", "400", "--seconds", "5", "--browser"],
         ["--requests", "50", "--seconds", "1"],
+    ),
+    Bench(
+        "kubectl",
+        bench_kubectl,
+        ["--gets", "20", "--watch-writes", "50", "--rollouts", "3"],
+        ["--gets", "3", "--watch-writes", "5", "--rollouts", "1"],
     ),
     Bench(
         "chaos",

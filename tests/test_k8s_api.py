@@ -287,3 +287,18 @@ def test_the_status_subresource_changes_only_the_status(kube: Kube) -> None:
     assert shown["spec"].get("parallelism") != 9
     code, _, body = kube.raw("/apis/batch/v1/namespaces/default/jobs/nope/status")
     assert code == 404 and status_of(body)["reason"] == "NotFound"
+
+
+def test_a_watch_list_sends_the_objects_then_the_initial_events_end_bookmark(kube: Kube) -> None:
+    path = (
+        "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true"
+        "&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1"
+    )
+    code, _, body = kube.raw(path)
+    events = [json.loads(line) for line in body.splitlines()]
+    assert code == 200
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events[:2]] == [
+        ("ADDED", "greeting"),
+        ("BOOKMARK", None),
+    ]
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
