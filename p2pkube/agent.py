@@ -163,6 +163,7 @@ class Agent(Node):
             options.data_dir,
             port=options.api_port,
             kube_port=options.kube_api_port,
+            kube_settings=self.settings.kubeapi,
             blobs=self.blobs,
             # JSON can be a few times the stored encoding (escapes): room above the object cap.
             max_body_bytes=max(MAX_BODY_BYTES, 4 * self.settings.state.max_object_bytes),

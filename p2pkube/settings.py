@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
+from p2pkube.api.kube.settings import KubeApiSettings
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.browser.settings import BrowserSettings
 from p2pkube.membership.settings import MembershipSettings, SwimSettings
@@ -41,6 +42,8 @@ class AgentSettings:
     events: EventSettings = field(default_factory=EventSettings)
     services: ServiceSettings = field(default_factory=ServiceSettings)
     """Handler pods and the request path to them (issue 12)."""
+    kubeapi: KubeApiSettings = field(default_factory=KubeApiSettings)
+    """The Kubernetes API every native agent serves (docs/kubectl.md)."""
     browser: BrowserSettings = field(default_factory=BrowserSettings)
     """Browser nodes only (a native agent ignores them)."""
 

@@ -25,6 +25,7 @@ import yaml
 from click.testing import CliRunner
 from kubernetes import client, config, watch
 
+from p2pkube.api.kube.settings import KubeApiSettings
 from p2pkube.api.server import ApiServer
 from p2pkube.cli.main import cli
 from tests.memorybackend import MemoryBackend, serving
@@ -77,7 +78,8 @@ class Kube:
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[Kube]:
     data_dir = tmp_path / "data"
-    with serving(MemoryBackend("n1"), seed(), data_dir, kube_bookmark_seconds=0.5) as (server, _):
+    settings = KubeApiSettings(bookmark_seconds=0.5)
+    with serving(MemoryBackend("n1"), seed(), data_dir, kube_settings=settings) as (server, _):
         result = CliRunner().invoke(cli, ["kubeconfig", "--data-dir", str(data_dir)])
         assert result.exit_code == 0, result.output
         kubeconfig = tmp_path / "kubeconfig"

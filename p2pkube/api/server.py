@@ -42,10 +42,12 @@ from p2pkube.api.backend import AgentBackend
 from p2pkube.api.blobroutes import BlobBackend, BlobRoutes, blob_problem
 from p2pkube.api.frontdoor import ServiceOpener
 from p2pkube.api.kube.discovery import discovery_routes
-from p2pkube.api.kube.face import BOOKMARK_SECONDS, KubeApi
+from p2pkube.api.kube.face import KubeApi
 from p2pkube.api.kube.httpbridge import EndpointTable, router_check, service_port_server
 from p2pkube.api.kube.openapi import openapi_routes
-from p2pkube.api.kube.portforward import PortForwarder
+from p2pkube.api.kube.portforward import PortForwarder, PortForwardSettings
+from p2pkube.api.kube.settings import KubeApiSettings
+from p2pkube.api.kube.spdy import SpdySettings
 from p2pkube.api.kube.tls import server_context
 from p2pkube.api.proxyroutes import proxy_routes
 from p2pkube.api.status import ApiProblem, list_of, problem_response
@@ -128,7 +130,7 @@ class ApiServer:
         services: ServiceOpener | None = None,
         service_settings: ServiceSettings | None = None,
         kube_port: int | None = 0,
-        kube_bookmark_seconds: float = BOOKMARK_SECONDS,
+        kube_settings: KubeApiSettings | None = None,
     ) -> None:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -158,7 +160,7 @@ class ApiServer:
         self.kube_port = kube_port
         """Where the Kubernetes API (the same app, over HTTPS: ``api.kube.tls``) listens;
         0 picks a free port, None serves none."""
-        self.kube_bookmark_seconds = kube_bookmark_seconds
+        self.kube_settings = kube_settings or KubeApiSettings()
         self.kube_url: str | None = None
         """``https://127.0.0.1:PORT`` once started (None without a Kubernetes API)."""
         self._watches: set[Watch] = set()
@@ -279,7 +281,7 @@ class ApiServer:
             app.add_routes(self._port_forwarding(self.services).routes())
         # Kubernetes' fixed paths (discovery, OpenAPI) before the object routes' catch-alls.
         app.add_routes([*discovery_routes(), *openapi_routes()])
-        app.add_routes(KubeApi(self, bookmark_seconds=self.kube_bookmark_seconds).routes())
+        app.add_routes(KubeApi(self, self.kube_settings.bookmark_seconds).routes())
         return app
 
     def _port_forwarding(self, services: ServiceOpener) -> PortForwarder:
@@ -288,9 +290,19 @@ class ApiServer:
         check = (
             router_check(cast(EndpointTable, services)) if hasattr(services, "endpoints") else None
         )
+        kube = self.kube_settings
+        spdy = SpdySettings(
+            idle_timeout=kube.port_forward_idle_timeout,
+            stall_timeout=kube.port_forward_stall_timeout,
+            write_timeout=kube.port_forward_write_timeout,
+            max_streams=kube.port_forward_max_streams,
+        )
         self._forwarder = PortForwarder(
             service_port_server(services, self.service_settings, check=check),
             check_pod=self._pod_missing,
+            settings=PortForwardSettings(
+                spdy=spdy, stream_pair_timeout=kube.port_forward_stream_pair_timeout
+            ),
         )
         return self._forwarder
 

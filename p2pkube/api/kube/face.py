@@ -56,11 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BOOKMARK_SECONDS", "KubeApi"]
-
-BOOKMARK_SECONDS = 60.0
-"""How often a watch that allows bookmarks gets one while nothing changes (Kubernetes sends
-them about once a minute): a client that resumes later starts from a recent revision."""
+__all__ = ["KubeApi"]
 
 _BODY_TYPES = frozenset({"application/json", "application/yaml", ""})
 """Media types of object bodies besides protobuf (create, replace); PATCH has its own."""
@@ -87,7 +83,8 @@ class KubeApi:
     docstring); mount :meth:`routes` after the routes that serve fixed Kubernetes paths
     (discovery, proxies)."""
 
-    def __init__(self, server: ApiServer, *, bookmark_seconds: float = BOOKMARK_SECONDS) -> None:
+    def __init__(self, server: ApiServer, bookmark_seconds: float) -> None:
+        """``bookmark_seconds``: ``kubeapi.bookmark_seconds``."""
         self.server = server
         self.backend = server.backend
         self.bookmark_seconds = bookmark_seconds
