@@ -4,14 +4,22 @@ test's server from answering for another's)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from aiohttp import web
+
+from p2pkube.api.kube.tls import certificate_pem, server_context
+from p2pkube.cli.kubeconfig import kubeconfig_document
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
@@ -63,3 +71,25 @@ class Kubectl:
 
     def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "-o", "json"))
+
+
+@contextlib.asynccontextmanager
+async def https_api(
+    app: web.Application, directory: Path, token: str
+) -> AsyncIterator[tuple[str, Path]]:
+    """``app`` served as an agent serves its Kubernetes API (HTTPS on 127.0.0.1, the
+    certificate ``api.kube.tls`` makes, here in ``directory``): its URL and a kubeconfig for
+    it with ``token``. For tests of one part of the API with a stand-in server around it."""
+    context = await asyncio.to_thread(server_context, directory)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+        kubeconfig = directory / "kubeconfig"
+        document = kubeconfig_document(url, certificate_pem(directory), token, "test")
+        kubeconfig.write_text(yaml.safe_dump(document))
+        yield url, kubeconfig
+    finally:
+        await runner.cleanup()

@@ -14,13 +14,9 @@ and what it got, not only what it printed.
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime
-import ipaddress
 import json
 import os
 import re
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +27,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from p2pkube.api import KUBE_CERT_FILE
 from p2pkube.api.kube import discovery, openapi
 from p2pkube.api.kube.discovery import (
     aggregated_discovery,
@@ -44,6 +41,7 @@ from p2pkube.api.kube.discovery import (
 from p2pkube.api.kube.openapi import build_documents, document_path, openapi_routes, schema_name
 from p2pkube.api.kube.resources import RESOURCES, GroupVersion, by_kind, served_in
 from p2pkube.model.k8sschema import definitions
+from tests.kubectl import https_api
 
 KUBECTL = Path("/usr/bin/kubectl")
 TOKEN = "discovery-test-token"
@@ -98,43 +96,6 @@ class Api:
         return [seen.path.partition("?")[0] for seen in self.seen]
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p2pkube-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "tls.crt", directory / "tls.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 def _application(api: Api) -> web.Application:
     @web.middleware
     async def record(
@@ -166,36 +127,14 @@ def _application(api: Api) -> web.Application:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    cert_file, key_file = _certificate(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
     home = tmp_path / "home"
     home.mkdir()
-    api = Api(url="", home=home, kubeconfig=tmp_path / "kubeconfig", ca_file=cert_file)
-    runner = web.AppRunner(_application(api), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    try:
-        api.url = f"https://127.0.0.1:{runner.addresses[0][1]}"
-        ca = base64.b64encode(cert_file.read_bytes()).decode()
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "p2pkube",
-                    "cluster": {"server": api.url, "certificate-authority-data": ca},
-                }
-            ],
-            "users": [{"name": "me", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "p2pkube", "context": {"cluster": "p2pkube", "user": "me"}}],
-            "current-context": "p2pkube",
-        }
-        api.kubeconfig.write_text(yaml.safe_dump(config))
+    api = Api(
+        url="", home=home, kubeconfig=tmp_path / "kubeconfig", ca_file=tmp_path / KUBE_CERT_FILE
+    )
+    async with https_api(_application(api), tmp_path, TOKEN) as (url, _kubeconfig):
+        api.url = url
         yield api
-    finally:
-        await runner.cleanup()
 
 
 def _table(output: str) -> list[dict[str, str]]:

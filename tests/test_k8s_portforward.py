@@ -15,14 +15,10 @@ the WebSocket tunnel (kubectl's default) and through plain SPDY
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime
 import hashlib
-import ipaddress
 import os
 import re
 import signal
-import ssl
 import struct
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -33,10 +29,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from p2pkube.api.kube import spdy
 from p2pkube.api.kube.httpbridge import HttpBridge, router_check, service_port_server
@@ -48,6 +40,7 @@ from p2pkube.api.kube.portforward import (
     PortForwardSettings,
 )
 from p2pkube.services.types import Endpoint, HttpError, ResponseHead, ServiceRequest, ServiceTarget
+from tests.kubectl import https_api
 
 KUBECTL = "/usr/bin/kubectl"
 TOKEN = "test-token-3c1f"
@@ -569,38 +562,6 @@ class Cluster:
     upgrades: list[str]
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p2pkube test API")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "api.crt", directory / "api.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def make_app(forwarder: PortForwarder, upgrades: list[str]) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -649,30 +610,8 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         settings=PortForwardSettings(),
     )
     upgrades: list[str] = []
-    cert, key = self_signed(tmp_path)
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    runner = web.AppRunner(make_app(forwarder, upgrades), shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-    await site.start()
-    port = runner.addresses[0][1]
-    url = f"https://127.0.0.1:{port}"
-    kubeconfig = tmp_path / "kubeconfig"
-    ca = base64.b64encode(cert.read_bytes()).decode()
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: p2pkube\n  cluster:\n    server: {url}\n"
-        f"    certificate-authority-data: {ca}\n"
-        f"users:\n- name: me\n  user:\n    token: {TOKEN}\n"
-        "contexts:\n- name: p2pkube\n  context:\n    cluster: p2pkube\n    user: me\n"
-        "    namespace: default\n"
-        "current-context: p2pkube\n"
-    )
-    try:
+    async with https_api(make_app(forwarder, upgrades), tmp_path, TOKEN) as (url, kubeconfig):
         yield Cluster(url, kubeconfig, forwarder, router, upgrades)
-    finally:
-        await runner.cleanup()
 
 
 class PortForward:

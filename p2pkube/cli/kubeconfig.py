@@ -23,7 +23,7 @@ from p2pkube.api import KUBE_CERT_FILE
 from p2pkube.api.client import agent_info
 from p2pkube.cli.common import CliError, State, data_dir_option
 
-__all__ = ["kubeconfig", "kubeconfig_for"]
+__all__ = ["kubeconfig", "kubeconfig_document", "kubeconfig_for"]
 
 
 def kubeconfig_for(data_dir: Path, namespace: str = "default") -> dict[str, Any]:
@@ -40,7 +40,16 @@ def kubeconfig_for(data_dir: Path, namespace: str = "default") -> dict[str, Any]
         certificate = (Path(data_dir).expanduser() / KUBE_CERT_FILE).read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read the Kubernetes API's certificate: {exc}") from None
-    node = str(info.get("node") or "p2pkube")
+    return kubeconfig_document(
+        server, certificate, token, str(info.get("node") or "p2pkube"), namespace
+    )
+
+
+def kubeconfig_document(
+    server: str, certificate: bytes, token: str, node: str, namespace: str = "default"
+) -> dict[str, Any]:
+    """A kubeconfig with one context, ``node``: ``server`` trusted through ``certificate``
+    (PEM) and a user with ``token``."""
     name = f"p2pkube-{node}"
     return {
         "apiVersion": "v1",
