@@ -39,7 +39,7 @@ from p2pkube.model.taints import (
 from p2pkube.model.timestamps import utc_now
 from p2pkube.model.watch import Render, WatchHub
 from p2pkube.state import ClusterState, ValueTooLarge, object_key
-from p2pkube.state.store import EVENTS, OBJECTS, STATUS
+from p2pkube.state.store import EVENTS, LOAD, OBJECTS, STATUS
 
 BLOB_KIND = "Blob"
 NAMESPACE_KIND = "Namespace"
@@ -252,7 +252,9 @@ class ObjectService:
 
         def publish(map_name: str, keys: set[str], origin: object) -> None:
             if map_name in (OBJECTS, STATUS, EVENTS):
-                hub.publish(keys)
+                # The replay at open (LOAD) comes before the state can be read: what it
+                # loads is taken to exist.
+                hub.publish(keys, loaded=origin is LOAD)
 
         self.state.on_change(publish)
         return hub

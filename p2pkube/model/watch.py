@@ -399,20 +399,25 @@ class WatchHub:
         """End ``watch`` (the same as ``watch.close()``); idempotent."""
         watch.close()
 
-    def publish(self, keys: Iterable[str]) -> None:
+    def publish(self, keys: Iterable[str], *, loaded: bool = False) -> None:
         """Tell every open watch that the objects under ``keys`` may have changed. Synchronous
-        and cheap (never awaits): called from the state's change callback."""
+        and cheap (never awaits): called from the state's change callback. ``loaded``: the
+        keys come from loading the state from disk (they exist; the state cannot be asked
+        yet)."""
         changed = tuple(keys)
         self.revision += 1
         if len(self._history) == self._history.maxlen:
             self._forget_revisions(self._history[0])
-        created: frozenset[str] = frozenset()
-        if self._exists is not None:
-            created = frozenset(k for k in changed if k not in self._live and self._exists(k))
+        created = frozenset(k for k in changed if k not in self._live)
+        if loaded:
+            self._live.update(changed)
+        elif self._exists is not None:
+            created = frozenset(k for k in created if self._exists(k))
+            gone = [k for k in changed if k not in created and not self._exists(k)]
             self._live.update(created)
-            self._live.difference_update(
-                [k for k in changed if k not in created and not self._exists(k)]
-            )
+            self._live.difference_update(gone)
+        else:
+            created = frozenset()
         self._history.append(_Change(self.revision, changed, created))
         for key in changed:
             self._key_revisions[key] = self.revision
