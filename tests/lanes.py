@@ -59,6 +59,7 @@ def main(extra: list[str]) -> int:
     if shutil.which("nice") is None:
         print("tests/lanes.py needs nice (coreutils)", file=sys.stderr)
         return 2
+    BASE_TEMP.mkdir(parents=True, exist_ok=True)  # pytest makes --basetemp, not its parents
     lock = threading.Lock()
     started = time.monotonic()
     processes: dict[str, subprocess.Popen[str]] = {}
