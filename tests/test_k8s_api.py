@@ -304,3 +304,12 @@ def test_a_watch_list_sends_the_objects_then_the_initial_events_end_bookmark(kub
         ("BOOKMARK", None),
     ]
     assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_orphaning_deletes_are_refused_and_nothing_is_deleted(kube: Kube) -> None:
+    path = "/apis/apps/v1/namespaces/default/deployments/web"
+    code, _, body = kube.raw(path, method="DELETE", body={"propagationPolicy": "Orphan"})
+    assert code == 422 and "Orphan is not supported" in status_of(body)["message"]
+    code, _, body = kube.raw(path + "?propagationPolicy=Orphan", method="DELETE")
+    assert code == 422
+    assert kube.apps.read_namespaced_deployment("web", "default").metadata.name == "web"

@@ -356,18 +356,20 @@ class KubeApi:
                 405, "a node leaves the cluster when its agent stops; it cannot be deleted"
             )
         meta = current["metadata"]
-        grace = options.get("gracePeriodSeconds", request.query.get("gracePeriodSeconds"))
-        force = str(grace) == "0"
+        force = str(options.get("gracePeriodSeconds")) == "0"
         async with asyncio.timeout(self.server.write_timeout):
             await self.backend.delete_object(
                 resource.kind, meta.get("namespace") or "", meta["name"], force=force
             )
 
     async def _delete_options(self, request: web.Request) -> dict[str, Any]:
-        if not request.can_read_body:
-            return {}
-        body = await self._body(request)
-        if body.get("propagationPolicy") == "Orphan" or body.get("orphanDependents") is True:
+        """The DeleteOptions, from the body (kubectl) or the query (other clients)."""
+        body = await self._body(request) if request.can_read_body else {}
+        body = {**request.query, **body}
+        if body.get("propagationPolicy") == "Orphan" or str(body.get("orphanDependents")) in (
+            "True",
+            "true",
+        ):
             raise ApiProblem(
                 422, "propagationPolicy Orphan is not supported: owned objects are always deleted"
             )
