@@ -40,7 +40,7 @@ demo: $(STAMP) examples browser
 ## Lint, then the whole test suite (real processes, real aiortc, real pycrdt) in two lanes at
 ## once (tests/lanes.py): the serial tests one at a time at normal priority (they time
 ## liveness, failover or stalls, or need the network lab), and every other test over two
-## processes at nice 10, on the CPU the serial tests leave idle (tests/conftest.py says which).
+## processes at nice 19, on the CPU the serial tests leave idle (tests/conftest.py says which).
 test: $(STAMP) lint examples browser node-client
 	$(PY) -m tests.lanes
 
