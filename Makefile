@@ -37,12 +37,13 @@ node-client: $(NODE_CLIENT)
 demo: $(STAMP) examples browser
 	$(PY) examples/demo.py $(DEMO_ARGS)
 
-## Lint, then the whole test suite (real processes, real aiortc, real pycrdt) in two lanes at
-## once (tests/lanes.py): the serial tests one at a time at normal priority (they time
-## liveness, failover or stalls, or need the network lab), and every other test over two
-## processes at nice 19, on the CPU the serial tests leave idle (tests/conftest.py says which).
+## Lint, then the whole test suite (real processes, real aiortc, real pycrdt): first every test
+## but the serial ones, spread over two processes (each module's tests on one of them, the
+## NodePort modules on the same one: tests/conftest.py), then the serial ones one at a time
+## (they time liveness, failover or stalls, or need the network lab: the machine is theirs).
 test: $(STAMP) lint examples browser node-client
-	$(PY) -m tests.lanes
+	$(PY) -m pytest -q -p no:cacheprovider -m "not serial" -n 2 --dist loadgroup --durations=15
+	$(PY) -m pytest -q -p no:cacheprovider -m serial --durations=15
 
 ## The inner loop (under a minute): lint and every test that starts no agent process, browser or
 ## network namespace (tests/conftest.py marks those slow), spread over two processes (pytest-xdist).

@@ -18,10 +18,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-quic",
-    # Chromium sets its renderers' niceness itself (background ones to 5, absolute, which as
-    # root raises a niced browser's renderers above it); make test runs the browser tests
-    # niced beside the serial ones (tests/lanes.py): renderers keep the browser's priority.
-    "--disable-renderer-backgrounding",
     "--allow-loopback-in-peer-connection",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]

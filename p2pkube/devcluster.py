@@ -66,12 +66,6 @@ class AgentProcess:
         return self.process is not None and self.process.poll() is None
 
 
-DEFAULT_LOOPBACK_NET = "127.0.0"
-LOOPBACK_NET_ENV = "P2PKUBE_DEVCLUSTER_NET"
-"""Names another /24 of 127/8 for the agents' NodePorts (``127.0.1``), so two local
-clusters at once (make test's two lanes) never ask for the same address and port."""
-
-
 @dataclass
 class LocalCluster:
     """Start and stop a signaling server and agents under ``root``; always call :meth:`close`."""
@@ -89,10 +83,6 @@ class LocalCluster:
     ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     """Host addresses the agents offer as ICE candidates (add a LAN address for browsers on
     other machines)."""
-    loopback_net: str = field(
-        default_factory=lambda: os.environ.get(LOOPBACK_NET_ENV, DEFAULT_LOOPBACK_NET)
-    )
-    """The /24 of 127/8 whose addresses the agents' NodePorts listen on (:meth:`node_ip`)."""
     signaling: subprocess.Popen[bytes] | None = None
     agents: dict[str, AgentProcess] = field(default_factory=dict)
 
@@ -163,11 +153,10 @@ class LocalCluster:
     def node_ip(self, name: str) -> str:
         """Agent ``name``'s own loopback address (``--node-ip``), 127.0.0.2 for the first
         agent started, 127.0.0.3 for the next...: each serves its NodePorts apart (all of
-        127/8 is loopback on Linux). ``$P2PKUBE_DEVCLUSTER_NET`` moves them to another /24
-        (``127.0.1``: make test's serial lane, so two clusters at once never share one)."""
+        127/8 is loopback on Linux)."""
         names = list(self.agents)
         index = names.index(name) if name in names else len(names)
-        return f"{self.loopback_net}.{index + 2}"
+        return f"127.0.0.{index + 2}"
 
     def start_agent(self, name: str, *extra: str, token: str | None = None) -> AgentProcess:
         """Start (or restart, with the same data dir) agent ``name``, NodePorts on

@@ -48,11 +48,9 @@ SLOW_MODULES = frozenset(
 
 SERIAL_MODULES = frozenset(
     {
-        # network namespaces: fixed names and subnets, one lab at a time
+        # network namespaces whose assertions time SWIM or convergence under loss
         "test_chaos",
-        "test_compose",
         "test_netns",
-        "test_turn",
         # time detection, failover and refutation against SWIM's bounds (test_cluster and
         # test_workloads_cluster mark only their tests that do)
         "test_eviction_cluster",
@@ -62,13 +60,17 @@ SERIAL_MODULES = frozenset(
         "test_demo",
     }
 )
-"""Test modules that ``make test`` runs one at a time, in its serial lane, at a priority the
-rest of the suite never takes CPU from (tests/lanes.py): their assertions time liveness,
-failover or a stall against the protocol's bounds (which assume the agents get the CPU they
-ask for), or they need the one network lab. Single tests elsewhere that do the same carry
-``@pytest.mark.serial``. The rest of the suite runs at the same time over two niced processes
-(pytest-xdist), each module's tests on one of them (its module-scoped cluster is started
-once), and the modules that open NodePorts on 127.0.0.x on one process."""
+"""Test modules that ``make test`` runs one at a time, after the rest, with the machine to
+themselves: their assertions time liveness, failover or a stall against the protocol's
+bounds (which assume the agents get the CPU they ask for), or they need the one network lab.
+Single tests elsewhere that do the same carry ``@pytest.mark.serial``. The rest of the suite
+runs over two processes (pytest-xdist), each module's tests on one of them (its module-scoped
+cluster is started once), and the modules that open NodePorts on 127.0.0.x on one process."""
+
+NETLAB_MODULES = frozenset({"test_compose", "test_turn"})
+"""Modules whose network lab (harness/netlab.py: fixed namespace names and subnets) times
+nothing against a protocol bound: they run with the rest, on one process, one lab at a time
+(the serial netlab modules run after them, so two labs never exist at once)."""
 
 NODEPORT_MODULES = frozenset(
     {
@@ -82,7 +84,10 @@ NODEPORT_MODULES = frozenset(
 127.0.0.2, 127.0.0.3..., so two of them at once could ask for the same address and port."""
 
 
-SHARED_GROUPS = dict.fromkeys(NODEPORT_MODULES, "nodeports")
+SHARED_GROUPS = {
+    **dict.fromkeys(NODEPORT_MODULES, "nodeports"),
+    **dict.fromkeys(NETLAB_MODULES, "netlab"),
+}
 """The xdist group of modules that must not run at the same time (any other slow module is a
 group of its own, so its module-scoped fixtures are set up once)."""
 
