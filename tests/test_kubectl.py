@@ -184,9 +184,12 @@ def test_create_replace_delete_and_dry_run(kubectl: Agent, tmp_path: Path) -> No
     kubectl.ok("create", "configmap", "three", "--from-literal=k=v")
     kubectl.ok("label", "cm", "three", "gone=yes")
     kubectl.ok("label", "cm", "one", "gone=yes")
-    out = kubectl.ok("delete", "cm", "-l", "gone=yes")
+    out = kubectl.ok("delete", "cm", "-l", "gone=yes", "--cascade=foreground")
     assert 'configmap "one" deleted' in out and 'configmap "three" deleted' in out
     assert kubectl.run("get", "cm", "one").returncode == 1
+    orphaning = kubectl.run("delete", "deploy", "web", "--cascade=orphan")
+    assert orphaning.returncode == 1 and "Orphan is not supported" in orphaning.stderr
+    assert kubectl.json("get", "deploy", "web")["metadata"]["name"] == "web"
     invalid = kubectl.run("create", "configmap", "Bad_Name")
     assert invalid.returncode == 1 and "is invalid" in invalid.stderr
 
