@@ -38,7 +38,7 @@ from p2pkube.api.kube.protobuf import UnknownKindError, decode_body, is_protobuf
 from p2pkube.api.kube.resources import KubeResource
 from p2pkube.api.kube.shape import shaped
 from p2pkube.api.kube.tables import accepts_table, include_object, table_of
-from p2pkube.api.status import ApiProblem
+from p2pkube.api.status import ApiProblem, status_body
 from p2pkube.api.warningheader import HEADER as WARNING_HEADER
 from p2pkube.api.warningheader import warning_header
 from p2pkube.model.selectors import (
@@ -614,18 +614,7 @@ def _identity(resource: KubeResource, key: str) -> dict[str, Any]:
 
 
 def _error_event(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
-        "type": "ERROR",
-        "object": {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code,
-        },
-    }
+    return {"type": "ERROR", "object": status_body(code, message, reason)}
 
 
 def _selection(request: web.Request, only: str | None = None) -> Callable[[dict[str, Any]], bool]:
