@@ -22,10 +22,42 @@ from p2pkube.api.kube.tls import certificate_pem, server_context
 from p2pkube.cli.kubeconfig import kubeconfig_document
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+OLDEST_KUBECTL = (1, 28)
+"""The oldest kubectl these tests expect (``wait --for=jsonpath``, aggregated discovery,
+port-forward over WebSocket came later than Debian's kubectl 1.20)."""
 
-requires_kubectl = pytest.mark.skipif(
-    not Path(KUBECTL).exists(), reason="no kubectl (apt-get install kubernetes-client)"
+
+def _kubectl_version() -> tuple[int, int] | None:
+    if not Path(KUBECTL).exists():
+        return None
+    result = subprocess.run(
+        [KUBECTL, "version", "--client", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    try:
+        client = json.loads(result.stdout)["clientVersion"]
+        return int(client["major"]), int(client["minor"].rstrip("+"))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+_VERSION = _kubectl_version()
+_MISSING = _VERSION is None or _VERSION < OLDEST_KUBECTL
+_WHY = (
+    f"needs kubectl >= {'.'.join(map(str, OLDEST_KUBECTL))} at {KUBECTL} (found "
+    f"{'none' if _VERSION is None else '.'.join(map(str, _VERSION))}); the machine image has v1.32"
 )
+requires_kubectl = pytest.mark.skipif(_MISSING, reason=_WHY)
+"""Mark a test (or a module, as ``pytestmark``) that runs kubectl."""
+
+
+def require_kubectl() -> None:
+    """Skip the calling test or fixture, saying why, unless a usable kubectl is installed."""
+    if _MISSING:
+        pytest.skip(_WHY)
 
 
 class Kubectl:

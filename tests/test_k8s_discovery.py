@@ -41,13 +41,12 @@ from p2pkube.api.kube.discovery import (
 from p2pkube.api.kube.openapi import build_documents, document_path, openapi_routes, schema_name
 from p2pkube.api.kube.resources import RESOURCES, GroupVersion, by_kind, served_in
 from p2pkube.model.k8sschema import definitions
-from tests.kubectl import https_api
+from tests.kubectl import KUBECTL, https_api, requires_kubectl
 
-KUBECTL = Path("/usr/bin/kubectl")
 TOKEN = "discovery-test-token"
 AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
-pytestmark = pytest.mark.skipif(not KUBECTL.exists(), reason="needs kubectl at /usr/bin/kubectl")
+pytestmark = requires_kubectl
 
 
 # --- the server and kubectl ---------------------------------------------------------------------

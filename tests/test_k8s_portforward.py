@@ -40,13 +40,10 @@ from p2pkube.api.kube.portforward import (
     PortForwardSettings,
 )
 from p2pkube.services.types import Endpoint, HttpError, ResponseHead, ServiceRequest, ServiceTarget
-from tests.kubectl import https_api
+from tests.kubectl import KUBECTL, https_api, requires_kubectl
 
-KUBECTL = "/usr/bin/kubectl"
 TOKEN = "test-token-3c1f"
 BIG = bytes(range(256)) * (5 * 1024 * 1024 // 256)  # 5 MiB, every byte value
-
-needs_kubectl = pytest.mark.skipif(not os.access(KUBECTL, os.X_OK), reason="no kubectl")
 
 
 # --- unit: frames and header blocks -----------------------------------------------------------
@@ -701,7 +698,7 @@ async def wait_until_idle(forwarder: PortForwarder, baseline: set[asyncio.Task[A
         raise AssertionError(f"{forwarder.sessions} sessions, tasks left: {left()}") from None
 
 
-@needs_kubectl
+@requires_kubectl
 async def test_kubectl_port_forward_to_a_pod(cluster: Cluster, transport: str) -> None:
     baseline = set(asyncio.all_tasks())
     forward = await port_forward(cluster, transport, "pod/web-1", ":8080")
@@ -760,7 +757,7 @@ async def test_kubectl_port_forward_to_a_pod(cluster: Cluster, transport: str) -
     await wait_until_idle(cluster.forwarder, baseline)
 
 
-@needs_kubectl
+@requires_kubectl
 async def test_kubectl_port_forward_to_a_service_resolves_its_pod(
     cluster: Cluster, transport: str
 ) -> None:
@@ -779,7 +776,7 @@ async def test_kubectl_port_forward_to_a_service_resolves_its_pod(
         await forward.stop()
 
 
-@needs_kubectl
+@requires_kubectl
 async def test_a_port_the_pod_lacks_is_reported_by_kubectl(
     cluster: Cluster, transport: str
 ) -> None:
@@ -832,7 +829,7 @@ async def test_an_upgrade_without_the_tunnel_subprotocol_is_refused(cluster: Clu
         assert [m.data for m in messages] == [spdy.FrameEncoder().encode(spdy.GoAwayFrame(0))]
 
 
-@needs_kubectl
+@requires_kubectl
 async def test_a_killed_kubectl_leaves_nothing_behind(cluster: Cluster, transport: str) -> None:
     baseline = set(asyncio.all_tasks())
     forward = await port_forward(cluster, transport, "pod/web-1", ":8080")
@@ -847,7 +844,7 @@ async def test_a_killed_kubectl_leaves_nothing_behind(cluster: Cluster, transpor
     await wait_until_idle(cluster.forwarder, baseline)
 
 
-@needs_kubectl
+@requires_kubectl
 async def test_any_byte_service_plugs_in_as_a_port_server(cluster: Cluster, transport: str) -> None:
     # Not HTTP: an echo of raw bytes, ended by the client's half-close (kubectl's FIN).
     seen: list[ForwardedPort] = []

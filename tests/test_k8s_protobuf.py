@@ -35,9 +35,8 @@ from p2pkube.api.kube.protobuf import (
     decode_body,
     is_protobuf,
 )
-from tests.kubectl import https_api
+from tests.kubectl import KUBECTL, https_api, require_kubectl
 
-KUBECTL = "/usr/bin/kubectl"
 IMAGE = "sha256:" + "ab" * 32
 NODE = "n1"
 
@@ -200,6 +199,7 @@ class Kubectl:
 
 @pytest.fixture
 async def kubectl(tmp_path: Path) -> AsyncIterator[Kubectl]:
+    require_kubectl()
     server = FakeApiServer()
     async with https_api(server.app(), tmp_path, "test-token") as (_url, kubeconfig):
         yield Kubectl(server, kubeconfig)
