@@ -50,6 +50,7 @@ from p2pkube.api.kube.settings import KubeApiSettings
 from p2pkube.api.kube.spdy import SpdySettings
 from p2pkube.api.kube.tls import server_context
 from p2pkube.api.proxyroutes import proxy_routes
+from p2pkube.api.query import client_gone, flag, watch_seconds
 from p2pkube.api.status import ApiProblem, list_of, problem_response
 from p2pkube.api.warningheader import HEADER as WARNING_HEADER
 from p2pkube.api.warningheader import warning_header
@@ -58,7 +59,7 @@ from p2pkube.fsutil import write_file_atomically
 from p2pkube.model.apiversions import CLUSTER_SCOPED_KINDS
 from p2pkube.model.errors import ObjectRefused, ValidationFailed
 from p2pkube.model.selectors import Requirement, match_labels, parse_selector
-from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, Watch
+from p2pkube.model.watch import Watch
 from p2pkube.runtime.interface import LogLine
 from p2pkube.runtime.logs import timestamp_ns
 from p2pkube.runtime.podlogs import LogRequest
@@ -70,10 +71,6 @@ OMITTED_HEADER = "X-P2pkube-Omitted-Lines"
 """Set on a log answer that left out older lines (its size is bounded): how many."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-MAX_WATCH_SECONDS = 24 * 3600
-"""Upper bound on a watch's ``timeoutSeconds``: every stream ends on its own eventually."""
-
 
 _PER_NODE_FIELDS = frozenset({"resourceVersion", "managedFields", "selfLink"})
 """Metadata a client reads and sends back that is never stored (see ``ApiServer.store``)."""
@@ -440,7 +437,7 @@ class ApiServer:
 
     async def _delete_object(self, request: web.Request) -> web.Response:
         kind, namespace, name = _key(request)
-        force = _flag(request, "force")
+        force = flag(request, "force")
         async with asyncio.timeout(self.write_timeout):
             deleted = await self.backend.delete_object(kind, namespace, name, force=force)
         if not deleted:
@@ -473,12 +470,12 @@ class ApiServer:
             namespace=namespace,
             name=name,
             container=request.query.get("container") or None,
-            previous=_flag(request, "previous"),
+            previous=flag(request, "previous"),
             tail=_int_query(request, "tailLines"),
             since=since,
         )
-        timestamps = _flag(request, "timestamps")
-        follow = _flag(request, "follow")
+        timestamps = flag(request, "timestamps")
+        follow = flag(request, "follow")
         if follow and log_request.previous:
             raise ApiProblem(400, "only the current container can be followed, not --previous")
         if log_request.since is not None:
@@ -500,7 +497,7 @@ class ApiServer:
                     charset="utf-8",
                     headers={OMITTED_HEADER: str(reply.omitted)} if reply.omitted else None,
                 )
-            lines_iter = self.backend.follow_logs(log_request, self.watch_seconds(request))
+            lines_iter = self.backend.follow_logs(log_request, watch_seconds(request))
             first = await anext(lines_iter, None)
         except LookupError as exc:
             raise ApiProblem(getattr(exc, "status", 404), str(exc).strip("'\"")) from None
@@ -550,15 +547,7 @@ class ApiServer:
             raise ApiProblem(422, f"seconds must be above 0 and at most {MAX_STALL_SECONDS:g}")
         return web.json_response({"stalledSeconds": round(self.backend.stall_loop(seconds), 3)})
 
-    # The Kubernetes face's watches and long requests share this server's bookkeeping.
-    @staticmethod
-    def watch_seconds(request: web.Request) -> float:
-        return watch_seconds(request)
-
-    @staticmethod
-    def client_gone(request: web.Request) -> bool:
-        return client_gone(request)
-
+    # The Kubernetes face's watches share this server's bookkeeping.
     def watch_opened(self, watch: Watch) -> None:
         """Track a watch another face opened, so :meth:`stop` ends it too."""
         self._watches.add(watch)
@@ -584,7 +573,7 @@ class ApiServer:
         namespace = request.query.get("namespace")
         if namespace == EMPTY_NAMESPACE:
             namespace = ""
-        timeout = self.watch_seconds(request)
+        timeout = watch_seconds(request)
         watch = self.backend.watch(
             kind, namespace, match=lambda obj: _matches(selector, obj), timeout=timeout
         )
@@ -647,24 +636,6 @@ def _matches(selector: tuple[Requirement, ...], obj: dict[str, Any]) -> bool:
     return match_labels(selector, (obj.get("metadata") or {}).get("labels"))
 
 
-def watch_seconds(request: web.Request) -> float:
-    """The ``timeoutSeconds`` query parameter (Kubernetes' name), bounded."""
-    raw = request.query.get("timeoutSeconds")
-    if raw is None:
-        return DEFAULT_WATCH_SECONDS
-    try:
-        seconds = int(raw)
-    except ValueError:
-        raise ApiProblem(400, f"timeoutSeconds must be an integer, not {raw!r}") from None
-    if not 0 < seconds <= MAX_WATCH_SECONDS:
-        raise ApiProblem(400, f"timeoutSeconds must be between 1 and {MAX_WATCH_SECONDS}")
-    return float(seconds)
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("1", "true", "yes")
-
-
 def _int_query(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -676,12 +647,6 @@ def _int_query(request: web.Request, name: str) -> int | None:
     if value < 0:
         raise ApiProblem(400, f"{name} must not be negative")
     return value
-
-
-def client_gone(request: web.Request) -> bool:
-    """Whether the client of a long request (a watch) has gone away."""
-    transport = request.transport
-    return transport is None or transport.is_closing()
 
 
 def _key(request: web.Request) -> tuple[str, str, str]:

@@ -38,6 +38,7 @@ from p2pkube.api.kube.protobuf import UnknownKindError, decode_body, is_protobuf
 from p2pkube.api.kube.resources import KubeResource
 from p2pkube.api.kube.shape import shaped
 from p2pkube.api.kube.tables import accepts_table, include_object, table_of
+from p2pkube.api.query import client_gone, flag, watch_seconds
 from p2pkube.api.status import ApiProblem, status_body
 from p2pkube.api.warningheader import HEADER as WARNING_HEADER
 from p2pkube.api.warningheader import warning_header
@@ -106,7 +107,7 @@ class KubeApi:
         method = request.method
         if target.name is None:
             if method == "GET":
-                if target.watch or _flag(request, "watch"):
+                if target.watch or flag(request, "watch"):
                     return await self._watch(request, target)
                 return self._list(request, target)
             if method == "POST":
@@ -497,7 +498,7 @@ class KubeApi:
         namespace = target.namespace if resource.namespaced else ""
         matches = _selection(request, only=target.name)
         since = _resource_version(request)
-        seconds = self.server.watch_seconds(request)
+        seconds = watch_seconds(request)
         table = accepts_table(request.headers.get("Accept", ""))
         include = _include(request)
         response = web.StreamResponse(
@@ -552,8 +553,8 @@ class KubeApi:
         resource: KubeResource,
         shown: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> None:
-        bookmarks = _flag(request, "allowWatchBookmarks")
-        initial_end = _flag(request, "sendInitialEvents")
+        bookmarks = flag(request, "allowWatchBookmarks")
+        initial_end = flag(request, "sendInitialEvents")
         loop = asyncio.get_running_loop()
         next_bookmark = loop.time() + self.bookmark_seconds
         try:
@@ -568,7 +569,7 @@ class KubeApi:
                     async with asyncio.timeout(wait):
                         first = await watch.get()
                 except TimeoutError:
-                    if self.server.client_gone(request):
+                    if client_gone(request):
                         return
                     if bookmarks and loop.time() >= next_bookmark:
                         await self._send(response, [self._bookmark(resource)])
@@ -631,10 +632,6 @@ def _selection(request: web.Request, only: str | None = None) -> Callable[[dict[
         match_labels(labels, (obj.get("metadata") or {}).get("labels"))
         and match_fields(fields, obj)
     )
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("1", "true")
 
 
 def _dry_run(request: web.Request) -> bool:
