@@ -352,10 +352,17 @@ class ApiServer:
 
     async def _get_node(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        for node in self.backend.list_nodes():
-            if node.get("metadata", {}).get("name") == name:
-                return web.json_response(node)
-        raise ApiProblem(404, f'nodes "{name}" not found')
+        node = self.find_node(name)
+        if node is None:
+            raise ApiProblem(404, f'nodes "{name}" not found')
+        return web.json_response(node)
+
+    def find_node(self, name: str) -> dict[str, Any] | None:
+        """Node ``name`` with its Ready condition as this agent sees it (both APIs)."""
+        return next(
+            (n for n in self.backend.list_nodes() if n.get("metadata", {}).get("name") == name),
+            None,
+        )
 
     async def _list_objects(self, request: web.Request) -> web.Response:
         kind = request.match_info["kind"]

@@ -167,9 +167,7 @@ class KubeApi:
     def _find(self, target: Target) -> dict[str, Any] | None:
         resource, name = target.resource, target.name or ""
         if resource.kind == "Node":  # with its Ready condition, as the node sees it
-            return next(
-                (n for n in self.backend.list_nodes() if n["metadata"].get("name") == name), None
-            )
+            return self.server.find_node(name)
         return self.backend.get_object(resource.kind, target.namespace or "", name)
 
     def _read(self, target: Target) -> dict[str, Any]:
