@@ -4,7 +4,9 @@
 * :mod:`harness.chaos`: the chaos run on such a lab (tests/test_chaos.py asserts a short one,
   bench/bench_chaos.py measures a long one);
 * :mod:`harness.chromium`: how headless Chromium is started for the browser node;
-* :mod:`harness.links`: a loopback node that keeps exactly one link, and a node's neighbours.
+* :mod:`harness.links`: a loopback node that keeps exactly one link, and a node's neighbours;
+* :mod:`harness.zygote`: ``python -m p2pkube ...`` processes forked from one that has
+  imported p2pkube already (the tests' clusters start theirs this way).
 
 Why a package of its own: ``bench/`` and ``p2pkube/`` never import ``tests/`` (an import-linter
 contract in pyproject.toml), yet the benchmarks need the same lab and the same chaos run as

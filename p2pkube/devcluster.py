@@ -4,6 +4,10 @@ Used by ``make demo``, by the end-to-end tests and by the benchmarks, so all thr
 exactly the way a user does (``p2pkube signal`` / ``p2pkube join`` / ``p2pkube get``). Each
 cluster has a fresh random join token, handed to its processes in ``$P2PKUBE_TOKEN`` (never on
 a command line, where ``ps`` would show it).
+
+How the processes start is :attr:`LocalCluster.starter`: by default each is a new interpreter;
+the test suite forks them instead from one that has imported p2pkube already
+(``harness/zygote.py``), which runs the same ``main(ARGS)`` without the imports' CPU.
 """
 
 from __future__ import annotations
@@ -19,11 +23,40 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, ClassVar, Protocol, TypeVar
 
 from p2pkube.net.jointoken import Verifier, generate_token
 
 T = TypeVar("T")
+
+
+class ChildProcess(Protocol):
+    """What the cluster needs of a started process (``subprocess.Popen`` has it)."""
+
+    pid: int
+    returncode: int | Any
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class ProcessStarter(Protocol):
+    """Starts ``[sys.executable, "-m", "p2pkube", ...]`` another way than a new interpreter."""
+
+    def popen(
+        self, args: list[str], *, env: dict[str, str], stdout: IO[bytes], stderr: int
+    ) -> ChildProcess: ...
+
+    def run(
+        self, args: list[str], *, env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess[str]: ...
 
 
 def free_port() -> int:
@@ -59,7 +92,7 @@ class AgentProcess:
     log_path: Path
     token: str
     """The join token it is started with (in its environment)."""
-    process: subprocess.Popen[bytes] | None = None
+    process: ChildProcess | None = None
 
     @property
     def running(self) -> bool:
@@ -83,8 +116,16 @@ class LocalCluster:
     ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     """Host addresses the agents offer as ICE candidates (add a LAN address for browsers on
     other machines)."""
-    signaling: subprocess.Popen[bytes] | None = None
+    signaling: ChildProcess | None = None
     agents: dict[str, AgentProcess] = field(default_factory=dict)
+    starter: ClassVar[ProcessStarter | None] = None
+    """How ``p2pkube`` processes start: None (a new interpreter each) unless a test suite set
+    one (see the module docstring)."""
+
+    def _popen(self, args: list[str], log: IO[bytes], env: dict[str, str]) -> ChildProcess:
+        if self.starter is not None:
+            return self.starter.popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     @property
     def url(self) -> str:
@@ -117,7 +158,7 @@ class LocalCluster:
             path.write_text(Verifier.from_token(self.token).line() + "\n")
             credentials = ["--verifier-file", str(path)]
         log = (self.root / "signaling.log").open("ab")
-        self.signaling = subprocess.Popen(
+        self.signaling = self._popen(
             [
                 sys.executable,
                 "-m",
@@ -129,9 +170,8 @@ class LocalCluster:
                 str(self.signaling_port),
                 *credentials,
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self._env(None if verifier_only else self.token),
+            log,
+            self._env(None if verifier_only else self.token),
         )
         wait_until(self._signaling_up, 15, what="the signaling server")
 
@@ -187,9 +227,7 @@ class LocalCluster:
             agent = AgentProcess(name, data_dir, args, log_path, token or self.token)
             self.agents[name] = agent
         log = agent.log_path.open("ab")
-        agent.process = subprocess.Popen(
-            agent.args, stdout=log, stderr=subprocess.STDOUT, env=self._env(agent.token)
-        )
+        agent.process = self._popen(agent.args, log, self._env(agent.token))
         return agent
 
     def wait_api(self, name: str, timeout: float = 30) -> None:
@@ -214,13 +252,13 @@ class LocalCluster:
     # -- talking to agents ---------------------------------------------------------------------
     def cli(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``p2pkube --data-dir <name's dir> ARGS`` like a user would."""
-        result = subprocess.run(
-            [sys.executable, "-m", "p2pkube", "--data-dir", str(self.root / name), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=self._env(),
-        )
+        command = [sys.executable, "-m", "p2pkube", "--data-dir", str(self.root / name), *args]
+        if self.starter is not None:
+            result = self.starter.run(command, env=self._env(), timeout=60)
+        else:
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=60, env=self._env()
+            )
         if check and result.returncode != 0:
             raise RuntimeError(f"p2pkube {' '.join(args)} failed: {result.stderr.strip()}")
         return result

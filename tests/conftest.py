@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.zygote import Zygote
 from p2pkube.devcluster import LocalCluster
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.runtime.settings import RuntimeSettings
@@ -92,11 +93,24 @@ SHARED_GROUPS = {
 group of its own, so its module-scoped fixtures are set up once)."""
 
 
+FRESH_INTERPRETERS_ENV = "P2PKUBE_TEST_FRESH_INTERPRETERS"
+"""Set to 1 to start every LocalCluster process as a new interpreter, as users do, instead
+of forking it from the zygote (harness/zygote.py), which saves the imports' CPU."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: left out by make test-fast (see SLOW_MODULES)")
     config.addinivalue_line(
         "markers", "serial: run by make test alone, after the rest (see SERIAL_MODULES)"
     )
+    if os.environ.get(FRESH_INTERPRETERS_ENV) != "1":
+        LocalCluster.starter = Zygote()  # started on first use: test-fast never pays for it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    starter, LocalCluster.starter = LocalCluster.starter, None
+    if isinstance(starter, Zygote):
+        starter.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

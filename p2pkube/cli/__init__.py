@@ -1,5 +1,4 @@
-"""The ``p2pkube`` command line: ``main`` runs it, ``output`` formats what it prints."""
+"""The ``p2pkube`` command line: ``p2pkube.cli.main`` runs it, ``output`` formats what it prints.
 
-from p2pkube.cli.main import cli, main
-
-__all__ = ["cli", "main"]
+Nothing is imported here: a command imports only the modules it needs (``main.LazyGroup``), so
+importing one CLI module does not load every command's."""

@@ -298,3 +298,14 @@ def create_secret_generic(
         state, "Secret", name, namespace, literals, files, _secret_data, output, dry_run,
         allow_missing_template_keys,
     )  # fmt: skip
+
+
+def _add_create_job() -> None:
+    """``create job`` lives in its own module (cli/createjob.py), which imports nothing of
+    this one, so the group is whole wherever ``create`` is loaded from."""
+    from p2pkube.cli.createjob import create_job
+
+    create.add_command(create_job)
+
+
+_add_create_job()

@@ -15,6 +15,7 @@ stderr), 2 usage errors (click names the bad option). No tracebacks unless P2PKU
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -31,17 +32,6 @@ from p2pkube.cli.common import (
     State,
     data_dir_option,
 )
-from p2pkube.cli.completion import completion
-from p2pkube.cli.create import create
-from p2pkube.cli.createjob import create_job
-from p2pkube.cli.daemons import join, signal, token
-from p2pkube.cli.delete import delete
-from p2pkube.cli.describe import describe
-from p2pkube.cli.forward import port_forward, proxy
-from p2pkube.cli.get import get
-from p2pkube.cli.kubeconfig import kubeconfig
-from p2pkube.cli.logs import logs
-from p2pkube.cli.nodes import COMMANDS as NODE_COMMANDS
 from p2pkube.cli.output import (
     field,
     format_size,
@@ -49,14 +39,52 @@ from p2pkube.cli.output import (
     short_digest,
 )
 from p2pkube.cli.printers import OutputFormat, print_objects
-from p2pkube.cli.rollout import rollout, scale
-from p2pkube.cli.workloads import apply, module_source
 
 DEFAULT_DATA_DIR = "~/.p2pkube"
 
 
+LAZY_COMMANDS: dict[str, str] = {
+    "signal": "p2pkube.cli.daemons:signal",
+    "token": "p2pkube.cli.daemons:token",
+    "join": "p2pkube.cli.daemons:join",
+    "get": "p2pkube.cli.get:get",
+    "create": "p2pkube.cli.create:create",
+    "delete": "p2pkube.cli.delete:delete",
+    "completion": "p2pkube.cli.completion:completion",
+    "apply": "p2pkube.cli.workloads:apply",
+    "logs": "p2pkube.cli.logs:logs",
+    "describe": "p2pkube.cli.describe:describe",
+    "scale": "p2pkube.cli.rollout:scale",
+    "rollout": "p2pkube.cli.rollout:rollout",
+    "proxy": "p2pkube.cli.forward:proxy",
+    "port-forward": "p2pkube.cli.forward:port_forward",
+    "kubeconfig": "p2pkube.cli.kubeconfig:kubeconfig",
+    "cordon": "p2pkube.cli.nodes:cordon",
+    "uncordon": "p2pkube.cli.nodes:uncordon",
+    "taint": "p2pkube.cli.nodes:taint",
+}
+"""The commands kept in their own modules: name -> ``module:attribute``. A command's module is
+imported when that command runs (or when help or completion lists them all), so ``p2pkube
+get`` loads what ``get`` needs, not every command's dependencies: each CLI call is a new
+process, and imports were most of its start-up (see docs/benchmarks.md, CLI start-up)."""
+
+
 class _Group(click.Group):
-    """Turns client errors from any subcommand into clean exits instead of tracebacks."""
+    """The top-level group: loads its commands lazily (``LAZY_COMMANDS``) and turns client
+    errors from any subcommand into clean exits instead of tracebacks."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):  # a wrong table entry, caught by the tests
+            raise TypeError(f"{target} is not a click command")
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -84,26 +112,6 @@ def cli(ctx: click.Context, data_dir: Path) -> None:
     ctx.obj = State(data_dir.expanduser())
 
 
-cli.add_command(signal)
-cli.add_command(token)
-cli.add_command(join)
-cli.add_command(get)
-create.add_command(create_job)
-cli.add_command(create)
-cli.add_command(delete)
-cli.add_command(completion)
-cli.add_command(apply)
-cli.add_command(logs)
-cli.add_command(describe)
-cli.add_command(scale)
-cli.add_command(rollout)
-cli.add_command(proxy)
-cli.add_command(port_forward)
-cli.add_command(kubeconfig)
-for _command in NODE_COMMANDS:  # cordon, uncordon, taint
-    cli.add_command(_command)
-
-
 # --- blobs -----------------------------------------------------------------------------------
 
 
@@ -126,6 +134,8 @@ def publish(state: State, source: str, output: str | None, registry_config: Path
     OCI reference to a WebAssembly artifact (REGISTRY/REPO:TAG or @sha256:...): the CLI
     pulls its module layer and publishes that.
     """
+    from p2pkube.cli.workloads import module_source  # apply's module; loaded with publish only
+
     with module_source(source, registry_config) as file:
         _publish_file(state, file, output)
 
