@@ -234,8 +234,10 @@ class NodeCollector:
         yield from self._sync()
         yield from self._membership()
         yield from self._scheduler()
-        yield from self._pods()
-        yield from self._compile_cache()
+        runtime = self.node.runtime  # created once the node has started its kubelet
+        runtime_stats: dict[str, Any] = runtime.stats() if runtime is not None else {}
+        yield from self._pods(runtime_stats)
+        yield from self._compile_cache(runtime_stats)
         yield from self._blobs()
         yield from self._services()
         events = self.node.events
@@ -402,7 +404,7 @@ class NodeCollector:
             "scheduler_writes", "State writes the scheduler's passes made.", scheduler.writes
         )
 
-    def _pods(self) -> Iterator[Metric]:
+    def _pods(self, runtime: dict[str, Any]) -> Iterator[Metric]:
         kubelet = self.node.kubelet
         phases = Tally(worker.phase for worker in kubelet.workers.values()) if kubelet else Tally()
         yield _gauges(
@@ -411,15 +413,12 @@ class NodeCollector:
             ["phase"],
             [((phase,), n) for phase, n in sorted(phases.items())],
         )
-        runtime = self.node.runtime
-        stats: dict[str, Any] = runtime.stats() if runtime is not None else {}
         yield _gauge(
-            "runtime_instances", "Container instances running now.", stats.get("running", 0)
+            "runtime_instances", "Container instances running now.", runtime.get("running", 0)
         )
 
-    def _compile_cache(self) -> Iterator[Metric]:
-        runtime = self.node.runtime
-        engines = runtime.stats().get("engines", []) if runtime is not None else []
+    def _compile_cache(self, runtime: dict[str, Any]) -> Iterator[Metric]:
+        engines = runtime.get("engines", [])
         yield _counters(
             "compile_cache_hits",
             "Module loads served by a compile cache, by compiler and tier (memory, disk).",
