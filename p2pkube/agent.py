@@ -208,8 +208,10 @@ class Agent(Node):
                 len(tightened),
             )
         log.info("host paths pods may mount here: %s", self.config.host_paths.describe())
+        await self._start_metrics()  # a taken address fails here, before the node joins
         await super().start()
-        await self._start_metrics()
+        if self.metrics is not None:  # the node's own series, once its parts run
+            self.metrics.watch(self)
         await self.api.start()
         self.node_ports = NodePorts(
             self.state,
@@ -230,20 +232,19 @@ class Agent(Node):
         )
 
     async def _start_metrics(self) -> None:
-        """Serve ``/metrics`` (when asked), published in api.json as ``metricsUrl``."""
+        """Serve ``/metrics`` (when asked), published in api.json as ``metricsUrl``; from the
+        start, so the event-loop lag and the process series cover the join too."""
         if self.metrics is None:
             return
         from p2pkube.metrics.server import MetricsServer
 
         host, port = parse_address(self.settings.metrics.address)
-        self.metrics.watch(self)
         self.metrics_server = MetricsServer(self.metrics, host, port)
         try:
             await self.metrics_server.start()
         except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot serve metrics on {self.settings.metrics.address}: {exc}"
-            ) from None
+            address = self.settings.metrics.address
+            raise OSError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
         await self.metrics.start()
         self.api.published["metricsUrl"] = self.metrics_server.url
 

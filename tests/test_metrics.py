@@ -308,7 +308,9 @@ def test_a_taken_metrics_port_stops_the_agent_with_a_clear_error(cluster: LocalC
     agent = cluster.start_agent("c", "--metrics-address", taken)
     assert agent.process is not None
     assert agent.process.wait(60) == 1
-    assert f"cannot serve metrics on {taken}" in cluster.log_tail("c")
+    assert f"cannot serve metrics on {taken}: " in cluster.log_tail("c")
+    assert "Traceback" not in cluster.log_tail("c")
+    assert "c" not in cluster.nodes("a")  # it failed before joining: no Node object
 
 
 # -- in process --------------------------------------------------------------------------------
