@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -43,7 +42,7 @@ from p2pkube.observe import Observer
 if TYPE_CHECKING:
     from p2pkube.node import Node
 
-log = logging.getLogger("p2pkube.metrics")
+Family = TypeVar("Family", CounterMetricFamily, GaugeMetricFamily)
 
 # No ``*_created`` sample beside every counter and histogram: they double the series, and
 # Prometheus' text format has no use for them (process-wide; this process is one agent).
@@ -202,22 +201,30 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(PREFIX + name, doc, value=value)
 
 
-def _counters(
-    name: str, doc: str, labels: Sequence[str], rows: Iterable[tuple[Sequence[str], float]]
-) -> CounterMetricFamily:
-    family = CounterMetricFamily(PREFIX + name, doc, labels=labels)
+def _family(
+    kind: type[Family],
+    name: str,
+    doc: str,
+    labels: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], float]],
+) -> Family:
+    """A labelled counter or gauge family, one sample per ``(label values, value)`` row."""
+    family = kind(PREFIX + name, doc, labels=labels)
     for values, value in rows:
         family.add_metric(values, value)
     return family
+
+
+def _counters(
+    name: str, doc: str, labels: Sequence[str], rows: Iterable[tuple[Sequence[str], float]]
+) -> CounterMetricFamily:
+    return _family(CounterMetricFamily, name, doc, labels, rows)
 
 
 def _gauges(
     name: str, doc: str, labels: Sequence[str], rows: Iterable[tuple[Sequence[str], float]]
 ) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(PREFIX + name, doc, labels=labels)
-    for values, value in rows:
-        family.add_metric(values, value)
-    return family
+    return _family(GaugeMetricFamily, name, doc, labels, rows)
 
 
 class NodeCollector:
