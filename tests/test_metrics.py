@@ -106,8 +106,9 @@ def proxy_get(cluster: LocalCluster, name: str, path: str) -> int:
 
 def workload_manifest(tmp: Path) -> Path:
     """examples/web.yaml (two replicas, its Service without the fixed NodePort, which
-    another cluster on this machine may hold) and examples/batch.yaml (two completions of
-    a small count, on the ``role=worker`` node, which must pull primes.wasm from a peer)."""
+    another cluster on this machine may hold), examples/batch.yaml (two completions of
+    a small count, on the ``role=worker`` node, which must pull primes.wasm from a peer), and
+    a pod of examples/pods/crash.c there too, restarted each time it fails."""
     web = list(yaml.safe_load_all((EXAMPLES / "web.yaml").read_text()))
     batch = yaml.safe_load((EXAMPLES / "batch.yaml").read_text())
     for doc in web:
@@ -125,8 +126,18 @@ def workload_manifest(tmp: Path) -> Path:
     container = pod["containers"][0]
     container["image"] = str(EXAMPLES / container["image"])
     container["args"] = ["100000"]
+    crasher = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "crasher"},
+        "spec": {
+            "nodeSelector": {"role": "worker"},
+            "restartPolicy": "Always",
+            "containers": [{"name": "crash", "image": str(EXAMPLES / "build" / "crash.wasm")}],
+        },
+    }
     path = tmp / "work.yaml"
-    path.write_text(yaml.safe_dump_all([*web, batch]))
+    path.write_text(yaml.safe_dump_all([*web, batch, crasher]))
     return path
 
 
@@ -199,6 +210,11 @@ def test_series_move_as_the_cluster_works(cluster: LocalCluster, tmp_path: Path)
         return job.returncode == 0 and json.loads(job.stdout)["status"].get("succeeded") == 2
 
     wait_until(job_done, 120, what="the Job's two completions")
+    wait_until(
+        lambda: scrape(cluster, "b").value("p2pkube_container_restarts_total") >= 1,
+        60,
+        what="the crasher's first restart",
+    )
     time.sleep(1.0)  # the lag task ticks at 0.5 s; statuses settle
     a1, b1 = scrape(cluster, "a"), scrape(cluster, "b")
 
@@ -236,20 +252,22 @@ def test_series_move_as_the_cluster_works(cluster: LocalCluster, tmp_path: Path)
     leases = a1.value("p2pkube_scheduler_leases_held") + b1.value("p2pkube_scheduler_leases_held")
     assert leases >= 1
 
-    # Pods: 2 web replicas Running somewhere, the Job's two pods Succeeded on b.
+    # Pods: 2 web replicas and the crasher Running, the Job's two pods Succeeded on b.
     started = a1.value("p2pkube_pod_starts_total") + b1.value("p2pkube_pod_starts_total")
-    assert started >= 4
-    assert (
-        a1.total("p2pkube_pods", phase="Running") + b1.total("p2pkube_pods", phase="Running") == 2
-    )
+    assert started == 5
+    running = a1.total("p2pkube_pods", phase="Running") + b1.total("p2pkube_pods", phase="Running")
+    assert running == 3
     assert b1.value("p2pkube_pods", phase="Succeeded") == 2
     assert b1.value("p2pkube_container_run_duration_seconds_count", outcome="succeeded") == 2
+    # The crasher exits 3 at once and is restarted after 1 s, 2 s, 4 s... of back-off.
+    assert b1.value("p2pkube_container_restarts_total") >= 1
+    assert b1.value("p2pkube_container_run_duration_seconds_count", outcome="failed") >= 2
+    assert b1.value("p2pkube_container_starts_total") >= 2 + 2  # the Job's, the crasher's
     assert b1.labels["p2pkube_pods"] == {"phase"}
     starts = a1.value("p2pkube_pod_start_duration_seconds_count") + b1.value(
         "p2pkube_pod_start_duration_seconds_count"
     )
     assert starts == started
-    assert b1.value("p2pkube_container_starts_total") >= 2
     # b compiled primes.wasm (a miss) for two concurrent pods: the other load was a hit.
     assert b1.total("p2pkube_compile_cache_misses_total") >= 1
     loads = b1.total("p2pkube_compile_cache_misses_total") + b1.total(
