@@ -610,7 +610,9 @@ def summary_rows(result: dict[str, Any]) -> list[list[str]]:
             [
                 f"idle agent CPU, metrics scraped every {scraped['interval']:g} s",
                 f"{scraped['cpuPercentMedian']:g}% of a core (median of {scraped['agents']}; "
-                f"{scraped['cpuPercentMedianPlain']}% without metrics, same run)",
+                f"{scraped['cpuPercentMedianPlain']}% without metrics, same run: metrics add "
+                f"{scraped['cpuPercentMedian'] - (scraped['cpuPercentMedianPlain'] or 0):.2f} "
+                "points)",
                 f"< {result['targetCpuPercent']:g}%",
                 yes(scraped["cpuPercentMedian"] < result["targetCpuPercent"]),
             ]
