@@ -606,13 +606,18 @@ def summary_rows(result: dict[str, Any]) -> list[list[str]]:
         )
     scraped = s.get("scraped")
     if scraped:
+        plain = scraped["cpuPercentMedianPlain"]
+        against = (
+            f"; {plain:g}% without metrics, same run: metrics add "
+            f"{scraped['cpuPercentMedian'] - plain:.2f} points"
+            if plain is not None
+            else ""
+        )
         rows.append(
             [
                 f"idle agent CPU, metrics scraped every {scraped['interval']:g} s",
-                f"{scraped['cpuPercentMedian']:g}% of a core (median of {scraped['agents']}; "
-                f"{scraped['cpuPercentMedianPlain']}% without metrics, same run: metrics add "
-                f"{scraped['cpuPercentMedian'] - (scraped['cpuPercentMedianPlain'] or 0):.2f} "
-                "points)",
+                f"{scraped['cpuPercentMedian']:g}% of a core (median of {scraped['agents']}"
+                f"{against})",
                 f"< {result['targetCpuPercent']:g}%",
                 yes(scraped["cpuPercentMedian"] < result["targetCpuPercent"]),
             ]
