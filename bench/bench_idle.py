@@ -24,13 +24,18 @@ core. The worktree is removed afterwards. ``run_all.py`` passes the last commit 
 membership messages were signed (issue 10; it flooded unsigned heartbeats, before SWIM), so
 the table shows today's idle agent next to that one.
 
+``--scraped K`` starts the last K agents with Prometheus metrics on (``--metrics-address
+127.0.0.1:0``) and scrapes each one's ``/metrics`` every ``--scrape-interval`` s (5) from this
+process, from the end of the start-up to the end of the window: their rows stand next to the
+other agents' (same cluster, same window), which is what serving metrics costs an idle agent.
+
 ``--microbench N`` times, in this process, what a signed member record costs with the real
 code (`p2pkube.membership.swim_wire`): encoding and Ed25519-signing one (as the membership
 host does for each new incarnation of its own), parsing and checking one (``parse_proof`` and
 the native ``verify_signature``: once per member and incarnation), against encoding a SWIM
 ping frame (what most membership messages cost, unsigned).
 
-Run: ``.venv/bin/python -m bench.bench_idle [--agents 5] [--seconds 30]
+Run: ``.venv/bin/python -m bench.bench_idle [--agents 5] [--seconds 30] [--scraped 2]
 [--baseline-commit c7e244c] [--microbench 2000]``.
 """
 
@@ -39,13 +44,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,13 +106,63 @@ def link_bytes(cluster: LocalCluster, name: str) -> int:
     return sum(n["bytesSent"] for n in mesh["neighbours"])
 
 
+class Scraper:
+    """Scrapes some agents' ``/metrics`` every ``interval`` s in a thread, as Prometheus
+    would, until stopped; counts the scrapes and the bytes read."""
+
+    def __init__(self, urls: list[str], interval: float) -> None:
+        self.urls = urls
+        self.interval = interval
+        self.scrapes = 0
+        self.bytes = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+
+    def __enter__(self) -> Scraper:
+        if self.urls:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for url in self.urls:
+                try:
+                    with urllib.request.urlopen(url, timeout=10) as response:
+                        self.bytes += len(response.read())
+                    self.scrapes += 1
+                except OSError as exc:
+                    self.errors.append(f"{url}: {exc}")
+            self._stop.wait(self.interval)
+
+
+def metrics_url(cluster: LocalCluster, name: str) -> str:
+    """Where agent ``name`` serves its metrics (``metricsUrl`` in its api.json)."""
+    info = json.loads((cluster.root / name / "api.json").read_text())
+    return str(info["metricsUrl"])
+
+
 def table(result: dict[str, Any]) -> str:
     """The per-process table of a result (also rendered by run_all.py)."""
     return markdown_table(
-        ["process", "CPU % of a core", "RSS MB", "USS MB", "links", "link bytes/s sent"],
+        [
+            "process",
+            "metrics",
+            "CPU % of a core",
+            "RSS MB",
+            "USS MB",
+            "links",
+            "link bytes/s sent",
+        ],
         [
             [
                 r["process"],
+                r.get("metrics", "-"),
                 r["cpuPercent"],
                 r["rssMB"],
                 r["ussMB"],
@@ -128,13 +186,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ),
     }
     root = Path(tempfile.mkdtemp(prefix="p2pkube-bench-idle-"))
+    stack = contextlib.ExitStack()
     cluster = LocalCluster(
         root / "cluster", extra_agent_args=[arg for s in args.set for arg in ("--set", s)]
     )
     names = [f"n{i}" for i in range(1, args.agents + 1)]
+    scraped = names[len(names) - args.scraped :] if args.scraped else []
+    metrics_on = {name: ["--metrics-address", "127.0.0.1:0"] for name in scraped}
+    scraping = f"scraped every {args.scrape_interval:g} s"
     try:
-        ready = start_cluster(cluster, names)
+        ready = start_cluster(cluster, names, extra=metrics_on)
         print(f"{args.agents} agents Ready everywhere after {ready:.1f}s; settling...", flush=True)
+        scraper = Scraper([metrics_url(cluster, name) for name in scraped], args.scrape_interval)
+        stack.enter_context(scraper)
         time.sleep(args.settle)
         pids = {name: cluster.api(name, "GET", "/v1/status")["process"]["pid"] for name in names}
         assert cluster.signaling is not None
@@ -150,6 +214,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.seconds)
         after = sample(pids)
         busy, own = machine_busy_seconds() - busy, time.process_time() - own
+        stack.close()  # the scraper stops
         sent_after = {name: link_bytes(cluster, name) for name in names}
         rows: list[dict[str, Any]] = []
         for label, pid in pids.items():
@@ -163,11 +228,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "ussMB": round(uss / MB, 1),
             }
             if label in sent_before:
+                row["metrics"] = scraping if label in scraped else "off"
                 row["linkBytesPerSecond"] = round((sent_after[label] - sent_before[label]) / wall)
                 degree = len(cluster.api(label, "GET", "/v1/status")["mesh"]["neighbours"])
                 row["links"] = degree
             rows.append(row)
     finally:
+        stack.close()
         cluster.close()
         for process in baselines.values():
             process.kill()
@@ -185,6 +252,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "linkBytesPerSecond": round(statistics.median(r["linkBytesPerSecond"] for r in agents)),
     }
     summary["cpuTargetMet"] = summary["cpuPercentMax"] < TARGET_CPU_PERCENT
+    if scraped:
+        if scraper.errors:
+            raise RuntimeError(f"scrapes failed: {scraper.errors[:3]}")
+        plain = [r["cpuPercent"] for r in agents if r["process"] not in scraped]
+        with_metrics = [r["cpuPercent"] for r in agents if r["process"] in scraped]
+        summary["scraped"] = {
+            "agents": len(scraped),
+            "interval": args.scrape_interval,
+            "scrapes": scraper.scrapes,
+            "bytesPerScrape": round(scraper.bytes / max(1, scraper.scrapes)),
+            "cpuPercentMedian": round(statistics.median(with_metrics), 2),
+            "cpuPercentMedianPlain": round(statistics.median(plain), 2) if plain else None,
+        }
     summary["rssTargetMet"] = summary["rssMBMax"] < TARGET_RSS_MB
     return {
         "bench": "idle",
@@ -406,6 +486,7 @@ def render(r: dict[str, Any]) -> list[str]:
         f"< {r['targetRssMB']:g} MB RSS: {yes(s['rssTargetMet'])} (max {s['rssMBMax']:g} MB).",
         "",
     ]
+    lines += render_scraped(s)
     period = SWIM_DEFAULT.probe_interval
     diagnostic = r.get(DIAGNOSTIC)
     if diagnostic:
@@ -440,6 +521,23 @@ def render(r: dict[str, Any]) -> list[str]:
         "The links' idle PINGs and anti-entropy every 5 s add a little." + probe_note + memory_note
     )
     return lines
+
+
+def render_scraped(s: dict[str, Any]) -> list[str]:
+    """What serving metrics costs: the scraped agents against the others, same window."""
+    scraped = s.get("scraped")
+    if not scraped:
+        return []
+    plain = scraped["cpuPercentMedianPlain"]
+    return [
+        f"**Metrics**: {scraped['agents']} of the agents served Prometheus metrics "
+        f"(`--metrics-address`) and were scraped every {scraped['interval']:g} s from the "
+        f"benchmark process ({scraped['scrapes']} scrapes, {scraped['bytesPerScrape']:,} bytes "
+        f"each): {scraped['cpuPercentMedian']:g}% of a core (median) against "
+        f"{plain if plain is not None else '-'}% for the agents without metrics, in the same "
+        "cluster and window (docs/metrics.md).",
+        "",
+    ]
 
 
 def render_signing(r: dict[str, Any]) -> list[str]:
@@ -506,6 +604,24 @@ def summary_rows(result: dict[str, Any]) -> list[list[str]]:
                 yes(s["cpuPercentMax"] < result["targetCpuPercent"]),
             ]
         )
+    scraped = s.get("scraped")
+    if scraped:
+        plain = scraped["cpuPercentMedianPlain"]
+        against = (
+            f"; {plain:g}% without metrics, same run: metrics add "
+            f"{scraped['cpuPercentMedian'] - plain:.2f} points"
+            if plain is not None
+            else ""
+        )
+        rows.append(
+            [
+                f"idle agent CPU, metrics scraped every {scraped['interval']:g} s",
+                f"{scraped['cpuPercentMedian']:g}% of a core (median of {scraped['agents']}"
+                f"{against})",
+                f"< {result['targetCpuPercent']:g}%",
+                yes(scraped["cpuPercentMedian"] < result["targetCpuPercent"]),
+            ]
+        )
     rows.append(
         [
             "idle agent RSS",
@@ -530,6 +646,14 @@ def main() -> None:
         help="agent setting override (p2pkube join --set), e.g. swim.probe_interval=0.3",
     )
     parser.add_argument(
+        "--scraped",
+        type=int,
+        default=0,
+        metavar="K",
+        help="the last K agents serve metrics, scraped every --scrape-interval s",
+    )
+    parser.add_argument("--scrape-interval", type=float, default=5.0, metavar="S")
+    parser.add_argument(
         "--baseline-commit",
         default="",
         metavar="REV",
@@ -543,6 +667,8 @@ def main() -> None:
         help="also time signing and checking N member records in this process",
     )
     args = parser.parse_args()
+    if not 0 <= args.scraped <= args.agents:
+        parser.error("--scraped must be 0..--agents")
 
     if args.baseline_commit:
         with worktree(args.baseline_commit) as tree:
@@ -567,6 +693,12 @@ def main() -> None:
         f"(target < {TARGET_RSS_MB:g} MB: {'met' if summary['rssTargetMet'] else 'MISSED'}); "
         f"other processes on the machine used {result['otherCores']} cores meanwhile"
     )
+    scraped = summary.get("scraped")
+    if scraped:
+        print(
+            f"metrics scraped every {scraped['interval']:g} s: CPU median "
+            f"{scraped['cpuPercentMedian']}% with, {scraped['cpuPercentMedianPlain']}% without"
+        )
     if "baseline" in result:
         print("\n" + signing_table(result))
     if "microbench" in result:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -230,24 +230,36 @@ def uvloop_available() -> bool:
     return True
 
 
-def launch(cluster: LocalCluster, names: list[str], settings: Sequence[str] = ()) -> None:
+def launch(
+    cluster: LocalCluster,
+    names: list[str],
+    settings: Sequence[str] = (),
+    extra: Mapping[str, Sequence[str]] | None = None,
+) -> None:
     """Start signaling and agents ``names``, and wait until each one's API answers.
-    ``settings``: ``KEY=VALUE`` agent settings given to every agent (``--set``)."""
+    ``settings``: ``KEY=VALUE`` agent settings given to every agent (``--set``); ``extra``:
+    more ``join`` arguments for some agents, by name."""
     cluster.start_signaling()
     flags = [word for setting in settings for word in ("--set", setting)]
     for name in names:
-        cluster.start_agent(name, *flags)
+        cluster.start_agent(name, *flags, *(extra or {}).get(name, ()))
     for name in names:
         cluster.wait_api(name, timeout=90)
 
 
-def start_cluster(cluster: LocalCluster, names: list[str], timeout: float = 120) -> float:
-    """Start signaling and agents ``names``; return the seconds until every agent saw every
-    node Ready. On timeout, print who sees what and each log's tail before raising."""
+def start_cluster(
+    cluster: LocalCluster,
+    names: list[str],
+    timeout: float = 120,
+    extra: Mapping[str, Sequence[str]] | None = None,
+) -> float:
+    """Start signaling and agents ``names`` (``extra``: more ``join`` arguments for some, by
+    name); return the seconds until every agent saw every node Ready. On timeout, print who
+    sees what and each log's tail before raising."""
     from p2pkube.devcluster import wait_until
 
     started = time.monotonic()
-    launch(cluster, names)
+    launch(cluster, names, extra=extra)
 
     def all_ready() -> bool:
         for name in names:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
@@ -24,6 +24,7 @@ import psutil
 from p2pkube.api.nodeport import NodePorts, node_addresses
 from p2pkube.api.server import MAX_BODY_BYTES, ApiServer
 from p2pkube.fsutil import PRIVATE_UMASK, make_private
+from p2pkube.metrics.settings import parse_address
 from p2pkube.model.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.net import ice
 from p2pkube.net.aiohttp_websocket import aiohttp_connect
@@ -33,12 +34,17 @@ from p2pkube.net.link import peer_link_factory
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.signaling_client import SignalingRejected
 from p2pkube.node import KIND_LABEL, Node, NodeConfig
+from p2pkube.observe import NO_OBSERVER
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.native import NativeRuntime
 from p2pkube.sched.view import involved
 from p2pkube.sealing import AesGcmSealer
 from p2pkube.settings import AgentSettings
 from p2pkube.state.pycrdt_store import PycrdtStore
+
+if TYPE_CHECKING:  # prometheus_client (~3 MB) is loaded only when metrics are on
+    from p2pkube.metrics.exporter import AgentMetrics
+    from p2pkube.metrics.server import MetricsServer
 
 log = logging.getLogger("p2pkube.agent")
 
@@ -71,6 +77,9 @@ class JoinOptions:
     node_ip: str = "0.0.0.0"
     """Where this node's NodePorts listen (``p2pkube join --node-ip``, as the kubelet's flag);
     all interfaces by default. Published as the Node's InternalIP."""
+    metrics_address: str | None = None
+    """``HOST:PORT`` of the Prometheus endpoint (``p2pkube join --metrics-address``, the
+    setting ``metrics.address``); None: the setting decides (off by default)."""
 
 
 def websocket_url(url: str) -> str:
@@ -89,6 +98,8 @@ def settings_for(options: JoinOptions) -> AgentSettings:
     settings.transport.max_peers = options.max_peers
     if options.ice_addresses:
         settings.transport.ice_host_addresses = list(options.ice_addresses)
+    if options.metrics_address is not None:
+        settings.metrics.address = options.metrics_address
     for assignment in options.overrides:
         settings.override(assignment)
     kubelet = settings.kubelet  # grants add up, whichever way they were given
@@ -123,6 +134,18 @@ class Agent(Node):
         self.options = options
         settings = settings_for(options)
         self.identity = NodeIdentity.load_or_create(options.data_dir)
+        self.metrics: AgentMetrics | None = None
+        """The Prometheus series (``--metrics-address``); None, and nothing measured, when off."""
+        self.metrics_server: MetricsServer | None = None
+        if settings.metrics.address:
+            from p2pkube.metrics.exporter import AgentMetrics
+
+            self.metrics = AgentMetrics(
+                settings.metrics,
+                node=options.name,
+                cluster=cluster_id(options.token),
+                kind=options.kind,
+            )
 
         mesh = Mesh(
             identity=self.identity,
@@ -157,6 +180,7 @@ class Agent(Node):
             store_factory=PycrdtStore,
             validate=validate_on_first_use,
             sealer=AesGcmSealer(secrets_key(options.token)),
+            observer=self.metrics or NO_OBSERVER,
         )
         self.api = ApiServer(
             self,
@@ -184,7 +208,10 @@ class Agent(Node):
                 len(tightened),
             )
         log.info("host paths pods may mount here: %s", self.config.host_paths.describe())
+        await self._start_metrics()  # a taken address fails here, before the node joins
         await super().start()
+        if self.metrics is not None:  # the node's own series, once its parts run
+            self.metrics.watch(self)
         await self.api.start()
         self.node_ports = NodePorts(
             self.state,
@@ -204,7 +231,29 @@ class Agent(Node):
             self.api.url,
         )
 
+    async def _start_metrics(self) -> None:
+        """Serve ``/metrics`` (when asked), published in api.json as ``metricsUrl``; from the
+        start, so the event-loop lag and the process series cover the join too."""
+        if self.metrics is None:
+            return
+        from p2pkube.metrics.server import MetricsServer
+
+        host, port = parse_address(self.settings.metrics.address)
+        self.metrics_server = MetricsServer(self.metrics, host, port)
+        try:
+            await self.metrics_server.start()
+        except OSError as exc:
+            address = self.settings.metrics.address
+            raise OSError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
+        await self.metrics.start()
+        self.api.published["metricsUrl"] = self.metrics_server.url
+
     async def stop(self) -> None:
+        if self.metrics_server is not None:
+            with contextlib.suppress(Exception):
+                await self.metrics_server.stop()
+        if self.metrics is not None:
+            await self.metrics.close()
         if self.node_ports is not None:
             with contextlib.suppress(Exception):
                 await self.node_ports.close()
@@ -246,6 +295,10 @@ async def _run(options: JoinOptions) -> int:
         await agent.start()
     except SignalingRejected as exc:
         print(f"error: the signaling server refused to admit this node: {exc}", file=sys.stderr)
+        await agent.stop()
+        return 1
+    except OSError as exc:  # e.g. a listener's address (--metrics-address) is taken
+        print(f"error: the agent could not start: {exc}", file=sys.stderr)
         await agent.stop()
         return 1
     print(

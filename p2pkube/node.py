@@ -42,6 +42,7 @@ from p2pkube.net.frames import Frame, FrameType, deflate, inflate
 from p2pkube.net.jointoken import cluster_id
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.rpc import Rpc
+from p2pkube.observe import NO_OBSERVER, Observer
 from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.interface import PodRuntime
 from p2pkube.runtime.kubelet import Kubelet
@@ -99,12 +100,15 @@ class Node:
         store_factory: StoreFactory,
         validate: Validator | None = None,
         sealer: Sealer | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         """``validate`` checks the objects users write (the native agent passes the pydantic
         models' ``validate_object``); a node without one takes no object writes. ``sealer``
         seals and opens Secret values (:mod:`p2pkube.model.secrets`); a node without one
-        cannot read them."""
+        cannot read them. ``observer`` is told of the events metrics time (scheduling
+        passes, pod starts, container runs, Service requests); the default does nothing."""
         self.config = config
+        self.observer = observer
         self.node_name = config.name
         self.data_dir = config.data_dir
         self.node_id = mesh.node_id
@@ -156,6 +160,7 @@ class Node:
             is_collector=self._is_compactor,
             events=self.events,
             settings=self.settings.scheduler,
+            observer=observer,
         )
         self.objects = ObjectService(
             self.state,
@@ -175,6 +180,7 @@ class Node:
             reachable=self.node_reachable,
             handler_for=self._handler_for,
             on_change=self.state.on_change,
+            observer=observer,
         )
         """Routes HTTP requests for Services and pods (the front doors' ``open``) and serves
         other nodes' requests for the handler pods here (the request rpc)."""
@@ -270,6 +276,7 @@ class Node:
             record=lambda obj, reason, message, warning=False: self.events.record(
                 involved(obj), reason, message, component="kubelet", warning=warning
             ),
+            observer=self.observer,
         )
         self.logs = PodLogs(
             self.node_name, self.state, self.kubelet, self.rpc, node_id_of=self.node_id_of

@@ -17,6 +17,7 @@ from p2pkube.api.kube.settings import KubeApiSettings
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.browser.settings import BrowserSettings
 from p2pkube.membership.settings import MembershipSettings, SwimSettings
+from p2pkube.metrics.settings import MetricsSettings
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.sched.settings import EventSettings, SchedulerSettings
@@ -46,6 +47,8 @@ class AgentSettings:
     """The Kubernetes API every native agent serves (docs/kubectl.md)."""
     browser: BrowserSettings = field(default_factory=BrowserSettings)
     """Browser nodes only (a native agent ignores them)."""
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    """Native agents only: the Prometheus endpoint (docs/metrics.md)."""
 
     def check(self) -> None:
         """ValueError when settings contradict each other (after all overrides)."""
@@ -70,6 +73,7 @@ class AgentSettings:
         self.services.check()
         self.scheduler.check()
         self.browser.check()
+        self.metrics.check()
 
     def override(self, assignment: str) -> None:
         """Apply one ``section.field=value``; ValueError naming the setting when it is wrong."""

@@ -512,6 +512,7 @@ def fake_agent_module(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         allowed_host_paths: list[str]
         log_level: str
         node_ip: str = "0.0.0.0"
+        metrics_address: str | None = None
 
     def run_agent(options: JoinOptions) -> int:
         calls.append(options)
@@ -537,7 +538,7 @@ def test_join_builds_options_and_exits_with_the_agents_code(
          "--api-port", "9000", "--kube-api-port", "6443", "--set", "transport.max_peers=5",
          "--log-level", "DEBUG",
          "--allow-host-path", "/srv/models", "--allow-host-path", "/var/out:rw",
-         "--node-ip", "127.0.0.7"],
+         "--node-ip", "127.0.0.7", "--metrics-address", "[::1]:9464"],
     )  # fmt: skip
     assert result.exit_code == 3, result.stderr
     (options,) = fake_agent_module
@@ -552,6 +553,7 @@ def test_join_builds_options_and_exits_with_the_agents_code(
     assert options.overrides == ["transport.max_peers=5"]
     assert options.allowed_host_paths == ["/srv/models", "/var/out:rw"]
     assert options.node_ip == "127.0.0.7"
+    assert options.metrics_address == "[::1]:9464"
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,8 @@ class ApiServer:
         self.kube_settings = kube_settings or KubeApiSettings()
         self.kube_url: str | None = None
         """``https://127.0.0.1:PORT`` once started (None without a Kubernetes API)."""
+        self.published: dict[str, Any] = {}
+        """More entries for api.json, set before start (the agent's ``metricsUrl``)."""
         self._watches: set[Watch] = set()
         self._forwarder: PortForwarder | None = None
         self._token = ""
@@ -204,6 +206,7 @@ class ApiServer:
                 "url": self._url,
                 "pid": os.getpid(),
                 "node": self.backend.node_name,
+                **self.published,
             }
             if self.kube_port is not None:
                 async with asyncio.timeout(10):

@@ -261,6 +261,19 @@ def _check_node_ip(_ctx: click.Context, _param: click.Parameter, value: str) -> 
     return value
 
 
+def _check_metrics_address(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> str | None:
+    from p2pkube.metrics.settings import parse_address
+
+    if value is not None:
+        try:
+            parse_address(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def join_token(ctx: click.Context, token: str | None, token_file: Path | None) -> str:
     """The join token of ``p2pkube join``: --token-file, else --token or $P2PKUBE_TOKEN
     (a file given on the command line wins over the environment); checked for strength."""
@@ -353,6 +366,15 @@ def read_token_file(path: Path) -> str:
     "Node's InternalIP; 0.0.0.0: all interfaces.",
 )
 @click.option(
+    "--metrics-address",
+    default=None,
+    metavar="HOST:PORT",
+    callback=_check_metrics_address,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free one, see "
+    "api.json); off by default. No token: use loopback or a trusted network. See "
+    "docs/metrics.md.",
+)
+@click.option(
     "--allow-host-path",
     "allowed_host_paths",
     multiple=True,
@@ -384,6 +406,7 @@ def join(
     api_port: int,
     kube_api_port: int,
     node_ip: str,
+    metrics_address: str | None,
     allowed_host_paths: list[str],
     overrides: tuple[str, ...],
     log_level: str,
@@ -419,6 +442,7 @@ def join(
         overrides=list(overrides),
         allowed_host_paths=allowed_host_paths,
         node_ip=node_ip,
+        metrics_address=metrics_address,
         log_level=log_level.lower(),
     )
     ctx.exit(int(run_agent(options)))

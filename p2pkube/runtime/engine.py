@@ -244,6 +244,12 @@ class WasmEngine:
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
         self._active = 0
+        self.memory_hits = 0
+        """Loads answered from the in-memory module cache."""
+        self.disk_hits = 0
+        """Loads that deserialized a compiled module from the disk cache (no compile)."""
+        self.compiles = 0
+        """Loads that compiled the module (neither cache had it): the cache's misses."""
         self._ticking = threading.Condition()
         self._closed = False
         self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
@@ -315,14 +321,21 @@ class WasmEngine:
             loaded = self._modules.get(digest)
             if loaded is not None:
                 self._modules.move_to_end(digest)
+                self.memory_hits += 1
                 return loaded
             load_lock = self._load_locks.setdefault(digest, threading.Lock())
         with load_lock:
             with self._lock:
                 loaded = self._modules.get(digest)
+                if loaded is not None:  # a concurrent load of the same digest filled it
+                    self.memory_hits += 1
             if loaded is None:
                 loaded = self._load_uncached(digest, module_path)
             with self._lock:
+                if loaded.from_disk_cache:
+                    self.disk_hits += 1
+                else:
+                    self.compiles += 1
                 self._modules[digest] = loaded
                 self._modules.move_to_end(digest)
                 while len(self._modules) > max(1, self.settings.module_cache_entries):
@@ -420,6 +433,9 @@ class WasmEngine:
             "compiler": self.compiler,
             "modulesInMemory": in_memory,
             "activeInstances": self._active,
+            "memoryHits": self.memory_hits,
+            "diskHits": self.disk_hits,
+            "compiles": self.compiles,
             "cacheDir": os.fspath(self.cache_dir),
         }
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeGuard
 
 from p2pkube.model.resources import Resources
+from p2pkube.observe import NO_OBSERVER, Observer
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.configsources import ObjectLookup
 from p2pkube.runtime.handler import HandlerPool
@@ -73,8 +74,11 @@ class Kubelet:
         services: ServiceSettings | None = None,
         read_object: ObjectLookup | None = None,
         secret_dir: Path | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self.node_name = node_name
+        self.observer = observer
+        """Told of pod starts, container starts, restarts and runs (metrics)."""
         self.read_object: ObjectLookup = read_object or self._stored_object
         """``(kind, namespace, name)`` -> a ConfigMap or Secret as the node's object service
         shows it (a Secret opened); what env and projected volumes are made from."""

@@ -170,6 +170,8 @@ class PodWorker:
         self.written: dict[str, Any] | None = None
         """The last status this worker wrote (the kubelet's writer skips unchanged ones)."""
         self.task: asyncio.Task[None] | None = None
+        self.seen = time.monotonic()
+        """When this kubelet first saw the pod (the start of its start latency)."""
 
     @property
     def terminal(self) -> bool:
@@ -417,6 +419,7 @@ class PodWorker:
             record.last_state = record.state
             if is_handler(record.spec):  # nothing crashed, no instance ran: serve at once
                 record.restart_count += 1
+                kubelet.observer.container_restarted()
             elif not await self._back_off(record, restart.current):
                 return
         path = await self._pull(record, image)
@@ -475,6 +478,7 @@ class PodWorker:
             self._changed()
             return False
         record.restart_count += 1
+        self.kubelet.observer.container_restarted()
         return True
 
     async def _pull(self, record: ContainerRecord, image: str) -> Path | None:
@@ -538,18 +542,28 @@ class PodWorker:
         except rt.InvalidModuleError as exc:
             return failed(rt.INVALID_MODULE, str(exc))
         instance = kubelet.runtime.start(launch)
+        ran_since = time.monotonic()
         self._event("Started", f"Started container {record.name}")
         record.instance = instance
         record.started = True
         record.state = {"running": {"startedAt": instance.started_at}}
-        if self.phase == PENDING:
-            self.phase = RUNNING
+        self._running()
         self._changed()
         if self.halted.is_set():
             instance.stop(
                 rt.DEADLINE_EXCEEDED if self.expired else rt.KILLED, "the pod is stopping"
             )
-        return await instance.done
+        termination = await instance.done
+        kubelet.observer.container_ended(time.monotonic() - ran_since, termination.succeeded)
+        return termination
+
+    def _running(self) -> None:
+        """A container of this pod runs: the pod is Running (if it was Pending, that is its
+        start, which the observer times from when this kubelet first saw it)."""
+        self.kubelet.observer.container_started()
+        if self.phase == PENDING:
+            self.phase = RUNNING
+            self.kubelet.observer.pod_started(time.monotonic() - self.seen)
 
     async def _serve(self, record: ContainerRecord, image: str, path: Path) -> None:
         """An HTTP handler container: no long-running instance; running once its module is
@@ -584,7 +598,8 @@ class PodWorker:
         record.state = {"running": {"startedAt": started_at}}
         probe = HttpGetProbe.of(record.spec, services)
         record.probe_ok = probe is None
-        self.phase = RUNNING if self.phase == PENDING else self.phase
+        served_since = time.monotonic()
+        self._running()
         self._event("Started", f"Started container {record.name}")
         self._changed()
         prober = self._prober(record, probe) if probe is not None else None
@@ -595,6 +610,7 @@ class PodWorker:
                 await prober.stop()
             record.handler = None
             await pool.close()
+            kubelet.observer.container_ended(time.monotonic() - served_since, False)
         reason = rt.DEADLINE_EXCEEDED if self.expired else rt.KILLED
         message = "active deadline reached" if self.expired else "the pod is stopping"
         self._ended_for_good(

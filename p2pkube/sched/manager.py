@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pkube.model.timestamps import utc_now
+from p2pkube.observe import NO_OBSERVER, Observer
 from p2pkube.sched import controllers as ctl
 from p2pkube.sched.cronjob import reconcile_cronjob
 from p2pkube.sched.election import Lease, decide
@@ -236,8 +237,11 @@ class Scheduler:
         is_collector: Callable[[], bool],
         events: EventRecorder,
         settings: SchedulerSettings,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self.node_id = node_id
+        self.observer = observer
+        """Told how long each pass took (metrics)."""
         self.node_name = node_name
         self.state = state
         self.nodes = nodes
@@ -301,6 +305,7 @@ class Scheduler:
             except Exception:
                 log.exception("scheduling pass failed")
             self.last_pass_seconds = time.monotonic() - started
+            self.observer.scheduling_pass(self.last_pass_seconds)
             rest = settings.pass_rest * self.last_pass_seconds
             await asyncio.sleep(max(settings.min_pass_interval, rest))
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from p2pkube.net.rpc import Rpc, RpcRemoteError, counters
+from p2pkube.observe import NO_OBSERVER, Observer
 from p2pkube.services import remote, wire
 from p2pkube.services.endpoints import pod_endpoint, pod_port, service_endpoints, service_port
 from p2pkube.services.liveness import NodeProbes
@@ -147,6 +148,7 @@ class ServiceRouter:
         handler_for: remote.HandlerLookup,
         on_change: Callable[[ChangeCallback], object] | None = None,
         rng: random.Random | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         """``node_ready(name)``: Ready in this node's failure detector; ``reachable(node_id)``:
         this node has a path to it now; ``handler_for(namespace, pod, port)``: the local
@@ -157,6 +159,8 @@ class ServiceRouter:
         self.node_name = node_name
         self.settings = settings
         self.stats = RouterStats()
+        self.observer = observer
+        """Told each request's code and latency (metrics)."""
         self.server = remote.StreamServer(rpc, settings, handler_for)
         self._objects = objects
         self._rpc = rpc
@@ -275,17 +279,22 @@ class ServiceRouter:
         Raises HttpError: 404 (no such Service, pod or port), 503 with Retry-After (no ready
         endpoint, all busy), 502/504 (the handler or its node failed), 504 at the deadline."""
         self.stats.requests += 1
-        deadline = time.monotonic() + self.settings.request_deadline
+        started = time.monotonic()
+        deadline = started + self.settings.request_deadline
         try:
             async with asyncio.timeout(self.settings.request_deadline):
-                return await self._attempts(request, deadline)
+                response = await self._attempts(request, deadline)
         except TimeoutError:
             error = HttpError(504, "no response within services.request_deadline")
             self.stats.failures[error.status] += 1
+            self.observer.service_request(error.status, time.monotonic() - started)
             raise error from None
         except HttpError as exc:
             self.stats.failures[exc.status] += 1
+            self.observer.service_request(exc.status, time.monotonic() - started)
             raise
+        self.observer.service_request(response.head.status, time.monotonic() - started)
+        return response
 
     async def _attempts(self, request: ServiceRequest, deadline: float) -> ResponseStream:
         target = request.target

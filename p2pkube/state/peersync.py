@@ -203,6 +203,7 @@ class PeerSync:
                 self._stats.sync_step2_bytes_received += len(decoded.payload)
             else:
                 self._stats.updates_received += 1
+                self._stats.update_bytes_received += len(message)
             if not self._admit(peer_id, decoded.kind, decoded.payload):
                 return
             guarded(store.apply_update, decoded.payload, peer_id)
@@ -226,6 +227,7 @@ class PeerSync:
             if message is None:
                 message = encode_state_message(self._generation(), encode_update(update))
             self._stats.updates_sent += 1
+            self._stats.update_bytes_sent += len(message)
             self._send(peer_id, send, message)
 
     def advertise(self) -> None:
@@ -249,6 +251,7 @@ class PeerSync:
                 self._stats.anti_entropy_postponed += 1
                 continue
             postponed = 0
+            self._stats.anti_entropy_rounds += 1
             peers = list(self._peers.items())
             fanout = self.settings.anti_entropy_fanout
             if fanout <= 0 or fanout >= len(peers):

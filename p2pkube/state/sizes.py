@@ -46,6 +46,12 @@ class StateStats:
 
     updates_sent: int = 0
     updates_received: int = 0
+    update_bytes_sent: int = 0
+    """Bytes of the update messages sent (one message per peer it went to)."""
+    update_bytes_received: int = 0
+    """Bytes of the update messages received."""
+    anti_entropy_rounds: int = 0
+    """Anti-entropy rounds run (each sends a step 1 to up to `anti_entropy_fanout` peers)."""
     sync_step1_sent: int = 0
     anti_entropy_postponed: int = 0
     """Anti-entropy rounds postponed because updates were arriving (`anti_entropy_quiet`)."""
