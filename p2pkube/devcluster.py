@@ -83,6 +83,9 @@ class LocalCluster:
     ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     """Host addresses the agents offer as ICE candidates (add a LAN address for browsers on
     other machines)."""
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "p2pkube"])
+    """How its processes run the p2pkube CLI: this interpreter's package by default, or an
+    installed ``p2pkube`` script (tests/test_wheel.py: a wheel installed in a fresh venv)."""
     signaling: subprocess.Popen[bytes] | None = None
     agents: dict[str, AgentProcess] = field(default_factory=dict)
 
@@ -119,9 +122,7 @@ class LocalCluster:
         log = (self.root / "signaling.log").open("ab")
         self.signaling = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "p2pkube",
+                *self.command,
                 "signal",
                 "--host",
                 self.listen_host,
@@ -167,9 +168,7 @@ class LocalCluster:
             given = "--node-ip" in (*extra, *self.extra_agent_args)
             node_ip = [] if given else ["--node-ip", self.node_ip(name)]
             args = [
-                sys.executable,
-                "-m",
-                "p2pkube",
+                *self.command,
                 "join",
                 self.url,
                 "--name",
@@ -215,7 +214,7 @@ class LocalCluster:
     def cli(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``p2pkube --data-dir <name's dir> ARGS`` like a user would."""
         result = subprocess.run(
-            [sys.executable, "-m", "p2pkube", "--data-dir", str(self.root / name), *args],
+            [*self.command, "--data-dir", str(self.root / name), *args],
             capture_output=True,
             text=True,
             timeout=60,

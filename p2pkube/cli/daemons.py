@@ -111,19 +111,27 @@ def signal(
         click.echo(f"join token: {page_token}")
         click.echo(f"cluster: {verifiers[0].cluster}")
         sys.stdout.flush()
+    no_page = ""  # why there is no page, said once the server listens
     if no_web:
         web_root = None
     elif web_root is None:
+        # The bundle beside the installed package: a wheel carries it, make browser builds it.
         built = Path(__file__).resolve().parent.parent / "browser" / "dist"
         web_root = built if (built / "index.html").is_file() else None
+        if web_root is None:
+            no_page = (
+                f"no browser bundle in {built}: build it with `make browser` "
+                "or install a wheel that carries it"
+            )
     elif not (web_root / "index.html").is_file():
         raise CliError(f"--web-root {web_root} has no index.html (build it: make browser)")
 
     def ready(server: SignalingServer) -> None:
         click.echo(f"signaling server: {server.url}")
         if web_root is not None:
-            page = server.url.replace("ws", "http", 1).removesuffix("/ws")
-            click.echo(f"browser node page: {page}/#token={page_token}")
+            click.echo(f"browser node page: {server.http_url}#token={page_token}")
+        elif no_page:
+            click.echo(no_page)
         sys.stdout.flush()
 
     try:
