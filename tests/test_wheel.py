@@ -181,8 +181,7 @@ async def test_an_installed_wheel_serves_a_page_that_makes_a_tab_a_node(
     tab = Tab(context, await context.new_page())
     try:
         await asyncio.to_thread(cluster.start_signaling)
-        cluster.start_agent("native")
-        await asyncio.to_thread(cluster.wait_api, "native")
+        cluster.start_agent("native")  # starts while the tab loads Pyodide
         # The page it prints: a given token is not echoed, the user puts theirs in.
         page_line = await eventually(
             lambda: next(
