@@ -216,25 +216,18 @@ async def test_an_installed_wheel_serves_a_page_that_makes_a_tab_a_node(
         await asyncio.to_thread(cluster.close)
 
 
-def test_signal_says_why_there_is_no_page(tmp_path: Path) -> None:
-    """Packages without a built bundle (a checkout before make browser, a wheel without one):
-    ``p2pkube signal`` serves no page and says in one line why and how to get one."""
-    src = tmp_path / "src"
-    skip = shutil.ignore_patterns("dist", ".cache", "node_modules", "__pycache__")
-    for package in ("p2pkube", "signaling"):
-        shutil.copytree(REPO / package, src / package, ignore=skip)
-    out = tmp_path / "signal.out"
+def signal_lines(src: Path, *args: str) -> list[str]:
+    """The first two lines ``p2pkube signal --port 0 ARGS`` prints (the server's URL and what
+    it says of the page), with ``src``'s packages; then it is stopped."""
+    out = src.parent / "signal.out"
     env = {**clean_env(), "PYTHONPATH": str(src), "P2PKUBE_TOKEN": generate_token()}
+    command = [sys.executable, "-m", "p2pkube", "signal", "--port", "0", "--log-level", "warning"]
     with out.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "p2pkube", "signal", "--port", "0", "--log-level", "warning"],
-            cwd=src,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [*command, *args], cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        lines = wait_until(
+        lines: list[str] = wait_until(
             lambda: len(text := out.read_text().splitlines()) >= 2 and text,
             15,
             what="p2pkube signal's two lines",
@@ -242,13 +235,31 @@ def test_signal_says_why_there_is_no_page(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+    return lines
+
+
+def test_signal_says_why_there_is_no_page_or_prints_one_a_browser_opens(tmp_path: Path) -> None:
+    """Packages without a built bundle (a checkout before make browser, a wheel without one):
+    ``p2pkube signal`` serves no page and says in one line why and how to get one. With a
+    bundle it prints the page; listening on every address, the page on the loopback."""
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns("dist", ".cache", "node_modules", "__pycache__")
+    for package in ("p2pkube", "signaling"):
+        shutil.copytree(REPO / package, src / package, ignore=skip)
+    lines = signal_lines(src)
     dist = src / "p2pkube" / "browser" / "dist"
     assert lines[0].startswith("signaling server: ws://127.0.0.1:"), lines
     assert lines[1] == (
         f"no browser bundle in {dist}: build it with `make browser` "
         "or install a wheel that carries it"
     ), lines
-    assert not any(line.startswith("browser node page") for line in lines)
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "index.html").write_text("<!doctype html><title>p2pkube</title>")
+    lines = signal_lines(src, "--host", "0.0.0.0", "--web-root", str(web))
+    port = lines[0].removeprefix("signaling server: ws://0.0.0.0:").removesuffix("/ws")
+    assert port.isdigit(), lines
+    assert lines[1] == f"browser node page: http://127.0.0.1:{port}/#token=TOKEN", lines
 
 
 @pytest.mark.slow
