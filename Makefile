@@ -53,7 +53,7 @@ test-fast: $(STAMP) lint examples
 ## Style (ruff), the layers (import-linter contracts in pyproject.toml) and the types (mypy on
 ## p2pkube/ and signaling/, zero errors).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check p2pkube signaling tests bench harness examples
+	$(VENV)/bin/ruff check p2pkube signaling tests bench harness examples hatch_build.py
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 

@@ -116,14 +116,22 @@ class LocalCluster:
     ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     """Host addresses the agents offer as ICE candidates (add a LAN address for browsers on
     other machines)."""
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "p2pkube"])
+    """How its processes run the p2pkube CLI: this interpreter's package by default, or an
+    installed ``p2pkube`` script (tests/test_wheel.py: a wheel installed in a fresh venv)."""
     signaling: ChildProcess | None = None
     agents: dict[str, AgentProcess] = field(default_factory=dict)
     starter: ClassVar[ProcessStarter | None] = None
     """How ``p2pkube`` processes start: None (a new interpreter each) unless a test suite set
     one (see the module docstring)."""
 
+    def _forks(self) -> bool:
+        """Whether the starter starts this cluster's processes (only this interpreter's
+        package: an installed script is started as a new process)."""
+        return self.starter is not None and self.command == [sys.executable, "-m", "p2pkube"]
+
     def _popen(self, args: list[str], log: IO[bytes], env: dict[str, str]) -> ChildProcess:
-        if self.starter is not None:
+        if self.starter is not None and self._forks():
             return self.starter.popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
         return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -160,9 +168,7 @@ class LocalCluster:
         log = (self.root / "signaling.log").open("ab")
         self.signaling = self._popen(
             [
-                sys.executable,
-                "-m",
-                "p2pkube",
+                *self.command,
                 "signal",
                 "--host",
                 self.listen_host,
@@ -207,9 +213,7 @@ class LocalCluster:
             given = "--node-ip" in (*extra, *self.extra_agent_args)
             node_ip = [] if given else ["--node-ip", self.node_ip(name)]
             args = [
-                sys.executable,
-                "-m",
-                "p2pkube",
+                *self.command,
                 "join",
                 self.url,
                 "--name",
@@ -252,8 +256,8 @@ class LocalCluster:
     # -- talking to agents ---------------------------------------------------------------------
     def cli(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``p2pkube --data-dir <name's dir> ARGS`` like a user would."""
-        command = [sys.executable, "-m", "p2pkube", "--data-dir", str(self.root / name), *args]
-        if self.starter is not None:
+        command = [*self.command, "--data-dir", str(self.root / name), *args]
+        if self.starter is not None and self._forks():
             result = self.starter.run(command, env=self._env(), timeout=60)
         else:
             result = subprocess.run(

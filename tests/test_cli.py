@@ -609,7 +609,14 @@ def test_signal_prints_a_generated_token(monkeypatch: pytest.MonkeyPatch) -> Non
         host: str, port: int, tokens: list[str], settings: Any = None, **kw: Any
     ) -> None:
         calls.append((host, port, tokens, settings))
-        kw["on_ready"](types.SimpleNamespace(url=f"ws://{host}:{port}/ws"))
+        kw["on_ready"](
+            types.SimpleNamespace(
+                url=f"ws://{host}:{port}/ws",
+                http_url=f"http://{host}:{port}/",
+                host=host,
+                port=port,
+            )
+        )
 
     monkeypatch.setattr(signaling.server, "run_server", run_server)
     result = CliRunner().invoke(cli, ["signal", "--port", "9999"], env={"P2PKUBE_TOKEN": ""})

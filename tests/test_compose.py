@@ -241,10 +241,53 @@ def ignored(path: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool:
 
 def test_the_dockerignore_keeps_the_context_to_what_the_image_copies() -> None:
     patterns = dockerignore_patterns()
-    for kept in ("pyproject.toml", "p2pkube/agent.py", "examples/pods/primes.c"):
+    for kept in (
+        "pyproject.toml",
+        "LICENSE",
+        "hatch_build.py",
+        "p2pkube/agent.py",
+        "p2pkube/browser/build.py",
+        "p2pkube/browser/web/package-lock.json",
+        "p2pkube/browser/web/bridge/peer.js",
+        "examples/pods/primes.c",
+    ):
         assert not ignored(kept, patterns), kept
-    for dropped in (".venv/bin/python", ".git/HEAD", "examples/build/primes.wasm", "tests/x.py"):
+    for dropped in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "examples/build/primes.wasm",
+        "tests/x.py",
+        # The image builds the browser bundle itself, from its sources.
+        "p2pkube/browser/dist/index.html",
+        "p2pkube/browser/.cache/wheels/tzdata.whl",
+        "p2pkube/browser/web/node_modules/yjs/package.json",
+    ):
         assert ignored(dropped, patterns), dropped
+
+
+def test_the_image_builds_the_browser_bundle_into_the_installed_package() -> None:
+    """The build stage installs Node.js and npm, then builds the wheel (whose hook builds the
+    bundle) from the copied sources and checks the installed package holds the page; the
+    runtime stage copies that venv whole (checked above)."""
+    commands = dockerfile.parse_file(str(DOCKERFILE))
+    build = commands[: [i for i, c in enumerate(commands) if c.cmd == "FROM"][1]]
+    runs = [(i, " ".join(c.value)) for i, c in enumerate(build) if c.cmd == "RUN"]
+    node = next(i for i, r in runs if re.search(r"apt-get install .*\bnodejs\b", r))
+    assert re.search(r"apt-get install .*\bnpm\b", dict(runs)[node])
+    install, install_run = next((i, r) for i, r in runs if "/opt/venv/bin/pip install" in r)
+    assert node < install
+    assert "'browser/dist/index.html').is_file()" in install_run
+    # What the hook needs is copied before the wheel is built.
+    copied = {
+        source
+        for c in build[:install]
+        if c.cmd == "COPY" and not c.flags
+        for source in c.value[:-1]
+    }
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["build-system"]["build-backend"] == "hatchling.build"
+    hook = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"]["custom"]["path"]
+    assert {"pyproject.toml", "README.md", "LICENSE", hook, "p2pkube", "signaling"} <= copied
 
 
 def test_the_entrypoint_names_replicas_after_their_hostname_and_keeps_secrets_off_argv(

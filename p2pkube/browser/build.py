@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Build the browser node's bundle: ``p2pkube/browser/dist/`` (``make browser``).
+"""Build the browser node's bundle: ``p2pkube/browser/dist/`` (``make browser``; a wheel's
+build runs it too, from ``hatch_build.py``, and packs ``dist`` into the wheel).
 
 What goes in (every step is skipped when its output is up to date, so a second run does
 nothing but re-hash; the result does not depend on how often it ran):

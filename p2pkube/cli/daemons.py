@@ -12,13 +12,16 @@ import os
 import sys
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from p2pkube.cli.common import CliError, State, data_dir_option
 from p2pkube.model.names import dns_label_error, label_key_error, label_value_error
 from p2pkube.model.quantity import parse_quantity
+
+if TYPE_CHECKING:
+    from signaling.server import SignalingServer
 
 # --- signal ----------------------------------------------------------------------------------
 
@@ -87,7 +90,7 @@ def signal(
     import logging
 
     from p2pkube.net.jointoken import Verifier
-    from signaling.server import SignalingServer, run_server
+    from signaling.server import run_server
     from signaling.tokens import load_tokens, load_verifiers
 
     logging.basicConfig(
@@ -111,19 +114,27 @@ def signal(
         click.echo(f"join token: {page_token}")
         click.echo(f"cluster: {verifiers[0].cluster}")
         sys.stdout.flush()
+    no_page = ""  # why there is no page, said once the server listens
     if no_web:
         web_root = None
     elif web_root is None:
+        # The bundle beside the installed package: a wheel carries it, make browser builds it.
         built = Path(__file__).resolve().parent.parent / "browser" / "dist"
         web_root = built if (built / "index.html").is_file() else None
+        if web_root is None:
+            no_page = (
+                f"no browser bundle in {built}: build it with `make browser` "
+                "or install a wheel that carries it"
+            )
     elif not (web_root / "index.html").is_file():
         raise CliError(f"--web-root {web_root} has no index.html (build it: make browser)")
 
     def ready(server: SignalingServer) -> None:
         click.echo(f"signaling server: {server.url}")
         if web_root is not None:
-            page = server.url.replace("ws", "http", 1).removesuffix("/ws")
-            click.echo(f"browser node page: {page}/#token={page_token}")
+            click.echo(f"browser node page: {page_url(server)}#token={page_token}")
+        elif no_page:
+            click.echo(no_page)
         sys.stdout.flush()
 
     try:
@@ -131,6 +142,20 @@ def signal(
         run_server(host, port, verifiers, on_ready=ready, web_root=web_root)
     except OSError as exc:  # typically: address already in use
         raise CliError(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+def page_url(server: SignalingServer) -> str:
+    """The browser node page's ``http://HOST:PORT/`` as a browser on this machine opens it: a
+    wildcard listen address (``--host 0.0.0.0`` or ``::``) is no address to open, so the
+    loopback stands in (browsers elsewhere use this machine's address)."""
+    try:
+        wildcard = ipaddress.ip_address(server.host).is_unspecified
+    except ValueError:  # a host name
+        wildcard = False
+    if not wildcard:
+        return server.http_url
+    loopback = "[::1]" if ":" in server.host else "127.0.0.1"
+    return f"http://{loopback}:{server.port}/"
 
 
 def warn_token_in_argv(ctx: click.Context) -> None:
