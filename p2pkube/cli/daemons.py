@@ -8,6 +8,7 @@ for ``p2pkube get`` does not load them (nor depend on the state of their modules
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import sys
 import urllib.parse
@@ -17,6 +18,7 @@ from typing import Any
 import click
 
 from p2pkube.cli.common import CliError, State, data_dir_option
+from p2pkube.logformat import LOG_FORMATS, configure_logging, json_logging
 from p2pkube.model.names import dns_label_error, label_key_error, label_value_error
 from p2pkube.model.quantity import parse_quantity
 
@@ -24,6 +26,19 @@ from p2pkube.model.quantity import parse_quantity
 
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
+def log_format_option(func: Any) -> Any:
+    """``--log-format text|json`` of the long-running commands (``p2pkube.logformat``)."""
+    return click.option(
+        "--log-format",
+        type=click.Choice(LOG_FORMATS),
+        default="text",
+        show_default=True,
+        help="text: one line per record; json: one JSON object per line on stderr (time, "
+        "level, logger, message, exception), for log collectors.",
+    )(func)
+
 
 
 @click.command()
@@ -64,6 +79,7 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
 )
 @click.option("--no-web", is_flag=True, help="Serve only the WebSocket, no browser page.")
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@log_format_option
 @click.pass_context
 def signal(
     ctx: click.Context,
@@ -75,6 +91,7 @@ def signal(
     web_root: Path | None,
     no_web: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run the signaling server agents use to find each other.
 
@@ -84,15 +101,11 @@ def signal(
     makes a browser tab a node: http://HOST:PORT/#token=TOKEN (the token stays in the URL
     fragment, which browsers never send to the server).
     """
-    import logging
-
     from p2pkube.net.jointoken import Verifier
     from signaling.server import SignalingServer, run_server
     from signaling.tokens import load_tokens, load_verifiers
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level, log_format)
     warn_token_in_argv(ctx)
     try:
         verifiers = load_verifiers(verifier_file) if verifier_file is not None else []
@@ -136,11 +149,14 @@ def signal(
 def warn_token_in_argv(ctx: click.Context) -> None:
     """Warn on stderr when --token was given on the command line, where ps shows it."""
     if ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
-        click.echo(
-            "warning: --token on the command line is visible to every user of this machine "
-            "(ps, /proc); use --token-file FILE or $P2PKUBE_TOKEN",
-            err=True,
+        warning = (
+            "--token on the command line is visible to every user of this machine "
+            "(ps, /proc); use --token-file FILE or $P2PKUBE_TOKEN"
         )
+        if json_logging():  # stderr carries JSON only
+            logging.getLogger("p2pkube.cli").warning("%s", warning)
+        else:
+            click.echo(f"warning: {warning}", err=True)
 
 
 # --- token -----------------------------------------------------------------------------------
@@ -369,6 +385,7 @@ def read_token_file(path: Path) -> str:
     help="Override an agent setting, e.g. swim.probe_interval=0.2 (repeat).",
 )
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@log_format_option
 @click.pass_context
 def join(
     ctx: click.Context,
@@ -387,11 +404,13 @@ def join(
     allowed_host_paths: list[str],
     overrides: tuple[str, ...],
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run an agent here and join the cluster.
 
     URL is the signaling server, e.g. ws://127.0.0.1:8787.
     """
+    configure_logging(log_level, log_format)  # before the token's warning, which it formats
     token = join_token(ctx, token, token_file)
     from p2pkube.agent import JoinOptions, run_agent
     from p2pkube.settings import AgentSettings
@@ -420,5 +439,6 @@ def join(
         allowed_host_paths=allowed_host_paths,
         node_ip=node_ip,
         log_level=log_level.lower(),
+        log_format=log_format,
     )
     ctx.exit(int(run_agent(options)))

@@ -49,8 +49,10 @@ from p2pkube.cli.output import (
     short_digest,
 )
 from p2pkube.cli.printers import OutputFormat, print_objects
+from p2pkube.cli.progress import Bar, bar
 from p2pkube.cli.rollout import rollout, scale
-from p2pkube.cli.workloads import apply, module_source
+from p2pkube.cli.wait import wait
+from p2pkube.cli.workloads import apply, module_source, upload_module
 
 DEFAULT_DATA_DIR = "~/.p2pkube"
 
@@ -100,6 +102,7 @@ cli.add_command(rollout)
 cli.add_command(proxy)
 cli.add_command(port_forward)
 cli.add_command(kubeconfig)
+cli.add_command(wait)
 for _command in NODE_COMMANDS:  # cordon, uncordon, taint
     cli.add_command(_command)
 
@@ -135,7 +138,7 @@ def _publish_file(state: State, file: Path, output: str | None) -> None:
         problem = wasm_magic_problem(fh.read(len(WASM_MAGIC)), complete=True)
     if problem is not None:  # the agent checks too; this spares uploading a wrong file
         raise CliError(f"{file}: {problem}")
-    obj, created = state.client().publish_blob(file)
+    obj, created = upload_module(state.client(), file)
     digest = field(obj, "metadata.name", "")
     if not print_objects([obj], output, single=True):
         size = format_size(field(obj, "spec.size"), " ")
@@ -151,49 +154,39 @@ def _publish_file(state: State, file: Path, output: str | None) -> None:
 def pull(state: State, ref: str) -> None:
     """Fetch a blob to the local agent from the nodes that hold it.
 
-    DIGEST is sha256:<hex> or a unique prefix of it (as `get blobs` shows). Progress is a bar
-    on a terminal and one line per step otherwise; exit 1 when the fetch fails.
+    DIGEST is sha256:<hex> or a unique prefix of it (as `get blobs` shows). Progress goes to
+    stderr: a bar on a terminal, else one line per chunk count reached; the summary line goes
+    to stdout. Exit 1 when the fetch fails.
     """
     client = state.client()
-    tty = sys.stdout.isatty()
     with contextlib.ExitStack() as stack:
-        bar: Any = None
+        drawn: Bar | None = None
         shown = -1
         for event in client.pull_blob(ref):
             progress = event.get("progress") or {}
+            chunks, total = int(progress.get("chunks", 0)), int(progress.get("totalChunks", 0))
+            done = int(progress.get("bytes", 0))
             if event.get("type") == "COMPLETE":
-                if bar is not None:
-                    total = progress.get("totalChunks", 0)
-                    bar.update(
-                        int(progress.get("bytes", 0)) - bar.pos,
-                        current_item=f"{total}/{total} chunks",
-                    )
+                if drawn is not None:
+                    drawn.show(done, item=f"{total}/{total} chunks")
                     stack.close()  # finish the bar before the summary line
                 click.echo(_pulled(event.get("object") or {}, event.get("progress")))
                 return
             if event.get("type") != "PROGRESS":
                 continue
-            chunks, total = int(progress.get("chunks", 0)), int(progress.get("totalChunks", 0))
-            if tty:
-                if bar is None:
-                    bar = stack.enter_context(
-                        click.progressbar(
-                            length=max(1, int(progress.get("sizeBytes", 0))),
-                            label=f"pulling {short_digest(str(progress.get('digest', ref)))}",
-                            item_show_func=lambda item: item,
-                            file=sys.stdout,
-                        )
-                    )
-                bar.update(
-                    int(progress.get("bytes", 0)) - bar.pos, current_item=f"{chunks}/{total} chunks"
-                )
+            if shown < 0:
+                label = f"pulling {short_digest(str(progress.get('digest', ref)))}"
+                size = int(progress.get("sizeBytes", 0))
+                drawn = stack.enter_context(bar(label, size, unit_bytes=True))
+            if drawn is not None:
+                drawn.show(done, item=f"{chunks}/{total} chunks")
             elif chunks != shown:
-                shown = chunks
                 click.echo(
                     f"pulling {progress.get('digest', ref)}: {chunks}/{total} chunks, "
-                    f"{format_size(progress.get('bytes'), ' ')} of "
-                    f"{format_size(progress.get('sizeBytes'), ' ')}"
+                    f"{format_size(done, ' ')} of {format_size(progress.get('sizeBytes'), ' ')}",
+                    err=True,
                 )
+            shown = chunks
     raise CliError(f"the agent ended the pull of {ref} without saying how it went")
 
 
