@@ -256,7 +256,8 @@ async def _run(options: JoinOptions) -> int:
         _say(f"error: the signaling server refused to admit this node: {exc}", logging.ERROR)
         await agent.stop()
         return 1
-    _say(f"node {agent.node_name} ({agent.node_id}) joined cluster {agent.cluster}")
+    if not json_logging():  # in JSON, Agent.start's record of the join is the banner
+        _say(f"node {agent.node_name} ({agent.node_id}) joined cluster {agent.cluster}")
     await stop.wait()
     log.info("leaving the cluster")
     try:

@@ -47,10 +47,10 @@ def rfc3339(timestamp: float) -> str:
 
 
 def configure_logging(level: str, log_format: str = "text", stream: TextIO | None = None) -> None:
-    """Send every record at ``level`` or above to ``stream`` (stderr) in ``log_format``,
-    replacing whatever handlers were set before (``join`` configures early, for its token
-    warning, and the agent again when it starts). With json, Python's warnings are logged
-    too, so that nothing but JSON reaches stderr."""
+    """Send every record at ``level`` or above to ``stream`` (stderr) in ``log_format``
+    (what ``logging.basicConfig`` does: nothing when the root logger has handlers already,
+    as in a test process). With json, Python's warnings are logged too, so that nothing but
+    JSON reaches stderr."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -58,7 +58,10 @@ def configure_logging(level: str, log_format: str = "text", stream: TextIO | Non
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.captureWarnings(log_format == "json")
 
 

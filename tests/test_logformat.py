@@ -91,6 +91,7 @@ def test_a_json_record_carries_its_exception() -> None:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
+        root.handlers[:] = []  # as in a fresh process (pytest has its own handlers on root)
         configure_logging("info", "json", stream)
         try:
             raise ValueError("bad\nthing")

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from p2pkube.cli.common import CliError, State, data_dir_option
-from p2pkube.logformat import LOG_FORMATS, configure_logging, json_logging
+from p2pkube.logformat import LOG_FORMATS, JsonFormatter, configure_logging
 from p2pkube.model.names import dns_label_error, label_key_error, label_value_error
 from p2pkube.model.quantity import parse_quantity
 
@@ -106,7 +106,7 @@ def signal(
     from signaling.tokens import load_tokens, load_verifiers
 
     configure_logging(log_level, log_format)
-    warn_token_in_argv(ctx)
+    warn_token_in_argv(ctx, log_format)
     try:
         verifiers = load_verifiers(verifier_file) if verifier_file is not None else []
         if token is None and token_file is None and verifiers:
@@ -146,15 +146,19 @@ def signal(
         raise CliError(f"cannot listen on {host}:{port}: {exc}") from None
 
 
-def warn_token_in_argv(ctx: click.Context) -> None:
+def warn_token_in_argv(ctx: click.Context, log_format: str = "text") -> None:
     """Warn on stderr when --token was given on the command line, where ps shows it."""
     if ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
         warning = (
             "--token on the command line is visible to every user of this machine "
             "(ps, /proc); use --token-file FILE or $P2PKUBE_TOKEN"
         )
-        if json_logging():  # stderr carries JSON only
-            logging.getLogger("p2pkube.cli").warning("%s", warning)
+        if log_format == "json":  # stderr carries JSON only
+            record = logging.makeLogRecord(
+                {"name": "p2pkube.cli", "levelno": logging.WARNING, "levelname": "WARNING",
+                 "msg": warning}
+            )  # fmt: skip
+            click.echo(JsonFormatter().format(record), err=True)
         else:
             click.echo(f"warning: {warning}", err=True)
 
@@ -277,12 +281,14 @@ def _check_node_ip(_ctx: click.Context, _param: click.Parameter, value: str) -> 
     return value
 
 
-def join_token(ctx: click.Context, token: str | None, token_file: Path | None) -> str:
+def join_token(
+    ctx: click.Context, token: str | None, token_file: Path | None, log_format: str = "text"
+) -> str:
     """The join token of ``p2pkube join``: --token-file, else --token or $P2PKUBE_TOKEN
     (a file given on the command line wins over the environment); checked for strength."""
     from p2pkube.net.jointoken import token_problem
 
-    warn_token_in_argv(ctx)
+    warn_token_in_argv(ctx, log_format)
     from_argv = ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE
     if token_file is not None and token is not None and from_argv:
         raise click.UsageError("give either --token or --token-file, not both")
@@ -410,8 +416,7 @@ def join(
 
     URL is the signaling server, e.g. ws://127.0.0.1:8787.
     """
-    configure_logging(log_level, log_format)  # before the token's warning, which it formats
-    token = join_token(ctx, token, token_file)
+    token = join_token(ctx, token, token_file, log_format)
     from p2pkube.agent import JoinOptions, run_agent
     from p2pkube.settings import AgentSettings
 
