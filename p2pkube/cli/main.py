@@ -3,7 +3,8 @@
 ``signal`` and ``join`` start long-running processes (the rendezvous server, an agent;
 cli/daemons.py); every other command is a short kubectl-like client of the local agent found
 through the data dir (``get`` in cli/get.py, ``create``, ``delete``, ``describe``, ``apply``,
-``logs``, ``rollout``/``scale``, ``completion`` in their own modules, the small verbs here;
+``logs``, ``rollout``/``scale``, ``wait``, ``completion`` in their own modules, the small verbs
+here; progress bars, on stderr and only on a terminal, in cli/progress.py;
 ``-o`` templates in cli/printers.py). Heavy or concurrently written modules
 (the agent, the signaling server) are imported inside their commands, so ``p2pkube get`` stays
 fast and works whatever state those modules are in.
