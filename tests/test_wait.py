@@ -36,7 +36,7 @@ POD: dict[str, Any] = {
         ("jsonpath={.status.containerStatuses[0].restartCount}=2", True),
         ("jsonpath={.status.containerStatuses[*].restartCount}=2", False),  # two values
         ("jsonpath={.status.conditions[0]}=x", False),  # a map is never equal to a value
-        ("jsonpath={.status.conditions[?(@.type==\"Ready\")].status}=True", True),
+        ('jsonpath={.status.conditions[?(@.type=="Ready")].status}=True', True),
     ],
 )
 def test_conditions_judge_an_object(text: str, met: bool) -> None:

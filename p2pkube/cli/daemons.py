@@ -40,7 +40,6 @@ def log_format_option(func: Any) -> Any:
     )(func)
 
 
-
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
