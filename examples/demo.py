@@ -358,13 +358,15 @@ def main() -> int:
         for name in NAMES:
             step(f"p2pkube join {cluster.url} --name {name} --label zone={ZONES[name]}")
             cluster.start_agent(name, "--label", f"zone={ZONES[name]}")
-        counting("agents answering", len(NAMES), lambda: answering(cluster), 30, what="APIs")
+        # 30 s for each agent, as the waits one after the other gave before (a loaded machine)
+        up = 30 * len(NAMES)
+        counting("agents answering", len(NAMES), lambda: answering(cluster), up, what="APIs")
         step("waiting until every peer sees three Ready nodes")
         counting(
             "nodes Ready, as each peer sees them",
             len(NAMES) ** 2,
             lambda: sum(ready_count(cluster, name) for name in NAMES),
-            30,
+            30 * len(NAMES),
             what="3 Ready nodes on every peer",
         )
         show(cluster, "n2", "get", "nodes")
