@@ -55,10 +55,15 @@ def padded_module(path: Path, size: int, seed: bytes) -> Path:
 
 
 def in_terminal(
-    cluster: LocalCluster, name: str, *args: str, timeout: float = 90
+    cluster: LocalCluster,
+    name: str,
+    *args: str,
+    timeout: float = 90,
+    shown: list[bytes] | None = None,
 ) -> tuple[int, str, str]:
     """Run ``p2pkube ARGS`` on ``name`` with stderr on a pseudo-terminal (stdout a pipe, as
-    in ``p2pkube ... | jq``): (exit code, stdout, what the terminal showed)."""
+    in ``p2pkube ... | jq``): (exit code, stdout, what the terminal showed). ``shown``
+    receives the terminal's output as it comes."""
     master, slave = os.openpty()
     env = {k: v for k, v in os.environ.items() if k != "P2PKUBE_TOKEN"}
     proc = subprocess.Popen(
@@ -69,7 +74,8 @@ def in_terminal(
         env=env,
     )
     os.close(slave)
-    shown: list[bytes] = []
+    if shown is None:
+        shown = []
 
     def drain() -> None:
         while True:
@@ -229,15 +235,14 @@ def test_wait_meets_conditions_or_times_out(cluster: LocalCluster, tmp_path: Pat
 
     # --for=delete on a terminal: a bar counts the pods gone while the Deployment scales to 0.
     result: list[tuple[int, str, str]] = []
+    drawn: list[bytes] = []
+    args = ["wait", "--for=delete", "pods", "-l", "app=ticks", "--timeout=60s"]
     waiter = threading.Thread(
-        target=lambda: result.append(
-            in_terminal(
-                cluster, "c", "wait", "--for=delete", "pods", "-l", "app=ticks", "--timeout=60s"
-            )
-        )
+        target=lambda: result.append(in_terminal(cluster, "c", *args, shown=drawn))
     )
     waiter.start()
-    time.sleep(1.5)  # the wait is watching by now
+    # Its bar is drawn once it has listed the pods: a delete from then on is seen.
+    wait_until(lambda: b"waiting for delete" in b"".join(drawn), 30, what="the wait's bar")
     cluster.cli("a", "scale", "deployment", "ticks", "--replicas", "0")
     waiter.join(90)
     code, out, shown = result[0]
