@@ -50,7 +50,7 @@ from p2pkube.cli.output import (
     short_digest,
 )
 from p2pkube.cli.printers import OutputFormat, print_objects
-from p2pkube.cli.progress import Bar, bar
+from p2pkube.cli.progress import Bar, bar, bytes_of
 from p2pkube.cli.rollout import rollout, scale
 from p2pkube.cli.wait import wait
 from p2pkube.cli.workloads import apply, module_source, upload_module
@@ -162,14 +162,14 @@ def pull(state: State, ref: str) -> None:
     client = state.client()
     with contextlib.ExitStack() as stack:
         drawn: Bar | None = None
-        shown = -1
+        shown, size = -1, 0
         for event in client.pull_blob(ref):
             progress = event.get("progress") or {}
             chunks, total = int(progress.get("chunks", 0)), int(progress.get("totalChunks", 0))
             done = int(progress.get("bytes", 0))
             if event.get("type") == "COMPLETE":
                 if drawn is not None:
-                    drawn.show(done, item=f"{total}/{total} chunks")
+                    drawn.show(done, item=f"{bytes_of(done, size)}, {total}/{total} chunks")
                     stack.close()  # finish the bar before the summary line
                 click.echo(_pulled(event.get("object") or {}, event.get("progress")))
                 return
@@ -180,7 +180,7 @@ def pull(state: State, ref: str) -> None:
                 size = int(progress.get("sizeBytes", 0))
                 drawn = stack.enter_context(bar(label, size, unit_bytes=True))
             if drawn is not None:
-                drawn.show(done, item=f"{chunks}/{total} chunks")
+                drawn.show(done, item=f"{bytes_of(done, size)}, {chunks}/{total} chunks")
             elif chunks != shown:
                 click.echo(
                     f"pulling {progress.get('digest', ref)}: {chunks}/{total} chunks, "
