@@ -15,6 +15,10 @@ SIGKILL, counting the GETs that failed. Then it keeps the cluster running until 
 --duration seconds) so you can try the CLI yourself, and prints the URL that makes any browser
 tab a fourth node.
 
+While it waits (agents answering, nodes Ready on every peer, replicas Running, Job runs,
+endpoints), a bar on stderr counts what is there, when stderr is a terminal; elsewhere the
+narration is all.
+
 The cluster gets a fresh random join token and the signaling server listens on 127.0.0.1 only.
 ``--lan`` makes it listen on every interface, and the agents also offer this machine's LAN
 address, so browsers on the same network can join; so can anyone on that network who is
@@ -25,6 +29,7 @@ the page over plain http: see docs/guarantees.md, "Browser nodes", for what that
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import signal
@@ -41,10 +46,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import psutil
 
+from p2pkube.cli.progress import bar
 from p2pkube.devcluster import LocalCluster, wait_until
 
 NAMES = ["n1", "n2", "n3"]
@@ -60,6 +66,29 @@ LOAD_AFTER_KILL = 5.0
 """Seconds of load before the kill, and after it (the failover takes ~3 s: the link's idle
 timeout)."""
 ZONES = {"n1": "a", "n2": "b", "n3": "a"}
+
+
+def counting(
+    label: str,
+    total: int,
+    count: Callable[[], int],
+    timeout: float,
+    *,
+    what: str,
+    stream: TextIO | None = None,
+) -> None:
+    """Wait until ``count()`` reaches ``total`` (TimeoutError naming ``what`` after
+    ``timeout`` seconds). While it climbs, a bar on stderr when that is a terminal (the CLI's
+    own, ``p2pkube.cli.progress``); elsewhere (CI, tests/test_demo.py) as quiet as before."""
+    with bar(label, total, stream=stream) as drawn:
+
+        def reached() -> bool:
+            done = count()
+            if drawn is not None:
+                drawn.show(done)
+            return done >= total
+
+        wait_until(reached, timeout, what=what)
 
 
 def step(text: str) -> None:
@@ -94,6 +123,33 @@ def job_complete(cluster: LocalCluster, peer: str, name: str) -> bool:
         return False
     conditions = (json.loads(result.stdout).get("status") or {}).get("conditions") or []
     return any(c["type"] == "Complete" for c in conditions)
+
+
+def job_succeeded(cluster: LocalCluster, peer: str, name: str) -> int:
+    """The runs of Job ``name`` that succeeded so far, as ``peer`` sees them."""
+    result = cluster.cli(peer, "get", "job", name, "-o", "json", check=False)
+    if result.returncode != 0:
+        return 0
+    return int((json.loads(result.stdout).get("status") or {}).get("succeeded") or 0)
+
+
+def answering(cluster: LocalCluster) -> int:
+    """How many of the demo's agents answer on their local API."""
+    up = 0
+    for name in NAMES:
+        with contextlib.suppress(Exception):  # not up yet: no api.json, or refused
+            cluster.api(name, "GET", "/v1/status")
+            up += 1
+    return up
+
+
+def ready_count(cluster: LocalCluster, peer: str) -> int:
+    """How many of the demo's nodes ``peer`` sees Ready (0 while it does not answer)."""
+    try:
+        nodes = cluster.nodes(peer)
+    except Exception:
+        return 0
+    return sum(nodes.get(n) == "True" for n in NAMES)
 
 
 def all_ready(cluster: LocalCluster, peer: str, names: list[str]) -> bool:
@@ -205,7 +261,13 @@ def serve_web(cluster: LocalCluster) -> tuple[dict[str, str], int]:
     step("apply examples/web.yaml on n1: 3 echo handlers (HTTP, CGI) behind a NodePort Service")
     applied = time.monotonic()
     show(cluster, "n1", "apply", "-f", str(WEB))
-    wait_until(lambda: len(cluster.ready_endpoints("n1", "web")) == 3, 60, what="3 endpoints")
+    counting(
+        "web endpoints ready",
+        3,
+        lambda: len(cluster.ready_endpoints("n1", "web")),
+        60,
+        what="3 endpoints",
+    )
     print(f"3 ready endpoints {time.monotonic() - applied:.1f}s after the apply")
     step("scale web to 2 replicas, so that one peer runs none")
     show(cluster, "n1", "scale", "deployment", "web", "--replicas", "2")
@@ -296,11 +358,17 @@ def main() -> int:
         for name in NAMES:
             step(f"p2pkube join {cluster.url} --name {name} --label zone={ZONES[name]}")
             cluster.start_agent(name, "--label", f"zone={ZONES[name]}")
-        for name in NAMES:
-            cluster.wait_api(name)
+        # 30 s for each agent, as the waits one after the other gave before (a loaded machine)
+        up = 30 * len(NAMES)
+        counting("agents answering", len(NAMES), lambda: answering(cluster), up, what="APIs")
         step("waiting until every peer sees three Ready nodes")
-        for name in NAMES:
-            wait_until(lambda name=name: all_ready(cluster, name, NAMES), 30, what="3 Ready nodes")
+        counting(
+            "nodes Ready, as each peer sees them",
+            len(NAMES) ** 2,
+            lambda: sum(ready_count(cluster, name) for name in NAMES),
+            30 * len(NAMES),
+            what="3 Ready nodes on every peer",
+        )
         show(cluster, "n2", "get", "nodes")
         show(cluster, "n1", "get", "nodes", "-o", "wide")
 
@@ -315,9 +383,14 @@ def main() -> int:
 
         step("apply a Deployment on n1: 3 wasm replicas placed across the peers")
         show(cluster, "n1", "apply", "-f", str(DEPLOYMENT))
-        replicas = wait_until(
-            lambda: len(r := pods(cluster, "n2", "primes")) == 3 and r, 60, what="3 replicas"
-        )
+        running: list[list[dict[str, Any]]] = [[]]
+
+        def replicas_running() -> int:
+            running[0] = pods(cluster, "n2", "primes")
+            return len(running[0])
+
+        counting("primes replicas Running", 3, replicas_running, 60, what="3 replicas")
+        replicas = running[0]
         show(cluster, "n2", "get", "deployments")
         show(cluster, "n2", "get", "pods", "-o", "wide")
         remote = next(p for p in replicas if p["spec"]["nodeName"] != "n3")
@@ -328,7 +401,14 @@ def main() -> int:
 
         step("apply a Job on n2: 4 runs, 2 at a time, to completion")
         show(cluster, "n2", "apply", "-f", str(JOB))
-        wait_until(lambda: job_complete(cluster, "n1", "primes-batch"), 120, what="the Job")
+        counting(
+            "primes-batch runs succeeded",
+            4,
+            lambda: job_succeeded(cluster, "n1", "primes-batch"),
+            120,
+            what="the Job",
+        )
+        wait_until(lambda: job_complete(cluster, "n1", "primes-batch"), 30, what="the Job")
         show(cluster, "n1", "get", "jobs")
         show(cluster, "n1", "get", "pods", "-l", "app=primes-batch", "-o", "wide")
 

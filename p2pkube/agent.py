@@ -24,6 +24,7 @@ import psutil
 from p2pkube.api.nodeport import NodePorts, node_addresses
 from p2pkube.api.server import MAX_BODY_BYTES, ApiServer
 from p2pkube.fsutil import PRIVATE_UMASK, make_private
+from p2pkube.logformat import configure_logging, json_logging
 from p2pkube.metrics.settings import parse_address
 from p2pkube.model.quantity import format_bytes, format_cpu, parse_quantity
 from p2pkube.net import ice
@@ -68,6 +69,8 @@ class JoinOptions:
     kube_api_port: int = 0
     """The Kubernetes API's port (HTTPS on 127.0.0.1; 0: any free port)."""
     log_level: str = "info"
+    log_format: str = "text"
+    """``text`` or ``json`` (one object per line on stderr; ``p2pkube.logformat``)."""
     kind: str = "native"
     overrides: list[str] = field(default_factory=list)
     """``SECTION.FIELD=VALUE`` settings overrides (``p2pkube join --set``)."""
@@ -275,14 +278,19 @@ class Agent(Node):
         }
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str, log_format: str) -> None:
+    configure_logging(level, log_format)
     logging.getLogger("aioice").setLevel(logging.WARNING)
     logging.getLogger("aiortc").setLevel(logging.WARNING)
+
+
+def _say(line: str, level: int = logging.INFO) -> None:
+    """A line for the person who ran ``join`` (the banner, a refusal): plain on stderr, or a
+    log record when the logs are JSON, so that stderr stays one JSON object per line."""
+    if json_logging():
+        log.log(level, "%s", line)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 async def _run(options: JoinOptions) -> int:
@@ -294,18 +302,15 @@ async def _run(options: JoinOptions) -> int:
     try:
         await agent.start()
     except SignalingRejected as exc:
-        print(f"error: the signaling server refused to admit this node: {exc}", file=sys.stderr)
+        _say(f"error: the signaling server refused to admit this node: {exc}", logging.ERROR)
         await agent.stop()
         return 1
     except OSError as exc:  # e.g. a listener's address (--metrics-address) is taken
-        print(f"error: the agent could not start: {exc}", file=sys.stderr)
+        _say(f"error: the agent could not start: {exc}", logging.ERROR)
         await agent.stop()
         return 1
-    print(
-        f"node {agent.node_name} ({agent.node_id}) joined cluster {agent.cluster}",
-        file=sys.stderr,
-        flush=True,
-    )
+    if not json_logging():  # in JSON, Agent.start's record of the join is the banner
+        _say(f"node {agent.node_name} ({agent.node_id}) joined cluster {agent.cluster}")
     await stop.wait()
     log.info("leaving the cluster")
     try:
@@ -319,5 +324,5 @@ async def _run(options: JoinOptions) -> int:
 def run_agent(options: JoinOptions) -> int:
     """Run a node in the foreground until SIGINT/SIGTERM; returns the process exit code."""
     os.umask(PRIVATE_UMASK)  # before anything is created: the data dir is the agent's alone
-    _configure_logging(options.log_level)
+    _configure_logging(options.log_level, options.log_format)
     return asyncio.run(_run(options))

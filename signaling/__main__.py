@@ -4,16 +4,17 @@ The p2pkube CLI has its own ``p2pkube signal`` built on the same
 :func:`~signaling.tokens.load_tokens` and :func:`~signaling.server.run_server`;
 this entry point exists so the server can run from a checkout (or a minimal
 container) without the CLI: of p2pkube it needs only the wire format
-(:mod:`p2pkube.net.signaling_wire`, :mod:`p2pkube.net.jointoken`, standard library only).
+(:mod:`p2pkube.net.signaling_wire`, :mod:`p2pkube.net.jointoken`, :mod:`p2pkube.logformat`,
+standard library only).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
+from p2pkube.logformat import LOG_FORMATS, configure_logging
 from p2pkube.net.jointoken import Verifier
 
 from .server import SignalingServer, run_server
@@ -47,16 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
         "those clusters without their tokens",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text (default) or json: one JSON object per line on stderr",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, print the join token if one was generated, serve."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
     if args.token is not None:
         print(
             "warning: --token on the command line is visible to every user of this machine; "

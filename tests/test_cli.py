@@ -513,6 +513,7 @@ def fake_agent_module(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         log_level: str
         node_ip: str = "0.0.0.0"
         metrics_address: str | None = None
+        log_format: str = "text"
 
     def run_agent(options: JoinOptions) -> int:
         calls.append(options)
@@ -536,7 +537,7 @@ def test_join_builds_options_and_exits_with_the_agents_code(
          "--data-dir", str(tmp_path / "d1"), "--label", "zone=a", "--label", "example.com/tier=",
          "--ice-address", "127.0.0.1", "--cpu", "500m", "--memory", "4Gi", "--max-peers", "4",
          "--api-port", "9000", "--kube-api-port", "6443", "--set", "transport.max_peers=5",
-         "--log-level", "DEBUG",
+         "--log-level", "DEBUG", "--log-format", "json",
          "--allow-host-path", "/srv/models", "--allow-host-path", "/var/out:rw",
          "--node-ip", "127.0.0.7", "--metrics-address", "[::1]:9464"],
     )  # fmt: skip
@@ -554,6 +555,7 @@ def test_join_builds_options_and_exits_with_the_agents_code(
     assert options.allowed_host_paths == ["/srv/models", "/var/out:rw"]
     assert options.node_ip == "127.0.0.7"
     assert options.metrics_address == "[::1]:9464"
+    assert options.log_format == "json"
 
 
 @pytest.mark.parametrize(

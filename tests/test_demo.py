@@ -4,6 +4,8 @@ that it binds what it says (loopback, with a fresh random token, unless given --
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import re
 import subprocess
 import sys
@@ -58,3 +60,29 @@ def test_demo_runs_its_whole_story(tmp_path: Path) -> None:
     assert "starting the signaling server on 127.0.0.1 only" in out, out
     log = (tmp_path / "demo" / "signaling.log").read_text()
     assert f"listening on ws://127.0.0.1:{page.group(1)}/ws" in log, log
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_demo_counts_its_start_up_on_a_terminal_only() -> None:
+    """The demo's waits draw the CLI's bar (done/total) on a terminal and nothing elsewhere,
+    so its narration stays what the test above reads."""
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "examples" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    sys.modules["demo"] = demo  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(demo)
+    finally:
+        del sys.modules["demo"]
+    steps = iter([0, 1, 1, 2, 3])
+    terminal = Terminal()
+    demo.counting("agents answering", 3, lambda: next(steps), 10, what="x", stream=terminal)
+    shown = terminal.getvalue()
+    assert "agents answering" in shown and "#]  3/3" in shown and "-]  1/3" in shown, shown
+    piped = io.StringIO()
+    demo.counting("agents answering", 2, lambda: 2, 10, what="x", stream=piped)
+    assert piped.getvalue() == ""

@@ -60,6 +60,9 @@ class LocalImages:
             raise LookupError(f"no holder of {digest}")
         return self.paths[digest]
 
+    def progress(self, digest: str) -> None:
+        return None  # nothing is ever pulled: every module is here or has no holder
+
 
 class HasState(Protocol):
     """A test's node: whatever holds the ClusterState its kubelet reads (Node, and

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pkube.cli import oci
+from p2pkube.cli import progress as progress_module
 from p2pkube.cli.common import CliError
 from p2pkube.cli.oci import (
     DOCKER_HUB,
@@ -25,8 +25,8 @@ from p2pkube.cli.oci import (
     looks_like_path,
     module_problem,
     parse_reference,
-    progress,
 )
+from p2pkube.cli.progress import progress
 from p2pkube.model.fields import module_image
 
 DIGEST = "sha256:" + "ab" * 32
@@ -219,7 +219,7 @@ def test_a_download_shows_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "pulling ghcr.io/a/b:1" in terminal.getvalue()
     assert "100%" in terminal.getvalue()
 
-    monkeypatch.setattr(oci, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(progress_module, "PROGRESS_EVERY", 0.0)
     log = io.StringIO()
     with progress("pulling ghcr.io/a/b:1", 2_000_000, log) as step:
         step(1_000_000)

@@ -185,19 +185,23 @@ class ApiClient:
 
     # --- blobs ---------------------------------------------------------------------------------
 
-    def publish_blob(self, path: Path) -> tuple[dict[str, Any], bool]:
+    def publish_blob(
+        self, path: Path, on_progress: Callable[[int], None] | None = None
+    ) -> tuple[dict[str, Any], bool]:
         """Upload a WebAssembly module (streamed from disk); (the Blob object, whether it was
-        new). The agent computes the digest; publishing the same bytes again is a no-op."""
+        new). The agent computes the digest; publishing the same bytes again is a no-op.
+        ``on_progress`` hears the bytes sent so far after each piece of the body went out."""
         path = Path(path)
         size = path.stat().st_size
         with path.open("rb") as fh:
+            body: IO[bytes] | _Counted = fh if on_progress is None else _Counted(fh, on_progress)
             response = self._open(
                 "POST",
                 "/v1/blobs",
                 None,
                 {"source": path.name},
                 self.timeout,
-                data=(fh, size, "application/wasm"),
+                data=(body, size, "application/wasm"),
             )
             with response:
                 created = response.status == 201
@@ -233,6 +237,7 @@ class ApiClient:
         label_selector: str | None = None,
         *,
         timeout_seconds: int = WATCH_SECONDS,
+        on_open: Callable[[], None] | None = None,
     ) -> Generator[dict[str, Any], None, None]:
         """Yield watch events (``{"type": ..., "object": ...}``) as the agent sends them.
 
@@ -240,6 +245,8 @@ class ApiClient:
         (after ``timeout_seconds``, or after an ERROR event when we read too slowly). Stop
         early by closing the generator (``break`` out of the loop). Each event is yielded as
         soon as its line arrives: the latency benchmark measures exactly that moment.
+        ``on_open`` is called once the agent answered, before the first event: from then on
+        every change is in the stream (``wait`` lists then, so nothing falls between).
         """
         query = {
             "namespace": EMPTY_NAMESPACE if namespace == "" else namespace,
@@ -252,6 +259,8 @@ class ApiClient:
             "GET", f"/v1/watch/{_q(kind)}", None, query, timeout_seconds + self.timeout
         )
         with response:
+            if on_open is not None:
+                on_open()
             yield from self._json_lines(response, "watch")
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -326,7 +335,7 @@ class ApiClient:
         query: Mapping[str, str | None] | None,
         timeout: float,
         *,
-        data: tuple[IO[bytes], int, str] | None = None,
+        data: tuple[IO[bytes] | _Counted, int, str] | None = None,
     ) -> HTTPResponse:
         """Send one request (a JSON ``body``, or raw ``data``: an open file, its length and
         content type, streamed); the open response, or the error the caller should see."""
@@ -335,7 +344,7 @@ class ApiClient:
         if params:
             url += "?" + urllib.parse.urlencode(params)
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        payload: bytes | IO[bytes] | None = None
+        payload: bytes | IO[bytes] | _Counted | None = None
         if data is not None:
             payload = data[0]
             headers["Content-Length"] = str(data[1])
@@ -381,6 +390,24 @@ class ApiClient:
                 exc.code, str(status.get("reason", "Unknown")), str(status.get("message", ""))
             )
         return ApiError(exc.code, "Unknown", f"HTTP {exc.code} {exc.reason}")
+
+
+class _Counted:
+    """A file whose reads are counted: http.client sends a body with a ``read`` method piece
+    by piece (8 KiB, its blocksize), each before it reads the next, so the count reported at
+    a read is what went out before it."""
+
+    def __init__(self, fh: IO[bytes], on_progress: Callable[[int], None]) -> None:
+        self._fh = fh
+        self._on_progress = on_progress
+        self._sent = 0
+
+    def read(self, size: int = -1) -> bytes:
+        piece = self._fh.read(size)
+        if self._sent:  # the previous piece has been written by now (all of them, at the end)
+            self._on_progress(self._sent)
+        self._sent += len(piece)
+        return piece
 
 
 def _q(part: str) -> str:

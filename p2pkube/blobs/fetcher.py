@@ -42,7 +42,7 @@ from p2pkube.blobs.errors import (
     InsufficientStorage,
     NoHolderError,
 )
-from p2pkube.blobs.limits import check_size, check_space
+from p2pkube.blobs.limits import check_size, check_space, size_text
 from p2pkube.blobs.manifest import Manifest
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.net.rpc import Rpc, RpcBusy, RpcError, counters
@@ -111,6 +111,15 @@ class FetchProgress:
     dropped: dict[str, str] = field(default_factory=dict)
     """Holder name -> why it is no longer asked."""
     started: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> str:
+        """The pull for a person, as a pod waiting for its module shows it (``describe pod``):
+        ``Pulling module sha256:0123456789ab…: 3.1 MiB of 8 MiB from 2 peers``."""
+        peers = len(self.sources)
+        return (
+            f"Pulling module {self.digest[: len('sha256:') + 12]}…: {size_text(self.bytes)} of "
+            f"{size_text(self.size)} from {peers} peer{'' if peers == 1 else 's'}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ for ``p2pkube get`` does not load them (nor depend on the state of their modules
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import sys
 import urllib.parse
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from p2pkube.cli.common import CliError, State, data_dir_option
+from p2pkube.logformat import LOG_FORMATS, JsonFormatter, configure_logging
 from p2pkube.model.names import dns_label_error, label_key_error, label_value_error
 from p2pkube.model.quantity import parse_quantity
 
@@ -27,6 +29,18 @@ if TYPE_CHECKING:
 
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
+def log_format_option(func: Any) -> Any:
+    """``--log-format text|json`` of the long-running commands (``p2pkube.logformat``)."""
+    return click.option(
+        "--log-format",
+        type=click.Choice(LOG_FORMATS),
+        default="text",
+        show_default=True,
+        help="text: one line per record; json: one JSON object per line on stderr (time, "
+        "level, logger, message, exception), for log collectors.",
+    )(func)
 
 
 @click.command()
@@ -67,6 +81,7 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
 )
 @click.option("--no-web", is_flag=True, help="Serve only the WebSocket, no browser page.")
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@log_format_option
 @click.pass_context
 def signal(
     ctx: click.Context,
@@ -78,6 +93,7 @@ def signal(
     web_root: Path | None,
     no_web: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run the signaling server agents use to find each other.
 
@@ -87,16 +103,12 @@ def signal(
     makes a browser tab a node: http://HOST:PORT/#token=TOKEN (the token stays in the URL
     fragment, which browsers never send to the server).
     """
-    import logging
-
     from p2pkube.net.jointoken import Verifier
     from signaling.server import run_server
     from signaling.tokens import load_tokens, load_verifiers
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    warn_token_in_argv(ctx)
+    configure_logging(log_level, log_format)
+    warn_token_in_argv(ctx, log_format)
     try:
         verifiers = load_verifiers(verifier_file) if verifier_file is not None else []
         if token is None and token_file is None and verifiers:
@@ -158,14 +170,21 @@ def page_url(server: SignalingServer) -> str:
     return f"http://{loopback}:{server.port}/"
 
 
-def warn_token_in_argv(ctx: click.Context) -> None:
+def warn_token_in_argv(ctx: click.Context, log_format: str = "text") -> None:
     """Warn on stderr when --token was given on the command line, where ps shows it."""
     if ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
-        click.echo(
-            "warning: --token on the command line is visible to every user of this machine "
-            "(ps, /proc); use --token-file FILE or $P2PKUBE_TOKEN",
-            err=True,
+        warning = (
+            "--token on the command line is visible to every user of this machine "
+            "(ps, /proc); use --token-file FILE or $P2PKUBE_TOKEN"
         )
+        if log_format == "json":  # stderr carries JSON only
+            record = logging.makeLogRecord(
+                {"name": "p2pkube.cli", "levelno": logging.WARNING, "levelname": "WARNING",
+                 "msg": warning}
+            )  # fmt: skip
+            click.echo(JsonFormatter().format(record), err=True)
+        else:
+            click.echo(f"warning: {warning}", err=True)
 
 
 # --- token -----------------------------------------------------------------------------------
@@ -299,12 +318,14 @@ def _check_metrics_address(
     return value
 
 
-def join_token(ctx: click.Context, token: str | None, token_file: Path | None) -> str:
+def join_token(
+    ctx: click.Context, token: str | None, token_file: Path | None, log_format: str = "text"
+) -> str:
     """The join token of ``p2pkube join``: --token-file, else --token or $P2PKUBE_TOKEN
     (a file given on the command line wins over the environment); checked for strength."""
     from p2pkube.net.jointoken import token_problem
 
-    warn_token_in_argv(ctx)
+    warn_token_in_argv(ctx, log_format)
     from_argv = ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE
     if token_file is not None and token is not None and from_argv:
         raise click.UsageError("give either --token or --token-file, not both")
@@ -416,6 +437,7 @@ def read_token_file(path: Path) -> str:
     help="Override an agent setting, e.g. swim.probe_interval=0.2 (repeat).",
 )
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@log_format_option
 @click.pass_context
 def join(
     ctx: click.Context,
@@ -435,12 +457,13 @@ def join(
     allowed_host_paths: list[str],
     overrides: tuple[str, ...],
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run an agent here and join the cluster.
 
     URL is the signaling server, e.g. ws://127.0.0.1:8787.
     """
-    token = join_token(ctx, token, token_file)
+    token = join_token(ctx, token, token_file, log_format)
     from p2pkube.agent import JoinOptions, run_agent
     from p2pkube.settings import AgentSettings
 
@@ -469,5 +492,6 @@ def join(
         node_ip=node_ip,
         metrics_address=metrics_address,
         log_level=log_level.lower(),
+        log_format=log_format,
     )
     ctx.exit(int(run_agent(options)))

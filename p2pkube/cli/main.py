@@ -3,7 +3,8 @@
 ``signal`` and ``join`` start long-running processes (the rendezvous server, an agent;
 cli/daemons.py); every other command is a short kubectl-like client of the local agent found
 through the data dir (``get`` in cli/get.py, ``create``, ``delete``, ``describe``, ``apply``,
-``logs``, ``rollout``/``scale``, ``completion`` in their own modules, the small verbs here;
+``logs``, ``rollout``/``scale``, ``wait``, ``completion`` in their own modules, the small verbs
+here; progress bars, on stderr and only on a terminal, in cli/progress.py;
 ``-o`` templates in cli/printers.py). Heavy or concurrently written modules
 (the agent, the signaling server) are imported inside their commands, so ``p2pkube get`` stays
 fast and works whatever state those modules are in.
@@ -39,6 +40,7 @@ from p2pkube.cli.output import (
     short_digest,
 )
 from p2pkube.cli.printers import OutputFormat, print_objects
+from p2pkube.cli.progress import Bar, bar, bytes_of
 
 DEFAULT_DATA_DIR = "~/.p2pkube"
 
@@ -59,6 +61,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "proxy": "p2pkube.cli.forward:proxy",
     "port-forward": "p2pkube.cli.forward:port_forward",
     "kubeconfig": "p2pkube.cli.kubeconfig:kubeconfig",
+    "wait": "p2pkube.cli.wait:wait",
     "cordon": "p2pkube.cli.nodes:cordon",
     "uncordon": "p2pkube.cli.nodes:uncordon",
     "taint": "p2pkube.cli.nodes:taint",
@@ -134,7 +137,7 @@ def publish(state: State, source: str, output: str | None, registry_config: Path
     OCI reference to a WebAssembly artifact (REGISTRY/REPO:TAG or @sha256:...): the CLI
     pulls its module layer and publishes that.
     """
-    from p2pkube.cli.workloads import module_source  # apply's module; loaded with publish only
+    from p2pkube.cli.workloads import module_source  # apply's module: loaded by publish only
 
     with module_source(source, registry_config) as file:
         _publish_file(state, file, output)
@@ -145,7 +148,9 @@ def _publish_file(state: State, file: Path, output: str | None) -> None:
         problem = wasm_magic_problem(fh.read(len(WASM_MAGIC)), complete=True)
     if problem is not None:  # the agent checks too; this spares uploading a wrong file
         raise CliError(f"{file}: {problem}")
-    obj, created = state.client().publish_blob(file)
+    from p2pkube.cli.workloads import upload_module
+
+    obj, created = upload_module(state.client(), file)
     digest = field(obj, "metadata.name", "")
     if not print_objects([obj], output, single=True):
         size = format_size(field(obj, "spec.size"), " ")
@@ -161,49 +166,39 @@ def _publish_file(state: State, file: Path, output: str | None) -> None:
 def pull(state: State, ref: str) -> None:
     """Fetch a blob to the local agent from the nodes that hold it.
 
-    DIGEST is sha256:<hex> or a unique prefix of it (as `get blobs` shows). Progress is a bar
-    on a terminal and one line per step otherwise; exit 1 when the fetch fails.
+    DIGEST is sha256:<hex> or a unique prefix of it (as `get blobs` shows). Progress goes to
+    stderr: a bar on a terminal, else one line per chunk count reached; the summary line goes
+    to stdout. Exit 1 when the fetch fails.
     """
     client = state.client()
-    tty = sys.stdout.isatty()
     with contextlib.ExitStack() as stack:
-        bar: Any = None
-        shown = -1
+        drawn: Bar | None = None
+        shown, size = -1, 0
         for event in client.pull_blob(ref):
             progress = event.get("progress") or {}
+            chunks, total = int(progress.get("chunks", 0)), int(progress.get("totalChunks", 0))
+            done = int(progress.get("bytes", 0))
             if event.get("type") == "COMPLETE":
-                if bar is not None:
-                    total = progress.get("totalChunks", 0)
-                    bar.update(
-                        int(progress.get("bytes", 0)) - bar.pos,
-                        current_item=f"{total}/{total} chunks",
-                    )
+                if drawn is not None:
+                    drawn.show(done, item=f"{bytes_of(done, size)}, {total}/{total} chunks")
                     stack.close()  # finish the bar before the summary line
                 click.echo(_pulled(event.get("object") or {}, event.get("progress")))
                 return
             if event.get("type") != "PROGRESS":
                 continue
-            chunks, total = int(progress.get("chunks", 0)), int(progress.get("totalChunks", 0))
-            if tty:
-                if bar is None:
-                    bar = stack.enter_context(
-                        click.progressbar(
-                            length=max(1, int(progress.get("sizeBytes", 0))),
-                            label=f"pulling {short_digest(str(progress.get('digest', ref)))}",
-                            item_show_func=lambda item: item,
-                            file=sys.stdout,
-                        )
-                    )
-                bar.update(
-                    int(progress.get("bytes", 0)) - bar.pos, current_item=f"{chunks}/{total} chunks"
-                )
+            if shown < 0:
+                label = f"pulling {short_digest(str(progress.get('digest', ref)))}"
+                size = int(progress.get("sizeBytes", 0))
+                drawn = stack.enter_context(bar(label, size, unit_bytes=True))
+            if drawn is not None:
+                drawn.show(done, item=f"{bytes_of(done, size)}, {chunks}/{total} chunks")
             elif chunks != shown:
-                shown = chunks
                 click.echo(
                     f"pulling {progress.get('digest', ref)}: {chunks}/{total} chunks, "
-                    f"{format_size(progress.get('bytes'), ' ')} of "
-                    f"{format_size(progress.get('sizeBytes'), ' ')}"
+                    f"{format_size(done, ' ')} of {format_size(progress.get('sizeBytes'), ' ')}",
+                    err=True,
                 )
+            shown = chunks
     raise CliError(f"the agent ended the pull of {ref} without saying how it went")
 
 

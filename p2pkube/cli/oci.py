@@ -32,18 +32,13 @@ import re
 import shutil
 import ssl
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-import click
+from typing import Any
 
 from p2pkube.blobs.manifest import WASM_MAGIC, wasm_magic_problem
 from p2pkube.cli.common import CliError
@@ -81,8 +76,6 @@ DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 """The key ``docker login`` writes Docker Hub's credentials under."""
 INSECURE_ENV = "P2PKUBE_INSECURE_REGISTRIES"
 TIMEOUT = 60.0
-PROGRESS_EVERY = 2.0
-"""Seconds between two progress lines when stderr is not a terminal."""
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -669,29 +662,3 @@ def _accepted() -> str:
         f"An image is {IMAGE_FORMS}; an OCI artifact must have one layer of "
         f"{WASM_LAYER_TYPES[0]} (wasm-to-oci) or {WASM_LAYER_TYPES[1]}"
     )
-
-
-# --- progress --------------------------------------------------------------------------------
-
-
-@contextmanager
-def progress(
-    label: str, size: int, stream: TextIO | None = None
-) -> Iterator[Callable[[int], None]]:
-    """A callback taking the bytes done so far: a bar on a terminal (like ``p2pkube pull``),
-    else a line every few seconds while a download lasts."""
-    out = stream or sys.stderr
-    if out.isatty():
-        with click.progressbar(length=max(1, size), label=label, file=out) as bar:
-            yield lambda done: bar.update(done - bar.pos)
-        return
-    last = time.monotonic()
-
-    def line(done: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= PROGRESS_EVERY and done < size:
-            last = now
-            click.echo(f"{label}: {format_size(done, ' ')} of {format_size(size, ' ')}", file=out)
-
-    yield line

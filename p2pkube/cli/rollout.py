@@ -43,6 +43,7 @@ from p2pkube.cli.describe_workloads import (
 )
 from p2pkube.cli.kinds import find_resource
 from p2pkube.cli.output import Resource, field
+from p2pkube.cli.progress import Bar, bar
 from p2pkube.cli.tabwriter import Writer
 
 SERVER_FIELDS = ("generation", "resourceVersion", "managedFields", "selfLink")
@@ -206,6 +207,21 @@ PROGRESS: dict[str, Callable[[dict[str, Any]], tuple[str, bool]]] = {
 }
 
 
+def rollout_counts(kind: str, obj: dict[str, Any]) -> tuple[int, int, int]:
+    """(replicas updated, of those available, desired) of a Deployment or DaemonSet: what
+    the bar of ``rollout status`` shows on a terminal."""
+    status = obj.get("status") or {}
+    if kind == "DaemonSet":
+        desired = int(status.get("desiredNumberScheduled") or 0)
+        updated = int(status.get("updatedNumberScheduled") or 0)
+        available = int(status.get("numberAvailable") or 0)
+    else:
+        desired = int(field(obj, "spec.replicas", 1))
+        updated = int(status.get("updatedReplicas") or 0)
+        available = int(status.get("availableReplicas") or 0)
+    return updated, min(updated, available), desired
+
+
 def wait_for_rollout(
     client: ApiClient,
     kind: str,
@@ -214,24 +230,50 @@ def wait_for_rollout(
     *,
     timeout: float = 0,
     watch: bool = True,
-    echo: Callable[[str], None] = click.echo,
 ) -> None:
     """Print the rollout's progress until it is done (returns), its timeout passes or the
-    object goes away (CliError). Each line is printed when the status changes to it, from the
-    watch stream; a stream the agent ends is opened again."""
+    object goes away (CliError), from the watch stream (a stream the agent ends is opened
+    again). Off a terminal each status line is printed when the status changes to it; on one
+    (stderr) a bar shows the replicas updated and available of those desired instead, and only
+    the last line is printed."""
+    what = f'{kind.lower()} "{name}"'
+    obj = client.get_object(kind, namespace, name)
+    message, done = PROGRESS[kind](obj)
+    if done or not watch:
+        click.echo(message)
+        return
+    with bar(f"rollout of {what}", rollout_counts(kind, obj)[2]) as drawn:
+        message = _follow_rollout(client, kind, namespace, name, obj, timeout, drawn)
+    click.echo(message)
+
+
+def _follow_rollout(
+    client: ApiClient,
+    kind: str,
+    namespace: str,
+    name: str,
+    obj: dict[str, Any],
+    timeout: float,
+    drawn: Bar | None,
+) -> str:
+    """The watch of :func:`wait_for_rollout`; returns the final line, once done."""
     progress = PROGRESS[kind]
     deadline = time.monotonic() + timeout if timeout > 0 else None
     last: list[str] = []
 
-    def show(obj: dict[str, Any]) -> bool:
+    def show(obj: dict[str, Any]) -> str | None:
         message, done = progress(obj)
-        if not last or last[-1] != message:
+        if done:
+            return message
+        if drawn is not None:
+            updated, available, desired = rollout_counts(kind, obj)
+            drawn.show(available, desired, item=f"{updated} updated, {available} available")
+        elif not last or last[-1] != message:
             last.append(message)
-            echo(message)
-        return done
+            click.echo(message)
+        return None
 
-    if show(client.get_object(kind, namespace, name)) or not watch:
-        return
+    show(obj)
     what = f'{kind.lower()} "{name}"'
     while True:
         seconds = WATCH_SECONDS
@@ -252,8 +294,11 @@ def wait_for_rollout(
                     continue
                 if event.get("type") == "DELETED":
                     raise CliError(f"{what} was deleted while waiting for its rollout")
-                if show(obj):
-                    return
+                if (final := show(obj)) is not None:
+                    if drawn is not None:
+                        updated, available, desired = rollout_counts(kind, obj)
+                        drawn.show(available, desired, item=f"{updated} updated")
+                    return final
         finally:
             events.close()
     raise CliError(f"timed out after {timeout:g}s waiting for the rollout of {what} to finish")

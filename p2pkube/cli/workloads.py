@@ -47,9 +47,9 @@ from p2pkube.cli.oci import (
     looks_like_path,
     module_problem,
     parse_reference,
-    progress,
 )
 from p2pkube.cli.printers import OutputFormat, print_objects
+from p2pkube.cli.progress import UPLOAD_BAR_BYTES, progress
 from p2pkube.model.apiversions import CLUSTER_SCOPED_KINDS
 from p2pkube.model.images import IMAGE_FORMS
 from p2pkube.model.podspec import containers
@@ -269,8 +269,18 @@ def publish_images(
             container["image"] = published[key]
 
 
+def upload_module(client: ApiClient, path: Path) -> tuple[dict[str, Any], bool]:
+    """``client.publish_blob`` with the bytes sent shown (stderr) for a module of
+    ``UPLOAD_BAR_BYTES`` or more: a bar on a terminal, else a line now and then."""
+    size = path.stat().st_size
+    if size < UPLOAD_BAR_BYTES:
+        return client.publish_blob(path)
+    with progress(f"uploading {path.name}", size) as step:
+        return client.publish_blob(path, on_progress=step)
+
+
 def _publish(client: ApiClient, path: Path, shown: str | None = None) -> str:
-    obj, created = client.publish_blob(path)
+    obj, created = upload_module(client, path)
     digest = str(obj["metadata"]["name"])
     verb = "published" if created else "unchanged"
     click.echo(f"blob/{digest} {verb} ({shown or path.name})", err=True)

@@ -45,12 +45,25 @@ log = logging.getLogger(__name__)
 POD_PREFIX = "Pod/"
 
 
+class PullProgress(Protocol):
+    """How far one module's pull is (natively: ``p2pkube.blobs.fetcher.FetchProgress``)."""
+
+    def summary(self) -> str:
+        """One line for a person: bytes done of the size, and from how many peers."""
+        ...
+
+
 class ImageSource(Protocol):
     """Where module bytes come from (natively: the blob fetcher)."""
 
     async def ensure(self, digest: str) -> Path:
         """The local path of the blob ``digest``, fetched from peers if needed. An exception
         whose ``retryable`` attribute is False (``BlobTooLarge``) is not retried."""
+        ...
+
+    def progress(self, digest: str) -> PullProgress | None:
+        """The running pull of ``digest``, if one runs (a pod waiting for it says how far
+        it is)."""
         ...
 
 

@@ -489,7 +489,7 @@ class PodWorker:
         while not self._over(record):
             try:
                 async with asyncio.timeout(settings.image_pull_timeout):
-                    path = await self.kubelet.images.ensure(image)
+                    path = await self._ensure_module(record, image)
                 self._event("Pulled", f"Module {image} is on the node")
                 return path
             except Exception as exc:
@@ -518,6 +518,36 @@ class PodWorker:
                     await self.halted.wait()
         record.done = True
         return None
+
+    async def _ensure_module(self, record: ContainerRecord, image: str) -> Path:
+        """``images.ensure(image)``, saying meanwhile how far the pull is: at most every
+        ``kubelet.pull_progress_interval`` the container waits ContainerCreating with the
+        pull's summary as its message (the status every node replicates, so ``describe pod``
+        shows it anywhere), and a Pulling event once a pull is under way."""
+        images = self.kubelet.images
+        pull = asyncio.ensure_future(images.ensure(image))
+        told = ""
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {pull}, timeout=self.kubelet.settings.pull_progress_interval
+                )
+                if done:
+                    break
+                progress = images.progress(image)
+                line = progress.summary() if progress is not None else ""
+                if line and line != told:
+                    if not told:
+                        self._event("Pulling", f"Pulling module {image}")
+                    told = line
+                    record.waiting("ContainerCreating", line)
+                    self._changed()
+        finally:
+            pull.cancel()  # only our wait when we are cancelled: a fetch outlives its callers
+        if told:
+            record.waiting("ContainerCreating")
+            self._changed()
+        return pull.result()
 
     async def _prepare(self, record: ContainerRecord, image: str, path: Path) -> None:
         """The runtime's prepare; the first time, a Normal event names the imports that it

@@ -100,6 +100,12 @@ class KubeletSettings:
     """A container that ran this long before ending restarts after ``backoff_initial`` again."""
     image_pull_timeout: float = 120.0
     """How long fetching a module from peers may take before it is retried (ImagePullBackOff)."""
+    pull_progress_interval: float = 1.0
+    """While a pod waits for its module to come from peers, how often at most its container's
+    waiting message is rewritten with how far the pull is (``Pulling module sha256:…: 3.1 MiB
+    of 8 MiB from 2 peers``, what ``describe pod`` shows on any node). Each rewrite is a status
+    write replicated to every node, so it is coarse: once a second, and only when the line
+    changed."""
     resync_interval: float = 10.0
     """The kubelet re-reads all pods assigned to it at least this often, besides reacting to
     every state change at once (a safety net, not the normal path)."""
