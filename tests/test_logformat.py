@@ -13,6 +13,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from p2pkube.api.client import ApiClient
 from p2pkube.devcluster import free_port, wait_until
 from p2pkube.logformat import JsonFormatter, configure_logging
@@ -33,6 +35,7 @@ def records(text: str) -> list[dict[str, object]]:
     return parsed
 
 
+@pytest.mark.slow  # a real agent and signaling server
 def test_an_agent_and_a_signaling_server_log_json_lines(tmp_path: Path) -> None:
     port = free_port()
     token = generate_token()
