@@ -120,6 +120,22 @@ def capacity_of(options: JoinOptions) -> dict[str, str]:
     return {"cpu": format_cpu(cpu), "memory": format_bytes(memory)}
 
 
+def process_usage(process: psutil.Process) -> tuple[float, int]:
+    """CPU seconds and resident bytes of the agent's process and its children (the request
+    workers, ``runtime/procs.py``): the node's measured usage (``runtime/usage.py``). A child
+    that ends between two readings takes its seconds with it (that window then reads low)."""
+    with process.oneshot():
+        times = process.cpu_times()
+        cpu, memory = times.user + times.system, process.memory_info().rss
+        children = process.children()
+    for child in children:
+        with contextlib.suppress(psutil.Error):  # it may end meanwhile
+            with child.oneshot():
+                times = child.cpu_times()
+                cpu, memory = cpu + times.user + times.system, memory + child.memory_info().rss
+    return cpu, memory
+
+
 def validate_on_first_use(
     obj: dict[str, Any], warn: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
@@ -164,6 +180,7 @@ class Agent(Node):
             connect=aiohttp_connect,
             check_signature=verify_signature,
         )
+        self._process = psutil.Process()
         super().__init__(
             NodeConfig(
                 name=options.name,
@@ -177,6 +194,7 @@ class Agent(Node):
                     settings.kubelet.allowed_host_paths, options.data_dir
                 ),
                 addresses=node_addresses(options.node_ip, options.name),
+                process_usage=lambda: process_usage(self._process),
             ),
             mesh=mesh,
             runtime_factory=lambda: NativeRuntime(options.data_dir, settings.runtime),
@@ -198,7 +216,6 @@ class Agent(Node):
             service_settings=self.settings.services,
         )
         self.node_ports: NodePorts | None = None
-        self._process = psutil.Process()
 
     async def start(self) -> None:
         ice.use_host_addresses(self.mesh.settings.ice_host_addresses)

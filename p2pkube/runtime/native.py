@@ -45,6 +45,10 @@ class NativeInstance(PipedInstance):
         self.control.stop(reason, message or "stopped by the agent")
         self.stop_output()
 
+    def usage(self) -> tuple[float, int]:
+        """What its worker thread measured at the last epoch tick or sleep (sandbox.Control)."""
+        return self.control.cpu_seconds, self.control.memory_bytes
+
 
 def _prepare_files(launch: rt.Launch, *, logged: bool) -> None:
     """On the worker thread: the log directory (of an instance that logs here: a request
