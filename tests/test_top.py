@@ -159,8 +159,8 @@ async def test_the_meter_gives_rates_over_its_window_and_answers_over_rpc() -> N
         there.use("default/busy", 1.25, 3 << 20)  # 0.25 s of CPU over the window
         there.process = (10.4, 60 << 20)
         here.use("default/tab", 0.05, 1 << 20)
-        meter_a._take()
-        meter_b._take()
+        await meter_a.take()
+        await meter_b.take()
         window = time.monotonic() - started
         answers = await meter_a.read({"a": "a", "b": "b", "gone": None}, local="a")
         report = answers["b"]
@@ -196,9 +196,9 @@ async def test_a_container_new_since_the_last_reading_counts_from_zero() -> None
     try:
         await asyncio.sleep(0.2)
         measured.use("default/new", 0.1, 65536)
-        meter._take()
-        [(cpu, memory)] = meter.report().pods["default/new"].values()
-        assert cpu == pytest.approx(0.1 / meter.report().window * 1e9, rel=0.01)
+        await meter.take()
+        [(cpu, memory)] = (await meter.report()).pods["default/new"].values()
+        assert cpu == pytest.approx(0.1 / (await meter.report()).window * 1e9, rel=0.01)
         assert memory == 65536
     finally:
         await meter.close()

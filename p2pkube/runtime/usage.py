@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pkube.model.timestamps import utc_now
-from p2pkube.net.rpc import Rpc, RpcError
+from p2pkube.net.rpc import Rpc, RpcError, RpcRemoteError
 from p2pkube.runtime.interface import ContainerUsage
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,6 @@ class UsageMeter:
         rpc.register(METHOD, self._serve)
 
     def start(self) -> None:
-        self._take()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="usage meter")
 
     async def close(self) -> None:
@@ -149,33 +148,36 @@ class UsageMeter:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
             try:
-                self._take()
+                await self.take()
             except Exception:  # a failed reading must not end the meter
                 log.exception("reading this node's usage failed")
+            await asyncio.sleep(self.interval)
 
-    def _read(self) -> _Reading:
+    async def _read(self) -> _Reading:
+        cpu: float | None = None
+        memory: int | None = None
+        if self.process is not None:  # /proc reads (children: every process's): off the loop
+            cpu, memory = await asyncio.to_thread(self.process)
         containers = {
             (c.pod_dir, c.pod, c.container): (c.cpu_seconds, c.memory_bytes)
             for c in self.containers()
         }
-        cpu: float | None = None
-        memory: int | None = None
-        if self.process is not None:
-            cpu, memory = self.process()
         return _Reading(time.monotonic(), utc_now(), cpu, memory, containers)
 
-    def _take(self) -> None:
-        self._previous, self._latest = self._latest, self._read()
+    async def take(self) -> None:
+        """Take a reading now: it ends the current window (the meter does so every
+        ``interval``; tests call it to end one at once)."""
+        reading = await self._read()
+        self._previous, self._latest = self._latest, reading
 
-    def report(self) -> UsageReport:
+    async def report(self) -> UsageReport:
         """This node's usage over the last window (the first window ends now)."""
         previous, latest = self._previous, self._latest
         if latest is None:
             raise UsageUnavailable("usage is not being measured here yet")
         if previous is None:  # started less than one interval ago: measure up to now
-            previous, latest = latest, self._read()
+            previous, latest = latest, await self._read()
         window = latest.at - previous.at
         pods: dict[str, dict[str, tuple[int, int]]] = {}
         for (pod_dir, pod, container), (cpu, memory) in latest.containers.items():
@@ -193,7 +195,10 @@ class UsageMeter:
         return UsageReport(latest.timestamp, round(window, 3), node_cpu, node_memory, pods)
 
     async def _serve(self, _src: str, _body: Any) -> dict[str, Any]:
-        return self.report().body()
+        try:
+            return (await self.report()).body()
+        except UsageUnavailable as exc:
+            raise RpcRemoteError("unavailable", str(exc)) from None
 
     async def read(
         self, nodes: dict[str, str | None], local: str
@@ -204,7 +209,7 @@ class UsageMeter:
         async def one(name: str, node_id: str | None) -> UsageReport | UsageUnavailable:
             try:
                 if name == local:
-                    return self.report()
+                    return await self.report()
                 if node_id is None:
                     raise UsageUnavailable(f"node {name} is not known to this node")
                 body = await self.rpc.call(node_id, METHOD, {}, timeout=self.timeout)
