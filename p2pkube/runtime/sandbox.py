@@ -274,6 +274,7 @@ def _memory_at_limit(store: wasmtime.Store, instance: wasmtime.Instance, cap: in
 
 _START = ctypes.create_string_buffer(b"_start", 6)  # read only, shared by every thread
 _MEMORY = ctypes.create_string_buffer(b"memory", 6)
+_NO_VALUES = (ffi.wasmtime_val_t * 0)()
 
 
 def _exported_memory(store: wasmtime.Store, instance: wasmtime.Instance) -> Any:
@@ -286,7 +287,6 @@ def _exported_memory(store: wasmtime.Store, instance: wasmtime.Instance) -> Any:
     if not found or item.kind != ffi.WASMTIME_EXTERN_MEMORY.value:
         return None
     return item.of.memory  # a view that keeps ``item`` alive
-_NO_VALUES = (ffi.wasmtime_val_t * 0)()
 
 
 def _call_start(store: wasmtime.Store, instance: wasmtime.Instance) -> None:
