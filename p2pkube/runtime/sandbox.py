@@ -204,12 +204,13 @@ class Control(InstanceHooks):
         self.must_stop()
 
     def throttle(self) -> None:
-        """Sleep out the period when this thread used its CPU quota in it (CFS-like)."""
+        """Sleep out the period when this thread used its CPU quota in it (CFS-like); reads
+        the CPU :meth:`measure` took at this tick."""
         cores = self.limits.cpu_cores
         if cores is None:
             return
         now = time.monotonic()
-        cpu = time.thread_time()
+        cpu = self.cpu_seconds  # measured at this tick, just before (one clock read a tick)
         if now - self._period_start >= self.cpu_period:
             self._period_start, self._period_cpu = now, cpu
             return
@@ -217,7 +218,7 @@ class Control(InstanceHooks):
             pause = self._period_start + self.cpu_period - now
             self.throttled_seconds += pause
             self.sleep(pause)
-            self._period_start, self._period_cpu = time.monotonic(), time.thread_time()
+            self._period_start, self._period_cpu = time.monotonic(), self.measure()
 
     def spend_output(self, size: int) -> bool:
         """Take ``size`` bytes from the output budget; False (and a stop) once it is gone."""
