@@ -234,7 +234,7 @@ def test_metrics_documents_through_the_api_and_the_cli(tmp_path: Path) -> None:
         assert node["usage"] == {"cpu": "250m", "memory": "300Mi"}
         # n2 did not answer: said on stderr, shown unknown in the table.
         assert "no metrics from node n2" in result.stderr
-        table = run("top", "nodes").stdout.splitlines()
+        table = run("top", "node").stdout.splitlines()  # kubectl's alias
         assert table[1].split() == ["n1", "250m", "12%", "300Mi", "7%"]
         assert table[2].split() == ["n2"] + ["<unknown>"] * 4
         # Pods: only the Running ones whose node answered; selectors apply to the Pod.
@@ -247,7 +247,7 @@ def test_metrics_documents_through_the_api_and_the_cli(tmp_path: Path) -> None:
             "No resources found in default namespace."
         )
         # One pod: its metrics, or why there are none.
-        table = run("top", "pods", "web-58b4f7c9d2-bxk2q", "--containers").stdout.splitlines()
+        table = run("top", "po", "web-58b4f7c9d2-bxk2q", "--containers").stdout.splitlines()
         assert table[1].split() == ["web-58b4f7c9d2-bxk2q", "main", "15m", "4Mi"]
         missing = run("top", "pods", "web-58b4f7c9d2-zzzzz")
         assert missing.exit_code != 0

@@ -72,7 +72,17 @@ def _sorted(items: list[dict[str, Any]], sort_by: str | None) -> list[dict[str, 
     return sorted(items, key=lambda o: usage_total(o, sort_by), reverse=True)
 
 
-@click.group()
+class _Aliased(click.Group):
+    """kubectl's names for the two subcommands (``top node``, ``top po``...), accepted
+    without being listed twice in the help."""
+
+    ALIASES = {"node": "nodes", "no": "nodes", "pod": "pods", "po": "pods"}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, self.ALIASES.get(cmd_name, cmd_name))
+
+
+@click.group(cls=_Aliased)
 def top() -> None:
     """Show measured CPU and memory of nodes or pods (as kubectl top)."""
 
@@ -134,9 +144,6 @@ def top_nodes(
             ]
         )
     _print(["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"], rows, no_headers)
-
-
-top.add_command(top_nodes, "node")
 
 
 def _pod_missing(client: ApiClient, namespace: str, name: str) -> CliError:
@@ -211,6 +218,3 @@ def top_pods(
             )
     headers = ["POD", "NAME"] if containers else ["NAME"]
     _print([*prefix, *headers, "CPU(cores)", "MEMORY(bytes)"], rows, no_headers)
-
-
-top.add_command(top_pods, "pod")
