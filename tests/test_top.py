@@ -27,6 +27,7 @@ from p2pkube.cli.topkinds import (
 from p2pkube.model.quantity import format_binary, format_nanocores, parse_quantity
 from p2pkube.runtime import interface as rt
 from p2pkube.runtime.native import NativeRuntime
+from p2pkube.runtime.settings import RuntimeSettings
 from p2pkube.runtime.usage import UsageMeter, UsageReport, UsageUnavailable
 from tests import test_runtime
 from tests.memorybackend import MemoryBackend, serving
@@ -254,3 +255,28 @@ def test_metrics_documents_through_the_api_and_the_cli(tmp_path: Path) -> None:
         assert "Metrics not available for pod default/web-58b4f7c9d2-zzzzz" in missing.output
         absent = run("top", "pods", "nope")
         assert absent.exit_code != 0 and 'pods "nope" not found' in absent.output
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "workers"])
+async def test_a_handlers_requests_add_their_cpu_to_its_container(
+    tmp_path: Path, processes: int
+) -> None:
+    """Each HTTP request runs an instance of its own, on an agent thread or in a request
+    worker process: the CPU each used is added to the container's total when it ends (a
+    rate needs it), while its memory goes with it."""
+    from tests.handlers import build
+    from tests.test_handler import get, pool_of, refused
+
+    runtime = NativeRuntime(tmp_path / "data", RuntimeSettings(request_processes=processes))
+    await runtime.start_request_processes()
+    try:
+        pool = await pool_of(runtime, tmp_path, build("modes"), request_deadline=0.6)
+        for _ in range(2):  # each spins until the request's deadline
+            assert (await refused(pool, get("/loop"))).status == 504
+        await pool.close()  # waits for the instances still ending (bounded)
+        assert runtime.stats()["running"] == 0
+        [usage] = [u for u in runtime.usage() if u.pod == "default/web-1"]
+        assert usage.container == "web" and usage.memory_bytes == 0
+        assert 0.4 < usage.cpu_seconds < 3.0, usage  # two spins of about 0.6 s each
+    finally:
+        await runtime.close()
