@@ -232,6 +232,11 @@ class NativeRuntime(BaseRuntime[BaseInstance]):
         else:
             output.when_drained(lambda: self._ended(instance, termination))
 
+    def request_pids(self) -> list[int]:
+        """The request worker processes' ids (``runtime/procs.py``): what the node's usage
+        adds to the agent's own (a copy: safe to read from another thread)."""
+        return self._procs.pids() if self._procs is not None else []
+
     async def forget(self, image: str) -> None:
         if self._loader is not None:
             await asyncio.to_thread(self._loader.forget, image)
