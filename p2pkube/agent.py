@@ -120,6 +120,32 @@ def capacity_of(options: JoinOptions) -> dict[str, str]:
     return {"cpu": format_cpu(cpu), "memory": format_bytes(memory)}
 
 
+class ProcessMeter:
+    """The CPU seconds and resident bytes of the agent's process and its request workers
+    (``runtime/procs.py``): the node's measured usage (``runtime/usage.py``; called off the
+    loop). The workers are the runtime's own pids, not ``psutil.Process.children()``, which
+    reads every process's ``/proc`` entry at each call. A worker that ends between two
+    readings takes its seconds with it (that window then reads low)."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.pids = pids
+        self.process = psutil.Process()
+        self._children: dict[int, psutil.Process] = {}
+
+    def __call__(self) -> tuple[float, int]:
+        with self.process.oneshot():
+            times = self.process.cpu_times()
+            cpu, memory = times.user + times.system, self.process.memory_info().rss
+        pids = set(self.pids())
+        self._children = {pid: self._children.get(pid) or psutil.Process(pid) for pid in pids}
+        for child in self._children.values():
+            with contextlib.suppress(psutil.Error):  # it may end meanwhile
+                with child.oneshot():
+                    times = child.cpu_times()
+                    cpu, memory = cpu + times.user + times.system, memory + child.memory_info().rss
+        return cpu, memory
+
+
 def validate_on_first_use(
     obj: dict[str, Any], warn: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
@@ -177,6 +203,7 @@ class Agent(Node):
                     settings.kubelet.allowed_host_paths, options.data_dir
                 ),
                 addresses=node_addresses(options.node_ip, options.name),
+                process_usage=ProcessMeter(self._request_pids),
             ),
             mesh=mesh,
             runtime_factory=lambda: NativeRuntime(options.data_dir, settings.runtime),
@@ -199,6 +226,10 @@ class Agent(Node):
         )
         self.node_ports: NodePorts | None = None
         self._process = psutil.Process()
+
+    def _request_pids(self) -> list[int]:
+        runtime = self.runtime
+        return runtime.request_pids() if isinstance(runtime, NativeRuntime) else []
 
     async def start(self) -> None:
         ice.use_host_addresses(self.mesh.settings.ice_host_addresses)

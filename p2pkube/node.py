@@ -47,6 +47,7 @@ from p2pkube.runtime.hostpaths import HostPathPolicy
 from p2pkube.runtime.interface import PodRuntime
 from p2pkube.runtime.kubelet import Kubelet
 from p2pkube.runtime.podlogs import LogReply, LogRequest, LogsUnavailable, PodLogs
+from p2pkube.runtime.usage import ProcessUsage, UsageMeter, UsageReport, UsageUnavailable
 from p2pkube.sched.events import EventRecorder
 from p2pkube.sched.manager import NodeState, Scheduler
 from p2pkube.sched.view import involved
@@ -86,6 +87,9 @@ class NodeConfig:
     addresses: list[dict[str, str]] = field(default_factory=list)
     """``status.addresses`` as in Kubernetes (``[{"type": "InternalIP", "address": ...}]``):
     where this node's NodePorts are reached (``p2pkube join --node-ip``); none in a tab."""
+    process_usage: ProcessUsage | None = None
+    """The CPU time and memory of the node's process, measured (natively through psutil);
+    None in a tab, whose usage is then its pods' (``runtime/usage.py``)."""
 
 
 class Node:
@@ -188,6 +192,8 @@ class Node:
         """Created in start(): the runtime needs the running loop."""
         self.kubelet: Kubelet | None = None
         self.logs: PodLogs | None = None
+        self.usage: UsageMeter | None = None
+        """This node's measured usage, and other nodes' asked over the mesh (``top``)."""
         self._not_ready_since: dict[str, float] = {}
         """Node id -> when this agent saw it become NotReady (monotonic)."""
         self.mesh.on_link_up = self._on_link_up
@@ -225,6 +231,8 @@ class Node:
     async def stop(self) -> None:
         """Leave: stop scheduling and pods, say goodbye, flush the state, close the links."""
         self.watches.close()
+        if self.usage is not None:
+            await self.usage.close()
         await self.scheduler.close()
         await self.services.close()
         if self.kubelet is not None:
@@ -282,6 +290,14 @@ class Node:
             self.node_name, self.state, self.kubelet, self.rpc, node_id_of=self.node_id_of
         )
         await self.kubelet.start()
+        self.usage = UsageMeter(
+            self.rpc,
+            runtime.usage,
+            self.config.process_usage,
+            interval=self.settings.kubelet.usage_interval,
+            timeout=self.settings.kubelet.usage_timeout,
+        )
+        self.usage.start()
 
     def _spawn(self, coroutine: Any) -> None:
         """Run a small fire-and-forget job; kept referenced until it is done."""
@@ -684,6 +700,14 @@ class Node:
     def follow_logs(self, request: LogRequest, seconds: float) -> Any:
         """``read_logs`` and then new lines as they are written (``logs -f``)."""
         return self._pod_logs().follow(request, seconds)
+
+    async def read_usage(self, names: list[str]) -> dict[str, UsageReport | UsageUnavailable]:
+        """The measured usage of the nodes called ``names``, this one's and the others' asked
+        over the mesh at once (``kubectl top``); a node that cannot answer has its reason."""
+        if self.usage is None:
+            starting = UsageUnavailable("the agent is still starting")
+            return dict.fromkeys(names, starting)
+        return await self.usage.read({n: self.node_id_of(n) for n in names}, self.node_name)
 
     def _pod_logs(self) -> PodLogs:
         if self.logs is None:

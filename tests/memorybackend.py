@@ -28,6 +28,7 @@ from p2pkube.model.schema import validate_object
 from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 from p2pkube.runtime.interface import LogLine
 from p2pkube.runtime.podlogs import LogReply, LogRequest, LogsUnavailable
+from p2pkube.runtime.usage import UsageReport, UsageUnavailable
 from p2pkube.services.endpoints import ENDPOINTS_KIND, computed_endpoints
 from p2pkube.state import ClusterState, object_key
 from p2pkube.state.pycrdt_store import PycrdtStore
@@ -66,6 +67,8 @@ class MemoryBackend:
         self.state = ClusterState(None, store_factory=PycrdtStore)  # None: no disk
         self.objects = ObjectService(self.state, node_ready=self.node_ready, validate=validate)
         self.watches = self.objects.watch_hub()
+        self.usage_reports: dict[str, UsageReport] = {}
+        """Node name -> its usage report, as :meth:`read_usage` answers (tests set them)."""
         self.puts: list[dict[str, Any]] = []
         self.stalled: list[float] = []
         """The seconds of every ``stall_loop`` asked (it does not block: nothing to starve)."""
@@ -180,6 +183,14 @@ class MemoryBackend:
     ) -> AsyncGenerator[LogLine, None]:
         raise LogsUnavailable(f"pod {request.namespace}/{request.name} runs nowhere here")
         yield  # an async generator, as the agent's
+
+    async def read_usage(self, names: list[str]) -> dict[str, UsageReport | UsageUnavailable]:
+        """The reports a test put in :attr:`usage_reports` (the agent's are measured; the
+        shape of the metrics documents is what tests of this backend check)."""
+        return {
+            name: self.usage_reports.get(name) or UsageUnavailable(f"node {name} has no report")
+            for name in names
+        }
 
     def watch(
         self,

@@ -158,10 +158,11 @@ def _flat(text: str) -> str:
 
 async def test_api_resources_lists_the_table_from_aggregated_discovery(api: Api) -> None:
     out, err = await api.kubectl("api-resources", "-v=6")
-    rows = {row["NAME"]: row for row in _table(out)}
-    assert set(rows) == {resource.plural for resource in RESOURCES}
+    # metrics.k8s.io's nodes and pods share the core kinds' plurals, as with metrics-server.
+    rows = {(row["NAME"], row["APIVERSION"]): row for row in _table(out)}
+    assert set(rows) == {(resource.plural, resource.api_version) for resource in RESOURCES}
     for resource in RESOURCES:
-        assert rows[resource.plural] == {
+        assert rows[resource.plural, resource.api_version] == {
             "NAME": resource.plural,
             "SHORTNAMES": ",".join(resource.short_names),
             "APIVERSION": resource.api_version,
@@ -284,7 +285,7 @@ async def test_the_python_client_reads_the_legacy_documents(api: Api) -> None:
     learnt = await asyncio.to_thread(_python_client_discovery, api)
     assert learnt == {
         "version": discovery.version_info()["gitVersion"],
-        "groups": ["apps", "batch", "p2pkube.io"],
+        "groups": ["apps", "batch", "metrics.k8s.io", "p2pkube.io"],
         "core": ["v1"],
         "deployments": (True, ["deploy"]),
         "subresources": ["scale", "status"],
@@ -331,7 +332,7 @@ def test_aggregated_discovery_says_what_the_legacy_documents_say() -> None:
                 ]
                 for name, entry in entries:
                     kind = entry["responseKind"]
-                    assert kind["version"] == "v1"
+                    assert kind["version"] == ("v1" if name != resource["resource"] else gv.version)
                     verbs = tuple(entry["verbs"])
                     split.add((gv, name, namespaced, kind["group"], kind["kind"], verbs))
     assert split == legacy
@@ -360,7 +361,7 @@ def test_legacy_documents() -> None:
     assert deployment is not None
     assert apps["deployments"]["storageVersionHash"] == storage_version_hash(deployment)
     groups = api_group_list()["groups"]
-    assert [g["name"] for g in groups] == ["apps", "batch", "p2pkube.io"]
+    assert [g["name"] for g in groups] == ["apps", "batch", "metrics.k8s.io", "p2pkube.io"]
     assert groups[0]["preferredVersion"] == {"groupVersion": "apps/v1", "version": "v1"}
     # Only group/versions with resources of their own: an empty one is never cached by
     # client-go, which would download discovery again on every run.

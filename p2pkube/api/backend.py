@@ -16,6 +16,7 @@ from p2pkube.model.watch import DEFAULT_WATCH_SECONDS, WATCH_QUEUE_SIZE, Watch
 if TYPE_CHECKING:
     from p2pkube.runtime.interface import LogLine
     from p2pkube.runtime.podlogs import LogReply, LogRequest
+    from p2pkube.runtime.usage import UsageReport, UsageUnavailable
 
 __all__ = ["AgentBackend"]
 
@@ -85,6 +86,11 @@ class AgentBackend(Protocol):
 
     def follow_logs(self, request: LogRequest, seconds: float) -> AsyncGenerator[LogLine, None]:
         """The request's lines, then new ones until the container ends or ``seconds`` pass."""
+        ...
+
+    async def read_usage(self, names: list[str]) -> dict[str, UsageReport | UsageUnavailable]:
+        """The measured usage of the nodes called ``names`` (this one's, the others' over the
+        mesh), each with its reason when it cannot be had (``kubectl top``)."""
         ...
 
     def watch(

@@ -26,6 +26,11 @@ WATCH_SECONDS = 1800
 __all__ = ["ApiClient", "ApiClientError", "ApiError"]
 
 
+METRICS_PATH = "/apis/metrics.k8s.io/v1beta1"
+"""Where the agent serves NodeMetrics and PodMetrics (its Kubernetes API, on the local API's
+address as well)."""
+
+
 class ApiClientError(Exception):
     """The agent could not be reached or asked (no agent, not answering, auth failure)."""
 
@@ -129,6 +134,24 @@ class ApiClient:
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         """One object; raises ApiError(404) if absent."""
         return self.request("GET", _object_path(kind, namespace, name))
+
+    def metrics(
+        self,
+        resource: str,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Measured usage: the NodeMetrics (``resource`` ``nodes``) or PodMetrics (``pods``,
+        in ``namespace``, None: all) that ``kubectl top`` reads, from the same documents
+        (``metrics.k8s.io``); one object when ``name`` is given (ApiError(404) when it has no
+        metrics). Nodes that did not answer come back as warnings (``on_warning``)."""
+        path = METRICS_PATH + (f"/namespaces/{_q(namespace)}" if namespace else "")
+        path += f"/{_q(resource)}"
+        if name is not None:
+            return [self.request("GET", f"{path}/{_q(name)}")]
+        return self._items(self.request("GET", path, query={"labelSelector": label_selector}))
 
     def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create or replace; returns the stored object once the agent made it durable."""

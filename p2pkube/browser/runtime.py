@@ -20,7 +20,10 @@ kubelet above is the shared one. How the limits hold in a tab:
   (``browser.worker_pool``), refilled in the background; a Worker whose instance exited or
   trapped is reused, one that was stopped mid-run is terminated.
 * **CPU**: not throttled; each instance has its own Worker, so it uses at most one core
-  (``resources.limits.cpu`` counts for placement only).
+  (``resources.limits.cpu`` counts for placement only). A Worker has no CPU clock: what
+  ``kubectl top`` shows of an instance is the time it ran awake (not asleep in
+  ``poll_oneoff``, not waiting for room in the output ring), as its Worker measured it, and
+  its linear memory as the Worker last saw it (``Instance.usage`` in bridge/instances.js).
 * **host access**: WASI preview 1 in the Worker (``@bjorn3/browser_wasi_shim``); an
   ``emptyDir`` is an in-memory directory of the instance (it does not outlive a restart,
   unlike natively). A tab has no host paths: it grants none (its Node status publishes an
@@ -35,6 +38,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +140,14 @@ class WorkerInstance(BaseInstance):
             self.stop_request = (reason, message or "stopped by the agent")
         if self.handle is not None:
             self.handle.kill(reason)
+
+    def usage(self) -> tuple[float, int]:
+        """What its Worker measured: the time the instance ran awake and its linear memory
+        (bridge/instances.js ``Instance.usage``)."""
+        if self.handle is None:
+            return 0.0, 0
+        measured = self.handle.usage()
+        return float(measured.cpuMs) / 1000, int(measured.memoryBytes)
 
     def files_changed(self) -> None:
         """Hand the running module the new files of its configMap and secret volumes: the
@@ -310,7 +322,10 @@ class WorkerRuntime(BaseRuntime[WorkerInstance]):
         if instance.stop_request is not None:
             instance.handle.kill(instance.stop_request[0])
         result = await ended
-        return termination_of(result, launch.limits, instance.stop_request, instance.started_at)
+        termination = termination_of(
+            result, launch.limits, instance.stop_request, instance.started_at
+        )
+        return replace(termination, cpu_seconds=instance.usage()[0])
 
     async def forget(self, image: str) -> None:
         self._modules.pop(image, None)

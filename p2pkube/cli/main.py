@@ -65,6 +65,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "cordon": "p2pkube.cli.nodes:cordon",
     "uncordon": "p2pkube.cli.nodes:uncordon",
     "taint": "p2pkube.cli.nodes:taint",
+    "top": "p2pkube.cli.top:top",
 }
 """The commands kept in their own modules: name -> ``module:attribute``. A command's module is
 imported when that command runs (or when help or completion lists them all), so ``p2pkube

@@ -12,6 +12,8 @@ from functools import lru_cache
 
 _SUFFIXES: dict[str, Fraction] = {
     "": Fraction(1),
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
     "m": Fraction(1, 1000),
     "k": Fraction(10**3),
     "M": Fraction(10**6),
@@ -87,3 +89,28 @@ def format_cpu(value: Fraction) -> str:
     if value.denominator == 1:
         return str(value.numerator)
     return f"{int(value * 1000)}m"
+
+
+def format_nanocores(nanocores: int) -> str:
+    """CPU in nanocores as Kubernetes writes a quantity made at nano scale, which is how
+    metrics-server shows usage: the largest of the units ``n``, ``u``, ``m`` and cores that
+    holds it exactly (``12345678n``, ``15m``, ``2``)."""
+    if nanocores < 0:
+        raise ValueError(f"CPU usage cannot be negative ({nanocores}n)")
+    for suffix, scale in (("", 10**9), ("m", 10**6), ("u", 10**3)):
+        if nanocores and nanocores % scale == 0:
+            return f"{nanocores // scale}{suffix}"
+    return f"{nanocores}n" if nanocores else "0"
+
+
+def format_binary(value: int) -> str:
+    """Bytes as Kubernetes writes a binary-SI quantity, exactly: the largest power of 1024
+    that divides it (``123456Ki``, ``64Mi``), else the plain number. Unlike
+    :func:`format_bytes` nothing is rounded: usage is shown as measured."""
+    if value < 0:
+        raise ValueError(f"memory usage cannot be negative ({value})")
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        unit = int(_SUFFIXES[suffix])
+        if value and value % unit == 0:
+            return f"{value // unit}{suffix}"
+    return str(value)

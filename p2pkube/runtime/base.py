@@ -82,6 +82,21 @@ class BaseInstance(abc.ABC):
         a runtime holds its instance's writes back)."""
         return
 
+    def usage(self) -> tuple[float, int]:
+        """See :meth:`p2pkube.runtime.interface.Instance.usage`. An instance whose runtime
+        cannot see it while it runs (a request instance in a worker process) reports
+        nothing until its end, when its Termination carries the CPU it used."""
+        return 0.0, 0
+
+
+UsageKey = tuple[str, str, str]
+"""(pod directory, ``namespace/name``, container): one container of one pod uid."""
+
+
+def usage_key(launch: rt.Launch) -> UsageKey:
+    """The key of ``launch``'s container (its log is ``<pod dir>/<container>/<n>.log``)."""
+    return str(launch.log_path.parent.parent), launch.pod, launch.container
+
 
 InstanceT = TypeVar("InstanceT", bound=BaseInstance)
 
@@ -103,6 +118,9 @@ class BaseRuntime(Generic[InstanceT]):
         self._instances: set[InstanceT] = set()
         self.started = 0
         self.finished = 0
+        self._spent: dict[UsageKey, float] = {}
+        """CPU seconds of the ended instances of each container, until its pod's files are
+        removed (bounded by the pods on this node)."""
 
     # -- instances -------------------------------------------------------------------------------
     def _started(self, instance: InstanceT) -> None:
@@ -114,6 +132,8 @@ class BaseRuntime(Generic[InstanceT]):
         """On the loop: ``instance`` has ended so; resolve its ``done`` (once)."""
         self._instances.discard(instance)
         self.finished += 1
+        key = usage_key(instance.launch)
+        self._spent[key] = self._spent.get(key, 0.0) + termination.cpu_seconds
         if not instance.done.done():
             instance.done.set_result(termination)
 
@@ -144,6 +164,20 @@ class BaseRuntime(Generic[InstanceT]):
             wrap_long_lines=launch.stdout is not None,
         )
 
+    def usage(self) -> list[rt.ContainerUsage]:
+        """See :meth:`p2pkube.runtime.interface.PodRuntime.usage`: the ended instances' CPU
+        plus what the running ones measured so far."""
+        totals = {key: [spent, 0] for key, spent in self._spent.items()}
+        for instance in self._instances:
+            cpu, memory = instance.usage()
+            entry = totals.setdefault(usage_key(instance.launch), [0.0, 0])
+            entry[0] += cpu
+            entry[1] += memory
+        return [
+            rt.ContainerUsage(pod, container, pod_dir, float(cpu), int(memory))
+            for (pod_dir, pod, container), (cpu, memory) in totals.items()
+        ]
+
     # -- pod files (the same for both runtimes) --------------------------------------------------
     async def read_log(
         self, log_path: Path, *, tail: int | None = None, since: str | None = None
@@ -154,6 +188,9 @@ class BaseRuntime(Generic[InstanceT]):
         return self._notifier.waiter()
 
     async def remove_pod_files(self, pod_dir: Path) -> None:
+        gone = str(pod_dir)  # the pod left this node: its usage goes with its files
+        for key in [key for key in self._spent if key[0] == gone]:
+            del self._spent[key]
         await asyncio.to_thread(shutil.rmtree, pod_dir, True)
 
     async def remove_stale_pod_files(self, pods_dir: Path, keep: set[str]) -> None:

@@ -125,6 +125,9 @@ class Termination:
     message: str
     started_at: str
     finished_at: str
+    cpu_seconds: float = 0.0
+    """CPU time the instance used, measured where it ran (the worker thread's CPU clock
+    natively, the Worker's own timing in a tab): what its container's usage adds up."""
 
     @property
     def succeeded(self) -> bool:
@@ -140,6 +143,24 @@ class LogLine:
     stream: str
     """``stdout`` or ``stderr``."""
     text: str
+
+
+@dataclass(frozen=True)
+class ContainerUsage:
+    """What one container of a pod here has used, as measured (``kubectl top pod``).
+
+    ``cpu_seconds`` is cumulative (every instance of the container so far, ended and running),
+    so a rate over any window is a difference of two readings; ``memory_bytes`` is the linear
+    memory of its running instances now (0 when none runs, a handler between requests)."""
+
+    pod: str
+    """``namespace/name``, as :attr:`Launch.pod`."""
+    container: str
+    pod_dir: str
+    """The pod's directory (it names the pod's uid): a pod deleted and made again under the
+    same name starts from zero."""
+    cpu_seconds: float
+    memory_bytes: int
 
 
 class Instance(Protocol):
@@ -158,6 +179,11 @@ class Instance(Protocol):
         ConfigMap or Secret changed): a runtime that copied them at the start (a browser
         tab's) hands the running instance the new ones; one that mounts the directory itself
         (native) has nothing to do."""
+        ...
+
+    def usage(self) -> tuple[float, int]:
+        """(CPU seconds used so far, linear memory bytes now), as last measured: at the
+        latest one epoch tick old natively, one report of the Worker in a tab."""
         ...
 
     def stdout_read(self, size: int) -> None:
@@ -213,6 +239,11 @@ class PodRuntime(Protocol):
 
     async def forget(self, image: str) -> None:
         """Drop the compiled module of ``image`` from memory and disk (its blob was removed)."""
+        ...
+
+    def usage(self) -> list[ContainerUsage]:
+        """What each container with instances here (running, or ended and not yet removed
+        with its pod's files) has used: ``kubectl top``'s figures (``runtime/usage.py``)."""
         ...
 
     def stats(self) -> dict[str, Any]:

@@ -45,6 +45,10 @@ class NativeInstance(PipedInstance):
         self.control.stop(reason, message or "stopped by the agent")
         self.stop_output()
 
+    def usage(self) -> tuple[float, int]:
+        """What its worker thread measured at the last epoch tick or sleep (sandbox.Control)."""
+        return self.control.cpu_seconds, self.control.memory_bytes
+
 
 def _prepare_files(launch: rt.Launch, *, logged: bool) -> None:
     """On the worker thread: the log directory (of an instance that logs here: a request
@@ -227,6 +231,11 @@ class NativeRuntime(BaseRuntime[BaseInstance]):
             self._ended(instance, termination)
         else:
             output.when_drained(lambda: self._ended(instance, termination))
+
+    def request_pids(self) -> list[int]:
+        """The request worker processes' ids (``runtime/procs.py``): what the node's usage
+        adds to the agent's own (a copy: safe to read from another thread)."""
+        return self._procs.pids() if self._procs is not None else []
 
     async def forget(self, image: str) -> None:
         if self._loader is not None:

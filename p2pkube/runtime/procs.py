@@ -336,6 +336,10 @@ class RequestProcesses:
             del worker.instances[number]
             self.runtime.ended(instance, message[2])
 
+    def pids(self) -> list[int]:
+        """The worker processes' ids (a copy: safe to read from another thread)."""
+        return [worker.pid for worker in list(self.workers)]
+
     def stats(self) -> list[dict[str, Any]]:
         return [
             {"pid": w.pid, "running": len(w.instances), "rssBytes": rss_bytes(w.pid)}

@@ -88,6 +88,7 @@ _store_context = _held("wasmtime_store_context")
 _wasi_config_new = _held("wasi_config_new")
 _byte_vec_new = _held("wasm_byte_vec_new")
 _wasi_config_set_stdin_bytes = _held("wasi_config_set_stdin_bytes")
+_memory_data_size = _held("wasmtime_memory_data_size")
 _NO_STORE_DATA_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
 
 
@@ -146,6 +147,16 @@ class Control(InstanceHooks):
         self._period_cpu = 0.0
         self.throttled_seconds = 0.0
         self._output = OutputBudget(rate, burst)  # worker thread only
+        # Usage (``kubectl top``): written on the worker thread at every epoch tick and before
+        # every sleep, read on the loop. Each is one attribute replaced whole, so a reader
+        # gets one reading or the next, never a torn one.
+        self.cpu_seconds = 0.0
+        """CPU time of the instance's thread since its run began (``time.thread_time``)."""
+        self.memory_bytes = 0
+        """Size of its exported linear memory at the last tick."""
+        self._cpu_start: float | None = None
+        self._memory: Any = None
+        """Its exported ``memory`` (a ``wasmtime_memory_t``), once instantiated."""
 
     # -- from any thread ---------------------------------------------------------------------------
     def stop(self, reason: str, message: str) -> None:
@@ -164,8 +175,28 @@ class Control(InstanceHooks):
             self.stop(rt.DEADLINE_EXCEEDED, "active deadline reached")
         return self.stop_reason is not None
 
+    def start_measuring(self) -> None:
+        """The instance's run begins on this thread: its CPU is counted from now (a reused
+        worker thread's clock already holds its earlier instances' time)."""
+        self._cpu_start = time.thread_time()
+
+    def measure_memory_of(self, memory: Any) -> None:
+        """Read the size of ``memory`` (the instance's export) at every measure from now."""
+        self._memory = memory
+
+    def measure(self, context: Any = None) -> float:
+        """Take the thread's CPU time (and, given the store's ``context``, the memory's
+        size) now; returns the CPU seconds. One clock read and one C call without the GIL
+        released: cheap at every tick."""
+        if self._cpu_start is not None:
+            self.cpu_seconds = time.thread_time() - self._cpu_start
+        if context is not None and self._memory is not None:
+            self.memory_bytes = int(_memory_data_size(context, ctypes.byref(self._memory)))
+        return self.cpu_seconds
+
     def sleep(self, seconds: float) -> None:
         """Sleep for the module, waking early on a stop and never past the deadline."""
+        self.measure()  # nothing is spent while asleep: the reading stays true throughout
         if self.limits.deadline is not None:
             seconds = min(seconds, max(0.0, self.limits.deadline - time.monotonic()))
         if seconds > 0:
@@ -173,12 +204,13 @@ class Control(InstanceHooks):
         self.must_stop()
 
     def throttle(self) -> None:
-        """Sleep out the period when this thread used its CPU quota in it (CFS-like)."""
+        """Sleep out the period when this thread used its CPU quota in it (CFS-like); reads
+        the CPU :meth:`measure` took at this tick."""
         cores = self.limits.cpu_cores
         if cores is None:
             return
         now = time.monotonic()
-        cpu = time.thread_time()
+        cpu = self.cpu_seconds  # measured at this tick, just before (one clock read a tick)
         if now - self._period_start >= self.cpu_period:
             self._period_start, self._period_cpu = now, cpu
             return
@@ -186,7 +218,7 @@ class Control(InstanceHooks):
             pause = self._period_start + self.cpu_period - now
             self.throttled_seconds += pause
             self.sleep(pause)
-            self._period_start, self._period_cpu = time.monotonic(), time.thread_time()
+            self._period_start, self._period_cpu = time.monotonic(), self.measure()
 
     def spend_output(self, size: int) -> bool:
         """Take ``size`` bytes from the output budget; False (and a stop) once it is gone."""
@@ -199,8 +231,9 @@ class Control(InstanceHooks):
 def _deadline_callback(control: Control) -> Any:
     """The per-store epoch deadline callback: continue one more tick, or trap."""
 
-    def callback(_context: Any, _env: Any, delta: Any, kind: Any) -> int:
+    def callback(context: Any, _env: Any, delta: Any, kind: Any) -> int:
         try:
+            control.measure(context)
             if not control.must_stop():
                 control.throttle()
             if control.must_stop():
@@ -241,7 +274,20 @@ def _memory_at_limit(store: wasmtime.Store, instance: wasmtime.Instance, cap: in
 
 
 _START = ctypes.create_string_buffer(b"_start", 6)  # read only, shared by every thread
+_MEMORY = ctypes.create_string_buffer(b"memory", 6)
 _NO_VALUES = (ffi.wasmtime_val_t * 0)()
+
+
+def _exported_memory(store: wasmtime.Store, instance: wasmtime.Instance) -> Any:
+    """The instance's exported ``memory`` as a ``wasmtime_memory_t`` (None without one),
+    looked up by name like ``_start`` (see :func:`_call_start`)."""
+    item = ffi.wasmtime_extern_t()
+    found = _instance_export_get(
+        store._context(), ctypes.byref(instance._instance), _MEMORY, 6, ctypes.byref(item)
+    )
+    if not found or item.kind != ffi.WASMTIME_EXTERN_MEMORY.value:
+        return None
+    return item.of.memory  # a view that keeps ``item`` alive
 
 
 def _call_start(store: wasmtime.Store, instance: wasmtime.Instance) -> None:
@@ -288,6 +334,7 @@ def run(
     instance: wasmtime.Instance | None = None
     callback = _deadline_callback(control)  # referenced until the store is gone
     engine = loaded.engine
+    control.start_measuring()
     with engine.running(), hooks_installed(control):
         try:
             store = _Store(engine.engine)
@@ -306,6 +353,8 @@ def run(
             # it aborts the whole process (a Rust panic), so no code path skips this.
             _set_wasi(store, _wasi_config(launch, control, logs, outputs))
             instance = loaded.pre.instantiate(store)
+            control.measure_memory_of(_exported_memory(store, instance))
+            control.measure(store._context())
             if loaded.plain_start:
                 _call_start(store, instance)
             else:  # wasmtime-py's checked call gives its own error for a _start with params
@@ -323,11 +372,12 @@ def run(
             log.exception("instance %s/%s failed unexpectedly", launch.pod, launch.container)
             code, reason, message = rt.EXIT_TRAPPED, rt.TRAPPED, f"runtime error: {exc}"
         finally:
+            control.measure_memory_of(None)  # the store goes: its memory must not be read
             if logs is not None:
                 logs.close()
             if store is not None:
                 store.close()
-    return rt.Termination(code, reason, message, started, utc_now())
+    return rt.Termination(code, reason, message, started, utc_now(), control.measure())
 
 
 def _wasi_config(

@@ -143,9 +143,22 @@ class KubeletSettings:
     written (a symlink in them leads out of the grants); its Node status lists them so that
     placement does not send them to it again. Oldest forgotten first; all at a restart."""
 
+    usage_interval: float = 10.0
+    """Seconds between two readings of this node's measured usage (its process's CPU and
+    memory, each container's CPU time and memory; ``runtime/usage.py``): ``kubectl top``
+    shows the CPU used between the last two, so this is also the ``window`` of its
+    NodeMetrics and PodMetrics (metrics-server's resolution is 15 s)."""
+    usage_timeout: float = 5.0
+    """How long ``kubectl top`` / ``p2pkube top`` wait for another node's usage over the
+    mesh; a node that does not answer in time is shown as unknown."""
+
     def check(self) -> None:
-        """ValueError for a malformed host path grant (before the agent starts)."""
+        """ValueError for a malformed host path grant or usage interval (before the agent
+        starts)."""
         from p2pkube.runtime.hostpaths import parse_grants
+
+        if self.usage_interval <= 0 or self.usage_timeout <= 0:
+            raise ValueError("kubelet.usage_interval and kubelet.usage_timeout must be positive")
 
         try:
             parse_grants(self.allowed_host_paths)

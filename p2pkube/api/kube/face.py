@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from aiohttp import web
 
+from p2pkube.api.kube.metrics import MetricsReader
 from p2pkube.api.kube.patch import APPLY_PATCH, apply_patch
 from p2pkube.api.kube.paths import Target, parse_path
 from p2pkube.api.kube.protobuf import CONTENT_TYPE as PROTOBUF
 from p2pkube.api.kube.protobuf import UnknownKindError, decode_body, is_protobuf
-from p2pkube.api.kube.resources import KubeResource
+from p2pkube.api.kube.resources import METRICS_GROUP, KubeResource
 from p2pkube.api.kube.shape import shaped
 from p2pkube.api.kube.tables import accepts_table, include_object, table_of
 from p2pkube.api.query import client_gone, flag, watch_seconds
@@ -89,6 +90,7 @@ class KubeApi:
         self.server = server
         self.backend = server.backend
         self.bookmark_seconds = bookmark_seconds
+        self.metrics = MetricsReader(server.backend)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -105,6 +107,8 @@ class KubeApi:
                 404, f"the server could not find the requested resource ({request.path})"
             )
         method = request.method
+        if target.resource.group == METRICS_GROUP:
+            return await self._metrics(request, target)
         if target.name is None:
             if method == "GET":
                 if target.watch or flag(request, "watch"):
@@ -186,8 +190,14 @@ class KubeApi:
         return [self._shown(resource, o) for o in found if matches(o)]
 
     def _list(self, request: web.Request, target: Target) -> web.Response:
-        revision = str(self.backend.revision())
-        items = self._items(request, target)
+        return self._listing(
+            request, target, self._items(request, target), str(self.backend.revision())
+        )
+
+    def _listing(
+        self, request: web.Request, target: Target, items: list[dict[str, Any]], revision: str
+    ) -> web.Response:
+        """A list of ``items`` (as read at ``revision``), or its Table when asked."""
         resource = target.resource
         if accepts_table(request.headers.get("Accept", "")):
             table = table_of(resource, items, resource_version=revision, include=_include(request))
@@ -212,6 +222,24 @@ class KubeApi:
             )
             return web.json_response(table, status=status)
         return web.json_response(obj, status=status)
+
+    async def _metrics(self, request: web.Request, target: Target) -> web.Response:
+        """``metrics.k8s.io``: measured usage, read-only (``api/kube/metrics.py``)."""
+        if request.method not in ("GET", "HEAD") or target.subresource is not None:
+            raise ApiProblem(405, f"{request.method} is not supported on {request.path}")
+        if target.watch or flag(request, "watch"):
+            raise ApiProblem(405, f"{target.resource.plural}.{METRICS_GROUP} cannot be watched")
+        readings = await self.metrics.read(target, _selection(request, only=target.name))
+        if target.name is None:
+            response = self._listing(request, target, readings.items, "")
+        elif readings.items:
+            response = self._json(request, target, readings.items[0])
+        else:
+            kind = target.resource.kind.lower()
+            raise ApiProblem(404, f'{kind}.{METRICS_GROUP} "{target.name}" not found')
+        for warning in readings.warnings:
+            response.headers.add(WARNING_HEADER, warning_header(warning))
+        return response
 
     # --- writes ------------------------------------------------------------------------------
 

@@ -217,12 +217,73 @@ def _blob_schemas() -> dict[str, Schema]:
     }
 
 
+def _metrics_schemas() -> dict[str, Schema]:
+    """``metrics.k8s.io/v1beta1`` NodeMetrics and PodMetrics: Kubernetes publishes no schema
+    of them in its own document (metrics-server serves them), so they are written here from
+    metrics-server's types."""
+    group, version = "metrics.k8s.io", "v1beta1"
+    usage = {
+        "additionalProperties": _ref("io.k8s.apimachinery.pkg.api.resource.Quantity"),
+        "description": "The memory and CPU usage, measured.",
+        "type": "object",
+    }
+    window = {"description": "The interval the CPU usage is measured over.", "type": "string"}
+    timestamp = _described_ref(META + "Time", "When the measurement window ended.")
+    node = schema_name(group, version, "NodeMetrics")
+    pod = schema_name(group, version, "PodMetrics")
+    container = schema_name(group, version, "ContainerMetrics")
+
+    def kind(name: str, description: str, properties: Schema) -> Schema:
+        return {
+            "description": description,
+            "properties": {
+                "apiVersion": _object_property("apiVersion"),
+                "kind": _object_property("kind"),
+                "metadata": _object_property("metadata"),
+                "timestamp": timestamp,
+                "window": window,
+                **properties,
+            },
+            "required": ["timestamp", "window", *properties],
+            "type": "object",
+            "x-kubernetes-group-version-kind": [_gvk(group, version, name)],
+        }
+
+    return {
+        node: kind(
+            "NodeMetrics", "NodeMetrics sets resource usage metrics of a node.", {"usage": usage}
+        ),
+        pod: kind(
+            "PodMetrics",
+            "PodMetrics sets resource usage metrics of a pod.",
+            {
+                "containers": {
+                    "description": "Metrics for all containers, collected within the same window.",
+                    "items": _ref(container),
+                    "type": "array",
+                }
+            },
+        ),
+        container: {
+            "description": "ContainerMetrics sets resource usage metrics of a container.",
+            "properties": {
+                "name": {"description": "Container name.", "type": "string"},
+                "usage": usage,
+            },
+            "required": ["name", "usage"],
+            "type": "object",
+        },
+        f"{node}List": _list_schema(node, _gvk(group, version, "NodeMetricsList"), "nodes"),
+        f"{pod}List": _list_schema(pod, _gvk(group, version, "PodMetricsList"), "pods"),
+    }
+
+
 class _Schemas:
     """Every component that can be served: Kubernetes' definitions, converted as they are
     first needed, and p2pkube's own."""
 
     def __init__(self) -> None:
-        self._own = _blob_schemas()
+        self._own = _blob_schemas() | _metrics_schemas()
         self._converted: dict[str, Schema] = {}
 
     def get(self, name: str) -> Schema | None:

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 
 from p2pkube.cli.kinds import RESOURCES as CLI_RESOURCES
 from p2pkube.cli.output import Resource as CliResource
+from p2pkube.cli.topkinds import NODE_METRICS, POD_METRICS
 from p2pkube.model.apiversions import api_version_of
 
 __all__ = [
     "ALL_VERBS",
+    "METRICS_GROUP",
+    "METRICS_RESOURCES",
     "RESOURCES",
     "GroupVersion",
     "KubeResource",
@@ -153,8 +156,33 @@ def _from_cli(resource: CliResource) -> KubeResource:
     )
 
 
-RESOURCES: tuple[KubeResource, ...] = tuple(_from_cli(r) for r in CLI_RESOURCES)
-"""Every served resource, in the CLI's order."""
+METRICS_GROUP = "metrics.k8s.io"
+"""Measured usage (``kubectl top``), as metrics-server serves it: read-only, never stored;
+answered by ``api/kube/metrics.py``."""
+
+
+def _metrics(resource: CliResource) -> KubeResource:
+    return KubeResource(
+        kind=resource.kind,
+        group=METRICS_GROUP,
+        version="v1beta1",
+        plural=resource.plural,
+        singular="",  # as metrics-server's discovery
+        short_names=(),
+        namespaced=resource.namespaced,
+        verbs=("get", "list"),
+        subresources=(),
+        cli=resource,
+    )
+
+
+METRICS_RESOURCES = (_metrics(NODE_METRICS), _metrics(POD_METRICS))
+
+RESOURCES: tuple[KubeResource, ...] = (
+    *(_from_cli(r) for r in CLI_RESOURCES),
+    *METRICS_RESOURCES,
+)
+"""Every served resource: the stored kinds in the CLI's order, then the metrics."""
 
 
 def by_kind(kind: str) -> KubeResource | None:

@@ -20,3 +20,14 @@ export const STDOUT = 1, STDERR = 2;
 /** H_MODE: how the worker sleeps (0 before its first sleep); SLEEP_MODES[mode] names it. */
 export const MODE_ATOMICS = 1, MODE_BUSY = 2;
 export const SLEEP_MODES = [null, "atomics", "busy-wait"];
+/**
+ * The instance's usage (what `kubectl top` shows of it), in the header's second half, read
+ * through a BigInt64Array at USAGE_OFFSET (Atomics work on it, and nothing overflows in a pod's
+ * months): U_BUSY_US, the microseconds it ran (not asleep) up to U_MARK_US; U_MARK_US, the
+ * Worker's clock (microseconds since the instance started) when it last woke, or -1 while it
+ * sleeps or after it ended; U_MEMORY, its linear memory's byteLength, as last seen by a WASI
+ * call. The page adds the time since U_MARK_US while the instance runs (a Worker has no CPU
+ * clock: time awake in a Worker of its own is the nearest measure).
+ */
+export const USAGE_OFFSET = 32;
+export const U_BUSY_US = 0, U_MARK_US = 1, U_MEMORY = 2;

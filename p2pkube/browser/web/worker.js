@@ -4,7 +4,9 @@
 //   {type: "start", module: WebAssembly.Module, argv: [str], env: ["K=V"], stdin: Uint8Array|null,
 //    dirs: [guestPath], sab: SharedArrayBuffer|null, ringBytes, headerBytes}
 // and answers with:
-//   {type: "started"}                          _start is about to run
+//   {type: "started", at}                      _start is about to run (at: its start, ms since
+//                                              the epoch, performance.timeOrigin-based)
+//   {type: "usage", memoryBytes}               its memory, without a shared header (1/s at most)
 //   {type: "drain"}                            output waits in the shared ring (doorbell)
 //   {type: "out", stream, data: Uint8Array}    output, when there is no shared ring
 //   {type: "sleep-mode", mode}                 first sleep: "atomics" or "busy-wait"
@@ -42,7 +44,7 @@ import {
 } from "./browser_wasi_shim.mjs";
 import {
   H_BELL, H_KILL, H_MODE, H_READ, H_SLEEPS, H_SLEPT_MS, H_WRITE, MODE_ATOMICS, MODE_BUSY, RECORD_HEAD,
-  SLEEP_MODES, STDERR, STDOUT,
+  SLEEP_MODES, STDERR, STDOUT, USAGE_OFFSET, U_BUSY_US, U_MARK_US, U_MEMORY,
 } from "./ring.js";
 import { readFiles } from "./files.js";
 
@@ -60,6 +62,12 @@ let ringMask = 0;
 let ringBytes = 0;
 let startedAt = 0;
 let sleepModeSent = false;
+// The instance's usage for the page (ring.js, U_*): a BigInt64Array over the shared header, or
+// null without SharedArrayBuffer (then its memory is posted, at most once a second).
+let usage = null;
+let memoryOf = null;
+let lastUsagePost = 0;
+const USAGE_POST_MS = 1000;
 // Without a shared ring: output batched for at most BATCH_MS, then posted.
 let pending = [];
 let pendingStream = 0;
@@ -81,6 +89,45 @@ function postPending() {
   postMessage({ type: "out", stream, data }, [data.buffer]);
 }
 
+function usageNowUs() {
+  return BigInt(Math.round((performance.now() - startedAt) * 1000));
+}
+
+/** Tell the page the instance's memory size (its linear memory's byteLength now). */
+function noteMemory() {
+  let bytes = 0;
+  try {
+    bytes = memoryOf ? memoryOf() : 0;
+  } catch (_) {
+    // no memory export (yet)
+  }
+  if (usage) {
+    Atomics.store(usage, U_MEMORY, BigInt(bytes));
+    return;
+  }
+  const now = performance.now();
+  if (now - lastUsagePost >= USAGE_POST_MS) {
+    lastUsagePost = now;
+    postMessage({ type: "usage", memoryBytes: bytes });
+  }
+}
+
+/** The instance stops running (it sleeps, waits for ring space, or ended): its time awake
+ * since it last woke goes into U_BUSY_US. */
+function usageAsleep() {
+  noteMemory();
+  if (!usage) return;
+  const mark = Atomics.load(usage, U_MARK_US);
+  if (mark < 0n) return;
+  Atomics.add(usage, U_BUSY_US, usageNowUs() - mark);
+  Atomics.store(usage, U_MARK_US, -1n);
+}
+
+/** The instance runs again from now. */
+function usageAwake() {
+  if (usage) Atomics.store(usage, U_MARK_US, usageNowUs());
+}
+
 function ringPut(pos, bytes) {
   const start = pos & ringMask;
   const first = Math.min(bytes.length, ringBytes - start);
@@ -100,7 +147,9 @@ function ringWrite(stream, bytes) {
       const read = Atomics.load(hdr, H_READ);
       if (ringBytes - ((write - read) >>> 0) >= need) break;
       ringBell();
+      usageAsleep();
       Atomics.wait(hdr, H_READ, read, 100);
+      usageAwake();
     }
     const head = new Uint8Array(RECORD_HEAD);
     head[0] = stream;
@@ -193,14 +242,17 @@ function sleep(ms) {
     stopIfKilled();
     noteSleepMode(MODE_ATOMICS);
     Atomics.add(hdr, H_SLEEPS, 1);
+    usageAsleep();
     const end = performance.now() + ms;
     for (let left = ms; left > 0; left = end - performance.now()) {
       Atomics.wait(hdr, H_KILL, 0, left);
       stopIfKilled();
     }
+    usageAwake();
     Atomics.add(hdr, H_SLEPT_MS, Math.round(ms));
     return;
   }
+  noteMemory(); // a busy wait spins a core: the instance's time awake goes on
   noteSleepMode(MODE_BUSY);
   postPending();
   const end = performance.now() + ms;
@@ -217,6 +269,7 @@ function run(msg) {
     ring = new Uint8Array(msg.sab, msg.headerBytes, msg.ringBytes);
     ringBytes = msg.ringBytes;
     ringMask = ringBytes - 1;
+    usage = new BigInt64Array(msg.sab, USAGE_OFFSET, 3);
   }
   const fds = [
     new OpenFile(new File(stdin || new Uint8Array(0), { readonly: true })),
@@ -294,6 +347,7 @@ function run(msg) {
   const shimWrite = imports.fd_write;
   imports.fd_write = (fd, iovs, iovsLen, nwrittenPtr) => {
     const target = wasi.fds[fd];
+    noteMemory();
     if (!(target instanceof OutputFd)) return shimWrite(fd, iovs, iovsLen, nwrittenPtr);
     const view = new DataView(memory().buffer);
     const bytes = new Uint8Array(memory().buffer);
@@ -332,13 +386,17 @@ function run(msg) {
       wasi_snapshot_preview1: imports,
     });
     startedAt = performance.now();
-    postMessage({ type: "started" });
+    memoryOf = () => instance.exports.memory.buffer.byteLength;
+    usageAwake();
+    noteMemory();
+    postMessage({ type: "started", at: performance.timeOrigin + startedAt });
     const code = wasi.start(instance);
     result = { kind: "exit", code: Number(code) };
   } catch (e) {
     if (e instanceof Killed) return; // the page has already ended this instance
     result = classify(e, instance);
   }
+  usageAsleep();
   if (!hdr) postPending();
   postMessage({ type: "exit", result });
 }
@@ -477,6 +535,9 @@ function reset() {
   ringMask = 0;
   ringBytes = 0;
   startedAt = 0;
+  usage = null;
+  memoryOf = null;
+  lastUsagePost = 0;
   sleepModeSent = false;
   pending = [];
   pendingStream = 0;

@@ -36,6 +36,10 @@
 //       options' files, same shape), taken by the running module at its next file lookup
 //       (files.js); false when they cannot reach it while it runs (the page is not
 //       crossOriginIsolated, it started without files, they outgrew their buffer, or it ended)
+//   Instance.usage() -> {cpuMs, memoryBytes}   what it used (kubectl top): the time it ran
+//       awake, as its Worker measured it (a Worker has no CPU clock; asleep or waiting for
+//       ring space does not count, a busy-wait sleep without crossOriginIsolation does), and
+//       its linear memory's byteLength as last seen by a WASI call (0 once ended)
 //   Instance.done -> Promise<result>;  Instance.id;  Instance.digest;  Instance.ended (bool)
 //   Instance.stats() -> {sleepMode: "atomics" | "busy-wait" | null, sleeps, sleptMs,
 //       outputBytes, startMs (ms from startInstance until _start ran, null before)}
@@ -60,6 +64,7 @@
 import { errorText, fromPython, invoke, pick, release, toBytes } from "./interop.js";
 import {
   H_BELL, H_KILL, H_MODE, H_READ, H_SLEEPS, H_SLEPT_MS, H_WRITE, HEADER_BYTES, RECORD_HEAD, RING_BYTES,
+  USAGE_OFFSET, U_BUSY_US, U_MARK_US, U_MEMORY,
   SLEEP_MODES, STDERR,
 } from "../ring.js";
 import { allocateFiles, encodeFiles, publishFiles } from "../files.js";
@@ -272,6 +277,9 @@ class Instance {
     this._outputBytes = 0;
     this._created = performance.now();
     this._startMs = null;
+    this._startedAt = null; // ms since the epoch (the Worker's clock), once _start runs
+    this._endedAt = null;
+    this._memoryBytes = 0; // without a shared header: the Worker's last "usage" message
     this.done = new Promise((resolve) => (this._resolve = resolve));
     const opts = normalizeOptions(options);
     const shared = Boolean(globalThis.crossOriginIsolated) && typeof SharedArrayBuffer === "function";
@@ -279,7 +287,10 @@ class Instance {
       this._sab = new SharedArrayBuffer(HEADER_BYTES + RING_BYTES);
       this._hdr = new Int32Array(this._sab, 0, HEADER_BYTES / 4);
       this._ring = new Uint8Array(this._sab, HEADER_BYTES, RING_BYTES);
+      this._usage = new BigInt64Array(this._sab, USAGE_OFFSET, 3);
+      Atomics.store(this._usage, U_MARK_US, -1n); // not running until _start does
     } else {
+      this._usage = null;
       this._sab = null;
       if (!warnedBusy) {
         warnedBusy = true;
@@ -330,6 +341,10 @@ class Instance {
         break;
       case "started":
         this._startMs = performance.now() - this._created;
+        this._startedAt = Number(msg.at) || performance.timeOrigin + performance.now();
+        break;
+      case "usage":
+        this._memoryBytes = Number(msg.memoryBytes) || 0;
         break;
       case "sleep-mode":
         this._sleepMode = msg.mode;
@@ -400,6 +415,7 @@ class Instance {
   _finish(result) {
     if (this.ended) return;
     this.ended = true;
+    this._endedAt = performance.timeOrigin + performance.now();
     clearTimeout(this._deadline);
     this._drain();
     running.delete(this);
@@ -427,6 +443,17 @@ class Instance {
     this._drain();
     this.worker.terminate(); // at once, even mid-loop; _finish does not give it back
     this._finish({ kind: "killed", reason: String(reason) });
+  }
+
+  usage() {
+    if (this._startedAt == null) return { cpuMs: 0, memoryBytes: 0 };
+    const ranMs = Math.max(0, (this._endedAt ?? performance.timeOrigin + performance.now()) - this._startedAt);
+    if (!this._usage) return { cpuMs: ranMs, memoryBytes: this.ended ? 0 : this._memoryBytes };
+    const busyMs = Number(Atomics.load(this._usage, U_BUSY_US)) / 1000;
+    const mark = Atomics.load(this._usage, U_MARK_US); // -1: asleep, or it ended
+    const awakeMs = mark < 0n ? 0 : Math.max(0, ranMs - Number(mark) / 1000);
+    const memoryBytes = this.ended ? 0 : Number(Atomics.load(this._usage, U_MEMORY));
+    return { cpuMs: busyMs + awakeMs, memoryBytes };
   }
 
   stats() {
