@@ -30,7 +30,7 @@ import yaml
 
 from p2pkube.devcluster import LocalCluster
 from tests.browser import *  # noqa: F403  (the fixtures: bundle, browser, browser_context)
-from tests.browser import EXAMPLES
+from tests.browser import EXAMPLES, LOAD_TIMEOUT
 from tests.clusters import module_cluster, wait_all_ready
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
@@ -171,7 +171,7 @@ async def graph_edges(dash: Dashboard) -> list[dict[str, Any]]:
 
 
 async def test_graph_has_one_edge_per_link(dash: Dashboard, cluster: LocalCluster) -> None:
-    expected = links(cluster)
+    expected = await asyncio.to_thread(links, cluster)
     assert len(expected) == 3  # a full mesh of three
 
     async def edges_match() -> list[dict[str, Any]] | None:
@@ -185,7 +185,7 @@ async def test_graph_has_one_edge_per_link(dash: Dashboard, cluster: LocalCluste
     assert sorted(nodes) == NAMES
     # Hovering a node names its neighbours.
     await dash.js(
-        "window.p2pkubeDashboard.cy.nodes().filter((n) => n.data('label') === 'b')"
+        "void window.p2pkubeDashboard.cy.nodes().filter((n) => n.data('label') === 'b')"
         ".emit('mouseover')"
     )
     hover = await dash.js("document.getElementById('dash-hover').textContent")
@@ -228,37 +228,49 @@ def apply(cluster: LocalCluster, tmp_path: Path, *objects: dict[str, Any]) -> No
 async def test_new_deployment_pods_appear_live(
     dash: Dashboard, cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    """Each pod is on the page within 2 s of agent a (the page's agent) listing it."""
-    listed: dict[str, float] = {}
+    """Each pod is on the page within 2 s of agent a (the page's agent) listing it. (On a
+    starved machine a suspicion may make two schedulers and surplus pods, which the lease's
+    winner removes: a pod the agent listed only briefly need not reach the page.)"""
+    first_listed: dict[str, float] = {}
+    last_listed: dict[str, float] = {}
     shown: dict[str, float] = {}
     apply(cluster, tmp_path, deployment(3))
-    deadline = time.monotonic() + 60
-    while (len(shown) < 3 or len(listed) < 3) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
         now = time.monotonic()
         items = cluster.api("a", "GET", "/v1/objects/Pod?namespace=default")["items"]
-        for pod in items:
-            listed.setdefault(pod["metadata"]["name"], now)
-        for name in await dash.pods():
+        current = {pod["metadata"]["name"] for pod in items}
+        for name in current:
+            first_listed.setdefault(name, now)
+            last_listed[name] = now
+        on_page = set(await dash.pods())
+        for name in on_page:
             shown.setdefault(name, time.monotonic())
+        if len(current) == 3 and current <= on_page:
+            break
         await asyncio.sleep(0.05)
-    assert len(listed) == 3 and set(shown) == set(listed), (listed, shown)
-    lags = {name: shown[name] - listed[name] for name in listed}
+    assert len(current) == 3 and current <= set(shown), (first_listed, shown)
+    lags = {name: shown[name] - first_listed[name] for name in shown if name in first_listed}
     assert max(lags.values()) <= 2.0, lags
+    never = {n: last_listed[n] - first_listed[n] for n in first_listed if n not in shown}
+    assert all(listed_for < 2.0 for listed_for in never.values()), never
     assert await dash.js("window.loadedOnce === true"), "the page was reloaded"
-    # The workload row: desired against ready, its scheduler and lease epoch as the agent has them.
-    leases = {x["workload"]: x for x in cluster.api("a", "GET", "/v1/dashboard")["leases"]}
-    lease = leases["Deployment/default/ticks"]
 
-    async def workload_row() -> list[str] | None:
+    # The workload row: desired against ready, its scheduler and lease epoch as the agent has them.
+    async def workload_row() -> tuple[list[str], dict[str, Any]] | None:
         cells = await dash.js(
             """[...(document.querySelector('tr[data-workload="Deployment/default/ticks"]')
                 ?.children || [])].map((c) => c.textContent)"""
         )
-        return cells if cells and cells[2] == "3/3" else None
+        leases = {x["workload"]: x for x in cluster.api("a", "GET", "/v1/dashboard")["leases"]}
+        lease = leases.get("Deployment/default/ticks")
+        if not cells or cells[2] != "3/3" or lease is None:
+            return None
+        same = cells[3] == lease["holderName"] and cells[4] == str(lease["epoch"])
+        return (cells, lease) if same else None
 
-    cells = await eventually(workload_row, 60, "deployment ticks 3/3 on the page")
-    assert cells[0] == "deployment/ticks"
-    assert cells[3] == lease["holderName"] and cells[4] == str(lease["epoch"]), (cells, lease)
+    cells, lease = await eventually(workload_row, 60, "deployment ticks 3/3 with its lease")
+    assert cells[0] == "deployment/ticks" and lease["holderName"] in NAMES
     # Grouped by node: every pod sits under the node the agent says it runs on.
     for pod in cluster.api("a", "GET", "/v1/objects/Pod?namespace=default")["items"]:
         group = await dash.js(
@@ -294,10 +306,9 @@ async def test_events_stream_filters(dash: Dashboard) -> None:
         found = await dash.js(
             "[...document.querySelectorAll('#dash-events tbody tr')].map((r) => r.textContent)"
         )
-        return found or None
+        return found if found and all("Scheduled" in row for row in found) else None
 
-    shown = await eventually(rows, 10, "Scheduled events")
-    assert all("Scheduled" in row for row in shown), shown
+    await eventually(rows, 10, "only Scheduled events")
     await dash.page.fill("#dash-event-filter", "no-such-event-text")
     await eventually(lambda: _no_rows(dash), 5, "an empty filtered list")
     await dash.page.fill("#dash-event-filter", "")
@@ -348,9 +359,8 @@ async def test_service_endpoints_and_requests(
         except OSError:
             return False
 
-    await eventually(lambda: asyncio.to_thread(answered), 60, "the echo Service to answer")
-    for _ in range(4):
-        assert await asyncio.to_thread(answered)
+    for n in range(5):  # each counted by a's router, answered or not
+        await eventually(lambda: asyncio.to_thread(answered), 60, f"echo answer {n + 1}")
 
     async def row() -> list[str] | None:
         cells = await dash.js(
@@ -373,6 +383,69 @@ async def _requests(dash: Dashboard) -> int:
     )
     total = int(str(text).split()[0])
     return total if total >= 5 else 0
+
+
+async def test_browser_node_has_the_cluster_tab(
+    dash: Dashboard, cluster: LocalCluster, browser: Any
+) -> None:
+    """A tab that joins gets the same view, fed by its own node, as a tab beside its own; the
+    agent's page shows it as a browser node."""
+    context = await browser.new_context()  # its own IndexedDB: its own node
+    tab = await context.new_page()
+    console: list[str] = []
+    tab.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    tab.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    try:
+        await tab.goto(cluster.page_url())
+        await asyncio.wait_for(tab.evaluate("window.p2pkubeReady"), LOAD_TIMEOUT)
+        me = await tab.evaluate("window.p2pkubeSnapshot().node.name")
+        assert await tab.is_visible("#node-view") and not await tab.is_visible("#cluster-view")
+        await tab.click("#tab-cluster")
+        await eventually(lambda: tab.evaluate("!!window.p2pkubeCluster"), 10, "the Cluster tab")
+        assert not await tab.is_visible("#node-view")
+
+        async def nodes_in_tab() -> dict[str, str] | None:
+            rows = await tab.evaluate(
+                """Object.fromEntries([...document.querySelectorAll('#dash-nodes tr[data-node]')]
+                   .map((r) => [r.dataset.node, r.querySelector('.status').textContent]))"""
+            )
+            return rows if sorted(rows) == sorted([*NAMES, me]) else None
+
+        rows = await eventually(nodes_in_tab, 20, "every node in the tab's Cluster view")
+        assert set(rows.values()) == {"Ready"}, rows
+        pods = await tab.evaluate(
+            "[...document.querySelectorAll('#dash-pods tr[data-pod]')].map((r) => r.dataset.pod)"
+        )
+        assert sorted(pods) == sorted(await dash.pods()), pods
+        await eventually(
+            lambda: tab.evaluate(
+                """window.p2pkubeCluster.cy.edges().length >= 4
+                   && window.p2pkubeCluster.cy.nodes().filter('.browser.self').length === 1"""
+            ),
+            20,
+            "the tab's graph with the tab itself and its links",
+        )
+        # The agent's page shows the tab as a browser node.
+        await eventually(
+            lambda: dash.js(
+                f"""document.querySelector('#dash-nodes tr[data-node="{me}"]')
+                      ?.children[1].textContent === 'browser'"""
+            ),
+            10,
+            "the tab as a browser node on the agent's page",
+        )
+    except BaseException:
+        print("--- tab console ---", *console[-80:], sep="\n")
+        raise
+    finally:
+        await context.close()
+    # A closed tab says it leaves: NotReady on the agent's page at once, its links undrawn.
+    await eventually(
+        lambda: _rows_if(dash, lambda r: r.get(me, "").startswith("NotReady")),
+        15,
+        "the closed tab NotReady on the agent's page",
+    )
+    await eventually(lambda: _edge_count(dash, 3), 15, "only the links among a, b and c")
 
 
 async def test_no_token_in_any_request_line_or_log(dash: Dashboard, cluster: LocalCluster) -> None:

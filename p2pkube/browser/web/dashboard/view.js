@@ -11,6 +11,7 @@
 // Bundled by esbuild with cytoscape into dist/dashboard/view.mjs (esbuild.config.mjs).
 import cytoscape from "cytoscape";
 
+export { bridgeSource } from "./source-bridge.js";
 export { httpSource } from "./source-http.js";
 
 export const WATCHED_KINDS = [
@@ -63,6 +64,8 @@ function podPhase(pod) {
   const waiting = (pod.status?.containerStatuses || []).find((c) => c.state?.waiting?.reason);
   return waiting?.state.waiting.reason || pod.status?.phase || "Pending";
 }
+
+const eventTime = (e) => e.lastTimestamp || e.eventTime || e.metadata?.creationTimestamp;
 
 // desired / ready of one workload, as kubectl get shows them.
 function counts(o) {
@@ -332,14 +335,14 @@ export function mountDashboard(root, source, { title = "p2pkube cluster" } = {})
     const text = filterText.value.trim().toLowerCase();
     const type = filterType.value;
     const shown = [];
-    for (let i = events.length - 1; i >= 0; i--) {
-      const e = events[i];
+    const sorted = events.map((e) => [Date.parse(eventTime(e)) || 0, e]).sort((x, y) => y[0] - x[0]);
+    for (const [, e] of sorted) {
       const object = `${(e.involvedObject?.kind || "").toLowerCase()}/${e.involvedObject?.name || ""}`;
       const source = [e.source?.component, e.source?.host].filter(Boolean).join("/");
       if (type && e.type !== type) continue;
       if (text && !`${e.reason} ${object} ${e.message} ${source}`.toLowerCase().includes(text)) continue;
       shown.push(el("tr", { class: e.type === "Warning" ? "warn" : "" },
-        el("td", {}, age(e.lastTimestamp || e.eventTime || e.metadata?.creationTimestamp, now)),
+        el("td", {}, age(eventTime(e), now)),
         el("td", {}, e.type), el("td", {}, e.reason), el("td", {}, object), el("td", {}, source),
         el("td", {}, e.message)));
       if (shown.length >= 200) break;
