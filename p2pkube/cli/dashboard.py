@@ -33,8 +33,10 @@ def dashboard_url(state: State) -> str:
     CliError when the agent does not answer or serves no page (the bundle is not built)."""
     info, token = agent_info(state.data_dir)
     page = f"{str(info['url']).rstrip('/')}/dashboard/"
+    # No proxy: the agent is on loopback (as ApiClient does it).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(page, timeout=CHECK_TIMEOUT) as answer:
+        with opener.open(page, timeout=CHECK_TIMEOUT) as answer:
             answer.read(1)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace").strip()

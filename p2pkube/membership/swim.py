@@ -493,6 +493,8 @@ class SwimNode:
         settings = self.settings
         self._chores.set(now + settings.reconnect_interval, "reconnect")
         forget(self._members, self._gone, self._ring, now - settings.reconnect_timeout)
+        for name in [n for n in self._member_rtt if n not in self._members]:
+            del self._member_rtt[name]  # forgotten members' round trips go with them
         candidates = [name for name in self._gone if self._members[name].status is Status.DEAD]
         # Serf's rule: try with probability DEAD / alive, so a few crashed members among many
         # cost almost nothing, and a partition in halves tries every round
