@@ -350,7 +350,11 @@ function showTabs(module) {
       });
       mounted.catch((e) => showMessage(`The cluster view could not load: ${e.message || e}`, true));
     }
-    if (mounted) (await mounted).cy.resize(); // drawn while hidden: measure again
+    if (mounted && cluster) {
+      const view = await mounted;
+      view.cy.resize(); // drawn while hidden: measure again
+      view.shown();
+    }
   };
   $("tab-node").addEventListener("click", () => select(false));
   $("tab-cluster").addEventListener("click", () => select(true));

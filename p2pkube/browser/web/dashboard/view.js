@@ -6,7 +6,7 @@
 //   watch(kinds, {onReset, onEvents, onState}) -> close()    objects, live (one stream)
 //   poll() -> Promise<answer>        mesh nodes and links with RTT, leases, request counters,
 //                                    endpoints (p2pkube/dashboard/meshview.py), every
-//                                    answer.pollSeconds while the page is visible
+//                                    answer.pollSeconds while the view is visible
 //   logs(namespace, pod, onText, onEnd) -> close()            a pod's log, followed
 // Bundled by esbuild with cytoscape into dist/dashboard/view.mjs (esbuild.config.mjs).
 import cytoscape from "cytoscape";
@@ -421,10 +421,12 @@ export function mountDashboard(root, source, { title = "p2pkube cluster" } = {})
 
   let pollTimer = null;
   let stopped = false;
+  // Nobody looks: a hidden page, or a hidden Cluster tab in a browser node's page.
+  const unseen = () => document.hidden || root.closest("[hidden]") != null;
   async function poll() {
     pollTimer = null;
     let wait = 3;
-    if (!document.hidden) {
+    if (!unseen()) {
       try {
         answer = await source.poll();
         wait = answer.pollSeconds || wait;
@@ -447,19 +449,21 @@ export function mountDashboard(root, source, { title = "p2pkube cluster" } = {})
   }
   poll();
   const onVisible = () => {
-    if (!document.hidden && pollTimer) {
+    if (!unseen() && pollTimer) {
       clearTimeout(pollTimer);
       poll();
     }
   };
   document.addEventListener("visibilitychange", onVisible);
-  const ageTimer = setInterval(() => !document.hidden && queueRender(), AGE_REFRESH_MS);
+  const ageTimer = setInterval(() => !unseen() && queueRender(), AGE_REFRESH_MS);
 
   return {
     cy,
     store,
     events,
     answer: () => answer,
+    /** Shown again (a browser node's Cluster tab selected): poll now, not at the next tick. */
+    shown: onVisible,
     close() {
       stopped = true;
       closeWatch();
