@@ -8,7 +8,9 @@ pods that a few requests go through; then opens the dashboard of agent ``a`` (th
 page, hovers a node, opens a pod's log, and saves:
 
 * ``docs/images/dashboard.png``: the whole page;
-* ``docs/images/dashboard-mesh.png``: the mesh graph with a node hovered.
+* ``docs/images/dashboard-mesh.png``: the mesh graph with a node hovered;
+* ``docs/images/dashboard-tab.png``: the browser node's page with its Cluster tab open (left
+  out with ``--no-browser-node``).
 
 Everything it starts is stopped at the end. Needs the browser bundle (``make browser``), the
 example modules (``make examples``) and Chromium with playwright (as the browser tests do).
@@ -125,7 +127,7 @@ async def shoot(cluster: LocalCluster, out: Path, browser_node: bool) -> None:
         chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             if browser_node:
-                tab_context = await chromium.new_context()
+                tab_context = await chromium.new_context(viewport=VIEWPORT)
                 tab = await tab_context.new_page()
                 await tab.goto(cluster.page_url())
                 await tab.wait_for_function("window.p2pkubeReady", timeout=120_000)
@@ -163,7 +165,20 @@ async def shoot(cluster: LocalCluster, out: Path, browser_node: bool) -> None:
             await page.screenshot(path=str(out / "dashboard.png"), full_page=True)
             mesh = page.locator("#dash-mesh-section")
             await mesh.screenshot(path=str(out / "dashboard-mesh.png"))
-            print(f"saved {out / 'dashboard.png'} and {out / 'dashboard-mesh.png'}", flush=True)
+            saved = [out / "dashboard.png", out / "dashboard-mesh.png"]
+            if browser_node:
+                await tab.click("#tab-cluster")
+                await until(
+                    tab,
+                    f"""!!window.p2pkubeCluster && document.querySelectorAll(
+                          '#cluster-view #dash-nodes tr[data-node]').length === {nodes}
+                        && window.p2pkubeCluster.cy.edges().every((e) => e.data('label'))""",
+                    60,
+                )
+                await tab.wait_for_timeout(300)
+                await tab.screenshot(path=str(out / "dashboard-tab.png"))
+                saved.append(out / "dashboard-tab.png")
+            print("saved", *saved, flush=True)
         finally:
             await chromium.close()
 

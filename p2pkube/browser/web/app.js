@@ -343,9 +343,7 @@ function showTabs(module) {
     $("cluster-view").hidden = !cluster;
     if (cluster && !mounted) {
       mounted = import(`./${versioned(app.manifest, "dashboard/view.mjs")}`).then((view) => {
-        const node = lastSnapshot?.node?.name || "this tab";
-        window.p2pkubeCluster = view.mountDashboard(
-          $("cluster-view"), view.bridgeSource(module), { title: `p2pkube cluster (from ${node})` });
+        window.p2pkubeCluster = view.mountDashboard($("cluster-view"), view.bridgeSource(module));
         return window.p2pkubeCluster;
       });
       mounted.catch((e) => showMessage(`The cluster view could not load: ${e.message || e}`, true));
