@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: demo test test-fast lint bench clean venv examples browser node-client
+.PHONY: demo test test-fast lint bench clean venv examples browser node-client screenshots
 
 NODE_CLIENT := tests/node/node_modules/.package-lock.json
 
@@ -36,6 +36,11 @@ node-client: $(NODE_CLIENT)
 ## A local 3-peer cluster on loopback doing real work; Ctrl-C stops it (DEMO_ARGS="--duration 30").
 demo: $(STAMP) examples browser
 	$(PY) examples/demo.py $(DEMO_ARGS)
+
+## The dashboard's pictures in docs/images/ (docs/dashboard.md), taken in headless Chromium from
+## a local cluster that examples/screenshots.py starts and stops.
+screenshots: $(STAMP) examples browser
+	$(PY) examples/screenshots.py
 
 ## Lint, then the whole test suite (real processes, real aiortc, real pycrdt): first every test
 ## but the serial ones, spread over two processes (each module's tests on one of them, the

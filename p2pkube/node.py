@@ -29,6 +29,7 @@ from p2pkube import __version__
 from p2pkube.blobs.fetcher import FAR, Holder, hop_counts
 from p2pkube.blobs.manifest import is_digest, referenced_digests
 from p2pkube.blobs.service import BlobService
+from p2pkube.dashboard.meshview import MeshView
 from p2pkube.membership.liveness import NodeLiveness, detection_bound
 from p2pkube.membership.swim_host import ROUTED_KIND as SWIM_ROUTED_KIND
 from p2pkube.membership.swim_host import SwimMembership
@@ -188,6 +189,18 @@ class Node:
         )
         """Routes HTTP requests for Services and pods (the front doors' ``open``) and serves
         other nodes' requests for the handler pods here (the request rpc)."""
+        self.meshview = MeshView(
+            self.node_id,
+            config.name,
+            membership=self.membership,
+            neighbours=self.mesh.neighbours,
+            rpc=self.rpc,
+            settings=self.settings.dashboard,
+            kind_of=self._node_kind,
+            leases=self.scheduler.leases,
+            service_requests=lambda: dict(self.services.stats.per_service),
+        )
+        """The dashboard's poll answer: the mesh with RTTs, leases, request counters."""
         self.runtime: PodRuntime | None = None
         """Created in start(): the runtime needs the running loop."""
         self.kubelet: Kubelet | None = None
@@ -241,6 +254,7 @@ class Node:
             await self.runtime.close()
         await self.blobs.close()
         await self.events.close()
+        await self.meshview.close()
         await self.rpc.close()
         await self.membership.close(leaving=True)
         await self.state.close()
@@ -382,6 +396,18 @@ class Node:
         started = time.monotonic()
         time.sleep(seconds)
         return time.monotonic() - started
+
+    def _node_kind(self, name: str) -> str | None:
+        """A node's kind (``native``, ``browser``) from its Node object's kind label."""
+        node = self.state.get(OBJECTS, object_key("Node", "", name))
+        labels = node.get("metadata", {}).get("labels") if isinstance(node, dict) else None
+        kind = labels.get(KIND_LABEL) if isinstance(labels, dict) else None
+        return kind if isinstance(kind, str) else None
+
+    async def dashboard(self) -> dict[str, Any]:
+        """The dashboard's poll answer: :meth:`MeshView.snapshot` and every Service's
+        endpoints as this node computes them (a computed kind, which no watch carries)."""
+        return {**await self.meshview.snapshot(), "endpoints": self._endpoints(None)}
 
     def node_id_of(self, name: str) -> str | None:
         """The id of the node called ``name`` (from its Node object), None if unknown."""
@@ -716,7 +742,7 @@ class Node:
 
     def watch(
         self,
-        kind: str,
+        kind: str | tuple[str, ...],
         namespace: str | None,
         *,
         match: Callable[[dict[str, Any]], bool] | None = None,

@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 from p2pkube.api.kube.settings import KubeApiSettings
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.browser.settings import BrowserSettings
+from p2pkube.dashboard.settings import DashboardSettings
 from p2pkube.membership.settings import MembershipSettings, SwimSettings
 from p2pkube.metrics.settings import MetricsSettings
 from p2pkube.net.settings import RpcSettings, TransportSettings
@@ -49,6 +50,8 @@ class AgentSettings:
     """Browser nodes only (a native agent ignores them)."""
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     """Native agents only: the Prometheus endpoint (docs/metrics.md)."""
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    """The cluster dashboard's poll of the mesh (docs/dashboard.md)."""
 
     def check(self) -> None:
         """ValueError when settings contradict each other (after all overrides)."""
@@ -74,6 +77,7 @@ class AgentSettings:
         self.scheduler.check()
         self.browser.check()
         self.metrics.check()
+        self.dashboard.check()
 
     def override(self, assignment: str) -> None:
         """Apply one ``section.field=value``; ValueError naming the setting when it is wrong."""

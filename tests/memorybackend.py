@@ -194,7 +194,7 @@ class MemoryBackend:
 
     def watch(
         self,
-        kind: str,
+        kind: str | tuple[str, ...],
         namespace: str | None,
         *,
         match: Callable[[dict[str, Any]], bool] | None = None,
@@ -221,6 +221,9 @@ class MemoryBackend:
 
     def status(self) -> dict[str, Any]:
         return copy.deepcopy(self._status)
+
+    async def dashboard(self) -> dict[str, Any]:
+        return {"node": self.node_name, "nodes": [], "edges": [], "leases": []}
 
     def block_nodes(self, names: list[str]) -> list[str]:
         if names:

@@ -575,6 +575,16 @@ def test_dead_and_left_members_are_forgotten_after_the_reconnect_timeout() -> No
     net.run(settings.reconnect_timeout + settings.reconnect_interval * 2)
     for observer in net.others("n1"):
         assert set(net.nodes[observer].members()) == set(net.names) - {"n1", "n2"}
+        assert net.nodes[observer].member_rtt("n1") is None  # forgotten with the member
+
+
+def test_each_probed_member_has_a_smoothed_round_trip() -> None:
+    """The acks to direct probes are timed per member (what the dashboard shows per link)."""
+    net = settled(4)
+    for name, node in net.nodes.items():
+        rtts = [node.member_rtt(other) for other in net.others(name)]
+        assert all(rtt is not None and 0 <= rtt < 1 for rtt in rtts), (name, rtts)
+    assert net.nodes["n0"].member_rtt("nobody") is None
 
 
 def fed(node: SwimNode, *updates: Update, at: float = 1.0) -> tuple[Status, int]:

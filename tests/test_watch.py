@@ -291,3 +291,37 @@ def test_watch_of_an_empty_namespace_waits_for_its_first_object(cluster: LocalCl
     n1.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "empty"}})
     n1.put_object({**configmap("late", {}), "metadata": {"name": "late", "namespace": "empty"}})
     watch.expect("ADDED in namespace empty", is_event("ADDED", "late"), 10)
+
+
+async def test_one_watch_streams_several_kinds(tmp_path: Path, backend: MemoryBackend) -> None:
+    """``/v1/watch/A,B``: one stream for several kinds (the dashboard's), listed then live;
+    a malformed list is refused before streaming."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s", "namespace": "default"},
+        "spec": {"ports": [{"port": 80}]},
+    }
+    await put(backend, "ConfigMap/default/a", configmap("a", {"v": "1"}))
+    await put(backend, "Service/default/s", service)
+    server = ApiServer(backend, tmp_path, watch_poll_interval=0.05)
+    await server.start()
+    try:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.get(f"{server.url}/v1/watch/ConfigMap,,Service") as bad:
+                assert bad.status == 400
+            response = await session.get(f"{server.url}/v1/watch/ConfigMap,Service")
+            assert response.status == 200
+            async with asyncio.timeout(5):
+                listed = [json.loads(await response.content.readline()) for _ in range(2)]
+                await put(backend, "ConfigMap/default/b", configmap("b", {"v": "1"}))
+                added = json.loads(await response.content.readline())
+            assert sorted((e["type"], e["object"]["kind"]) for e in listed) == [
+                ("ADDED", "ConfigMap"),
+                ("ADDED", "Service"),
+            ]
+            assert (added["type"], added["object"]["metadata"]["name"]) == ("ADDED", "b")
+            response.close()
+    finally:
+        await server.stop()

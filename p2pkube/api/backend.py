@@ -95,7 +95,7 @@ class AgentBackend(Protocol):
 
     def watch(
         self,
-        kind: str,
+        kind: str | tuple[str, ...],
         namespace: str | None,
         *,
         match: Callable[[dict[str, Any]], bool] | None = None,
@@ -120,6 +120,11 @@ class AgentBackend(Protocol):
 
     def status(self) -> dict[str, Any]:
         """This agent's own view: node name/id, neighbours, counters (free-form JSON)."""
+        ...
+
+    async def dashboard(self) -> dict[str, Any]:
+        """The dashboard's poll answer: the mesh's nodes and links with their round trips,
+        the workloads' leases and the Services' request totals (``Node.dashboard``)."""
         ...
 
     def block_nodes(self, names: list[str]) -> list[str]:

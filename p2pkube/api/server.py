@@ -14,7 +14,8 @@ kubectl does (``Error from server (NotFound): ...``; see ``api.status``).
 
 Blobs (pod modules) have their own endpoints under ``/v1/blobs`` (``api.blobroutes``).
 
-``GET /v1/watch/{kind}`` streams newline-delimited JSON events the way a Kubernetes watch does
+``GET /v1/watch/{kind}`` (or ``/v1/watch/KindA,KindB``: several kinds in one stream) streams
+newline-delimited JSON events the way a Kubernetes watch does
 (``{"type": "ADDED"|"MODIFIED"|"DELETED"|"ERROR", "object": {...}}``): the current objects first,
 then every change as the agent applies it. A watch ends when its ``timeoutSeconds`` pass, when
 the client goes away, when the agent stops, or with an ERROR event when the client reads too
@@ -40,6 +41,7 @@ from aiohttp import web
 from p2pkube.api import EMPTY_NAMESPACE, INFO_FILE, TOKEN_FILE
 from p2pkube.api.backend import AgentBackend
 from p2pkube.api.blobroutes import BlobBackend, BlobRoutes, blob_problem
+from p2pkube.api.dashboardroutes import DashboardFiles
 from p2pkube.api.frontdoor import ServiceOpener
 from p2pkube.api.kube.discovery import discovery_routes
 from p2pkube.api.kube.face import KubeApi
@@ -163,6 +165,7 @@ class ApiServer:
         self.published: dict[str, Any] = {}
         """More entries for api.json, set before start (the agent's ``metricsUrl``)."""
         self._watches: set[Watch] = set()
+        self._dashboard_files = DashboardFiles()
         self._forwarder: PortForwarder | None = None
         self._token = ""
         self._url: str | None = None
@@ -270,6 +273,8 @@ class ApiServer:
                 web.delete("/v1/objects/{kind}/{namespace}/{name}", self._delete_object),
                 web.get("/v1/watch/{kind}", self._watch),
                 web.get("/v1/status", self._status),
+                web.get("/v1/dashboard", self._dashboard),
+                *self._dashboard_files.routes(),
                 *self._blob_routes.routes(),
                 web.get("/v1/pods/{namespace}/{name}/log", self._pod_log),
                 web.put("/v1/debug/partition", self._partition),
@@ -316,9 +321,10 @@ class ApiServer:
         """Authenticate every request and turn every failure into a Status object.
 
         Auth runs before routing errors surface, so unauthenticated callers learn nothing,
-        not even which paths exist.
+        not even which paths exist. The dashboard's page is public code: its files (never
+        any data) are served without the token (``api.dashboardroutes``).
         """
-        if not self._authorized(request):
+        if not self._authorized(request) and not DashboardFiles.is_public(request.path):
             return problem_response(
                 401, "missing or invalid bearer token (read it from api.token in the data dir)"
             )
@@ -572,13 +578,18 @@ class ApiServer:
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.status())
 
+    async def _dashboard(self, request: web.Request) -> web.Response:
+        """What the dashboard polls besides its watches (``p2pkube.dashboard``)."""
+        async with asyncio.timeout(self.write_timeout):
+            return web.json_response(await self.backend.dashboard())
+
     async def _watch(self, request: web.Request) -> web.StreamResponse:
         """Stream a watch as newline-delimited JSON until it ends (see the module docstring).
 
         Problems with the request itself are answered as a Status before streaming starts;
         once the 200 is sent, a problem can only end the stream.
         """
-        kind = request.match_info["kind"]
+        kind = _watched_kinds(request.match_info["kind"])
         selector = _selector(request)
         namespace = request.query.get("namespace")
         if namespace == EMPTY_NAMESPACE:
@@ -633,6 +644,21 @@ class ApiServer:
                     return
         except (ConnectionError, TimeoutError) as exc:
             log.debug("watch on %s ended: %r", request.path, exc)
+
+
+MAX_WATCHED_KINDS = 16
+"""Most kinds one ``/v1/watch/A,B,...`` streams (the dashboard watches eight)."""
+
+
+def _watched_kinds(raw: str) -> str | tuple[str, ...]:
+    """``Kind`` or ``KindA,KindB,...``: one watch for several kinds (a page has few
+    connections per host to spend on streams)."""
+    if "," not in raw:
+        return raw
+    kinds = tuple(dict.fromkeys(k for k in raw.split(",")))
+    if "" in kinds or len(kinds) > MAX_WATCHED_KINDS:
+        raise ApiProblem(400, f"watch 1 to {MAX_WATCHED_KINDS} kinds, comma-separated")
+    return kinds
 
 
 def _selector(request: web.Request) -> tuple[Requirement, ...]:

@@ -16,6 +16,10 @@ nothing but re-hash; the result does not depend on how often it ran):
   share), each bundled by esbuild into one file (one request instead of a chain of imports);
 * the page's other sources as they are (``index.html``, ``app.css``, ``app.js``, and ``sw.js``,
   the Service Worker, which must sit at the web root to have the whole origin as its scope);
+* ``dashboard/``: the cluster dashboard (``web/dashboard/``): ``view.mjs``, its view and data
+  sources bundled with cytoscape by esbuild, and its page (``index.html``, ``main.js``,
+  ``dashboard.css``) as it is; the native agent serves this directory at ``/dashboard/``
+  and a browser node's page imports ``view.mjs`` for its Cluster tab;
 * ``pyodide/<version>/``: what ``loadPyodide({indexURL})`` loads from the npm package (the
   runtime, its wasm, the standard library zip, the lock file); the version in the path makes
   these files immutable, so the server lets browsers cache them for a year;
@@ -65,12 +69,20 @@ NODE_MODULES = WEB / "node_modules"
 
 #: The page's own files, copied as they are (sw.js at the root: a Service Worker's scope is
 #: at most its script's directory).
-PAGE_FILES = ("index.html", "app.css", "app.js", "sw.js")
+PAGE_FILES = (
+    "index.html",
+    "app.css",
+    "app.js",
+    "sw.js",
+    "dashboard/index.html",
+    "dashboard/main.js",
+    "dashboard/dashboard.css",
+)
 #: What the esbuild config writes: the npm libraries, the bridge (web/bridge.js with its
 #: modules in web/bridge/) and the pod worker (web/worker.js), the last two with web/ring.js
 #: and web/files.js.
 LIBRARY_BUNDLES = ("yjs.mjs", "browser_wasi_shim.mjs", "ed25519.mjs")
-BUNDLES = (*LIBRARY_BUNDLES, "bridge.js", "worker.js")
+BUNDLES = (*LIBRARY_BUNDLES, "bridge.js", "worker.js", "dashboard/view.mjs")
 #: What loadPyodide() fetches from its indexURL (pyodide.mjs is the module the page imports).
 PYODIDE_FILES = (
     "pyodide.mjs",
@@ -179,6 +191,7 @@ class Builder:
         config = WEB / "esbuild.config.mjs"
         inputs = [config, WEB / "package-lock.json", NODE_MODULES / ".package-lock.json"]
         inputs += [*WEB.glob("*.js"), *(WEB / "bridge").glob("*.js")]
+        inputs += [p for p in (WEB / "dashboard").glob("*.js") if p.name != "main.js"]
         newest = max(p.stat().st_mtime for p in inputs if p.exists())
         outputs = [DIST / name for name in BUNDLES]
         if all(p.is_file() and p.stat().st_mtime >= newest for p in outputs):

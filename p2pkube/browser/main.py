@@ -22,6 +22,7 @@ import p2pjs  # type: ignore[import-not-found]  # bridge.js, registered by the p
 from pyodide.ffi import create_proxy  # type: ignore[import-not-found]  # Pyodide only
 
 from p2pkube.browser import platform
+from p2pkube.browser.clusterview import ClusterFeeds
 from p2pkube.browser.identity import BrowserIdentity, check_signature
 from p2pkube.browser.link import browser_link_factory
 from p2pkube.browser.proxy import TabProxy
@@ -86,6 +87,8 @@ class BrowserNode:
             node.node_name,
             settings.browser.proxy_streams,
         )
+        self.feeds = ClusterFeeds(node)
+        """The Cluster tab's watches, polls and followed logs (``clusterview``)."""
         self._visibility = create_proxy(self._on_visibility)
         self._pagehide = create_proxy(self._on_pagehide)
 
@@ -163,6 +166,7 @@ class BrowserNode:
 
     async def stop(self) -> None:
         p2pjs.serveServiceRequests(None)
+        await self.feeds.close_all()
         await self.proxy.close_all()
         js.document.removeEventListener("visibilitychange", self._visibility)
         js.window.removeEventListener("pagehide", self._pagehide)
@@ -330,6 +334,33 @@ def snapshot() -> str:
     if _node is None:
         return json.dumps({"status": "error" if _error else "starting", "error": _error})
     return json.dumps(_node.snapshot(), default=_jsonable)
+
+
+def _feeds() -> ClusterFeeds:
+    if _node is None or _node.status != "running":
+        raise RuntimeError("the node is not running")
+    return _node.feeds
+
+
+def dashboard_watch(kinds: str, callback: Any) -> int:
+    """The Cluster tab: a watch on ``kinds`` (``clusterview.ClusterFeeds.watch``)."""
+    return _feeds().watch(kinds, callback)
+
+
+def dashboard_logs(namespace: str, pod: str, callback: Any) -> int:
+    """The Cluster tab: a pod's log, followed (``clusterview.ClusterFeeds.logs``)."""
+    return _feeds().logs(namespace, pod, callback)
+
+
+async def dashboard_poll() -> str:
+    """The Cluster tab: the dashboard's poll answer as JSON."""
+    return await _feeds().poll()
+
+
+def dashboard_close(feed: int) -> None:
+    """The Cluster tab: end a watch or a followed log."""
+    if _node is not None:
+        _node.feeds.close(feed)
 
 
 def node() -> BrowserNode | None:

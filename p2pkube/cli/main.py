@@ -61,6 +61,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "proxy": "p2pkube.cli.forward:proxy",
     "port-forward": "p2pkube.cli.forward:port_forward",
     "kubeconfig": "p2pkube.cli.kubeconfig:kubeconfig",
+    "dashboard": "p2pkube.cli.dashboard:dashboard",
     "wait": "p2pkube.cli.wait:wait",
     "cordon": "p2pkube.cli.nodes:cordon",
     "uncordon": "p2pkube.cli.nodes:uncordon",

@@ -158,6 +158,8 @@ class SwimNode:
         self._pings: dict[int, tuple[str, float]] = {}
         """The last few probes' seq -> (target, when the Ping went): an Ack from the target,
         even one too late for its period, is a round-trip sample (`_sample_rtt`)."""
+        self._member_rtt: dict[str, float] = {}
+        """Member -> smoothed round trip of its direct acks (seconds; `member_rtt`)."""
         self._left = False
         self._outdated = False
         """Set while a message is handled when it accused this node of an old incarnation."""
@@ -392,6 +394,22 @@ class SwimNode:
         self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - seconds)
         self._srtt = 0.875 * self._srtt + 0.125 * seconds
 
+    def _sample_member_rtt(self, member: str, seconds: float) -> None:
+        """Smooth one member's round trips as RFC 6298 smooths SRTT (gain 1/8)."""
+        if member not in self._members:
+            return
+        previous = self._member_rtt.get(member)
+        self._member_rtt[member] = (
+            seconds if previous is None else 0.875 * previous + 0.125 * seconds
+        )
+
+    def member_rtt(self, member: str) -> float | None:
+        """The smoothed round trip of ``member``'s acks to this node's direct probes (ping
+        to ack, seconds; None before the first). Over a link to a neighbour it is that
+        link's round trip plus both event loops' turns: what the dashboard shows per link.
+        A member probed through a route has it too, for the whole path."""
+        return self._member_rtt.get(member)
+
     def _probe_indirectly(self, seq: int, out: list[Send]) -> None:
         probe = self._probe
         if probe is None or probe.seq != seq or probe.acked:
@@ -475,6 +493,8 @@ class SwimNode:
         settings = self.settings
         self._chores.set(now + settings.reconnect_interval, "reconnect")
         forget(self._members, self._gone, self._ring, now - settings.reconnect_timeout)
+        for name in [n for n in self._member_rtt if n not in self._members]:
+            del self._member_rtt[name]  # forgotten members' round trips go with them
         candidates = [name for name in self._gone if self._members[name].status is Status.DEAD]
         # Serf's rule: try with probability DEAD / alive, so a few crashed members among many
         # cost almost nothing, and a partition in halves tries every round
@@ -538,6 +558,7 @@ class SwimNode:
         if ping is not None and ping[0] == sender:
             del self._pings[seq]
             self._sample_rtt(now - ping[1])
+            self._sample_member_rtt(sender, now - ping[1])
         probe = self._probe
         if probe is not None and probe.seq == seq:
             if sender == probe.target or sender in probe.helpers:

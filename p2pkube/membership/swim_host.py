@@ -607,6 +607,18 @@ class SwimMembership:
             liveness.peers = sorted(self.topology.neighbours_of(node))
         return list(self._nodes.values())
 
+    def link_rtts(self) -> dict[str, float]:
+        """Neighbour -> the smoothed round trip (seconds) of its acks to this node's direct
+        SWIM probes, which travel over the link itself (`SwimNode.member_rtt`): a measure
+        that costs nothing extra, as every neighbour is probed anyway. Neighbours not yet
+        probed are absent."""
+        rtts = {}
+        for neighbour in self._transport.neighbours():
+            rtt = self.core.member_rtt(neighbour)
+            if rtt is not None:
+                rtts[neighbour] = rtt
+        return rtts
+
     def stats_dict(self) -> dict[str, Any]:
         core = self.core.stats
         return {

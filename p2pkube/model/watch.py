@@ -359,7 +359,7 @@ class WatchHub:
 
     def subscribe(
         self,
-        kind: str,
+        kind: str | tuple[str, ...],
         namespace: str | None,
         *,
         match: Callable[[dict[str, Any]], bool] | None = None,
@@ -375,13 +375,15 @@ class WatchHub:
         Without ``since`` the watch first lists the current objects (as ADDED); with a
         revision it resumes from there (:meth:`Watch.resume`), or raises
         ResourceVersionTooOld. Either is taken in the same tick as the subscription, so no
-        change can fall in between.
+        change can fall in between. ``kind`` may be several kinds: one stream for all (the
+        dashboard's, so that a browser's few connections per host are not all watches).
         """
         changes = None if since is None else self.changed_since(since)
-        prefix = f"{kind}/" if namespace is None else f"{kind}/{namespace}/"
+        kinds = (kind,) if isinstance(kind, str) else kind
+        prefixes = tuple(f"{k}/" if namespace is None else f"{k}/{namespace}/" for k in kinds)
         watch = Watch(
             self._render,
-            lambda key: key.startswith(prefix),
+            lambda key: key.startswith(prefixes),
             match=match,
             timeout=timeout,
             max_queue=max_queue,
@@ -389,11 +391,16 @@ class WatchHub:
         )
         self._watches.append(watch)
         watch.add_cleanup(lambda: self._forget(watch))
+        keys = self._keys(kinds[0]) if len(kinds) == 1 else self._keys_of(kinds)
         if changes is None:
-            watch.start(self._keys(kind))
+            watch.start(keys)
         else:
-            watch.resume(self._keys(kind), *changes)
+            watch.resume(keys, *changes)
         return watch
+
+    def _keys_of(self, kinds: tuple[str, ...]) -> list[str]:
+        """The document keys of several kinds (kinds in the same map list it once)."""
+        return list(dict.fromkeys(key for kind in kinds for key in self._keys(kind)))
 
     def unsubscribe(self, watch: Watch) -> None:
         """End ``watch`` (the same as ``watch.close()``); idempotent."""

@@ -497,6 +497,18 @@ class Scheduler:
                 batch.delete(map_name, key)
         self.writes += len(plan.puts) + len(plan.deletes)
 
+    def leases(self) -> list[dict[str, Any]]:
+        """Every workload's lease as the document holds it: ``workload`` (its object key,
+        ``Kind/namespace/name``), the holder's id and name, the epoch and when it was taken;
+        malformed values are left out (as ``election.Lease.from_value`` refuses them). Who
+        schedules what, for the dashboard, read rather than re-derived."""
+        out = []
+        for key in sorted(self.state.keys(LEASES)):
+            lease = Lease.from_value(self.state.get(LEASES, key))
+            if lease is not None:
+                out.append({"workload": key, **lease.to_value()})
+        return out
+
     def stats(self) -> dict[str, Any]:
         return {
             "leading": sorted(self.leading),

@@ -78,6 +78,9 @@ class RouterStats:
     """Responses cut short after their head went out."""
     failures: Counter[int] = field(default_factory=Counter)
     """Requests answered with an HTTP error of the router's own, by status."""
+    per_service: Counter[str] = field(default_factory=Counter)
+    """Requests for each Service (``namespace/name``) this router took, counted only for
+    Services that exist (so the keys are bounded by them): the dashboard's request rates."""
 
 
 class _Tracked:
@@ -191,8 +194,11 @@ class ServiceRouter:
 
     def stats_dict(self) -> dict[str, Any]:
         return {
-            **{k: v for k, v in counters(self.stats).items() if k != "failures"},
+            **{
+                k: v for k, v in counters(self.stats).items() if k not in ("failures", "perService")
+            },
             "failures": {str(status): n for status, n in sorted(self.stats.failures.items())},
+            "perService": dict(sorted(self.stats.per_service.items())),
             "outstanding": {key: n for key, n in sorted(self._outstanding.items()) if n},
             "liveness": self.probes.stats(),
             "served": self.server.stats_dict(),
@@ -281,6 +287,9 @@ class ServiceRouter:
         self.stats.requests += 1
         started = time.monotonic()
         deadline = started + self.settings.request_deadline
+        target = request.target
+        if not target.pod and self._objects.get("Service", target.namespace, target.name):
+            self.stats.per_service[f"{target.namespace}/{target.name}"] += 1
         try:
             async with asyncio.timeout(self.settings.request_deadline):
                 response = await self._attempts(request, deadline)

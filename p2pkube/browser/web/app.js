@@ -11,7 +11,11 @@
 // 4. Registers the Service Worker (sw.js) that routes fetch() of Services' proxy paths from any
 //    page of this origin through a tab's node, and shows a form to try one (bridge/proxy.js).
 //
-// For tests and the curious: window.p2pkubeServiceWorker (resolves once the Service Worker
+// 5. Once the node runs, a Cluster tab beside this node's own view: the cluster dashboard
+//    (dashboard/view.mjs, the same view as a native agent's /dashboard/), fed by this tab's own
+//    node through dashboard/source-bridge.js; loaded when the tab is first opened.
+//
+// For tests and the curious: window.p2pkubeCluster (the Cluster tab's mounted view, once opened), window.p2pkubeServiceWorker (resolves once the Service Worker
 // controls the page; rejects saying why there is none), window.p2pkubeLoaded (resolves with the start-up timings once
 // Python is loaded, before the node starts), window.p2pkubeReady (resolves when start()
 // returned; rejects with the reason the node could not start), window.p2pkubeSnapshot() (the
@@ -325,6 +329,35 @@ function showServices() {
   });
 }
 
+// -- the Cluster tab -------------------------------------------------------------------------------
+
+function showTabs(module) {
+  $("tabs").hidden = false;
+  let mounted = null;
+  const select = async (cluster) => {
+    $("tab-node").classList.toggle("active", !cluster);
+    $("tab-cluster").classList.toggle("active", cluster);
+    $("tab-node").setAttribute("aria-pressed", String(!cluster));
+    $("tab-cluster").setAttribute("aria-pressed", String(cluster));
+    $("node-view").hidden = cluster;
+    $("cluster-view").hidden = !cluster;
+    if (cluster && !mounted) {
+      mounted = import(`./${versioned(app.manifest, "dashboard/view.mjs")}`).then((view) => {
+        window.p2pkubeCluster = view.mountDashboard($("cluster-view"), view.bridgeSource(module));
+        return window.p2pkubeCluster;
+      });
+      mounted.catch((e) => showMessage(`The cluster view could not load: ${e.message || e}`, true));
+    }
+    if (mounted && cluster) {
+      const view = await mounted;
+      view.cy.resize(); // drawn while hidden: measure again
+      view.shown();
+    }
+  };
+  $("tab-node").addEventListener("click", () => select(false));
+  $("tab-cluster").addEventListener("click", () => select(true));
+}
+
 // -- start ----------------------------------------------------------------------------------------
 
 async function main() {
@@ -375,6 +408,7 @@ async function main() {
     );
     step("node started", started);
     showServices();
+    showTabs(module);
     ready.resolve({ ...timings });
     window.addEventListener("hashchange", () => {
       const next = tokenFromHash();

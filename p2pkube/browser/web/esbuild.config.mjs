@@ -12,6 +12,10 @@
 // OUTDIR/worker.js                worker.js and ring.js; its import of ./browser_wasi_shim.mjs
 //                                 stays as it is (external)
 // Both: whitespace and syntax minified, names kept (readable stack traces).
+// OUTDIR/dashboard/view.mjs       the cluster dashboard's view (dashboard/view.js with its HTTP
+//                                 data source) and cytoscape, the graph library: imported by
+//                                 dashboard/main.js (the native agent's page) and by app.js
+//                                 (a browser node's Cluster tab)
 // OUTDIR/yjs.mjs                  everything "yjs" exports (registered in Pyodide as module "yjs")
 // OUTDIR/browser_wasi_shim.mjs    @bjorn3/browser_wasi_shim (imported by worker.js)
 // OUTDIR/ed25519.mjs              @noble/ed25519 with @noble/hashes' sha512 set as its sync and
@@ -69,3 +73,9 @@ for (const name of ["bridge.js", "worker.js"]) {
     minifySyntax: true,
   });
 }
+
+await esbuild.build({
+  ...common,
+  entryPoints: [path.join(common.absWorkingDir, "dashboard", "view.js")],
+  outfile: path.join(outdir, "dashboard", "view.mjs"),
+});
