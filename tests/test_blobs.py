@@ -523,8 +523,11 @@ async def test_a_pull_stops_when_the_disk_fills_meanwhile_and_resumes_later(
     nodes["a"].rpc._handlers["blob.chunk"] = serve_then_fill
     with pytest.raises(InsufficientStorage, match=r"blobs\.min_free_bytes"):
         await c.service.ensure(digest)
+    # a had served 5 chunks when the disk filled; c may not have written the last of them
+    # yet (they are in flight in its window) when its next check saw the full disk.
     first = c.service.fetcher.stats.chunks_fetched
-    assert 5 <= first < 40 and c.service.store.partials() == {digest}
+    assert 0 < first <= nodes["a"].service.chunks_served < 40
+    assert c.service.store.partials() == {digest}
     free[0] = 1 << 40
     assert (await c.service.ensure(digest)).read_bytes() == data
     assert c.service.fetcher.stats.chunks_fetched <= 40  # resumed, not restarted
