@@ -34,6 +34,7 @@ from bench import (
     bench_blobs,
     bench_browser,
     bench_chaos,
+    bench_dashboard,
     bench_doc_growth,
     bench_idle,
     bench_kubectl,
@@ -115,6 +116,12 @@ BENCHES = [
         ["--agents", "5", "--seconds", "30", *bench_idle.PROBES_DOUBLED],
         ["--seconds", "5", *bench_idle.PROBES_DOUBLED],
         attach_to=("idle", bench_idle.DIAGNOSTIC),
+    ),
+    Bench(
+        "dashboard",
+        bench_dashboard,
+        ["--seconds", "30", "--settle", "10"],
+        ["--seconds", "5", "--settle", "5"],
     ),
     Bench(
         "scale",
