@@ -120,8 +120,8 @@ BENCHES = [
     Bench(
         "dashboard",
         bench_dashboard,
-        ["--seconds", "30", "--settle", "10"],
-        ["--seconds", "5", "--settle", "5"],
+        ["--rounds", "3", "--seconds", "20", "--settle", "10"],
+        ["--rounds", "1", "--seconds", "5", "--settle", "5"],
     ),
     Bench(
         "scale",
