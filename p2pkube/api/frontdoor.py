@@ -376,6 +376,20 @@ class FrontDoorServer(web.Server):
         return timed
 
 
+async def listen(runner: web.BaseRunner, host: str, port: int) -> int:
+    """Set ``runner`` up and listen on ``host:port`` (0: a free port); the port it got.
+    On failure (OSError when the address is taken or not this host's) the runner is cleaned
+    up before the error goes to the caller, so nothing is left half-started."""
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return int(runner.addresses[0][1])
+
+
 class HttpListener:
     """One front door listening on ``host:port`` until :meth:`stop`."""
 
@@ -401,14 +415,7 @@ class HttpListener:
             handle_signals=False,
             shutdown_timeout=self._shutdown_timeout,
         )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self.port = int(runner.addresses[0][1])
+        self.port = await listen(runner, self.host, self.port)
         self._runner = runner
 
     async def stop(self) -> None:

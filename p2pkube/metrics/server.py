@@ -15,6 +15,7 @@ import logging
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from p2pkube.api.frontdoor import listen
 from p2pkube.metrics.exporter import AgentMetrics
 
 log = logging.getLogger("p2pkube.metrics")
@@ -45,15 +46,8 @@ class MetricsServer:
     async def start(self) -> None:
         """Listen (OSError, e.g. the address is taken, goes to the caller)."""
         runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        self.port = await listen(runner, self.host, self.port)
         self._runner = runner
-        self.port = int(runner.addresses[0][1])
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{host}:{self.port}/metrics"
         log.info("metrics at %s (no token: keep it on loopback or a trusted network)", self.url)
