@@ -43,10 +43,7 @@ from p2pkube.api.backend import AgentBackend
 from p2pkube.api.blobroutes import BlobBackend, BlobRoutes, blob_problem
 from p2pkube.api.dashboardroutes import DashboardFiles
 from p2pkube.api.frontdoor import ServiceOpener
-from p2pkube.api.kube.discovery import discovery_routes
-from p2pkube.api.kube.face import KubeApi
 from p2pkube.api.kube.httpbridge import EndpointTable, router_check, service_port_server
-from p2pkube.api.kube.openapi import openapi_routes
 from p2pkube.api.kube.portforward import PortForwarder, PortForwardSettings
 from p2pkube.api.kube.settings import KubeApiSettings
 from p2pkube.api.kube.spdy import SpdySettings
@@ -76,6 +73,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _PER_NODE_FIELDS = frozenset({"resourceVersion", "managedFields", "selfLink"})
 """Metadata a client reads and sends back that is never stored (see ``ApiServer.store``)."""
+
+KUBE_PREFIXES = ("/version", "/api", "/apis", "/openapi/v3")
+"""Where the Kubernetes API face answers (``ApiServer._kube``), after the routes of this API
+and of the Services that share those prefixes (proxy, port-forward)."""
 
 MAX_STALL_SECONDS = 30.0
 """Longest event-loop block ``POST /v1/debug/stall`` makes: enough for any stall a test
@@ -160,6 +161,9 @@ class ApiServer:
         """Where the Kubernetes API (the same app, over HTTPS: ``api.kube.tls``) listens;
         0 picks a free port, None serves none."""
         self.kube_settings = kube_settings or KubeApiSettings()
+        self._kube_router: web.UrlDispatcher | None = None
+        """The API face's routes, made at the first Kubernetes request (``_kube``)."""
+        self._kube_lock = asyncio.Lock()
         self.kube_url: str | None = None
         """``https://127.0.0.1:PORT`` once started (None without a Kubernetes API)."""
         self.published: dict[str, Any] = {}
@@ -284,10 +288,39 @@ class ApiServer:
         if self.services is not None:
             app.add_routes(proxy_routes(self.services, self.service_settings))
             app.add_routes(self._port_forwarding(self.services).routes())
-        # Kubernetes' fixed paths (discovery, OpenAPI) before the object routes' catch-alls.
-        app.add_routes([*discovery_routes(), *openapi_routes()])
-        app.add_routes(KubeApi(self, self.kube_settings.bookmark_seconds).routes())
+        app.add_routes(
+            route
+            for prefix in KUBE_PREFIXES
+            for route in (
+                web.route("*", prefix, self._kube),
+                web.route("*", prefix + "/{tail:.*}", self._kube),
+            )
+        )
         return app
+
+    async def _kube(self, request: web.Request) -> web.StreamResponse:
+        """Kubernetes' paths, answered by the API face (``api/kube/``: discovery, OpenAPI, the
+        objects), which is loaded at the first such request: an agent nobody points kubectl
+        at never imports it (about 3 MB of memory and 0.3 CPU-s of every agent's start)."""
+        async with self._kube_lock:
+            if self._kube_router is None:
+                self._kube_router = await asyncio.to_thread(self._load_kube_face)
+        match = await self._kube_router.resolve(request)
+        if match.http_exception is not None:
+            raise match.http_exception
+        return await match.handler(request)
+
+    def _load_kube_face(self) -> web.UrlDispatcher:
+        """The face's routes (a worker thread: importing is blocking work). Its fixed paths
+        (discovery, OpenAPI) come before the object routes' catch-alls."""
+        from p2pkube.api.kube.discovery import discovery_routes
+        from p2pkube.api.kube.face import KubeApi
+        from p2pkube.api.kube.openapi import openapi_routes
+
+        router = web.UrlDispatcher()
+        router.add_routes([*discovery_routes(), *openapi_routes()])
+        router.add_routes(KubeApi(self, self.kube_settings.bookmark_seconds).routes())
+        return router
 
     def _port_forwarding(self, services: ServiceOpener) -> PortForwarder:
         """``pods/NAME/portforward`` (kubectl port-forward pod/NAME or svc/NAME): HTTP on each
