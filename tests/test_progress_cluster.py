@@ -302,7 +302,11 @@ def test_describe_on_a_third_node_shows_how_far_a_pod_pull_is(
         lambda: "Running" in cluster.cli("c", "get", "pod", "slow-pull").stdout, 90,
         what="the pod Running once pulled",
     )  # fmt: skip
-    described = cluster.cli("c", "describe", "pod", "slow-pull").stdout
+    def pulled() -> str | None:
+        out = cluster.cli("c", "describe", "pod", "slow-pull").stdout
+        return out if "Pulled" in out else None
+
+    # b's Pulled event reaches c on its own, maybe after the pod's Running status did.
+    described = wait_until(pulled, 20, what="the Pulled event in describe on c")
     assert "Pulling module sha256:" in described  # the Pulling event stays
-    assert "Pulled" in described
     cluster.cli("a", "delete", "pod", "slow-pull", "--force")
