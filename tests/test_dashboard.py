@@ -398,7 +398,10 @@ async def test_browser_node_has_the_cluster_tab(
     try:
         await tab.goto(cluster.page_url())
         await asyncio.wait_for(tab.evaluate("window.p2pkubeReady"), LOAD_TIMEOUT)
-        me = await tab.evaluate("window.p2pkubeSnapshot().node.name")
+        # Snapshots come every 0.5 s: the last one may be from before the node started.
+        me = await eventually(
+            lambda: tab.evaluate("window.p2pkubeSnapshot()?.node?.name"), 5, "the tab's name"
+        )
         assert await tab.is_visible("#node-view") and not await tab.is_visible("#cluster-view")
         await tab.click("#tab-cluster")
         await eventually(lambda: tab.evaluate("!!window.p2pkubeCluster"), 10, "the Cluster tab")
