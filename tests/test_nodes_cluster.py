@@ -146,12 +146,16 @@ def test_a_noexecute_taint_evicts_the_pods_there_and_they_come_back_elsewhere(
     wait_until(moved, 30, what="n2's pod evicted and replaced elsewhere")
     assert on_n2[0] not in {p["metadata"]["name"] for p in running(cluster, "n3", "evict")}
     assert len(before & {p["metadata"]["name"] for p in running(cluster, "n3", "evict")}) == 2
-    events = json.loads(cluster.cli("n3", "get", "events", "-o", "json").stdout)["items"]
-    assert any(
-        e["reason"] == "TaintManagerEviction"
-        and e["message"] == f"Marking for deletion Pod default/{on_n2[0]}"
-        for e in events
-    )
+    def eviction_event() -> bool:
+        events = json.loads(cluster.cli("n3", "get", "events", "-o", "json").stdout)["items"]
+        return any(
+            e["reason"] == "TaintManagerEviction"
+            and e["message"] == f"Marking for deletion Pod default/{on_n2[0]}"
+            for e in events
+        )
+
+    # The event replicates apart from the pods' state: it may reach n3 after the move did.
+    wait_until(eviction_event, 20, what="the TaintManagerEviction event on n3")
     node = json.loads(cluster.cli("n3", "get", "node", "n2", "-o", "json").stdout)
     (taint,) = node["spec"]["taints"]
     assert (taint["key"], taint["value"], taint["effect"]) == ("maintenance", "now", "NoExecute")
