@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from p2pkube.devcluster import LocalCluster, wait_until
 from p2pkube.membership.settings import MembershipSettings, SwimSettings
@@ -29,20 +27,6 @@ async def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> 
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise TimeoutError(f"timed out waiting for {what}") from None
-
-
-@pytest.fixture(autouse=True)
-def fresh_interpreters() -> Iterator[None]:
-    """This module's agents start as new interpreters, not forked from the zygote
-    (harness/zygote.py): with forked agents, the relayed dial below timed out in about half
-    of the runs (n1 held a half-open link to this test's node, from a first dial given up as
-    "joined signaling again", until its handshake timeout). Waiting for the mesh's own view of
-    n1 before that first dial did not help; the cause is still to find."""
-    starter, LocalCluster.starter = LocalCluster.starter, None
-    try:
-        yield
-    finally:
-        LocalCluster.starter = starter
 
 
 async def test_offer_and_answer_travel_through_the_mesh(cluster: LocalCluster) -> None:
