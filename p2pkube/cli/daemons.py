@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -265,13 +266,29 @@ def _check_labels(
     return labels
 
 
-def _check_quantity(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
-    if value is not None:
-        try:
-            parse_quantity(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
+def _check_optional(parse: Callable[[str], object]) -> Callable[..., str | None]:
+    """A click callback that checks an optional value with ``parse`` (ValueError: a bad
+    parameter, with the parser's message)."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from None
+        return value
+
+    return check
+
+
+def _parse_metrics_address(value: str) -> object:
+    from p2pkube.metrics.settings import parse_address  # loaded by join only
+
+    return parse_address(value)
+
+
+_check_quantity = _check_optional(parse_quantity)
+_check_metrics_address = _check_optional(_parse_metrics_address)
 
 
 def _check_host_path_grants(
@@ -302,19 +319,6 @@ def _check_node_ip(_ctx: click.Context, _param: click.Parameter, value: str) -> 
         ipaddress.ip_address(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an IP address") from None
-    return value
-
-
-def _check_metrics_address(
-    _ctx: click.Context, _param: click.Parameter, value: str | None
-) -> str | None:
-    from p2pkube.metrics.settings import parse_address
-
-    if value is not None:
-        try:
-            parse_address(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
     return value
 
 
