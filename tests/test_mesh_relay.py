@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,10 +14,11 @@ from p2pkube.net import ice
 from p2pkube.net.aiohttp_websocket import aiohttp_connect
 from p2pkube.net.frames import Frame, FrameType
 from p2pkube.net.identity import NodeIdentity, verify_signature
-from p2pkube.net.jointoken import cluster_id
+from p2pkube.net.jointoken import cluster_id, generate_token
 from p2pkube.net.link import peer_link_factory
 from p2pkube.net.mesh import Mesh
 from p2pkube.net.settings import TransportSettings
+from p2pkube.net.signaling_client import PeerInfo
 
 
 async def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
@@ -104,6 +106,18 @@ async def test_offer_and_answer_travel_through_the_mesh(cluster: LocalCluster) -
             10,
             "signaling to be gone",
         )
+        # The other node checks the routed offer's signature with the key in our member
+        # record, which reaches it by gossip through the first neighbour: an offer that
+        # arrives before the record is dropped (tests/test_hostile_peer.py checks that).
+        await asyncio.to_thread(
+            wait_until,
+            lambda: any(
+                n["node"] == mesh.node_id
+                for n in cluster.api(other_name, "GET", "/v1/status")["membership"]["nodes"]
+            ),
+            10,
+            what=f"{other_name} to hear of us (our signed member record)",
+        )
         # Offer -> ROUTE via the first neighbour -> the other; answer -> ROUTE back.
         mesh._dial(ids[other_name])
         await wait_for(lambda: ids[other_name] in mesh.neighbours(), 15, "a link via the mesh")
@@ -117,4 +131,39 @@ async def test_offer_and_answer_travel_through_the_mesh(cluster: LocalCluster) -
         )
     finally:
         await membership.close()
+        await mesh.close()
+
+
+async def test_a_dial_is_given_up_only_when_the_node_joined_signaling_after_it() -> None:
+    """A peer-joined event reaches the mesh a little after the peer list has the peer: a dial
+    made in between went to the node's current session and must survive the event, while a
+    dial made before it went to an old session and is given up (the node would never answer
+    it, and it would refuse the node's own offers as glare)."""
+    ice.use_host_addresses(["127.0.0.1"])
+    settings = TransportSettings(maintain_interval=3600)
+    token = generate_token()
+    mesh = Mesh(
+        identity=NodeIdentity.generate(),
+        name="give-up-test",
+        kind="native",
+        cluster=cluster_id(token),
+        token=token,
+        signaling_url="ws://127.0.0.1:9/ws",
+        settings=settings,
+        link_factory=peer_link_factory(settings),
+        connect=aiohttp_connect,
+        check_signature=verify_signature,
+    )
+    node = "a" * 32
+    try:
+        before = time.monotonic()
+        # A dial whose offer went out and waits for its answer (no signaling here to send it).
+        dial = mesh._pending[node] = mesh._new_link(node, "0" * 16, initiator=True)
+        mesh._on_signaling_peer(PeerInfo(node, "n", "native", seen=before))
+        await asyncio.sleep(0.2)
+        assert mesh._pending.get(node) is dial, dial.close_reason
+        mesh._on_signaling_peer(PeerInfo(node, "n", "native", seen=time.monotonic()))
+        await wait_for(lambda: node not in mesh._pending, 5, "the stale dial to be given up")
+        assert "joined signaling again" in dial.close_reason
+    finally:
         await mesh.close()

@@ -88,7 +88,9 @@ class LinkBase(ABC):
         self.close_reason = ""
         self.violation = False
         """True when the link was closed because the neighbour broke the protocol."""
-        self.created = time.monotonic()
+        self.opened = time.monotonic()
+        """When this link was made; unlike ``created``, never moved for time we did not run."""
+        self.created = self.opened
         self.last_received = self.created
         self.last_sent = self.created
         self.last_drained = float("-inf")

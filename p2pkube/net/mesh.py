@@ -420,12 +420,14 @@ class Mesh:
 
     # -- incoming signals ----------------------------------------------------------------------
     def _on_signaling_peer(self, peer: PeerInfo) -> None:
-        """A node (re)joined signaling. A dial of ours still waiting for its answer sent its
-        offer to the node's old session, or to none: it will never be answered, and while
-        it waits it refuses the node's own offers (glare). Give it up and dial again at the
-        next maintenance round, so a node woken from a long freeze is linked again at once."""
+        """A node (re)joined signaling. A dial of ours begun before we learned of this
+        session sent its offer to the node's old session, or to none: it will never be
+        answered, and while it waits it refuses the node's own offers (glare). Give it up and
+        dial again at the next maintenance round, so a node woken from a long freeze is
+        linked again at once. A dial begun after (the event reaches us a little after the
+        peer list has it) went to this session and is kept."""
         stale = self._pending.get(peer.peer)
-        if stale is not None and stale.initiator:
+        if stale is not None and stale.initiator and stale.opened < peer.seen:
             self._spawn(self._give_up_dial(peer.peer, stale))
         self.add_candidate(peer.peer)
 

@@ -33,9 +33,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 from p2pkube.backoff import Backoff
@@ -110,11 +111,17 @@ def websocket_url(url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:
-    """A peer present on the signaling server: its id, node name and kind."""
+    """A peer present on the signaling server: its id, node name and kind.
+
+    ``seen`` is when this client learned of the presence (``time.monotonic()``): a signal
+    sent after it reaches that session of the peer, one sent before may have gone to an
+    older one. It takes no part in comparisons (a welcome listing a known peer is no news).
+    """
 
     peer: str
     name: str
     kind: str
+    seen: float = field(default=0.0, compare=False)
 
 
 class SignalingRejected(Exception):
@@ -508,8 +515,9 @@ class SignalingClient:
         not know ``joined`` events, so callbacks stay in step with ``peers``.
         """
         self._cluster = welcome.cluster
+        now = time.monotonic()
         fresh = {
-            r.peer: PeerInfo(r.peer, r.name, r.kind)
+            r.peer: PeerInfo(r.peer, r.name, r.kind, now)
             for r in welcome.peers
             if r.peer != self.peer_id
         }
@@ -532,7 +540,7 @@ class SignalingClient:
             record = message.peer
             if record.peer == self.peer_id:
                 return
-            info = PeerInfo(record.peer, record.name, record.kind)
+            info = PeerInfo(record.peer, record.name, record.kind, time.monotonic())
             self._peers[info.peer] = info
             await self._emit(("on_peer_joined", self._on_peer_joined, (info,)))
         elif isinstance(message, PeerLeft):
