@@ -36,6 +36,7 @@ from p2pkube.services.settings import ServiceSettings
 from p2pkube.services.types import HttpError, ServiceTarget
 from p2pkube.state import ClusterState
 from p2pkube.state.store import OBJECTS
+from p2pkube.ticker import timeout_on_beat
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class NodePorts:
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.node_port_resync):
+                async with timeout_on_beat(self.settings.node_port_resync):
                     await self._wake.wait()
             self._wake.clear()
             try:

@@ -56,6 +56,7 @@ from p2pkube.net.signaling_client import PeerInfo, SignalingClient
 from p2pkube.net.signed import LogThrottle, Signatures
 from p2pkube.net.transport import SIGNAL_KINDS
 from p2pkube.net.websocket import Connect
+from p2pkube.ticker import sleep_to_beat
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +313,7 @@ class Mesh:
     async def _maintain(self) -> None:
         settings = self.settings
         while not self._closed:
-            await asyncio.sleep(settings.maintain_interval)
+            await sleep_to_beat(settings.maintain_interval)
             try:
                 self._dial_some(time.monotonic())
             except Exception:

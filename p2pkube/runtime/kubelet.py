@@ -39,6 +39,7 @@ from p2pkube.services.settings import ServiceSettings
 from p2pkube.state import object_key
 from p2pkube.state.cluster import ClusterState
 from p2pkube.state.store import OBJECTS, STATUS
+from p2pkube.ticker import timeout_on_beat
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class Kubelet:
                 log.exception("kubelet sync failed")
                 self._desired = None
             try:
-                async with asyncio.timeout(self.settings.resync_interval):
+                async with timeout_on_beat(self.settings.resync_interval):
                     await self._wake.wait()
             except TimeoutError:
                 self._desired = None  # the safety net reads every pod again

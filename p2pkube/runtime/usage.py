@@ -31,6 +31,7 @@ from typing import Any
 from p2pkube.model.timestamps import utc_now
 from p2pkube.net.rpc import Rpc, RpcError, RpcRemoteError
 from p2pkube.runtime.interface import ContainerUsage
+from p2pkube.ticker import sleep_to_beat
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class UsageMeter:
                 await self.take()
             except Exception:  # a failed reading must not end the meter
                 log.exception("reading this node's usage failed")
-            await asyncio.sleep(self.interval)
+            await sleep_to_beat(self.interval)
 
     async def _read(self) -> _Reading:
         cpu: float | None = None

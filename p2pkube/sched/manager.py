@@ -38,6 +38,7 @@ from p2pkube.sched.settings import SchedulerSettings
 from p2pkube.sched.view import ClusterView, Plan, PodView, controller_of, node_infos
 from p2pkube.state import ClusterState
 from p2pkube.state.store import LEASES, OBJECTS, STATUS
+from p2pkube.ticker import next_beat
 
 log = logging.getLogger(__name__)
 
@@ -292,11 +293,12 @@ class Scheduler:
     async def _loop(self) -> None:
         settings = self.settings
         while True:
-            timeout = settings.resync_interval
+            loop = asyncio.get_running_loop()
+            deadline = next_beat(settings.resync_interval, loop.time())
             if self._next_deadline is not None:
-                timeout = max(0.0, min(timeout, self._next_deadline - time.monotonic()))
+                deadline = min(deadline, loop.time() + self._next_deadline - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(deadline):
                     await self._wake.wait()
             self._wake.clear()
             started = time.monotonic()

@@ -48,6 +48,7 @@ from p2pkube.services.types import (
     ResponseStream,
     StreamBroken,
 )
+from p2pkube.ticker import sleep_to_beat
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ class StreamServer:
         """Close the entries whose router has been silent for ``stream_idle_timeout``."""
         idle = self.settings.stream_idle_timeout
         while True:
-            await asyncio.sleep(max(0.05, idle / 4))
+            await sleep_to_beat(max(0.05, idle / 4))
             now = time.monotonic()
             for entry in list(self._streams.values()):
                 if entry.calls == 0 and now - entry.last_call > idle:

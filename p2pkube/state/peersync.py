@@ -23,12 +23,13 @@ sizes). `PeerSync` is the session side of `ClusterState`, which hands it the doc
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
+
+from p2pkube.ticker import sleep_to_beat
 
 from .admission import LinkBudget, RefusalKind, TokenBucket, check_update
 from .settings import StateSettings
@@ -243,7 +244,7 @@ class PeerSync:
         turn = 0
         postponed = 0
         while True:
-            await asyncio.sleep(self.settings.anti_entropy_interval)
+            await sleep_to_beat(self.settings.anti_entropy_interval)
             if self._closed:
                 return
             if self._busy() and postponed < self.settings.anti_entropy_max_postponed:

@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from p2pkube.fsutil import fsync_dir
+from p2pkube.ticker import timeout_on_beat
 
 from .settings import PersistSettings
 from .sync import GENESIS, Generation
@@ -539,7 +540,7 @@ class Persister:
                     return
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.settings.writer_idle_timeout):
+                    async with timeout_on_beat(self.settings.writer_idle_timeout):
                         await self._wake.wait()
                 continue
             try:
