@@ -146,3 +146,26 @@ async def test_closing_leaves_no_timer_or_task(pairs: list[tuple[Side, Side]]) -
     assert association._sack_timer is None
     await asyncio.sleep(sctp.DEFAULT_SACK_DELAY + 0.1)
     assert association.sacks_delayed == 0
+
+
+async def test_small_packets_within_the_delay_share_one_sack(
+    pairs: list[tuple[Side, Side]],
+) -> None:
+    """Two probes that arrive within the delay are acknowledged together, and by bytes: a
+    chunk's worth of small messages is acknowledged at once (a sender's window is never
+    left waiting for the delay)."""
+    a, b = await connected_pair(0.4)
+    pairs.append((a, b))
+    a.channel.send(b"probe 1")
+    a.channel.send(b"probe 2")
+    async with asyncio.timeout(5):
+        assert await b.received.get() == b"probe 1"
+        assert await b.received.get() == b"probe 2"
+    await wait_for(lambda: not a.association._sent_queue, 1.5, "the SACK")
+    assert (b.association.sacks_at_once, b.association.sacks_delayed) == (0, 1)
+    for n in range(12):  # 12 x 120 bytes: past one chunk's worth (1,200 bytes)
+        a.channel.send(bytes([n]) * 120)
+    async with asyncio.timeout(5):
+        for n in range(12):
+            assert await b.received.get() == bytes([n]) * 120
+    await wait_for(lambda: b.association.sacks_at_once >= 1, 0.3, "a SACK at once")

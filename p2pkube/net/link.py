@@ -101,6 +101,15 @@ class PeerLink(LinkBase):
     async def _close_connection(self) -> None:
         await self._pc.close()
 
+    def _carrier_knows_peer(self, kind: str) -> None:
+        """A native neighbour runs aiortc, whose retransmission timer never fires under
+        1 s: our SACKs to it may wait the longer ``sctp_sack_delay_native`` for DATA to
+        ride on. A browser's SCTP stack may retransmit sooner, so its SACKs keep the RFC's
+        200 ms."""
+        association = self._pc.sctp
+        if kind == "native" and isinstance(association, sctp.DelayedSackTransport):
+            association.sack_delay = self._settings.sctp_sack_delay_native
+
     def _on_connection_state(self) -> None:
         if self._pc.connectionState in ("failed", "closed"):
             self.close_soon(f"connection {self._pc.connectionState}")

@@ -381,9 +381,14 @@ class LinkBase(ABC):
                 return
             self.state = LinkState.ESTABLISHED
             self.expected_node = remote.node
+            self._carrier_knows_peer(remote.kind)
             self._on_established(self)
         else:
             raise FrameError(f"{frame.type.name} before the handshake completed")
+
+    def _carrier_knows_peer(self, kind: str) -> None:  # noqa: B027 - optional hook
+        """The handshake proved the neighbour's kind (native or browser): a carrier may tune
+        itself to the stack at the other end. Nothing by default."""
 
     def _fingerprints(self) -> tuple[str, str]:
         local, remote = self._sdps

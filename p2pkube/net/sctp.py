@@ -6,18 +6,25 @@ answer), so half the packets on the wire were bare SACKs: each one a DTLS record
 decrypted in Python, a UDP send and a receive, an event-loop wake-up on both sides. An idle
 agent spends most of its CPU on its probes' packets (docs/benchmarks.md, idle section).
 
-RFC 4960 lets a receiver delay its SACK (at most 200 ms; at least one for every second packet
-with DATA) and bundle it with the DATA it sends anyway. This association does that:
+RFC 4960 lets a receiver delay its SACK (it SHOULD within 200 ms, MUST within 500 ms, and
+SHOULD for at least every second packet with DATA) and bundle it with the DATA it sends
+anyway. This association does that:
 
-* a packet with DATA is acknowledged at once when it is the second one not yet acknowledged,
-  when it leaves a gap or repeats a TSN (the sender's fast retransmit needs those reports),
-  or when it carries a full-size DATA chunk (a bulk transfer keeps aiortc's one SACK per
-  packet, and with it the growth of the sender's congestion window);
+* a packet with DATA is acknowledged at once when it leaves a gap or repeats a TSN (the
+  sender's fast retransmit needs those reports), when it carries a full-size DATA chunk (a
+  bulk transfer keeps aiortc's one SACK per packet, and with it the growth of the sender's
+  congestion window), or when the data not yet acknowledged reaches a full chunk's worth;
 * otherwise the SACK waits ``sack_delay`` seconds, and goes out in the same packet as the
   next DATA chunk this side sends before then (the answer to the request it acknowledges).
 
-So a ping and its ack take three packets instead of four, the third often riding on the next
-probe. The SACK built is aiortc's own (``_send_sack``); only when and with what it is sent
+The RFC's "every second packet" is there to clock a bulk sender's window; small messages do
+not fill it, so here it is counted in bytes instead: two probes that arrive within the delay
+share one SACK, which rides on the next one this side sends. So a ping and its ack take two
+or three packets instead of four. The delay is 200 ms until the link's handshake says the
+neighbour runs aiortc too, then ``transport.sctp_sack_delay_native`` (aiortc retransmits
+after 1 s at the earliest, so a later SACK is never taken for a loss).
+
+The SACK built is aiortc's own (``_send_sack``); only when and with what it is sent
 changes. The browser's SCTP stack (usrsctp in Chromium) delays its SACKs already; the two
 interoperate as any two RFC 4960 stacks do.
 
@@ -55,10 +62,10 @@ class DelayedSackTransport(RTCSctpTransport):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._unacked_packets = 0
-        """Packets with DATA received since the last SACK went out."""
-        self._packet_data_bytes: int | None = None
-        """While a packet is handled: the largest DATA chunk in it (None: no DATA)."""
+        self._unacked_bytes = 0
+        """User data received since the last SACK went out."""
+        self._packet_largest = 0
+        """While a packet is handled: the size of its largest DATA chunk (0: none yet)."""
         self._sack_timer: asyncio.TimerHandle | None = None
         self._sack_task: asyncio.Task[None] | None = None
         self._carried: Chunk | None = None
@@ -68,33 +75,30 @@ class DelayedSackTransport(RTCSctpTransport):
         self.sacks_delayed = 0
         """SACKs sent alone after waiting ``sack_delay``."""
         self.sacks_at_once = 0
-        """SACKs sent at once (a second packet, a gap, a duplicate, a full-size chunk)."""
+        """SACKs sent at once (a gap, a duplicate, a full-size chunk, a chunk's worth of
+        data unacknowledged)."""
 
     # -- receiving ---------------------------------------------------------------------------------
     async def _handle_data(self, data: bytes) -> None:
-        self._packet_data_bytes = None
+        self._packet_largest = 0
         try:
             await super()._handle_data(data)
         finally:
-            self._packet_data_bytes = None
+            self._packet_largest = 0
 
     async def _receive_data_chunk(self, chunk: DataChunk) -> None:
         size = len(chunk.user_data)
-        if self._packet_data_bytes is None or size > self._packet_data_bytes:
-            self._packet_data_bytes = size
+        self._packet_largest = max(self._packet_largest, size)
+        self._unacked_bytes += size
         await super()._receive_data_chunk(chunk)
 
     async def _send_sack(self) -> None:
         """Called by aiortc after each packet that left a SACK owed: send it now or soon."""
-        if self._packet_data_bytes is not None:
-            self._unacked_packets += 1
-            largest = self._packet_data_bytes
-            self._packet_data_bytes = None
-        else:
-            largest = 0
+        largest = self._packet_largest
+        self._packet_largest = 0
         if (
             self.sack_delay <= 0
-            or self._unacked_packets >= 2
+            or self._unacked_bytes >= USERDATA_MAX_LENGTH
             or largest >= USERDATA_MAX_LENGTH
             or self._sack_misordered
             or self._sack_duplicates
@@ -126,7 +130,7 @@ class DelayedSackTransport(RTCSctpTransport):
         if self._sack_timer is not None:
             self._sack_timer.cancel()
             self._sack_timer = None
-        self._unacked_packets = 0
+        self._unacked_bytes = 0
         self._carried = carried
         try:
             await super()._send_sack()

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from p2pkube.net.frames import MAX_FRAME_BYTES
 
+MAX_SACK_DELAY = 0.5
+"""RFC 4960 section 6.2: a delayed SACK MUST NOT wait longer."""
+
 
 @dataclass
 class TransportSettings:
@@ -69,10 +72,17 @@ class TransportSettings:
     larger than the kernel's UDP receive buffer (212 KiB by default) lets a burst overflow it,
     and each overflow costs a 1 s retransmission stall; 0 keeps aiortc's default."""
     sctp_sack_delay: float = 0.2
-    """Most seconds a link's SCTP association waits to acknowledge a lone small packet, so
-    that the SACK rides on the answer it is about to send (RFC 4960's delayed SACK, 200 ms at
-    most; ``p2pkube/net/sctp.py``). A second packet, a gap or a full-size chunk is
-    acknowledged at once. 0 acknowledges every packet at once, as aiortc does."""
+    """Most seconds a link's SCTP association waits to acknowledge small packets, so that the
+    SACK rides on DATA it sends meanwhile (RFC 4960's delayed SACK: it SHOULD be sent within
+    200 ms; ``p2pkube/net/sctp.py``). A gap, a duplicate, a full-size chunk or a chunk's worth
+    of data not yet acknowledged is acknowledged at once. 0 acknowledges every packet at once,
+    as aiortc does. Used until the handshake says what the neighbour is, and for browsers."""
+    sctp_sack_delay_native: float = 0.45
+    """The same, toward a native neighbour (aiortc, whose retransmission timeout is never
+    under 1 s, so a SACK this late is never taken for a loss). An idle link carries a probe
+    and its answer each way every few tenths of a second, so with this wait most SACKs ride
+    on them instead of going alone: each lone SACK costs a UDP packet and a wake-up of both
+    agents, which is most of an idle agent's CPU. At most 0.5 s, RFC 4960's ceiling."""
     close_drain_timeout: float = 1.0
     """On a graceful close, how long to let queued frames (BYE, last updates) drain first:
     aiortc drops data still queued when the connection closes."""
@@ -105,6 +115,14 @@ class TransportSettings:
     """At most one warning per this many seconds per kind of dropped routed message (forged,
     unknown source, invalid, queue full); the next one says how many were left out, so a
     peer sending thousands of bad messages cannot flood the log."""
+
+    def __post_init__(self) -> None:
+        for name in ("sctp_sack_delay", "sctp_sack_delay_native"):
+            if not 0 <= getattr(self, name) <= MAX_SACK_DELAY:
+                raise ValueError(
+                    f"transport.{name} must be within [0, {MAX_SACK_DELAY}] s "
+                    "(RFC 4960 forbids a longer delayed SACK)"
+                )
 
 
 @dataclass
