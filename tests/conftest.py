@@ -57,6 +57,7 @@ SERIAL_MODULES = frozenset(
         "test_eviction_cluster",
         "test_service_routing_cluster",
         "test_swim_cluster",
+        "test_swim_frugal",
         # the demo's load loop counts failed GETs across a kill -9
         "test_demo",
     }
