@@ -52,9 +52,10 @@ detection time for idle CPU, as memberlist's LAN/WAN/local configurations trade 
   everywhere median / p99 2.73 / 3.89 s at N = 6, 2.78 / 4.20 s at 10, 2.88 / 5.28 s at 40
   (the defaults: 2.45 / 2.80 s at 10, 2.55 / 3.13 s at 40); `kill -9` between 3 real agents,
   2.6-2.7 s (tests/test_swim_frugal.py). An idle agent sends and handles 3.3x fewer probe
-  messages: ~1.1% of a core at 5 agents instead of ~2%. It does not reach 1%: what is left
-  is the links' and the agent's other chores (each link's ICE consent check every ~5 s,
-  lone SACKs, the watchdogs' beat), each a wake-up at ~0.25 ms here.
+  messages, and its probes share the wake-ups of its other chores (both on a 0.5 s beat):
+  ~1% of a core at 5 agents instead of ~2%. What is left is the links' and the agent's other
+  chores (each link's ICE consent check every ~5 s, anti-entropy, lone SACKs, the beat),
+  each a UDP packet or a wake-up at ~0.25 ms here.
 """
 """Why each profile (docs/settings.md shows it)."""
 

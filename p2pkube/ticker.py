@@ -42,6 +42,19 @@ def next_beat(period: float, now: float | None = None) -> float:
     return phase + (math.floor((now + period / 2 - phase) / period) + 1) * period
 
 
+def nearest_beat(period: float, when: float) -> float:
+    """The beat of ``period`` nearest to ``when``: a deadline moved by at most half a period
+    onto the grid (a recurring deadline set one period after the last stays on it)."""
+    phase = _PHASE % period
+    return phase + round((when - phase) / period) * period
+
+
+def first_beat_after(period: float, now: float) -> float:
+    """The first beat of ``period`` after ``now`` (within one period)."""
+    phase = _PHASE % period
+    return phase + (math.floor((now - phase) / period) + 1) * period
+
+
 async def sleep_to_beat(period: float) -> float:
     """Sleep until :func:`next_beat` of ``period``; return that beat's instant."""
     loop = asyncio.get_running_loop()

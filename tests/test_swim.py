@@ -986,3 +986,28 @@ def test_a_lone_members_dead_is_only_a_suspicion_until_this_node_suspected_long_
     late = 10.0 + SETTINGS.believe_dead_after * floor + 0.01
     node.receive(late, "c", Gossip((Update("b", Status.DEAD, 5, "c"),)))
     assert node.members()["b"].status is Status.DEAD
+
+
+def test_probes_start_where_the_host_aligns_them() -> None:
+    """The agent puts its probes on its process's beat (`align`): after the first, every
+    probe is due on the grid although each tick comes a little late (the period itself
+    grows here: no member answers, and Lifeguard slows the prober down)."""
+    grid = SETTINGS.probe_interval
+    node = SwimNode(
+        "a",
+        settings=SETTINGS,
+        rng=random.Random(1),
+        now=0.0,
+        align=lambda due, period: round(due / period) * period,
+    )
+    node.join(0.0, ["b", "c"])
+    starts = []
+    while len(starts) < 6:
+        due = node.next_deadline()
+        probes = node.stats.probes
+        node.tick(due + 0.003)
+        if node.stats.probes > probes:
+            starts.append(due)
+    later = starts[1:]
+    assert all(abs(t / grid - round(t / grid)) < 1e-6 for t in later), starts
+    assert starts[0] % grid > 1e-3  # the first was not: it is the core's own random start

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from p2pkube.ticker import Ticker, next_beat
+import pytest
+
+from p2pkube.ticker import Ticker, first_beat_after, nearest_beat, next_beat
 
 
 def test_beats_are_a_period_apart_and_never_the_one_we_are_on() -> None:
@@ -36,3 +38,12 @@ async def test_tickers_of_one_period_wake_in_the_same_loop_iteration() -> None:
 
     await asyncio.gather(*(chore() for _ in range(5)))
     assert max(woke) - min(woke) < 0.005, woke
+
+
+def test_a_deadline_moves_to_the_nearest_beat_and_a_sack_to_the_first() -> None:
+    period = 0.5
+    beat = next_beat(period, 50.0)
+    assert nearest_beat(period, beat + 0.2) == pytest.approx(beat)
+    assert nearest_beat(period, beat + 0.3) == pytest.approx(beat + period)
+    assert first_beat_after(period, beat) == pytest.approx(beat + period)
+    assert first_beat_after(period, beat - 0.01) == pytest.approx(beat)

@@ -120,8 +120,13 @@ class SwimNode:
         prove: Prove | None = None,
         watches: Callable[[str], bool] | None = None,
         neighbours: Callable[[], Collection[str]] | None = None,
+        align: Callable[[float, float], float] | None = None,
     ) -> None:
         self.name = name
+        self._align = align
+        """Moves the start of the next probe (given: one period from now, and the period) by
+        less than half a period (None: as given). The agent puts probes on its process's
+        beat, so that with a period that is a multiple of its chores' they share wake-ups."""
         self._watches = watches
         """Whether this node probes a given live member (None: all, as in SWIM). A host on a
         partial mesh leaves a member linked to others to them (see `_next_target`)."""
@@ -362,7 +367,9 @@ class SwimNode:
     def _start_probe(self, now: float, out: list[Send]) -> None:
         settings = self.settings
         rto = self.round_trip_timeout
-        self._timeouts.set(now + max(self._scaled(settings.probe_interval), 2 * rto), "probe")
+        period = max(self._scaled(settings.probe_interval), 2 * rto)
+        due = now + period if self._align is None else self._align(now + period, period)
+        self._timeouts.set(due, "probe")
         target = self._next_target(now)
         if target is None:
             return

@@ -56,6 +56,7 @@ from p2pkube.model.timestamps import utc_now
 from p2pkube.net.frames import FrameError, FrameType
 from p2pkube.net.signed import LogThrottle, Signatures
 from p2pkube.net.transport import Transport
+from p2pkube.ticker import nearest_beat
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class SwimMembership:
             prove=self._prove,
             watches=self._watches,
             neighbours=self._transport.neighbours,
+            align=lambda due, period: nearest_beat(period, due),
         )
         self._grace = 0.0
         """What the embedder asks for (a hidden browser tab)."""

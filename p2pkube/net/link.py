@@ -35,6 +35,7 @@ class PeerLink(LinkBase):
         self._channel = self._pc.createDataChannel("p2pkube", negotiated=True, id=0, ordered=True)
         if isinstance(self._pc.sctp, sctp.DelayedSackTransport):
             self._pc.sctp.sack_delay = settings.sctp_sack_delay
+            self._pc.sctp.beat = self.watchdog_interval
         self._urgent_queued: list[bytes] = []
         """Urgent messages moved to the front of aiortc's queue, maybe still waiting there."""
         if settings.sctp_receive_window and self._pc.sctp is not None:

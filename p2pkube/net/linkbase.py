@@ -386,6 +386,12 @@ class LinkBase(ABC):
         else:
             raise FrameError(f"{frame.type.name} before the handshake completed")
 
+    @property
+    def watchdog_interval(self) -> float:
+        """How often the watchdog looks at the link (0.5 s: a check, or a PING, per tick), on
+        the process's beat (`p2pkube.ticker`), which a carrier's own chores may share."""
+        return self._settings.link_idle_timeout / 6
+
     def _carrier_knows_peer(self, kind: str) -> None:  # noqa: B027 - optional hook
         """The handshake proved the neighbour's kind (native or browser): a carrier may tune
         itself to the stack at the other end. Nothing by default."""
@@ -397,7 +403,7 @@ class LinkBase(ABC):
     async def _watch(self) -> None:
         """Abandon a link that does not finish its handshake, or that went silent."""
         settings = self._settings
-        ticker = Ticker(settings.link_idle_timeout / 6)  # 0.5 s: a check, or a PING, per tick
+        ticker = Ticker(self.watchdog_interval)
         try:
             while self.state is not LinkState.CLOSED:
                 stall = await ticker.tick()

@@ -24,6 +24,10 @@ or three packets instead of four. The delay is 200 ms until the link's handshake
 neighbour runs aiortc too, then ``transport.sctp_sack_delay_native`` (aiortc retransmits
 after 1 s at the earliest, so a later SACK is never taken for a loss).
 
+A lone SACK that has to go is sent on the process's next beat (`p2pkube.ticker`, the links'
+watchdog period) when one comes within the delay, so that its wake-up is one the agent pays
+anyway.
+
 The SACK built is aiortc's own (``_send_sack``); only when and with what it is sent
 changes. The browser's SCTP stack (usrsctp in Chromium) delays its SACKs already; the two
 interoperate as any two RFC 4960 stacks do.
@@ -48,6 +52,8 @@ from aiortc.rtcsctptransport import (
     SackChunk,
 )
 
+from p2pkube.ticker import first_beat_after
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SACK_DELAY: Final = 0.2
@@ -59,6 +65,9 @@ class DelayedSackTransport(RTCSctpTransport):
 
     sack_delay: float = DEFAULT_SACK_DELAY
     """Seconds a SACK may wait for DATA to ride on; 0 acknowledges every packet at once."""
+    beat: float = 0.0
+    """The period of this process's beat (`p2pkube.ticker`) a lone SACK is sent on when one
+    comes within ``sack_delay``, to share that wake-up with the other chores (0: never)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -107,9 +116,12 @@ class DelayedSackTransport(RTCSctpTransport):
             self.sacks_at_once += 1
             await self._sack_now()
         elif self._sack_timer is None:
-            self._sack_timer = asyncio.get_running_loop().call_later(
-                self.sack_delay, self._sack_timer_fired
-            )
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            due = now + self.sack_delay
+            if self.beat > 0:
+                due = min(due, first_beat_after(self.beat, now))
+            self._sack_timer = loop.call_at(due, self._sack_timer_fired)
 
     def _sack_timer_fired(self) -> None:
         self._sack_timer = None
