@@ -208,7 +208,7 @@ def render(result: dict[str, Any]) -> list[str]:
         scraped, dashboard = added(result, "scraped", profile), added(result, "dashboard", profile)
         top = busiest(result, profile)
         verdicts.append(
-            f"{label(profile)}: scraping adds {scraped:+.2f} points and scraping with the "
+            f"- {label(profile)}: scraping adds {scraped:+.2f} points and scraping with the "
             f"dashboard open {dashboard:+.2f} (medians over the agents); the busiest agent "
             f"is at {top:.2f}% of a core with both, "
             + ("under" if top < TARGET_PERCENT else "over")

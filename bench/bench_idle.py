@@ -515,10 +515,16 @@ def render(r: dict[str, Any]) -> list[str]:
         f"**What limits it**: membership's probes. Each agent probes one member every "
         f"{period:g} s (SWIM: a ping and its ack, {1 / period:.1f} of each sent per second "
         "whatever the cluster's size, as many received); every frame is a DTLS record plus an "
-        "SCTP DATA chunk through aiortc's pure-Python stack, and keeps the event loop waking "
-        "up. About half of the SACKs ride on the answer or the next probe (p2pkube/net/sctp.py; "
-        "5 idle agents: 45% bundled, the rest alone after 200 ms or at a second packet). "
-        "The links' idle PINGs and anti-entropy every 5 s add a little." + probe_note + memory_note
+        "SCTP DATA chunk through aiortc's pure-Python stack, a UDP packet that wakes the "
+        "receiving agent, and the wake-ups are most of the cost on this machine (a 2-core VM: "
+        "one wake-up of an idle asyncio loop takes ~0.25 ms of CPU, a plain `time.sleep` one "
+        "~0.1 ms). Most SACKs ride on the next probe or answer (p2pkube/net/sctp.py: 5 idle "
+        "agents, 1.5 lone SACKs a second per agent), and the agent's periodic chores share one "
+        "beat (p2pkube/ticker.py). The links' ICE consent checks, idle PINGs and anti-entropy "
+        "every 5 s add a little. `p2pkube join --liveness frugal` probes every 0.5 s (a crash "
+        "is found later; docs/settings.md): see the next section for its cost."
+        + probe_note
+        + memory_note
     )
     return lines
 
