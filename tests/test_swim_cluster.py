@@ -202,14 +202,19 @@ def swim_cluster(
 
 @pytest.fixture
 def cluster(swim_cluster: LocalCluster) -> LocalCluster:
-    """The module's cluster with every agent running (a test that stopped one may have
-    failed before restarting it) and every node Ready everywhere."""
+    return running_and_settled(swim_cluster)
+
+
+def running_and_settled(cluster: LocalCluster) -> LocalCluster:
+    """A module's cluster with every agent running (a test that stopped one may have failed
+    before restarting it), every node Ready everywhere and the incarnations settled: the
+    tests run in any order."""
     for name in NAMES:
-        if not swim_cluster.agents[name].running:
-            swim_cluster.start_agent(name)
-    wait_all_ready(swim_cluster, NAMES, 60)
-    wait_until(lambda: settled(swim_cluster), 30, interval=0.2, what="the incarnations to settle")
-    return swim_cluster
+        if not cluster.agents[name].running:
+            cluster.start_agent(name)
+    wait_all_ready(cluster, NAMES, 60)
+    wait_until(lambda: settled(cluster), 30, interval=0.2, what="the incarnations to settle")
+    return cluster
 
 
 def incarnations(cluster: LocalCluster) -> dict[str, int] | None:
@@ -231,6 +236,19 @@ def settled(cluster: LocalCluster) -> bool:
     return first is not None and incarnations(cluster) == first
 
 
+def kill_and_see_it_dead(cluster: LocalCluster, victim: str, bound: float) -> None:
+    """``kill -9`` ``victim``: every other agent lists it NotReady (AgentDead) within
+    ``bound`` seconds (each one's time is printed)."""
+    observers = others(victim)
+    killed = time.monotonic()
+    cluster.kill(victim)
+    seen = wait_not_ready(cluster, observers, victim, killed, bound + 5)
+    print(f"kill -9 -> NotReady: {seen} (bound {bound:.1f} s)")
+    assert sorted(seen) == observers, f"not NotReady everywhere after {bound + 5} s"
+    assert {reason for _, reason in seen.values()} == {"AgentDead"}, seen
+    assert max(t for t, _ in seen.values()) < bound, seen
+
+
 def test_kill9_is_dead_everywhere_within_the_bound_and_a_restart_is_ready_again(
     cluster: LocalCluster,
 ) -> None:
@@ -238,13 +256,7 @@ def test_kill9_is_dead_everywhere_within_the_bound_and_a_restart_is_ready_again(
         assert conditions(cluster, viewer) == dict.fromkeys(NAMES, ("True", "AgentReady"))
     victim, observers = "n2", others("n2")
     old = membership(cluster, victim)["incarnation"]
-    killed = time.monotonic()
-    cluster.kill(victim)
-    seen = wait_not_ready(cluster, observers, victim, killed, DETECTION_BOUND + 5)
-    print(f"kill -9 -> NotReady: {seen} (bound {DETECTION_BOUND:.1f} s, target 3 s)")
-    assert sorted(seen) == observers, f"not NotReady everywhere after {DETECTION_BOUND + 5} s"
-    assert {reason for _, reason in seen.values()} == {"AgentDead"}, seen
-    assert max(t for t, _ in seen.values()) < DETECTION_BOUND, seen
+    kill_and_see_it_dead(cluster, victim, DETECTION_BOUND)
 
     cluster.start_agent(victim)  # the same data dir: the same node id, a new run
     wait_all_ready(cluster, NAMES, 60)

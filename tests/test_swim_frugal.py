@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from p2pkube.devcluster import LocalCluster, wait_until
+from p2pkube.devcluster import LocalCluster
 from p2pkube.membership.swim_gossip import suspicion_bounds
 from p2pkube.settings import LIVENESS_PROFILES, AgentSettings
 from tests.clusters import module_cluster, wait_all_ready
@@ -22,10 +22,10 @@ from tests.test_swim_cluster import (
     NAMES,
     STALL,
     conditions,
+    kill_and_see_it_dead,
     membership,
     others,
-    settled,
-    wait_not_ready,
+    running_and_settled,
 )
 
 FRUGAL = AgentSettings()
@@ -52,14 +52,7 @@ def frugal_cluster(
 
 @pytest.fixture
 def cluster(frugal_cluster: LocalCluster) -> LocalCluster:
-    """The module's cluster, every agent running and Ready everywhere, incarnations settled
-    (as tests/test_swim_cluster.py's fixture: the tests run in any order)."""
-    for name in NAMES:
-        if not frugal_cluster.agents[name].running:
-            frugal_cluster.start_agent(name)
-    wait_all_ready(frugal_cluster, NAMES, 60)
-    wait_until(lambda: settled(frugal_cluster), 30, interval=0.2, what="the incarnations")
-    return frugal_cluster
+    return running_and_settled(frugal_cluster)
 
 
 def test_the_profile_keeps_the_stall_rule_of_the_defaults() -> None:
@@ -83,13 +76,6 @@ def test_frugal_agents_probe_at_their_rate(cluster: LocalCluster) -> None:
 
 
 def test_kill9_is_dead_everywhere_within_the_bound(cluster: LocalCluster) -> None:
-    victim, observers = "n2", others("n2")
-    for viewer in observers:
-        assert conditions(cluster, viewer)[victim] == ("True", "AgentReady")
-    killed = time.monotonic()
-    cluster.kill(victim)
-    seen = wait_not_ready(cluster, observers, victim, killed, DETECTION_BOUND + 5)
-    print(f"kill -9 -> NotReady: {seen} (bound {DETECTION_BOUND:.1f} s)")
-    assert sorted(seen) == observers, f"not NotReady everywhere after {DETECTION_BOUND + 5} s"
-    assert {reason for _, reason in seen.values()} == {"AgentDead"}, seen
-    assert max(t for t, _ in seen.values()) < DETECTION_BOUND, seen
+    for viewer in others("n2"):
+        assert conditions(cluster, viewer)["n2"] == ("True", "AgentReady")
+    kill_and_see_it_dead(cluster, "n2", DETECTION_BOUND)
