@@ -17,47 +17,18 @@ from p2pkube.api.kube.settings import KubeApiSettings
 from p2pkube.blobs.settings import BlobSettings
 from p2pkube.browser.settings import BrowserSettings
 from p2pkube.dashboard.settings import DashboardSettings
-from p2pkube.membership.settings import MembershipSettings, SwimSettings
+from p2pkube.membership.settings import (
+    LIVENESS_PROFILES,
+    LIVENESS_PROFILES_DOC,
+    MembershipSettings,
+    SwimSettings,
+)
 from p2pkube.metrics.settings import MetricsSettings
 from p2pkube.net.settings import RpcSettings, TransportSettings
 from p2pkube.runtime.settings import KubeletSettings, RuntimeSettings
 from p2pkube.sched.settings import EventSettings, SchedulerSettings
 from p2pkube.services.settings import ServiceSettings
 from p2pkube.state.settings import StateSettings
-
-LIVENESS_PROFILES: dict[str, tuple[str, ...]] = {
-    "fast": (),
-    "frugal": (
-        "swim.probe_interval=0.5",
-        "swim.probe_timeout=0.25",
-        "swim.nack_timeout=0.17",
-        "swim.suspicion_mult=3.5",
-    ),
-}
-LIVENESS_PROFILES_DOC = """Both profiles keep the 2 s stall rule of issue 13; they trade
-detection time for idle CPU, as memberlist's LAN/WAN/local configurations trade their timings.
-
-* `fast`, the defaults: a probe every 0.15 s, so that a crash is NotReady everywhere in
-  ~2.5 s (p99 under 3 s up to 40 members, issue 13) while a 2 s stall is never taken for
-  one. Its price is an idle agent's CPU: 6.7 probes and 6.7 answers sent and as many
-  received a second, each a DTLS record through aiortc's pure-Python stack and a wake-up of
-  the loop: ~2% of a core at 5 agents on this project's reference machine, a 2-core VM
-  where one wake-up of an idle loop costs ~0.25 ms (docs/benchmarks.md, *Idle CPU*).
-* `frugal`: a probe every 0.5 s, with the suspicion floor shortened (3.5 x 0.5 = 1.75 s) so
-  that the probe period plus the floor, the earliest a stalled node can be declared dead, is
-  the same 2.25 s: a 2 s stall is still never a death (simulator, 2 s stalls of 10% of the
-  members, 60 runs each at N = 10 and 40: no false DEAD; 2.2 s stalls: 1 false DEAD in 60
-  runs at N = 40, none at 10). A crash takes longer to be seen, since the wait for its first
-  probe and that probe's period grow with the period: in the simulator, crash to DEAD
-  everywhere median / p99 2.73 / 3.89 s at N = 6, 2.78 / 4.20 s at 10, 2.88 / 5.28 s at 40
-  (the defaults: 2.45 / 2.80 s at 10, 2.55 / 3.13 s at 40); `kill -9` between 3 real agents,
-  2.6-2.7 s (tests/test_swim_frugal.py). An idle agent sends and handles 3.3x fewer probe
-  messages, and its probes share the wake-ups of its other chores (both on a 0.5 s beat):
-  ~1% of a core at 5 agents instead of ~2%. What is left is the links' and the agent's other
-  chores (each link's ICE consent check every ~5 s, anti-entropy, lone SACKs, the beat),
-  each a UDP packet or a wake-up at ~0.25 ms here.
-"""
-"""Why each profile (docs/settings.md shows it)."""
 
 RPC_FRAMING_BYTES = 1024
 """Room for the msgpack framing around a chunk inside an rpc answer."""

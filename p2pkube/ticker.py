@@ -38,19 +38,17 @@ def next_beat(period: float, now: float | None = None) -> float:
     choosing the beat it is already on."""
     if now is None:
         now = asyncio.get_running_loop().time()
-    phase = _PHASE % period
-    return phase + (math.floor((now + period / 2 - phase) / period) + 1) * period
+    return first_beat_after(period, now + period / 2)
 
 
 def nearest_beat(period: float, when: float) -> float:
     """The beat of ``period`` nearest to ``when``: a deadline moved by at most half a period
     onto the grid (a recurring deadline set one period after the last stays on it)."""
-    phase = _PHASE % period
-    return phase + round((when - phase) / period) * period
+    return first_beat_after(period, when - period / 2)
 
 
 def first_beat_after(period: float, now: float) -> float:
-    """The first beat of ``period`` after ``now`` (within one period)."""
+    """The first beat of ``period`` after ``now`` (within one period): the grid itself."""
     phase = _PHASE % period
     return phase + (math.floor((now - phase) / period) + 1) * period
 

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from p2pkube.devcluster import LocalCluster
+from p2pkube.membership.settings import LIVENESS_PROFILES
 from p2pkube.membership.swim_gossip import suspicion_bounds
-from p2pkube.settings import LIVENESS_PROFILES, AgentSettings
+from p2pkube.settings import AgentSettings
 from tests.clusters import module_cluster, wait_all_ready
 from tests.test_swim_cluster import (
     LOAD_MARGIN,

@@ -20,6 +20,7 @@ import click
 
 from p2pkube.cli.common import CliError, State, data_dir_option
 from p2pkube.logformat import LOG_FORMATS, JsonFormatter, configure_logging
+from p2pkube.membership.settings import LIVENESS_PROFILES
 from p2pkube.model.names import dns_label_error, label_key_error, label_value_error
 from p2pkube.model.quantity import parse_quantity
 
@@ -435,7 +436,7 @@ def read_token_file(path: Path) -> str:
 )
 @click.option(
     "--liveness",
-    type=click.Choice(["fast", "frugal"]),
+    type=click.Choice(list(LIVENESS_PROFILES)),
     default="fast",
     show_default=True,
     help="SWIM's timings: fast finds a crash in ~2.5 s (p99 < 3 s); frugal in ~2.8 s (p99 "
@@ -478,7 +479,7 @@ def join(
     """
     token = join_token(ctx, token, token_file, log_format)
     from p2pkube.agent import JoinOptions, run_agent
-    from p2pkube.settings import LIVENESS_PROFILES, AgentSettings
+    from p2pkube.settings import AgentSettings
 
     overrides = (*LIVENESS_PROFILES[liveness], *overrides)
     probe = AgentSettings()  # reject a bad --set now, as a usage error, not from inside the agent

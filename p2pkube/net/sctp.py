@@ -82,7 +82,7 @@ class DelayedSackTransport(RTCSctpTransport):
         self.sacks_bundled = 0
         """SACKs that went out with DATA instead of in a packet of their own."""
         self.sacks_delayed = 0
-        """SACKs sent alone after waiting ``sack_delay``."""
+        """SACKs sent alone after waiting ``sack_delay``, or less, to the next beat."""
         self.sacks_at_once = 0
         """SACKs sent at once (a gap, a duplicate, a full-size chunk, a chunk's worth of
         data unacknowledged)."""
