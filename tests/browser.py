@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from harness.chromium import CHROMIUM, CHROMIUM_ARGS
+from harness.chromium import CHROMIUM, CHROMIUM_ARGS, ChromiumLog
 from signaling.server import SignalingServer
 
 __all__ = ["browser", "browser_context", "bundle", "page", "web_server"]
@@ -66,14 +67,20 @@ def _require_tools() -> None:
 def bundle() -> Path:
     """The browser bundle, built (incrementally) by p2pkube/browser/build.py."""
     _require_tools()
-    proc = subprocess.run(
-        [sys.executable, str(BUILD), "--quiet"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    # One build at a time: pytest-xdist's workers each call this, and two builds writing the
+    # same dist files at once after a source change left a tab a half-written bundle.
+    cache = REPO / "p2pkube" / "browser" / ".cache"  # build.py's own scratch (not packaged)
+    cache.mkdir(exist_ok=True)
+    with (cache / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(
+            [sys.executable, str(BUILD), "--quiet"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     if proc.returncode != 0:
         pytest.fail(f"the browser bundle does not build:\n{proc.stdout}{proc.stderr}")
     return DIST
@@ -90,11 +97,14 @@ async def web_server(bundle: Path) -> AsyncIterator[SignalingServer]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def browser(bundle: Path) -> AsyncIterator[Any]:
+async def browser(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    """One Chromium for the run; its stderr goes to ``browser.stderr_log`` (a ChromiumLog)."""
     from playwright.async_api import async_playwright
 
+    log = ChromiumLog(tmp_path_factory.mktemp("chromium") / "stderr.log")
     async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = await pw.chromium.launch(executable_path=log.launcher(), args=CHROMIUM_ARGS)
+        chromium.stderr_log = log
         try:
             yield chromium
         finally:
@@ -111,7 +121,9 @@ async def browser_context(browser: Any) -> AsyncIterator[Any]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def page(browser_context: Any, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+async def page(
+    browser: Any, browser_context: Any, request: pytest.FixtureRequest
+) -> AsyncIterator[Any]:
     tab = await browser_context.new_page()
     messages: list[str] = []
     tab.console = messages
@@ -119,15 +131,27 @@ async def page(browser_context: Any, request: pytest.FixtureRequest) -> AsyncIte
     tab.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
     tab.on("crash", lambda _p: messages.append("page crashed"))
     tab.on("worker", lambda w: w.on("console", lambda m: messages.append(f"worker: {m.text}")))
+    mark = browser.stderr_log.mark()
     try:
         yield tab
     finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(f"--- browser console ({len(messages)} messages) ---")
-            for line in messages[-200:]:
-                print(line)
+        print_when_failed(request, messages, browser.stderr_log, mark)
         await tab.close()
+
+
+def print_when_failed(
+    request: pytest.FixtureRequest, console: list[str], log: ChromiumLog, mark: int
+) -> None:
+    """After a failed test: what its page said (console, errors, crashes) and what Chromium
+    itself wrote to stderr meanwhile (why a renderer crashed is only said there)."""
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.failed:
+        return
+    print(f"--- browser console ({len(console)} messages) ---")
+    print("\n".join(console[-150:]))
+    said = log.since(mark)
+    print(f"--- chromium stderr ({len(said)} lines, D-Bus noise left out) ---")
+    print("\n".join(said))
 
 
 async def open_node_page(

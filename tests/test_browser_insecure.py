@@ -33,11 +33,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from harness.chromium import CHROMIUM, CHROMIUM_ARGS
+from harness.chromium import CHROMIUM_ARGS, ChromiumLog
 from harness.netlab import LAB_PREFIX, _kill_namespace, available, sweep, tool
 from p2pkube.devcluster import LocalCluster
 from tests.browser import *  # noqa: F403  (the fixtures: bundle)
-from tests.browser import LOAD_TIMEOUT
+from tests.browser import LOAD_TIMEOUT, print_when_failed
 from tests.test_browser_node import (
     NATIVES,
     Tab,
@@ -63,8 +63,8 @@ class SecondMachine:
     """This namespace's end: where the page is served from."""
     peer_ip: str
     """The namespace's end: the browser's address."""
-    chromium: Path
-    """A wrapper that execs Chromium inside the namespace (what playwright launches)."""
+    chromium: ChromiumLog
+    """Chromium's stderr; its ``launcher()`` execs Chromium inside the namespace."""
 
 
 def _ip(*args: str) -> str:
@@ -96,9 +96,7 @@ def second_machine(root: Path) -> Iterator[SecondMachine]:
     ns = f"{LAB_PREFIX}-{os.getpid()}-{suffix}-tab"
     veth = f"p2pk{suffix}"
     subnet = _free_subnet()
-    wrapper = root / "chromium-in-netns"
-    wrapper.write_text(f'#!/bin/sh\nexec {tool("ip")} netns exec {ns} {CHROMIUM} "$@"\n')
-    wrapper.chmod(0o755)
+    chromium = ChromiumLog(root / "chromium-in-netns.log")
     _ip("netns", "add", ns)
     try:
         _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -107,7 +105,7 @@ def second_machine(root: Path) -> Iterator[SecondMachine]:
         _ip("-n", ns, "addr", "add", f"{subnet}.2/24", "dev", "eth0")
         _ip("-n", ns, "link", "set", "eth0", "up")
         _ip("-n", ns, "link", "set", "lo", "up")
-        yield SecondMachine(ns, veth, f"{subnet}.1", f"{subnet}.2", wrapper)
+        yield SecondMachine(ns, veth, f"{subnet}.1", f"{subnet}.2", chromium)
     finally:
         _kill_namespace(ns)  # its processes (Chromium), then eth0 and with it our veth end
         subprocess.run([tool("ip"), "link", "del", veth], capture_output=True, timeout=30)
@@ -145,9 +143,8 @@ async def tab(
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(
-            executable_path=str(machine.chromium), args=CHROMIUM_ARGS
-        )
+        launcher = machine.chromium.launcher(tool("ip"), "netns", "exec", machine.ns)
+        chromium = await pw.chromium.launch(executable_path=launcher, args=CHROMIUM_ARGS)
         try:
             context = await chromium.new_context()
             opened = Tab(context, await context.new_page())
@@ -158,10 +155,7 @@ async def tab(
             try:
                 yield opened
             finally:
-                report = getattr(request.node, "rep_call", None)
-                if report is not None and report.failed:
-                    print(f"--- browser console ({len(opened.console)} messages) ---")
-                    print("\n".join(opened.console[-150:]))
+                print_when_failed(request, opened.console, machine.chromium, 0)
         finally:
             await chromium.close()
 

@@ -24,7 +24,7 @@ from p2pkube.devcluster import LocalCluster
 from p2pkube.model.timestamps import parse_time
 from p2pkube.net.linkbase import LinkState
 from tests.browser import *  # noqa: F403  (the fixtures: bundle, browser)
-from tests.browser import EXAMPLES, LOAD_TIMEOUT
+from tests.browser import EXAMPLES, LOAD_TIMEOUT, print_when_failed
 from tests.test_kubelet import WATCH_VALUE
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
@@ -144,13 +144,11 @@ class Tab:
 async def tab(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[Tab]:
     context = await browser.new_context()
     opened = Tab(context, await context.new_page())
+    mark = browser.stderr_log.mark()
     try:
         yield opened
     finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(f"--- browser console ({len(opened.console)} messages) ---")
-            print("\n".join(opened.console[-150:]))
+        print_when_failed(request, opened.console, browser.stderr_log, mark)
         await context.close()
 
 
