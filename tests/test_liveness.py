@@ -4,6 +4,7 @@ for a while, an answer keeps it (slow is not dead)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from p2pkube.services.liveness import NodeProbes
 from p2pkube.services.settings import ServiceSettings
@@ -40,7 +41,7 @@ async def test_a_silent_node_is_pinged_once_then_ejected_for_the_period() -> Non
     assert probes.ejected("dead") and not probes.ejected("other")
     clock.now += 5.1
     assert not probes.ejected("dead")  # the period is over: routed to again
-    assert probes.stats() == {"probes": 1, "ejections": 1, "ejected": 0}
+    assert probes.stats() == {"probes": 1, "ejections": 1, "ejected": 0, "lateTimers": 0}
     await probes.close()
 
 
@@ -81,3 +82,19 @@ async def test_close_cancels_running_pings() -> None:
     await asyncio.wait_for(started.wait(), 1)
     await asyncio.wait_for(probes.close(), 1)
     assert probes.stats()["ejections"] == 0
+
+
+async def test_a_ping_timer_that_fired_late_waits_again_instead_of_ejecting() -> None:
+    """This node's own loop stalled past the ping's timeout (the answer came meanwhile but was
+    not read yet): that is no evidence against the pinged node."""
+
+    async def answers_after_a_stall(_node: str) -> None:
+        time.sleep(0.2)  # noqa: ASYNC251 - the stall itself: the 0.05 s timer fires 0.15 s late
+        await asyncio.sleep(0.01)
+
+    probes = NodeProbes(answers_after_a_stall, SETTINGS)
+    probes.alive("n", waited=1.0)
+    await asyncio.sleep(0.5)
+    assert not probes.ejected("n")
+    assert probes.stats()["lateTimers"] == 1 and probes.stats()["ejections"] == 0
+    await probes.close()

@@ -449,7 +449,8 @@ async def test_a_silent_node_is_pinged_ejected_and_a_get_fails_over_before_it_is
     started = time.monotonic()
     assert await task == ("n2/web-a", b"GET /hello ")
     assert time.monotonic() - started < 1.0
-    assert router.stats_dict()["liveness"] == {"probes": 1, "ejections": 1, "ejected": 1}
+    liveness = router.stats_dict()["liveness"]
+    assert liveness == {"probes": 1, "ejections": 1, "ejected": 1, "lateTimers": 0}
     for _ in range(5):  # n3 is ejected: no request waits on it any more
         began = time.monotonic()
         assert (await fetch(router, request()))[0] == "n2/web-a"
@@ -475,6 +476,26 @@ async def test_a_post_waits_on_a_silent_node_until_it_is_declared_lost(make_clus
     with pytest.raises(HttpError) as failed:
         await post
     assert failed.value.status == 502 and "n3" in failed.value.message
+
+
+async def test_a_get_to_the_only_endpoint_outlasts_a_missed_ping(make_cluster: Any) -> None:
+    """A node that misses its ping may only be starved (a loaded machine): with nowhere else to
+    send the GET, the router keeps waiting for the answer instead of failing it with 502 "lost";
+    the node is still ejected, so new requests would go elsewhere if there were an elsewhere."""
+    cluster, _ = await make_cluster([pod("web-b", "n3")], ping_after=0.2, ping_timeout=0.3)
+    release = asyncio.Event()
+    cluster.serve("web-b", "n3", block=release)
+    router = cluster.routers["n1"]
+    task = asyncio.create_task(fetch(router, request()))
+    await until(lambda: len(cluster.handlers[("n3", "web-b")].seen) == 1)
+    cluster.network.silent.add("n3")  # its ping goes unanswered
+    await until(lambda: router.stats_dict()["liveness"]["ejections"] == 1)
+    await asyncio.sleep(0.3)
+    assert not task.done()
+    cluster.network.silent.discard("n3")  # it was only starved: its handler answers
+    release.set()
+    assert await asyncio.wait_for(task, 5) == ("n3/web-b", b"GET /hello ")
+    assert router.stats_dict()["failures"] == {}
 
 
 async def test_a_request_no_handler_saw_is_retried_whatever_its_method(make_cluster: Any) -> None:

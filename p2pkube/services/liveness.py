@@ -9,8 +9,14 @@ a hundred requests slowed by seconds. So when a request to a node has waited
 node at a time, whatever the number of requests waiting on it). A ping that gets no answer
 within ``services.ping_timeout`` ejects the node for ``services.ejection_period``: the router
 picks other endpoints meanwhile, and the requests waiting on it may fail over at once when that
-is safe (an idempotent method). A node that answers its ping is only slow, and requests to it
-keep waiting for their handler.
+is safe (an idempotent method) and another endpoint is there to take them (the router decides).
+A node that answers its ping is only slow, and requests to it keep waiting for their handler.
+
+A ping's timer that fires late says more about this node than about the pinged one: this
+node's event loop was stalled (a loaded machine, a tab in the background), and the answer may
+already be waiting, unread, in a socket. So a timeout that fired more than half a
+``services.ping_timeout`` late gives the ping another ``services.ping_timeout`` (a few times at
+most) before it ejects anyone.
 
 Shared Python (the tab's router uses it too): no platform library.
 """
@@ -27,6 +33,9 @@ from collections.abc import Awaitable, Callable
 from p2pkube.services.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+LATE_TIMER_GRACES = 3
+"""How many more ``services.ping_timeout`` a ping gets while its timer keeps firing late."""
 
 Ping = Callable[[str], Awaitable[object]]
 """``await ping(node_id)`` returns once the node answered; raises when it did not in time."""
@@ -50,6 +59,8 @@ class NodeProbes:
         self._probing: dict[str, asyncio.Task[None]] = {}
         self.probes = 0
         self.ejections = 0
+        self.late_timers = 0
+        """Ping timeouts that fired late (this node's loop stalled) and were given more time."""
 
     # -- what the router asks ------------------------------------------------------------------
     def ejected(self, node_id: str) -> bool:
@@ -92,12 +103,26 @@ class NodeProbes:
     # -- probing -------------------------------------------------------------------------------
     async def _probe(self, node_id: str) -> None:
         self.probes += 1
+        timeout = self._settings.ping_timeout
+        ping = asyncio.ensure_future(self._ping(node_id))
         try:
-            async with asyncio.timeout(self._settings.ping_timeout):
-                await self._ping(node_id)
-        except Exception as exc:  # TimeoutError, any rpc failure: no answer is no answer
-            timeout = self._settings.ping_timeout
-            self.eject(node_id, f"no answer to a ping within {timeout:g}s ({type(exc).__name__})")
+            for _ in range(1 + LATE_TIMER_GRACES):
+                due = self._clock() + timeout
+                try:
+                    await asyncio.wait_for(asyncio.shield(ping), timeout)
+                    return
+                except TimeoutError:
+                    late = self._clock() - due
+                    if late <= timeout / 2:
+                        break
+                    self.late_timers += 1
+                    log.info("ping to %s timed out %.2fs late: waiting once more", node_id, late)
+            why = f"no answer to a ping within {timeout:g}s (TimeoutError)"
+        except Exception as exc:  # any rpc failure: no answer is no answer
+            why = f"no answer to a ping ({type(exc).__name__}: {exc})"
+        finally:
+            ping.cancel()
+        self.eject(node_id, why)
 
     async def close(self) -> None:
         """Cancel the probes still running."""
@@ -109,4 +134,9 @@ class NodeProbes:
                 await task
 
     def stats(self) -> dict[str, int]:
-        return {"probes": self.probes, "ejections": self.ejections, "ejected": len(self._ejected)}
+        return {
+            "probes": self.probes,
+            "ejections": self.ejections,
+            "ejected": len(self._ejected),
+            "lateTimers": self.late_timers,
+        }

@@ -35,7 +35,7 @@ from p2pkube.net.rpc import Rpc, RpcRemoteError, counters
 from p2pkube.observe import NO_OBSERVER, Observer
 from p2pkube.services import remote, wire
 from p2pkube.services.endpoints import pod_endpoint, pod_port, service_endpoints, service_port
-from p2pkube.services.liveness import NodeProbes
+from p2pkube.services.liveness import LATE_TIMER_GRACES, NodeProbes
 from p2pkube.services.settings import ServiceSettings
 from p2pkube.services.types import (
     IDEMPOTENT_METHODS,
@@ -317,8 +317,9 @@ class ServiceRouter:
                 self.stats.retries += 1
             tried.add(endpoint.key)
             self._outstanding[endpoint.key] += 1
+            retry_left = attempt < self.settings.retry_attempts
             try:
-                stream = await self._send(endpoint, request, deadline)
+                stream = await self._send(endpoint, request, deadline, tried, retry_left)
             except HttpError as exc:
                 self._release(endpoint.key)
                 if not self._retryable(request, exc):
@@ -350,28 +351,46 @@ class ServiceRouter:
             return not error.reached_handler or request.cgi.method in IDEMPOTENT_METHODS
         return error.status == 503 and not error.reached_handler
 
-    def _waiting_on(self, endpoint: Endpoint, request: ServiceRequest) -> Callable[[], bool]:
+    def _waiting_on(
+        self, endpoint: Endpoint, request: ServiceRequest, tried: set[str], retry_left: bool
+    ) -> Callable[[], bool]:
         """What a request to another node checks while it waits (every
-        ``services.lost_check_interval``): the node is still Ready and reachable, and for an
-        idempotent request, it answered its ping (``services/liveness.py``). A request that
-        may not be sent twice keeps waiting on a node that is only slow to answer a ping: it
-        fails only once the failure detector declares the node lost."""
+        ``services.lost_check_interval``): the node is still Ready and reachable, and, when
+        the request could fail over, it answered its ping (``services/liveness.py``).
+
+        A missed ping is only a guess (a starved node misses one too), so it ends a request in
+        flight only to send it elsewhere, as Envoy's outlier detection steers traffic and
+        leaves the failure verdict to health checks: the method must be idempotent (a request
+        that may not be sent twice is never sent twice), a retry must be left, and another
+        node must have an endpoint for it. Otherwise the request keeps waiting until the
+        failure detector declares the node lost, or its deadline."""
         started = time.monotonic()
         node = endpoint.node_id
-        idempotent = request.cgi.method in IDEMPOTENT_METHODS
+        may_fail_over = request.cgi.method in IDEMPOTENT_METHODS and retry_left
+        target = request.target
+
+        def elsewhere() -> bool:
+            try:
+                endpoints = self.endpoints(target)
+            except HttpError:  # the Service or pod went meanwhile: nowhere to go
+                return False
+            return any(e.node_id != node and e.key not in tried for e in endpoints)
 
         def alive() -> bool:
             if not self._usable(endpoint):
                 return False
             answering = self.probes.alive(node, time.monotonic() - started)
-            return answering or not idempotent
+            return answering or not (may_fail_over and elsewhere())
 
         return alive
 
     async def _ping(self, node_id: str) -> None:
-        """Ask ``node_id`` whether it is there; any answer, even an error, says it is."""
+        """Ask ``node_id`` whether it is there; any answer, even an error, says it is. The
+        probe times the answer (and forgives a timer that fired late), so the call's own
+        timeout is only a backstop."""
+        backstop = self.settings.ping_timeout * (2 + LATE_TIMER_GRACES)
         with contextlib.suppress(RpcRemoteError):
-            await self._rpc.call(node_id, wire.PING, None, timeout=self.settings.ping_timeout)
+            await self._rpc.call(node_id, wire.PING, None, timeout=backstop)
 
     def _release(self, key: str) -> None:
         self._outstanding[key] -= 1
@@ -379,7 +398,12 @@ class ServiceRouter:
             del self._outstanding[key]
 
     async def _send(
-        self, endpoint: Endpoint, request: ServiceRequest, deadline: float
+        self,
+        endpoint: Endpoint,
+        request: ServiceRequest,
+        deadline: float,
+        tried: set[str],
+        retry_left: bool,
     ) -> ResponseStream:
         if endpoint.node != self.node_name:
             self.stats.remote += 1
@@ -391,7 +415,7 @@ class ServiceRouter:
                 self.settings,
                 deadline=deadline,
                 spawn=self._spawn,
-                alive=self._waiting_on(endpoint, request),
+                alive=self._waiting_on(endpoint, request, tried, retry_left),
             )
         self.stats.local += 1
         handler = self._handler_for(endpoint.namespace, endpoint.pod, endpoint.port)
