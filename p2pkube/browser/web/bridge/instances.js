@@ -50,7 +50,8 @@
 //       worker_pool_refill_delay, set by the Python runtime): an instance takes one at once (no
 //       Worker start, ~20-30 ms, on its path); refillDelayMs after the pool ran short it is
 //       refilled in the background; a Worker whose instance exited or trapped goes back to the
-//       pool (when it has room), one that was killed (stop, deadline) or failed is terminated.
+//       pool (in place of a refill Worker not used yet, when the pool is full), one that was
+//       killed (stop, deadline) or failed is terminated.
 //       0: every instance starts its own Worker.
 //   poolInfo() -> {size, idle, spawned, taken, reused, cold (takes that found it empty),
 //       terminated}
@@ -155,7 +156,7 @@ function refillSoon() {
   if (refillTimer != null || idle.length >= poolSize || modules.size === 0) return;
   refillTimer = setTimeout(() => {
     refillTimer = null;
-    while (idle.length < poolSize && modules.size > 0) park({ worker: spawnWorker(), url: workerUrl });
+    while (idle.length < poolSize && modules.size > 0) park({ worker: spawnWorker(), url: workerUrl, fresh: true });
   }, refillMs);
 }
 
@@ -182,16 +183,30 @@ function takeWorker() {
   return { worker: spawnWorker(), url: workerUrl };
 }
 
-/** An instance's Worker after it ended: back to the pool when it ended cleanly, else gone. */
+/**
+ * An instance's Worker after it ended: back to the pool when it ended cleanly, else gone. When
+ * the refill already filled the pool meanwhile (an instance that outlived refillMs, on a loaded
+ * machine most of them), the returning Worker, whose worker.js has run, takes the place of a
+ * refill Worker no instance used yet (it may still be loading), instead of being dropped.
+ */
 function giveBack(entry, clean) {
   const { worker } = entry;
   worker.onmessage = worker.onerror = worker.onmessageerror = null;
-  if (clean && entry.url === workerUrl && idle.length < poolSize) {
-    poolStats.reused += 1;
-    park(entry);
-  } else {
+  if (!clean || entry.url !== workerUrl) {
     retire(worker);
+    return;
   }
+  if (idle.length >= poolSize) {
+    const unused = idle.findIndex((other) => other.fresh);
+    if (unused < 0) {
+      retire(worker);
+      return;
+    }
+    retire(idle.splice(unused, 1)[0].worker);
+  }
+  poolStats.reused += 1;
+  entry.fresh = false;
+  park(entry);
 }
 
 function checkCommandModule(module) {
