@@ -274,6 +274,24 @@ json.dumps({
         f"{result['importMs']:.0f} ms"
     )
     assert seconds < 30
+    # Pyodide came from the bundle's memory snapshot (build.py, web/snapshot.mjs), with the
+    # standard library the agent imports already in it.
+    assert timings.get("snapshot") is True, timings
+    assert await page.evaluate(
+        "window.p2pkube.pyodide.runPython(\"import sys; 'asyncio.base_events' in sys.modules\")"
+    )
+
+
+async def test_page_without_its_snapshot_starts_pyodide_from_scratch(
+    page: Any, web_server: SignalingServer
+) -> None:
+    """The snapshot is only a shortcut: when it cannot be fetched the page says so in the
+    console and starts Pyodide the long way, and Python works the same."""
+    await page.route("**/snapshot.bin*", lambda route: route.fulfill(status=404, body="gone"))
+    timings = await open_node_page(page, web_server)
+    assert "snapshot" not in timings, timings
+    assert any("snapshot did not load" in m and "404" in m for m in page.console), page.console
+    assert await page.evaluate("window.p2pkube.pyodide.runPython('1 + 1')") == 2
 
 
 async def test_page_with_a_wrong_token_says_the_server_refused_it(

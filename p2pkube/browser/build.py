@@ -23,6 +23,9 @@ nothing but re-hash; the result does not depend on how often it ran):
 * ``pyodide/<version>/``: what ``loadPyodide({indexURL})`` loads from the npm package (the
   runtime, its wasm, the standard library zip, the lock file); the version in the path makes
   these files immutable, so the server lets browsers cache them for a year;
+* ``pyodide/<version>/snapshot.bin``: Pyodide's memory after its start-up and the standard
+  library's imports that the agent needs (``web/snapshot.mjs``, run with Node.js): the page
+  restores it instead of starting the interpreter (~0.3 s instead of ~3 s here);
 * ``wheels/``: the msgpack wheel for Pyodide's platform (the npm package has no package wheels)
   and the pure-Python cronsim and tzdata wheels, the same versions as this interpreter has,
   fetched once with ``pip download`` into
@@ -102,7 +105,9 @@ EXCLUDED_DIRS = ("browser/dist", "browser/web", "browser/.cache")
 ZIP_NAME = "python/p2pkube.zip"
 #: Files at least this big get a .gz sibling when gzip saves at least a tenth.
 GZIP_MIN_BYTES = 64 * 1024
-GZIP_SUFFIXES = (".wasm", ".mjs", ".js", ".json", ".css", ".html")
+GZIP_SUFFIXES = (".wasm", ".mjs", ".js", ".json", ".css", ".html", ".bin")
+#: The memory snapshot, beside the Pyodide files it was made with.
+SNAPSHOT_NAME = "snapshot.bin"
 
 
 def _wheels_for(cache: Path, stem: str, platform: str) -> list[Path]:
@@ -229,9 +234,31 @@ class Builder:
             "version": version,
             "indexURL": base,
             "module": base + "pyodide.mjs",
+            "snapshot": self.snapshot(base),
             "python": python,
             "platform": platform,
         }
+
+    def snapshot(self, base: str) -> str:
+        """Pyodide's memory snapshot (web/snapshot.mjs), remade when Pyodide or the script
+        changed."""
+        rel = base + SNAPSHOT_NAME
+        script = WEB / "snapshot.mjs"
+        inputs = [script, *(DIST / (base + name) for name in PYODIDE_FILES)]
+        newest = max(p.stat().st_mtime for p in inputs)
+        out = DIST / rel
+        if out.is_file() and out.stat().st_mtime >= newest:
+            self._record(rel, False)
+            return rel
+        node = shutil.which("node")
+        if node is None:
+            raise BuildError("node is not installed; the browser bundle needs Node.js and npm")
+        self.say("Pyodide memory snapshot (web/snapshot.mjs)")
+        tmp = out.with_name(f".{out.name}.tmp")
+        run([node, str(script), str(DIST / base), str(tmp)], cwd=WEB, what="snapshot.mjs")
+        os.replace(tmp, out)
+        self._record(rel, True)
+        return rel
 
     def wheels(self, python: str, platform: str) -> list[str]:
         abi = "cp" + python.replace(".", "")
