@@ -627,6 +627,7 @@ class SwimMembership:
             "protocol": "swim",
             "incarnation": self.core.own_incarnation,
             "localHealth": self.core.local_health,
+            "roundTripTimeout": round(self.core.round_trip_timeout, 4),
             "starved": self.starved,
             "grace": self.core_grace,
             "messagesSent": sum(core.sent.values()),
