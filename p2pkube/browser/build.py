@@ -110,6 +110,8 @@ GZIP_MIN_BYTES = 64 * 1024
 GZIP_SUFFIXES = (".wasm", ".mjs", ".js", ".json", ".css", ".html", ".bin")
 #: The memory snapshot, beside the Pyodide files it was made with.
 SNAPSHOT_NAME = "snapshot.bin"
+#: How snapshot.mjs and pycompile.mjs start Pyodide in Node.js (an input of both steps).
+NODE_PYODIDE = "node-pyodide.mjs"
 
 
 def _wheels_for(cache: Path, stem: str, platform: str) -> list[Path]:
@@ -205,9 +207,7 @@ class Builder:
             for name in BUNDLES:
                 self._record(name, False)
             return
-        node = shutil.which("node")
-        if node is None:
-            raise BuildError("node is not installed; the browser bundle needs Node.js and npm")
+        node = node_command()
         self.say(f"esbuild: {', '.join(BUNDLES)}")
         DIST.mkdir(parents=True, exist_ok=True)
         run([node, str(config), str(DIST)], cwd=WEB, what="esbuild")
@@ -246,15 +246,13 @@ class Builder:
         changed."""
         rel = base + SNAPSHOT_NAME
         script = WEB / "snapshot.mjs"
-        inputs = [script, *(DIST / (base + name) for name in PYODIDE_FILES)]
+        inputs = [script, WEB / NODE_PYODIDE, *(DIST / (base + name) for name in PYODIDE_FILES)]
         newest = max(p.stat().st_mtime for p in inputs)
         out = DIST / rel
         if out.is_file() and out.stat().st_mtime >= newest:
             self._record(rel, False)
             return rel
-        node = shutil.which("node")
-        if node is None:
-            raise BuildError("node is not installed; the browser bundle needs Node.js and npm")
+        node = node_command()
         self.say("Pyodide memory snapshot (web/snapshot.mjs)")
         tmp = out.with_name(f".{out.name}.tmp")
         run([node, str(script), str(DIST / base), str(tmp)], cwd=WEB, what="snapshot.mjs")
@@ -318,44 +316,40 @@ class Builder:
                     continue
                 path = root_path / name
                 entries[path.relative_to(REPO).as_posix()] = path.read_bytes()
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-            for name in sorted(entries):
-                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                archive.writestr(info, entries[name])
-        data = self.with_bytecode(buffer.getvalue(), pyodide["indexURL"])
-        if self.write_bytes(ZIP_NAME, data):
-            self.say(f"python sources: {len(entries)} files, with Pyodide's bytecode")
+        count = len(entries)
+        entries.update(self.bytecode(entries, pyodide["indexURL"]))
+        if self.write_bytes(ZIP_NAME, reproducible_zip(entries)):
+            self.say(f"python sources: {count} files, with Pyodide's bytecode")
 
-    def with_bytecode(self, sources: bytes, base: str) -> bytes:
-        """The sources zip with the bytecode Pyodide's Python compiled (web/pycompile.mjs),
-        from .cache/bytecode/ when these sources, that script and that Pyodide made it
-        before (a build after no source change runs no Node.js)."""
+    def bytecode(self, sources: dict[str, bytes], base: str) -> dict[str, bytes]:
+        """The .pyc files Pyodide's Python compiles from ``sources`` (web/pycompile.mjs), by
+        archive name, from .cache/bytecode/ when these sources, that script and that Pyodide
+        made them before (a build after no source change runs no Node.js)."""
         script = WEB / "pycompile.mjs"
-        key = hashlib.sha256(sources + script.read_bytes() + base.encode()).hexdigest()[:24]
+        digest = hashlib.sha256(script.read_bytes() + (WEB / NODE_PYODIDE).read_bytes())
+        digest.update(base.encode())
+        for name in sorted(sources):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(sources[name]).digest())
+        key = digest.hexdigest()[:24]
         cache = CACHE / "bytecode"
         cached = cache / f"{key}.zip"
-        if cached.is_file():
-            return cached.read_bytes()
-        node = shutil.which("node")
-        if node is None:
-            raise BuildError("node is not installed; the browser bundle needs Node.js and npm")
-        self.say("bytecode of the agent's sources (web/pycompile.mjs)")
-        cache.mkdir(parents=True, exist_ok=True)
-        for old in cache.glob("*.zip"):
-            old.unlink()  # one entry: the sources change with every commit
-        plain, tmp = cache / f".{key}.sources", cache / f".{key}.tmp"
-        plain.write_bytes(sources)
-        try:
-            command = [node, str(script), str(DIST / base), str(plain), str(tmp)]
-            run(command, cwd=WEB, what="pycompile.mjs")
-            os.replace(tmp, cached)
-        finally:
-            plain.unlink(missing_ok=True)
-            tmp.unlink(missing_ok=True)
-        return cached.read_bytes()
+        if not cached.is_file():
+            node = node_command()
+            self.say("bytecode of the agent's sources (web/pycompile.mjs)")
+            cache.mkdir(parents=True, exist_ok=True)
+            for old in cache.glob("*.zip"):
+                old.unlink()  # one entry: the sources change with every commit
+            plain, tmp = cache / f".{key}.sources", cache / f".{key}.tmp"
+            plain.write_bytes(reproducible_zip(sources))
+            try:
+                command = [node, str(script), str(DIST / base), str(plain), str(tmp)]
+                run(command, cwd=WEB, what="pycompile.mjs")
+                os.replace(tmp, cached)
+            finally:
+                plain.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
+        with zipfile.ZipFile(cached) as archive:
+            return {name: archive.read(name) for name in archive.namelist()}
 
     def gzip_siblings(self) -> None:
         for rel in sorted(self.produced):
@@ -443,6 +437,26 @@ class Builder:
             f"  {'total':<30} {mb(total):>9} in {len(manifest['files'])} files"
             + (f"; gzip sends {mb(total - plain + gz)}" if gz else "")
         )
+
+
+def node_command() -> str:
+    """The ``node`` executable (esbuild, the Pyodide snapshot and bytecode steps run on it)."""
+    node = shutil.which("node")
+    if node is None:
+        raise BuildError("node is not installed; the browser bundle needs Node.js and npm")
+    return node
+
+
+def reproducible_zip(entries: dict[str, bytes]) -> bytes:
+    """``entries`` as a zip that depends on nothing else: sorted names, fixed times and modes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, entries[name])
+    return buffer.getvalue()
 
 
 def mb(size: int) -> str:

@@ -14,8 +14,8 @@
 // loads without it when anything about it fails.
 
 import { writeFileSync } from "node:fs";
-import { isAbsolute, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+
+import { args, startPyodide } from "./node-pyodide.mjs";
 
 /** What the agent imports from the standard library (missing ones load later, as usual). */
 const STDLIB = [
@@ -29,14 +29,8 @@ const STDLIB = [
   "zipfile", "zlib", "zoneinfo",
 ];
 
-const [indexDir, output] = process.argv.slice(2);
-if (!indexDir || !output) {
-  console.error("usage: node snapshot.mjs <pyodide index dir> <output file>");
-  process.exit(2);
-}
-const index = (isAbsolute(indexDir) ? indexDir : resolve(indexDir)).replace(/\/?$/, "/");
-const { loadPyodide } = await import(pathToFileURL(`${index}pyodide.mjs`).href);
-const pyodide = await loadPyodide({ indexURL: index, _makeSnapshot: true, stdout: () => {}, stderr: console.error });
+const [indexDir, output] = args(2, "snapshot.mjs <pyodide index dir> <output file>");
+const pyodide = await startPyodide(indexDir, { _makeSnapshot: true });
 pyodide.runPython(STDLIB.map((name) => `import ${name}`).join("\n"));
 const snapshot = pyodide.makeMemorySnapshot();
 writeFileSync(output, snapshot);
