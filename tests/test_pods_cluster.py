@@ -166,8 +166,8 @@ def test_hostile_pods_fail_with_reasons_and_spare_the_node(
     wait_until(all_failed, 40, what="all failed")
     took = time.monotonic() - started
     print(f"seconds until a listed each hostile pod Failed: {failed_after}")
-    lag = chain.api("b", "GET", "/v1/status")["membership"]
-    assert took < 30, (failed_after, {k: lag[k] for k in ("stalls", "starvedSpells")})
+    b_loop = chain.api("b", "GET", "/v1/status")["membership"]
+    assert took < 30, (failed_after, {k: b_loop[k] for k in ("stalls", "starvedSpells")})
     seen = pods(chain, "a")
     for name, reason in expected.items():
         assert container(seen[name])["state"]["terminated"]["reason"] == reason, name

@@ -26,6 +26,7 @@ from tests.test_pods_cluster import write_manifest
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["n1", "n2", "n3", "n4"]
 FAILOVER_SECONDS = 4.0
+SWIM = SwimSettings()
 """Kill to replacement Running, as asserted (docs/guarantees.md: SWIM's crash -> DEAD, 2.3-2.9 s
 between real agents, + scheduler.pod_eviction_grace 0.25 s + placement and start; measured in
 docs/benchmarks.md)."""
@@ -303,7 +304,7 @@ def probing_at_rest(cluster: LocalCluster) -> bool:
     answers nor its own missed nacks stretch its probing."""
     for name in NAMES:
         status = cluster.api(name, "GET", "/v1/status")["membership"]
-        if status["roundTripTimeout"] > SwimSettings().probe_timeout or status["localHealth"]:
+        if status["roundTripTimeout"] > SWIM.probe_timeout or status["localHealth"]:
             return False
     return True
 
