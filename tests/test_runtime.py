@@ -161,6 +161,28 @@ async def test_a_sleeping_module_is_stopped_promptly(
     assert time.monotonic() - asked < 0.3
 
 
+async def test_a_killed_pod_keeps_the_lines_it_wrote_before_the_kill(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    """Natively a pod's output reaches its log through a pipe the loop reads; lines written
+    while the loop was busy are still in the pipe at a kill, and must reach the log (what
+    ``logs --previous`` shows after a restart), not be dropped with the pipe."""
+    spec = launch(modules, tmp_path, "ticker", "0.001")
+    await runtime.prepare(spec.image, spec.module_path)
+    instance = runtime.start(spec)
+    for _ in range(100):
+        if await texts(runtime, spec):
+            break
+        await asyncio.sleep(0.05)
+    time.sleep(0.3)  # noqa: ASYNC251 - the loop busy on purpose: the lines wait in the pipe
+    instance.stop(rt.KILLED, "deleted by the test")
+    termination = await asyncio.wait_for(instance.done, 5)
+    assert termination.reason == rt.KILLED
+    lines = await texts(runtime, spec)
+    assert lines == [f"tick {n}" for n in range(1, len(lines) + 1)]
+    assert len(lines) > 100, f"{len(lines)} lines: those written in the 0.3 s were dropped"
+
+
 async def test_cpu_limit_throttles_like_a_cfs_quota(
     runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
 ) -> None:

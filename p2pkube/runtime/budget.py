@@ -1,8 +1,9 @@
 """The output budget of one container instance: a token bucket on the bytes it writes.
 
 Both runtimes stop an instance that writes faster than ``runtime.log_rate_bytes`` per second
-for longer than a ``runtime.log_burst_bytes`` burst, with reason ``OutputFlood``: natively on
-the instance's thread (``sandbox.py``), in the browser as the Worker's output arrives.
+for longer than a ``runtime.log_burst_bytes`` burst, with reason ``OutputFlood``: natively as
+the agent reads the instance's output pipes (``pipes.py``), in the browser as the Worker's
+output arrives.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from p2pkube.runtime import interface as rt
 from p2pkube.runtime import logs
 from p2pkube.runtime.base import BaseInstance, BaseRuntime, SetupError, failed
 from p2pkube.runtime.budget import OutputBudget
-from p2pkube.runtime.pipes import PipedInstance, RequestOutput, close_fds
+from p2pkube.runtime.pipes import InstanceOutput, PipedInstance, close_fds
 from p2pkube.runtime.settings import RuntimeSettings
 from p2pkube.runtime.workers import WorkerThreads
 
@@ -50,17 +50,18 @@ class NativeInstance(PipedInstance):
         return self.control.cpu_seconds, self.control.memory_bytes
 
 
-def _prepare_files(launch: rt.Launch, *, logged: bool) -> None:
-    """On the worker thread: the log directory (of an instance that logs here: a request
-    instance's stderr is logged by the agent, ``request_log_writer``), emptyDir volumes and
-    hostPath checks.
+def _prepare_files(launch: rt.Launch, *, pod: bool) -> None:
+    """On the worker thread: a pod instance's log directory and its empty log file (which
+    the agent fills from the instance's pipes: ``instance_log_writer``, where a request
+    instance's shared log is prepared instead), emptyDir volumes and hostPath checks.
 
     A hostPath arrives resolved by admission (``runtime/hostpaths.py``); it must still
     resolve to itself now, just before wasmtime opens it, or a symlink was swapped in since
     (the window left is this check to the preopen, not the fetch and compile before it).
     """
-    if logged:
+    if pod:
         logs.prepare_log_dir(launch.log_path)
+        launch.log_path.touch()  # a pod that writes nothing has an empty log, not none
     for mount in launch.mounts:
         if mount.create or mount.projected:
             mount.host_path.mkdir(parents=True, exist_ok=True)
@@ -78,25 +79,23 @@ def run_instance(
     launch: rt.Launch,
     control: sandbox.Control,
     load: Callable[[str, Path], LoadedModule],
-    output: Callable[[rt.Launch], sandbox.LogSink] | tuple[int, int],
+    outputs: tuple[int, int],
+    *,
+    pod: bool,
 ) -> rt.Termination:
     """On the instance's thread: prepare its files, load its module, run it to its end;
     every failure becomes its Termination (never raises). Shared by the agent's instance
     threads and the request worker processes (``runtime/procs.py``).
 
-    ``output``: a request instance's pipes (the write ends of its stdout and stderr), closed
-    here once the instance has ended, so the agent reads their end; any other instance's
-    log sink, made here."""
+    ``outputs``: the write ends of the instance's stdout and stderr pipes
+    (``runtime/pipes.py``), closed here once the instance has ended, so the agent reads
+    their end. ``pod``: a pod's own instance, not a request's (see :func:`sandbox.run`)."""
     from p2pkube.runtime import sandbox
 
-    sink: sandbox.LogSink | None = None
-    pipes = output if isinstance(output, tuple) else None
     try:
-        _prepare_files(launch, logged=pipes is None)
-        if not isinstance(output, tuple):
-            sink = output(launch)
+        _prepare_files(launch, pod=pod)
         loaded = load(launch.image, launch.module_path)
-        return sandbox.run(loaded, launch, control, sink, pipes)
+        return sandbox.run(loaded, launch, control, outputs, pod=pod)
     except rt.InvalidModuleError as exc:
         return failed(rt.INVALID_MODULE, str(exc))
     except SetupError as exc:
@@ -105,10 +104,7 @@ def run_instance(
         log.exception("instance %s/%s could not start", launch.pod, launch.container)
         return failed(rt.TRAPPED, f"could not start: {exc}")
     finally:
-        if sink is not None:
-            sink.close()
-        if pipes is not None:
-            close_fds(pipes)
+        close_fds(outputs)
 
 
 class NativeRuntime(BaseRuntime[BaseInstance]):
@@ -169,17 +165,10 @@ class NativeRuntime(BaseRuntime[BaseInstance]):
         from p2pkube.runtime import sandbox
 
         settings = self.settings
-        control = sandbox.Control(
-            launch.limits,
-            cpu_period=settings.cpu_period,
-            rate=settings.log_rate_bytes,
-            burst=settings.log_burst_bytes,
-        )
+        control = sandbox.Control(launch.limits, cpu_period=settings.cpu_period)
         instance = NativeInstance(launch, control)
-        outputs = None
-        if launch.stdout is not None:
-            instance.output = self.request_output(launch, instance.stop)
-            outputs = instance.output.take_write_fds()
+        instance.output = output = self.instance_output(launch, instance.stop)
+        outputs = output.take_write_fds()
         self._started(instance)
         try:
             self._threads.submit(
@@ -187,38 +176,41 @@ class NativeRuntime(BaseRuntime[BaseInstance]):
                 f"pod {launch.pod}/{launch.container}",
             )
         except BaseException:
-            close_fds(outputs or ())
-            if instance.output is not None:
-                instance.output.close()
+            close_fds(outputs)
+            output.close()
             raise
         return instance
 
     def _run(
-        self, instance: NativeInstance, thread: threading.Thread, outputs: tuple[int, int] | None
+        self, instance: NativeInstance, thread: threading.Thread, outputs: tuple[int, int]
     ) -> None:
         """The worker thread: load (cached: ~1 ms), run, report back to the loop."""
         instance.thread = thread
+        launch = instance.launch
         termination = run_instance(
-            instance.launch, instance.control, self.loader.load, outputs or self._log_writer
+            launch, instance.control, self.loader.load, outputs, pod=launch.stdout is None
         )
         with contextlib.suppress(RuntimeError):  # loop closed: the agent is gone anyway
             self._loop.call_soon_threadsafe(self.ended, instance, termination)
 
-    def request_output(self, launch: rt.Launch, stop: Callable[[str, str], None]) -> RequestOutput:
-        """The pipes of a request instance's stdout and stderr, read on the loop; stderr goes
-        to the container's log against the instance's output budget."""
+    def instance_output(
+        self, launch: rt.Launch, stop: Callable[[str, str], None]
+    ) -> InstanceOutput:
+        """The pipes of an instance's stdout and stderr, read on the loop: what is logged
+        goes to the container's log against the instance's output budget."""
         settings = self.settings
-        return RequestOutput(
+        return InstanceOutput(
             launch,
-            log_writer=self._request_log_writer,
+            log_writer=self._instance_log_writer,
             budget=OutputBudget(settings.log_rate_bytes, settings.log_burst_bytes),
             stop=stop,
         )
 
-    def _request_log_writer(self, launch: rt.Launch) -> logs.LogWriter:
-        """On the loop, at a request instance's first stderr: the writer of its container's
-        log. Request instances share the container's log: the first prepares its directory
-        (listing it on every request would cost each one a directory scan)."""
+    def _instance_log_writer(self, launch: rt.Launch) -> logs.LogWriter:
+        """On the loop, at an instance's first logged output: the writer of its container's
+        log. A pod instance's thread prepared it before the instance ran. Request instances
+        share the container's log: the first prepares its directory (listing it on every
+        request would cost each one a directory scan)."""
         if not launch.log_path.exists():
             logs.prepare_log_dir(launch.log_path)
         return self._log_writer(launch)

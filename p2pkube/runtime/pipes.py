@@ -1,33 +1,39 @@
-"""A native request instance's stdout and stderr as pipes, read by the agent's event loop.
+"""A native instance's stdout and stderr as pipes, read by the agent's event loop.
 
 Why pipes: wasmtime's C API gives a WASI stream to a host callback only through an
 asynchronous writer that hands every write to a tokio thread and waits for it; measured here,
 an echo handler's instance cost 1.0 ms with its stdout and stderr on callbacks against 0.45 ms
 with both on pipes, 16 context switches against one, and an unused stderr callback alone cost
-more than the whole instance. A pipe is a plain blocking ``write`` in wasmtime's thread and
-no Python at all in the instance's process.
+more than the whole instance. A program writing flat out through stdio (1 KiB writes) got
+4.2 MB/s through a callback, less on a busy machine, against 96 MB/s through a pipe: with a
+callback, how long a flood took to overdraw its budget measured the host, not the sandbox. A
+pipe is a plain blocking ``write`` in wasmtime's thread and no Python at all in the
+instance's process.
 
-**How**: the agent makes two pipes per request instance and hands their write ends to whoever
-runs it (a thread of its own, or a request worker process over ``SCM_RIGHTS``,
+**How**: the agent makes two pipes per instance and hands their write ends to whoever runs
+it (a thread of its own, or a request worker process over ``SCM_RIGHTS``,
 ``runtime/procs.py``); wasmtime opens them by path (``/proc/self/fd/N``: its C API takes stdout
 and stderr only as paths) and the runner closes its own copies once the instance has ended,
 so the agent reads end of file when the instance is gone. The agent reads both read ends with
 ``loop.add_reader`` (non-blocking, never a thread):
 
-* **stdout** goes to ``Launch.stdout``, in order, and never more than ``Launch.stdout_buffer``
-  bytes ahead of what the receiver has consumed (:meth:`RequestOutput.consumed`): past that
-  the agent stops reading, the pipe fills and the instance's next write blocks in the kernel
-  (its backpressure, the same across a process boundary as within the agent). A stop closes
-  the read ends, so a writer blocked on a full pipe gets ``EPIPE`` and goes on to its stop; a
-  paused reader also stops the instance at its deadline (the epoch checks that enforce it run
-  only in wasm code, not in a blocked write).
-* **stderr** goes to the container's log, against the instance's output budget
-  (``runtime.log_rate_bytes`` and ``log_burst_bytes``, as every instance's output): past it
-  the instance is stopped with ``OutputFlood``.
+* **a request instance's stdout** goes to ``Launch.stdout``, in order, and never more than
+  ``Launch.stdout_buffer`` bytes ahead of what the receiver has consumed
+  (:meth:`InstanceOutput.consumed`): past that the agent stops reading, the pipe fills and the
+  instance's next write blocks in the kernel (its backpressure, the same across a process
+  boundary as within the agent). A stop closes the read ends, so a writer blocked on a full
+  pipe gets ``EPIPE`` and goes on to its stop; a paused reader also stops the instance at its
+  deadline (the epoch checks that enforce it run only in wasm code, not in a blocked write).
+* **everything else** (a pod instance's stdout and stderr, a request instance's stderr) goes
+  to the container's log, against the instance's output budget (``runtime.log_rate_bytes``
+  and ``log_burst_bytes``): past it the instance is stopped with ``OutputFlood`` and the rest
+  of its output is dropped. A pod's log is read on after any other stop, to its end, so the
+  lines it wrote just before a kill stay in ``logs --previous``; the agent always reads it,
+  so its writer never blocks where a stop cannot reach it.
 
 The instance counts as ended only once its runner has reported its Termination and both pipes
-have reached their end (or were closed by a stop), so the receiver has all the output before
-it learns the end.
+have reached their end (or were closed by a stop), so the receiver and the log have all the
+output before anyone learns the end.
 
 Native only (Linux ``/proc``): the browser never imports this module.
 """
@@ -64,28 +70,28 @@ def fd_path(fd: int) -> str:
 
 
 class PipedInstance(BaseInstance):
-    """A native instance, whose output, if it serves a request, comes through the pipes of
-    ``output`` (the agent's threads' and the request workers' instances alike)."""
+    """A native instance, whose output comes through the pipes of ``output`` (the agent's
+    threads' and the request workers' instances alike)."""
 
     def __init__(self, launch: rt.Launch) -> None:
         super().__init__(launch)
-        self.output: RequestOutput | None = None
+        self.output: InstanceOutput | None = None
 
     def stop_output(self) -> None:
-        """A stop: stop reading the pipes (a writer blocked on a full one gets EPIPE)."""
+        """A stop: see :meth:`InstanceOutput.stopped`."""
         if self.output is not None:
-            self.output.close()
+            self.output.stopped()
 
     def stdout_read(self, size: int) -> None:
         if self.output is not None:
             self.output.consumed(size)
 
 
-class RequestOutput:
-    """The agent's side of one request instance's output: the read ends of its pipes.
+class InstanceOutput:
+    """The agent's side of one instance's output: the read ends of its pipes.
 
     Made and used on the event loop. ``stop(reason, message)`` stops the instance (a flood
-    of stderr, the deadline reached while the reader is paused)."""
+    of output, the deadline reached while the request's receiver is paused)."""
 
     def __init__(
         self,
@@ -95,11 +101,9 @@ class RequestOutput:
         budget: OutputBudget,
         stop: Callable[[str, str], None],
     ) -> None:
-        receiver = launch.stdout
-        if receiver is None:
-            raise ValueError("a request instance has a stdout receiver")
         self.launch = launch
-        self._receiver = receiver
+        self._receiver = launch.stdout
+        """A request instance's stdout receiver; None for a pod's instance (stdout logged)."""
         self._log_writer = log_writer
         self._log: logs.LogWriter | None = None
         self._budget = budget
@@ -145,6 +149,8 @@ class RequestOutput:
         fd = self._stdout
         if fd is None or self._paused:
             return False
+        if self._receiver is None:
+            return self._read_logged(fd, "stdout")
         room = self._room()
         if room <= 0:
             self._pause()
@@ -194,12 +200,17 @@ class RequestOutput:
             self._deadline_timer.cancel()
             self._deadline_timer = None
 
-    # -- stderr ------------------------------------------------------------------------------------
+    # -- the log -----------------------------------------------------------------------------------
     def _read_stderr(self) -> bool:
         """Read once (the loop says it is readable); whether that got data or the end."""
         fd = self._stderr
         if fd is None:
             return False
+        return self._read_logged(fd, "stderr")
+
+    def _read_logged(self, fd: int, stream: str) -> bool:
+        """Read once from ``stream``'s pipe into the log, against the output budget; whether
+        that got data or the end. Overdrawn: the instance is stopped and both pipes closed."""
         try:
             data = os.read(fd, READ_SIZE)
         except BlockingIOError:
@@ -207,17 +218,29 @@ class RequestOutput:
         except OSError:
             data = b""
         if not data:
-            self._close_stderr()
+            if stream == "stdout":
+                self._close_stdout()
+            else:
+                self._close_stderr()
             return True
         if not self._budget.spend(len(data)):
             self._stop(rt.OUTPUT_FLOOD, self._budget.message())
+            self.close()  # the rest is dropped; a writer blocked on a full pipe gets EPIPE
             return True
         if self._log is None:
             self._log = self._log_writer(self.launch)
-        self._log.write("stderr", data)
+        self._log.write(stream, data)
         return True
 
     # -- the end -----------------------------------------------------------------------------------
+    def stopped(self) -> None:
+        """The instance is being stopped. A request's pipes are closed (what is unread is
+        dropped, and a writer blocked on a full pipe gets EPIPE); a pod's are read on to
+        their end, so its log keeps its last lines: nothing blocks its writer, since its
+        output is always read."""
+        if self._receiver is not None:
+            self.close()
+
     def close(self) -> None:
         """Stop reading and close the read ends (a stop: what is left is dropped, and a writer
         blocked on a full pipe gets EPIPE)."""

@@ -320,7 +320,7 @@ class RequestProcesses:
         worker = min(alive, key=lambda w: len(w.instances))
         number = next(self._numbers)
         instance = ProcInstance(launch, worker, number)
-        instance.output = output = self.runtime.request_output(launch, instance.stop)
+        instance.output = output = self.runtime.instance_output(launch, instance.stop)
         deadline = launch.limits.deadline
         remaining = None if deadline is None else deadline - time.monotonic()
         worker.instances[number] = instance
@@ -496,12 +496,7 @@ class _Server:
         settings = self.settings
         deadline = None if remaining is None else time.monotonic() + remaining
         launch = _launch_of(fields, deadline)
-        control = sandbox.Control(
-            launch.limits,
-            cpu_period=settings.cpu_period,
-            rate=settings.log_rate_bytes,
-            burst=settings.log_burst_bytes,
-        )
+        control = sandbox.Control(launch.limits, cpu_period=settings.cpu_period)
         with self._lock:
             self.controls[number] = control
         try:
@@ -520,7 +515,7 @@ class _Server:
         from p2pkube.runtime.native import run_instance
 
         try:
-            termination = run_instance(launch, control, self.loader.load, outputs)
+            termination = run_instance(launch, control, self.loader.load, outputs, pod=False)
         finally:
             with self._lock:
                 self.controls.pop(number, None)

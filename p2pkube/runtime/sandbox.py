@@ -13,10 +13,10 @@ What bounds a hostile module:
   the period, as a CFS quota does. Sleeps inside the module (``poll_oneoff``) go through
   :meth:`Control.sleep`, so they end early on a kill and never outlast the deadline.
 * **stack**: the engine's ``max_wasm_stack``; overflow traps with ``STACK_OVERFLOW``.
-* **output**: a token bucket on the bytes written; beyond it the instance is stopped with
-  ``OutputFlood``. Lines go to a rotated, size-bounded log (``logs.py``). A request
-  instance's stdout and stderr go to pipes instead, which the agent reads with the same
-  budget on stderr and its receiver's window on stdout (``pipes.py``).
+* **output**: stdout and stderr go to pipes, which the agent reads (``pipes.py``): into a
+  rotated, size-bounded log (``logs.py``) against a token bucket on the bytes written,
+  beyond which the instance is stopped with ``OutputFlood``; a request instance's stdout to
+  its receiver, within the receiver's window.
 * **host access**: WASI preview 1 only, no sockets, no directories except the granted mounts
   (read-only unless the manifest says otherwise), no inherited environment.
 
@@ -30,20 +30,17 @@ import ctypes
 import logging
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import wasmtime
 from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 from wasmtime._func import maybe_raise_last_exn
-from wasmtime._wasi import CUSTOM_OUTPUTS, custom_call, custom_finalize
 
 from p2pkube.model.quantity import format_bytes
 from p2pkube.model.timestamps import utc_now
 from p2pkube.runtime import interface as rt
-from p2pkube.runtime.budget import OutputBudget
 from p2pkube.runtime.engine import InstanceHooks, LoadedModule, hooks_installed
 from p2pkube.runtime.pipes import fd_path
 
@@ -78,8 +75,6 @@ _context_set_epoch_deadline = _held("wasmtime_context_set_epoch_deadline")
 _context_set_wasi = _held("wasmtime_context_set_wasi")
 _wasi_config_set_argv = _held("wasi_config_set_argv")
 _wasi_config_set_env = _held("wasi_config_set_env")
-_wasi_config_set_stdout_custom = _held("wasi_config_set_stdout_custom")
-_wasi_config_set_stderr_custom = _held("wasi_config_set_stderr_custom")
 _wasi_config_set_stdout_file = _held("wasi_config_set_stdout_file")
 _wasi_config_set_stderr_file = _held("wasi_config_set_stderr_file")
 _instance_export_get = _held("wasmtime_instance_export_get")
@@ -123,19 +118,10 @@ _Finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _NO_FINALIZER = _Finalizer(lambda _data: None)
 
 
-class LogSink(Protocol):
-    """Where an instance's log output goes: a :class:`LogWriter` in the agent, or in a
-    request worker process (``runtime/procs.py``) the pipe back to the agent's writer."""
-
-    def write(self, stream: str, data: bytes) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class Control(InstanceHooks):
     """Shared by the agent (which may ask for a stop) and the instance's worker thread."""
 
-    def __init__(self, limits: rt.Limits, *, cpu_period: float, rate: int, burst: int) -> None:
+    def __init__(self, limits: rt.Limits, *, cpu_period: float) -> None:
         self.limits = limits
         self.cpu_period = cpu_period
         self.stop_reason: str | None = None
@@ -146,7 +132,6 @@ class Control(InstanceHooks):
         self._period_start = 0.0
         self._period_cpu = 0.0
         self.throttled_seconds = 0.0
-        self._output = OutputBudget(rate, burst)  # worker thread only
         # Usage (``kubectl top``): written on the worker thread at every epoch tick and before
         # every sleep, read on the loop. Each is one attribute replaced whole, so a reader
         # gets one reading or the next, never a torn one.
@@ -220,13 +205,6 @@ class Control(InstanceHooks):
             self.sleep(pause)
             self._period_start, self._period_cpu = time.monotonic(), self.measure()
 
-    def spend_output(self, size: int) -> bool:
-        """Take ``size`` bytes from the output budget; False (and a stop) once it is gone."""
-        if self._output.spend(size):
-            return True
-        self.stop(rt.OUTPUT_FLOOD, self._output.message())
-        return False
-
 
 def _deadline_callback(control: Control) -> Any:
     """The per-store epoch deadline callback: continue one more tick, or trap."""
@@ -249,15 +227,6 @@ def _deadline_callback(control: Control) -> Any:
             return 0
 
     return _DeadlineCallback(callback)
-
-
-def _output_sink(control: Control, logs: LogSink, stream: str) -> Callable[[bytes], int]:
-    def write(data: bytes) -> int:
-        if control.stop_reason is None and control.spend_output(len(data)):
-            logs.write(stream, data)
-        return len(data)  # dropped output still "succeeds": the instance is being stopped
-
-    return write
 
 
 def _memory_at_limit(store: wasmtime.Store, instance: wasmtime.Instance, cap: int) -> bool:
@@ -322,13 +291,15 @@ def run(
     loaded: LoadedModule,
     launch: rt.Launch,
     control: Control,
-    logs: LogSink | None,
-    outputs: tuple[int, int] | None = None,
+    outputs: tuple[int, int],
+    *,
+    pod: bool,
 ) -> rt.Termination:
     """Run ``launch`` to its end on this thread; never raises.
 
-    A request instance's stdout and stderr go to the write ends ``outputs`` (pipes the agent
-    reads, ``runtime/pipes.py``); any other instance's output goes to ``logs``."""
+    Its stdout and stderr go to the write ends ``outputs`` (pipes the agent reads,
+    ``runtime/pipes.py``). A ``pod``'s own instance reads its stdinData from the file kept
+    beside its log; a request instance reads its body from memory."""
     started = utc_now()
     store: wasmtime.Store | None = None
     instance: wasmtime.Instance | None = None
@@ -351,7 +322,7 @@ def run(
             _context_set_epoch_deadline(store._context(), 1)  # Store.set_epoch_deadline(1)
             # WASI must be set before instantiation: a WASI import called in a store without
             # it aborts the whole process (a Rust panic), so no code path skips this.
-            _set_wasi(store, _wasi_config(launch, control, logs, outputs))
+            _set_wasi(store, _wasi_config(launch, outputs, pod=pod))
             instance = loaded.pre.instantiate(store)
             control.measure_memory_of(_exported_memory(store, instance))
             control.measure(store._context())
@@ -373,46 +344,25 @@ def run(
             code, reason, message = rt.EXIT_TRAPPED, rt.TRAPPED, f"runtime error: {exc}"
         finally:
             control.measure_memory_of(None)  # the store goes: its memory must not be read
-            if logs is not None:
-                logs.close()
             if store is not None:
                 store.close()
     return rt.Termination(code, reason, message, started, utc_now(), control.measure())
 
 
-def _wasi_config(
-    launch: rt.Launch, control: Control, logs: LogSink | None, outputs: tuple[int, int] | None
-) -> wasmtime.WasiConfig:
+def _wasi_config(launch: rt.Launch, outputs: tuple[int, int], *, pod: bool) -> wasmtime.WasiConfig:
     wasi = _WasiConfig()
     _set_argv_env(wasi, launch.argv, launch.env)
-    if outputs is not None:  # a request instance: its body on stdin, its output to pipes
-        if launch.stdin is not None:
+    if launch.stdin is not None:
+        if pod:  # stdinData, from the file kept beside its log (docs/protocol.md)
+            stdin_path = launch.log_path.with_suffix(".stdin")
+            stdin_path.write_bytes(launch.stdin)
+            wasi.stdin_file = str(stdin_path)
+        else:
             _set_stdin_bytes(wasi, launch.stdin)
-        _set_output_fds(wasi, *outputs)
-    elif logs is None or launch.stdout is not None:
-        raise ValueError("a request instance's output goes to pipes, any other's to its log")
-    else:
-        _set_logged_outputs(wasi, launch, control, logs)
+    _set_output_fds(wasi, *outputs)
     for mount in launch.mounts:
         wasi.preopen_dir(str(Path(mount.host_path)), mount.guest_path, not mount.read_only)
     return wasi
-
-
-def _set_logged_outputs(
-    wasi: wasmtime.WasiConfig, launch: rt.Launch, control: Control, logs: LogSink
-) -> None:
-    """A pod's stdinData from the file kept beside its log (``<restart>.stdin``, as
-    docs/protocol.md says); its stdout and stderr to its log, against its output budget."""
-    if launch.stdin is not None:
-        stdin_path = launch.log_path.with_suffix(".stdin")
-        stdin_path.write_bytes(launch.stdin)
-        wasi.stdin_file = str(stdin_path)
-    for stream, setter in (
-        ("stdout", _wasi_config_set_stdout_custom),
-        ("stderr", _wasi_config_set_stderr_custom),
-    ):  # WasiConfig.stdout_custom and .stderr_custom, with the GIL held (see _held)
-        sink = _output_sink(control, logs, stream)
-        setter(wasi.ptr(), custom_call, CUSTOM_OUTPUTS.allocate(sink), custom_finalize)
 
 
 _CHAR_PP = ctypes.POINTER(ctypes.POINTER(ctypes.c_char))
