@@ -183,6 +183,23 @@ async def test_a_killed_pod_keeps_the_lines_it_wrote_before_the_kill(
     assert len(lines) > 100, f"{len(lines)} lines: those written in the 0.3 s were dropped"
 
 
+async def test_a_crash_logs_its_stdout_line_before_its_stderr_line(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    """crash prints a line on stdout, then one on stderr, and exits. The agent reads the two
+    pipes on its loop; here the loop is busy until the instance has ended, so both lines
+    wait in their pipes and are read only after the end is reported: they must still be
+    logged in the order they were written."""
+    for attempt in range(8):
+        spec = launch(modules, tmp_path, "crash", tag=f"-{attempt}")
+        await runtime.prepare(spec.image, spec.module_path)
+        instance = runtime.start(spec)
+        time.sleep(0.2)  # noqa: ASYNC251 - the loop busy on purpose: the lines wait unread
+        termination = await asyncio.wait_for(instance.done, 5)
+        assert termination.exit_code == 3
+        assert await texts(runtime, spec) == ["about to fail", "fatal: simulated failure"]
+
+
 async def test_cpu_limit_throttles_like_a_cfs_quota(
     runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
 ) -> None:

@@ -252,13 +252,24 @@ class InstanceOutput:
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once both pipes have reached their end or were closed. The
-        runner has reported the instance's end, so its write ends are closed: what is left
-        is read now, to the end (stdout as far as the receiver's window allows; the rest
-        when it consumes), rather than over more turns of the loop."""
+        runner has reported the instance's end, so its write ends are closed.
+
+        A request instance's output is read now, to the end (stdout as far as the
+        receiver's window allows; the rest when it consumes), rather than over more turns
+        of the loop: its two streams go to different places. A pod's two streams go to one
+        log, so they are left to the loop's readers, which run in the order the pipes
+        became readable (epoll's ready list is first come, first served): a line a program
+        wrote to stdout before one to stderr is logged first, even when the loop reads
+        both only after the instance ended. Reading stderr first here logged a crash's
+        "fatal" line before the line it printed on the way there. Across two pipes the
+        order is the order of their first unread bytes, as with the two FIFOs a container
+        runtime copies into a Kubernetes log."""
         if self._stdout is None and self._stderr is None:
             callback()
             return
         self._on_end = callback
+        if self._receiver is None:
+            return
         while self._read_stderr():
             pass
         while self._read_stdout():
