@@ -38,6 +38,7 @@ from prometheus_client.process_collector import ProcessCollector
 from p2pkube import __version__
 from p2pkube.metrics.settings import MetricsSettings
 from p2pkube.observe import Observer
+from p2pkube.ticker import sleep_to_beat
 
 if TYPE_CHECKING:
     from p2pkube.node import Node
@@ -161,11 +162,13 @@ class AgentMetrics(Observer):
                 await task
 
     async def _measure_lag(self) -> None:
+        """Wake on the process's beat (``p2pkube.ticker``), with the agent's other chores of
+        that period, and record how late the wake-up came: a check of its own would cost an
+        idle agent a wake-up of its own each time (~0.25 ms of CPU on a small VM)."""
         loop = asyncio.get_running_loop()
         interval = self.settings.loop_lag_interval
         while True:
-            due = loop.time() + interval
-            await asyncio.sleep(interval)
+            due = await sleep_to_beat(interval)
             lag = max(0.0, loop.time() - due)
             self.loop_lag.set(lag)
             self.loop_lag_seconds.observe(lag)

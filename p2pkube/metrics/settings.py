@@ -16,8 +16,9 @@ class MetricsSettings:
     loop_lag_interval: float = 0.5
     """Seconds between the event-loop lag checks (while metrics are on): a task sleeps this
     long and records how much later than asked it woke, which is how long the loop was busy
-    with something else. Two wake-ups a second cost nothing measurable, and catch stalls of
-    a few milliseconds up."""
+    with something else. It wakes on the process's beat of this period (``p2pkube.ticker``),
+    with the agent's other chores, so it adds no wake-up of its own; it catches stalls of a
+    few milliseconds up."""
 
     def check(self) -> None:
         """ValueError when a setting is unusable."""
