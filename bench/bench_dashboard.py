@@ -7,7 +7,8 @@ settle; then each agent's CPU time is read with psutil from outside, in ``--roun
 three windows of ``--seconds`` s each, the same windows for both clusters:
 
 1. *alone*: nobody watches (the baseline);
-2. *scraped*: a Prometheus-like scraper reads every agent's ``/metrics`` every 5 s;
+2. *scraped*: a scraper reads every agent's ``/metrics`` every 5 s as Prometheus does (a
+   kept-alive connection, OpenMetrics asked for first, gzip: ``bench_idle.Scraper``);
 3. *scraped + dashboard*: the same, and each cluster's agent ``a`` has its dashboard open in
    headless Chromium (its watch stream of every kind open, its poll of ``/v1/dashboard`` every
    ``dashboard.poll_interval``, which asks ``b`` and ``c`` for their link RTTs and Service
@@ -219,8 +220,9 @@ def render(result: dict[str, Any]) -> list[str]:
         "run side by side, measured in the same windows), each agent serving metrics; CPU of "
         f"each agent (% of one core) read from outside with psutil, {result['rounds']} rounds "
         f"of three {result['seconds']:g} s windows, interleaved: nobody watching; a scraper "
-        f"reading every agent's `/metrics` every {result['scrapeInterval']:g} s "
-        f"({result['scrapedBytes'] / scrapes / 1024:.1f} KiB a scrape); the same with each "
+        f"reading every agent's `/metrics` every {result['scrapeInterval']:g} s as "
+        "Prometheus does (a kept-alive connection, OpenMetrics asked for first, gzip: "
+        f"{result['scrapedBytes'] / scrapes / 1024:.1f} KiB a scrape); the same with each "
         "cluster's agent a's dashboard open in headless Chromium (one watch stream of every "
         "kind, a poll of `/v1/dashboard` every 3 s that asks b and c for their link RTTs "
         "through the `dashboard.report` rpc). Each figure is the median of its rounds; "

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -53,7 +54,7 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,25 @@ def link_bytes(cluster: LocalCluster, name: str) -> int:
     return sum(n["bytesSent"] for n in mesh["neighbours"])
 
 
+PROMETHEUS_HEADERS = {
+    "Accept": (
+        "application/openmetrics-text;version=1.0.0;q=0.5,"
+        "application/openmetrics-text;version=0.0.1;q=0.4,"
+        "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+    ),
+    "Accept-Encoding": "gzip",
+}
+"""What Prometheus asks for on every scrape (its default ``scrape_protocols`` and
+``enable_compression``): OpenMetrics first, gzipped. Both cost the agent more than the plain
+text format unzipped (measured here, 800 scrapes of one idle agent back to back: 2.2 ms of
+its CPU per scrape plain, 4.8 ms as Prometheus asks)."""
+
+
 class Scraper:
     """Scrapes some agents' ``/metrics`` every ``interval`` s in a thread, as Prometheus
-    would, until stopped; counts the scrapes and the bytes read."""
+    does: one kept-alive HTTP connection per target, and Prometheus's own request headers
+    (:data:`PROMETHEUS_HEADERS`); counts the scrapes and the bytes read (compressed, as
+    sent)."""
 
     def __init__(self, urls: list[str], interval: float) -> None:
         self.urls = urls
@@ -118,6 +135,7 @@ class Scraper:
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+        self._connections: dict[str, http.client.HTTPConnection] = {}
 
     def __enter__(self) -> Scraper:
         if self.urls:
@@ -128,15 +146,34 @@ class Scraper:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(30)
+        for connection in self._connections.values():
+            connection.close()
+
+    def _scrape(self, url: str) -> int:
+        """One scrape of ``url`` on its kept-alive connection; the body's size."""
+        parts = urllib.parse.urlsplit(url)
+        connection = self._connections.get(url)
+        if connection is None:
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+            self._connections[url] = connection
+        try:
+            connection.request("GET", parts.path or "/", headers=PROMETHEUS_HEADERS)
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            connection.close()  # it reconnects on the next request
+            raise
+        if response.status != 200:
+            raise OSError(f"HTTP {response.status}")
+        return len(body)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             for url in self.urls:
                 try:
-                    with urllib.request.urlopen(url, timeout=10) as response:
-                        self.bytes += len(response.read())
+                    self.bytes += self._scrape(url)
                     self.scrapes += 1
-                except OSError as exc:
+                except (OSError, http.client.HTTPException) as exc:
                     self.errors.append(f"{url}: {exc}")
             self._stop.wait(self.interval)
 
@@ -538,8 +575,9 @@ def render_scraped(s: dict[str, Any]) -> list[str]:
     return [
         f"**Metrics**: {scraped['agents']} of the agents served Prometheus metrics "
         f"(`--metrics-address`) and were scraped every {scraped['interval']:g} s from the "
-        f"benchmark process ({scraped['scrapes']} scrapes, {scraped['bytesPerScrape']:,} bytes "
-        f"each): {scraped['cpuPercentMedian']:g}% of a core (median) against "
+        f"benchmark process as Prometheus does (a kept-alive connection, OpenMetrics, gzip: "
+        f"{scraped['scrapes']} scrapes, {scraped['bytesPerScrape']:,} bytes each): "
+        f"{scraped['cpuPercentMedian']:g}% of a core (median) against "
         f"{plain if plain is not None else '-'}% for the agents without metrics, in the same "
         "cluster and window (docs/metrics.md).",
         "",
