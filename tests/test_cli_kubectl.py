@@ -417,6 +417,10 @@ def test_completion_of_kinds_and_names_from_the_agent(data_dir: Path, tmp_path: 
     assert complete(data_dir, "delete", "pods", PODS[0], "") == PODS[1:]
     assert complete(data_dir, "logs", "web-58b4f7c9d2-z") == [PODS[2]]
     assert complete(data_dir, "describe", "cm", "") == ["greeting"]
+    assert complete(data_dir, "wait", "po") == ["pods", "pod", "po"]
+    assert complete(data_dir, "wait", "pods", PODS[0], "") == PODS[1:]
+    assert complete(data_dir, "wait", "--for", "delete", "deploy/") == ["deploy/web"]
+    assert complete(data_dir, "wait", "deploy/web", "cm/g") == ["cm/greeting"]
     assert "completion" in complete(data_dir, "comp")
     # No agent there: nothing, silently.
     assert complete(tmp_path / "no-agent", "get", "pods", "") == []

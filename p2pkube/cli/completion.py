@@ -20,7 +20,13 @@ from p2pkube.cli.common import DEFAULT_NAMESPACE, State
 from p2pkube.cli.kinds import RESOURCES, find_resource
 from p2pkube.cli.output import Resource, name_of
 
-__all__ = ["complete_names", "complete_pods", "complete_resources", "completion"]
+__all__ = [
+    "complete_names",
+    "complete_objects",
+    "complete_pods",
+    "complete_resources",
+    "completion",
+]
 
 COMPLETION_TIMEOUT = 1.0
 """Seconds a completion waits for the local agent before offering nothing."""
@@ -100,6 +106,24 @@ def complete_names(
         CompletionItem(name)
         for name in _names(ctx, resource)
         if name.startswith(incomplete) and name not in given
+    ]
+
+
+def complete_objects(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """``TYPE/NAME... | TYPE [NAME...]`` (``wait``): first a kind or a TYPE/NAME; after a lone
+    kind, the names of its objects not given yet; after a TYPE/NAME, more TYPE/NAMEs."""
+    given = [str(arg) for arg in ctx.params.get(param.name or "") or ()]
+    if not given or "/" in given[0] or "/" in incomplete:
+        return complete_resources(ctx, param, incomplete)
+    resource = find_resource(given[0])
+    if resource is None:
+        return []
+    return [
+        CompletionItem(name)
+        for name in _names(ctx, resource)
+        if name.startswith(incomplete) and name not in given[1:]
     ]
 
 

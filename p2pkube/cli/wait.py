@@ -36,6 +36,7 @@ from p2pkube.cli.common import (
     namespace_option,
     selector_option,
 )
+from p2pkube.cli.completion import complete_objects
 from p2pkube.cli.get import lookup_resource, namespace_scope
 from p2pkube.cli.jsonpath import JsonPathError, Template, go_text, relaxed_expression
 from p2pkube.cli.output import Resource, field
@@ -151,7 +152,9 @@ def _targets(args: tuple[str, ...]) -> tuple[Resource, list[str]]:
 
 
 @click.command()
-@click.argument("args", nargs=-1, metavar="TYPE/NAME... | TYPE [NAME...]")
+@click.argument(
+    "args", nargs=-1, metavar="TYPE/NAME... | TYPE [NAME...]", shell_complete=complete_objects
+)
 @click.option(
     "--for",
     "for_",
