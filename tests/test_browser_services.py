@@ -246,6 +246,19 @@ FETCH = """async ([path, init]) => {
 }"""
 
 
+BUSY_FETCH = """async ([path, ms]) => {
+    const answer = fetch(path);
+    const busyMs = await new Promise((resolve) => setTimeout(() => {
+        const began = performance.now();
+        while (performance.now() - began < ms) {}
+        resolve(performance.now() - began);
+    }, 0));
+    const response = await answer;
+    return { status: response.status, busyMs, text: await response.text() };
+}"""
+"""A fetch from a page whose main thread is then busy for ``ms`` (a loop that never yields)."""
+
+
 async def test_service_worker_without_a_node_page_answers_503_and_leaves_other_paths(
     page: Any, web_server: SignalingServer
 ) -> None:
@@ -355,6 +368,12 @@ async def test_fetch_of_a_service_from_the_tab_reaches_echo_handlers_on_native_n
     endpoint = answer["headers"]["x-p2pkube-endpoint"]
     assert endpoint.split("/")[0] in NATIVES, endpoint
     assert any(line.startswith("pod: web-") for line in lines), lines
+
+    # The node page's main thread busy for 2 s (it runs the node's Python too, and a loaded
+    # machine or a big body can hold it that long) when the request comes: the Service
+    # Worker waits for the page it knows runs a node instead of answering 503 after 1 s.
+    busy = await page.evaluate(BUSY_FETCH, [path, 2000])
+    assert (busy["status"], busy["busyMs"] >= 2000) == (200, True), busy
 
     # A POST with a body, the named port, and the pod's own proxy path.
     post = await page.evaluate(

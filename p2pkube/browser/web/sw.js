@@ -12,8 +12,10 @@
 // idle, so it keeps nothing: per request it asks the window clients of the origin in turn (the
 // one that answered last first) over a MessageChannel; a page that runs a node answers
 // "accepted" at once, one that does not answers "no-node", one without the bridge (any other
-// page) not at all (ACCEPT_MS). Then the node page answers with the head and streams the body,
-// one chunk per pull of the Response's ReadableStream (protocol: bridge/proxy.js).
+// page) not at all (ACCEPT_MS; a page that accepted a request before gets NODE_ACCEPT_MS, since
+// its main thread, which runs the node too, may be busy). Then the node page answers with the
+// head and streams the body, one chunk per pull of the Response's ReadableStream (protocol:
+// bridge/proxy.js).
 //
 // Answers of its own (text/plain): 503 with Retry-After when no page of the origin runs a node,
 // 504 when the node page gave no head within HEAD_MS, 502 when it was closed first (a body
@@ -23,6 +25,13 @@
 const PROXY = /^\/api\/v1\/namespaces\/[^/]+\/(services|pods)\/[^/]+\/proxy(\/|$)/;
 /** How long a page has to say whether it runs a node (it answers at once when it has the bridge). */
 const ACCEPT_MS = 1000;
+/**
+ * How long a page that ran a node for an earlier request has to accept the next one. Its main
+ * thread runs the node's Python too, and may be busy for seconds at a time (a loaded machine, a
+ * large body being built): it is still the node to ask, not a page without the bridge. A closed
+ * page is noticed within CLIENT_CHECK_MS all the same.
+ */
+const NODE_ACCEPT_MS = 10_000;
 /** How long the node page may take to answer with a head (its router gives up at 30 s). */
 const HEAD_MS = 40_000;
 /** How long the node page may take to answer one pull of the body. */
@@ -31,6 +40,8 @@ const PULL_MS = 40_000;
 const CLIENT_CHECK_MS = 1000;
 
 let lastNode = null; // the id of the client that served the last request
+/** Ids of the clients that accepted a request (forgotten when the worker is stopped). */
+const nodePages = new Set();
 
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
@@ -88,12 +99,15 @@ async function proxy(request) {
     const port = channel.port1;
     const message = { type: "p2pkube-proxy", method, url: request.url, headers, body: body ? body.slice(0) : null };
     client.postMessage(message, [channel.port2, ...(message.body ? [message.body] : [])]);
-    const answer = await nextMessage(port, ACCEPT_MS);
+    const known = nodePages.has(client.id);
+    const answer = await nextMessage(port, known ? NODE_ACCEPT_MS : ACCEPT_MS, known ? client.id : null);
     if (!answer || answer.type !== "accepted") {
-      reasons.push(answer ? answer.reason || answer.type : "no answer");
+      reasons.push(answer ? answer.reason || answer.message || answer.type : "no answer");
+      if (answer) nodePages.delete(client.id); // it said no, or was closed
       port.close();
       continue;
     }
+    nodePages.add(client.id);
     lastNode = client.id;
     return respond(port, method, client.id);
   }
