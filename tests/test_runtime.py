@@ -142,17 +142,23 @@ async def test_endless_loop_stops_at_its_deadline_and_on_kill(
     assert (termination.reason, termination.message) == (rt.KILLED, "deleted by the test")
 
 
-async def test_a_sleeping_module_is_stopped_promptly(
-    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
-) -> None:
-    """wasmtime's own poll_oneoff would block the thread for the whole sleep."""
-    spec = launch(modules, tmp_path, "ticker", "30")
+async def start_until_it_logs(runtime: NativeRuntime, spec: rt.Launch) -> rt.Instance:
+    """Start ``spec``; return its instance once its log has a line (or after 5 s)."""
     await runtime.prepare(spec.image, spec.module_path)
     instance = runtime.start(spec)
     for _ in range(100):
         if await texts(runtime, spec):
             break
         await asyncio.sleep(0.05)
+    return instance
+
+
+async def test_a_sleeping_module_is_stopped_promptly(
+    runtime: NativeRuntime, modules: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    """wasmtime's own poll_oneoff would block the thread for the whole sleep."""
+    spec = launch(modules, tmp_path, "ticker", "30")
+    instance = await start_until_it_logs(runtime, spec)
     assert await texts(runtime, spec) == ["tick 1"]
     asked = time.monotonic()
     instance.stop()
@@ -168,12 +174,7 @@ async def test_a_killed_pod_keeps_the_lines_it_wrote_before_the_kill(
     while the loop was busy are still in the pipe at a kill, and must reach the log (what
     ``logs --previous`` shows after a restart), not be dropped with the pipe."""
     spec = launch(modules, tmp_path, "ticker", "0.001")
-    await runtime.prepare(spec.image, spec.module_path)
-    instance = runtime.start(spec)
-    for _ in range(100):
-        if await texts(runtime, spec):
-            break
-        await asyncio.sleep(0.05)
+    instance = await start_until_it_logs(runtime, spec)
     time.sleep(0.3)  # noqa: ASYNC251 - the loop busy on purpose: the lines wait in the pipe
     instance.stop(rt.KILLED, "deleted by the test")
     termination = await asyncio.wait_for(instance.done, 5)
